@@ -35,6 +35,10 @@ TRACK_PROPERTIES = (
     "verdict",  # the bot verdict it was scored with: a destination can leave out a click farm
 )
 EVENT = "Source Identified"
+ONE_DAY = frozenset({"cookieless", "no_consent"})
+"""Populations (``Touchpoint.consent``) keyed by a one-day hash of (host, IP, user agent), which
+everyone behind the same address and browser shares that day: never an ``anonymousId``, since a
+destination merges the profiles that share one (Segment's identity resolution)."""
 _ENVELOPE = 200
 """Bytes a batch body adds around its messages (``{"batch": [...], "sentAt": ...}``)."""
 _encode = msgspec.json.Encoder()
@@ -69,32 +73,41 @@ def _traits(prefix: str, touch: dict[str, Any]) -> dict[str, Any]:
 
 
 def identify_message(
-    binding: dict[str, Any], user_id: str, first: dict[str, Any] | None, last: dict[str, Any] | None
+    binding: dict[str, Any], user_id: str, first: dict[str, Any], last: dict[str, Any]
 ) -> dict[str, Any]:
-    traits: dict[str, Any] = {}
-    if first is not None and last is not None:
-        traits = {**_traits("first", first), **_traits("last", last)}
+    """The user's ``identify`` for ``binding``, traits from their first and last landing; by
+    ``userId`` alone when the binding's visitor key is a one-day one (``ONE_DAY``)."""
+    traits = {**_traits("first", first), **_traits("last", last)}
     # The same binding with the same traits is the same message; new traits, a new message.
     digest = hashlib.sha256(_encode.encode(traits)).hexdigest()[:16]
-    return {
+    message: dict[str, Any] = {
         "type": "identify",
         "messageId": f"gw-identify-{binding['id']}-{digest}",
         "userId": user_id,
-        "anonymousId": binding["visitor_key"],
         "timestamp": binding["ts"],
         "traits": traits,
     }
+    if binding.get("consent", "cookie") not in ONE_DAY:
+        message["anonymousId"] = binding["visitor_key"]  # the device: its anonymous tracks join the user
+    return message
 
 
 def track_message(touch: dict[str, Any], user_id: str | None) -> dict[str, Any]:
+    """The landing's ``track``. Segment needs a ``userId`` or an ``anonymousId`` on each message:
+    a one-day key's landing (``ONE_DAY``) goes by the ``userId`` alone when it has one, else
+    under an ``anonymousId`` of its own, ``gw-landing-<event id>``, which links it to no other
+    landing nor to anyone else behind the same address."""
     message: dict[str, Any] = {
         "type": "track",
         "event": EVENT,
         "messageId": f"gw-touch-{touch['id']}",
-        "anonymousId": touch["visitor_key"],
         "timestamp": touch["ts"],  # when the visitor landed, not when it was sent
         "properties": {k: touch[k] for k in TRACK_PROPERTIES if touch.get(k) is not None},
     }
+    if touch.get("consent", "cookie") not in ONE_DAY:
+        message["anonymousId"] = touch["visitor_key"]
+    elif user_id is None:
+        message["anonymousId"] = f"gw-landing-{touch['id']}"
     if user_id is not None:
         message["userId"] = user_id
     return message

@@ -5,14 +5,17 @@ cursors (``storage.cursors``, named ``sink:<name>:<table>``) and sends:
 
 - per touchpoint, ``track("Source Identified")`` with the touchpoint's own
   (historical) timestamp, the visitor key as ``anonymousId`` and the user, when
-  the visitor is bound, as ``userId``;
+  the visitor is bound, as ``userId``; a one-day key (``cookieless``, ``ONE_DAY``)
+  is never an ``anonymousId``: by ``userId`` alone when one user is bound to it, else
+  under ``gw-landing-<event id>``, which links the landing to nothing (``track_message``);
 - per identity binding, ``identify(userId)`` with flattened traits
   ``source_first_*`` and ``source_last_*`` (source, medium, campaign, term,
   content, channel when the column exists, creator_id, timestamp) computed over
   all of the user's visitors (never from a ``no_consent`` touchpoint; never for a binding
-  made in a ``no_consent`` session, whose one-day key others share); and again, with
-  the traits as they are then, when a touchpoint of an already-sent binding's visitor
-  comes in (``_refreshed``).
+  made in a ``no_consent`` session, whose one-day key others share; a ``cookieless``
+  binding's by ``userId`` alone; none while the user has no landing to send, so no traits);
+  and again, with the traits as they are then, when a touchpoint of an already-bound
+  visitor comes in, for every user bound to it (``_refreshed``).
 
 Every message has a deterministic ``messageId`` derived from the event id (and,
 for identify, from its traits), so a retried batch never counts twice. The
@@ -70,6 +73,7 @@ from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import (
     EVENT,
+    ONE_DAY,
     REFUSED,
     SinkError,
     SinkRefused,
@@ -317,9 +321,9 @@ class Sink:
 
     # -- reading the log ---------------------------------------------------------------------
 
-    async def _users_of(self, db: aiosqlite.Connection, visitors: Sequence[str]) -> dict[str, str]:
-        """visitor key → user key of its latest binding."""
-        found: dict[str, str] = {}
+    async def _users_of(self, db: aiosqlite.Connection, visitors: Sequence[str]) -> dict[str, list[str]]:
+        """visitor key → the user keys bound to it, each once, the latest binding's last."""
+        found: dict[str, list[str]] = {}
         unique = sorted(set(visitors))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
@@ -329,7 +333,10 @@ class Sink:
                 chunk,
             ) as cursor:
                 for visitor_key, user_key in await cursor.fetchall():
-                    found[visitor_key] = user_key
+                    users = found.setdefault(visitor_key, [])
+                    if user_key in users:
+                        users.remove(user_key)
+                    users.append(user_key)
         return found
 
     async def _journey_ends(
@@ -355,12 +362,17 @@ class Sink:
         """An ``identify`` per binding, except a binding made in a session that did not consent
         (``privacy.consent_cookie``): it names a visitor who did not consent, under a one-day key
         everyone behind the same address and browser shares that day, so a destination would
-        merge the profiles of the users who logged in under it."""
+        merge the profiles of the users who logged in under it. And except one with no traits
+        (the user has no landing a sink may send): it would tell the destination nothing, its
+        ``anonymousId`` no landing the sink sent; it goes, traits and all, when one comes in
+        (``_refreshed``)."""
         messages = []
         for binding in bindings:
             if binding.get("consent") == "no_consent":
                 continue
             first, last = await self._journey_ends(db, binding["user_key"])
+            if first is None or last is None:
+                continue
             messages.append(identify_message(binding, self.user_id(binding["user_key"]), first, last))
         return messages
 
@@ -371,10 +383,16 @@ class Sink:
         # party's tool (``privacy.consent_cookie``).
         touches = [t for t in touches if t.get("consent") != "no_consent"]
         users = await self._users_of(db, [t["visitor_key"] for t in touches])
-        return [
-            track_message(t, self.user_id(users[t["visitor_key"]]) if t["visitor_key"] in users else None)
-            for t in touches
-        ]
+        return [track_message(t, self._landed(t, users.get(t["visitor_key"], []))) for t in touches]
+
+    def _landed(self, touch: dict[str, Any], users: Sequence[str]) -> str | None:
+        """The user a track names: the latest bound to a cookie's visitor (the device's user);
+        for a one-day key (``ONE_DAY``) only the one user bound to it: bound to several (two
+        people behind one NAT with the same browser), whose landing it was is not known, and a
+        destination would credit it to the one named."""
+        if not users or (touch.get("consent") in ONE_DAY and len(users) > 1):
+            return None
+        return self.user_id(users[-1])
 
     async def _refreshed(
         self, db: aiosqlite.Connection, touches: Sequence[dict[str, Any]]
@@ -388,7 +406,7 @@ class Sink:
         if not touches:
             return []
         sent_up_to, _ = await cursor_at(db, cursor_name(self.reader, "identities"))
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, dict[str, dict[str, Any]]] = {}  # visitor → user → its latest binding
         unique = sorted({t["visitor_key"] for t in touches})
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
@@ -399,13 +417,15 @@ class Sink:
                 (*chunk, sent_up_to),
             ) as cursor:
                 for row in await cursor.fetchall():
-                    latest[row["visitor_key"]] = dict(row)
+                    latest.setdefault(row["visitor_key"], {})[row["user_key"]] = dict(row)
         per_user: dict[str, dict[str, Any]] = {}
-        for touch in touches:  # one identify per user, for the binding of its last touchpoint here
-            binding = latest.get(touch["visitor_key"])
-            if binding is not None:
-                per_user.pop(binding["user_key"], None)
-                per_user[binding["user_key"]] = binding
+        # One identify per user, for the binding of its last touchpoint here; for every user bound
+        # to that visitor (a shared device, a one-day key several logged in under): the landing
+        # is in each one's traits.
+        for touch in touches:
+            for user_key, binding in latest.get(touch["visitor_key"], {}).items():
+                per_user.pop(user_key, None)
+                per_user[user_key] = binding
         return await self._identifies(db, list(per_user.values()))
 
     async def _rows_after(
@@ -486,6 +506,12 @@ class Sink:
         ) as cursor:
             touches = [dict(r) for r in await cursor.fetchall()]
         messages = await self._identifies(db, bindings) + await self._tracks(db, touches)
+        if not messages:  # no track: no landing to send, so no traits for an identify either
+            raise NothingRecorded(
+                "nothing to send for this user: no landing of theirs that a sink may send is"
+                " recorded (none, or each made without consent: privacy.consent_cookie), and an"
+                " identify without source traits would tell the destination nothing"
+            )
         return await self.send(messages, skip_refused=False)
 
     async def run(self) -> None:

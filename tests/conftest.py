@@ -250,6 +250,10 @@ class BatchApi:
         batch = (await request.json())["batch"]
         if refused := [self.refuse[m["messageId"]] for m in batch if m["messageId"] in self.refuse]:
             return web.json_response({"error": "invalid message"}, status=refused[0])
+        # Segment's HTTP API: each message needs a userId and/or an anonymousId (its strict mode
+        # answers 400; otherwise it drops the message behind a 200).
+        if any(not (m.get("userId") or m.get("anonymousId")) for m in batch):
+            return web.json_response({"error": "userId or anonymousId is required"}, status=400)
         self.bodies.append(body)
         self.calls.extend(batch)
         return web.json_response({"success": True})

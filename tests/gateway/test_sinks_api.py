@@ -26,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from storage.local import LocalStore
 from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, sink_toml
+from tests.storage.stores import read
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -99,6 +100,66 @@ async def test_admin_resend_and_background_delivery(
         assert "HTTP 500" in (await resp.json())["error"]
 
 
+async def test_cookieless_logins_behind_one_address_are_not_merged_at_the_destination(
+    start_gateway: GatewayFactory, batch_api: BatchApi, upstream_server
+) -> None:
+    """The whole way, in ``identity.mode = "cookieless"``: ada lands from a campaign and logs
+    in, then bob logs in from behind the same address with the same browser, the same day, so
+    under the same one-day visitor key. Until 2026-12-06 the sink sent that key as the
+    ``anonymousId`` of ada's track and of both identifies: Segment merged ada and bob into one
+    profile. Now no message carries it, the landing names neither user (whose it was is not
+    known), and a re-send on demand follows the same rules."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def login(request: web.Request) -> web.Response:
+        await request.post()
+        raise web.HTTPFound("/")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    app.router.add_post("/login", login)
+    origin = await upstream_server(app)
+    toml = (
+        "[identity]\nmode = 'cookieless'\nuser_id_storage = 'encrypt'\n"
+        "[[identity.rules]]\nname = 'login'\npath = '/login'\nstatus = [302]\n"
+        "user_id = { form = 'username' }\n" + sink_toml(batch_api, interval_seconds=0.05)
+    )
+    gw = await start_gateway(origin, toml, {"SINK_SECRET": WRITE_KEY})
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"}
+    async with gw.session.get(gw.url + "/?utm_source=tiktok&utm_campaign=spring", headers=browser) as resp:
+        assert resp.status == 200 and "Set-Cookie" not in resp.headers
+    for user in ("ada", "bob"):
+        async with gw.session.post(
+            gw.url + "/login", data={"username": user}, headers=browser, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+    async with asyncio.timeout(20):  # the background task delivers by itself
+        while len([c for c in batch_api.calls if c["type"] == "identify"]) < 2:
+            await asyncio.sleep(0.02)
+    store = gw.gateway.settings.store_path
+    day_keys = {k for (k,) in await read(store, "SELECT visitor_key FROM identities")}
+    populations = {
+        c
+        for (c,) in await read(store, "SELECT consent FROM identities UNION SELECT consent FROM touchpoints")
+    }
+    assert len(day_keys) == 1 and populations == {"cookieless"}
+    (day_key,) = day_keys
+    assert day_key not in str(batch_api.calls)
+    (track,) = [c for c in batch_api.calls if c["type"] == "track"]
+    assert "userId" not in track and track["anonymousId"].startswith("gw-landing-")
+    identifies = {c["userId"]: c for c in batch_api.calls if c["type"] == "identify"}
+    assert sorted(identifies) == ["ada", "bob"] and not any("anonymousId" in c for c in identifies.values())
+    assert identifies["ada"]["traits"]["source_first_campaign"] == "spring"
+    batch_api.calls.clear()
+    async with gw.session.post(gw.admin_url + "/api/sinks/out/users/ada", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["sent"] == 2, body
+    assert day_key not in str(batch_api.calls)
+    assert {c["messageId"] for c in batch_api.calls} == {track["messageId"], identifies["ada"]["messageId"]}
+
+
 async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
     start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
 ) -> None:
@@ -109,10 +170,16 @@ async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
 
     gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=60), {"SINK_SECRET": WRITE_KEY})
     plain = replace(gw.gateway.keys, user_mode="plain").user_key("dora")
-    await gw.gateway.store.write([Binding(uuid7(), iso(datetime.now(UTC)), "test", "v" * 32, plain, "r")])
+    now = iso(datetime.now(UTC))
+    await gw.gateway.store.write(
+        [
+            Touchpoint(uuid7(), now, "test", "v" * 32, source="news"),
+            Binding(uuid7(), now, "test", "v" * 32, plain, "r"),
+        ]
+    )
     async with gw.session.post(gw.admin_url + "/api/sinks/out/users/dora", headers=AUTH) as resp:
         body = await resp.json()
-    assert resp.status == 200 and body["sent"] == 1, body
+    assert resp.status == 200 and body["sent"] == 2, body  # the identify, the landing's track
     # As kept; once (the sink's own round may have sent it too, under the same messageId).
     assert [c["userId"] for c in batch_api.unique.values() if c["type"] == "identify"] == ["dora"]
 
@@ -249,6 +316,24 @@ def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
     )
 
 
+def test_sink_send_of_a_user_with_no_landing_to_send_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Bound, but every landing of theirs made without consent: no track may go, and an
+    identify without traits tells the destination nothing. Until 2026-12-06 `sink send` sent
+    that empty identify ("out: 1 message sent"); now it says why nothing goes, exit 1, as the
+    admin API's 404."""
+    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    api = BatchApi(url="http://127.0.0.1:9")  # never called: nothing to send
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "node.db"}"\n' + sink_toml(api))
+    settings = load_settings(config)
+    seed_user(settings, Keys.from_master(settings.secret).user_key("dave"), consent="no_consent")
+    assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("gateway: nothing to send for this user: no landing of theirs"), err
+    assert err.endswith("; nothing sent\n") and "Traceback" not in err
+
+
 def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -310,12 +395,15 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         config.write_text(
             '[storage]\npath = "node.db"\n'
             f'[[sinks]]\nname = "a"\nkind = "webhook"\nurl = "{url}/a"\nsecret = "env:SINK_A"\n'
+            "max_message_bytes = 1024\n"
             f'[[sinks]]\nname = "b"\nkind = "webhook"\nurl = "{b_url}"\nsecret = "env:SINK_B"\n'
         )
         settings = load_settings(config, offline=True)
         keys = Keys.from_master(settings.secret)
 
-        seed_user(settings, keys.user_key("erin"), touchpoint=False)
+        # Its landing's track is over a's max_message_bytes (a path of 1,500 characters): the
+        # identify alone goes, one message.
+        seed_user(settings, keys.user_key("erin"), landing_path="/" + "p" * 1500)
         assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
         out, err = capsys.readouterr()
         assert out == "a: 1 message sent\n" and err == "", err

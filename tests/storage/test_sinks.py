@@ -204,6 +204,107 @@ async def test_a_binding_made_without_consent_is_not_sent(world, batch_api: Batc
         await w.sinks.resend_user([bob])
 
 
+async def test_a_one_day_key_is_never_sent_as_an_anonymous_id(world, batch_api: BatchApi) -> None:
+    """Under ``identity.mode = "cookieless"`` the visitor key is a one-day hash shared by
+    everyone behind the same address and browser that day; a destination merges every profile
+    that shares an ``anonymousId``. Until 2026-12-06 each track and identify carried it, so
+    ada's landings and traits joined another visitor's profile there. Now a bound key's
+    messages go by ``userId`` alone, and an unbound landing under an ``anonymousId`` of its own
+    (``gw-landing-<event id>``) that links it to nothing."""
+    w = await world("[identity]\nmode = 'cookieless'\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
+    ada_day, stranger_day = "a" * 32, "5" * 32
+    first = landing(T0, ada_day, source="tiktok", consent="cookieless")
+    walk_in = landing(T0 + timedelta(hours=1), stranger_day, source="google", consent="cookieless")
+    back = landing(T0 + timedelta(hours=2), stranger_day, source="bing", consent="cookieless")
+    bound = Binding(uuid7(), iso(T0 + timedelta(hours=3)), "a", ada_day, w.keys.user_key("ada"), "login")
+    bound.consent = "cookieless"
+    await w.store.write([first, walk_in, back, bound])
+    assert await one_round(w) == {"touchpoints": 3, "identities": 1}
+    assert ada_day not in str(batch_api.calls) and stranger_day not in str(batch_api.calls)
+    by_id = batch_api.unique
+    track = by_id[f"gw-touch-{first.id}"]
+    assert track["userId"] == "ada" and "anonymousId" not in track
+    (identify,) = [c for c in batch_api.calls if c["type"] == "identify"]
+    assert identify["userId"] == "ada" and "anonymousId" not in identify
+    assert identify["traits"]["source_first_source"] == "tiktok"
+    # Two landings of one unbound key: two anonymous ones, linked neither to each other nor to
+    # anyone else behind that address.
+    ids = [by_id[f"gw-touch-{t.id}"].get("anonymousId") for t in (walk_in, back)]
+    assert ids == [f"gw-landing-{walk_in.id}", f"gw-landing-{back.id}"]
+    assert all("userId" not in by_id[f"gw-touch-{t.id}"] for t in (walk_in, back))
+    # On demand, by the same rules and under the same messageIds.
+    batch_api.calls.clear()
+    assert await w.sinks.resend_user([w.keys.user_key("ada")]) == {"out": 2}
+    assert {c["messageId"]: c for c in batch_api.calls} == {k: by_id[k] for k in batch_api.unique}
+    assert ada_day not in str(batch_api.calls)
+
+
+async def test_a_one_day_key_two_users_logged_in_under_names_neither(world, batch_api: BatchApi) -> None:
+    """ada and bob behind one NAT with the same browser log in the same day: one day key, bound
+    to both. Whose landing it was is not known, so its track names neither user (a track under
+    one ``userId`` would be credited to that one at the destination); each user's identify,
+    by ``userId`` alone, carries it in its traits, as the gateway's own reports credit it to
+    both, and a later landing under that key refreshes both users' traits."""
+    w = await world("[identity]\nmode = 'cookieless'\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
+    shared = "c" * 32
+    morning = landing(T0, shared, source="tiktok", consent="cookieless")
+    ada, bob = w.keys.user_key("ada"), w.keys.user_key("bob")
+    bindings = [
+        Binding(uuid7(), iso(T0 + timedelta(hours=h)), "a", shared, u, "login")
+        for h, u in ((1, ada), (2, bob))
+    ]
+    for b in bindings:
+        b.consent = "cookieless"
+    await w.store.write([morning, *bindings])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 2}
+    track = batch_api.unique[f"gw-touch-{morning.id}"]
+    assert "userId" not in track and track["anonymousId"] == f"gw-landing-{morning.id}"
+    identifies = [c for c in batch_api.calls if c["type"] == "identify"]
+    assert [(c["userId"], c.get("anonymousId")) for c in identifies] == [("ada", None), ("bob", None)]
+    assert all(c["traits"]["source_first_source"] == "tiktok" for c in identifies)
+    evening = landing(T0 + timedelta(hours=5), shared, source="newsletter", consent="cookieless")
+    await w.store.write([evening])
+    batch_api.calls.clear()
+    assert await one_round(w) == {"touchpoints": 3, "identities": 0}
+    refreshed = {c["userId"]: c["traits"] for c in batch_api.calls if c["type"] == "identify"}
+    assert {u: t["source_last_source"] for u, t in refreshed.items()} == {
+        "ada": "newsletter",
+        "bob": "newsletter",
+    }
+    assert shared not in str(batch_api.calls)
+
+
+async def test_an_identify_with_nothing_to_say_is_not_sent(world, batch_api: BatchApi) -> None:
+    """A user with no landing a sink may send (none recorded, or each made without consent) has
+    no source traits: their identify told the destination nothing (until 2026-12-06 it went,
+    ``"traits": {}``). It goes, traits and all, once a landing it may send comes in; a re-send
+    on demand says there is nothing to send."""
+    w = await world("[identity]\nuser_id_storage = 'plain'\n" + sink_toml(batch_api))
+    laptop, direct = "1" * 32, "2" * 32
+    declined = landing(T0, laptop, source="secret-source", consent="no_consent")
+    cara, dan = w.keys.user_key("cara"), w.keys.user_key("dan")
+    ts = iso(T0 + timedelta(hours=1))
+    await w.store.write(
+        [
+            declined,
+            Binding(uuid7(), ts, "a", laptop, cara, "login"),
+            Binding(uuid7(), ts, "a", direct, dan, "signup"),
+        ]
+    )
+    assert await one_round(w) == {"touchpoints": 0, "identities": 0}
+    assert batch_api.received == 0
+    for user in (cara, dan):
+        with pytest.raises(NothingRecorded, match="nothing to send for this user: no landing of theirs"):
+            await w.sinks.resend_user([user])
+    later = touch(4, laptop, "newsletter")  # cara's laptop again, this time with consent
+    await w.store.write([later])
+    assert await one_round(w) == {"touchpoints": 2, "identities": 0}
+    identify = next(c for c in batch_api.calls if c["type"] == "identify")
+    assert identify["userId"] == "cara" and identify["anonymousId"] == laptop
+    assert identify["traits"]["source_first_source"] == "newsletter"
+    assert "secret-source" not in str(batch_api.calls)
+
+
 async def test_a_touchpoint_after_the_users_identify_sends_the_traits_again(
     world, batch_api: BatchApi
 ) -> None:
@@ -481,6 +582,8 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     ``backoff_max_seconds``); the age of the oldest unsent row is kept current meanwhile, every
     ``interval_seconds``: a row written after the last attempt shows before the next one."""
     w = await world(sink_toml(batch_api, interval_seconds=0.02, backoff_max_seconds=300))
+    await w.store.write([landing(datetime.now(UTC), "a" * 32, source="ads")])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}  # sent: no touchpoint waits
     batch_api.fail = [500] * 1000
     metrics = w.sinks.sinks["out"].metrics
     errors = metrics.sync_errors.labels("sink:out")
@@ -488,7 +591,7 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
     task = asyncio.create_task(w.sinks.sinks["out"].run())
     try:
         binding = Binding(uuid7(), iso(datetime.now(UTC)), "a", "a" * 32, w.keys.user_key("u"), "login")
-        await w.store.write([binding])  # something to fail on; no touchpoint waits yet
+        await w.store.write([binding])  # something to fail on (its identify)
         async with asyncio.timeout(10):
             while not errors._value.get():
                 await asyncio.sleep(0.005)
