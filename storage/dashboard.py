@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -25,6 +24,7 @@ import aiosqlite
 from gateway.attribution import MODELS, from_minor
 from gateway.events import iso
 from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
+from storage.dashboard_landings import Credited, Landed, Landings, count_landings
 from storage.populations import population_counts
 from storage.reports import Reports
 
@@ -85,58 +85,6 @@ def _credit_rows(rows: list[ChannelCredit]) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class Credited:
-    """Which of the period's landings the reports credit: those whose effective bot verdict
-    (an analyst's override, else the latest re-score, else as scored; unscored: ``allow``) is
-    one of ``verdicts`` (``attribution.verdicts``). ``changed``: the period's touchpoints whose
-    verdict changed, with their effective verdict (``_bots`` reads them: few)."""
-
-    verdicts: frozenset[str]
-    changed: dict[str, str]
-
-    def sql(self, more: bool = False) -> tuple[str, str, str, dict[str, str]]:
-        """What a query of ``touchpoints t`` needs to tell a credited landing: a CTE to lead it
-        (or nothing; ``more``: to follow other CTEs), a join to put after ``touchpoints t`` (or
-        nothing), an SQL expression that is 1 for a credited landing and 0 for another, and
-        their parameters. Without a changed verdict in the period (the usual), the stored
-        verdict alone: no lookup per row."""
-        params = {f"credited_{i}": verdict for i, verdict in enumerate(sorted(self.verdicts))}
-        listed = ", ".join(f":{name}" for name in params)
-        if not self.changed:
-            return "", "", f"(coalesce(t.verdict, 'allow') IN ({listed}))", params
-        return (
-            (", " if more else "WITH ")
-            + "changed(id, verdict) AS MATERIALIZED (SELECT key, value FROM json_each(:changed)) ",
-            " LEFT JOIN changed ON changed.id = t.id",
-            f"(coalesce(changed.verdict, t.verdict, 'allow') IN ({listed}))",
-            {**params, "changed": json.dumps(self.changed)},
-        )
-
-
-async def _landed(
-    db: aiosqlite.Connection, column: str, bounds: dict[str, str | None], limit: int, credited: Credited
-) -> tuple[list[tuple[str, int, int, int]], int, int]:
-    """The campaigns (or creators) of the period most landed on by landings the reports credit:
-    (name, credited landings, their distinct visitors, landings not credited); how many names
-    the period landed on in all, and the landings of every name not credited (the window
-    functions run over the groups, before the limit: one scan)."""
-    assert column in _TOUCHED  # goes into the SQL text
-    lead, join, ok, params = credited.sql()
-    sql = (
-        f"{lead}SELECT name, landed, visitors, excluded, count(*) OVER (), sum(excluded) OVER () FROM ("
-        f"SELECT t.{column} AS name, sum({ok}) AS landed,"
-        f" count(DISTINCT CASE WHEN {ok} THEN t.visitor_key END) AS visitors, sum(NOT {ok}) AS excluded"
-        f" FROM touchpoints t{join}"
-        f" WHERE t.ts >= :since AND t.ts < :until AND t.{column} IS NOT NULL AND t.{column} != ''"
-        f" GROUP BY t.{column}) ORDER BY landed DESC, name LIMIT :limit"
-    )
-    async with db.execute(sql, {**bounds, **params, "limit": limit}) as cursor:
-        rows = list(await cursor.fetchall())
-    found = [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
-    return found, int(rows[0][4]) if rows else 0, int(rows[0][5]) if rows else 0
-
-
 _TOUCHED = {"campaign": "top_campaigns", "creator_id": "top_creators"}
 """The columns the top tables rank, and the summary's key for each."""
 _NAMED = {"campaign": "campaigns", "creator_id": "creators"}
@@ -173,61 +121,6 @@ async def _touched(
     )
     async with db.execute(sql, {**bounds, **wanted, **params, "window": window_days}) as cursor:
         return {(str(r[0]), str(r[1])): int(r[2]) for r in await cursor.fetchall()}
-
-
-async def _bots(
-    db: aiosqlite.Connection, bounds: dict[str, str | None]
-) -> tuple[bool, dict[str, int], dict[str, str]]:
-    """Touchpoints of the period per effective bot verdict (an analyst's override, else the
-    latest re-score, else as scored), whether any was scored at all, and the effective verdict
-    of each touchpoint whose verdict changed; an unscored touchpoint (the bots addon off) counts
-    as ``allow``. Counted by stored verdict, then the (few)
-    touchpoints whose verdict changed move over: the ``effective_touchpoints`` view's answer
-    without its subquery per row (2.4 s → 0.4 s over a million touchpoints)."""
-    # One statement, so one snapshot: the count by stored verdict, then (kind 1) each changed
-    # touchpoint's changes in order, its last row winning (latest analyst change, else latest
-    # re-score). Two statements could move a touchpoint written in between that was not counted.
-    sql = (
-        "SELECT 0, coalesce(verdict, 'allow'), count(*), count(verdict), NULL, NULL FROM touchpoints"
-        " WHERE ts >= :since AND ts < :until GROUP BY 2"
-        " UNION ALL"
-        " SELECT 1, c.touchpoint_id, c.verdict, t.verdict, c.origin = 'analyst', c.id"
-        " FROM verdict_changes c CROSS JOIN touchpoints t ON t.id = c.touchpoint_id"
-        " WHERE t.ts >= :since AND t.ts < :until"
-        " ORDER BY 1, 2, 5, 6"
-    )
-    counts: dict[str, int] = defaultdict(int)
-    scored = False
-    effective: dict[str, tuple[str, str | None]] = {}
-    async with db.execute(sql, bounds) as cursor:
-        for kind, key, a, b, _, _ in await cursor.fetchall():
-            if kind == 0:  # key: a stored verdict, a: its touchpoints, b: of them scored
-                counts[str(key)] += int(a)
-                scored = scored or bool(b)
-            else:  # key: a touchpoint, a: a change's verdict, b: the stored one
-                effective[key] = (a, b)
-    for now, stored in effective.values():
-        counts[stored or "allow"] -= 1
-        counts[now] += 1
-        scored = True
-    changed = {str(key): str(now) for key, (now, _) in effective.items()}
-    return scored, {verdict: n for verdict, n in counts.items() if n}, changed
-
-
-async def _totals(
-    db: aiosqlite.Connection, bounds: dict[str, str | None], credited: Credited
-) -> dict[str, int]:
-    """The period's landings the reports credit and their distinct visitors, and its landings
-    they do not (``not_credited``: a bot verdict outside ``attribution.verdicts``)."""
-    lead, join, ok, params = credited.sql()
-    sql = (
-        f"{lead}SELECT sum({ok}), count(DISTINCT CASE WHEN {ok} THEN t.visitor_key END), sum(NOT {ok})"
-        f" FROM touchpoints t{join} WHERE t.ts >= :since AND t.ts < :until"
-    )
-    async with db.execute(sql, {**bounds, **params}) as cursor:
-        row = await cursor.fetchone()
-    touchpoints, visitors, excluded = (int(n or 0) for n in row) if row else (0, 0, 0)
-    return {"touchpoints": touchpoints, "visitors": visitors, "not_credited": excluded}
 
 
 def _micros(column: str) -> str:
@@ -347,23 +240,31 @@ async def _counts(
     reaches (``population_conversions`` among the totals: those its credits share out).
     Landings (totals and top tables) are those the reports credit (``verdicts``), with how
     many they leave out."""
-    scored, bots, changed = await _bots(db, bounds)
-    credited = Credited(verdicts, changed)
+    landings = await count_landings(db, bounds, verdicts)
     conversions, names = await _conversions(db, bounds)
-    totals = {**await _totals(db, bounds, credited), "conversions": conversions}
+    totals = {**_totals(landings.totals), "conversions": conversions}
     if population is not None:
         totals["population_conversions"] = await _population_conversions(db, bounds, widest, population)
     return {
         "totals": totals,
         "conversion_names": names,
-        **await _tops(db, bounds, widest / timedelta(days=1), credited),
-        "bots": {"scored": scored, "verdicts": bots},
-        "populations": await population_counts(db, since, until),
+        **await _tops(db, bounds, widest / timedelta(days=1), landings),
+        "bots": {"scored": landings.scored, "verdicts": landings.verdicts},
+        "populations": await population_counts(db, since, until, landings.by_consent),
     }
 
 
+def _totals(landed: Landed) -> dict[str, int]:
+    """The period's landings the reports credit and their distinct visitors, and its landings
+    they do not (``not_credited``: a bot verdict outside ``attribution.verdicts``)."""
+    return {"touchpoints": landed.landed, "visitors": landed.visitors, "not_credited": landed.excluded}
+
+
 async def _tops(
-    db: aiosqlite.Connection, bounds: dict[str, str | None], window_days: float, credited: Credited
+    db: aiosqlite.Connection,
+    bounds: dict[str, str | None],
+    window_days: float,
+    landings: Landings,
 ) -> dict[str, Any]:
     """The top campaigns and creators, ranked by the landings the reports credit: those
     landings, their distinct visitors, the landings left out (``not_credited``: a bot verdict
@@ -371,23 +272,26 @@ async def _tops(
     in the converter's path (``_touched``); how many campaigns and creators the period has in all
     (``landed``: the tables show the ``TOP`` of them), and the landings of all of them left
     out (``not_credited``)."""
-    landed = {column: await _landed(db, column, bounds, TOP, credited) for column in _TOUCHED}
-    names = {column: [row[0] for row in rows] for column, (rows, _, _) in landed.items()}
-    touched = await _touched(db, bounds, window_days, names, credited)
+    top = {column: landings.top(column, TOP) for column in _TOUCHED}
+    names = {column: [name for name, _ in rows] for column, rows in top.items()}
+    touched = await _touched(db, bounds, window_days, names, landings.credited)
     return {
         **{
             key: [
                 {
                     "name": name,
-                    "touchpoints": n,
-                    "visitors": v,
-                    "not_credited": left,
+                    "touchpoints": counts.landed,
+                    "visitors": counts.visitors,
+                    "not_credited": counts.excluded,
                     "conversions": touched.get((column, name), 0),
                 }
-                for name, n, v, left in landed[column][0]
+                for name, counts in top[column]
             ]
             for column, key in _TOUCHED.items()
         },
-        "landed": {_NAMED[column]: landed[column][1] for column in _TOUCHED},
-        "not_credited": {_NAMED[column]: landed[column][2] for column in _TOUCHED},
+        "landed": {_NAMED[column]: len(landings.names[column]) for column in _TOUCHED},
+        "not_credited": {
+            _NAMED[column]: sum(counts.excluded for counts in landings.names[column].values())
+            for column in _TOUCHED
+        },
     }
