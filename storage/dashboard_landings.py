@@ -9,11 +9,12 @@ the counts need, and counts everything from it by stored verdict: until 2026-12-
 of the covering visitor index did (bot share, totals, each top table, populations), and three
 of them looked every row up among the period's changed touchpoints, which cost more than the
 scan itself (about 0.6 µs a row). The same statement reads the verdict changes of the
-period's touchpoints and every landing of their visitors; in Python the changed touchpoints
-then move to their effective verdict, and each of those visitors into or out of the distinct
-visitors of a name by whether any of its landings of that name is credited now. One snapshot
-for all of it, and the same answer as counting by effective verdict row by row
-(``tests/storage/test_dashboard_counts.py``).
+period's touchpoints and every landing of the visitors with a change across the credited
+verdicts' edge (a re-score from ``review`` to ``block`` moves nothing), and counts what
+those move: landings to their effective verdict, and each such visitor into or out of the
+distinct visitors of a name by whether any of its landings of that name is credited now.
+One snapshot for all of it, and the same answer as counting by effective verdict row by
+row (``tests/storage/test_dashboard_counts.py``).
 """
 
 from __future__ import annotations
@@ -45,21 +46,6 @@ class Credited:
     def changed(self) -> dict[str, str]:
         """The effective verdict of each touchpoint whose verdict changed."""
         return {touchpoint: now for touchpoint, (now, _, _) in self.changes.items()}
-
-    @cached_property
-    def visitors(self) -> frozenset[str]:
-        """The visitors of the changes that cross ``verdicts``' edge, whose counts
-        ``count_landings`` moves (a landing re-scored from ``review`` to ``block`` is left out
-        either way, and moves no count)."""
-        return frozenset(
-            visitor
-            for now, stored, visitor in self.changes.values()
-            if (now in self.verdicts) != ((stored or "allow") in self.verdicts)
-        )
-
-    def ok(self, touchpoint: str, stored: str | None) -> bool:
-        """Whether the reports credit this landing, by its effective verdict."""
-        return self.changed.get(touchpoint, stored or "allow") in self.verdicts
 
     def sql(self, more: bool = False) -> tuple[str, str, str, dict[str, str]]:
         """What a query of ``touchpoints t`` needs to tell a credited landing: a CTE to lead it
@@ -123,9 +109,23 @@ def _sums(kind: int, column: str | None) -> str:
     return f"SELECT {kind}, {column}, {sums} WHERE {column} IS NOT NULL AND {column} != '' GROUP BY {column}"
 
 
+def _moves(kind: int, column: str | None) -> str:
+    """SQL: what the changed verdicts move, per name of ``column`` (or for the whole period),
+    as rows of ``kind``: credited landings, distinct visitors (per visitor: whether any of its
+    landings of the name is credited now, less whether any was as stored), landings left out."""
+    name = column or "NULL"
+    where = f" WHERE {column} IS NOT NULL AND {column} != ''" if column else ""
+    by = f"{column}, visitor_key" if column else "visitor_key"
+    return (
+        f"SELECT {kind}, name, sum(landed), sum(visitors), sum(excluded), NULL, NULL FROM ("
+        f"SELECT {name} AS name, sum(ok) - sum(was) AS landed, max(ok) - max(was) AS visitors,"
+        f" sum(NOT ok) - sum(NOT was) AS excluded FROM moved{where} GROUP BY {by}) GROUP BY name"
+    )
+
+
 _KINDS = {3: "campaign", 4: "creator_id"}
 """The statement's kind of row for each column's counts (0: stored verdict and population,
-1: a verdict change, 2: the totals, 5: a landing of a changed touchpoint's visitor)."""
+1: a verdict change, 2: the totals); their moves are of the kind 3 more (5: the totals')."""
 
 
 async def count_landings(
@@ -135,24 +135,35 @@ async def count_landings(
     being those of ``verdicts`` (``attribution.verdicts``)."""
     params = Credited(verdicts).params()
     listed = ", ".join(f":{name}" for name in params)
-    ok = f"(coalesce(verdict, 'allow') IN ({listed}))"
     sql = (
         "WITH period AS MATERIALIZED (SELECT visitor_key, campaign, creator_id, verdict, consent,"
-        f" {ok} AS ok FROM touchpoints WHERE ts >= :since AND ts < :until),"
+        f" (coalesce(verdict, 'allow') IN ({listed})) AS ok FROM touchpoints"
+        " WHERE ts >= :since AND ts < :until),"
+        # The period's verdict changes, each with its touchpoint's effective verdict (``now``:
+        # the last in the order ``_effective`` applies them).
         " changes AS MATERIALIZED (SELECT c.touchpoint_id, c.verdict, t.verdict AS stored,"
         " c.origin = 'analyst' AS analyst, c.id, t.visitor_key, last_value(c.verdict) OVER ("
         "PARTITION BY c.touchpoint_id ORDER BY c.origin = 'analyst', c.id"
         " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS now"
         " FROM verdict_changes c CROSS JOIN touchpoints t ON t.id = c.touchpoint_id"
-        " WHERE t.ts >= :since AND t.ts < :until)"
+        " WHERE t.ts >= :since AND t.ts < :until),"
+        " effective AS MATERIALIZED (SELECT touchpoint_id AS id, max(now) AS now FROM changes GROUP BY 1),"
+        # Every landing of the period of each visitor with a change across the credited edge:
+        # credited as stored (``was``), and now (``ok``).
+        " moved AS MATERIALIZED (SELECT t.visitor_key, t.campaign, t.creator_id,"
+        f" (coalesce(t.verdict, 'allow') IN ({listed})) AS was,"
+        f" (coalesce(effective.now, t.verdict, 'allow') IN ({listed})) AS ok"
+        " FROM touchpoints t LEFT JOIN effective ON effective.id = t.id"
+        " WHERE t.visitor_key IN (SELECT visitor_key FROM changes"
+        f" WHERE (now IN ({listed})) != (coalesce(stored, 'allow') IN ({listed})))"
+        " AND t.ts >= :since AND t.ts < :until)"
         " SELECT 0, verdict, consent, count(*), NULL, NULL, NULL FROM period GROUP BY verdict, consent"
         " UNION ALL SELECT 1, touchpoint_id, verdict, stored, analyst, id, visitor_key FROM changes"
-        f" UNION ALL {_sums(2, None)}"
-        + "".join(f" UNION ALL {_sums(kind, column)}" for kind, column in _KINDS.items())
-        + " UNION ALL SELECT 5, id, visitor_key, campaign, creator_id, verdict, NULL FROM touchpoints"
-        " WHERE visitor_key IN (SELECT visitor_key FROM changes"
-        f" WHERE (now IN ({listed})) != (coalesce(stored, 'allow') IN ({listed})))"
-        " AND ts >= :since AND ts < :until"
+        f" UNION ALL {_sums(2, None)} UNION ALL {_moves(5, None)}"
+        + "".join(
+            f" UNION ALL {_sums(kind, column)} UNION ALL {_moves(kind + 3, column)}"
+            for kind, column in _KINDS.items()
+        )
     )
     async with db.execute(sql, {**bounds, **params}) as cursor:
         rows = await cursor.fetchall()
@@ -163,16 +174,15 @@ async def count_landings(
     _bot_share(found, by_kind[0])
     for _, a, b, c, _, _ in by_kind[2]:
         found.totals = Landed(int(a or 0), int(b or 0), int(c or 0))
+    for _, a, b, c, _, _ in by_kind[5]:
+        found.totals = Landed(found.totals.landed + a, found.totals.visitors + b, found.totals.excluded + c)
     for kind, column in _KINDS.items():
-        found.names[column] = {
-            str(name): Landed(int(a), int(b), int(c)) for name, a, b, c, _, _ in by_kind[kind]
-        }
-    moved: dict[str, list[tuple[str, str | None, str | None, str | None]]] = defaultdict(list)
-    for touchpoint, visitor, campaign, creator, stored, _ in by_kind[5]:
-        if visitor in found.credited.visitors:
-            moved[visitor].append((touchpoint, campaign, creator, stored))
-    for landings in moved.values():
-        _move(found, landings, found.credited)
+        names = found.names[column]
+        for name, a, b, c, _, _ in by_kind[kind]:
+            names[str(name)] = Landed(int(a), int(b), int(c))
+        for name, a, b, c, _, _ in by_kind[kind + 3]:
+            was = names[str(name)]
+            names[str(name)] = Landed(was.landed + a, was.visitors + b, was.excluded + c)
     return found
 
 
@@ -203,29 +213,3 @@ def _bot_share(found: Landings, groups: Iterable[Any]) -> None:
         found.scored = True
     found.verdicts = {verdict: n for verdict, n in counts.items() if n}
     found.by_consent = dict(sorted(by_consent.items()))
-
-
-def _move(
-    found: Landings, rows: Iterable[tuple[str, str | None, str | None, str | None]], credited: Credited
-) -> None:
-    """One visitor's landings of the period, counted by stored verdict, moved to their
-    effective verdict: the landings whose verdict changed, and the visitor among the distinct
-    visitors of each name (and of the totals) if any of its landings of it is credited now,
-    not if none is."""
-    was: dict[tuple[str, str] | None, bool] = {}
-    now: dict[tuple[str, str] | None, bool] = {}
-    for touchpoint, campaign, creator, stored in rows:
-        before, after = (stored or "allow") in credited.verdicts, credited.ok(touchpoint, stored)
-        keys: list[tuple[str, str] | None] = [None]
-        keys += [
-            (column, str(name)) for column, name in zip(COLUMNS, (campaign, creator), strict=True) if name
-        ]
-        for key in keys:
-            was[key] = was.get(key, False) or before
-            now[key] = now.get(key, False) or after
-            counts = found.totals if key is None else found.names[key[0]][key[1]]
-            counts.landed += after - before
-            counts.excluded += before - after
-    for key, credited_now in now.items():
-        counts = found.totals if key is None else found.names[key[0]][key[1]]
-        counts.visitors += credited_now - was[key]
