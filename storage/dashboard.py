@@ -91,36 +91,30 @@ _NAMED = {"campaign": "campaigns", "creator_id": "creators"}
 """The columns the top tables rank, by the name ``landed`` counts them under."""
 
 
-async def _touched(
-    db: aiosqlite.Connection,
-    bounds: dict[str, str | None],
-    window_days: float,
-    names: dict[str, list[str]],
-    credited: Credited,
-) -> dict[tuple[str, str], int]:
+def _touched(
+    window_days: float, names: dict[str, list[str]], credited: Credited
+) -> tuple[str, list[str], dict[str, Any]]:
     """For the given campaigns and creators (column → names), the period's conversions with a
     landing of theirs the reports credit on any of the converter's devices inside the widest
-    lookback window before the conversion: (column, name) → conversions. One join of the conversions' devices
-    to their landings serves both columns (each join of its own cost 1.2-1.5 s over a million
-    touchpoints; the two together, 1.2 s)."""
-    if not any(names.values()):
-        return {}
+    lookback window before the conversion, as SQL to follow ``_PATHS``: CTEs (to follow
+    its own), the selects of rows (column, name, conversions), and their parameters. One join
+    of the conversions' devices to their landings serves both columns (each join of its own
+    cost 1.2-1.5 s over a million touchpoints; the two together, 1.2 s)."""
     wanted = {column: json.dumps(names.get(column, [])) for column in _TOUCHED}
     lead, join, ok, params = credited.sql(more=True)
-    sql = (
-        _PATHS + lead + ", touched AS MATERIALIZED (SELECT d.id, t.campaign, t.creator_id FROM devices d"
+    ctes = lead + (
+        ", touched AS MATERIALIZED (SELECT d.id, t.campaign, t.creator_id FROM devices d"
         " JOIN conv c ON c.id = d.id JOIN touchpoints t ON t.visitor_key = d.visitor_key"
         " AND t.ts <= c.ts AND t.ts >= :from AND julianday(c.ts) - julianday(t.ts) <= :window"
         f"{join} WHERE {ok} AND (t.campaign IN (SELECT value FROM json_each(:campaign))"
-        " OR t.creator_id IN (SELECT value FROM json_each(:creator_id))))"
-        + " UNION ALL ".join(
-            f" SELECT '{column}', {column}, count(DISTINCT id) FROM touched"
-            f" WHERE {column} IN (SELECT value FROM json_each(:{column})) GROUP BY 2"
-            for column in _TOUCHED
-        )
+        " OR t.creator_id IN (SELECT value FROM json_each(:creator_id)))) "
     )
-    async with db.execute(sql, {**bounds, **wanted, **params, "window": window_days}) as cursor:
-        return {(str(r[0]), str(r[1])): int(r[2]) for r in await cursor.fetchall()}
+    selects = [
+        f"SELECT '{column}', {column}, count(DISTINCT id) FROM touched"
+        f" WHERE {column} IN (SELECT value FROM json_each(:{column})) GROUP BY 2"
+        for column in _TOUCHED
+    ]
+    return ctes, selects, {**wanted, **params, "window": window_days}
 
 
 def _micros(column: str) -> str:
@@ -132,25 +126,51 @@ def _micros(column: str) -> str:
     )
 
 
-async def _population_conversions(
-    db: aiosqlite.Connection, bounds: dict[str, str | None], widest: timedelta, population: str
-) -> int:
-    """The period's conversions (of the chosen name, if any) that ``population``'s touchpoints
-    reach: a touchpoint of it (whatever its verdict) on any of the converter's devices inside
-    the widest lookback window, at or before the conversion. Those a report of that
-    population reads (``Reports.read``), so those its credits share out, each whole. Each
-    conversion stops at its first such touchpoint (over a million touchpoints, 30 days: 0.5-0.8 s;
-    counting the distinct conversions of every matching touchpoint took 1.1-1.5 s)."""
-    sql = _PATHS + (
-        "SELECT count(*) FROM conv c WHERE EXISTS (SELECT 1 FROM devices d JOIN touchpoints t"
-        " ON t.visitor_key = d.visitor_key AND t.ts <= c.ts AND t.ts >= :from"
-        f" WHERE d.id = c.id AND t.consent = :population AND {_micros('c.ts')} - {_micros('t.ts')}"
-        " <= :window_us)"
-    )
-    window_us = widest // timedelta(microseconds=1)
-    async with db.execute(sql, {**bounds, "population": population, "window_us": window_us}) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+_POPULATION = (
+    "SELECT 'population', NULL, count(*) FROM conv c WHERE EXISTS (SELECT 1 FROM devices d JOIN touchpoints t"
+    " ON t.visitor_key = d.visitor_key AND t.ts <= c.ts AND t.ts >= :from"
+    f" WHERE d.id = c.id AND t.consent = :population AND {_micros('c.ts')} - {_micros('t.ts')}"
+    " <= :window_us)"
+)
+"""SQL to follow ``_PATHS``: the period's conversions (of the chosen name, if any) that
+``:population``'s touchpoints reach: a touchpoint of it (whatever its verdict) on any of the
+converter's devices inside the widest lookback window, at or before the conversion. Those a
+report of that population reads (``Reports.read``), so those its credits share out, each
+whole. Each conversion stops at its first such touchpoint (over a million touchpoints, 30
+days: 0.5-0.8 s; counting the distinct conversions of every matching touchpoint took 1.1-1.5 s)."""
+
+
+async def _reached(
+    db: aiosqlite.Connection,
+    bounds: dict[str, str | None],
+    widest: timedelta,
+    names: dict[str, list[str]],
+    credited: Credited,
+    population: str | None,
+) -> tuple[dict[tuple[str, str], int], int | None]:
+    """The conversions the top names touched (``_touched``: (column, name) → conversions), and
+    those ``population`` reaches (``_POPULATION``; None without a population), in one
+    statement: the conversions' devices (``_PATHS``) are found once for both (0.5 s of the
+    1.1 s the two took apart over 30 days of a million touchpoints)."""
+    ctes, selects = "", list[str]()
+    params: dict[str, Any] = dict(bounds)
+    if any(names.values()):
+        ctes, selects, more = _touched(widest / timedelta(days=1), names, credited)
+        params.update(more)
+    if population is not None:
+        selects.append(_POPULATION)
+        params.update(population=population, window_us=widest // timedelta(microseconds=1))
+    if not selects:
+        return {}, None
+    touched: dict[tuple[str, str], int] = {}
+    reached: int | None = None
+    async with db.execute(_PATHS + ctes + " UNION ALL ".join(selects), params) as cursor:
+        for column, name, n in await cursor.fetchall():
+            if column == "population":
+                reached = int(n)
+            else:
+                touched[str(column), str(name)] = int(n)
+    return touched, reached
 
 
 async def _conversions(db: aiosqlite.Connection, bounds: dict[str, str | None]) -> tuple[int, list[str]]:
@@ -242,13 +262,16 @@ async def _counts(
     many they leave out."""
     landings = await count_landings(db, bounds, verdicts)
     conversions, names = await _conversions(db, bounds)
+    top = {column: landings.top(column, TOP) for column in _TOUCHED}
+    ranked = {column: [name for name, _ in rows] for column, rows in top.items()}
+    touched, reached = await _reached(db, bounds, widest, ranked, landings.credited, population)
     totals = {**_totals(landings.totals), "conversions": conversions}
-    if population is not None:
-        totals["population_conversions"] = await _population_conversions(db, bounds, widest, population)
+    if reached is not None:
+        totals["population_conversions"] = reached
     return {
         "totals": totals,
         "conversion_names": names,
-        **await _tops(db, bounds, widest / timedelta(days=1), landings),
+        **_tops(landings, top, touched),
         "bots": {"scored": landings.scored, "verdicts": landings.verdicts},
         "populations": await population_counts(db, since, until, landings.by_consent),
     }
@@ -260,11 +283,8 @@ def _totals(landed: Landed) -> dict[str, int]:
     return {"touchpoints": landed.landed, "visitors": landed.visitors, "not_credited": landed.excluded}
 
 
-async def _tops(
-    db: aiosqlite.Connection,
-    bounds: dict[str, str | None],
-    window_days: float,
-    landings: Landings,
+def _tops(
+    landings: Landings, top: dict[str, list[tuple[str, Landed]]], touched: dict[tuple[str, str], int]
 ) -> dict[str, Any]:
     """The top campaigns and creators, ranked by the landings the reports credit: those
     landings, their distinct visitors, the landings left out (``not_credited``: a bot verdict
@@ -272,9 +292,6 @@ async def _tops(
     in the converter's path (``_touched``); how many campaigns and creators the period has in all
     (``landed``: the tables show the ``TOP`` of them), and the landings of all of them left
     out (``not_credited``)."""
-    top = {column: landings.top(column, TOP) for column in _TOUCHED}
-    names = {column: [name for name, _ in rows] for column, rows in top.items()}
-    touched = await _touched(db, bounds, window_days, names, landings.credited)
     return {
         **{
             key: [

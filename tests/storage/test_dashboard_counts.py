@@ -4,7 +4,7 @@ analysts' overrides both ways across the credited verdicts' edge, blocked landin
 population, empty and missing names, over periods of several days.
 
 The counts read the period once, by stored verdict, and move the changed touchpoints and
-their visitors over in Python; the reference reads every row of the ``effective_touchpoints``
+their visitors over; the reference reads every row of the ``effective_touchpoints``
 view (the analysts' overrides applied row by row) and counts in Python: bot share,
 populations, totals, every campaign's and creator's landings, visitors and landings left out,
 the top tables' order, and the conversions each top name touched (every device of the
@@ -109,7 +109,11 @@ async def _rows(db: aiosqlite.Connection, sql: str, *args: Any) -> list[Any]:
 
 
 async def reference(
-    db: aiosqlite.Connection, period: Period, accepted: frozenset[str], name: str | None
+    db: aiosqlite.Connection,
+    period: Period,
+    accepted: frozenset[str],
+    name: str | None,
+    population: str | None,
 ) -> dict[str, Any]:
     """The counts read plainly: every landing of the period with its effective verdict."""
     since, until = _at(period.since), _at(period.until)
@@ -147,7 +151,7 @@ async def reference(
         tables[key] = counted[:TOP]
         landed[column] = len(groups)
         left_out[column] = sum(row["not_credited"] for row in counted)
-    touched = await _touched(db, period, accepted, name, tables)
+    touched, reached = await _touched(db, period, accepted, name, tables, population)
     for key, column in (("top_campaigns", "campaign"), ("top_creators", "creator_id")):
         for row in tables[key]:
             row["conversions"] = touched[column, row["name"]]
@@ -167,6 +171,7 @@ async def reference(
             "visitors": len({r[2] for r in landings if credited(r)}),
             "not_credited": sum(not credited(r) for r in landings),
             "conversions": conversions[0][0],
+            **({"population_conversions": reached} if population else {}),
         },
         **tables,
         "landed": landed,
@@ -180,10 +185,12 @@ async def _touched(
     accepted: frozenset[str],
     name: str | None,
     tables: dict[str, list[dict[str, Any]]],
-) -> dict[tuple[str, str], int]:
+    population: str | None,
+) -> tuple[dict[tuple[str, str], int], int]:
     """Per top name, the period's conversions with a credited landing of it on any device of
     the converter (its visitor, and every visitor of its user or of the user its visitor is
-    bound to) inside the window, at or before the conversion."""
+    bound to) inside the window, at or before the conversion; and the conversions with a
+    landing of ``population`` (whatever its verdict) there."""
     since, until = _at(period.since), _at(period.until)
     bound = await _rows(db, "SELECT visitor_key, user_key FROM identities")
     users: dict[str, set[str]] = defaultdict(set)
@@ -198,12 +205,18 @@ async def _touched(
         "SELECT visitor_key, ts, campaign, creator_id,"
         " CASE WHEN ts >= ? AND ts < ? THEN effective_verdict ELSE verdict END FROM effective_touchpoints"
     )
+    populated: dict[str, list[datetime]] = defaultdict(list)
     for row in await _rows(db, sql, since, until):
         if (row[4] or "allow") in accepted:
             journeys[row[0]].append(row)
+    for visitor, landed in await _rows(
+        db, "SELECT visitor_key, ts FROM touchpoints WHERE consent = ?", population
+    ):
+        populated[visitor].append(_when(landed))
     wanted = {("campaign", r["name"]) for r in tables["top_campaigns"]}
     wanted |= {("creator_id", r["name"]) for r in tables["top_creators"]}
     touched: Counter[tuple[str, str]] = Counter()
+    reach = 0
     conversions = await _rows(
         db,
         "SELECT ts, visitor_key, user_key FROM conversions"
@@ -223,7 +236,8 @@ async def _touched(
                 if at - WINDOW <= _when(landed) <= at:
                     reached |= {("campaign", campaign), ("creator_id", creator)} & wanted
         touched.update(reached)
-    return {key: touched[key] for key in wanted}
+        reach += any(at - WINDOW <= landed <= at for device in devices for landed in populated[device])
+    return {key: touched[key] for key in wanted}, reach
 
 
 @pytest.mark.parametrize("accepted", ACCEPTED, ids=["allow", "allow+review"])
@@ -238,10 +252,11 @@ async def test_the_counts_are_those_of_a_plain_reading_of_the_view(
     try:
         for period in PERIODS:
             for name in names:
-                got = await summary(db, reports, "linear", period, conversion=name, parts=("counts",))
-                expected = await reference(db, period, frozenset(accepted), name)
-                assert {key: got[key] for key in expected} == expected, (period, name)
-                assert len(got["top_campaigns"]) == TOP and got["top_creators"]
+                for population in (None, "cookieless"):
+                    got = await summary(db, reports, "linear", period, population, name, ("counts",))
+                    expected = await reference(db, period, frozenset(accepted), name, population)
+                    assert {key: got[key] for key in expected} == expected, (period, name, population)
+                    assert len(got["top_campaigns"]) == TOP and got["top_creators"]
             stored = await _rows(
                 db,
                 "SELECT count(*) FROM effective_touchpoints WHERE ts >= ? AND ts < ?"
@@ -255,3 +270,32 @@ async def test_the_counts_are_those_of_a_plain_reading_of_the_view(
     finally:
         await reports.close()
     assert moved > 50  # the changes move counts: a reading by stored verdict would differ
+
+
+@pytest.fixture
+def unnamed(tmp_path: Path) -> Path:
+    """A store whose landings have no campaign nor creator, all of them cookieless."""
+    path = tmp_path / "unnamed.db"
+    generate(path, 200, 20, seed=5, days=10)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE touchpoints SET campaign = NULL, creator_id = NULL, consent = 'cookieless'")
+    db.close()
+    return path
+
+
+async def test_a_population_s_conversions_without_a_named_landing(unnamed: Path, channels: Channels) -> None:
+    """No campaign nor creator in the period (no top table to count conversions for): the
+    conversions a population reaches are still counted."""
+    conn = await connect(unnamed)
+    expected = (await _rows(conn, "SELECT count(*) FROM conversions"))[0][0]
+    reports = await Reports.on(conn, Attribution(AttributionOptions()), channels)
+    period = Period(date(2026, 11, 1), date(2026, 12, 1))
+    try:
+        got = await summary(conn, reports, "linear", period, "cookieless", parts=("counts",))
+        other = await summary(conn, reports, "linear", period, "cookie", parts=("counts",))
+    finally:
+        await reports.close()
+        await conn.close()
+    assert got["top_campaigns"] == got["top_creators"] == []
+    reached = got["totals"]["population_conversions"]
+    assert 0 < reached <= expected and other["totals"]["population_conversions"] == 0
