@@ -4,7 +4,8 @@ part by part (``PARTS``), so the page draws what is quick first.
 Conversions by channel per day and the model comparison come from ``storage/reports.py``
 (one read of the period, every model by day, when both are asked for; the same credits the
 reports give, ``data_driven`` learning from the whole period as the time series does);
-top campaigns and creators, bot share and totals are plain aggregates here. Money leaves as
+top campaigns and creators, bot share, populations and totals are plain aggregates, counted
+in one read of the period (``storage/dashboard_landings.py``). Money leaves as
 numbers in major units per currency, credited conversions as fractions of one conversion. The
 dashboard's script reads this through one module (``gateway/static/data.js``), so it can move
 to the report endpoints (``/api/attribution``…) without touching the charts.

@@ -7,8 +7,8 @@ The counts read the period once, by stored verdict, and move the changed touchpo
 their visitors over; the reference reads every row of the ``effective_touchpoints``
 view (the analysts' overrides applied row by row) and counts in Python: bot share,
 populations, totals, every campaign's and creator's landings, visitors and landings left out,
-the top tables' order, and the conversions each top name touched (every device of the
-converter, inside the widest lookback window)."""
+the top tables' order, the conversions each top name touched and those a population
+reaches (every device of the converter, inside the widest lookback window)."""
 
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ async def _touched(
         visitors[user].add(visitor)
     journeys: dict[str, list[Any]] = defaultdict(list)
     # The verdict changes the dashboard applies are those of the period's landings: a landing
-    # of the lookback before the period counts by the verdict it was stored with.
+    # of the lookback before the period counts by the verdict it was stored with (the reports
+    # apply its changes: a difference kept as it was found on 2026-12-06, see bench/REPORTS.md).
     sql = (
         "SELECT visitor_key, ts, campaign, creator_id,"
         " CASE WHEN ts >= ? AND ts < ? THEN effective_verdict ELSE verdict END FROM effective_touchpoints"
