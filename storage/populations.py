@@ -9,6 +9,7 @@ writes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import aiosqlite
@@ -33,16 +34,21 @@ def population_refused(value: str) -> str:
     return f"expected one of {', '.join(POPULATIONS)}, got {value[:100]!r}"
 
 
-async def population_counts(db: aiosqlite.Connection, since: datetime, until: datetime) -> dict[str, int]:
+async def population_counts(
+    db: aiosqlite.Connection, since: datetime, until: datetime, landed: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Landings per population in ``since <= ts < until``: touchpoints by ``consent``, and the
     ``aggregate`` daily counts of the days the period touches (they have no time of day). Every
     population is named, those with none at 0 (until 2026-12-05 they were left out, so a
-    chart or a script had to know the names to draw a zero)."""
+    chart or a script had to know the names to draw a zero). ``landed``: the touchpoints by
+    ``consent``, in its order, when the caller counted them already (the dashboard, in the scan
+    of its bot share), so they are not read again."""
     counts: dict[str, int] = dict.fromkeys((*POPULATIONS, AGGREGATE), 0)
-    sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
-    async with db.execute(sql, (iso(since), iso(until))) as cursor:
-        async for consent, n in cursor:
-            counts[str(consent)] = int(n)
+    if landed is None:
+        sql = "SELECT consent, count(*) FROM touchpoints WHERE ts >= ? AND ts < ? GROUP BY consent"
+        async with db.execute(sql, (iso(since), iso(until))) as cursor:
+            landed = {str(consent): int(n) async for consent, n in cursor}
+    counts.update(landed)
     # The daily counts are kept per UTC day, whatever the report time zone.
     since, until = since.astimezone(UTC), until.astimezone(UTC)
     days = (since.date().isoformat(), until.date().isoformat())

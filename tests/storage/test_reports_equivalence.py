@@ -35,7 +35,7 @@ from gateway.events import iso
 from gateway.ids import uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import MICRO
-from storage.dashboard import _bots
+from storage.dashboard_landings import count_landings
 from storage.local import connect
 from storage.reports import Reports
 
@@ -387,8 +387,9 @@ async def test_the_dashboard_s_bot_share_counts_the_effective_verdicts(
     expected = {str(verdict): n for verdict, n in await rows(db, sql, iso(since), iso(UNTIL))}
     as_stored = {str(v): n for v, n in await rows(db, sql.replace("effective_", ""), iso(since), iso(UNTIL))}
     bounds = {"since": iso(since), "until": iso(UNTIL)}
-    scored, counts, changed = await _bots(db, bounds)
-    assert (scored, counts) == (True, expected) and as_stored != expected
+    landings = await count_landings(db, bounds, frozenset({"allow"}))
+    assert (landings.scored, landings.verdicts) == (True, expected) and as_stored != expected
+    changed = landings.credited.changed
     # The changed touchpoints' effective verdicts, handed on to tell the credited landings apart.
     view = "SELECT id, effective_verdict FROM effective_touchpoints WHERE ts >= ? AND ts < ?"
     differ = "AND coalesce(effective_verdict, 'allow') != coalesce(verdict, 'allow')"
