@@ -92,14 +92,16 @@ def _final_with_body(data: bytes) -> bool:
 
 
 def _head_length(data: bytes, end: int) -> int | None:
-    """The ``Content-Length`` of the head ``data[:end]`` (None: none). Only a length the parser
-    will take matters: one it refuses (twice, beside a ``Transfer-Encoding``, a space before the
-    colon) fails the answer anyway, so a ``Transfer-Encoding`` is not looked for. Every answer's
-    first read comes here, so the spelling most servers write (``Content-Length``) is looked for
-    first, in place; the head is lower-cased only for another spelling."""
+    """The ``Content-Length`` of the head ``data[:end]`` (None: none, or chunks). Only a length
+    the parser will take matters: one it refuses (twice, beside chunks, a space before the
+    colon) fails the answer anyway. Every answer's first read comes here, so the spelling most
+    servers write (``Content-Length``) is looked for first, in place; the head is lower-cased
+    only for another spelling, or when something in it may be a ``Transfer-Encoding``."""
     at = data.find(b"\nContent-Length:", 0, end)
-    if at < 0:
+    if at < 0 or data.find(b"ransfer-", 0, end) >= 0:
         head = data[:end].lower()
+        if b"\ntransfer-encoding:" in head:
+            return None
         at = head.find(b"\ncontent-length:")
         if at < 0:
             return None
@@ -205,8 +207,8 @@ class Connection(ResponseHandler):
     def data_received(self, data: bytes) -> None:
         answer = self.answer
         if answer == BODY:
-            if self._left is None or not data:  # no length to hold it to (chunks, until the
-                ResponseHandler.data_received(self, data)  # close), or the parser resuming
+            if self._left is None:  # no length to hold it to (chunks, until the close)
+                ResponseHandler.data_received(self, data)
             else:
                 self._body_received(data)
         elif answer == STRAY:
@@ -259,8 +261,7 @@ class Connection(ResponseHandler):
                 self._should_close = True
                 if data:
                     ResponseHandler.data_received(self, data)
-                if self._exception is None:  # not an answer the parser refused (its head)
-                    self._said_overlong(extra)
+                self._said_overlong(extra)
                 return
             else:
                 self._left = left - (len(data) - head)
