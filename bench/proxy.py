@@ -102,9 +102,11 @@ def start_server(kind: str, *args: str) -> Server:
     return _wait_ready(kind, process, lambda line: int(line.split()[1]) if line.startswith("PORT ") else None)
 
 
-def _wait_ready(kind: str, process: subprocess.Popen[str], port_of: Any) -> Server:
+def _wait_ready(
+    kind: str, process: subprocess.Popen[str], port_of: Any, timeout: float = START_TIMEOUT
+) -> Server:
     assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([process.stdout], [], [], 0.2)
         if ready:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +31,34 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
         (s, n) for s in ("plain", "landing") for n in (1, 2)
     }
     assert results["touchpoints_stored"] > 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (callgrind)")
+@pytest.mark.timeout(330)  # a start-up under callgrind takes 20-60 s
+def test_instruction_bench_counts_a_request_under_callgrind() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--targets", "bare", "--scenarios", "plain",
+         "--requests", "5", "--warmup", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = [line.split() for line in done.stdout.splitlines() if line.startswith("plain ")]
+    assert int(row[1].replace(",", "")) > 10_000  # instructions a request, every thread's
+
+
+def test_instruction_bench_counts_python_calls_a_landing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--calls", "--scenarios", "landing",
+         "--requests", "10", "--warmup", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    calls = {line.split()[1]: float(line.split()[0]) for line in done.stdout.splitlines()[1:]}
+    # Exact counts: the difference of two runs drops start-up and warm-up out.
+    [handler] = [
+        per for name, per in calls.items() if name.startswith("gateway/proxy.py:") and "(handle)" in name
+    ]
+    assert handler >= 1
 
 
 def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
