@@ -1146,6 +1146,48 @@ async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
             assert [json.loads(line) for line in (await resp.text()).splitlines()] == as_json["rows"]
 
 
+NUMERIC_IDS = {"0042": "gold", "7123456789012345678": "gold", "2024": "standard"}
+
+
+async def test_a_creator_id_of_digits_reads_in_the_payout_csv_as_the_link_carried_it(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Affiliate networks and platforms number their creators: ``0042``, a TikTok ID of 19
+    digits. A spreadsheet opening the payout CSV read those cells as numbers, showing ``42``
+    and ``7.12345678901235E+18`` (its last digits lost): the partner manager approving by ID
+    could not tell which creator a row paid. They get a leading ', as formulas do; ``2024`` is
+    shown as written and stays as it is, and JSON and NDJSON keep every ID exact."""
+    site = web.Application()
+    creators = ", ".join(f'"{cid}" = {{ tier = "{tier}" }}' for cid, tier in NUMERIC_IDS.items())
+    rules = PAYOUTS.replace('creators = { cr_ana = { tier = "gold" } }', f"creators = {{ {creators} }}")
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(site), rules + SENDER, {"BILLING_SECRET": BILLING}
+    )
+    for n, creator in enumerate(NUMERIC_IDS):
+        event = {"type": "conversion", "event_id": f"e{n}", "visitor_id": f"v{n}", "creator_id": creator}
+        body = json.dumps(event | {"value": 100.0, "currency": "EUR"}).encode()
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+            assert resp.status == 202, await resp.text()
+    today = datetime.now(UTC).date()
+    period = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=2))}
+    as_json = await get(gw, "/api/payouts", **period)
+    paid = {row["creator_id"]: (row["tier"], row["payout"]) for row in as_json["rows"]}
+    assert paid == {"0042": ("gold", 10.0), "7123456789012345678": ("gold", 10.0), "2024": ("standard", 5.0)}
+    async with gw.session.get(
+        gw.admin_url + "/api/payouts", headers=AUTH, params={**period, "format": "csv"}
+    ) as resp:
+        rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert {row[0]: row[-1] for row in rows[1:]} == {
+        "'0042": "10.00",
+        "'7123456789012345678": "10.00",
+        "2024": "5.00",
+    }
+    async with gw.session.get(
+        gw.admin_url + "/api/payouts", headers=AUTH, params={**period, "format": "ndjson"}
+    ) as resp:
+        assert [json.loads(line) for line in (await resp.text()).splitlines()] == as_json["rows"]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "named"),
     [
