@@ -674,6 +674,52 @@ async def override(gw: RunningGateway, touchpoint_id: str, verdict: str) -> None
         assert resp.status == 200, await resp.text()
 
 
+async def test_a_closed_period_asked_again_is_computed_from_the_store_as_it_is_now(
+    gw: RunningGateway,
+) -> None:
+    """What the README says of last month's approved figure: nothing is frozen when it is
+    approved. The same period asked again reads the store as it is then: a touchpoint dated
+    into the period that arrives later takes a conversion's credit from the creator who had
+    it, an analyst's override moves a creator's sale to its quarantined row, an erasure
+    removes the sale. The download kept at approval is the record of what was approved."""
+    totals = {**PERIOD, "format": "csv", "table": "totals"}
+
+    async def approve() -> tuple[dict[str, Any], str]:
+        body = await get(gw, "/api/payouts", **PERIOD)  # payouts.model: last_touch
+        async with gw.session.get(gw.admin_url + "/api/payouts", headers=AUTH, params=totals) as resp:
+            return {
+                r["creator_id"]: r["payout"] for r in body["rows"] if r["status"] == "approve"
+            }, await resp.text()
+
+    buyer = gw.gateway.keys.user_keys("buyer-a", False)[0]
+    await gw.gateway.store.write([bind("laptop", buyer)])  # A's laptop, signed in
+    approved = await approve()
+    assert approved == ({"cr_ana": 10.0, "cr_ben": 5.0}, "currency,payout\r\nEUR,15.00\r\n")
+
+    # B's sale (cr_ben's only touch the day before) gets a later touch of cr_cat, dated in
+    # the period but received after the approval: under last_touch the sale is cr_cat's now.
+    await gw.gateway.store.write([tp("v3", 1.5, "Affiliates", creator_id="cr_cat")])
+    assert await approve() == ({"cr_ana": 10.0, "cr_ben": 0, "cr_cat": 5.0}, approved[1])
+
+    # An analyst blocks cr_ana's click: A's sale goes to the newsletter, cr_ana's to quarantine.
+    click_of_ana = next(
+        t for t in (await get(gw, "/api/touchpoints"))["items"] if t["creator_id"] == "cr_ana"
+    )
+    await override(gw, click_of_ana["id"], "block")
+    assert await approve() == ({"cr_ben": 0, "cr_cat": 5.0}, "currency,payout\r\nEUR,5.00\r\n")
+    held = await get(gw, "/api/payouts", **PERIOD)
+    assert [(r["creator_id"], r["value"]) for r in held["rows"] if r["status"] == "quarantined"] == [
+        ("cr_ana", 100.0)
+    ]
+
+    # The buyer is erased: the sale and the click are gone, from the quarantined row too.
+    async with gw.session.delete(gw.admin_url + "/api/users/buyer-a", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    after = await get(gw, "/api/payouts", **PERIOD)
+    assert {r["creator_id"] for r in after["rows"]} == {"cr_ben", "cr_cat"}
+    assert after["totals"] == [{"currency": "EUR", "payout": 5.0}]
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 async def test_quarantined_rows_are_what_every_verdict_would_have_earned(
     gw: RunningGateway, model: str
