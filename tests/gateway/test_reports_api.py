@@ -484,6 +484,36 @@ async def test_24_is_only_the_end_of_a_day(gw: RunningGateway, given: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        (  # November's end as a partner manager writes it: until is exclusive
+            {"since": "2026-11-01", "until": "2026-11-31"},
+            "until: expected an ISO 8601 date or date-time from 1970-01-01T00:00Z to 9999-12-31T00:00Z, like"
+            " 2026-11-25T10:00:00Z, got '2026-11-31': no such day, November 2026 has 30 days (until is"
+            " exclusive: until=2026-12-01 ends the period after 30 November)",
+        ),
+        ({"since": "2026-02-29"}, "got '2026-02-29': no such day, February 2026 has 28 days"),
+        ({"since": "2026-11-00"}, "got '2026-11-00': no such day, November 2026 has 30 days"),
+        ({"since": "2026-13-01"}, "got '2026-13-01': no month 13, months are 01 to 12"),
+        (
+            {"since": "2026-11-01T25:00"},
+            "got '2026-11-01T25:00': no such time, hours are 00 to 23 (24:00 alone is the end of a day)",
+        ),
+        ({"since": "2026-11-01T10:60"}, "got '2026-11-01T10:60': no such time, minutes are 00 to 59"),
+        ({"since": "2026-11-01T10:00:60Z"}, "got '2026-11-01T10:00:60Z': no such time, seconds are 00 to 59"),
+    ],
+)
+async def test_a_day_or_time_the_calendar_has_not_is_a_400_saying_why(
+    gw: RunningGateway, params: dict[str, str], said: str
+) -> None:
+    """``until=2026-11-31`` (November's last day, as a partner manager asking for November
+    writes it) was refused as if it were not ISO 8601 at all; the 400 now says which part the
+    calendar has not, and for an ``until`` past its month's end, what ends that month."""
+    body = await get(gw, "/api/payouts", 400, **params)
+    assert said in body["error"], body["error"]
+
+
+@pytest.mark.parametrize(
     ("given", "said"),
     [
         # A date with an offset: the Z was dropped (midnight in the zone, not UTC's), and
