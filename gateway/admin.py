@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import listing_export
 from gateway.accept import accepted_format, vary
 from gateway.badbody import body_key, unseal
+from gateway.calendar_check import no_such_moment
 from gateway.compressing import compress_answers
 from gateway.config import Settings
 from gateway.config_values import TYPE_WORDS
@@ -370,7 +371,8 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
         # Read in the zone, out of range as an instant: say which (1970-01-01 in Kolkata).
         meant = f", which is {iso(moment)}" if moment.tzinfo is zone and zone is not UTC else ""
     except (ValueError, OverflowError):
-        pass
+        # The form is right, the calendar has no such day or time: say which part.
+        meant = meant or (no_such_moment(name, value) if _EXTENDED.fullmatch(value) else "")
     raise ApiError(
         400,
         f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"

@@ -371,13 +371,28 @@ def ltr_fenced(text: str) -> str:
 def csv_cell(value: Any) -> Any:
     """A value as a CSV cell: None is empty; text that a spreadsheet would run as a formula
     (a group, source, campaign or creator ID a visitor or a sender chose, e.g.
-    ``=HYPERLINK(...)``) gets a leading ``'`` so that it shows as text. Numbers are never
-    text here (counts are ints, credited values Decimals), so a negative one stays a number."""
+    ``=HYPERLINK(...)``) gets a leading ``'`` so that it shows as text, and so does text it
+    would read as a number shown otherwise (``renumbered``). Numbers are never text here
+    (counts are ints, credited values Decimals), so a negative one stays a number."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and (value.startswith(FORMULA_STARTS) or renumbered(value)):
         return "'" + value
     return value
+
+
+_NUMBER_TEXT = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SHOWN_AS_WRITTEN = re.compile(r"0|[1-9][0-9]{0,10}")
+
+
+def renumbered(text: str) -> bool:
+    """Whether a spreadsheet opening the CSV would read ``text`` as a number and show it
+    otherwise than written: ``0042`` as 42, ``12E3`` as 12000, ``1.50`` as 1.5, an ID of 12
+    digits or more in exponent form (Excel's General format) or, past 15, with its last
+    digits lost (``7123456789012345678``, a TikTok-length ID, as 7.12345678901235E+18). Until
+    2026-12-06 such a creator ID reached the partner manager's sheet as another number. A
+    whole number of at most 11 digits without a leading zero (``2024``) is shown as written."""
+    return _NUMBER_TEXT.fullmatch(text) is not None and _SHOWN_AS_WRITTEN.fullmatch(text) is None
 
 
 NO_VALUE = "(none)"

@@ -322,3 +322,37 @@ def test_a_right_to_left_name_keeps_the_numbers_after_it_in_their_columns() -> N
         for paragraph in (0, 0xFE):
             shown = [cell_of[i] for i in _visual_order(icu, line, paragraph)]
             assert shown == sorted(shown), (line, paragraph)
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [
+        ("0042", "'0042"),  # a spreadsheet shows 42: another creator
+        ("7123456789012345678", "'7123456789012345678"),  # a TikTok-length ID: 7.12345678901235E+18
+        ("123456789012", "'123456789012"),  # 12 digits: Excel's General format shows 1.23457E+11
+        ("12E3", "'12E3"),  # 12000
+        ("1e5", "'1e5"),
+        ("1.50", "'1.50"),  # 1.5
+        (".5", "'.5"),  # 0.5
+        ("3.", "'3."),
+        ("2024", "2024"),  # shown as written: left as it was
+        ("12345678901", "12345678901"),
+        ("0", "0"),
+        ("cr_0042", "cr_0042"),
+        ("0042abc", "0042abc"),
+        ("2026-11-01", "2026-11-01"),  # the time series' day stays a date for a chart
+        ("", ""),
+    ],
+)
+def test_csv_keeps_text_a_spreadsheet_would_read_as_another_number(text: str, cell: str) -> None:
+    """A creator ID, campaign or source that a spreadsheet would read as a number it then
+    shows otherwise (leading zeros dropped, a long ID rounded to 15 digits or shown in
+    exponent form, ``12E3`` as 12000) gets a leading ', as a formula does: the partner manager
+    paying by ID reads the ID the link carried. A whole number of at most 11 digits without a
+    leading zero is shown as written, and stays as it is; JSON keeps every value exact."""
+    report = Report("payouts", ["creator_id", "payout"], [{"creator_id": text, "payout": Decimal("5.00")}])
+    assert list(csv.reader(io.StringIO(report.csv(), newline=""))) == [
+        ["creator_id", "payout"],
+        [cell, "5.00"],
+    ]
+    assert json.loads(report.json())["rows"] == [{"creator_id": text, "payout": 5.0}]

@@ -484,6 +484,36 @@ async def test_24_is_only_the_end_of_a_day(gw: RunningGateway, given: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        (  # November's end as a partner manager writes it: until is exclusive
+            {"since": "2026-11-01", "until": "2026-11-31"},
+            "until: expected an ISO 8601 date or date-time from 1970-01-01T00:00Z to 9999-12-31T00:00Z, like"
+            " 2026-11-25T10:00:00Z, got '2026-11-31': no such day, November 2026 has 30 days (until is"
+            " exclusive: until=2026-12-01 ends the period after 30 November)",
+        ),
+        ({"since": "2026-02-29"}, "got '2026-02-29': no such day, February 2026 has 28 days"),
+        ({"since": "2026-11-00"}, "got '2026-11-00': no such day, November 2026 has 30 days"),
+        ({"since": "2026-13-01"}, "got '2026-13-01': no month 13, months are 01 to 12"),
+        (
+            {"since": "2026-11-01T25:00"},
+            "got '2026-11-01T25:00': no such time, hours are 00 to 23 (24:00 alone is the end of a day)",
+        ),
+        ({"since": "2026-11-01T10:60"}, "got '2026-11-01T10:60': no such time, minutes are 00 to 59"),
+        ({"since": "2026-11-01T10:00:60Z"}, "got '2026-11-01T10:00:60Z': no such time, seconds are 00 to 59"),
+    ],
+)
+async def test_a_day_or_time_the_calendar_has_not_is_a_400_saying_why(
+    gw: RunningGateway, params: dict[str, str], said: str
+) -> None:
+    """``until=2026-11-31`` (November's last day, as a partner manager asking for November
+    writes it) was refused as if it were not ISO 8601 at all; the 400 now says which part the
+    calendar has not, and for an ``until`` past its month's end, what ends that month."""
+    body = await get(gw, "/api/payouts", 400, **params)
+    assert said in body["error"], body["error"]
+
+
+@pytest.mark.parametrize(
     ("given", "said"),
     [
         # A date with an offset: the Z was dropped (midnight in the zone, not UTC's), and
@@ -672,6 +702,52 @@ async def override(gw: RunningGateway, touchpoint_id: str, verdict: str) -> None
     url = f"{gw.admin_url}/api/touchpoints/{touchpoint_id}/verdict"
     async with gw.session.post(url, headers=AUTH, json=body) as resp:
         assert resp.status == 200, await resp.text()
+
+
+async def test_a_closed_period_asked_again_is_computed_from_the_store_as_it_is_now(
+    gw: RunningGateway,
+) -> None:
+    """What the README says of last month's approved figure: nothing is frozen when it is
+    approved. The same period asked again reads the store as it is then: a touchpoint dated
+    into the period that arrives later takes a conversion's credit from the creator who had
+    it, an analyst's override moves a creator's sale to its quarantined row, an erasure
+    removes the sale. The download kept at approval is the record of what was approved."""
+    totals = {**PERIOD, "format": "csv", "table": "totals"}
+
+    async def approve() -> tuple[dict[str, Any], str]:
+        body = await get(gw, "/api/payouts", **PERIOD)  # payouts.model: last_touch
+        async with gw.session.get(gw.admin_url + "/api/payouts", headers=AUTH, params=totals) as resp:
+            return {
+                r["creator_id"]: r["payout"] for r in body["rows"] if r["status"] == "approve"
+            }, await resp.text()
+
+    buyer = gw.gateway.keys.user_keys("buyer-a", False)[0]
+    await gw.gateway.store.write([bind("laptop", buyer)])  # A's laptop, signed in
+    approved = await approve()
+    assert approved == ({"cr_ana": 10.0, "cr_ben": 5.0}, "currency,payout\r\nEUR,15.00\r\n")
+
+    # B's sale (cr_ben's only touch the day before) gets a later touch of cr_cat, dated in
+    # the period but received after the approval: under last_touch the sale is cr_cat's now.
+    await gw.gateway.store.write([tp("v3", 1.5, "Affiliates", creator_id="cr_cat")])
+    assert await approve() == ({"cr_ana": 10.0, "cr_ben": 0, "cr_cat": 5.0}, approved[1])
+
+    # An analyst blocks cr_ana's click: A's sale goes to the newsletter, cr_ana's to quarantine.
+    click_of_ana = next(
+        t for t in (await get(gw, "/api/touchpoints"))["items"] if t["creator_id"] == "cr_ana"
+    )
+    await override(gw, click_of_ana["id"], "block")
+    assert await approve() == ({"cr_ben": 0, "cr_cat": 5.0}, "currency,payout\r\nEUR,5.00\r\n")
+    held = await get(gw, "/api/payouts", **PERIOD)
+    assert [(r["creator_id"], r["value"]) for r in held["rows"] if r["status"] == "quarantined"] == [
+        ("cr_ana", 100.0)
+    ]
+
+    # The buyer is erased: the sale and the click are gone, from the quarantined row too.
+    async with gw.session.delete(gw.admin_url + "/api/users/buyer-a", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    after = await get(gw, "/api/payouts", **PERIOD)
+    assert {r["creator_id"] for r in after["rows"]} == {"cr_ben", "cr_cat"}
+    assert after["totals"] == [{"currency": "EUR", "payout": 5.0}]
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -1144,6 +1220,48 @@ async def test_csv_keeps_formulas_from_visitors_and_senders_inert(
             gw.admin_url + path, headers=AUTH, params={**period, **params, "format": "ndjson"}
         ) as resp:
             assert [json.loads(line) for line in (await resp.text()).splitlines()] == as_json["rows"]
+
+
+NUMERIC_IDS = {"0042": "gold", "7123456789012345678": "gold", "2024": "standard"}
+
+
+async def test_a_creator_id_of_digits_reads_in_the_payout_csv_as_the_link_carried_it(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Affiliate networks and platforms number their creators: ``0042``, a TikTok ID of 19
+    digits. A spreadsheet opening the payout CSV read those cells as numbers, showing ``42``
+    and ``7.12345678901235E+18`` (its last digits lost): the partner manager approving by ID
+    could not tell which creator a row paid. They get a leading ', as formulas do; ``2024`` is
+    shown as written and stays as it is, and JSON and NDJSON keep every ID exact."""
+    site = web.Application()
+    creators = ", ".join(f'"{cid}" = {{ tier = "{tier}" }}' for cid, tier in NUMERIC_IDS.items())
+    rules = PAYOUTS.replace('creators = { cr_ana = { tier = "gold" } }', f"creators = {{ {creators} }}")
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(site), rules + SENDER, {"BILLING_SECRET": BILLING}
+    )
+    for n, creator in enumerate(NUMERIC_IDS):
+        event = {"type": "conversion", "event_id": f"e{n}", "visitor_id": f"v{n}", "creator_id": creator}
+        body = json.dumps(event | {"value": 100.0, "currency": "EUR"}).encode()
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+            assert resp.status == 202, await resp.text()
+    today = datetime.now(UTC).date()
+    period = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=2))}
+    as_json = await get(gw, "/api/payouts", **period)
+    paid = {row["creator_id"]: (row["tier"], row["payout"]) for row in as_json["rows"]}
+    assert paid == {"0042": ("gold", 10.0), "7123456789012345678": ("gold", 10.0), "2024": ("standard", 5.0)}
+    async with gw.session.get(
+        gw.admin_url + "/api/payouts", headers=AUTH, params={**period, "format": "csv"}
+    ) as resp:
+        rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert {row[0]: row[-1] for row in rows[1:]} == {
+        "'0042": "10.00",
+        "'7123456789012345678": "10.00",
+        "2024": "5.00",
+    }
+    async with gw.session.get(
+        gw.admin_url + "/api/payouts", headers=AUTH, params={**period, "format": "ndjson"}
+    ) as resp:
+        assert [json.loads(line) for line in (await resp.text()).splitlines()] == as_json["rows"]
 
 
 @pytest.mark.parametrize(
