@@ -50,8 +50,40 @@ ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
 NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 
-_COOKIE_PAIR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(v1\.[^.=]+\.[^.=]+)")
-"""A cookie written ``name=value`` (RFC 6265's token for the name), the value one of ours."""
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 6265's token: a cookie's name."""
+MAX_COOKIE_HEADER = 8192
+"""Longest ``visitor_id`` read as a whole ``Cookie`` header (a server's header line limit, as
+nginx's 8 KB); a raw visitor ID stays at ``campaign.max_value_length``."""
+
+
+def _unquoted(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def _is_ours(value: str) -> bool:
+    return value.startswith("v1.") and value.count(".") == 2
+
+
+def visitor_cookies(given: str) -> list[str] | None:
+    """The values of ours (``v1.<id>.<tag>``) that ``given`` holds, written as a cookie is: the
+    value alone (in the DQUOTEs RFC 6265 §4.1.1 allows, which a Java container keeps), a
+    ``name=value`` pair, or a whole ``Cookie`` header a site's backend passed on (``session=…;
+    gw_vid=v1.…; _ga=…``: each of ours in it, in order, as the gateway reads the header). None
+    when it holds none: a raw visitor ID (``a=b`` too)."""
+    alone = _unquoted(given)
+    if _is_ours(alone):
+        return [alone]
+    found = []
+    for pair in given.split(";"):
+        name, sep, value = pair.partition("=")
+        value = _unquoted(value)
+        if sep and _COOKIE_NAME.fullmatch(name.strip()) and _is_ours(value):
+            found.append(value)
+    return found or None
+
+
 _CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
 NOT_RECORDED = {
     "touchpoint": _CONVERSION_ONLY,
@@ -317,14 +349,17 @@ def map_event(
         elif (unmet := unmet_requirement(src, raw_type, event)) is not None:
             kind, why_ignored = "ignored", unmet
     moment = r.moment("timestamp", now, limits)
-    visitor_id = r.text("visitor_id")
+    # The cookie as the Cookie header has it (gw_vid=v1.…, or the whole header, the site's own
+    # cookies around it): taken for a raw ID, it bound the user to a visitor no visit has. The
+    # first of ours whose signature verifies is meant, as the gateway reads the header.
+    given = r.raw("visitor_id")
+    as_cookie = isinstance(given, str) and visitor_cookies(given) is not None
+    visitor_id = r.text("visitor_id", MAX_COOKIE_HEADER if as_cookie else None)
     user_id = r.text("user_id", MAX_USER_ID)
-    if visitor_id is not None and (pair := _COOKIE_PAIR.fullmatch(visitor_id)) is not None:
-        # The cookie as the Cookie header has it (gw_vid=v1.…): taken for a raw ID, it bound
-        # the user to a visitor no visit has. Its value is meant (and its signature checked).
-        visitor_id = pair[1]
-    if visitor_id is not None and visitor_id.startswith("v1.") and visitor_id.count(".") == 2:
-        visitor_id = verify_cookie(limits.keys.cookie_mac, visitor_id)
+    ours = visitor_cookies(visitor_id) if visitor_id is not None else None
+    if ours is not None:
+        mac = limits.keys.cookie_mac
+        visitor_id = next((found for value in ours if (found := verify_cookie(mac, value))), None)
         if visitor_id is None:
             r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
