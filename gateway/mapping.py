@@ -37,7 +37,7 @@ from gateway.events import (
     order_key,
     printable_name,
 )
-from gateway.keys import MAX_USER_ID, Keys
+from gateway.keys import MAX_COOKIE_HEADER, MAX_USER_ID, Keys, visitor_cookies
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
 _encode_json = msgspec.json.Encoder().encode
@@ -49,40 +49,6 @@ ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
 """Fields of which a touchpoint needs at least one."""
 NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
-
-_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-"""RFC 6265's token: a cookie's name."""
-MAX_COOKIE_HEADER = 8192
-"""Longest ``visitor_id`` read as a whole ``Cookie`` header (a server's header line limit, as
-nginx's 8 KB); a raw visitor ID stays at ``campaign.max_value_length``."""
-
-
-def _unquoted(value: str) -> str:
-    value = value.strip()
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-
-
-def _is_ours(value: str) -> bool:
-    return value.startswith("v1.") and value.count(".") == 2
-
-
-def visitor_cookies(given: str) -> list[str] | None:
-    """The values of ours (``v1.<id>.<tag>``) that ``given`` holds, written as a cookie is: the
-    value alone (in the DQUOTEs RFC 6265 §4.1.1 allows, which a Java container keeps), a
-    ``name=value`` pair, or a whole ``Cookie`` header a site's backend passed on (``session=…;
-    gw_vid=v1.…; _ga=…``: each of ours in it, in order, as the gateway reads the header). None
-    when it holds none: a raw visitor ID (``a=b`` too)."""
-    alone = _unquoted(given)
-    if _is_ours(alone):
-        return [alone]
-    found = []
-    for pair in given.split(";"):
-        name, sep, value = pair.partition("=")
-        value = _unquoted(value)
-        if sep and _COOKIE_NAME.fullmatch(name.strip()) and _is_ours(value):
-            found.append(value)
-    return found or None
-
 
 _CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
 NOT_RECORDED = {
