@@ -4,8 +4,9 @@ Owns the derivation labels, so two purposes can never share a key, and the
 keyed forms that turn raw identifiers into the keys stored at rest: the
 visitor key (always a keyed hash) and the user key (a keyed hash, a
 deterministic AES-SIV ciphertext that exports can decrypt, or — only when the
-operator says so — the plain user ID); and the spellings of a raw ID in text (``spellings``),
-for what must find it or take it out.
+operator says so — the plain user ID); the spellings of a raw ID in text (``spellings``),
+for what must find it or take it out; and the visitor cookies a text holds written as the
+``Cookie`` header has them (``visitor_cookies``), for whoever names a visitor so.
 """
 
 from __future__ import annotations
@@ -66,6 +67,40 @@ def named_user_key(given: str) -> str | None:
     if given.startswith(_PLAIN) and len(given) > len(_PLAIN):
         return given
     return None
+
+
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 6265's token: a cookie's name."""
+MAX_COOKIE_HEADER = 8192
+"""Longest sender's ``visitor_id`` read as a whole ``Cookie`` header (a server's header line limit, as
+nginx's 8 KB); a raw visitor ID stays at ``campaign.max_value_length``."""
+
+
+def _unquoted(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def _is_ours(value: str) -> bool:
+    return value.startswith("v1.") and value.count(".") == 2
+
+
+def visitor_cookies(given: str) -> list[str] | None:
+    """The values of ours (``v1.<id>.<tag>``) that ``given`` holds, written as a cookie is: the
+    value alone (in the DQUOTEs RFC 6265 §4.1.1 allows, which a Java container keeps), a
+    ``name=value`` pair, or a whole ``Cookie`` header a site's backend passed on (``session=…;
+    gw_vid=v1.…; _ga=…``: each of ours in it, in order, as the gateway reads the header). None
+    when it holds none: a raw visitor ID (``a=b`` too)."""
+    alone = _unquoted(given)
+    if _is_ours(alone):
+        return [alone]
+    found = []
+    for pair in given.split(";"):
+        name, sep, value = pair.partition("=")
+        value = _unquoted(value)
+        if sep and _COOKIE_NAME.fullmatch(name.strip()) and _is_ours(value):
+            found.append(value)
+    return found or None
 
 
 def named_visitor_id(given: str) -> str | None:
@@ -156,12 +191,16 @@ class Keys:
 
     def named_visitor_keys(self, given: str) -> list[str]:
         """The keys of the visitor an operator names as ``given`` (trimmed already): ``given``
-        itself when it is a visitor_key (32 hex digits), then the key of the raw visitor ID it is
-        or, a cookie value (``v1.<id>.<tag>``, read as ``gateway.mapping`` reads a sender's),
+        itself when it is a visitor_key (32 hex digits), then the key of the visitor each cookie
+        value of ours it holds names (``visitor_cookies``, as ``gateway.mapping`` reads a
+        sender's), then the key of the raw visitor ID it is or, a cookie value (``v1.<id>.<tag>``),
         holds. Empty: ``given`` names no visitor. The journey lookup and an erasure read these."""
         keys: list[str] = []
         if _VISITOR_KEY.fullmatch(given.lower()):
             keys.append(given.lower())
+        # The cookie as the browser sent it (gw_vid=v1.…, the whole Cookie header, quoted): the
+        # visitor in it; then the text's own key, which a sender's such ID was kept under before.
+        keys += [self.visitor_key(value.split(".")[1]) for value in visitor_cookies(given) or ()]
         raw = named_visitor_id(given)
         if raw is not None:
             keys.append(self.visitor_key(raw))

@@ -37,7 +37,7 @@ from gateway.events import (
     order_key,
     printable_name,
 )
-from gateway.keys import MAX_USER_ID, Keys
+from gateway.keys import MAX_COOKIE_HEADER, MAX_USER_ID, Keys, visitor_cookies
 from gateway.sources import KINDS, MISSING, SourceMap, resolve
 
 _encode_json = msgspec.json.Encoder().encode
@@ -50,8 +50,6 @@ ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
 NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
 
-_COOKIE_PAIR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(v1\.[^.=]+\.[^.=]+)")
-"""A cookie written ``name=value`` (RFC 6265's token for the name), the value one of ours."""
 _CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
 NOT_RECORDED = {
     "touchpoint": _CONVERSION_ONLY,
@@ -317,14 +315,17 @@ def map_event(
         elif (unmet := unmet_requirement(src, raw_type, event)) is not None:
             kind, why_ignored = "ignored", unmet
     moment = r.moment("timestamp", now, limits)
-    visitor_id = r.text("visitor_id")
+    # The cookie as the Cookie header has it (gw_vid=v1.…, or the whole header, the site's own
+    # cookies around it): taken for a raw ID, it bound the user to a visitor no visit has. The
+    # first of ours whose signature verifies is meant, as the gateway reads the header.
+    given = r.raw("visitor_id")
+    as_cookie = isinstance(given, str) and visitor_cookies(given) is not None
+    visitor_id = r.text("visitor_id", MAX_COOKIE_HEADER if as_cookie else None)
     user_id = r.text("user_id", MAX_USER_ID)
-    if visitor_id is not None and (pair := _COOKIE_PAIR.fullmatch(visitor_id)) is not None:
-        # The cookie as the Cookie header has it (gw_vid=v1.…): taken for a raw ID, it bound
-        # the user to a visitor no visit has. Its value is meant (and its signature checked).
-        visitor_id = pair[1]
-    if visitor_id is not None and visitor_id.startswith("v1.") and visitor_id.count(".") == 2:
-        visitor_id = verify_cookie(limits.keys.cookie_mac, visitor_id)
+    ours = visitor_cookies(visitor_id) if visitor_id is not None else None
+    if ours is not None:
+        mac = limits.keys.cookie_mac
+        visitor_id = next((found for value in ours if (found := verify_cookie(mac, value))), None)
         if visitor_id is None:
             r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}

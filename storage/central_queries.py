@@ -185,7 +185,7 @@ class CentralReader(Reader):
             " FROM identities WHERE user_key = ANY($1::text[]) GROUP BY visitor_key"
             " ORDER BY first_bound LIMIT $2",
             user_keys,
-            MAX_USER_VISITORS,
+            MAX_USER_VISITORS + 1,
         )
 
     async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ from storage.local import connect
 JOURNEY_LIMIT = 1000
 """Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
 MAX_USER_VISITORS = 1000
-"""Most visitors (devices) a user journey joins."""
+"""Most visitors (devices) a user journey joins: the first bound (``_bound_visitors`` fetches one
+more, so that a journey cut there says ``truncated``)."""
 TOUCHPOINT_FILTERS = ("source", "medium", "campaign", "creator_id", "visitor_key")
 CONVERSION_FILTERS = ("name", "rule", "origin")
 """Columns ``/api/conversions`` filters on exactly (the name goes into the SQL text: only these)."""
@@ -254,9 +255,12 @@ class Reader:
         of ``ada@example.com``, the one its rows are kept under, not its own that holds none."""
         forms = list(user_keys)
         visitors = await self._bound_visitors(forms)
+        cut = len(visitors) > MAX_USER_VISITORS  # the later devices' touchpoints are left out
+        visitors = visitors[:MAX_USER_VISITORS]
         held = {v.pop("user_key") for v in visitors}  # the key of each device's bindings
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
+        truncated = truncated or cut
         conversions = await self._conversions_of(forms, keys)
         if not visitors and not conversions:
             return None
@@ -308,7 +312,7 @@ class Reader:
         async with self.db.execute(
             "SELECT visitor_key, min(ts) AS first_bound, count(*) AS bindings, min(user_key) AS user_key"
             f" FROM identities WHERE user_key IN ({marks}) GROUP BY visitor_key ORDER BY first_bound LIMIT ?",
-            (*user_keys, MAX_USER_VISITORS),
+            (*user_keys, MAX_USER_VISITORS + 1),
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]
 

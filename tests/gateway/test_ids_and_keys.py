@@ -121,3 +121,19 @@ def test_pooled_random_numbers_are_64_bit_and_never_handed_out_twice() -> None:
     assert len(set(numbers)) == 5_000
     assert all(0 <= n < 1 << 64 for n in numbers)
     assert max(numbers).bit_length() > 60  # the whole width is used
+
+
+def test_a_visitor_named_as_the_cookie_header_has_it_is_found_by_its_cookie() -> None:
+    """An operator pastes the visitor's cookie as the browser sent it (``gw_vid=v1.…``, the
+    whole ``Cookie`` header, or the value in quotes), as a sender may name a visitor: the
+    lookup and an erasure read the visitor in it, as signed events do (``gateway.mapping``),
+    and still the text's own key, under which a sender's such ID was kept before that."""
+    from addons.identity import cookie_value
+
+    keys = Keys.from_master(b"m" * 40)
+    cookie = cookie_value(keys.cookie_mac, "A" * 22)
+    for given in (f"gw_vid={cookie}", f"sessionid=x; gw_vid={cookie}; _ga=GA1.2.3", f'"{cookie}"', cookie):
+        named = keys.named_visitor_keys(given)
+        assert named[0] == keys.visitor_key("A" * 22), given
+        assert named[-1] == keys.visitor_key(given if given != cookie else "A" * 22), given
+    assert keys.named_visitor_keys("a=b") == [keys.visitor_key("a=b")]

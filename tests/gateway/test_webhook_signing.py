@@ -542,6 +542,43 @@ def test_identify_reads_the_whole_cookie_pair_as_its_value() -> None:
     assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("a=b")
 
 
+def test_identify_reads_the_visitor_cookie_out_of_a_whole_cookie_header() -> None:
+    """The site's backend passed on the browser's whole ``Cookie`` header (its session and
+    analytics cookies around ours), or the value in the DQUOTEs RFC 6265 allows (a Java
+    container keeps them): each was accepted (202) as a raw visitor ID no visit has, and the
+    user bound to a visitor who never existed, without a word. The gateway itself reads the
+    visitor from such a header, the first of our cookies that verifies (a stale one ahead of
+    the good one, after ``identity.domain`` changed). A header too long for a raw ID is read
+    too; a raw ID stays raw, and one too long for one is still refused as such."""
+    cookie = cookie_value(KEYS.cookie_mac, "A" * 22)
+    stale = cookie_value(KEYS.cookie_mac + b"old", "B" * 22)  # signed under another secret
+    analytics = "_ga=GA1.2.1234567890.1765000000; _gid=GA1.2.987654321.1765000000; " * 4
+    for given in (
+        f"session=abc123; gw_vid={cookie}; _ga=GA1.2.3",
+        f"gw_vid={cookie}; session=abc",
+        f'"{cookie}"',
+        f'gw_vid="{cookie}"',
+        f"gw_vid={stale}; gw_vid={cookie}",
+        f"{analytics}sessionid=x; gw_vid={cookie}",  # longer than campaign.max_value_length
+    ):
+        (binding,) = map_event(
+            source(), {"type": "identify", "visitor_id": given, "user_id": "u"}, NOW, LIMITS, "f"
+        ).rows
+        assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("A" * 22), given
+    for forged in (f"session=abc; gw_vid={stale}", f'"{stale}"'):
+        with pytest.raises(Invalid, match=r"visitor_id.*does not verify"):
+            map_event(source(), {"type": "identify", "visitor_id": forged, "user_id": "u"}, NOW, LIMITS, "f")
+    (binding,) = map_event(
+        source(), {"type": "identify", "visitor_id": "a=b; c=d", "user_id": "u"}, NOW, LIMITS, "f"
+    ).rows
+    assert isinstance(binding, Binding) and binding.visitor_key == KEYS.visitor_key("a=b; c=d")
+    too_long = "x" * (LIMITS.max_len + 1)
+    with pytest.raises(
+        Invalid, match=rf"visitor_id \(/visitor_id\): longer than {LIMITS.max_len} characters"
+    ):
+        map_event(source(), {"type": "identify", "visitor_id": too_long, "user_id": "u"}, NOW, LIMITS, "f")
+
+
 @pytest.mark.parametrize(
     ("event", "errors"),
     [

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway.events import Touchpoint, iso
+from gateway.events import Binding, Touchpoint, iso
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
-from storage.queries import JOURNEY_LIMIT, Reader, TouchpointQuery
+from storage.queries import JOURNEY_LIMIT, MAX_USER_VISITORS, Reader, TouchpointQuery
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -189,6 +189,34 @@ async def test_a_long_journey_is_listed_up_to_the_limit_with_exact_slots(tmp_pat
     assert journey["touch_count"] == JOURNEY_LIMIT + 5
     assert journey["first_touch"]["id"] == events[0].id
     assert journey["last_touch"]["id"] == events[-1].id
+
+
+async def test_a_user_with_more_visitors_than_a_journey_joins_says_it_is_cut(tmp_path: Path) -> None:
+    """A user bound on more than ``MAX_USER_VISITORS`` visitors (a shared account, someone who
+    signs in from a private window every day): the journey joins the first bound, and said
+    ``truncated: false`` while the touchpoints of the later devices, the last touch among them,
+    were left out without a word."""
+    store = LocalStore(tmp_path / "many.db", StorageOptions(), Metrics())
+    await store.open()
+    reader = Reader(tmp_path / "many.db")
+    await reader.open()
+    user = "u" * 32
+    try:
+        rows: list[Any] = []
+        for n in range(MAX_USER_VISITORS + 1):
+            visitor = f"{n:032x}"
+            touch = dataclasses.replace(event(n), visitor_key=visitor)
+            rows.append(touch)
+            rows.append(Binding(str(uuid.uuid4()), touch.ts, "test", visitor, user, "login"))
+        await store.write(rows)
+        journey = await reader.user([user])
+    finally:
+        await reader.close()
+        await store.close()
+    assert journey is not None
+    assert len(journey["visitors"]) == MAX_USER_VISITORS
+    assert journey["truncated"] is True
+    assert journey["first_touch"]["id"] == rows[0].id
 
 
 def change(n: int, touchpoint: Touchpoint, verdict: str, origin: str, minute: int) -> Any:
