@@ -1136,12 +1136,16 @@ def test_a_workers_own_warning_at_its_start_is_said(tmp_path: Path) -> None:
             importer.wait()
     assert importer.returncode == 0, err
     # Each worker's line is written as the parent writes its own (until 2026-12-05 a bare message:
-    # logging was not set up in the workers), with its time, level and logger.
+    # logging was not set up in the workers), with its time, level and logger, and which worker
+    # said it (until 2026-12-06 two workers' lines could not be told apart).
     said = re.escape(f"geo: not found: geo.country_db {city}; geo lookups are off")
-    stamped = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING gateway\.geo: {said}"
+    stamped = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING gateway\.geo: \[worker ([12])\] {said}"
     lines = [line for line in err.decode().splitlines() if "geo.country_db" in line]
     assert lines, err
-    assert all(re.fullmatch(stamped, line) for line in lines), err
+    matched = [re.fullmatch(stamped, line) for line in lines]
+    assert all(matched), err
+    numbers = [m.group(1) for m in matched if m]
+    assert len(set(numbers)) == len(numbers), err  # each worker its own number
 
 
 def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
