@@ -14,13 +14,14 @@ import importlib.util
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
-from gateway.backfill import Replayer, Summary
+from gateway.backfill import Failed, Replayer, Summary
 from gateway.config import Settings
 from gateway.events import iso
-from gateway.history import Input
+from gateway.history import STDIN, Input
 from gateway.importread import input_sizes
 from gateway.importreplay import import_file
 from gateway.importreport import Progress
@@ -56,9 +57,11 @@ async def run_import(
     path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes. A batch that waits ``lock_wait`` seconds to commit
     (another process holds the store's write lock) ends the import, ``CommitFailed``.
-    UsageError for a bad command line, OSError when a file cannot be opened before any is
-    read (missing, a directory, permission denied, zstd). A file that fails part way ends the
-    import there: what was read before it is written, and the summary's ``unreadable`` names it.
+    UsageError for a bad command line. A file that cannot be opened (missing, a directory,
+    permission denied, zstd: found before any is read), that fails part way (what was read of
+    it is written), or of which no line read is in ``fmt`` is named in the summary's ``failed``,
+    and the other files are imported all the same; when no file can be opened, nothing is
+    started (no store opened).
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
@@ -80,6 +83,13 @@ async def run_import(
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     summary = Summary() if summary is None else summary
+    sizes = await asyncio.to_thread(input_sizes, paths, fmt)
+    for path, size in zip(paths, sizes, strict=True):
+        if isinstance(size, OSError):
+            summary.failed.append(Failed(_named(path), size, before_any=True))
+    if len(summary.failed) == len(paths):  # nothing to import: no store opened, no chain run
+        summary.read_all = True
+        return summary
     store: LocalStore | None = None
     before: dict[str, int] = {}
     bar = None
@@ -88,7 +98,6 @@ async def run_import(
     started = time.perf_counter()
     try:
         try:
-            sizes = await asyncio.to_thread(input_sizes, paths, fmt)
             # As a live gateway starts its chain: the GeoIP databases are opened here.
             await replayer.pipeline.running()
             if not dry_run:
@@ -98,7 +107,8 @@ async def run_import(
                 before = await asyncio.to_thread(count_rows, settings.store_path)
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
-                total = None if None in sizes else sum(size or 0 for size in sizes)
+                readable = [size for size in sizes if not isinstance(size, OSError)]
+                total = None if None in readable else sum(size or 0 for size in readable)
                 bar = progress_bar(total, "import", "B", unit_scale=True, unit_divisor=1024)
             if workers > 1 and fmt != "mitm":
                 said = replayer.pipeline.notices.said if replayer.pipeline.notices else frozenset()
@@ -111,17 +121,21 @@ async def run_import(
             days = summary.retention_days = settings.options.privacy.retention_days
             writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "", lock_wait)
             for path, size in zip(paths, sizes, strict=True):
+                if isinstance(size, OSError):  # named in ``failed`` already
+                    continue
                 summary.files += 1
-                before_it = summary.read_to
+                before_it, mark = summary.read_to, summary.mark()
                 try:
                     await import_file(replayer, pool, path, size is None, fmt, parse, summary, writer, shown)
-                except OSError as err:  # the lines read before it still go in, below
-                    summary.unreadable = err
-                    summary.unreadable_from = 0 if summary.read_to == before_it else summary.read_to[1]
-                    break
+                except OSError as err:  # the lines read before it still go in, and the next files
+                    read_to = 0 if summary.read_to == before_it else summary.read_to[1]
+                    summary.failed.append(Failed(_named(path), err, read_to))
+                    shown.file_done(size)
+                    continue
+                if summary.none_in_format_since(mark):
+                    summary.failed.append(Failed(_named(path)))
                 shown.file_done(size)
-            else:
-                summary.read_all = True
+            summary.read_all = True
         except asyncio.CancelledError:
             if not summary.interrupted:
                 raise
@@ -141,6 +155,8 @@ async def run_import(
             await through_stop(store.close(), summary)
         await through_stop(replayer.pipeline.done(), summary)
     summary.seconds = time.perf_counter() - started
+    order = {_named(path): n for n, path in reversed(list(enumerate(paths)))}
+    summary.failed.sort(key=lambda failed: order.get(failed.name, len(paths)))  # as named
     if not dry_run:  # stopped before the rows were counted: before anything was written
         if before:
             after = await through_stop(asyncio.to_thread(count_rows, settings.store_path), summary)
@@ -148,3 +164,8 @@ async def run_import(
             after = before
         summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
     return summary
+
+
+def _named(path: Input) -> str:
+    """A file as the command line named it (``-``: standard input)."""
+    return str(path) if isinstance(path, Path) else STDIN

@@ -136,7 +136,10 @@ class WorkerPool:
         self.workers = workers
         _start_resource_tracker()
         context = multiprocessing.get_context("spawn")
-        started = context.Value("i", 0)  # each worker takes the next number as it starts
+        # Each worker takes the next number as it starts. Let go in ``close`` (off the event
+        # loop): its lock's finalizer talks to the resource tracker, blocking.
+        started: Synchronized[int] = context.Value("i", 0)
+        self.started: Synchronized[int] | None = started
         level = logging.getLogger().getEffectiveLevel()
         self.executor = ProcessPoolExecutor(
             workers,
@@ -168,6 +171,13 @@ class WorkerPool:
             future.cancel()
 
     def close(self) -> None:
+        try:
+            self._close()
+        finally:  # the worker counter freed here, off the loop (the executor keeps its initargs)
+            self.started = None
+            self.executor._initargs = ()
+
+    def _close(self) -> None:
         if self.broken:
             # A worker died (the OOM killer, kill -9): the pool ends the others with SIGTERM, which
             # they ignore (``_start``), then waits for them, and for ever for the one blocked
