@@ -112,6 +112,9 @@ class Summary:
     """The files not imported, or not whole, in the order met: missing, a directory, not to be
     opened (found before any file is read), broken part way (corrupt, cut short), or of which
     no line read is in the format asked for. The other files are imported all the same."""
+    run: int = 0
+    """The store's number of this import run (``gateway import --undo RUN``); 0: none recorded
+    (a dry run, or nothing opened)."""
     blank: int = 0
     """Blank lines among ``lines``: neither replayed nor skipped."""
     forwarded: int = 0
@@ -187,6 +190,8 @@ class Summary:
             out.append(NO_AGENT)
         if self.new_rows is None:
             out.append("  dry run: nothing was written")
+        elif self.run:
+            out.append(f"  run: {self.run} (gateway import --undo {self.run} removes the rows it added)")
         return "\n".join(out)
 
 

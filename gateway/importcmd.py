@@ -24,6 +24,7 @@ from gateway.config import Settings
 from gateway.history import STDIN, Input
 from gateway.importreport import failed_message, failed_tally, stopped_message
 from gateway.importrun import UsageError, run_import
+from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
 from gateway.importwrite import CommitFailed
 from gateway.logformats import FORMATS, JSON_FIELDS
@@ -92,6 +93,18 @@ def _stdin() -> BinaryIO:
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.list or args.undo is not None:
+        if args.files or (args.list and args.undo is not None):
+            print("gateway import: --list and --undo RUN take no FILE, and not each other", file=sys.stderr)
+            return EXIT_USAGE
+        return list_command(settings) if args.list else undo_command(settings, args.undo, args.dry_run)
+    if not args.files or args.format is None:
+        print(
+            "gateway import: FILE… and --format are needed to import (or --list the import runs, or"
+            " --undo RUN one of them)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if settings.store_path.is_dir():  # SQLite said "unable to open database file" (until 2026-12-05)
         print(settings.store_problem(), file=sys.stderr)
         return 1

@@ -4,7 +4,9 @@ Owns ``run_import``: checking the format and host, starting the chain (and the
 GeoIP databases), the store, the progress bar and the worker pool
 (``gateway.importworkers``), replaying each input (``gateway.importreplay``),
 and, finished or stopped (``gateway.importstop``), writing everything read,
-tearing all of it down and counting the rows the store gained.
+tearing all of it down and counting the rows the store gained. A run that writes
+is recorded (``storage.imports``: its number, files and every row it added), so
+that it can be listed and undone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
+from storage.imports import finish_run, record_sql, start_run
 from storage.local import LocalStore
 from storage.retention import cutoff
 
@@ -105,6 +108,14 @@ async def run_import(
                 store = LocalStore(settings.store_path, storage, metrics)
                 await store.open()
                 before = await asyncio.to_thread(count_rows, settings.store_path)
+                # Recorded so that it can be listed and undone (``gateway import --undo``).
+                named = [
+                    _named(path)
+                    for path, size in zip(paths, sizes, strict=True)
+                    if not isinstance(size, OSError)
+                ]
+                summary.run = await asyncio.to_thread(start_run, settings.store_path, fmt, named)
+                await store.prepare(record_sql(summary.run))
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
                 readable = [size for size in sizes if not isinstance(size, OSError)]
@@ -163,6 +174,8 @@ async def run_import(
         else:
             after = before
         summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
+        if summary.run:
+            await through_stop(asyncio.to_thread(finish_run, settings.store_path, summary.run), summary)
     return summary
 
 

@@ -349,6 +349,12 @@ class LocalStore:
         await self.watch.start()
         self._sweep()
 
+    async def prepare(self, script: str) -> None:
+        """Run ``script`` on the write connection, once opened and before the first submit (an
+        import's temporary triggers, ``storage.imports.record_sql``)."""
+        assert self._db is not None and not self._queued, "prepare() before any submit"
+        await self._db.executescript(script)
+
     def _sweep(self) -> None:
         """Fail the wait of every submit past its deadline (``max_wait_ms``), then sleep until the
         next deadline (a quarter of ``max_wait_ms`` while nothing waits).
