@@ -19,6 +19,7 @@ through aiosqlite.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -134,6 +135,8 @@ class Undo:
 async def undo_run(path: Path, run: int, *, dry_run: bool = False) -> Undo:
     """Remove the rows ``run`` added (``dry_run``: only count them). UndoRefused for a run the
     store does not record, or one with rows already in the central store."""
+    if not await asyncio.to_thread(path.exists):  # not created by asking (nor its lock file)
+        raise UndoRefused(_unknown(path, run))
     if not dry_run:
         lock = RoundLock(path, "sync", log, "central sync")
         async with lock.hold("import --undo"):
@@ -173,6 +176,13 @@ def _central_refusal(undo: Undo) -> str:
     )
 
 
+def _unknown(path: Path, run: int) -> str:
+    return (
+        f"--undo {run}: the store {path} records no import run {run} (gateway import --list shows"
+        " those it records; imports before 2026-12-06 were not recorded and cannot be undone)"
+    )
+
+
 def _mine(table: str) -> str:
     """``table``'s rows of the run (one parameter: the run)."""
     if table == DERIVED:
@@ -188,10 +198,7 @@ async def _plan(db: aiosqlite.Connection, path: Path, run: int) -> Undo:
         async with db.execute("SELECT undone FROM import_runs WHERE id = ?", (run,)) as cur:
             row = await cur.fetchone()
     if row is None:
-        raise UndoRefused(
-            f"--undo {run}: the store {path} records no import run {run} (gateway import --list shows"
-            " those it records; imports before 2026-12-06 were not recorded and cannot be undone)"
-        )
+        raise UndoRefused(_unknown(path, run))
     undo = Undo(run, undone=row[0])
     async with db.execute("SELECT name, position FROM sync_cursors") as cur:
         cursors = [(str(name), int(position)) for name, position in await cur.fetchall()]

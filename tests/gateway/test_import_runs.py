@@ -44,7 +44,7 @@ order_id = { query = "order" }
 
 
 def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         return db.execute(sql, args).fetchall()
 
 
@@ -129,7 +129,9 @@ def test_a_store_that_records_no_run_says_so(tmp_path: Path) -> None:
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert listed.returncode == 0 and "no import run recorded" in listed.stdout, listed
     assert "were not recorded, and cannot be undone" in listed.stdout
-    assert not (tmp_path / "gw.db").exists()
+    undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
+    assert undo.returncode == 2 and "records no import run 1" in undo.stderr, undo
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.toml"]  # no store made by asking
 
 
 async def test_a_run_already_in_the_central_store_is_not_undone(tmp_path: Path, central_dsn: str) -> None:
@@ -159,7 +161,10 @@ async def test_a_run_already_in_the_central_store_is_not_undone(tmp_path: Path, 
     later = tmp_path / "wrong.log"
     await asyncio.to_thread(later.write_text, WRONG)
     second = await run_import(settings, [later], "combined", host="shop.example")
+    # A sink that delivered them keeps them: the undo goes on and says how many.
+    sent = "INSERT OR REPLACE INTO sync_cursors (name, position) VALUES ('sink:segment:touchpoints', 1000)"
+    await asyncio.to_thread(rows, settings.store_path, sent)
     undo = await undo_run(settings.store_path, second.run)
-    assert undo.rows["touchpoints"] == 2 and not undo.central
+    assert undo.rows["touchpoints"] == 2 and not undo.central and undo.sinks == {"sink:segment": 2}
     got = await asyncio.to_thread(rows, settings.store_path, "SELECT count(*) FROM touchpoints")
     assert got == [(3,)]
