@@ -93,11 +93,15 @@ def _stdin() -> BinaryIO:
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
-    if args.list or args.undo is not None:
-        if args.files or (args.list and args.undo is not None):
+    listing: bool = getattr(args, "list", False)
+    undo: int | None = getattr(args, "undo", None)
+    if listing or undo is not None:
+        if args.files or (listing and undo is not None):
             print("gateway import: --list and --undo RUN take no FILE, and not each other", file=sys.stderr)
             return EXIT_USAGE
-        return list_command(settings) if args.list else undo_command(settings, args.undo, args.dry_run)
+        if undo is not None:
+            return undo_command(settings, undo, args.dry_run)
+        return list_command(settings)
     if not args.files or args.format is None:
         print(
             "gateway import: FILE… and --format are needed to import (or --list the import runs, or"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,9 +36,11 @@ from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
-from storage.imports import finish_run, record_sql, start_run
+from storage.imports import FINISH_SQL, record_sql
 from storage.local import LocalStore
 from storage.retention import cutoff
+
+log = logging.getLogger("gateway.import")
 
 
 class UsageError(Exception):
@@ -86,7 +90,16 @@ async def run_import(
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     summary = Summary() if summary is None else summary
-    sizes = await asyncio.to_thread(input_sizes, paths, fmt)
+    try:
+        sizes = await asyncio.to_thread(input_sizes, paths, fmt)
+    except asyncio.CancelledError:  # stopped this early: nothing was written, nothing opened
+        if not summary.interrupted:
+            raise
+        if (current := asyncio.current_task()) is not None:
+            current.uncancel()
+        if not dry_run:
+            summary.new_rows = dict.fromkeys(COUNTED, 0)
+        return summary
     for path, size in zip(paths, sizes, strict=True):
         if isinstance(size, OSError):
             summary.failed.append(Failed(_named(path), size, before_any=True))
@@ -108,14 +121,13 @@ async def run_import(
                 store = LocalStore(settings.store_path, storage, metrics)
                 await store.open()
                 before = await asyncio.to_thread(count_rows, settings.store_path)
-                # Recorded so that it can be listed and undone (``gateway import --undo``).
+                # Its rows recorded as a run, so that it can be listed and undone (``--undo``).
                 named = [
                     _named(path)
                     for path, size in zip(paths, sizes, strict=True)
                     if not isinstance(size, OSError)
                 ]
-                summary.run = await asyncio.to_thread(start_run, settings.store_path, fmt, named)
-                await store.prepare(record_sql(summary.run))
+                await store.on_writer(record_sql(fmt, named, datetime.now(UTC)), script=True)
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
                 readable = [size for size in sizes if not isinstance(size, OSError)]
@@ -155,6 +167,8 @@ async def run_import(
         # Interrupted or not, every line counted so far goes in: the summary then says how far
         # the store has the files. The stop may come while this waits for the last commits.
         await through_stop(writer.finish(), summary)
+        if store is not None:
+            summary.run = await through_stop(_finish_run(store), summary)
     finally:
         # The stop may come during any of these too: each runs to its end regardless, or the
         # store's thread (or the pool) would outlive the import and hold the process open.
@@ -174,11 +188,21 @@ async def run_import(
         else:
             after = before
         summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
-        if summary.run:
-            await through_stop(asyncio.to_thread(finish_run, settings.store_path, summary.run), summary)
     return summary
 
 
 def _named(path: Input) -> str:
     """A file as the command line named it (``-``: standard input)."""
     return str(path) if isinstance(path, Path) else STDIN
+
+
+async def _finish_run(store: LocalStore) -> int:
+    """The run's end and counts recorded, on the import's write connection; its number (0: it
+    added no row). Not recorded (the store failing now), the run stays listed as not finished,
+    and can be undone all the same."""
+    try:
+        rows = await store.on_writer(FINISH_SQL, iso(datetime.now(UTC)))
+    except sqlite3.Error as err:
+        log.warning("the import run's end could not be recorded (%s); it is listed as not finished", err)
+        rows = await store.on_writer("SELECT id FROM import_run_id")
+    return int(rows[0][0]) if rows else 0

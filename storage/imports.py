@@ -1,11 +1,12 @@
 """Import runs: what the store records of each ``gateway import``, listing runs, undoing one.
 
-Owns the ``import_runs`` and ``import_rows`` tables (migration 0015). A run is started
-(``start_run``) once the import's store is open; every row the import's own write connection
-inserts is recorded under it by temporary triggers on that connection (``record_sql``: a row
-already stored, skipped by ``ON CONFLICT DO NOTHING``, is not the run's, and live rows the
-gateway writes meanwhile are never recorded); ``finish_run`` stamps its end and counts. Runs of
-gateways before migration 0015 were not recorded: their rows cannot be told from live ones.
+Owns the ``import_runs`` and ``import_rows`` tables (migration 0015). Every row the import's
+own write connection inserts is recorded by temporary triggers on that connection
+(``record_sql``: the first one records and numbers the run; a row already stored, skipped by
+``ON CONFLICT DO NOTHING``, is not the run's, and live rows the gateway writes meanwhile are
+never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds no row records
+no run. Runs of gateways before migration 0015 were not recorded: their rows cannot be told
+from live ones.
 
 ``undo_run`` removes exactly the rows a run added — its touchpoints, bindings (identities) and
 conversions, and the verdict changes made on its touchpoints since — in one write transaction,
@@ -47,34 +48,40 @@ class UndoRefused(Exception):
     """The run cannot be undone (unknown, or rows already in the central store): the reason."""
 
 
-def record_sql(run: int) -> str:
-    """Temporary triggers for the import's write connection: each row it inserts is ``run``'s."""
-    return "".join(
-        f"CREATE TEMP TRIGGER import_run_{table} AFTER INSERT ON main.{table} BEGIN"
-        f" INSERT INTO import_rows (run, tbl, id) VALUES ({int(run)}, '{table}', NEW.id); END;"
+def record_sql(fmt: str, files: list[str], started: datetime) -> str:
+    """Temporary triggers (and a temporary table) for the import's write connection: at its
+    first row inserted, the run is recorded and numbered, inside that row's transaction (so an
+    import waiting on another process's write lock waits only as its commits do, and two
+    imports at once get two numbers); each row it inserts then is that run's."""
+    run = f"({_quoted(iso(started))}, {_quoted(fmt)}, {_quoted(json.dumps(files))})"
+    script = "CREATE TEMP TABLE import_run_id (id INTEGER NOT NULL);"
+    for table in RECORDED:
+        script += (
+            f"CREATE TEMP TRIGGER import_run_{table} AFTER INSERT ON main.{table} BEGIN"
+            " INSERT INTO import_runs (started, format, files) SELECT * FROM (VALUES"
+            f" {run}) WHERE NOT EXISTS (SELECT 1 FROM import_run_id);"
+            " INSERT INTO import_run_id (id) SELECT last_insert_rowid()"
+            " WHERE NOT EXISTS (SELECT 1 FROM import_run_id);"
+            f" INSERT INTO import_rows (run, tbl, id) SELECT id, '{table}', NEW.id FROM import_run_id;"
+            " END;"
+        )
+    return script
+
+
+FINISH_SQL = (
+    "UPDATE import_runs SET finished = ?, added = json_object("
+    + ", ".join(
+        f"'{table}', (SELECT count(*) FROM import_rows WHERE run = import_runs.id AND tbl = '{table}')"
         for table in RECORDED
     )
+    + ") WHERE id = (SELECT id FROM import_run_id) RETURNING id"
+)
+"""On the import's write connection once its last commit is in: the run's end and the rows it
+added; returns its number (none: the import added no row, and recorded no run)."""
 
 
-def start_run(path: Path, fmt: str, files: list[str]) -> int:
-    """A new run of ``fmt`` over ``files``, its number. Blocking: call it off the event loop."""
-    with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
-        cursor = db.execute(
-            "INSERT INTO import_runs (started, format, files) VALUES (?, ?, ?)",
-            (iso(datetime.now(UTC)), fmt, json.dumps(files)),
-        )
-        return int(cursor.lastrowid or 0)
-
-
-def finish_run(path: Path, run: int) -> dict[str, int]:
-    """Stamp the run's end and the rows it added, per table (returned). Blocking."""
-    with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
-        added = _added(db, run)
-        db.execute(
-            "UPDATE import_runs SET finished = ?, added = ? WHERE id = ?",
-            (iso(datetime.now(UTC)), json.dumps(added), run),
-        )
-        return added
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _added(db: sqlite3.Connection, run: int) -> dict[str, int]:

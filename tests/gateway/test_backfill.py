@@ -706,6 +706,7 @@ def test_the_server_never_loads_the_importer() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'mitmproxy') "
         "or m in ('gateway.importcmd', 'gateway.importrun', 'gateway.importreplay', 'gateway.importread', "
         "'gateway.importwrite', 'gateway.importstop', 'gateway.importreport', 'gateway.importworkers', "
+        "'gateway.importruns', 'storage.imports', "
         "'gateway.backfill', 'gateway.logformats', 'gateway.progress')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
