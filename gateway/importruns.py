@@ -18,7 +18,7 @@ from storage.migrate import SchemaTooNew
 
 _LABELS = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
 _UNRECORDED = (
-    "imports before 2026-12-06 (before the store's migration 0015) were not recorded, and cannot be undone"
+    "imports before 2026-12-06 (before the store's migration 0016) were not recorded, and cannot be undone"
 )
 
 

@@ -1,11 +1,11 @@
 """Import runs: what the store records of each ``gateway import``, listing runs, undoing one.
 
-Owns the ``import_runs`` and ``import_rows`` tables (migration 0015). Every row the import's
+Owns the ``import_runs`` and ``import_rows`` tables (migration 0016). Every row the import's
 own write connection inserts is recorded by temporary triggers on that connection
 (``record_sql``: the first one records and numbers the run; a row already stored, skipped by
 ``ON CONFLICT DO NOTHING``, is not the run's, and live rows the gateway writes meanwhile are
 never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds no row records
-no run. Runs of gateways before migration 0015 were not recorded: their rows cannot be told
+no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
 from live ones.
 
 ``undo_run`` removes exactly the rows a run added — its touchpoints, bindings (identities) and
@@ -108,7 +108,7 @@ class Run:
 
 def list_runs(path: Path) -> list[Run] | None:
     """Every recorded run, oldest first; None when the store records none (it does not exist,
-    or no gateway of migration 0015 on has opened it). Blocking."""
+    or no gateway of migration 0016 on has opened it). Blocking."""
     if not path.exists():
         return None
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:

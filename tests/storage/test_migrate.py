@@ -245,20 +245,20 @@ async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path
     ]
 
 
-async def test_a_store_of_version_14_gains_import_runs_and_keeps_its_rows(tmp_path: Path) -> None:
-    """0015 records import runs: a store made before it keeps every row, none of them in a run
+async def test_a_store_of_version_15_gains_import_runs_and_keeps_its_rows(tmp_path: Path) -> None:
+    """0016 records import runs: a store made before it keeps every row, none of them in a run
     (imports before it cannot be undone), and an import after it records its own."""
     path = tmp_path / "gw.db"
-    shipped = [sql for version, _, sql in await asyncio.to_thread(migrations) if version <= 14]
+    shipped = [sql for version, _, sql in await asyncio.to_thread(migrations) if version <= 15]
     old = (
         "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params, channel) VALUES"
         " ('01a20000-0000-7000-8000-000000000001', '2026-12-02T03:50:00Z', 'n', 'v', '/', '{}', 'Direct');"
-        "PRAGMA user_version = 14;"
+        "PRAGMA user_version = 15;"
     )
     await asyncio.to_thread(execute, path, ";".join(shipped) + ";" + old)
     assert await asyncio.to_thread(list_runs, path) is None
     await upgraded_twice(path)
-    assert await read(path, "PRAGMA user_version") == [(15,)]
+    assert await read(path, "PRAGMA user_version") == [(16,)]
     assert await asyncio.to_thread(list_runs, path) == []
     settings = await asyncio.to_thread(make_settings, tmp_path, f'[storage]\npath = "{path}"\n')
     log = tmp_path / "a.log"
