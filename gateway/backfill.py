@@ -55,6 +55,30 @@ the mapping points (nginx names it ``http_user_agent``), or a log format without
 _TABLE_NAMES = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
 
 
+def _none_in_format(lines: int, blank: int, events: int, skipped: Counter[str]) -> bool:
+    reasons = [reason for reason in skipped if reason != UNENDED]
+    return (
+        lines > 0
+        and not events
+        and sum(skipped.values()) >= lines - blank
+        and bool(reasons)
+        and all(reason.startswith(NOT_IN_FORMAT) for reason in reasons)
+    )
+
+
+@dataclass
+class Failed:
+    """A file ``gateway import`` did not import, or not whole: ``error`` when it could not be
+    read (before any file was, or part way: ``read_to`` is the line up to which it was replayed),
+    None when no line read is in the format asked for."""
+
+    name: str
+    error: OSError | None = None
+    read_to: int = 0
+    before_any: bool = False
+    """Found before any file was read (missing, a directory, not to be opened): none of it read."""
+
+
 @dataclass
 class Summary:
     """What an import read, produced and skipped."""
@@ -84,11 +108,13 @@ class Summary:
     expired: int = 0
     """Events left out: older than ``privacy.retention_days``."""
     retention_days: int = 0
-    unreadable: OSError | None = None
-    """The file that could not be read part way (corrupt, cut short, gone), which ended the
-    import there: what was read before it is written all the same."""
-    unreadable_from: int = 0
-    """The line of that file up to which it was read and replayed (0: none of it)."""
+    failed: list[Failed] = field(default_factory=list)
+    """The files not imported, or not whole, in the order met: missing, a directory, not to be
+    opened (found before any file is read), broken part way (corrupt, cut short), or of which
+    no line read is in the format asked for. The other files are imported all the same."""
+    run: int = 0
+    """The store's number of this import run (``gateway import --undo RUN``); 0: none recorded
+    (a dry run, or nothing opened)."""
     blank: int = 0
     """Blank lines among ``lines``: neither replayed nor skipped."""
     forwarded: int = 0
@@ -110,13 +136,17 @@ class Summary:
         """Lines were read and none gave anything: each was skipped as not in the format asked
         for (a JSON log read as ``combined``, a json-lines log whose time is elsewhere). A last
         line not read (``UNENDED``: a log being written) says nothing of the format either way."""
-        reasons = [reason for reason in self.skipped if reason != UNENDED]
-        return (
-            self.lines > 0
-            and not sum(self.events.values())
-            and sum(self.skipped.values()) >= self.lines - self.blank
-            and bool(reasons)
-            and all(reason.startswith(NOT_IN_FORMAT) for reason in reasons)
+        return _none_in_format(self.lines, self.blank, sum(self.events.values()), self.skipped)
+
+    def mark(self) -> tuple[int, int, int, Counter[str]]:
+        """Where the counts stand, for ``none_in_format_since``: before a file is read."""
+        return self.lines, self.blank, sum(self.events.values()), self.skipped.copy()
+
+    def none_in_format_since(self, mark: tuple[int, int, int, Counter[str]]) -> bool:
+        """``none_in_format`` for the lines read since ``mark``: one file's."""
+        lines, blank, events, skipped = mark
+        return _none_in_format(
+            self.lines - lines, self.blank - blank, sum(self.events.values()) - events, self.skipped - skipped
         )
 
     def render(self) -> str:
@@ -160,6 +190,8 @@ class Summary:
             out.append(NO_AGENT)
         if self.new_rows is None:
             out.append("  dry run: nothing was written")
+        elif self.run:
+            out.append(f"  run: {self.run} (gateway import --undo {self.run} removes the rows it added)")
         return "\n".join(out)
 
 

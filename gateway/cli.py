@@ -919,6 +919,12 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise argparse.ArgumentTypeError(f"not an IP address or CIDR block: {text!r}") from None
 
 
+def _run_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"an import run's number, as --list shows it (1, 2…), got {text!r}")
+    return int(text)
+
+
 def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 256:
         raise argparse.ArgumentTypeError(f"must be a whole number 1..256 (processes), got {text!r}")
@@ -1182,12 +1188,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "files",
-        nargs="+",
+        nargs="*",
         metavar="FILE",
         help="history files (gzip, bzip2 and xz are recognised by their bytes); - reads standard input",
     )
     imp.add_argument(
-        "--format", required=True, choices=("combined", "json-lines", "mitm", "segment"), help="file format"
+        "--format",
+        choices=("combined", "json-lines", "mitm", "segment"),
+        help="file format (required to import)",
+    )
+    imp.add_argument(
+        "--list", action="store_true", help="list the store's import runs (number, time, files, rows added)"
+    )
+    imp.add_argument(
+        "--undo",
+        type=_run_number,
+        metavar="RUN",
+        help="remove the rows import run RUN added (see --list; with --dry-run, only count them)",
     )
     imp.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     imp.add_argument("--dry-run", action="store_true", help="replay and count; write nothing")

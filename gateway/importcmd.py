@@ -22,8 +22,9 @@ from typing import BinaryIO
 
 from gateway.config import Settings
 from gateway.history import STDIN, Input
-from gateway.importreport import stopped_message, unreadable_message
+from gateway.importreport import failed_message, failed_tally, stopped_message
 from gateway.importrun import UsageError, run_import
+from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
 from gateway.importwrite import CommitFailed
 from gateway.logformats import FORMATS, JSON_FIELDS
@@ -58,7 +59,8 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
 
 
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``gateway import``: run, print the summary; 2 for a usage problem, 1 for an unreadable file,
+    """``gateway import``: run, print the summary; 2 for a usage problem, 1 when a file could not be
+    imported, or not whole (unreadable, or not in the format: each named, the others imported),
     130 or 143 when SIGINT or SIGTERM stopped it part way."""
     handlers = {sig: signal.getsignal(sig) for sig in STOPPING}
     try:
@@ -91,6 +93,22 @@ def _stdin() -> BinaryIO:
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
+    listing: bool = getattr(args, "list", False)
+    undo: int | None = getattr(args, "undo", None)
+    if listing or undo is not None:
+        if args.files or (listing and undo is not None):
+            print("gateway import: --list and --undo RUN take no FILE, and not each other", file=sys.stderr)
+            return EXIT_USAGE
+        if undo is not None:
+            return undo_command(settings, undo, args.dry_run)
+        return list_command(settings)
+    if not args.files or args.format is None:
+        print(
+            "gateway import: FILE… and --format are needed to import (or --list the import runs, or"
+            " --undo RUN one of them)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if settings.store_path.is_dir():  # SQLite said "unable to open database file" (until 2026-12-05)
         print(settings.store_problem(), file=sys.stderr)
         return 1
@@ -145,15 +163,30 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return STOPPING[signal.SIGINT]
-    print(summary.render())
-    if summary.unreadable is not None:
-        why = _os_error(summary.unreadable, args.files, settings.store_path)
-        print(f"gateway import: {unreadable_message(summary, why)}", file=sys.stderr)
+    if summary.files == 0 and summary.failed and not summary.interrupted:  # none could be opened
+        for failed in summary.failed:
+            assert failed.error is not None
+            print(
+                f"gateway import: {_os_error(failed.error, args.files, settings.store_path)}", file=sys.stderr
+            )
         return 1
+    print(summary.render())
+    all_wrong = summary.none_in_format()  # said once below, with the hint, rather than per file
+    for failed in summary.failed:
+        if failed.error is None and all_wrong:
+            continue
+        why = _os_error(failed.error, args.files, settings.store_path) if failed.error is not None else ""
+        alone = len(args.files) == 1
+        message = failed_message(failed, why, args.format, dry_run=args.dry_run, alone=alone)
+        print(f"gateway import: {message}", file=sys.stderr)
     if summary.interrupted:
         print(f"gateway import: {stopped_message(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]
-    if summary.none_in_format():
+    if summary.failed and not all_wrong:
+        if len(args.files) > 1:
+            print(f"gateway import: {failed_tally(summary, len(args.files))}", file=sys.stderr)
+        return 1
+    if all_wrong:
         hint = ""
         if args.format == "json-lines":
             hint = " (and --field, which names where a json-lines log keeps each value)"

@@ -4,9 +4,10 @@ Owns one input's reader as the import loop sees it (``Source``: a log read in
 chunks through ``gateway.history``, or a flow dump through
 ``gateway.logformats``), which inputs are streams (standard input, and a pipe
 named by its path: a FIFO, ``/dev/stdin``, ``<(zcat …)``), the sizes the
-progress bar totals, and ``off_loop``: every read runs in a worker thread, and
-a stream's (its opening too) in a daemon thread of its own, so a stop never
-waits for a writer that sends nothing more.
+progress bar totals (and which files cannot be read at all), and ``off_loop``:
+every read runs in a worker thread, and a stream's (its opening too) in a
+daemon thread of its own, so a stop never waits for a writer that sends
+nothing more.
 """
 
 from __future__ import annotations
@@ -28,13 +29,19 @@ from gateway.logformats import read_flows
 _T = TypeVar("_T")
 
 
-def input_sizes(paths: Sequence[Input], fmt: str) -> list[int | None]:
+def input_sizes(paths: Sequence[Input], fmt: str) -> list[int | OSError | None]:
     """Each file's size in bytes; None for a stream, whose size is not known before its end:
-    standard input, or a pipe (or another device) named by its path. OSError for a path that is
-    missing, a directory, cannot be opened (permission denied) or, in a line format, is
-    compressed with zstd: the import then fails before it reads anything, where it used to
-    import the files before that one first."""
-    return [_size(path, fmt != "mitm") for path in paths]
+    standard input, or a pipe (or another device) named by its path. The OSError in its place
+    for a path that is missing, a directory, cannot be opened (permission denied) or, in a line
+    format, is compressed with zstd: found before any file is read, so the import skips it,
+    imports the others, and names it."""
+    sizes: list[int | OSError | None] = []
+    for path in paths:
+        try:
+            sizes.append(_size(path, fmt != "mitm"))
+        except OSError as err:
+            sizes.append(err)
+    return sizes
 
 
 def _size(path: Input, lines: bool) -> int | None:

@@ -2,8 +2,8 @@
 
 Owns the progress bar's updates (bytes of all files with the ETA, and lines/s;
 the bar itself is ``gateway.progress``) and the message of an import stopped by
-a signal or by a file it could not read: how far the store has the files, and
-how to finish. The summary's table is
+a signal, and of each file it could not import (unreadable, or not in the
+format): how far the store has the files, and how to finish. The summary's table is
 ``Summary.render`` (``gateway.backfill``).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.backfill import Summary
+from gateway.backfill import Failed, Summary
 
 
 class Progress:
@@ -59,21 +59,30 @@ def stopped_message(summary: Summary) -> str:
     )
 
 
-def unreadable_message(summary: Summary, why: str) -> str:
-    """What an import that met a file it could not read says: ``why``, how much of the files
-    the store has, and how to finish."""
-    before = summary.files - 1
-    files = f"the {before} files before it" if before > 1 else "the file before it"
-    if summary.unreadable_from:
-        read = f"its lines up to {summary.unreadable_from:,}" + (f" and {files}" if before else "")
-    elif before and summary.read_to[0]:
-        read = files
-    else:
-        return f"{why}; nothing was imported"
-    if summary.new_rows is None:
-        return f"{why}; a dry run read {read}: nothing was written"
-    verb = "is" if read == files and before == 1 else "are"
+def failed_message(failed: Failed, why: str, fmt: str, *, dry_run: bool, alone: bool) -> str:
+    """What the import says of one file it did not import, or not whole (``why``: the read
+    error, worded by the command); ``alone``: the only file named, so nothing else was."""
+    if failed.error is None:
+        return (
+            f"{failed.name}: not imported: every line read was skipped as not in the {fmt} format"
+            f" (see the skips above): is --format {fmt} right for it?"
+        )
+    if failed.before_any:
+        return why if alone else f"{why}; not imported"
+    if not failed.read_to:
+        return f"{why}; nothing was imported" if alone else f"{why}; none of its lines was imported"
+    if dry_run:
+        return f"{why}; a dry run read its lines up to {failed.read_to:,}: nothing was written"
     return (
-        f"{why}; {read} {verb} in the store: once it can be read, run the same command again to"
-        " import the rest (what is already there is not added twice)"
+        f"{why}; its lines up to {failed.read_to:,} are in the store: once it can be read, run the"
+        " same command again to import the rest (what is already there is not added twice)"
+    )
+
+
+def failed_tally(summary: Summary, named: int) -> str:
+    """The closing line when some of the ``named`` files failed and others were imported."""
+    names = ", ".join(failed.name for failed in summary.failed)
+    where = "read (a dry run: nothing was written)" if summary.new_rows is None else "in the store"
+    return (
+        f"{len(summary.failed)} of {named} files failed (named above): {names}; the other files are {where}"
     )

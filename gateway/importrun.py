@@ -4,23 +4,28 @@ Owns ``run_import``: checking the format and host, starting the chain (and the
 GeoIP databases), the store, the progress bar and the worker pool
 (``gateway.importworkers``), replaying each input (``gateway.importreplay``),
 and, finished or stopped (``gateway.importstop``), writing everything read,
-tearing all of it down and counting the rows the store gained.
+tearing all of it down and counting the rows the store gained. A run that writes
+is recorded (``storage.imports``: its number, files and every row it added), so
+that it can be listed and undone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
-from gateway.backfill import Replayer, Summary
+from gateway.backfill import Failed, Replayer, Summary
 from gateway.config import Settings
 from gateway.events import iso
-from gateway.history import Input
+from gateway.history import STDIN, Input
 from gateway.importread import input_sizes
 from gateway.importreplay import import_file
 from gateway.importreport import Progress
@@ -31,8 +36,11 @@ from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
+from storage.imports import FINISH_SQL, record_sql
 from storage.local import LocalStore
 from storage.retention import cutoff
+
+log = logging.getLogger("gateway.import")
 
 
 class UsageError(Exception):
@@ -56,9 +64,11 @@ async def run_import(
     path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes. A batch that waits ``lock_wait`` seconds to commit
     (another process holds the store's write lock) ends the import, ``CommitFailed``.
-    UsageError for a bad command line, OSError when a file cannot be opened before any is
-    read (missing, a directory, permission denied, zstd). A file that fails part way ends the
-    import there: what was read before it is written, and the summary's ``unreadable`` names it.
+    UsageError for a bad command line. A file that cannot be opened (missing, a directory,
+    permission denied, zstd: found before any is read), that fails part way (what was read of
+    it is written), or of which no line read is in ``fmt`` is named in the summary's ``failed``,
+    and the other files are imported all the same; when no file can be opened, nothing is
+    started (no store opened).
 
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
@@ -80,6 +90,22 @@ async def run_import(
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     summary = Summary() if summary is None else summary
+    try:
+        sizes = await asyncio.to_thread(input_sizes, paths, fmt)
+    except asyncio.CancelledError:  # stopped this early: nothing was written, nothing opened
+        if not summary.interrupted:
+            raise
+        if (current := asyncio.current_task()) is not None:
+            current.uncancel()
+        if not dry_run:
+            summary.new_rows = dict.fromkeys(COUNTED, 0)
+        return summary
+    for path, size in zip(paths, sizes, strict=True):
+        if isinstance(size, OSError):
+            summary.failed.append(Failed(_named(path), size, before_any=True))
+    if len(summary.failed) == len(paths):  # nothing to import: no store opened, no chain run
+        summary.read_all = True
+        return summary
     store: LocalStore | None = None
     before: dict[str, int] = {}
     bar = None
@@ -88,7 +114,6 @@ async def run_import(
     started = time.perf_counter()
     try:
         try:
-            sizes = await asyncio.to_thread(input_sizes, paths, fmt)
             # As a live gateway starts its chain: the GeoIP databases are opened here.
             await replayer.pipeline.running()
             if not dry_run:
@@ -96,9 +121,17 @@ async def run_import(
                 store = LocalStore(settings.store_path, storage, metrics)
                 await store.open()
                 before = await asyncio.to_thread(count_rows, settings.store_path)
+                # Its rows recorded as a run, so that it can be listed and undone (``--undo``).
+                named = [
+                    _named(path)
+                    for path, size in zip(paths, sizes, strict=True)
+                    if not isinstance(size, OSError)
+                ]
+                await store.on_writer(record_sql(fmt, named, datetime.now(UTC)), script=True)
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
-                total = None if None in sizes else sum(size or 0 for size in sizes)
+                readable = [size for size in sizes if not isinstance(size, OSError)]
+                total = None if None in readable else sum(size or 0 for size in readable)
                 bar = progress_bar(total, "import", "B", unit_scale=True, unit_divisor=1024)
             if workers > 1 and fmt != "mitm":
                 said = replayer.pipeline.notices.said if replayer.pipeline.notices else frozenset()
@@ -111,17 +144,21 @@ async def run_import(
             days = summary.retention_days = settings.options.privacy.retention_days
             writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "", lock_wait)
             for path, size in zip(paths, sizes, strict=True):
+                if isinstance(size, OSError):  # named in ``failed`` already
+                    continue
                 summary.files += 1
-                before_it = summary.read_to
+                before_it, mark = summary.read_to, summary.mark()
                 try:
                     await import_file(replayer, pool, path, size is None, fmt, parse, summary, writer, shown)
-                except OSError as err:  # the lines read before it still go in, below
-                    summary.unreadable = err
-                    summary.unreadable_from = 0 if summary.read_to == before_it else summary.read_to[1]
-                    break
+                except OSError as err:  # the lines read before it still go in, and the next files
+                    read_to = 0 if summary.read_to == before_it else summary.read_to[1]
+                    summary.failed.append(Failed(_named(path), err, read_to))
+                    shown.file_done(size)
+                    continue
+                if summary.none_in_format_since(mark):
+                    summary.failed.append(Failed(_named(path)))
                 shown.file_done(size)
-            else:
-                summary.read_all = True
+            summary.read_all = True
         except asyncio.CancelledError:
             if not summary.interrupted:
                 raise
@@ -130,6 +167,8 @@ async def run_import(
         # Interrupted or not, every line counted so far goes in: the summary then says how far
         # the store has the files. The stop may come while this waits for the last commits.
         await through_stop(writer.finish(), summary)
+        if store is not None:
+            summary.run = await through_stop(_finish_run(store), summary)
     finally:
         # The stop may come during any of these too: each runs to its end regardless, or the
         # store's thread (or the pool) would outlive the import and hold the process open.
@@ -141,6 +180,8 @@ async def run_import(
             await through_stop(store.close(), summary)
         await through_stop(replayer.pipeline.done(), summary)
     summary.seconds = time.perf_counter() - started
+    order = {_named(path): n for n, path in reversed(list(enumerate(paths)))}
+    summary.failed.sort(key=lambda failed: order.get(failed.name, len(paths)))  # as named
     if not dry_run:  # stopped before the rows were counted: before anything was written
         if before:
             after = await through_stop(asyncio.to_thread(count_rows, settings.store_path), summary)
@@ -148,3 +189,20 @@ async def run_import(
             after = before
         summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
     return summary
+
+
+def _named(path: Input) -> str:
+    """A file as the command line named it (``-``: standard input)."""
+    return str(path) if isinstance(path, Path) else STDIN
+
+
+async def _finish_run(store: LocalStore) -> int:
+    """The run's end and counts recorded, on the import's write connection; its number (0: it
+    added no row). Not recorded (the store failing now), the run stays listed as not finished,
+    and can be undone all the same."""
+    try:
+        rows = await store.on_writer(FINISH_SQL, iso(datetime.now(UTC)))
+    except sqlite3.Error as err:
+        log.warning("the import run's end could not be recorded (%s); it is listed as not finished", err)
+        rows = await store.on_writer("SELECT id FROM import_run_id")
+    return int(rows[0][0]) if rows else 0

@@ -7,6 +7,8 @@ travel back (a few percent of log lines make an event). The parent reads the
 file, writes to the store and counts. Event ids are deterministic, so which
 worker replays a line changes nothing. Workers are spawned, not forked: the
 parent runs threads (the store's writer) that a fork would copy mid-flight.
+Each worker numbers itself as it starts (1, 2…), and its log lines say
+``[worker N]``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import resource_tracker
+from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 from gateway.backfill import Replayed, Replayer, replay_items
@@ -41,7 +44,13 @@ it stays empty)."""
 
 
 def _start(
-    settings: Settings, fmt: str, host: str, fields: dict[str, str], said: frozenset[str], level: int
+    settings: Settings,
+    fmt: str,
+    host: str,
+    fields: dict[str, str],
+    said: frozenset[str],
+    level: int,
+    started: Synchronized[int],
 ) -> None:
     # Ctrl-C reaches the terminal's whole process group: the parent stops the import (it lets the
     # chunks being replayed finish, then ends the pool), so a worker does not stop mid-chunk.
@@ -51,8 +60,12 @@ def _start(
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A spawned process starts with no logging set up: until 2026-12-05 a worker's warning was a
     # bare message among the parent's stamped lines. Written as the parent writes its own (every
-    # command but ``run`` writes text), at the parent's level.
-    setup_logging(level, "text")
+    # command but ``run`` writes text), at the parent's level, with the worker's number (1, 2…
+    # in the order they started), so two workers' lines are told apart.
+    with started.get_lock():
+        started.value += 1
+        number = started.value
+    setup_logging(level, "text", worker=number)
     loop = asyncio.new_event_loop()
     # The parent built and started the same chain from the same settings before it started the
     # pool, and has said what that warns about (no GeoIP database, ``said``): once, not once per
@@ -122,11 +135,17 @@ class WorkerPool:
         workers, building the same chain, do not say again."""
         self.workers = workers
         _start_resource_tracker()
+        context = multiprocessing.get_context("spawn")
+        # Each worker takes the next number as it starts. Let go in ``close`` (off the event
+        # loop): its lock's finalizer talks to the resource tracker, blocking.
+        started: Synchronized[int] = context.Value("i", 0)
+        self.started: Synchronized[int] | None = started
+        level = logging.getLogger().getEffectiveLevel()
         self.executor = ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_start,
-            initargs=(settings, fmt, host, fields, said, logging.getLogger().getEffectiveLevel()),
+            initargs=(settings, fmt, host, fields, said, level, started),
         )
 
     def submit(self, lines: Lines, identity: bytes) -> Future[Replayed]:
@@ -152,6 +171,13 @@ class WorkerPool:
             future.cancel()
 
     def close(self) -> None:
+        try:
+            self._close()
+        finally:  # the worker counter freed here, off the loop (the executor keeps its initargs)
+            self.started = None
+            self.executor._initargs = ()
+
+    def _close(self) -> None:
         if self.broken:
             # A worker died (the OOM killer, kill -9): the pool ends the others with SIGTERM, which
             # they ignore (``_start``), then waits for them, and for ever for the one blocked

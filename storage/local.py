@@ -349,6 +349,17 @@ class LocalStore:
         await self.watch.start()
         self._sweep()
 
+    async def on_writer(self, sql: str, *params: object, script: bool = False) -> list[tuple[Any, ...]]:
+        """Run ``sql`` (``script``: several statements) on the write connection, its rows, while no
+        submit is queued or in flight: an import's temporary triggers before its first submit, and
+        its closing statement after its last commit (``storage.imports``)."""
+        assert self._db is not None and not self._queued, "on_writer() while the writer is idle"
+        if script:
+            await self._db.executescript(sql)
+            return []
+        async with self._db.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
     def _sweep(self) -> None:
         """Fail the wait of every submit past its deadline (``max_wait_ms``), then sleep until the
         next deadline (a quarter of ``max_wait_ms`` while nothing waits).

@@ -162,15 +162,21 @@ async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Pa
     await asyncio.to_thread(zstd.write_bytes, bytes.fromhex("28b52ffd") + b"\x00" * 16)
     await asyncio.to_thread((tmp_path / "gw.toml").write_text, '[storage]\npath = "gw.db"\n')
     args = ("--format", "combined", "-c", "gw.toml", "--host", "x", "--workers", str(workers))
-    # After a good log: refused before it is read (until 2026-12-05 at its turn, the log before
-    # it imported), as a missing file is.
+    # After a good log: found before any file is read, as a missing file is, and named; the good
+    # log is imported all the same (until 2026-12-06 nothing was), exit 1.
     done = await asyncio.to_thread(_cli, tmp_path, plain.name, zstd.name, *args)
     assert done.returncode == 1
-    assert done.stderr.endswith(
+    assert (
         f"gateway import: cannot read {zstd.name}: compressed with zstd, which is not read here: decompress"
-        f" it first, as in zstdcat {zstd.name} | gateway import - …\n"
-    ), done.stderr
-    assert done.stdout == "" and not await asyncio.to_thread((tmp_path / "gw.db").exists)
+        f" it first, as in zstdcat {zstd.name} | gateway import - …; not imported\n"
+    ) in done.stderr, done.stderr
+    assert done.stderr.endswith(
+        f"1 of 2 files failed (named above): {zstd.name}; the other files are in the store\n"
+    )
+    assert "1 file, 8 lines read" in done.stdout, done.stdout
+    alone = await asyncio.to_thread(_cli, tmp_path, zstd.name, *args)  # nothing else: nothing opened
+    assert alone.returncode == 1 and alone.stdout == "", alone
+    assert alone.stderr.endswith(f"zstdcat {zstd.name} | gateway import - …\n"), alone.stderr
 
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"  # noqa: E501
@@ -700,6 +706,7 @@ def test_the_server_never_loads_the_importer() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'mitmproxy') "
         "or m in ('gateway.importcmd', 'gateway.importrun', 'gateway.importreplay', 'gateway.importread', "
         "'gateway.importwrite', 'gateway.importstop', 'gateway.importreport', 'gateway.importworkers', "
+        "'gateway.importruns', 'storage.imports', "
         "'gateway.backfill', 'gateway.logformats', 'gateway.progress')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -875,21 +882,21 @@ async def test_an_old_log_does_not_bring_an_erased_users_rows_back(tmp_path: Pat
     assert "erased:               1   (of users erased since: not stored again)" in again.render()
 
 
-async def test_a_directory_among_the_files_fails_the_import_before_it_reads_any(tmp_path: Path) -> None:
-    """As a missing file does (``access.log*`` matching a directory): the import used to read
-    every file before it, then fail at the directory without writing the last of them."""
-    from gateway.backfill import Summary
-
+async def test_a_directory_among_the_files_is_named_and_the_others_imported(tmp_path: Path) -> None:
+    """As a missing file is (``access.log*`` matching a directory): the import used to read
+    every file before it, then fail at the directory without writing the last of them; then
+    (until 2026-12-06) it failed before reading any. It is found before any file is read, named
+    in the summary's ``failed``, and every other file is imported."""
     settings = make_settings(tmp_path)
     log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
     await asyncio.to_thread((tmp_path / "access.log.d").mkdir)
-    summary = Summary()
-    with pytest.raises(IsADirectoryError) as raised:
-        await run_import(settings, [log, tmp_path / "access.log.d"], "combined", host="x", summary=summary)
-    assert (
-        raised.value.filename == str(tmp_path / "access.log.d") and raised.value.strerror == "Is a directory"
-    )
-    assert summary.files == 0 and summary.lines == 0
+    summary = await run_import(settings, [tmp_path / "access.log.d", log], "combined", host="x")
+    [failed] = summary.failed
+    assert failed.name == str(tmp_path / "access.log.d") and failed.before_any
+    assert isinstance(failed.error, IsADirectoryError) and failed.error.strerror == "Is a directory"
+    assert summary.files == 1 and summary.lines == 8 and summary.new_rows == {
+        "touchpoints": 4, "identities": 0, "conversions": 0
+    }  # fmt: skip
 
 
 async def test_json_lines_without_a_host_are_skipped_by_line(tmp_path: Path) -> None:
@@ -1136,12 +1143,16 @@ def test_a_workers_own_warning_at_its_start_is_said(tmp_path: Path) -> None:
             importer.wait()
     assert importer.returncode == 0, err
     # Each worker's line is written as the parent writes its own (until 2026-12-05 a bare message:
-    # logging was not set up in the workers), with its time, level and logger.
+    # logging was not set up in the workers), with its time, level and logger, and which worker
+    # said it (until 2026-12-06 two workers' lines could not be told apart).
     said = re.escape(f"geo: not found: geo.country_db {city}; geo lookups are off")
-    stamped = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING gateway\.geo: {said}"
+    stamped = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING gateway\.geo: \[worker ([12])\] {said}"
     lines = [line for line in err.decode().splitlines() if "geo.country_db" in line]
     assert lines, err
-    assert all(re.fullmatch(stamped, line) for line in lines), err
+    matched = [re.fullmatch(stamped, line) for line in lines]
+    assert all(matched), err
+    numbers = [m.group(1) for m in matched if m]
+    assert len(set(numbers)) == len(numbers), err  # each worker its own number
 
 
 def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
@@ -1221,12 +1232,16 @@ def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path
     assert "2 files, 10,500 lines read" in done.stdout, done.stdout
     [(count,)] = rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints")
     assert count > 0 and f"new in the store: {count:,}" in done.stdout
-    message = done.stderr.strip().splitlines()[-1]
+    message, tally = done.stderr.strip().splitlines()[-2:]
     assert message.startswith(f"gateway import: cannot read {broken.name}: "), message
     assert message.endswith(
-        "; its lines up to 10,000 and the file before it are in the store: once it can be read,"
+        "; its lines up to 10,000 are in the store: once it can be read,"
         " run the same command again to import the rest (what is already there is not added twice)"
     ), message
+    assert (
+        tally
+        == f"gateway import: 1 of 2 files failed (named above): {broken}; the other files are in the store"
+    )
     # The file mended, the same command again imports the rest: the store then holds what one
     # import of the intact files gives, nothing twice.
     broken.write_bytes(whole.read_bytes() + more)
@@ -1263,8 +1278,9 @@ def _unprivileged() -> list[str]:
 def test_a_file_that_cannot_be_opened_fails_the_import_before_it_reads_any(tmp_path: Path, kind: str) -> None:
     """A log the importing user may not read (``chmod 000``, another user's ``0600``) among
     several: the import used to read and store every file before it, then stop there with exit
-    1 and a half-done store. Like a missing file or a directory, it is now found before any file
-    is read or the store opened: one line naming it and why, exit 1, nothing written."""
+    1 and a half-done store; then (until 2026-12-06) it failed before reading any. Like a missing
+    file or a directory, it is found before any file is read, named with why, exit 1, and the
+    other files are imported."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     first = write_log(tmp_path / "first.log", 300)
     locked = tmp_path / "locked.log"
@@ -1279,8 +1295,11 @@ def test_a_file_that_cannot_be_opened_fails_the_import_before_it_reads_any(tmp_p
         env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1, done
-    assert done.stderr.endswith(f"gateway import: cannot read {locked}: Permission denied\n"), done.stderr
-    assert done.stdout == "" and not (tmp_path / "gw.db").exists()  # no summary: nothing was read
+    assert f"gateway import: cannot read {locked}: Permission denied; not imported\n" in done.stderr, done
+    assert done.stderr.endswith(
+        f"1 of 2 files failed (named above): {locked}; the other files are in the store\n"
+    )
+    assert "1 file, 300 lines read" in done.stdout, done.stdout
     if kind == "file":  # readable again: the same command imports both
         locked.chmod(0o644)
         again = _cli(tmp_path, *args)
@@ -2174,3 +2193,55 @@ async def test_a_log_in_which_no_line_logged_a_user_agent_is_said_so(tmp_path: P
     assert (
         "no user agent" not in (await run_import(settings, [log], "combined", host="shop.example")).render()
     )
+
+
+def test_a_wrong_file_among_several_is_named_and_exits_1_while_the_others_are_imported(
+    tmp_path: Path,
+) -> None:
+    """``gateway import a.log missing.log b.log``: a missing file, a directory or one that cannot
+    be opened failed the whole import before it read any file (nothing imported), while a file
+    of another format (a JSON log among combined ones) or a gzip file broken part way among good
+    ones let it exit 0, or stopped it there. Every good file is now imported, and each wrong one
+    is named with why, exit 1."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    first = write_log(tmp_path / "a.log", 300)
+    last = write_log(tmp_path / "b.log", 300, seed=2)
+    (tmp_path / "caddy.log").write_text('{"ts": 1, "request": {"uri": "/"}}\n{"ts": 2}\n')
+    (tmp_path / "logs.d").mkdir()
+    (tmp_path / "broken.log.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 8)
+    files = ("a.log", "missing.log", "caddy.log", "logs.d", "broken.log.gz", "b.log")
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    done = _cli(tmp_path, *files, *args)
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    assert "4 files, 602 lines read" in done.stdout, done.stdout  # a, caddy, broken (none), b
+    said = done.stderr
+    assert "gateway import: cannot read missing.log: No such file or directory; not imported" in said, said
+    assert "gateway import: cannot read logs.d: Is a directory; not imported" in said, said
+    assert (
+        "gateway import: cannot read broken.log.gz: Error -3 while decompressing data: invalid block type;"
+        in said
+    )
+    assert (
+        "gateway import: caddy.log: not imported: every line read was skipped as not in the combined"
+        " format (see the skips above): is --format combined right for it?"
+    ) in said, said
+    assert said.rstrip().endswith(
+        "gateway import: 4 of 6 files failed (named above): missing.log, caddy.log, logs.d, broken.log.gz;"
+        " the other files are in the store"
+    ), said
+    # The store holds what an import of the two good files alone gives.
+    (tmp_path / "fresh.toml").write_text('[storage]\npath = "fresh.db"\n')
+    fresh = _cli(tmp_path, str(first), str(last), *args[:3], "fresh.toml", *args[4:])
+    assert fresh.returncode == 0, fresh
+    ids = "SELECT id FROM touchpoints ORDER BY id"
+    assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / "fresh.db", ids) != []
+    # Every file wrong: nothing to import, each named, no summary and no store.
+    (tmp_path / "gw.db").unlink()
+    nothing = _cli(tmp_path, "missing.log", "logs.d", *args)
+    assert nothing.returncode == 1 and nothing.stdout == "", nothing
+    assert nothing.stderr.splitlines()[-2:] == [
+        "gateway import: cannot read missing.log: No such file or directory",
+        "gateway import: cannot read logs.d: Is a directory",
+    ], nothing.stderr
+    assert not (tmp_path / "gw.db").exists()

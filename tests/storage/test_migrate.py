@@ -13,11 +13,13 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from gateway.importrun import run_import
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
+from storage.imports import list_runs
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations, statements
-from tests.conftest import ENV
+from tests.conftest import ENV, make_settings
 from tests.storage.stores import execute, read
 
 NEWEST = migrations()[-1][0]
@@ -241,3 +243,30 @@ async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path
         ("l", "cookieless"),
         ("x", "cookie"),
     ]
+
+
+async def test_a_store_of_version_15_gains_import_runs_and_keeps_its_rows(tmp_path: Path) -> None:
+    """0016 records import runs: a store made before it keeps every row, none of them in a run
+    (imports before it cannot be undone), and an import after it records its own."""
+    path = tmp_path / "gw.db"
+    shipped = [sql for version, _, sql in await asyncio.to_thread(migrations) if version <= 15]
+    old = (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params, channel) VALUES"
+        " ('01a20000-0000-7000-8000-000000000001', '2026-12-02T03:50:00Z', 'n', 'v', '/', '{}', 'Direct');"
+        "PRAGMA user_version = 15;"
+    )
+    await asyncio.to_thread(execute, path, ";".join(shipped) + ";" + old)
+    assert await asyncio.to_thread(list_runs, path) is None
+    await upgraded_twice(path)
+    assert await read(path, "PRAGMA user_version") == [(16,)]
+    assert await asyncio.to_thread(list_runs, path) == []
+    settings = await asyncio.to_thread(make_settings, tmp_path, f'[storage]\npath = "{path}"\n')
+    log = tmp_path / "a.log"
+    await asyncio.to_thread(
+        log.write_text,
+        '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 1 "-" "Mozilla/5"\n',
+    )
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    [run] = await asyncio.to_thread(list_runs, settings.store_path)
+    assert run.id == summary.run == 1 and run.added["touchpoints"] == 1
+    assert await read(settings.store_path, "SELECT count(*) FROM touchpoints") == [(2,)]

@@ -1,0 +1,81 @@
+"""``gateway import --list`` and ``gateway import --undo RUN [--dry-run]``: the recorded runs.
+
+Owns what these print and their exit statuses (0 done, 1 the store failed or the undo was
+refused — a run already in the central store —, 2 an unknown run). The runs, their rows and
+the undo itself are ``storage.imports``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+
+from gateway.config import Settings
+from storage.imports import DERIVED, RECORDED, UndoRefused, list_runs, undo_run
+from storage.local import StoreClosed
+from storage.migrate import SchemaTooNew
+
+_LABELS = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
+_UNRECORDED = (
+    "imports before 2026-12-06 (before the store's migration 0016) were not recorded, and cannot be undone"
+)
+
+
+def list_command(settings: Settings) -> int:
+    """Every recorded run, one line each: number, start, format, rows added, files, state."""
+    try:
+        runs = list_runs(settings.store_path)
+    except sqlite3.Error as err:
+        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        return 1
+    if not runs:
+        print(f"gateway import: no import run recorded in the store {settings.store_path}; {_UNRECORDED}")
+        return 0
+    for run in runs:
+        added = ", ".join(f"{_LABELS[table]} {run.added.get(table, 0):,}" for table in RECORDED)
+        state = (
+            f"undone {run.undone}"
+            if run.undone
+            else "finished"
+            if run.finished
+            else "not finished (stopped by force, or running)"
+        )
+        files = ", ".join(run.files)
+        print(f"run {run.id}  {run.started}  --format {run.format}  {added}  {state}  files: {files}")
+    return 0
+
+
+def undo_command(settings: Settings, run: int, dry_run: bool) -> int:
+    """Remove what run ``run`` added (``dry_run``: count it), and say so per table."""
+    try:
+        undo = asyncio.run(undo_run(settings.store_path, run, dry_run=dry_run))
+    except UndoRefused as err:
+        print(f"gateway import: {err}", file=sys.stderr)
+        return 2 if "records no import run" in str(err) else 1
+    except (SchemaTooNew, sqlite3.Error, StoreClosed, OSError) as err:
+        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        return 1
+    if undo.undone is not None:
+        print(f"gateway import: run {run} was undone at {undo.undone}; nothing is left to remove")
+        return 0
+    verb = "would remove (a dry run: nothing was removed)" if dry_run else "removed"
+    print(f"gateway import: run {run}: {verb}")
+    labels = {**_LABELS, DERIVED: "verdict changes"}
+    for table, count in undo.rows.items():
+        line = f"  {labels[table] + ':':17}{count:>10,}"
+        if table in undo.central:
+            line += f"   already in the central store: {undo.central[table]:,}"
+        print(line)
+    for sink, count in undo.sinks.items():
+        print(f"  {count:,} of them were already delivered by {sink}, which keeps them")
+    if undo.central:  # a dry run: the undo would be refused
+        print(
+            f"gateway import: run {run} cannot be undone: rows of it are already in the central store"
+            " (above), which would keep them",
+            file=sys.stderr,
+        )
+        return 1
+    if not dry_run:
+        print("  the same files can be imported again (their lines are new to the store now)")
+    return 0

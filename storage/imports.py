@@ -1,0 +1,236 @@
+"""Import runs: what the store records of each ``gateway import``, listing runs, undoing one.
+
+Owns the ``import_runs`` and ``import_rows`` tables (migration 0016). Every row the import's
+own write connection inserts is recorded by temporary triggers on that connection
+(``record_sql``: the first one records and numbers the run; a row already stored, skipped by
+``ON CONFLICT DO NOTHING``, is not the run's, and live rows the gateway writes meanwhile are
+never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds no row records
+no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
+from live ones.
+
+``undo_run`` removes exactly the rows a run added — its touchpoints, bindings (identities) and
+conversions, and the verdict changes made on its touchpoints since — in one write transaction,
+holding the central sync's round lock (``storage.roundlock``) so that no round delivers them
+meanwhile, with the readers' cursors clamped (``storage.cursors``). It refuses when any of them
+was already delivered to the central store, which would keep them (and the reporting mirrors
+fed from it). Rows a sink delivered stay delivered: the undo says how many. First and last
+touch are derived (the ``visitors`` view), so they follow. Blocking work runs off the loop only
+through aiosqlite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.events import iso
+from storage.cursors import clamp_cursors, table_tops
+from storage.local import connect
+from storage.migrate import refuse_newer
+from storage.roundlock import RoundLock
+
+RECORDED = ("touchpoints", "identities", "conversions")
+"""The tables an import writes, whose rows a run records."""
+DERIVED = "verdict_changes"
+"""Rows about a run's touchpoints (re-scores, analysts' verdicts), removed with them."""
+log = logging.getLogger("gateway.import")
+
+
+class UndoRefused(Exception):
+    """The run cannot be undone (unknown, or rows already in the central store): the reason."""
+
+
+def record_sql(fmt: str, files: list[str], started: datetime) -> str:
+    """Temporary triggers (and a temporary table) for the import's write connection: at its
+    first row inserted, the run is recorded and numbered, inside that row's transaction (so an
+    import waiting on another process's write lock waits only as its commits do, and two
+    imports at once get two numbers); each row it inserts then is that run's."""
+    run = f"({_quoted(iso(started))}, {_quoted(fmt)}, {_quoted(json.dumps(files))})"
+    script = "CREATE TEMP TABLE import_run_id (id INTEGER NOT NULL);"
+    for table in RECORDED:
+        script += (
+            f"CREATE TEMP TRIGGER import_run_{table} AFTER INSERT ON main.{table} BEGIN"
+            " INSERT INTO import_runs (started, format, files) SELECT * FROM (VALUES"
+            f" {run}) WHERE NOT EXISTS (SELECT 1 FROM import_run_id);"
+            " INSERT INTO import_run_id (id) SELECT last_insert_rowid()"
+            " WHERE NOT EXISTS (SELECT 1 FROM import_run_id);"
+            f" INSERT INTO import_rows (run, tbl, id) SELECT id, '{table}', NEW.id FROM import_run_id;"
+            " END;"
+        )
+    return script
+
+
+FINISH_SQL = (
+    "UPDATE import_runs SET finished = ?, added = json_object("
+    + ", ".join(
+        f"'{table}', (SELECT count(*) FROM import_rows WHERE run = import_runs.id AND tbl = '{table}')"
+        for table in RECORDED
+    )
+    + ") WHERE id = (SELECT id FROM import_run_id) RETURNING id"
+)
+"""On the import's write connection once its last commit is in: the run's end and the rows it
+added; returns its number (none: the import added no row, and recorded no run)."""
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _added(db: sqlite3.Connection, run: int) -> dict[str, int]:
+    counts = dict.fromkeys(RECORDED, 0)
+    for table, count in db.execute(
+        "SELECT tbl, count(*) FROM import_rows WHERE run = ? GROUP BY tbl", (run,)
+    ):
+        counts[table] = count
+    return counts
+
+
+@dataclass
+class Run:
+    """One recorded run, as ``gateway import --list`` shows it."""
+
+    id: int
+    started: str
+    finished: str | None
+    format: str
+    files: list[str]
+    added: dict[str, int]
+    undone: str | None
+
+
+def list_runs(path: Path) -> list[Run] | None:
+    """Every recorded run, oldest first; None when the store records none (it does not exist,
+    or no gateway of migration 0016 on has opened it). Blocking."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_runs'").fetchone():
+            return None
+        runs = []
+        for row in db.execute(
+            "SELECT id, started, finished, format, files, added, undone FROM import_runs ORDER BY id"
+        ).fetchall():
+            run, started, finished, fmt, files, added, undone = row
+            # A run that never finished (killed) is counted from what it recorded.
+            counts = json.loads(added) if finished else _added(db, run)
+            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone))
+        return runs
+
+
+@dataclass
+class Undo:
+    """What undoing a run removes (or removed), per table, and what was delivered already."""
+
+    run: int
+    rows: dict[str, int] = field(default_factory=dict)
+    central: dict[str, int] = field(default_factory=dict)
+    """Of them, rows the central sync has delivered, per table: the undo refuses."""
+    sinks: dict[str, int] = field(default_factory=dict)
+    """Of them, rows each sink has delivered (``sink:NAME``): they stay delivered."""
+    undone: str | None = None
+    """When the run was undone before (nothing is left to remove)."""
+
+
+async def undo_run(path: Path, run: int, *, dry_run: bool = False) -> Undo:
+    """Remove the rows ``run`` added (``dry_run``: only count them). UndoRefused for a run the
+    store does not record, or one with rows already in the central store."""
+    if not await asyncio.to_thread(path.exists):  # not created by asking (nor its lock file)
+        raise UndoRefused(_unknown(path, run))
+    if not dry_run:
+        lock = RoundLock(path, "sync", log, "central sync")
+        async with lock.hold("import --undo"):
+            return await _undo(path, run, dry_run)
+    return await _undo(path, run, dry_run)
+
+
+async def _undo(path: Path, run: int, dry_run: bool) -> Undo:
+    db = await connect(path)
+    try:
+        await refuse_newer(db)
+        await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+        try:
+            undo = await _plan(db, path, run)
+            if undo.central and not dry_run:
+                raise UndoRefused(_central_refusal(undo))
+            if not dry_run and undo.undone is None:
+                tops = await table_tops(db)
+                await _delete(db, run)
+                await clamp_cursors(db, tops)  # rowids freed must not hide new rows from readers
+            await db.execute("ROLLBACK" if dry_run else "COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        return undo
+    finally:
+        await db.close()
+
+
+def _central_refusal(undo: Undo) -> str:
+    rows = ", ".join(f"{count:,} {table}" for table, count in undo.central.items())
+    return (
+        f"run {undo.run}: {rows} of its rows are already in the central store, which would keep them"
+        " (and every reporting mirror fed from it): nothing was removed. Undo an import before the"
+        " central sync delivers it (stop the gateway's sync, or import into a store without [central])"
+    )
+
+
+def _unknown(path: Path, run: int) -> str:
+    return (
+        f"--undo {run}: the store {path} records no import run {run} (gateway import --list shows"
+        " those it records; imports before 2026-12-06 were not recorded and cannot be undone)"
+    )
+
+
+def _mine(table: str) -> str:
+    """``table``'s rows of the run (one parameter: the run)."""
+    if table == DERIVED:
+        return "touchpoint_id IN (SELECT id FROM import_rows WHERE run = ? AND tbl = 'touchpoints')"
+    return f"id IN (SELECT id FROM import_rows WHERE run = ? AND tbl = '{table}')"
+
+
+async def _plan(db: aiosqlite.Connection, path: Path, run: int) -> Undo:
+    async with db.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_runs'") as cur:
+        recorded = await cur.fetchone()
+    row = None
+    if recorded:
+        async with db.execute("SELECT undone FROM import_runs WHERE id = ?", (run,)) as cur:
+            row = await cur.fetchone()
+    if row is None:
+        raise UndoRefused(_unknown(path, run))
+    undo = Undo(run, undone=row[0])
+    async with db.execute("SELECT name, position FROM sync_cursors") as cur:
+        cursors = [(str(name), int(position)) for name, position in await cur.fetchall()]
+    for table in (*RECORDED, DERIVED):
+        async with db.execute(f"SELECT count(*) FROM {table} WHERE {_mine(table)}", (run,)) as cur:
+            found = await cur.fetchone()
+        undo.rows[table] = int(found[0]) if found else 0
+        for name, position in cursors:
+            reader, _, read = name.rpartition(":")
+            if read != table or not undo.rows[table]:
+                continue
+            sql = f"SELECT count(*) FROM {table} WHERE {_mine(table)} AND rowid <= ?"
+            async with db.execute(sql, (run, position)) as cur:
+                sent = await cur.fetchone()
+            if not sent or not sent[0]:
+                continue
+            if reader == "central":
+                undo.central[table] = int(sent[0])
+            else:
+                undo.sinks[reader] = undo.sinks.get(reader, 0) + int(sent[0])
+    return undo
+
+
+async def _delete(db: aiosqlite.Connection, run: int) -> None:
+    for table in (DERIVED, *RECORDED):  # the verdicts first: they name the run's touchpoints
+        await db.execute(f"DELETE FROM {table} WHERE {_mine(table)}", (run,))
+    await db.execute("DELETE FROM import_rows WHERE run = ?", (run,))
+    await db.execute("UPDATE import_runs SET undone = ? WHERE id = ?", (iso(datetime.now(UTC)), run))

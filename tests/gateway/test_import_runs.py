@@ -1,0 +1,170 @@
+"""gateway import --list and --undo RUN: each run recorded with the rows it added, and undone
+exactly (its touchpoints, bindings, conversions and the verdicts on its touchpoints; nothing
+live, nothing of another run), refused once its rows are in the central store. Real logs,
+real SQLite files, the real PostgreSQL fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway.importrun import run_import
+from gateway.metrics import Metrics
+from gateway.options import CentralOptions
+from storage.imports import UndoRefused, undo_run
+from storage.sync import Sync
+from tests.conftest import ENV, make_settings
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
+
+
+def line(n: int, query: str, day: str = "01/Mar/2025") -> str:
+    return f'203.0.113.{n} - - [{day}:10:00:{n:02d} +0000] "GET /p?{query} HTTP/1.1" 200 10 "-" "{UA}"'
+
+
+GOOD = "\n".join(line(n, f"utm_source=news&utm_campaign=c{n}") for n in range(1, 4)) + "\n"
+WRONG = "\n".join(line(n, f"utm_source=wrong&utm_campaign=w{n}", "02/Mar/2025") for n in range(1, 3)) + "\n"
+# A success page a conversion rule turns into a conversion.
+RULES = """
+[[conversions]]
+name = "order"
+method = "GET"
+path = "/thanks"
+status = [200]
+order_id = { query = "order" }
+"""
+
+
+def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path, env={**os.environ, **ENV},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_wrong_import_is_listed_and_undone_exactly_and_can_be_imported_again(tmp_path: Path) -> None:
+    """Event IDs come from the line, so a file imported wrongly stayed for good: importing it
+    again added nothing. Each run is now recorded, listed, and its rows removed by --undo."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n' + RULES)
+    (tmp_path / "good.log").write_text(GOOD)
+    thanks = (
+        f'198.51.100.9 - - [02/Mar/2025:11:00:00 +0000] "GET /thanks?order=A17 HTTP/1.1" 200 5 "-" "{UA}"'
+    )
+    (tmp_path / "wrong.log").write_text(WRONG + thanks + "\n")
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    first = _cli(tmp_path, "good.log", *args)
+    assert first.returncode == 0 and "run: 1 (gateway import --undo 1 removes" in first.stdout, first
+    wrong = _cli(tmp_path, "wrong.log", "good.log", *args)  # good.log's lines are run 1's: not run 2's
+    assert wrong.returncode == 0 and "run: 2 " in wrong.stdout, wrong
+    db = tmp_path / "gw.db"
+    good_ids = rows(db, "SELECT id FROM touchpoints WHERE source = 'news' ORDER BY id")
+    wrong_ids = [row[0] for row in rows(db, "SELECT id FROM touchpoints WHERE source = 'wrong'")]
+    assert (
+        len(good_ids) == 3 and len(wrong_ids) == 2 and rows(db, "SELECT count(*) FROM conversions") == [(1,)]
+    )
+    # A live row written meanwhile, and an analyst's verdict on one touchpoint of each run.
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, source)"
+            " VALUES ('01990000-0000-7000-8000-000000000001', '2025-03-02T12:00:00Z', 'live', 'v', '/',"
+            " 'live')"
+        )
+        for n, touchpoint in enumerate((good_ids[0][0], wrong_ids[0])):
+            conn.execute(
+                "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)"
+                " VALUES (?, '2025-03-03T00:00:00Z', 'n', ?, 'block', 'analyst', 'ana')",
+                (f"0199000{n}-0000-7000-8000-000000000001", touchpoint),
+            )
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert listed.returncode == 0, listed
+    run1, run2 = listed.stdout.splitlines()
+    assert (
+        run1.startswith("run 1  ") and "--format combined  touchpoints 3, bindings 0, conversions 0" in run1
+    )
+    assert run1.endswith("finished  files: good.log"), run1
+    assert "touchpoints 2, bindings 0, conversions 1  finished  files: wrong.log, good.log" in run2, run2
+    # A dry run counts, per table, and removes nothing.
+    dry = _cli(tmp_path, "--undo", "2", "--dry-run", "-c", "gw.toml")
+    assert dry.returncode == 0, dry
+    assert "run 2: would remove (a dry run: nothing was removed)" in dry.stdout
+    for label, count in (("touchpoints", 2), ("bindings", 0), ("conversions", 1), ("verdict changes", 1)):
+        assert f"  {label + ':':17}{count:>10,}\n" in dry.stdout, dry.stdout
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(6,)]
+    undone = _cli(tmp_path, "--undo", "2", "-c", "gw.toml")
+    assert undone.returncode == 0 and "run 2: removed" in undone.stdout, undone
+    # Exactly run 2's rows went: run 1's, the live one and the other verdict stay.
+    assert rows(db, "SELECT source FROM touchpoints ORDER BY source") == [("live",)] + [("news",)] * 3
+    assert rows(db, "SELECT count(*) FROM conversions") == [(0,)]
+    assert rows(db, "SELECT touchpoint_id FROM verdict_changes") == [(good_ids[0][0],)]
+    assert rows(db, "SELECT count(*) FROM visitors WHERE visitor_key != 'v'") == [(3,)]  # first/last touch
+    again = _cli(tmp_path, "--undo", "2", "-c", "gw.toml")
+    assert again.returncode == 0 and "run 2 was undone at " in again.stdout, again
+    assert "undone 20" in _cli(tmp_path, "--list", "-c", "gw.toml").stdout.splitlines()[1]
+    # Its file can be imported again (fixed: here the same), as a new run.
+    redo = _cli(tmp_path, "wrong.log", *args)
+    assert redo.returncode == 0 and "run: 3 " in redo.stdout and "new in the store: 2" in redo.stdout, redo
+    unknown = _cli(tmp_path, "--undo", "9", "-c", "gw.toml")
+    assert unknown.returncode == 2 and "records no import run 9" in unknown.stderr, unknown
+    assert _cli(tmp_path, "--undo", "x", "-c", "gw.toml").returncode == 2
+    assert _cli(tmp_path, "--list", "good.log", "-c", "gw.toml").returncode == 2
+    nothing = _cli(tmp_path, "-c", "gw.toml")
+    assert nothing.returncode == 2 and "FILE… and --format are needed" in nothing.stderr, nothing
+
+
+def test_a_store_that_records_no_run_says_so(tmp_path: Path) -> None:
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert listed.returncode == 0 and "no import run recorded" in listed.stdout, listed
+    assert "were not recorded, and cannot be undone" in listed.stdout
+    undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
+    assert undo.returncode == 2 and "records no import run 1" in undo.stderr, undo
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.toml"]  # no store made by asking
+
+
+async def test_a_run_already_in_the_central_store_is_not_undone(tmp_path: Path, central_dsn: str) -> None:
+    """An undone row the central sync delivered would stay in the central store (and every
+    mirror fed from it): the undo refuses, naming how many, and removes nothing; a run imported
+    after the round can still be undone."""
+    settings = make_settings(tmp_path)
+    log = tmp_path / "good.log"
+    await asyncio.to_thread(log.write_text, GOOD)
+    first = await run_import(settings, [log], "combined", host="shop.example")
+    assert first.run == 1
+    sync = Sync(settings.store_path, central_dsn, CentralOptions(), Metrics())
+    await sync.once()
+    conn = await asyncpg.connect(central_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM touchpoints") == 3
+    finally:
+        await conn.close()
+    dry = await undo_run(settings.store_path, 1, dry_run=True)
+    assert dry.central == {"touchpoints": 3} and dry.rows["touchpoints"] == 3
+    try:
+        await undo_run(settings.store_path, 1)
+    except UndoRefused as err:
+        assert "run 1: 3 touchpoints of its rows are already in the central store" in str(err)
+    else:
+        raise AssertionError("undone though its rows are in the central store")
+    later = tmp_path / "wrong.log"
+    await asyncio.to_thread(later.write_text, WRONG)
+    second = await run_import(settings, [later], "combined", host="shop.example")
+    # A sink that delivered them keeps them: the undo goes on and says how many.
+    sent = "INSERT OR REPLACE INTO sync_cursors (name, position) VALUES ('sink:segment:touchpoints', 1000)"
+    await asyncio.to_thread(rows, settings.store_path, sent)
+    undo = await undo_run(settings.store_path, second.run)
+    assert undo.rows["touchpoints"] == 2 and not undo.central and undo.sinks == {"sink:segment": 2}
+    got = await asyncio.to_thread(rows, settings.store_path, "SELECT count(*) FROM touchpoints")
+    assert got == [(3,)]
