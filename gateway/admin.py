@@ -780,20 +780,13 @@ def _user_id(request: web.Request) -> str:
     return user_id
 
 
-def _user_keys(request: web.Request) -> tuple[str, list[str]]:
-    """The raw user ID from the path and every key its rows may be kept under
-    (``Keys.user_keys``): this mode's first, then an earlier ``user_id_storage``'s and, when an
-    identity rule lower-cases, the lower-cased ID's. A sink's re-send reads every one of them."""
-    user_id = _user_id(request)
-    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
-    return user_id, request.app[KEYS_KEY].user_keys(user_id, lowercases)
-
-
 async def _named_user(
     request: web.Request, find: Callable[[list[str]], Awaitable[T | None]]
 ) -> tuple[NamedUser, T | None]:
-    """The user the path names, as the lookup and an erasure both read it (``gateway.usernames``:
-    a user key some user has first, then the raw ID, keyed under every mode)."""
+    """The user the path names, as the lookup, an erasure and a sink's re-send read it
+    (``gateway.usernames``: a user key some user has first, then the raw ID, keyed under every
+    mode: this mode's first, then an earlier ``user_id_storage``'s and, when an identity rule
+    lower-cases, the lower-cased ID's)."""
     lowercases = request.app[LIVE_KEY].current.lowercases_user_ids  # identity rules reload
     return await named_user(_user_id(request), request.app[KEYS_KEY], lowercases, find)
 
@@ -964,7 +957,15 @@ async def sink_send(request: web.Request) -> web.Response:
     if name not in sinks.sinks:
         known = ", ".join(sinks.sinks) or "none configured"
         raise ApiError(404, f"no sink named {name!r} (sinks: {known})")
-    _, keys = _user_keys(request)
+    settings = request.app[SETTINGS_KEY]
+
+    async def held(user_keys: list[str]) -> bool | None:
+        # The store the sinks read: a user key its bindings (or an erasure) name.
+        return await user_known(settings.store_path, user_keys) or None
+
+    # The user_key too, which a sink sends as userId under "hash": what the destination shows.
+    named, _ = await _named_user(request, held)
+    keys = named.keys
     if name in sinks.made_up:
         i, variable = sinks.made_up[name]
         raise ApiError(

@@ -1306,7 +1306,12 @@ def build_parser() -> argparse.ArgumentParser:
     sink_sub = sink.add_subparsers(dest="sink_command", required=True)
     send_user = sink_sub.add_parser("send", help="re-send one user's identify and track calls now")
     send_user.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
-    send_user.add_argument("--user", required=True, help="the site's raw user ID")
+    send_user.add_argument(
+        "--user",
+        required=True,
+        help="the site's raw user ID, or a user_key as a journey or a sink's userId shows it (read as"
+        " a key first, when a user has it)",
+    )
     send_user.add_argument("--sink", help="only this sink (default: every [[sinks]] entry)")
     send_user.set_defaults(func=cmd_sink_send)
     report_cli.add_parser(sub, DEFAULT_CONFIG)

@@ -1093,7 +1093,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the [[sinks]] entry's name",
                             "schema": {"type": "string"},
                         },
-                        USER_ID,
+                        USER_LOOKUP_ID,
                     ],
                     "summary": "Re-send one user's identify and track calls through a sink, now "
                     "(same messageIds as before: nothing counts twice)",

@@ -66,9 +66,11 @@ from gateway.metrics import Metrics
 from gateway.networds import no_connection
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
+from gateway.usernames import named_user
 from storage.backoff import Backoff, Failures, wait_refreshing
 from storage.cursors import advance, cursor_at, cursor_name, publish_lag, publish_progress
 from storage.erased import erased_at, erasure_mark
+from storage.erasure import user_known
 from storage.local import connect
 from storage.migrate import migrate
 from storage.sink_messages import (
@@ -635,7 +637,14 @@ async def resend_user_standalone(
     being sent to (until 2026-12-05 the first failure ended the command, naming no sink)."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     sinks = SinkSet(settings, Metrics(), keys, only)
-    user_keys = keys.user_keys(user_id, settings.lowercases_user_ids)
+
+    async def known(user_keys: list[str]) -> bool | None:
+        return await user_known(settings.store_path, user_keys) or None
+
+    # As the admin API's re-send, the lookup and ``gateway erase`` read it: the user_key a sink
+    # sends as userId (under "hash") too, not only the raw ID.
+    named, _ = await named_user(user_id, keys, settings.lowercases_user_ids, known)
+    user_keys = named.keys
     done: dict[str, int | SinkError] = {}
     try:
         db = await open_log(settings)  # once for every sink (``sinks`` holds ``only`` alone, if named)

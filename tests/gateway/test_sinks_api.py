@@ -184,6 +184,28 @@ async def test_a_re_send_finds_a_user_kept_under_an_earlier_storage_mode(
     assert [c["userId"] for c in batch_api.unique.values() if c["type"] == "identify"] == ["dora"]
 
 
+async def test_a_re_send_by_the_user_key_the_destination_shows(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    """Under the default ``user_id_storage = "hash"`` a sink sends the user key as ``userId``:
+    the one text an operator debugging from the destination has. The lookup and an erasure read
+    it as that key (``gateway.usernames``); a re-send read it as a raw ID and answered "nothing
+    recorded for this user", though the README says it finds the user as an erasure does."""
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=60), {"SINK_SECRET": WRITE_KEY})
+    key = gw.gateway.keys.user_key("fay")
+    now = iso(datetime.now(UTC))
+    await gw.gateway.store.write(
+        [
+            Touchpoint(uuid7(), now, "test", "f" * 32, source="news"),
+            Binding(uuid7(), now, "test", "f" * 32, key, "r"),
+        ]
+    )
+    async with gw.session.post(gw.admin_url + f"/api/sinks/out/users/{key.upper()}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["sent"] == 2 and body["user_key"] == key, body
+    assert [c["userId"] for c in batch_api.unique.values() if c["type"] == "identify"] == [key]
+
+
 async def test_a_re_send_whose_every_message_is_too_large_says_so(
     start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
 ) -> None:
@@ -283,6 +305,10 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         assert main(["sink", "send", "--user", " dave ", "-c", str(config)]) == 0
         assert "out: 2 messages sent" in capsys.readouterr().out
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+        # By the user key the destination shows as userId (hash mode), as `gateway erase` reads it.
+        assert main(["sink", "send", "--user", keys.user_key("dave"), "-c", str(config)]) == 0
+        assert "out: 2 messages sent" in capsys.readouterr().out
+        assert {c["userId"] for c in _Recorder.calls} == {keys.user_key("dave")}
     finally:
         server.shutdown()
         server.server_close()
