@@ -122,7 +122,9 @@ def _head_length(data: bytes, end: int) -> int | None:
         if head.find(b"ength:", eol, end) >= 0 or head.find(b"ength:", 0, at) >= 0:
             return -1
     value = head[at + 16 : eol].strip(b" \t\r")
-    return int(value) if value.isdigit() else -1
+    # At most 18 digits: int() refuses text past 4,300 (raising inside data_received: asyncio's
+    # fatal protocol error); a length past any body is the parser's to refuse, as a non-number.
+    return int(value) if value.isdigit() and len(value) <= 18 else -1
 
 
 def _length(headers: CIMultiDictProxy[str]) -> int | None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.upstream import Upstream, request_head
+from gateway.upstream import Upstream, UpstreamProtocolError, request_head
 from tests.conftest import RawHandler
 from tests.gateway.test_malformed import raw_request, read_response
 
@@ -794,3 +794,31 @@ async def test_a_request_not_sent_twice_takes_no_connection_the_site_may_be_clos
         await pool.close()
     # /b reuses the connection just released; /c does not; /d, a GET, reuses it and is sent again.
     assert connections[:3] == [["/a", "/b"], ["/c"], ["/d"]]
+
+
+@pytest.mark.parametrize("length", [b"5" * 5000, b"abc"], ids=["5000-digits", "no-number"])
+async def test_a_content_length_no_int_can_hold_is_refused_as_no_number_is(
+    raw_upstream, caplog: pytest.LogCaptureFixture, length: bytes
+) -> None:
+    """A ``Content-Length`` of more digits than Python's ``int`` reads from text (4,300) raised
+    inside ``data_received``: asyncio logged a fatal protocol error with a traceback and dropped
+    the connection. It is refused as a length that is no number is, by the parser."""
+    caplog.set_level(logging.DEBUG)
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nhello")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190
+    )
+    try:
+        with pytest.raises(UpstreamProtocolError) as failed:
+            resp = await pool.request("GET", "/", [("Host", "t")], None, length_known=False)
+            await resp.content.read()
+    finally:
+        await pool.close()
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()], caplog.text
+    assert "Content-Length" in str(failed.value)[:200], str(failed.value)[:200]
