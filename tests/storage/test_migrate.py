@@ -241,3 +241,51 @@ async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path
         ("l", "cookieless"),
         ("x", "cookie"),
     ]
+
+
+async def test_verdict_changes_made_again_keep_their_rows_and_rowids(tmp_path: Path) -> None:
+    """0016 makes ``verdict_changes`` again to take withdrawn overrides (``analyst_cleared``):
+    every row stays under its rowid (the sync's and the sinks' cursors count in rowids), and
+    the view reads them as before."""
+    path = tmp_path / "gw.db"
+    conn = await connect(path)
+    try:
+        for version, _, sql in await asyncio.to_thread(migrations):
+            if version < 16:
+                for statement in statements(sql):
+                    await conn.execute(statement)
+        await conn.execute("PRAGMA user_version = 15")
+        await conn.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, verdict)"
+            " VALUES ('t1', '2026-12-01T00:00:00.000000Z', 'n', 'v', '/', 'review')"
+        )
+        for rowid, origin in ((3, "rescore"), (7, "analyst")):
+            await conn.execute(
+                "INSERT INTO verdict_changes (rowid, id, ts, node, touchpoint_id, verdict, origin, analyst)"
+                " VALUES (?, ?, '2026-12-01T00:00:00.000000Z', 'n', 't1', 'block', ?, 'ana')",
+                (rowid, f"c{rowid}", origin),
+            )
+        await conn.commit()
+        with pytest.raises(sqlite3.IntegrityError):  # the table as 0003 made it refuses a clear
+            await conn.execute(
+                "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)"
+                " VALUES ('c9', '2026-12-02T00:00:00.000000Z', 'n', 't1', 'review', 'analyst_cleared', 'li')"
+            )
+        await conn.rollback()
+        assert await migrate(conn) == NEWEST
+        await conn.execute(
+            "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)"
+            " VALUES ('c9', '2026-12-02T00:00:00.000000Z', 'n', 't1', 'review', 'analyst_cleared', 'li')"
+        )
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert await read(path, "SELECT rowid, id, origin FROM verdict_changes ORDER BY rowid") == [
+        (3, "c3", "rescore"),
+        (7, "c7", "analyst"),
+        (8, "c9", "analyst_cleared"),
+    ]
+    assert await read(path, "SELECT effective_verdict, verdict_origin FROM effective_touchpoints") == [
+        ("block", "rescore")
+    ]
+    await upgraded_twice(path)
