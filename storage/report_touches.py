@@ -48,7 +48,7 @@ class ReportTouches(ReportRunner):
         # scored) decides whether a touchpoint earns credit: the stored one comes with the
         # row, the (few) changes that count from their view — the same answer as the
         # effective_touchpoints view, without its subquery per row. A store not migrated to
-        # it (0016) holds no withdrawn override (its table refuses one): every change counts.
+        # it (0017) holds no withdrawn override (its table refuses one): every change counts.
         self.changes = ""
         if "verdict_changes" in tables and "verdict" in columns:
             self.changes = "live_verdict_changes" if "live_verdict_changes" in tables else "verdict_changes"

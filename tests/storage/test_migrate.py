@@ -244,17 +244,17 @@ async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path
 
 
 async def test_verdict_changes_made_again_keep_their_rows_and_rowids(tmp_path: Path) -> None:
-    """0016 makes ``verdict_changes`` again to take withdrawn overrides (``analyst_cleared``):
+    """0017 makes ``verdict_changes`` again to take withdrawn overrides (``analyst_cleared``):
     every row stays under its rowid (the sync's and the sinks' cursors count in rowids), and
     the view reads them as before."""
     path = tmp_path / "gw.db"
     conn = await connect(path)
     try:
         for version, _, sql in await asyncio.to_thread(migrations):
-            if version < 16:
+            if version < 17:
                 for statement in statements(sql):
                     await conn.execute(statement)
-        await conn.execute("PRAGMA user_version = 15")
+        await conn.execute("PRAGMA user_version = 16")
         await conn.execute(
             "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, verdict)"
             " VALUES ('t1', '2026-12-01T00:00:00.000000Z', 'n', 'v', '/', 'review')"
