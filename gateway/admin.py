@@ -1184,6 +1184,53 @@ async def set_verdict(request: web.Request) -> web.Response:
     return await _verdict_history(request, touchpoint_id)
 
 
+class WithdrawBody(msgspec.Struct, forbid_unknown_fields=True):
+    analyst: str
+    reason: str
+
+
+async def clear_verdict(request: web.Request) -> web.Response:
+    """An analyst withdraws the override in force (made by mistake, say): an ``analyst_cleared``
+    change, with who and why, after which the verdict is the scoring's again — the latest
+    re-score, else as stored — as if no override had been made, until another. Nothing is
+    deleted: the override and its withdrawal stay in the history. No override in force: 409."""
+    only_params(request, set())
+    touchpoint_id = _touchpoint_id(request)
+    body = _decode_body(await read_body(request), WithdrawBody, '{"analyst": "…", "reason": "…"}')
+    analyst = _text("analyst", body.analyst, 100)
+    reason = _text("reason", body.reason, 1000)
+    current = await _own_touchpoint(request, touchpoint_id)
+    if current["verdict_origin"] != "analyst":
+        said = f"({current['verdict']})" if current["verdict"] is not None else "(none: not scored)"
+        raise ApiError(
+            409,
+            f"touchpoint {touchpoint_id} has no analyst's override to withdraw: its verdict {said}"
+            " is the scoring's",
+        )
+    try:
+        verdict, score, reasons = await request.app[READER_KEY].scoring_verdict(touchpoint_id)
+    except LookupError:  # gone since (retention, an erasure)
+        raise ApiError(404, f"no touchpoint {touchpoint_id}") from None
+    now = datetime.now(UTC)
+    change = VerdictChange(
+        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
+        ts=iso(now),
+        node=request.app[SETTINGS_KEY].node,
+        touchpoint_id=touchpoint_id,
+        verdict=verdict,  # what it goes back to, for the history; readers take the scoring's
+        bot_score=score,
+        reasons=reasons,
+        origin="analyst_cleared",
+        note=reason,
+        analyst=analyst,
+    )
+    try:
+        await request.app[STORE_KEY].write([change])
+    except Exception as err:
+        raise ApiError(503, f"the withdrawal was not stored ({err}); try again") from None
+    return await _verdict_history(request, touchpoint_id)
+
+
 class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
     verified: bool
     analyst: str
@@ -1314,6 +1361,7 @@ def create_admin_app(
     app.router.add_get("/api/review", review)
     app.router.add_get("/api/touchpoints/{touchpoint_id}/verdict", verdict)
     app.router.add_post("/api/touchpoints/{touchpoint_id}/verdict", set_verdict)
+    app.router.add_delete("/api/touchpoints/{touchpoint_id}/verdict", clear_verdict)
     app.router.add_get("/api/creators", creators)
     app.router.add_put("/api/creators/{creator_id}", set_creator)
     app.router.add_post("/api/sinks/{name}/users/{user_id}", sink_send)

@@ -238,8 +238,11 @@ none recorded counts as ``allow``."""
 class VerdictChange:
     """A touchpoint's verdict changed after it was stored: re-scored when a late signal arrived
     (``origin = "rescore"``, ``note`` names the signal) or overridden by an analyst
-    (``origin = "analyst"``, with who and why). Append-only; on read, the latest analyst
-    change wins, else the latest re-score, else the touchpoint's own verdict."""
+    (``origin = "analyst"``, with who and why), or that override withdrawn
+    (``origin = "analyst_cleared"``, with who and why; ``verdict``, score and reasons those it
+    went back to). Append-only; on read, the latest analyst override no later withdrawal
+    withdrew wins, else the latest re-score, else the touchpoint's own verdict (the views
+    ``live_verdict_changes`` and ``effective_touchpoints`` say it once for every reader)."""
 
     table: ClassVar[str] = "verdict_changes"
 
@@ -251,7 +254,7 @@ class VerdictChange:
     bot_score: int | None
     reasons: list[str]
     origin: str
-    """``rescore`` or ``analyst``."""
+    """``rescore``, ``analyst`` or ``analyst_cleared``."""
     note: str = ""
     analyst: str | None = None
 

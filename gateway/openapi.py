@@ -68,8 +68,8 @@ TOUCHPOINT = {
         "bot_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
         "verdict": {
             "enum": [*VERDICTS, None],
-            "description": "effective verdict: an analyst's override, else the latest re-score, else as "
-            "scored; null: not scored",
+            "description": "effective verdict: an analyst's override (unless withdrawn), else the latest"
+            " re-score, else as scored; null: not scored",
         },
         "reasons": {"type": "array", "items": {"type": "string"}, "description": "signal names"},
         "verdict_origin": {
@@ -141,9 +141,13 @@ VERDICT_CHANGE = {
         "verdict": {"enum": list(VERDICTS)},
         "bot_score": {"type": ["integer", "null"]},
         "reasons": {"type": "array", "items": {"type": "string"}},
-        "origin": {"enum": ["rescore", "analyst"]},
-        "note": {"type": "string", "description": "rescore: the late signal; analyst: why"},
-        "analyst": {**_NULLABLE_STR, "description": "who decided (analyst changes)"},
+        "origin": {
+            "enum": ["rescore", "analyst", "analyst_cleared"],
+            "description": "a late signal re-scored it; an analyst overrode it; an analyst withdrew"
+            " the override (verdict, score and reasons: what it went back to)",
+        },
+        "note": {"type": "string", "description": "rescore: the late signal; analyst, analyst_cleared: why"},
+        "analyst": {**_NULLABLE_STR, "description": "who decided (analyst changes and withdrawals)"},
     },
 }
 
@@ -1008,6 +1012,42 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": verdict_history(
                             "the touchpoint with its new effective verdict, and every change"
+                        ),
+                        **_errors(400, 401, 404, 408, 409, 413, 415, 503),
+                    },
+                },
+                "delete": {
+                    "summary": "An analyst withdraws the override in force: the verdict is the scoring's"
+                    " again (the latest re-score, else as scored) until another override; who and why"
+                    " are kept. No override in force: 409",
+                    "parameters": [
+                        {
+                            "name": "touchpoint_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": TOUCHPOINT_ID,
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["analyst", "reason"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": verdict_history(
+                            "the touchpoint with the scoring's verdict again, and every change (the"
+                            " withdrawal last)"
                         ),
                         **_errors(400, 401, 404, 408, 409, 413, 415, 503),
                     },

@@ -8,9 +8,10 @@ The statement reads the period's touchpoints once, into a materialized table of 
 the counts need, and counts everything from it by stored verdict: until 2026-12-06 five scans
 of the covering visitor index did (bot share, totals, each top table, populations), and three
 of them looked every row up among the period's changed touchpoints, which cost more than the
-scan itself (about 0.6 µs a row). The same statement reads the verdict changes of the
-period's touchpoints and every landing of the visitors with a change across the credited
-verdicts' edge (a re-score from ``review`` to ``block`` moves nothing), and counts what
+scan itself (about 0.6 µs a row). The same statement reads the verdict changes that count
+(``live_verdict_changes``: not a withdrawn override) of the period's touchpoints and every
+landing of the visitors with a change across the credited verdicts' edge (a re-score from
+``review`` to ``block`` moves nothing), and counts what
 those move: landings to their effective verdict, and each such visitor into or out of the
 distinct visitors of a name by whether any of its landings of that name is credited now.
 One snapshot for all of it, and the same answer as counting by effective verdict row by
@@ -35,7 +36,7 @@ COLUMNS = ("campaign", "creator_id")
 @dataclass(frozen=True)
 class Credited:
     """Which of the period's landings the reports credit: those whose effective bot verdict
-    (an analyst's override, else the latest re-score, else as scored; unscored: ``allow``) is
+    (an analyst's override not withdrawn, else the latest re-score, else as scored; unscored: ``allow``) is
     one of ``verdicts`` (``attribution.verdicts``). ``changes``: the period's touchpoints whose
     verdict changed (few), each with its effective verdict, its stored one and its visitor."""
 
@@ -139,13 +140,13 @@ async def count_landings(
         "WITH period AS MATERIALIZED (SELECT visitor_key, campaign, creator_id, verdict, consent,"
         f" (coalesce(verdict, 'allow') IN ({listed})) AS ok FROM touchpoints"
         " WHERE ts >= :since AND ts < :until),"
-        # The period's verdict changes, each with its touchpoint's effective verdict (``now``:
-        # the last in the order ``_effective`` applies them).
+        # The period's verdict changes that count (a withdrawn override does not), each with its
+        # touchpoint's effective verdict (``now``: the last in the order ``_effective`` applies them).
         " changes AS MATERIALIZED (SELECT c.touchpoint_id, c.verdict, t.verdict AS stored,"
         " c.origin = 'analyst' AS analyst, c.id, t.visitor_key, last_value(c.verdict) OVER ("
         "PARTITION BY c.touchpoint_id ORDER BY c.origin = 'analyst', c.id"
         " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS now"
-        " FROM verdict_changes c CROSS JOIN touchpoints t ON t.id = c.touchpoint_id"
+        " FROM live_verdict_changes c CROSS JOIN touchpoints t ON t.id = c.touchpoint_id"
         " WHERE t.ts >= :since AND t.ts < :until),"
         " effective AS MATERIALIZED (SELECT touchpoint_id AS id, max(now) AS now FROM changes GROUP BY 1),"
         # Every landing of the period of each visitor with a change across the credited edge:

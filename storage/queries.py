@@ -2,7 +2,7 @@
 events, the fraud report and review queue.
 
 Touchpoints are read through the ``effective_touchpoints`` view, so every answer
-shows a touchpoint's effective verdict (an analyst's override, else the latest
+shows a touchpoint's effective verdict (an analyst's override not withdrawn, else the latest
 re-score, else the verdict it was stored with).
 
 Owns its own connection, used only to read (WAL lets it read while the writer commits).
@@ -357,8 +357,25 @@ class Reader:
         hold: never, here (this reader lists this store alone)."""
         return None
 
+    async def scoring_verdict(self, touchpoint_id: str) -> tuple[str, int | None, list[str]]:
+        """A touchpoint's verdict, score and reasons as the scoring left them, no analyst's
+        override counted: the latest re-score, else as stored (unscored: ``allow``, as read).
+        What an override withdrawn gives back (``DELETE /api/touchpoints/{id}/verdict``)."""
+        async with self.db.execute(
+            "SELECT coalesce(c.verdict, t.verdict, 'allow'), coalesce(c.bot_score, t.bot_score),"
+            " coalesce(c.reasons, t.reasons) FROM touchpoints t LEFT JOIN verdict_changes c ON c.id = ("
+            "SELECT v.id FROM verdict_changes v WHERE v.touchpoint_id = t.id AND v.origin = 'rescore'"
+            " ORDER BY v.id DESC LIMIT 1) WHERE t.id = ?",
+            (touchpoint_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise LookupError(f"no touchpoint {touchpoint_id}")
+        return str(row[0]), row[1], _decode_list.decode(row[2])
+
     async def verdict_changes(self, touchpoint_id: str) -> list[dict[str, Any]]:
-        """Every change of a touchpoint's verdict, oldest first (re-scores and analyst overrides)."""
+        """Every change of a touchpoint's verdict, oldest first (re-scores, analyst overrides
+        and their withdrawals)."""
         async with self.db.execute(
             "SELECT id, ts, node, verdict, bot_score, reasons, origin, note, analyst FROM verdict_changes "
             "WHERE touchpoint_id = ? ORDER BY id",

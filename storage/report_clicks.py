@@ -3,8 +3,9 @@ their verdict quarantines them (``Clicks``), for the payout report (``gateway/re
 
 Counted per part of a report (a slice's range of ids, or a share's range of visitor keys),
 so the worker processes count them beside the crediting and the parts add up to the whole
-period; counted by stored verdict, then the few touchpoints whose verdict changed move over.
-Reads touchpoints and verdict_changes; never writes.
+period; counted by stored verdict, then the few touchpoints whose verdict changed move over
+(by the changes that count: ``live_verdict_changes``). Reads touchpoints and verdict_changes;
+never writes.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class CreatorClicks(ReportTouches):
         # those of this part only, from the changes read in the same snapshot (not the ones
         # ``read`` kept, from before it).
         moved = (
-            "SELECT DISTINCT t.id, t.creator_id, t.verdict FROM verdict_changes c"
+            f"SELECT DISTINCT t.id, t.creator_id, t.verdict FROM {self.changes} c"
             " JOIN touchpoints t ON t.id = c.touchpoint_id"
             " WHERE c.touchpoint_id >= :since_id AND c.touchpoint_id < :until_id"
             f" AND t.ts >= :since AND t.ts < :until AND t.creator_id IS NOT NULL{mine}"

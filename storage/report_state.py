@@ -92,7 +92,8 @@ class ReportState:
         self._closing = False
         self.source = "touchpoints"
         self.verdict = "NULL"
-        self.changes = False
+        self.changes = ""
+        """Where the verdict changes that count are read (``live_verdict_changes``); "": none."""
         # Rows naming no tier parameter (most) never have their raw parameters read.
         names = attribution.tiers.params
         self._tier_args = {f"tier_{i}": f'"{n}"' for i, n in enumerate(names)}

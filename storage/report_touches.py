@@ -2,9 +2,10 @@
 verdict, their tier, and a channel for the rows stored before channels existed.
 
 Which touchpoint columns exist is learned once, at ``open`` (``_detect``): a ``verdict``
-column (bot scoring) is used when present, with the verdict changes of ``verdict_changes``
-(an analyst's override, else the latest re-score) applied in Python (``_verdict_changes``) —
-the ``effective_touchpoints`` view's answer, without its subquery per row; the verdict comes
+column (bot scoring) is used when present, with the verdict changes that count
+(``live_verdict_changes``: an analyst's override, unless withdrawn, else the latest re-score)
+applied in Python (``_verdict_changes``) — the ``effective_touchpoints`` view's answer,
+without its subquery per row; the verdict comes
 from the covering index of migration 0008. Touches whose parameters name a tier carry it
 instead of the campaign (``_name_tiers``); rows stored before channels existed are classified
 from their stored signals (``_classify``; ``gateway reclassify`` stores the channel). Reads
@@ -38,14 +39,19 @@ class ReportTouches(ReportRunner):
 
     def _detect(self) -> None:
         db = self.db
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        }
         columns = {row[1] for row in db.execute("PRAGMA table_info(touchpoints)")}
         self.verdict = "t.verdict" if "verdict" in columns else "NULL"
         # The effective verdict (an analyst's override, else the latest re-score, else as
         # scored) decides whether a touchpoint earns credit: the stored one comes with the
-        # row, the (few) changes from their own table — the same answer as the
-        # effective_touchpoints view, without its subquery per row.
-        self.changes = "verdict_changes" in tables and "verdict" in columns
+        # row, the (few) changes that count from their view — the same answer as the
+        # effective_touchpoints view, without its subquery per row. A store not migrated to
+        # it (0017) holds no withdrawn override (its table refuses one): every change counts.
+        self.changes = ""
+        if "verdict_changes" in tables and "verdict" in columns:
+            self.changes = "live_verdict_changes" if "live_verdict_changes" in tables else "verdict_changes"
 
     def _scan(self, since: datetime, until: datetime, ids: Slice = WHOLE) -> str:
         """How to read every touchpoint of a period: through the whole covering visitor index
@@ -73,7 +79,8 @@ class ReportTouches(ReportRunner):
 
     def _verdict_changes(self, args: dict[str, Any]) -> dict[str, str]:
         """The effective verdict of every touchpoint of the window with a verdict change: its
-        latest analyst change, else its latest re-score (as ``effective_touchpoints`` says).
+        latest analyst change not withdrawn, else its latest re-score (as ``effective_touchpoints``
+        says).
         Kept for the rest of the report's call (``_learn_part`` asks for the same window twice:
         the conversions', and the period's inside it)."""
         if not self.changes:
@@ -88,7 +95,7 @@ class ReportTouches(ReportRunner):
     def _changes_of(self, ids: dict[str, Any]) -> dict[str, str]:
         """``_verdict_changes`` of the touchpoints with ``since_id <= id < until_id``, read now."""
         sql = (
-            "SELECT touchpoint_id, verdict FROM verdict_changes"
+            f"SELECT touchpoint_id, verdict FROM {self.changes}"
             " WHERE touchpoint_id >= :since_id AND touchpoint_id < :until_id"
             " ORDER BY touchpoint_id, origin = 'analyst', id"
         )

@@ -117,7 +117,7 @@ def _forget(reports: Reports, part: Part) -> None:
 def _in_worker(
     reports: Reports,
     part: Part,
-    schema: tuple[str, str, bool, int],
+    schema: tuple[str, str, str, int],
     fn: Callable[..., _T],
     args: tuple[Any, ...],
 ) -> _T | _StoreMoved:

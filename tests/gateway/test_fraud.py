@@ -216,6 +216,64 @@ async def test_a_touchpoints_verdict_history_is_readable(start_gateway, origin) 
     assert (await gw.api(path, x="1"))["status"] == 400
 
 
+async def test_an_override_withdrawn_gives_the_verdict_back_to_the_scoring(start_gateway, origin) -> None:
+    """``DELETE /api/touchpoints/{id}/verdict``: an override made by mistake is withdrawn, with
+    who and why in the audit trail; the verdict is the scoring's again (here the robots.txt
+    re-score's, ``review``: back in the queue) until another override. Nothing to withdraw is
+    a 409 saying so; bad input a 400 as for an override."""
+    gw = await start_gateway(origin[0])
+    resp = await visit(gw, "/?utm_source=ig&creator_id=anna", BROWSER)
+    cookie = resp.cookies["gw_vid"].value
+    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    url = f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict"
+    withdraw = {"analyst": "li", "reason": "allowed the wrong click"}
+
+    async def call(method: str, body: Any) -> tuple[int, Any]:
+        async with gw.session.request(method, url, headers=AUTH, json=body) as resp:
+            return resp.status, await resp.json()
+
+    status, answer = await call("DELETE", withdraw)
+    assert (status, answer["error"]) == (
+        409,
+        f"touchpoint {item['id']} has no analyst's override to withdraw: its verdict (review) is the"
+        " scoring's",
+    )
+    assert (await call("POST", {"verdict": "allow", "analyst": "maria", "reason": "her preview"}))[0] == 200
+    assert (await gw.api("/api/review"))["items"] == []
+    status, answer = await call("DELETE", withdraw)
+    assert status == 200, answer
+    valid("/api/touchpoints/{touchpoint_id}/verdict", answer, method="delete")
+    assert (answer["touchpoint"]["verdict"], answer["touchpoint"]["verdict_origin"]) == ("review", "rescore")
+    assert [(c["origin"], c["verdict"], c["analyst"], c["note"]) for c in answer["changes"]] == [
+        ("rescore", "review", None, "robots_txt"),
+        ("analyst", "allow", "maria", "her preview"),
+        ("analyst_cleared", "review", "li", "allowed the wrong click"),
+    ]
+    assert answer == await gw.api(f"/api/touchpoints/{item['id']}/verdict")
+    assert [i["id"] for i in (await gw.api("/api/review"))["items"]] == [item["id"]]
+    assert (await gw.api("/api/fraud"))["groups"][0]["verdicts"]["review"] == 1
+    assert (await call("DELETE", withdraw))[0] == 409  # withdrawn already
+    # Another override after it counts, and can be withdrawn in its turn.
+    assert (await call("POST", {"verdict": "block", "analyst": "li", "reason": "farm"}))[1]["touchpoint"][
+        "verdict"
+    ] == "block"
+    assert (await call("DELETE", withdraw))[1]["touchpoint"]["verdict"] == "review"
+    for body, message in (
+        ({"reason": "b"}, "body: object missing required field analyst"),
+        ({"analyst": "a", "reason": " "}, "reason: expected 1..1000"),
+        ({"analyst": "a", "reason": "b", "verdict": "allow"}, "body: object contains unknown field verdict"),
+        ("not json", "body: expected JSON like"),
+    ):
+        async with gw.session.delete(
+            url, headers=AUTH, **({"data": body} if isinstance(body, str) else {"json": body})
+        ) as resp:
+            assert resp.status == 400 and message in (await resp.json())["error"], message
+    missing = url.replace(item["id"], "0190a2b4-0000-7000-8000-000000000000")
+    async with gw.session.delete(missing, headers=AUTH, json=withdraw) as resp:
+        assert resp.status == 404
+
+
 async def test_ids_in_capitals_are_the_same_touchpoint_and_visitor(start_gateway, origin) -> None:
     """A UUID (or a hex visitor key) is case-insensitive on input (RFC 9562 §4): pasted in
     capitals from a spreadsheet it names the same row, not a 400."""

@@ -1,6 +1,6 @@
 """The dashboard's counts (``storage/dashboard_landings.py`` and the top tables' conversions)
 against a plain reading of the store, on a generated store with bot verdicts, re-scores and
-analysts' overrides both ways across the credited verdicts' edge, blocked landings, every
+analysts' overrides both ways across the credited verdicts' edge (some withdrawn), blocked landings, every
 population, empty and missing names, over periods of several days.
 
 The counts read the period once, by stored verdict, and move the changed touchpoints and
@@ -47,7 +47,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4,000 touchpoints and ~400 conversions over 40 days (re-scores and overrides from the
     generator), then: every population; empty campaigns and creators; analysts' overrides
     across the edge both ways (a blocked landing allowed, an allowed one blocked, a reviewed
-    one blocked), several changes of one touchpoint, the last winning."""
+    one blocked), several changes of one touchpoint, the last winning, overrides withdrawn
+    (back to the re-score or the stored verdict) and made again after."""
     path = tmp_path_factory.mktemp("synth") / "synth.db"
     generate(path, 4000, 400, seed=23, days=40, verdicts=True)
     db = sqlite3.connect(path, isolation_level=None)
@@ -75,8 +76,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)
             SELECT 'ffe-' || id, ts, 'test', id, 'allow', 'analyst', 'ana' FROM touchpoints
             WHERE rowid % 38 = 0;
+        -- Overrides withdrawn: back to the latest re-score, else as stored, until another.
+        INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)
+            SELECT 'fff-' || id, ts, 'test', id, 'allow', 'analyst_cleared', 'li' FROM touchpoints
+            WHERE (verdict = 'block' AND rowid % 6 = 0) OR rowid % 38 = 0
+                OR (verdict = 'review' AND rowid % 4 = 0) OR rowid % 57 = 0;
+        INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)
+            SELECT 'ffg-' || id, ts, 'test', id, 'block', 'analyst', 'ana' FROM touchpoints
+            WHERE rowid % 76 = 0;
         """
     )
+    withdrawn = db.execute(  # withdrawn overrides whose verdict no longer counts
+        "SELECT count(*) FROM effective_touchpoints e WHERE e.verdict_origin IS NOT 'analyst'"
+        " AND EXISTS (SELECT 1 FROM verdict_changes c"
+        " WHERE c.touchpoint_id = e.id AND c.origin = 'analyst_cleared')"
+        " AND coalesce(e.effective_verdict, 'allow') != (SELECT a.verdict FROM verdict_changes a"
+        " WHERE a.touchpoint_id = e.id AND a.origin = 'analyst' ORDER BY a.id DESC LIMIT 1)"
+    ).fetchone()[0]
+    assert withdrawn > 50
     counts = dict(db.execute("SELECT consent, count(*) FROM touchpoints GROUP BY 1").fetchall())
     assert set(counts) == {"cookie", "cookieless", "no_consent"}
     db.close()

@@ -258,7 +258,7 @@ async def test_a_store_of_version_15_gains_import_runs_and_keeps_its_rows(tmp_pa
     await asyncio.to_thread(execute, path, ";".join(shipped) + ";" + old)
     assert await asyncio.to_thread(list_runs, path) is None
     await upgraded_twice(path)
-    assert await read(path, "PRAGMA user_version") == [(16,)]
+    assert await read(path, "PRAGMA user_version") == [(NEWEST,)]
     assert await asyncio.to_thread(list_runs, path) == []
     settings = await asyncio.to_thread(make_settings, tmp_path, f'[storage]\npath = "{path}"\n')
     log = tmp_path / "a.log"
@@ -270,3 +270,51 @@ async def test_a_store_of_version_15_gains_import_runs_and_keeps_its_rows(tmp_pa
     [run] = await asyncio.to_thread(list_runs, settings.store_path)
     assert run.id == summary.run == 1 and run.added["touchpoints"] == 1
     assert await read(settings.store_path, "SELECT count(*) FROM touchpoints") == [(2,)]
+
+
+async def test_verdict_changes_made_again_keep_their_rows_and_rowids(tmp_path: Path) -> None:
+    """0017 makes ``verdict_changes`` again to take withdrawn overrides (``analyst_cleared``):
+    every row stays under its rowid (the sync's and the sinks' cursors count in rowids), and
+    the view reads them as before."""
+    path = tmp_path / "gw.db"
+    conn = await connect(path)
+    try:
+        for version, _, sql in await asyncio.to_thread(migrations):
+            if version < 17:
+                for statement in statements(sql):
+                    await conn.execute(statement)
+        await conn.execute("PRAGMA user_version = 16")
+        await conn.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, verdict)"
+            " VALUES ('t1', '2026-12-01T00:00:00.000000Z', 'n', 'v', '/', 'review')"
+        )
+        for rowid, origin in ((3, "rescore"), (7, "analyst")):
+            await conn.execute(
+                "INSERT INTO verdict_changes (rowid, id, ts, node, touchpoint_id, verdict, origin, analyst)"
+                " VALUES (?, ?, '2026-12-01T00:00:00.000000Z', 'n', 't1', 'block', ?, 'ana')",
+                (rowid, f"c{rowid}", origin),
+            )
+        await conn.commit()
+        with pytest.raises(sqlite3.IntegrityError):  # the table as 0003 made it refuses a clear
+            await conn.execute(
+                "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)"
+                " VALUES ('c9', '2026-12-02T00:00:00.000000Z', 'n', 't1', 'review', 'analyst_cleared', 'li')"
+            )
+        await conn.rollback()
+        assert await migrate(conn) == NEWEST
+        await conn.execute(
+            "INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)"
+            " VALUES ('c9', '2026-12-02T00:00:00.000000Z', 'n', 't1', 'review', 'analyst_cleared', 'li')"
+        )
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert await read(path, "SELECT rowid, id, origin FROM verdict_changes ORDER BY rowid") == [
+        (3, "c3", "rescore"),
+        (7, "c7", "analyst"),
+        (8, "c9", "analyst_cleared"),
+    ]
+    assert await read(path, "SELECT effective_verdict, verdict_origin FROM effective_touchpoints") == [
+        ("block", "rescore")
+    ]
+    await upgraded_twice(path)

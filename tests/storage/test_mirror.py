@@ -5,6 +5,7 @@ erasures, and a central store away."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -20,16 +21,18 @@ from gateway import reporting
 from gateway.attribution import MODELS, Attribution
 from gateway.badbody import body_key
 from gateway.channels import Channels
-from gateway.events import Conversion, Touchpoint, iso
+from gateway.events import Conversion, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage.central import migrate as central_migrate
+from storage.central_queries import CentralReader
 from storage.erasure import erase_user, erase_visitor
 from storage.mirror import HorizonBack, Mirror, open_mirror
 from storage.populations import population_counts
+from storage.queries import TouchpointQuery
 from storage.reports import Reports
 from storage.retention import purge
 from storage.sync import Sync
@@ -512,3 +515,72 @@ async def test_roles_without_create_rights_sync_and_mirror_a_migrated_store(
             await owner.execute(f"DROP OWNED BY {role}")
             await owner.execute(f"DROP ROLE IF EXISTS {role}")
         await owner.close()
+
+
+async def test_a_withdrawn_override_counts_as_none_centrally_and_in_the_mirror(
+    nodes: tuple[Node, Node], mirror: Mirror, central_dsn: str
+) -> None:
+    """An override withdrawn on node A (``analyst_cleared``) goes to the central store with
+    its sync and to the mirror with the mirror's rounds, and both read it as the node does:
+    the scoring's verdict again (the latest re-score, one after the withdrawal too, else as
+    stored) until another override — in the central listings and review queue, and in the
+    reports over the mirror."""
+    a, _ = nodes
+    visitor = "e" * 32
+    kinds = ("review", None, "allow")  # each touchpoint's stored verdict
+    touches = [
+        dataclasses.replace(touch(n, visitor), verdict=v, creator_id="anna") for n, v in enumerate(kinds)
+    ]
+    await a.store.write(touches)
+
+    def change(n: int, tp: Touchpoint, verdict: str, origin: str) -> VerdictChange:
+        at = T0 + timedelta(hours=1, seconds=n)
+        return VerdictChange(
+            uuid7(int(at.timestamp() * 1000)), iso(at), "a", tp.id, verdict, None, [], origin, "why",
+            None if origin == "rescore" else "ana",
+        )  # fmt: skip
+
+    first, second, third = touches
+    await a.store.write(
+        [
+            change(0, first, "allow", "analyst"),
+            change(1, first, "allow", "analyst_cleared"),  # back to review, as stored
+            change(2, second, "block", "analyst"),
+            change(3, second, "allow", "analyst_cleared"),
+            change(4, second, "review", "rescore"),  # a re-score after it counts
+            change(5, third, "block", "analyst"),
+            change(6, third, "allow", "analyst_cleared"),
+            change(7, third, "block", "analyst"),  # another override counts
+        ]
+    )
+    await a.sync.once()
+    expected = {first.id: ("review", None), second.id: ("review", "rescore"), third.id: ("block", "analyst")}
+    pg = await asyncpg.connect(central_dsn)
+    try:
+        rows = await pg.fetch("SELECT id::text, effective_verdict, verdict_origin FROM effective_touchpoints")
+    finally:
+        await pg.close()
+    assert {r[0]: (r[1], r[2]) for r in rows} == expected
+    reader = CentralReader(a.path, central_dsn, 10)
+    await reader.open()
+    try:
+        items, _ = await reader.touchpoints(TouchpointQuery(limit=10))
+        queue, _ = await reader.touchpoints(TouchpointQuery(limit=10, verdict="review"))
+    finally:
+        await reader.close()
+    assert {i["id"]: (i["verdict"], i["verdict_origin"]) for i in items} == expected
+    assert {i["id"] for i in queue} == {first.id, second.id}
+    stored = await mirror.once()
+    assert stored["verdict_changes"] == 8
+    sql = "SELECT id, effective_verdict, verdict_origin FROM effective_touchpoints ORDER BY id"
+    assert await read(mirror.path, sql) == await read(a.path, sql)
+    assert {r[0]: (r[1], r[2]) for r in await read(mirror.path, sql)} == expected
+    clicks = []
+    for path in (a.path, mirror.path):
+        reports = Reports(path, Attribution(AttributionOptions()), CHANNELS, processes=1)
+        await reports.open()
+        try:
+            clicks.append(await reports.creator_clicks(*EVERY, frozenset({"allow"})))
+        finally:
+            await reports.close()
+    assert clicks[0] == clicks[1] == {("anna", True): 3}

@@ -232,7 +232,7 @@ def change(n: int, touchpoint: Touchpoint, verdict: str, origin: str, minute: in
         reasons=[origin],
         origin=origin,
         note="why",
-        analyst="maria" if origin == "analyst" else None,
+        analyst=None if origin == "rescore" else "maria",
     )
 
 
@@ -259,6 +259,52 @@ async def test_effective_verdict_analyst_wins_over_later_rescores(data: Data) ->
         "analyst",
         "rescore",
     ]
+
+
+async def test_a_withdrawn_override_gives_the_verdict_back_to_the_scoring(data: Data) -> None:
+    """An analyst's override withdrawn (``analyst_cleared``): the latest re-score counts again,
+    one made after it too, else the touchpoint's own verdict — as if no override had been
+    made, every earlier override withdrawn with it — until another override. Every change
+    stays in the history."""
+    rescored, unscored, again, kept = EVENTS[0], EVENTS[3], EVENTS[1], EVENTS[2]
+    await data.store.write(
+        [
+            change(0, rescored, "review", "rescore", 100),
+            change(1, rescored, "allow", "analyst", 101),
+            change(2, rescored, "block", "analyst", 102),
+            change(3, rescored, "review", "analyst_cleared", 103),
+            change(4, unscored, "block", "analyst", 100),
+            change(5, unscored, "allow", "analyst_cleared", 101),
+            change(6, again, "block", "analyst", 100),
+            change(7, again, "allow", "analyst_cleared", 101),
+            change(8, again, "review", "analyst", 102),  # another override after it counts
+            change(9, kept, "block", "analyst_cleared", 100),  # an earlier clear withdraws nothing later
+            change(10, kept, "allow", "analyst", 101),
+            change(11, kept, "block", "rescore", 102),
+        ]
+    )
+    items, _ = await data.reader.touchpoints(TouchpointQuery(limit=5))
+    shown = {i["id"]: (i["verdict"], i["bot_score"], i["reasons"], i["verdict_origin"]) for i in items}
+    assert shown[rescored.id] == ("review", 30, ["rescore"], "rescore")
+    assert shown[unscored.id] == (None, None, [], None)  # as stored: never scored
+    assert shown[again.id] == ("review", 30, ["analyst"], "analyst")
+    assert shown[kept.id] == ("allow", 0, ["analyst"], "analyst")
+    # A re-score after the clear counts, as one before it did.
+    await data.store.write([change(12, rescored, "block", "rescore", 104)])
+    assert (await data.reader.touchpoint(rescored.id) or {})["verdict"] == "block"
+    review, _ = await data.reader.touchpoints(TouchpointQuery(verdict="review"))
+    assert [i["id"] for i in review] == [again.id]
+    assert [c["origin"] for c in await data.reader.verdict_changes(rescored.id)] == [
+        "rescore",
+        "analyst",
+        "analyst",
+        "analyst_cleared",
+        "rescore",
+    ]
+    fraud = await data.reader.fraud(None, None, "source")
+    assert (
+        sum(g["verdicts"]["review"] for g in fraud) == 1 and sum(g["verdicts"]["block"] for g in fraud) == 1
+    )
 
 
 async def test_fraud_report_counts_a_group_of_unscored_touchpoints(data: Data) -> None:

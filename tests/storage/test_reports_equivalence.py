@@ -1,5 +1,6 @@
 """The report engine against a plain reading of the store, on a generated store with many
-journeys (``bench/synth.py``, with bot verdicts, re-scores and analysts' overrides).
+journeys (``bench/synth.py``, with bot verdicts, re-scores and analysts' overrides, some of
+them withdrawn).
 
 The engine reads touchpoints through the covering index, applies the verdict changes of
 ``verdict_changes`` itself and credits candidate tuples with cached and integer shares. The
@@ -85,7 +86,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         " AND (SELECT count(*) FROM touchpoints u WHERE u.visitor_key = t.visitor_key) = 1"
     ).rowcount
     assert alone > 5
-    assert db.execute("SELECT count(DISTINCT origin) FROM verdict_changes").fetchone() == (2,)
+    # Overrides withdrawn (``analyst_cleared``): back to the latest re-score, else as stored —
+    # a re-score after the clear counts again, and so does another override after it.
+    db.executescript(
+        """
+        INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)
+            SELECT DISTINCT 'ffg-' || c.touchpoint_id, c.ts, 'test', c.touchpoint_id, 'allow',
+                'analyst_cleared', 'li' FROM verdict_changes c JOIN touchpoints t ON t.id = c.touchpoint_id
+            WHERE c.origin = 'analyst' AND t.rowid % 3 != 1;
+        INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin, analyst)
+            SELECT 'ffh-' || t.id, t.ts, 'test', t.id, 'block', 'analyst', 'ana' FROM touchpoints t
+            WHERE t.rowid % 5 = 0
+                AND t.id IN (SELECT touchpoint_id FROM verdict_changes WHERE id LIKE 'ffg-%');
+        INSERT INTO verdict_changes (id, ts, node, touchpoint_id, verdict, origin)
+            SELECT 'ffi-' || t.id, t.ts, 'test', t.id, 'review', 'rescore' FROM touchpoints t
+            WHERE t.rowid % 7 = 3
+                AND t.id IN (SELECT touchpoint_id FROM verdict_changes WHERE id LIKE 'ffg-%');
+        """
+    )
+    assert db.execute("SELECT count(DISTINCT origin) FROM verdict_changes").fetchone() == (3,)
     # Imported rows keep the id they came with: some of a visitor's touchpoints of one day
     # swap times, so id order is not time order. (Ids are minted from the event's time, and
     # the engine reads a period by its range of ids: no UTC day a period starts or ends in
@@ -336,8 +355,26 @@ def test_the_verdict_changes_decide_some_credits(store: Path) -> None:
     repeated = db.execute(
         "SELECT count(*) FROM (SELECT touchpoint_id FROM verdict_changes GROUP BY 1 HAVING count(*) > 1)"
     ).fetchone()[0]
+    # Withdrawn overrides whose verdict no longer counts (the touchpoint's verdict is another).
+    withdrawn = db.execute(
+        "SELECT count(*) FROM effective_touchpoints e WHERE e.verdict_origin IS NOT 'analyst'"
+        " AND EXISTS (SELECT 1 FROM verdict_changes c"
+        " WHERE c.touchpoint_id = e.id AND c.origin = 'analyst_cleared')"
+        " AND coalesce(e.effective_verdict, 'allow') != (SELECT a.verdict FROM verdict_changes a"
+        " WHERE a.touchpoint_id = e.id AND a.origin = 'analyst' ORDER BY a.id DESC LIMIT 1)"
+    ).fetchone()[0]
+    rescored_after = db.execute(
+        "SELECT count(*) FROM effective_touchpoints WHERE verdict_origin = 'rescore'"
+        " AND id IN (SELECT touchpoint_id FROM verdict_changes WHERE id LIKE 'ffi-%')"
+    ).fetchone()[0]
+    overridden_again = db.execute(
+        "SELECT count(*) FROM effective_touchpoints"
+        " WHERE verdict_origin = 'analyst' AND verdict_analyst = 'ana'"
+        " AND id IN (SELECT touchpoint_id FROM verdict_changes WHERE id LIKE 'ffh-%')"
+    ).fetchone()[0]
     db.close()
     assert flipped > 20 and repeated > 5
+    assert withdrawn > 5 and rescored_after > 2 and overridden_again > 2
 
 
 async def test_most_of_the_store_is_read_through_the_covering_index(reports: Reports) -> None:
