@@ -5,7 +5,9 @@ import`` replaying a log) sets ``Exchange.visitor`` first; then only the
 Set-Cookie is planned here. The cookie holds a random 128-bit ID and an HMAC
 tag (``v1.<id>.<tag>``, base64url); a forged or edited cookie is rejected,
 replaced and counted. Only the keyed hash of the ID (``visitor_key``) ever
-reaches an event; the raw ID stays in memory.
+reaches an event; the raw ID stays in memory. The cookie is refreshed on landings, logins and
+conversions, and on a returning visitor's page view whose answer no shared cache gives anyone
+else, once per ``identity.refresh_days`` (the rule and the memory: ``addons/refresh.py``).
 
 Privacy (``[privacy]``, README "Privacy: what is stored") is decided here, per request,
 so the same response carries the decision: ``Sec-GPC: 1`` (and ``DNT: 1`` when honoured; on
@@ -33,6 +35,7 @@ from datetime import UTC
 from urllib.parse import unquote, urlsplit
 
 from addons.cookies import deletes, scope, set_cookie_lines
+from addons.refresh import RecentRefreshes, for_this_visitor_only
 from gateway.daysalt import DaySalt
 from gateway.entropy import random_bytes
 from gateway.events import VerdictChange
@@ -125,6 +128,8 @@ class Identity:
         self.metrics = ctx.metrics
         self.cookie_name = opts.cookie_name
         self.max_age = opts.max_age_days * 86400
+        self.refresh_days = opts.refresh_days
+        self.recent = RecentRefreshes(opts.refresh_days)
         self.secure = opts.secure
         self.samesite = opts.samesite
         self.domain = opts.domain
@@ -145,8 +150,10 @@ class Identity:
         self.site_cookie_seen = False  # the site set a cookie of our name: said once
 
     def take_over(self, old: Identity) -> None:
-        """A reload: the site's clash with our cookie name, once said, is not said again."""
+        """A reload: the site's clash with our cookie name, once said, is not said again; the
+        visitors refreshed lately are remembered."""
         self.site_cookie_seen = old.site_cookie_seen
+        self.recent.when = old.recent.when  # who was refreshed lately: not again at once
 
     def population(self, req: RequestView) -> str:
         """``cookie``, ``cookieless`` or ``no_consent``, from the mode and the consent cookie."""
@@ -229,7 +236,8 @@ class Identity:
     def response(self, ex: Exchange) -> None:
         """Set the cookie for a new visitor on a page load, a landing, or a request a rule watches
         (a login that is the visitor's first request binds this ID: they must keep it); refresh it
-        on each landing."""
+        on each landing, and on a page view whose answer no shared cache gives anyone else, once
+        per ``identity.refresh_days`` (``addons/refresh.py``)."""
         if not self.site_cookie_seen and ex.response is not None:
             self._site_sets_ours(ex)
         visitor = ex.visitor
@@ -257,8 +265,30 @@ class Identity:
             visitor.is_new and (ex.request.is_document or ex.watched)
         )
         if not wanted and not given:
+            if self.refresh_days and not visitor.is_new and ex.request.is_document:
+                self._refresh(ex, visitor)
             return
+        if self.refresh_days:
+            self.recent.mark(visitor.id, ex.request.ts.timestamp())
         ex.set_cookies.append(self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age))
+
+    def _refresh(self, ex: Exchange, visitor: Visitor) -> None:
+        """Refresh a returning visitor's cookie on a page load whose answer no shared cache
+        gives anyone else, unless this process set it within ``identity.refresh_days``; the
+        host then adds no ``Cache-Control: private`` (``Cookie.shared_safe``)."""
+        now = ex.request.ts.timestamp()
+        response = ex.response
+        if (
+            response is None
+            or visitor.consent != "cookie"
+            or not self.recent.due(visitor.id, now)
+            or not for_this_visitor_only(ex.request.headers, response.status, response.headers)
+        ):
+            return
+        self.recent.mark(visitor.id, now)
+        cookie = self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age)
+        cookie.shared_safe = True
+        ex.set_cookies.append(cookie)
 
     def _site_sets_ours(self, ex: Exchange) -> None:
         """Say once when the site's answer sets a cookie of ``identity.cookie_name``'s name: the

@@ -739,7 +739,8 @@ class GatewayAddon:
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(state.store.submit(new))
-        if ex.set_cookies and shared_cacheable(flow.response.headers.get_all("cache-control")):
+        guard = any(not cookie.shared_safe for cookie in ex.set_cookies)
+        if guard and shared_cacheable(flow.response.headers.get_all("cache-control")):
             flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))

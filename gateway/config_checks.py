@@ -300,6 +300,7 @@ def validate(options: Options) -> list[str]:
         )
     _validate_cookie(p, ident)
     _within(p, "identity.max_age_days", ident.max_age_days, 1, 3650)
+    _within(p, "identity.refresh_days", ident.refresh_days, 0, 365)
     _check(
         p,
         not (ident.samesite == "None" and ident.secure == "never"),

@@ -74,6 +74,9 @@ class IdentityOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only
     """Name of the first-party visitor-ID cookie."""
     max_age_days: int = 395
     """Cookie lifetime in days, refreshed on each landing."""
+    refresh_days: int = 1
+    """Also refresh it on a returning visitor's page view whose answer no shared cache gives
+    anyone else, at most once per visitor per this many days; 0: never on page views."""
     secure: Literal["auto", "always", "never"] = "auto"
     """Secure flag: auto sets it when the public side is https."""
     samesite: Literal["Lax", "Strict", "None"] = "Lax"

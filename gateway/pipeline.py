@@ -153,6 +153,10 @@ class Cookie:
     secure: bool = False
     httponly: bool = True
     samesite: str = "Lax"
+    shared_safe: bool = False
+    """Set on a refresh identity made only on an answer no shared cache gives anyone else
+    (``addons/refresh.py``): the host adds no ``Cache-Control: private`` for this cookie, and
+    the site's caching goes as it wrote it."""
 
 
 @dataclass(slots=True)

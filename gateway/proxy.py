@@ -799,8 +799,10 @@ class ProxyHost:
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         """Our Set-Cookie headers, after the site's; an answer that gets one and that a shared
         cache could store gets ``Cache-Control: private`` too, lest that cache hand our visitor
-        ID (or an expiry) to everyone who asks for the page."""
-        if ex.set_cookies and shared_cacheable(resp.headers.getall(hdrs.CACHE_CONTROL, ())):
+        ID (or an expiry) to everyone who asks for the page — but for a refresh identity made
+        only where no shared cache gives the answer to anyone else (``Cookie.shared_safe``)."""
+        guard = any(not cookie.shared_safe for cookie in ex.set_cookies)
+        if guard and shared_cacheable(resp.headers.getall(hdrs.CACHE_CONTROL, ())):
             resp.headers.add(hdrs.CACHE_CONTROL, "private")
         for cookie in ex.set_cookies:
             header = set_cookie_header(cookie)

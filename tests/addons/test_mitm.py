@@ -143,6 +143,31 @@ async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(addon: G
     assert got == [["public, max-age=60", "private"], ["No-Store"]]
 
 
+async def test_a_page_view_refresh_keeps_the_sites_caching_as_in_the_aiohttp_host(
+    addon: GatewayAddon, tmp_path: Path
+) -> None:
+    """A returning visitor's page whose answer only their own Cookie header gets from a cache
+    (``Vary: Cookie``) refreshes their cookie and adds no ``Cache-Control: private``; a
+    cacheable page refreshes nothing."""
+    from addons.identity import cookie_value
+    from gateway.keys import Keys
+    from tests.conftest import make_settings
+
+    keys = Keys.from_master(make_settings(tmp_path).secret)
+    got = []
+    for n, vary in enumerate((b"Accept-Encoding", b"Cookie")):
+        cookie = "gw_vid=" + cookie_value(keys.cookie_mac, "AB"[n] * 22)
+        headers = [(b"cookie", cookie.encode()), (b"sec-fetch-dest", b"document")]
+        flow = tflow.tflow(req=tutils.treq(path=b"/account", headers=headers))
+        await addon.request(flow)
+        flow.response = tutils.tresp(headers=[(b"vary", vary)])
+        await addon.responseheaders(flow)
+        lines = [line.split(";")[0] for line in flow.response.headers.get_all("set-cookie")]
+        got.append((lines, flow.response.headers.get_all("cache-control"), cookie))
+    assert got[0][:2] == ([], [])
+    assert got[1][:2] == ([got[1][2]], [])
+
+
 async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None) -> None:
     gateway = GatewayAddon()
     with taddons.context(gateway) as tctx:
