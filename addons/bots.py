@@ -266,7 +266,7 @@ class Bots:
                 self._act(ex, *self._score_agent(ex))
             return
         prefetch = is_prefetch(req.headers)
-        now = req.ts.timestamp()
+        now = req.unix
         tracked, state = self._track(ex, landing, prefetch, now)
         if touchpoint is None and not self.may_block:
             return  # a page load: counted and watched; only landings are scored and stored
@@ -400,7 +400,7 @@ class Bots:
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(_robots_key(ex), ex.request.ts.timestamp())
+        self.robots_ips.put(_robots_key(ex), ex.request.unix)
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)
@@ -426,8 +426,8 @@ class Bots:
             touch.score, touch.verdict = score, verdict
             ex.events.append(
                 VerdictChange(
-                    id=self.new_id(int(req.ts.timestamp() * 1000)),
-                    ts=iso(req.ts),
+                    id=self.new_id(int(req.unix * 1000)),
+                    ts=iso(req.ts, req.unix),
                     node=self.node,
                     touchpoint_id=touch.id,
                     verdict=verdict,

@@ -33,12 +33,15 @@ def printable_name(text: str) -> bool:
     return text.isprintable() or text.translate(_JOINERS).isprintable()
 
 
-def iso(ts: datetime) -> str:
-    """UTC ISO 8601 with microseconds and a Z, e.g. ``2026-11-25T14:00:00.000000Z``."""
+def iso(ts: datetime, unix: float | None = None) -> str:
+    """UTC ISO 8601 with microseconds and a Z, e.g. ``2026-11-25T14:00:00.000000Z``; ``unix``:
+    ``ts.timestamp()``, when the caller has it already (``RequestView.unix``)."""
     global _last_second
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
-    second = ts.timestamp() // 1  # floor, also before 1970; never crosses a second (µs steps)
+    if unix is None:
+        unix = ts.timestamp()
+    second = unix // 1  # floor, also before 1970; never crosses a second (µs steps)
     last = _last_second  # one read: another thread may replace it meanwhile
     if last[0] != second:
         # isoformat is several times cheaper than strftime; "+00:00" is cut.

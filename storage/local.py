@@ -236,11 +236,26 @@ def read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
 
 
+def _null(value: None) -> None:
+    """None's adapter: bound as NULL, as without one (``bind_nulls_directly``)."""
+    return None
+
+
+def bind_nulls_directly() -> None:
+    """Register an adapter for None in ``sqlite3``'s (process-wide) registry. Without one,
+    ``sqlite3`` looks for every None parameter's adapter the long way — ``__adapt__`` on its
+    protocol type, ``__conform__`` on None — raising and clearing an AttributeError each time:
+    ~2,000 instructions a None on the writer thread, and a plain tagged landing binds 9 (term,
+    click ID, country, …). Found in the registry, None is bound as the same NULL."""
+    sqlite3.register_adapter(type(None), _null)
+
+
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
     """A connection with the pragmas every connection needs (WAL, busy timeout), and deleted
     or moved bytes zeroed (``secure_delete``): an erased or purged row, or the old copy a page
     split leaves, must not stay readable in the file, whatever the SQLite build's default
     (Debian's has it on already: the benchmarks' figures include its cost)."""
+    bind_nulls_directly()
     pending = aiosqlite.connect(path, isolation_level=None)
     try:
         db = await pending

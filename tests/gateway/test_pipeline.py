@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from gateway.events import iso
 from gateway.metrics import Metrics
-from gateway.pipeline import Exchange, Pipeline, Reply, split_query
+from gateway.pipeline import Exchange, Pipeline, Reply, RequestView, split_query
 from tests.addons.conftest import exchange
 
 
@@ -125,3 +127,20 @@ def test_default_rule_addons_leave_the_chain_without_rules() -> None:
     assert [name for name, _ in pipeline.addons] == ["identity", "campaign", "bots"]
     hooked = {name for hook in ("request", "response") for name, _, _ in pipeline._hooks[hook]}
     assert hooked == {"identity", "campaign", "bots"}
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        datetime(2026, 12, 6, 5, 0, 0, 123456, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+        datetime(2026, 12, 6, 7, 0, 0, 999999, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_a_views_unix_time_is_its_timestamp_and_iso_reads_it_alike(ts: datetime) -> None:
+    """The hooks read ``RequestView.unix`` (worked out once) where they called
+    ``ts.timestamp()``; the event IDs' milliseconds and the text of ``ts`` stay the same."""
+    view = RequestView("GET", "https", "example.com", "/", "", {}, "203.0.113.1", ts=ts)
+    assert view.unix == ts.timestamp()
+    assert view.unix == view.unix  # the second read is the kept value
+    assert iso(ts, view.unix) == iso(ts)

@@ -508,3 +508,16 @@ async def test_a_connection_that_cannot_open_leaves_no_thread_behind(tmp_path: P
         await connect(tmp_path)  # a folder
     new = [t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")]
     assert new == []  # the loop's executor threads aside
+
+
+async def test_none_binds_as_null_through_an_adapter_not_sqlites_lookup(open_store: OpenStore) -> None:
+    """A landing's empty fields (term, click ID, country…: 9 of 23 in a plain tagged landing) are
+    bound as NULL through an adapter found in ``sqlite3``'s registry at once: without one, the
+    module looked for ``__adapt__`` on its protocol type and ``__conform__`` on None for each,
+    raising and clearing an AttributeError every time (~2,000 instructions a None on the
+    writer thread). What is stored is NULL either way."""
+    store = await open_store()
+    assert sqlite3.adapters.get((type(None), sqlite3.PrepareProtocol)) is not None
+    await store.write([tp(1)])
+    rows = await read(store.path, "SELECT term, click_id, country, asn FROM touchpoints")
+    assert rows == [(None, None, None, None)]
