@@ -273,14 +273,14 @@ class Identity:
                 self._refresh(ex, visitor)
             return
         if self.refresh_days:
-            self.recent.mark(visitor.id, ex.request.ts.timestamp())
+            self.recent.mark(visitor.id, ex.request.unix)
         ex.set_cookies.append(self._cookie(ex, cookie_value(self.mac, visitor.id), self.max_age))
 
     def _refresh(self, ex: Exchange, visitor: Visitor) -> None:
         """Refresh a returning visitor's cookie on a page load whose answer no shared cache
         gives anyone else, unless this process set it within ``identity.refresh_days``; the
         host then adds no ``Cache-Control: private`` (``Cookie.shared_safe``)."""
-        now = ex.request.ts.timestamp()
+        now = ex.request.unix
         response = ex.response
         if (
             response is None
