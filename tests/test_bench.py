@@ -132,6 +132,8 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
         " DROP TRIGGER identities_deleted; ALTER TABLE erasures DROP COLUMN also_keys;"
         " DROP INDEX daily_counts_unsent; ALTER TABLE daily_counts DROP COLUMN sent;"
         " DROP TABLE central_erasures; DROP TABLE central_erasures_horizon; DROP TABLE dashboard_sessions;"
+        " ALTER TABLE identities DROP COLUMN consent; DROP TABLE import_runs; DROP TABLE import_rows;"
+        " DROP VIEW live_verdict_changes;"
         " PRAGMA user_version = 8;"
     )
     db.close()
