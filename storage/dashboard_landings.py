@@ -9,13 +9,14 @@ the counts need, and counts everything from it by stored verdict: until 2026-12-
 of the covering visitor index did (bot share, totals, each top table, populations), and three
 of them looked every row up among the period's changed touchpoints, which cost more than the
 scan itself (about 0.6 µs a row). The same statement reads the verdict changes of the
-period's touchpoints (and of the lookback window's before it: the conversions touched apply
-those as the reports do, ``Credited.earlier``) and every landing of the visitors with a change
-across the credited verdicts' edge (a re-score from ``review`` to ``block`` moves nothing),
-and counts what those move: landings to their effective verdict, and each such visitor into
-or out of the distinct visitors of a name by whether any of its landings of that name is
-credited now. One snapshot for all of it, and the same answer as counting by effective
-verdict row by row (``tests/storage/test_dashboard_counts.py``).
+period's touchpoints (and of the lookback window's before it, by touchpoint id: the
+conversions touched apply those as the reports do, ``Credited.earlier``) and every
+landing of the visitors with a change across the credited verdicts' edge (a re-score from
+``review`` to ``block`` moves nothing), and counts what those move: landings to their
+effective verdict, and each such visitor into or out of the distinct visitors of a name by
+whether any of its landings of that name is credited now. One snapshot for all of it, and
+the same answer as counting by effective verdict row by row
+(``tests/storage/test_dashboard_counts.py``).
 """
 
 from __future__ import annotations
@@ -39,19 +40,19 @@ class Credited:
     credit: those whose effective bot verdict (an analyst's override, else the latest re-score,
     else as scored; unscored: ``allow``) is one of ``verdicts`` (``attribution.verdicts``).
     ``changes``: the period's touchpoints whose verdict changed (few), each with its effective
-    verdict, its stored one and its visitor; ``earlier``: the same of the touchpoints of the
-    widest lookback window before the period (``bounds``' ``from`` to ``since``), which the
-    conversions touched count by their effective verdict as the reports credit them."""
+    verdict, its stored one and its visitor; ``earlier``: the effective verdict of each
+    touchpoint of the widest lookback window before the period whose verdict changed (by
+    touchpoint id, as the reports read them), which the conversions touched count by it as the
+    reports credit them."""
 
     verdicts: frozenset[str]
     changes: Mapping[str, tuple[str, str | None, str]] = field(default_factory=dict)
-    earlier: Mapping[str, tuple[str, str | None, str]] = field(default_factory=dict)
+    earlier: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def changed(self) -> dict[str, str]:
-        """The effective verdict of each touchpoint of the lookback window and the period
-        whose verdict changed."""
-        return {touchpoint: now for touchpoint, (now, _, _) in (*self.earlier.items(), *self.changes.items())}
+        """The effective verdict of each touchpoint whose verdict changed."""
+        return {**self.earlier, **{touchpoint: now for touchpoint, (now, _, _) in self.changes.items()}}
 
     def sql(self, more: bool = False) -> tuple[str, str, str, dict[str, str]]:
         """What a query of ``touchpoints t`` needs to tell a credited landing: a CTE to lead it
@@ -140,24 +141,23 @@ async def count_landings(
 ) -> Landings:
     """The period's landings (``bounds``' ``since`` and ``until``), those the reports credit
     being those of ``verdicts`` (``attribution.verdicts``); and the verdict changes of the
-    lookback window before it (from ``from``), for the conversions touched."""
+    lookback window before it (touchpoint ids ``from_id`` to ``since_id``), for the
+    conversions touched."""
     params = Credited(verdicts).params()
     listed = ", ".join(f":{name}" for name in params)
     sql = (
         "WITH period AS MATERIALIZED (SELECT visitor_key, campaign, creator_id, verdict, consent,"
         f" (coalesce(verdict, 'allow') IN ({listed})) AS ok FROM touchpoints"
         " WHERE ts >= :since AND ts < :until),"
-        # The verdict changes of the lookback window's and the period's touchpoints (``inside``:
-        # the period's), each with its touchpoint's effective verdict (``now``: the last in the
-        # order ``_effective`` applies them).
+        # The period's verdict changes, each with its touchpoint's effective verdict (``now``:
+        # the last in the order ``_effective`` applies them).
         " changes AS MATERIALIZED (SELECT c.touchpoint_id, c.verdict, t.verdict AS stored,"
         " c.origin = 'analyst' AS analyst, c.id, t.visitor_key, last_value(c.verdict) OVER ("
         "PARTITION BY c.touchpoint_id ORDER BY c.origin = 'analyst', c.id"
-        " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS now, t.ts >= :since AS inside"
+        " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS now"
         " FROM verdict_changes c CROSS JOIN touchpoints t ON t.id = c.touchpoint_id"
-        " WHERE t.ts >= :from AND t.ts < :until),"
-        " effective AS MATERIALIZED (SELECT touchpoint_id AS id, max(now) AS now FROM changes"
-        " WHERE inside GROUP BY 1),"
+        " WHERE t.ts >= :since AND t.ts < :until),"
+        " effective AS MATERIALIZED (SELECT touchpoint_id AS id, max(now) AS now FROM changes GROUP BY 1),"
         # Every landing of the period of each visitor with a change across the credited edge:
         # credited as stored (``was``), and now (``ok``).
         " moved AS MATERIALIZED (SELECT t.visitor_key, t.campaign, t.creator_id,"
@@ -165,11 +165,14 @@ async def count_landings(
         f" (coalesce(effective.now, t.verdict, 'allow') IN ({listed})) AS ok"
         " FROM touchpoints t LEFT JOIN effective ON effective.id = t.id"
         " WHERE t.visitor_key IN (SELECT visitor_key FROM changes"
-        f" WHERE inside AND (now IN ({listed})) != (coalesce(stored, 'allow') IN ({listed})))"
+        f" WHERE (now IN ({listed})) != (coalesce(stored, 'allow') IN ({listed})))"
         " AND t.ts >= :since AND t.ts < :until)"
         " SELECT 0, verdict, consent, count(*), NULL, NULL, NULL FROM period GROUP BY verdict, consent"
-        " UNION ALL SELECT CASE WHEN inside THEN 1 ELSE 8 END, touchpoint_id, verdict, stored, analyst, id,"
-        " visitor_key FROM changes"
+        " UNION ALL SELECT 1, touchpoint_id, verdict, stored, analyst, id, visitor_key FROM changes"
+        # The changes of the lookback window before the period, as the reports read them: by
+        # their touchpoint's id (a range of the changes' index), no touchpoint read.
+        " UNION ALL SELECT 8, touchpoint_id, verdict, NULL, origin = 'analyst', id, NULL FROM verdict_changes"
+        " WHERE touchpoint_id >= :from_id AND touchpoint_id < :since_id"
         f" UNION ALL {_sums(2, None)} UNION ALL {_moves(5, None)}"
         + "".join(
             f" UNION ALL {_sums(kind, column)} UNION ALL {_moves(kind + 3, column)}"
@@ -181,7 +184,8 @@ async def count_landings(
     by_kind: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         by_kind[row[0]].append(row[1:])
-    found = Landings(Credited(verdicts, _effective(by_kind[1]), _effective(by_kind[8])))
+    earlier = {touchpoint: now for touchpoint, (now, _, _) in _effective(by_kind[8]).items()}
+    found = Landings(Credited(verdicts, _effective(by_kind[1]), earlier))
     _bot_share(found, by_kind[0])
     for _, a, b, c, _, _ in by_kind[2]:
         found.totals = Landed(int(a or 0), int(b or 0), int(c or 0))
