@@ -245,14 +245,14 @@ async def test_a_binding_from_before_0015_gets_its_visitor_s_population(tmp_path
     ]
 
 
-async def test_bindings_from_before_0017_are_found_from_the_identity_indexes_alone(tmp_path: Path) -> None:
-    """Migration 0017 widens each identity index by the other key: the dashboard finds each
+async def test_bindings_from_before_0018_are_found_from_the_identity_indexes_alone(tmp_path: Path) -> None:
+    """Migration 0018 widens each identity index by the other key: the dashboard finds each
     conversion's devices (its visitor's users, then their visitors) without reading a
     binding's row. The bindings and migration 0009's counters are as they were, so the
     bindings a report process keeps stay valid across the upgrade."""
     path = tmp_path / "gw.db"
     shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
-    before = [version for version in shipped if version < 17]  # 0016 too, once it is merged
+    before = [version for version in shipped if version < 18]
     rows = ";".join(
         [
             *(
