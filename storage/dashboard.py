@@ -23,10 +23,10 @@ from typing import Any
 import aiosqlite
 
 from gateway.attribution import MODELS, from_minor
-from gateway.events import iso
 from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
 from storage.dashboard_landings import Credited, Landed, Landings, count_landings
 from storage.populations import population_counts
+from storage.report_period import period_bounds, window_start
 from storage.reports import Reports
 
 MAX_DAYS = 92
@@ -209,7 +209,12 @@ async def summary(
     zone = reports.attribution.zone
     since, until = _at(period.since, zone), _at(period.until, zone)
     widest = max(reports.attribution.tiers.windows.values())
-    bounds = {"since": iso(since), "until": iso(until), "from": iso(since - widest), "name": conversion}
+    # The reports' bounds (and the ids of the lookback window, whose verdict changes the
+    # reports apply by touchpoint id), and the conversion's name.
+    bounds: dict[str, str | None] = {
+        **period_bounds(since, until, window_start(since, widest)),
+        "name": conversion,
+    }
     data: dict[str, Any] = {
         "since": period.since.isoformat(),
         "until": period.until.isoformat(),

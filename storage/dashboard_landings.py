@@ -9,13 +9,14 @@ the counts need, and counts everything from it by stored verdict: until 2026-12-
 of the covering visitor index did (bot share, totals, each top table, populations), and three
 of them looked every row up among the period's changed touchpoints, which cost more than the
 scan itself (about 0.6 µs a row). The same statement reads the verdict changes that count
-(``live_verdict_changes``: not a withdrawn override) of the period's touchpoints and every
-landing of the visitors with a change across the credited verdicts' edge (a re-score from
-``review`` to ``block`` moves nothing), and counts what
+(``live_verdict_changes``: not a withdrawn override) of the period's touchpoints (and of the
+lookback window's before it, by touchpoint id: the conversions touched apply those as the
+reports do, ``Credited.earlier``) and every landing of the visitors with a change across the
+credited verdicts' edge (a re-score from ``review`` to ``block`` moves nothing), and counts what
 those move: landings to their effective verdict, and each such visitor into or out of the
-distinct visitors of a name by whether any of its landings of that name is credited now.
-One snapshot for all of it, and the same answer as counting by effective verdict row by
-row (``tests/storage/test_dashboard_counts.py``).
+distinct visitors of a name by whether any of its landings of that name is credited now. One
+snapshot for all of it, and the same answer as counting by effective verdict row by row
+(``tests/storage/test_dashboard_counts.py``).
 """
 
 from __future__ import annotations
@@ -35,25 +36,30 @@ COLUMNS = ("campaign", "creator_id")
 
 @dataclass(frozen=True)
 class Credited:
-    """Which of the period's landings the reports credit: those whose effective bot verdict
-    (an analyst's override not withdrawn, else the latest re-score, else as scored; unscored: ``allow``) is
-    one of ``verdicts`` (``attribution.verdicts``). ``changes``: the period's touchpoints whose
-    verdict changed (few), each with its effective verdict, its stored one and its visitor."""
+    """Which of the period's landings, and of the lookback window's before it, the reports
+    credit: those whose effective bot verdict (an analyst's override not withdrawn, else the
+    latest re-score, else as scored; unscored: ``allow``) is one of ``verdicts``
+    (``attribution.verdicts``). ``changes``: the period's touchpoints whose verdict changed
+    (few), each with its effective verdict, its stored one and its visitor; ``earlier``: the
+    effective verdict of each touchpoint of the widest lookback window before the period whose
+    verdict changed (by touchpoint id, as the reports read them), which the conversions touched
+    count by it as the reports credit them."""
 
     verdicts: frozenset[str]
     changes: Mapping[str, tuple[str, str | None, str]] = field(default_factory=dict)
+    earlier: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def changed(self) -> dict[str, str]:
         """The effective verdict of each touchpoint whose verdict changed."""
-        return {touchpoint: now for touchpoint, (now, _, _) in self.changes.items()}
+        return {**self.earlier, **{touchpoint: now for touchpoint, (now, _, _) in self.changes.items()}}
 
     def sql(self, more: bool = False) -> tuple[str, str, str, dict[str, str]]:
         """What a query of ``touchpoints t`` needs to tell a credited landing: a CTE to lead it
         (or nothing; ``more``: to follow other CTEs), a join to put after ``touchpoints t`` (or
         nothing), an SQL expression that is 1 for a credited landing and 0 for another, and
-        their parameters. Without a changed verdict in the period (the usual), the stored
-        verdict alone: no lookup per row."""
+        their parameters. Without a changed verdict in the lookback window and the period (the
+        usual), the stored verdict alone: no lookup per row."""
         params = self.params()
         listed = ", ".join(f":{name}" for name in params)
         if not self.changed:
@@ -126,14 +132,17 @@ def _moves(kind: int, column: str | None) -> str:
 
 _KINDS = {3: "campaign", 4: "creator_id"}
 """The statement's kind of row for each column's counts (0: stored verdict and population,
-1: a verdict change, 2: the totals); their moves are of the kind 3 more (5: the totals')."""
+1: a verdict change of the period, 2: the totals, 8: a verdict change of the lookback window
+before the period); their moves are of the kind 3 more (5: the totals')."""
 
 
 async def count_landings(
     db: aiosqlite.Connection, bounds: dict[str, str | None], verdicts: frozenset[str]
 ) -> Landings:
     """The period's landings (``bounds``' ``since`` and ``until``), those the reports credit
-    being those of ``verdicts`` (``attribution.verdicts``)."""
+    being those of ``verdicts`` (``attribution.verdicts``); and the verdict changes of the
+    lookback window before it (touchpoint ids ``from_id`` to ``since_id``), for the
+    conversions touched."""
     params = Credited(verdicts).params()
     listed = ", ".join(f":{name}" for name in params)
     sql = (
@@ -160,6 +169,10 @@ async def count_landings(
         " AND t.ts >= :since AND t.ts < :until)"
         " SELECT 0, verdict, consent, count(*), NULL, NULL, NULL FROM period GROUP BY verdict, consent"
         " UNION ALL SELECT 1, touchpoint_id, verdict, stored, analyst, id, visitor_key FROM changes"
+        # The changes that count of the lookback window before the period, as the reports read
+        # them: by their touchpoint's id (a range of the changes' index), no touchpoint read.
+        " UNION ALL SELECT 8, touchpoint_id, verdict, NULL, origin = 'analyst', id, NULL"
+        " FROM live_verdict_changes WHERE touchpoint_id >= :from_id AND touchpoint_id < :since_id"
         f" UNION ALL {_sums(2, None)} UNION ALL {_moves(5, None)}"
         + "".join(
             f" UNION ALL {_sums(kind, column)} UNION ALL {_moves(kind + 3, column)}"
@@ -171,7 +184,8 @@ async def count_landings(
     by_kind: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         by_kind[row[0]].append(row[1:])
-    found = Landings(Credited(verdicts, _effective(by_kind[1])))
+    earlier = {touchpoint: now for touchpoint, (now, _, _) in _effective(by_kind[8]).items()}
+    found = Landings(Credited(verdicts, _effective(by_kind[1]), earlier))
     _bot_share(found, by_kind[0])
     for _, a, b, c, _, _ in by_kind[2]:
         found.totals = Landed(int(a or 0), int(b or 0), int(c or 0))

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.attribution import Attribution, Touch
 from gateway.channels import Channels
-from gateway.events import Binding, Conversion, Event, Touchpoint, iso
+from gateway.events import Binding, Conversion, Event, Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, ChannelsOptions, StorageOptions
@@ -176,6 +176,59 @@ async def test_bot_share_without_and_with_verdicts(db: aiosqlite.Connection, cha
     assert linear == [
         {"model": "linear", "channel": "Email", "currency": "EUR", "conversions": 2.0, "value": 20.0}
     ]
+
+
+async def test_conversions_touched_apply_verdict_changes_of_the_lookback_before_the_period(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """A landing of the lookback window before the period counts by its effective verdict, as
+    the reports credit it: an analyst blocked a's landing of cr_x in November (a's December
+    conversion does not credit cr_x) and allowed b's blocked landing of cr_y (b's does)."""
+    before = T0 + timedelta(days=25)  # November 26: before the period, inside its lookback
+    at = T0 + timedelta(days=31)  # December 2
+    blocked, allowed = tp("a", before, None, "cr_x"), replace(tp("b", before, None, "cr_y"), verdict="block")
+
+    def override(landing: Touchpoint, verdict: str) -> VerdictChange:
+        return VerdictChange(
+            new_id(int(at.timestamp() * 1000)),
+            iso(at),
+            "n",
+            landing.id,
+            verdict,
+            None,
+            [],
+            "analyst",
+            "test",
+            "ana",
+        )
+
+    conn = await store(
+        tmp_path,
+        [
+            blocked,
+            override(blocked, "block"),
+            allowed,
+            override(allowed, "allow"),
+            conversion("a", at),
+            conversion("b", at),
+            tp("c", at, None, "cr_x"),  # the period's landings that rank both creators
+            tp("d", at, None, "cr_y"),
+        ],
+    )
+    since, until = datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    reports = await Reports.on(conn, Attribution(AttributionOptions()), channels)
+    try:
+        got = await summary(conn, reports, "linear", Period(since.date(), until.date()), parts=("counts",))
+        table = await reports.credit(since, until, ["linear"], "creator_id")
+    finally:
+        await reports.close()
+        await conn.close()
+    credited = {
+        group: sums["linear"][1] / 1_000_000 for (_, group, _), sums in table.items() if any(sums["linear"])
+    }
+    assert credited == {"cr_y": 1.0, None: 1.0}  # the reports: b's conversion credits cr_y, a's no creator
+    touched = {c["name"]: c["conversions"] for c in got["top_creators"]}
+    assert touched == {"cr_x": 0, "cr_y": 1}
 
 
 def test_period_days() -> None:

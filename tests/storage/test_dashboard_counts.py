@@ -5,7 +5,8 @@ population, empty and missing names, over periods of several days.
 
 The counts read the period once, by stored verdict, and move the changed touchpoints and
 their visitors over; the reference reads every row of the ``effective_touchpoints``
-view (the analysts' overrides applied row by row) and counts in Python: bot share,
+view (the analysts' overrides applied row by row, the lookback's before the period too, as
+the reports apply them) and counts in Python: bot share,
 populations, totals, every campaign's and creator's landings, visitors and landings left out,
 the top tables' order, the conversions each top name touched and those a population
 reaches (every device of the converter, inside the widest lookback window)."""
@@ -216,15 +217,11 @@ async def _touched(
         users[visitor].add(user)
         visitors[user].add(visitor)
     journeys: dict[str, list[Any]] = defaultdict(list)
-    # The verdict changes the dashboard applies are those of the period's landings: a landing
-    # of the lookback before the period counts by the verdict it was stored with (the reports
-    # apply its changes: a difference kept as it was found on 2026-12-06, see bench/REPORTS.md).
-    sql = (
-        "SELECT visitor_key, ts, campaign, creator_id,"
-        " CASE WHEN ts >= ? AND ts < ? THEN effective_verdict ELSE verdict END FROM effective_touchpoints"
-    )
+    # Every landing by its effective verdict, those of the lookback before the period too, as
+    # the reports credit them.
+    sql = "SELECT visitor_key, ts, campaign, creator_id, effective_verdict FROM effective_touchpoints"
     populated: dict[str, list[datetime]] = defaultdict(list)
-    for row in await _rows(db, sql, since, until):
+    for row in await _rows(db, sql):
         if (row[4] or "allow") in accepted:
             journeys[row[0]].append(row)
     for visitor, landed in await _rows(
@@ -266,7 +263,12 @@ async def test_the_counts_are_those_of_a_plain_reading_of_the_view(
     assert max(attribution.tiers.windows.values()) == WINDOW
     reports = await Reports.on(db, attribution, channels)
     names = [None, *(str(n) for (n,) in await _rows(db, "SELECT DISTINCT name FROM conversions"))]
-    moved = 0
+    moved = earlier = 0
+    moves = (
+        "SELECT count(*) FROM effective_touchpoints WHERE ts >= ? AND ts < ?"
+        " AND (coalesce(verdict, 'allow') IN (SELECT value FROM json_each(?)))"
+        " != (coalesce(effective_verdict, 'allow') IN (SELECT value FROM json_each(?)))"
+    )
     try:
         for period in PERIODS:
             for name in names:
@@ -275,19 +277,14 @@ async def test_the_counts_are_those_of_a_plain_reading_of_the_view(
                     expected = await reference(db, period, frozenset(accepted), name, population)
                     assert {key: got[key] for key in expected} == expected, (period, name, population)
                     assert len(got["top_campaigns"]) == TOP and got["top_creators"]
-            stored = await _rows(
-                db,
-                "SELECT count(*) FROM effective_touchpoints WHERE ts >= ? AND ts < ?"
-                " AND (coalesce(verdict, 'allow') IN (SELECT value FROM json_each(?)))"
-                " != (coalesce(effective_verdict, 'allow') IN (SELECT value FROM json_each(?)))",
-                _at(period.since),
-                _at(period.until),
-                *[json.dumps(accepted)] * 2,
-            )
-            moved += stored[0][0]
+            since, until = _at(period.since), _at(period.until)
+            moved += (await _rows(db, moves, since, until, *[json.dumps(accepted)] * 2))[0][0]
+            lookback = _at(period.since - WINDOW)
+            earlier += (await _rows(db, moves, lookback, since, *[json.dumps(accepted)] * 2))[0][0]
     finally:
         await reports.close()
     assert moved > 50  # the changes move counts: a reading by stored verdict would differ
+    assert earlier > 50  # and so do those of the lookback before the period (the touched counts)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sqlite3
 import sys
@@ -16,6 +17,7 @@ import pytest
 from gateway.importrun import run_import
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
+from storage.dashboard import _PATHS
 from storage.imports import list_runs
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations, statements
@@ -318,3 +320,55 @@ async def test_verdict_changes_made_again_keep_their_rows_and_rowids(tmp_path: P
         ("block", "rescore")
     ]
     await upgraded_twice(path)
+
+
+async def test_bindings_from_before_0018_are_found_from_the_identity_indexes_alone(tmp_path: Path) -> None:
+    """Migration 0018 widens each identity index by the other key: the dashboard finds each
+    conversion's devices (its visitor's users, then their visitors) without reading a
+    binding's row. The bindings and migration 0009's counters are as they were, so the
+    bindings a report process keeps stay valid across the upgrade."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    before = [version for version in shipped if version < 18]
+    rows = ";".join(
+        [
+            *(
+                "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+                f" VALUES ('i{n}', '2026-12-05T10:01:00Z', 'n', 'v{n}', 'u{n % 2}', 'login', 'rule')"
+                for n in range(4)
+            ),
+            "DELETE FROM identities WHERE id = 'i3'",
+            f"PRAGMA user_version = {before[-1]}",
+        ]
+    )
+    await asyncio.to_thread(execute, path, ";".join(shipped[version] for version in before) + ";" + rows)
+    counted = await read(path, "SELECT inserted, changed FROM table_versions WHERE name = 'identities'")
+    bindings = await read(path, "SELECT * FROM identities ORDER BY id")
+    assert counted == [(4, 1)]
+    await upgraded_twice(path)
+    assert (
+        await read(path, "SELECT inserted, changed FROM table_versions WHERE name = 'identities'") == counted
+    )
+    assert await read(path, "SELECT * FROM identities ORDER BY id") == bindings
+    triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'identities' ORDER BY 1"
+    assert await read(path, triggers) == [
+        ("identities_deleted",),
+        ("identities_inserted",),
+        ("identities_updated",),
+    ]
+    columns = "SELECT name FROM pragma_index_info(?) ORDER BY seqno"
+    assert await read(path, columns, "identities_user") == [("user_key",), ("id",), ("visitor_key",)]
+    assert await read(path, columns, "identities_visitor") == [("visitor_key",), ("id",), ("user_key",)]
+
+    def plan() -> list[str]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            bounds = {"since": "2026-12-01", "until": "2026-12-31", "name": None}
+            return [
+                row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_PATHS} SELECT * FROM devices", bounds)
+            ]
+
+    searches = sorted(step for step in await asyncio.to_thread(plan) if " i USING " in step)
+    assert searches == [
+        "SEARCH i USING COVERING INDEX identities_user (user_key=?)",
+        "SEARCH i USING COVERING INDEX identities_visitor (visitor_key=?)",
+    ]
