@@ -1164,23 +1164,47 @@ async def set_verdict(request: web.Request) -> web.Response:
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     current = await _own_touchpoint(request, touchpoint_id)
+    return await _record_verdict(
+        request,
+        "override",
+        touchpoint_id,
+        (body.verdict, current["bot_score"], current["reasons"]),
+        origin="analyst",
+        note=reason,
+        analyst=analyst,
+    )
+
+
+async def _record_verdict(
+    request: web.Request,
+    what: str,
+    touchpoint_id: str,
+    scored: tuple[str, int | None, list[str]],
+    *,
+    origin: str,
+    note: str,
+    analyst: str,
+) -> web.Response:
+    """Store an analyst's verdict change (``scored``: verdict, score, reasons) and answer the
+    touchpoint's history; a 503 naming ``what`` was not stored when the store refuses it."""
     now = datetime.now(UTC)
+    verdict, score, reasons = scored
     change = VerdictChange(
         id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
         ts=iso(now),
         node=request.app[SETTINGS_KEY].node,
         touchpoint_id=touchpoint_id,
-        verdict=body.verdict,
-        bot_score=current["bot_score"],
-        reasons=current["reasons"],
-        origin="analyst",
-        note=reason,
+        verdict=verdict,
+        bot_score=score,
+        reasons=reasons,
+        origin=origin,
+        note=note,
         analyst=analyst,
     )
     try:
         await request.app[STORE_KEY].write([change])
     except Exception as err:
-        raise ApiError(503, f"the override was not stored ({err}); try again") from None
+        raise ApiError(503, f"the {what} was not stored ({err}); try again") from None
     return await _verdict_history(request, touchpoint_id)
 
 
@@ -1208,27 +1232,13 @@ async def clear_verdict(request: web.Request) -> web.Response:
             " is the scoring's",
         )
     try:
-        verdict, score, reasons = await request.app[READER_KEY].scoring_verdict(touchpoint_id)
+        scoring = await request.app[READER_KEY].scoring_verdict(touchpoint_id)
     except LookupError:  # gone since (retention, an erasure)
         raise ApiError(404, f"no touchpoint {touchpoint_id}") from None
-    now = datetime.now(UTC)
-    change = VerdictChange(
-        id=request.app[IDS_KEY](int(now.timestamp() * 1000)),
-        ts=iso(now),
-        node=request.app[SETTINGS_KEY].node,
-        touchpoint_id=touchpoint_id,
-        verdict=verdict,  # what it goes back to, for the history; readers take the scoring's
-        bot_score=score,
-        reasons=reasons,
-        origin="analyst_cleared",
-        note=reason,
-        analyst=analyst,
+    # What it goes back to, for the history; readers take the scoring's.
+    return await _record_verdict(
+        request, "withdrawal", touchpoint_id, scoring, origin="analyst_cleared", note=reason, analyst=analyst
     )
-    try:
-        await request.app[STORE_KEY].write([change])
-    except Exception as err:
-        raise ApiError(503, f"the withdrawal was not stored ({err}); try again") from None
-    return await _verdict_history(request, touchpoint_id)
 
 
 class CreatorBody(msgspec.Struct, forbid_unknown_fields=True):
