@@ -38,6 +38,7 @@ from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import MICRO
 from storage.dashboard_landings import count_landings
 from storage.local import connect
+from storage.report_period import period_bounds
 from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
@@ -423,7 +424,8 @@ async def test_the_dashboard_s_bot_share_counts_the_effective_verdicts(
     )
     expected = {str(verdict): n for verdict, n in await rows(db, sql, iso(since), iso(UNTIL))}
     as_stored = {str(v): n for v, n in await rows(db, sql.replace("effective_", ""), iso(since), iso(UNTIL))}
-    bounds = {"since": iso(since), "until": iso(UNTIL)}
+    # The bot share needs no lookback window before the period: it starts at ``since``.
+    bounds: dict[str, str | None] = {**period_bounds(since, UNTIL, since)}
     landings = await count_landings(db, bounds, frozenset({"allow"}))
     assert (landings.scored, landings.verdicts) == (True, expected) and as_stored != expected
     changed = landings.credited.changed
