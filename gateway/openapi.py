@@ -380,6 +380,12 @@ TOUCHPOINT_ID = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
+TOUCHPOINT_PARAMETERS = [{"name": "touchpoint_id", "in": "path", "required": True, "schema": TOUCHPOINT_ID}]
+"""The path parameter of every ``/api/touchpoints/{touchpoint_id}/verdict`` operation."""
+ANALYST = {"type": "string", "minLength": 1, "maxLength": 100}
+"""Who decided an analyst's change (a verdict's override or withdrawal, a creator's standing)."""
+ANALYST_REASON = {"type": "string", "minLength": 1, "maxLength": 1000}
+"""Why, as ``ANALYST`` says who."""
 # A touchpoint listing's exact filter: a value as touchpoints record it (printable, without
 # spaces around it; the API refuses anything else, as no touchpoint could match it).
 _CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
@@ -969,14 +975,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "A touchpoint's effective verdict and its every change: re-scores, and "
                     "analysts' overrides with who and why (the audit trail)",
-                    "parameters": [
-                        {
-                            "name": "touchpoint_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": TOUCHPOINT_ID,
-                        }
-                    ],
+                    "parameters": TOUCHPOINT_PARAMETERS,
                     "responses": {
                         "200": verdict_history("the touchpoint with its effective verdict, and every change"),
                         **_errors(400, 401, 404, 409, 503),
@@ -984,14 +983,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "An analyst overrides a touchpoint's verdict (who and why are kept)",
-                    "parameters": [
-                        {
-                            "name": "touchpoint_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": TOUCHPOINT_ID,
-                        }
-                    ],
+                    "parameters": TOUCHPOINT_PARAMETERS,
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -1002,8 +994,8 @@ def openapi_document() -> dict[str, Any]:
                                     "additionalProperties": False,
                                     "properties": {
                                         "verdict": {"enum": list(VERDICTS)},
-                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
-                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                        "analyst": ANALYST,
+                                        "reason": ANALYST_REASON,
                                     },
                                 }
                             }
@@ -1020,14 +1012,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "An analyst withdraws the override in force: the verdict is the scoring's"
                     " again (the latest re-score, else as scored) until another override; who and why"
                     " are kept. No override in force: 409",
-                    "parameters": [
-                        {
-                            "name": "touchpoint_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": TOUCHPOINT_ID,
-                        }
-                    ],
+                    "parameters": TOUCHPOINT_PARAMETERS,
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -1037,8 +1022,8 @@ def openapi_document() -> dict[str, Any]:
                                     "required": ["analyst", "reason"],
                                     "additionalProperties": False,
                                     "properties": {
-                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
-                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                        "analyst": ANALYST,
+                                        "reason": ANALYST_REASON,
                                     },
                                 }
                             }
@@ -1096,8 +1081,8 @@ def openapi_document() -> dict[str, Any]:
                                     "properties": {
                                         "verified": {"type": "boolean"},
                                         "name": {"type": "string", "maxLength": 200},
-                                        "analyst": {"type": "string", "minLength": 1, "maxLength": 100},
-                                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                        "analyst": ANALYST,
+                                        "reason": ANALYST_REASON,
                                     },
                                 }
                             }
