@@ -85,8 +85,17 @@ async def send(port: int, scenario: str, run: str, first: int, count: int) -> in
     return bad
 
 
-def requests(port: int, scenario: str, run: str, first: int, count: int) -> None:
-    bad = asyncio.run(send(port, scenario, run, first, count))
+def requests(port: int, scenario: str, run: str, first: int, count: int, connections: int = 1) -> None:
+    """``count`` requests over ``connections`` keep-alive connections at once (each one at a
+    time), numbered from ``first`` without a gap or a repeat."""
+
+    async def all_of_them() -> int:
+        shares = [count // connections + (i < count % connections) for i in range(connections)]
+        starts = [first + sum(shares[:i]) for i in range(connections)]
+        sent = [send(port, scenario, run, s, n) for s, n in zip(starts, shares, strict=True) if n]
+        return sum(await asyncio.gather(*sent))
+
+    bad = asyncio.run(all_of_them())
     if bad:
         raise RuntimeError(f"{bad} of {count} {scenario} requests were not answered 2xx/3xx")
 
@@ -155,9 +164,9 @@ def measure(kind: str, upstream: str, work: Path, args: argparse.Namespace, run:
         pid = server.process.pid
         for scenario in args.scenarios:
             print(f"  {kind}: {scenario} ...", file=sys.stderr, flush=True)
-            requests(server.port, scenario, run, 0, args.warmup)
+            requests(server.port, scenario, run, 0, args.warmup, args.concurrency)
             callgrind_control(pid, "--zero")
-            requests(server.port, scenario, run, args.warmup, args.requests)
+            requests(server.port, scenario, run, args.warmup, args.requests, args.concurrency)
             callgrind_control(pid, f"--dump={scenario}")
             figures[scenario] = dumped_instructions(out, scenario) / args.requests
     if args.keep:
@@ -175,7 +184,7 @@ def profile_calls(upstream: str, work: Path, args: argparse.Namespace, run: str)
     for count in (args.requests, 2 * args.requests):
         prof = work / f"calls-{count}.prof"
         with proxy_server("gateway", upstream, work, args.gateway_toml, (), str(prof)) as server:
-            requests(server.port, scenario, run, 0, args.warmup + count)
+            requests(server.port, scenario, run, 0, args.warmup + count, args.concurrency)
         stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
         counts.append(
             {f"{file}:{line}({name})": calls for (file, line, name), (_, calls, *_) in stats.items()}
@@ -195,7 +204,7 @@ def print_calls(calls: dict[str, float]) -> None:
 def print_report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(
         f"\ninstructions a request (callgrind, every thread of the proxy's process; "
-        f"{args.requests} requests after {args.warmup} warm-up, one at a time)\n"
+        f"{args.requests} requests after {args.warmup} warm-up, {_spread(args.concurrency)})\n"
     )
     print(f"{'scenario':<12} " + " ".join(f"{t:>12}" for t in args.targets) + f" {'bare/gateway':>13}")
     for scenario in args.scenarios:
@@ -206,6 +215,12 @@ def print_report(figures: dict[str, dict[str, float]], args: argparse.Namespace)
         print(f"{scenario:<12} {shown} {ratio}")
 
 
+def _spread(connections: int) -> str:
+    if connections == 1:
+        return "one at a time"
+    return f"{connections} connections at once, one request at a time on each"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.instructions", description=__doc__.split("\n\n")[0]
@@ -214,14 +229,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="requests before counting starts (200)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["landing", "plain"])
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep-alive connections sending at once (1; bench.proxy uses 32: commits of many landings)",
+    )
     parser.add_argument("--gateway-toml", metavar="TOML", default="", help="extra gateway config (ablations)")
     parser.add_argument("--keep", metavar="DIR", default="", help="copy the callgrind dumps here")
     parser.add_argument(
         "--calls", action="store_true", help="cProfile's calls a request instead (gateway, first scenario)"
     )
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.warmup < 0:
-        parser.error("--requests must be ≥ 1, --warmup ≥ 0")
+    if args.requests < 1 or args.warmup < 0 or args.concurrency < 1:
+        parser.error("--requests and --concurrency must be ≥ 1, --warmup ≥ 0")
     if not args.calls and shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (the Debian package `valgrind`)")
     return args

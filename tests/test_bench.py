@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,32 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     for days in (30, 92):
         for part in ("counts", "daily", "models", "all"):
             assert results[f"dashboard {days} days part={part}"]["rows"] > 0, (days, part)
+
+
+def test_instruction_bench_spreads_requests_over_connections_without_gap_or_repeat() -> None:
+    from bench.instructions import requests
+
+    seen: list[str] = []
+
+    class Recording(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the bench's connections expect
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        requests(server.server_address[1], "landing", "run0", 5, 11, connections=4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    contents = sorted(path.rpartition("utm_content=")[2] for path in seen)
+    assert contents == [f"run0-{n:07d}" for n in range(5, 16)]
