@@ -24,10 +24,10 @@ other value, or deleted, expires it (several lines of it: what they leave the br
 
 from __future__ import annotations
 
-import base64
 import hmac
 import logging
 import re
+from binascii import b2a_base64
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -53,8 +53,13 @@ images (one cookie, dozens of requests) cost one HMAC, not one each. Only valid 
 kept; a forged value is checked every time."""
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    # What base64.urlsafe_b64encode(raw).rstrip(b"=") gives, without its two Python calls
+    # (~900 instructions of the cookie tag's ~3,700).
+    return b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def _tag(key: bytes | Mac, visitor_id: str) -> str:
@@ -353,13 +358,10 @@ class Identity:
 
     def _cookie(self, ex: Exchange, value: str, max_age: int) -> Cookie:
         secure = self.secure == "always" or (self.secure == "auto" and ex.request.scheme == "https")
-        return Cookie(
-            name=self.cookie_name,
-            value=value,
-            max_age=max_age,
-            domain=cookie_domain(self.domain, self.public_host or ex.request.host),
-            secure=secure,
-            # Browsers drop a SameSite=None cookie that is not Secure: on a plain-http page (under
-            # "auto") every page load was a new visitor. Lax is all such a page could have anyway.
-            samesite=self.samesite if secure or self.samesite != "None" else "Lax",
-        )
+        domain = cookie_domain(self.domain, self.public_host or ex.request.host) if self.domain else ""
+        # Browsers drop a SameSite=None cookie that is not Secure: on a plain-http page (under
+        # "auto") every page load was a new visitor. Lax is all such a page could have anyway.
+        samesite = self.samesite if secure or self.samesite != "None" else "Lax"
+        # Positional (name, value, max_age, path, domain, secure, httponly, samesite): every
+        # new visitor's landing builds one, and keywords cost ~1,700 instructions more.
+        return Cookie(self.cookie_name, value, max_age, "/", domain, secure, True, samesite)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 from multidict import CIMultiDict
 
 from addons.identity import VERIFIED_CACHE, Identity, cookie_value, new_visitor_id, verify_cookie
 from gateway.events import Touchpoint, VerdictChange
-from gateway.pipeline import ResponseView, Visitor
+from gateway.keys import Mac
+from gateway.pipeline import Cookie, ResponseView, Visitor
 from tests.addons.conftest import configured, context, exchange, metric
 
 DOCUMENT = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Dest": "document"}
@@ -22,6 +27,29 @@ def test_cookie_round_trip() -> None:
     vid = new_visitor_id()
     assert verify_cookie(key, cookie_value(key, vid)) == vid
     assert len(vid) == 22  # 128 bits, base64url
+
+
+def test_the_cookie_value_keeps_its_definition() -> None:
+    """Cookies browsers hold stay valid: ``v1.<id>.<tag>``, the tag the first 16 bytes of
+    HMAC-SHA256(cookie key, ``v1.<id>``) in base64url without padding, whether the key is given
+    as bytes or as its ``Mac``."""
+    key, vid = b"k" * 32, "AAECAwQFBgcICQoLDA0ODw"
+    tag = hmac.new(key, b"v1." + vid.encode(), hashlib.sha256).digest()[:16]
+    expected = f"v1.{vid}.{base64.urlsafe_b64encode(tag).rstrip(b'=').decode()}"
+    assert cookie_value(key, vid) == cookie_value(Mac(key), vid) == expected
+
+
+def test_a_new_visitors_landing_plans_exactly_this_cookie() -> None:
+    ctx = context()
+    identity = configured(Identity, ctx=ctx)
+    ex = exchange(headers=DOCUMENT, scheme="https")
+    identity.request(ex)
+    _touch(ex)
+    identity.response(ex)
+    assert ex.visitor is not None and ex.visitor.is_new and ex.visitor.consent == "cookie"
+    value = cookie_value(ctx.keys.cookie_mac, ex.visitor.id)
+    assert ex.set_cookies == [Cookie("gw_vid", value, 395 * 86400, "/", "", True, True, "Lax", False)]
+    assert ex.visitor.key == ctx.keys.visitor_key(ex.visitor.id)
 
 
 @pytest.mark.parametrize(
