@@ -248,7 +248,9 @@ class Identity:
         on each landing, and on a page view whose answer no shared cache gives anyone else, once
         per ``identity.refresh_days`` (``addons/refresh.py``)."""
         if not self.site_cookie_seen and ex.response is not None:
-            self._site_sets_ours(ex)
+            lines = set_cookie_lines(ex.response.headers)
+            if lines:  # most answers set none: no call (~1,000 instructions a landing)
+                self._site_sets_ours(ex, lines)
         visitor = ex.visitor
         if visitor is None:
             if ex.aggregate_only and self.cookie_name in ex.request.cookies:
@@ -303,13 +305,12 @@ class Identity:
         cookie.shared_safe = True
         ex.set_cookies.append(cookie)
 
-    def _site_sets_ours(self, ex: Exchange) -> None:
+    def _site_sets_ours(self, ex: Exchange, lines: Sequence[str]) -> None:
         """Say once when the site's answer sets a cookie of ``identity.cookie_name``'s name: the
         browser keeps the site's value in place of the visitor's ID, so their next request is a
         new visitor, counted as a rejected cookie — which reads as forgery, not as two owners of
-        one name."""
-        assert ex.response is not None
-        for line in set_cookie_lines(ex.response.headers):
+        one name. ``lines``: the answer's Set-Cookie lines."""
+        for line in lines:
             name, sep, _ = line.partition("=")
             if sep and name.strip() == self.cookie_name:
                 self.site_cookie_seen = True
