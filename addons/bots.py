@@ -128,8 +128,9 @@ class VisitorState:
             self.previous += 1
         else:
             self.hits += 1
-        elapsed = (now - self.slot * window) / window
-        return self.hits + self.previous * min(1.0, max(0.0, 1.0 - elapsed))
+        # Clamped by comparisons, as WindowCounter.hit does (min and max cost as much as the rest).
+        share = 1.0 - (now - self.slot * window) / window
+        return self.hits + self.previous * (share if 0.0 < share < 1.0 else 1.0 if share >= 1.0 else 0.0)
 
 
 class Bots:

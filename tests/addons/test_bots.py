@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from crawlerdetect import CrawlerDetect
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, VisitorState
@@ -661,6 +661,34 @@ def test_a_window_counts_at_most_every_event_whatever_their_order(times: list[fl
     counter = WindowCounter(window=3600, max_keys=4)
     for n, now in enumerate(times, 1):
         assert counter.hit("k", now) <= n
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20_000, allow_nan=False), min_size=1, max_size=60))
+@example([100.0, 3600.0])  # a new window's very start: the previous one counts whole
+@example([4000.0, 3000.0, 4100.0])  # late, from the window before
+def test_a_window_estimate_is_the_current_count_plus_the_previous_ones_share(times: list[float]) -> None:
+    """The module's formula, to the last bit: ``current + previous * min(1, max(0, 1 - elapsed))``
+    with ``elapsed`` the share of the current fixed window gone by (below 0 for a late event from
+    the window before, which counts there whole). The counters clamp the share by comparisons
+    rather than ``min``/``max`` (cheaper); this holds them to what those gave."""
+    window = 3600.0
+    counter = WindowCounter(window, max_keys=4)
+    state = VisitorState(True, int(times[0] // window))
+    slot, current, previous = int(times[0] // window), 0, 0
+    for now in times:
+        at = int(now // window)
+        if at > slot:
+            previous, current, slot = (current if at == slot + 1 else 0), 0, at
+        elif at < slot - 1:
+            slot, current, previous = at, 0, 0
+        if at < slot:
+            previous += 1
+        else:
+            current += 1
+        expected = current + previous * min(1.0, max(0.0, 1.0 - (now - slot * window) / window))
+        assert counter.hit("k", now) == expected
+        assert state.hit(now, window) == expected
 
 
 async def test_visitor_velocity_expires_with_its_window() -> None:
