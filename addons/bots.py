@@ -287,8 +287,16 @@ class Bots:
         weights = self.weights
         if len(reasons) > 1:
             reasons = list(dict.fromkeys(reasons))
-        reasons = [r for r in reasons if weights.get(r)]
-        score = min(100, sum([weights[r] for r in reasons]))
+        # One loop rather than two comprehensions, sum() and min() (each a call of its own).
+        score, kept = 0, []
+        for reason in reasons:
+            weight = weights.get(reason)
+            if weight:
+                kept.append(reason)
+                score += weight
+        reasons = kept
+        if score > 100:
+            score = 100
         if good:
             score, reasons = 100, ["good_crawler", *reasons]
         verdict = self.verdict(score, good)

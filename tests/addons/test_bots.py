@@ -284,6 +284,22 @@ async def test_blocked_good_crawlers_are_blocked_on_every_page_as_any_crawler_is
     assert ex.reply is None
 
 
+async def test_a_score_counts_each_weighted_signal_once_and_stops_at_100() -> None:
+    """Signals of weight 0 are neither scored nor listed (nor counted in the metrics); the others
+    keep the order they fired in, and their sum is capped at 100."""
+    pipe = pipeline("[bots.weights]\nno_accept_language = 45\nno_client_hints = 0\nprefetch = 70\n")
+    sent = {k: v for k, v in CHROME_HEADERS.items() if k not in ("accept-language", "sec-ch-ua")}
+    ex = await run(pipe, request(headers=sent | {"sec-purpose": "prefetch"}))
+    tp = touchpoint(ex)
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("block", 100, ["no_accept_language", "prefetch"])
+    sample = pipe.metrics.registry.get_sample_value
+    counted = {s: sample("gateway_bot_signals_total", {"signal": s}) for s in bots_of(pipe).signals}
+    assert {s: n for s, n in counted.items() if n} == {"no_accept_language": 1, "prefetch": 1}
+    assert sample("gateway_bot_verdicts_total", {"verdict": "block"}) == 1
+    tp = touchpoint(await run(pipe, request(headers=sent)))
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("review", 45, ["no_accept_language"])
+
+
 # -- the clients influencer traffic comes from (tests/clients.py says where each shape is from) ---
 
 
