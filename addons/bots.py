@@ -64,11 +64,11 @@ LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator
 """Signals that re-score touchpoints already stored when they show up later."""
 
 
-def _robots_key(ex: Exchange) -> int:
-    """The robots.txt flag's key: the source (an IPv6 /64 as one) and the agent, as the
-    process's 64-bit hash (an agent may be 8 KB; the table holds bots.max_tracked keys)."""
-    req = ex.request
-    return hash((network_of(req.client_ip), req.headers.get("user-agent", "")))
+def _robots_key(ex: Exchange, source: str) -> int:
+    """The robots.txt flag's key: the source (``network_of`` the client IP: an IPv6 /64 as one)
+    and the agent, as the process's 64-bit hash (an agent may be 8 KB; the table holds
+    bots.max_tracked keys)."""
+    return hash((source, ex.request.headers.get("user-agent", "")))
 
 
 @dataclass(slots=True)
@@ -268,7 +268,10 @@ class Bots:
             return
         prefetch = is_prefetch(req.headers)
         now = req.unix
-        tracked, state = self._track(ex, landing, prefetch, now)
+        # Once for the windows, the robots.txt flag and the creator's clicks (an lru_cache hit
+        # is ~800 instructions): an IPv6 /64 counts as one source.
+        source = network_of(req.client_ip)
+        tracked, state = self._track(ex, landing, prefetch, now, source)
         if touchpoint is None and not self.may_block:
             return  # a page load: counted and watched; only landings are scored and stored
         reasons, good = self._score_agent(ex)
@@ -312,23 +315,23 @@ class Bots:
                 touches = state.touches
                 state.touches = (*touches[1:], touch) if len(touches) >= RECENT_TOUCHES else (*touches, touch)
             if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
-                self.creator_touches.add((touchpoint.creator_id, network_of(req.client_ip)), touch)
+                self.creator_touches.add((touchpoint.creator_id, source), touch)
         if self.may_block:
             self._act(ex, reasons, good, verdict)
 
     def _track(
-        self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool, now: float
+        self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool, now: float, source: str
     ) -> tuple[list[str], VisitorState | None]:
         """Every page load: velocity counts and the visitor's behaviour; a late signal found here
         re-scores the visitor's earlier touchpoints. The signals that fired, and the state."""
         state = None if ex.visitor is None else self._behaviour(ex, now, prefetch)
-        reasons = self._velocity(ex, touchpoint, now, state)
+        reasons = self._velocity(ex, touchpoint, now, state, source)
         if state is None:
             return reasons, None
         if touchpoint is None and not state.touches and not self.may_block:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
-        fetched = self.robots_ips.get(_robots_key(ex))
+        fetched = self.robots_ips.get(_robots_key(ex, source))
         if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
@@ -361,10 +364,9 @@ class Bots:
             )
 
     def _velocity(
-        self, ex: Exchange, touchpoint: Touchpoint | None, now: float, state: VisitorState | None
+        self, ex: Exchange, touchpoint: Touchpoint | None, now: float, state: VisitorState | None, ip: str
     ) -> list[str]:
-        opts, req, reasons = self.opts, ex.request, []
-        ip = network_of(req.client_ip)  # an IPv6 /64 counts as one source
+        opts, reasons = self.opts, []
         if self.per_ip.hit(ip, now) > opts.max_per_ip:
             reasons.append("ip_velocity")
         if state is not None and state.hit(now, self.window) > opts.max_per_visitor:
@@ -409,7 +411,7 @@ class Bots:
 
     def _robots(self, ex: Exchange) -> None:
         """A robots.txt fetch: people never ask for it. Flag the IP and re-score the visitor."""
-        self.robots_ips.put(_robots_key(ex), ex.request.unix)
+        self.robots_ips.put(_robots_key(ex, network_of(ex.request.client_ip)), ex.request.unix)
         if ex.visitor is None:
             return
         state = self.visitors.get(ex.visitor.id)

@@ -802,6 +802,15 @@ async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
 
 
+async def test_a_robots_txt_flag_covers_the_fetchers_ipv6_64() -> None:
+    """The flag is keyed by the source the velocity windows count (an IPv6 /64 as one): a
+    script that fetched robots.txt from one address of its /64 lands from another."""
+    pipe = pipeline()
+    await run(pipe, request("/robots.txt", {"user-agent": CHROME}, ip="2001:db8:7:7::1"))
+    assert touchpoint(await run(pipe, request(ip="2001:db8:7:7::2"))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(ip="2001:db8:7:8::2"))).reasons == []
+
+
 async def test_a_robots_txt_fetch_flags_only_its_own_agent_behind_a_shared_address() -> None:
     """An office NAT: the marketing team's SEO crawler asks for robots.txt; the colleagues who
     click a creator's link from the same address in the next hour are people, not that crawler.
