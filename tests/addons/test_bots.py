@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from crawlerdetect import CrawlerDetect
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, VisitorState
@@ -282,6 +282,22 @@ async def test_blocked_good_crawlers_are_blocked_on_every_page_as_any_crawler_is
     default = pipeline("[bots]\non_block = 'block'\n")
     ex = await run(default, request("/app.js", headers={"user-agent": "Googlebot/2.1", "accept": "*/*"}))
     assert ex.reply is None
+
+
+async def test_a_score_counts_each_weighted_signal_once_and_stops_at_100() -> None:
+    """Signals of weight 0 are neither scored nor listed (nor counted in the metrics); the others
+    keep the order they fired in, and their sum is capped at 100."""
+    pipe = pipeline("[bots.weights]\nno_accept_language = 45\nno_client_hints = 0\nprefetch = 70\n")
+    sent = {k: v for k, v in CHROME_HEADERS.items() if k not in ("accept-language", "sec-ch-ua")}
+    ex = await run(pipe, request(headers=sent | {"sec-purpose": "prefetch"}))
+    tp = touchpoint(ex)
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("block", 100, ["no_accept_language", "prefetch"])
+    sample = pipe.metrics.registry.get_sample_value
+    counted = {s: sample("gateway_bot_signals_total", {"signal": s}) for s in bots_of(pipe).signals}
+    assert {s: n for s, n in counted.items() if n} == {"no_accept_language": 1, "prefetch": 1}
+    assert sample("gateway_bot_verdicts_total", {"verdict": "block"}) == 1
+    tp = touchpoint(await run(pipe, request(headers=sent)))
+    assert (tp.verdict, tp.bot_score, tp.reasons) == ("review", 45, ["no_accept_language"])
 
 
 # -- the clients influencer traffic comes from (tests/clients.py says where each shape is from) ---
@@ -663,6 +679,34 @@ def test_a_window_counts_at_most_every_event_whatever_their_order(times: list[fl
         assert counter.hit("k", now) <= n
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20_000, allow_nan=False), min_size=1, max_size=60))
+@example([100.0, 3600.0])  # a new window's very start: the previous one counts whole
+@example([4000.0, 3000.0, 4100.0])  # late, from the window before
+def test_a_window_estimate_is_the_current_count_plus_the_previous_ones_share(times: list[float]) -> None:
+    """The module's formula, to the last bit: ``current + previous * min(1, max(0, 1 - elapsed))``
+    with ``elapsed`` the share of the current fixed window gone by (below 0 for a late event from
+    the window before, which counts there whole). The counters clamp the share by comparisons
+    rather than ``min``/``max`` (cheaper); this holds them to what those gave."""
+    window = 3600.0
+    counter = WindowCounter(window, max_keys=4)
+    state = VisitorState(True, int(times[0] // window))
+    slot, current, previous = int(times[0] // window), 0, 0
+    for now in times:
+        at = int(now // window)
+        if at > slot:
+            previous, current, slot = (current if at == slot + 1 else 0), 0, at
+        elif at < slot - 1:
+            slot, current, previous = at, 0, 0
+        if at < slot:
+            previous += 1
+        else:
+            current += 1
+        expected = current + previous * min(1.0, max(0.0, 1.0 - (now - slot * window) / window))
+        assert counter.hit("k", now) == expected
+        assert state.hit(now, window) == expected
+
+
 async def test_visitor_velocity_expires_with_its_window() -> None:
     pipe = pipeline("[bots]\nmax_per_visitor = 3\nwindow_seconds = 60\n")
     cookie = cookie_of(pipe, await run(pipe, request("/")))
@@ -756,6 +800,15 @@ async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
     await run(pipe, request("/robots.txt", crawler_page, ts=FIXED_TS))
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=59)))).reasons == ["robots_txt"]
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
+
+
+async def test_a_robots_txt_flag_covers_the_fetchers_ipv6_64() -> None:
+    """The flag is keyed by the source the velocity windows count (an IPv6 /64 as one): a
+    script that fetched robots.txt from one address of its /64 lands from another."""
+    pipe = pipeline()
+    await run(pipe, request("/robots.txt", {"user-agent": CHROME}, ip="2001:db8:7:7::1"))
+    assert touchpoint(await run(pipe, request(ip="2001:db8:7:7::2"))).reasons == ["robots_txt"]
+    assert touchpoint(await run(pipe, request(ip="2001:db8:7:8::2"))).reasons == []
 
 
 async def test_a_robots_txt_fetch_flags_only_its_own_agent_behind_a_shared_address() -> None:
