@@ -54,6 +54,22 @@ def test_utm_landing_becomes_touchpoint_and_is_stripped() -> None:
     assert ex.upstream_query == "a=1&b=2"
 
 
+def test_a_key_is_read_decoded_as_a_query_parser_reads_it() -> None:
+    """The hook splits and decodes the query itself (``split_query``'s rules, inline): an encoded
+    or plus-joined key is the key it decodes to, case aside, and the pieces kept go upstream
+    byte for byte."""
+    ex, _ = run("/p?utm%5Fsource=News&UTM_Medium=Email&utm_campaign=a+b&utm_x+y=1&c=%41+&d")
+    [tp] = ex.events
+    assert (tp.source, tp.medium, tp.campaign) == ("news", "email", "a b")
+    assert tp.raw_params == {
+        "utm_source": "news",
+        "utm_medium": "email",
+        "utm_campaign": "a b",
+        "utm_x y": "1",
+    }
+    assert ex.upstream_query == "c=%41+&d"
+
+
 def test_c_prefix_wins_over_utm_by_default() -> None:
     ex, _ = run("/?utm_source=utm&c_source=c")
     assert ex.events[0].source == "c"
