@@ -435,6 +435,8 @@ def test_remembered_channel_depends_on_the_site_and_every_value() -> None:
     # first landing's site gave is not reused for the other site's.
     assert channel("/?utm_campaign=x") == channel("/?utm_campaign=x") == "Internal"
     assert channel("/?utm_campaign=x", host="other.example") == "Referral"
+    # The site is each request's own Host, not the last one read (``_site`` remembers that).
+    assert channel("/?utm_campaign=x", host="WWW.Shop.com.:443") == "Internal"
     assert channel("/?utm_campaign=x&utm_medium=email") == "Email"
     assert channel("/?utm_campaign=x&utm_medium=cpc&utm_source=google") == "Paid Search"
     assert channel("/?utm_campaign=x&gclid=1") == "Paid Search"
