@@ -46,7 +46,8 @@ def iso(ts: datetime, unix: float | None = None) -> str:
     if last[0] != second:
         # isoformat is several times cheaper than strftime; "+00:00" is cut.
         last = _last_second = (second, ts.isoformat(timespec="seconds")[:-6])
-    return f"{last[1]}.{ts.microsecond:06d}Z"
+    # %-formatting: the f-string's "06d" format spec, parsed anew each call, cost ~1,000 more.
+    return last[1] + ".%06dZ" % ts.microsecond  # noqa: UP031
 
 
 @dataclass(slots=True)
