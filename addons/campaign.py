@@ -410,7 +410,12 @@ class Campaign:
         )
 
     def _repeats(
-        self, visitor_key: str, raw_params: dict[str, str], referrer_host: str | None, req: RequestView
+        self,
+        visitor_key: str,
+        raw_params: dict[str, str],
+        referrer_host: str | None,
+        req: RequestView,
+        now: float,
     ) -> bool:
         """A reload of a landing (F5, a restored tab, Back to it) sends its URL and its Referer
         again: the same tracked values, or untagged the same site and page, by the same visitor
@@ -426,7 +431,7 @@ class Campaign:
             values = referral_values(referrer_host, req.path, req.query)
         else:
             return False
-        return self.landings.repeat(visitor_key, values, req.unix)
+        return self.landings.repeat(visitor_key, values, now)
 
     def _starts(self, referrer_host: str | None, site: str) -> bool:
         """A self-referral or a payment-gateway return continues the visit: no touchpoint."""
@@ -449,25 +454,27 @@ class Campaign:
         raw_params: dict[str, str],
         site: str,
     ) -> None:
-        if ex.visitor is None and not ex.aggregate_only:
+        visitor = ex.visitor
+        if visitor is None and not ex.aggregate_only:
             return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
-        folded = ex.visitor is not None and self._repeats(ex.visitor.key, raw_params, referrer_host, req)
         path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
         click_kind = click[1] if click else None
         g = values.get
         source, medium, campaign, creator_id = g("source"), g("medium"), g("campaign"), g("creator_id")
         channel = self._channel(source, medium, campaign, click_kind, creator_id, referrer_host, site)
-        if ex.visitor is None:  # Sec-GPC / DNT: a count, nothing about the visitor
+        if visitor is None:  # Sec-GPC / DNT: a count, nothing about the visitor
             day = req.ts.astimezone(UTC).date().isoformat()
             count = DailyCount(day, source or "", medium or "", campaign or "", channel, creator_id or "")
             ex.events.append(count)
             return
+        key, unix = visitor.key, req.unix  # properties (a Python call each): read once
+        folded = self._repeats(key, raw_params, referrer_host, req, unix)
         touchpoint = Touchpoint(  # positional (the field order): a third cheaper than 18 keywords
-            self.new_id(int(req.unix * 1000)),
-            iso(req.ts, req.unix),
+            self.new_id(int(unix * 1000)),
+            iso(req.ts, unix),
             self.node,
-            ex.visitor.key,
+            key,
             source,
             medium,
             campaign,
@@ -481,7 +488,7 @@ class Campaign:
             channel,
             path,
             raw_params,
-            consent=ex.visitor.consent,
+            consent=visitor.consent,
         )
         if folded:
             ex.folded = touchpoint
