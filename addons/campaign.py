@@ -218,9 +218,12 @@ class Campaign:
         # pieces split and decoded here as ``split_query`` does, not through ``ex.query_pairs``:
         # no other addon reads them, and its list of tuples cost ~5,000 instructions a landing.
         names, prefixes, max_length = self.names, self.prefixes, self.max_length
-        for piece in req.query.split("&") if req.query else ():
+        query = req.query
+        # Most queries need no decoding at all: one test of the whole, not two a piece.
+        encoded = "%" in query or "+" in query
+        for piece in query.split("&") if query else ():
             raw_key, _, raw_value = piece.partition("=")
-            if "%" in piece or "+" in piece:
+            if encoded and ("%" in piece or "+" in piece):
                 raw_key = unquote_plus(raw_key, errors="surrogateescape")
                 raw_value = unquote_plus(raw_value, errors="surrogateescape")
             key = raw_key.lower()
