@@ -55,6 +55,14 @@ class Param:
 
     slot: str  # a campaign field, "click", "creator_id", "sub_id" or "extra"
     rank: int
+    storable: bool = False
+    """``storable_key`` of the name, worked out once for a configured one (False: ask the key):
+    the two tests on every tracked pair's key cost a landing ~2,000 instructions."""
+
+
+def storable_key(key: str) -> bool:
+    """Whether ``raw_params`` may hold a (lower-cased) query key: printable and short."""
+    return key.isprintable() and len(key) <= 64
 
 
 _EXTRA = Param("extra", 0)
@@ -138,14 +146,14 @@ class Campaign:
         names: dict[str, Param] = {}
         for rank, prefix in enumerate(self.prefixes):
             for name in CAMPAIGN_FIELDS:
-                names[prefix + name] = Param(name, rank)
+                names[prefix + name] = Param(name, rank, storable_key(prefix + name))
         for slot, params in (
             ("click", opts.click_ids),
             ("creator_id", opts.creator_ids),
             ("sub_id", opts.sub_ids),
         ):
             for rank, name in enumerate(params):
-                names.setdefault(name.lower(), Param(slot, rank))
+                names.setdefault(name.lower(), Param(slot, rank, storable_key(name.lower())))
         self.names = names
         # Universal Analytics' "keep the campaign you have" flag, which shops put on the URLs their
         # payment gateway sends the buyer back to (WooCommerce's PayPal Standard does).
@@ -260,8 +268,7 @@ class Campaign:
             if (
                 key not in raw_params
                 and len(raw_params) < MAX_RAW_PARAMS
-                and key.isprintable()
-                and len(key) <= 64
+                and (param.storable or storable_key(key))
             ):
                 raw_params[key] = value
             if slot == "extra":

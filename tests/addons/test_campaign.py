@@ -70,6 +70,21 @@ def test_a_key_is_read_decoded_as_a_query_parser_reads_it() -> None:
     assert ex.upstream_query == "c=%41+&d"
 
 
+def test_raw_params_hold_only_printable_keys_of_at_most_64_characters() -> None:
+    """Every valid tracked pair goes into ``raw_params`` under its key, unless the key is not
+    printable or longer than 64 characters, a configured name's as another's (the first is
+    known at start-up, the second asked of each key)."""
+    long_click = "g" * 65
+    ex, _ = run(
+        f"/?utm_source=x&utm_{'k' * 60}=1&utm_{'k' * 61}=2&utm_x%01=3&{long_click}=abc&fbclid=f",
+        f'[campaign]\nclick_ids = ["fbclid", "{long_click}"]',
+    )
+    [tp] = ex.events
+    assert tp.raw_params == {"utm_source": "x", f"utm_{'k' * 60}": "1", "fbclid": "f"}
+    assert (tp.click_id_kind, tp.click_id) == ("fbclid", "f")
+    assert ex.upstream_query == ""
+
+
 def test_c_prefix_wins_over_utm_by_default() -> None:
     ex, _ = run("/?utm_source=utm&c_source=c")
     assert ex.events[0].source == "c"
