@@ -290,7 +290,7 @@ class Campaign:
         # link previews do. Until 2026-12-06 a newsletter's link checker took the first touch
         # before any reader clicked (it is still stripped below, as the site sees a GET).
         if req.method != "HEAD" and (
-            not self._kept(raw_params, values, click)
+            (values or click is not None or not self._kept(raw_params))
             if raw_params
             else external
             and self.record_referrals
@@ -303,7 +303,7 @@ class Campaign:
         if self.strip == "off":
             return
         if stripped:
-            clean = join_kept(kept)
+            clean = join_kept(kept) if kept else ""  # a landing's query is often all tracking
             if self.strip == "redirect" and req.method in ("GET", "HEAD"):
                 location = on_this_site(req.path) + ("?" + clean if clean else "")
                 # Its follow-up (and a reload of the clean URL) comes with the landing's Referer:
@@ -394,15 +394,12 @@ class Campaign:
             self._channels[key] = channel
         return channel
 
-    def _kept(
-        self, raw_params: dict[str, str], values: dict[str, str], click: tuple[int, str, str] | None
-    ) -> bool:
+    def _kept(self, raw_params: dict[str, str]) -> bool:
         """A landing that says only ``utm_nooverride=1`` (its other pairs no campaign field, click
-        or creator ID) asks to keep the visitor's campaign: it starts no touchpoint, as in
-        Universal Analytics. A payment gateway's return to such a URL without a ``Referer`` was a
-        Direct touchpoint that took the last touch from the campaign that sold."""
-        if values or click is not None:
-            return False
+        or creator ID: the caller asks only then) asks to keep the visitor's campaign: it starts
+        no touchpoint, as in Universal Analytics. A payment gateway's return to such a URL without
+        a ``Referer`` was a Direct touchpoint that took the last touch from the campaign that
+        sold."""
         flags = self.nooverride
         return any(key in flags and value.lower() not in ("0", "false") for key, value in raw_params.items())
 
