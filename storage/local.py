@@ -443,7 +443,7 @@ class LocalStore:
 
         An event whose id (or, for a conversion, dedup key) is already stored is skipped.
         """
-        return self._queue(_Item(events, self._new_future(), 0.0))
+        return self._queue(events, None)
 
     def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
         """Queue groups of events, committed together; the future gives, per group, whether it
@@ -451,25 +451,27 @@ class LocalStore:
         row that is already stored (a receipt seen before, a conversion's dedup key) the rows
         written before it are undone. Put the receipt first (the cheapest to find taken)."""
         events = [e for group in groups for e in group]
-        return self._queue(_Item(events, self._new_future(), 0.0, groups))
+        return self._queue(events, groups)
 
-    def _new_future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    def _queue(self, item: _Item) -> asyncio.Future[Any]:
-        future, events = item.future, item.events
-        if not self.accepting:
+    def _queue(
+        self, events: Sequence[Event], groups: Sequence[Sequence[Event]] | None
+    ) -> asyncio.Future[Any]:
+        # Every landing's: the loop looked up once, ``accepting`` spelled out (a property call
+        # less), the item made once it is queued.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        task = self._task
+        if self._closing or task is None or task.done():  # not ``accepting``
             future.set_exception(StoreClosed("the store is closed"))
         elif not events:  # nothing to commit: done (a batch of none failed, and marked the store failing)
-            future.set_result(None if item.groups is None else [True] * len(item.groups))
+            future.set_result(None if groups is None else [True] * len(groups))
         elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
             if self._queue_gauge is not None:
                 self._queue_gauge.set(self._queued)
-            item.deadline = asyncio.get_running_loop().time() + self._max_wait
-            self._pending.append(item)
+            self._pending.append(_Item(events, future, loop.time() + self._max_wait, groups))
             self._wakeup.set()
         return future
 
