@@ -521,8 +521,11 @@ class LocalStore:
                 if self._queue_gauge is not None:
                     self._queue_gauge.set(self._queued)
                 batch, self._inflight = self._inflight, []
-                for item, error in zip(batch, outcomes, strict=True):
-                    _settle([item], error)
+                if outcomes.count(outcomes[0]) == len(outcomes):  # one outcome for all: the usual
+                    _settle(batch, outcomes[0])
+                else:
+                    for item, error in zip(batch, outcomes, strict=True):
+                        _settle([item], error)
         except Exception:
             self.metrics.store_errors.inc()
             log.critical("the store writer stopped; events are refused until restart", exc_info=True)
