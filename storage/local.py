@@ -590,15 +590,18 @@ class LocalStore:
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []
-            first = batch[0].events[0] if batch[0].events else None
-            kind = type(first)
-            if (
-                rows <= MAX_ROWS_PER_STATEMENT
-                and all(item.groups is None for item in batch)
-                and all(type(e) is kind for item in batch for e in item.events)
-            ):
+            # Whether the batch takes the hot path, in one pass over it (every landing's row).
+            events: list[Event] = []
+            kinds: set[type] | None = None  # the types of its events; None: a submit has groups
+            for item in batch:
+                if item.groups is not None:
+                    break
+                events += item.events
+            else:
+                kinds = set(map(type, events))
+            if rows <= MAX_ROWS_PER_STATEMENT and kinds is not None and len(kinds) <= 1:
                 # The hot path: one table, one statement, one transaction, one thread hop.
-                events = [e for item in batch for e in item.events]
+                kind = kinds.pop() if kinds else type(None)
                 if kind is Conversion:
                     counted = await _insert_conversions(db, events)
                 elif events:

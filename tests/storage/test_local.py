@@ -11,6 +11,7 @@ import dataclasses
 import sqlite3
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -593,3 +594,36 @@ async def test_json_columns_are_stored_as_text_empty_or_not(open_store: OpenStor
         "SELECT raw_params, typeof(raw_params), reasons, typeof(reasons) FROM touchpoints ORDER BY id",
     )
     assert rows == [("{}", "text", "[]", "text"), ('{"utm_source":"news"}', "text", '["crawler"]', "text")]
+
+
+async def test_a_batch_with_groups_or_several_types_after_its_first_submits_commits_all(
+    open_store: OpenStore,
+) -> None:
+    """The writer decides in one pass whether a batch is one table's plain rows (one INSERT): a
+    submit with groups, or of another type, anywhere in it sends the whole batch the mixed way."""
+    store = await open_store()
+    receipt = Receipt(id=event_id(3), ts=iso(T0), node="test", sender="billing", kind="event", key="e1")
+    binding = Binding(
+        id=event_id(5), ts=iso(T0), node="test", visitor_key=VISITOR, user_key="u" * 32, rule="login"
+    )
+    futures = [
+        store.submit([tp(1)]),
+        store.submit([tp(2)]),
+        store.submit_groups([[receipt, tp(4)]]),
+        store.submit([binding]),
+        store.submit([tp(6)]),
+    ]
+    results = await asyncio.gather(*futures)
+    assert results == [None, None, [True], None, None]
+    assert commits(store) == 1
+    assert await read(store.path, "SELECT content FROM touchpoints ORDER BY id") == [
+        ("1",),
+        ("2",),
+        ("4",),
+        ("6",),
+    ]
+    assert await read(store.path, "SELECT rule FROM identities") == [("login",)]
+    # Two tables in one batch, no groups: the mixed way as well.
+    await asyncio.gather(store.submit([tp(7)]), store.submit([replace(binding, id=event_id(8))]))
+    assert commits(store) == 2
+    assert await read(store.path, "SELECT count(*) FROM identities") == [(2,)]
