@@ -7,20 +7,32 @@ second, independent connection (in a thread, so the loop never blocks).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from blockbuster import BlockBuster
 
-from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
+from gateway.events import Binding, Conversion, Erasure, Event, Receipt, Touchpoint, VerdictChange, iso
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
-from storage.local import CHECKPOINT_PAGES, GATHER_TURNS, MAX_QUEUED, CommitTimeout, LocalStore, StoreClosed
+from storage.local import (
+    CHECKPOINT_PAGES,
+    GATHER_TURNS,
+    MAX_QUEUED,
+    TABLES,
+    CommitTimeout,
+    LocalStore,
+    StoreClosed,
+    event_row,
+)
 from tests.storage.stores import OpenStore, execute, query, read
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -521,3 +533,97 @@ async def test_none_binds_as_null_through_an_adapter_not_sqlites_lookup(open_sto
     await store.write([tp(1)])
     rows = await read(store.path, "SELECT term, click_id, country, asn FROM touchpoints")
     assert rows == [(None, None, None, None)]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Touchpoint(id="t1", ts="2026-11-25T10:00:00.000Z", node="n", visitor_key=VISITOR),
+        Touchpoint(
+            id="t2",
+            ts="2026-11-25T10:00:00.001Z",
+            node="n",
+            visitor_key=VISITOR,
+            source="news",
+            raw_params={"utm_source": "news", "utm_content": 'a "quoted" é'},
+            bot_score=40,
+            verdict="review",
+            reasons=["crawler", "datacenter"],
+            asn=64500,
+        ),
+        Erasure(id="e1", ts="2026-11-25T10:00:00.000Z", node="n", user_key="u" * 32),
+        Erasure(
+            id="e2",
+            ts="2026-11-25T10:00:00.000Z",
+            node="n",
+            user_key="u" * 32,
+            visitors=[VISITOR],
+            counts={"touchpoints": 3},
+            also_keys=[OTHER],
+        ),
+        VerdictChange(
+            id="v1",
+            ts="2026-11-25T10:00:00.000Z",
+            node="n",
+            touchpoint_id="t1",
+            verdict="allow",
+            bot_score=None,
+            reasons=[],
+            origin="analyst",
+        ),
+    ],
+)
+def test_a_rows_parameters_are_its_fields_in_column_order_json_as_text(event: Event) -> None:
+    """``_Table.params`` (the landing's hot path, a function made per table) gives each event's
+    fields in column order, its list and dict fields as msgspec's JSON text, empty ones too
+    (``[]``, ``{}``), and ``event_row`` gives the same for one event."""
+    expected: list[object] = []
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        expected.append(msgspec.json.encode(value).decode() if isinstance(value, dict | list) else value)
+    table = TABLES[type(event)]
+    assert table.params([event, event]) == expected + expected
+    assert event_row(event) == expected
+
+
+async def test_json_columns_are_stored_as_text_empty_or_not(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.write([tp(1), tp(2, raw_params={"utm_source": "news"}, reasons=["crawler"])])
+    rows = await read(
+        store.path,
+        "SELECT raw_params, typeof(raw_params), reasons, typeof(reasons) FROM touchpoints ORDER BY id",
+    )
+    assert rows == [("{}", "text", "[]", "text"), ('{"utm_source":"news"}', "text", '["crawler"]', "text")]
+
+
+async def test_a_batch_with_groups_or_several_types_after_its_first_submits_commits_all(
+    open_store: OpenStore,
+) -> None:
+    """The writer decides in one pass whether a batch is one table's plain rows (one INSERT): a
+    submit with groups, or of another type, anywhere in it sends the whole batch the mixed way."""
+    store = await open_store()
+    receipt = Receipt(id=event_id(3), ts=iso(T0), node="test", sender="billing", kind="event", key="e1")
+    binding = Binding(
+        id=event_id(5), ts=iso(T0), node="test", visitor_key=VISITOR, user_key="u" * 32, rule="login"
+    )
+    futures = [
+        store.submit([tp(1)]),
+        store.submit([tp(2)]),
+        store.submit_groups([[receipt, tp(4)]]),
+        store.submit([binding]),
+        store.submit([tp(6)]),
+    ]
+    results = await asyncio.gather(*futures)
+    assert results == [None, None, [True], None, None]
+    assert commits(store) == 1
+    assert await read(store.path, "SELECT content FROM touchpoints ORDER BY id") == [
+        ("1",),
+        ("2",),
+        ("4",),
+        ("6",),
+    ]
+    assert await read(store.path, "SELECT rule FROM identities") == [("login",)]
+    # Two tables in one batch, no groups: the mixed way as well.
+    await asyncio.gather(store.submit([tp(7)]), store.submit([replace(binding, id=event_id(8))]))
+    assert commits(store) == 2
+    assert await read(store.path, "SELECT count(*) FROM identities") == [(2,)]
