@@ -95,6 +95,11 @@ class _Table:
         self.conflict: str = getattr(cls, "conflict", "DO NOTHING")
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
+        for column, hint in hints.items():
+            # An empty value is written as its text without encoding (``_params_function``): a
+            # None would be stored as "{}" or "[]", not "null". Said at import, not in a row.
+            if hint.startswith(("dict", "list")) and "None" in hint:
+                raise TypeError(f"{cls.__name__}.{column}: a JSON column may not be None ({hint})")
         # The JSON columns, each with the text msgspec gives its empty value.
         json = {
             c: "{}" if hints[c].startswith("dict") else "[]"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -31,6 +31,7 @@ from storage.local import (
     CommitTimeout,
     LocalStore,
     StoreClosed,
+    _Table,
     event_row,
 )
 from tests.storage.stores import OpenStore, execute, query, read
@@ -584,6 +585,20 @@ def test_a_rows_parameters_are_its_fields_in_column_order_json_as_text(event: Ev
     table = TABLES[type(event)]
     assert table.params([event, event]) == expected + expected
     assert event_row(event) == expected
+
+
+def test_an_event_type_whose_json_column_may_be_none_is_refused_when_its_table_is_made() -> None:
+    """``params`` writes an empty JSON value as its text without encoding it: a None would be
+    stored as ``{}`` where msgspec writes ``null``. Such a field is refused up front, naming it."""
+
+    @dataclasses.dataclass(slots=True)
+    class Odd:
+        table: ClassVar[str] = "odd"
+        id: str
+        data: dict[str, str] | None = None
+
+    with pytest.raises(TypeError, match=r"Odd\.data: a JSON column may not be None"):
+        _Table(Odd)  # type: ignore[arg-type]
 
 
 async def test_json_columns_are_stored_as_text_empty_or_not(open_store: OpenStore) -> None:
