@@ -145,7 +145,9 @@ def _params_function(
     specialised attribute loads, and each JSON column encoded in place (an empty one, most
     landings' ``reasons``, as the text msgspec gives it): a touchpoint's row 5,700 instructions
     against 10,600 by ``operator.attrgetter`` of its 25 columns and a second pass over the JSON
-    columns. The source holds only our dataclasses' field names."""
+    columns. The source holds only our dataclasses' field names. With ``nulls`` (columns as
+    bits), those columns are left out and the function gives None at the first event with a
+    value in one of them (``_Table.params_nulls``)."""
     kept = [c for i, c in enumerate(columns) if not nulls >> i & 1]
     values = ", ".join(
         f"(_json(e.{c}).decode() if e.{c} else {json[c]!r})" if c in json else f"e.{c}" for c in kept
@@ -646,7 +648,7 @@ class LocalStore:
                 elif events:
                     # The columns None in every row written so far (a landing's term, creator,
                     # click ID, geography…) are written NULL rather than bound: each None bound
-                    # costs the writer thread ~1,700 instructions (its adapter looked up and
+                    # costs the writer thread ~1,600 instructions (its adapter looked up and
                     # called, the connection's mutex taken). The set only ever shrinks, never
                     # changes to another, so the statement texts in use stay one per batch size
                     # and the connection's statement cache (128) does not fill with shapes.
