@@ -183,7 +183,7 @@ def insert_sql(cls: type, rows: int = 1, nulls: int = 0) -> str:
     return _insert_sql(TABLES[cls].name, rows, nulls)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # the set of NULL columns only shrinks: old texts age out
 def _insert_sql(name: str, rows: int, nulls: int = 0) -> str:
     table = _BY_NAME[name]
     one = "(" + ", ".join("NULL" if nulls >> i & 1 else "?" for i in range(len(table.columns))) + ")"
