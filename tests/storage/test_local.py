@@ -33,6 +33,7 @@ from storage.local import (
     StoreClosed,
     _Table,
     event_row,
+    insert_sql,
 )
 from tests.storage.stores import OpenStore, execute, query, read
 
@@ -534,6 +535,46 @@ async def test_none_binds_as_null_through_an_adapter_not_sqlites_lookup(open_sto
     await store.write([tp(1)])
     rows = await read(store.path, "SELECT term, click_id, country, asn FROM touchpoints")
     assert rows == [(None, None, None, None)]
+
+
+async def test_columns_none_in_every_row_so_far_are_stored_as_bound(open_store: OpenStore) -> None:
+    """The writer writes ``NULL`` into the statement for the columns None in every row it has
+    written so far, rather than binding each None: a batch where some row brings a value there
+    (a click ID, an ASN of 0, an empty term) stores it, later batches do too, and every row and
+    every column's type is what binding each value gives, a repeated id skipped as before."""
+    store = await open_store()
+    batches = [
+        [tp(1), tp(2)],
+        [tp(3, click_id_kind="gclid", click_id="x1"), tp(4, asn=0, term="", bot_score=0), tp(5)],
+        [tp(6), tp(7, country="DE", region="BY")],
+        [tp(8), tp(2, source="again")],  # id 2 again: skipped
+    ]
+    for batch in batches:
+        assert await settle(*[store.submit([e]) for e in batch]) == [None] * len(batch)
+    columns = TABLES[Touchpoint].columns
+    types = ", ".join(f"typeof({c})" for c in columns)
+    select = f"SELECT {', '.join(columns)}, {types} FROM touchpoints ORDER BY id"
+    stored = await read(store.path, select)
+    await store.close()
+    reference = store.path.with_name("reference.db")
+    other = LocalStore(reference, StorageOptions(), Metrics())
+    await other.open()
+    await other.close()
+
+    def bind_every_value() -> list[tuple[Any, ...]]:  # one row a statement, as the mixed path does
+        with sqlite3.connect(reference) as db:
+            for e in [e for batch in batches for e in batch]:
+                db.execute(insert_sql(Touchpoint), event_row(e))
+        return query(reference, select)
+
+    assert stored == await asyncio.to_thread(bind_every_value)
+    assert len(stored) == 8
+    assert [
+        (r[columns.index("click_id")], r[columns.index("asn")], r[columns.index("term")]) for r in stored
+    ][2:4] == [
+        ("x1", None, None),
+        (None, 0, ""),
+    ]
 
 
 @pytest.mark.parametrize(
