@@ -179,3 +179,14 @@ def test_a_views_unix_time_is_its_timestamp_and_iso_reads_it_alike(ts: datetime)
     assert view.unix == ts.timestamp()
     assert view.unix == view.unix  # the second read is the kept value
     assert iso(ts, view.unix) == iso(ts)
+
+
+def test_a_view_made_without_a_time_is_stamped_now_in_utc() -> None:
+    """A host that passes no ``ts`` (the proxy) gets the time the view was made, aware, in UTC:
+    the hooks' event IDs and stored timestamps are read from it."""
+    before = datetime.now(UTC)
+    first = RequestView("GET", "https", "example.com", "/", "", {}, "203.0.113.1")
+    second = RequestView("GET", "https", "example.com", "/", "", {}, "203.0.113.1")
+    after = datetime.now(UTC)
+    assert before <= first.ts <= second.ts <= after
+    assert first.ts.tzinfo is UTC and first.ts is not second.ts
