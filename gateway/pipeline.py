@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -102,7 +103,9 @@ class RequestView:
     query: str
     headers: Mapping[str, str]
     client_ip: str
-    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # ``partial``, not a lambda: called from the dataclass's ``__init__`` on every request, a
+    # lambda is a Python frame around the same C call.
+    ts: datetime = field(default_factory=partial(datetime.now, UTC))
     _cookies: dict[str, str] | None = None
     all_headers: bool = True
     """False for a request replayed from a log that kept only a few of its headers (Host,
@@ -274,7 +277,10 @@ class _Ran:
     __slots__ = ()
 
     def __await__(self) -> Generator[None, None, None]:
-        yield from ()
+        # An empty iterator, not a generator function: ``await`` takes any iterator, and ends
+        # at once on one that yields nothing, without a generator made and run each time
+        # (twice a request).
+        return iter(())  # type: ignore[return-value]
 
 
 _RAN = _Ran()
@@ -296,6 +302,10 @@ class Pipeline:
                 if fn is not None:
                     self._hooks[hook].append((name, fn, inspect.iscoroutinefunction(fn)))
         self._sync = {hook: not any(is_async for _, _, is_async in fns) for hook, fns in self._hooks.items()}
+        # Every request and response runs these: each chain resolved here, a tuple of (name,
+        # hook) when every hook of it is synchronous (run in place, no coroutine), else None.
+        self._request = self._sync_chain("request")
+        self._response = self._sync_chain("response")
 
     def take_over(self, old: Pipeline) -> None:
         """A reload's new chain goes on with what the running one's addons remember (the bots
@@ -331,15 +341,34 @@ class Pipeline:
         log.exception("addon %s failed in %s; skipped, page still served", name, hook)
         self.metrics.addon_errors.labels(name, hook).inc()
 
+    def _sync_chain(self, hook: str) -> tuple[tuple[str, Hook], ...] | None:
+        if not self._sync[hook]:
+            return None
+        return tuple((name, fn) for name, fn, _ in self._hooks[hook])
+
+    # ``request`` and ``response`` run a synchronous chain in place, as ``_run_sync`` does (a
+    # Python call and two lookups less, twice a request).
     def request(self, ex: Exchange) -> Awaitable[None]:
-        if self._sync["request"]:
-            return self._run_sync("request", ex)
-        return self._run("request", ex)
+        chain = self._request
+        if chain is None:
+            return self._run("request", ex)
+        for name, fn in chain:
+            try:
+                fn(ex)
+            except Exception:
+                self._failed(name, "request")
+        return _RAN
 
     def response(self, ex: Exchange) -> Awaitable[None]:
-        if self._sync["response"]:
-            return self._run_sync("response", ex)
-        return self._run("response", ex)
+        chain = self._response
+        if chain is None:
+            return self._run("response", ex)
+        for name, fn in chain:
+            try:
+                fn(ex)
+            except Exception:
+                self._failed(name, "response")
+        return _RAN
 
     def websocket(self, ex: Exchange) -> Awaitable[None]:
         """A WebSocket upgrade, instead of ``request`` and ``response``: only its

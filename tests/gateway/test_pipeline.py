@@ -58,6 +58,41 @@ async def test_failing_hook_is_logged_counted_and_skipped(caplog: pytest.LogCapt
     assert metrics.registry.get_sample_value("gateway_addon_errors_total", labels) == 1
 
 
+class BrokenResponse:
+    def response(self, ex: Exchange) -> None:
+        raise ValueError("boom")
+
+
+class SyncRecorder:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def request(self, ex: Exchange) -> None:
+        self.log.append("request")
+
+    def response(self, ex: Exchange) -> None:
+        self.log.append("response")
+
+
+async def test_a_failing_hook_of_a_synchronous_response_chain_is_counted_under_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A chain of synchronous hooks runs in place (no coroutine): a failure in it is still
+    logged and counted under its own hook's name, and the next addon's hook still runs."""
+    log: list[str] = []
+    metrics = Metrics()
+    pipeline = Pipeline([("broken", BrokenResponse()), ("after", SyncRecorder(log))], metrics)
+    ex = exchange()
+    with caplog.at_level(logging.ERROR):
+        await pipeline.request(ex)
+        await pipeline.response(ex)
+    assert log == ["request", "response"]
+    assert "addon broken failed in response" in caplog.text
+    sample = metrics.registry.get_sample_value
+    assert sample("gateway_addon_errors_total", {"addon": "broken", "hook": "response"}) == 1
+    assert sample("gateway_addon_errors_total", {"addon": "broken", "hook": "request"}) is None
+
+
 def test_a_failing_erased_hook_is_logged_counted_and_the_others_still_forget(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -144,3 +179,14 @@ def test_a_views_unix_time_is_its_timestamp_and_iso_reads_it_alike(ts: datetime)
     assert view.unix == ts.timestamp()
     assert view.unix == view.unix  # the second read is the kept value
     assert iso(ts, view.unix) == iso(ts)
+
+
+def test_a_view_made_without_a_time_is_stamped_now_in_utc() -> None:
+    """A host that passes no ``ts`` (the proxy) gets the time the view was made, aware, in UTC:
+    the hooks' event IDs and stored timestamps are read from it."""
+    before = datetime.now(UTC)
+    first = RequestView("GET", "https", "example.com", "/", "", {}, "203.0.113.1")
+    second = RequestView("GET", "https", "example.com", "/", "", {}, "203.0.113.1")
+    after = datetime.now(UTC)
+    assert before <= first.ts <= second.ts <= after
+    assert first.ts.tzinfo is UTC and first.ts is not second.ts
