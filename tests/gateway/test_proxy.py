@@ -666,6 +666,8 @@ async def test_visitor_host_preserved_and_forwarded_headers_not_believed(
     [ex] = probe.seen
     assert ex.request.client_ip == "127.0.0.1"
     assert (ex.request.scheme, ex.request.host) == ("http", "shop.test:8443")
+    # The view is built positionally (a request's cost): each field where the hooks read it.
+    assert (ex.request.method, ex.request.path, ex.request.query) == ("GET", "/p", "")
 
 
 @pytest.mark.parametrize("origin", ["https://www.shop.test", "HTTPS://WWW.Shop.Test"])
