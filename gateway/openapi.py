@@ -540,6 +540,16 @@ def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool 
     return {"description": description, "content": content}
 
 
+def analyst_body(**fields: dict[str, Any]) -> dict[str, Any]:
+    """A verdict operation's JSON body: ``fields`` first, then who acts and why (required)."""
+    properties = {**fields, "analyst": ANALYST, "reason": ANALYST_REASON}
+    schema = {"type": "object", "required": list(properties), "additionalProperties": False}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {**schema, "properties": properties}}},
+    }
+
+
 def verdict_history(description: str) -> dict[str, Any]:
     """A touchpoint's effective verdict and its every change, oldest first (read and override)."""
     return {
@@ -984,23 +994,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "An analyst overrides a touchpoint's verdict (who and why are kept)",
                     "parameters": TOUCHPOINT_PARAMETERS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["verdict", "analyst", "reason"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "verdict": {"enum": list(VERDICTS)},
-                                        "analyst": ANALYST,
-                                        "reason": ANALYST_REASON,
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": analyst_body(verdict={"enum": list(VERDICTS)}),
                     "responses": {
                         "200": verdict_history(
                             "the touchpoint with its new effective verdict, and every change"
@@ -1013,22 +1007,7 @@ def openapi_document() -> dict[str, Any]:
                     " again (the latest re-score, else as scored) until another override; who and why"
                     " are kept. No override in force: 409",
                     "parameters": TOUCHPOINT_PARAMETERS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["analyst", "reason"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "analyst": ANALYST,
-                                        "reason": ANALYST_REASON,
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": analyst_body(),
                     "responses": {
                         "200": verdict_history(
                             "the touchpoint with the scoring's verdict again, and every change (the"
