@@ -53,6 +53,16 @@ async def visit(gw, path: str, headers: dict[str, str], ip: str = "198.51.100.1"
         return resp
 
 
+async def rescored_landing(gw, query: str) -> dict[str, Any]:
+    """A landing at ``/?{query}``, then a robots.txt fetch by the same visitor (a late signal
+    that re-scores it): the touchpoint as the admin API lists it."""
+    resp = await visit(gw, f"/?{query}", BROWSER)
+    cookie = resp.cookies["gw_vid"].value
+    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    return item
+
+
 def valid(path: str, body: dict[str, Any], status: int = 200, method: str = "get") -> None:
     if method == "get":
         schema = response_schema(path, status)
@@ -179,10 +189,7 @@ async def test_a_touchpoints_verdict_history_is_readable(start_gateway, origin) 
     """The audit trail of a verdict — the re-scores and every analyst's override, with who and
     why — is read without writing one: before, only a new override's answer showed it."""
     gw = await start_gateway(origin[0])
-    resp = await visit(gw, "/?utm_source=ig&creator_id=anna", BROWSER)
-    cookie = resp.cookies["gw_vid"].value
-    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
-    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    item = await rescored_landing(gw, "utm_source=ig&creator_id=anna")
     path = f"/api/touchpoints/{item['id']}/verdict"
     for verdict, analyst, reason in (
         ("allow", "maria", "her own preview"),
@@ -222,10 +229,7 @@ async def test_an_override_withdrawn_gives_the_verdict_back_to_the_scoring(start
     re-score's, ``review``: back in the queue) until another override. Nothing to withdraw is
     a 409 saying so; bad input a 400 as for an override."""
     gw = await start_gateway(origin[0])
-    resp = await visit(gw, "/?utm_source=ig&creator_id=anna", BROWSER)
-    cookie = resp.cookies["gw_vid"].value
-    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
-    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    item = await rescored_landing(gw, "utm_source=ig&creator_id=anna")
     url = f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict"
     withdraw = {"analyst": "li", "reason": "allowed the wrong click"}
 
@@ -562,10 +566,7 @@ async def test_in_app_browsers_count_and_link_previews_are_bots_through_a_real_g
 
 async def test_a_late_robots_txt_rescores_the_stored_landing(start_gateway, origin) -> None:
     gw = await start_gateway(origin[0])
-    resp = await visit(gw, "/?utm_source=ig", BROWSER)
-    cookie = resp.cookies["gw_vid"].value
-    await visit(gw, "/robots.txt", {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"})
-    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    item = await rescored_landing(gw, "utm_source=ig")
     assert (item["verdict"], item["bot_score"], item["reasons"]) == ("review", 30, ["robots_txt"])
     assert item["verdict_origin"] == "rescore"
     assert [i["id"] for i in (await gw.api("/api/review"))["items"]] == [item["id"]]
