@@ -68,3 +68,14 @@ async def credits_by_channel(
     finally:
         await reports.close()
     return channel_credits(table, model)[None]
+
+
+WITHDRAWN_OVERRIDES = (
+    # Touchpoints whose analyst override was withdrawn and whose verdict is now another: a
+    # generated store must hold some, or the withdrawal's reading goes untested.
+    "SELECT count(*) FROM effective_touchpoints e WHERE e.verdict_origin IS NOT 'analyst'"
+    " AND EXISTS (SELECT 1 FROM verdict_changes c"
+    " WHERE c.touchpoint_id = e.id AND c.origin = 'analyst_cleared')"
+    " AND coalesce(e.effective_verdict, 'allow') != (SELECT a.verdict FROM verdict_changes a"
+    " WHERE a.touchpoint_id = e.id AND a.origin = 'analyst' ORDER BY a.id DESC LIMIT 1)"
+)

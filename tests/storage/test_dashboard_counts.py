@@ -32,6 +32,7 @@ from storage.dashboard import TOP, Period, summary
 from storage.local import connect
 from storage.populations import population_counts
 from storage.reports import Reports
+from tests.storage.stores import WITHDRAWN_OVERRIDES
 
 WINDOW = timedelta(days=30)
 """The default widest lookback window (awareness)."""
@@ -87,13 +88,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             WHERE rowid % 76 = 0;
         """
     )
-    withdrawn = db.execute(  # withdrawn overrides whose verdict no longer counts
-        "SELECT count(*) FROM effective_touchpoints e WHERE e.verdict_origin IS NOT 'analyst'"
-        " AND EXISTS (SELECT 1 FROM verdict_changes c"
-        " WHERE c.touchpoint_id = e.id AND c.origin = 'analyst_cleared')"
-        " AND coalesce(e.effective_verdict, 'allow') != (SELECT a.verdict FROM verdict_changes a"
-        " WHERE a.touchpoint_id = e.id AND a.origin = 'analyst' ORDER BY a.id DESC LIMIT 1)"
-    ).fetchone()[0]
+    withdrawn = db.execute(WITHDRAWN_OVERRIDES).fetchone()[0]
     assert withdrawn > 50
     counts = dict(db.execute("SELECT consent, count(*) FROM touchpoints GROUP BY 1").fetchall())
     assert set(counts) == {"cookie", "cookieless", "no_consent"}

@@ -40,6 +40,7 @@ from storage.dashboard_landings import count_landings
 from storage.local import connect
 from storage.report_period import period_bounds
 from storage.reports import Reports
+from tests.storage.stores import WITHDRAWN_OVERRIDES
 
 SINCE, UNTIL = datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
 WHOLE = datetime(2026, 9, 1, tzinfo=UTC)
@@ -356,14 +357,7 @@ def test_the_verdict_changes_decide_some_credits(store: Path) -> None:
     repeated = db.execute(
         "SELECT count(*) FROM (SELECT touchpoint_id FROM verdict_changes GROUP BY 1 HAVING count(*) > 1)"
     ).fetchone()[0]
-    # Withdrawn overrides whose verdict no longer counts (the touchpoint's verdict is another).
-    withdrawn = db.execute(
-        "SELECT count(*) FROM effective_touchpoints e WHERE e.verdict_origin IS NOT 'analyst'"
-        " AND EXISTS (SELECT 1 FROM verdict_changes c"
-        " WHERE c.touchpoint_id = e.id AND c.origin = 'analyst_cleared')"
-        " AND coalesce(e.effective_verdict, 'allow') != (SELECT a.verdict FROM verdict_changes a"
-        " WHERE a.touchpoint_id = e.id AND a.origin = 'analyst' ORDER BY a.id DESC LIMIT 1)"
-    ).fetchone()[0]
+    withdrawn = db.execute(WITHDRAWN_OVERRIDES).fetchone()[0]
     rescored_after = db.execute(
         "SELECT count(*) FROM effective_touchpoints WHERE verdict_origin = 'rescore'"
         " AND id IN (SELECT touchpoint_id FROM verdict_changes WHERE id LIKE 'ffi-%')"
