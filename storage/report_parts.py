@@ -23,6 +23,11 @@ from storage.report_period import CONVERSIONS, Part, period_conversions
 from storage.report_pool import WHOLE
 from storage.report_runner import ReportRunner
 
+NEWER_BINDINGS = "SELECT rowid, id, visitor_key, user_key FROM identities WHERE rowid > ? ORDER BY +id"
+"""The bindings added since those a process keeps, in id order. ``+id`` keeps SQLite from
+walking the whole id index to find them (6-17 ms over 113k bindings to find 10, where the
+rowid range and a sort of the few rows take well under a millisecond)."""
+
 
 class ReportParts(ReportRunner):
     """How a report is cut into parts, and the people each part reads."""
@@ -175,8 +180,7 @@ class ReportParts(ReportRunner):
             counters = self._counters()
             self._everyone_kept = None
             if counters is not None and kept is not None and kept.changed == counters[1]:
-                sql = "SELECT rowid, id, visitor_key, user_key FROM identities WHERE rowid > ? ORDER BY id"
-                new = db.execute(sql, (kept.rowid,)).fetchall()
+                new = db.execute(NEWER_BINDINGS, (kept.rowid,)).fetchall()
                 if len(new) == counters[0] - kept.inserted and (not new or new[0][1] > kept.newest):
                     kept.people.bind((visitor, user) for _, _, visitor, user in new)
                     if new:  # every new rowid is past the kept one

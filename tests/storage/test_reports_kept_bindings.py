@@ -20,6 +20,7 @@ from gateway.events import iso
 from gateway.options import AttributionOptions, ChannelsOptions
 from storage.crediting import Table
 from storage.people import People, Share, Snapshot
+from storage.report_parts import NEWER_BINDINGS
 from storage.reports import Reports
 
 SINCE, UNTIL = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
@@ -290,3 +291,12 @@ async def test_a_pooled_data_driven_report_shares_its_people_report_after_report
         assert await pooled.run(pooled._pool.map, _kept, [(None, None)] * 2) == [True, True]
     finally:
         await pooled.close()
+
+
+def test_the_new_bindings_are_found_by_their_rowids(store: Path) -> None:
+    """A report reads only the bindings newer than those it keeps: a rowid range, not a walk of
+    the whole id index (which the plain ``ORDER BY id`` chose)."""
+    plan = read(store, f"EXPLAIN QUERY PLAN {NEWER_BINDINGS}", 1)
+    details = " | ".join(str(row[-1]) for row in plan)
+    assert "SEARCH identities USING INTEGER PRIMARY KEY (rowid>?)" in details, details
+    assert "SCAN identities" not in details, details
