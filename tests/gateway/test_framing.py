@@ -467,6 +467,18 @@ async def test_an_early_hint_reaches_the_visitor_without_framing_or_hop_by_hop_l
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"\r\n\r\nhello")
 
 
+async def test_an_early_hint_with_a_space_before_a_colon_does_not_cost_the_page(
+    start_gateway, raw_upstream
+) -> None:
+    """``Link : <…>`` (a space before the colon) in a ``103``: the parser refuses that line in
+    any name but the few it reads for framing, and the page behind the hint was a ``502``. The
+    hint's head is read as RFC 9112 §5.1 asks of a proxy, the space removed."""
+    answer = b"HTTP/1.1 103 Early Hints\r\nLink : </a.css>; rel=preload\r\nX-Hint\t: 1\r\n\r\n" + PAGE
+    hint, rest = await _hint_and_page(start_gateway, raw_upstream, answer)
+    assert hint == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nX-Hint: 1\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"\r\n\r\nhello")
+
+
 async def test_the_lines_a_spaced_connection_names_are_not_passed_on(start_gateway, raw_upstream) -> None:
     """``Connection : X-Secret`` (a space before the colon, which the parser takes in this name
     and keeps): the line itself was dropped, as hop-by-hop, but the ``X-Secret`` it names, a
