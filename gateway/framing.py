@@ -61,8 +61,9 @@ def unframed_head(head: bytes) -> tuple[bytes, bool] | None:
     line that gave it. Lengths that disagree, or a length beside a coding that does not end in
     ``chunked``, stay as they are: the parser refuses them, and browsers too. In a head
     rewritten so, whitespace between a field's name and its colon is removed as well (RFC 9112
-    §5.1 asks it of a proxy; the parser refuses most such lines). It is not looked for in
-    other heads: a scan of every head for it cost more than the rare site that sends it."""
+    §5.1 asks it of a proxy; the parser refuses most such lines), and so it is in an interim
+    head (a ``103``), which ``gateway.upstream`` scans for it. It is not looked for in final
+    heads: a scan of every head for it cost more than the rare site that sends it."""
     lines = head.split(b"\n")
     changed = False
     lengths: list[int] = []

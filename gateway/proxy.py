@@ -327,15 +327,24 @@ def set_cookie_header(cookie: Cookie) -> str | None:
 _UNSAFE_IN_HEAD = bytes.maketrans(b"\r\n\x00", b"   ")
 
 
+_NOT_IN_A_HINT = HOP_BY_HOP | {"content-length"}
+"""What a ``103`` is not passed on with: the hop-by-hop lines, and a length, which frames no
+body there (a 1xx has none, RFC 9110 §15.2) but one a client or cache in front may read."""
+
+
 async def _early_hints(request: web.Request, message: RawResponseMessage) -> None:
-    """Pass a site's ``103 Early Hints`` on to the visitor as it came (hop-by-hop lines left
-    out), before the final answer: a browser can fetch what it names while the site, and on
-    a landing the store's commit, are still at work. A visitor already gone is no failure:
-    the final answer's writing finds that out."""
+    """Pass a site's ``103 Early Hints`` on to the visitor as it came (hop-by-hop lines, those
+    its ``Connection`` names, and a ``Content-Length`` left out; names without a space before
+    the colon, RFC 9112 §5.1), before the final answer: a browser can fetch what it names
+    while the site, and on a landing the store's commit, are still at work. A visitor already
+    gone is no failure: the final answer's writing finds that out."""
+    fields = [(*_answer_name(name), value) for name, value in message.raw_headers]
+    named = (value.decode("latin-1") for _, key, value in fields if key == "connection")
+    drop = _NOT_IN_A_HINT | connection_tokens(named)
     lines = [
-        name + b": " + value.translate(_UNSAFE_IN_HEAD) + b"\r\n"
-        for name, value in message.raw_headers
-        if name.decode("latin-1").lower() not in HOP_BY_HOP
+        spelled.encode("latin-1") + b": " + value.translate(_UNSAFE_IN_HEAD) + b"\r\n"
+        for spelled, key, value in fields
+        if key not in drop
     ]
     reason = message.reason.encode("utf-8", "surrogateescape").translate(_UNSAFE_IN_HEAD)
     with contextlib.suppress(ConnectionError):
@@ -637,6 +646,7 @@ class ProxyHost:
             if hdrs.CONNECTION in sent:
                 drop = drop | connection_tokens(sent.getall(hdrs.CONNECTION))
             kept = []
+            spaced: frozenset[str] = frozenset()
             # The names as the site spelled them (``ETag``): aiohttp's are its own (``Etag``); the
             # values as the rules read them, a Location or Refresh at the public origin.
             names = _ANSWER_NAMES
@@ -644,6 +654,12 @@ class ProxyHost:
                 spelled, key = names.get(raw_name) or _answer_name(raw_name)
                 if key not in drop:
                     kept.append((spelled, value))
+                elif key == "connection" and raw_name[-1:] in (b" ", b"\t"):
+                    # ``Connection :``, which ``sent`` has under its name with the space: the
+                    # lines it names are the gateway's hop's alone too.
+                    spaced |= connection_tokens((value,))
+            if spaced:
+                kept = [(name, value) for name, value in kept if name.lower() not in spaced]
             resp.headers.extend(kept)
             resp.as_sent = pages.needs_as_sent(upstream.reason, kept)
             self._apply_cookies(resp, ex)

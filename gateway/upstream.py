@@ -127,6 +127,12 @@ def _head_length(data: bytes, end: int) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 18 else -1
 
 
+def _interim_spaced(head: bytes) -> bool:
+    """Whether ``head`` is an interim (1xx) one with a space or tab before a colon somewhere
+    (a name's, or inside a value: ``unframed_head`` tells them apart)."""
+    return head[9:10] == b"1" and (b" :" in head or b"\t:" in head)
+
+
 def _length(headers: CIMultiDictProxy[str]) -> int | None:
     """A parsed head's ``Content-Length`` (None: none, or chunks)."""
     value = headers.get("Content-Length")
@@ -324,10 +330,12 @@ class Connection(ResponseHandler):
 
     def _head_received(self, head: bytes) -> None:
         """Feed one whole head, rewritten first where the parser would refuse it and a browser
-        read it."""
+        read it. An interim head (a ``103 Early Hints``) is looked at for a space or tab before
+        a colon too (``Link : <…>``), which the parser refuses in most names: the final answer
+        behind the hint was a ``502``. Interim heads are few, so the scan costs them alone."""
         if (
             not self._partial
-            and _head_length(head, len(head)) == -1
+            and (_head_length(head, len(head)) == -1 or _interim_spaced(head))
             and (unframed := unframed_head(head)) is not None
         ):
             head, close = unframed
