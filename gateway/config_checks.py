@@ -280,6 +280,11 @@ def validate(options: Options) -> list[str]:
         "proxy.reserved_prefix",
         f'must look like "/_gw/", got {px.reserved_prefix!r}',
     )
+    if len(px.reserved_prefix) > 2 and (bad := _unspellable_prefix(px.reserved_prefix)):
+        p.append(
+            "proxy.reserved_prefix: must be a path of letters, digits and - . _ ~ ! $ & ' ( ) * + , = : @"
+            f" between slashes, as a request spells it; {bad}, got {px.reserved_prefix!r}"
+        )
     from gateway.pipeline import addon_registry  # the registry lives with the pipeline
 
     known = addon_registry()
@@ -817,3 +822,21 @@ def _validate_bots(options: Options) -> list[str]:
             f"expected at most 200 printable characters, as PUT /api/creators/{{id}} takes a name; got {got}",
         )
     return p
+
+
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+"""RFC 3986's path characters, ``%`` and ``;`` left out: the prefix is compared with the path
+exactly as sent (``gateway.reserved``), so it must be written as every client sends it."""
+
+
+def _unspellable_prefix(prefix: str) -> str | None:
+    """Why no request's path starts with ``prefix`` as written (None: one can). A character a
+    client percent-encodes (a space, ``é``, ``?``) never arrives raw, a ``%`` escape some
+    clients decode, ``;`` parameters, and empty, ``.`` or ``..`` segments, which clients and
+    front proxies resolve: ``/a/../b/events`` arrives as ``/b/events`` and goes to the site."""
+    if not _PATH_CHARS.fullmatch(prefix):
+        odd = next(c for c in prefix if not _PATH_CHARS.fullmatch(c))
+        return f"{odd!r} is not sent as written"
+    if any(segment in ("", ".", "..") for segment in prefix[1:-1].split("/")):
+        return "an empty, . or .. segment is merged or resolved before the gateway sees it"
+    return None

@@ -143,6 +143,40 @@ def test_problem_names_its_key(toml: str, expected: str) -> None:
     assert any(expected in p for p in problems(toml)), problems(toml)
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "/my gw/",
+        "/gw?/",
+        "/gw#/",
+        "/é/",
+        "/gw%5F/",
+        "/a/../b/",
+        "/./gw/",
+        "/a//b/",
+        "/gw;v=1/",
+        "/g\\u0000w/",
+    ],
+)
+def test_a_reserved_prefix_no_request_path_spells_is_a_config_error(prefix: str) -> None:
+    """Taken until 2026-12-06, and every gateway endpoint was out of reach: the prefix is
+    compared with the path as sent, where a space or ``?`` is never found raw (a 404 "not a
+    gateway path"), and ``/é/`` or ``/a/../b/`` arrive as ``/%C3%A9/`` or ``/b/``: those
+    deliveries were forwarded to the site."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=f'[proxy]\nreserved_prefix = "{prefix}"\n', environ=ENV)
+    (problem,) = info.value.problems
+    assert problem.startswith("proxy.reserved_prefix: must be a path of letters, digits and"), problem
+
+
+@pytest.mark.parametrize(
+    "prefix", ["/_gw/", "/t/", "/.well-known/gw/", "/_GW/", "/a-b_c~d/e:f@g/", "/gw!$&'()*+,=/"]
+)
+def test_a_reserved_prefix_of_path_characters_is_taken(prefix: str) -> None:
+    settings = load_settings(None, text=f'[proxy]\nreserved_prefix = "{prefix}"\n', environ=ENV)
+    assert settings.options.proxy.reserved_prefix == prefix
+
+
 def test_a_parameter_named_twice_in_one_list_or_under_a_prefix_is_no_conflict() -> None:
     # Same field either way; a prefixed name that is no campaign field is the creator's.
     text = "[campaign]\nclick_ids = ['gclid', 'GCLID']\ncreator_ids = ['utm_creator']\n"
