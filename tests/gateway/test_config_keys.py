@@ -101,10 +101,13 @@ def _walk(struct: type[msgspec.Struct], at: Place) -> Iterator[tuple[Place, Any,
 
 
 def _schema() -> list[tuple[Place, Any, dict[Place, Any]]]:
-    keys = []
+    keys: list[tuple[Place, Any, dict[Place, Any]]] = []
     for name, struct in SECTIONS.items():
+        keys.append(((name,), struct, {}))  # ``proxy = 7``
         keys += [(p, k, {(name,): {}, **n}) for p, k, n in _walk(struct, (name,))]
     for name, struct in ARRAY_SECTIONS.items():
+        keys.append(((name,), tuple[struct, ...], {}))  # type: ignore[valid-type]
+        keys.append(((name, 0), struct, {}))  # ``sources = [7]``
         keys += [(p, k, {(name, 0): _minimal(struct), **n}) for p, k, n in _walk(struct, (name, 0))]
     for place, _, needs in keys:
         if place[:3] == ("sources", 0, "hmac") and len(place) > 3:  # read under this signature only
@@ -203,6 +206,9 @@ def test_the_walk_reaches_every_kind_of_key() -> None:
     """The walk itself: a key of each depth the schema has (else the test below tests little)."""
     keys = {dotted(place) for place, _, _ in SCHEMA}
     for expected in (
+        "proxy",
+        "sources",
+        "sources[0]",
         "proxy.workers",
         "privacy.consent_cookie.yes",
         "identity.rules[0].user_id.claim",
