@@ -143,8 +143,24 @@ def _check_origin(problems: list[str], key: str, value: str, example: str) -> No
         problems.append(f'{key}: must be an http(s) origin like "{example}", got {value!r}')
     elif url.user is not None or url.password is not None:
         problems.append(f"{key}: must not carry a user name or password")
+    elif not value.isascii():  # used as written: raw UTF-8 in every Location header it made
+        ascii_form = _ascii_origin(value)
+        fix = f': "{ascii_form}"' if ascii_form else f", got {value!r}"
+        problems.append(f"{key}: the host is written in its ASCII form in HTTP{fix}")
     elif url.path not in ("", "/") or url.query_string or url.fragment:
         problems.append(f"{key}: must be an origin without path, query or fragment, got {value!r}")
+
+
+def _ascii_origin(value: str) -> str | None:
+    """``https://bücher.example`` → ``https://xn--bcher-kva.example`` (None: no such form)."""
+    scheme, _, rest = value.partition("://")
+    host, colon, port = (
+        rest.rstrip("/").rpartition(":") if rest.count(":") == 1 else (rest.rstrip("/"), "", "")
+    )
+    try:
+        return f"{scheme}://{host.encode('idna').decode()}{colon}{port}"
+    except UnicodeError:
+        return None
 
 
 _EVERY_INTERFACE = {"", "0.0.0.0", "::"}

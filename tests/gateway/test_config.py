@@ -49,6 +49,15 @@ def test_defaults_load() -> None:
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://u:p@h:80'\n", "proxy.upstream: must not carry a user name"),
+        # Taken until 2026-12-06, and sent as raw UTF-8 in every Location the site's redirects got.
+        (
+            "[proxy]\npublic_origin = 'https://bücher.example'\n",
+            'proxy.public_origin: the host is written in its ASCII form in HTTP: "https://xn--bcher-kva.example"',
+        ),
+        (
+            "[proxy]\nupstream = 'http://bücher.example:8000'\n",
+            'proxy.upstream: the host is written in its ASCII form in HTTP: "http://xn--bcher-kva.example:8000"',
+        ),
         # Taken, and a space before https:// made the cookie lose its Secure flag.
         ("[proxy]\npublic_origin = ' https://a.example'\n", "proxy.public_origin: must not hold white"),
         ("[proxy]\nupstream = 'http://127.0.0.1:8000 '\n", "proxy.upstream: must not hold white space"),
