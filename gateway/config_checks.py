@@ -662,6 +662,11 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         key = f"channels.rules[{i}]"
         for name in ("source", "medium", "campaign", "referrer"):
             _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        if not rule.referrer.isascii():  # the host as the browser sends it: xn--…, never bücher.de
+            p.append(
+                f"{key}.referrer: a referrer's host arrives in its ASCII form, never as written here:"
+                f' write "{_ascii_labels(rule.referrer)}"'
+            )
         for j, param in enumerate(rule.click_ids):  # as campaign.click_ids: else it never matches
             _check(
                 p, bool(_PARAM_NAME.match(param)), f"{key}.click_ids[{j}]", f"not a parameter name: {param!r}"
@@ -673,6 +678,20 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
             "needs at least one condition (source, medium, campaign, referrer or click_ids)",
         )
     return p
+
+
+def _ascii_labels(pattern: str) -> str:
+    """``bücher\\.de`` → ``xn--bcher-kva\\.de``: each run of letters beyond ASCII and the
+    letters and digits around it in its IDNA form, the regular expression around them kept."""
+
+    def encoded(found: re.Match[str]) -> str:
+        label = found.group()
+        try:
+            return label.encode("idna").decode() if not label.isascii() else label
+        except UnicodeError:
+            return label
+
+    return re.sub(r"[^\W_]+(?:-+[^\W_]+)*", encoded, pattern)
 
 
 HALF_LIFE_MIN_DAYS = 1 / 86_400
