@@ -788,6 +788,8 @@ def toml_error(message: str, text: str) -> str:
     invalid = message.startswith(("Invalid value", "Expected newline or end of document after a statement"))
     if not (invalid and sep and value) or value[0] in "\"'[{" or _PLAIN.fullmatch(value):
         return message
+    if value.startswith("="):  # ``workers = = 2``, ``workers == 2``: not a text value to quote
+        return f"{message}; one = too many: {key.strip()} = {value.lstrip('= ')}"
     if value in _BOOLEANS:
         return f"{message}; true and false are written in lower case, without quotes"
     if re.fullmatch(r"[-+]?[0-9]*[.,][0-9]+", value):  # .5, 1,5

@@ -143,8 +143,24 @@ def _check_origin(problems: list[str], key: str, value: str, example: str) -> No
         problems.append(f'{key}: must be an http(s) origin like "{example}", got {value!r}')
     elif url.user is not None or url.password is not None:
         problems.append(f"{key}: must not carry a user name or password")
+    elif not value.isascii():  # used as written: raw UTF-8 in every Location header it made
+        ascii_form = _ascii_origin(value)
+        fix = f': "{ascii_form}"' if ascii_form else f", got {value!r}"
+        problems.append(f"{key}: the host is written in its ASCII form in HTTP{fix}")
     elif url.path not in ("", "/") or url.query_string or url.fragment:
         problems.append(f"{key}: must be an origin without path, query or fragment, got {value!r}")
+
+
+def _ascii_origin(value: str) -> str | None:
+    """``https://bücher.example`` → ``https://xn--bcher-kva.example`` (None: no such form)."""
+    scheme, _, rest = value.partition("://")
+    host, colon, port = (
+        rest.rstrip("/").rpartition(":") if rest.count(":") == 1 else (rest.rstrip("/"), "", "")
+    )
+    try:
+        return f"{scheme}://{host.encode('idna').decode()}{colon}{port}"
+    except UnicodeError:
+        return None
 
 
 _EVERY_INTERFACE = {"", "0.0.0.0", "::"}
@@ -280,6 +296,11 @@ def validate(options: Options) -> list[str]:
         "proxy.reserved_prefix",
         f'must look like "/_gw/", got {px.reserved_prefix!r}',
     )
+    if len(px.reserved_prefix) > 2 and (bad := _unspellable_prefix(px.reserved_prefix)):
+        p.append(
+            "proxy.reserved_prefix: must be a path of letters, digits and - . _ ~ ! $ & ' ( ) * + , = : @"
+            f" between slashes, as a request spells it; {bad}, got {px.reserved_prefix!r}"
+        )
     from gateway.pipeline import addon_registry  # the registry lives with the pipeline
 
     known = addon_registry()
@@ -641,6 +662,11 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         key = f"channels.rules[{i}]"
         for name in ("source", "medium", "campaign", "referrer"):
             _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        if not rule.referrer.isascii():  # the host as the browser sends it: xn--…, never bücher.de
+            p.append(
+                f"{key}.referrer: a referrer's host arrives in its ASCII form, never as written here:"
+                f' write "{_ascii_labels(rule.referrer)}"'
+            )
         for j, param in enumerate(rule.click_ids):  # as campaign.click_ids: else it never matches
             _check(
                 p, bool(_PARAM_NAME.match(param)), f"{key}.click_ids[{j}]", f"not a parameter name: {param!r}"
@@ -652,6 +678,20 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
             "needs at least one condition (source, medium, campaign, referrer or click_ids)",
         )
     return p
+
+
+def _ascii_labels(pattern: str) -> str:
+    """``bücher\\.de`` → ``xn--bcher-kva\\.de``: each run of letters beyond ASCII and the
+    letters and digits around it in its IDNA form, the regular expression around them kept."""
+
+    def encoded(found: re.Match[str]) -> str:
+        label = found.group()
+        try:
+            return label.encode("idna").decode() if not label.isascii() else label
+        except UnicodeError:
+            return label
+
+    return re.sub(r"[^\W_]+(?:-+[^\W_]+)*", encoded, pattern)
 
 
 HALF_LIFE_MIN_DAYS = 1 / 86_400
@@ -817,3 +857,21 @@ def _validate_bots(options: Options) -> list[str]:
             f"expected at most 200 printable characters, as PUT /api/creators/{{id}} takes a name; got {got}",
         )
     return p
+
+
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+"""RFC 3986's path characters, ``%`` and ``;`` left out: the prefix is compared with the path
+exactly as sent (``gateway.reserved``), so it must be written as every client sends it."""
+
+
+def _unspellable_prefix(prefix: str) -> str | None:
+    """Why no request's path starts with ``prefix`` as written (None: one can). A character a
+    client percent-encodes (a space, ``é``, ``?``) never arrives raw, a ``%`` escape some
+    clients decode, ``;`` parameters, and empty, ``.`` or ``..`` segments, which clients and
+    front proxies resolve: ``/a/../b/events`` arrives as ``/b/events`` and goes to the site."""
+    if not _PATH_CHARS.fullmatch(prefix):
+        odd = next(c for c in prefix if not _PATH_CHARS.fullmatch(c))
+        return f"{odd!r} is not sent as written"
+    if any(segment in ("", ".", "..") for segment in prefix[1:-1].split("/")):
+        return "an empty, . or .. segment is merged or resolved before the gateway sees it"
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from gateway.config_values import (
     comparison_problems,
@@ -79,8 +80,10 @@ def validate_rules(
             p.append(f"{at}.method: not an HTTP method: {rule.method!r}")
         # Compiled as addons/rules.py compiles it; matched against the whole path, which is
         # never empty: an empty pattern would never fire.
-        bad_path = regex_problem(rule.path) or (
-            None if rule.path else 'must not be empty (matched against the whole path, like "/login")'
+        bad_path = (
+            regex_problem(rule.path)
+            or (None if rule.path else 'must not be empty (matched against the whole path, like "/login")')
+            or unsent_path(rule.path)
         )
         if bad_path:
             p.append(f"{at}.path: {bad_path}")
@@ -283,3 +286,30 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
             f"{key}.algorithm",
             "applies only with a key: under verify = false every token is read, whatever its alg",
         )
+
+
+_CLASS = re.compile(r"\[\^?\]?(?:\\.|[^\]\\])*\]")
+"""A character class of a pattern (``[^ ]``): what it holds need not be in the path."""
+
+
+def unsent_path(pattern: str) -> str | None:
+    """Why a rule's ``path`` pattern cannot match a path as sent (None: it can): that path is
+    percent-encoded, so a space, a control character or a letter beyond ASCII written as
+    itself (outside a character class) is never in it (``/café/`` arrives as ``/caf%C3%A9/``);
+    the fix is the encoded form."""
+    parts, at = [], 0
+    for found in _CLASS.finditer(pattern):
+        parts += [(pattern[at : found.start()], True), (found.group(), False)]
+        at = found.end()
+    parts.append((pattern[at:], True))
+    unsent = [c for text, literal in parts if literal for c in text if not "!" <= c <= "~"]
+    if not unsent:
+        return None
+    fixed = "".join(
+        "".join(c if "!" <= c <= "~" else quote(c, safe="") for c in text) if literal else text
+        for text, literal in parts
+    )
+    return (
+        f"{unsent[0]!r} never arrives as written: a path is sent percent-encoded"
+        f' ({unsent[0]!r} as {quote(unsent[0], safe="")}); write "{fixed}"'
+    )

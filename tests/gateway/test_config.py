@@ -49,6 +49,15 @@ def test_defaults_load() -> None:
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://u:p@h:80'\n", "proxy.upstream: must not carry a user name"),
+        # Taken until 2026-12-06, and sent as raw UTF-8 in every Location the site's redirects got.
+        (
+            "[proxy]\npublic_origin = 'https://bücher.example'\n",
+            'proxy.public_origin: the host is written in its ASCII form in HTTP: "https://xn--bcher-kva.example"',
+        ),
+        (
+            "[proxy]\nupstream = 'http://bücher.example:8000'\n",
+            'proxy.upstream: the host is written in its ASCII form in HTTP: "http://xn--bcher-kva.example:8000"',
+        ),
         # Taken, and a space before https:// made the cookie lose its Secure flag.
         ("[proxy]\npublic_origin = ' https://a.example'\n", "proxy.public_origin: must not hold white"),
         ("[proxy]\nupstream = 'http://127.0.0.1:8000 '\n", "proxy.upstream: must not hold white space"),
@@ -141,6 +150,40 @@ def test_defaults_load() -> None:
 )
 def test_problem_names_its_key(toml: str, expected: str) -> None:
     assert any(expected in p for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "/my gw/",
+        "/gw?/",
+        "/gw#/",
+        "/é/",
+        "/gw%5F/",
+        "/a/../b/",
+        "/./gw/",
+        "/a//b/",
+        "/gw;v=1/",
+        "/g\\u0000w/",
+    ],
+)
+def test_a_reserved_prefix_no_request_path_spells_is_a_config_error(prefix: str) -> None:
+    """Taken until 2026-12-06, and every gateway endpoint was out of reach: the prefix is
+    compared with the path as sent, where a space or ``?`` is never found raw (a 404 "not a
+    gateway path"), and ``/é/`` or ``/a/../b/`` arrive as ``/%C3%A9/`` or ``/b/``: those
+    deliveries were forwarded to the site."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=f'[proxy]\nreserved_prefix = "{prefix}"\n', environ=ENV)
+    (problem,) = info.value.problems
+    assert problem.startswith("proxy.reserved_prefix: must be a path of letters, digits and"), problem
+
+
+@pytest.mark.parametrize(
+    "prefix", ["/_gw/", "/t/", "/.well-known/gw/", "/_GW/", "/a-b_c~d/e:f@g/", "/gw!$&'()*+,=/"]
+)
+def test_a_reserved_prefix_of_path_characters_is_taken(prefix: str) -> None:
+    settings = load_settings(None, text=f'[proxy]\nreserved_prefix = "{prefix}"\n', environ=ENV)
+    assert settings.options.proxy.reserved_prefix == prefix
 
 
 def test_a_parameter_named_twice_in_one_list_or_under_a_prefix_is_no_conflict() -> None:
@@ -450,6 +493,40 @@ def test_a_name_that_never_matches_or_that_postgresql_refuses_is_a_problem(toml:
     every event) broke every sync round; a rule name with a tab was called 'empty'."""
     found = problems(toml)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "expected"),
+    [
+        ("conversions", "/café/merci", 'conversions[0].path: \'é\' never arrives as written: a path is sent'
+         ' percent-encoded (\'é\' as %C3%A9); write "/caf%C3%A9/merci"'),
+        ("identity.rules", "/log in", 'identity.rules[0].path: \' \' never arrives as written: a path is sent'
+         ' percent-encoded (\' \' as %20); write "/log%20in"'),
+        ("conversions", "/thanks\\u0000", 'conversions[0].path: \'\\x00\' never arrives as written'),
+        ("conversions", "/thanks\\u001b", 'conversions[0].path: \'\\x1b\' never arrives as written'),
+    ],
+)  # fmt: skip
+def test_a_rule_path_with_what_no_path_as_sent_holds_is_a_problem(
+    table: str, path: str, expected: str
+) -> None:
+    """A rule's path matches the path as sent, percent-encoded, which holds no space, control
+    character or letter beyond ASCII: taken until 2026-12-06, such a rule never fired and its
+    logins and conversions were not recorded, without a word."""
+    user_id = "user_id = {form = 'email'}\n" if table == "identity.rules" else ""
+    toml = f'[[{table}]]\nname = "r"\npath = "{path}"\nstatus = [200]\n{user_id}'
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV)
+    (problem,) = info.value.problems
+    assert problem.startswith(expected), problem
+
+
+def test_a_rule_path_percent_encoded_or_with_escapes_is_taken() -> None:
+    toml = (
+        "[[conversions]]\nname = 'a'\npath = '/caf%C3%A9/merci'\nstatus = [200]\n"
+        "[[conversions]]\nname = 'b'\npath = '/log\\s?in/[^/]+/\\x41'\nstatus = [200]\n"
+        "[[conversions]]\nname = 'c'\npath = '/order/[^ é]+/[ ]?'\nstatus = [200]\n"  # in a class
+    )
+    load_settings(None, text=toml, environ=ENV)
 
 
 @pytest.mark.parametrize(
@@ -788,6 +865,21 @@ _DEEP = "(" * 1000 + ")" * 1000
 def test_a_regex_re_cannot_compile_is_a_problem_naming_its_key(toml: str, expected: str) -> None:
     found = problems(toml)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        ("bücher\\.de", 'channels.rules[0].referrer: a referrer\'s host arrives in its ASCII form, never as'
+         ' written here: write "xn--bcher-kva\\.de"'),
+        ("(.+\\.)?中文\\.example", 'write "(.+\\.)?xn--fiq228c\\.example"'),
+    ],
+)  # fmt: skip
+def test_a_referrer_rule_beyond_ascii_is_a_problem_with_its_ascii_form(referrer: str, expected: str) -> None:
+    """Taken until 2026-12-06: the referrer's host is read as the browser sends it (``xn--…``),
+    so the rule never matched, and its channel was never given."""
+    found = problems(f"[[channels.rules]]\nchannel = 'X'\nreferrer = '{referrer}'\n")
+    assert any(expected in p for p in found), found
 
 
 @pytest.mark.parametrize(

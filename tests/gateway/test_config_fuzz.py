@@ -366,6 +366,9 @@ def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
         ),
         ("[storage]\nnode = web-1  # the first\n", 'a text value is written in quotes: node = "web-1"'),
         ("[proxy]\naccess_log = True\n", "true and false are written in lower case, without quotes"),
+        # Said "a text value is written in quotes: workers = "= 2"" until 2026-12-06.
+        ("[proxy]\nworkers = = 2\n", "one = too many: workers = 2"),
+        ("[proxy]\nworkers == 2\n", "one = too many: workers = 2"),
         (
             "[proxy]\nconnect_timeout = 1,5\n",
             "written with a point and a digit before it: connect_timeout = 1.5",
