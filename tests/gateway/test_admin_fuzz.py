@@ -6,7 +6,9 @@ Whatever is sent: never a 5xx; on the JSON API a 4xx is the JSON envelope with a
 400 for one bad query parameter names it; nothing is logged at ERROR. The dashboard's login
 form and its session cookie get the same treatment (their answers are pages, by design).
 
-Deterministic (no randomness) and bounded: a few thousand requests, one gateway per test.
+The JSON API is fuzzed reading the local store and, with ``admin.source = "central"``, the
+central PostgreSQL one; headers go through the client library and as raw bytes on a socket.
+Deterministic (no randomness) and bounded: some thousands of requests, one gateway per test.
 """
 
 from __future__ import annotations
@@ -568,6 +570,9 @@ async def test_the_dashboard_login_and_session_cookie_refuse_hostile_input(
                     for method, target in SESSION_TARGETS:
                         what = f"{method} {target!r} {host!r} {jar[:60]!r}"
                         await check(what, _raw(method, target, [*same, b"Cookie: " + jar]))
+        for name in [*PATH_HOSTILE, "..%2F..%2Fgateway%2Fadmin.py", "login.html", "%2E%2E", "a.js%00.css"]:
+            target = b"/static/" + name.encode()
+            await check(f"GET {target[:80]!r} {host!r}", _raw("GET", target, [host]))
         for why in (b"", b"locked", b"wrong", b"%ff", b"x" * 3000, b"%00"):
             for next_page in NEXT_PAGES:
                 target = b"/login?why=" + why + b"&next=" + next_page
