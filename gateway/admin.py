@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import re
 import sqlite3
@@ -1020,7 +1021,32 @@ def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
             message = f"expected one of {', '.join(choices)}, got {enum.group(1)}"
         raise ApiError(400, f"{name}: {message[:1].lower()}{message[1:]}".replace("`", "")) from None
     except msgspec.DecodeError:
-        raise ApiError(400, f"body: expected JSON like {example}") from None
+        raise ApiError(400, _lone_surrogate(raw, kind) or f"body: expected JSON like {example}") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(raw: bytes, kind: type[msgspec.Struct]) -> str | None:
+    """What is wrong with a body that is JSON by its grammar but holds a lone surrogate escape
+    (``"\\ud83d"``: half of a pair), which msgspec refuses as malformed, naming the field of
+    ``kind`` that holds it; None for any other body. The stdlib's decoder takes such escapes;
+    it runs only on a body already refused."""
+    try:
+        fields = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON at all, or nested past the stack
+        return None
+    if not isinstance(fields, dict):
+        return None
+    for name in kind.__struct_fields__:
+        value = fields.get(name)
+        found = _SURROGATE.search(value) if isinstance(value, str) else None
+        if found is not None:
+            return (
+                f"{name}: holds \\u{ord(found.group()):04x}, half of a UTF-16 surrogate pair alone,"
+                " which is no character; send the text as UTF-8 (or the pair whole: \\ud83d\\ude00)"
+            )
+    return None
 
 
 AIOHTTP_DECODES = frozenset(

@@ -268,6 +268,10 @@ async def test_an_override_withdrawn_gives_the_verdict_back_to_the_scoring(start
         ({"analyst": "a", "reason": " "}, "reason: expected 1..1000"),
         ({"analyst": "a", "reason": "b", "verdict": "allow"}, "body: object contains unknown field verdict"),
         ("not json", "body: expected JSON like"),
+        (
+            {"analyst": "a", "reason": "\udfff b"},
+            "reason: holds \\udfff, half of a UTF-16 surrogate pair alone",
+        ),
     ):
         async with gw.session.delete(
             url, headers=AUTH, **({"data": body} if isinstance(body, str) else {"json": body})
@@ -702,6 +706,13 @@ async def test_a_standing_without_a_name_keeps_the_creators_name(start_gateway, 
         ("ben", {"verified": True, "reason": "b"}, "body: object missing required field analyst"),
         ("ben", {"verified": True, "analyst": "a", "reason": " "}, "reason: expected 1..1000"),
         ("ben", "not json", "body: expected JSON like"),
+        # JSON's grammar takes a lone surrogate escape, no decoder a character: named, not "no JSON".
+        (
+            "ben",
+            {"verified": True, "analyst": "a", "reason": "b", "name": "Ann \ud83d"},
+            "name: holds \\ud83d, half of a UTF-16 surrogate pair alone, which is no character;"
+            " send the text as UTF-8 (or the pair whole: \\ud83d\\ude00)",
+        ),
         ("x" * 201, {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: expected 1..200"),
         (" ben", {"verified": True, "analyst": "a", "reason": "b"}, "creator_id: no spaces before or after"),
     ],
