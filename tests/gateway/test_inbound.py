@@ -2847,3 +2847,50 @@ async def test_json_nested_ten_thousand_deep_is_a_400_kept_as_a_bad_event(
         status, answer = await post(gw, body, signed(body))
         assert (status, answer["error"]) == (400, f"body: JSON nested deeper than {MAX_DEPTH} levels"), answer
     assert await rows(gw, "SELECT count(*) FROM bad_events") == [(len(bodies),)]
+
+
+async def test_a_chunked_body_whose_framing_breaks_midway_is_a_400_at_once(
+    start_gateway, upstream_server
+) -> None:
+    """A chunked delivery whose framing breaks once the endpoint is reading it (a chunk size that
+    is not hex, a chunk longer than its size said): aiohttp's C parser dropped the body without
+    failing it, so the endpoint waited out proxy.body_timeout and answered 408 "body: not
+    received in time" of a body that had come, and broken. It is a 400 saying so, as soon as the
+    broken bytes arrive, the connection closed after it; nothing is stored (the body never came
+    whole, so nothing was authenticated)."""
+    toml = SOURCES + "\n[proxy]\nbody_timeout = 600\n"  # a wait for it would outlast the test's timeout
+    gw = await start_gateway(await upstream_server(web.Application()), toml, SOURCES_ENV)
+    body = encode(conversion(order_id="o-framing"))
+    host, port = gw.url.removeprefix("http://").split(":")
+    sent = [
+        (path, headers, broken)
+        for path, headers in (("/_gw/events", signed(body)), ("/_gw/segment", basic(SEGMENT)))
+        for broken in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n")
+    ]
+    for path, headers, broken in sent:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: shop.test\r\nExpect: 100-continue\r\n".encode()
+                + b"Transfer-Encoding: chunked\r\n"
+                + head.encode()
+                + b"\r\n"
+            )
+            # The endpoint has the request (and reads its body) once it asks for the body.
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"10\r\n" + body[:16] + b"\r\n")  # a first chunk as it should be
+            writer.write(broken)
+            status_line = await reader.readline()
+            assert status_line == b"HTTP/1.1 400 Bad Request\r\n", status_line
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert "content-type: application/json" in headers and "connection: close" in headers
+            answer = msgspec.json.decode(await reader.read())  # the whole answer, then the close
+            assert answer["ok"] is False and answer["status"] == 400, answer
+            assert answer["error"].startswith("body: its chunked framing is broken"), answer
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
