@@ -47,6 +47,7 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -143,7 +144,9 @@ class _Handler(web.RequestHandler):
         over is answered by ``handle_error``, as before."""
         queued = len(self._messages)
         super().data_received(data)
-        for message, payload in list(self._messages)[queued:]:
+        if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
+            return
+        for message, payload in itertools.islice(self._messages, queued, None):
             if not isinstance(message, _ErrInfo):
                 reported = isinstance(payload, StreamReader) and self._reports_framing(message)
                 self._body = payload if reported else None
