@@ -82,6 +82,17 @@ class TooLarge(Exception):
     pass
 
 
+class BrokenFraming(Exception):
+    """The body's chunked framing broke while it was read (``gateway.protocol_errors``)."""
+
+
+async def _read_some(request: web.Request) -> bytes:
+    try:
+        return await request.content.readany()
+    except web.RequestPayloadError as err:
+        raise BrokenFraming(str(err)) from None
+
+
 def _unconfigured(header: str, signature: str) -> AuthFailed:
     """The refusal of a platform's own signature that no source here verifies: most likely the
     platform's source without its ``signature``, left at Standard Webhooks."""
@@ -355,7 +366,7 @@ class Inbound:
             raise TooLarge()
         chunks, seen = [], 0
         async with asyncio.timeout(self.body_timeout):
-            while chunk := await request.content.readany():
+            while chunk := await _read_some(request):
                 seen += len(chunk)
                 if seen > limit:
                     raise TooLarge()
@@ -378,6 +389,12 @@ class Inbound:
         except TimeoutError:
             self._count(UNKNOWN, "rejected")
             return error(408, "body: not received in time")
+        except BrokenFraming as err:
+            # The parser refuses the rest of the connection: closed after this answer.
+            self._count(UNKNOWN, "rejected")
+            response = error(400, f"body: its chunked framing is broken ({err}); nothing was stored")
+            response.force_close()
+            return response
         sent = body
         # Every Content-Encoding line: RFC 9110 makes them one list, in the order the codings
         # were applied (until 2026-12-05 the first line alone was read: gzip twice decoded once).

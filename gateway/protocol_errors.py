@@ -15,6 +15,9 @@ error at error level with a traceback and the client's address. The gateway's li
   whose endpoints answer JSON, for a refusal made once the request is read (aiohttp hands a
   parser refusal over with a stand-in request whose path is ``/``); each is counted in
   ``gateway_requests_total{outcome="bad_request"}``;
+- a signed event's body (below the reserved prefix) whose chunked framing breaks once the
+  request was handed over, which aiohttp's C parser drops without failing: failed here with
+  the parser's reason, so that the endpoint answers it at once (``_Handler.data_received``);
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes, and the headers every admin answer carries (``headers``:
   the dashboard's CSP, nosniff, no framing).
@@ -44,6 +47,7 @@ of broken request to real listeners, ``tests/gateway/test_run.py`` to a ``gatewa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,7 +56,8 @@ from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11, RawRequestMessage
-from aiohttp.web_protocol import ERROR, _RequestFactory
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import ERROR, RequestPayloadError, _ErrInfo, _RequestFactory
 
 from gateway.pages import error_page, json_error
 
@@ -118,6 +123,42 @@ LOUD_EVERY = 60.0
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
+    _body: StreamReader | None = None
+    """The body of the last request the parser handed over, which it may still be reading, when
+    that request is one whose body's broken framing is reported (``_reports_framing``)."""
+
+    def _reports_framing(self, message: RawRequestMessage) -> bool:
+        """Whether a body whose framing breaks is failed at once: a signed event's, below the
+        public listener's reserved prefix (``json_paths``). Elsewhere (the proxied site, the
+        admin API) such a body still ends by its listener's body timeout, a known limit."""
+        paths = self.listener.json_paths
+        return self.listener.public and paths is not None and paths(message.url.path)
+
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's, then: a signed event whose chunked framing broke once the parser had handed
+        the request over (a chunk size that is not hex, a chunk longer than it said) has its
+        body failed with the parser's reason. aiohttp's C parser drops such a body without
+        failing it, so the endpoint waited out ``proxy.body_timeout`` for bytes that had come,
+        and broken, and answered 408 "not received in time" (until 2026-12-06). The endpoint
+        answers it (400), and the connection closes. A refusal before any request was handed
+        over is answered by ``handle_error``, as before."""
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
+            return
+        for message, payload in itertools.islice(self._messages, queued, None):
+            if not isinstance(message, _ErrInfo):
+                reported = isinstance(payload, StreamReader) and self._reports_framing(message)
+                self._body = payload if reported else None
+                continue
+            body, self._body = self._body, None
+            if body is not None and not body.is_eof() and body.exception() is None:
+                body.set_exception(RequestPayloadError(reason(message.exc, message.status)))
+                # The parser takes nothing more on this connection: closed once the request is
+                # answered, not drained first (which would raise this error again, logged as
+                # unhandled), the refusal queued behind it not answered a second time.
+                self._lingering_time = 0.0
+                self.close()
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:
         """Stop within ``timeout`` (``proxy.shutdown_grace``) in all. aiohttp's own waits that

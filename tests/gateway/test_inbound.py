@@ -15,6 +15,7 @@ import sys
 import time
 import tomllib
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -2717,3 +2718,179 @@ async def test_a_delivery_not_committed_in_time_is_503_then_written_and_its_retr
     assert await rows(gw, "SELECT dedup_key FROM conversions") == [("order:o-locked",)]
     status, answer = await post(gw, body, headers)  # the sender's retry of the same delivery
     assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+
+
+async def test_twenty_copies_of_one_event_at_once_are_recorded_once(gw: RunningGateway) -> None:
+    """A sender's retries racing its first delivery (a timeout on its side, a queue redelivering):
+    twenty copies at the same moment, of the same delivery, of the same event under twenty
+    delivery IDs, and of the same order under twenty event IDs. The store's UNIQUE keys decide:
+    one copy is answered accepted, every other a duplicate, and one row of each is written."""
+    same = encode(conversion(event_id="race-1", order_id="race-o1", creator_id="cr_race1"))
+    headers = signed(same)
+    again = encode(conversion(event_id="race-2", order_id="race-o2", creator_id="cr_race2"))
+    orders = [encode(conversion(order_id="race-o3", creator_id="cr_race3")) for _ in range(20)]
+    races = (
+        ([(same, headers)] * 20, "race-o1", "cr_race1"),  # one delivery, sent twenty times
+        ([(again, signed(again)) for _ in range(20)], "race-o2", "cr_race2"),  # one event, twenty deliveries
+        ([(body, signed(body)) for body in orders], "race-o3", "cr_race3"),  # one order, twenty events
+    )
+    for copies, order, creator in races:
+        answers = await asyncio.gather(*(post(gw, body, sent) for body, sent in copies))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] * 19 + [202], answers
+        results = sorted(answer["result"] for _, answer in answers)
+        assert results == ["accepted"] + ["duplicate"] * 19, answers
+        assert await rows(gw, f"SELECT count(*) FROM conversions WHERE dedup_key = 'order:{order}'") == [(1,)]
+        # The touchpoint the creator implies, once too: a duplicate leaves none of its rows.
+        assert await rows(gw, f"SELECT count(*) FROM touchpoints WHERE creator_id = '{creator}'") == [(1,)]
+
+
+async def _cap_pages(gw: RunningGateway) -> None:
+    """A full disk at the moment of delivery: the database capped at its current size (on the
+    writer's own connection, where the cap holds)."""
+    [(pages,)] = await gw.gateway.store.on_writer("PRAGMA page_count")
+    await gw.gateway.store.on_writer(f"PRAGMA max_page_count = {pages}")
+
+
+async def _read_only(gw: RunningGateway) -> None:
+    """A store that became read-only (as root, file modes cannot show it; ``query_only`` fails
+    each write with the SQLITE_READONLY a read-only file or mount gives)."""
+    await gw.gateway.store.on_writer("PRAGMA query_only = ON")
+
+
+@pytest.mark.parametrize(
+    ("fault", "lift"),
+    [(_cap_pages, "PRAGMA max_page_count = 1073741823"), (_read_only, "PRAGMA query_only = OFF")],
+    ids=["full", "read-only"],
+)
+async def test_a_store_that_cannot_write_is_a_503_to_retry_and_the_retry_is_recorded_once(
+    gw: RunningGateway, fault: Callable[[RunningGateway], Awaitable[None]], lift: str
+) -> None:
+    """A full or read-only store at the moment of delivery: no 2xx (nothing is on disk), but the
+    503 with a JSON reason and ``Retry-After`` the sender's retry logic reads. A body that is not
+    JSON is a 503 too, not a 400: it could not be kept in bad_events, and a 400 is not retried.
+    Every delivery answered 2xx before is on disk, and once the store writes again the same
+    delivery, retried, is recorded once."""
+    await fault(gw)
+    accepted: list[str] = []
+    refused: tuple[bytes, dict[str, str]] | None = None
+    for n in range(300):  # until the cap bites: the last pages may still have room
+        body = encode(conversion(event_id=f"fault-{n}", user_id="u" * 200, order_id=f"fault-o{n}"))
+        headers = signed(body)
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+            status, answer = resp.status, await resp.json()
+            if status == 503:
+                assert resp.headers["Retry-After"] == "5" and resp.content_type == "application/json"
+                assert answer == {"ok": False, "status": 503, "error": "not stored; retry the delivery"}
+                refused = body, headers
+                break
+        assert (status, answer["result"]) == (202, "accepted"), answer
+        accepted.append(f"order:fault-o{n}")
+    assert refused is not None, "the store never refused a write"
+    stored = {key for (key,) in await rows(gw, "SELECT dedup_key FROM conversions")}
+    assert set(accepted) <= stored and f"order:fault-o{len(accepted)}" not in stored
+    bad = b"not json " * 440  # too large for what room the last page may have left
+    status, answer = await post(gw, bad, signed(bad))
+    assert (status, answer["error"]) == (503, "not stored; retry the delivery"), answer
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(0,)]
+
+    await gw.gateway.store.on_writer(lift)  # space freed, or the mount writable again
+    body, headers = refused
+    status, answer = await post(gw, body, headers)  # the sender's retry
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    status, answer = await post(gw, body, headers)
+    assert (status, answer) == (200, {"ok": True, "result": "duplicate"})
+    key = f"order:fault-o{len(accepted)}"
+    assert await rows(gw, f"SELECT count(*) FROM conversions WHERE dedup_key = '{key}'") == [(1,)]
+
+
+async def test_a_body_over_max_body_is_a_413_with_or_without_content_length(gw: RunningGateway) -> None:
+    """A body over webhooks.max_body is refused as it comes, declared in Content-Length or sent
+    chunked with none (read until it passes the limit, not to its end): a 413 the sender can
+    read, nothing stored, not even a bad event."""
+    big = encode(conversion(pad="x" * 600_000))  # webhooks.max_body = 4096
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096]
+
+    for data in (big, chunked()):
+        async with gw.session.post(gw.url + "/_gw/events", data=data, headers=signed(big)) as resp:
+            assert resp.status == 413 and await resp.json() == {
+                "ok": False,
+                "status": 413,
+                "error": "body: larger than webhooks.max_body (4096 bytes)",
+            }
+            assert ("Transfer-Encoding" in resp.request_info.headers) is (data is not big)
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
+
+
+async def test_json_nested_ten_thousand_deep_is_a_400_kept_as_a_bad_event(
+    start_gateway, upstream_server
+) -> None:
+    """Ten thousand levels of arrays or objects (within a 1 MiB webhooks.max_body), also in the
+    standard library's parser that a number beyond a double sends the body to: a 400 saying so,
+    kept, never a RecursionError's 500."""
+    gw = await start_gateway(
+        await upstream_server(web.Application()),
+        SOURCES.replace("max_body = 4096", "max_body = 1048576"),
+        SOURCES_ENV,
+    )
+    bodies = (
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b'{"type":"conversion","user_id":"u","value":1e400,"x":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+    )
+    for body in bodies:
+        status, answer = await post(gw, body, signed(body))
+        assert (status, answer["error"]) == (400, f"body: JSON nested deeper than {MAX_DEPTH} levels"), answer
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(len(bodies),)]
+
+
+async def test_a_chunked_body_whose_framing_breaks_midway_is_a_400_at_once(
+    start_gateway, upstream_server
+) -> None:
+    """A chunked delivery whose framing breaks once the endpoint is reading it (a chunk size that
+    is not hex, a chunk longer than its size said): aiohttp's C parser dropped the body without
+    failing it, so the endpoint waited out proxy.body_timeout and answered 408 "body: not
+    received in time" of a body that had come, and broken. It is a 400 saying so, as soon as the
+    broken bytes arrive, the connection closed after it; nothing is stored (the body never came
+    whole, so nothing was authenticated)."""
+    toml = SOURCES + "\n[proxy]\nbody_timeout = 600\n"  # a wait for it would outlast the test's timeout
+    gw = await start_gateway(await upstream_server(web.Application()), toml, SOURCES_ENV)
+    body = encode(conversion(order_id="o-framing"))
+    host, port = gw.url.removeprefix("http://").split(":")
+    sent = [
+        (path, headers, broken)
+        for path, headers in (("/_gw/events", signed(body)), ("/_gw/segment", basic(SEGMENT)))
+        for broken in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n")
+    ]
+    for path, headers, broken in sent:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: shop.test\r\nExpect: 100-continue\r\n".encode()
+                + b"Transfer-Encoding: chunked\r\n"
+                + head.encode()
+                + b"\r\n"
+            )
+            # The endpoint has the request (and reads its body) once it asks for the body.
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"10\r\n" + body[:16] + b"\r\n")  # a first chunk as it should be
+            writer.write(broken)
+            status_line = await reader.readline()
+            assert status_line == b"HTTP/1.1 400 Bad Request\r\n", status_line
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert "content-type: application/json" in headers and "connection: close" in headers
+            answer = msgspec.json.decode(await reader.read())  # the whole answer, then the close
+            assert answer["ok"] is False and answer["status"] == 400, answer
+            assert answer["error"].startswith("body: its chunked framing is broken"), answer
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
