@@ -148,7 +148,9 @@ class _Handler(web.RequestHandler):
             return
         for message, payload in itertools.islice(self._messages, queued, None):
             if not isinstance(message, _ErrInfo):
-                reported = isinstance(payload, StreamReader) and self._reports_framing(message)
+                # Only a chunked body can break so; the test is first, as most requests have none.
+                chunked = message.chunked and isinstance(payload, StreamReader)
+                reported = chunked and self._reports_framing(message)
                 self._body = payload if reported else None
                 continue
             body, self._body = self._body, None
