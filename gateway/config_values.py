@@ -15,6 +15,7 @@ import difflib
 import ipaddress
 import re
 import stat
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -312,6 +313,31 @@ MAX_COOKIE_NAME = 4000
 """The longest cookie name taken: browsers drop a cookie whose name and value pass 4096 bytes
 (RFC 6265bis), without a word — a visitor then new on every request; the visitor cookie's
 value is 49 characters."""
+
+
+HEADER_NAME = COOKIE_NAME
+"""A header name: an RFC 9110 §5.6.2 token, the characters a cookie name is written in too."""
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` is no header name (None: it is one): no request or answer carries a header
+    named with a space, a colon, a control character or a letter beyond ASCII, so a rule
+    reading one never matches. Says the first such character and where it is (1-based)."""
+    if HEADER_NAME.fullmatch(name):
+        return None
+    at, c = next((i, c) for i, c in enumerate(name) if not HEADER_NAME.fullmatch(c))
+    if c == " ":
+        what = "a space"
+    elif unicodedata.category(c) == "Cc":
+        what = f"a control character, U+{ord(c):04X},"
+    elif not c.isascii():
+        what = f"{c!r}, beyond ASCII,"
+    else:
+        what = repr(c)
+    return (
+        f"{_shown(name)} is not a header name ({what} at character {at + 1});"
+        " header names are letters, digits and !#$%&'*+-.^_`|~"
+    )
 
 
 def cookie_name_problem(name: str) -> str | None:

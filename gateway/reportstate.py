@@ -5,7 +5,8 @@ the reporting mirror (``central.mirror_path``: every node's rows), the payout ru
 
 A reload (SIGHUP) swaps them: new payout rules at once, and, when ``[attribution]`` or
 ``[channels]`` changed, a new engine (its own connection and worker processes) opened before
-it is swapped in; the one it replaces is closed once the requests that took it have had time
+anything of the reload is swapped in (``prepare``, then ``apply``: a new engine that cannot
+open refuses the whole reload); the one it replaces is closed once the requests that took it have had time
 to end (``proxy.shutdown_grace``), after the report it runs, if any. A request takes what it
 uses once, so a reload during it does not mix two configurations.
 
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, tzinfo
 
 from aiohttp import web
@@ -43,6 +45,16 @@ def report_engine(settings: Settings, on_shared: Callable[[], None] | None = Non
         worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
         on_shared=on_shared,
     )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A reload's report settings, ready to swap in (``Reporting.prepare``)."""
+
+    settings: Settings
+    payouts: Payouts
+    engine: Reports | None
+    """A new engine for changed ``[attribution]`` or ``[channels]``; None: the running one goes on."""
 
 
 class Reporting:
@@ -104,29 +116,41 @@ class Reporting:
         if self.reader is not None:
             await self.reader.close()
 
-    async def reload(self, settings: Settings) -> None:
-        """Take the report settings of ``settings`` (a reload's, restart-only keys kept)."""
-        self.payouts = Payouts(settings.options.payouts)
+    async def prepare(self, settings: Settings) -> Prepared:
+        """What a reload to ``settings`` (restart-only keys kept) would swap in, made ready:
+        the payout rules, and, when ``[attribution]`` or ``[channels]`` changed, a new engine,
+        opened where this app is served. Raises what opening it raised (the store unreadable
+        just now), leaving nothing open: the reload then applies nothing."""
+        payouts = Payouts(settings.options.payouts)
         before = self.settings.options
         changed = (
             settings.options.attribution != before.attribution or settings.options.channels != before.channels
         )
-        if changed and not self._opened:
-            self.reports = report_engine(settings, self.on_shared)
-        elif changed:
-            engine = report_engine(settings, self.on_shared)
+        if not changed:
+            return Prepared(settings, payouts, None)
+        engine = report_engine(settings, self.on_shared)
+        if self._opened:
             try:
                 await engine.open()
                 await engine.warm()
-            except Exception:  # the store unreadable just now: the reports keep what runs
-                log.exception("reload: reports keep the running [attribution] and [channels]")
+            except BaseException:
                 await engine.close()
-                return
-            previous, self.reports = self.reports, engine
-            task = asyncio.create_task(self._retire(previous, settings.options.proxy.shutdown_grace))
+                raise
+        return Prepared(settings, payouts, engine)
+
+    def apply(self, prepared: Prepared) -> None:
+        """Swap in what ``prepare`` made ready (nothing here can fail); the engine replaced is
+        closed once the requests that took it have had time to end."""
+        self.payouts = prepared.payouts
+        if prepared.engine is not None and not self._opened:
+            self.reports = prepared.engine
+        elif prepared.engine is not None:
+            previous, self.reports = self.reports, prepared.engine
+            grace = prepared.settings.options.proxy.shutdown_grace
+            task = asyncio.create_task(self._retire(previous, grace))
             self._retiring[task] = previous
             task.add_done_callback(lambda done: self._retiring.pop(done, None))
-        self.settings = settings
+        self.settings = prepared.settings
 
     @staticmethod
     async def _retire(engine: Reports, grace: float) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from gateway.config_values import (
     comparison_problems,
     cookie_name_problem,
+    header_name_problem,
     host_problem,
     regex_problem,
     text_problem,
@@ -223,6 +224,8 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         f"{key}.{'claim' if is_jwt else kind}",
         f"{read!r} may hold a credential (its name contains {FORBIDDEN_WORDS}) and is never extracted",
     )
+    if kind in ("header", "request_header") and (bad_header := header_name_problem(name)):
+        p.append(f"{key}.{kind}: {bad_header}")
     _check(
         p,
         kind not in ("header", "request_header") or name.lower() not in CREDENTIAL_HEADERS,

@@ -315,8 +315,19 @@ class Gateway:
             settings, self.metrics, self.keys, self.creators, self.salt, self.shared_counts, self.notices
         )
         pipeline.take_over(old_host.pipeline)
-        await pipeline.running()
-        self.slot.host = self._host(settings, pipeline, old_host.session, old_host.pool)
+        # Everything that can fail first (the new chain's start, the reports' new engine), then
+        # the swap: a failure leaves all as it runs, as "the running config is kept" says. Until
+        # 2026-12-06 the new chain went live first, and a report engine that could not open left
+        # the proxy on the new rules and the reports on the old ones.
+        reporting = self.admin_app.get(REPORTING_KEY)
+        try:
+            await pipeline.running()
+            host = self._host(settings, pipeline, old_host.session, old_host.pool)
+            reports = None if reporting is None else await reporting.prepare(settings)
+        except BaseException:
+            await pipeline.done()
+            raise
+        self.slot.host = host
         if settings.options.log.level != self.settings.options.log.level:
             set_level(settings.options.log.level)  # until 2026-12-04 it needed a restart, unsaid
         if self.notices.speaks:  # said at the start too (gateway/cli.py): only what this reload brings
@@ -327,8 +338,8 @@ class Gateway:
         self.admin_app[LIVE_KEY].current = settings
         # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
         self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks
-        if REPORTING_KEY in self.admin_app:  # [attribution], [channels], [payouts] of the reports
-            await self.admin_app[REPORTING_KEY].reload(settings)
+        if reporting is not None and reports is not None:  # [attribution], [channels], [payouts]
+            reporting.apply(reports)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.
         task = asyncio.create_task(self._retire(old_host.pipeline), name="retire-pipeline")
         self._retired.add(task)

@@ -1442,3 +1442,39 @@ def test_a_when_may_test_the_id_cookie() -> None:
         "when = [{ cookie = 'gw_vid', absent = false }]\n"
     )
     load_settings(None, text=toml, environ=ENV)
+
+
+_TCHARS = "header names are letters, digits and !#$%&'*+-.^_`|~"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (f"{_ID}user_id = {{ header = 'X Total' }}\n",
+         f"identity.rules[0].user_id.header: 'X Total' is not a header name (a space at character 2);"
+         f" {_TCHARS}"),
+        (f"{_CONV}value = {{ request_header = 'X-Total:' }}\n",
+         f"conversions[0].value.request_header: 'X-Total:' is not a header name (':' at"
+         f" character 8); {_TCHARS}"),
+        (f"{_CONV}when = [{{ request_header = \"X-Plan\\t\", equals = 'pro' }}]\n",
+         f"conversions[0].when[0].request_header: 'X-Plan\\t' is not a header name (a control character,"
+         f" U+0009, at character 7); {_TCHARS}"),
+        (f"{_ID}when = [{{ header = 'X-Résultat', equals = 'ok' }}]\nuser_id = {{ form = 'u' }}\n",
+         f"identity.rules[0].when[0].header: 'X-Résultat' is not a header name ('é', beyond ASCII, at"
+         f" character 4); {_TCHARS}"),
+        (f"{_CONV}order_id = {{ header = 'X-Order(id)' }}\n",
+         f"conversions[0].order_id.header: 'X-Order(id)' is not a header name ('(' at"
+         f" character 8); {_TCHARS}"),
+    ],
+)  # fmt: skip
+def test_a_header_source_whose_name_no_header_has_is_refused(toml: str, expected: str) -> None:
+    """A name with a space, a colon or anything else no header name holds (RFC 9110 §5.6.2) was
+    accepted and never matched: the rule never fired, and nothing said why."""
+    assert expected in problems(toml), problems(toml)
+
+
+@pytest.mark.parametrize("name", ["X-Total", "x_total", "X-A!#$%&'*+.^_`|~1"])
+def test_a_header_source_named_with_token_characters_is_taken(name: str) -> None:
+    load_settings(
+        None, text=f"{_CONV}when = [{{ request_header = \"{name}\", equals = 'x' }}]\n", environ=ENV
+    )

@@ -4,6 +4,7 @@ on the pipeline they started on."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -373,3 +374,40 @@ async def test_a_reload_that_brings_a_channel_rule_no_landing_matches_says_so_on
     assert "'fbcild' is not in campaign.click_ids" in said()[0]
     assert await gw.gateway.reload(make_settings(tmp_path, typo)) == []
     assert len(said()) == 1
+
+
+async def test_a_reload_whose_reports_cannot_open_applies_nothing(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new chain went live before the reports were opened: a reporting store unreadable
+    just then left the proxy on the new rules (redirecting) with the reports on the old ones,
+    and a failure after that step was logged as "the running config is kept". Now everything
+    that can fail is prepared first: such a reload applies nothing, as its line says."""
+    mirror = f"[central]\nurl = 'env:GW_CENTRAL'\nmirror_path = '{tmp_path / 'mirror.db'}'\n"
+    central = {"GW_CENTRAL": "postgresql://gw@127.0.0.1:1/none"}  # no server: the mirror's rounds wait
+    upstream = await upstream_server(web.Application())  # type: ignore[operator]
+    gw = await start_gateway(upstream, mirror, central)
+    engine = gw.gateway.admin_app[REPORTING_KEY].reports
+    # The reporting store (the mirror) is no database just now: a new engine cannot open it.
+    await asyncio.to_thread((tmp_path / "mirror.db").write_bytes, b"not a database" * 100)
+    changed = (
+        mirror
+        + "[proxy]\nstrip = 'redirect'\n"
+        + "[attribution]\nlookback_days = { awareness = 10.0 }\ntier_patterns = {}\n"
+    )
+
+    async def reread() -> Settings:
+        return make_settings(tmp_path, changed, **central)
+
+    caplog.set_level(logging.INFO, "gateway")
+    await _reload(gw.gateway, reread)
+    assert "reload failed, the running config is kept" in caplog.text, caplog.text
+    assert "config reloaded" not in caplog.text
+    async with gw.session.get(f"{gw.url}/?utm_source=news", allow_redirects=False) as resp:
+        assert resp.status != 302  # forwarded, stripped, as the running config says
+    assert gw.gateway.settings.options.proxy.strip != "redirect"
+    assert (
+        gw.gateway.slot.host is not None and gw.gateway.slot.host.settings.options.proxy.strip != "redirect"
+    )
+    assert gw.gateway.admin_app[REPORTING_KEY].reports is engine
+    assert gw.gateway.settings.options.attribution.lookback_days != {"awareness": 10.0}

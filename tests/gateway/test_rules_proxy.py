@@ -562,3 +562,56 @@ async def test_a_login_as_the_first_request_gets_the_bound_cookie(setup: tuple[R
     # A request no rule watches, from a new client, still gets no cookie (not a page load).
     async with gw.session.post(gw.url + "/api/other", data=b"{}") as resp:
         assert "gw_vid" not in resp.cookies
+
+
+async def sent_as_is(gw: RunningGateway, target: str) -> bytes:
+    """``target`` on the request line byte for byte (UTF-8), as no client library sends it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("name", "query", "found"),
+    [
+        ("prénom", "pr%C3%A9nom=A1", "A1"),  # as a browser sends it
+        ("ab", "ab=A1", "A1"),
+        ("pr%C3%A9nom", "pr%C3%A9nom=A1", None),
+        ("pr%C3%A9nom", "pr%25C3%25A9nom=A1", "A1"),
+        ("a b", "a+b=A1", "A1"),
+        ("a b", "a%20b=A1", "A1"),
+        ("a+b", "a%2Bb=A1", "A1"),
+        ("a+b", "a+b=A1", None),
+        ("a&b", "a%26b=A1", "A1"),
+        ("a=b", "a%3Db=A1", "A1"),
+        ("100%", "100%25=A1", "A1"),
+        ("#x", "%23x=A1", "A1"),
+    ],
+)
+async def test_a_query_source_is_compared_with_the_decoded_name(
+    start_gateway: GatewayFactory, upstream_server: Any, name: str, query: str, found: str | None
+) -> None:
+    """A ``query`` source's (and a ``when``'s) name is compared with the request's parameter
+    name percent-decoded (``+`` a space), as a form is read: ``query = "prénom"`` reads what a
+    browser sends as ``pr%C3%A9nom``; a name written encoded is read only where the site's
+    parameter is named so, its ``%`` sent as ``%25``."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="thanks")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await upstream_server(app)
+    quoted = json.dumps(name)
+    gw = await start_gateway(
+        upstream,
+        f"[[conversions]]\nname = 'buy'\nmethod = 'GET'\npath = '/thanks'\nstatus = [200]\n"
+        f"when = [{{ query = {quoted} }}]\norder_id = {{ query = {quoted} }}\n",
+    )
+    answer = await sent_as_is(gw, f"/thanks?{query}")
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    stored = await rows(gw, "SELECT order_id FROM conversions")
+    assert stored == ([(found,)] if found else []), stored
