@@ -15,9 +15,11 @@ error at error level with a traceback and the client's address. The gateway's li
   whose endpoints answer JSON, for a refusal made once the request is read (aiohttp hands a
   parser refusal over with a stand-in request whose path is ``/``); each is counted in
   ``gateway_requests_total{outcome="bad_request"}``;
-- a signed event's body (below the reserved prefix) whose chunked framing breaks once the
-  request was handed over, which aiohttp's C parser drops without failing: failed here with
-  the parser's reason, so that the endpoint answers it at once (``_Handler.data_received``);
+- a chunked request body whose framing breaks once the request was handed over (a chunk size
+  that is not hex, a chunk longer than it said), which aiohttp's C parser drops without failing
+  it: failed here with the parser's reason (``BrokenFraming``), so that whoever reads it answers
+  at once (``_Handler.data_received``): the proxy its neutral 400, the upstream request aborted;
+  a signed event's endpoint and the admin API a 400 naming the broken framing;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes, and the headers every admin answer carries (``headers``:
   the dashboard's CSP, nosniff, no framing).
@@ -120,28 +122,31 @@ LOUD_EVERY = 60.0
 """Seconds between info lines for a request line or header over the limit (debug between)."""
 
 
+class BrokenFraming(RequestPayloadError):
+    """A request body's chunked framing broke once the request had been handed over; its text
+    is the parser's reason (``reason``), without the bytes."""
+
+
+def broken_framing(err: BrokenFraming) -> str:
+    """What a reader of a body that failed so answers (400): that its framing broke, and why."""
+    return f"body: its chunked framing is broken ({err})"
+
+
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
     _body: StreamReader | None = None
     """The body of the last request the parser handed over, which it may still be reading, when
-    that request is one whose body's broken framing is reported (``_reports_framing``)."""
-
-    def _reports_framing(self, message: RawRequestMessage) -> bool:
-        """Whether a body whose framing breaks is failed at once: a signed event's, below the
-        public listener's reserved prefix (``json_paths``). Elsewhere (the proxied site, the
-        admin API) such a body still ends by its listener's body timeout, a known limit."""
-        paths = self.listener.json_paths
-        return self.listener.public and paths is not None and paths(message.url.path)
+    that body is chunked (the only framing that can break after the hand-over)."""
 
     def data_received(self, data: bytes) -> None:
-        """aiohttp's, then: a signed event whose chunked framing broke once the parser had handed
-        the request over (a chunk size that is not hex, a chunk longer than it said) has its
-        body failed with the parser's reason. aiohttp's C parser drops such a body without
-        failing it, so the endpoint waited out ``proxy.body_timeout`` for bytes that had come,
-        and broken, and answered 408 "not received in time" (until 2026-12-06). The endpoint
-        answers it (400), and the connection closes. A refusal before any request was handed
-        over is answered by ``handle_error``, as before."""
+        """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
+        over (a chunk size that is not hex, a chunk longer than it said) has its body failed
+        with the parser's reason (``BrokenFraming``). aiohttp's C parser drops such a body
+        without failing it, so its reader waited out the listener's body timeout for bytes that
+        had come, and broken: a 408 "not received in time" (until 2026-12-06; a signed event's
+        since that morning). Its reader answers it (400), and the connection closes. A refusal
+        before any request was handed over is answered by ``handle_error``, as before."""
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
@@ -149,13 +154,11 @@ class _Handler(web.RequestHandler):
         for message, payload in itertools.islice(self._messages, queued, None):
             if not isinstance(message, _ErrInfo):
                 # Only a chunked body can break so; the test is first, as most requests have none.
-                chunked = message.chunked and isinstance(payload, StreamReader)
-                reported = chunked and self._reports_framing(message)
-                self._body = payload if reported else None
+                self._body = payload if message.chunked and isinstance(payload, StreamReader) else None
                 continue
             body, self._body = self._body, None
             if body is not None and not body.is_eof() and body.exception() is None:
-                body.set_exception(RequestPayloadError(reason(message.exc, message.status)))
+                body.set_exception(BrokenFraming(reason(message.exc, message.status)))
                 # The parser takes nothing more on this connection: closed once the request is
                 # answered, not drained first (which would raise this error again, logged as
                 # unhandled), the refusal queued behind it not answered a second time.
