@@ -657,3 +657,86 @@ async def test_a_target_one_byte_over_the_limit_is_a_414_not_forwarded(
         "status": 414,
         "error": "the request target is longer than the listener accepts (8190 bytes)",
     }
+
+
+async def _until_close(port: int, parts: list[bytes]) -> bytes:
+    """Everything a listener sends back to ``parts`` (written one by one, a pause between, so
+    that the listener reads them apart), until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(0.05)
+            writer.write(part)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one_read", "line_over_several_reads"])
+@pytest.mark.parametrize("over", [1, 2, 5000], ids=["one_byte_over", "two_bytes_over", "far_over"])
+async def test_a_head_whose_target_is_over_the_limit_gets_the_414_without_a_body(
+    start_gateway, upstream_server, over: int, split: bool
+) -> None:
+    """RFC 9110 §9.3.2: an answer to HEAD has no body. The parser refuses a target over the
+    limit before the method is known to the listener, whose 414 came with its page (the JSON
+    error on the admin listener): aiohttp's client then failed with "Data after Connection:
+    close". The same head now, no body; a GET's 414 keeps its body."""
+    gw = await start_gateway(
+        await recording_upstream(upstream_server, []), "[proxy]\nmax_header_size = 1024\n"
+    )
+    for port, limit, public in ((gw.proxy.port, 1024, True), (gw.admin.port, 8190, False)):
+        target = b"/" + b"a" * (limit + over - 1)
+        answers = {}
+        for method in (b"HEAD", b"GET"):
+            line = method + b" " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+            parts = [line[:40], line[40:]] if split else [line]
+            answers[method] = await _until_close(port, parts)
+        head, _, body = answers[b"GET"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 414 ") and body, (public, over, answers[b"GET"][:200])
+        expected = error_page(414).body if public else None
+        if expected is not None:
+            assert body == expected
+        # The HEAD's answer: the GET's head (Content-Length of what the body would have been),
+        # nothing after it; the Date line aside, which may have turned a second meanwhile.
+        head_only, end, after = answers[b"HEAD"].partition(b"\r\n\r\n")
+        assert (end, after) == (b"\r\n\r\n", b""), (public, over, answers[b"HEAD"][:300])
+        assert _dateless(head_only) == _dateless(head), (public, over)
+
+
+def _dateless(head: bytes) -> list[bytes]:
+    return [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")]
+
+
+async def test_a_head_over_the_limit_after_a_request_with_a_body_gets_the_head_alone(
+    start_gateway, upstream_server
+) -> None:
+    """On a connection kept alive after a request whose body came in reads of its own, the
+    over-long HEAD that follows (its line over two reads) is still known for one."""
+    gw = await start_gateway(
+        await recording_upstream(upstream_server, []), "[proxy]\nmax_header_size = 1024\n"
+    )
+    line = b"HEAD /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"hello")  # the body over two reads of its own
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"world")
+        first = await read_response(reader)
+        assert (first.status, first.body) == (200, b"from upstream")
+        for part in (line[:40], line[40:]):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 414 ") and answer.endswith(b"\r\n\r\n"), answer[-300:]
+    assert answer.count(b"\r\n\r\n") == 1 and b"Content-Length: " in answer
