@@ -56,6 +56,7 @@ from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
 from gateway.pages import error_body
+from gateway.protocol_errors import BrokenFraming, broken_framing
 from gateway.sessions import (
     PAGES,
     READ_METHODS,
@@ -1074,6 +1075,8 @@ async def read_body(request: web.Request) -> bytes:
     async with body_deadline(request):
         try:
             return await request.read()
+        except BrokenFraming as err:  # before its base class: the framing, not the coding
+            raise ApiError(400, broken_framing(err)) from None
         except web.RequestPayloadError:
             raise ApiError(400, "body: cannot decode its Content-Encoding") from None
 
@@ -1081,9 +1084,9 @@ async def read_body(request: web.Request) -> bytes:
 @contextlib.asynccontextmanager
 async def body_deadline(request: web.Request) -> AsyncIterator[None]:
     """Reading a request body inside: one that has not arrived whole within
-    ``admin.body_timeout`` answers 408 (aiohttp sets no limit; a client that stalls, or
-    whose chunked framing breaks after the headers, which aiohttp's parser never reports,
-    held the connection and its handler for ever)."""
+    ``admin.body_timeout`` answers 408 (aiohttp sets no limit; a client that stalls held the
+    connection and its handler for ever). One whose chunked framing breaks after the headers
+    fails at once (``gateway.protocol_errors.BrokenFraming``)."""
     limit = request.app[SETTINGS_KEY].options.admin.body_timeout
     try:
         async with asyncio.timeout(limit):

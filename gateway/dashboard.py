@@ -42,6 +42,7 @@ from gateway.admin import (
 from gateway.attribution import MINOR_UNITS, MODELS
 from gateway.channels import CREDITED
 from gateway.lockout import LOGINS_KEY
+from gateway.protocol_errors import BrokenFraming, broken_framing
 from gateway.reportapi import conversion_param
 from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import (
@@ -229,6 +230,8 @@ async def login(request: web.Request) -> web.Response:
             form = await request.post()
     except ApiError as err:  # the body did not arrive in time
         return _page(request, "login.html", err.status, f"{err.message}.")
+    except BrokenFraming as err:  # before its base class: the framing, not the coding
+        return _page(request, "login.html", 400, f"{broken_framing(err)}.")
     except web.RequestPayloadError:  # gzip over bytes that are not gzip, say
         return _page(request, "login.html", 400, "body: cannot decode its Content-Encoding")
     except web.HTTPRequestEntityTooLarge:  # the page, not the API's JSON, for a browser's form

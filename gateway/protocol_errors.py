@@ -15,15 +15,21 @@ error at error level with a traceback and the client's address. The gateway's li
   whose endpoints answer JSON, for a refusal made once the request is read (aiohttp hands a
   parser refusal over with a stand-in request whose path is ``/``); each is counted in
   ``gateway_requests_total{outcome="bad_request"}``;
-- a signed event's body (below the reserved prefix) whose chunked framing breaks once the
-  request was handed over, which aiohttp's C parser drops without failing: failed here with
-  the parser's reason, so that the endpoint answers it at once (``_Handler.data_received``);
+- a chunked request body whose framing breaks once the request was handed over (a chunk size
+  that is not hex, a chunk longer than it said), which aiohttp's C parser drops without failing
+  it: failed here with the parser's reason (``BrokenFraming``), so that whoever reads it answers
+  at once (``_Handler.data_received``): the proxy its neutral 400, the upstream request aborted;
+  a signed event's endpoint and the admin API a 400 naming the broken framing;
 - the admin listener: the JSON error envelope, with a reason that names what is wrong
   without repeating the bytes, and the headers every admin answer carries (``headers``:
   the dashboard's CSP, nosniff, no framing).
 
 A request target over the limit is answered 414 and a header 431 (aiohttp says 400 to
-both). The connection is closed after it. A refused parse is logged with its reason alone, at debug
+both); a ``HEAD``'s 414 with the head alone (RFC 9110 §9.3.2), the parser having refused the
+line before the listener knew the method: ``_Handler.data_received`` keeps the read a request
+began in, and ``refused_method`` reads the method there, checked against the target's first
+bytes the parser's error quotes (``answered_in_http11`` then makes the stand-in a ``HEAD``).
+The connection is closed after it. A refused parse is logged with its reason alone, at debug
 level (scanners send such requests all day), or at info, once a minute, for a line over the
 limit, which real clients with oversized cookies may hit (``proxy.max_header_size``). A
 failure of ours that no middleware caught (a 500) is logged at error level with its
@@ -56,7 +62,7 @@ from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11, RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import ERROR, RequestPayloadError, _ErrInfo, _RequestFactory
 
 from gateway.pages import error_page, json_error
@@ -120,42 +126,74 @@ LOUD_EVERY = 60.0
 """Seconds between info lines for a request line or header over the limit (debug between)."""
 
 
+class BrokenFraming(RequestPayloadError):
+    """A request body's chunked framing broke once the request had been handed over; its text
+    is the parser's reason (``reason``), without the bytes."""
+
+
+def refused_method(exc: http_exceptions.LineTooLong, began: bytes) -> bytes | None:
+    """The method of the request whose target the parser refused (``exc``), from ``began``, the
+    read in which that request began; None when not known for sure: the read does not begin
+    with the method, a space and the target's first bytes as ``exc`` quotes them (up to 100,
+    then ``...``), such as a read that began in another request's body, pipelined."""
+    quoted = exc.args[0] if exc.args else None
+    if not isinstance(quoted, bytes | bytearray) or not quoted.endswith(b"..."):
+        return None
+    target = bytes(quoted[:-3])
+    method, space, rest = began.lstrip(b"\r\n").partition(b" ")  # empty lines may lead a request
+    if not space or not target.startswith(rest[: len(target)]):
+        return None
+    return method
+
+
+def broken_framing(err: BrokenFraming) -> str:
+    """What a reader of a body that failed so answers (400): that its framing broke, and why."""
+    return f"body: its chunked framing is broken ({err})"
+
+
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
     _body: StreamReader | None = None
     """The body of the last request the parser handed over, which it may still be reading, when
-    that request is one whose body's broken framing is reported (``_reports_framing``)."""
-
-    def _reports_framing(self, message: RawRequestMessage) -> bool:
-        """Whether a body whose framing breaks is failed at once: a signed event's, below the
-        public listener's reserved prefix (``json_paths``). Elsewhere (the proxied site, the
-        admin API) such a body still ends by its listener's body timeout, a known limit."""
-        paths = self.listener.json_paths
-        return self.listener.public and paths is not None and paths(message.url.path)
+    that body is chunked (the only framing that can break after the hand-over)."""
+    _reading: StreamReader = EMPTY_PAYLOAD
+    """The body of the last request the parser handed over (at its end: the next bytes begin a
+    request)."""
+    _began: bytes | None = None
+    """The bytes of the read in which the request the parser is reading began (None: between
+    requests, or in a body), for the method of one it refuses (``head_refused``)."""
+    head_refused = False
+    """The parser refused a ``HEAD`` (its target over the limit): its answer has no body."""
 
     def data_received(self, data: bytes) -> None:
-        """aiohttp's, then: a signed event whose chunked framing broke once the parser had handed
-        the request over (a chunk size that is not hex, a chunk longer than it said) has its
-        body failed with the parser's reason. aiohttp's C parser drops such a body without
-        failing it, so the endpoint waited out ``proxy.body_timeout`` for bytes that had come,
-        and broken, and answered 408 "not received in time" (until 2026-12-06). The endpoint
-        answers it (400), and the connection closes. A refusal before any request was handed
-        over is answered by ``handle_error``, as before."""
+        """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
+        over (a chunk size that is not hex, a chunk longer than it said) has its body failed
+        with the parser's reason (``BrokenFraming``). aiohttp's C parser drops such a body
+        without failing it, so its reader waited out the listener's body timeout for bytes that
+        had come, and broken: a 408 "not received in time" (until 2026-12-06; a signed event's
+        since that morning). Its reader answers it (400), and the connection closes. A refusal
+        before any request was handed over is answered by ``handle_error``, as before."""
+        if not self._began and self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
+            self._began = data
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
             return
+        began, self._began = self._began, None
         for message, payload in itertools.islice(self._messages, queued, None):
             if not isinstance(message, _ErrInfo):
+                self._reading = payload
                 # Only a chunked body can break so; the test is first, as most requests have none.
-                chunked = message.chunked and isinstance(payload, StreamReader)
-                reported = chunked and self._reports_framing(message)
-                self._body = payload if reported else None
+                self._body = payload if message.chunked and isinstance(payload, StreamReader) else None
                 continue
+            exc = message.exc
+            if began is not None and isinstance(exc, http_exceptions.LineTooLong):
+                target = too_long_status(exc, self.listener.limits) == 414
+                self.head_refused = target and refused_method(exc, began) == b"HEAD"
             body, self._body = self._body, None
             if body is not None and not body.is_eof() and body.exception() is None:
-                body.set_exception(RequestPayloadError(reason(message.exc, message.status)))
+                body.set_exception(BrokenFraming(reason(message.exc, message.status)))
                 # The parser takes nothing more on this connection: closed once the request is
                 # answered, not drained first (which would raise this error again, logged as
                 # unhandled), the refusal queued behind it not answered a second time.
@@ -326,9 +364,12 @@ def answered_in_http11(factory: _RequestFactory) -> _RequestFactory:
     ``GET /aaa… HTTP/1.1`` over the limit was answered ``HTTP/1.0 414`` (but ``HTTP/1.1 414`` one
     byte over, refused by ``refusals``, and by mitmdump), a header over it ``HTTP/1.0 431``."""
     stand_in = ERROR._replace(version=HttpVersion11)
+    head = stand_in._replace(method=hdrs.METH_HEAD)
 
-    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
-        return factory(stand_in if message is ERROR else message, *args)
+    def make(message: RawRequestMessage, payload: Any, protocol: Any, *args: Any) -> web.BaseRequest:
+        if message is ERROR:  # a HEAD's refusal is a HEAD's answer: its head alone (aiohttp's)
+            message = head if getattr(protocol, "head_refused", False) else stand_in
+        return factory(message, payload, protocol, *args)
 
     return make
 

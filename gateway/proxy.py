@@ -167,9 +167,10 @@ class _Body:
     """Streams the visitor's request body upstream, and stops it when it must not go on.
 
     ``failure`` tells the handler what to answer when the upstream request then fails:
-    ``too_large`` (413), ``stalled`` (408: no body bytes for ``idle`` seconds — this also bounds
-    a body whose framing broke mid-stream, which aiohttp's parser does not report to the
-    handler) or ``broken`` (400: the body was malformed or cut short).
+    ``too_large`` (413), ``stalled`` (408: no body bytes for ``idle`` seconds) or ``broken``
+    (400: the body was malformed or cut short, such as a chunked framing that broke mid-stream,
+    which the listener reports, ``gateway.protocol_errors.BrokenFraming``). Either failure
+    fails the upstream request: its connection is closed, the body's last chunk never sent.
     """
 
     request: web.Request
@@ -760,7 +761,10 @@ class ProxyHost:
         if body is not None and body.failure is not None:
             status, label = _BODY_FAILURES[body.failure]
             self.metrics.requests.labels(label).inc()
-            return pages.error_page(status)
+            page = pages.error_page(status)
+            if body.failure == "broken":  # the parser takes nothing more on this connection
+                page.force_close()
+            return page
         if isinstance(err, TimeoutError):
             kind, status = "timeout", 504
         elif isinstance(err, aiohttp.ClientError | OSError | UpstreamProtocolError):
