@@ -23,7 +23,7 @@ from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
 from gateway.events import CAMPAIGN_FIELDS, MAX_CLICK_ID, DailyCount, Touchpoint, iso, printable_name
 from gateway.ids import Uuid7
-from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query
+from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query, split_target, with_query
 
 log = logging.getLogger("gateway.campaign")
 
@@ -446,11 +446,10 @@ class Campaign:
 
     def _clean_referrer(self, ex: Exchange, referrer: str) -> None:
         """The browser's address bar still holds the params: same-site Referers lose them too."""
-        head, _, rest = referrer.partition("?")
-        query, hash_mark, fragment = rest.partition("#")
+        head, query, rest = split_target(referrer)  # a "?" after a "#" starts no query
         clean, removed = strip_query(query, self.is_tracked)
         if removed:
-            ex.upstream_headers["referer"] = head + ("?" + clean if clean else "") + hash_mark + fragment
+            ex.upstream_headers["referer"] = with_query(head, clean, rest)
 
     def _record(
         self,

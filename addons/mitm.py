@@ -78,7 +78,16 @@ from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
-from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, build_pipeline
+from gateway.pipeline import (
+    Cookie,
+    Exchange,
+    Pipeline,
+    RequestView,
+    ResponseView,
+    build_pipeline,
+    split_target,
+    with_query,
+)
 from gateway.reload import live_settings, restart_needed
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
@@ -612,7 +621,7 @@ class GatewayAddon:
             return  # shutting down
         if self._refused(flow) or self._other_host(flow):
             return
-        path, _, query = flow.request.path.partition("?")
+        path, query, rest = split_target(flow.request.path)
         if reserved.classify(path, self.reserved) != "ordinary":
             # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
             # in the aiohttp host: the site never sees a request under it.
@@ -623,7 +632,7 @@ class GatewayAddon:
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
             await pipeline.websocket(ex)
-            self._to_upstream(flow, ex, path)
+            self._to_upstream(flow, ex, path, rest)
             return
         await pipeline.request(ex)
         if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
@@ -635,7 +644,7 @@ class GatewayAddon:
             reply = ex.reply
             flow.response = made(reply.status, reply.body, reply.headers)
             return
-        self._to_upstream(flow, ex, path)
+        self._to_upstream(flow, ex, path, rest)
 
     def _refused(self, flow: mhttp.HTTPFlow) -> bool:
         """A request over ``proxy.max_header_size`` answered with the neutral page the aiohttp
@@ -682,10 +691,11 @@ class GatewayAddon:
         return False
 
     @staticmethod
-    def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str) -> None:
-        """The chain's changes to the request as it goes upstream: its query, its headers."""
+    def _to_upstream(flow: mhttp.HTTPFlow, ex: Exchange, path: str, rest: str) -> None:
+        """The chain's changes to the request as it goes upstream: its query (what follows it,
+        ``rest``, as sent), its headers."""
         if ex.upstream_query is not None:
-            flow.request.path = path + ("?" + ex.upstream_query if ex.upstream_query else "")
+            flow.request.path = with_query(path, ex.upstream_query, rest)
         for name, value in ex.upstream_headers.items():
             flow.request.headers[name] = value
 

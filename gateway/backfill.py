@@ -37,7 +37,15 @@ from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import SourceOptions
-from gateway.pipeline import Exchange, RequestView, ResponseView, Visitor, build_pipeline, parse_cookies
+from gateway.pipeline import (
+    Exchange,
+    RequestView,
+    ResponseView,
+    Visitor,
+    build_pipeline,
+    parse_cookies,
+    split_target,
+)
 from gateway.sources import MISSING, SourceMap, compile_source, resolve
 
 PAGE_EXTENSIONS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "cfm", "shtml"})
@@ -303,7 +311,7 @@ class Replayer:
 
     def exchange(self, line: Line, ip: str) -> Exchange:
         """The line as a request from client address ``ip`` (``client``)."""
-        path, _, query = line.target.partition("?")
+        path, query, _ = split_target(line.target)  # as live: a "#" ends the query
         headers = dict(line.headers) if line.headers else {}
         host = line.host or self.host
         headers["host"] = host

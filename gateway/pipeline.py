@@ -51,6 +51,28 @@ def split_query(raw: str) -> list[tuple[str, str, str]]:
     return pairs
 
 
+def split_target(target: str) -> tuple[str, str, str]:
+    """A request target → (path, query, rest), ``target`` being ``path + "?" + query + rest``
+    (``path`` alone when it has no ``?``). The query ends at a ``#`` (RFC 3986 §3.4); what
+    follows, which no browser sends but a client may, is ``rest``, kept as sent; a ``?`` after a
+    ``#`` starts no query (``/p#x?utm_source=y`` has none, its rest being ``?utm_source=y``).
+    Until 2026-12-06 the query ran to the end: a pair after the ``#`` was stripped and recorded,
+    and one piece's ``#`` took the fragment with it (``/p?a=1&utm_source=x#f&b=2`` reached the
+    site as ``/p?a=1&b=2``, ``b=2`` moved from the fragment into the query)."""
+    path, mark, rest = target.partition("?")
+    if not mark:
+        return target, "", ""
+    if "#" in path:
+        return path, "", mark + rest
+    query, hash_mark, fragment = rest.partition("#")
+    return path, query, hash_mark + fragment
+
+
+def with_query(path: str, query: str, rest: str) -> str:
+    """``split_target``'s parts put back with another ``query``: none (``""``) takes its ``?``."""
+    return path + ("?" + query if query else "") + rest
+
+
 def parse_cookies(header: str) -> dict[str, str]:
     """A ``Cookie`` header → name → value (RFC 6265 §4.2; the first of a repeated name wins).
 

@@ -51,7 +51,7 @@ from gateway.forwarding import (
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
-from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView
+from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, split_target, with_query
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from gateway.upstream import (
@@ -430,7 +430,7 @@ class ProxyHost:
         if target is None or (host is not None and not _VALID_HOST.fullmatch(host)):
             self.metrics.requests.labels("bad_request").inc()
             return pages.error_page(400)
-        raw_path, _, raw_query = target.partition("?")
+        raw_path, raw_query, after_query = split_target(target)
         kind = reserved.classify(raw_path, self.reserved)
         if kind != "ordinary":
             self.metrics.requests.labels("reserved").inc()
@@ -443,7 +443,7 @@ class ProxyHost:
                 return await endpoint(request)
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
-            return await self._websocket(request, target, raw_path, raw_query)
+            return await self._websocket(request, target, raw_path, raw_query, after_query)
         length = request.content_length
         if length is not None and length > self.max_body:
             self.metrics.requests.labels("too_large").inc()
@@ -470,10 +470,10 @@ class ProxyHost:
             self.metrics.requests.labels("reply").inc()
             return resp
 
-        return await self._forward(request, ex, target, raw_path, commits, seen, trusted)
+        return await self._forward(request, ex, target, raw_path, after_query, commits, seen, trusted)
 
     async def _websocket(
-        self, request: web.Request, target: str, raw_path: str, raw_query: str
+        self, request: web.Request, target: str, raw_path: str, raw_query: str, after_query: str
     ) -> web.StreamResponse:
         """Relay a WebSocket upgrade. Only the addons' ``websocket`` hook runs on it: tracking
         pairs leave its URL (and a same-site Referer) as they leave a request's."""
@@ -482,7 +482,7 @@ class ProxyHost:
         ex = Exchange(self._view(request, raw_path, raw_query, trusted))
         await self.pipeline.websocket(ex)
         if ex.upstream_query is not None:
-            target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
+            target = with_query(raw_path, ex.upstream_query, after_query)
         try:  # the relay's connection counts against proxy.upstream_connections too
             await self.pool.reserve()
         except TimeoutError as err:
@@ -602,12 +602,13 @@ class ProxyHost:
         ex: Exchange,
         target: str,
         raw_path: str,
+        after_query: str,
         commits: list[asyncio.Future[None]],
         seen: int,
         trusted: bool,
     ) -> web.StreamResponse:
         if ex.upstream_query is not None:
-            target = raw_path + ("?" + ex.upstream_query if ex.upstream_query else "")
+            target = with_query(raw_path, ex.upstream_query, after_query)
         body = _Body(request, self.max_body, self.body_idle)
         if ex.want_request_body:
             body = _CapturedBody(request, self.max_body, self.body_idle)

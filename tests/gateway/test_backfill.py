@@ -217,6 +217,20 @@ async def test_two_identical_lines_are_two_requests(tmp_path: Path) -> None:
     assert summary.new_rows is not None and summary.new_rows["touchpoints"] == 2
 
 
+async def test_a_logged_fragment_is_no_query_as_live(tmp_path: Path) -> None:
+    """A ``#`` ends the query, as in the live proxy: the pairs after it are the fragment's (no
+    browser sends one; a log may hold a client's), neither recorded nor part of a value."""
+    lines = [
+        f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0100] "GET /p?utm_source=News#f&utm_medium=x HTTP/1.1" 200 10 "-" "{UA}"',  # noqa: E501
+        f'203.0.113.8 - - [01/Mar/2025:10:00:01 +0100] "GET /q#x?utm_source=y HTTP/1.1" 200 10 "-" "{UA}"',
+    ]
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "a.log", "\n".join(lines))
+    await run_import(settings, [log], "combined", host="shop.example")
+    got = await query(settings, "SELECT source, medium, landing_path, raw_params FROM touchpoints")
+    assert got == [("news", None, "/p", '{"utm_source":"news"}')]
+
+
 async def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)

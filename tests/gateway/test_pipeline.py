@@ -9,7 +9,7 @@ import pytest
 
 from gateway.events import iso
 from gateway.metrics import Metrics
-from gateway.pipeline import Exchange, Pipeline, Reply, RequestView, split_query
+from gateway.pipeline import Exchange, Pipeline, Reply, RequestView, split_query, split_target, with_query
 from tests.addons.conftest import exchange
 
 
@@ -134,6 +134,28 @@ async def test_every_request_hook_runs_after_a_reply() -> None:
 )
 def test_split_query(raw: str, expected: list[tuple[str, str, str]]) -> None:
     assert split_query(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "parts"),
+    [
+        ("/p", ("/p", "", "")),
+        ("/p?", ("/p", "", "")),
+        ("/p?a=1&b", ("/p", "a=1&b", "")),
+        ("/p??a", ("/p", "?a", "")),
+        # a "#" ends the query: what follows it is no query's, kept as sent
+        ("/p?a=1&utm_source=x#f&b=2", ("/p", "a=1&utm_source=x", "#f&b=2")),
+        ("/p?#utm_source=x", ("/p", "", "#utm_source=x")),
+        ("/p#x", ("/p#x", "", "")),
+        ("/p#x?utm_source=y", ("/p#x", "", "?utm_source=y")),  # a "?" in the fragment: no query
+        ("http://t/p?a#b?c", ("http://t/p", "a", "#b?c")),  # a Referer is split alike
+    ],
+)
+def test_split_target(target: str, parts: tuple[str, str, str]) -> None:
+    assert split_target(target) == parts
+    path, query, rest = parts
+    assert with_query(path, query, rest) in (target, target.replace("?", "", 1))  # a bare "?" aside
+    assert with_query("/p", "", "#f") == "/p#f"
 
 
 @pytest.mark.parametrize(
