@@ -19,7 +19,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -554,10 +554,16 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
 def period_days(since: datetime, until: datetime, zone: tzinfo) -> list[str]:
     """The local dates (in ``zone``) of a period, in order: from the day holding ``since`` to
     the day holding the last microsecond before ``until`` (exclusive). Calendar days, not steps
-    of 24 hours: a day of 23 or 25 hours, when the clocks change, is one date."""
+    of 24 hours: a day of 23 or 25 hours, when the clocks change, is one date, and a date the
+    zone skipped whole is none (Pacific/Apia went from 29 to 31 December 2011): its midnight,
+    read as a skipped time is, is the next day's."""
     first = since.astimezone(zone).date()
     last = (until - timedelta(microseconds=1)).astimezone(zone).date()
-    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    dates = [first + timedelta(days=n) for n in range((last - first).days + 2)]
+    starts = [datetime.combine(day, time.min, zone).astimezone(UTC) for day in dates]
+    return [
+        day.isoformat() for day, start, end in zip(dates, starts, starts[1:], strict=False) if start < end
+    ]
 
 
 def _empty_days(table: Table, days: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:
