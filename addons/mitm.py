@@ -225,14 +225,15 @@ def without_admin_session(headers: Any) -> None:
     """The dashboard's session cookies (every port's: ``is_session_cookie``) out of
     ``headers``' Cookie lines, as the aiohttp host does: a cookie is not scoped to a port, so a
     browser signed in to the admin listener on this host name sends it here too, and passed on
-    it would hand the site a live admin session. A Cookie line left empty is dropped."""
+    it would hand the site a live admin session. A Cookie line left with no cookie in it is
+    dropped (the session alone beside a stray ";" left an empty line the visitor never sent)."""
     lines = headers.get_all("cookie")
     if not any(ADMIN_SESSION_COOKIE in line for line in lines):
         return
     kept = []
     for line in lines:
         pairs = [p for p in line.split(";") if not is_session_cookie(p.strip().partition("=")[0])]
-        if pairs:
+        if any(pair.strip() for pair in pairs) or not line.strip():
             kept.append(";".join(pairs).strip())
     headers.set_all("cookie", kept)
 

@@ -82,12 +82,13 @@ def _without_admin_session(headers: list[tuple[str, str]]) -> list[tuple[str, st
     name too (``127.0.0.1:9090`` and ``:8080``, the default configuration): passed on, it would
     hand the site a live admin session. Every port's (``gw_admin_session_9090``, the name
     before 2026-12-05 too): another gateway's on this host is as live. The visitor's other
-    cookies go on as sent; a Cookie header left empty is dropped."""
+    cookies go on as sent; a Cookie header left with no cookie in it is dropped (the session
+    alone beside a stray ";" left an empty header the visitor never sent)."""
     out = []
     for name, value in headers:
         if name.lower() == "cookie" and ADMIN_SESSION_COOKIE in value:
             pairs = [p for p in value.split(";") if not is_session_cookie(p.strip().partition("=")[0])]
-            if not pairs:
+            if not any(pair.strip() for pair in pairs):
                 continue
             value = ";".join(pairs).strip()
         out.append((name, value))

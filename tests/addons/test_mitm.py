@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) w
     from mitmproxy import http as mhttp
     from mitmproxy.test import taddons, tflow, tutils
 
-from addons.mitm import RUN_ONLY, GatewayAddon
+from addons.mitm import RUN_ONLY, GatewayAddon, without_admin_session
 
 SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "mitm.py"
 LANDING = "/landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1"
@@ -309,6 +309,26 @@ FORGED = [
     (b"CF-Connecting-IP", b"6.6.6.6"),
     (b"x-original-url", b"/admin"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "sent"),
+    [
+        ([b"a=1; gw_admin_session=s; b=2"], ["a=1; b=2"]),
+        ([b"gw_admin_session=s; a=1"], ["a=1"]),
+        ([b"a=1;gw_admin_session=s;b=2"], ["a=1;b=2"]),
+        ([b"a=1", b"gw_admin_session_9090=s"], ["a=1"]),
+        # The session alone beside stray ";": no cookie is left, so no line goes on (an empty
+        # Cookie line, which the visitor never sent, reached the site until 2026-12-06).
+        ([b"gw_admin_session=s;"], []),
+        ([b"a=1", b"; gw_admin_session=s; "], ["a=1"]),
+        ([b"", b"gw_admin_session=s"], [""]),  # the visitor's own empty line goes on as sent
+    ],
+)
+def test_the_session_cookie_is_taken_out_as_in_the_aiohttp_host(lines: list[bytes], sent: list[str]) -> None:
+    headers = mhttp.Headers([(b"cookie", line) for line in lines])
+    without_admin_session(headers)
+    assert headers.get_all("cookie") == sent
 
 
 async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: GatewayAddon) -> None:

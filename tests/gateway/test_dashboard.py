@@ -533,6 +533,11 @@ async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream
         # Another gateway's on this host (its admin listener's port), and the name before
         # 2026-12-05: as live, for their listeners.
         "gw_admin_session_9091=x; site=1; gw_admin_session=y; gw_admin_session_port=4",
+        # The session alone among empty pieces (a stray ";", as some clients write): no pair
+        # is left, so no Cookie header goes on — an empty one, which the visitor did not
+        # send, reached the site until 2026-12-06.
+        f"{cookie_of(gw)}={session_id};",
+        f";{cookie_of(gw)}={session_id}; ;",
     ):
         async with gw.session.get(gw.url + "/page", headers={"Cookie": sent}) as resp:
             assert resp.status == 200
@@ -542,6 +547,8 @@ async def test_the_session_cookie_never_reaches_the_site(start_gateway, upstream
         ["site=1"],
         ["site=1; not_gw_admin_session=3"],
         ["site=1; gw_admin_session_port=4"],
+        [],
+        [],
     ]
     still = await status_of(gw, "GET", "/api/touchpoints", with_cookie(gw, session_id))
     assert still == 200  # still signed in
