@@ -693,6 +693,32 @@ async def test_a_restarted_worker_whose_config_copy_is_gone_says_so_in_the_log(
     assert "worker 1 cannot run (exited with status 2); stopping the gateway" in supervisor, supervisor
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_repeated_until_the_gateway_exits_is_still_a_clean_stop(
+    tmp_path: Path, upstream_server: object, sig: signal.Signals
+) -> None:
+    """Ctrl-C pressed twice, a deploy script that signals again: the supervisor's loop, once it
+    had stopped its workers, put SIGTERM back to its default action (SIGINT to Python's
+    KeyboardInterrupt), and one that came while it removed its private folder or exited ended it
+    by the signal (exit -15, the folder of config copies and metrics files sometimes left)."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        async with asyncio.timeout(30):
+            while gw.proc.returncode is None:  # Popen.send_signal would reap it behind asyncio's back
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(gw.proc.pid, sig)
+                await asyncio.sleep(0.002)
+        code = await gw.stop()
+    finally:
+        await gw.kill()
+    assert code == 0, "".join(gw.stderr)[-2000:]
+    assert await asyncio.to_thread(_snapshots, tmp_path) == []
+    assert not [line for line in gw.stderr if line and not line.startswith("{")], "no traceback"
+    assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == 2
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, upstream_server: object) -> None:
     cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server))
     gw = await GatewayProcess.start(cfg)
