@@ -935,6 +935,68 @@ async def test_one_order_sent_at_once_through_both_workers_is_one_conversion(
     assert await asyncio.to_thread(conversions) == [("purchase", "order:A1")]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="each worker remembers the pairs it bound (addons/stitching.py RecentPairs): "
+    "a pair signed in through both workers is stored once per worker",
+)
+async def test_one_sign_in_sent_through_both_workers_is_one_binding(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """One visitor signing in as one user 20 times over 20 connections (both workers take some):
+    one process stores that binding once; two workers store it once each (found 2026-12-06)."""
+
+    async def login(request: web.Request) -> web.Response:
+        await request.post()
+        return web.Response(status=302, headers={"Location": "/"})
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/{tail:.*}", page)
+    rule = (
+        '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\n'
+        'user_id = { form = "username" }\n'
+    )
+    cfg = await asyncio.to_thread(_config, tmp_path, await upstream_server(app), 2, rule)  # type: ignore[operator]
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=a") as resp:
+            cookie = f"gw_vid={resp.cookies['gw_vid'].value}"
+
+        async def sign_in() -> int:
+            async with (
+                aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+                session.post(
+                    f"{gw.proxy}/login",
+                    data={"username": "ada"},
+                    headers={"Cookie": cookie},
+                    allow_redirects=False,
+                ) as resp,
+            ):
+                return resp.status
+
+        assert await asyncio.gather(*(sign_in() for _ in range(20))) == [302] * 20
+        logins = {
+            r["worker"] for r in gw.logs() if r["logger"] == "gateway.access" and "POST /login" in r["msg"]
+        }
+        assert logins == {0, 1}, "both workers took sign-ins"
+        bound = await _metric(gw, 'gateway_bindings_total{rule="login"}')
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+    def bindings() -> int:
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            return int(db.execute("SELECT count(*) FROM identities").fetchone()[0])
+
+    assert (await asyncio.to_thread(bindings), bound) == (1, 1)
+
+
 async def test_workers_start_from_a_config_larger_than_an_environment_variable_holds(
     tmp_path: Path, upstream_server: object
 ) -> None:
