@@ -44,7 +44,14 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway import sharedcounts
-from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, blocked, heard
+from gateway.childsignals import (
+    RELOAD_ORDER,
+    RELOAD_ORDER_ENV,
+    RELOAD_SIGNALS,
+    STOP_SIGNALS,
+    blocked,
+    heard,
+)
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.heartbeat import HEARTBEAT_ENV, Listener, interval
 from gateway.metrics import MULTIPROCESS_ENV
@@ -268,6 +275,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
         codes = [task.result() for task in done] + list(await asyncio.gather(*pending))
+        _ignore_stop_signals(loop)  # every worker has exited: what is left cannot be stopped better
         days.cancel()
         if watch is not None:
             watch.cancel()
@@ -477,6 +485,19 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
             if self.stopping.is_set():  # told to stop while it was down: nothing to restart
                 return 0
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Ignore SIGTERM and SIGINT from now on. The loop's handlers, once removed (as the loop's
+    end removes them), give SIGTERM back its default action and SIGINT Python's
+    KeyboardInterrupt: one more (Ctrl-C pressed twice, a deploy script that signals again) while
+    the supervisor closed its files, removed its private folder or exited ended it by the
+    signal (exit -15 for a clean stop, the folder sometimes left) until 2026-12-06. Held
+    meanwhile, so none comes between the two."""
+    with blocked(STOP_SIGNALS):
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)  # one held meanwhile is dropped as it is let through
 
 
 def ended(code: int) -> str:
