@@ -155,6 +155,14 @@ WRONG_JSON = [None, 0, -1, 1e308, True, "", "x" * 5000, "\x00", [], {}, ["allow"
 JSON_TYPE = {"Content-Type": "application/json"}
 
 
+def well_formed_body(op: dict[str, Any]) -> tuple[bytes | None, dict[str, str]]:
+    """A body the operation accepts, and its Content-Type (none for an operation without)."""
+    schema = body_schema(op)
+    if schema is None:
+        return None, {}
+    return json.dumps(_example(schema)).encode(), {"Content-Type": "application/json"}
+
+
 def hostile_bodies(schema: dict[str, Any]) -> Iterator[tuple[str, bytes, dict[str, str]]]:
     """(what, body, headers) for a JSON body of ``schema``: not JSON, wrong types in each
     field (``what``: ``field=…``, ``without field``), missing and unknown fields, wrong content
@@ -412,9 +420,7 @@ async def test_every_operation_refuses_hostile_query_parameters_by_name(
 ) -> None:
     problems: list[str] = []
     for method, template, op in OPERATIONS:
-        schema = body_schema(op)
-        data = json.dumps(_example(schema)).encode() if schema else None
-        headers = {"Content-Type": "application/json"} if schema else {}
+        data, headers = well_formed_body(op)
         for name, query in query_cases(op):
             url = fuzzed.url(template, query=query)
             status, kind, body = await _send(fuzzed, method, url, headers=headers, data=data)
@@ -441,8 +447,7 @@ async def test_every_operation_refuses_hostile_path_values_bodies_and_headers(
     problems: list[str] = []
     for method, template, op in OPERATIONS:
         schema = body_schema(op)
-        data = json.dumps(_example(schema)).encode() if schema else None
-        json_type = {"Content-Type": "application/json"} if schema else {}
+        data, json_type = well_formed_body(op)
         for name, value in path_cases(template):
             url = fuzzed.url(template, {name: value})
             status, kind, body = await _send(fuzzed, method, url, headers=json_type, data=data)

@@ -328,6 +328,20 @@ async def test_lengths_that_disagree_are_still_refused(raw_upstream, answer: byt
         await pool.close()
 
 
+async def _visitor_gets(start_gateway, raw_upstream, answer: bytes) -> bytes:
+    """Everything a visitor's ``GET /page`` (on a closing connection) gets through a gateway
+    whose site answers ``answer`` to every request."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(
     ("answer", "framing"),
     [
@@ -347,16 +361,7 @@ async def test_the_visitor_gets_one_framing(
     ``Transfer-Encoding :``, whose space before the colon the parser keeps in the name, reached
     the visitor so, beside the gateway's own chunks: the name goes without it (RFC 9112 §5.1
     asks a proxy to remove it)."""
-    url, _ = await counting_origin(raw_upstream, lambda line: answer)
-    gw = await start_gateway(url)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
-    try:
-        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
-        async with asyncio.timeout(5):
-            raw = await reader.read()
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, _, body = (await _visitor_gets(start_gateway, raw_upstream, answer)).partition(b"\r\n\r\n")
     fields = [line.partition(b":") for line in head.split(b"\r\n")[1:]]
     assert all(name == name.strip() for name, _, _ in fields), head
     lengths = [value.strip().decode() for name, _, value in fields if name.lower() == b"content-length"]
@@ -428,16 +433,7 @@ PAGE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 async def _hint_and_page(start_gateway, raw_upstream, answer: bytes) -> tuple[bytes, bytes]:
     """The head of the ``103`` the visitor got, and the rest it got on a closing connection."""
-    url, _ = await counting_origin(raw_upstream, lambda line: answer)
-    gw = await start_gateway(url)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
-    try:
-        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
-        async with asyncio.timeout(5):
-            raw = await reader.read()
-    finally:
-        writer.close()
-    hint, _, rest = raw.partition(b"\r\n\r\n")
+    hint, _, rest = (await _visitor_gets(start_gateway, raw_upstream, answer)).partition(b"\r\n\r\n")
     return hint + b"\r\n\r\n", rest
 
 
