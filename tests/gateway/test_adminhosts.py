@@ -12,6 +12,7 @@ import pytest
 
 from gateway.adminhosts import host_refusal
 from gateway.config import ConfigError
+from gateway.openapi import openapi_document
 from gateway.reload import restart_needed
 from tests.conftest import TOKEN, RunningGateway, make_settings
 from tests.gateway.test_dashboard import origin
@@ -200,3 +201,9 @@ def test_config_errors_name_the_key(tmp_path: Path, toml: str, expected: str) ->
     with pytest.raises(ConfigError) as err:
         make_settings(tmp_path, f"[admin]\n{toml}\n")
     assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_every_operation_documents_the_refusal() -> None:
+    for path, methods in openapi_document()["paths"].items():
+        for method, operation in methods.items():
+            assert "421" in operation["responses"], (method, path)
