@@ -80,8 +80,15 @@ def host_refusal(header: str | None, hosts: tuple[str, ...]) -> str | None:
     name = host_name(header)
     if name is not None and (_default(name) or name in listed):
         return None
-    shown = (name if name else header.strip())[:100]
+    shown = _shown(name or header.strip())
     return f'Host "{shown}" is not a name of this admin listener; add it to admin.hosts if it is yours'
+
+
+def _shown(value: str) -> str:
+    """``value`` as the refusal shows it: at most 100 characters, a byte beyond ASCII escaped
+    (aiohttp reads a header's bytes that are not UTF-8 as surrogates, which no JSON can hold)."""
+    text = value[:100].encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def hosts_problems(hosts: Sequence[str]) -> list[str]:

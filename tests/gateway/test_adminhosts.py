@@ -146,6 +146,18 @@ async def test_a_request_without_host_is_answered(gw: RunningGateway) -> None:
     assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
 
+async def test_a_host_of_bytes_beyond_ascii_is_refused_and_shown_escaped(gw: RunningGateway) -> None:
+    """Over a raw socket: aiohttp reads header bytes that are not UTF-8 as surrogates, which the
+    JSON encoder refused (a 500 instead of the 421)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: \xff\xfe.example:1\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 421"), answer[:200]
+    assert b'"Host \\"\\\\xff\\\\xfe.example\\" is not a name' in answer, answer
+
+
 async def test_a_reload_applies_admin_hosts(tmp_path: Path, start_gateway, upstream_server) -> None:
     """The listener reads the names from the running settings per request: no restart."""
     gw = await start_gateway(await upstream_server(origin()))
