@@ -47,7 +47,10 @@ def host_name(header: str) -> str | None:
 
 
 def _default(name: str) -> bool:
-    """An address, ``localhost`` or under ``.localhost``, or a name without a dot."""
+    """An address, ``localhost`` or under ``.localhost``, or a name without a dot (ASCII only:
+    a browser sends a name beyond it in its ``xn--`` form)."""
+    if not name.isascii():
+        return False
     if name.startswith("["):
         try:
             ipaddress.IPv6Address(name[1:-1])

@@ -179,6 +179,8 @@ async def test_a_reload_applies_admin_hosts(tmp_path: Path, start_gateway, upstr
         ("[::1", (), True),
         ("[evil.example]", (), True),
         ("[::1]x", (), True),
+        ("gatewa\u0443", (), True),
+        ("\uff4cocalhost", (), True),
         ("evil.example:", (), True),
         ("evil.example", ("evil.example",), False),
         ("sub.evil.example", ("evil.example",), True),
