@@ -4,7 +4,9 @@ to a sink, OpenAPI. The reports (``/api/fraud`` included) are in ``gateway/repor
 
 Every JSON answer uses one envelope (``{"ok": true, ...}`` or ``{"ok": false,
 "status": N, "error": "..."}``), produced here and by one error middleware;
-``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document.
+``/metrics`` answers Prometheus text and ``/api/openapi.json`` the bare document. Every
+request whose ``Host`` is not one of the listener's names gets 421 first (``known_host``,
+``gateway/adminhosts.py``).
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>``, compared in
 constant time (too many wrong ones from one address and it is refused a while:
 ``gateway/lockout.py``), or — for GET and HEAD only, from the dashboard's own pages — a dashboard
@@ -35,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import listing_export
 from gateway.accept import accepted_format, vary
+from gateway.adminhosts import host_refusal
 from gateway.badbody import body_key, unseal
 from gateway.calendar_check import no_such_moment
 from gateway.compressing import compress_answers
@@ -238,6 +241,21 @@ def route_of(request: web.Request) -> str:
     its path, which may hold a raw user ID (logs are data at rest too)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "(no route)"
+
+
+@web.middleware
+async def known_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request whose ``Host`` is not one of the listener's names (``admin.hosts``,
+    read from the running settings: a reload applies it) with 421, before any token is read
+    or counted: a page that DNS-rebinds its public name to this address is same-origin with
+    itself, and its wrong tokens would lock the operator's own address out. Every ``Host``
+    line is checked (aiohttp reads the first)."""
+    hosts = request.app[LIVE_KEY].current.options.admin.hosts
+    for header in request.headers.getall(hdrs.HOST, ()):
+        why = host_refusal(header, hosts)
+        if why:
+            return fail(421, why)
+    return await handler(request)
 
 
 @web.middleware
@@ -1358,7 +1376,7 @@ def create_admin_app(
     sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[compress_answers, envelope, bearer_auth, writes_change_reports],
+        middlewares=[compress_answers, envelope, known_host, bearer_auth, writes_change_reports],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS_KEY] = settings

@@ -21,6 +21,7 @@ from fractions import Fraction
 
 from yarl import URL
 
+from gateway.adminhosts import hosts_problems
 from gateway.attribution import report_zone
 from gateway.channels import CLASSES, is_public_suffix
 from gateway.config_values import (
@@ -257,6 +258,7 @@ def validate(options: Options) -> list[str]:
         f"must be more than 0 and at most 3600 seconds, got {options.admin.body_timeout}",
     )
     _within(p, "admin.max_failed_logins", options.admin.max_failed_logins, 1, 1000)
+    p += hosts_problems(options.admin.hosts)
     _check(
         p,
         0 < options.admin.failed_login_seconds <= 86400,

@@ -163,6 +163,10 @@ _ERRORS = {
         "description": "missing or wrong token",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
+    "421": {
+        "description": "the Host is not one of the admin listener's names (admin.hosts)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
     "429": {
         "description": "too many wrong tokens from this address: refused (the right token too)"
         " until Retry-After",

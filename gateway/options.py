@@ -161,6 +161,10 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     (all nodes; needs ``central.url``)."""
     allow_public: bool = False
     """Allow ``listen`` on an address that is neither loopback nor private (or all interfaces)."""
+    hosts: tuple[str, ...] = ()
+    """Names the admin listener answers to besides IP addresses, ``localhost`` (and under
+    ``.localhost``) and names without a dot; any other ``Host`` gets 421 (DNS rebinding).
+    ``["*"]``: any."""
     report_processes: int = 0
     """Worker processes a large report is shared across; 0: one per CPU core (at most 8), 1: none."""
     report_worker_memory_mb: int = 200

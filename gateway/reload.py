@@ -2,7 +2,7 @@
 
 Reads two ``Settings`` (running and freshly loaded); owns the list of keys a
 running process cannot take over (listen addresses, the store, secrets, the
-upstream session's limits, the worker count, the admin side, log format, the user-ID
+upstream session's limits, the worker count, the admin side but its ``hosts``, log format, the user-ID
 storage mode, the retention period) and
 builds the settings a reload actually applies: the new rules and thresholds
 with every restart-only value kept as it runs.
@@ -48,10 +48,19 @@ once, shared by the pipeline, the admin API and the sinks) and the daily purge (
 not, with the gateway) too."""
 
 
+LIVE_IN_RESTART_TABLES = {"admin": ("hosts",)}
+"""Keys of a restart-only table that a reload applies all the same: ``admin.hosts`` is read
+per request from the running settings (``gateway/admin.py``'s ``known_host``)."""
+
+
 def _get(data: dict[str, Any], key: str) -> Any:
     section, _, name = key.partition(".")
     value = data.get(section)
-    return value.get(name) if name and isinstance(value, dict) else value
+    if name:
+        return value.get(name) if isinstance(value, dict) else value
+    if isinstance(value, dict) and section in LIVE_IN_RESTART_TABLES:
+        return {k: v for k, v in value.items() if k not in LIVE_IN_RESTART_TABLES[section]}
+    return value
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:
@@ -72,6 +81,9 @@ def live_settings(old: Settings, new: Settings) -> Settings:
         section, _, name = key.partition(".")
         if name:
             after[section][name] = before[section][name]
+        elif section in LIVE_IN_RESTART_TABLES:
+            live = {k: after[section][k] for k in LIVE_IN_RESTART_TABLES[section]}
+            after[section] = {**before[section], **live}
         else:
             after[section] = before[section]
     options = msgspec.convert(after, Options)

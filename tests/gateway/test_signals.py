@@ -129,7 +129,7 @@ async def test_sigterm_gives_the_admin_listener_the_same_grace(
         writer.write(
             (
                 f"POST /api/touchpoints/{'0' * 8}-0000-7000-8000-{'0' * 12}/verdict HTTP/1.1\r\n"
-                f"Host: admin.test\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Host: {host}:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
             ).encode()
         )
