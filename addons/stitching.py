@@ -5,8 +5,9 @@ its source reads captured (up to the rule's ``max_body``); when the response's
 status is one the rule calls success and its ``when`` conditions hold, the user
 ID is read, validated (printable, at most ``MAX_USER_ID`` characters; lower-cased
 when the rule says ``lowercase``) and a ``Binding`` of the visitor key to the
-user key is emitted. Many visitors per user; nothing unbinds. The user key is
-left on the exchange so ``conversions`` can credit the user at once.
+user key is emitted. Many visitors per user; nothing unbinds. The store keeps
+one binding per pair and counts it (``gateway_bindings_total``) once stored. The
+user key is left on the exchange so ``conversions`` can credit the user at once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange
 
 RECENT = 4096
-"""Visitor-user pairs remembered, so a rule firing on every request does not bind again each time."""
+"""Visitor-user pairs remembered, so a rule firing on every request does not ask the store to
+bind again each time. Only a saving: the store itself keeps one binding per pair, whichever
+process (another worker, the gateway before a restart) bound it first."""
 
 
 class RecentPairs:
@@ -139,4 +142,3 @@ class Stitching(FollowsKeyFiles):
                 consent=ex.visitor.consent,
             )
         )
-        self.metrics.bindings.labels(rule).inc()

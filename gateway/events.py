@@ -98,10 +98,13 @@ class Binding:
     """A visitor bound to a user: an identity rule fired, or a signed ``identify`` arrived.
 
     Every touchpoint of the visitor, earlier and later, belongs to the user from then on;
-    one user may have many visitors (devices). Nothing ever unbinds.
+    one user may have many visitors (devices), each bound once. Nothing ever unbinds.
     """
 
     table: ClassVar[str] = "identities"
+    once: ClassVar[tuple[str, ...]] = ("visitor_key", "user_key")
+    """A pair the store has already is not stored again, whoever binds it (another worker, the
+    gateway before a restart, a sender, an import): the store checks as it inserts."""
 
     id: str
     ts: str

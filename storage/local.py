@@ -10,8 +10,9 @@ fail open; a batch that fails on one submit's data is retried submit by
 submit, so one bad event does not cost its neighbours theirs. Should the
 writer itself ever stop, every queued and in-flight future fails with
 ``StoreClosed`` and later submits fail at once: no caller waits forever.
-Replaying an event id changes nothing. Reads live in ``storage.queries`` on
-their own connection.
+Replaying an event id changes nothing, and a binding of a visitor to a user the
+store has already (whichever process bound it) is not stored again. Reads live
+in ``storage.queries`` on their own connection.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import EVENT_TYPES, Conversion, Event
+from gateway.events import EVENT_TYPES, Binding, Conversion, Event
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -88,11 +89,14 @@ _encode = msgspec.json.Encoder()
 class _Table:
     """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
 
-    __slots__ = ("columns", "conflict", "json", "name", "nullable", "params")
+    __slots__ = ("columns", "conflict", "json", "name", "nullable", "once", "params")
 
     def __init__(self, cls: type[Event]) -> None:
         self.name = cls.table
         self.conflict: str = getattr(cls, "conflict", "DO NOTHING")
+        self.once: tuple[str, ...] = getattr(cls, "once", ())
+        """Columns whose values a stored row may not share with a new one (a binding's visitor
+        and user): such a row is not inserted (``insert_sql``)."""
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
         for column, hint in hints.items():
@@ -179,7 +183,9 @@ def insert_sql(cls: type, rows: int = 1, nulls: int = 0) -> str:
     """One INSERT of ``rows`` events of type ``cls``: in autocommit mode a single statement is a
     single transaction, so a batch of one table commits atomically in one round trip. The
     columns ``nulls`` names (as bits, ``_Table.params_nulls``) are written ``NULL`` in every row
-    rather than bound."""
+    rather than bound. For a table with ``once`` columns (bindings), a row whose values there
+    a stored row has is left out; the rows of one statement do not see each other, so give it
+    one row per pair (``_insert_bindings``)."""
     return _insert_sql(TABLES[cls].name, rows, nulls)
 
 
@@ -187,9 +193,18 @@ def insert_sql(cls: type, rows: int = 1, nulls: int = 0) -> str:
 def _insert_sql(name: str, rows: int, nulls: int = 0) -> str:
     table = _BY_NAME[name]
     one = "(" + ", ".join("NULL" if nulls >> i & 1 else "?" for i in range(len(table.columns))) + ")"
+    values = "VALUES " + ", ".join([one] * rows)
+    if table.once:
+        # Checked and inserted in one statement: SQLite's write lock serialises it across
+        # processes (every worker, the next gateway on the same file), where a look first and
+        # an insert after would race. Each check is a SEARCH of an index led by the first
+        # ``once`` column (identities_visitor, covering the user key too).
+        same = " AND ".join(f"{c} = given.column{table.columns.index(c) + 1}" for c in table.once)
+        values = (
+            f"SELECT * FROM ({values}) AS given WHERE NOT EXISTS (SELECT 1 FROM {table.name} WHERE {same})"
+        )
     return (
-        f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES "
-        + ", ".join([one] * rows)
+        f"INSERT INTO {table.name} ({', '.join(table.columns)}) {values}"
         # Only a repeated id or dedup key is skipped. OR IGNORE would also drop, silently and
         # with a successful commit, a row that breaks NOT NULL or CHECK.
         + f" ON CONFLICT {table.conflict}"
@@ -354,6 +369,26 @@ async def _insert_conversions(db: aiosqlite.Connection, events: Sequence[Event])
         async with db.execute(sql, table.params(chunk)) as cur:
             inserted.update(row[0] for row in await cur.fetchall())
     return [(e.rule, e.id in inserted) for e in events if isinstance(e, Conversion) and e.origin == "rule"]
+
+
+async def _insert_bindings(db: aiosqlite.Connection, events: Sequence[Event]) -> list[str]:
+    """Insert bindings (inside the caller's transaction, or, up to ``MAX_ROWS_PER_STATEMENT`` of
+    them, as one autocommit statement): each pair once, the first of ``events`` to bind it, and
+    only where the store has none yet. The rules of the identity-rule bindings that went in,
+    for the caller to count once the transaction has committed (``gateway_bindings_total``)."""
+    table = TABLES[Binding]
+    first: dict[tuple[object, ...], Event] = {}
+    for e in events:
+        first.setdefault(tuple(getattr(e, c) for c in table.once), e)
+    rows = list(first.values())
+    per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
+    inserted: set[str] = set()
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = insert_sql(Binding, len(chunk)) + " RETURNING id"  # only the rows that went in
+        async with db.execute(sql, table.params(chunk)) as cur:
+            inserted.update(row[0] for row in await cur.fetchall())
+    return [e.rule for e in rows if isinstance(e, Binding) and e.origin == "rule" and e.id in inserted]
 
 
 class LocalStore:
@@ -631,6 +666,7 @@ class LocalStore:
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []
+            bound: list[str] = []
             # Whether the batch takes the hot path, in one pass over it (every landing's row).
             events: list[Event] = []
             kinds: set[type] | None = None  # the types of its events; None: a submit has groups
@@ -645,6 +681,8 @@ class LocalStore:
                 kind = kinds.pop() if kinds else type(None)
                 if kind is Conversion:
                     counted = await _insert_conversions(db, events)
+                elif kind is Binding:
+                    bound = await _insert_bindings(db, events)
                 elif events:
                     # The columns None in every row written so far (a landing's term, creator,
                     # click ID, geography…) are written NULL rather than bound: each None bound
@@ -657,7 +695,7 @@ class LocalStore:
             else:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    counted = await self._write_mixed(db, batch)
+                    counted, bound = await self._write_mixed(db, batch)
                     await db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -693,15 +731,22 @@ class LocalStore:
         self.checkpointer.committed(rows)
         for rule, recorded in counted:  # only now: a rolled-back insert recorded nothing
             (self.metrics.conversions if recorded else self.metrics.conversion_duplicates).labels(rule).inc()
+        for rule in bound:
+            self.metrics.bindings.labels(rule).inc()
         return None
 
-    async def _write_mixed(self, db: aiosqlite.Connection, batch: list[_Item]) -> list[tuple[str, bool]]:
+    async def _write_mixed(
+        self, db: aiosqlite.Connection, batch: list[_Item]
+    ) -> tuple[list[tuple[str, bool]], list[str]]:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
         events row by row, each group whole or not at all: at its first row already stored (a
         repeated delivery's receipt, an order already recorded), the rows it wrote before are
-        undone, so a duplicate adds no touchpoint or binding either. Returns what
-        ``_insert_conversions`` returns for the plain conversions."""
+        undone, so a duplicate adds no touchpoint or binding either. A binding of a pair the
+        store has is left out of its group, which still goes in: it is no repeat (a sender's
+        second ``identify`` of a user on a device). Returns what ``_insert_conversions`` and
+        ``_insert_bindings`` return for the plain conversions and bindings."""
         counted: list[tuple[str, bool]] = []
+        bound: list[str] = []
         by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
@@ -710,6 +755,9 @@ class LocalStore:
         for kind, events in by_type.items():
             if kind is Conversion:
                 counted = await _insert_conversions(db, events)
+                continue
+            if kind is Binding:
+                bound = await _insert_bindings(db, events)
                 continue
             table = TABLES[kind]
             per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
@@ -726,15 +774,16 @@ class LocalStore:
                     await db.execute("SAVEPOINT event_group")
                 for e in group:
                     async with db.execute(insert_sql(type(e)) + " RETURNING id", event_row(e)) as cur:
-                        if await cur.fetchone() is None:
-                            new = False
-                            break
+                        stored = await cur.fetchone() is not None
+                    if not stored and not TABLES[type(e)].once:
+                        new = False
+                        break
                 if len(group) > 1:
                     if not new:
                         await db.execute("ROLLBACK TO event_group")
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
-        return counted
+        return counted, bound
 
 
 def _unwritable(path: Path) -> Path | None:

@@ -75,7 +75,9 @@ def test_form_login_binds_visitor_to_user_key() -> None:
     # values, not substrings).
     assert not {"ada", "hunter2"} & {str(v) for v in (b.visitor_key, b.user_key, b.rule, b.origin)}
     assert "hunter2" not in repr(b)
-    assert metric(ctx, "gateway_bindings_total", {"rule": "r"}) == 1
+    # Counted by the store once it has stored the binding (a pair it had already is not), not
+    # here: another worker, or this gateway before a restart, may have bound the pair.
+    assert metric(ctx, "gateway_bindings_total", {"rule": "r"}) == 0
 
 
 @pytest.mark.parametrize("status", [200, 400, 500])

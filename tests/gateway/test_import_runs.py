@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -168,3 +169,36 @@ async def test_a_run_already_in_the_central_store_is_not_undone(tmp_path: Path, 
     assert undo.rows["touchpoints"] == 2 and not undo.central and undo.sinks == {"sink:segment": 2}
     got = await asyncio.to_thread(rows, settings.store_path, "SELECT count(*) FROM touchpoints")
     assert got == [(3,)]
+
+
+def _identify(message: str, visitor: str, user: str) -> str:
+    return json.dumps(
+        {"type": "identify", "messageId": message, "anonymousId": visitor, "userId": user,
+         "timestamp": "2025-03-01T10:00:00Z"}
+    )  # fmt: skip
+
+
+def test_an_imported_binding_the_store_has_already_is_not_added_counted_or_undone(tmp_path: Path) -> None:
+    """The store keeps one binding per visitor and user: a Segment ``identify`` of a pair already
+    bound (by an earlier import, or live) adds no row, so the run does not count it, and undoing
+    that run leaves the binding that was there before."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "one.jsonl").write_text(_identify("m1", "anon-1", "ada") + "\n")
+    page = {
+        "type": "page", "messageId": "m4", "anonymousId": "anon-1", "timestamp": "2025-03-01T10:00:01Z",
+        "context": {"campaign": {"source": "news"}}, "properties": {"path": "/"},
+    }  # fmt: skip
+    two = [_identify("m2", "anon-1", "ada"), _identify("m3", "anon-1", "bob"), json.dumps(page)]
+    (tmp_path / "two.jsonl").write_text("\n".join(two) + "\n")
+    args = ("--format", "segment", "-c", "gw.toml", "--no-progress")
+    assert _cli(tmp_path, "one.jsonl", *args).returncode == 0
+    second = _cli(tmp_path, "two.jsonl", *args)
+    assert second.returncode == 0 and "run: 2 " in second.stdout, second
+    db = tmp_path / "gw.db"
+    assert rows(db, "SELECT count(*), count(DISTINCT user_key) FROM identities") == [(2, 2)]
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml").stdout.splitlines()
+    assert "touchpoints 0, bindings 1, conversions 0" in listed[0], listed
+    assert "touchpoints 1, bindings 1, conversions 0" in listed[1], listed
+    assert _cli(tmp_path, "--undo", "2", "-c", "gw.toml").returncode == 0
+    assert rows(db, "SELECT count(*) FROM identities") == [(1,)]
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]

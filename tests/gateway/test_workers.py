@@ -935,52 +935,56 @@ async def test_one_order_sent_at_once_through_both_workers_is_one_conversion(
     assert await asyncio.to_thread(conversions) == [("purchase", "order:A1")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each worker remembers the pairs it bound (addons/stitching.py RecentPairs): "
-    "a pair signed in through both workers is stored once per worker",
-)
-async def test_one_sign_in_sent_through_both_workers_is_one_binding(
-    tmp_path: Path, upstream_server: object
-) -> None:
-    """One visitor signing in as one user 20 times over 20 connections (both workers take some):
-    one process stores that binding once; two workers store it once each (found 2026-12-06)."""
+async def _login_site(upstream_server: object) -> str:
+    """A site whose ``POST /login`` signs in (302) and whose other pages answer ``ok``."""
 
     async def login(request: web.Request) -> web.Response:
         await request.post()
         return web.Response(status=302, headers={"Location": "/"})
 
-    app = web.Application()
-    app.router.add_post("/login", login)
-
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    app = web.Application()
+    app.router.add_post("/login", login)
     app.router.add_get("/{tail:.*}", page)
-    rule = (
-        '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\n'
-        'user_id = { form = "username" }\n'
-    )
-    cfg = await asyncio.to_thread(_config, tmp_path, await upstream_server(app), 2, rule)  # type: ignore[operator]
+    return await upstream_server(app)  # type: ignore[operator, no-any-return]
+
+
+LOGIN_RULE = (
+    '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\nuser_id = { form = "username" }\n'
+)
+
+
+async def _sign_in(gw: GatewayProcess, cookie: str, user: str = "ada") -> int:
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.post(
+            f"{gw.proxy}/login", data={"username": user}, headers={"Cookie": cookie}, allow_redirects=False
+        ) as resp,
+    ):
+        return resp.status
+
+
+def _bindings(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT visitor_key, user_key FROM identities ORDER BY id").fetchall()
+
+
+async def test_one_sign_in_sent_through_both_workers_is_one_binding(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """One visitor signing in as one user 20 times over 20 connections (both workers take some):
+    stored once, counted once. Until 2026-12-06 each worker remembered only the pairs it had
+    bound itself, so two workers stored (and counted, and synced) it once each."""
+    upstream = await _login_site(upstream_server)
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream, 2, LOGIN_RULE)
     gw = await GatewayProcess.start(cfg)
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
         async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=a") as resp:
             cookie = f"gw_vid={resp.cookies['gw_vid'].value}"
-
-        async def sign_in() -> int:
-            async with (
-                aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
-                session.post(
-                    f"{gw.proxy}/login",
-                    data={"username": "ada"},
-                    headers={"Cookie": cookie},
-                    allow_redirects=False,
-                ) as resp,
-            ):
-                return resp.status
-
-        assert await asyncio.gather(*(sign_in() for _ in range(20))) == [302] * 20
+        assert await asyncio.gather(*(_sign_in(gw, cookie) for _ in range(20))) == [302] * 20
         logins = {
             r["worker"] for r in gw.logs() if r["logger"] == "gateway.access" and "POST /login" in r["msg"]
         }
@@ -989,12 +993,37 @@ async def test_one_sign_in_sent_through_both_workers_is_one_binding(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+    assert (len(await asyncio.to_thread(_bindings, tmp_path / "gw.db")), bound) == (1, 1)
 
-    def bindings() -> int:
-        with sqlite3.connect(tmp_path / "gw.db") as db:
-            return int(db.execute("SELECT count(*) FROM identities").fetchone()[0])
 
-    assert (await asyncio.to_thread(bindings), bound) == (1, 1)
+async def test_a_sign_in_again_after_a_restart_is_not_a_second_binding(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """One process forgets the pairs it bound when it stops: the same visitor signing in as the
+    same user after a restart is the binding the store has, not a second one, and not counted
+    again; another user on that device is a binding of its own."""
+    upstream = await _login_site(upstream_server)
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream, 1, LOGIN_RULE)
+    counts = []
+    cookie = ""
+    for users in (["ada"], ["ada", "bob"]):
+        gw = await GatewayProcess.start(cfg)
+        try:
+            if not cookie:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"{gw.proxy}/?utm_source=a") as resp,
+                ):
+                    cookie = f"gw_vid={resp.cookies['gw_vid'].value}"
+            for user in users:
+                assert await _sign_in(gw, cookie, user) == 302
+            counts.append(await _metric(gw, 'gateway_bindings_total{rule="login"}'))
+            assert await gw.stop() == 0
+        finally:
+            await gw.kill()
+    rows = await asyncio.to_thread(_bindings, tmp_path / "gw.db")
+    assert len(rows) == 2 and len({v for v, _ in rows}) == 1 and len({u for _, u in rows}) == 2
+    assert counts == [1, 1], "after the restart, only bob's binding is new"
 
 
 async def test_workers_start_from_a_config_larger_than_an_environment_variable_holds(

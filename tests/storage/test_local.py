@@ -510,6 +510,71 @@ async def test_groups_report_what_was_new(open_store: OpenStore, tmp_path: Path)
     ]
 
 
+def binding(
+    n: int, user: str = "u", *, visitor: str = VISITOR, rule: str = "login", origin: str = "rule"
+) -> Binding:
+    return Binding(
+        id=event_id(n),
+        ts=iso(T0),
+        node="test",
+        visitor_key=visitor,
+        user_key=user * 32,
+        rule=rule,
+        origin=origin,
+    )
+
+
+async def test_a_visitors_binding_to_a_user_is_stored_once_whoever_writes_it(open_store: OpenStore) -> None:
+    """Two stores on one file (two workers, or one gateway and the next after a restart) each
+    writing the same pair: one row, the first; counted once, when it committed. Each path a
+    binding takes: alone (one statement), in a transaction with other tables, the same pair
+    twice in one batch, and a signed event's group."""
+    store, other = await open_store(), await open_store()
+
+    def bound(s: LocalStore, rule: str = "login") -> float:
+        return sample(s, "gateway_bindings_total", rule=rule)
+
+    await store.write([binding(1)])
+    await other.write([binding(2)])  # the same pair, bound by another process: not stored
+    await other.write([tp(3), binding(4)])
+    await asyncio.gather(
+        store.submit([tp(5), binding(6, "v"), binding(7, "v", rule="signup")]),
+        store.submit([binding(8, "v")]),
+        store.submit([binding(9, "w", visitor=OTHER)]),
+    )
+    await other.write([binding(10, "w", visitor=OTHER), binding(11, "x", visitor=OTHER)])
+    assert await read(store.path, "SELECT id, user_key, rule FROM identities ORDER BY id") == [
+        (event_id(1), "u" * 32, "login"),
+        (event_id(6), "v" * 32, "login"),
+        (event_id(9), "w" * 32, "login"),
+        (event_id(11), "x" * 32, "login"),
+    ]
+    assert (bound(store), bound(store, "signup"), bound(other)) == (3, 0, 1)
+    # A signed identify of a pair already bound is accepted, and its receipt kept, so a
+    # repeated delivery is still known as one; only the binding is not stored again.
+    receipt = Receipt(id=event_id(12), ts=iso(T0), node="test", sender="billing", kind="event", key="e1")
+    group = [receipt, binding(13, rule="billing", origin="webhook"), tp(14)]
+    assert await other.submit_groups([group]) == [True]
+    assert await read(store.path, "SELECT count(*) FROM receipts") == [(1,)]
+    assert await read(store.path, "SELECT count(*) FROM identities WHERE origin = 'webhook'") == [(0,)]
+    assert await read(store.path, "SELECT count(*) FROM touchpoints WHERE id = ?", event_id(14)) == [(1,)]
+    again = [replace(receipt, id=event_id(15)), binding(16, "y", rule="billing", origin="webhook")]
+    assert await other.submit_groups([again]) == [False]
+    assert await read(store.path, "SELECT count(*) FROM identities WHERE user_key = ?", "y" * 32) == [(0,)]
+    assert bound(other, "billing") == 0  # a sender's binding is not a rule's
+
+
+async def test_a_binding_already_stored_is_found_through_the_visitor_index(open_store: OpenStore) -> None:
+    """The check each binding makes before it is written reads one index entry, not the table."""
+    store = await open_store()
+    plan = await read(store.path, "EXPLAIN QUERY PLAN " + insert_sql(Binding, 2), *event_row(binding(1)) * 2)
+    details = [row[3] for row in plan]
+    assert any("SEARCH" in d and "COVERING INDEX identities_visitor (visitor_key=?" in d for d in details), (
+        details
+    )
+    assert not any(d.startswith("SCAN identities") or d.startswith("SCAN i ") for d in details), details
+
+
 async def test_a_connection_that_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     """aiosqlite's worker thread would otherwise outlive the error and report to a closed loop
     ("Exception in thread … Event loop is closed" after a command's own message)."""
@@ -680,6 +745,9 @@ async def test_a_batch_with_groups_or_several_types_after_its_first_submits_comm
     ]
     assert await read(store.path, "SELECT rule FROM identities") == [("login",)]
     # Two tables in one batch, no groups: the mixed way as well.
-    await asyncio.gather(store.submit([tp(7)]), store.submit([replace(binding, id=event_id(8))]))
+    # (Another user: the same pair again would be the binding the store has.)
+    await asyncio.gather(
+        store.submit([tp(7)]), store.submit([replace(binding, id=event_id(8), user_key="v" * 32)])
+    )
     assert commits(store) == 2
     assert await read(store.path, "SELECT count(*) FROM identities") == [(2,)]
