@@ -11,10 +11,10 @@ Owns two pure readings, applied by ``gateway.upstream``:
   recipient take it as one), rewritten to the head the parser reads;
 - a final head the parser refused (``readable_head``), rewritten once as curl and browsers read
   it: a space or tab before any name's colon removed (RFC 9112 §5.1), a bare CR in a line made a
-  space (§2.2), a line whose name is no token (``X@Foo:``, ``: v``) dropped, as Firefox drops
+  space (§2.2), a line whose name is no token (``X@Foo:``, ``: v``) dropped, as Firefox skips
   it; the framing then as ``unframed_head`` reads it.
 
-Both are read leniently: a value that does not parse is as if it were not there.
+The first two are read leniently: a value that does not parse is as if it were not there.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def readable_head(head: bytes) -> tuple[bytes, bool] | None:
     Only the header lines change; the status line stays as it came (its version and code decide
     the framing). In each line: a space or tab before the colon is removed (RFC 9112 §5.1 asks
     it of a proxy); a bare CR becomes a space (§2.2); a line whose name is no token (``X@Foo:``,
-    ``X Foo:``, ``: v``) is dropped — no client reads it as a header (Firefox drops it too) —
-    unless its name holds ``content-length`` or ``transfer-encoding``: a reader that takes it for
-    one would frame the body otherwise, so that head stays refused. Lines without a colon and
+    ``X Foo:``, ``: v``) is dropped — Firefox skips it, and no header a browser acts on is named
+    so — unless its name holds ``content-length`` or ``transfer-encoding``: a reader that takes
+    it for one would frame the body otherwise, so that head stays refused. Lines without a colon and
     folded lines' rests stay, for the parser to take or refuse. The lengths are then read as
     ``unframed_head`` reads them."""
     lines = head.split(b"\n")

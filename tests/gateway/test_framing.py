@@ -534,8 +534,8 @@ async def test_a_sloppy_final_head_reaches_the_visitor_as_curl_reads_it(
 ) -> None:
     """A final head the parser refuses where curl and browsers show the page was a ``502``: a
     space or tab before any header's colon (RFC 9112 §5.1 has a proxy remove it), a bare CR
-    inside a value (§2.2: replaced with a space), a line whose name is no token (not a header
-    any client reads: dropped, as Firefox drops it). The head is rewritten so and read again,
+    inside a value (§2.2: replaced with a space), a line whose name is no token (no header a
+    browser acts on: dropped, as Firefox skips it). The head is rewritten so and read again,
     once; the visitor gets the page."""
     answer, line = SLOPPY[case]
     got = await _visitor_gets(start_gateway, raw_upstream, answer)
