@@ -8,9 +8,13 @@ Owns two pure readings, applied by ``gateway.upstream``:
 - a head the parser refuses where a browser reads the page: ``Content-Length`` beside
   ``Transfer-Encoding: chunked`` (RFC 9112 §6.3: the chunks win, and the connection is closed
   after) and one ``Content-Length`` sent twice (two lines, or ``5, 5``; RFC 9110 §8.6 lets a
-  recipient take it as one), rewritten to the head the parser reads.
+  recipient take it as one), rewritten to the head the parser reads;
+- a final head the parser refused (``readable_head``), rewritten once as curl and browsers read
+  it: a space or tab before any name's colon removed (RFC 9112 §5.1), a bare CR in a line made a
+  space (§2.2), a line whose name is no token (``X@Foo:``, ``: v``) dropped, as Firefox skips
+  it; the framing then as ``unframed_head`` reads it.
 
-Both are read leniently: a value that does not parse is as if it were not there.
+The first two are read leniently: a value that does not parse is as if it were not there.
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ def unframed_head(head: bytes) -> tuple[bytes, bool] | None:
     ``chunked``, stay as they are: the parser refuses them, and browsers too. In a head
     rewritten so, whitespace between a field's name and its colon is removed as well (RFC 9112
     §5.1 asks it of a proxy; the parser refuses most such lines), and so it is in an interim
-    head (a ``103``), which ``gateway.upstream`` scans for it. It is not looked for in final
-    heads: a scan of every head for it cost more than the rare site that sends it."""
+    head (a ``103``), which ``gateway.upstream`` scans for it. Final heads are not scanned for
+    it (that cost every answer more than the rare site that sends it): one the parser refuses
+    for it is read again once rewritten by ``readable_head``."""
     lines = head.split(b"\n")
     changed = False
     lengths: list[int] = []
@@ -92,6 +97,52 @@ def unframed_head(head: bytes) -> tuple[bytes, bool] | None:
         if once is not None:
             lines, changed = once, True
     return (b"\n".join(lines), close) if changed else None
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A field name (RFC 9110 §5.6.2: a token)."""
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+def readable_head(head: bytes) -> tuple[bytes, bool] | None:
+    """``head`` (an answer's, up to its empty line), which the parser refused, rewritten as curl
+    and browsers read it, and whether the connection must be closed after that answer; None when
+    there is nothing to rewrite, or when a rewrite would guess the framing.
+
+    Only the header lines change; the status line stays as it came (its version and code decide
+    the framing). In each line: a space or tab before the colon is removed (RFC 9112 §5.1 asks
+    it of a proxy); a bare CR becomes a space (§2.2); a line whose name is no token (``X@Foo:``,
+    ``X Foo:``, ``: v``) is dropped — Firefox skips it, and no header a browser acts on is named
+    so — unless its name holds ``content-length`` or ``transfer-encoding``: a reader that takes
+    it for one would frame the body otherwise, so that head stays refused. Lines without a colon and
+    folded lines' rests stay, for the parser to take or refuse. The lengths are then read as
+    ``unframed_head`` reads them."""
+    lines = head.split(b"\n")
+    kept = lines[:1]
+    changed = False
+    for line in lines[1:]:
+        end = b"\r" if line.endswith(b"\r") else b""
+        text = line[: len(line) - len(end)]
+        if b"\r" in text:
+            text = text.replace(b"\r", b" ")
+            changed = True
+        name, colon, value = text.partition(b":")
+        if colon and name[:1] not in (b" ", b"\t"):
+            bare = name.rstrip(b" \t")
+            if _TOKEN.fullmatch(bare) is None:
+                if any(framing in bare.lower() for framing in _FRAMING):
+                    return None
+                changed = True
+                continue
+            if bare != name:
+                text = bare + b":" + value
+                changed = True
+        kept.append(text + end)
+    rewritten = b"\n".join(kept) if changed else head
+    unframed = unframed_head(rewritten)
+    if unframed is not None:
+        return unframed
+    return (rewritten, False) if changed else None
 
 
 def _length_once(lines: list[bytes], lengths: list[int]) -> list[bytes] | None:

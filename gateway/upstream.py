@@ -40,12 +40,13 @@ from aiohttp import (
     ServerDisconnectedError,
 )
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
 from aiohttp.http import HttpProcessingError, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.framing import keep_alive, reuse_bound, unframed_head
+from gateway.framing import keep_alive, readable_head, reuse_bound, unframed_head
 from gateway.logs import Throttled
 from gateway.networds import not_connected
 
@@ -188,6 +189,12 @@ class Connection(ResponseHandler):
     parser sees it (``gateway.framing.unframed_head``); after chunks that had a length beside
     them, the connection is not used again (RFC 9112 §6.3).
 
+    A whole head the parser refuses all the same (``X-Cache : HIT``, a bare CR, a name that is
+    no token) is rewritten as curl and browsers read it (``gateway.framing.readable_head``) and
+    read again by a fresh parser, once (``_feed_head``): aiohttp's own reading closed the
+    connection at the refusal, a 502. Only a refused head comes to that, so a clean one costs
+    nothing more; refused again, it is the 502 it was.
+
     And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
     connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
     no more requests on it."""
@@ -212,6 +219,10 @@ class Connection(ResponseHandler):
     """Where an answer longer than its ``Content-Length`` is logged (the pool's)."""
     trailing: Throttled | None = None
     """Where bytes after a chunked answer's end are logged (the pool's)."""
+    sloppy: Throttled | None = None
+    """Where a head read again once rewritten is logged (the pool's)."""
+    max_field_size = 8190
+    """The pool's ``max_field_size``, for a parser made anew (``_read_again``)."""
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -291,7 +302,7 @@ class Connection(ResponseHandler):
             self.answer = BODY
             self._left = left
             if left is None:  # chunks: bytes after their end must not cost the head
-                ResponseHandler.data_received(self, data[:end])
+                self._feed_head(data[:end], end)
                 if end < len(data):
                     ResponseHandler.data_received(self, data[end:])
             else:
@@ -333,16 +344,92 @@ class Connection(ResponseHandler):
         read it. An interim head (a ``103 Early Hints``) is looked at for a space or tab before
         a colon too (``Link : <…>``), which the parser refuses in most names: the final answer
         behind the hint was a ``502``. Interim heads are few, so the scan costs them alone."""
-        if (
-            not self._partial
-            and (_head_length(head, len(head)) == -1 or _interim_spaced(head))
-            and (unframed := unframed_head(head)) is not None
-        ):
+        if self._partial:  # the rest of a head fed in part: no whole head to read again
+            self._partial = False
+            ResponseHandler.data_received(self, head)
+            return
+        if (_head_length(head, len(head)) == -1 or _interim_spaced(head)) and (
+            unframed := unframed_head(head)
+        ) is not None:
             head, close = unframed
             if close:
                 self._should_close = True
-        self._partial = False
-        ResponseHandler.data_received(self, head)
+        self._feed_head(head, len(head))
+
+    def _feed_head(self, data: bytes, end: int) -> None:
+        """``ResponseHandler.data_received`` for bytes that begin with a whole head (``end`` of
+        them), except that a head the parser refuses is read again, once (``_read_again``):
+        aiohttp's, on a refusal, closes the connection with the answer's body still to come. The
+        same steps otherwise, less those for a WebSocket relay or an upgrade, which this
+        connection never carries (a ``101`` fails the request, ``Upstream._exchange``)."""
+        parser = self._parser
+        if parser is None:  # none set (aiohttp's keeps the bytes for one)
+            ResponseHandler.data_received(self, data)
+            return
+        self._reschedule_timeout()
+        try:
+            messages, upgraded, tail = parser.feed_data(data)
+        except Exception:
+            self._read_again(data, end)
+            return
+        payload: StreamReader | None = None
+        for message, payload in messages:
+            if message.should_close:
+                self._should_close = True
+            self._payload = payload
+            if self._skip_payload or message.code in EMPTY_BODY_STATUS_CODES:
+                self.feed_data((message, EMPTY_PAYLOAD), 0)
+            else:
+                self.feed_data((message, payload), 0)
+        if payload is not None:
+            if payload is not EMPTY_PAYLOAD:
+                payload.on_eof(self._drop_timeout)
+            else:
+                self._drop_timeout()
+        self._upgraded = upgraded
+        if upgraded and tail:
+            self.data_received(tail)
+
+    def _read_again(self, data: bytes, end: int) -> None:
+        """The parser refused the head ``data[:end]``, which a browser may read: it is rewritten
+        as curl and browsers read it (``gateway.framing.readable_head``), and it and the bytes
+        after it go to a fresh parser (the refusing one is spent). Refused again, or left as it
+        was (nothing to rewrite, or only by guessing), the answer fails there as it did before:
+        aiohttp's handling, a 502. A clean head never comes here, so it costs nothing.
+
+        Its body's length (``_left``) was read from the head already on the common path; a
+        rewrite that makes chunks win over it (``close``) is not taken there."""
+        readable = readable_head(data[:end])
+        rewritten = readable is not None and not (
+            readable[1] and self.answer == BODY and self._left is not None
+        )
+        if readable is not None and rewritten:
+            head, close = readable
+            data = head + data[end:]
+            if close:
+                self._should_close = True
+        # As ``Upstream._exchange`` set the parser up for this request.
+        ResponseHandler.set_response_params(
+            self,
+            skip_payload=self._skip_payload,
+            read_until_eof=True,
+            auto_decompress=False,
+            read_timeout=self._read_timeout,
+            read_bufsize=self._read_bufsize,
+            max_line_size=self.max_field_size,
+            max_field_size=self.max_field_size,
+            max_headers=MAX_RESPONSE_HEADERS,
+        )
+        ResponseHandler.data_received(self, data)
+        if rewritten and self._exception is None and self.sloppy is not None:
+            method, path = self._request()
+            self.sloppy(
+                "upstream's answer head to %s %s was refused by the parser and read again as "
+                "browsers read it (a space before a colon, a bare CR, a header name that is no "
+                "token)",
+                method,
+                path,
+            )
 
     def _body_received(self, data: bytes, head: int = 0) -> None:
         """Feed the final answer's bytes (``head`` of them its head), cut at its length: what
@@ -355,14 +442,18 @@ class Connection(ResponseHandler):
                 self._left = 0
                 self.answer = STRAY
                 self._should_close = True
-                if data:
+                if head:
+                    self._feed_head(data, head)
+                elif data:
                     ResponseHandler.data_received(self, data)
                 self._said_overlong(extra)
                 return
             else:
                 self._left = left - (len(data) - head)
-        # No byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes.
-        ResponseHandler.data_received(self, data)
+        if head:  # the answer's first read: its head may be read again
+            self._feed_head(data, head)
+        else:  # no byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes
+            ResponseHandler.data_received(self, data)
 
     def _request(self) -> tuple[str, str]:
         """The method and path (no query) of the request in hand, for a log line."""
@@ -554,6 +645,7 @@ class Upstream:
         self._closed = False
         self._overlong = Throttled(log, logging.WARNING)
         self._trailing = Throttled(log, logging.INFO)
+        self._sloppy = Throttled(log, logging.INFO)
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -691,6 +783,8 @@ class Upstream:
             raise UpstreamConnectError(err.errno, not_connected(self.host, self.port, err)) from err
         proto.overlong = self._overlong
         proto.trailing = self._trailing
+        proto.sloppy = self._sloppy
+        proto.max_field_size = self.max_field_size
         return proto
 
     async def _ssl_context(self) -> ssl.SSLContext:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gateway.framing import keep_alive, reuse_bound, unframed_head
+from gateway.framing import keep_alive, readable_head, reuse_bound, unframed_head
 from gateway.upstream import Upstream, UpstreamProtocolError
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_upstream import OK, _upload, counting_origin, get
@@ -488,3 +488,173 @@ async def test_the_lines_a_spaced_connection_names_are_not_passed_on(start_gatew
     reply = await raw_request(gw.proxy.port, b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
     assert (reply.status, reply.body, reply.headers.get("X-Page")) == (200, b"hello", "2")
     assert "X-Secret" not in reply.headers
+
+
+# -- a final head the parser refuses, read again once rewritten ------------------------------------
+
+SLOPPY = {
+    "space-before-colon": (
+        b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\nContent-Length: 5\r\n\r\nhello",
+        b"X-Foo: bar",
+    ),
+    "set-cookie-spaced": (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie : a=b; Path=/\r\nContent-Length: 5\r\n\r\nhello",
+        b"Set-Cookie: a=b; Path=/",
+    ),
+    "location-spaced": (
+        b"HTTP/1.1 302 Found\r\nLocation : /x\r\nContent-Length: 5\r\n\r\nhello",
+        b"Location: /x",
+    ),
+    "tab-before-colon": (b"HTTP/1.1 200 OK\r\nX-Foo\t: bar\r\nContent-Length: 5\r\n\r\nhello", b"X-Foo: bar"),
+    "spaced-chunked": (
+        b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"X-Foo: bar",
+    ),
+    "spaced-bare-lf": (b"HTTP/1.1 200 OK\nX-Foo : bar\nContent-Length: 5\n\nhello", b"X-Foo: bar"),
+    "spaced-after-103": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nX-Foo : bar\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+        b"X-Foo: bar",
+    ),
+    "bare-cr-in-value": (
+        b"HTTP/1.1 200 OK\r\nX-Foo: b\rar\r\nContent-Length: 5\r\n\r\nhello",
+        b"X-Foo: b ar",
+    ),
+    "name-not-a-token": (
+        b"HTTP/1.1 200 OK\r\nX@Foo: 1\r\nX(B): 2\r\nX C: 3\r\n: 4\r\nX-Page: 5\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+        b"X-Page: 5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SLOPPY))
+async def test_a_sloppy_final_head_reaches_the_visitor_as_curl_reads_it(
+    start_gateway, raw_upstream, case: str
+) -> None:
+    """A final head the parser refuses where curl and browsers show the page was a ``502``: a
+    space or tab before any header's colon (RFC 9112 §5.1 has a proxy remove it), a bare CR
+    inside a value (§2.2: replaced with a space), a line whose name is no token (no header a
+    browser acts on: dropped, as Firefox skips it). The head is rewritten so and read again,
+    once; the visitor gets the page."""
+    answer, line = SLOPPY[case]
+    got = await _visitor_gets(start_gateway, raw_upstream, answer)
+    if got.startswith(b"HTTP/1.1 103 "):
+        got = got.partition(b"\r\n\r\n")[2]
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0] in (b"HTTP/1.1 200 OK", b"HTTP/1.1 302 Found"), got[:200]
+    assert line in head.split(b"\r\n"), head
+    assert body in (b"hello", b"5\r\nhello\r\n0\r\n\r\n")
+    assert not any(name in head for name in (b"X@Foo", b"X(B)", b"X C", b"\r\n: 4"))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\nX-Foo : bar\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\nConnection: close\r\n\r\nhello",
+    ],
+    ids=["bodiless", "read-to-close"],
+)
+async def test_a_sloppy_head_without_a_length_is_read_again_too(raw_upstream, answer: bytes) -> None:
+    """Heads fed whole on the held path (a 204) and read to the connection's close."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    pool = _pool(await raw_upstream(origin))
+    try:
+        resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+        assert (resp.headers.get("X-Foo"), await resp.content.read()) == ("bar", answer.rpartition(b"\n")[2])
+        resp.close()
+    finally:
+        await pool.close()
+
+
+async def test_a_rewritten_head_leaves_the_connection_for_the_next_request(
+    start_gateway, raw_upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read again costs the connection nothing: the body follows, and the next request goes
+    on the same connection. An info line names the request, at most once every 10 s."""
+    caplog.set_level(logging.INFO, "gateway.upstream")
+    answer = SLOPPY["space-before-colon"][0]
+    url, origin = await counting_origin(raw_upstream, lambda line: answer)
+    gw = await start_gateway(url)
+    for path in ("/a", "/b"):
+        assert await get(gw.proxy.port, path) == (200, b"hello")
+    assert origin.connections == [["GET /a HTTP/1.1", "GET /b HTTP/1.1"]]
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"] == [
+        "upstream's answer head to GET /a was refused by the parser and read again as browsers "
+        "read it (a space before a colon, a bare CR, a header name that is no token)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nXFoo bar\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1  200 OK\r\nX-Foo : bar\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 20 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length\x01: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ],
+    ids=["no-colon", "status-line", "status-digits", "lengths-disagree", "length-name-not-a-token"],
+)
+async def test_a_head_still_refused_once_rewritten_is_a_502(raw_upstream, answer: bytes) -> None:
+    """Once, not more: what the rewrite cannot make readable without guessing (a line that is no
+    field, a status line curl refuses or reads by a guess, two lengths) stays refused."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    pool = _pool(url)
+    try:
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX: 1\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo \t: 1\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nX-Note: a : b\r\nX-Foo: 1\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\nX: b\rc\nY: 2\n\n", (b"HTTP/1.1 200 OK\nX: b c\nY: 2\n\n", False)),
+        (
+            b"HTTP/1.1 200 OK\r\nX@F: 1\r\n: 2\r\nX Y: 3\r\nZ: 4\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nZ: 4\r\n\r\n", False),
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length\x01: 5\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nX-Transfer-Encoding(1): chunked\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nX: a\r\n b : c\r\nNo colon\r\n\r\n", None),
+        (
+            b"HTTP/1.1 200 OK\r\nX : 1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nX: 1\r\nContent-Length: 5\r\n\r\n", False),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX : 1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            (b"HTTP/1.1 200 OK\r\nX: 1\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        ),
+        (b"HTTP/1.1  200 OK\r\nX: 1\r\n\r\n", None),
+    ],
+    ids=[
+        "clean",
+        "space-and-tab",
+        "bare-cr",
+        "names-not-tokens",
+        "length-not-a-token",
+        "coding-not-a-token",
+        "folded-and-no-colon",
+        "spaced-and-length-twice",
+        "spaced-and-length-beside-chunks",
+        "status-line-left",
+    ],
+)
+def test_readable_head(head: bytes, expected: tuple[bytes, bool] | None) -> None:
+    """A refused head as curl and browsers read it, and whether the connection closes after it;
+    None where nothing is to change, or only by guessing the framing."""
+    assert readable_head(head) == expected
