@@ -14,7 +14,8 @@ at the site's own origin is pointed at the public one, the response hooks run (t
 the Location so pointed, as the visitor gets it), our Set-Cookie headers are added beside the
 site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
 reads the response body (and mitmproxy buffers it), this waits for the response
-hook instead. The rules get the bodies they ask for (decoded as the aiohttp host
+hook instead; a site's interim answer (103) that mitmproxy took for its final one becomes the
+neutral 502 there (``mistaken_interim``). The rules get the bodies they ask for (decoded as the aiohttp host
 decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
@@ -64,7 +65,9 @@ from gateway.forwarding import (
     CLAIM_PREFIX,
     CLIENT_CLAIMS,
     FORWARDED,
+    HOP_BY_HOP,
     client_ip,
+    connection_tokens,
     is_trusted,
     origin_key,
     public_origin,
@@ -221,6 +224,27 @@ def forward_headers(headers: Any, peer: str, scheme: str, trusted: bool) -> None
         headers["X-Forwarded-Host"] = host
 
 
+MITMPROXY_READS = frozenset({"connection", "content-length", "transfer-encoding", "host"})
+"""Lines left on the request going upstream though the aiohttp host drops them (hop-by-hop, or
+named in ``Connection``): mitmproxy reads them on the flow's request for its own hops — whether
+to close the visitor's connection once answered (``Connection: close``), how the body is framed
+to the site — and ``Host`` is never a hop's (as in the aiohttp host)."""
+
+
+def without_hop_by_hop(headers: Any, upgrade: bool) -> None:
+    """The visitor's hop-by-hop lines (RFC 9110 §7.6.1) out of ``headers`` (mitmproxy's, going
+    upstream), as the aiohttp host drops them: ``TE``, ``Trailer``, ``Proxy-Connection``,
+    ``Proxy-Authorization`` (the credentials of a proxy in front, never the site's), ``Upgrade``
+    but on a WebSocket ``upgrade``, and the lines ``Connection`` names (``Connection: X-Hop``),
+    less ``MITMPROXY_READS``. mitmproxy drops ``Keep-Alive`` and ``Expect`` itself; until
+    2026-12-06 it passed the others to the site as the visitor sent them."""
+    drop = (HOP_BY_HOP | connection_tokens(headers.get_all("connection"))) - MITMPROXY_READS
+    if upgrade:
+        drop -= {"upgrade"}
+    for name in {name.lower() for name in headers} & drop:
+        headers.pop(name, None)
+
+
 def without_admin_session(headers: Any) -> None:
     """The dashboard's session cookies (every port's: ``is_session_cookie``) out of
     ``headers``' Cookie lines, as the aiohttp host does: a cookie is not scoped to a port, so a
@@ -284,6 +308,14 @@ def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
     flow.response.reason = HTTPStatus(status).phrase  # mitmproxy's table lacks 431's
 
 
+def mistaken_interim(response: mhttp.Response) -> bool:
+    """A site's interim answer (``103 Early Hints``, ``102``; a ``101`` is a WebSocket's) that
+    mitmproxy 11 took for its final one: its HTTP/1 client reads the first head it gets as the
+    answer (mitmproxy issue #2229) and would send the visitor the hint alone, the page behind it
+    dropped, the visitor's connection left waiting (until 2026-12-06)."""
+    return 100 <= response.status_code < 200 and response.status_code != 101
+
+
 def read_config(path: str, hint: str) -> Settings:
     """The config as this host reads it: no admin listener, central sync, sink or signed-event
     endpoint runs here, so none of their secrets need be set (one set is checked), nor is a
@@ -336,6 +368,7 @@ class GatewayAddon:
         self._ready = asyncio.Event()
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
+        self._interim_at = float("-inf")
         self.confirmations = Confirmations(self.metrics, log, wait=True)
         """Each flow's wait for its events' commit, as the aiohttp host's (``gateway.commits``)."""
         self.salt = DaySalt()
@@ -608,6 +641,7 @@ class GatewayAddon:
             scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
             host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
         without_admin_session(req.headers)
+        without_hop_by_hop(req.headers, is_websocket_upgrade(req))
         ts = datetime.fromtimestamp(req.timestamp_start, UTC)
         return RequestView(
             req.method, self.public_scheme or scheme, self.public_host or host, path, query, headers, ip, ts
@@ -704,8 +738,8 @@ class GatewayAddon:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
         state = shared.FLOWS.get(flow.id)
-        if state is None or flow.response is None:
-            return
+        if state is None or flow.response is None or mistaken_interim(flow.response):
+            return  # a hint taken for the answer is replaced in ``response``, once mitmproxy read it
         if state.ex.want_response_body and state.ex.reply is None and not flow.response.stream:
             return  # a rule reads the body: the response hook runs the chain once it is in
         await self._respond(flow, state)
@@ -713,6 +747,8 @@ class GatewayAddon:
     async def response(self, flow: mhttp.HTTPFlow) -> None:
         """The whole response is in (a buffered one): the chain runs now for a flow whose
         rules read its body; the visitor gets nothing before this returns."""
+        if flow.response is not None and mistaken_interim(flow.response):
+            self._lost_page(flow)
         state = shared.FLOWS.get(flow.id)
         if state is not None and flow.response is not None:
             resp = flow.response
@@ -756,6 +792,28 @@ class GatewayAddon:
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
         await self.confirmations.confirm(state.commits)
+
+    def _lost_page(self, flow: mhttp.HTTPFlow) -> None:
+        """A hint mitmproxy took for the site's answer (``mistaken_interim``) becomes the neutral
+        502 of a site that failed, as ``gateway run`` answers a site it could not read: its
+        response hooks run on that (a new visitor's cookie set). Replaced here, not in
+        ``responseheaders``: mitmproxy then writes the hint's empty body over the response's.
+        Logged at warning once a minute, at debug between."""
+        assert flow.response is not None
+        hint = f"{flow.response.status_code} {flow.response.reason}".strip()
+        why = (
+            "the site answered %s %s with %s over HTTP/1.1, which mitmproxy 11 takes for its final answer"
+            " (the page after it is lost): answered 502; stop the site sending interim answers to"
+            " mitmdump's address, or run gateway run, which passes them on"
+        )
+        path = split_target(flow.request.path)[0]  # no query: as the aiohttp host logs a failure
+        now = time.monotonic()
+        if now - self._interim_at >= LOUD_EVERY:
+            self._interim_at = now
+            log.warning("gateway: " + why, flow.request.method, path, hint)
+        else:
+            log.debug("gateway: " + why, flow.request.method, path, hint)
+        neutral_page(flow, 502)
 
     def _public_locations(self, flow: mhttp.HTTPFlow, view: RequestView) -> None:
         """A ``Location`` or ``Refresh`` at the site's own origin (the reverse-mode target) is

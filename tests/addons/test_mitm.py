@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) w
     from mitmproxy import http as mhttp
     from mitmproxy.test import taddons, tflow, tutils
 
-from addons.mitm import RUN_ONLY, GatewayAddon, without_admin_session
+from addons.mitm import RUN_ONLY, GatewayAddon, without_admin_session, without_hop_by_hop
 
 SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "mitm.py"
 LANDING = "/landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1"
@@ -166,6 +166,26 @@ async def test_a_page_view_refresh_keeps_the_sites_caching_as_in_the_aiohttp_hos
         got.append((lines, flow.response.headers.get_all("cache-control"), cookie))
     assert got[0][:2] == ([], [])
     assert got[1][:2] == ([got[1][2]], [])
+
+
+async def test_a_hint_mitmproxy_takes_for_the_answer_becomes_the_neutral_502(
+    addon: GatewayAddon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mitmproxy 11 reads a site's ``103 Early Hints`` over HTTP/1.1 as its final answer: the
+    visitor got the hint alone, the page after it dropped, their connection left waiting. They
+    get the neutral 502 of a site that failed, with their cookie, and the operator a warning."""
+    flow = tflow.tflow(req=tutils.treq(path=b"/p?utm_source=a&k=1"))
+    await addon.request(flow)
+    flow.response = tutils.tresp(status_code=103, reason=b"Early Hints", headers=[(b"link", b"</a.css>")])
+    flow.response.content = b""
+    await addon.responseheaders(flow)
+    assert flow.response.status_code == 103 and not flow.response.headers.get_all("set-cookie")
+    with caplog.at_level(logging.WARNING, logger="gateway.mitm"):
+        await addon.response(flow)
+    assert flow.response.status_code == 502 and b"temporarily unavailable" in flow.response.content
+    assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+    assert "link" not in flow.response.headers
+    assert "answered GET /p with 103 Early Hints over HTTP/1.1" in caplog.text  # its query unsaid
 
 
 async def test_redirect_reply_becomes_the_response(tmp_path: Path, secrets: None) -> None:
@@ -329,6 +349,42 @@ def test_the_session_cookie_is_taken_out_as_in_the_aiohttp_host(lines: list[byte
     headers = mhttp.Headers([(b"cookie", line) for line in lines])
     without_admin_session(headers)
     assert headers.get_all("cookie") == sent
+
+
+@pytest.mark.parametrize(
+    ("lines", "upgrade", "sent"),
+    [
+        (
+            [(b"TE", b"trailers"), (b"Trailer", b"X-T"), (b"Proxy-Authorization", b"Basic eDp5"),
+             (b"Proxy-Connection", b"keep-alive"), (b"Accept", b"*/*")],
+            False,
+            ["Accept"],
+        ),
+        (
+            [(b"Connection", b"close, X-Hop"), (b"x-hop", b"1"), (b"X-Page", b"2")],
+            False,
+            ["Connection", "X-Page"],
+        ),
+        # What mitmproxy reads on the request for its own hops stays, named or not.
+        (
+            [(b"Connection", b"Content-Length, Host, Cookie"), (b"Host", b"a.test"), (b"Cookie", b"k=1"),
+             (b"Content-Length", b"0")],
+            False,
+            ["Connection", "Host", "Content-Length"],
+        ),
+        ([(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")], True, ["Connection", "Upgrade"]),
+        ([(b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")], False, ["Connection"]),
+    ],
+    ids=["hop-by-hop", "named", "kept", "websocket", "other-upgrade"],
+)  # fmt: skip
+def test_hop_by_hop_lines_are_dropped_as_in_the_aiohttp_host(
+    lines: list[tuple[bytes, bytes]], upgrade: bool, sent: list[str]
+) -> None:
+    """Until 2026-12-06 mitmproxy passed the visitor's ``TE``, ``Trailer``, ``Proxy-*`` and the
+    lines its ``Connection`` names on to the site, where the aiohttp host drops them."""
+    headers = mhttp.Headers(lines)
+    without_hop_by_hop(headers, upgrade)
+    assert list(headers.keys()) == sent
 
 
 async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: GatewayAddon) -> None:
@@ -763,13 +819,16 @@ async def mitmdump_process(
     script: Path = SCRIPT,
     command: tuple[str, ...] = (),
     at_start: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None,
+    stream: str = "1",
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """``mitmdump``, yielding its process too (its output on ``stdout``); ``extra``: its
     arguments instead of ``-q`` (which keeps its errors only, whatever ``termlog_verbosity``
     says); ``script``: the file it runs (a copy, to edit under it); ``command``: what starts it
     instead of the ``mitmdump`` executable (``gateway mitmdump``); ``at_start``: run on the
-    process as soon as it is spawned. It imports this checkout's code, as the script it runs is
-    this checkout's: the installed package may be another's."""
+    process as soon as it is spawned; ``stream``: its ``stream_large_bodies`` (every body by
+    default, so the cookie must go with the headers; larger for the rules to read bodies). It
+    imports this checkout's code, as the script it runs is this checkout's: the installed
+    package may be another's."""
     port = free_port()
     root = str(SCRIPT.parents[1])
     path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
@@ -777,7 +836,7 @@ async def mitmdump_process(
         *(command or (str(Path(sys.executable).parent / "mitmdump"),)),
         "--mode", f"reverse:{upstream}", "-s", str(script),
         "--set", f"gateway_config={config_file}", "--set", f"confdir={confdir}",
-        "--set", "stream_large_bodies=1",  # every body streamed: the cookie must go with the headers
+        "--set", f"stream_large_bodies={stream}",
         "--listen-host", "127.0.0.1", "--listen-port", str(port), *(extra or ("-q",)),
         env={**os.environ, **ENV, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"},  # its lines as they come
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
