@@ -615,7 +615,11 @@ async def _reload(gw: Gateway, reread: Reloader) -> None:
         return
     for note in pending:
         log.warning("reload: %s needs a restart; the running value is kept", note, extra={"key": note})
-    log.info("config reloaded: rules and thresholds apply to new requests", extra={"restart": pending})
+    # ``tasks``: the process's asyncio tasks now, so a long watch (bench/soak.py) sees a leak.
+    log.info(
+        "config reloaded: rules and thresholds apply to new requests",
+        extra={"restart": pending, "tasks": len(asyncio.all_tasks())},
+    )
 
 
 def _key(problem: str) -> str:

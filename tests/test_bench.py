@@ -187,3 +187,28 @@ def test_instruction_bench_spreads_requests_over_connections_without_gap_or_repe
         server.server_close()
     contents = sorted(path.rpartition("utm_content=")[2] for path in seen)
     assert contents == [f"run0-{n:07d}" for n in range(5, 16)]
+
+
+def test_soak_runs_mixed_traffic_samples_and_cleans_up(tmp_path: Path) -> None:
+    """A short soak of both kinds of gateway: every kind of traffic got through, each process
+    was sampled, the reloads said their task counts, and nothing is left in its temp folder."""
+    out = tmp_path / "soak.json"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--seconds", "6", "--reload-every", "2", "--rate", "40",
+         "--workers", "1", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "second half (after warm-up)" in done.stdout
+    runs = json.loads(out.read_text())
+    assert [r["workers"] for r in runs] == [1, 2]
+    for run in runs:
+        assert run["exit_code"] == 0
+        assert len(run["processes"]) == (1 if run["workers"] == 1 else 3)  # the supervisor and two
+        assert run["outcomes"]["landing"] > 0 and run["outcomes"]["page"] > 0
+        assert not [k for k in run["outcomes"] if ":" in k], run["outcomes"]  # no failure of any kind
+        assert run["tasks"] and all(isinstance(n, int) and n > 0 for _, n in run["tasks"])
+        assert run["wal_max"] > 0
+    assert list(temp.iterdir()) == []

@@ -229,6 +229,9 @@ async def test_sighup_reloads_rules_on_a_kept_alive_connection(
             gw.signal(signal.SIGHUP)
             done = await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
             assert done["restart"] == ["proxy.listen"]
+            # How many asyncio tasks the process runs, for watching a long-running gateway
+            # (bench/soak.py): a count that climbs reload after reload is a leak.
+            assert isinstance(done["tasks"], int) and done["tasks"] > 0, done
             assert any("proxy.listen needs a restart" in r["msg"] for r in gw.logs())
             assert await get("after") == 302, "the new rule applies to the next request"
 
