@@ -17,248 +17,39 @@ each process logs at a reload (``config reloaded``'s ``tasks``). It prints the s
 verdict: the slope of RSS and FDs over the second half of the run (after warm-up), the largest
 WAL, the task counts reload after reload. It stops by itself and removes what it made; the
 verdict reports, it never fails on a figure.
+
+This module is the command: its options, one run, the samples and the verdict. The origin is
+``bench/soak_origin.py``, the ``gateway run`` process (config, start, stop, its log) is
+``bench/soak_gateway.py``, the traffic and its mix are ``bench/soak_traffic.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from bench.proxy import process_tree
+from bench.soak_gateway import Gateway, gateway_config, start_gateway, stop_gateway
+from bench.soak_origin import origin_server
+from bench.soak_traffic import MIX, Traffic, admin_reports, one_request
 
-HOST = "127.0.0.1"
-SECRET = "s" * 40
-TOKEN = "t" * 40
-WEBHOOK_SECRET = "w" * 32
 SAMPLE_EVERY = 5.0
 REPORT_EVERY = 10.0
 RELOAD_EVERY = 30.0
-DOWNLOAD_BYTES = 5 * 1024 * 1024
-CHUNK = 64 * 1024
-PAGE = (
-    b"<!doctype html><html><head><title>Soak</title></head><body>"
-    + b"<p>soak page</p>" * 120
-    + b"</body></html>"
-)
-ASSET = b"/* soak asset */\n" + b"body{margin:0}\n" * 600
-MAX_RETURNING = 500  # visitor cookies kept for returning page loads (oldest dropped)
 MAX_IN_FLIGHT = 64
-
-
-# -- origin -------------------------------------------------------------------------------------
-
-
-async def _page(request: web.Request) -> web.Response:
-    return web.Response(body=PAGE, content_type="text/html", headers={"Cache-Control": "private"})
-
-
-async def _asset(request: web.Request) -> web.Response:
-    return web.Response(
-        body=ASSET, content_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
-    )
-
-
-async def _sse(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    for n in range(5):
-        await resp.write(f"id: {n}\ndata: tick {n}\n\n".encode())
-        await asyncio.sleep(0.2)
-    return resp
-
-
-async def _ws(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    async for msg in ws:
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            await ws.send_str(msg.data)
-    return ws
-
-
-async def _download(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-    resp.content_length = DOWNLOAD_BYTES
-    await resp.prepare(request)
-    chunk = b"x" * CHUNK
-    with contextlib.suppress(ConnectionError):
-        for _ in range(DOWNLOAD_BYTES // CHUNK):
-            await resp.write(chunk)
-    return resp
-
-
-async def _login(request: web.Request) -> web.Response:
-    await request.post()
-    raise web.HTTPFound("/account")
-
-
-async def _checkout(request: web.Request) -> web.Response:
-    form = await request.post()
-    raise web.HTTPSeeOther(f"/thank-you?order={form.get('order', '')}&total=19.90")
-
-
-def origin_app() -> web.Application:
-    app = web.Application()
-    app.router.add_get("/static/{name}", _asset)
-    app.router.add_get("/events", _sse)
-    app.router.add_get("/ws", _ws)
-    app.router.add_get("/download", _download)
-    app.router.add_post("/login", _login)
-    app.router.add_post("/checkout", _checkout)
-    app.router.add_get("/{tail:.*}", _page)
-    return app
-
-
-# -- the gateway --------------------------------------------------------------------------------
-
-
-def gateway_config(workdir: Path, origin: str, workers: int, extra: str = "") -> str:
-    """The soak's config; ``extra`` (TOML, tables not already here, e.g. ``[bots]``; a literal
-    ``\\n`` also separates lines) is appended."""
-    extra = extra.replace("\\n", "\n")
-    return f"""\
-[proxy]
-listen = "{HOST}:0"
-upstream = "{origin}"
-workers = {workers}
-
-[admin]
-listen = "{HOST}:0"
-token = "env:GATEWAY_ADMIN_TOKEN"
-
-[storage]
-path = "{workdir / "gateway.db"}"
-node = "soak"
-
-[log]
-level = "info"
-format = "json"
-
-[identity]
-secret = "env:GATEWAY_SECRET"
-
-[[identity.rules]]
-name = "login"
-path = "/login"
-status = [302]
-user_id = {{ form = "username" }}
-
-[[conversions]]
-name = "purchase"
-method = "POST"
-path = "/checkout"
-status = [303]
-value = {{ location_query = "total" }}
-currency = "EUR"
-order_id = {{ location_query = "order" }}
-
-[[sources]]
-name = "billing"
-secrets = ["env:SOAK_WEBHOOK_SECRET"]
-
-{extra}
-"""
-
-
-@dataclass
-class Gateway:
-    process: asyncio.subprocess.Process
-    proxy: str = ""
-    admin: str = ""
-    log: list[dict[str, Any]] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def _drain(self, stream: asyncio.StreamReader | None) -> None:
-        assert stream is not None
-        while line := await stream.readline():
-            text = line.decode(errors="replace")
-            try:
-                record = json.loads(text)
-            except ValueError:
-                self.other.append(text)
-                continue
-            if isinstance(record, dict):
-                self.log.append(record)
-
-    def reloads(self) -> list[dict[str, Any]]:
-        return [r for r in self.log if str(r.get("msg", "")).startswith("config reloaded")]
-
-    def problems(self) -> list[dict[str, Any]]:
-        return [r for r in self.log if r.get("level") in ("warning", "error", "critical")]
-
-
-async def start_gateway(config: Path, workdir: Path) -> Gateway:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-        "TMPDIR": str(workdir),
-        "GATEWAY_SECRET": SECRET,
-        "GATEWAY_ADMIN_TOKEN": TOKEN,
-        "SOAK_WEBHOOK_SECRET": WEBHOOK_SECRET,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "-c", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    gw = Gateway(proc)
-    gw.readers.append(asyncio.create_task(gw._drain(proc.stderr)))
-    assert proc.stdout is not None
-    announced = ""
-    deadline = time.monotonic() + 60
-    while "admin API on" not in announced or "proxy on" not in announced:
-        line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
-        if not line:
-            raise RuntimeError(f"gateway run exited before serving: {''.join(gw.other)[-2000:]}")
-        announced += line.decode()
-    gw.readers.append(asyncio.create_task(_discard(proc.stdout)))
-    gw.proxy = _url_after(announced, "proxy on ")
-    gw.admin = _url_after(announced, "admin API on ")
-    return gw
-
-
-async def _discard(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
-
-
-def _url_after(text: str, marker: str) -> str:
-    """``http://host:port`` from ``proxy on http://127.0.0.1:8080/ …``."""
-    scheme, _, rest = text.partition(marker)[2].split()[0].partition("://")
-    return f"{scheme}://{rest.split('/')[0]}"
-
-
-async def stop_gateway(gw: Gateway) -> int:
-    if gw.process.returncode is None:
-        gw.process.terminate()
-        try:
-            await asyncio.wait_for(gw.process.wait(), 30)
-        except TimeoutError:
-            gw.process.kill()
-            await gw.process.wait()
-    for task in gw.readers:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 5)
-    return gw.process.returncode if gw.process.returncode is not None else -1
 
 
 # -- samples ------------------------------------------------------------------------------------
@@ -311,147 +102,6 @@ def slope(points: list[tuple[float, float]]) -> float:
     return 0.0 if den == 0 else sum((x - mx) * (y - my) for x, y in points) / den
 
 
-# -- traffic ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Traffic:
-    session: aiohttp.ClientSession
-    proxy: str
-    admin: str
-    outcomes: Counter[str] = field(default_factory=Counter)
-    cookies: list[str] = field(default_factory=list)
-    users: int = 0
-    orders: int = 0
-
-    def _cookie(self) -> dict[str, str]:
-        return {"Cookie": random.choice(self.cookies)} if self.cookies else {}
-
-    def _keep(self, resp: aiohttp.ClientResponse) -> None:
-        for value in resp.headers.getall("Set-Cookie", []):
-            if value.startswith("gw_vid="):
-                self.cookies.append(value.split(";", 1)[0])
-                if len(self.cookies) > MAX_RETURNING:
-                    del self.cookies[0]
-
-    def _count(self, kind: str, status: int, ok: Callable[[int], bool] = lambda s: s < 400) -> None:
-        self.outcomes[kind if ok(status) else f"{kind}: HTTP {status}"] += 1
-
-    async def landing(self) -> None:
-        n = random.randrange(1_000_000)
-        query = f"utm_source=soak&utm_medium=cpc&utm_campaign=c{n % 7}&utm_content={n}"
-        url = f"{self.proxy}/landing/{n % 50}?{query}"
-        async with self.session.get(url) as resp:
-            await resp.read()
-            self._keep(resp)
-            self._count("landing", resp.status)
-
-    async def page(self) -> None:
-        async with self.session.get(
-            f"{self.proxy}/page/{random.randrange(100)}", headers=self._cookie()
-        ) as resp:
-            await resp.read()
-            self._count("page", resp.status)
-
-    async def asset(self) -> None:
-        name = random.choice(("site.css", "app.js", "logo.svg"))
-        async with self.session.get(f"{self.proxy}/static/{name}", headers=self._cookie()) as resp:
-            await resp.read()
-            self._count("asset", resp.status)
-
-    async def login(self) -> None:
-        self.users += 1
-        data = {"username": f"user{self.users % 300}", "password": "pw"}
-        async with self.session.post(f"{self.proxy}/login", data=data, headers=self._cookie()) as resp:
-            await resp.read()
-            self._count("login", resp.status)
-
-    async def checkout(self) -> None:
-        self.orders += 1
-        data = {"order": f"o{self.orders}"}
-        async with self.session.post(f"{self.proxy}/checkout", data=data, headers=self._cookie()) as resp:
-            await resp.read()
-            self._count("checkout", resp.status)
-
-    async def webhook(self) -> None:
-        self.orders += 1
-        body = json.dumps(
-            {"type": "conversion", "event_id": f"evt{self.orders}", "user_id": f"user{self.orders % 300}",
-             "order_id": f"w{self.orders}", "value": 49.0, "currency": "EUR"}
-        ).encode()  # fmt: skip
-        msg_id, stamp = f"msg{self.orders}", str(int(time.time()))
-        mac = hmac.new(WEBHOOK_SECRET.encode(), f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": stamp,
-            "webhook-signature": "v1," + base64.b64encode(mac).decode(),
-            "content-type": "application/json",
-        }
-        async with self.session.post(f"{self.proxy}/_gw/events", data=body, headers=headers) as resp:
-            await resp.read()
-            self._count("webhook", resp.status)
-
-    async def websocket(self) -> None:
-        async with self.session.ws_connect(f"{self.proxy}/ws", headers=self._cookie()) as ws:
-            for n in range(3):
-                await ws.send_str(f"ping {n}")
-                msg = await ws.receive(timeout=10)
-                if msg.type != aiohttp.WSMsgType.TEXT or msg.data != f"ping {n}":
-                    self.outcomes["websocket: bad echo"] += 1
-                    return
-        self.outcomes["websocket"] += 1
-
-    async def sse(self) -> None:
-        async with self.session.get(f"{self.proxy}/events", headers=self._cookie()) as resp:
-            body = await resp.read()
-            ok = resp.status == 200 and body.count(b"data: tick") == 5
-            self.outcomes["sse" if ok else f"sse: HTTP {resp.status}, {body.count(b'data:')} events"] += 1
-
-    async def hang_up(self) -> None:
-        """Reads part of the 5 MB download, then drops the connection."""
-        resp = await self.session.get(f"{self.proxy}/download", headers=self._cookie())
-        try:
-            await resp.content.readexactly(random.randrange(CHUNK, 2 * 1024 * 1024))
-        finally:
-            resp.close()  # not released: the connection is closed mid-body
-        self.outcomes["download hung up"] += 1
-
-    async def download(self) -> None:
-        async with self.session.get(f"{self.proxy}/download") as resp:
-            got = len(await resp.read())
-            self.outcomes["download" if got == DOWNLOAD_BYTES else f"download: {got} bytes"] += 1
-
-    async def reports(self) -> None:
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        for path in ("/api/attribution?model=all", "/api/dashboard/summary"):
-            async with self.session.get(f"{self.admin}{path}", headers=auth) as resp:
-                await resp.read()
-                self._count(f"admin {path.split('?')[0]}", resp.status)
-
-
-MIX: tuple[tuple[str, int], ...] = (
-    ("landing", 20),
-    ("page", 35),
-    ("asset", 28),
-    ("login", 3),
-    ("checkout", 3),
-    ("webhook", 3),
-    ("websocket", 2),
-    ("sse", 2),
-    ("hang_up", 3),
-    ("download", 1),
-)
-
-
-async def _one(traffic: Traffic, name: str, limit: asyncio.Semaphore) -> None:
-    try:
-        await asyncio.wait_for(getattr(traffic, name)(), 30)
-    except (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError) as err:
-        traffic.outcomes[f"{name}: {type(err).__name__}"] += 1
-    finally:
-        limit.release()
-
-
 # -- one run ------------------------------------------------------------------------------------
 
 
@@ -463,19 +113,6 @@ class RunResult:
     outcomes: Counter[str]
     problems: list[dict[str, Any]]
     exit_code: int
-
-
-@contextlib.asynccontextmanager
-async def origin_server() -> AsyncIterator[str]:
-    runner = web.AppRunner(origin_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://{HOST}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def soak(
@@ -523,7 +160,7 @@ async def _drive(
                 samples.append(take_sample(now - start, gw.process.pid, db, sent))
                 next_sample += SAMPLE_EVERY
             if now >= next_report:
-                spawn(_admin(traffic))
+                spawn(admin_reports(traffic))
                 next_report += REPORT_EVERY
             if now >= next_reload:
                 gw.process.send_signal(signal.SIGHUP)
@@ -535,20 +172,13 @@ async def _drive(
                     sent += 1
                     continue
                 await limit.acquire()
-                spawn(_one(traffic, name, limit))
+                spawn(one_request(traffic, name, limit))
                 sent += 1
             await asyncio.sleep(0.02)
         await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.sleep(1)  # the last reload's line
         samples.append(take_sample(time.monotonic() - start, gw.process.pid, db, sent))
     return samples, traffic.outcomes
-
-
-async def _admin(traffic: Traffic) -> None:
-    try:
-        await asyncio.wait_for(traffic.reports(), 60)
-    except (aiohttp.ClientError, OSError, TimeoutError) as err:
-        traffic.outcomes[f"admin: {type(err).__name__}"] += 1
 
 
 # -- report -------------------------------------------------------------------------------------
