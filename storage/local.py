@@ -360,14 +360,7 @@ async def _insert_conversions(db: aiosqlite.Connection, events: Sequence[Event])
     ``(rule, recorded)``: False when the store skipped it as one it already had (its order ID
     or dedup window taken: a retried checkout). The caller counts them once the transaction
     has committed (``gateway_conversions_total``, ``gateway_conversions_duplicate_total``)."""
-    table = TABLES[Conversion]
-    per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
-    inserted: set[str] = set()
-    for start in range(0, len(events), per_statement):
-        chunk = events[start : start + per_statement]
-        sql = insert_sql(Conversion, len(chunk)) + " RETURNING id"  # only the rows that went in
-        async with db.execute(sql, table.params(chunk)) as cur:
-            inserted.update(row[0] for row in await cur.fetchall())
+    inserted = await _inserted(db, Conversion, events)
     return [(e.rule, e.id in inserted) for e in events if isinstance(e, Conversion) and e.origin == "rule"]
 
 
@@ -381,14 +374,22 @@ async def _insert_bindings(db: aiosqlite.Connection, events: Sequence[Event]) ->
     for e in events:
         first.setdefault(tuple(getattr(e, c) for c in table.once), e)
     rows = list(first.values())
+    inserted = await _inserted(db, Binding, rows)
+    return [e.rule for e in rows if isinstance(e, Binding) and e.origin == "rule" and e.id in inserted]
+
+
+async def _inserted(db: aiosqlite.Connection, kind: type, rows: Sequence[Event]) -> set[str]:
+    """Insert ``rows`` of ``kind`` in statements of as many as SQLite takes; the ids of those
+    that went in (a row the table's conflict rules skipped is not among them)."""
+    table = TABLES[kind]
     per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
     inserted: set[str] = set()
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
-        sql = insert_sql(Binding, len(chunk)) + " RETURNING id"  # only the rows that went in
+        sql = insert_sql(kind, len(chunk)) + " RETURNING id"
         async with db.execute(sql, table.params(chunk)) as cur:
             inserted.update(row[0] for row in await cur.fetchall())
-    return [e.rule for e in rows if isinstance(e, Binding) and e.origin == "rule" and e.id in inserted]
+    return inserted
 
 
 class LocalStore:

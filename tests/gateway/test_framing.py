@@ -307,6 +307,17 @@ async def test_a_length_beside_chunks_or_sent_twice_is_read_as_a_browser_reads_i
     assert connections == ([0] if reused else [0, 1])
 
 
+async def _refused(raw_upstream, answer: bytes) -> None:
+    """The gateway's client refuses the answer ``answer`` to a ``GET /page`` (a 502 for a visitor)."""
+    url, _ = await counting_origin(raw_upstream, lambda line: answer)
+    pool = _pool(url)
+    try:
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -319,13 +330,7 @@ async def test_a_length_beside_chunks_or_sent_twice_is_read_as_a_browser_reads_i
 async def test_lengths_that_disagree_are_still_refused(raw_upstream, answer: bytes) -> None:
     """Two different lengths are no length a reader can trust (browsers refuse them too); a
     length beside a coding that is not chunked is left to the parser, which refuses it."""
-    url, _ = await counting_origin(raw_upstream, lambda line: answer)
-    pool = _pool(url)
-    try:
-        with pytest.raises(UpstreamProtocolError):
-            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
-    finally:
-        await pool.close()
+    await _refused(raw_upstream, answer)
 
 
 async def _visitor_gets(start_gateway, raw_upstream, answer: bytes) -> bytes:
@@ -606,13 +611,7 @@ async def test_a_rewritten_head_leaves_the_connection_for_the_next_request(
 async def test_a_head_still_refused_once_rewritten_is_a_502(raw_upstream, answer: bytes) -> None:
     """Once, not more: what the rewrite cannot make readable without guessing (a line that is no
     field, a status line curl refuses or reads by a guess, two lengths) stays refused."""
-    url, _ = await counting_origin(raw_upstream, lambda line: answer)
-    pool = _pool(url)
-    try:
-        with pytest.raises(UpstreamProtocolError):
-            await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
-    finally:
-        await pool.close()
+    await _refused(raw_upstream, answer)
 
 
 @pytest.mark.parametrize(
