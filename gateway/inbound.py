@@ -37,6 +37,7 @@ from gateway.keys import Keys
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.options import SHOPIFY_HMAC
+from gateway.protocol_errors import BrokenFraming, broken_framing
 from gateway.signing import (
     STAMPED,
     Authenticated,
@@ -80,17 +81,6 @@ def _first_time(logged: set[tuple[str, str]], sender: str, field: str) -> bool:
 
 class TooLarge(Exception):
     pass
-
-
-class BrokenFraming(Exception):
-    """The body's chunked framing broke while it was read (``gateway.protocol_errors``)."""
-
-
-async def _read_some(request: web.Request) -> bytes:
-    try:
-        return await request.content.readany()
-    except web.RequestPayloadError as err:
-        raise BrokenFraming(str(err)) from None
 
 
 def _unconfigured(header: str, signature: str) -> AuthFailed:
@@ -366,7 +356,7 @@ class Inbound:
             raise TooLarge()
         chunks, seen = [], 0
         async with asyncio.timeout(self.body_timeout):
-            while chunk := await _read_some(request):
+            while chunk := await request.content.readany():
                 seen += len(chunk)
                 if seen > limit:
                     raise TooLarge()
@@ -389,10 +379,10 @@ class Inbound:
         except TimeoutError:
             self._count(UNKNOWN, "rejected")
             return error(408, "body: not received in time")
-        except BrokenFraming as err:
+        except BrokenFraming as err:  # gateway.protocol_errors fails such a body at once
             # The parser refuses the rest of the connection: closed after this answer.
             self._count(UNKNOWN, "rejected")
-            response = error(400, f"body: its chunked framing is broken ({err}); nothing was stored")
+            response = error(400, f"{broken_framing(err)}; nothing was stored")
             response.force_close()
             return response
         sent = body
