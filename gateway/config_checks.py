@@ -28,6 +28,7 @@ from gateway.config_values import (
     cookie_name_problem,
     creator_id_problem,
     host_problem,
+    idna_form,
     listen_host_problem,
     path_problem,
     regex_problem,
@@ -158,10 +159,8 @@ def _ascii_origin(value: str) -> str | None:
     host, colon, port = (
         rest.rstrip("/").rpartition(":") if rest.count(":") == 1 else (rest.rstrip("/"), "", "")
     )
-    try:
-        return f"{scheme}://{host.encode('idna').decode()}{colon}{port}"
-    except UnicodeError:
-        return None
+    ascii_host = idna_form(host)
+    return None if ascii_host is None else f"{scheme}://{ascii_host}{colon}{port}"
 
 
 _EVERY_INTERFACE = {"", "0.0.0.0", "::"}
@@ -688,10 +687,7 @@ def _ascii_labels(pattern: str) -> str:
 
     def encoded(found: re.Match[str]) -> str:
         label = found.group()
-        try:
-            return label.encode("idna").decode() if not label.isascii() else label
-        except UnicodeError:
-            return label
+        return label if label.isascii() else idna_form(label) or label
 
     return re.sub(r"[^\W_]+(?:-+[^\W_]+)*", encoded, pattern)
 

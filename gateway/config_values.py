@@ -10,7 +10,6 @@ None. Pure functions, no I/O but ``special_file``'s one ``stat``: ``gateway.conf
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import ipaddress
 import re
@@ -113,6 +112,15 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def idna_form(name: str) -> str | None:
+    """A host name (or one label) beyond ASCII in the form HTTP carries it (``bücher.example`` →
+    ``xn--bcher-kva.example``); None when it has none (not even an internationalized name)."""
+    try:
+        return name.encode("idna").decode()
+    except UnicodeError:
+        return None
+
+
 def host_problem(value: str, *, example: str = "example.com", ip: bool = False) -> str | None:
     """Why ``value`` is not a bare host name like ``example.com`` (or, with ``ip``, an IP
     address): the gateway compares hosts literally, so a URL, a port or a path never matches."""
@@ -126,9 +134,8 @@ def host_problem(value: str, *, example: str = "example.com", ip: bool = False) 
             host = None
         if host and (_is_host_name(host) or (ip and _is_ip(host))):
             hint = f' (write "{host}")'
-    elif not value.isascii():
-        with contextlib.suppress(UnicodeError):  # not even an internationalized name
-            hint = f' (write it as "{value.encode("idna").decode()}")'
+    elif not value.isascii() and (ascii_form := idna_form(value)) is not None:
+        hint = f' (write it as "{ascii_form}")'
     what = "a bare host name or IP address" if ip else "a bare host name"
     return f'must be {what} like "{example}", without scheme, port or path, got {_shown(value)}{hint}'
 
