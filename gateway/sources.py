@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.config_values import comparison_problems, toml_key, unknown_name
+from gateway.config_values import HEADER_NAME, comparison_problems, toml_key, unknown_name
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -383,8 +383,6 @@ def _nested_pointers(src: SourceOptions, at: str) -> list[str]:
     return p
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-"""An HTTP header name (RFC 9110 §5.1)."""
 OWN_HEADERS = frozenset(
     {
         *(f"{brand}-{name}" for brand in ("webhook", "svix") for name in ("id", "timestamp", "signature")),
@@ -408,7 +406,7 @@ def _hmac_problems(src: SourceOptions, at: str) -> list[str]:
     p = []
     for key in ("header", "delivery_header", "type_header"):
         name = getattr(src.hmac, key)
-        if (name or key == "header") and not (_TOKEN.fullmatch(name) and len(name) <= 64):
+        if (name or key == "header") and not (HEADER_NAME.fullmatch(name) and len(name) <= 64):
             p.append(f"{at}.hmac.{key}: must be an HTTP header name (at most 64 characters), got {name!r}")
     if src.hmac.header.lower() in OWN_HEADERS:
         p.append(
