@@ -21,12 +21,11 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from gateway.config_values import host_problem
+from gateway.config_values import host_problem, is_host_name
 
 ANY = "*"
 """The ``admin.hosts`` entry that accepts any ``Host`` (the behaviour before 2026-12-06)."""
 _PORT = re.compile(r"(?::[0-9]*)?")
-_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 
 
 def host_name(header: str) -> str | None:
@@ -63,7 +62,7 @@ def _default(name: str) -> bool:
         pass
     else:
         return True
-    return name == "localhost" or name.endswith(".localhost") or _LABEL.fullmatch(name) is not None
+    return name == "localhost" or name.endswith(".localhost") or ("." not in name and is_host_name(name))
 
 
 @functools.lru_cache(maxsize=8)

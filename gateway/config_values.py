@@ -99,7 +99,7 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:60]) + "…"
 
 
-def _is_host_name(value: str) -> bool:
+def is_host_name(value: str) -> bool:
     """Dot-separated labels of letters, digits, ``-`` and ``_`` (any case), at most 253 long."""
     return 0 < len(value) <= 253 and all(_LABEL.fullmatch(label) for label in value.lower().split("."))
 
@@ -124,7 +124,7 @@ def idna_form(name: str) -> str | None:
 def host_problem(value: str, *, example: str = "example.com", ip: bool = False) -> str | None:
     """Why ``value`` is not a bare host name like ``example.com`` (or, with ``ip``, an IP
     address): the gateway compares hosts literally, so a URL, a port or a path never matches."""
-    if _is_host_name(value) or (ip and _is_ip(value)):
+    if is_host_name(value) or (ip and _is_ip(value)):
         return None
     hint = ""
     if "://" in value or "/" in value or ":" in value:
@@ -132,7 +132,7 @@ def host_problem(value: str, *, example: str = "example.com", ip: bool = False) 
             host = URL(value if "://" in value else f"http://{value}").host
         except ValueError:
             host = None
-        if host and (_is_host_name(host) or (ip and _is_ip(host))):
+        if host and (is_host_name(host) or (ip and _is_ip(host))):
             hint = f' (write "{host}")'
     elif not value.isascii() and (ascii_form := idna_form(value)) is not None:
         hint = f' (write it as "{ascii_form}")'
@@ -144,7 +144,7 @@ def listen_host_problem(host: str) -> str | None:
     """Why ``host`` (of ``proxy.listen``, ``admin.listen``) cannot be listened on whatever the
     network: neither an IP address nor a host name (a label of more than 63 characters, an
     empty one: Python's resolver raised ``UnicodeError`` for them, a traceback at ``run``)."""
-    if _is_ip(host) or _is_host_name(host):
+    if _is_ip(host) or is_host_name(host):
         return None
     return (
         "the host must be an IP address (127.0.0.1, [::1]) or a host name of dot-separated labels"
