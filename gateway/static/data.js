@@ -76,11 +76,20 @@ export async function summary({ since, until, model, conversion, population }, p
   }
 }
 
+// An ID as one path segment of the lookup's URL. A segment of "." or ".." is resolved away by
+// the browser's URL parser (/api/users/.. asked for /api/), percent-encoded too ("%2E%2E": a
+// dot segment to the WHATWG URL standard): the API trims the ID it is given, so a space before
+// it names the same ID in a segment that is no dot segment to the browser, nor to a proxy.
+function idSegment(id) {
+  const trimmed = id.trim();
+  return trimmed === "." || trimmed === ".." ? `%20${trimmed}` : encodeURIComponent(trimmed);
+}
+
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.
 // signal: an AbortSignal, so that a newer lookup cancels this one.
 export function journey(kind, id, signal = undefined) {
   const base = kind === "user" ? "/api/users/" : "/api/visitors/";
-  return getJSON(base + encodeURIComponent(id.trim()), {}, signal);
+  return getJSON(base + idSegment(id), {}, signal);
 }
 
 // A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session

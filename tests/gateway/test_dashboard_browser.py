@@ -26,11 +26,11 @@ import aiohttp
 import pytest
 
 from gateway.attribution import MODELS
-from gateway.events import DailyCount, Event
+from gateway.events import Binding, DailyCount, Event, iso
 from storage.populations import POPULATIONS
 from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, _conv, _lab, _tp, origin, seeded_gateway
+from tests.gateway.test_dashboard import PERIOD, T0, _conv, _ids, _lab, _tp, origin, seeded_gateway
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -2110,4 +2110,60 @@ async def test_a_journey_tells_which_touchpoints_the_models_do_not_credit(
         "allow",
         "\u2013",  # no verdict: nothing to say
     ]
+    assert page.errors == [], page.errors
+
+
+LOOKUP_IDS = [
+    ".",
+    "..",
+    "a/b",
+    "../..",
+    "what?",
+    "#1",
+    "100%",
+    "%2E%2E",
+    "Ada Lovelace",
+    "Zoë 日本",
+    "a/./b",
+    ".%2e",
+]
+"""IDs the API takes that a URL path segment holds only percent-encoded (``/``, ``?``, ``#``,
+``%``, a space, non-ASCII), and those a browser reads as a dot segment in one (``.``, ``..``;
+``%2E%2E`` and ``.%2e`` too, were their ``%`` sent as it is)."""
+
+
+@pytest.mark.timeout(240)
+async def test_every_id_the_api_takes_is_looked_up_from_the_page(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A user or visitor ID of ``.`` or ``..`` was put as it was in the path
+    (``/api/users/..``): the browser resolved it away (``/api/``) and the lookup said ``no such
+    endpoint: /api/``. Each ID here is a user's and a visitor's, and the page finds each as the
+    API does."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    keys = gw.gateway.keys
+    events: list[Event] = []
+    for n, name in enumerate(LOOKUP_IDS):
+        visitor = keys.visitor_key(name)
+        events.append(_tp(visitor, 0.1 + n / 100, "Email", campaign=f"c{n}"))
+        events.append(
+            Binding(_ids(int(T0.timestamp() * 1000)), iso(T0), "test", visitor, keys.user_key(name), "login")
+        )
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        wrong: list[tuple[str, str, str]] = []
+        for kind in ("user", "visitor"):
+            for name in LOOKUP_IDS:
+                key = keys.user_key(name) if kind == "user" else keys.visitor_key(name)
+                await look_up(page, kind, name)
+                said = await page.wait_for(
+                    "(r => r.querySelector('p.error, table') && r.innerText)"
+                    "(document.querySelector('#journey-result'))",
+                    f"the journey of the {kind} {name!r}",
+                )
+                if not said.startswith(f"{key} · 1 touchpoint(s)"):
+                    wrong.append((kind, name, said))
+    assert wrong == [], wrong
     assert page.errors == [], page.errors
