@@ -242,7 +242,7 @@ DASHBOARD_SUMMARY = {
     # Every part (no part asked for), or the one asked for.
     "anyOf": [
         {"required": _COUNTS_PART},
-        {"required": ["by_day"]},
+        {"required": ["days", "by_day"]},
         {"required": ["comparison"]},
     ],
     "properties": {
@@ -293,6 +293,12 @@ DASHBOARD_SUMMARY = {
                     " the conversion), those its credits share out",
                 },
             },
+        },
+        "days": {
+            "type": "array",
+            "items": {"type": "string", "format": "date"},
+            "description": "with by_day: the period's days in attribution.timezone, in order, the"
+            " daily chart's; a date the zone skipped whole (Pacific/Apia's 2011-12-30) is none",
         },
         "by_day": {
             "type": "array",

@@ -19,7 +19,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +33,7 @@ from gateway.textwidth import ELLIPSIS, cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
 from storage.report_clicks import Clicks
-from storage.report_period import Part
+from storage.report_period import Part, period_days
 from storage.reports import Reports
 
 TOUCH_BUCKETS = (*(str(n) for n in range(10)), "10+")
@@ -549,21 +549,6 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
     meta["totals"] = totals
     return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
-
-
-def period_days(since: datetime, until: datetime, zone: tzinfo) -> list[str]:
-    """The local dates (in ``zone``) of a period, in order: from the day holding ``since`` to
-    the day holding the last microsecond before ``until`` (exclusive). Calendar days, not steps
-    of 24 hours: a day of 23 or 25 hours, when the clocks change, is one date, and a date the
-    zone skipped whole is none (Pacific/Apia went from 29 to 31 December 2011): its midnight,
-    read as a skipped time is, is the next day's."""
-    first = since.astimezone(zone).date()
-    last = (until - timedelta(microseconds=1)).astimezone(zone).date()
-    dates = [first + timedelta(days=n) for n in range((last - first).days + 2)]
-    starts = [datetime.combine(day, time.min, zone).astimezone(UTC) for day in dates]
-    return [
-        day.isoformat() for day, start, end in zip(dates, starts, starts[1:], strict=False) if start < end
-    ]
 
 
 def _empty_days(table: Table, days: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:

@@ -26,7 +26,7 @@ from gateway.attribution import MODELS, from_minor
 from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
 from storage.dashboard_landings import Credited, Landed, Landings, count_landings
 from storage.populations import population_counts
-from storage.report_period import period_bounds, window_start
+from storage.report_period import period_bounds, period_days, window_start
 from storage.reports import Reports
 
 MAX_DAYS = 92
@@ -63,8 +63,10 @@ class Period:
     since: date
     until: date
 
-    def days(self) -> list[date]:
-        return [self.since + timedelta(days=n) for n in range((self.until - self.since).days)]
+    def days(self, zone: tzinfo) -> list[str]:
+        """Its local dates (``period_days``): a date ``zone`` skipped whole is none, so the page
+        draws no day that never happened there, as the time series has no row for it."""
+        return period_days(_at(self.since, zone), _at(self.until, zone), zone)
 
 
 def _at(day: date, zone: tzinfo) -> datetime:
@@ -261,12 +263,9 @@ async def summary(
     table: Table = done.get("credits", {})
     if "daily" in parts:
         daily = channel_credits(table, model)
-        by_day = []
-        for day in period.days():
-            by_day += [
-                {"day": day.isoformat(), **row} for row in _credit_rows(daily.get(day.isoformat(), []))
-            ]
-        data["by_day"] = by_day
+        days = period.days(zone)
+        data["days"] = days  # the chart's days: none that the zone skipped
+        data["by_day"] = [{"day": day, **row} for day in days for row in _credit_rows(daily.get(day, []))]
     if "models" in parts:
         every = add_tables([{(None, group, currency): sums} for (_, group, currency), sums in table.items()])
         comparison = []

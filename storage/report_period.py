@@ -3,7 +3,8 @@
 A period is ``since <= ts < until``, and the touches its conversions can credit begin the
 widest lookback window earlier (``window_start``). Every read bounds the ids too (UUIDv7,
 minted from the time: ``id_floor`` of the millisecond, ``ms``), so SQLite reads a range of the
-primary key, not every row. ``Part`` names which of the period's conversions one call
+primary key, not every row. ``period_days`` are the local dates such a period holds (a
+date the zone skipped whole is none). ``Part`` names which of the period's conversions one call
 computes (``storage/report_parts.py`` cuts them): a slice of them by id, or one worker's share
 of the people, whose lone visitors are a range of keys (``key_range``). Pure: SQL text and its
 arguments, no database.
@@ -11,7 +12,7 @@ arguments, no database.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from gateway.events import iso
@@ -77,3 +78,18 @@ def key_range(share: Share, key: str, bounds: dict[str, Any]) -> str:
     if hi is not None:
         condition, bounds["hi"] = f"{condition} AND {key} < :hi", hi
     return condition
+
+
+def period_days(since: datetime, until: datetime, zone: tzinfo) -> list[str]:
+    """The local dates (in ``zone``) of a period, in order: from the day holding ``since`` to
+    the day holding the last microsecond before ``until`` (exclusive). Calendar days, not steps
+    of 24 hours: a day of 23 or 25 hours, when the clocks change, is one date, and a date the
+    zone skipped whole is none (Pacific/Apia went from 29 to 31 December 2011): its midnight,
+    read as a skipped time is, is the next day's."""
+    first = since.astimezone(zone).date()
+    last = (until - timedelta(microseconds=1)).astimezone(zone).date()
+    dates = [first + timedelta(days=n) for n in range((last - first).days + 2)]
+    starts = [datetime.combine(day, time.min, zone).astimezone(UTC) for day in dates]
+    return [
+        day.isoformat() for day, start, end in zip(dates, starts, starts[1:], strict=False) if start < end
+    ]

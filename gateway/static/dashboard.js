@@ -192,8 +192,9 @@ window.addEventListener("resize", () => {
 });
 
 function renderDaily(data) {
-  const days = [];
-  for (let d = data.since; d < data.until; d = addDays(d, 1)) days.push(d);
+  // The API's days, not every calendar date from since to until: a date the zone skipped
+  // whole (Pacific/Apia went from 2011-12-29 to 12-31) was drawn as an empty day.
+  const days = data.days;
   const channels = rank(data.by_day, "channel");
   // Each built-in channel its own colour in every period (set on <body> by the server); an
   // operator's own channels get colours made for them, in the period's order.

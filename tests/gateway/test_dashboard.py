@@ -947,7 +947,7 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
             "bots",
             "populations",
         },
-        "daily": {"by_day"},
+        "daily": {"days", "by_day"},
         "models": {"comparison"},
     }
     assert set(whole) == header.union(*keys.values())

@@ -19,6 +19,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import aiohttp
 import pytest
 
 from gateway.attribution import MODELS
-from gateway.events import Binding, DailyCount, Event, iso
+from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint, iso
 from storage.populations import POPULATIONS
 from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
@@ -2166,4 +2167,51 @@ async def test_every_id_the_api_takes_is_looked_up_from_the_page(
                 if not said.startswith(f"{key} · 1 touchpoint(s)"):
                     wrong.append((kind, name, said))
     assert wrong == [], wrong
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_a_date_the_zone_skipped_is_no_day_of_the_chart(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Samoa (``Pacific/Apia``) went from 29 to 31 December 2011: the API counts no 30th (its
+    ``by_day`` has no row there, nor the time series), but the page drew a day for every
+    calendar date from From to To, an empty bar on the 30th."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Pacific/Apia"\n'
+    )
+    events: list[Event] = []
+    # Noon on the 29th (UTC-10) and on the 31st (UTC+14), and a purchase two hours after each.
+    for n, landed in enumerate(
+        (datetime(2011, 12, 29, 22, tzinfo=UTC), datetime(2011, 12, 30, 22, tzinfo=UTC))
+    ):
+        visitor = f"{90 + n:032x}"
+        ms = int(landed.timestamp() * 1000)
+        events.append(Touchpoint(_ids(ms), iso(landed), "test", visitor, channel="Email", landing_path="/"))
+        bought = landed + timedelta(hours=2)
+        cid = _ids(ms + 7_200_000)
+        events.append(
+            Conversion(cid, iso(bought), "test", "purchase", "order:" + cid, visitor, None, 10.0, "EUR", cid)
+        )
+    await gw.gateway.store.write(events)
+    async with gw.session.get(
+        gw.admin_url + "/api/dashboard/summary",
+        params={"since": "2011-12-29", "until": "2012-01-01", "part": "daily"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as resp:
+        answered = await resp.json()
+    assert [row["day"] for row in answered["by_day"]] == ["2011-12-29", "2011-12-31"], answered
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw, "/dashboard?from=2011-12-29&to=2011-12-31")
+        labels = await page.eval(
+            "[...document.querySelectorAll('#chart-daily svg text')].map(t => t.textContent)"
+            ".filter(t => /^[0-9]{2}-[0-9]{2}$/.test(t))"
+        )
+        slots = await page.eval(
+            "new Set([...document.querySelectorAll('#chart-daily rect[data-series]')]"
+            ".map(r => r.x.baseVal.value)).size"
+        )
+    assert labels == ["12-29", "12-31"], labels
+    assert slots == 2
     assert page.errors == [], page.errors

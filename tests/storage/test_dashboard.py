@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 import pytest
@@ -232,11 +233,17 @@ async def test_conversions_touched_apply_verdict_changes_of_the_lookback_before_
 
 
 def test_period_days() -> None:
-    assert Period(date(2026, 2, 27), date(2026, 3, 2)).days() == [
-        date(2026, 2, 27),
-        date(2026, 2, 28),
-        date(2026, 3, 1),
+    assert Period(date(2026, 2, 27), date(2026, 3, 2)).days(UTC) == ["2026-02-27", "2026-02-28", "2026-03-01"]
+    # Berlin's 23-hour day is one, and Samoa's 30 December 2011, skipped whole, is none.
+    berlin = ZoneInfo("Europe/Berlin")
+    assert Period(date(2026, 3, 28), date(2026, 3, 31)).days(berlin) == [
+        "2026-03-28",
+        "2026-03-29",
+        "2026-03-30",
     ]
+    apia = ZoneInfo("Pacific/Apia")
+    assert Period(date(2011, 12, 29), date(2012, 1, 1)).days(apia) == ["2011-12-29", "2011-12-31"]
+    assert Period(date(2011, 12, 30), date(2011, 12, 31)).days(apia) == []
 
 
 async def test_a_period_of_local_days_reads_the_whole_window_across_a_dst_change(
