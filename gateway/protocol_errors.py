@@ -25,10 +25,12 @@ error at error level with a traceback and the client's address. The gateway's li
   the dashboard's CSP, nosniff, no framing).
 
 A request target over the limit is answered 414 and a header 431 (aiohttp says 400 to
-both); a ``HEAD``'s 414 with the head alone (RFC 9110 §9.3.2), the parser having refused the
-line before the listener knew the method: ``_Handler.data_received`` keeps the read a request
-began in, and ``refused_method`` reads the method there, checked against the target's first
-bytes the parser's error quotes (``answered_in_http11`` then makes the stand-in a ``HEAD``).
+both); a ``HEAD``'s 414, 431 or 400 with the head alone (RFC 9110 §9.3.2), the parser having
+refused the request before the listener knew the method: ``_Handler.data_received`` keeps the
+read a request began in, and ``refused_method`` reads the method there — for a 414 checked
+against the target's first bytes the parser's error quotes, else from a whole request line
+(``HEAD target HTTP/1.x``) that read begins with (``answered_in_http11`` then makes the
+stand-in a ``HEAD``). A request line refused itself keeps its page: its method is not known.
 The connection is closed after it. A refused parse is logged with its reason alone, at debug
 level (scanners send such requests all day), or at info, once a minute, for a line over the
 limit, which real clients with oversized cookies may hit (``proxy.max_header_size``). A
@@ -55,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -131,17 +134,27 @@ class BrokenFraming(RequestPayloadError):
     is the parser's reason (``reason``), without the bytes."""
 
 
-def refused_method(exc: http_exceptions.LineTooLong, began: bytes) -> bytes | None:
-    """The method of the request whose target the parser refused (``exc``), from ``began``, the
-    read in which that request began; None when not known for sure: the read does not begin
-    with the method, a space and the target's first bytes as ``exc`` quotes them (up to 100,
-    then ``...``), such as a read that began in another request's body, pipelined."""
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ \r\n]+ HTTP/1\.[0-9]\r?\n")
+"""A whole request line (method, target, HTTP/1.x), as a read that begins a request begins."""
+
+
+def refused_method(exc: http_exceptions.HttpProcessingError, began: bytes, target: bool) -> bytes | None:
+    """The method of the request the parser refused (``exc``), from ``began``, the read in
+    which that request began; None when not known for sure. ``target``: its target was over the
+    limit (a 414), so the line did not end: the read must begin with the method, a space and
+    the target's first bytes as ``exc`` quotes them (up to 100, then ``...``). Any other
+    refusal (a header over the limit, one that is not HTTP): the read must begin with a whole
+    request line, so that a refused request line, or a read that began in another request's
+    body (pipelined), gives none."""
+    if not target:
+        line = _REQUEST_LINE.match(began.lstrip(b"\r\n"))  # empty lines may lead a request
+        return line.group(1) if line is not None else None
     quoted = exc.args[0] if exc.args else None
     if not isinstance(quoted, bytes | bytearray) or not quoted.endswith(b"..."):
         return None
-    target = bytes(quoted[:-3])
+    first = bytes(quoted[:-3])
     method, space, rest = began.lstrip(b"\r\n").partition(b" ")  # empty lines may lead a request
-    if not space or not target.startswith(rest[: len(target)]):
+    if not space or not first.startswith(rest[: len(first)]):
         return None
     return method
 
@@ -164,7 +177,8 @@ class _Handler(web.RequestHandler):
     """The bytes of the read in which the request the parser is reading began (None: between
     requests, or in a body), for the method of one it refuses (``head_refused``)."""
     head_refused = False
-    """The parser refused a ``HEAD`` (its target over the limit): its answer has no body."""
+    """The parser refused a ``HEAD`` (its target or a header over the limit, a header that is
+    not HTTP): its answer has no body."""
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
@@ -188,9 +202,12 @@ class _Handler(web.RequestHandler):
                 self._body = payload if message.chunked and isinstance(payload, StreamReader) else None
                 continue
             exc = message.exc
-            if began is not None and isinstance(exc, http_exceptions.LineTooLong):
-                target = too_long_status(exc, self.listener.limits) == 414
-                self.head_refused = target and refused_method(exc, began) == b"HEAD"
+            if began is not None and isinstance(exc, http_exceptions.HttpProcessingError):
+                target = (
+                    isinstance(exc, http_exceptions.LineTooLong)
+                    and too_long_status(exc, self.listener.limits) == 414
+                )
+                self.head_refused = refused_method(exc, began, target) == b"HEAD"
             body, self._body = self._body, None
             if body is not None and not body.is_eof() and body.exception() is None:
                 body.set_exception(BrokenFraming(reason(message.exc, message.status)))

@@ -42,6 +42,7 @@ from aiohttp import (
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
 from aiohttp.http import HttpProcessingError, RawResponseMessage
+from aiohttp.http_parser import HeadersParser, HttpPayloadParser, PayloadState
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -148,9 +149,11 @@ def _announces_body(headers: CIMultiDictProxy[str]) -> bool:
 
 
 # Where a Connection is in reading the answer to the request in hand (``Connection.answer``).
-START, HEAD, BODY, STRAY = range(4)
+START, HEAD, BODY, STRAY, CHUNKS, LAX = range(6)
 """No byte yet; reading heads (interim, then the final one); reading the final answer's body;
-past a bodiless final answer, where any byte is a body it should not have had."""
+past a bodiless final answer (or a body read whole by the lenient reader), where any byte is a
+body it should not have had; a chunked body whose first size line has not come whole; a chunked
+body whose chunk lines end in a bare LF, read by the lenient reader (``Connection._lax``)."""
 
 
 class Connection(ResponseHandler):
@@ -195,6 +198,15 @@ class Connection(ResponseHandler):
     connection at the refusal, a 502. Only a refused head comes to that, so a clean one costs
     nothing more; refused again, it is the 502 it was.
 
+    A chunked body whose chunk lines end in a bare LF, not CRLF (an old CGI stack, a
+    hand-written server): curl and browsers read it, but the llhttp parser refuses such a size
+    line (the visitor's connection was reset) or, for ``0\\n\\n``, waits for more until the read
+    timeout (until 2026-12-06). aiohttp gives no way to make llhttp lenient there, so the first
+    size line decides (``_first_chunk_line``): one ending in CRLF goes on to the parser as it
+    always did; one ending in a bare LF hands the whole body to aiohttp's pure-Python chunk
+    reader in its lenient mode (``_read_lax``), a warning names the request, and the connection
+    is not used again. A site writes every chunk line alike, so the first one tells.
+
     And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
     connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
     no more requests on it."""
@@ -221,6 +233,12 @@ class Connection(ResponseHandler):
     """Where bytes after a chunked answer's end are logged (the pool's)."""
     sloppy: Throttled | None = None
     """Where a head read again once rewritten is logged (the pool's)."""
+    bare_lf: Throttled | None = None
+    """Where a chunked answer read leniently (chunk lines ending in a bare LF) is logged."""
+    _line = b""
+    """The first bytes of a chunked body, held until its first size line has come whole."""
+    _lax: HttpPayloadParser | None = None
+    """The lenient reader of a chunked body whose chunk lines end in a bare LF (``LAX``)."""
     max_field_size = 8190
     """The pool's ``max_field_size``, for a parser made anew (``_read_again``)."""
 
@@ -279,8 +297,10 @@ class Connection(ResponseHandler):
                     self.answer = STRAY
                     self.suspect = _announces_body(message.headers)
                 else:
-                    self.answer = BODY
+                    self.answer = CHUNKS if message.chunked else BODY
                     self._left = _length(message.headers)
+            elif self.answer == BODY and message.chunked:
+                self.answer = CHUNKS
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
@@ -292,6 +312,10 @@ class Connection(ResponseHandler):
                 self._body_received(data)
         elif answer == STRAY:
             self._should_close = True  # a body the answer should not have had: dropped
+        elif answer == CHUNKS:
+            self._first_chunk_line(data)
+        elif answer == LAX:
+            self._lax_received(data)
         elif (
             answer == START
             and not self._skip_payload
@@ -304,7 +328,7 @@ class Connection(ResponseHandler):
             if left is None:  # chunks: bytes after their end must not cost the head
                 self._feed_head(data[:end], end)
                 if end < len(data):
-                    ResponseHandler.data_received(self, data[end:])
+                    self.data_received(data[end:])  # CHUNKS now, unless the head failed
             else:
                 self._body_received(data, end)
         else:
@@ -332,6 +356,8 @@ class Connection(ResponseHandler):
             self._should_close = True
         elif self.answer == BODY:
             self._body_received(rest)
+        elif self.answer == CHUNKS:
+            self._first_chunk_line(rest)
         elif self._exception is None and len(rest) <= HELD_HEAD:
             self._held = rest
             self._reschedule_timeout()  # bytes came: the read timeout starts again
@@ -420,7 +446,10 @@ class Connection(ResponseHandler):
             max_field_size=self.max_field_size,
             max_headers=MAX_RESPONSE_HEADERS,
         )
+        body = len(data) > (len(readable[0]) if readable is not None and rewritten else end)
         ResponseHandler.data_received(self, data)
+        if body and self.answer == CHUNKS:  # its first chunk line went to the parser with it
+            self.answer = BODY
         if rewritten and self._exception is None and self.sloppy is not None:
             method, path = self._request()
             self.sloppy(
@@ -454,6 +483,80 @@ class Connection(ResponseHandler):
             self._feed_head(data, head)
         else:  # no byte (aiohttp's parser resuming after a pause) is fed too: it is how it resumes
             ResponseHandler.data_received(self, data)
+
+    def _first_chunk_line(self, data: bytes) -> None:
+        """Feed the first bytes of a chunked body once its first size line has come whole: to
+        the parser if that line ends in CRLF (``BODY`` from then on: the path every clean answer
+        takes), else to the lenient reader (``_read_lax``)."""
+        seen = self._line + data if self._line else data
+        end = seen.find(b"\n")
+        if end < 0 and len(seen) <= HELD_HEAD:  # the line's end has not come: held
+            self._line = seen
+            if data:
+                self._reschedule_timeout()  # bytes came: the read timeout starts again
+            return
+        self._line = b""
+        if end <= 0 or seen[end - 1] == 13:  # CRLF (or no line at all: the parser's to refuse)
+            self.answer = BODY
+            ResponseHandler.data_received(self, seen)
+        else:
+            self._read_lax(seen)
+
+    def _read_lax(self, data: bytes) -> None:
+        """Read the chunked body that begins ``data`` with aiohttp's pure-Python chunk reader in
+        its lenient mode (a bare LF ends a line, as curl and browsers take it); the llhttp
+        parser, left mid-body, sees no more bytes and the connection is not used again."""
+        payload = self._payload
+        if payload is None or payload is EMPTY_PAYLOAD:  # no body to read (never so here)
+            self.answer = BODY
+            ResponseHandler.data_received(self, data)
+            return
+        self.answer = LAX
+        self._should_close = True
+        self._lax = HttpPayloadParser(
+            payload,
+            chunked=True,
+            auto_decompress=False,
+            lax=True,
+            headers_parser=HeadersParser(
+                self.max_field_size, MAX_RESPONSE_HEADERS, self.max_field_size, True
+            ),
+            max_line_size=self.max_field_size,
+            max_field_size=self.max_field_size,
+        )
+        if self.bare_lf is not None:
+            method, path = self._request()
+            self.bare_lf(
+                "upstream's chunked answer to %s %s ends its chunk lines in a bare LF, not CRLF "
+                "(RFC 9112 §7.1): read as curl and browsers read it, and the connection dropped",
+                method,
+                path,
+            )
+        self._lax_received(data)
+
+    def _lax_received(self, data: bytes) -> None:
+        """Feed a chunked body's bytes to the lenient reader. Its end ends the answer (what
+        comes after answers nothing: ``STRAY``); a chunk it refuses too breaks the body, as the
+        parser's refusal does (``set_exception``)."""
+        reader, payload = self._lax, self._payload
+        if reader is None or payload is None:
+            return
+        if data:
+            self._reschedule_timeout()
+        try:
+            state, _ = reader.feed_data(data, b"\n")
+        except HttpProcessingError as err:
+            why = f"the site's answer could not be read on: {unreadable(err)}"
+            payload.set_exception(ClientPayloadError(why))  # its own error is no ClientError
+            self._lax = None
+            if self.transport is not None:
+                self.transport.close()
+            self.set_exception(err)
+            return
+        if state == PayloadState.PAYLOAD_COMPLETE:
+            # The body is whole (its reader has its end). The llhttp parser, still mid-body,
+            # would fail it on the connection's close: it holds it no more.
+            self.answer, self._lax, self._payload = STRAY, None, None
 
     def _request(self) -> tuple[str, str]:
         """The method and path (no query) of the request in hand, for a log line."""
@@ -646,6 +749,7 @@ class Upstream:
         self._overlong = Throttled(log, logging.WARNING)
         self._trailing = Throttled(log, logging.INFO)
         self._sloppy = Throttled(log, logging.INFO)
+        self._bare_lf = Throttled(log, logging.WARNING)
 
     # -- the pool ---------------------------------------------------------------------------------
 
@@ -784,6 +888,7 @@ class Upstream:
         proto.overlong = self._overlong
         proto.trailing = self._trailing
         proto.sloppy = self._sloppy
+        proto.bare_lf = self._bare_lf
         proto.max_field_size = self.max_field_size
         return proto
 

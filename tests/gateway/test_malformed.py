@@ -740,3 +740,55 @@ async def test_a_head_over_the_limit_after_a_request_with_a_body_gets_the_head_a
         await writer.wait_closed()
     assert answer.startswith(b"HTTP/1.1 414 ") and answer.endswith(b"\r\n\r\n"), answer[-300:]
     assert answer.count(b"\r\n\r\n") == 1 and b"Content-Length: " in answer
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one_read", "over_several_reads"])
+@pytest.mark.parametrize(
+    ("status", "rest"),
+    [
+        (431, b"Host: t\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"),  # over both limits
+        (400, b"Host: t\r\nBad Header\r\n\r\n"),  # a header line without a colon
+        (400, b"Host: t\r\nX\x01Y: 1\r\n\r\n"),  # a header name that is no token
+    ],
+    ids=["header_too_long", "no_colon", "bad_name"],
+)
+async def test_a_head_refused_for_its_headers_gets_the_refusal_without_a_body(
+    start_gateway, upstream_server, status: int, rest: bytes, split: bool
+) -> None:
+    """RFC 9110 §9.3.2, as for the 414 above: a ``HEAD`` whose request line was read but whose
+    headers the parser refused (431 for one over the limit, 400 for one that is not HTTP) was
+    answered with the error page after the head, which the client takes for the next answer on
+    the connection. The same head now, no body; a GET's keeps its body. On both listeners."""
+    gw = await start_gateway(
+        await recording_upstream(upstream_server, []), "[proxy]\nmax_header_size = 1024\n"
+    )
+    for port, public in ((gw.proxy.port, True), (gw.admin.port, False)):
+        answers = {}
+        for method in (b"HEAD", b"GET"):
+            request = method + b" /p HTTP/1.1\r\n" + rest
+            parts = [request[:30], request[30:]] if split else [request]
+            answers[method] = await _until_close(port, parts)
+        head, _, body = answers[b"GET"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status) and body, (public, answers[b"GET"][:200])
+        if public:
+            assert body == error_page(status).body
+        head_only, end, after = answers[b"HEAD"].partition(b"\r\n\r\n")
+        assert (end, after) == (b"\r\n\r\n", b""), (public, answers[b"HEAD"][:300])
+        assert _dateless(head_only) == _dateless(head), public
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"HEAD /a b HTTP/1.1\r\n", b"HEADX / HTTP/1.1\r\n", b"HEAD / HTTP/9.9\r\n"],
+    ids=["space_in_target", "another_method", "not_http1"],
+)
+async def test_a_request_line_refused_whole_keeps_its_page(
+    start_gateway, upstream_server, line: bytes
+) -> None:
+    """The other side: where the request line itself is refused, the method is not known for
+    a ``HEAD``'s, and the refusal keeps its page (a client that did not send a request line
+    reads an answer with a body)."""
+    gw = await start_gateway(await recording_upstream(upstream_server, []))
+    answer = await _until_close(gw.proxy.port, [line + b"Host: t\r\n\r\n"])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and body == error_page(400).body, answer[:300]

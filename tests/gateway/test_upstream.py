@@ -822,3 +822,114 @@ async def test_a_content_length_no_int_can_hold_is_refused_as_no_number_is(
         await pool.close()
     assert not [r for r in caplog.records if "Fatal error" in r.getMessage()], caplog.text
     assert "Content-Length" in str(failed.value)[:200], str(failed.value)[:200]
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "body"),
+    [
+        ((b"5\nhello\n6\n world\n0\n\n",), b"hello world"),  # every chunk line ends in LF
+        ((b"5\nhello\r\n6\n world\r\n0\r\n\r\n",), b"hello world"),  # the size lines alone
+        ((b"0\n\n",), b""),  # no body at all: a hang until the read timeout
+        ((b"5;x=1\nhel", b"lo\n0\n", b"\n"), b"hello"),  # an extension, the end in its own reads
+        ((b"5", b"\nhello\n0\n\n"), b"hello"),  # the first size line split
+    ],
+)
+async def test_chunk_lines_ending_in_a_bare_lf_are_read_as_curl_reads_them(
+    raw_upstream, caplog: pytest.LogCaptureFixture, pieces: tuple[bytes, ...], body: bytes
+) -> None:
+    """Straight on the pool: a site (an old CGI stack, a hand-written server) that ends its
+    chunk-size lines in a bare LF is read by curl and browsers, but aiohttp's llhttp parser
+    refused the first such line (the visitor's connection reset) or, for ``0\\n\\n``, waited for
+    more until the read timeout. The body arrives whole and ends; the connection is not used
+    again; one warning names the request and the site's defect."""
+    caplog.set_level(logging.WARNING, "gateway.upstream")
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            writer.write(CHUNKED_HEAD)
+            for piece in pieces:
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+                writer.write(piece)
+            await writer.drain()
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=30, max_field_size=8190
+    )
+    try:
+        resp = await pool.request(
+            "GET", "/page?email=ada%40example.com", [("Host", "t")], None, length_known=False
+        )
+        assert resp.status == 200
+        assert await asyncio.wait_for(resp.content.read(), 3) == body
+        resp.release()
+        resp = await pool.request("GET", "/next", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0, 1]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"]
+    assert lines == [
+        "upstream's chunked answer to GET /page ends its chunk lines in a bare LF, not CRLF "
+        "(RFC 9112 §7.1): read as curl and browsers read it, and the connection dropped"
+    ]
+
+
+async def test_a_clean_chunked_answer_keeps_its_connection(raw_upstream) -> None:
+    """The other side of the bare-LF reading: chunk lines ending in CRLF, the first one split
+    across reads, stay on the parser's path and the connection is used again."""
+    connections: list[int] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in (CHUNKED_HEAD + b"5\r", b"\nhello\r\n0\r\n\r\n"):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    pool = Upstream(
+        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=30, max_field_size=8190
+    )
+    try:
+        for _ in range(2):
+            resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+            assert await asyncio.wait_for(resp.content.read(), 3) == b"hello"
+            resp.release()
+    finally:
+        await pool.close()
+    assert connections == [0]
+
+
+async def test_a_site_ending_chunk_lines_in_a_bare_lf_is_served_reframed(start_gateway, raw_upstream) -> None:
+    """Through the gateway, with a raw visitor socket: the page a curl visitor of the site gets,
+    re-framed in chunks with CRLF (the strict reader here refuses anything else), and the same
+    visitor connection answers the next request."""
+    answer = CHUNKED_HEAD + b"5\nhello\n6\n world\n0\n\n"
+    url, _ = await counting_origin(raw_upstream, lambda line: answer if "/page" in line else OK)
+    gw = await start_gateway(url)  # read_timeout: 30 s, past the visitor's 3 s
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        first = await read_response(reader)
+        writer.write(b"GET /next HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        second = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (first.status, first.body) == (200, b"hello world")
+    assert (second.status, second.body) == (200, b"ok")
