@@ -283,6 +283,16 @@ def failed_what(err: BaseException) -> str:
     return "cannot reach the central store"
 
 
+def hold_at_most() -> str:
+    """The statement that starts each of our write transactions: the server ends one left idle
+    longer than ``STATEMENT_SECONDS`` — its client gone silent (a network path that drops every
+    packet, a hung proxy, a paused VM). Else it keeps the transaction open, and its locks (the
+    erasure lock, the migration lock, rows' unique keys), until TCP keepalive gives up on the
+    client, two hours and more by default: every other node's round waits on them and fails
+    meanwhile. ``SET LOCAL``: only the transaction's, nothing left on a pooled session."""
+    return f"SET LOCAL idle_in_transaction_session_timeout = {int(STATEMENT_SECONDS * 1000)}"
+
+
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
@@ -294,8 +304,11 @@ async def migrate(conn: asyncpg.Connection) -> int:
     """Apply every PostgreSQL migration newer than the store's version; the version reached."""
     available = await asyncio.to_thread(migrations, "pg_migrations")
     newest = available[-1][0] if available else 0
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    try:
+    # A transaction's lock, not the session's: a node gone silent while it holds it has its
+    # transaction, and the lock, ended by the server (``hold_at_most``), not kept for hours.
+    async with conn.transaction():
+        await conn.execute(hold_at_most())
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         kinds = await central_columns(conn, "schema_version")
         if not kinds:
             # Only when missing: even with IF NOT EXISTS, CREATE needs the schema's CREATE
@@ -328,8 +341,6 @@ async def migrate(conn: asyncpg.Connection) -> int:
                     "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
                 )
             current = version
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return current
 
 
@@ -480,6 +491,7 @@ class CentralWriter:
     async def _insert(self, plan: TablePlan, records: Sequence[Sequence[Any]]) -> int:
         conn = self.conn
         async with conn.transaction():
+            await conn.execute(hold_at_most())
             staged = plan.table in self._staged
             if not staged:
                 # Per connection, emptied at each commit; a column-less LIKE keeps types and NOT NULLs.

@@ -124,6 +124,7 @@ async def purge_central(
     counts: dict[str, int] = {}
     try:
         async with conn.transaction():
+            await conn.execute(central.hold_at_most())  # silent, it holds no lock for hours
             for table, column in CENTRAL_TABLES.items():
                 if not await central.central_columns(conn, table):
                     continue
