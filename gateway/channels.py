@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from gateway.events import param_key
 from gateway.forwarding import parse_ip
 
 if TYPE_CHECKING:
@@ -369,7 +370,7 @@ class Channels:
         source_class = self.source_class(source) if source else None
         found = None
         if s.click_id_kind:
-            found = self._by_click(s.click_id_kind.lower(), source, medium, source_class)
+            found = self._by_click(param_key(s.click_id_kind), source, medium, source_class)
         if found is None and (source or medium):
             found = self._by_params(source, medium, source_class)
         # A shopping campaign by its name, as GA4 reads it: its Paid Shopping rule takes any paid

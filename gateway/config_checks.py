@@ -35,7 +35,7 @@ from gateway.config_values import (
     text_problem,
     toml_key,
 )
-from gateway.events import CAMPAIGN_FIELDS, VERDICTS, printable_name
+from gateway.events import CAMPAIGN_FIELDS, VERDICTS, bare_prefixes, printable_name
 from gateway.options import (
     AttributionOptions,
     BotWeights,
@@ -582,13 +582,15 @@ def _tier_params_recorded(options: Options) -> list[str]:
     if at.tier_params == AttributionOptions().tier_params:
         return []
     prefixes = tuple(prefix.lower() for prefix in camp.prefixes)
+    bare = bare_prefixes(prefixes)  # a prefix alone names no field: the site's, never recorded
     named = {name.lower() for name in (*camp.click_ids, *camp.creator_ids, *camp.sub_ids)}
     listed = ", ".join(f'"{prefix}"' for prefix in camp.prefixes) or "none"
     return [
         f"attribution.tier_params[{i}]: {name!r} is not recorded with a touchpoint, so it never sets"
-        f" a tier: name a parameter starting with one of campaign.prefixes ({listed})"
+        f" a tier: name a parameter starting with one of campaign.prefixes ({listed}), more than the prefix"
         for i, name in enumerate(at.tier_params)
-        if _PARAM_NAME.match(name) and not (name.lower().startswith(prefixes) or name.lower() in named)
+        if _PARAM_NAME.match(name)
+        and not ((key := name.lower()) in named or (key.startswith(prefixes) and key not in bare))
     ]
 
 

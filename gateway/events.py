@@ -11,6 +11,7 @@ order is time order) and the ``node`` that wrote it.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -231,6 +232,25 @@ tagged with nothing else recorded no touchpoint."""
 CAMPAIGN_FIELDS = ("source", "medium", "campaign", "term", "content")
 """The campaign fields a landing's ``<prefix><field>`` parameters fill (``utm_source``…): the
 campaign addon reads them, the config checks that no other parameter claims their names."""
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+"""A query parameter's name as tracked names are matched: ``name.translate(ASCII_LOWER)``, its
+ASCII letters lower-cased and nothing else (``param_key``)."""
+
+
+def param_key(name: str) -> str:
+    """A decoded query key as the tracked names (all ASCII) are matched: in any case of its ASCII
+    letters, no other letter being another's case. ``str.lower`` folds more: the Kelvin sign
+    (U+212A) is a ``k`` to it, and a site's own ``msclKid`` written with one was taken for
+    Microsoft's click ID, stripped from the site's URL and recorded (until 2026-12-06)."""
+    return name.lower() if name.isascii() else name.translate(ASCII_LOWER)
+
+
+def bare_prefixes(prefixes: tuple[str, ...]) -> frozenset[str]:
+    """The (lower-cased) ``campaign.prefixes`` that a name equal to one is no tracked parameter
+    under: ``utm_`` alone names no field, and is the site's. A prefix that extends another
+    (``c_`` beside ``c``) is that one's prefix and something after it, tracked as such."""
+    return frozenset(p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes))
+
 
 CONVERSION_ORIGINS = ("rule", "webhook", "segment", "import")
 """What recorded a conversion (``conversions.origin``): a conversion rule, a signed webhook, a

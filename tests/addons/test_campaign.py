@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote_plus, urljoin
 
 import pytest
 from multidict import CIMultiDict
@@ -106,6 +106,68 @@ def test_click_ids_creator_and_sub_id() -> None:
 def test_parameter_names_are_case_insensitive() -> None:
     ex, _ = run("/?UTM_Source=x&GCLID=y")
     assert (ex.events[0].source, ex.events[0].click_id) == ("x", "y")
+
+
+KELVIN = "%E2%84%AA"  # U+212A KELVIN SIGN, which str.lower() makes a "k"
+DOTTED_I = "%C4%B0"  # U+0130, which str.lower() makes "i" and a combining dot
+
+
+@pytest.mark.parametrize(
+    "name",
+    [f"mscl{KELVIN}id", f"MSCL{KELVIN}ID", f"irclic{KELVIN}id", f"gcl{DOTTED_I}d"],
+)
+def test_a_name_matches_in_ascii_letter_case_only(name: str) -> None:
+    """``UTM_Source`` is ``utm_source``, but a letter outside ASCII is no ASCII letter in
+    another case: a site's own ``msclKid`` written with the Kelvin sign is the site's, left in
+    its URL and not recorded as Microsoft's click ID."""
+    target = f"/p?{name}=abc&a=1"
+    ex, _ = run(target, headers={"Referer": "https://shop.example" + target})
+    assert (ex.events, ex.upstream_query, ex.upstream_headers) == ([], None, {})
+    campaign = configured(Campaign, ctx=context())
+    assert campaign.classify(unquote_plus(name)) is None
+    socket = exchange(target, headers={"Referer": "https://shop.example" + target})
+    campaign.websocket(socket)
+    assert (socket.upstream_query, socket.upstream_headers) == (None, {})
+
+
+def test_a_prefixed_name_keeps_its_letters_outside_ascii() -> None:
+    """Another suffix is tracked whatever follows the prefix, and recorded under its name with
+    only the ASCII letters lower-cased."""
+    ex, _ = run(f"/p?UTM_{KELVIN}=1&C_{DOTTED_I}=2&a=1")
+    [tp] = ex.events
+    assert tp.raw_params == {"utm_\u212a": "1", "c_\u0130": "2"}
+    assert ex.upstream_query == "a=1"
+
+
+@pytest.mark.parametrize("query", ["utm_=x", "c_=1", "UTM_=x&C_", "utm%5F=x", "c_=&utm_=1"])
+@pytest.mark.parametrize("strip", ["forward", "redirect"])
+def test_a_bare_prefix_names_no_field_and_is_the_sites(query: str, strip: str) -> None:
+    """``utm_`` or ``c_`` with nothing after it names no field: it is left in the URL, in a
+    same-site Referer and on a WebSocket's, and records nothing."""
+    target = f"/p?{query}&a=1"
+    referer = {"Referer": "https://shop.example" + target}
+    ex, _ = run(target, f'[proxy]\nstrip = "{strip}"\n', headers=referer)
+    assert (ex.events, ex.reply, ex.upstream_query, ex.upstream_headers) == ([], None, None, {})
+    campaign = configured(Campaign, ctx=context())
+    assert [campaign.classify(p) for p in ("utm_", "c_", "UTM_")] == [None, None, None]
+    socket = exchange(target, headers=referer)
+    campaign.websocket(socket)
+    assert (socket.upstream_query, socket.upstream_headers) == (None, {})
+
+
+def test_a_bare_prefix_beside_tracking_pairs_stays() -> None:
+    ex, _ = run("/p?utm_=x&utm_source=news&c_")
+    [tp] = ex.events
+    assert (tp.source, tp.raw_params) == ("news", {"utm_source": "news"})
+    assert ex.upstream_query == "utm_=x&c_"
+
+
+def test_a_prefix_that_extends_another_is_that_ones_suffix() -> None:
+    """With prefixes ``c`` and ``c_``, ``c_`` is ``c`` and something after it: tracked."""
+    ex, _ = run("/p?c_=1&c=2&a=1", '[campaign]\nprefixes = ["c", "c_"]\n')
+    [tp] = ex.events
+    assert tp.raw_params == {"c_": "1"}
+    assert ex.upstream_query == "c=2&a=1"
 
 
 @pytest.mark.parametrize(

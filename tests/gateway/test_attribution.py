@@ -531,6 +531,12 @@ def test_readme_worked_example_matches_the_code() -> None:
             "attribution.tier_params[1]: 'tier' is not recorded with a touchpoint, so it never sets a"
             ' tier: name a parameter starting with one of campaign.prefixes ("c_", "utm_")',
         ),
+        # A prefix alone names no field: the site's, never recorded.
+        (
+            "tier_params = ['UTM_']\n",
+            "attribution.tier_params[0]: 'UTM_' is not recorded with a touchpoint, so it never sets a"
+            ' tier: name a parameter starting with one of campaign.prefixes ("c_", "utm_")',
+        ),
     ],
 )
 def test_config_problems_name_the_key(toml: str, expected: str) -> None:

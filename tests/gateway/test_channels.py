@@ -213,6 +213,13 @@ def test_default_rules(signals: Signals, expected: str) -> None:
     assert DEFAULT.classify(signals) == expected
 
 
+def test_a_click_id_kind_matches_in_ascii_letter_case_only() -> None:
+    """A signed event's ``click_id_kind`` is read as a landing's parameter name is: ``MSCLKID``
+    is Microsoft's, ``MSCLKID`` with the Kelvin sign (U+212A) is no click ID known here."""
+    assert DEFAULT.classify(Signals(click_id_kind="MSCLKID")) == "Paid Search"
+    assert DEFAULT.classify(Signals(click_id_kind="MSCL\u212aID")) == "Unassigned"
+
+
 def test_shipped_table_is_valid_and_covers_every_class() -> None:
     data = tomllib.loads(resources.files("gateway").joinpath("data/referrers.toml").read_text())
     assert set(data) == {*CLASSES, "sources"}

@@ -7,9 +7,10 @@ queries). Each goes over a raw socket to a real gateway on 127.0.0.1 in front of
 that records the target it received; that target (under ``proxy.strip = "redirect"``, the 302's
 ``Location`` for a GET or HEAD) must equal ``expected``, the README's rule written out here
 again, apart from the gateway's code: split at the first ``?``, then on ``&`` only; a piece goes
-when its name, percent- and ``+``-decoded, in any case, is a tracked name or starts with a
-campaign prefix; the rest is joined back with one ``&`` each; a query left with nothing but
-``&`` goes with its ``?``; a target that loses nothing goes exactly as sent.
+when its name, percent- and ``+``-decoded, in any case of its ASCII letters, is a tracked name
+or a campaign prefix with something after it; the rest is joined back with one ``&`` each; a
+query left with nothing but ``&`` goes with its ``?``; a target that loses nothing goes exactly
+as sent.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ NAMES = [
     "srsltid", "igshid", "si", "aff_id", "utm", "utmsource", "utm-source", "c", "cc_x",
     "xutm_source", "utm%255Fsource", "utm%5source", "%ff", "%", "+utm_source", "%20utm_source",
     "gclid2", "_gclid", "gclid%00", "utm_source;x", "a;utm_source", "?utm_source", "utm_source?",
-    "", "a+b", "%E2%84%AA", "%C5%BFrc",
+    "", "a+b", "%E2%84%AA", "%C5%BFrc", "mscl%E2%84%AAid", "MSCL%E2%84%AAID", "irclic%E2%84%AAid",
+    "UTM_%E2%84%AA", "%C4%B0", "C_", "UTM_", "utm%5F", "c%5f", "utm_%C4%B0",
 ]  # fmt: skip
 VALUES = [
     "", "x", "Black+Friday", "Black%20Friday", "a%26b%3Dc", "%ff", "%", "%g", "=", "a=b", "x;utm_source=y",
@@ -51,11 +53,15 @@ VALUES = [
 PATHS = ["/", "/p", "/a%2Fb;c", "/p%3Futm_source=x", "//evil.example/", "/\\evil", "/shoes/", "/%7Eu/x.php"]
 
 
+ASCII_LOWER = {ord(c): ord(c) + 32 for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
 def tracked(name: str) -> bool:
-    """The README's "Campaign capture": a name matches case-insensitively and after
-    percent-decoding; the prefixes' other suffixes are tracked pairs too."""
-    key = unquote_plus(name, errors="surrogateescape").lower()
-    return key in TRACKED or key.startswith(PREFIXES)
+    """The README's "Campaign capture": a name matches after percent-decoding, in any case of
+    its ASCII letters (no other letter is another's case: the Kelvin sign is no ``k``); the
+    prefixes' other suffixes are tracked pairs too, a prefix alone (``utm_``) is not."""
+    key = unquote_plus(name, errors="surrogateescape").translate(ASCII_LOWER)
+    return key in TRACKED or (key.startswith(PREFIXES) and key not in PREFIXES)
 
 
 def clean_query(query: str) -> str | None:
@@ -156,6 +162,8 @@ def test_the_reference_follows_the_readme_examples() -> None:
     assert expected("/p?a=1;utm_source=x") == "/p?a=1;utm_source=x"
     assert expected("/p?utm_source=x;b=2") == "/p"
     assert expected("/p?UTM_SOURCE=x&utm%5Fsource=y&q=1") == "/p?q=1"
+    assert expected("/p?utm_=x&c_=1&utm_source=y") == "/p?utm_=x&c_=1"
+    assert expected("/p?mscl%E2%84%AAid=x&msclkid=y&MSCLKID=z") == "/p?mscl%E2%84%AAid=x"
     assert expected("/p?_gl=1&_ga=2&mc_eid=3&gad_source=1&srsltid=4&si=5&ref=6&source=7") == (
         "/p?_gl=1&_ga=2&mc_eid=3&gad_source=1&srsltid=4&si=5&ref=6&source=7"
     )
