@@ -42,9 +42,9 @@ OUR_COOKIE = re.compile(
 )
 
 TRACKED = [b"utm_source", b"UTM_Medium", b"c_campaign", b"utm_term", b"c_content", b"utm_id",
-           b"gclid", b"fbclid", b"msclkid", b"creator_id", b"sub_id", b"%75tm_source", b"utm_",
+           b"gclid", b"fbclid", b"msclkid", b"creator_id", b"sub_id", b"%75tm_source",
            b"utm%5Fmedium"]  # fmt: skip
-OTHER = [b"q", b"page", b"", b"a+b", b"x%zz", b"%ff", b"\xff\xfe", b"gw_vid"]
+OTHER = [b"q", b"page", b"", b"a+b", b"x%zz", b"%ff", b"\xff\xfe", b"gw_vid", b"utm_"]
 # Bytes a request target may carry on the wire (no space, CR, LF, '#'), plus non-UTF-8 ones.
 TARGET_BYTES = bytes(range(0x21, 0x7F)).replace(b"#", b"") + bytes(range(0x80, 0x100))
 values = st.one_of(
