@@ -228,7 +228,8 @@ class _Rule:
         self.click_ids = frozenset(c.lower() for c in rule.click_ids)
 
     def matches(self, s: Signals) -> bool:
-        if self.click_ids and (s.click_id_kind or "") not in self.click_ids:
+        # A signed event's click_id_kind as the built-in rules read it (``param_key``).
+        if self.click_ids and param_key(s.click_id_kind or "") not in self.click_ids:
             return False
         return all(regex.fullmatch(_field(s, name)) for name, regex in self.fields)
 

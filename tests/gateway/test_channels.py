@@ -350,6 +350,9 @@ def test_operator_rules_come_first_and_need_every_condition() -> None:
     assert ch.classify(Signals(click_id_kind="gclid", campaign="Brand-DE")) == "Brand Search"
     assert ch.classify(Signals(click_id_kind="gclid", campaign="Generic")) == "Paid Search"
     assert ch.classify(Signals(click_id_kind="msclkid", campaign="Brand-DE")) == "Paid Search"
+    # A signed event's click_id_kind in capitals is read as the built-in rules read it.
+    assert ch.classify(Signals(click_id_kind="GCLID", campaign="Brand-DE")) == "Brand Search"
+    assert ch.classify(Signals(click_id_kind="GCL\u0130D", campaign="Brand-DE")) != "Brand Search"
 
 
 def test_an_operator_rule_on_the_referrer_matches_a_host_stored_with_its_trailing_dot() -> None:
