@@ -52,7 +52,7 @@ from gateway.rulechecks import id_cookie_problems, validate_rules
 from gateway.sessions import is_session_cookie
 
 _SINK_MAX_BATCH_BYTES = SinkOptions(name="", kind="segment", url="", secret="").max_batch_bytes
-_PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]+$")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]+")
 
 
 # RFC 1918 and RFC 4193 (ipaddress's is_private also counts documentation and reserved ranges).
@@ -336,7 +336,7 @@ def validate(options: Options) -> list[str]:
         ("campaign.sub_ids", camp.sub_ids),
     ):
         for i, name in enumerate(names):
-            _check(p, bool(_PARAM_NAME.match(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
+            _check(p, bool(_PARAM_NAME.fullmatch(name)), f"{key}[{i}]", f"not a parameter name: {name!r}")
     p += _param_claimed_twice(camp.prefixes, camp.click_ids, camp.creator_ids, camp.sub_ids)
     _within(p, "campaign.max_value_length", camp.max_value_length, 1, 2000)
     _within(p, "campaign.repeat_seconds", camp.repeat_seconds, 0, 86400)
@@ -589,7 +589,7 @@ def _tier_params_recorded(options: Options) -> list[str]:
         f"attribution.tier_params[{i}]: {name!r} is not recorded with a touchpoint, so it never sets"
         f" a tier: name a parameter starting with one of campaign.prefixes ({listed}), more than the prefix"
         for i, name in enumerate(at.tier_params)
-        if _PARAM_NAME.match(name)
+        if _PARAM_NAME.fullmatch(name)
         and not ((key := name.lower()) in named or (key.startswith(prefixes) and key not in bare))
     ]
 
@@ -672,7 +672,10 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
             )
         for j, param in enumerate(rule.click_ids):  # as campaign.click_ids: else it never matches
             _check(
-                p, bool(_PARAM_NAME.match(param)), f"{key}.click_ids[{j}]", f"not a parameter name: {param!r}"
+                p,
+                bool(_PARAM_NAME.fullmatch(param)),
+                f"{key}.click_ids[{j}]",
+                f"not a parameter name: {param!r}",
             )
         _check(
             p,
@@ -749,7 +752,7 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
     for i, name in enumerate(at.tier_params):
         _check(
             p,
-            bool(_PARAM_NAME.match(name)),
+            bool(_PARAM_NAME.fullmatch(name)),
             f"attribution.tier_params[{i}]",
             f"not a parameter name: {name!r}",
         )

@@ -72,6 +72,8 @@ def test_defaults_load() -> None:
         ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
+        # A regular expression's $ matches before a last newline: the name is whole or refused.
+        ('[campaign]\nclick_ids = ["gclid\\n"]\n', "campaign.click_ids[0]: not a parameter name"),
         # A name a field already takes was silently never filled: utm_content stayed the content.
         (
             "[campaign]\ncreator_ids = ['creator_id', 'UTM_Content']\n",
