@@ -37,6 +37,10 @@ limit, which real clients with oversized cookies may hit (``proxy.max_header_siz
 failure of ours that no middleware caught (a 500) is logged at error level with its
 traceback, without the client's address.
 
+One request aiohttp's C parser refuses is read again instead, on both listeners: an
+origin-form target with raw UTF-8 (``GET /café``), which llhttp takes only percent-encoded
+(``_Handler._read_again``, ``gateway.raw_targets``): the proxy forwards it as sent.
+
 One request aiohttp would refuse is routed instead on the admin listener: an absolute-form
 target without a path (``GET http://shop.test HTTP/1.1``, ``…?q=1``), whose path RFC 9110
 §4.2.3 says is ``/``. aiohttp's router walks the path's segments and an empty path has none,
@@ -59,16 +63,17 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import ERROR, RequestPayloadError, _ErrInfo, _RequestFactory
+from aiohttp.web_protocol import ERROR, HttpRequestParser, RequestPayloadError, _ErrInfo, _RequestFactory
 
 from gateway.pages import error_page, json_error
+from gateway.raw_targets import ascii_stand_in, restored
 
 _Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 log = logging.getLogger("gateway.listener")
@@ -174,8 +179,10 @@ class _Handler(web.RequestHandler):
     """The body of the last request the parser handed over (at its end: the next bytes begin a
     request)."""
     _began: bytes | None = None
-    """The bytes of the read in which the request the parser is reading began (None: between
-    requests, or in a body), for the method of one it refuses (``head_refused``)."""
+    """The bytes of the reads since the request the parser is reading began, up to the one that
+    ends its request line (None: between requests, or in a body), for the method of one whose
+    target it refuses as too long (``head_refused``) or for its bytes above ASCII
+    (``_read_again``)."""
     head_refused = False
     """The parser refused a ``HEAD`` (its target or a header over the limit, a header that is
     not HTTP): its answer has no body."""
@@ -188,34 +195,97 @@ class _Handler(web.RequestHandler):
         had come, and broken: a 408 "not received in time" (until 2026-12-06; a signed event's
         since that morning). Its reader answers it (400), and the connection closes. A refusal
         before any request was handed over is answered by ``handle_error``, as before."""
-        if not self._began and self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
-            self._began = data
+        if not self._began:
+            if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
+                self._began = data
+        elif b"\n" not in self._began.lstrip(b"\r\n"):  # its request line came in pieces
+            self._began += data
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
             return
         began, self._began = self._began, None
-        for message, payload in itertools.islice(self._messages, queued, None):
-            if not isinstance(message, _ErrInfo):
-                self._reading = payload
-                # Only a chunked body can break so; the test is first, as most requests have none.
-                self._body = payload if message.chunked and isinstance(payload, StreamReader) else None
-                continue
-            exc = message.exc
-            if began is not None and isinstance(exc, http_exceptions.HttpProcessingError):
-                target = (
-                    isinstance(exc, http_exceptions.LineTooLong)
-                    and too_long_status(exc, self.listener.limits) == 414
-                )
-                self.head_refused = refused_method(exc, began, target) == b"HEAD"
-            body, self._body = self._body, None
-            if body is not None and not body.is_eof() and body.exception() is None:
-                body.set_exception(BrokenFraming(reason(message.exc, message.status)))
-                # The parser takes nothing more on this connection: closed once the request is
-                # answered, not drained first (which would raise this error again, logged as
-                # unhandled), the refusal queued behind it not answered a second time.
-                self._lingering_time = 0.0
-                self.close()
+        while True:  # again only once a refused target was read again (``_read_again``)
+            for message, payload in itertools.islice(self._messages, queued, None):
+                if not isinstance(message, _ErrInfo):
+                    self._reading = payload
+                    # Only a chunked body can break so; the test is first, as most requests have none.
+                    self._body = payload if message.chunked and isinstance(payload, StreamReader) else None
+                    continue
+                if (
+                    began is not None
+                    and isinstance(message.exc, http_exceptions.InvalidURLError)
+                    and (stand_in := self._read_again(began, queued)) is not None
+                ):
+                    began = stand_in  # its target is ASCII: not read again a second time
+                    break
+                self._refused(message, began)
+            else:
+                return
+
+    def _refused(self, message: _ErrInfo, began: bytes | None) -> None:
+        """What the parser refused (``message``): a refused ``HEAD`` is known for one (its
+        answer has no body, ``head_refused``); a chunked body it was reading is failed
+        (``BrokenFraming``)."""
+        exc = message.exc
+        if began is not None and isinstance(exc, http_exceptions.HttpProcessingError):
+            target = (
+                isinstance(exc, http_exceptions.LineTooLong)
+                and too_long_status(exc, self.listener.limits) == 414
+            )
+            self.head_refused = refused_method(exc, began, target) == b"HEAD"
+        body, self._body = self._body, None
+        if body is not None and not body.is_eof() and body.exception() is None:
+            body.set_exception(BrokenFraming(reason(message.exc, message.status)))
+            # The parser takes nothing more on this connection: closed once the request is
+            # answered, not drained first (which would raise this error again, logged as
+            # unhandled), the refusal queued behind it not answered a second time.
+            self._lingering_time = 0.0
+            self.close()
+
+    def _read_again(self, began: bytes, queued: int) -> bytes | None:
+        """The request whose target the parser refused (the only message after ``queued``),
+        read again by a fresh parser from ``began``, its bytes so far, when that target is
+        refused for its raw bytes above ASCII alone (``gateway.raw_targets``): a stand-in
+        letter in their place, the target as sent put back in what is handed over. Returns the
+        stand-in bytes, or None (the refusal stands): nothing to read again, another request
+        before it in the same read, or a head whose end has not come yet (a head in pieces, its
+        raw bytes in an earlier piece than its end).
+
+        ``began`` holds the request's reads up to the one that ends its request line: the
+        refused byte is in one of them."""
+        stand_in = ascii_stand_in(began)
+        if stand_in is None or len(self._messages) != queued + 1:
+            return None
+        parser = HttpRequestParser(  # as aiohttp's ``RequestHandler.__init__`` makes it
+            self,
+            self._loop,
+            self._read_bufsize,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            payload_exception=RequestPayloadError,
+            auto_decompress=self.listener.limits.get("auto_decompress", True),
+            max_msg_queue_size=self._max_msg_queue_size,
+        )
+        messages: Sequence[tuple[Any, Any]]
+        try:
+            messages, upgraded, tail = parser.feed_data(stand_in.head)
+        except http_exceptions.HttpProcessingError as exc:  # refused for another byte: its refusal
+            messages, upgraded, tail = [(_ErrInfo(400, exc, exc.message), EMPTY_PAYLOAD)], False, b""
+        if not messages:  # aiohttp's request loop, woken for the refusal, must find it there
+            return None
+        self._messages.pop()
+        self._parser = parser  # the refusing one takes nothing more
+        first, payload = messages[0]
+        if not isinstance(first, _ErrInfo):
+            messages = [(restored(first, stand_in.target), payload), *messages[1:]]
+        self._messages.extend(messages)
+        self._request_count += len(messages) - 1
+        self._upgraded = upgraded
+        if upgraded and tail:
+            self._message_tail = tail
+        return stand_in.head
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:
         """Stop within ``timeout`` (``proxy.shutdown_grace``) in all. aiohttp's own waits that

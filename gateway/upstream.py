@@ -17,10 +17,12 @@ body was sent whole, and neither side asked to close it; anything else closes it
 without a body that finds its reused connection closed by the upstream (a keep-alive race) is
 sent once more on a new connection, as aiohttp does for idempotent methods; so is one that
 finds, before its answer, the late body of an answer that should have had none
-(``Connection.suspect``), a connection only such a request takes. Any other request (a POST, an
-upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``, which the site has not
-begun to close. No request takes one idle near the bound the site announced in its
-``Keep-Alive`` header, or past the requests it said it takes (``gateway.framing``).
+(``Connection.suspect``), a connection only such a request takes, or any other bytes no answer
+begins with, which a site sent late after an answer that was whole (``OutOfStep``). Any other
+request (a POST, an upload) takes only a connection idle less than ``ONCE_IDLE_SECONDS``,
+which the site has not begun to close. No request takes one idle near the bound the site
+announced in its ``Keep-Alive`` header, or past the requests it said it takes
+(``gateway.framing``).
 """
 
 from __future__ import annotations
@@ -181,6 +183,11 @@ class Connection(ResponseHandler):
     chunks: the site may have meant to send it): only a request that may be sent twice takes
     it, and is sent once more on a new connection if the bytes came (``OutOfStep``).
 
+    Bytes after a whole answer (past its length, after its last chunk) that come late, once the
+    next request went out, are that request's first bytes: when no answer begins so, they are
+    fed to the parser at once, which refuses them (held as a head's start, they waited for the
+    read timeout), and the request, on a reused connection, may be sent again (``OutOfStep``).
+
     Bytes after a chunked answer's last chunk (a template's comment) failed alike, and when they
     came in the read that brought the head, the parser's failure lost that head too: a 502. A
     chunked head is fed apart from its body, so the bytes after its end fail only what comes
@@ -333,6 +340,13 @@ class Connection(ResponseHandler):
                 self._body_received(data, end)
         else:
             if answer == START:
+                lead = data.lstrip(b"\r\n")[:5]  # the parser passes over empty lines first
+                if lead and not b"HTTP/".startswith(lead):
+                    # No answer begins so: bytes the site sent after its last answer, late (or
+                    # no HTTP at all). The parser refuses them at once (``OutOfStep``), where
+                    # they were held until the read timeout, waiting for a head's end.
+                    ResponseHandler.data_received(self, data)
+                    return
                 self.answer, self._held, self._partial = HEAD, b"", False
             self._heads_received(data)
 
@@ -560,9 +574,7 @@ class Connection(ResponseHandler):
 
     def _request(self) -> tuple[str, str]:
         """The method and path (no query) of the request in hand, for a log line."""
-        line = self.sent.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
-        method, _, target = line.partition(" ")
-        return method, target.rpartition(" ")[0].partition("?")[0]
+        return named(self.sent)
 
     def _said_overlong(self, extra: int) -> None:
         """Log the answer just cut at its length: the request (its path, no query) and both
@@ -581,6 +593,13 @@ class Connection(ResponseHandler):
             length + extra,
             length,
         )
+
+
+def named(head: bytes) -> tuple[str, str]:
+    """The method and path (no query) of the request whose head is ``head``, for a log line."""
+    line = head.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
+    method, _, target = line.partition(" ")
+    return method, target.rpartition(" ")[0].partition("?")[0]
 
 
 def _keep_for(value: str) -> float:
@@ -626,8 +645,14 @@ class UpstreamProtocolError(Exception):
 
 
 class OutOfStep(UpstreamProtocolError):
-    """A reused connection's answer did not parse after a bodiless answer that announced a body
-    (``Connection.suspect``): that body came late. The request may be sent again."""
+    """A reused connection's answer did not parse: bytes of the answer before came late, the
+    body of a bodiless answer that announced one (``Connection.suspect``), or bytes after a
+    whole answer (``after``: that answer's request, method and path). The request may be sent
+    again."""
+
+    def __init__(self, message: str, after: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], framing: str) -> bytes:
@@ -941,10 +966,20 @@ class Upstream:
                     body,
                     chunked=bool(framing) and body is not None,
                     early_hints=early_hints,
+                    reused=reused,
                 )
-            except (ServerDisconnectedError, ClientOSError, OutOfStep):
+            except (ServerDisconnectedError, ClientOSError, OutOfStep) as err:
                 if not (again and reused):
                     raise
+                if isinstance(err, OutOfStep) and err.after is not None:
+                    self._trailing(
+                        "upstream sent bytes after its answer to %s %s once the next request had "
+                        "gone out on that connection; they were dropped with it, and %s %s sent "
+                        "again on a new one",
+                        *err.after,
+                        method,
+                        target.partition("?")[0],
+                    )
                 again = False
                 fresh = self.once_idle_seconds  # not on another connection the site may be closing
 
@@ -957,7 +992,12 @@ class Upstream:
         *,
         chunked: bool,
         early_hints: Callable[[RawResponseMessage], Awaitable[None]] | None = None,
+        reused: bool = False,
     ) -> UpstreamResponse:
+        """Send ``head`` (and ``body``) on ``proto`` and read the answer's head. The first bytes
+        of a ``reused`` connection's answer that do not parse are taken for the late end of the
+        answer before (``OutOfStep``): a site that wrote them after that answer was whole."""
+        previous = proto.sent if reused else None
         proto.answer = START
         proto.sent = head
         suspect, proto.suspect = proto.suspect, False
@@ -987,7 +1027,11 @@ class Upstream:
                 except HttpProcessingError as err:
                     if suspect:
                         raise OutOfStep(f"a late body before the answer: {unreadable(err)}") from err
+                    if previous is not None:  # no interim answer came before (``previous``)
+                        why = f"late bytes before the answer: {unreadable(err)}"
+                        raise OutOfStep(why, named(previous)) from err
                     raise UpstreamProtocolError(f"unreadable answer: {unreadable(err)}") from err
+                previous = None
                 if not 100 <= message.code < 200:
                     break
                 if message.code == 101:

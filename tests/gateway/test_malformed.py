@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+import aiosqlite
 import pytest
 from aiohttp import http_exceptions, web
 from multidict import CIMultiDict
@@ -531,6 +532,157 @@ async def test_pipelined_request_after_an_empty_body_is_its_own_request(start_ga
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- raw UTF-8 in the request target: passed on byte for byte, control bytes still refused ---------
+
+CAFE = "/café".encode()
+"""A path with an é as raw UTF-8 bytes (not percent-encoded), as some non-browser clients send."""
+
+# target sent → the target the site must get (as sent, tracking parameters stripped)
+RAW_UTF8 = {
+    "path": (CAFE, CAFE),
+    "query": (CAFE + "?q=é&utm_source=né&x".encode(), CAFE + "?q=é&x".encode()),
+    "many": ("/€/ü/日本".encode(), "/€/ü/日本".encode()),
+}
+
+
+async def _exchange(port: int, requests: list[bytes]) -> list[RawResponse]:
+    """Send each request in turn on one connection, reading each answer before the next."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    try:
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+            answers.append(await read_response(reader))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return answers
+
+
+@pytest.mark.parametrize(("target", "forwarded"), RAW_UTF8.values(), ids=RAW_UTF8.keys())
+async def test_a_raw_utf8_target_reaches_the_site_byte_for_byte(
+    start_gateway, target: bytes, forwarded: bytes
+) -> None:
+    """``GET /café`` with the é as raw bytes (old apps, scripts, some HTTP libraries send it so;
+    nginx and most sites take it) was a 400 from the listener (aiohttp's C parser, llhttp, takes
+    only ASCII in a target), where the site itself answers. It reaches the site as sent (tracking
+    parameters stripped), and the connection goes on serving."""
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    try:
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        direct = await raw_request(server.sockets[0].getsockname()[1], request)
+        gw = await start_gateway(url)
+        body = gzip.compress(b"hello", mtime=0)
+        post = b"POST " + CAFE + b" HTTP/1.1\r\nHost: t\r\nContent-Encoding: gzip\r\n"
+        post += b"Content-Length: %d\r\n\r\n" % len(body) + body
+        after = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
+        answers = await _exchange(gw.proxy.port, [request, post, after])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(a.status, a.body) for a in (direct, *answers)] == [(200, b"ok")] * 4
+    lines = [r.line.encode("latin-1") for r in received]
+    assert lines == [
+        b"GET " + target + b" HTTP/1.1",
+        b"GET " + forwarded + b" HTTP/1.1",
+        b"POST " + CAFE + b" HTTP/1.1",
+        b"GET /after HTTP/1.1",
+    ]
+    assert received[2].body == body  # untouched: the listener still does not decode bodies
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        landed = await db.execute_fetchall("SELECT source, landing_path FROM touchpoints")
+    assert [tuple(row) for row in landed] == ([("né", "/café")] if b"utm_source" in target else [])
+
+
+async def test_a_raw_utf8_target_over_several_reads_reaches_the_site(start_gateway) -> None:
+    """The head of such a request in pieces (its line cut before the é) is read whole; one
+    whose raw bytes come in an earlier piece than the head's end stays refused (Known limits)."""
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    request = b"GET " + CAFE + b"?utm_source=x HTTP/1.1\r\nHost: t\r\n\r\n"
+    answers = []
+    try:
+        gw = await start_gateway(url)
+        for parts in ((request[:8], request[8:]), (request[:10], request[10:])):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+            try:
+                for part in parts:
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)  # each piece a read of its own
+                answers.append(await read_response(reader))
+            finally:
+                writer.close()
+                await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok"), (400, error_page(400).body)]
+    assert [r.line.encode("latin-1") for r in received] == [b"GET " + CAFE + b" HTTP/1.1"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        CAFE + b"\x01",
+        CAFE + b"\x00x",
+        b"/\xc3\xa9\x7f",
+        b"/\xc3\xa9\tx",
+        b"/\xc3\xa9\x0cx",
+        b"/\xc3\xa9\rGET",
+        b"/caf\xe9?utm_source=n\xe9",
+    ],
+    ids=["soh", "nul", "del", "tab", "form_feed", "bare_cr", "latin1"],
+)
+async def test_control_bytes_beside_raw_utf8_are_still_refused(start_gateway, target: bytes) -> None:
+    """A control byte in a target is refused, raw UTF-8 beside it or not: a 400, nothing forwarded.
+    So are raw bytes that are not UTF-8 (Latin-1): the pipeline would get them as surrogates,
+    which no event can be stored with (a landing's whole commit failed)."""
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    try:
+        gw = await start_gateway(url)
+        resp = await raw_request(gw.proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (resp.status, resp.body, received) == (400, error_page(400).body, [])
+
+
+def _utf8_target(data: bytes) -> bytes:
+    """``data`` with its request target's first ``/`` followed by raw UTF-8 (``/é…``)."""
+    method, _, rest = data.partition(b" /")
+    return method + b" " + CAFE + rest
+
+
+PARITY = {
+    **{name: data for name, data in MALFORMED.items() if b" / " in data and "host" not in name},
+    **{name: data for name, (data, _) in SMUGGLING.items()},
+}
+
+
+@pytest.mark.parametrize("data", PARITY.values(), ids=PARITY.keys())
+async def test_a_raw_utf8_target_changes_nothing_of_how_the_rest_is_read(start_gateway, data: bytes) -> None:
+    """The malformed and smuggling requests above, their target with raw UTF-8 (read again, the
+    rest by the same strict parser): answered as they are with an ASCII target, and what is
+    forwarded is framed one way, with the same body."""
+    seen = []
+    for request in (data, _utf8_target(data)):
+        received: list[Received] = []
+        url, server = await raw_recording_upstream(received)
+        try:
+            gw = await start_gateway(url)
+            resp = await raw_request(gw.proxy.port, request)
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert all(framed_once(r) for r in received), received
+        seen.append((resp.status, [r.body for r in received]))
+    assert seen[1] == seen[0]
 
 
 @pytest.mark.parametrize("public", [True, False], ids=["proxy", "admin"])
