@@ -164,3 +164,66 @@ async def test_the_first_connection_only_records_the_central_store(
     assert not [r for r in caplog.records if SAID in r.getMessage()]
     async with aiosqlite.connect(a.path) as db, db.execute("SELECT count(*) FROM central_identity") as cursor:
         assert (await cursor.fetchone()) == (1,)
+
+
+async def copy_database(server: PostgresServer, source: str, target: str) -> None:
+    """``CREATE DATABASE target TEMPLATE source``: a backup of the whole database, and its restore."""
+    conn = await asyncpg.connect(server.dsn())
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {target} TEMPLATE {source}")
+    finally:
+        await conn.close()
+
+
+async def test_a_central_store_restored_from_an_old_backup_is_refilled_once_given_a_new_identity(
+    nodes: tuple[Node, Node], central_dsn: str, postgres_server: PostgresServer
+) -> None:
+    """A restored dump keeps the identity: nodes take it for the store they delivered to, and
+    send only what is new. The README's one statement gives it a new identity: every node then
+    sends its whole history, its erasures first, so a user erased after the dump was taken,
+    whose rows the dump holds, is erased again."""
+    a, _ = nodes
+    name = central_dsn.rsplit("/", 1)[1]
+    backup = f"{name}_backup"
+    laptop, stranger = "1" * 32, "3" * 32
+    await a.store.write([touch(1, laptop), bind(laptop, "u-9")])
+    await a.sync.once()
+    await copy_database(postgres_server, name, backup)
+    try:
+        await a.store.write([touch(2, stranger)])
+        await erase_user(
+            a.path,
+            "u-9",
+            "raw-u-9",
+            body_key=body_key(b"k" * 32),
+            event_id=uuid7(),
+            ts=iso(datetime.now(UTC)),
+            node="a",
+        )
+        await a.sync.once()
+        assert (await counts(central_dsn))["touchpoints"] == 1
+
+        await copy_database(postgres_server, backup, name)  # the restore: the laptop is back
+        assert set((await a.sync.once()).values()) == {0}
+        restored = await counts(central_dsn)
+        assert (restored["touchpoints"], restored["erasures"]) == (1, 0)
+
+        conn = await asyncpg.connect(central_dsn)
+        try:
+            await conn.execute("UPDATE central_identity SET identity = gen_random_uuid()")  # as README says
+        finally:
+            await conn.close()
+        delivered = await a.sync.once()
+        assert (delivered["erasures"], delivered["touchpoints"]) == (1, 1)
+        conn = await asyncpg.connect(central_dsn)
+        try:
+            assert [r[0] for r in await conn.fetch("SELECT visitor_key FROM touchpoints")] == [stranger]
+        finally:
+            await conn.close()
+    finally:
+        conn = await asyncpg.connect(postgres_server.dsn())
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {backup} WITH (FORCE)")
+        finally:
+            await conn.close()
