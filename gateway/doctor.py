@@ -528,12 +528,18 @@ SYNC_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 a node's check-in is an upsert)."""
 
 
+READ_TABLES = ("schema_version", "central_identity")
+"""What every sync round reads and never writes: the version it is at, the store's identity (to
+tell a database made anew from the one the node's cursors belong to)."""
+
+
 async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Check | None:
     """A FAIL when the user in ``central.url`` lacks a right every sync round needs: the four
-    ``SYNC_RIGHTS`` on each central table there is, TEMPORARY on the database (the staging
-    tables), and, while tables are missing or a migration is due, CREATE on the schema. None
-    when it has them all. Every round of such a sync fails (``permission denied``) while the
-    gateway serves on, which the checklist called reachable and passed until 2026-12-05."""
+    ``SYNC_RIGHTS`` on each central table there is, SELECT on the ``READ_TABLES``, TEMPORARY on
+    the database (the staging tables), and, while tables are missing or a migration is due,
+    CREATE on the schema. None when it has them all. Every round of such a sync fails
+    (``permission denied``) while the gateway serves on, which the checklist called reachable
+    and passed until 2026-12-05."""
     from storage.sync import COUNTS, SYNC_TABLES
 
     tables = [*SYNC_TABLES, COUNTS, "erased_keys", "node_instances"]
@@ -555,12 +561,17 @@ async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Chec
     user, database, schema = await conn.fetchrow(
         "SELECT quote_ident(current_user), quote_ident(current_database()), quote_ident(current_schema())"
     )
-    if not await conn.fetchval(
-        "SELECT to_regclass('schema_version') IS NULL OR has_table_privilege('schema_version', 'SELECT')"
-    ):  # every round reads the version it is at
-        said.insert(0, "SELECT on schema_version")
+    unread = [
+        table
+        for table in READ_TABLES
+        if not await conn.fetchval(
+            "SELECT to_regclass($1) IS NULL OR has_table_privilege(to_regclass($1), 'SELECT')", table
+        )
+    ]
+    if unread:
+        said.insert(0, f"SELECT on {', '.join(unread)}")
         if not lacking:
-            fixes.append(f"GRANT SELECT ON schema_version TO {user}")
+            fixes.append(f"GRANT SELECT ON {', '.join(unread)} TO {user}")
     if lacking:
         fixes.append(f"GRANT {', '.join(SYNC_RIGHTS)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
     if not await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"):

@@ -51,7 +51,7 @@ from gateway.events import iso
 from gateway.keys import Keys, spellings
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
-from storage import central
+from storage import central, central_identity
 from storage.backoff import Failures, Standing
 from storage.cursors import (
     advance,
@@ -170,6 +170,27 @@ class Sync:
             " the reports, and an erasure through one does not find the rows the others keyed"
         )
 
+    async def check_central(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
+        """Another central store than the one this store's cursors belong to (dropped and made
+        again, or another database named in ``central.url``): one warning, and the cursors set
+        back (``storage.central_identity``), so that this round sends it the node's whole
+        history. The first one is only recorded."""
+        replaced = await central_identity.follow(db, conn, (*SYNC_TABLES, COUNTS))
+        if replaced is None:
+            return
+        rows = ", ".join(f"{table} {n}" for table, n in replaced.rows.items() if n) or "no rows"
+        log.warning(
+            "central sync: another central store than the one this node delivered to, at %s"
+            " (identity %s, was %s: the database dropped and made again, or another one named):"
+            " sending this node's whole history again, erasures first (%s: what the local store"
+            " still holds; retention purged what is older). Rows the central store already has are"
+            " ignored",
+            self.key,
+            replaced.now[:8],
+            replaced.was[:8],
+            rows,
+        )
+
     async def round(
         self, db: aiosqlite.Connection, writer: central.CentralWriter, progress: Progress | None = None
     ) -> dict[str, int]:
@@ -177,6 +198,7 @@ class Sync:
         each batch of the other tables when one was recorded since (``erasures_first``), and once
         more at the end, for one recorded during the round."""
         delivered: dict[str, int] = {}
+        await self.check_central(db, writer.conn)
         await self.check_node(db, writer.conn)
         done = None
         if progress is not None:

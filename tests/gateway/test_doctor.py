@@ -650,9 +650,47 @@ async def test_a_role_with_no_right_on_the_central_tables_is_told_which_to_grant
         assert check is not None and check.status == "FAIL", check
         said = f"the user in central.url (CENTRAL_DSN) lacks rights the sync needs on {database}"
         assert said in check.what, check.what
-        lacks = ": SELECT on schema_version; SELECT, INSERT, UPDATE, DELETE on erasures, touchpoints,"
+        lacks = ": SELECT on schema_version, central_identity; SELECT, INSERT, UPDATE, DELETE on erasures,"
         assert lacks in check.what, check.what
         assert check.fix == f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        await owner.execute(check.fix)  # as the doctor wrote it
+        ok = await check_central(settings, 5.0)
+        assert ok is not None and ok.status == "ok", ok
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
+
+
+async def test_a_role_that_may_not_read_the_central_identity_is_told_to_grant_it(
+    tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sync round reads `central_identity` (PostgreSQL migration 0012), which only needs
+    SELECT: a role granted its rights before the migration made the table fails every round,
+    and the doctor, which checked only the tables the sync writes, passed it."""
+    import asyncpg
+
+    from gateway.doctor import check_central
+    from storage.central import migrate
+
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_noid{uuid7().replace('-', '')[-12:]}"
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        await owner.execute(f"REVOKE ALL ON central_identity FROM {role}")
+        dsn = central_dsn.replace("://postgres@", f"://{role}@")
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check is not None and check.status == "FAIL", check
+        assert check.what.endswith(f"needs on {database}: SELECT on central_identity; every sync round fails")
+        assert check.fix == f"GRANT SELECT ON central_identity TO {role}"
         await owner.execute(check.fix)  # as the doctor wrote it
         ok = await check_central(settings, 5.0)
         assert ok is not None and ok.status == "ok", ok
