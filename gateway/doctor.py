@@ -537,7 +537,8 @@ async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Chec
     """A FAIL when the user in ``central.url`` lacks a right every sync round needs: the four
     ``SYNC_RIGHTS`` on each central table there is, SELECT on the ``READ_TABLES``, TEMPORARY on
     the database (the staging tables), and, while tables are missing or a migration is due,
-    CREATE on the schema. None when it has them all. Every round of such a sync fails
+    CREATE on the schema; a warning when only ``central_identity`` is unread (the sync goes on
+    without its check). None when it has them all. Every round of such a sync fails
     (``permission denied``) while the gateway serves on, which the checklist called reachable
     and passed until 2026-12-05."""
     from storage.sync import COUNTS, SYNC_TABLES
@@ -582,6 +583,15 @@ async def _central_rights(conn: Any, key: str, migrating_to: int | None) -> Chec
         said.append(f"CREATE on the schema {schema} (to make or migrate the tables to {migrating_to})")
         fixes.append(
             f"run the gateway once as the tables' owner, or GRANT CREATE ON SCHEMA {schema} TO {user}"
+        )
+    if said == ["SELECT on central_identity"]:
+        # The sync goes on without it (``Sync.check_central``): only a refill is not noticed.
+        return Check(
+            "warn",
+            f"central PostgreSQL reachable, but the user in {key} may not read central_identity on"
+            f" {database}: the sync goes on, but a central store dropped and made again is not told"
+            " apart, nor refilled",
+            fixes[0],
         )
     if not said:
         return None

@@ -116,6 +116,8 @@ class Sync:
         self.shared = Standing(log)
         self.secrets = Standing(log)
         self.lock = RoundLock(store_path, "sync", log, "central sync")
+        self._identity_denied = False
+        """The role may not read ``central_identity``: told once (``check_central``)."""
 
     async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
         """Record this store's instance under ``node`` centrally; another instance that synced
@@ -174,8 +176,25 @@ class Sync:
         """Another central store than the one this store's cursors belong to (dropped and made
         again, or another database named in ``central.url``): one warning, and the cursors set
         back (``storage.central_identity``), so that this round sends it the node's whole
-        history. The first one is only recorded."""
-        replaced = await central_identity.follow(db, conn, (*SYNC_TABLES, COUNTS))
+        history. The first one is only recorded.
+
+        A role that may not read the identity (granted its rights before PostgreSQL migration
+        0012 made the table) syncs on without the check, told once what to grant: the identity
+        only guards a refill, and every round failed on it, the node's rows waiting."""
+        try:
+            replaced = await central_identity.follow(db, conn, (*SYNC_TABLES, COUNTS))
+        except asyncpg.InsufficientPrivilegeError:
+            if not self._identity_denied:
+                self._identity_denied = True
+                role = await conn.fetchval("SELECT current_user")
+                log.warning(
+                    "central sync: the user in central.url may not read central_identity, so this"
+                    " node cannot tell a central store made anew (which it would refill) from the one"
+                    " it delivered to; syncing on without that check. Run on the central store:"
+                    " GRANT SELECT ON central_identity TO %s",
+                    role,
+                )
+            return
         if replaced is None:
             return
         rows = ", ".join(f"{table} {n}" for table, n in replaced.rows.items() if n) or "no rows"

@@ -666,8 +666,8 @@ async def test_a_role_that_may_not_read_the_central_identity_is_told_to_grant_it
     tmp_path: Path, central_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every sync round reads `central_identity` (PostgreSQL migration 0012), which only needs
-    SELECT: a role granted its rights before the migration made the table fails every round,
-    and the doctor, which checked only the tables the sync writes, passed it."""
+    SELECT: a role granted its rights before the migration made the table syncs on without it
+    (a central store made anew is then not refilled): a warning giving the GRANT."""
     import asyncpg
 
     from gateway.doctor import check_central
@@ -688,8 +688,12 @@ async def test_a_role_that_may_not_read_the_central_identity_is_told_to_grant_it
         monkeypatch.setenv("CENTRAL_DSN", dsn)
         settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
         check = await check_central(settings, 5.0)
-        assert check is not None and check.status == "FAIL", check
-        assert check.what.endswith(f"needs on {database}: SELECT on central_identity; every sync round fails")
+        # The sync goes on without the identity's check (a store made anew is not refilled).
+        assert check is not None and check.status == "warn", check
+        assert check.what.endswith(
+            f"may not read central_identity on {database}: the sync goes on, but a central store"
+            " dropped and made again is not told apart, nor refilled"
+        ), check.what
         assert check.fix == f"GRANT SELECT ON central_identity TO {role}"
         await owner.execute(check.fix)  # as the doctor wrote it
         ok = await check_central(settings, 5.0)

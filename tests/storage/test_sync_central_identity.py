@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiosqlite
 import asyncpg
@@ -19,6 +20,7 @@ from gateway.badbody import body_key
 from gateway.events import Conversion, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
+from storage.central import migrate
 from storage.erasure import erase_user
 from storage.sync import Sync
 from tests.storage.test_sync import OPTIONS, T0, Node, bind, gpc, touch
@@ -227,3 +229,39 @@ async def test_a_central_store_restored_from_an_old_backup_is_refilled_once_give
             await conn.execute(f"DROP DATABASE IF EXISTS {backup} WITH (FORCE)")
         finally:
             await conn.close()
+
+
+async def test_a_role_that_may_not_read_the_identity_still_syncs_and_is_told_the_grant(
+    tmp_path: Path, central_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node's role granted its rights before PostgreSQL migration 0012 made `central_identity`
+    may not read it. The identity only guards a refill: its rows are delivered all the same,
+    and one warning gives the GRANT (every round failed on it, the rows waiting)."""
+    owner = await asyncpg.connect(central_dsn)
+    role = f"gw_noid{uuid7().replace('-', '')[-12:]}"
+    node = None
+    try:
+        await migrate(owner)
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        await owner.execute(f"REVOKE ALL ON central_identity FROM {role}")
+        node = Node(tmp_path, "a", central_dsn.replace("://postgres@", f"://{role}@"))
+        await node.store.open()
+        await node.store.write([touch(1, "1" * 32)])
+        with caplog.at_level(logging.WARNING, logger="gateway.sync"):
+            assert (await node.sync.once())["touchpoints"] == 1
+            await node.store.write([touch(2, "1" * 32)])
+            assert (await node.sync.once())["touchpoints"] == 1
+        told = [r.getMessage() for r in caplog.records if "central_identity" in r.getMessage()]
+        assert len(told) == 1, told  # once, not every round
+        assert f"GRANT SELECT ON central_identity TO {role}" in told[0], told[0]
+        assert await owner.fetchval("SELECT count(*) FROM touchpoints") == 2
+    finally:
+        if node is not None:
+            await node.store.close()
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
