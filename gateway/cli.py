@@ -35,6 +35,7 @@ from yarl import URL
 from gateway import mitmlaunch, report_cli
 from gateway.channels import channels_warnings
 from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
+from gateway.cliargs import SQLITE_MAX, whole_number
 from gateway.config import (
     RELOAD_HINT,
     SECRET_KEYS,
@@ -880,9 +881,9 @@ async def _reclassify(
 
 
 def _batch_size(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+    if (number := whole_number(text, 1, 100_000)) is None:
         raise argparse.ArgumentTypeError(f"must be a whole number 1..100000, got {text!r}")
-    return int(text)
+    return number
 
 
 def _site_host(text: str) -> str:
@@ -897,7 +898,7 @@ def _site_host(text: str) -> str:
         host, colon, port = text.partition(":")  # a second ":" leaves a port that is not a number
         has_port, good = bool(colon), True
     good = good and host_problem(host, ip=True) is None
-    if good and (not has_port or (port.isdigit() and 0 < int(port) < 65536)):
+    if good and (not has_port or whole_number(port, 1, 65535) is not None):
         return text
     hint = ""
     if "://" in text:
@@ -920,15 +921,15 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def _run_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if (number := whole_number(text, 1, SQLITE_MAX)) is None:
         raise argparse.ArgumentTypeError(f"an import run's number, as --list shows it (1, 2…), got {text!r}")
-    return int(text)
+    return number
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 256:
+    if (number := whole_number(text, 1, 256)) is None:
         raise argparse.ArgumentTypeError(f"must be a whole number 1..256 (processes), got {text!r}")
-    return int(text)
+    return number
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -1137,6 +1138,21 @@ class _Parser(argparse.ArgumentParser):
         `gateway report --help```. argparse put its whole usage block first (ten lines for
         ``report``), the line that names the mistake last, under it."""
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _print_message(self, message: str, file: Any = None) -> None:  # a SupportsWrite[str]
+        """As argparse's, which drops every OSError of the write (``--help`` with its output
+        closed), but for a reader gone away (``gateway --help | head -1``): ``main`` ends
+        quietly with ``EXIT_PIPE`` on it, as every command does."""
+        if not message:
+            return
+        file = file or sys.stderr
+        try:
+            file.write(message)
+            file.flush()  # a reader gone shows here, not at exit as Python's complaint
+        except BrokenPipeError:
+            raise
+        except (AttributeError, OSError):
+            pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1349,7 +1365,11 @@ def main(argv: list[str] | None = None) -> int:
     if given[:1] == [mitmlaunch.COMMAND]:  # every argument after it is mitmdump's, not ours
         return mitmlaunch.exec_mitmdump(given[1:])
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except BrokenPipeError:  # ``--help``'s reader gone (``_Parser._print_message``)
+        _stdout_to_devnull()
+        return EXIT_PIPE
     if unknown:  # named by the command whose --help lists its options, not by `gateway --help`
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.func is cmd_run and args.worker is None:

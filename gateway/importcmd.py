@@ -99,6 +99,11 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.files or (listing and undo is not None):
             print("gateway import: --list and --undo RUN take no FILE, and not each other", file=sys.stderr)
             return EXIT_USAGE
+        # A typo'd storage.path listed "no import run recorded" (exit 0), a folder "disk I/O
+        # error": said as every other command that reads the store says it (until 2026-12-06).
+        if (problem := settings.store_problem()) is not None:
+            print(problem, file=sys.stderr)
+            return 1
         if undo is not None:
             return undo_command(settings, undo, args.dry_run)
         return list_command(settings)

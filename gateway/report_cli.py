@@ -21,6 +21,7 @@ from pathlib import Path
 from gateway import reporting
 from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
+from gateway.cliargs import whole_number
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.events import iso
 from gateway.openapi import DELIMITERS
@@ -192,9 +193,9 @@ def _write_all(data: bytes) -> None:
 
 
 def _width(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 100_000:
+    if (number := whole_number(text, 0, 100_000)) is None:
         raise argparse.ArgumentTypeError(f"must be a whole number 0..100000 (columns), got {text!r}")
-    return int(text)
+    return number
 
 
 def _columns(asked: int | None) -> int:

@@ -127,12 +127,25 @@ def test_a_wrong_import_is_listed_and_undone_exactly_and_can_be_imported_again(t
 
 def test_a_store_that_records_no_run_says_so(tmp_path: Path) -> None:
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    # No store there at all (a typo'd storage.path): said as every command reading it says it;
+    # until 2026-12-06 "no import run recorded in the store …", exit 0.
+    for args in (("--list",), ("--undo", "1")):
+        done = _cli(tmp_path, *args, "-c", "gw.toml")
+        assert done.returncode == 1 and f"no store at {tmp_path / 'gw.db'} (storage.path)" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.toml"]  # no store made by asking
+    from storage.local import LocalStore
+
+    async def made() -> None:
+        store = LocalStore(tmp_path / "gw.db", make_settings(tmp_path).options.storage, Metrics())
+        await store.open()
+        await store.close()
+
+    asyncio.run(made())
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert listed.returncode == 0 and "no import run recorded" in listed.stdout, listed
     assert "were not recorded, and cannot be undone" in listed.stdout
     undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
     assert undo.returncode == 2 and "records no import run 1" in undo.stderr, undo
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.toml"]  # no store made by asking
 
 
 async def test_a_run_already_in_the_central_store_is_not_undone(tmp_path: Path, central_dsn: str) -> None:

@@ -1,0 +1,200 @@
+"""Every ``gateway`` command, as its parser lists them, run as a subprocess with bad input: an
+unknown option, a config not there, a config with a wrong key, a bad value for each option that
+checks its values, a store that cannot be one. Each must exit non-zero with a line that names
+the mistake, and never print a traceback. New commands and options are covered as they appear."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser
+from tests.conftest import ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+HIDDEN_FROM_OPERATORS = {"--worker", "--listen", "--admin-listen"}
+"""``run``'s options for its own workers: refused as a whole, tested in test_cli.py."""
+BAD_VALUES = ("²", "9" * 30)
+"""A digit that is not ASCII (``str.isdigit`` takes it, ``int`` does not) and a number past
+every bound, SQLite's 64-bit integers included."""
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _leaves(sub, (*words, name))
+    return found or {words: parser}
+
+
+COMMANDS = _leaves(build_parser())
+
+
+ONE_OF = {("erase",): ["u1"]}
+"""What a command needs beyond what its parser requires: ``erase`` one of USER_ID and --visitor."""
+
+
+def _required(words: tuple[str, ...]) -> list[str]:
+    """Arguments that get the command past its parser: each required option and positional."""
+    parser = COMMANDS[words]
+    argv: list[str] = list(ONE_OF.get(words, []))
+    for action in parser._actions:
+        if action.option_strings and action.required:
+            argv += [action.option_strings[-1]] + ([] if action.nargs == 0 else ["u1"])
+        elif not action.option_strings and action.nargs not in ("*", "?", argparse.REMAINDER):
+            argv.append("u1")
+    return argv
+
+
+def _reads_config(parser: argparse.ArgumentParser) -> bool:
+    return any("--config" in action.option_strings for action in parser._actions)
+
+
+def _checked_options() -> list[tuple[tuple[str, ...], str]]:
+    """Every option whose value is checked by a function of ours (``type=``)."""
+    return [
+        (words, action.option_strings[-1])
+        for words, parser in COMMANDS.items()
+        for action in parser._actions
+        if action.option_strings
+        and callable(action.type)
+        and action.type not in (str, int)
+        and not HIDDEN_FROM_OPERATORS & set(action.option_strings)
+    ]
+
+
+def gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", **ENV}
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def _refused(done: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0, done
+    # A message, not a silent exit (``doctor`` prints its checklist, the failure in it, on stdout).
+    assert done.stderr.strip() or done.stdout.strip(), done
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A folder with a valid config (``gw.toml``) and its store (``gw.db``), which holds rows."""
+    from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
+    from storage.local import LocalStore
+    from tests.gateway.test_reports_api import EVENTS
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+        await store.open()
+        await store.write(EVENTS)
+        await store.close()
+
+    asyncio.run(fill())
+    (tmp_path / "gw.toml").write_text(
+        "[proxy]\nupstream = 'http://127.0.0.1:9'\nlisten = '127.0.0.1:9'\n"
+        "[admin]\nlisten = '127.0.0.1:0'\n[storage]\npath = 'gw.db'\n"
+    )
+    return tmp_path
+
+
+def test_the_commands_are_found() -> None:
+    """The enumeration below sees every command, the nested ones too."""
+    assert {("report",), ("import",), ("sink", "send"), ("rules", "try"), ("erase",)} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("words", list(COMMANDS), ids=" ".join)
+def test_an_unknown_option_is_refused(words: tuple[str, ...], tmp_path: Path) -> None:
+    done = gateway(*words, *_required(words), "--no-such-option", cwd=tmp_path)
+    _refused(done)
+    assert "--no-such-option" in done.stderr
+
+
+@pytest.mark.parametrize("words", [w for w, p in COMMANDS.items() if _reads_config(p)], ids=" ".join)
+def test_a_config_not_there_is_named(words: tuple[str, ...], tmp_path: Path) -> None:
+    if words == ("init",):  # it writes the file: there, it is refused
+        (tmp_path / "there.toml").write_text("")
+        done = gateway("init", "-c", "there.toml", cwd=tmp_path)
+        _refused(done)
+        assert "there.toml exists" in done.stderr
+        return
+    done = gateway(*words, *_required(words), "-c", "absent.toml", cwd=tmp_path)
+    _refused(done)
+    assert "absent.toml" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "words", [w for w, p in COMMANDS.items() if _reads_config(p) and w != ("init",)], ids=" ".join
+)
+def test_a_config_error_names_its_key(words: tuple[str, ...], tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[storage]\npath = 'gw.db'\nbatch_rowz = 5\n")
+    done = gateway(*words, *_required(words), "-c", "bad.toml", cwd=tmp_path)
+    _refused(done)
+    assert "storage.batch_rowz" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("value", BAD_VALUES, ids=("superscript", "huge"))
+@pytest.mark.parametrize(
+    ("words", "option"), _checked_options(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else v
+)
+def test_a_bad_value_is_named_by_its_option(
+    words: tuple[str, ...], option: str, value: str, site: Path
+) -> None:
+    """On a valid config and store, so that a value the parser lets through meets them."""
+    done = gateway(*words, *_required(words), option, value, "-c", "gw.toml", cwd=site)
+    _refused(done)
+    if "error: argument" in done.stderr:  # the parser refused it: by its option
+        assert f"error: argument {option}" in done.stderr, done.stderr
+    assert "invalid _" not in done.stderr  # argparse naming our function: "invalid _workers value"
+
+
+@pytest.mark.parametrize("argv", [("import", "--list"), ("import", "--undo", "1")], ids=" ".join)
+@pytest.mark.parametrize("store", ["absent.db", "folder"])
+def test_import_runs_of_a_store_that_is_not_there_say_so(
+    argv: tuple[str, ...], store: str, site: Path
+) -> None:
+    """``--list`` said "no import run recorded in the store …" of a typo'd storage.path, exit 0,
+    and of a folder "disk I/O error"; every other command says there is no store there."""
+    (site / "folder").mkdir()
+    (site / "other.toml").write_text(f"[storage]\npath = '{store}'\n")
+    done = gateway(*argv, "-c", "other.toml", cwd=site)
+    _refused(done)
+    assert f"{site / store} (storage.path)" in done.stderr, done.stderr
+    assert not (site / "absent.db").exists()
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("report", "--help"), ("sink", "--help")], ids=" ".join)
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_help_to_a_reader_that_went_away_ends_quietly(argv: tuple[str, ...], unbuffered: bool) -> None:
+    """``gateway --help | head -1``: Python's "Exception ignored … BrokenPipeError" and exit 120
+    (unbuffered: exit 0); now as every command's output, quietly with 141."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *argv], stdout=write, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, ""), done
