@@ -129,7 +129,7 @@ conversion = st.tuples(
 binding = st.tuples(st.sampled_from(VISITORS), st.sampled_from(USERS), st.integers(-4, 50))
 """A visitor bound to a user, that many steps from T0: before, inside or after the period."""
 change = st.tuples(
-    st.integers(0, 20),  # which touch (modulo their number)
+    st.integers(0, 3),  # which touch (modulo their number): a few, so that changes meet
     st.sampled_from(["rescore", "analyst", "analyst_cleared"]),
     st.sampled_from(VERDICTS),
 )
@@ -458,7 +458,7 @@ common = {
     "touches": st.lists(touch, max_size=14),
     "conversions": st.lists(conversion, min_size=1, max_size=5),
     "bindings": st.lists(binding, max_size=4, unique_by=lambda b: (b[0], b[1])),
-    "changes": st.lists(change, max_size=5),
+    "changes": st.lists(change, max_size=6),
     "options": st.sampled_from(range(len(OPTIONS))),
     "group_by": st.sampled_from(GROUPS),
     "by_day": st.booleans(),
@@ -480,3 +480,24 @@ def test_every_report_in_one_process_says_what_the_readme_says(**case: Any) -> N
 @given(**common)
 def test_every_report_in_the_report_workers_says_what_the_readme_says(**case: Any) -> None:
     check(processes=2, **case)
+
+
+def test_an_override_wins_over_a_later_rescore_until_withdrawn() -> None:
+    """Changes meeting on one touch, which the random ones seldom make: an analyst's override
+    wins over any re-score, before it or after; withdrawn, the latest re-score counts again."""
+    one = (None, (0, 1), 0, "Email", None, 0, "allow", "newsletter", "email", "cr_ana")
+    two = (None, (0, 2), 0, "Paid Social", None, 0, "allow", "google", "cpc", "cr_ben")
+    sale = ("v0", None, 20, 0, 3, "purchase")
+    for changes in (
+        [(0, "rescore", "block"), (0, "analyst", "allow"), (0, "rescore", "block")],
+        [(1, "analyst", "review"), (1, "analyst_cleared", "allow"), (1, "rescore", "block")],
+        [(0, "analyst", "block"), (0, "rescore", "allow")],
+    ):
+        case: dict[str, Any] = {
+            "touches": [two, one],
+            "conversions": [sale],
+            "bindings": [],
+            "changes": changes,
+        }
+        case |= {"options": 0, "group_by": "creator_id", "by_day": False, "asked": None, "processes": 1}
+        check(singles=("last_touch", "linear"), period=(0, 40, 0), name=None, payout_currency=None, **case)
