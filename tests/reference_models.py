@@ -95,7 +95,10 @@ class Settings:
 
 def largest_remainders(total: int, weights: Sequence[Fraction]) -> list[int]:
     """``total`` split by ``weights``: each share rounded down, the units left over to the
-    largest remainders, ties to the later one."""
+    largest remainders, ties to the later one. A negative total (a refund) is shared as its
+    positive mirror, so that it takes back exactly what the same positive value gave."""
+    if total < 0:
+        return [-share for share in largest_remainders(-total, weights)]
     whole = sum(weights)
     if not weights:
         return []
