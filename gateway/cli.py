@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 from yarl import URL
 
-from gateway import mitmlaunch, report_cli
+from gateway import __version__, mitmlaunch, report_cli
 from gateway.channels import channels_warnings
 from gateway.childsignals import RELOAD_ORDER, RELOAD_ORDER_ENV, RELOAD_SIGNALS, STOP_SIGNALS
 from gateway.cliargs import SQLITE_MAX, whole_number
@@ -1157,7 +1157,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = _Parser(prog="gateway", description="First-party tracking gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run the proxy and the admin API")
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     run.add_argument(
@@ -1319,7 +1320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mirror.set_defaults(func=cmd_mirror)
     sink = sub.add_parser("sink", help="sinks ([[sinks]]): re-send one user's calls")
-    sink_sub = sink.add_subparsers(dest="sink_command", required=True)
+    sink_sub = sink.add_subparsers(dest="sink_command", metavar="COMMAND", required=True)
     send_user = sink_sub.add_parser("send", help="re-send one user's identify and track calls now")
     send_user.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     send_user.add_argument(

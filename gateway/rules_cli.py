@@ -33,7 +33,7 @@ EXIT_CONFIG = 2
 
 def add_parser(sub: Any, default_config: str) -> None:
     rules = sub.add_parser("rules", help="identity and conversion rules: try them on a recorded session")
-    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="COMMAND", required=True)
     try_ = rules_sub.add_parser(
         "try",
         help="run the rules on a HAR file (a browser's network panel, saved with content), offline",

@@ -1889,3 +1889,20 @@ def test_systemctl_reload_checks_the_config_before_the_signal(tmp_path: Path) ->
     assert done.returncode == 0 and said.startswith(f"# {broken}: OK (store: {store}, node: ")
     start_pre = next(line.partition("=")[2].split() for line in lines if line.startswith("ExecStartPre="))
     assert start_pre == check
+
+
+def test_version_and_a_missing_command_speak_to_the_operator() -> None:
+    """`gateway --version` says which gateway it is; a missing command or sub-command is named
+    as the usage line names it (COMMAND), not by the parser's internal name (`sink_command`)."""
+    from gateway import __version__
+
+    done = gateway("--version")
+    assert done.returncode == 0 and done.stdout == f"gateway {__version__}\n", done
+    for args, usage in (((), "gateway"), (("sink",), "gateway sink"), (("rules",), "gateway rules")):
+        done = gateway(*args)
+        assert done.returncode == 2, done
+        assert done.stderr.endswith(
+            f"{usage}: error: the following arguments are required: COMMAND; see `{usage} --help`\n"
+        ), done.stderr
+        assert "_command" not in done.stderr
+    assert "usage: gateway [-h] [--version] COMMAND ..." in gateway("--help").stdout
