@@ -103,6 +103,17 @@ def naming(tables: dict[str, list[str]], texts: dict[str, str]) -> dict[str, set
     return found
 
 
+async def table_file(dsn: str, table: str) -> bytes:
+    """The bytes of ``table``'s data file on the central server, its changes written out."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+        path = await conn.fetchval("SELECT pg_relation_filepath($1)", table)
+        return bytes(await conn.fetchval("SELECT pg_read_binary_file($1)", path))
+    finally:
+        await conn.close()
+
+
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     for _ in range(400):
         if await check():
@@ -189,3 +200,41 @@ async def test_an_erased_user_leaves_nothing_but_the_erasure_record(
     # aiohttp.access: the test server's own access log; the gateway runs its listeners without.
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
     assert [name for name, text in texts.items() if text in logged] == []
+
+
+async def test_the_central_store_s_files_keep_an_erased_row_until_vacuum_full(
+    tmp_path: Path,
+    start_gateway: GatewayFactory,
+    upstream_server: Callable[[web.Application], Awaitable[str]],
+    central_dsn: str,
+) -> None:
+    """PostgreSQL has no secure delete: an erased (or purged) row leaves its tables at once,
+    but its bytes stay in the table's file (and PostgreSQL's write-ahead log) until a VACUUM
+    reclaims the space and new rows overwrite it, as the README says; ``VACUUM FULL``
+    rewrites the file without them, the remedy it gives."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    gw = await start_gateway(await upstream_server(app), toml(tmp_path), {"GATEWAY_CENTRAL_URL": central_dsn})
+    async with gw.session.get(f"{gw.url}/pricing?utm_source=news&gclid={CLICK}") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    async with gw.session.get(f"{gw.url}/pricing?utm_source=kept") as resp:
+        assert resp.status == 200  # a row the page keeps (an emptied table's file is cut off)
+
+    async def synced(touchpoints: int) -> bool:
+        return len((await central_rows(central_dsn)).get("touchpoints", [])) == touchpoints
+
+    await eventually(lambda: synced(2))
+    async with gw.session.delete(f"{gw.admin_url}/api/visitors/{cookie}", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    await eventually(lambda: synced(1))
+    conn = await asyncpg.connect(central_dsn)
+    try:
+        assert CLICK.encode() in await table_file(central_dsn, "touchpoints")
+        await conn.execute("VACUUM FULL touchpoints")
+        assert CLICK.encode() not in await table_file(central_dsn, "touchpoints")
+    finally:
+        await conn.close()
