@@ -231,6 +231,12 @@ async def test_the_central_store_s_files_keep_an_erased_row_until_vacuum_full(
     async with gw.session.delete(f"{gw.admin_url}/api/visitors/{cookie}", headers=AUTH) as resp:
         assert resp.status == 200, await resp.text()
     await eventually(lambda: synced(1))
+    raw = cookie.split(".")[1]
+    texts = {"cookie value": cookie, "raw visitor ID": raw, "visitor_key": gw.gateway.keys.visitor_key(raw)}
+    store = gw.gateway.settings.store_path
+    assert naming(await asyncio.to_thread(local_rows, store), {**texts, "click ID": CLICK}) == {}
+    assert naming(await central_rows(central_dsn), {**texts, "click ID": CLICK}) == {}
+    assert CLICK.encode() not in await asyncio.to_thread(store_bytes, store)
     conn = await asyncpg.connect(central_dsn)
     try:
         assert CLICK.encode() in await table_file(central_dsn, "touchpoints")
