@@ -41,7 +41,7 @@ from gateway.events import Erasure
 from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.erased import erased_at
-from storage.imports import forget
+from storage.importrows import forget
 from storage.local import connect, event_row, insert_sql
 from storage.migrate import refuse_newer
 
@@ -107,7 +107,7 @@ async def _delete(
     db: aiosqlite.Connection, deletes: Sequence[tuple[str, str, Sequence[object]]]
 ) -> dict[str, int]:
     """The rows of each table that its condition selects, of ``deletes`` (table, condition,
-    arguments), deleted after their import records (``storage.imports.forget``); rows per table."""
+    arguments), deleted after their import records (``storage.importrows.forget``); rows per table."""
     counts: dict[str, int] = {}
     for table, where, args in deletes:
         await forget(db, table, where, args)

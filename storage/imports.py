@@ -8,16 +8,16 @@ never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds n
 no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
 from live ones.
 
-``forget`` removes the records of rows an erasure or a retention purge deletes: event ids
-only, but they would tie an erased visitor's rows to a run (and to whatever still knows those
-ids). ``undo_run`` removes exactly the rows a run added — its touchpoints, bindings (identities) and
-conversions, and the verdict changes made on its touchpoints since — in one write transaction,
-holding the central sync's round lock (``storage.roundlock``) so that no round delivers them
-meanwhile, with the readers' cursors clamped (``storage.cursors``). It refuses when any of them
-was already delivered to the central store, which would keep them (and the reporting mirrors
-fed from it). Rows a sink delivered stay delivered: the undo says how many. First and last
-touch are derived (the ``visitors`` view), so they follow. Blocking work runs off the loop only
-through aiosqlite.
+The records of rows an erasure or a retention purge deletes go with them
+(``storage.importrows``, which the server loads without this module). ``undo_run`` removes
+exactly the rows a run added — its touchpoints, bindings (identities) and conversions, and the
+verdict changes made on its touchpoints since — in one write transaction, holding the central
+sync's round lock (``storage.roundlock``) so that no round delivers them meanwhile, with the
+readers' cursors clamped (``storage.cursors``). It refuses when any of them was already
+delivered to the central store, which would keep them (and the reporting mirrors fed from it).
+Rows a sink delivered stay delivered: the undo says how many. First and last touch are derived
+(the ``visitors`` view), so they follow. Blocking work runs off the loop only through
+aiosqlite.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +35,11 @@ import aiosqlite
 
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
+from storage.importrows import RECORDED
 from storage.local import connect
 from storage.migrate import refuse_newer
 from storage.roundlock import RoundLock
 
-RECORDED = ("touchpoints", "identities", "conversions")
-"""The tables an import writes, whose rows a run records."""
 DERIVED = "verdict_changes"
 """Rows about a run's touchpoints (re-scores, analysts' verdicts), removed with them."""
 log = logging.getLogger("gateway.import")
@@ -81,22 +79,6 @@ FINISH_SQL = (
 )
 """On the import's write connection once its last commit is in: the run's end and the rows it
 added; returns its number (none: the import added no row, and recorded no run)."""
-
-
-async def forget(db: aiosqlite.Connection, table: str, where: str, args: Sequence[object]) -> None:
-    """Inside the caller's transaction, just before it deletes the rows of ``table`` that
-    ``where`` (with ``args``) selects: the import records of those rows. Looked up by run (the
-    key's first column: a few runs, each an index search), not by scanning every record."""
-    if table not in RECORDED:
-        return
-    async with db.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_rows'") as cursor:
-        if await cursor.fetchone() is None:  # a store from before migration 0016
-            return
-    await db.execute(
-        "DELETE FROM import_rows WHERE run IN (SELECT id FROM import_runs) AND tbl = ?"
-        f" AND id IN (SELECT id FROM {table} WHERE {where})",
-        (table, *args),
-    )
 
 
 def _quoted(text: str) -> str:

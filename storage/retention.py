@@ -25,7 +25,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from storage.cursors import clamp_cursors, table_tops
 from storage.erasure import truncate_wal
-from storage.imports import forget
+from storage.importrows import forget
 from storage.local import connect
 from storage.migrate import refuse_newer
 
