@@ -41,6 +41,7 @@ from gateway.events import Erasure
 from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.erased import erased_at
+from storage.importrows import forget
 from storage.local import connect, event_row, insert_sql
 from storage.migrate import refuse_newer
 
@@ -80,28 +81,37 @@ async def delete_people(
 ) -> dict[str, int]:
     """Inside the caller's transaction: the rows of erased ``users`` and ``visitors`` — every
     touchpoint of the visitors (and its verdict changes), every conversion of either, the
-    users' bindings; rows deleted per table. The local erasure's deletes, and the reporting
-    mirror's when it applies an erasure of the central store (``storage.mirror``)."""
+    users' bindings, and the import records of them (``import_rows``); rows deleted per
+    table. The local erasure's deletes, and the reporting mirror's when it applies an erasure
+    of the central store (``storage.mirror``)."""
     users_in = ",".join("?" for _ in users)
     marks = ",".join("?" for _ in visitors)
-    statements = [
+    deletes: list[tuple[str, str, Sequence[object]]] = [
         (
             "verdict_changes",
-            "DELETE FROM verdict_changes WHERE touchpoint_id IN "
-            f"(SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
+            f"touchpoint_id IN (SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
             list(visitors),
         ),
-        ("touchpoints", f"DELETE FROM touchpoints WHERE visitor_key IN ({marks})", list(visitors)),
+        ("touchpoints", f"visitor_key IN ({marks})", list(visitors)),
         (
             "conversions",
-            f"DELETE FROM conversions WHERE user_key IN ({users_in}) OR visitor_key IN ({marks})",
+            f"user_key IN ({users_in}) OR visitor_key IN ({marks})",
             [*users, *visitors],
         ),
-        ("identities", f"DELETE FROM identities WHERE user_key IN ({users_in})", list(users)),
+        ("identities", f"user_key IN ({users_in})", list(users)),
     ]
+    return await _delete(db, deletes)
+
+
+async def _delete(
+    db: aiosqlite.Connection, deletes: Sequence[tuple[str, str, Sequence[object]]]
+) -> dict[str, int]:
+    """The rows of each table that its condition selects, of ``deletes`` (table, condition,
+    arguments), deleted after their import records (``storage.importrows.forget``); rows per table."""
     counts: dict[str, int] = {}
-    for table, sql, args in statements:
-        cursor = await db.execute(sql, args)
+    for table, where, args in deletes:
+        await forget(db, table, where, args)
+        cursor = await db.execute(f"DELETE FROM {table} WHERE {where}", args)
         counts[table] = max(cursor.rowcount, 0)
     return counts
 
@@ -110,29 +120,24 @@ async def delete_before(db: aiosqlite.Connection, key: str, erased_at: str) -> d
     """Inside the caller's transaction: the rows of one key the central store erased (a user
     or a visitor key: ``erased_keys``) dated at or before ``erased_at`` — the touchpoints of
     the key as a visitor (and their verdict changes), its conversions as visitor or user, its
-    bindings as a user; rows deleted per table. Rows dated after are new activity, kept. The
-    deletes of an erasure made through another node: the reporting mirror's
-    (``storage.mirror``) and a node's own store's (``storage.sync``)."""
-    statements = [
+    bindings as a user, and the import records of them; rows deleted per table. Rows dated
+    after are new activity, kept. The deletes of an erasure made through another node: the
+    reporting mirror's (``storage.mirror``) and a node's own store's (``storage.sync``)."""
+    deletes: list[tuple[str, str, Sequence[object]]] = [
         (
             "verdict_changes",
-            "DELETE FROM verdict_changes WHERE touchpoint_id IN"
-            " (SELECT id FROM touchpoints WHERE visitor_key = ? AND ts <= ?)",
+            "touchpoint_id IN (SELECT id FROM touchpoints WHERE visitor_key = ? AND ts <= ?)",
             (key, erased_at),
         ),
-        ("touchpoints", "DELETE FROM touchpoints WHERE visitor_key = ? AND ts <= ?", (key, erased_at)),
+        ("touchpoints", "visitor_key = ? AND ts <= ?", (key, erased_at)),
         (
             "conversions",
-            "DELETE FROM conversions WHERE (visitor_key = ? OR user_key = ?) AND ts <= ?",
+            "(visitor_key = ? OR user_key = ?) AND ts <= ?",
             (key, key, erased_at),
         ),
-        ("identities", "DELETE FROM identities WHERE user_key = ? AND ts <= ?", (key, erased_at)),
+        ("identities", "user_key = ? AND ts <= ?", (key, erased_at)),
     ]
-    counts: dict[str, int] = {}
-    for table, sql, args in statements:
-        cursor = await db.execute(sql, args)
-        counts[table] = max(cursor.rowcount, 0)
-    return counts
+    return await _delete(db, deletes)
 
 
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')

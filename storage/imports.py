@@ -8,14 +8,16 @@ never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds n
 no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
 from live ones.
 
-``undo_run`` removes exactly the rows a run added — its touchpoints, bindings (identities) and
-conversions, and the verdict changes made on its touchpoints since — in one write transaction,
-holding the central sync's round lock (``storage.roundlock``) so that no round delivers them
-meanwhile, with the readers' cursors clamped (``storage.cursors``). It refuses when any of them
-was already delivered to the central store, which would keep them (and the reporting mirrors
-fed from it). Rows a sink delivered stay delivered: the undo says how many. First and last
-touch are derived (the ``visitors`` view), so they follow. Blocking work runs off the loop only
-through aiosqlite.
+The records of rows an erasure or a retention purge deletes go with them
+(``storage.importrows``, which the server loads without this module). ``undo_run`` removes
+exactly the rows a run added — its touchpoints, bindings (identities) and conversions, and the
+verdict changes made on its touchpoints since — in one write transaction, holding the central
+sync's round lock (``storage.roundlock``) so that no round delivers them meanwhile, with the
+readers' cursors clamped (``storage.cursors``). It refuses when any of them was already
+delivered to the central store, which would keep them (and the reporting mirrors fed from it).
+Rows a sink delivered stay delivered: the undo says how many. First and last touch are derived
+(the ``visitors`` view), so they follow. Blocking work runs off the loop only through
+aiosqlite.
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ import aiosqlite
 
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
+from storage.importrows import RECORDED
 from storage.local import connect
 from storage.migrate import refuse_newer
 from storage.roundlock import RoundLock
 
-RECORDED = ("touchpoints", "identities", "conversions")
-"""The tables an import writes, whose rows a run records."""
 DERIVED = "verdict_changes"
 """Rows about a run's touchpoints (re-scores, analysts' verdicts), removed with them."""
 log = logging.getLogger("gateway.import")

@@ -18,7 +18,9 @@ statements (``storage.erasure.delete_people``); ``erased_keys`` rows moved since
 or a binding of an erased user arriving late from a node that had not synced, which erased that
 device's rows from before the erasure) delete the rows about the key from before its erasure.
 Every row the mirror holds was read in an earlier window than an erasure it applies, so was
-committed centrally before it: the central store deleted it too. Rows the central store
+committed centrally before it: the central store deleted it too. A round that applied an
+erasure then empties the mirror's write-ahead log (``storage.erasure.truncate_wal``): the
+reports keep the file open, so its older frames would keep the erased rows. Rows the central store
 refused as older than an erasure never reach the mirror. Retention: the mirror is purged with
 the local store (``storage.retention``), by this gateway's ``privacy.retention_days``.
 
@@ -60,7 +62,7 @@ from gateway.options import CentralOptions
 from storage import central
 from storage.backoff import Failures
 from storage.cursors import local_columns
-from storage.erasure import delete_before, delete_people
+from storage.erasure import delete_before, delete_people, truncate_wal
 from storage.local import connect, read_only
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
@@ -203,6 +205,10 @@ class Mirror:
             )
             keys = tuple((c, remote[c]) for c in KEYS.get(table, ("id",)))
             stored[table] = await self._table(db, conn, table, columns, forms, keys, horizon, progress)
+        if stored.get("erasures") or stored.get(ERASED_KEYS):
+            # The log's older frames still hold the erased rows' pages: the reports keep the
+            # mirror open, so closing it does not empty the log (as a node's own erasure does).
+            await truncate_wal(db, "erasure in the reporting mirror")
         await self.publish_lag(db, conn)
         return stored
 

@@ -25,6 +25,7 @@ from gateway.events import iso
 from gateway.metrics import Metrics
 from storage.cursors import clamp_cursors, table_tops
 from storage.erasure import truncate_wal
+from storage.importrows import forget
 from storage.local import connect
 from storage.migrate import refuse_newer
 
@@ -94,7 +95,8 @@ async def purge_local(
                     ) as cur:
                         row = await cur.fetchone()
                     counts[table] = int(row[0]) if row else 0
-                else:
+                else:  # with the import records of the rows (ids only, yet a link to a run)
+                    await forget(db, table, f"{column} < ?", (bound,))
                     cursor = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (bound,))
                     counts[table] = max(cursor.rowcount, 0)
             if not dry_run:  # rowids freed by the deletes must not hide new rows from readers

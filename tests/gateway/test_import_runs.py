@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,63 @@ def test_an_imported_binding_the_store_has_already_is_not_added_counted_or_undon
     assert _cli(tmp_path, "--undo", "2", "-c", "gw.toml").returncode == 0
     assert rows(db, "SELECT count(*) FROM identities") == [(1,)]
     assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]
+
+
+def _page(message: str, visitor: str, ts: str) -> str:
+    return json.dumps(
+        {"type": "page", "messageId": message, "anonymousId": visitor, "timestamp": ts,
+         "context": {"campaign": {"source": "news"}}, "properties": {"path": "/"}}
+    )  # fmt: skip
+
+
+def _recorded_rows(db: Path) -> tuple[set[str], set[str]]:
+    """The ids ``import_rows`` records, and the ids of the rows the store still holds."""
+    recorded = {row[0] for row in rows(db, "SELECT id FROM import_rows")}
+    held = {
+        row[0]
+        for table in ("touchpoints", "identities", "conversions")
+        for row in rows(db, f"SELECT id FROM {table}")
+    }
+    return recorded, held
+
+
+def test_erasure_and_retention_leave_no_import_record_of_the_rows_they_remove(tmp_path: Path) -> None:
+    """``import_rows`` holds event ids only, but they tie an erased visitor's rows to a run (and
+    to whatever else still knows those ids: a backup, a sink's destination): an erasure of a
+    user, of a visitor, and a retention purge each remove the records of the rows they delete,
+    and only those."""
+    recent = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = "2025-03-01T10:00:02Z"
+    lines = [
+        _identify("m1", "anon-1", "ada"),  # ada's device, and its landing
+        _page("m2", "anon-1", "2025-03-01T10:00:01Z"),
+        _page("m3", "anon-2", recent),  # kept throughout
+        _page("m4", "anon-3", old),  # purged by retention
+        _page("m5", "anon-4", recent),  # erased as a visitor
+    ]
+    # Imported before retention is set: an import stores no row older than it keeps.
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "gw.db"
+    imported = _cli(tmp_path, "in.jsonl", "--format", "segment", "-c", "gw.toml", "--no-progress")
+    assert imported.returncode == 0 and "run: 1 " in imported.stdout, imported
+    recorded, held = _recorded_rows(db)
+    assert len(recorded) == 5 and recorded == held
+
+    def gateway(*args: str, config: str = "gw.toml") -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "-c", config], cwd=tmp_path,
+            env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done
+
+    gateway("erase", "ada")
+    recorded, held = _recorded_rows(db)
+    assert len(held) == 3 and recorded == held
+    gateway("erase", "--visitor", "anon-4")
+    recorded, held = _recorded_rows(db)
+    assert len(held) == 2 and recorded == held
+    (tmp_path / "keep.toml").write_text('[storage]\npath = "gw.db"\n[privacy]\nretention_days = 30\n')
+    gateway("purge", config="keep.toml")
+    recorded, held = _recorded_rows(db)
+    assert len(held) == 1 and recorded == held

@@ -232,6 +232,46 @@ async def test_an_erasure_leaves_the_mirror_and_keeps_late_rows_out(
     assert (await ids(mirror.path, "identities")) == set()
 
 
+def _files(path: Path) -> bytes:
+    """Every byte of a store: its database file and its write-ahead log, if any."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_an_erasure_leaves_the_mirror_s_files_too(nodes: tuple[Node, Node], mirror: Mirror) -> None:
+    """As in a node's own store, an erased row's bytes must not stay in the mirror's files: the
+    gateway's reports keep the mirror open, so its write-ahead log is not emptied on close, and
+    its older frames held the erased rows' pages."""
+    a, _ = nodes
+    erased, kept = "1" * 32, "3" * 32
+    rows = [dataclasses.replace(touch(n, erased), landing_path=f"/erased-path-{n:03d}") for n in range(1, 30)]
+    await a.store.write(
+        [*rows, bind(erased, "u-9"), dataclasses.replace(touch(40, kept), landing_path="/kept")]
+    )
+    await a.sync.once()
+    await mirror.once()
+    reader = await aiosqlite.connect(mirror.path)  # as the reports hold it
+    try:
+        await (await reader.execute("SELECT count(*) FROM touchpoints")).fetchall()
+        assert b"/erased-path-007" in await asyncio.to_thread(_files, mirror.path)  # the search finds it
+        await erase_user(
+            a.path,
+            "u-9",
+            "raw",
+            body_key=body_key(b"k" * 32),
+            event_id=uuid7(),
+            ts=iso(datetime.now(UTC)),
+            node="a",
+        )
+        await a.sync.once()
+        await mirror.once()
+        assert await ids(mirror.path, "identities") == set()
+        after = await asyncio.to_thread(_files, mirror.path)
+        assert b"/erased-path-" not in after and b"/kept" in after
+    finally:
+        await reader.close()
+
+
 async def test_a_visitors_own_erasure_leaves_the_mirror(nodes: tuple[Node, Node], mirror: Mirror) -> None:
     """A visitor erased alone (``erase_visitor``): the mirror applies its record as a user's —
     the visitor's rows go, the binding of another device of the user, and the stranger's, stay."""

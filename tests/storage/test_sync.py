@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -453,6 +454,39 @@ async def test_a_search_path_naming_no_schema_is_told(nodes: tuple[Node, Node], 
         " not use it: create the one it names (CREATE SCHEMA name), grant the user USAGE on it, or"
         " correct the URL's ?search_path="
     ), said
+
+
+def _files(path: Path) -> bytes:
+    """Every byte of a store: its database file and its write-ahead log, if any."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_an_erasure_through_another_node_leaves_this_nodes_files_too(nodes: tuple[Node, Node]) -> None:
+    """The rows an erasure made through another node deletes here are gone from this store's
+    files as after its own erasure: the writer keeps the store open, so its write-ahead log
+    is emptied by the round that applies the erasure, not on close."""
+    a, b = nodes
+    phone = "7" * 32
+    seen = [dataclasses.replace(touch(n, phone), landing_path=f"/phone-path-{n:03d}") for n in range(1, 30)]
+    await a.store.write([*seen, dataclasses.replace(touch(40, "8" * 32), landing_path="/kept")])
+    await b.store.write([bind(phone, "u-9", "b")])
+    await a.sync.once()
+    await b.sync.once()
+    assert b"/phone-path-007" in await asyncio.to_thread(_files, a.path)  # the search finds it
+    await erase_user(
+        b.path,
+        "u-9",
+        "raw",
+        body_key=body_key(b"k" * 32),
+        event_id=uuid7(),
+        ts=iso(datetime.now(UTC)),
+        node="b",
+    )
+    await b.sync.once()
+    await a.sync.once()
+    after = await asyncio.to_thread(_files, a.path)
+    assert b"/phone-path-" not in after and b"/kept" in after
 
 
 async def test_an_erasure_through_another_node_takes_this_nodes_bad_events_naming_the_user(
