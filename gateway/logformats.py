@@ -90,6 +90,24 @@ def _cut(extra: str) -> bool:
     return '"' in extra and _QUOTE_OR_ESCAPE.findall(extra).count('"') % 2 == 1
 
 
+def _logged_bytes(field: str) -> bytes:
+    """A combined line's quoted field (the line read with ``surrogateescape``) as the bytes the
+    client sent: nginx's ``\\xC3\\xA9`` is the two bytes of an é, as a raw é or ``\\xC3`` beside a
+    raw ``\\xA9`` are; Apache's ``\\"`` a quote."""
+    out, at = bytearray(), 0
+    for m in _ESCAPE.finditer(field):
+        out += field[at : m.start()].encode("utf-8", "surrogateescape")
+        out += bytes((int(m[1][1:], 16),)) if len(m[1]) == 3 else m[1].encode("utf-8", "surrogateescape")
+        at = m.end()
+    return bytes(out + field[at:].encode("utf-8", "surrogateescape"))
+
+
+def _readable(text: str) -> str:
+    """A field of a line read with ``surrogateescape``, a byte that is not UTF-8 as U+FFFD (as
+    the other fields were read before the request's were read byte for byte)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _unescape(text: str) -> str:
     """nginx writes ``\\x22``, Apache ``\\"``: both back to the character."""
     if "\\" not in text:
@@ -132,7 +150,25 @@ def split_request(request: str) -> tuple[str, str, str] | str:
         target = target[end:] if target[end:].startswith("/") else "/" + target[end:].partition("#")[0]
     if not target.startswith("/"):
         return "not an origin-form request (CONNECT, OPTIONS *)"
-    return (parts[0], target, authority) if target.isascii() and authority.isascii() else RAW_BYTES
+    if authority and not parts[1].isascii():  # only an origin-form target is read again live
+        return RAW_BYTES
+    refused = target_refused(target)
+    return refused or (parts[0], target, authority)
+
+
+def target_refused(target: str) -> str:
+    """Why the live gateway answers 400 a request with this origin-form ``target`` (as decoded
+    from the bytes sent, a byte that is not UTF-8 as a ``surrogateescape`` surrogate); "" when it
+    forwards it. Raw UTF-8 (``/café``, the é not percent-encoded) it forwards since 2026-12-06
+    (``gateway.raw_targets``), and records the landing; the import did not follow until
+    2026-12-06: every such line was skipped as a 400 live."""
+    if target.isascii():
+        return CONTROL if _CONTROL.search(target) else ""
+    try:
+        target.encode()
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return CONTROL if _CONTROL.search(target) else ""
 
 
 NOT_AN_ADDRESS = "client address: not an IP address (nor a host name)"
@@ -176,9 +212,22 @@ def client_of(value: str) -> str | None:
     return None
 
 
-RAW_BYTES = "a request target with raw non-ASCII bytes (the gateway answers such a request 400)"
-"""Why a line is skipped whose target holds bytes a client should have percent-encoded: live,
-the gateway's HTTP parser refuses such a request, so it never makes a touchpoint."""
+RAW_BYTES = (
+    "an absolute-form request target with raw non-ASCII bytes (the gateway answers such a request 400)"
+)
+"""Why a line is skipped whose absolute-form target (``GET http://café.example/``) holds bytes a
+client should have percent-encoded: live, only an origin-form one (``/café``) is read again, so
+this one never makes a touchpoint."""
+NOT_UTF8 = "a request target whose bytes are not UTF-8 (Latin-1?): the gateway answers such a request 400"
+"""Why a line is skipped whose target holds raw bytes that are not UTF-8 (``caf\\xE9``, Latin-1):
+live, the listener refuses them. A json-lines target holding U+FFFD is one: the line was read
+with it in such a byte's place, or its writer put it there (Go's JSON, Caddy's log)."""
+CONTROL = (
+    "a request target with a control byte (CR, LF, NUL, tab, DEL): the gateway answers such a request 400"
+)
+"""Why a line is skipped whose target holds a control byte (nginx logs it ``\\x01``): live, the
+listener's parser refuses it, raw UTF-8 beside it or not."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def forwarded_for(extra: str) -> str:
@@ -211,25 +260,33 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
     times: dict[str, datetime] = {}
 
     def parse(number: int, raw: bytes) -> list[Item]:
-        text = raw.decode("utf-8", "replace")
+        try:
+            text, exact = raw.decode(), True
+        except UnicodeDecodeError:  # the request's bytes kept, to be told from UTF-8 (below)
+            text, exact = raw.decode("utf-8", "surrogateescape"), False
         m = _COMBINED.fullmatch(text) or _VHOST.fullmatch(text)
         if m is None:
             return [Skip(number, "not a combined-log line")]
-        ts = parse_clf_time(m[3], times)
+        fields: tuple[Any, ...] = (
+            m.groups() if exact else tuple(f if f is None else _readable(f) for f in m.groups())
+        )
+        ts = parse_clf_time(fields[2], times)
         if ts is None:
-            return [Skip(number, "unreadable time", f" [{m[3][:40]}]")]
-        request_line = _unescape(m[4])
+            return [Skip(number, "unreadable time", f" [{fields[2][:40]}]")]
+        logged = _logged_bytes(m[4])
+        request_line = logged.decode("utf-8", "surrogateescape")
         request = split_request(request_line)
+        shown = logged.decode("utf-8", "backslashreplace")
         if request in (NOT_A_METHOD, METHOD_CASE):
-            return [Skip(number, request, f": {request_line.partition(' ')[0][:40]!r}")]
+            return [Skip(number, request, f": {shown.partition(' ')[0][:40]!r}")]
         if isinstance(request, str):  # shown: nginx's "-" (no request came) tells itself apart
-            return [Skip(number, request, f": {request_line[:40]!r}")]
-        if not m[5].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
-            return [Skip(number, NOT_A_STATUS, f": {m[5]!r}")]
-        client = client_of(m[2])
+            return [Skip(number, request, f": {shown[:40]!r}")]
+        if not fields[4].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
+            return [Skip(number, NOT_A_STATUS, f": {fields[4]!r}")]
+        client = client_of(fields[1])
         if client is None:
-            return [Skip(number, NOT_AN_ADDRESS, f": {m[2][:40]!r}")]
-        host, referer, agent, extra = m[1] or "", m[6] or "", m[7] or "", m[8]
+            return [Skip(number, NOT_AN_ADDRESS, f": {fields[1][:40]!r}")]
+        host, referer, agent, extra = fields[0] or "", fields[5] or "", fields[6] or "", fields[7]
         if extra and _cut(extra):
             return [Skip(number, CUT)]
         return [
@@ -238,13 +295,13 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
                 ts,
                 request[0],
                 request[1],
-                int(m[5]),
+                int(fields[4]),
                 raw,
                 host="" if host == "-" else host,
                 referer="" if referer == "-" else _unescape(referer),
                 user_agent="" if agent == "-" else _unescape(agent),
                 ip=client,
-                forwarded_for=forwarded_for(extra) if extra and m[7] is not None else "",
+                forwarded_for=forwarded_for(extra) if extra and fields[6] is not None else "",
                 cookie=logged_cookie(extra, cookie_name) if extra else "",
                 authority=request[2],
             )
@@ -300,13 +357,13 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         ts = parse_any_time(resolve(doc, tokens), times) if tokens else None
         if ts is None:
             return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
-        method, uri, authority = text(doc, "method"), text(doc, "uri"), ""
+        method, uri, authority, field = text(doc, "method"), text(doc, "uri"), "", "uri"
         if method and uri and not (method.isascii() and method.isalpha()):  # as a request line's
             return [Skip(number, NOT_A_METHOD, f": {method[:40]!r}")]
         if not (method and uri):
             request = split_request(text(doc, "request"))
-            if request == RAW_BYTES:
-                return [Skip(number, f"request: {RAW_BYTES}")]
+            if request in (RAW_BYTES, NOT_UTF8, CONTROL):
+                return [Skip(number, f"request: {request}")]
             if request in (NOT_A_METHOD, METHOD_CASE):
                 return [Skip(number, request, f": {text(doc, 'request').partition(' ')[0][:40]!r}")]
             if isinstance(request, str):
@@ -314,13 +371,15 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
                 shown = f": {logged[:40]!r}" if logged else ""
                 return [Skip(number, "method/uri: missing (and no readable request line)", shown)]
             method, uri, authority = request
+            field = "request"
         elif not uri.startswith("/"):
             return [Skip(number, "uri: not a path", f": {uri[:40]!r}")]
         query = text(doc, "query")
         if query and "?" not in uri:
             uri += "?" + query.removeprefix("?")
-        if not uri.isascii():
-            return [Skip(number, f"uri: {RAW_BYTES}")]
+        refused = target_refused(uri) or (NOT_UTF8 if "\ufffd" in uri else "")
+        if refused:
+            return [Skip(number, f"{field}: {refused}")]
         status = text(doc, "status")  # none logged: 0, as a flow's without a response
         if status and _STATUS.fullmatch(status) is None:  # "abc", 200.0, true: as combined's
             return [Skip(number, NOT_A_STATUS, f": {status[:40]!r}")]

@@ -36,6 +36,7 @@ from gateway.keys import Keys
 from gateway.logformats import METHOD_CASE
 from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
+from tests.gateway.test_malformed import Received, raw_recording_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
@@ -360,9 +361,11 @@ async def test_an_untrusted_peers_x_forwarded_for_is_not_believed_and_the_summar
     assert "--trusted-proxy" in summary.render()
 
 
-async def _shop(tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any, proxy: str = "") -> Any:
+async def _shop(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any, proxy: str = "", site: str = ""
+) -> Any:
     """A gateway (its store in ``tmp_path``) in front of a site answering every page ``ok``, as
-    ``https://shop.example``; ``proxy``: more ``[proxy]`` keys."""
+    ``https://shop.example``; ``proxy``: more ``[proxy]`` keys; ``site``: another site's URL."""
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="ok", content_type="text/html")
@@ -377,7 +380,7 @@ async def _shop(tmp_path: Path, start_gateway: GatewayFactory, upstream_server: 
         path = "{tmp_path / "gateway.db"}"
         max_wait_ms = 60000
     """  # the landing's response waits for its commit, however loaded the machine
-    return await start_gateway(await upstream_server(app), toml)
+    return await start_gateway(site or await upstream_server(app), toml)
 
 
 async def test_first_touch_becomes_the_imported_older_one(
@@ -446,6 +449,61 @@ async def test_a_client_in_another_spelling_is_the_live_visitors_ip(
     await run_import(gw.gateway.settings, [jsonl], "json-lines")
     sql = "SELECT ip_hash, visitor_key FROM touchpoints WHERE source = 'json'"
     assert await asyncio.to_thread(rows, store, sql) == [got["plain"]]
+
+
+async def test_a_raw_utf8_target_is_imported_as_the_live_gateway_records_it(
+    tmp_path: Path, start_gateway: GatewayFactory, upstream_server: Any
+) -> None:
+    """``GET /café?utm_source=né`` with the é as raw UTF-8: live, the gateway forwards it and
+    records its landing (since 2026-12-06); the import skipped every such line as "a 400 live".
+    The same request as nginx's combined log writes it (``\\xC3\\xA9``), as its ``escape=json``
+    writes it (the bytes as they came) and as Caddy's does (text), makes the live touchpoint; the
+    same in Latin-1, which the gateway answers 400, none, and says why."""
+    received: list[Received] = []
+    url, site = await raw_recording_upstream(received)  # an aiohttp site answers raw UTF-8 400
+    gw = await _shop(tmp_path, start_gateway, upstream_server, site=url)
+    target = "/caf\u00e9/\u65e5\u672c?utm_source=N\u00e9&utm_medium=e-mail"
+    target += "&utm_campaign=\u20ac\u00e9t\u00e9&q=\u00fc"
+    request = f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: {UA}\r\nAccept: text/html\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(request.encode())
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        site.close()
+        await site.wait_closed()
+    fields = "source, medium, campaign, term, content, click_id_kind, referrer_host, landing_path"
+    fields += ", raw_params, channel"
+    store = tmp_path / "gateway.db"
+    live = await asyncio.to_thread(rows, store, f"SELECT {fields} FROM touchpoints")
+    params = '{"utm_source":"n\u00e9","utm_medium":"e-mail","utm_campaign":"\u20ac\u00e9t\u00e9"}'
+    campaign = ("n\u00e9", "e-mail", "\u20ac\u00e9t\u00e9", None, None, None, None)
+    assert live == [(*campaign, "/caf\u00e9/\u65e5\u672c", params, "Email")]
+    escaped = "".join(c if c.isascii() else "".join(f"\\x{b:02X}" for b in c.encode()) for c in target)
+    latin1 = "/caf\\xE9?utm_source=latin1"
+    combined = "\n".join(
+        f'203.0.113.9 - - [01/Mar/2025:10:00:0{n} +0000] "GET {t} HTTP/1.1" 200 2 "-" "{UA}"'
+        for n, t in enumerate((escaped, target, latin1))
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", combined)
+    summary = await run_import(gw.gateway.settings, [log], "combined")
+    assert summary.examples == [
+        "access.log:3: a request target whose bytes are not UTF-8 (Latin-1?): the gateway answers"
+        " such a request 400: 'GET /caf\\\\xe9?utm_source=latin1 HTTP/1.1'"
+    ]
+    record = {"time": "2025-03-01T10:00:05Z", "method": "GET", "uri": target, "remote_addr": "203.0.113.9",
+              "host": "shop.example", "user_agent": UA}  # fmt: skip
+    jsonl = (
+        json.dumps(record, ensure_ascii=False) + "\n" + json.dumps(record | {"time": "2025-03-01T10:00:06Z"})
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.jsonl", jsonl)
+    summary = await run_import(gw.gateway.settings, [log], "json-lines")
+    assert summary.new_rows is not None and summary.new_rows["touchpoints"] == 2
+    imported = await asyncio.to_thread(rows, store, f"SELECT {fields} FROM touchpoints ORDER BY ts")
+    assert imported == live * 5
 
 
 async def test_json_lines_default_and_overridden_fields(tmp_path: Path) -> None:

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from gateway.history import Line, Record, Skip, parse_any_time, parse_clf_time
 from gateway.logformats import (
+    CONTROL,
     CUT,
     METHOD_CASE,
     NESTED,
     NOT_A_METHOD,
     NOT_A_STATUS,
     NOT_AN_ADDRESS,
+    NOT_UTF8,
     RAW_BYTES,
     client_of,
     combined_parser,
@@ -119,10 +121,16 @@ def test_only_a_host_is_read_as_the_virtual_host() -> None:
         # Methods are case-sensitive (RFC 9110 §9.1): ``get`` is no GET, a 400 live; said so.
         ("get /p HTTP/1.1", METHOD_CASE),
         ("Get /p HTTP/1.1", METHOD_CASE),
-        # Raw bytes a client should have percent-encoded (nginx logs them as \xE9): the
-        # gateway refuses such a request live, so a backfill makes no touchpoint of it.
-        ("GET /p?utm_source=caf\u00e9 HTTP/1.1", RAW_BYTES),
-        ("GET /p?utm_source=caf\ufffd HTTP/1.1", RAW_BYTES),
+        # Raw UTF-8 a client should have percent-encoded: the gateway forwards it live (since
+        # 2026-12-06) and records the landing, so a backfill does too. Bytes that are not UTF-8
+        # (a surrogate here: how a combined line keeps one) or a control byte: a 400 live.
+        ("GET /p?utm_source=caf\u00e9 HTTP/1.1", ("GET", "/p?utm_source=caf\u00e9", "")),
+        ("GET /caf\u00e9/\u20ac\ufffd HTTP/1.1", ("GET", "/caf\u00e9/\u20ac\ufffd", "")),
+        ("GET /p?utm_source=caf\udce9 HTTP/1.1", NOT_UTF8),
+        ("GET /caf\u00e9\x01 HTTP/1.1", CONTROL),
+        ("GET /p\x7f HTTP/1.1", CONTROL),
+        ("GET /p\tx HTTP/1.1", CONTROL),
+        ("GET http://shop.example/caf\u00e9 HTTP/1.1", RAW_BYTES),  # only origin-form is read again
         ("GET /p?utm_source=caf%E9 HTTP/1.1", ("GET", "/p?utm_source=caf%E9", "")),
     ],
 )
@@ -130,12 +138,28 @@ def test_split_request(request_line: str, expected: object) -> None:
     assert split_request(request_line) == expected
 
 
-def test_a_combined_line_with_raw_bytes_in_its_target_is_skipped() -> None:
-    """nginx's ``\\xE9`` escape and a raw byte alike."""
-    for target in (rb"/p?utm_source=caf\xE9", b"/p?utm_source=caf\xe9"):
-        raw = b'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET ' + target + b' HTTP/1.1" 200 5 "-" "UA"'
-        [skip] = parse(3, raw)
-        assert isinstance(skip, Skip) and skip.reason == RAW_BYTES
+def test_a_combined_line_with_raw_utf8_in_its_target_is_imported_and_latin1_skipped() -> None:
+    """nginx writes each byte above 0x7F of a target as ``\\xHH`` (``\\xC3\\xA9`` is an é), another
+    server may write it raw: the bytes are the client's. UTF-8 ones were skipped as refused live,
+    which the gateway no longer does (it forwards them and records the landing): imported, the
+    target as the live proxy reads it. Latin-1 (``\\xE9``) is still a 400 live: skipped, saying so."""
+    line = b'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET %s HTTP/1.1" 200 5 "-" "UA"'
+    for target in (
+        rb"/caf\xC3\xA9?utm_source=n\xc3\xa9",
+        b"/caf\xc3\xa9?utm_source=n\xc3\xa9",
+        b"/caf\xc3\xa9?utm_source=n\\xC3\\xA9",  # both in one line
+    ):
+        [got] = parse(3, line % target)
+        assert isinstance(got, Line) and got.target == "/caf\u00e9?utm_source=n\u00e9", target
+    [got] = parse(3, line % rb"/\xEF\xBF\xBD")  # U+FFFD the client sent: UTF-8 too
+    assert isinstance(got, Line) and got.target == "/\ufffd"
+    for target in (rb"/p?utm_source=caf\xE9", b"/p?utm_source=caf\xe9", rb"/caf\xC3"):
+        [skip] = parse(3, line % target)
+        assert isinstance(skip, Skip) and skip.reason == NOT_UTF8, target
+    [skip] = parse(3, line % rb"/caf\xC3\xA9\x01")
+    assert isinstance(skip, Skip) and skip.reason == CONTROL
+    [got] = parse(3, b'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET /p HTTP/1.1" 200 5 "-" "Caf\xe9"')
+    assert isinstance(got, Line) and got.user_agent == "Caf\ufffd"  # elsewhere, read as before
 
 
 @pytest.mark.parametrize(
@@ -377,16 +401,29 @@ def test_a_json_line_with_a_value_no_request_has_is_skipped_as_a_combined_one_is
     assert isinstance(line, Line) and line.method == "POST"
 
 
-def test_a_json_line_with_raw_bytes_in_its_target_is_skipped() -> None:
-    """Whichever field holds them: the path, the query appended to it, or a request line."""
+def test_a_json_line_with_raw_utf8_in_its_target_is_imported() -> None:
+    """Whichever field holds it: the path, the query appended to it, or a request line; written
+    as text (Caddy, ``\\u00e9``) or as nginx's ``escape=json`` writes it, the bytes as they came.
+    Bytes that are not UTF-8 (a Latin-1 ``\\xe9``, which the line is read with as U+FFFD, as Go's
+    JSON writes them in Caddy's log) or a control character: skipped, as refused live."""
     json_lines = json_parser("gw_vid", {})
     for doc in (
-        '{"time": 1, "method": "GET", "uri": "/caf\\u00e9"}',
-        '{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf\\u00e9"}',
-        '{"time": 1, "request": "GET /p?q=caf\\u00e9 HTTP/1.1"}',
+        b'{"time": 1, "method": "GET", "uri": "/caf\\u00e9?q=n\\u00e9"}',
+        b'{"time": 1, "method": "GET", "uri": "/caf\xc3\xa9?q=n\xc3\xa9"}',
+        b'{"time": 1, "method": "GET", "uri": "/caf\xc3\xa9", "query": "q=n\\u00e9"}',
+        b'{"time": 1, "request": "GET /caf\\u00e9?q=n\xc3\xa9 HTTP/1.1"}',
     ):
-        [skip] = json_lines(1, doc.encode())
-        assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES), doc
+        [line] = json_lines(1, doc)
+        assert isinstance(line, Line) and line.target == "/caf\u00e9?q=n\u00e9", doc
+    for doc, reason in (
+        (b'{"time": 1, "method": "GET", "uri": "/caf\xe9"}', NOT_UTF8),
+        (b'{"time": 1, "method": "GET", "uri": "/caf\\ufffd"}', NOT_UTF8),
+        (b'{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf\xe9"}', NOT_UTF8),
+        (b'{"time": 1, "request": "GET /p?q=caf\xe9 HTTP/1.1"}', NOT_UTF8),
+        (b'{"time": 1, "method": "GET", "uri": "/caf\\u00e9\\u0000"}', CONTROL),
+    ):
+        [skip] = json_lines(1, doc)
+        assert isinstance(skip, Skip) and skip.reason.endswith(reason), doc
     [line] = json_lines(1, b'{"time": 1, "method": "GET", "uri": "/p", "query": "q=caf%C3%A9"}')
     assert isinstance(line, Line) and line.target == "/p?q=caf%C3%A9"
 
@@ -440,9 +477,7 @@ def test_a_combined_line_with_a_method_or_status_no_client_sends_is_skipped_as_j
     and json-lines skips them. Skipped with json-lines' reasons; a json request line too."""
     combined = '1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "{} /?utm_source=x HTTP/1.1" {} 5 "-" "UA"'
     assert parse(2, combined.format("GÉT", "200").encode()) == [Skip(2, NOT_A_METHOD, ": 'GÉT'")]
-    assert parse(2, combined.format("G\\xC3\\x89T", "200").encode()) == [
-        Skip(2, NOT_A_METHOD, ": 'GÃ\\x89T'")
-    ]
+    assert parse(2, combined.format("G\\xC3\\x89T", "200").encode()) == [Skip(2, NOT_A_METHOD, ": 'GÉT'")]
     for digits in ("\u0662\u0660\u0660", "\u06f2\u06f0\u06f0", "\u0968\u0966\u0966", "\uff12\uff10\uff10"):
         assert parse(2, combined.format("GET", digits).encode()) == [Skip(2, NOT_A_STATUS, f": {digits!r}")]
     [line] = parse(2, combined.format("GET", "200").encode())
@@ -496,7 +531,7 @@ def test_a_json_line_with_bytes_not_utf8_is_read_as_a_combined_line_is() -> None
     )
     assert isinstance(combined, Line) and combined.user_agent == line.user_agent
     [skip] = json_lines(4, b'{"time": 1, "method": "GET", "uri": "/caf\xe9"}')
-    assert isinstance(skip, Skip) and skip.reason.endswith(RAW_BYTES)
+    assert isinstance(skip, Skip) and skip.reason.endswith(NOT_UTF8)
     assert json_lines(4, b'{"time": 1, "uri": "/p" \xe9') == [Skip(4, "not valid JSON")]
 
 
