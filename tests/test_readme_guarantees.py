@@ -384,3 +384,25 @@ def test_the_toml_check_notices_a_wrong_key(tmp_path: Path) -> None:
     assert list(blocks) == [1, 5]
     assert toml_problems(blocks[1], tmp_path) != []
     assert toml_problems(blocks[5], tmp_path) == []
+
+
+def test_dashboard_summary_parts_are_the_documented_ones() -> None:
+    """The Admin API reference says what each `part` of `/api/dashboard/summary` answers
+    (`counts` (`conversion_names`, …)): the names the OpenAPI document requires of it, each one.
+    (It left `not_credited` out of `counts` until 2026-12-06.)"""
+    from gateway.openapi import openapi_document
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `GET /api/dashboard/summary` |"))
+    parts = row[row.index("`part=counts|daily|models`") :]
+    listed = {
+        part: re.findall(r"`(\w+)`", names)
+        for part, names in re.findall(r"`(counts|daily|models)` \(((?:`\w+`(?:, )?)+)\)", parts)
+    }
+    operation = openapi_document()["paths"]["/api/dashboard/summary"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    documented = {
+        part: choice["required"]
+        for part, choice in zip(("counts", "daily", "models"), schema["anyOf"], strict=True)
+    }
+    assert listed == documented
