@@ -336,3 +336,73 @@ def test_the_contents_line_lists_every_section() -> None:
     sections = re.findall(r"^## (.+)$", prose, flags=re.MULTILINE)
     contents = next(line for line in text.splitlines() if line.startswith("**Contents:** "))
     assert re.findall(r"\[([^\]]+)\]\(#", contents) == sections
+
+
+# What a README TOML block may still lack when copied alone: the secret or key file it names.
+ENVIRONMENT_ONLY = re.compile(
+    r"environment variable \w+ is not set|cannot read .*: No such file or directory"
+)
+
+
+def readme_toml_blocks(text: str) -> dict[int, str]:
+    """Each ```toml block of a Markdown text, by the line its fence opens on."""
+    return {
+        text.count("\n", 0, match.start()) + 1: match.group(1)
+        for match in re.finditer(r"^```toml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    }
+
+
+def toml_problems(block: str, tmp_path: Path) -> list[str]:
+    """What `gateway check --dev` says of a block pasted as a whole config, but for an
+    environment variable or key file the operator provides."""
+    from gateway.config import ConfigError, load_settings
+
+    try:
+        load_settings(tmp_path / "gateway.toml", text=block, environ={}, dev=True)
+    except ConfigError as error:
+        return [p for p in error.problems if not ENVIRONMENT_ONLY.search(p)]
+    return []
+
+
+def test_every_readme_toml_block_loads(tmp_path: Path) -> None:
+    """Every ```toml block of the README is a config the gateway takes, as the operator pastes
+    it: no key renamed or removed since, no value out of range, no rule that no longer parses."""
+    blocks = readme_toml_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 25
+    refused = {
+        line: problems for line, block in blocks.items() if (problems := toml_problems(block, tmp_path))
+    }
+    assert refused == {}
+
+
+def test_the_toml_check_notices_a_wrong_key(tmp_path: Path) -> None:
+    text = (
+        '```toml\n[proxy]\nupstrem = "http://127.0.0.1:8000"\n```\n'
+        '```toml\n[identity]\nsecret = "env:X"\n```\n'
+    )
+    blocks = readme_toml_blocks(text)
+    assert list(blocks) == [1, 5]
+    assert toml_problems(blocks[1], tmp_path) != []
+    assert toml_problems(blocks[5], tmp_path) == []
+
+
+def test_dashboard_summary_parts_are_the_documented_ones() -> None:
+    """The Admin API reference says what each `part` of `/api/dashboard/summary` answers
+    (`counts` (`conversion_names`, …)): the names the OpenAPI document requires of it, each one.
+    (It left `not_credited` out of `counts` until 2026-12-06.)"""
+    from gateway.openapi import openapi_document
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `GET /api/dashboard/summary` |"))
+    parts = row[row.index("`part=counts|daily|models`") :]
+    listed = {
+        part: re.findall(r"`(\w+)`", names)
+        for part, names in re.findall(r"`(counts|daily|models)` \(((?:`\w+`(?:, )?)+)\)", parts)
+    }
+    operation = openapi_document()["paths"]["/api/dashboard/summary"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    documented = {
+        part: choice["required"]
+        for part, choice in zip(("counts", "daily", "models"), schema["anyOf"], strict=True)
+    }
+    assert listed == documented
