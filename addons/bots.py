@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
-from crawlerdetect import CrawlerDetect
 
+from addons.crawlers import CrawlerPatterns
 from addons.signals import (
     ABSURD,
     CADENCE,
@@ -144,7 +144,7 @@ class Bots:
         crawlers = (*opts.good_crawlers, *opts.extra_good_crawlers)
         good = "|".join(re.escape(a.strip()) for a in crawlers) or r"(?!)"
         self.good = re.compile(good, re.IGNORECASE)
-        self.detector = CrawlerDetect()
+        self.detector = CrawlerPatterns()
         self._cached_agent = functools.lru_cache(maxsize=AGENT_CACHE)(self._agent)
         self.creators = (
             ctx.creators if ctx.creators is not None else CreatorRegistry(ctx.settings.options.creators)

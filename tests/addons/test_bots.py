@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from crawlerdetect import CrawlerDetect
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from addons.bots import Bots, VisitorState
+from addons.crawlers import CrawlerPatterns
 from addons.signals import classify_agent, inhuman, network_of
 from addons.velocity import DistinctSources, HeldItems, WindowCounter
 from gateway.config import load_settings
@@ -329,7 +329,7 @@ async def test_mail_link_scanners_are_never_allowed(name: str, verdict: str) -> 
                                    "Version/4.0 Chrome/141.0.0.0 Mobile DuckDuckGo/5 Safari/537.36",
                                    IN_APP["facebook-android"]["user-agent"]])  # fmt: skip
 def test_a_webview_agent_with_or_without_wv_expects_no_client_hints(agent: str) -> None:
-    verdict = classify_agent(agent, re.compile("(?!)"), CrawlerDetect())
+    verdict = classify_agent(agent, re.compile("(?!)"), CrawlerPatterns())
     assert verdict.browser and not verdict.chromium and verdict.platform == "Android"
 
 
