@@ -247,26 +247,38 @@ async def _relay_both(
     upstream: aiohttp.ClientWebSocketResponse,
     reasons: Reasons,
     going_away: asyncio.Event,
+    left: list[asyncio.Task[None]],
 ) -> bool:
     """Relay both ways until one side ends, then stop the other relay (closing is ``_close_pair``'s).
-    True when neither did but ``going_away`` was set: the gateway is stopping."""
-    relays = [
-        asyncio.create_task(_relay(client, upstream, reasons)),
-        asyncio.create_task(_relay(upstream, client, reasons)),
-    ]
+    True when neither did but ``going_away`` was set: the gateway is stopping. When the visitor
+    sent a close frame, the relay from the site is left running, in ``left``, for closing the
+    site's side to end (cancelling aiohttp's client mid-``receive`` marks its connection as
+    lost, and its ``close`` then reads no reply); the visitor's side is the other way round
+    (its ``close`` reads no reply once a ``receive`` it broke has marked it as closing)."""
+    relays = {
+        id(client): asyncio.create_task(_relay(client, upstream, reasons)),
+        id(upstream): asyncio.create_task(_relay(upstream, client, reasons)),
+    }
     stopping = asyncio.create_task(going_away.wait())
+    done: set[asyncio.Task[Any]] = set()
     try:
-        done, _pending = await asyncio.wait([*relays, stopping], return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait([*relays.values(), stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in [*relays, stopping]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if reasons.get(id(client)) is not None and id(upstream) not in reasons and relays[id(client)] in done:
+            left.append(relays[id(upstream)])
+        await _stop([task for task in [*relays.values(), stopping] if task not in left])
     for task in done:
         failed = None if task is stopping or task.cancelled() else task.exception()
         if failed is not None:
             log.info("WebSocket relay ended: %s", described(failed))
     return done == {stopping}
+
+
+async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def _go_away(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
@@ -279,15 +291,26 @@ async def _go_away(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSoc
     )
 
 
+def _drop(request: web.Request, side: Socket, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """End ``side``'s connection without a close frame: what its peer sees of a lost one (1006)."""
+    if side is upstream:
+        upstream._response.close()
+    elif request.transport is not None:
+        request.transport.abort()
+
+
 async def _close_pair(
     request: web.Request,
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse,
     reasons: Reasons,
 ) -> None:
-    """Close whichever side is still open with the code and reason the other side closed with;
-    when one side's connection dropped without a close frame, drop the other's too, so that
-    side sees what it would without the gateway (a lost connection, 1006), not a clean close.
+    """Close whichever side is still open with the code and reason the other side closed with,
+    then answer the side that closed first with the code of the other's reply (as without the
+    gateway: neither side's close is answered by the gateway itself; the reply's reason is not
+    passed on, aiohttp reads it and drops it); when one side's connection dropped without a
+    close frame, or the other side never answered a close, drop the other's too, so that side
+    sees what it would without the gateway (a lost connection, 1006), not a clean close.
 
     Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
     (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
@@ -295,12 +318,24 @@ async def _close_pair(
     if id(client) not in reasons and request.transport is None:
         reasons[id(client)] = None  # cancelled: the visitor's connection went, without a close
     if reasons.get(id(client), b"") is None:
-        upstream._response.close()  # its connection, without a close frame
+        _drop(request, upstream, upstream)
         return
     if reasons.get(id(upstream), b"") is None:
-        if request.transport is not None:
-            request.transport.abort()
+        _drop(request, client, upstream)
         return
+    for closed, still_open in ((client, upstream), (upstream, client)):
+        reason = reasons.get(id(closed))
+        if reason is not None and not still_open.closed:
+            # ``closed`` sent a close frame, not yet answered (no ``autoclose``): its reply is
+            # the other side's, once that side has answered the close passed on to it.
+            with contextlib.suppress(Exception):
+                await still_open.close(code=close_code_to_send(closed.close_code), message=reason)
+            if still_open.close_code == WSCloseCode.ABNORMAL_CLOSURE:  # no answer, a lost connection
+                _drop(request, closed, upstream)
+                return
+            with contextlib.suppress(Exception):
+                await closed.close(code=close_code_to_send(still_open.close_code))
+            return
     for closed, still_open in ((client, upstream), (upstream, client)):
         if closed.closed and not still_open.closed:
             with contextlib.suppress(Exception):
@@ -359,6 +394,7 @@ async def proxy_websocket(
             headers=headers,
             protocols=protocols,
             autoping=False,
+            autoclose=False,  # the site's close is answered with the visitor's reply
             max_msg_size=max_message,
             compress=15 if offered else 0,
         )
@@ -395,6 +431,7 @@ async def proxy_websocket(
     client = _TransparentWebSocket(
         protocols=[upstream.protocol] if upstream.protocol else (),
         autoping=False,
+        autoclose=False,  # the visitor's close is answered with the site's reply (``_close_pair``)
         max_msg_size=max_message,
         compress=bool(upstream.compress),  # the site's choice, not the gateway's
     )
@@ -403,13 +440,17 @@ async def proxy_websocket(
     client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
     reasons: Reasons = {}
+    left: list[asyncio.Task[None]] = []
     request[pages.ANSWER] = client
     try:
         await client.prepare(request)
-        if await _relay_both(client, upstream, reasons, going_away):
+        if await _relay_both(client, upstream, reasons, going_away, left):
             await _go_away(client, upstream)
     finally:
-        await _close_pair(request, client, upstream, reasons)
+        try:
+            await _close_pair(request, client, upstream, reasons)
+        finally:
+            await _stop(left)
     return client
 
 

@@ -1043,6 +1043,38 @@ async def test_websocket_client_close_reason_reaches_the_site(start_gateway, ups
     assert await asyncio.wait_for(reasons.get(), 2) == (4003, "leaving")
 
 
+async def test_websocket_close_reply_is_the_other_sides(start_gateway, upstream_server) -> None:
+    """The side that closes first gets the other side's reply to its close frame, code included,
+    as without the gateway: the gateway replied itself at once, always 1000, so a site that
+    answers a visitor's 4000 with 4000 (Node's ``ws`` echoes the code), or a visitor that
+    answers the site's close with a code of its own, was heard as a plain 1000."""
+    site_heard: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoclose=False)
+        await ws.prepare(request)
+        if request.path == "/site-closes":
+            await ws.close(code=4001, message=b"site bye")  # waits for the visitor's reply
+            site_heard.put_nowait(ws.close_code)
+            return ws
+        msg = await ws.receive()
+        assert msg.type == WSMsgType.CLOSE
+        await ws.close(code=msg.data + 10, message=b"as you wish")
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)))
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(gw.url + "/visitor-closes", autoclose=False)
+        await ws.close(code=4000, message=b"visitor bye")  # waits for the site's reply
+        assert ws.close_code == 4010
+
+        ws = await session.ws_connect(gw.url + "/site-closes", autoclose=False)
+        msg = await ws.receive(timeout=5)
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4001, "site bye")
+        await ws.close(code=4002, message=b"visitor reply")
+        assert await asyncio.wait_for(site_heard.get(), 5) == 4002
+
+
 async def test_websocket_upgrade_headers_reach_the_site_in_the_visitors_order(
     start_gateway, upstream_server
 ) -> None:
