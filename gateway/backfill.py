@@ -123,6 +123,10 @@ class Summary:
     run: int = 0
     """The store's number of this import run (``gateway import --undo RUN``); 0: none recorded
     (a dry run, or nothing opened)."""
+    unfinished: str = ""
+    """Why the store did not record the end of run ``run`` (a write lock held past the import's
+    wait, a failing disk): its rows are in and recorded, it is listed as not finished. Empty:
+    recorded, or no run."""
     blank: int = 0
     """Blank lines among ``lines``: neither replayed nor skipped."""
     forwarded: int = 0

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from gateway.config import Settings
 from gateway.history import STDIN, Input
-from gateway.importreport import failed_message, failed_tally, stopped_message
+from gateway.importreport import failed_message, failed_tally, stopped_message, unfinished_message
 from gateway.importrun import UsageError, run_import
 from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
@@ -61,6 +61,7 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
     """``gateway import``: run, print the summary; 2 for a usage problem, 1 when a file could not be
     imported, or not whole (unreadable, or not in the format: each named, the others imported),
+    or when the store did not record the run's end (its rows are in: said, with what to run),
     130 or 143 when SIGINT or SIGTERM stopped it part way."""
     handlers = {sig: signal.getsignal(sig) for sig in STOPPING}
     try:
@@ -184,12 +185,16 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         alone = len(args.files) == 1
         message = failed_message(failed, why, args.format, dry_run=args.dry_run, alone=alone)
         print(f"gateway import: {message}", file=sys.stderr)
+    if summary.unfinished:  # nothing lost, but a script must not take the import as clean
+        print(f"gateway import: {unfinished_message(summary, settings.store_path)}", file=sys.stderr)
     if summary.interrupted:
         print(f"gateway import: {stopped_message(summary)}", file=sys.stderr)
         return STOPPING[signal.Signals[summary.interrupted]]
     if summary.failed and not all_wrong:
         if len(args.files) > 1:
             print(f"gateway import: {failed_tally(summary, len(args.files))}", file=sys.stderr)
+        return 1
+    if summary.unfinished:
         return 1
     if all_wrong:
         hint = ""

@@ -2,14 +2,16 @@
 
 Owns the progress bar's updates (bytes of all files with the ETA, and lines/s;
 the bar itself is ``gateway.progress``) and the message of an import stopped by
-a signal, and of each file it could not import (unreadable, or not in the
-format): how far the store has the files, and how to finish. The summary's table is
+a signal, of each file it could not import (unreadable, or not in the
+format), and of a run whose end the store did not record: how far the store has
+the files, and how to finish. The summary's table is
 ``Summary.render`` (``gateway.backfill``).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway.backfill import Failed, Summary
@@ -85,4 +87,16 @@ def failed_tally(summary: Summary, named: int) -> str:
     where = "read (a dry run: nothing was written)" if summary.new_rows is None else "in the store"
     return (
         f"{len(summary.failed)} of {named} files failed (named above): {names}; the other files are {where}"
+    )
+
+
+def unfinished_message(summary: Summary, store: Path) -> str:
+    """What an import whose run's end the store did not record says: nothing is lost, what
+    ``--list`` shows of it, and that ``--undo`` and a re-import work as for any run."""
+    run = summary.run
+    return (
+        f"every line read is in the store, as run {run}, but the store {store} did not record the"
+        f" run's end: {summary.unfinished}; gateway import --list shows run {run} as not finished,"
+        f" with the rows it added, and --undo {run} removes them as any run's (importing the same"
+        " files again adds nothing)"
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
-from storage.imports import FINISH_SQL, record_sql
+from storage.imports import record_sql
 from storage.local import LocalStore
 from storage.retention import cutoff
 
@@ -167,8 +166,7 @@ async def run_import(
         # Interrupted or not, every line counted so far goes in: the summary then says how far
         # the store has the files. The stop may come while this waits for the last commits.
         await through_stop(writer.finish(), summary)
-        if store is not None:
-            summary.run = await through_stop(_finish_run(store), summary)
+        summary.run, summary.unfinished = await through_stop(writer.end_run(), summary)
     finally:
         # The stop may come during any of these too: each runs to its end regardless, or the
         # store's thread (or the pool) would outlive the import and hold the process open.
@@ -194,15 +192,3 @@ async def run_import(
 def _named(path: Input) -> str:
     """A file as the command line named it (``-``: standard input)."""
     return str(path) if isinstance(path, Path) else STDIN
-
-
-async def _finish_run(store: LocalStore) -> int:
-    """The run's end and counts recorded, on the import's write connection; its number (0: it
-    added no row). Not recorded (the store failing now), the run stays listed as not finished,
-    and can be undone all the same."""
-    try:
-        rows = await store.on_writer(FINISH_SQL, iso(datetime.now(UTC)))
-    except sqlite3.Error as err:
-        log.warning("the import run's end could not be recorded (%s); it is listed as not finished", err)
-        rows = await store.on_writer("SELECT id FROM import_run_id")
-    return int(rows[0][0]) if rows else 0

@@ -13,7 +13,7 @@ import sys
 
 from gateway.config import Settings
 from storage.imports import DERIVED, RECORDED, UndoRefused, list_runs, undo_run
-from storage.local import StoreClosed
+from storage.local import StoreClosed, lock_hint
 from storage.migrate import SchemaTooNew
 
 _LABELS = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
@@ -27,7 +27,10 @@ def list_command(settings: Settings) -> int:
     try:
         runs = list_runs(settings.store_path)
     except sqlite3.Error as err:
-        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        print(
+            f"gateway import: --list failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            file=sys.stderr,
+        )
         return 1
     if not runs:
         print(f"gateway import: no import run recorded in the store {settings.store_path}; {_UNRECORDED}")
@@ -39,7 +42,7 @@ def list_command(settings: Settings) -> int:
             if run.undone
             else "finished"
             if run.finished
-            else "not finished (stopped by force, or running)"
+            else "not finished (stopped by force, running, or its end not recorded)"
         )
         files = ", ".join(run.files)
         print(f"run {run.id}  {run.started}  --format {run.format}  {added}  {state}  files: {files}")
@@ -54,7 +57,11 @@ def undo_command(settings: Settings, run: int, dry_run: bool) -> int:
         print(f"gateway import: {err}", file=sys.stderr)
         return 2 if "records no import run" in str(err) else 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed, OSError) as err:
-        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        # Said as erase and purge say it: SQLite's "database is locked" names no one.
+        print(
+            f"gateway import: --undo {run} failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            file=sys.stderr,
+        )
         return 1
     if undo.undone is not None:
         print(f"gateway import: run {run} was undone at {undo.undone}; nothing is left to remove")

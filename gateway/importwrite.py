@@ -8,7 +8,8 @@ erasure (``storage.erased``: an old log would bring them back) and the rows olde
 than ``privacy.retention_days`` (the next purge would delete them), and the row
 counts before and after an import (a re-import gains none), and saying so when a
 commit waits on the write lock another process holds (up to ``LOCK_WAIT``, then the
-import ends). Blocking: ``count_rows`` is called off the event loop.
+import ends), and recording the run's end (``end_run``), which waits for that lock as a commit
+does. Blocking: ``count_rows`` is called off the event loop.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import contextlib
 import logging
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.events import Event
+from gateway.events import Event, iso
 from storage.erased import Erased
-from storage.local import LOCK_HOLDERS, LOCKED, CommitTimeout, LocalStore, StoreClosed
+from storage.imports import FINISH_SQL
+from storage.local import LOCK_HOLDERS, LOCKED, RETRY_PAUSE, CommitTimeout, LocalStore, StoreClosed, locked
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
@@ -127,6 +130,44 @@ class Writer:
             raise CommitFailed(str(err)) from err
         self.inflight.pop(0)
         self._watch_lock()
+
+    async def end_run(self) -> tuple[int, str]:
+        """Once the last commit is in: the run's end and counts recorded (``FINISH_SQL``), waiting
+        for another process's write lock up to ``lock_wait`` as a commit does; the run's number
+        (0: the import added no row, so recorded no run, and nothing is written) and, when its
+        end could not be recorded, why (the run then stays listed as not finished)."""
+        if self.store is None:
+            return 0, ""
+        found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock needed
+        if not found:
+            return 0, ""
+        run = int(found[0][0])
+        deadline = time.monotonic() + self.lock_wait
+        waiting = False
+        while True:
+            try:
+                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)))
+            except sqlite3.Error as err:
+                if not locked(err):
+                    return run, str(err)
+                if time.monotonic() >= deadline:
+                    held = _duration(self.lock_wait)
+                    return run, f"another process held its write lock for {held} ({LOCK_HOLDERS})"
+                if not waiting:
+                    waiting = True
+                    log.warning(
+                        "waiting for the write lock of the store %s, which another process holds (%s),"
+                        " to record the end of import run %d; the import waits up to %s for it",
+                        self.store.path,
+                        LOCK_HOLDERS,
+                        run,
+                        _duration(self.lock_wait),
+                    )
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            if waiting:
+                log.warning("the store's write lock is free again: import run %d's end is recorded", run)
+            return run, ""
 
     def _watch_lock(self) -> None:
         """Say once when commits begin to wait on another process's write lock, how long the

@@ -241,7 +241,7 @@ def _read_only(error: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
-def _locked(error: BaseException | None) -> bool:
+def locked(error: BaseException | None) -> bool:
     """SQLite's BUSY or LOCKED, whatever the extended code: another connection holds the write
     lock (a ``sqlite3`` shell in a transaction, a backup, another process past the busy
     timeout). Nothing is wrong with the batch or the disk: the same batch goes in later."""
@@ -261,7 +261,7 @@ def lock_hint(error: BaseException | None) -> str:
     """For a one-shot command's failure: when ``error`` is another connection's write lock held
     past the busy timeout, who may hold it and what to do (SQLite says only "database is
     locked"); else nothing."""
-    if not _locked(error):
+    if not locked(error):
         return ""
     return (
         f" (another process held the store's write lock past the {BUSY_TIMEOUT_MS // 1000} s busy"
@@ -585,13 +585,13 @@ class LocalStore:
                             await asyncio.sleep(0)
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
-                while all(_locked(e) for e in outcomes) and not self._closing:
+                while all(locked(e) for e in outcomes) and not self._closing:
                     # Kept, not dropped: the lock is another connection's, and these events'
                     # responses may have gone out on max_wait_ms, promised to be written. The
                     # queue behind it is bounded by MAX_QUEUED (then submits are refused).
                     await asyncio.sleep(RETRY_PAUSE)
                     outcomes = await self._commit_batch(self._inflight, rows)
-                if self._closing and all(_locked(e) for e in outcomes):
+                if self._closing and all(locked(e) for e in outcomes):
                     self._drop_pending(outcomes[0], rows)
                 self._queued -= rows
                 if self._queue_gauge is not None:
@@ -707,7 +707,7 @@ class LocalStore:
                 item.results = None
             self.metrics.store_errors.inc()
             since = self.failing[0] if self.failing is not None else time.time()
-            if _locked(err):
+            if locked(err):
                 if not self._closing:
                     self._commit_waits(
                         "store commit of %d events waits: %s (another connection holds the write "

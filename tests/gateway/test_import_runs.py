@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,173 @@ def test_erasure_and_retention_leave_no_import_record_of_the_rows_they_remove(tm
     gateway("purge", config="keep.toml")
     recorded, held = _recorded_rows(db)
     assert len(held) == 1 and recorded == held
+
+
+# --- A busy store: another process holding its write lock ------------------------------------
+
+LOCK_HINT = (
+    "database is locked (another process held the store's write lock past the 5 s busy timeout:"
+    " the live gateway in a long write, or a sqlite3 shell left in a transaction); run the"
+    " command again once it is released"
+)
+
+
+def _landings(count: int) -> str:
+    return "".join(
+        f"198.51.{i // 250}.{i % 250 + 1} - - [01/Mar/2025:10:{i // 1000 % 60:02}:00 +0000]"
+        f' "GET /?utm_source=s{i} HTTP/1.1" 200 5 "-" "{UA}"\n'
+        for i in range(count)
+    )
+
+
+def _feed_then_lock(fifo: Path, db: Path, count: int) -> sqlite3.Connection:
+    """Write ``count`` landings (one whole batch, 8,192: committed while the import waits for
+    more) into the pipe the import reads, wait until the store has them, take the store's write
+    lock as a sqlite3 shell's BEGIN IMMEDIATE does, then end the pipe: the import's next write is
+    the one that records its run's end, and it meets the lock. Blocking."""
+    with fifo.open("w") as pipe:
+        pipe.write(_landings(count))
+        pipe.flush()
+        for _ in range(6000):  # at most ~60 s (bounded; the commit takes well under a second)
+            with contextlib.suppress(sqlite3.Error):
+                if rows(db, "SELECT count(*) FROM touchpoints") == [(count,)]:
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the import's first batch never committed")
+        shell = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        shell.execute("BEGIN IMMEDIATE")
+    return shell
+
+
+def test_an_import_waits_for_the_lock_to_record_its_run_s_end(tmp_path: Path) -> None:
+    """A write lock taken after an import's last commit (a sqlite3 shell, the live gateway's long
+    write) made the import give up recording its run's end after the 5 s busy timeout, warn, and
+    exit 0, the run listed as not finished for good. It waits for that write as for its commits."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo = tmp_path / "access.pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress"],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        shell = _feed_then_lock(fifo, tmp_path / "gw.db", 8192)
+        try:
+            assert proc.stderr is not None
+            said = ""
+            while "waiting for the write lock" not in said:  # then it waits, and says so first
+                line = proc.stderr.readline()
+                assert line, f"the import ended without waiting: {said}{proc.communicate(timeout=30)}"
+                said += line
+            assert "to record the end of import run 1" in said, said
+        finally:
+            shell.rollback()
+            shell.close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, (out, said + err)
+    assert "could not be recorded" not in said + err and "run: 1 (gateway import --undo 1" in out, out
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert "touchpoints 8,192, bindings 0, conversions 0  finished  files:" in listed.stdout, listed
+
+
+async def test_an_import_that_cannot_record_its_end_says_so_and_what_it_left(tmp_path: Path) -> None:
+    """Still locked when its wait is over, the end of the run is not recorded: the import says so
+    (named, with who may hold the lock) in the summary rather than only in a warning."""
+    settings = make_settings(tmp_path)
+    fifo = tmp_path / "access.pipe"
+    await asyncio.to_thread(os.mkfifo, fifo)
+    feeding = asyncio.create_task(asyncio.to_thread(_feed_then_lock, fifo, settings.store_path, 8192))
+    summary = await run_import(settings, [fifo], "combined", host="shop.example", lock_wait=1)
+    shell = await feeding
+    await asyncio.to_thread(shell.close)
+    assert summary.run == 1 and summary.new_rows is not None and summary.new_rows["touchpoints"] == 8192
+    assert summary.unfinished == (
+        "another process held its write lock for 1 s (the live gateway in a long write, or a sqlite3"
+        " shell left in a transaction)"
+    ), summary.unfinished
+    finished = await asyncio.to_thread(rows, settings.store_path, "SELECT finished FROM import_runs")
+    assert finished == [(None,)]
+
+
+def test_the_command_exits_1_naming_the_run_it_could_not_finish_and_what_to_do(tmp_path: Path) -> None:
+    """The run's end not recorded (here the store refuses that write) printed a warning and exit
+    0: a script took the import as done and clean. It exits 1, says everything read is in the
+    store, which run holds it, how --list shows it, and that --undo and a re-import work as ever."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "good.log").write_text(GOOD)
+    (tmp_path / "more.log").write_text(WRONG)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    assert _cli(tmp_path, "good.log", *args).returncode == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF finished ON import_runs"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    done = _cli(tmp_path, "more.log", *args)
+    assert done.returncode == 1, done
+    assert "run: 2 (gateway import --undo 2 removes the rows it added)" in done.stdout, done
+    assert done.stderr.endswith(
+        "gateway import: every line read is in the store, as run 2, but the store"
+        f" {tmp_path / 'gw.db'} did not record the run's end: database or disk is full; gateway"
+        " import --list shows run 2 as not finished, with the rows it added, and --undo 2 removes"
+        " them as any run's (importing the same files again adds nothing)\n"
+    ), done.stderr
+    assert "Traceback" not in done.stderr and "WARNING gateway.import" not in done.stderr
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert "touchpoints 2, bindings 0, conversions 0  not finished" in listed.stdout, listed
+
+
+def test_an_import_that_adds_nothing_waits_for_no_write_lock(tmp_path: Path) -> None:
+    """An import that added no row (every line an asset) records no run, yet waited the busy
+    timeout behind another process's lock to stamp a run that did not exist, and warned that
+    "the import run's end could not be recorded": there was nothing to record."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "good.log").write_text(GOOD)
+    asset = f'1.2.3.4 - - [01/Mar/2025:09:00:00 +0000] "GET /a.css HTTP/1.1" 200 5 "-" "{UA}"\n'
+    (tmp_path / "assets.log").write_text(asset)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    assert _cli(tmp_path, "good.log", *args).returncode == 0
+    shell = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    try:
+        shell.execute("BEGIN IMMEDIATE")
+        done = _cli(tmp_path, "assets.log", *args)
+    finally:
+        shell.close()
+    assert done.returncode == 0 and "new in the store: 0" in done.stdout, done
+    assert "could not be recorded" not in done.stderr and "locked" not in done.stderr, done.stderr
+
+
+def test_undo_and_list_behind_another_process_s_lock_say_who_may_hold_it(tmp_path: Path) -> None:
+    """--undo behind another process's write lock said only SQLite's "database is locked", and
+    --list waited 30 s for a lock where every other command waits 5: both say it as erase and
+    purge do, naming the store."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "good.log").write_text(GOOD)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    assert _cli(tmp_path, "good.log", *args).returncode == 0
+    db = tmp_path / "gw.db"
+    shell = sqlite3.connect(db, isolation_level=None)
+    try:
+        shell.execute("BEGIN IMMEDIATE")
+        undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
+    finally:
+        shell.close()
+    assert undo.returncode == 1, undo
+    assert undo.stderr == f"gateway import: --undo 1 failed on the store {db}: {LOCK_HINT}\n", undo.stderr
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(3,)]
+    # A shell in exclusive locking mode keeps readers out too.
+    shell = sqlite3.connect(db, isolation_level=None)
+    try:
+        shell.execute("PRAGMA locking_mode = EXCLUSIVE")
+        shell.execute("BEGIN EXCLUSIVE")
+        shell.execute("UPDATE import_runs SET format = format")
+        listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    finally:
+        shell.close()
+    assert listed.returncode == 1, listed
+    assert listed.stderr == f"gateway import: --list failed on the store {db}: {LOCK_HINT}\n", listed.stderr
