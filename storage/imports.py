@@ -36,7 +36,7 @@ import aiosqlite
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
 from storage.importrows import RECORDED
-from storage.local import BUSY_TIMEOUT_MS, connect
+from storage.local import BUSY_TIMEOUT_MS, connect, read_only
 from storage.migrate import refuse_newer
 from storage.roundlock import RoundLock
 
@@ -114,7 +114,7 @@ def list_runs(path: Path) -> list[Run] | None:
         return None
     # The busy timeout every command has (30 s until 2026-12-06: six times erase's wait).
     timeout = BUSY_TIMEOUT_MS / 1000
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)) as db:
+    with contextlib.closing(read_only(path, timeout)) as db:
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_runs'").fetchone():
             return None
         runs = []

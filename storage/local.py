@@ -292,13 +292,14 @@ async def store_instance(db: aiosqlite.Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def read_only(path: Path) -> sqlite3.Connection:
+def read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
     """A blocking connection that only reads the file ``path`` names and never creates it,
     whatever its name holds: SQLite reads a ``file:`` URI's ``?`` as the start of its options,
     ``#`` as a fragment and ``%`` as an escape, so ``gw#1.db`` unquoted was the file ``gw``,
     opened for writing and created when missing (until 2026-12-05, ``gateway doctor`` made an
-    empty ``gw`` beside the store and gave its schema as 0). For the commands, or a thread."""
-    return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
+    empty ``gw`` beside the store and gave its schema as 0). For the commands, or a thread;
+    ``timeout``: how long a read waits for a lock (SQLite's busy timeout, in seconds)."""
+    return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=timeout)
 
 
 def _null(value: None) -> None:

@@ -447,3 +447,15 @@ def test_undo_and_list_behind_another_process_s_lock_say_who_may_hold_it(tmp_pat
         shell.close()
     assert listed.returncode == 1, listed
     assert listed.stderr == f"gateway import: --list failed on the store {db}: {LOCK_HINT}\n", listed.stderr
+
+
+def test_runs_of_a_store_whose_name_holds_a_uri_character_are_listed(tmp_path: Path) -> None:
+    """`--list` opened its store as an unquoted `file:` URI: `gw#1.db` was read as the file
+    `gw` (a `#` starts a fragment) and its runs were not found."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw#1.db"\n')
+    (tmp_path / "good.log").write_text(GOOD)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    assert _cli(tmp_path, "good.log", *args).returncode == 0
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert listed.returncode == 0 and listed.stdout.startswith("run 1  "), listed
+    assert not (tmp_path / "gw").exists()
