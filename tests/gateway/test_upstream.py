@@ -251,6 +251,28 @@ async def test_bodiless_answer_with_a_body_gives_its_head_and_drops_the_connecti
 LONG_ANSWER = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\n\r\nhello\n<!-- more -->\n'
 
 
+def page_in_pieces(connections: list[int], pieces: list[bytes]) -> RawHandler:
+    """A raw origin (for ``raw_upstream``) that answers ``/page`` with ``pieces``, each in a
+    read of its own, and anything else with ``OK``; each connection it takes is counted in
+    ``connections``."""
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if b"/page" not in line:
+                writer.write(OK)
+                await writer.drain()
+                continue
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each piece its own read
+
+    return origin
+
+
 @pytest.mark.parametrize(
     "cuts",
     [(), (len(LONG_ANSWER) - 10,), (54,), (30,), (10, 52)],
@@ -268,23 +290,15 @@ async def test_an_answer_longer_than_its_content_length_gives_its_length_and_dro
     (the cut was silent until 2026-12-06)."""
     caplog.set_level(logging.WARNING, "gateway.upstream")
     connections: list[int] = []
-
-    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(len(connections))
-        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
-            if b"/page" not in line:
-                writer.write(OK)
-                await writer.drain()
-                continue
-            for start, end in zip((0, *cuts), (*cuts, len(LONG_ANSWER)), strict=True):
-                writer.write(LONG_ANSWER[start:end])
-                await writer.drain()
-                await asyncio.sleep(0.02)  # each piece its own read
-
+    pieces = [
+        LONG_ANSWER[start:end] for start, end in zip((0, *cuts), (*cuts, len(LONG_ANSWER)), strict=True)
+    ]
     pool = Upstream(
-        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190
+        await raw_upstream(page_in_pieces(connections, pieces)),
+        limit=4,
+        connect_timeout=2,
+        read_timeout=2,
+        max_field_size=8190,
     )
     try:
         target = "/page?email=ada%40example.com"
@@ -923,25 +937,12 @@ async def test_chunk_lines_ending_in_a_bare_lf_are_read_as_curl_reads_them(
     again; one warning names the request and the site's defect."""
     caplog.set_level(logging.WARNING, "gateway.upstream")
     connections: list[int] = []
-
-    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(len(connections))
-        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
-            if b"/page" not in line:
-                writer.write(OK)
-                await writer.drain()
-                continue
-            writer.write(CHUNKED_HEAD)
-            for piece in pieces:
-                await writer.drain()
-                await asyncio.sleep(0.02)  # each piece its own read
-                writer.write(piece)
-            await writer.drain()
-
     pool = Upstream(
-        await raw_upstream(origin), limit=4, connect_timeout=2, read_timeout=30, max_field_size=8190
+        await raw_upstream(page_in_pieces(connections, [CHUNKED_HEAD, *pieces])),
+        limit=4,
+        connect_timeout=2,
+        read_timeout=30,
+        max_field_size=8190,
     )
     try:
         resp = await pool.request(
