@@ -4,6 +4,7 @@ in front of a real aiohttp upstream, and a guard that fails any test blocking th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import textwrap
@@ -307,3 +308,26 @@ async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def node_role(
+    owner: Any, central_dsn: str, revoke: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[str, str]]:
+    """A login role with a node's rights on the central store ``owner`` is connected to
+    (CONNECT and TEMPORARY on the database, USAGE on the schema, SELECT, INSERT, UPDATE, DELETE
+    on every table there), less every right on the ``revoke`` tables: its name and DSN.
+    Dropped afterwards, with what it owns."""
+    role = f"gw_node{uuid.uuid4().hex[:12]}"
+    database = await owner.fetchval("SELECT current_database()")
+    await owner.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        for table in revoke:
+            await owner.execute(f"REVOKE ALL ON {table} FROM {role}")
+        yield role, central_dsn.replace("://postgres@", f"://{role}@")
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")

@@ -23,7 +23,7 @@ from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
 from storage.migrate import migrations
 from storage.roundlock import lock_path
-from tests.conftest import ENV, BatchApi, make_settings, sink_toml
+from tests.conftest import ENV, BatchApi, make_settings, node_role, sink_toml
 from tests.gateway.test_upstream import self_signed
 from tests.storage.test_sync_lock import held_by_a_process
 
@@ -674,33 +674,25 @@ async def test_a_role_that_may_not_read_the_central_identity_is_told_to_grant_it
     from storage.central import migrate
 
     owner = await asyncpg.connect(central_dsn)
-    role = f"gw_noid{uuid7().replace('-', '')[-12:]}"
     try:
         await migrate(owner)
         database = await owner.fetchval("SELECT current_database()")
         await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        await owner.execute(f"CREATE ROLE {role} LOGIN")
-        await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
-        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        await owner.execute(f"REVOKE ALL ON central_identity FROM {role}")
-        dsn = central_dsn.replace("://postgres@", f"://{role}@")
-        monkeypatch.setenv("CENTRAL_DSN", dsn)
-        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
-        check = await check_central(settings, 5.0)
-        # The sync goes on without the identity's check (a store made anew is not refilled).
-        assert check is not None and check.status == "warn", check
-        assert check.what.endswith(
-            f"may not read central_identity on {database}: the sync goes on, but a central store"
-            " dropped and made again is not told apart, nor refilled"
-        ), check.what
-        assert check.fix == f"GRANT SELECT ON central_identity TO {role}"
-        await owner.execute(check.fix)  # as the doctor wrote it
-        ok = await check_central(settings, 5.0)
-        assert ok is not None and ok.status == "ok", ok
+        async with node_role(owner, central_dsn, revoke=("central_identity",)) as (role, dsn):
+            monkeypatch.setenv("CENTRAL_DSN", dsn)
+            settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+            check = await check_central(settings, 5.0)
+            # The sync goes on without the identity's check (a store made anew is not refilled).
+            assert check is not None and check.status == "warn", check
+            assert check.what.endswith(
+                f"may not read central_identity on {database}: the sync goes on, but a central store"
+                " dropped and made again is not told apart, nor refilled"
+            ), check.what
+            assert check.fix == f"GRANT SELECT ON central_identity TO {role}"
+            await owner.execute(check.fix)  # as the doctor wrote it
+            ok = await check_central(settings, 5.0)
+            assert ok is not None and ok.status == "ok", ok
     finally:
-        await owner.execute(f"DROP OWNED BY {role}")
-        await owner.execute(f"DROP ROLE IF EXISTS {role}")
         await owner.close()
 
 

@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from storage.central import migrate
 from storage.erasure import erase_user
 from storage.sync import Sync
+from tests.conftest import node_role
 from tests.storage.test_sync import OPTIONS, T0, Node, bind, gpc, touch
 
 SAID = "another central store"
@@ -238,30 +239,22 @@ async def test_a_role_that_may_not_read_the_identity_still_syncs_and_is_told_the
     may not read it. The identity only guards a refill: its rows are delivered all the same,
     and one warning gives the GRANT (every round failed on it, the rows waiting)."""
     owner = await asyncpg.connect(central_dsn)
-    role = f"gw_noid{uuid7().replace('-', '')[-12:]}"
-    node = None
     try:
         await migrate(owner)
-        database = await owner.fetchval("SELECT current_database()")
-        await owner.execute(f"CREATE ROLE {role} LOGIN")
-        await owner.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
-        await owner.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        await owner.execute(f"REVOKE ALL ON central_identity FROM {role}")
-        node = Node(tmp_path, "a", central_dsn.replace("://postgres@", f"://{role}@"))
-        await node.store.open()
-        await node.store.write([touch(1, "1" * 32)])
-        with caplog.at_level(logging.WARNING, logger="gateway.sync"):
-            assert (await node.sync.once())["touchpoints"] == 1
-            await node.store.write([touch(2, "1" * 32)])
-            assert (await node.sync.once())["touchpoints"] == 1
+        async with node_role(owner, central_dsn, revoke=("central_identity",)) as (role, dsn):
+            node = Node(tmp_path, "a", dsn)
+            await node.store.open()
+            try:
+                await node.store.write([touch(1, "1" * 32)])
+                with caplog.at_level(logging.WARNING, logger="gateway.sync"):
+                    assert (await node.sync.once())["touchpoints"] == 1
+                    await node.store.write([touch(2, "1" * 32)])
+                    assert (await node.sync.once())["touchpoints"] == 1
+            finally:
+                await node.store.close()
         told = [r.getMessage() for r in caplog.records if "central_identity" in r.getMessage()]
         assert len(told) == 1, told  # once, not every round
         assert f"GRANT SELECT ON central_identity TO {role}" in told[0], told[0]
         assert await owner.fetchval("SELECT count(*) FROM touchpoints") == 2
     finally:
-        if node is not None:
-            await node.store.close()
-        await owner.execute(f"DROP OWNED BY {role}")
-        await owner.execute(f"DROP ROLE IF EXISTS {role}")
         await owner.close()
