@@ -519,8 +519,11 @@ class LocalStore:
         """Queue events; the future resolves when they are committed (or fails with the reason).
 
         An event whose id (or, for a conversion, dedup key) is already stored is skipped.
+        The events are those ``events`` holds now: a host appends its response hooks' events
+        to the list it submitted and submits them apart, and a queue holding the list itself
+        wrote them twice, counting the conversions twice and the queue below zero.
         """
-        return self._queue(events, None)
+        return self._queue(tuple(events), None)
 
     def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
         """Queue groups of events, committed together; the future gives, per group, whether it

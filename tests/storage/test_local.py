@@ -751,3 +751,23 @@ async def test_a_batch_with_groups_or_several_types_after_its_first_submits_comm
     )
     assert commits(store) == 2
     assert await read(store.path, "SELECT count(*) FROM identities") == [(2,)]
+
+
+async def test_a_submit_commits_the_events_it_was_given_not_what_the_list_holds_later(
+    open_store: OpenStore,
+) -> None:
+    # A host submits a request's events, then the response hooks append to that same list and
+    # it submits the new ones (gateway/proxy.py, addons/mitm.py). Until 2026-12-06 the first
+    # submit kept the list itself: when its batch had not been taken yet, the conversion went
+    # in with both submits, counted twice in gateway_conversions_total (or once more as a
+    # duplicate), and gateway_store_queue went below zero (seen at -394 after 600 signups).
+    store = await open_store()
+    events: list[Event] = [tp(0)]
+    first = store.submit(events)
+    events.append(conversion(1, "o-1"))
+    second = store.submit(events[1:])
+    assert await settle(first, second) == [None, None]
+    assert sample(store, "gateway_conversions_total", rule="purchase") == 1
+    assert sample(store, "gateway_conversions_duplicate_total", rule="purchase") == 0
+    assert sample(store, "gateway_store_queue") == 0
+    assert sample(store, "gateway_store_batch_rows_sum") == 2
