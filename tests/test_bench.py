@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -118,6 +119,35 @@ def test_sync_bench_runs_and_reports() -> None:
     assert "catch-up: 3,000 touchpoints in" in done.stdout and "lag under load:" in done.stdout
 
 
+def as_of(db: sqlite3.Connection, version: int) -> None:
+    """Roll a store's schema back to ``version``'s, as an older checkout generated it: the
+    tables and columns later migrations added dropped, and the views, triggers and indexes as
+    ``version`` defined them. Written once, so a new migration needs no line here."""
+    old = sqlite3.connect(":memory:")
+    for number, _, sql in migrations():
+        if number <= version:
+            old.executescript(sql)
+    listed = "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND sql IS NOT NULL"
+    now, then = set(db.execute(listed)), set(old.execute(listed))
+    tables = {name for kind, name, _ in then if kind == "table"}
+    for kind in ("trigger", "view", "index"):  # any other definition: dropped, then made as it was
+        for name in sorted(name for of, name, _ in now - then if of == kind):
+            db.execute(f'DROP {kind.upper()} "{name}"')
+    for name in sorted(name for of, name, _ in now if of == "table" and name not in tables):
+        db.execute(f'DROP TABLE "{name}"')
+    for table in sorted(tables):
+        kept = {row[1] for row in old.execute(f'PRAGMA table_info("{table}")')}
+        for row in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+            if row[1] not in kept:
+                db.execute(f'ALTER TABLE "{table}" DROP COLUMN "{row[1]}"')
+    for kind in ("index", "view", "trigger"):
+        for _, _, sql in sorted(item for item in then - now if item[0] == kind):
+            db.execute(sql)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    old.close()
+
+
 def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     store = tmp_path / "synth.db"
     made = subprocess.run(
@@ -128,17 +158,8 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr[-2000:]
     assert "3,000 touchpoints" in made.stdout
     # A store an older checkout generated (before migration 0009) is brought up to date first.
-    db = sqlite3.connect(store)
-    db.executescript(
-        "DROP TABLE table_versions; DROP TRIGGER identities_inserted; DROP TRIGGER identities_updated;"
-        " DROP TRIGGER identities_deleted; ALTER TABLE erasures DROP COLUMN also_keys;"
-        " DROP INDEX daily_counts_unsent; ALTER TABLE daily_counts DROP COLUMN sent;"
-        " DROP TABLE central_erasures; DROP TABLE central_erasures_horizon; DROP TABLE dashboard_sessions;"
-        " ALTER TABLE identities DROP COLUMN consent; DROP TABLE import_runs; DROP TABLE import_rows;"
-        " DROP VIEW live_verdict_changes;"
-        " PRAGMA user_version = 8;"
-    )
-    db.close()
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        as_of(db, 8)
     out = tmp_path / "reports.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.reports", "--store", str(store), "--repeat", "1", "--models", "linear",
