@@ -114,7 +114,8 @@ async def keep_in_rounds(
 ) -> None:
     """Until cancelled, a reader of the central store's rounds (the sync, the reporting mirror):
     ``round_on`` a connection every ``interval_seconds``, the connection made by ``connecting``
-    (and the central schema migrated) when there is none. A failed round drops the connection, is counted,
+    (and the central schema migrated) when there is none, and on one kept, its schema version
+    checked again first (``still_known``). A failed round drops the connection, is counted,
     logged once by ``failures`` (``log_failed_round``) and retried with backoff. After each
     attempt ``publish(failing, True)`` brings the reader's gauges up to date, and while it
     waits for the next ``publish(failing, False)``, every ``interval_seconds`` (at most 5 s).
@@ -125,6 +126,7 @@ async def keep_in_rounds(
     key = url_key(options.url)
     every = min(options.interval_seconds, REFRESH_MAX)
     conn: asyncpg.Connection | None = None
+    known = 0  # the schema version this connection's migration reached
     failing = False
     try:
         while True:
@@ -134,7 +136,9 @@ async def keep_in_rounds(
                 if conn is None or conn.is_closed():
                     conn = None
                     conn = await connecting()
-                    await migrate(conn)
+                    known = await migrate(conn)
+                else:
+                    await still_known(conn, known)
                 async with lock.hold("gateway", refresh=refresh, every=every):
                     await round_on(conn)
                 backoff.reset()
@@ -300,6 +304,23 @@ async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
         raise ConnectTimeout(f"no connection within {timeout:g} s (central.connect_timeout)") from err
 
 
+def too_new(current: int, newest: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"the central store is at schema version {current}, newer than this gateway knows "
+        f"({newest}); upgrade the gateway"
+    )
+
+
+async def still_known(conn: asyncpg.Connection, known: int) -> None:
+    """``SchemaTooNew`` when a newer gateway has migrated the central store past ``known`` (the
+    version ``migrate`` reached on this connection) since: in a rolling upgrade the node not
+    upgraded yet stops at its next round, as it would at connecting, instead of writing on into
+    a schema it does not know until its connection happens to drop."""
+    current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    if current > known:
+        raise too_new(current, known)
+
+
 async def migrate(conn: asyncpg.Connection) -> int:
     """Apply every PostgreSQL migration newer than the store's version; the version reached."""
     available = await asyncio.to_thread(migrations, "pg_migrations")
@@ -328,10 +349,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             )
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
         if current > newest:
-            raise SchemaTooNew(
-                f"the central store is at schema version {current}, newer than this gateway knows "
-                f"({newest}); upgrade the gateway"
-            )
+            raise too_new(current, newest)
         for version, name, sql in available:
             if version <= current:
                 continue

@@ -1017,6 +1017,45 @@ async def test_a_central_store_on_an_older_or_newer_schema(
     )
 
 
+async def test_a_running_sync_stops_when_another_node_migrates_the_central_store_past_it(
+    nodes: tuple[Node, Node], pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node not upgraded yet, syncing on a connection it made before a newer gateway migrated
+    the central store (a rolling upgrade: the other node restarted first), stops at its next
+    round as it would at connecting — one error naming both versions, its rows kept and shown
+    as lag — not only once its connection drops; upgraded, it delivers them."""
+    from storage.migrate import migrations
+
+    a, _ = nodes
+    newest = (await asyncio.to_thread(migrations, "pg_migrations"))[-1][0]
+    await a.store.write([touch(n, "a" * 32) for n in range(3)])
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    task = asyncio.create_task(a.sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while not await central.central_columns(pg, "touchpoints") or await count(pg, "touchpoints") < 3:
+                await asyncio.sleep(0.02)
+        await pg.execute(
+            "INSERT INTO schema_version (version, name) VALUES ($1, 'from_a_newer_gateway')", newest + 1
+        )
+        await a.store.write([touch(n, "b" * 32) for n in range(3, 8)])
+        async with asyncio.timeout(10):  # rounds every 0.05 s: this one's does not last that long
+            while a.metrics.sync_errors.labels("central")._value.get() < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        len(errors) == 1
+        and f"schema version {newest + 1}, newer than this gateway knows ({newest})" in errors[0]
+    ), errors
+    assert await count(pg, "touchpoints") == 3
+    assert a.metrics.sync_lag_rows.labels("central", "touchpoints")._value.get() == 5
+    await pg.execute("DELETE FROM schema_version WHERE version = $1", newest + 1)
+    assert (await a.sync.once())["touchpoints"] == 5
+
+
 async def _batch(node: Node, conn: asyncpg.Connection, table: str) -> tuple[central.TablePlan, list[Any]]:
     """What the node's next sync would send of ``table``: its plan and rows."""
     from storage.cursors import local_columns, read_after
