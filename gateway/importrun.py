@@ -36,7 +36,7 @@ from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
 from storage.imports import record_sql
-from storage.local import LocalStore
+from storage.local import LOCK_GAP, LocalStore
 from storage.retention import cutoff
 
 log = logging.getLogger("gateway.import")
@@ -118,6 +118,7 @@ async def run_import(
             if not dry_run:
                 storage = msgspec.structs.replace(settings.options.storage, max_wait_ms=lock_wait * 1000)
                 store = LocalStore(settings.store_path, storage, metrics)
+                store.lock_gap = LOCK_GAP  # a live gateway's commits get the lock between its own
                 await store.open()
                 before = await asyncio.to_thread(count_rows, settings.store_path)
                 # Its rows recorded as a run, so that it can be listed and undone (``--undo``).

@@ -80,6 +80,17 @@ RETRY_PAUSE = 0.1
 waited the connection's busy timeout): another process holds the write lock for now."""
 BUSY_TIMEOUT_MS = 5000
 """How long a connection waits for another's write lock before SQLite says it is locked."""
+LOCK_GAP = 0.15
+"""Seconds a bulk writer (``LocalStore.lock_gap``: the import) leaves the write lock free after a
+commit, before its next. SQLite gives the lock to no one in turn: a connection waiting for it
+tries again after sleeping 1, 2, 5 … then 100 ms each time, so a writer that takes the lock again
+within a millisecond of each commit (an import's back-to-back batches of 8,192 rows, each holding
+it 0.3-1.7 s) kept a live gateway's commit out for its whole busy timeout. Longer than the
+longest of those sleeps: a waiting commit tries once inside the gap."""
+LOCK_PROBE = 2.0
+"""While no other connection committed in its latest gap, a bulk writer leaves one only every
+this many seconds: a store no one else writes costs the import little, and a live gateway that
+begins to write waits at most this plus one of its transactions, well inside the busy timeout."""
 LOCKED = "locked"
 READ_ONLY = "read-only store"
 """``LocalStore.failing``'s kind while commits wait on a lock another connection holds."""
@@ -414,11 +425,16 @@ class LocalStore:
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._gap_at = -LOCK_PROBE  # the event loop's time of the latest gap (``_leave_lock``)
+        self._others_write = False  # another connection committed in that gap
         self._max_wait = options.max_wait_ms / 1000
         self._sweeper: asyncio.TimerHandle | None = None
         self.checkpointer = Checkpointer(path, metrics)
         self.watch = FileWatch(path, self._moved)
         self.wal_limit = WAL_LIMIT  # bytes; set before ``open``
+        self.lock_gap = 0.0
+        """Seconds the writer leaves the write lock free after a commit with more queued (``LOCK_GAP``
+        for a bulk writer, the import; 0, the gateway's: its commits are short)."""
         # Read when /metrics is scraped, rather than set on every submit and commit; under a
         # supervisor /metrics reads every worker's files instead, so there it is set.
         self._queue_gauge = metrics.store_queue if metrics.multiprocess_dir else None
@@ -607,9 +623,34 @@ class LocalStore:
                 else:
                     for item, error in zip(batch, outcomes, strict=True):
                         _settle([item], error)
+                if self.lock_gap and self._pending and not self._closing:
+                    await self._leave_lock()
         except Exception:
             self.metrics.store_errors.inc()
             log.critical("the store writer stopped; events are refused until restart", exc_info=True)
+
+    async def _leave_lock(self) -> None:
+        """A bulk writer's pause between two commits (``LOCK_GAP``), in which a commit waiting in
+        another process gets the write lock: after every commit while other connections commit
+        in the pauses (``PRAGMA data_version`` moved), else every ``LOCK_PROBE`` seconds."""
+        assert self._db is not None
+        loop = asyncio.get_running_loop()
+        if not self._others_write and loop.time() - self._gap_at < LOCK_PROBE:
+            return
+        self._gap_at = loop.time()
+        before = await self._data_version()
+        await asyncio.sleep(self.lock_gap)
+        self._others_write = await self._data_version() != before
+
+    async def _data_version(self) -> int:
+        """SQLite's count of commits by other connections, as this one sees it (-1: unread)."""
+        assert self._db is not None
+        try:
+            async with self._db.execute("PRAGMA data_version") as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.Error:  # the next commit says what is wrong
+            return -1
+        return int(row[0]) if row else -1
 
     def _moved(self, why: str) -> None:
         """The watch found the file gone from ``storage.path``: say so once, and fail every commit

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,6 +28,7 @@ from gateway.options import StorageOptions
 from storage.local import (
     CHECKPOINT_PAGES,
     GATHER_TURNS,
+    LOCK_GAP,
     MAX_QUEUED,
     TABLES,
     CommitTimeout,
@@ -771,3 +774,66 @@ async def test_a_submit_commits_the_events_it_was_given_not_what_the_list_holds_
     assert sample(store, "gateway_conversions_duplicate_total", rule="purchase") == 0
     assert sample(store, "gateway_store_queue") == 0
     assert sample(store, "gateway_store_batch_rows_sum") == 2
+
+
+NAP = 0.04
+"""Seconds each touchpoint's insert sleeps inside the bulk writer's transaction (a temporary
+trigger): a batch of 8 holds the write lock ~0.3 s, as an import's 8,192 rows do for 0.3-1.7 s."""
+WAITER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=float(sys.argv[2]))
+try:
+    db.execute("INSERT INTO store_identity (name, value) VALUES ('waiter', 'x')")
+except sqlite3.OperationalError as err:
+    print(err)
+else:
+    print("ok")
+"""
+
+
+async def test_a_bulk_writer_leaves_the_write_lock_to_another_process_between_its_commits(
+    open_store: OpenStore,
+) -> None:
+    """An import's back-to-back transactions (``lock_gap`` set) against a live gateway's commit
+    in another process: SQLite's busy handler polls, sleeping up to 100 ms between tries, and
+    the import took the lock again within a millisecond of each commit, so the waiting commit
+    missed every gap and failed "database is locked" after its whole busy timeout, with the
+    lock never held for that long by one transaction (the live gateway logged ``store commit
+    of 2 events waits`` near an import's end). The bulk writer now leaves the lock free for
+    longer than one poll after its commits while another process writes, so the waiter gets
+    in after one of its transactions (here: well inside a 4 s busy timeout)."""
+    store = await open_store(batch_size=8, max_wait_ms=60_000)
+    store.lock_gap = LOCK_GAP
+    assert store._db is not None
+    await store._db.create_function("nap", 0, lambda: time.sleep(NAP))
+    await store.on_writer("CREATE TEMP TRIGGER nap AFTER INSERT ON main.touchpoints BEGIN SELECT nap(); END")
+    stop = asyncio.Event()
+
+    async def bulk() -> int:
+        inflight: list[asyncio.Future[None]] = []
+        n = 0
+        while not stop.is_set():  # as the import: one batch committing, one queued behind it
+            inflight.append(store.submit([tp(n + i) for i in range(8)]))
+            n += 8
+            while len(inflight) >= 2:
+                await inflight.pop(0)
+        for future in inflight:
+            await future
+        return n
+
+    writing = asyncio.create_task(bulk())
+    try:
+        async with asyncio.timeout(60):
+            while not await read(store.path, "SELECT 1 FROM touchpoints LIMIT 1"):
+                await asyncio.sleep(0.01)
+            waiter = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", WAITER, str(store.path), "4",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            said, _ = await waiter.communicate()
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            written = await writing
+    assert said.decode().strip() == "ok"
+    assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(written,)]
