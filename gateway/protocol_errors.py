@@ -179,8 +179,9 @@ class _Handler(web.RequestHandler):
     """The body of the last request the parser handed over (at its end: the next bytes begin a
     request)."""
     _began: bytes | None = None
-    """The bytes of the reads since the request the parser is reading began, up to the one that
-    ends its request line (None: between requests, or in a body), for the method of one whose
+    """The bytes of the reads since the request the parser is reading began (less the empty
+    lines before it), up to the one that ends its request line (None: between requests, or in a
+    body), for the method of one whose
     target it refuses as too long (``head_refused``) or for its bytes above ASCII
     (``_read_again``)."""
     head_refused = False
@@ -197,8 +198,10 @@ class _Handler(web.RequestHandler):
         before any request was handed over is answered by ``handle_error``, as before."""
         if not self._began:
             if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
-                self._began = data
-        elif b"\n" not in self._began.lstrip(b"\r\n"):  # its request line came in pieces
+                # Without the empty lines before it, which llhttp skips, any number of them:
+                # kept, a client's megabytes of CRLF grew with each read.
+                self._began = data.lstrip(b"\r\n")
+        elif b"\n" not in self._began:  # its request line came in pieces
             self._began += data
         queued = len(self._messages)
         super().data_received(data)

@@ -625,6 +625,38 @@ async def test_a_raw_utf8_target_over_several_reads_reaches_the_site(start_gatew
     assert [r.line.encode("latin-1") for r in received] == [b"GET " + CAFE + b" HTTP/1.1"]
 
 
+async def test_empty_lines_before_a_request_are_not_kept(start_gateway) -> None:
+    """A server may skip empty lines before a request (RFC 9112 §2.2), and llhttp skips any
+    number. The listener keeps a request's first reads until its request line ends (to read a
+    raw UTF-8 target again, to tell a refused HEAD): it kept the empty lines too, each read
+    added to the last (2026-12-06, some hours), so a client sending megabytes of CRLF grew the
+    worker's memory and CPU with their square. They are dropped; the request after them is
+    read as ever, its raw UTF-8 target too."""
+    received: list[Received] = []
+    url, server = await raw_recording_upstream(received)
+    try:
+        gw = await start_gateway(url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+        try:
+            for _ in range(64):  # 1 MiB of empty lines, in reads of their own
+                writer.write(b"\r\n" * 8192)
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.1)
+            kept = [len(handler._began or b"") for handler in gw.proxy.runner.server.connections]
+            writer.write(b"\r\nGET " + CAFE + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = await read_response(reader)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert kept == [0], kept
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert [r.line.encode("latin-1") for r in received] == [b"GET " + CAFE + b" HTTP/1.1"]
+
+
 @pytest.mark.parametrize(
     "target",
     [
