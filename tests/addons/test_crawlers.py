@@ -3,6 +3,7 @@ linear in the agent's length (no alternative starts with a repetition that may m
 
 from __future__ import annotations
 
+import random
 import re
 import re._constants as sre_constants
 import re._parser as sre_parse
@@ -13,7 +14,7 @@ from crawlerdetect.crawlerdetect import get_compiled_crawler_regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addons.crawlers import CrawlerPatterns, without_leading_repeats
+from addons.crawlers import CrawlerPatterns, branches, split, without_leading_repeats
 from addons.signals import _ANDROID_DEVICE
 from tests.addons.test_bots import CHROME, bots_of, pipeline
 
@@ -86,6 +87,107 @@ DETECT = CrawlerDetect()
 @settings(max_examples=300)
 @given(st.text(alphabet="abotcrwlspidez-_ /0.;()", max_size=60))
 def test_verdicts_are_crawlerdetects_on_any_agent(agent: str) -> None:
+    assert PATTERNS.is_crawler(agent) == DETECT.is_crawler(agent)
+
+
+BRANCHES = [branch for pattern in PATTERNS.alternatives for branch in branches(pattern)]
+PLAIN = [b for b in BRANCHES if re.fullmatch(r"(?:[\w !%,:;@'-]|\\[^\w])+", b)]
+"""The patterns that are plain text, as crawlerdetect writes them (``github\\.com``)."""
+REGEXES = [b for b in BRANCHES if b not in PLAIN and not re.fullmatch(r"\((\w+\|)+\w+\)", b)]
+
+
+def test_every_pattern_is_looked_up_by_its_text_or_at_position_0() -> None:
+    """crawlerdetect's patterns all take the cheap path (an upgrade adding one that may match
+    nothing would make ``split`` give up, and this test say so)."""
+    assert PATTERNS.split is not None
+    indexed = sum(map(len, PATTERNS.split.index.values()))
+    anchored = [b for b in BRANCHES if b.startswith("^")]
+    assert indexed + len(anchored) == len(BRANCHES) + 15  # the one group of 16 words
+    assert len(PLAIN) > 1300 and len(anchored) > 50 and 20 < len(REGEXES) < 100
+
+
+@pytest.mark.parametrize(
+    ("pattern", "parts"),
+    [
+        (r"^Ruby|Ruby\/[0-9]", [r"^Ruby", r"Ruby\/[0-9]"]),
+        (r"(bot|crawl)", [r"(bot|crawl)"]),
+        (r"a[|]b|c[]|]d|e[^]|]f|g\|h", [r"a[|]b", r"c[]|]d", r"e[^]|]f", r"g\|h"]),
+        (r"x(?:y|z)w|v", [r"x(?:y|z)w", "v"]),
+    ],
+)
+def test_a_pattern_splits_at_its_top_level_bars(pattern: str, parts: list[str]) -> None:
+    assert list(branches(pattern)) == parts
+
+
+@pytest.mark.parametrize("patterns", [["bot", "x?"], ["bot", "^a*"], ["bot", r"(a)b\1"], ["[a-z]bot"]])
+def test_a_pattern_that_may_match_nothing_keeps_the_one_alternation(patterns: list[str]) -> None:
+    assert split(patterns) is None
+
+
+def test_an_empty_first_match_still_counts_for_nothing() -> None:
+    """``x?`` matches nothing at position 0 before ``bot`` is tried: crawlerdetect says no."""
+    detector = CrawlerPatterns(["x?", "bot"])
+    assert detector.split is None
+    assert not detector.is_crawler("a bot")
+    assert CrawlerPatterns(["xy", "bot"]).is_crawler("a BOT")
+
+
+def _cased(text: str, rng: random.Random) -> str:
+    return "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in text)
+
+
+def test_each_plain_pattern_is_found_in_any_case_anywhere() -> None:
+    rng = random.Random(7)
+    context = "abcxyz0123 ;:/()-_.ABCXYZé"
+    wrong, found = [], 0
+    for branch in PLAIN:
+        text = re.sub(r"\\(.)", r"\1", branch)
+        for _ in range(3):
+            before = "".join(rng.choices(context, k=rng.randrange(12)))
+            after = "".join(rng.choices(context, k=rng.randrange(12)))
+            agent = before + _cased(text, rng) + after
+            verdict = PATTERNS.is_crawler(agent)
+            found += verdict
+            if verdict != DETECT.is_crawler(agent):
+                wrong.append(agent)
+    assert wrong == []
+    assert found > 0.9 * 3 * len(PLAIN)
+
+
+@pytest.mark.parametrize("pattern", REGEXES)
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_each_regex_pattern_is_found_at_and_off_position_0(pattern: str, data: st.DataObject) -> None:
+    sample = data.draw(st.from_regex(re.compile(pattern, re.IGNORECASE), fullmatch=True))
+    before = data.draw(st.sampled_from(["", "", "x", "Mozilla/5.0 (", "a bc/1.0 "]))
+    after = data.draw(st.sampled_from(["", "", "x", " (+http://e.com)", "\n"]))
+    agent = before + sample + after
+    assert PATTERNS.is_crawler(agent) == DETECT.is_crawler(agent)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "bot",
+                "Yandex",
+                "YandexSearch",
+                "java/",
+                "Ruby/2",
+                "b0t",
+                "Grabber",
+                "pider",
+                "\u017f",
+                "\u212a",
+                "\u0130",
+            ]
+        )
+        | st.text(alphabet="abotcrwlspidezKSIJAVY-_ /0.;()\u017f\u212a\u0130\u0131é", max_size=8),
+        max_size=6,
+    ).map("".join)
+)
+def test_verdicts_are_crawlerdetects_on_any_case_and_script(agent: str) -> None:
     assert PATTERNS.is_crawler(agent) == DETECT.is_crawler(agent)
 
 
