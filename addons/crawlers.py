@@ -17,14 +17,16 @@ its 3-character substrings looked up in an index of those texts, and only a patt
 is in the agent is searched; the ``^``-anchored ones are tried at position 0 only. That is the
 same verdict: every pattern consumes at least one character (checked here, else the one
 alternation is searched), so any match counts, and an alternation matches somewhere exactly
-when one of its parts does. A non-ASCII agent is searched as one alternation (Unicode case
-folding is not ``str.lower``: the long s, U+017F, matches ``s``). Reads the package's data
+when one of its parts does. An agent beyond ASCII is looked up the same way, folded as
+``re.IGNORECASE`` matches letters (``ASCII_FOLD``: the long s, U+017F, is an ``s`` to it, which
+``str.lower`` leaves), so one ``é`` does not send a long agent to the slow search. Reads the package's data
 only; owns the compiled patterns; no cache (the bots addon caches verdicts).
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator, Sequence
 
 from crawlerdetect.providers.crawlers import data as CRAWLERS
@@ -43,6 +45,20 @@ _NOT_EMPTY = re.compile(rf"{_CHAR}(?![*?{{+])")
 _TEXT = re.compile(rf"(?:{_CHAR}(?![*?{{+]))+")
 """The plain text a pattern starts with: each character once, none optional or repeated."""
 _MIN_TEXT = 3
+ASCII_FOLD = {
+    **{
+        ord(upper): lower for upper, lower in zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)
+    },
+    0x130: "i",  # LATIN CAPITAL LETTER I WITH DOT ABOVE
+    0x131: "i",  # LATIN SMALL LETTER DOTLESS I
+    0x17F: "s",  # LATIN SMALL LETTER LONG S
+    0x212A: "k",  # KELVIN SIGN
+}
+"""An agent as the patterns' plain text (all ASCII, lower-cased) is looked for in it: its ASCII
+letters lower-cased, and the four letters beyond ASCII that ``re.IGNORECASE`` matches to an
+ASCII one made that one (checked against ``re`` over all of Unicode by the tests); any other
+character left as it is, which no plain text holds. ``str.lower`` would not do: it makes
+U+0130 two characters and leaves U+017F and U+0131 as they are."""
 _BACKREFERENCE = re.compile(r"\\[0-9]|\(\?P=")
 
 
@@ -99,10 +115,11 @@ class Split:
         self.anchored = re.compile(f"(?:{'|'.join(anchored) or '(?!)'})", re.IGNORECASE)
 
     def matches(self, agent: str) -> bool:
-        """Whether any pattern matches the ASCII ``agent`` somewhere."""
+        """Whether any pattern matches ``agent`` somewhere."""
         if self.anchored.match(agent) is not None:
             return True
-        lowered, size = agent.lower(), self.size
+        lowered = agent.lower() if agent.isascii() else agent.translate(ASCII_FOLD)
+        size = self.size
         starts = {lowered[i : i + size] for i in range(len(lowered) - size + 1)}
         return any(
             needle in lowered and (pattern is None or pattern.search(agent) is not None)
@@ -148,7 +165,7 @@ class CrawlerPatterns:
         agent = self.exclusions.sub("", agent.strip())
         if not agent:
             return False
-        if self.split is not None and agent.isascii():
+        if self.split is not None:
             return self.split.matches(agent)
         return self.searched(agent)
 
