@@ -221,6 +221,8 @@ class Connection(ResponseHandler):
     broken = False
     suspect = False
     """The last answer had no body but its head announced one."""
+    late = False
+    """The answer in hand began with bytes no answer begins with (``OutOfStep``'s ``after``)."""
     answer = START
     """Set to START for each request (``Upstream._exchange``)."""
     keep_for = math.inf
@@ -345,6 +347,7 @@ class Connection(ResponseHandler):
                     # No answer begins so: bytes the site sent after its last answer, late (or
                     # no HTTP at all). The parser refuses them at once (``OutOfStep``), where
                     # they were held until the read timeout, waiting for a head's end.
+                    self.late = True
                     ResponseHandler.data_received(self, data)
                     return
                 self.answer, self._held, self._partial = HEAD, b"", False
@@ -995,12 +998,15 @@ class Upstream:
         reused: bool = False,
     ) -> UpstreamResponse:
         """Send ``head`` (and ``body``) on ``proto`` and read the answer's head. The first bytes
-        of a ``reused`` connection's answer that do not parse are taken for the late end of the
-        answer before (``OutOfStep``): a site that wrote them after that answer was whole."""
+        of a ``reused`` connection's answer, when no answer begins with them (``Connection.late``),
+        are taken for the late end of the answer before (``OutOfStep``): a site that wrote them
+        after that answer was whole. An answer that begins as one and is refused is the site's,
+        unreadable: not sent again."""
         previous = proto.sent if reused else None
         proto.answer = START
         proto.sent = head
         suspect, proto.suspect = proto.suspect, False
+        proto.late = False
         proto.set_response_params(
             skip_payload=method == "HEAD",
             read_until_eof=True,
@@ -1027,7 +1033,9 @@ class Upstream:
                 except HttpProcessingError as err:
                     if suspect:
                         raise OutOfStep(f"a late body before the answer: {unreadable(err)}") from err
-                    if previous is not None:  # no interim answer came before (``previous``)
+                    # Bytes no answer begins with, before any interim answer (``previous``):
+                    # an answer that began as one and was refused is the site's, unreadable.
+                    if previous is not None and proto.late:
                         why = f"late bytes before the answer: {unreadable(err)}"
                         raise OutOfStep(why, named(previous)) from err
                     raise UpstreamProtocolError(f"unreadable answer: {unreadable(err)}") from err

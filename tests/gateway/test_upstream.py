@@ -484,6 +484,33 @@ async def test_bytes_after_a_whole_answer_do_not_answer_the_next_request(
     assert logged and all("/page" in line and "ada" not in line for line in logged), logged
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"],
+    ids=["two lengths", "negative length"],
+)
+async def test_an_unreadable_answer_on_a_reused_connection_is_not_sent_again(
+    raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    """An answer that begins as one (``HTTP/``) and that the parser then refuses is the site's
+    answer, unreadable, not late bytes of the answer before: a 502 as on a new connection, the
+    GET not sent to the site a second time, and no line blaming the answer before."""
+    caplog.set_level(logging.INFO, "gateway.upstream")
+    url, origin = await counting_origin(raw_upstream, lambda line: answer if "/bad" in line else OK)
+    pool = Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190)
+    try:
+        resp = await pool.request("GET", "/first", [("Host", "t")], None, length_known=False)
+        assert (resp.status, await resp.content.read()) == (200, b"ok")
+        resp.release()
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/bad", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+    assert origin.connections == [["GET /first HTTP/1.1", "GET /bad HTTP/1.1"]]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"]
+    assert not any("/first" in line for line in logged), logged
+
+
 async def test_visitor_gone_mid_body_drops_the_upstream_connection(start_gateway, raw_upstream) -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
     sent_big = asyncio.Event()
