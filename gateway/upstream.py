@@ -224,7 +224,7 @@ class Connection(ResponseHandler):
     late = False
     """The answer in hand began with bytes no answer begins with (``OutOfStep``'s ``after``)."""
     answer = START
-    """Set to START for each request (``Upstream._exchange``)."""
+    """Set to START for each request (``begin``)."""
     keep_for = math.inf
     """Seconds the connection may stay idle and still be reused, from the last answer's
     ``Keep-Alive`` (inf: it had none; 0: not reused)."""
@@ -250,6 +250,17 @@ class Connection(ResponseHandler):
     """The lenient reader of a chunked body whose chunk lines end in a bare LF (``LAX``)."""
     max_field_size = 8190
     """The pool's ``max_field_size``, for a parser made anew (``_read_again``)."""
+
+    def begin(self, head: bytes) -> None:
+        """Make ready to read the answer to the request whose head is ``head``. The answer
+        before's body reader is let go too: aiohttp keeps it until the next head is read, and
+        where that head was refused, ``set_exception`` took that body, whole, for this answer's
+        and the refusal for bytes after its end — the request was sent again and a line blamed
+        a chunked answer the site never sent (until 2026-12-07)."""
+        self.answer = START
+        self.sent = head
+        self.late = False
+        self._payload = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
@@ -1003,10 +1014,8 @@ class Upstream:
         after that answer was whole. An answer that begins as one and is refused is the site's,
         unreadable: not sent again."""
         previous = proto.sent if reused else None
-        proto.answer = START
-        proto.sent = head
+        proto.begin(head)
         suspect, proto.suspect = proto.suspect, False
-        proto.late = False
         proto.set_response_params(
             skip_payload=method == "HEAD",
             read_until_eof=True,

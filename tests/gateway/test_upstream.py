@@ -511,6 +511,69 @@ async def test_an_unreadable_answer_on_a_reused_connection_is_not_sent_again(
     assert not any("/first" in line for line in logged), logged
 
 
+REFUSED_HEADS = {
+    "NUL in a value": b"HTTP/1.1 200 OK\r\nX-Note: a\x00b\r\n\r\n",
+    "status 2x0": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
+    "line without a colon": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nNoColonHere\r\n\r\nok",
+    "over-long header": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 9000 + b"\r\nContent-Length: 2\r\n\r\nok",
+}
+"""Answer heads the parser refuses and ``readable_head`` leaves as they are (nothing a browser
+reads otherwise): the site's answer, unreadable. The long header is past the pool's 8190 bytes
+(``max_field_size``) and short enough to come in one read, with its end."""
+THROUGH_THE_GATEWAY = {
+    **REFUSED_HEADS,
+    "over-long header": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok",
+}
+"""The same, the long header past the gateway's own bound on an upstream header line (64 KiB,
+``gateway.server``)."""
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
+@pytest.mark.parametrize("answer", list(REFUSED_HEADS.values()), ids=list(REFUSED_HEADS))
+async def test_a_refused_answer_head_is_one_request_on_any_connection(
+    raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes, reused: bool
+) -> None:
+    """Straight on the pool: a head the parser refuses is the site's answer, unreadable, on a
+    reused connection as on a fresh one. On a reused one, the failure was taken for bytes after
+    the end of the answer before (the previous answer's body, whole, was still the connection's):
+    an info line blamed a chunked answer the site never sent, the connection closed as if the
+    site had, and the GET went to the site a second time (until 2026-12-07)."""
+    caplog.set_level(logging.DEBUG, "gateway.upstream")
+    url, origin = await counting_origin(raw_upstream, lambda line: answer if "/bad" in line else OK)
+    pool = Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190)
+    try:
+        if reused:
+            resp = await pool.request("GET", "/first", [("Host", "t")], None, length_known=False)
+            assert (resp.status, await resp.content.read()) == (200, b"ok")
+            resp.release()
+        with pytest.raises(UpstreamProtocolError) as raised:
+            await pool.request("GET", "/bad", [("Host", "t")], None, length_known=False)
+    finally:
+        await pool.close()
+    assert type(raised.value) is UpstreamProtocolError and str(raised.value).startswith("unreadable answer: ")
+    first = ["GET /first HTTP/1.1"] if reused else []
+    assert origin.connections == [[*first, "GET /bad HTTP/1.1"]]
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"] == []
+
+
+@pytest.mark.parametrize("answer", list(THROUGH_THE_GATEWAY.values()), ids=list(THROUGH_THE_GATEWAY))
+async def test_a_refused_answer_head_on_a_reused_connection_is_a_502_and_one_request(
+    start_gateway, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    """Through the gateway: the visitor gets the 502 page, the site saw the GET once, and one
+    line says the site's answer could not be read and why — the line a fresh connection gives."""
+    url, origin = await counting_origin(raw_upstream, lambda line: answer if "/bad" in line else OK)
+    gw = await start_gateway(url)
+    caplog.set_level(logging.INFO, "gateway")
+    assert await get(gw.proxy.port, "/first") == (200, b"ok")
+    status, _ = await get(gw.proxy.port, "/bad")
+    assert status == 502
+    assert origin.connections == [["GET /first HTTP/1.1", "GET /bad HTTP/1.1"]]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gateway.")]
+    bad = [line for line in lines if "/bad" in line]
+    assert len(bad) == 1 and bad[0].startswith("upstream protocol for GET /bad: unreadable answer: "), lines
+
+
 async def test_visitor_gone_mid_body_drops_the_upstream_connection(start_gateway, raw_upstream) -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
     sent_big = asyncio.Event()
