@@ -938,8 +938,12 @@ async def bad_events(request: web.Request) -> web.StreamResponse:
     reader = request.app[READER_KEY]
     key = body_key(request.app[SETTINGS_KEY].secret)
 
-    async def page(after: str | None, size: int) -> tuple[list[dict[str, Any]], str | None]:
-        items, next_cursor = await reader.bad_events(sender, pending == "true", after, size, newest)
+    async def page(
+        after: str | None, size: int, max_bytes: int | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        items, next_cursor = await reader.bad_events(
+            sender, pending == "true", after, size, newest, max_bytes
+        )
         for item in items:  # sealed at rest; the admin sees what was received, and why it was refused
             for name in ("body", "reason"):
                 # An empty body is one (a sender's empty POST), not a seal it cannot open.
@@ -961,7 +965,7 @@ async def bad_events(request: web.Request) -> web.StreamResponse:
             fmt,
             bom,
             name,
-            lambda after: page(after, listing_export.EXPORT_PAGE),
+            lambda after: page(after, listing_export.EXPORT_PAGE, listing_export.EXPORT_BYTES),
             cursor,
             delimiter=delimiter,
         )

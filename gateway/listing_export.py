@@ -2,9 +2,9 @@
 sender, as CSV or NDJSON.
 
 Owns ``format=csv|ndjson`` on ``/api/touchpoints``, ``/api/conversions`` (``/api/review``
-too) and ``/api/bad-events``: the rows come
-from the reader page by page (``EXPORT_PAGE`` at a time, so memory stays flat over any
-period) and are written to the visitor as they come, under a ``Content-Disposition`` name.
+too) and ``/api/bad-events``: the rows come from the reader page by page (``EXPORT_PAGE`` at
+a time, bad events' bodies no more than ``EXPORT_BYTES`` at a time, so memory stays flat over
+any period) and are written to the visitor as they come, under a ``Content-Disposition`` name.
 The columns are the listing's item fields as the OpenAPI document names them, in its order;
 a CSV cell is kept inert for spreadsheets (``reporting.csv_cell``), separated from the next
 by the ``delimiter`` asked for (a cell holding it quoted), and a nested value (``raw_params``,
@@ -33,6 +33,10 @@ log = logging.getLogger("gateway.admin")
 
 EXPORT_PAGE = 1000
 """Rows read from the store per step of a download."""
+EXPORT_BYTES = 1 << 20
+"""Most characters of kept bodies and reasons a step of a bad events' download reads (at least
+one event): each body may be ``webhooks.bad_body_limit`` long (64 KiB, or more), and a thousand
+of them held at once, sealed and opened, took half a gigabyte."""
 COLUMNS: Mapping[str, Sequence[str]] = {
     "touchpoints": tuple(TOUCHPOINT["properties"]),
     "conversions": tuple(CONVERSION["properties"]),

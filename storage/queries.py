@@ -142,6 +142,32 @@ def share(part: int, whole: int) -> Decimal:
     return (Decimal(part) / whole).quantize(SHARE) if whole else Decimal(0).quantize(SHARE)
 
 
+SIZED_BATCH = 8
+"""Rows a size-bounded page takes from SQLite at a time (``_sized_rows``)."""
+
+
+async def _sized_rows(
+    rows_cursor: aiosqlite.Cursor, limit: int, max_bytes: int
+) -> tuple[list[aiosqlite.Row], bool]:
+    """Up to ``limit + 1`` rows from ``rows_cursor``, taken ``SIZED_BATCH`` at a time and no more
+    once their text columns hold ``max_bytes`` characters (at least one row: a larger one comes
+    alone); and whether that size ended them (rows may follow), not the limit or the rows."""
+    rows: list[aiosqlite.Row] = []
+    held = 0
+    while len(rows) <= limit:
+        batch = await rows_cursor.fetchmany(SIZED_BATCH)
+        if not batch:
+            break
+        for row in batch:
+            rows.append(row)
+            held += sum(len(value) for value in row if isinstance(value, str))
+            if held >= max_bytes and len(rows) <= limit:
+                return rows, True
+            if len(rows) > limit:
+                break
+    return rows, False
+
+
 class Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -180,10 +206,13 @@ class Reader:
         cursor: str | None,
         limit: int,
         newest_first: bool = False,
+        max_bytes: int | None = None,
     ) -> tuple[list[aiosqlite.Row], str | None]:
         """A listing's page: ``select``'s rows under ``where``, in id (= time) order from after
         ``cursor`` (newest first with ``newest_first``: from before it), at most ``limit``; and
-        the next page's cursor (None on the last)."""
+        the next page's cursor (None on the last). With ``max_bytes``, the page also ends at
+        the row that brings the characters of its text columns to that many (``_sized_rows``),
+        the next cursor then after that row whether or not more follow."""
         if cursor:
             where = [*where, "id < ?" if newest_first else "id > ?"]
             args = [*args, cursor]
@@ -193,7 +222,12 @@ class Reader:
             + (" ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?")
         )
         async with self.db.execute(sql, [*args, limit + 1]) as rows_cursor:
-            rows = list(await rows_cursor.fetchall())
+            if max_bytes is not None:
+                rows, full = await _sized_rows(rows_cursor, limit, max_bytes)
+                if full:
+                    return rows, rows[-1]["id"]
+            else:
+                rows = list(await rows_cursor.fetchall())
         return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
     async def conversions(self, q: ConversionQuery) -> tuple[list[dict[str, Any]], str | None]:
@@ -328,10 +362,18 @@ class Reader:
             return [dict(r) for r in await cursor.fetchall()]
 
     async def bad_events(
-        self, sender: str | None, pending_only: bool, cursor: str | None, limit: int, newest_first: bool
+        self,
+        sender: str | None,
+        pending_only: bool,
+        cursor: str | None,
+        limit: int,
+        newest_first: bool,
+        max_bytes: int | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Kept bad events in id order, newest first with ``newest_first`` (optionally one
-        sender's, or only those not replayed)."""
+        sender's, or only those not replayed); with ``max_bytes``, a page ends early once its
+        stored bodies and reasons hold that many characters (a download's: each body may be
+        ``webhooks.bad_body_limit`` long)."""
         where, args = [], []
         if sender is not None:
             where.append("sender = ?")
@@ -339,7 +381,7 @@ class Reader:
         if pending_only:
             where.append("replayed IS NULL")
         select = "SELECT id, ts, node, sender, reason, body, truncated, replayed FROM bad_events"
-        rows, next_cursor = await self._page(select, where, args, cursor, limit, newest_first)
+        rows, next_cursor = await self._page(select, where, args, cursor, limit, newest_first, max_bytes)
         items = [dict(r) for r in rows]
         for row in items:
             row["truncated"] = bool(row["truncated"])

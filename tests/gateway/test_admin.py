@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import struct
+import tracemalloc
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -626,6 +627,46 @@ async def test_bad_events_download_every_event_of_the_filters_opened(gw) -> None
     assert body.decode().splitlines()[0] == ";".join(BAD_EVENT["properties"])
     status, _, answer = await get(gw, "/api/bad-events", AUTH, format="csv", limit="10")
     assert status == 400 and answer["error"].startswith("limit: a csv download holds every row")
+
+
+async def test_a_download_of_large_bad_events_reads_the_store_a_bounded_part_at_a_time(gw) -> None:
+    """A bad event keeps up to ``webhooks.bad_body_limit`` (64 KiB) of its body: a download
+    read a thousand of them per step, 87 MB sealed and 64 MB opened at once, and a gateway
+    idling at 140 MB held 540 MB while an operator took a sender's refused events to a file.
+    Each step now reads at most ``listing_export.EXPORT_BYTES`` of them; every event still
+    comes, once and in order."""
+    key = body_key(gw.gateway.settings.secret)
+    ms = int(datetime.now(UTC).timestamp() * 1000) - 5000
+    ts = iso(datetime.now(UTC))
+    filler = "x" * (64 * 1024 - 20)
+    events = [
+        BadEvent(uuid7(ms + n), ts, "n", "crm", seal(key, "amount: not a number"),
+                 seal(key, f'{{"n": {n:04}, "a": "{filler}"}}'), True)
+        for n in range(400)
+    ]  # fmt: skip
+    for start in range(0, len(events), 50):
+        await gw.gateway.store.write(events[start : start + 50])
+    opened = 400 * (64 * 1024)  # 26 MB of bodies
+    ids: list[str] = []
+    rest = b""
+    tracemalloc.start()
+    try:
+        headers = {**AUTH, "Accept-Encoding": "identity"}
+        url = gw.admin_url + "/api/bad-events"
+        async with gw.session.get(url, headers=headers, params={"format": "csv"}) as resp:
+            assert resp.status == 200
+            async for chunk in resp.content.iter_chunked(1 << 16):  # kept no longer than a line
+                *lines, rest = (rest + chunk).split(b"\r\n")
+                ids += [line.split(b",", 1)[0].decode() for line in lines]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rest == b"" and ids == ["id", *(e.id for e in events)]
+    assert peak < opened / 4, f"{peak:,} bytes held at once for {opened:,} bytes of bodies"
+    _, _, body = await download(gw, "/api/bad-events", format="ndjson", order="newest")
+    assert [json.loads(line)["body"][:10] for line in body.splitlines()] == [
+        f'{{"n": {n:04}' for n in reversed(range(400))
+    ]
 
 
 @pytest.mark.parametrize(
