@@ -969,7 +969,9 @@ async def bad_events(request: web.Request) -> web.StreamResponse:
             cursor,
             delimiter=delimiter,
         )
-    items, next_cursor = await page(cursor, limit)
+    # A page's kept bodies bounded as a download's step (each up to webhooks.bad_body_limit):
+    # fewer items than ``limit`` then, and the cursor on to the rest.
+    items, next_cursor = await page(cursor, limit, listing_export.EXPORT_BYTES)
     return _page_of(request, items, next_cursor, newest)
 
 

@@ -667,6 +667,19 @@ async def test_a_download_of_large_bad_events_reads_the_store_a_bounded_part_at_
     assert [json.loads(line)["body"][:10] for line in body.splitlines()] == [
         f'{{"n": {n:04}' for n in reversed(range(400))
     ]
+    # A JSON page of limit=1000 is bounded alike (it held 26 MB of bodies twice over): fewer
+    # items than the limit, the cursor on to the rest, every event once.
+    paged: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        async with gw.session.get(url, headers=AUTH, params=params) as resp:
+            page = await resp.json()
+        assert len(page["items"]) <= listing_export.EXPORT_BYTES // (64 * 1024) + 1, len(page["items"])
+        paged += [item["id"] for item in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert paged == [e.id for e in events]
 
 
 @pytest.mark.parametrize(
