@@ -31,6 +31,7 @@ import asyncio
 import collections
 import logging
 import math
+import re
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
@@ -256,7 +257,7 @@ class Connection(ResponseHandler):
         before's body reader is let go too: aiohttp keeps it until the next head is read, and
         where that head was refused, ``set_exception`` took that body, whole, for this answer's
         and the refusal for bytes after its end — the request was sent again and a line blamed
-        a chunked answer the site never sent (until 2026-12-07)."""
+        a chunked answer the site never sent (until 2026-12-06)."""
         self.answer = START
         self.sent = head
         self.late = False
@@ -643,12 +644,16 @@ def described(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+_QUOTED = re.compile(r"""[: ]*b?['"]""")
+"""Where the bytes a refusal quotes begin on its first line (``Invalid HTTP header: b'…'``)."""
+
+
 def unreadable(err: HttpProcessingError) -> str:
     """Why the parser refused the upstream's answer, without the bytes it quotes: the answer
     may hold a visitor's data (a ``Set-Cookie``, a ``Location`` with ``?email=…``), and this
     text goes to the log. The C parser's reason is a fixed text on the first line, the bytes
     follow (until 2026-12-05 they were logged); the pure-Python parser's quotes them inline."""
-    first = err.message.split("\n", 1)[0].rstrip(" :")
+    first = _QUOTED.split(err.message.split("\n", 1)[0], 1)[0].rstrip(" :")
     if 0 < len(first) <= 100 and first.isascii() and first.isprintable() and not set(first) & set("'\"\\"):
         return first
     return type(err).__name__

@@ -21,12 +21,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.upstream import Upstream, UpstreamProtocolError, request_head
+from gateway.upstream import Upstream, UpstreamProtocolError, request_head, unreadable
 from tests.conftest import RawHandler
 from tests.gateway.test_malformed import raw_request, read_response
 
@@ -537,7 +539,7 @@ async def test_a_refused_answer_head_is_one_request_on_any_connection(
     reused connection as on a fresh one. On a reused one, the failure was taken for bytes after
     the end of the answer before (the previous answer's body, whole, was still the connection's):
     an info line blamed a chunked answer the site never sent, the connection closed as if the
-    site had, and the GET went to the site a second time (until 2026-12-07)."""
+    site had, and the GET went to the site a second time (until 2026-12-06)."""
     caplog.set_level(logging.DEBUG, "gateway.upstream")
     url, origin = await counting_origin(raw_upstream, lambda line: answer if "/bad" in line else OK)
     pool = Upstream(url, limit=4, connect_timeout=2, read_timeout=2, max_field_size=8190)
@@ -1100,3 +1102,19 @@ async def test_a_site_ending_chunk_lines_in_a_bare_lf_is_served_reframed(start_g
         await writer.wait_closed()
     assert (first.status, first.body) == (200, b"hello world")
     assert (second.status, second.body) == (200, b"ok")
+
+
+async def test_why_an_answer_is_unreadable_is_said_without_the_bytes_it_quotes() -> None:
+    """The parser's reason comes before the bytes it quotes (which may be a visitor's data):
+    the reason is said, the bytes never; a NUL in a value was said as the class name alone."""
+    said = {}
+    for name, head in REFUSED_HEADS.items():
+        parser = HttpResponseParser(None, asyncio.get_running_loop(), 2**16,
+                                    max_line_size=8190, max_field_size=8190)  # fmt: skip
+        with pytest.raises(HttpProcessingError) as refused:
+            parser.feed_data(head)
+        said[name] = unreadable(refused.value)
+    assert said["NUL in a value"] == "Invalid HTTP header"
+    assert said["line without a colon"] == "Invalid header token"
+    assert said["status 2x0"] == "Bad status line"
+    assert all("\\x00" not in text and "a\x00b" not in text and "'" not in text for text in said.values())
