@@ -352,12 +352,15 @@ async def _run(
     from aiohttp import web
 
     from gateway.demo import create_demo_app
+    from gateway.protocol_errors import Runner
     from gateway.server import serve
 
     upstream = settings.options.proxy.upstream
     demo_runner = None
     if not upstream:
-        demo_runner = web.AppRunner(create_demo_app(), access_log=None)
+        # The gateway's listener, not aiohttp's: it reads what the proxy forwards as sent (a
+        # raw UTF-8 target) and answers what it refuses without a traceback in the log.
+        demo_runner = Runner(create_demo_app(), public=True, access_log=None)
         await demo_runner.setup()
         site = web.TCPSite(demo_runner, "127.0.0.1", 0)
         await site.start()

@@ -56,6 +56,12 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         assert (page.status, page.body) == (431, error_page(431).body) and "Server" not in page.headers
         answer = await raw_request(int(admin.rsplit(":", 1)[1]), b"G(T / HTTP/1.1\r\n\r\n")
         assert json.loads(answer.body)["error"] == "the request method is not an HTTP method"
+        # Raw UTF-8 in a target, which the gateway forwards as sent: the demo origin reads it as
+        # the gateway does (its own aiohttp listener refused it, a traceback in the log).
+        echoed = await raw_request(
+            int(proxy.rsplit(":", 1)[1]), "GET /echo?q=né&utm_source=x HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        assert echoed.status == 200 and "GET /echo?q=né" in echoed.body.decode(), echoed
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(15):
             assert await proc.wait() == 0
