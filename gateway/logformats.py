@@ -455,6 +455,10 @@ def read_flows(source: Input) -> Iterator[tuple[list[Item], int]]:
                 number += 1
                 if not isinstance(flow, http.HTTPFlow):
                     items.append(Skip(number, f"not an HTTP flow ({type(flow).__name__})"))
+                elif why := target_refused(flow.request.path):
+                    # Refused live (Latin-1 bytes, a control byte); a path that is not UTF-8
+                    # comes decoded with surrogates, which failed its whole batch's commit.
+                    items.append(Skip(number, why))
                 else:
                     items.append(flow_line(number, flow))
                 if len(items) >= CHUNK:

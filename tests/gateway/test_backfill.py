@@ -33,7 +33,7 @@ from gateway.importcmd import import_command, parse_fields
 from gateway.importrun import UsageError, run_import
 from gateway.importwrite import CommitFailed
 from gateway.keys import Keys
-from gateway.logformats import METHOD_CASE
+from gateway.logformats import CONTROL, METHOD_CASE, NOT_UTF8
 from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
 from tests.gateway.test_malformed import Received, raw_recording_upstream
@@ -622,6 +622,38 @@ async def test_mitm_flow_dump(tmp_path: Path) -> None:
     piped = await run_import(settings, [io.BytesIO(await asyncio.to_thread(path.read_bytes))], "mitm")
     assert piped.examples == ["stdin:3: not an HTTP flow (TCPFlow)"]
     assert piped.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+
+
+async def test_a_flow_whose_target_the_gateway_refuses_is_skipped(tmp_path: Path) -> None:
+    """A flow dump keeps a target's bytes as sent: one that is not UTF-8 (Latin-1 ``caf\\xe9``)
+    reached the pipeline with surrogates in it, which no stored row can hold, where the live
+    gateway answers it 400; such a flow is skipped as the other formats skip the line, and a
+    raw UTF-8 target is imported as live."""
+    pytest.importorskip("mitmproxy")
+    from mitmproxy.io import FlowWriter
+    from mitmproxy.test import tflow, tutils
+
+    def dump() -> Path:
+        path = tmp_path / "flows.mitm"
+        with path.open("wb") as fo:
+            writer = FlowWriter(fo)
+            for target, ts in (
+                (b"/caf\xe9?utm_source=latin", 1740823200.0),
+                ("/café?utm_source=né".encode(), 1740823201.0),
+                (b"/p\x01?utm_source=control", 1740823202.0),
+                (b"/landing?utm_source=plain", 1740823203.0),
+            ):
+                req = tutils.treq(path=target, timestamp_start=ts)
+                req.headers["host"] = "shop.example"
+                req.headers["accept"] = "text/html"
+                writer.add(tflow.tflow(req=req, resp=True))
+        return path
+
+    settings = make_settings(tmp_path)
+    summary = await run_import(settings, [await asyncio.to_thread(dump)], "mitm")
+    got = await query(settings, "SELECT source, landing_path FROM touchpoints ORDER BY ts")
+    assert got == [("né", "/café"), ("plain", "/landing")]
+    assert summary.examples == [f"flows.mitm:1: {NOT_UTF8}", f"flows.mitm:3: {CONTROL}"], summary.examples
 
 
 @pytest.mark.parametrize("honor", [True, False])
