@@ -470,14 +470,22 @@ def read_flows(source: Input) -> Iterator[tuple[list[Item], int]]:
             yield items, fo.tell()
 
 
+def _flow_text(value: str) -> str:
+    """A flow's header text as a log line's is read: mitmproxy decodes a byte that is not UTF-8
+    (a Latin-1 User-Agent) as a surrogate, which no stored row or key can hold (the import
+    stopped with a traceback): such a byte is U+FFFD, as in a combined line."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def flow_line(number: int, flow: Any) -> Line:
     """One recorded ``HTTPFlow`` → a ``Line`` (the request as the client sent it)."""
     req = flow.request
     peer = flow.client_conn.peername
-    headers = req.headers
     joined: dict[str, str] = {}
-    for name, value in headers.items(multi=True):
-        key = name.lower()
+    for name, raw_value in req.headers.items(multi=True):
+        key, value = _flow_text(name).lower(), _flow_text(raw_value)
         joined[key] = joined[key] + ("; " if key == "cookie" else ", ") + value if key in joined else value
     raw = b"\0".join(
         (req.method.encode(), req.url.encode(errors="replace"), repr(req.timestamp_start).encode())
@@ -489,9 +497,9 @@ def flow_line(number: int, flow: Any) -> Line:
         req.path,
         flow.response.status_code if flow.response is not None else 0,
         raw,
-        host=headers.get("host") or req.pretty_host,
-        referer=headers.get("referer", ""),
-        user_agent=headers.get("user-agent", ""),
+        host=joined.get("host") or _flow_text(req.pretty_host),
+        referer=joined.get("referer", ""),
+        user_agent=joined.get("user-agent", ""),
         ip=(client_of(peer[0]) or peer[0]) if peer else "",  # ``::ffff:1.2.3.4`` on a dual-stack listener
         forwarded_for=joined.get("x-forwarded-for", ""),
         cookie=joined.get("cookie", ""),

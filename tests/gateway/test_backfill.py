@@ -642,17 +642,25 @@ async def test_a_flow_whose_target_the_gateway_refuses_is_skipped(tmp_path: Path
                 ("/café?utm_source=né".encode(), 1740823201.0),
                 (b"/p\x01?utm_source=control", 1740823202.0),
                 (b"/landing?utm_source=plain", 1740823203.0),
+                (b"/landing?utm_source=latin-agent", 1740823204.0),
             ):
                 req = tutils.treq(path=target, timestamp_start=ts)
                 req.headers["host"] = "shop.example"
                 req.headers["accept"] = "text/html"
+                if b"latin-agent" in target:  # header bytes as sent: mitmproxy keeps them
+                    req.headers.fields += (
+                        (b"user-agent", b"Mozilla/5.0 caf\xe9"),
+                        (b"referer", b"http://b\xe9.example/"),
+                    )
                 writer.add(tflow.tflow(req=req, resp=True))
         return path
 
     settings = make_settings(tmp_path)
     summary = await run_import(settings, [await asyncio.to_thread(dump)], "mitm")
     got = await query(settings, "SELECT source, landing_path FROM touchpoints ORDER BY ts")
-    assert got == [("né", "/café"), ("plain", "/landing")]
+    # A Latin-1 User-Agent read as U+FFFD, as in a combined line (the import stopped with a
+    # traceback on its surrogates).
+    assert got == [("né", "/café"), ("plain", "/landing"), ("latin-agent", "/landing")]
     assert summary.examples == [f"flows.mitm:1: {NOT_UTF8}", f"flows.mitm:3: {CONTROL}"], summary.examples
 
 
