@@ -72,6 +72,19 @@ def order(node: Node, key: str) -> Conversion:
     )
 
 
+async def erase_u9(node: Node) -> None:
+    """The user ``u-9`` erased through ``node``'s store, as ``gateway erase`` does."""
+    await erase_user(
+        node.path,
+        "u-9",
+        "raw-u-9",
+        body_key=body_key(b"k" * 32),
+        event_id=uuid7(),
+        ts=iso(datetime.now(UTC)),
+        node=node.name,
+    )
+
+
 async def test_a_central_store_dropped_and_made_again_gets_every_nodes_history_again(
     nodes: tuple[Node, Node],
     central_dsn: str,
@@ -90,15 +103,7 @@ async def test_a_central_store_dropped_and_made_again_gets_every_nodes_history_a
     await b.store.write([touch(3, phone, "b"), bind(phone, "u-9", "b"), order(b, "order:1")])
     await a.sync.once()
     await b.sync.once()
-    await erase_user(
-        a.path,
-        "u-9",
-        "raw-u-9",
-        body_key=body_key(b"k" * 32),
-        event_id=uuid7(),
-        ts=iso(datetime.now(UTC)),
-        node="a",
-    )
+    await erase_u9(a)
     await a.sync.once()
     await b.sync.once()  # applies A's erasure to B's store: the phone's rows go
     before = await counts(central_dsn)
@@ -195,15 +200,7 @@ async def test_a_central_store_restored_from_an_old_backup_is_refilled_once_give
     await copy_database(postgres_server, name, backup)
     try:
         await a.store.write([touch(2, stranger)])
-        await erase_user(
-            a.path,
-            "u-9",
-            "raw-u-9",
-            body_key=body_key(b"k" * 32),
-            event_id=uuid7(),
-            ts=iso(datetime.now(UTC)),
-            node="a",
-        )
+        await erase_u9(a)
         await a.sync.once()
         assert (await counts(central_dsn))["touchpoints"] == 1
 
