@@ -288,14 +288,11 @@ class Connection(ResponseHandler):
             and payload.exception() is None
         ):
             self._should_close = True
-            if self.trailing is not None:
-                method, path = self._request()
-                self.trailing(
-                    "upstream sent bytes after the end of its chunked answer to %s %s; they were "
-                    "dropped and the connection closed",
-                    method,
-                    path,
-                )
+            self._told(
+                self.trailing,
+                "upstream sent bytes after the end of its chunked answer to %s %s; they were "
+                "dropped and the connection closed",
+            )
             return
         super().set_exception(exc, *cause)
         if (
@@ -479,14 +476,12 @@ class Connection(ResponseHandler):
         ResponseHandler.data_received(self, data)
         if body and self.answer == CHUNKS:  # its first chunk line went to the parser with it
             self.answer = BODY
-        if rewritten and self._exception is None and self.sloppy is not None:
-            method, path = self._request()
-            self.sloppy(
+        if rewritten and self._exception is None:
+            self._told(
+                self.sloppy,
                 "upstream's answer head to %s %s was refused by the parser and read again as "
                 "browsers read it (a space before a colon, a bare CR, a header name that is no "
                 "token)",
-                method,
-                path,
             )
 
     def _body_received(self, data: bytes, head: int = 0) -> None:
@@ -553,14 +548,11 @@ class Connection(ResponseHandler):
             max_line_size=self.max_field_size,
             max_field_size=self.max_field_size,
         )
-        if self.bare_lf is not None:
-            method, path = self._request()
-            self.bare_lf(
-                "upstream's chunked answer to %s %s ends its chunk lines in a bare LF, not CRLF "
-                "(RFC 9112 §7.1): read as curl and browsers read it, and the connection dropped",
-                method,
-                path,
-            )
+        self._told(
+            self.bare_lf,
+            "upstream's chunked answer to %s %s ends its chunk lines in a bare LF, not CRLF "
+            "(RFC 9112 §7.1): read as curl and browsers read it, and the connection dropped",
+        )
         self._lax_received(data)
 
     def _lax_received(self, data: bytes) -> None:
@@ -587,23 +579,21 @@ class Connection(ResponseHandler):
             # would fail it on the connection's close: it holds it no more.
             self.answer, self._lax, self._payload = STRAY, None, None
 
-    def _request(self) -> tuple[str, str]:
-        """The method and path (no query) of the request in hand, for a log line."""
-        return named(self.sent)
+    def _told(self, where: Throttled | None, message: str, *args: object) -> None:
+        """``message`` logged to ``where`` (the pool's throttled line, None: not logged), its
+        first two ``%s`` the method and path (no query) of the request in hand."""
+        if where is not None:
+            where(message, *named(self.sent), *args)
 
     def _said_overlong(self, extra: int) -> None:
         """Log the answer just cut at its length: the request (its path, no query) and both
         lengths, the body's all fed by now (its reader's count)."""
-        if self.overlong is None:
-            return
         payload = self._payload
         length = payload.total_bytes if payload is not None else 0
-        method, path = self._request()
-        self.overlong(
+        self._told(
+            self.overlong,
             "upstream sent more than its Content-Length for %s %s: %d bytes announced, at least "
             "%d sent; cut at %d, the connection dropped",
-            method,
-            path,
             length,
             length + extra,
             length,
