@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -591,25 +591,35 @@ async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
     assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
 
 
-async def test_mitm_flow_dump(tmp_path: Path) -> None:
-    pytest.importorskip("mitmproxy")
+def flow_dump(
+    path: Path, flows: Iterable[tuple[bytes, bytes, float, Iterable[tuple[bytes, bytes]]]], tcp: bool = False
+) -> Path:
+    """A mitmproxy flow dump at ``path``: each of ``flows`` (method, target, time, header lines
+    beside Host and Accept, bytes as sent) a request to shop.example answered 200; ``tcp``: a
+    TCP flow after them."""
     from mitmproxy.io import FlowWriter
     from mitmproxy.test import tflow, tutils
 
-    def dump() -> Path:
-        path = tmp_path / "flows.mitm"
-        with path.open("wb") as fo:
-            writer = FlowWriter(fo)
-            for target, ts in (
-                ("/landing?utm_source=mitm&utm_campaign=x", 1740823200.0),
-                ("/plain", 1740823201.0),
-            ):
-                req = tutils.treq(path=target.encode(), timestamp_start=ts)
-                req.headers["host"] = "shop.example"
-                req.headers["accept"] = "text/html"
-                writer.add(tflow.tflow(req=req, resp=True))
+    with path.open("wb") as fo:
+        writer = FlowWriter(fo)
+        for method, target, ts, headers in flows:
+            req = tutils.treq(method=method, path=target, timestamp_start=ts)
+            req.headers["host"] = "shop.example"
+            req.headers["accept"] = "text/html"
+            req.headers.fields += tuple(headers)
+            writer.add(tflow.tflow(req=req, resp=tutils.tresp(status_code=200)))
+        if tcp:
             writer.add(tflow.ttcpflow())
-        return path
+    return path
+
+
+async def test_mitm_flow_dump(tmp_path: Path) -> None:
+    pytest.importorskip("mitmproxy")
+
+    def dump() -> Path:
+        flows = [(b"GET", b"/landing?utm_source=mitm&utm_campaign=x", 1740823200.0, ()),
+                 (b"GET", b"/plain", 1740823201.0, ())]  # fmt: skip
+        return flow_dump(tmp_path / "flows.mitm", flows, tcp=True)
 
     settings = make_settings(tmp_path)
     path = await asyncio.to_thread(dump)
@@ -630,30 +640,18 @@ async def test_a_flow_whose_target_the_gateway_refuses_is_skipped(tmp_path: Path
     gateway answers it 400; such a flow is skipped as the other formats skip the line, and a
     raw UTF-8 target is imported as live."""
     pytest.importorskip("mitmproxy")
-    from mitmproxy.io import FlowWriter
-    from mitmproxy.test import tflow, tutils
 
     def dump() -> Path:
-        path = tmp_path / "flows.mitm"
-        with path.open("wb") as fo:
-            writer = FlowWriter(fo)
-            for target, ts in (
-                (b"/caf\xe9?utm_source=latin", 1740823200.0),
-                ("/café?utm_source=né".encode(), 1740823201.0),
-                (b"/p\x01?utm_source=control", 1740823202.0),
-                (b"/landing?utm_source=plain", 1740823203.0),
-                (b"/landing?utm_source=latin-agent", 1740823204.0),
-            ):
-                req = tutils.treq(path=target, timestamp_start=ts)
-                req.headers["host"] = "shop.example"
-                req.headers["accept"] = "text/html"
-                if b"latin-agent" in target:  # header bytes as sent: mitmproxy keeps them
-                    req.headers.fields += (
-                        (b"user-agent", b"Mozilla/5.0 caf\xe9"),
-                        (b"referer", b"http://b\xe9.example/"),
-                    )
-                writer.add(tflow.tflow(req=req, resp=True))
-        return path
+        # Header bytes as sent, which mitmproxy keeps: a Latin-1 User-Agent and Referer.
+        latin = ((b"user-agent", b"Mozilla/5.0 caf\xe9"), (b"referer", b"http://b\xe9.example/"))
+        flows = [
+            (b"GET", b"/caf\xe9?utm_source=latin", 1740823200.0, ()),
+            (b"GET", "/café?utm_source=né".encode(), 1740823201.0, ()),
+            (b"GET", b"/p\x01?utm_source=control", 1740823202.0, ()),
+            (b"GET", b"/landing?utm_source=plain", 1740823203.0, ()),
+            (b"GET", b"/landing?utm_source=latin-agent", 1740823204.0, latin),
+        ]
+        return flow_dump(tmp_path / "flows.mitm", flows)
 
     settings = make_settings(tmp_path)
     summary = await run_import(settings, [await asyncio.to_thread(dump)], "mitm")
@@ -672,26 +670,20 @@ async def test_a_flow_that_opted_out_is_not_imported(tmp_path: Path, honor: bool
     as for anyone. It skips them, saying why (not even the count: a count is not idempotent,
     and a second import of the file would add it again)."""
     pytest.importorskip("mitmproxy")
-    from mitmproxy.io import FlowWriter
-    from mitmproxy.test import tflow, tutils
 
     def dump() -> Path:
-        path = tmp_path / "flows.mitm"
-        with path.open("wb") as fo:
-            writer = FlowWriter(fo)
-            for method, target, headers, ts in (
-                ("GET", "/landing?utm_source=gpc", [("sec-gpc", "1")], 1740823200.0),
-                # On two lines (a browser's 0, an extension's 1): the opt-out wins, as live.
-                ("POST", "/login?user=gpc%40example.com", [("sec-gpc", "0"), ("sec-gpc", "1")], 1740823201.0),
-                ("GET", "/landing?utm_source=dnt", [("dnt", "1")], 1740823202.0),
-            ):
-                req = tutils.treq(method=method.encode(), path=target.encode(), timestamp_start=ts)
-                req.headers["host"] = "shop.example"
-                req.headers["accept"] = "text/html"
-                for name, value in headers:
-                    req.headers.add(name, value)
-                writer.add(tflow.tflow(req=req, resp=tutils.tresp(status_code=200)))
-        return path
+        flows = [
+            (b"GET", b"/landing?utm_source=gpc", 1740823200.0, [(b"sec-gpc", b"1")]),
+            # On two lines (a browser's 0, an extension's 1): the opt-out wins, as live.
+            (
+                b"POST",
+                b"/login?user=gpc%40example.com",
+                1740823201.0,
+                [(b"sec-gpc", b"0"), (b"sec-gpc", b"1")],
+            ),
+            (b"GET", b"/landing?utm_source=dnt", 1740823202.0, [(b"dnt", b"1")]),
+        ]
+        return flow_dump(tmp_path / "flows.mitm", flows)
 
     settings = make_settings(
         tmp_path,
