@@ -705,7 +705,7 @@ class LocalStore:
         """One transaction for the events of ``batch``; the error if it did not commit."""
         assert self._db is not None
         db = self._db
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.time()
         try:
             if self.watch.moved is not None:
                 raise StoreMoved(self.watch.moved)
@@ -751,7 +751,8 @@ class LocalStore:
             for item in batch:
                 item.results = None
             self.metrics.store_errors.inc()
-            since = self.failing[0] if self.failing is not None else time.time()
+            # From when this commit began: a lock wait spent the busy timeout before it failed.
+            since = self.failing[0] if self.failing is not None else began
             if locked(err):
                 if not self._closing:
                     self._commit_waits(

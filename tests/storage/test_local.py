@@ -26,6 +26,7 @@ from gateway.events import Binding, Conversion, Erasure, Event, Receipt, Touchpo
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import (
+    BUSY_TIMEOUT_MS,
     CHECKPOINT_PAGES,
     GATHER_TURNS,
     LOCK_GAP,
@@ -837,3 +838,31 @@ async def test_a_bulk_writer_leaves_the_write_lock_to_another_process_between_it
             written = await writing
     assert said.decode().strip() == "ok"
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(written,)]
+
+
+async def test_a_wait_on_the_lock_counts_from_when_the_commit_began(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``failing``'s time (``/healthz``'s ``failing_since``, and "go through again, N s") is when
+    the first waiting commit began, not when its busy timeout ran out ``BUSY_TIMEOUT_MS`` later:
+    the events waited from then."""
+    store = await open_store(max_wait_ms=60_000)
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # the writer now waits on the lock
+        began = time.time()
+        pending = store.submit([tp(1)])
+        while store.failing is None:  # the first commit gives up after the busy timeout
+            await asyncio.sleep(0.05)
+        waited = time.time() - began
+        assert waited >= BUSY_TIMEOUT_MS / 1000 - 0.5
+        assert store.failing[0] - began < waited - 1.0
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    with caplog.at_level("WARNING", logger="gateway.storage"):
+        await settle(pending, timeout=15)
+    [line] = [r.getMessage() for r in caplog.records if "go through again" in r.getMessage()]
+    assert float(line.split(", ")[1].split(" s ")[0]) >= waited - 0.5
