@@ -1079,7 +1079,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from gateway.metrics import Metrics
     from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
-    from storage.mirror import HorizonBack, Mirror
+    from storage.mirror import Mirror
 
     mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, Metrics())
     # A first fill copies every node's rows: on a terminal, a bar of the rows so far (no total).
@@ -1089,7 +1089,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         shown = None if bar is None else lambda table, rows: bar.update(rows)
         stored = asyncio.run(mirror.once(shown, waiting=_waiting("mirror", "mirror"), wait=args.wait))
     except Exception as err:  # no traceback
-        failure = _round_failure(err, "mirror", "mirror", mirror.key, HorizonBack)
+        failure = _round_failure(err, "mirror", "mirror", mirror.key)
     finally:
         if bar is not None:  # before any message: it goes on a line of its own
             bar.close()

@@ -36,6 +36,12 @@ mirror --once``'s, holds the file's round lock (``storage.roundlock``, ``<mirror
 two rounds at once would each move the horizons to their own (the older one setting them back),
 and a batch one read before an erasure the other applied would be stored after it.
 
+Which central store: the horizons are one store's transaction ids. A round that finds another
+store (its identity, or its horizon below the mirror's: a dump restored into another cluster)
+starts the mirror again from nothing, and a table's first fill also reads a restored dump's
+rows, whose ``ingested`` came from the old cluster (``storage.mirror_identity``). An erasure
+read again (its ``id`` in the mirror's ``erasures``) is not applied again.
+
 Lag: the central rows not mirrored yet (``unmirrored``, also ``gateway doctor``'s) and the
 seconds since each table's last completed round while rows wait (``Mirror.publish_age``).
 """
@@ -65,6 +71,7 @@ from storage.cursors import local_columns
 from storage.erasure import delete_before, delete_people, truncate_wal
 from storage.local import connect, read_only
 from storage.migrate import migrate
+from storage.mirror_identity import IDENTITY, central_state, follow, readable_identity
 from storage.roundlock import Holder, RoundLock
 from storage.sync import COUNTS, SYNC_TABLES
 
@@ -102,6 +109,8 @@ HORIZONS = (
     " horizon INTEGER NOT NULL,"  # rows with ingested below it are in the mirror
     " updated TEXT NOT NULL)"
 )
+RESTARTED = (*(t for t in TABLES if t != ERASED_KEYS), NODE_COUNTS)
+"""The mirror's tables of central rows, emptied when it starts again from nothing."""
 MAX_VISITORS = 10_000
 """Visitors per delete statement (SQLite's cap on a statement's variables)."""
 Progress = Callable[[str, int], object]
@@ -148,10 +157,6 @@ def _local_rows(
     return records
 
 
-class HorizonBack(Exception):
-    """The central store's horizon is below the mirror's: another cluster than it mirrored."""
-
-
 class Mirror:
     def __init__(
         self,
@@ -171,6 +176,8 @@ class Mirror:
         self.lock = RoundLock(path, "mirror", log, "reporting mirror")
         self._waiting: set[str] = set()
         """The tables central rows waited for at the last count (``publish_lag``)."""
+        self._identity_told: list[bool] = []
+        """The role may not read the central identity: told once (``mirror_identity``)."""
 
     async def open_local(self) -> aiosqlite.Connection:
         return await open_mirror(self.path)
@@ -180,16 +187,10 @@ class Mirror:
     ) -> dict[str, int]:
         """Bring the mirror up to the central store's horizon of now; rows stored per table
         (``erased_keys``: keys whose rows from before their erasure were deleted)."""
-        horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
-        async with db.execute("SELECT coalesce(max(horizon), 0) FROM mirror_horizons") as cursor:
-            row = await cursor.fetchone()
-        if row is not None and int(row[0]) > horizon:
-            raise HorizonBack(
-                f"the central store's transaction ids went back (at {horizon}, the mirror is at"
-                f" {row[0]}): a database restored into another cluster? Its new rows would be"
-                " skipped. Set ingested = '0' on its tables, delete central.mirror_path's file"
-                " and run `gateway mirror --once` to make it again"
-            )
+        horizon, beyond = await central_state(conn)
+        identity = await readable_identity(conn, self._identity_told)
+        if await follow(db, identity, horizon, self.key, RESTARTED) and self.on_stored is not None:
+            self.on_stored()  # the reports' answers from the store before are not this one's
         stored: dict[str, int] = {}
         for table in TABLES:
             remote = await central.central_columns(conn, table)
@@ -204,7 +205,9 @@ class Mirror:
                 (i, _LOCAL_FORMS[remote[c]]) for i, c in enumerate(columns) if remote[c] in _LOCAL_FORMS
             )
             keys = tuple((c, remote[c]) for c in KEYS.get(table, ("id",)))
-            stored[table] = await self._table(db, conn, table, columns, forms, keys, horizon, progress)
+            stored[table] = await self._table(
+                db, conn, table, columns, forms, keys, (horizon, beyond), progress
+            )
         if stored.get("erasures") or stored.get(ERASED_KEYS):
             # The log's older frames still hold the erased rows' pages: the reports keep the
             # mirror open, so closing it does not empty the log (as a node's own erasure does).
@@ -220,7 +223,7 @@ class Mirror:
         columns: tuple[str, ...],
         forms: Sequence[tuple[int, Callable[[Any], Any]]],
         keys: Sequence[tuple[str, str]],
-        horizon: int,
+        bounds: tuple[int, int],
         progress: Progress | None,
     ) -> int:
         """One table's window ``[its horizon, horizon)``, batch by batch, each batch one local
@@ -228,13 +231,19 @@ class Mirror:
         PostgreSQL while the current one is written to SQLite (not for erasures, whose writing
         asks PostgreSQL too). A failure part way leaves the horizon where it was: the window is
         read again, and rows stored already are skipped. ``keys``: the columns (and their
-        central types) that order the rows after ``ingested``."""
+        central types) that order the rows after ``ingested``; ``bounds``: the round's horizon,
+        and ``beyond``: a table's first fill also reads the rows at or above it, which no
+        transaction of this cluster wrote (a dump restored from another:
+        ``storage.mirror_identity``)."""
+        horizon, beyond = bounds
         previous = await _horizon(db, table)
         if previous >= horizon:
             return 0
         key = ", ".join(c for c, _ in keys)
         cols = ", ".join(columns)
         window = "ingested >= $1::text::xid8 AND ingested < $2::text::xid8"
+        if previous == 0:
+            window = f"({window} OR ingested >= '{int(beyond)}'::xid8)"
         first = f"SELECT ingested::text AS _ingested, {cols} FROM {table} WHERE {window}"
         order = f" ORDER BY ingested, {key} LIMIT $3"
         marks = ", ".join(f"${i}::{kind}" for i, (_, kind) in enumerate(keys, start=5))
@@ -327,7 +336,17 @@ class Mirror:
         the mirror, and those the central store found bound there (its ``erased_keys`` rows of
         the same transaction) — all their rows."""
         at = {c: i for i, c in enumerate(columns)}
+        ids = [record[at["id"]] for record in records]
+        async with db.execute(
+            f"SELECT id FROM erasures WHERE id IN ({','.join('?' for _ in ids)})", ids
+        ) as cursor:
+            applied = {row[0] for row in await cursor.fetchall()}
         for record, xid in zip(records, ingested, strict=True):
+            if record[at["id"]] in applied:
+                # Read again (a window read again, or a restored dump's erasure whose ingested
+                # this cluster's ids reached): applied already; again, it would delete rows
+                # the central store took after it.
+                continue
             also = msgspec.json.decode(record[at["also_keys"]]) if "also_keys" in at else []
             users = [record[at["user_key"]], *also]
             marks = ",".join("?" for _ in users)
@@ -426,7 +445,6 @@ class Mirror:
                 Failures(log, "reporting mirror"),
                 round_on,
                 publish,
-                (HorizonBack,),
                 lock=self.lock,
             )
         finally:
@@ -441,6 +459,7 @@ async def open_mirror(path: Path) -> aiosqlite.Connection:
         await migrate(db)
         await db.execute(HORIZONS)
         await db.execute(NODE_COUNTS_TABLE)
+        await db.execute(IDENTITY)
     except BaseException:
         await db.close()
         raise
@@ -456,14 +475,18 @@ async def prepare(path: Path) -> None:
 
 async def unmirrored(conn: asyncpg.Connection, horizons: Mapping[str, int]) -> dict[str, int]:
     """Central rows not in the mirror yet, per central table that has ``ingested``: those at or
-    above the table's horizon (``horizons``; 0 when it has none). The mirror's lag metric and
-    ``gateway doctor`` count them so."""
+    above the table's horizon (``horizons``; 0 when it has none), and, once it has one, below
+    the ids this cluster has given (the rows above, a restored dump's, its first fill read).
+    The mirror's lag metric and ``gateway doctor`` count them so."""
     lag: dict[str, int] = {}
     for table in TABLES:
         if "ingested" not in await central.central_columns(conn, table):
             continue
+        horizon = horizons.get(table, 0)
+        # Filled: rows at or above beyond were a restored dump's, read by the first fill.
+        filled = " AND ingested < pg_snapshot_xmax(pg_current_snapshot())" if horizon else ""
         rows = await conn.fetchval(
-            f"SELECT count(*) FROM {table} WHERE ingested >= $1::text::xid8", str(horizons.get(table, 0))
+            f"SELECT count(*) FROM {table} WHERE ingested >= $1::text::xid8{filled}", str(horizon)
         )
         lag[table] = int(rows)
     return lag
