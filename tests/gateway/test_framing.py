@@ -249,6 +249,7 @@ SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhel
         (CL_LIST, (), "5", True),
         (CL_TWICE.replace(b"\r\nContent-Length: 5\r\n\r\n", b"\r\ncontent-length: 5\r\n\r\n"), (), "5", True),
         (CL_TWICE.replace(b"OK\r\nContent-Length", b"OK\r\ncontent-length"), (), "5", True),
+        (CL_TWICE.replace(b"\r\nContent-Length: 5\r\n\r\n", b"\r\nCONTENT-LENGTH: 5\r\n\r\n"), (), "5", True),
         (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CL_LIST, (), "5", True),
     ],
     ids=[
@@ -262,6 +263,7 @@ SPACED_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhel
         "length-list",
         "length-twice-spelled-otherwise-after",
         "length-twice-spelled-otherwise-before",
+        "length-twice-in-capitals",  # read by the refused head's second reading (readable_head)
         "length-list-after-103",
     ],
 )

@@ -1597,6 +1597,19 @@ async def test_a_number_beyond_a_double_refuses_its_event_not_the_batch(gw: Runn
         assert (status, answer["error"]) == (400, why)
 
 
+async def test_a_lone_surrogate_in_a_signed_event_is_refused_in_the_json_librarys_words(
+    gw: RunningGateway,
+) -> None:
+    """The limit Known limits states for signed events (the admin API names the field since
+    2026-12-06, ``test_fraud``): a high UTF-16 surrogate escape with no low half after it is a
+    400 whose reason is the fast decoder's, not one naming the field. Should the reason change,
+    this test fails: correct the README's limit with it."""
+    body = b'{"type": "conversion", "user_id": "\\ud800"}'
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["error"]) == (400, "body: not valid JSON (Input data was truncated)")
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_a_bad_event_beyond_a_double_is_kept_as_sent_and_replays_as_bad(gw: RunningGateway) -> None:
     """The kept body of an event refused for its ``1e400`` was written with the infinity as
     ``null``: the admin saw a value the sender never sent, and ``replay-bad`` read the null

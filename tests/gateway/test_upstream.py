@@ -1084,6 +1084,40 @@ async def test_a_clean_chunked_answer_keeps_its_connection(raw_upstream) -> None
     assert connections == [0]
 
 
+@pytest.mark.parametrize(
+    ("later", "failure"),
+    [
+        (b"6\n world\r\n0\r\n\r\n", aiohttp.ClientPayloadError),  # a later size line: the body breaks
+        (b"0\n\n", asyncio.TimeoutError),  # the last chunk alone: no end until the read timeout
+    ],
+    ids=["size-line", "last-chunk"],
+)
+async def test_chunk_lines_that_change_to_a_bare_lf_midway_are_still_refused(
+    raw_upstream, later: bytes, failure: type[BaseException]
+) -> None:
+    """The limit the bare-LF reading leaves (Known limits): only the first chunk-size line is
+    looked at, so a site whose first one ends in CRLF and a later one in a bare LF stays on the
+    strict parser. A later size line breaks the body; a last chunk ``0\\n\\n`` is never seen as
+    the end, and the read fails at ``read_timeout`` (1 s here). Should a change read these too,
+    this test fails: take the limit out of the README with it."""
+    connections: list[int] = []
+    pool = Upstream(
+        await raw_upstream(page_in_pieces(connections, [CHUNKED_HEAD + b"5\r\nhello\r\n", later])),
+        limit=4,
+        connect_timeout=2,
+        read_timeout=1,
+        max_field_size=8190,
+    )
+    try:
+        resp = await pool.request("GET", "/page", [("Host", "t")], None, length_known=False)
+        assert resp.status == 200  # the head has gone on to the visitor already
+        with pytest.raises(failure):
+            await asyncio.wait_for(resp.content.read(), 10)
+        resp.close()
+    finally:
+        await pool.close()
+
+
 async def test_a_site_ending_chunk_lines_in_a_bare_lf_is_served_reframed(start_gateway, raw_upstream) -> None:
     """Through the gateway, with a raw visitor socket: the page a curl visitor of the site gets,
     re-framed in chunks with CRLF (the strict reader here refuses anything else), and the same
