@@ -459,12 +459,54 @@ def decode_json(body: bytes) -> Any:
         return _decoder.decode(body)
     except msgspec.ValidationError:
         pass
+    except msgspec.DecodeError as err:
+        # Its words for a lone UTF-16 surrogate escape (``\ud800``) are "Input data was
+        # truncated", which sends a sender looking for a cut body: say what and where.
+        try:
+            doc = json.loads(body, parse_constant=_no_constant, parse_int=_whole_number)
+        except (ValueError, RecursionError):
+            raise err from None
+        raise ValueError(_lone_surrogate(doc) or str(err)) from None
     doc = json.loads(body, parse_constant=_no_constant, parse_int=_whole_number)
-    try:  # the fast decoder refuses a lone UTF-16 surrogate (\ud800); it could not be stored
-        msgspec.json.encode(doc)
-    except UnicodeEncodeError:
-        raise ValueError("a string escape of a lone UTF-16 surrogate") from None
+    if reason := _lone_surrogate(doc):  # it could not be stored
+        raise ValueError(reason)
     return doc
+
+
+def _lone_surrogate(doc: Any) -> str | None:
+    """Where the first UTF-16 surrogate escape without its other half is in ``doc`` (a name or a
+    value; the value by its JSON pointer, RFC 6901), said for a sender; None if there is none.
+    Such a code point is no character: it cannot be stored, nor written as UTF-8."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        pointer, node = stack.pop()
+        if isinstance(node, str):
+            if found := _SURROGATE.search(node):
+                return f"{pointer} holds {_escaped(found.group())}{_NO_CHARACTER}"
+        elif isinstance(node, dict | list):
+            items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+            for name, _ in items:
+                if isinstance(name, str) and (found := _SURROGATE.search(name)):
+                    where = pointer or "the top object"
+                    return f"a name in {where} holds {_escaped(found.group())}{_NO_CHARACTER}"
+            stack += [(f"{pointer}/{_pointer_token(str(name))}", value) for name, value in reversed(items)]
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NO_CHARACTER = (
+    ", half of a UTF-16 surrogate pair alone, which is no character; send the text as UTF-8,"
+    " or the pair whole: \\ud83d\\ude00"
+)
+
+
+def _escaped(code: str) -> str:
+    return f"\\u{ord(code):04x}"
+
+
+def _pointer_token(name: str) -> str:
+    """A name as a JSON pointer's token (RFC 6901: ``~`` as ``~0``, ``/`` as ``~1``)."""
+    return name.replace("~", "~0").replace("/", "~1")
 
 
 _BEYOND = {math.inf: msgspec.Raw(b"1e400"), -math.inf: msgspec.Raw(b"-1e400")}

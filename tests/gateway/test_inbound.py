@@ -1590,23 +1590,42 @@ async def test_a_number_beyond_a_double_refuses_its_event_not_the_batch(gw: Runn
     status, answer = await post(gw, one, signed(one))
     assert status == 400 and answer["error"].startswith("value (/value): expected a number"), answer
     for odd, why in (
-        (b'[1e400, "\\ud800"]', "body: not valid JSON (a string escape of a lone UTF-16 surrogate)"),
+        (
+            b'[1e400, "\\ud800"]',
+            "body: not valid JSON (/1 holds \\ud800, half of a UTF-16 surrogate pair alone, which is no"
+            " character; send the text as UTF-8, or the pair whole: \\ud83d\\ude00)",
+        ),
         (b"[1e400, NaN]", "body: not valid JSON (NaN is not JSON)"),
     ):
         status, answer = await post(gw, odd, signed(odd))
         assert (status, answer["error"]) == (400, why)
 
 
-async def test_a_lone_surrogate_in_a_signed_event_is_refused_in_the_json_librarys_words(
-    gw: RunningGateway,
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"type": "conversion", "user_id": "\\ud800"}', "/user_id holds \\ud800"),
+        (b'{"type": "conversion", "user_id": "u", "x": [1e400, "a\\udc00"]}', "/x/1 holds \\udc00"),
+        (b'{"type": "conversion", "user_id": "u", "a\\ud83d": 1}', "a name in the top object holds \\ud83d"),
+        (
+            b'{"type": "conversion", "user_id": "u", "x/~": [{"\\udfff": 1}]}',
+            "a name in /x~1~0/0 holds \\udfff",
+        ),
+    ],
+    ids=["field", "beside-a-number-beyond-a-double", "name", "nested-name"],
+)
+async def test_a_lone_surrogate_in_a_signed_event_is_refused_naming_where(
+    gw: RunningGateway, body: bytes, where: str
 ) -> None:
-    """The limit Known limits states for signed events (the admin API names the field since
-    2026-12-06, ``test_fraud``): a high UTF-16 surrogate escape with no low half after it is a
-    400 whose reason is the fast decoder's, not one naming the field. Should the reason change,
-    this test fails: correct the README's limit with it."""
-    body = b'{"type": "conversion", "user_id": "\\ud800"}'
+    """A UTF-16 surrogate escape without its other half (no character: it could not be stored)
+    is a 400 that says so and where, as the admin API's does. The fast decoder's own words
+    were ``Input data was truncated``, which sent a sender looking for a cut body."""
     status, answer = await post(gw, body, signed(body))
-    assert (status, answer["error"]) == (400, "body: not valid JSON (Input data was truncated)")
+    assert status == 400, answer
+    assert answer["error"] == (
+        f"body: not valid JSON ({where}, half of a UTF-16 surrogate pair alone, which is no"
+        " character; send the text as UTF-8, or the pair whole: \\ud83d\\ude00)"
+    ), answer
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
 
 
