@@ -1,7 +1,8 @@
 """WebSocket pass-through: accept the visitor's upgrade, open the same upgrade upstream, relay.
 
 Messages flow both ways unchanged (text, binary, and pings and pongs, passed on rather
-than answered here); a close on either side closes the other with its code and reason, and the
+than answered here); a close on either side closes the other with its code and reason, the
+other side's reply goes back with its code and reason (``_CloseReasons``), and the
 gateway's shutdown (``going_away``) closes both with 1001 at once (an upgrade still
 being opened then gets a 503 instead of its 101). The
 visitor gets compression (``permessage-deflate``) only when the site took it, and the headers of
@@ -212,13 +213,48 @@ def close_code_to_send(code: int | None) -> int:
 
 
 Reasons = dict[int, bytes | None]
-"""By a socket's ``id``: the reason of the close frame it sent, or None when its connection
-dropped without one."""
+"""By a socket's ``id``: the reason of the close frame it sent (``_CloseReasons``), or None when
+its connection dropped without one."""
 
 
-async def _relay(source: Socket, sink: Socket, reasons: Reasons) -> None:
-    """Copy data messages until ``source`` closes, its close frame's reason into ``reasons``
-    (None: its connection dropped without one); closing the other side is the caller's job."""
+class _CloseReasons:
+    """A socket's queue of received messages (aiohttp's ``_reader``), keeping the reason of the
+    close frame read from it in ``reasons``, whoever reads it: the relay's ``receive``, or the
+    socket's ``close``, which reads the other side's reply to the close frame passed on to it
+    and keeps the code alone (``msg.data``; the reason, ``msg.extra``, was dropped), so the side
+    that closed first got the reply's code without its reason. Anything else is the queue's."""
+
+    def __init__(self, queue: Any, reasons: Reasons, key: int) -> None:
+        self._queue = queue
+        self._reasons = reasons
+        self._key = key
+
+    async def read(self) -> Any:
+        msg = await self._queue.read()
+        if msg.type is WSMsgType.CLOSE:
+            # At most 123 bytes: aiohttp refuses a longer control frame (RFC 6455 §5.5); a reason
+            # that is no UTF-8 never gets here: aiohttp fails the connection with 1007 (§8.1).
+            self._reasons[self._key] = (msg.extra or "").encode()
+        return msg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+Failed = dict[int, int]
+"""By a socket's ``id``: the code aiohttp failed its connection with, on a protocol error
+(1007: a text or a close reason that is no UTF-8; 1009: a message over the cap)."""
+
+
+def _keep_close_reasons(side: Socket, reasons: Reasons) -> None:
+    """Have ``side``'s close frame's reason kept in ``reasons`` (``_CloseReasons``)."""
+    side._reader = _CloseReasons(side._reader, reasons, id(side))  # type: ignore[assignment]
+
+
+async def _relay(source: Socket, sink: Socket, reasons: Reasons, failed: Failed) -> None:
+    """Copy data messages until ``source`` closes (its close frame's reason is kept in
+    ``reasons`` as it is read), its connection drops (None in ``reasons``) or aiohttp fails it
+    (its code in ``failed``); closing the other side is the caller's job."""
     while True:
         msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
@@ -231,13 +267,14 @@ async def _relay(source: Socket, sink: Socket, reasons: Reasons) -> None:
             await sink.ping(bytes(msg.data))
         elif msg.type == WSMsgType.PONG:
             await sink.pong(bytes(msg.data))
-        elif msg.type == WSMsgType.CLOSE:
-            reasons[id(source)] = (msg.extra or "").encode()[:123]  # RFC 6455 §5.5: 125 - code
+        elif msg.type == WSMsgType.CLOSE:  # its reason is in ``reasons`` (``_CloseReasons``)
             return
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             # A protocol error (WebSocketError: bad UTF-8, a message over the cap) closed that
             # side with its code, which the other side learns; anything else is a lost connection.
-            if msg.type != WSMsgType.CLOSING and not isinstance(msg.data, WebSocketError):
+            if isinstance(msg.data, WebSocketError):
+                failed[id(source)] = msg.data.code
+            elif msg.type != WSMsgType.CLOSING:
                 reasons.setdefault(id(source), None)
             return
 
@@ -246,6 +283,7 @@ async def _relay_both(
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse,
     reasons: Reasons,
+    failed: Failed,
     going_away: asyncio.Event,
     left: list[asyncio.Task[None]],
 ) -> bool:
@@ -256,8 +294,8 @@ async def _relay_both(
     lost, and its ``close`` then reads no reply); the visitor's side is the other way round
     (its ``close`` reads no reply once a ``receive`` it broke has marked it as closing)."""
     relays = {
-        id(client): asyncio.create_task(_relay(client, upstream, reasons)),
-        id(upstream): asyncio.create_task(_relay(upstream, client, reasons)),
+        id(client): asyncio.create_task(_relay(client, upstream, reasons, failed)),
+        id(upstream): asyncio.create_task(_relay(upstream, client, reasons, failed)),
     }
     stopping = asyncio.create_task(going_away.wait())
     done: set[asyncio.Task[Any]] = set()
@@ -268,9 +306,9 @@ async def _relay_both(
             left.append(relays[id(upstream)])
         await _stop([task for task in [*relays.values(), stopping] if task not in left])
     for task in done:
-        failed = None if task is stopping or task.cancelled() else task.exception()
-        if failed is not None:
-            log.info("WebSocket relay ended: %s", described(failed))
+        error = None if task is stopping or task.cancelled() else task.exception()
+        if error is not None:
+            log.info("WebSocket relay ended: %s", described(error))
     return done == {stopping}
 
 
@@ -304,18 +342,20 @@ async def _close_pair(
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse,
     reasons: Reasons,
+    failed: Failed,
 ) -> None:
     """Close whichever side is still open with the code and reason the other side closed with,
-    then answer the side that closed first with the code of the other's reply (as without the
-    gateway: neither side's close is answered by the gateway itself; the reply's reason is not
-    passed on, aiohttp reads it and drops it); when one side's connection dropped without a
-    close frame, or the other side never answered a close, drop the other's too, so that side
-    sees what it would without the gateway (a lost connection, 1006), not a clean close.
+    then answer the side that closed first with the code and reason of the other's reply (as
+    without the gateway: neither side's close is answered by the gateway itself); when one
+    side's connection dropped without a close frame, or the other side never answered a close,
+    drop the other's too, so that side sees what it would without the gateway (a lost
+    connection, 1006), not a clean close. A side aiohttp failed (``failed``: 1007, 1009) has
+    the other side closed with that code, not dropped.
 
     Runs in ``finally``: the handler may be cancelled once the visitor's connection is gone
     (aiohttp's ``handler_cancellation``), and the upstream must still learn the real code.
     """
-    if id(client) not in reasons and request.transport is None:
+    if id(client) not in reasons and id(client) not in failed and request.transport is None:
         reasons[id(client)] = None  # cancelled: the visitor's connection went, without a close
     if reasons.get(id(client), b"") is None:
         _drop(request, upstream, upstream)
@@ -334,14 +374,16 @@ async def _close_pair(
                 _drop(request, closed, upstream)
                 return
             with contextlib.suppress(Exception):
-                await closed.close(code=close_code_to_send(still_open.close_code))
+                await closed.close(
+                    code=close_code_to_send(still_open.close_code), message=reasons.get(id(still_open)) or b""
+                )
             return
     for closed, still_open in ((client, upstream), (upstream, client)):
         if closed.closed and not still_open.closed:
+            # Failed by aiohttp: its code, not what its close reads after (the web side's reads 1006).
+            code = failed.get(id(closed), closed.close_code)
             with contextlib.suppress(Exception):
-                await still_open.close(
-                    code=close_code_to_send(closed.close_code), message=reasons.get(id(closed)) or b""
-                )
+                await still_open.close(code=close_code_to_send(code), message=reasons.get(id(closed)) or b"")
     for side in (upstream, client):
         if not side.closed:
             with contextlib.suppress(Exception):
@@ -440,15 +482,18 @@ async def proxy_websocket(
     client.order = tuple(name.decode("latin-1").lower() for name, _ in upstream._response.raw_headers)
     client.as_sent = pages.needs_as_sent(None, site)
     reasons: Reasons = {}
+    failed: Failed = {}
+    _keep_close_reasons(upstream, reasons)
     left: list[asyncio.Task[None]] = []
     request[pages.ANSWER] = client
     try:
         await client.prepare(request)
-        if await _relay_both(client, upstream, reasons, going_away, left):
+        _keep_close_reasons(client, reasons)
+        if await _relay_both(client, upstream, reasons, failed, going_away, left):
             await _go_away(client, upstream)
     finally:
         try:
-            await _close_pair(request, client, upstream, reasons)
+            await _close_pair(request, client, upstream, reasons, failed)
         finally:
             await _stop(left)
     return client

@@ -2482,6 +2482,7 @@ async def test_websocket_message_over_the_cap_closes_with_1009(start_gateway, up
         msg = await ws.receive(timeout=2)
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
         assert ws.close_code == 1009
+    assert await asyncio.wait_for(closed.get(), 2) == 1009  # the site too, not a lost connection
 
 
 async def test_request_without_host_keeps_location_and_sends_no_empty_forwarded_host(
