@@ -107,7 +107,7 @@ def place(template: Path) -> Iterator[Path]:
         (folder / "data" / "gw.db").chmod(0o644)
         (folder / "gw.toml").write_text(
             '[storage]\npath = "data/gw.db"\n[proxy]\nworkers = 1\nlisten = "127.0.0.1:0"\n'
-            '[admin]\nlisten = "127.0.0.1:0"\n'
+            '[admin]\nlisten = "127.0.0.1:0"\n[privacy]\nretention_days = 1\n'
         )
         (folder / "gw.toml").chmod(0o644)
         yield folder
@@ -129,6 +129,7 @@ READS = [
     ("erase", "u-1", "--dry-run"),
     ("import", "--undo", "1", "--dry-run"),
     ("reclassify", "--dry-run", "--no-progress"),
+    ("purge", "--dry-run"),
 ]
 
 
