@@ -775,7 +775,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     if not stores:
         return 1
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
-    from storage.local import lock_hint
+    from storage.local import store_hint
 
     shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
@@ -792,7 +792,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                 asyncio.run(_reclassify(path, settings.channels, args.batch_size, args.dry_run, bar, done))
             except (SchemaTooNew, sqlite3.DatabaseError) as err:
                 print(
-                    f"gateway: cannot reclassify the store {path}: {err}{lock_hint(err)}{after}",
+                    f"gateway: cannot reclassify the store {path}: {err}{store_hint(err, path)}{after}",
                     file=sys.stderr,
                 )
                 return 1

@@ -80,6 +80,12 @@ def _config_fix(path: str, problem: str) -> str:
         return _secret_fix(problem.partition(":")[0])
     if not problem.startswith(f"{path}: "):
         return f"correct this key (gateway check -c {path} lists every problem)"
+    if problem.endswith(": cannot read: Permission denied"):
+        # The file is there: ``gateway init`` would refuse it, and ``--force`` would replace it.
+        return (
+            f"let the user who runs this (uid {os.geteuid()}) read {path}, or run it as the gateway's"
+            " user (see Operations: gateway doctor)"
+        )
     if ": cannot read: " in problem:
         return (
             f"name the config file the gateway runs with (-c), or write a starter one: gateway init -c {path}"
@@ -123,7 +129,7 @@ def store_failure(settings: Settings, err: BaseException) -> str:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
-    from storage.local import read_only
+    from storage.local import read_only, unreadable, unwritable
     from storage.migrate import migrations
 
     newest = migrations()[-1][0]
@@ -144,12 +150,15 @@ def _check_file(path: Path, what: str, key: str) -> Check:
             f"{what} {path}: cannot create it, {folder} is not writable",
             f"let the user the gateway runs as write to {folder} (chown it), or point {key} elsewhere",
         )
-    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+    blocked, lacks = unreadable(path), "readable"
+    if blocked is None:  # each of them: SQLite opens a store whose -wal or -shm it may not write read-only
+        blocked, lacks = unwritable(path), "writable"
+    if blocked is not None:
         return Check(
             "FAIL",
-            f"{what} {path} (or its folder) is not writable",
-            f"let the user the gateway runs as write to {path} and to {path.parent} "
-            "(SQLite writes its -wal and -shm files beside it)",
+            f"{what} {path} is not {lacks}: {blocked} is not {lacks} to uid {os.geteuid()}",
+            f"let the user the gateway runs as write to {path}, to its -wal and -shm files and to"
+            f" {path.parent} (SQLite writes its -wal and -shm files beside it)",
         )
     try:
         with contextlib.closing(read_only(path)) as db:

@@ -13,7 +13,7 @@ import sys
 
 from gateway.config import Settings
 from storage.imports import DERIVED, RECORDED, UndoRefused, list_runs, undo_run
-from storage.local import StoreClosed, lock_hint
+from storage.local import StoreClosed, store_hint
 from storage.migrate import SchemaTooNew
 
 _LABELS = {"touchpoints": "touchpoints", "identities": "bindings", "conversions": "conversions"}
@@ -27,8 +27,9 @@ def list_command(settings: Settings) -> int:
     try:
         runs = list_runs(settings.store_path)
     except sqlite3.Error as err:
+        hint = store_hint(err, settings.store_path)
         print(
-            f"gateway import: --list failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            f"gateway import: --list failed on the store {settings.store_path}: {err}{hint}",
             file=sys.stderr,
         )
         return 1
@@ -58,8 +59,9 @@ def undo_command(settings: Settings, run: int, dry_run: bool) -> int:
         return 2 if "records no import run" in str(err) else 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed, OSError) as err:
         # Said as erase and purge say it: SQLite's "database is locked" names no one.
+        hint = store_hint(err, settings.store_path)
         print(
-            f"gateway import: --undo {run} failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            f"gateway import: --undo {run} failed on the store {settings.store_path}: {err}{hint}",
             file=sys.stderr,
         )
         return 1

@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from storage.local import lock_hint
+    from storage.local import store_hint
     from storage.migrate import SchemaTooNew
     from storage.retention import PurgeFailed, cutoff, purge
 
@@ -62,7 +62,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if failed is not None:
         cause = failed.__cause__
         # PostgreSQL away or refusing says little by its message alone (a refused connection)
-        why = f"{cause}{lock_hint(cause)}"
+        # The node's store fails first; past it, the mirror (the central store's are not SQLite's)
+        path = settings.store_path if "local" not in done else (settings.mirror_path or settings.store_path)
+        why = f"{cause}{store_hint(cause, path)}"
         if not isinstance(cause, SchemaTooNew | sqlite3.Error):
             why = f"{type(cause).__name__}: {cause}"
         if args.dry_run:
@@ -85,7 +87,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.keys import Keys
     from gateway.usernames import erasure_note, named_user
     from storage.erasure import erase_user, kept_bad_events, user_known
-    from storage.local import lock_hint
+    from storage.local import store_hint
     from storage.migrate import SchemaTooNew
 
     if (args.user_id is None) == (args.visitor is None):
@@ -128,8 +130,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
     try:
         named, erasure, erased, kept = asyncio.run(erase())
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
+        hint = store_hint(err, settings.store_path)
         print(
-            f"gateway: erase failed on the store {settings.store_path}: {err}{lock_hint(err)}",
+            f"gateway: erase failed on the store {settings.store_path}: {err}{hint}",
             file=sys.stderr,
         )
         return 1
@@ -172,6 +175,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     from gateway.ids import Uuid7
     from gateway.keys import MAX_VISITOR_ID, Keys, named_visitor_id
     from storage.erasure import erase_visitor
+    from storage.local import store_hint
     from storage.migrate import SchemaTooNew
 
     given = args.visitor.strip()  # as every intake trims a visitor ID
@@ -205,8 +209,9 @@ def _erase_visitor(args: argparse.Namespace) -> int:
 
     try:
         erasure, bound, erased = asyncio.run(erase())
-    except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        print(f"gateway: erase failed on the store {settings.store_path}: {err}", file=sys.stderr)
+    except (SchemaTooNew, sqlite3.DatabaseError) as err:  # as a user's erasure says it
+        hint = store_hint(err, settings.store_path)
+        print(f"gateway: erase failed on the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
     print(f"erase: {'would erase' if args.dry_run else 'erased'} the visitor")
     for table, rows in erasure.counts.items():

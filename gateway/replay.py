@@ -35,7 +35,7 @@ from gateway.mapping import EVENT_KEY_FALLBACKS, Invalid, Limits, Mapped, map_ev
 from gateway.metrics import Metrics
 from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
-from storage.local import LocalStore, connect
+from storage.local import LocalStore, connect, store_hint
 from storage.migrate import SchemaTooNew
 
 NOT_UTF8 = ("body: not valid JSON (Invalid UTF-8", "body: not UTF-8")
@@ -260,6 +260,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
         hint = (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
+        hint = hint or store_hint(err, path)
         print(f"gateway: cannot read the store {path}: {err}{hint}", file=sys.stderr)
         return 1
     return 0

@@ -28,6 +28,7 @@ from gateway.openapi import DELIMITERS
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period, table_param
+from storage.local import store_hint
 from storage.migrate import SchemaTooNew
 from storage.populations import POPULATIONS, population_refused
 from storage.queries import Reader
@@ -147,6 +148,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         hint = (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
+        hint = hint or store_hint(err, settings.report_path)
         print(f"gateway: cannot read the store {settings.report_path}: {err}{hint}", file=sys.stderr)
         return 1
     if settings.mirror_path is not None:

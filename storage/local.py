@@ -280,6 +280,39 @@ def lock_hint(error: BaseException | None) -> str:
     )
 
 
+AS_OWNER = "run the command as the user the gateway runs as"
+
+
+def access_hint(error: BaseException | None, path: Path) -> str:
+    """For a one-shot command's failure on the store ``path``: when SQLite refused it for this
+    user's rights, which file or folder, the user, and what to do; else nothing. SQLite says
+    only "attempt to write a readonly database", and of a read too: a store in WAL mode is read
+    through its ``-shm`` file, which the first connection makes beside it, so while no gateway
+    has the store open (none there) a user who may not write its folder cannot read it."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(code, int) or code & 0xFF not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        return ""
+    uid = os.geteuid()
+    blocked = unreadable(path)
+    if blocked is not None:
+        return f" ({blocked} is not readable to uid {uid}); {AS_OWNER}"
+    folder = path.parent
+    if not Path(f"{path}-shm").exists() and folder.exists() and not os.access(folder, os.W_OK):
+        return (
+            f" ({folder} is not writable to uid {uid}, and SQLite reads the store through a -shm"
+            f" file it makes there while no gateway has the store open); {AS_OWNER}, or while the"
+            " gateway runs"
+        )
+    blocked = unwritable(path) if code & 0xFF == sqlite3.SQLITE_READONLY else None
+    return "" if blocked is None else f" ({blocked} is not writable to uid {uid}); {AS_OWNER}"
+
+
+def store_hint(error: BaseException | None, path: Path) -> str:
+    """A one-shot command's words on why the store ``path`` failed it, beyond SQLite's: a write
+    lock held too long (``lock_hint``), or rights this user lacks (``access_hint``)."""
+    return lock_hint(error) or access_hint(error, path)
+
+
 class CommitTimeout(Exception):
     """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
 
@@ -451,15 +484,15 @@ class LocalStore:
         except BaseException:
             await self._db.close()  # its thread would otherwise keep the process alive
             raise
-        unwritable = await asyncio.to_thread(_unwritable, self.path)
-        if unwritable is not None:
+        blocked = await asyncio.to_thread(unwritable, self.path)
+        if blocked is not None:
             # SQLite opened it read-only without a word: said now, not at the first landing.
             log.error(
                 "the store %s is read-only to this process (%s is not writable to uid %d): pages are"
                 " served, but no event is recorded; let the user the gateway runs as write to it"
                 " (and to its folder, its -wal and -shm files), then restart the gateway",
                 self.path,
-                unwritable,
+                blocked,
                 os.geteuid(),
             )
             self.failing = (time.time(), READ_ONLY)
@@ -833,12 +866,21 @@ class LocalStore:
         return counted, bound
 
 
-def _unwritable(path: Path) -> Path | None:
+def unwritable(path: Path) -> Path | None:
     """The first of the store's files (and its folder, where SQLite makes its ``-wal`` and
     ``-shm``) this process may not write, or None. SQLite opens a file it may only read
     read-only and fails each write later; a root process may write anything but a read-only
     mount, where opening a WAL store already fails."""
     for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
         if candidate.exists() and not os.access(candidate, os.W_OK):
+            return candidate
+    return None
+
+
+def unreadable(path: Path) -> Path | None:
+    """The first of the store's files this process may not read (another user's ``0600``), or
+    None."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists() and not os.access(candidate, os.R_OK):
             return candidate
     return None
