@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -144,6 +146,12 @@ class Summary:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"{where}:{number}: {reason}{detail}")
 
+    def refused(self, where: str, number: int, events: Sequence[Event], error: Exception) -> None:
+        """A line whose rows (``events``) the store refused: skipped, its events uncounted."""
+        for event in events:
+            self.events[event.table] -= 1
+        self.skip(where, number, f"{UNSTORABLE}{unstorable_why(error)}")
+
     def none_in_format(self) -> bool:
         """Lines were read and none gave anything: each was skipped as not in the format asked
         for (a JSON log read as ``combined``, a json-lines log whose time is elsewhere). A last
@@ -205,6 +213,23 @@ class Summary:
         elif self.run:
             out.append(f"  run: {self.run} (gateway import --undo {self.run} removes the rows it added)")
         return "\n".join(out)
+
+
+UNSTORABLE = "the store refused its rows: "
+"""The beginning of why a line is skipped whose rows the store refused (``Summary.refused``): the
+other lines of its batch are stored all the same."""
+
+
+def unstorable_why(error: Exception) -> str:
+    """Why the store refused a line's rows, in words that group alike lines: SQLite's message (a
+    constraint's, a trigger's), or the text it cannot encode, which its message places by
+    position."""
+    if isinstance(error, UnicodeEncodeError):
+        bad = error.object[error.start : error.end].encode("unicode_escape").decode()
+        return f"a text that is not Unicode (a lone surrogate, {bad})"
+    if isinstance(error, sqlite3.Error):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def looks_like_page(method: str, path: str, status: int) -> bool:
@@ -423,11 +448,13 @@ FUTURE = (
 
 @dataclass(slots=True)
 class Replayed:
-    """What a chunk of read items gave: its events, the items skipped (with reasons), and how
-    many of its lines took their client address from a logged X-Forwarded-For (``forwarded``)
-    or logged one that was not believed (``unbelieved``)."""
+    """What a chunk of read items gave: its events (and their lines), the items skipped (with
+    reasons), and how many of its lines took their client address from a logged X-Forwarded-For
+    (``forwarded``) or logged one that was not believed (``unbelieved``)."""
 
     events: list[Event] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    """The number of the line (or Segment call) each of ``events`` came from."""
     skips: list[Skip] = field(default_factory=list)
     forwarded: int = 0
     unbelieved: int = 0
@@ -440,7 +467,7 @@ class Replayed:
 async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -> Replayed:
     """A chunk of read items → the events they produce and the items skipped, with reasons."""
     out = Replayed()
-    events, skips = out.events, out.skips
+    events, lines, skips = out.events, out.lines, out.skips
     default_host, trusted = replayer.host, replayer.trusted
     # A line dated after now is no history: live, such a request cannot have come, and stored
     # it would be a touchpoint every report of the coming days counts (the same bound as a
@@ -496,6 +523,7 @@ async def replay_items(replayer: Replayer, items: list[Item], identity: bytes) -
             continue
         if new:
             events.extend(new)
+            lines.extend([item.number] * len(new))
     return out
 
 

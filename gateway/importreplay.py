@@ -4,8 +4,9 @@ Owns ``import_file``: its reader (``gateway.importread``), replaying its chunks
 in this process or in the worker processes (``gateway.importworkers``: results
 taken in file order, a few chunks ahead, the bindings of a pair kept once),
 counting lines, events and skips into the ``Summary`` as it goes (``read_to``:
-how far everything was handed to the store), and naming the input in a read
-error gzip gives without a name.
+how far everything was handed to the store), handing each event to the writer
+with the line it came from (a line the store refuses is skipped by its
+file:line), and naming the input in a read error gzip gives without a name.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
     return [e for e in events if type(e) is not Binding or recent.first((e.visitor_key, e.user_key))]
 
 
+def kept_lines(kept: list[Event], events: list[Event], lines: list[int]) -> list[int]:
+    """The lines of ``kept``, some of ``events`` in their order (``lines``: the line of each)."""
+    if len(kept) == len(events):
+        return lines
+    ours = set(map(id, kept))
+    return [number for event, number in zip(events, lines, strict=True) if id(event) in ours]
+
+
 async def _replay_pooled(
     replayer: Replayer,
     pool: WorkerPool,
@@ -125,7 +134,9 @@ async def _replay_pooled(
         replayed = await asyncio.wrap_future(future)
         pending.popleft()
         if recent is not None:
-            replayed.events = first_bindings(replayed.events, recent)
+            events = first_bindings(replayed.events, recent)
+            replayed.lines = kept_lines(events, replayed.events, replayed.lines)
+            replayed.events = events
         await _account(name, source.stream, summary, writer, replayed, lines, last)
         progress.update(summary.lines, position)
 
@@ -192,6 +203,7 @@ async def _account(
     summary.erased += erased
     events, expired = writer.expired(events)
     summary.expired += expired
+    lines_of = kept_lines(events, replayed.events, replayed.lines)
     counts = summary.events
     for event in events:
         counts[event.table] += 1
@@ -199,4 +211,4 @@ async def _account(
     summary.lines += lines - unread
     summary.read_to = (name, last)
     summary.read_stream = stream
-    await writer.add(events)
+    await writer.add(events, name, lines_of)

@@ -142,7 +142,8 @@ async def run_import(
             shown = Progress(bar, started)
             erased = await asyncio.to_thread(Erased.read, settings.store_path) if store is not None else None
             days = summary.retention_days = settings.options.privacy.retention_days
-            writer = Writer(store, erased, iso(cutoff(datetime.now(UTC), days)) if days else "", lock_wait)
+            oldest = iso(cutoff(datetime.now(UTC), days)) if days else ""
+            writer = Writer(store, erased, oldest, lock_wait, summary)
             for path, size in zip(paths, sizes, strict=True):
                 if isinstance(size, OSError):  # named in ``failed`` already
                     continue

@@ -3,12 +3,15 @@
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
 last one commits; the first that fails to commit ends the import,
-``CommitFailed``), leaving out the rows of erased users dated before their
-erasure (``storage.erased``: an old log would bring them back) and the rows older
-than ``privacy.retention_days`` (the next purge would delete them), and the row
-counts before and after an import (a re-import gains none), and saying so when a
-commit waits on the write lock another process holds (up to ``LOCK_WAIT``, then the
-import ends), and recording the run's end (``end_run``), which waits for that lock as a commit
+``CommitFailed``; a line whose rows the store refuses — a value SQLite cannot
+hold, a constraint — is left out of its batch by the store, ``submit_each``, and
+counted as a skip by its file:line, the rest of the batch stored), leaving out
+the rows of erased users dated before their erasure (``storage.erased``: an old
+log would bring them back) and the rows older than ``privacy.retention_days``
+(the next purge would delete them), and the row counts before and after an
+import (a re-import gains none), and saying so when a commit waits on the write
+lock another process holds (up to ``LOCK_WAIT``, then the import ends), and
+recording the run's end (``end_run``), which waits for that lock as a commit
 does. Blocking: ``count_rows`` is called off the event loop.
 """
 
@@ -19,9 +22,12 @@ import contextlib
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from gateway.backfill import Summary
 from gateway.events import Event, iso
 from storage.erased import Erased
 from storage.imports import FINISH_SQL
@@ -46,12 +52,21 @@ class CommitFailed(Exception):
     batches before it did; the import ends there."""
 
 
-def _seen(future: asyncio.Future[None]) -> None:
+def _seen(future: asyncio.Future[Any]) -> None:
     """Take a commit's failure as it happens: the first one ends the import, and the batches
     still in flight behind it (failed for the same reason) are not waited for, which asyncio
     would report with a traceback each as an exception never retrieved."""
     if not future.cancelled():
         future.exception()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One submit in flight: its commit, its events and where each came from (file, line)."""
+
+    future: asyncio.Future[list[tuple[int, int, Exception]]]
+    events: list[Event]
+    where: list[tuple[str, int]]
 
 
 def count_rows(path: Path) -> dict[str, int]:
@@ -68,8 +83,11 @@ class Writer:
         erased: Erased | None = None,
         before: str = "",
         lock_wait: float = LOCK_WAIT,
+        summary: Summary | None = None,
     ) -> None:
         self.store = store
+        self.summary = summary
+        """Where a line the store refuses is counted as skipped (``Summary.refused``)."""
         self.lock_wait = lock_wait
         self.locked_since: float | None = None
         """While commits wait on another process's write lock: since when (monotonic)."""
@@ -78,7 +96,9 @@ class Writer:
         """Rows dated before this (UTC text, as events hold it) are past ``privacy.retention_days``
         (empty: it is 0, keep forever)."""
         self.pending: list[Event] = []
-        self.inflight: list[asyncio.Future[None]] = []
+        self.where: list[tuple[str, int]] = []
+        """The file and line each of ``pending`` came from."""
+        self.inflight: list[_Batch] = []
 
     def expired(self, events: list[Event]) -> tuple[list[Event], int]:
         """``events`` less those past retention, which a purge would delete within a day (the
@@ -88,19 +108,22 @@ class Writer:
         kept = [e for e in events if getattr(e, "ts", self.before) >= self.before]
         return kept, len(events) - len(kept)
 
-    async def add(self, events: list[Event]) -> None:
+    async def add(self, events: list[Event], name: str, lines: list[int]) -> None:
+        """``events`` of the input ``name``, ``lines``: the line each came from."""
         self.pending.extend(events)
+        self.where.extend([(name, number) for number in lines])
         if len(self.pending) >= BATCH:
             await self.flush()
 
     async def flush(self) -> None:
         if self.store is None or not self.pending:
-            self.pending = []
+            self.pending, self.where = [], []
             return
-        future = self.store.submit(self.pending)
+        # Each line a part: its rows go in together, or it is left out and the others go in.
+        future = self.store.submit_each(self.pending, self.where)
         future.add_done_callback(_seen)
-        self.inflight.append(future)
-        self.pending = []
+        self.inflight.append(_Batch(future, self.pending, self.where))
+        self.pending, self.where = [], []
         while len(self.inflight) > IN_FLIGHT:
             await self._oldest()
 
@@ -113,12 +136,13 @@ class Writer:
         """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import
         (``until_stopped`` cancels it) waits for it again in ``finish``, rather than losing the
         commit's outcome with a future cancelled under the store."""
-        future = self.inflight[0]
+        batch = self.inflight[0]
+        future = batch.future
         try:
             while not future.done():  # wait() leaves the future alone when the import is stopped
                 await asyncio.wait([future], timeout=WATCH)
                 self._watch_lock()
-            future.result()
+            refused = future.result()
         except CommitTimeout as err:
             if self.locked_since is None:
                 raise CommitFailed(str(err)) from err
@@ -129,6 +153,10 @@ class Writer:
         except (sqlite3.Error, StoreClosed) as err:
             raise CommitFailed(str(err)) from err
         self.inflight.pop(0)
+        for start, end, error in refused:
+            name, number = batch.where[start]
+            if self.summary is not None:
+                self.summary.refused(name, number, batch.events[start:end], error)
         self._watch_lock()
 
     async def end_run(self) -> tuple[int, str]:

@@ -7,7 +7,9 @@ future that resolves once their transaction has committed; the writer takes
 everything queued while the previous commit ran (up to ``batch_size`` rows),
 so load batches itself. A failed commit fails its futures: callers decide to
 fail open; a batch that fails on one submit's data is retried submit by
-submit, so one bad event does not cost its neighbours theirs. Should the
+submit, so one bad event does not cost its neighbours theirs, and a submit of
+``submit_each`` (an import's batch) is retried in halves down to the parts the
+store refuses, which are left out and given back. Should the
 writer itself ever stop, every queued and in-flight future fails with
 ``StoreClosed`` and later submits fail at once: no caller waits forever.
 Replaying an event id changes nothing, and a binding of a visitor to a user the
@@ -28,7 +30,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -232,11 +234,17 @@ class _Item:
     groups: Sequence[Sequence[Event]] | None = None
     """Set by ``submit_groups``: each group goes in only while its rows are new."""
     results: list[bool] | None = None
+    parts: Sequence[Hashable] | None = None
+    """Set by ``submit_each``: the part of each event (adjacent equal values: one part)."""
+    refused: list[tuple[int, int, Exception]] | None = None
+    """Of a ``submit_each``, the parts the store refused: their events' range, and why."""
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
 _DATA_ERRORS = (
     sqlite3.IntegrityError,
+    sqlite3.DataError,  # a text or blob past SQLite's length limit
+    OverflowError,  # an integer past SQLite's 64 bits
     sqlite3.InterfaceError,
     sqlite3.ProgrammingError,
     msgspec.EncodeError,
@@ -394,7 +402,7 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
         if future.done():
             continue
         if error is None:
-            future.set_result(item.results)
+            future.set_result(item.results if item.parts is None else item.refused or [])
         else:
             future.set_exception(error)
 
@@ -574,6 +582,18 @@ class LocalStore:
         """
         return self._queue(tuple(events), None)
 
+    def submit_each(
+        self, events: Sequence[Event], parts: Sequence[Hashable]
+    ) -> asyncio.Future[list[tuple[int, int, Exception]]]:
+        """Queue events in parts (``parts``: each event's; adjacent events of the same part — an
+        imported line's rows — go in together or not at all), committed together while they can
+        be. When the commit fails on their data, they are committed in halves, and a half that
+        fails in halves again, in order, down to single parts: a part the store refuses (a value
+        SQLite cannot hold, a constraint) is left out and the others go in, once. The future gives
+        the parts left out, as the range of their events (``start, end``) and the error; it fails
+        as ``submit``'s does when the database itself fails (locked, disk full, moved)."""
+        return self._queue(tuple(events), None, parts)
+
     def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
         """Queue groups of events, committed together; the future gives, per group, whether it
         went in. A group is written row by row and goes in whole or not at all: at its first
@@ -583,7 +603,10 @@ class LocalStore:
         return self._queue(events, groups)
 
     def _queue(
-        self, events: Sequence[Event], groups: Sequence[Sequence[Event]] | None
+        self,
+        events: Sequence[Event],
+        groups: Sequence[Sequence[Event]] | None,
+        parts: Sequence[Hashable] | None = None,
     ) -> asyncio.Future[Any]:
         # Every landing's: the loop looked up once, ``accepting`` spelled out (a property call
         # less), the item made once it is queued.
@@ -593,14 +616,14 @@ class LocalStore:
         if self._closing or task is None or task.done():  # not ``accepting``
             future.set_exception(StoreClosed("the store is closed"))
         elif not events:  # nothing to commit: done (a batch of none failed, and marked the store failing)
-            future.set_result(None if groups is None else [True] * len(groups))
+            future.set_result([] if parts is not None else None if groups is None else [True] * len(groups))
         elif self._queued + len(events) > MAX_QUEUED:
             future.set_exception(StoreClosed(f"the write queue is full ({MAX_QUEUED} events)"))
         else:
             self._queued += len(events)
             if self._queue_gauge is not None:
                 self._queue_gauge.set(self._queued)
-            self._pending.append(_Item(events, future, loop.time() + self._max_wait, groups))
+            self._pending.append(_Item(events, future, loop.time() + self._max_wait, groups, None, parts))
             self._wakeup.set()
         return future
 
@@ -725,14 +748,63 @@ class LocalStore:
         """Commit the batch in one transaction; the outcome of each submit in it.
 
         If the batch fails on its data (one bad event), each submit is retried in its own
-        transaction, so one poisoned request does not lose its neighbours' events. Failures
+        transaction, so one poisoned request does not lose its neighbours' events, and a submit
+        of ``submit_each`` that fails so is committed in parts (``_each``). Failures
         of the database itself (locked, disk full, I/O) fail the whole batch at once.
         """
         error = await self._transaction(batch, rows)
-        if error is None or len(batch) == 1 or not isinstance(error, _DATA_ERRORS):
+        if error is None or not isinstance(error, _DATA_ERRORS):
             return [error] * len(batch)
-        log.warning("a batch of %d submits failed on its data; committing them one by one", len(batch))
-        return [await self._transaction([item], len(item.events)) for item in batch]
+        if len(batch) > 1:
+            log.warning("a batch of %d submits failed on its data; committing them one by one", len(batch))
+        elif batch[0].parts is None:
+            return [error]
+        outcomes: list[Exception | None] = []
+        for item in batch:
+            failed = error if len(batch) == 1 else await self._transaction([item], len(item.events))
+            if failed is not None and item.parts is not None and isinstance(failed, _DATA_ERRORS):
+                failed = await self._each(item, failed)
+            outcomes.append(failed)
+        return outcomes
+
+    async def _each(self, item: _Item, error: Exception) -> Exception | None:
+        """A ``submit_each`` that failed on its data (``error``): committed in halves, in order,
+        a half that fails on its data in halves again, down to single parts, which are left out
+        (``item.refused``). With one bad part among n, some 2·log2(n) transactions, against n
+        one by one. A failure of the database itself stops it (its error returned): the halves
+        before it are in, and a retry of the whole finds them stored (ids skip; the import's
+        triggers record only rows inserted)."""
+        events, parts = item.events, item.parts
+        assert parts is not None and len(parts) == len(events)
+        bounds = [0, *(i for i in range(1, len(events)) if parts[i] != parts[i - 1]), len(events)]
+        refused: list[tuple[int, int, Exception]] = []
+        item.refused = refused
+        log.warning(
+            "a batch of %d events failed on its data (%s); committing it in parts, leaving out those"
+            " the store refuses",
+            len(events),
+            error,
+        )
+
+        async def halves(low: int, high: int, failed: Exception) -> Exception | None:
+            """Parts ``low`` to ``high`` failed with ``failed``: each half committed, or split."""
+            if high - low == 1:
+                refused.append((bounds[low], bounds[high], failed))
+                return None
+            middle = (low + high) // 2
+            for first, last in ((low, middle), (middle, high)):
+                start, end = bounds[first], bounds[last]
+                half = _Item(events[start:end], item.future, item.deadline)
+                failed_half = await self._transaction([half], end - start)
+                if failed_half is None:
+                    continue
+                if not isinstance(failed_half, _DATA_ERRORS):
+                    return failed_half
+                if (stopped := await halves(first, last, failed_half)) is not None:
+                    return stopped
+            return None
+
+        return await halves(0, len(bounds) - 1, error)
 
     async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
         """One transaction for the events of ``batch``; the error if it did not commit."""
@@ -783,6 +855,7 @@ class LocalStore:
         except Exception as err:
             for item in batch:
                 item.results = None
+                item.refused = None
             self.metrics.store_errors.inc()
             # From when this commit began: a lock wait spent the busy timeout before it failed.
             since = self.failing[0] if self.failing is not None else began

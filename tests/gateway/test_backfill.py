@@ -1116,17 +1116,19 @@ def test_a_store_that_stops_committing_part_way_says_what_stays_without_a_traceb
     )
     assert _cli(tmp_path, str(asset), *args).returncode == 0  # the store made, empty
     # As a disk that fills up: the batches from the line of s20000 on fail to commit (several of
-    # them, the writer keeping two in flight), the ones before it commit.
+    # them, the writer keeping two in flight), the ones before it commit. The store fails as a
+    # database does (SQLITE_ERROR, as SQLITE_FULL is), not by a constraint (RAISE: SQLITE_CONSTRAINT),
+    # which is a line's data refused, that line skipped and the import going on.
     with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as db:
         db.execute(
             "CREATE TRIGGER full BEFORE INSERT ON touchpoints WHEN NEW.source >= 's20000'"
-            " AND length(NEW.source) = 6 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            " AND length(NEW.source) = 6 BEGIN SELECT json('database or disk is full'); END"
         )
     failed = _cli(tmp_path, str(log), *args)
     assert failed.returncode == 1, failed
     assert "Traceback" not in failed.stderr and "never retrieved" not in failed.stderr, failed.stderr
     assert failed.stderr.endswith(
-        f"gateway import: the store {tmp_path / 'gw.db'} failed to commit: database or disk is full;"
+        f"gateway import: the store {tmp_path / 'gw.db'} failed to commit: malformed JSON;"
         " what it committed before stays: once it can be written, run the same command again to"
         " import the rest (what is already there is not added twice)\n"
     ), failed.stderr

@@ -211,6 +211,36 @@ async def test_one_bad_event_does_not_fail_its_batch_neighbours(open_store: Open
     assert sample(store, "gateway_store_queue") == 0
 
 
+async def test_submit_each_leaves_out_only_the_parts_the_store_refuses(open_store: OpenStore) -> None:
+    """An import's batch is one submit, so one bad event failed all of it. ``submit_each``
+    commits it in halves down to its parts: each refused part (whole: one line's rows) is left
+    out and given back with its error, every other event goes in once, and the plain submit
+    sharing its batch goes in too. An integer past 64 bits is the data's fault, not the
+    database's: isolated like a constraint, the store not marked failing."""
+    store = await open_store()
+    events = [tp(n) for n in range(20)]
+    events[5] = tp(5, landing_path=None)  # NOT NULL
+    events[13] = tp(13, campaign="caf\udce9")  # SQLite cannot encode a lone surrogate
+    events[17] = tp(17, asn=2**70)  # past SQLite's INTEGER
+    parts = list(range(20))
+    parts[13] = 12  # events 12 and 13: one line's rows
+    plain = store.submit([tp(30)])
+    each = store.submit_each(events, parts)
+    clean = store.submit_each([tp(40), tp(41)], ["a", "b"])
+    async with asyncio.timeout(10):
+        assert await plain is None
+        refused = await each
+        assert await clean == []
+    assert [(start, end) for start, end, _ in refused] == [(5, 6), (12, 14), (17, 18)]
+    errors = [error for *_, error in refused]
+    assert isinstance(errors[0], sqlite3.IntegrityError) and "landing_path" in str(errors[0])
+    assert isinstance(errors[1], UnicodeEncodeError) and isinstance(errors[2], OverflowError)
+    rows = await read(store.path, "SELECT content FROM touchpoints ORDER BY id")
+    assert [int(r[0]) for r in rows] == [n for n in range(20) if n not in (5, 12, 13, 17)] + [30, 40, 41]
+    assert store.failing is None and sample(store, "gateway_store_queue") == 0
+    assert await store.submit_each([], []) == []
+
+
 async def test_a_writer_stopped_before_its_first_step_fails_every_waiting_future(
     open_store: OpenStore,
 ) -> None:

@@ -1,0 +1,142 @@
+"""gateway import's writing: a line whose rows the store refuses costs that line only — the other
+lines of its batch are stored, once, recorded for --undo, and the line is a skip naming its
+file:line and why. Real logs through the real import, real SQLite files: the store refuses a row
+by a trigger of its own (no input the parsers pass can make one any more), or, through the
+import's own writer, by a text SQLite cannot encode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.backfill import Replayer, Summary, replay_items
+from gateway.config import Settings
+from gateway.events import Touchpoint
+from gateway.importrun import run_import
+from gateway.importwrite import Writer
+from gateway.logformats import parser_for
+from gateway.metrics import Metrics
+from storage.imports import list_runs, undo_run
+from storage.local import LocalStore
+from tests.conftest import make_settings
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
+RULES = """
+[[conversions]]
+name = "order"
+method = "GET"
+path = "/thanks"
+status = [200]
+order_id = { query = "order" }
+"""
+POISON = (
+    "CREATE TRIGGER poison BEFORE INSERT ON touchpoints WHEN NEW.campaign = 'poison'"
+    " BEGIN SELECT RAISE(ABORT, 'campaign poison is not welcome here'); END"
+)
+"""A store that refuses one row: SQLite's answer is an IntegrityError, as a CHECK's would be."""
+
+
+def line(n: int, target: str) -> str:
+    return f'203.0.113.{n % 250} - - [01/Mar/2025:10:{n // 60:02d}:{n % 60:02d} +0000] "GET {target} HTTP/1.1" 200 10 "-" "{UA}"'  # noqa: E501
+
+
+def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def poisoned_store(settings: Settings) -> None:
+    """The store made (migrated) by a first, empty-handed open, then given the trigger."""
+
+    async def made() -> None:
+        store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+        await store.open()
+        await store.close()
+
+    asyncio.run(made())
+    with contextlib.closing(sqlite3.connect(settings.store_path)) as db:
+        db.execute(POISON)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_line_the_store_refuses_costs_that_line_only(tmp_path: Path, workers: int) -> None:
+    """One batch of lines, one of them (line 3: a touchpoint and the conversion its page makes)
+    refused by the store: the import ended there (CommitFailed, "run the same command again",
+    which failed the same way for ever) and the batch's other lines were lost. Now the line is
+    skipped whole, with its file:line and SQLite's reason, every other line of the batch is in,
+    and the run records exactly those rows: listed, undone, imported again without a double."""
+    settings = make_settings(tmp_path, RULES)
+    poisoned_store(settings)
+    log = tmp_path / "access.log"
+    lines = [line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(1, 41)]
+    lines[2] = line(3, "/thanks?order=A3&utm_source=news&utm_campaign=poison")
+    lines[9] = line(10, "/thanks?order=A10&utm_source=news&utm_campaign=c10")
+    log.write_text("\n".join(lines) + "\n")
+
+    summary = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+
+    reason = "the store refused its rows: campaign poison is not welcome here"
+    assert summary.skipped == {reason: 1}, summary.skipped
+    assert summary.examples == [f"access.log:3: {reason}"]
+    assert summary.events["touchpoints"] == 39 and summary.events["conversions"] == 1, summary.events
+    assert summary.new_rows == {"touchpoints": 39, "identities": 0, "conversions": 1}
+    db = settings.store_path
+    campaigns = {row[0] for row in rows(db, "SELECT campaign FROM touchpoints")}
+    assert campaigns == {f"c{n}" for n in range(1, 41) if n != 3}
+    assert rows(db, "SELECT order_id FROM conversions") == [("A10",)]  # line 3's conversion went with it
+    assert rows(db, "SELECT tbl, count(*) FROM import_rows GROUP BY tbl ORDER BY tbl") == [
+        ("conversions", 1),
+        ("touchpoints", 39),
+    ]
+    runs = list_runs(db)
+    assert runs is not None and [(r.id, r.added, r.finished is not None) for r in runs] == [
+        (1, {"touchpoints": 39, "identities": 0, "conversions": 1}, True)
+    ]
+    rendered = summary.render()
+    assert f"    access.log:3: {reason}" in rendered and "new in the store: 39" in rendered, rendered
+
+    again = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+    assert again.skipped == {reason: 1} and again.new_rows == dict.fromkeys(again.new_rows or {}, 0)
+    assert again.run == 0  # it added nothing: no run recorded
+    undone = asyncio.run(undo_run(db, 1))
+    assert undone.rows == {"touchpoints": 39, "identities": 0, "conversions": 1, "verdict_changes": 0}
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM import_rows") == [(0,)]
+
+
+async def test_a_text_sqlite_cannot_encode_is_skipped_through_the_import_s_writer(tmp_path: Path) -> None:
+    """The narrowest seam for the old hole: touchpoints replayed as the import replays them, one
+    given a lone surrogate (SQLite cannot encode it: mitmproxy's decoding of a Latin-1 header
+    did it until the parsers read such bytes as U+FFFD). The writer stopped with the
+    UnicodeEncodeError's traceback and stored none of the batch."""
+    settings = make_settings(tmp_path)
+    replayer = Replayer(settings, Metrics(), "shop.example")
+    parse = parser_for("combined", settings.options.identity.cookie_name, {})
+    items = [
+        item
+        for n in range(1, 6)
+        for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
+    ]
+    replayed = await replay_items(replayer, items, b"access.log")
+    assert len(replayed.events) == 5 and replayed.lines == [1, 2, 3, 4, 5]
+    bad = replayed.events[1]
+    assert isinstance(bad, Touchpoint)
+    bad.campaign = "caf\udce9"
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    summary = Summary()
+    try:
+        writer = Writer(store, summary=summary)
+        await writer.add(replayed.events, "access.log", replayed.lines)
+        await writer.finish()
+    finally:
+        await store.close()
+    stored = await asyncio.to_thread(rows, settings.store_path, "SELECT campaign FROM touchpoints")
+    assert sorted(stored) == [("c1",), ("c3",), ("c4",), ("c5",)]
+    why = "the store refused its rows: a text that is not Unicode (a lone surrogate, \\udce9)"
+    assert summary.skipped == {why: 1} and summary.examples == [f"access.log:2: {why}"], summary.examples
