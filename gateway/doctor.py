@@ -8,9 +8,10 @@ long: a process stopped in its round), this node's rows the sync has not deliver
 waiting long: a sync failing or not running), each sink's rows not sent yet
 (``gateway/doctor_sinks.py``), and asks
 the network (the upstream with one HEAD request; PostgreSQL when ``[central]``
-names one, whether another gateway syncs there under this ``storage.node``, and the central
-rows the mirror has not yet; a connection to each sink's destination, opened and closed with
-nothing sent), each with a short timeout. Writes nothing. Prints one line per
+names one, whether another gateway syncs there under this ``storage.node``, the central
+rows the mirror has not yet, and whether it is another central store than the mirror holds
+(its next round then starts it again from nothing); a connection to each sink's destination,
+opened and closed with nothing sent), each with a short timeout. Writes nothing. Prints one line per
 check — ``ok``, ``warn`` or ``FAIL`` with what to fix — and exits 1 when any
 check fails.
 """
@@ -693,7 +694,10 @@ async def check_mirror(
     whether a round ever filled it, when it last completed one (``mirror_horizons.updated``:
     the earliest table's), and, when PostgreSQL answers, the central rows not mirrored yet (as
     the mirror's lag metric counts them; not when ``reachable`` is false: the central check
-    failed). Opens nothing for writing: a file not there stays so."""
+    failed) — or, when it is another central store than the mirror holds (another identity,
+    or its horizon below the mirror's), a warning that the next round starts the mirror again
+    from nothing (the rows counted against another store's horizons would say nothing). Opens
+    nothing for writing: a file not there stays so, a store found another is not recorded."""
     path: Path | None = getattr(settings, "mirror_path", None)
     if path is None:
         return []
@@ -701,7 +705,8 @@ async def check_mirror(
     if file.status == "FAIL":
         return [file]
     try:
-        from storage.mirror import read_horizons  # asyncpg: the postgres extra
+        from storage.central import url_key  # asyncpg: the postgres extra
+        from storage.mirror import read_horizons
     except ImportError:
         return [file]  # check_central says to install it
     try:
@@ -720,7 +725,11 @@ async def check_mirror(
         ]
     last = min(updated for _, updated in horizons.values())
     marks = {table: h for table, (h, _) in horizons.items()}
-    lag = await _unmirrored(settings, timeout, marks) if reachable else None
+    found = await _central_view(settings, timeout, marks) if reachable else None
+    key = url_key(str(getattr(getattr(settings.options, "central", None), "url", "")))
+    if found is not None and (restart := await _restart(path, found, max(marks.values()), key)):
+        return [file, _restarting(path, last, restart, key, config)]
+    lag = None if found is None else found.lag
     if lag is None:
         return [
             file,
@@ -741,12 +750,27 @@ async def check_mirror(
     ]
 
 
-async def _unmirrored(settings: Settings, timeout: float, horizons: dict[str, int]) -> dict[str, int] | None:
-    """The central rows not in the mirror yet per table (``storage.mirror.unmirrored``); None
+@dataclass(frozen=True)
+class _Central:
+    """What the mirror's check reads of the central store, on one connection."""
+
+    lag: dict[str, int]
+    """Central rows not in the mirror yet, per table (``storage.mirror.unmirrored``)."""
+    identity: str | None
+    """Its ``central_identity``; None when there is none or the role may not read it (then
+    ``check_central`` warns, giving the GRANT)."""
+    horizon: int
+    """``pg_snapshot_xmin`` of now (``storage.mirror_identity.central_state``)."""
+
+
+async def _central_view(settings: Settings, timeout: float, horizons: dict[str, int]) -> _Central | None:
+    """The central rows not in the mirror yet per table, the store's identity and horizon; None
     when PostgreSQL does not answer (``check_central`` says why)."""
     import asyncpg
 
+    from storage.central_identity import central_identity
     from storage.mirror import unmirrored
+    from storage.mirror_identity import central_state
 
     dsn = _dsn(settings)
     if not dsn:
@@ -754,11 +778,44 @@ async def _unmirrored(settings: Settings, timeout: float, horizons: dict[str, in
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         try:
-            return await unmirrored(conn, horizons)
+            try:
+                identity = await central_identity(conn)
+            except asyncpg.InsufficientPrivilegeError:
+                identity = None  # the round then goes by the horizon alone, as here
+            horizon, _ = await central_state(conn)
+            return _Central(await unmirrored(conn, horizons), identity, horizon)
         finally:
             await conn.close()
     except (OSError, TimeoutError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return None
+
+
+async def _restart(path: Path, found: _Central, ahead: int, key: str) -> str | None:
+    """Why the mirror's next round starts it again from nothing (another central store than
+    the one it records, or the store's horizon below the mirror's ``ahead``), as that round
+    will log it (``storage.mirror_identity.restart_reason``, ``key`` naming the URL); None when
+    it will not. Reads the file only: the round records the identity, not the doctor."""
+    from storage.mirror_identity import read_recorded, restart_reason
+
+    try:
+        was = await asyncio.to_thread(read_recorded, path)
+    except sqlite3.Error:
+        was = None  # the horizons were read: only the identity's table is amiss
+    return restart_reason(found.identity, was, found.horizon, ahead, key)
+
+
+def _restarting(path: Path, last: str, why: str, key: str, config: str) -> Check:
+    """The warning for a mirror whose next round starts it again (``why``): what that round
+    does, and that only a wrong ``key`` (``central.url``) is to be fixed before it."""
+    return Check(
+        "warn",
+        f"mirror {path} (last completed a round at {last}): {why}: its next round starts it again"
+        " from nothing — every mirrored row deleted, and this store read whole, erasures first;"
+        " the reports show only what is mirrored until then",
+        f"nothing to do if {key} names the central store the reports are to read now; if not,"
+        f" correct it before the mirror's next round (the gateway's, or"
+        f" `gateway mirror --once -c {config}`)",
+    )
 
 
 def _dsn(settings: Settings) -> str:

@@ -17,6 +17,8 @@ deletes every mirrored row and horizon in the one write transaction that records
 (a crash leaves either the old store's rows under the old identity, found again next round,
 or nothing under the new one: never a mix of two stores), empties the write-ahead log (the old
 rows' pages), and says so once. The round then reads the store from nothing, erasures first.
+``restart_reason`` says why (the round's warning), and ``read_recorded`` reads the identity
+recorded without opening the file for writing: ``gateway doctor`` says it before the round does it.
 
 A restored dump's rows keep the old cluster's ``ingested``, above every transaction id the new
 cluster has given yet: a window ``[0, H)`` would not hold them until the new cluster's ids pass
@@ -26,9 +28,12 @@ theirs. So a table's first fill also reads the rows at or above ``beyond``, the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiosqlite
 import asyncpg
@@ -37,6 +42,7 @@ from gateway.events import iso
 from storage.central_identity import central_identity
 from storage.cursors import local_columns
 from storage.erasure import truncate_wal
+from storage.local import read_only
 
 log = logging.getLogger("gateway.mirror")
 
@@ -78,6 +84,41 @@ async def readable_identity(conn: asyncpg.Connection, told: list[bool]) -> str |
         return None
 
 
+def restart_reason(identity: str | None, was: str | None, horizon: int, ahead: int, key: str) -> str | None:
+    """Why a round starts the mirror again from nothing, as its warning says it; None when it
+    does not. ``identity``: the central store's (None: none, or not readable); ``was``: the one
+    the mirror recorded (None: none yet); ``horizon``: the store's; ``ahead``: the mirror's
+    highest; ``key``: the URL's name (``central.url_key``). The round's (``follow``) and
+    ``gateway doctor``'s, which says it before the round does it."""
+    if identity is not None and was is not None and identity != was:
+        return (
+            f"another central store than the one it holds, at {key} (identity {identity[:8]}, was"
+            f" {was[:8]}: the database dropped and made again, or another one named)"
+        )
+    if ahead > horizon:
+        return (
+            f"the central store's transaction ids at {key} went back (now {horizon}, the mirror is"
+            f" at {ahead}: a dump restored into another cluster, or another database named)"
+        )
+    return None
+
+
+def read_recorded(path: Path) -> str | None:
+    """The identity the mirror file records, read only; None when the file, its
+    ``mirror_identity`` table (a mirror no round of this gateway opened yet) or a recorded one
+    is not there. Blocking (``sqlite3``): for the commands, or run in a thread."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(read_only(path)) as db:
+            row = db.execute("SELECT identity FROM mirror_identity WHERE id = 1").fetchone()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return None
+        raise
+    return str(row[0]) if row else None
+
+
 async def recorded(db: aiosqlite.Connection) -> str | None:
     async with db.execute("SELECT identity FROM mirror_identity WHERE id = 1") as cursor:
         row = await cursor.fetchone()
@@ -95,18 +136,7 @@ async def follow(
     was = await recorded(db)
     async with db.execute("SELECT coalesce(max(horizon), 0) FROM mirror_horizons") as cursor:
         row = await cursor.fetchone()
-    ahead = int(row[0]) if row else 0
-    why = None
-    if identity is not None and was is not None and identity != was:
-        why = (
-            f"another central store than the one it holds, at {key} (identity {identity[:8]}, was"
-            f" {was[:8]}: the database dropped and made again, or another one named)"
-        )
-    elif ahead > horizon:
-        why = (
-            f"the central store's transaction ids at {key} went back (now {horizon}, the mirror is"
-            f" at {ahead}: a dump restored into another cluster, or another database named)"
-        )
+    why = restart_reason(identity, was, horizon, int(row[0]) if row else 0, key)
     if why is None and (identity is None or identity == was):
         return None
     stamp = iso(datetime.now(UTC))

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from blockbuster import BlockBuster
 
+from bench.pgserver import PostgresServer
 from gateway.doctor import Check, check_round_locks, check_senders
 from gateway.events import Touchpoint, iso
 from gateway.ids import uuid7
@@ -25,6 +26,9 @@ from storage.migrate import migrations
 from storage.roundlock import lock_path
 from tests.conftest import ENV, BatchApi, make_settings, node_role, sink_toml
 from tests.gateway.test_upstream import self_signed
+from tests.storage.test_mirror import ids
+from tests.storage.test_mirror_identity import create_database
+from tests.storage.test_sync import touch
 from tests.storage.test_sync_lock import held_by_a_process
 
 
@@ -504,6 +508,90 @@ async def test_the_reporting_mirror_its_file_first_fill_last_round_and_lag(
     (broken,) = await check_mirror(settings, 5.0)
     assert broken.status == "FAIL" and "is not a SQLite database" in broken.what
     assert broken.fix == "point central.mirror_path elsewhere"
+
+
+async def test_a_mirror_of_another_central_store_is_told_it_starts_again_from_nothing(
+    tmp_path: Path, central_dsn: str, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror holds one central store's rows; ``central.url`` now names another (another
+    database: another identity), or a store whose transaction ids are below the mirror's
+    horizons (a dump restored into a new cluster). Its next round deletes every mirrored row and
+    reads the store whole; the doctor said "0 central rows not mirrored yet" (until 2026-12-06).
+    Now a warning says what that round will do — and the doctor changes nothing itself."""
+    import asyncpg
+
+    from gateway.doctor import check_mirror
+    from gateway.metrics import Metrics
+    from gateway.options import CentralOptions
+    from storage.central import migrate
+    from storage.local import LocalStore
+    from storage.mirror import Mirror, read_horizons
+    from storage.sync import Sync
+
+    store, path = tmp_path / "gateway.db", tmp_path / "mirror.db"
+    toml = (
+        f'[storage]\npath = "{store}"\nnode = "a"\n'
+        f'[central]\nurl = "env:CENTRAL_DSN"\nmirror_path = "{path}"\n'
+    )
+    opened = LocalStore(
+        store, make_settings(tmp_path, toml, CENTRAL_DSN=central_dsn).options.storage, Metrics()
+    )
+    await opened.open()
+    await opened.write([touch(n, "a" * 32) for n in range(3)])
+    await opened.close()
+    await Sync(store, central_dsn, CentralOptions(), Metrics(), node="a").once()
+    await Mirror(path, central_dsn, CentralOptions(), Metrics()).once()
+    last = min(updated for _, updated in (await asyncio.to_thread(read_horizons, path)).values())
+
+    async def doctor_on(dsn: str) -> Check:
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        _, said = await check_mirror(make_settings(tmp_path, toml, CENTRAL_DSN=dsn), 5.0, config="gw.toml")
+        return said
+
+    assert (await doctor_on(central_dsn)).status == "ok"  # the store it holds: nothing to say
+    other = await create_database(postgres_server.dsn(), f"other_{uuid7().replace('-', '')[-12:]}")
+    conn = await asyncpg.connect(other)
+    try:
+        await migrate(conn)  # its own central_identity
+        identity = str(await conn.fetchval("SELECT identity::text FROM central_identity"))
+    finally:
+        await conn.close()
+    replaced = await doctor_on(other)
+    assert replaced.status == "warn", replaced
+    assert replaced.what.startswith(
+        f"mirror {path} (last completed a round at {last}): another central store than the one it"
+        f" holds, at central.url (CENTRAL_DSN) (identity {identity[:8]}, was "
+    ), replaced.what
+    assert replaced.what.endswith(
+        ": its next round starts it again from nothing — every mirrored row deleted, and this"
+        " store read whole, erasures first; the reports show only what is mirrored until then"
+    ), replaced.what
+    assert replaced.fix == (
+        "nothing to do if central.url (CENTRAL_DSN) names the central store the reports are to"
+        " read now; if not, correct it before the mirror's next round (the gateway's, or"
+        " `gateway mirror --once -c gw.toml`)"
+    ), replaced.fix
+    assert len(await ids(path, "touchpoints")) == 3  # the doctor only reads
+    assert (await doctor_on(central_dsn)).status == "ok"  # nor did it record the other store
+
+    # The same store, its transaction ids below the mirror's horizons: a dump restored into a
+    # new cluster keeps the identity (the horizons moved up here, as such a mirror finds them).
+    def ahead() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE mirror_horizons SET horizon = horizon + 1000000")
+            return int(db.execute("SELECT max(horizon) FROM mirror_horizons").fetchone()[0])
+
+    mirror_at = await asyncio.to_thread(ahead)
+    went_back = await doctor_on(central_dsn)
+    assert went_back.status == "warn", went_back
+    assert (
+        "the central store's transaction ids at central.url (CENTRAL_DSN) went back (now " in went_back.what
+        and f", the mirror is at {mirror_at}: a dump restored into another cluster" in went_back.what
+        and "its next round starts it again from nothing" in went_back.what
+    ), went_back.what
+    # What the doctor said is what the round does: it starts again, and the doctor is quiet.
+    assert (await Mirror(path, central_dsn, CentralOptions(), Metrics()).once())["touchpoints"] == 3
+    assert (await doctor_on(central_dsn)).status == "ok"
 
 
 @pytest.mark.parametrize("kind", ["sync", "mirror"])
