@@ -65,6 +65,7 @@ from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
 
 if TYPE_CHECKING:
     from gateway.channels import Channels
+    from gateway.demo import DemoRules
 
 log = logging.getLogger("gateway")
 
@@ -245,7 +246,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | None) -> None:
+def _announce(
+    settings: Settings,
+    proxy_addr: str,
+    admin_addr: str,
+    demo: str | None,
+    demo_rules: DemoRules | None = None,
+) -> None:
     if settings.generated:
         bar = "!" * 72
         print(bar, file=sys.stderr)
@@ -263,6 +270,8 @@ def _announce(settings: Settings, proxy_addr: str, admin_addr: str, demo: str | 
         print(f"gateway: no proxy.upstream configured: serving the built-in demo origin at {demo}")
     reads = "" if settings.mirror_path is None else f"; reports read the mirror {settings.mirror_path}"
     print(f"gateway: admin API on http://{admin_addr}/ (store: {settings.store_path}{reads})")
+    for line in demo_rules.lines(proxy_addr, admin_addr) if demo_rules is not None else ():
+        print(line)
     print("Try:")
     print(f"  curl -i 'http://{proxy_addr}/?utm_source=newsletter&utm_medium=email&utm_campaign=launch'")
     # Double quotes: pasted into a shell, the variable expands (in single quotes curl sent "$NAME").
@@ -351,12 +360,13 @@ async def _run(
     ``admin_socks``: worker 0's admin sockets, which its supervisor listens on (``_handed_admin``)."""
     from aiohttp import web
 
-    from gateway.demo import create_demo_app
+    from gateway.demo import create_demo_app, with_demo_rules
     from gateway.protocol_errors import Runner
     from gateway.server import serve
 
     upstream = settings.options.proxy.upstream
     demo_runner = None
+    demo_rules = None
     if not upstream:
         # The gateway's listener, not aiohttp's: it reads what the proxy forwards as sent (a
         # raw UTF-8 target) and answers what it refuses without a traceback in the log.
@@ -366,6 +376,11 @@ async def _run(
         await site.start()
         port = demo_runner.addresses[0][1]
         upstream = f"http://127.0.0.1:{port}"
+        # The demo shop's sign-up is a conversion, so that the demo shows the whole loop (until
+        # 2026-12-06 rules = [] left it invisible): while this origin is served, whatever a
+        # reload's file says of proxy.upstream, which needs a restart.
+        demo_rules = with_demo_rules(settings)
+        settings = demo_rules.settings
     primary = args.worker in (None, 0)
 
     async def reread() -> Settings:
@@ -375,11 +390,12 @@ async def _run(
                 args.config, text=text, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
             )
 
-        return _overridden(await asyncio.to_thread(load), args, started)
+        new = _overridden(await asyncio.to_thread(load), args, started)
+        return new if demo_rules is None else with_demo_rules(new).settings
 
     def ready(proxy: str, admin: str) -> None:
         if primary:
-            _announce(settings, proxy, admin, upstream if demo_runner else None)
+            _announce(settings, proxy, admin, upstream if demo_runner else None, demo_rules)
 
     stop = asyncio.Event()
     orphaned = supervisor = None
