@@ -24,6 +24,7 @@ from gateway.attribution import (
     Params,
     Tiers,
     Touch,
+    _conversion_probability,
     by_channel,
     credits,
     distribute,
@@ -154,10 +155,15 @@ WORKED_PERIOD = [
 def test_what_data_driven_learnt_from_the_worked_example_hand_computed() -> None:
     """The README's six journeys. From the start the chain converts with chance 1/2 (Direct
     always converts, Organic Search 1/3, Email 7/9, Paid Social 17/36); without Paid Social
-    5/27, without Email 1/18, without Organic Search 1/3, without Direct 1/6. So the removal
+    5/27, without Email 1/9, without Organic Search 1/3, without Direct 1/6. So the removal
     effects (1 - without / with) are 17/27, 7/9 = 21/27, 1/3 = 9/27 and 2/3 = 18/27, and the
     weights 17/65, 21/65, 9/65, 18/65: the README's 0.2615, 0.3231, 0.1385, 0.2769."""
     moves = markov_moves(WORKED_PERIOD)
+    channels = sorted({c for path, _ in WORKED_PERIOD for c in path})
+    assert _conversion_probability(moves, channels, None) == pytest.approx(1 / 2, abs=1e-12)
+    without = {c: _conversion_probability(moves, channels, c) for c in channels}
+    chances = {"Paid Social": 5 / 27, "Email": 1 / 9, "Organic Search": 1 / 3, "Direct": 1 / 6}
+    assert without == pytest.approx(chances, abs=1e-12)
     learnt = moves_learnt(moves)
     assert (learnt.converting, learnt.not_converting) == (3, 3)
     effects = {"Paid Social": 17 / 27, "Email": 7 / 9, "Organic Search": 1 / 3, "Direct": 2 / 3}
