@@ -105,6 +105,9 @@ class Params:
     last_touch_share: Fraction = Fraction(3, 5)
     channel_weights: Mapping[str, float] = field(default_factory=dict)
     """data_driven: per-channel weights from ``markov_weights`` over the period's journeys."""
+    learnt: Learnt | None = None
+    """data_driven: what the weights were learnt from and how (``moves_learnt``), for the
+    report to show; the crediting reads ``channel_weights`` alone."""
 
     @classmethod
     def from_options(
@@ -419,16 +422,44 @@ def add_moves(many: Iterable[Moves]) -> Moves:
     return total
 
 
-def moves_weights(moves: Moves) -> dict[str, float]:
-    """``markov_weights`` from transition counts (the same floats, whatever order they were
-    counted in: each matrix cell is written once)."""
+@dataclass(frozen=True)
+class Learnt:
+    """What ``data_driven`` learnt from a period's journeys, for an analyst to read beside its
+    credits: how many journeys converted and how many did not, each channel's removal effect
+    (how much the chance of converting drops, relatively, when the channel leads nowhere) and
+    its weight (the effects normalised: what the crediting uses)."""
+
+    converting: int
+    not_converting: int
+    effects: dict[str, float]
+    weights: dict[str, float]
+
+
+def moves_learnt(moves: Moves) -> Learnt:
+    """What the chain of ``moves`` teaches: the journeys counted (each ends once, converting or
+    not) and every channel's removal effect and weight (``moves_weights``' floats)."""
+    converting = sum(counter.get(_CONVERSION, 0) for counter in moves.values())
+    not_converting = sum(counter.get(_NULL, 0) for counter in moves.values())
+    effects = removal_effects(moves)
+    total = sum(effects.values())
+    weights = {c: (e / total if total else 0.0) for c, e in effects.items()}
+    return Learnt(converting, not_converting, effects, weights)
+
+
+def removal_effects(moves: Moves) -> dict[str, float]:
+    """Each channel's removal effect: 1 - P(convert without it) / P(convert), never below 0;
+    all 0 when nothing converts (the same floats, whatever order the moves were counted in:
+    each matrix cell is written once)."""
     channels = sorted({c for counter in moves.values() for c in counter} - {_CONVERSION, _NULL})
     base = _conversion_probability(moves, channels, None)
     if base <= 0:
         return {c: 0.0 for c in channels}
-    effects = {c: max(0.0, 1 - _conversion_probability(moves, channels, c) / base) for c in channels}
-    total = sum(effects.values())
-    return {c: (e / total if total else 0.0) for c, e in effects.items()}
+    return {c: max(0.0, 1 - _conversion_probability(moves, channels, c) / base) for c in channels}
+
+
+def moves_weights(moves: Moves) -> dict[str, float]:
+    """``markov_weights`` from transition counts: the removal effects normalised."""
+    return moves_learnt(moves).weights
 
 
 def _conversion_probability(

@@ -1,5 +1,6 @@
 """The report endpoints of the OpenAPI document: attribution, its time series, path lengths
-and time to convert, creator payouts, click fraud (merged into ``gateway.openapi.openapi_document``).
+and time to convert, creator payouts, click fraud (merged into ``gateway.openapi.openapi_document``);
+under ``data_driven``, what it learnt (``Learnt``).
 
 Every report answers one table: ``columns`` (the order of the CSV and of the terminal
 table) and ``rows`` (one flat object per row), plus what the report was asked for. The
@@ -71,12 +72,18 @@ _FORMAT = query_param(
 )
 
 
-def _table(extra: str) -> dict[str, Any]:
+def _table(extra: str, learnt: bool = False) -> dict[str, Any]:
+    also = (
+        "; learnt: what data_driven learnt, a row per channel (model=data_driven or all only, a 400"
+        " with another model)"
+        if learnt
+        else ""
+    )
     return query_param(
         "table",
         f"a CSV or NDJSON download of the report's rows (default) or of its {extra} (what the JSON"
-        " carries beside the rows); a 400 with JSON",
-        {"type": "string", "enum": ["rows", extra]},
+        f" carries beside the rows){also}; a 400 with JSON",
+        {"type": "string", "enum": ["rows", extra, *(["learnt"] if learnt else [])]},
     )
 
 
@@ -245,6 +252,41 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
     }
 
 
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+LEARNT = {
+    "type": "object",
+    "required": ["converting_journeys", "non_converting_journeys", "channels"],
+    "additionalProperties": False,
+    "description": "only under model=data_driven or all: what data_driven learnt from the period's"
+    " journeys (its Markov chain), to explain its credits",
+    "properties": {
+        "converting_journeys": {"type": "integer", "minimum": 0},
+        "non_converting_journeys": {"type": "integer", "minimum": 0},
+        "channels": {
+            "type": "array",
+            "description": "every channel of those journeys, largest weight first, then by name",
+            "items": {
+                "type": "object",
+                "required": ["channel", "removal_effect", "weight"],
+                "additionalProperties": False,
+                "properties": {
+                    "channel": {"type": "string"},
+                    "removal_effect": {
+                        **_FRACTION,
+                        "description": "how much the chance of converting drops, relatively, without"
+                        " the channel (1 - without / with); six decimals",
+                    },
+                    "weight": {
+                        **_FRACTION,
+                        "description": "the removal effects normalised (they sum to 1): the share of a"
+                        " conversion the channel's touches get; six decimals",
+                    },
+                },
+            },
+        },
+    },
+}
+
 _MODELS_FIELDS = {
     "model": {"type": "string"},
     "models": {"type": "array", "items": {"type": "string"}, "description": "the models in the columns"},
@@ -254,6 +296,7 @@ _MODELS_FIELDS = {
         "items": _TOTAL,
         "description": "per currency; every model's credits sum to these",
     },
+    "learnt": {"$ref": "#/components/schemas/Learnt"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -261,6 +304,7 @@ SCHEMAS: dict[str, Any] = {
     "PathsRow": PATHS_ROW,
     "PayoutRow": PAYOUT_ROW,
     "FraudRow": FRAUD_ROW,
+    "Learnt": LEARNT,
 }
 
 PATHS: dict[str, Any] = {
@@ -268,7 +312,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Credited conversions and value per group and currency under a model, "
             "or every model side by side (model=all)",
-            "parameters": [*_common("linear"), _GROUP_BY, _table("totals")],
+            "parameters": [*_common("linear"), _GROUP_BY, _table("totals", learnt=True)],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",
                 _MODELS_FIELDS,
@@ -284,7 +328,7 @@ PATHS: dict[str, Any] = {
             " day of it, from the day holding since to the day holding the last instant before until,"
             " with conversions and value 0 on the days it was credited nothing (one per group and day);"
             " no rows when the period has no conversion.",
-            "parameters": [*_common("linear"), _GROUP_BY, _table("totals")],
+            "parameters": [*_common("linear"), _GROUP_BY, _table("totals", learnt=True)],
             "responses": _answer(
                 "#/components/schemas/AttributionRow",
                 _MODELS_FIELDS,

@@ -84,9 +84,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
     )
     report.add_argument(
         "--table",
-        choices=("rows", "totals", "summary"),
-        help="--format csv or ndjson of the report's rows (default), its totals per currency, or the"
-        " paths report's summary (the table prints them below its rows)",
+        choices=("rows", "totals", "summary", "learnt"),
+        help="--format csv or ndjson of the report's rows (default), its totals per currency, the"
+        " paths report's summary, or what data_driven learnt (the table prints them below its rows)",
     )
     which = report.add_mutually_exclusive_group()
     which.add_argument("--payouts", action="store_true", help="creator payouts by the [payouts] rules")
@@ -245,13 +245,14 @@ def _delimiter(args: argparse.Namespace) -> str:
 def _table(args: argparse.Namespace) -> str:
     """``--table``, checked as the endpoints check ``table=`` (after ``_taken``: not for --fraud):
     a name the report has not first, so that the terminal's table is not said to print it."""
+    model = args.model or "linear"  # payouts' own model: it has no learnt table anyway
     try:
-        table = table_param("--table", args.table, _kind(args), "csv")
+        table = table_param("--table", args.table, _kind(args), "csv", model)
         if table != "rows" and args.format == "table":
             raise ValueError(
                 f"--table: applies to --format csv or ndjson; the table prints the {table} below its rows"
             )
-        return table_param("--table", args.table, _kind(args), args.format)
+        return table_param("--table", args.table, _kind(args), args.format, model)
     except ApiError as err:
         raise ValueError(err.message) from None
 

@@ -35,6 +35,7 @@ from gateway.attribution import MODELS
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.openapi_reports import GROUP_BY
+from gateway.report_learnt import LEARNT, LEARNT_REPORTS
 from gateway.reportstate import REPORTING_KEY, Reporting
 from storage.populations import POPULATIONS, population_refused
 from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
@@ -140,13 +141,23 @@ def _format(request: web.Request) -> str:
     return kind
 
 
-def table_param(name: str, value: str | None, report: str, fmt: str) -> str:
+def table_param(name: str, value: str | None, report: str, fmt: str, model: str = "linear") -> str:
     """``table=``: the download's rows (default), or the report's ``totals`` (``summary`` for
-    paths) as a table of their own; a 400 naming the choices, or with JSON, which carries them
-    beside the rows. ``name``: the parameter as the caller spells it (``--table``)."""
+    paths), or under ``data_driven`` what it learnt (``learnt``), as a table of their own; a
+    400 naming the choices (for ``learnt`` under another ``model``, the models that learn), or
+    with JSON, which carries them beside the rows. ``name``: the parameter as the caller
+    spells it (``--table``); ``model``: as asked (one unknown is refused after, by ``query``)."""
     if value is None or value == "rows":  # the fraud report takes no table=: always None
         return "rows"
-    choices = reporting.TABLES[report]
+    models = (model,) if model in MODELS else tuple(MODELS)
+    choices = reporting.tables(report, models)
+    if value == LEARNT and report in LEARNT_REPORTS and value not in choices:
+        said, ask = ("--model ", "--model ") if name.startswith("-") else ("model ", "model=")
+        raise ApiError(
+            400,
+            f"{name}: learnt is what data_driven learnt, and {said}{model[:100]} learns nothing;"
+            f" ask {ask}data_driven or {ask}all",
+        )
     if value not in choices:
         raise ApiError(
             400, f"{name}: expected one of {', '.join(choices)} for the {report} report, got {value[:100]!r}"
@@ -160,9 +171,10 @@ def table_param(name: str, value: str | None, report: str, fmt: str) -> str:
     return value
 
 
-def _table(request: web.Request, report: str) -> str:
+def _table(request: web.Request, report: str, default_model: str = "linear") -> str:
     """The request's ``table=`` (and ``format``), checked before the report is computed."""
-    return table_param("table", request.query.get("table"), report, _format(request))
+    model = request.query.get("model", default_model)
+    return table_param("table", request.query.get("table"), report, _format(request), model)
 
 
 def respond(request: web.Request, report: reporting.Report, table: str = "rows") -> web.Response:

@@ -1,6 +1,7 @@
 """The reports as tables: attribution (one model or all), its daily series (every day of the
 period), path lengths and time to convert, creator payouts, click fraud — and their renderings
-(CSV, NDJSON, an aligned text table).
+(CSV, NDJSON, an aligned text table); under ``data_driven``, what it learnt beside them
+(``gateway/report_learnt.py``).
 
 Shared by the admin API (``gateway/reportapi.py``) and ``gateway report``. Reads through
 ``storage.reports.Reports``; turns minor units and millionths into exact decimals only
@@ -25,10 +26,11 @@ from typing import Any
 
 import msgspec
 
-from gateway.attribution import Params, from_minor
+from gateway.attribution import Learnt, Params, from_minor
 from gateway.events import VERDICTS, printable_name
 from gateway.openapi import DELIMITERS
 from gateway.payouts import Payouts
+from gateway.report_learnt import LEARNT, LEARNT_COLUMNS, learns, learnt_part, learnt_rows, learnt_title
 from gateway.textwidth import ELLIPSIS, cut, width
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
@@ -164,11 +166,14 @@ class Report:
         """The report itself (``rows``), or its ``totals`` (per currency) or the paths report's
         ``summary`` as a table of their own, for a CSV or NDJSON download (``table=``): until
         2026-12-05 they were in the JSON and the terminal only, and a partner manager
-        approving from the CSV added the payouts up by hand. Named ``payouts-totals-…``."""
+        approving from the CSV added the payouts up by hand. Named ``payouts-totals-…``. Or
+        what ``data_driven`` learnt (``learnt``), a row per channel."""
         if which == "rows":
             return self
         if which == "totals":
             rows, columns = list(self.meta["totals"]), TOTALS_COLUMNS[self.name]
+        elif which == LEARNT:
+            rows, columns = learnt_rows(self.meta[LEARNT]), LEARNT_COLUMNS
         else:
             rows, columns = [dict(self.meta["summary"])], list(self.meta["summary"])
         return Report(f"{self.name}-{which}", columns, rows, self.meta)
@@ -207,6 +212,40 @@ class Report:
 
         ellipsis = ELLIPSIS if shown(ELLIPSIS) == ELLIPSIS else "..."
         fenced = shown(LRM) == LRM  # else the marks would be escapes, six columns each
+        since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
+        head = f"{self.name}: {since} .. {until}"
+        # What limits the report is said as the download's name says it: the verdicts unless
+        # allow alone, a population, the conversion (last: the one name cut to fit).
+        said = dict(self.meta)
+        said["verdicts"] = None if said.get("verdicts") == ["allow"] else ",".join(said.get("verdicts") or [])
+        for key in ("model", "group_by", "verdicts", "population", "conversion"):
+            if said.get(key):
+                value = shown(str(said[key]))
+                if columns and key == "conversion":  # the one name here (1..200 characters)
+                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
+                head += f", {key} {ltr_fenced(value) if fenced else value}"
+        out = [head, "", *self._grid(columns, encoding)]
+        if "summary" in self.meta:
+            summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
+            out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
+        for total in self.meta.get("totals", []):
+            parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
+            out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
+        if LEARNT in self.meta:  # a second table: what data_driven learnt
+            part = self.meta[LEARNT]
+            learnt = Report(LEARNT, LEARNT_COLUMNS[:3], part["channels"], {"since": None, "until": None})
+            out += ["", learnt_title(part), "", *learnt._grid(columns, encoding)]
+        return "\n".join(out) + "\n"
+
+    def _grid(self, columns: int, encoding: str) -> list[str]:
+        """``text``'s table: the header, its rule and the rows (or what no rows means), each
+        line cut to ``columns`` (0: none) as ``text`` says."""
+
+        def shown(text: str) -> str:
+            return text.encode(encoding, "backslashreplace").decode(encoding)
+
+        ellipsis = ELLIPSIS if shown(ELLIPSIS) == ELLIPSIS else "..."
+        fenced = shown(LRM) == LRM
         cells = [[shown(_cell(row.get(c), c)) for c in self.columns] for row in self.rows]
         widths = [max([width(c), *(width(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
         numeric = [all(isinstance(row.get(c), int | Decimal) for row in self.rows) for c in self.columns]
@@ -226,27 +265,8 @@ class Report:
                 padded.append(pad + v if num else v + pad)
             return (" " * GAP).join(padded).rstrip()
 
-        since, until = self.meta["since"] or "the first touchpoint", self.meta["until"] or "now"
-        head = f"{self.name}: {since} .. {until}"
-        # What limits the report is said as the download's name says it: the verdicts unless
-        # allow alone, a population, the conversion (last: the one name cut to fit).
-        said = dict(self.meta)
-        said["verdicts"] = None if said.get("verdicts") == ["allow"] else ",".join(said.get("verdicts") or [])
-        for key in ("model", "group_by", "verdicts", "population", "conversion"):
-            if said.get(key):
-                value = shown(str(said[key]))
-                if columns and key == "conversion":  # the one name here (1..200 characters)
-                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
-                head += f", {key} {ltr_fenced(value) if fenced else value}"
-        out = [head, "", line(self.columns), line(["-" * w for w in widths])]
-        out += [line(r) for r in cells] or [self.no_rows()]
-        if "summary" in self.meta:
-            summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
-            out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
-        for total in self.meta.get("totals", []):
-            parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
-            out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
-        return "\n".join(out) + "\n"
+        out = [line(self.columns), line(["-" * w for w in widths])]
+        return out + ([line(r) for r in cells] or [self.no_rows()])
 
     def no_rows(self) -> str:
         """What an empty terminal table says. When the caller read the period's conversion
@@ -297,7 +317,16 @@ TABLES = {
     "payouts": ("rows", "totals"),
     "paths": ("rows", "summary"),
 }
-"""What each report's download may be (``table=``): its rows, or what the JSON carries beside them."""
+"""What each report's download may be (``table=``): its rows, or what the JSON carries beside
+them; and, under ``data_driven``, what it learnt (``tables``)."""
+
+
+def tables(report: str, models: Sequence[str]) -> tuple[str, ...]:
+    """The ``table=`` choices of ``report`` under ``models``: ``TABLES``, and ``learnt`` where
+    the report carries what ``data_driven`` learnt."""
+    return (*TABLES[report], LEARNT) if learns(report, tuple(models)) else TABLES[report]
+
+
 TOTALS_COLUMNS = {
     "attribution": ["currency", "conversions", "value"],
     "timeseries": ["currency", "conversions", "value"],
@@ -523,11 +552,11 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     (``period_days``), zero where it was credited nothing, so that a chart of it does not
     skip the days in between; a period without conversions has no rows."""
 
-    def compute() -> list[tuple[Table, Totals]]:
+    def compute() -> tuple[Learnt | None, list[tuple[Table, Totals]]]:
         params, parts = _learn(reports, q, q.group_by)
-        return reports.map(_attribution_part, parts, q, by_day, params)
+        return params.learnt, reports.map(_attribution_part, parts, q, by_day, params)
 
-    parts = await reports.run(compute, key=q.key(reports, "attribution", by_day))
+    learnt, parts = await reports.run(compute, key=q.key(reports, "attribution", by_day))
     table = add_tables(p[0] for p in parts)
     totals = _totals([p[1] for p in parts])
     single = len(q.models) == 1
@@ -548,7 +577,10 @@ async def attribution(reports: Reports, q: Query, *, by_day: bool = False) -> Re
     rows.sort(key=lambda r: r[:5])
     meta = {"model": q.model, "models": list(q.models), "group_by": q.group_by, **_meta(q, reports)}
     meta["totals"] = totals
-    return Report("timeseries" if by_day else "attribution", columns, [r[-1] for r in rows], meta)
+    name = "timeseries" if by_day else "attribution"
+    if learnt is not None and learns(name, q.models):  # what data_driven learnt, for the analyst
+        meta[LEARNT] = learnt_part(learnt)
+    return Report(name, columns, [r[-1] for r in rows], meta)
 
 
 def _empty_days(table: Table, days: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from gateway.attribution import Moves, Params, add_moves, markov_moves, moves_weights, paths_moves
+from gateway.attribution import Moves, Params, add_moves, markov_moves, moves_learnt, paths_moves
 from gateway.channels import INTERNAL
 from gateway.ids import id_floor
 from storage.crediting import Cand
@@ -53,13 +53,15 @@ class ReportLearning(ConversionReads):
         ``data_driven``, Markov weights learnt from the period's journeys — the conversions'
         and those of everyone who left touchpoints in it — each worker counting those of its
         share of the people (``shares``); the conversions are read as the report will read
-        them (``group_by``), and kept for it. Blocking: call it inside ``run``."""
+        them (``group_by``), and kept for it; ``Params.learnt`` says what was learnt (the
+        journeys, each channel's removal effect and weight). Blocking: call it inside ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params, self.slices(since, until, conversion)
         task = (since, until, conversion, accepted, population, group_by)
         moves, parts = self.count_moves(self.shares(since, until, conversion), task)
-        return replace(params, channel_weights=moves_weights(moves)), parts
+        learnt = moves_learnt(moves)  # what the report shows of it: a few numbers more
+        return replace(params, channel_weights=learnt.weights, learnt=learnt), parts
 
     def count_moves(self, parts: list[Part], task: Learning) -> tuple[Moves, list[Part]]:
         """``learn``'s transition counts, over ``parts``; and the parts the report is to be

@@ -24,6 +24,7 @@ from gateway.attribution import (
     Params,
     Tiers,
     Touch,
+    _conversion_probability,
     by_channel,
     credits,
     distribute,
@@ -31,6 +32,7 @@ from gateway.attribution import (
     from_minor,
     markov_moves,
     markov_weights,
+    moves_learnt,
     moves_weights,
     paths_moves,
     to_minor,
@@ -137,6 +139,49 @@ def test_markov_weights_hand_computed() -> None:
     p = Params(channel_weights=weights)
     journey = [touch("x", 3, "A"), touch("y", 2, "B"), touch("z", 1, "B")]
     assert amounts("data_driven", journey, 900, p) == [300, 300, 300]  # B's 2/3 split over its 2 touches
+
+
+WORKED_PERIOD = [
+    (["Paid Social", "Email", "Organic Search", "Direct"], True),
+    (["Paid Social", "Organic Search"], False),
+    (["Email", "Direct"], True),
+    (["Organic Search"], False),
+    (["Paid Social"], False),
+    (["Paid Social", "Email"], True),
+]
+"""The six journeys of the README's worked example that ``data_driven`` learns from."""
+
+
+def test_what_data_driven_learnt_from_the_worked_example_hand_computed() -> None:
+    """The README's six journeys. From the start the chain converts with chance 1/2 (Direct
+    always converts, Organic Search 1/3, Email 7/9, Paid Social 17/36); without Paid Social
+    5/27, without Email 1/9, without Organic Search 1/3, without Direct 1/6. So the removal
+    effects (1 - without / with) are 17/27, 7/9 = 21/27, 1/3 = 9/27 and 2/3 = 18/27, and the
+    weights 17/65, 21/65, 9/65, 18/65: the README's 0.2615, 0.3231, 0.1385, 0.2769."""
+    moves = markov_moves(WORKED_PERIOD)
+    channels = sorted({c for path, _ in WORKED_PERIOD for c in path})
+    assert _conversion_probability(moves, channels, None) == pytest.approx(1 / 2, abs=1e-12)
+    without = {c: _conversion_probability(moves, channels, c) for c in channels}
+    chances = {"Paid Social": 5 / 27, "Email": 1 / 9, "Organic Search": 1 / 3, "Direct": 1 / 6}
+    assert without == pytest.approx(chances, abs=1e-12)
+    learnt = moves_learnt(moves)
+    assert (learnt.converting, learnt.not_converting) == (3, 3)
+    effects = {"Paid Social": 17 / 27, "Email": 7 / 9, "Organic Search": 1 / 3, "Direct": 2 / 3}
+    assert learnt.effects == pytest.approx(effects, abs=1e-12)
+    weights = {"Paid Social": 17 / 65, "Email": 21 / 65, "Organic Search": 9 / 65, "Direct": 18 / 65}
+    assert learnt.weights == pytest.approx(weights, abs=1e-12)
+    assert learnt.weights == moves_weights(moves)  # the very floats the crediting uses
+    assert [round(learnt.weights[c], 4) for c in effects] == [0.2615, 0.3231, 0.1385, 0.2769]
+
+
+def test_what_is_learnt_from_no_conversion_or_no_journey() -> None:
+    """No journey converted: nothing to remove, every effect and weight 0, the journeys still
+    counted; no journey at all: nothing learnt."""
+    learnt = moves_learnt(markov_moves([(["A"], False), (["A", "B"], False), ([], True)]))
+    assert (learnt.converting, learnt.not_converting) == (0, 2)
+    assert learnt.effects == learnt.weights == {"A": 0.0, "B": 0.0}
+    nothing = moves_learnt(markov_moves([]))
+    assert (nothing.converting, nothing.not_converting, nothing.effects, nothing.weights) == (0, 0, {}, {})
 
 
 def test_markov_symmetric_and_degenerate_cases() -> None:

@@ -159,6 +159,36 @@ def test_the_terminal_table_cuts_names_to_fit_and_keeps_numbers_whole() -> None:
     )
 
 
+def test_what_data_driven_learnt_is_a_second_table_cut_to_fit_as_the_first() -> None:
+    """Under the rows and totals, a title saying how many journeys it learnt from and a table of
+    channels, removal effects and weights, whose long channel names are cut to the terminal's
+    width as the first table's names are (titles are not); no learnt, no second table."""
+    rows = [{"group": "Email", "currency": "EUR", "conversions": Decimal("0.75"), "value": Decimal("75.00")}]
+    learnt = {
+        "converting_journeys": 2,
+        "non_converting_journeys": 5,
+        "channels": [
+            {"channel": "Email", "removal_effect": Decimal("1.000000"), "weight": Decimal("0.750000")},
+            {
+                "channel": "Partner " + "z" * 60,
+                "removal_effect": Decimal("0.333333"),
+                "weight": Decimal("0.250000"),
+            },
+        ],
+    }
+    meta = {"since": "a", "until": "b", "model": "data_driven", "totals": [], "learnt": learnt}
+    lines = Report("attribution", COLUMNS, rows, meta).text(40).splitlines()
+    at = lines.index("data_driven learnt from 7 journeys: 2 converting, 5 not converting")
+    assert max(width(line) for line in lines[at + 2 :]) == 40  # the titles are not cut: the tables are
+    assert lines[at - 1 : at + 3] == ["", lines[at], "", "channel" + " " * 7 + "  removal_effect    weight"]
+    assert lines[at + 4 :] == [
+        "Email                 1.000000  0.750000",
+        "Partner zzzzz…        0.333333  0.250000",
+    ]
+    del meta["learnt"]
+    assert "learnt" not in Report("attribution", COLUMNS, rows, meta).text()
+
+
 def test_the_terminal_table_counts_escapes_where_the_terminal_cannot_show_a_character() -> None:
     """On an ASCII or Latin-1 terminal a name's characters it cannot show are written as their
     escapes, and the table is laid out with the escapes: every line fits, the numbers line up,

@@ -1463,14 +1463,20 @@ WORKED = {
 }
 
 
-async def test_the_readme_worked_example_through_the_gateway(
-    start_gateway: Any, upstream_server: Any
-) -> None:
-    """The README's worked example as senders' signed events reach a running gateway: two
-    devices bound to one user, the four touches, the 100.00 EUR order, and the period's five
-    other journeys (two converting, in USD) that ``data_driven`` learns from. Every model's
-    EUR credit is the README's table, ``data_driven``'s column included; asked for one
-    conversion name, the journeys that ended only in another count as not converting."""
+OTHERS = [
+    (["Paid Social", "Organic Search"], False),
+    (["Email", "Direct"], True),
+    (["Organic Search"], False),
+    (["Paid Social"], False),
+    (["Paid Social", "Email"], True),
+]
+"""The worked example's five other journeys of the period (two converting, a 1 USD signup each)."""
+
+
+async def worked_example(start_gateway: Any, upstream_server: Any) -> RunningGateway:
+    """A running gateway that the README's worked example reached as senders' signed events:
+    two devices bound to one user, the four touches, the 100.00 EUR order, and the period's
+    ``OTHERS``."""
     gw: RunningGateway = await start_gateway(
         await upstream_server(web.Application()), SENDER, {"BILLING_SECRET": BILLING}
     )
@@ -1492,14 +1498,7 @@ async def test_the_readme_worked_example_through_the_gateway(
         await send(type="touchpoint", visitor_id=device, timestamp=when, **WORKED[channel])
     order = {"name": "purchase", "value": 100, "currency": "EUR", "order_id": "W1"}
     await send(type="conversion", visitor_id="laptop-0001", timestamp="2026-11-10T12:00:00Z", **order)
-    others = [
-        (["Paid Social", "Organic Search"], False),
-        (["Email", "Direct"], True),
-        (["Organic Search"], False),
-        (["Paid Social"], False),
-        (["Paid Social", "Email"], True),
-    ]
-    for n, (journey, converted) in enumerate(others):
+    for n, (journey, converted) in enumerate(OTHERS):
         for day, channel in enumerate(journey, start=2):
             await send(
                 type="touchpoint", user_id=f"o{n}", timestamp=f"2026-11-0{day}T10:00:00Z", **WORKED[channel]
@@ -1507,7 +1506,17 @@ async def test_the_readme_worked_example_through_the_gateway(
         if converted:
             sale = {"name": "signup", "value": 1, "currency": "USD", "order_id": f"O{n}"}
             await send(type="conversion", user_id=f"o{n}", timestamp="2026-11-09T10:00:00Z", **sale)
+    return gw
 
+
+async def test_the_readme_worked_example_through_the_gateway(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The README's worked example as senders' signed events reach a running gateway
+    (``worked_example``). Every model's EUR credit is the README's table, ``data_driven``'s
+    column included; asked for one conversion name, the journeys that ended only in another
+    count as not converting."""
+    gw = await worked_example(start_gateway, upstream_server)
     readme = await asyncio.to_thread((ROOT / "README.md").read_text)
     section = readme[readme.index("#### Worked example") :]
     expected = dict(re.findall(r"^\| `(\w+)` \| ([\d. |]+) \|$", section, re.MULTILINE))
@@ -1519,12 +1528,143 @@ async def test_the_readme_worked_example_through_the_gateway(
         assert [Decimal(str(eur[c][f"{model}_value"])) for c in WORKED] == shown, model
 
     # Only the purchase: the two signups' journeys are journeys that did not convert to it.
-    alone = markov_weights([(journey, False) for journey, _ in others] + [(list(WORKED), True)])
+    alone = markov_weights([(journey, False) for journey, _ in OTHERS] + [(list(WORKED), True)])
     body = await get(gw, "/api/attribution", model="data_driven", conversion="purchase", **PERIOD)
     credited = {r["group"]: r["value"] for r in body["rows"]}
     assert credited == {c: round(100 * alone[c], 2) for c in WORKED}
     readme_column = [Decimal(cell.strip()) for cell in expected["data_driven"].split("|")]
     assert [Decimal(str(credited[c])) for c in WORKED] != readme_column
+
+
+LEARNT_COLUMNS = ["channel", "removal_effect", "weight", "converting_journeys", "non_converting_journeys"]
+
+
+async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The worked example's six journeys: the answer says what ``data_driven`` learnt from
+    them — the README's removal effects and weights (hand-computed in
+    ``test_attribution``), largest weight first — under ``data_driven`` and ``model=all``, by
+    day too; a report without ``data_driven`` has no ``learnt``. The same as a CSV and NDJSON
+    download (``table=learnt``) and as the second table ``gateway report`` prints."""
+    gw = await worked_example(start_gateway, upstream_server)
+    readme = await asyncio.to_thread((ROOT / "README.md").read_text)
+    section = readme[readme.index("#### Worked example") : readme.index("### Reports")]
+    block = section[section.index("```json\n") + 8 :]
+    shown = json.loads("{" + block[: block.index("```")] + "}")["learnt"]
+    assert [c["channel"] for c in shown["channels"]] == ["Email", "Direct", "Paid Social", "Organic Search"]
+    for path, model in [
+        ("/api/attribution", "data_driven"),
+        ("/api/attribution", "all"),
+        ("/api/attribution/timeseries", "data_driven"),
+    ]:
+        body = await get(gw, path, model=model, **PERIOD)
+        assert body["learnt"] == shown, (path, model)
+    for model in ("linear", "time_decay"):
+        assert "learnt" not in await get(gw, "/api/attribution", model=model, **PERIOD)
+    # Asked for the purchase alone, the two signups' journeys did not convert to it.
+    alone = markov_weights([(journey, False) for journey, _ in OTHERS] + [(list(WORKED), True)])
+    body = await get(gw, "/api/attribution", model="data_driven", conversion="purchase", **PERIOD)
+    learnt = body["learnt"]
+    assert (learnt["converting_journeys"], learnt["non_converting_journeys"]) == (1, 5)
+    assert {c["channel"]: c["weight"] for c in learnt["channels"]} == {
+        c: round(w, 6) for c, w in alone.items()
+    }
+
+    flat = [{**c, "converting_journeys": 3, "non_converting_journeys": 3} for c in shown["channels"]]
+    for kind in ("csv", "ndjson"):
+        query = {**PERIOD, "model": "data_driven", "format": kind, "table": "learnt"}
+        async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=query) as resp:
+            assert resp.status == 200, await resp.text()
+            name = f"attribution-learnt-data_driven-channel-2026-11-01-2026-11-30.{kind}"
+            assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
+            text = await resp.text()
+        if kind == "ndjson":
+            assert [json.loads(line) for line in text.splitlines()] == flat
+        else:
+            assert text == (
+                "channel,removal_effect,weight,converting_journeys,non_converting_journeys\r\n"
+                "Email,0.777778,0.323077,3,3\r\n"
+                "Direct,0.666667,0.276923,3,3\r\n"
+                "Paid Social,0.629630,0.261538,3,3\r\n"
+                "Organic Search,0.333333,0.138462,3,3\r\n"
+            )
+    period = ("--since", PERIOD["since"], "--until", PERIOD["until"])
+    out = await gateway_report(
+        gw, "UTC", *period, "--model", "data_driven", "--format", "ndjson", "--table", "learnt"
+    )
+    assert [json.loads(line) for line in out.splitlines()] == flat
+    console = section[section.index("```console\n") + 11 :]
+    console = console[: console.index("```")]
+    command, printed = console.split("\n", 1)
+    assert command.endswith("--model data_driven --since 2026-11-01 --until 2026-12-01")
+    assert await gateway_report(gw, "UTC", *period, "--model", "data_driven", "--width", "0") == printed
+    tail = printed[printed.index("\ndata_driven learnt") + 1 :]
+    out = await gateway_report(gw, "UTC", *period, "--model", "all", "--width", "0")
+    assert out.endswith("\n\n" + tail) and out.count("data_driven learnt") == 1, out
+    assert "learnt" not in await gateway_report(gw, "UTC", *period, "--model", "linear")
+
+
+async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: RunningGateway) -> None:
+    """``table=learnt`` is what ``data_driven`` learnt: for another model, the paths or the
+    payouts report (which leaves it out, see the README) it is a 400 naming what to ask
+    instead, before the report is computed; with JSON, which carries it, a 400 too. So is
+    ``gateway report --table learnt`` (exit 2)."""
+    for path, params, error in [
+        (
+            "/api/attribution",
+            {"format": "csv", "table": "learnt"},
+            "table: learnt is what data_driven learnt, and model linear learns nothing;"
+            " ask model=data_driven or model=all",
+        ),
+        (
+            "/api/attribution/timeseries",
+            {"model": "position_based", "format": "ndjson", "table": "learnt"},
+            "table: learnt is what data_driven learnt, and model position_based learns nothing;"
+            " ask model=data_driven or model=all",
+        ),
+        (
+            "/api/payouts",
+            {"model": "data_driven", "format": "csv", "table": "learnt"},
+            "table: expected one of rows, totals for the payouts report, got 'learnt'",
+        ),
+        (
+            "/api/attribution/paths",
+            {"format": "csv", "table": "learnt"},
+            "table: expected one of rows, summary for the paths report, got 'learnt'",
+        ),
+        (
+            "/api/attribution",
+            {"model": "data_driven", "table": "learnt"},
+            "table: applies to a CSV or NDJSON download (format=csv or ndjson), not json; the JSON"
+            " answer carries learnt beside the rows",
+        ),
+    ]:
+        body = await get(gw, path, 400, **PERIOD, **params)
+        assert body["error"] == error, (path, params)
+    assert "learnt" not in await get(gw, "/api/payouts", model="data_driven", **PERIOD)
+    body = await get(gw, "/api/attribution", model="data_driven", **PERIOD)
+    assert body["learnt"]["converting_journeys"] == 3 and body["learnt"]["non_converting_journeys"] == 0
+    path = gw.gateway.settings.store_path
+    config = path.parent / "report.toml"
+    await asyncio.to_thread(config.write_text, f"[storage]\npath = '{path}'\n")
+    for args, error in [
+        (
+            ("--format", "csv", "--table", "learnt"),
+            "--table: learnt is what data_driven learnt, and --model linear learns nothing;"
+            " ask --model data_driven or --model all",
+        ),
+        (
+            ("--model", "data_driven", "--table", "learnt"),
+            "--table: applies to --format csv or ndjson; the table prints the learnt below its rows",
+        ),
+    ]:
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "report", "-c", str(config), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        out, err = await done.communicate()
+        assert (done.returncode, out, err.decode()) == (2, b"", f"gateway report: {error}\n")
 
 
 async def test_a_share_of_no_conversions_has_four_decimals_as_every_share(gw: RunningGateway) -> None:

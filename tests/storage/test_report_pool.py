@@ -8,6 +8,7 @@ The store is small, so ``min_slice`` is lowered to make the reports split as a l
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -27,12 +28,13 @@ import pytest
 
 from bench.synth import generate
 from gateway import reporting
-from gateway.attribution import MODELS, Attribution
+from gateway.attribution import MODELS, Attribution, moves_learnt
 from gateway.channels import Channels
 from gateway.events import iso
 from gateway.ids import Uuid7
 from gateway.options import AttributionOptions, ChannelsOptions
 from gateway.payouts import Payouts, PayoutsOptions, TierPayout
+from gateway.report_learnt import learnt_part
 from storage.people import People, Share, Snapshot
 from storage.report_clicks import Clicks
 from storage.report_period import Part, period_bounds
@@ -559,9 +561,15 @@ async def test_people_shared_across_processes_learn_what_one_process_learns(
             reporting.Query(SINCE, UNTIL, tuple(MODELS), group_by="campaign"),
             reporting.Query(SINCE, UNTIL, ("data_driven",), population="cookie"),
         ):
-            assert (await reporting.attribution(pooled, q)).json() == (
-                await reporting.attribution(single, q)
-            ).json()
+            report = await reporting.attribution(pooled, q)
+            assert report.json() == (await reporting.attribution(single, q)).json()
+            # What data_driven learnt, said beside the credits: the same numbers in both,
+            # those of the transitions counted in one piece.
+            learnt = json.loads(report.json())["learnt"]
+            if q.population is None:
+                expected = learnt_part(moves_learnt(whole[0]))
+                assert learnt == json.loads(json.dumps(expected, default=float))
+            assert len(learnt["channels"]) > 5 and learnt["non_converting_journeys"] > 0
     finally:
         await pooled.close()
         await single.close()
