@@ -42,6 +42,7 @@ from gateway.events import EVENT_TYPES, Binding, Conversion, Event
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
+from storage.access import unreadable, unwritable
 from storage.checkpoint import Checkpointer
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
@@ -937,23 +938,3 @@ class LocalStore:
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
         return counted, bound
-
-
-def unwritable(path: Path) -> Path | None:
-    """The first of the store's files (and its folder, where SQLite makes its ``-wal`` and
-    ``-shm``) this process may not write, or None. SQLite opens a file it may only read
-    read-only and fails each write later; a root process may write anything but a read-only
-    mount, where opening a WAL store already fails."""
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
-        if candidate.exists() and not os.access(candidate, os.W_OK):
-            return candidate
-    return None
-
-
-def unreadable(path: Path) -> Path | None:
-    """The first of the store's files this process may not read (another user's ``0600``), or
-    None."""
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if candidate.exists() and not os.access(candidate, os.R_OK):
-            return candidate
-    return None
