@@ -516,5 +516,4 @@ class Campaign:
             ex.folded = touchpoint
             self.metrics.landings_folded.inc()
             return
-        ex.events.append(touchpoint)
-        self.metrics.touchpoints.inc()
+        ex.events.append(touchpoint)  # counted once the store commits it (gateway_touchpoints_total)

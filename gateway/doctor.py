@@ -130,7 +130,8 @@ def store_failure(settings: Settings, err: BaseException) -> str:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
-    from storage.local import read_only, unreadable, unwritable
+    from storage.access import unreadable, unwritable
+    from storage.local import read_only
     from storage.migrate import migrations
 
     newest = migrations()[-1][0]

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
 from gateway.metrics import Metrics
+from storage.access import unwritable
 
 log = logging.getLogger("gateway.storage")
 
@@ -70,10 +72,28 @@ class Checkpointer:
                 busy, frames, copied = await asyncio.to_thread(self._checkpoint)
             except Exception as err:
                 self.metrics.store_checkpoints.labels("failed").inc()
-                log.warning("WAL checkpoint failed (writes go on; retried later): %s", err)
+                blocked = await asyncio.to_thread(self._blocked, err)
+                log.warning("WAL checkpoint failed (writes go on; retried later): %s%s", err, blocked)
                 return None
             self.metrics.store_checkpoints.labels("busy" if busy else "done").inc()
             return busy, frames, copied
+
+    def _blocked(self, error: Exception) -> str:
+        """In a worker thread: for SQLite's READONLY, which file or folder this process may not
+        write now (made read-only under the running gateway: modes are checked at open, so the
+        writer's connection writes on, and only this one, opened again after each failure, is
+        refused) and what that means; else nothing."""
+        code = getattr(error, "sqlite_errorcode", None)
+        if not isinstance(code, int) or code & 0xFF != sqlite3.SQLITE_READONLY:
+            return ""
+        blocked = unwritable(self.path)
+        if blocked is None:
+            return ""
+        return (
+            f" ({blocked} is not writable to uid {os.geteuid()}: commits go on through the files the"
+            " gateway has open, but once restarted it would open the store read-only and record"
+            " nothing; let the user the gateway runs as write to it again)"
+        )
 
     def _checkpoint(self) -> tuple[int, int, int]:
         """In a worker thread: the connection is opened on first use and again after a failure."""

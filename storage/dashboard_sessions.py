@@ -19,15 +19,23 @@ from storage.local import connect
 
 _STALE = "DELETE FROM dashboard_sessions WHERE key_id != ? OR started <= ?"
 """Sessions of another key (``admin.token`` or ``identity.secret`` changed) or past their lifetime."""
+_LIVE = "SELECT digest, started FROM dashboard_sessions WHERE key_id = ? AND started > ? ORDER BY started"
+"""The sessions ``_STALE`` keeps: read so even where it could not delete the others."""
 
 
 async def load(path: Path, key_id: bytes, since: float) -> dict[bytes, float]:
     """Digest → start of every session of ``key_id`` started after ``since``; the others are
-    deleted."""
+    deleted. A store this process may only read (its start said so, naming the file) is still
+    read: until 2026-12-06 the deletion's refusal dropped every session, with SQLite's "attempt
+    to write a readonly database" said of the load."""
     db = await connect(path)
     try:
-        await db.execute(_STALE, (key_id, since))
-        async with db.execute("SELECT digest, started FROM dashboard_sessions ORDER BY started") as cursor:
+        try:
+            await db.execute(_STALE, (key_id, since))
+        except sqlite3.OperationalError as err:
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+                raise
+        async with db.execute(_LIVE, (key_id, since)) as cursor:
             return {bytes(row[0]): float(row[1]) async for row in cursor}
     finally:
         await db.close()

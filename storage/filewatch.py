@@ -8,18 +8,34 @@ read another database's pages: ``database disk image is malformed``). Owns nothi
 every ``SECONDS`` it compares the path's device and inode with those it found at open, in a worker
 thread, and once they differ it says why (``moved``) and calls ``on_moved`` once. It never reopens:
 a file deleted and made anew would be an empty store, and every reader holds the old one.
+
+It also looks at whether the store's files and folder are still writable to this process: made
+read-only under the running gateway (a ``chmod``, a ``chown``), SQLite writes on through the
+files it has open (modes are checked at open), so nothing fails until a restart opens the store
+read-only and records nothing. Said in the log when it happens, and when it is writable again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from storage.access import unwritable
+
+log = logging.getLogger("gateway.storage")
+
 SECONDS = 1.0
 """How often the path is looked at: the longest that commits go on into a file no longer there."""
+
+
+def looked_at(path: Path) -> tuple[tuple[int, int] | None, Path | None]:
+    """The file's ``identity`` and the first of the store's files (or its folder) this process
+    may not write (blocking)."""
+    return identity(path), unwritable(path)
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -39,21 +55,24 @@ class FileWatch:
         self.moved: str | None = None
         """Why the path no longer names the file the store writes; None while it does."""
         self._opened: tuple[int, int] | None = None
+        self._blocked: Path | None = None  # not writable to this process, as last looked at
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Note the file the store has just opened, and watch its path from now on."""
-        self._opened = await asyncio.to_thread(identity, self.path)
+        """Note the file the store has just opened, and watch its path from now on (a store
+        read-only at open: said by the store already)."""
+        self._opened, self._blocked = await asyncio.to_thread(looked_at, self.path)
         self._task = asyncio.create_task(self._run(), name="store-filewatch")
 
     async def _run(self) -> None:
         while self.moved is None:
             await asyncio.sleep(self.seconds)
             try:
-                now = await asyncio.to_thread(identity, self.path)
+                now, blocked = await asyncio.to_thread(looked_at, self.path)
             except OSError:  # a folder made unreadable: no answer, not a move
                 continue
             if now == self._opened:
+                self._writable(blocked)
                 continue
             how = "deleted" if now is None else "replaced by another file"
             self.moved = (
@@ -61,6 +80,24 @@ class FileWatch:
                 "nothing is written from now on: restart the gateway to write to the file at that path"
             )
             self.on_moved(self.moved)
+
+    def _writable(self, blocked: Path | None) -> None:
+        """Say when the store's files become read-only to this process, and writable again."""
+        if (blocked is None) == (self._blocked is None):
+            self._blocked = blocked
+            return
+        self._blocked = blocked
+        if blocked is None:
+            log.warning("the store %s (storage.path) is writable again to uid %d", self.path, os.geteuid())
+            return
+        log.error(
+            "the store %s (storage.path) is no longer writable to uid %d (%s is not): commits go on"
+            " through the files the gateway has open, but once restarted it would open the store"
+            " read-only and record nothing; let the user the gateway runs as write to it again",
+            self.path,
+            os.geteuid(),
+            blocked,
+        )
 
     async def close(self) -> None:
         if self._task is not None:

@@ -38,10 +38,11 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import EVENT_TYPES, Binding, Conversion, Event
+from gateway.events import EVENT_TYPES, Binding, Conversion, Event, Touchpoint
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
+from storage.access import unreadable, unwritable
 from storage.checkpoint import Checkpointer
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
@@ -818,6 +819,7 @@ class LocalStore:
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []
             bound: list[str] = []
+            landed = 0  # the touchpoints of plain submits (a grouped one's: counted by its caller)
             # Whether the batch takes the hot path, in one pass over it (every landing's row).
             events: list[Event] = []
             kinds: set[type] | None = None  # the types of its events; None: a submit has groups
@@ -835,6 +837,7 @@ class LocalStore:
                 elif kind is Binding:
                     bound = await _insert_bindings(db, events)
                 elif events:
+                    landed = rows if kind is Touchpoint else 0
                     # The columns None in every row written so far (a landing's term, creator,
                     # click ID, geography…) are written NULL rather than bound: each None bound
                     # costs the writer thread ~1,600 instructions (its adapter looked up and
@@ -844,6 +847,7 @@ class LocalStore:
                     params, self._nulls[kind] = TABLES[kind].params_nulls(events, self._nulls[kind])
                     await db.execute(insert_sql(kind, rows, self._nulls[kind]), params)
             else:
+                landed = sum(type(e) is Touchpoint for i in batch if i.groups is None for e in i.events)
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     counted, bound = await self._write_mixed(db, batch)
@@ -882,6 +886,8 @@ class LocalStore:
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.store_batch_rows.observe(rows)
         self.checkpointer.committed(rows)
+        if landed:  # only now: a landing whose commit failed recorded nothing
+            self.metrics.touchpoints.inc(landed)
         for rule, recorded in counted:  # only now: a rolled-back insert recorded nothing
             (self.metrics.conversions if recorded else self.metrics.conversion_duplicates).labels(rule).inc()
         for rule in bound:
@@ -937,23 +943,3 @@ class LocalStore:
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
         return counted, bound
-
-
-def unwritable(path: Path) -> Path | None:
-    """The first of the store's files (and its folder, where SQLite makes its ``-wal`` and
-    ``-shm``) this process may not write, or None. SQLite opens a file it may only read
-    read-only and fails each write later; a root process may write anything but a read-only
-    mount, where opening a WAL store already fails."""
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
-        if candidate.exists() and not os.access(candidate, os.W_OK):
-            return candidate
-    return None
-
-
-def unreadable(path: Path) -> Path | None:
-    """The first of the store's files this process may not read (another user's ``0600``), or
-    None."""
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if candidate.exists() and not os.access(candidate, os.R_OK):
-            return candidate
-    return None

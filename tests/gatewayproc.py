@@ -14,6 +14,9 @@ from typing import Any
 
 from tests.conftest import ENV
 
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+"""This checkout: where a gateway run as another user finds the code (``PYTHONPATH``)."""
+
 
 class GatewayProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
@@ -30,14 +33,26 @@ class GatewayProcess:
 
     @classmethod
     async def start(
-        cls, config: Path, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+        cls,
+        config: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+        user: tuple[int, int] | None = None,
     ) -> GatewayProcess:
         """``new_session``: its own process group, so ``killpg`` reaches the supervisor and workers.
-        Its temporary files go beside ``config``: a test that kills it leaves none in /tmp."""
+        Its temporary files go beside ``config``: a test that kills it leaves none in /tmp.
+        ``user``: run as that uid and gid (the caller root) through ``setpriv``, this checkout's
+        code on ``PYTHONPATH`` (the user may not reach the test's working folder)."""
+        argv: tuple[str, ...] = (sys.executable, "-m", "gateway", "run", "-c", str(config), *args)
+        extra: dict[str, str] = {}
+        if user is not None:
+            argv = ("setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv)
+            extra["PYTHONPATH"] = CHECKOUT
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "-c", str(config), *args,
+            *argv,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(config.parent), **ENV, **(env or {})},
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(config.parent), **extra, **ENV, **(env or {})},
             start_new_session=new_session,
         )  # fmt: skip
         gw = cls(proc)
