@@ -26,9 +26,11 @@ from typing import Any
 import pytest
 
 from gateway.attribution import MODELS
+from gateway.badbody import body_key
 from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint, VerdictChange, iso
-from gateway.ids import Uuid7
+from gateway.ids import Uuid7, uuid7
 from gateway.metrics import Metrics
+from storage.erasure import erase_user
 from storage.mirror import Mirror
 from tests.conftest import ENV, GatewayFactory, RunningGateway
 from tests.gateway.test_central import admin_get, eventually, node_toml
@@ -87,7 +89,7 @@ def node_events() -> tuple[list[Event], list[Event]]:
         else:
             visitor = getattr(event, "visitor_key", None) or ""
         node = "a" if visitor in ON_A else "b"
-        (a if node == "a" else b).append(dataclasses.replace(event, node=node))  # type: ignore[type-var]
+        (a if node == "a" else b).append(dataclasses.replace(event, node=node))  # type: ignore[arg-type]
     # The analyst lets cr_dan's reviewed click through, on node a's admin API.
     vid, vts = mint("2026-11-04T09:00:00")
     a.append(VerdictChange(vid, vts, "a", named["dan"], "allow", 0, [], "analyst", "a real partner", "maria"))
@@ -263,6 +265,29 @@ async def test_a_device_bound_on_both_nodes_is_one_binding_in_the_reports(
         ("/api/payouts", {"model": "linear"}),
         ("/api/dashboard/summary", {"model": "linear"}),
         ("/api/dashboard/summary", {"model": "data_driven", "population": "cookie"}),
+    ):
+        mirrored, single = await both(pair, path, **params)
+        assert mirrored == single, (path, params)
+
+
+async def test_a_user_erased_on_one_node_leaves_the_mirror_as_one_store(
+    pair: tuple[RunningGateway, RunningGateway], tmp_path: Path, central_dsn: str
+) -> None:
+    """u1 erased on node a (its phone's node): the central store erases the laptop's rows b
+    sent too, and so does the mirror; one store of both erases them alike."""
+    erased = {"body_key": body_key(b"k" * 32), "ts": iso(datetime.now(UTC)), "raw_user_id": "u1-raw"}
+    await erase_user(tmp_path / "a.db", "u1", event_id=uuid7(), node="a", **erased)  # type: ignore[arg-type]
+    await Node(tmp_path, "a", central_dsn).sync.once()
+    await Mirror(tmp_path / "mirror.db", central_dsn, OPTIONS, Metrics()).once()
+    await erase_user(tmp_path / "ref.db", "u1", event_id=uuid7(), node="ref", **erased)  # type: ignore[arg-type]
+    left = "SELECT count(*) FROM touchpoints WHERE visitor_key IN ('p1', 'l1')"
+    assert await read(tmp_path / "mirror.db", left) == await read(tmp_path / "ref.db", left) == [(0,)]
+    for path, params in (
+        ("/api/attribution", {"model": "all"}),
+        ("/api/attribution/paths", {}),
+        ("/api/payouts", {"model": "linear"}),
+        ("/api/fraud", {}),
+        ("/api/dashboard/summary", {"model": "linear"}),
     ):
         mirrored, single = await both(pair, path, **params)
         assert mirrored == single, (path, params)
