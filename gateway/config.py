@@ -446,7 +446,7 @@ def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) ->
         try:
             store.exists()  # every command that reads the store asks this first
         except OSError as err:  # a name too long, a folder on the way that cannot be searched
-            p.append(f"storage.path: cannot use {store}: {err.strerror}")
+            p.append(f"storage.path: cannot use {store}: {err.strerror}{_unsearchable(store)}")
         if what := special_file(store):  # a folder is said by run and doctor, with what to do
             p.append(f"storage.path: {store} is {what}, not a file; point storage.path at the SQLite file")
     if options.central.mirror_path and unsaid("storage.path", "central.mirror_path"):
@@ -460,7 +460,7 @@ def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) ->
             if path is None or not path.exists():
                 continue
         except OSError as err:  # a name too long, a folder on the way not searchable
-            p.append(f"{key}: cannot read {path}: {err.strerror}")
+            p.append(f"{key}: cannot read {path}: {err.strerror}{_unsearchable(path) if path else ''}")
             continue
         if what := ("a folder" if path.is_dir() else special_file(path)):
             p.append(f"{key}: {path} is {what}, not a file; name the .mmdb file")
@@ -481,6 +481,24 @@ def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) ->
     return p
 
 
+def _unsearchable(path: Path) -> str:
+    """For a path refused as ``Permission denied``: the first folder on the way this process may
+    not enter (search), its uid, and what to do; "" when there is none to name (the refusal
+    was another). Said only where a folder is the cause: a root process enters any folder."""
+    for folder in reversed(path.parents):
+        try:
+            if not folder.is_dir():  # not there (its parent could be entered): not the cause
+                return ""
+            if not os.access(folder, os.X_OK):
+                return (
+                    f" ({folder} may not be entered by uid {os.geteuid()}: let the gateway's user"
+                    " search it, or run the command as that user)"
+                )
+        except OSError:
+            return ""
+    return ""
+
+
 def _check_mirror(store: Path, mirror: Path) -> list[str]:
     """``central.mirror_path``: a file of its own, not the node's store (each round would insert
     the node's rows into itself, and an erasure's rows of other nodes deleted from it)."""
@@ -492,7 +510,7 @@ def _check_mirror(store: Path, mirror: Path) -> list[str]:
     except ValueError:  # a NUL in the name: path_problem says so
         return []
     except OSError as err:
-        return [f"{key}: cannot use {mirror}: {err.strerror}"]
+        return [f"{key}: cannot use {mirror}: {err.strerror}{_unsearchable(mirror)}"]
     if same:
         return [f"{key}: {mirror} is the node's own store (storage.path); give the mirror a file of its own"]
     if what := ("a folder" if mirror.is_dir() else special_file(mirror)):

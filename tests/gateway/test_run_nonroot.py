@@ -197,7 +197,11 @@ def test_a_store_folder_it_cannot_make_is_refused_naming_storage_path(place: Pat
     (place / "data").chmod(0o700)
     done = as_nobody(place, sys.executable, "-m", "gateway", "run", "-c", str(config))
     assert done.returncode == 2, done
-    assert f"storage.path: cannot use {place / 'data' / 'sub' / 'gw.db'}: Permission denied" in done.stderr
+    assert (
+        f"storage.path: cannot use {place / 'data' / 'sub' / 'gw.db'}: Permission denied"
+        f" ({place / 'data'} may not be entered by uid {UID}: let the gateway's user search it,"
+        " or run the command as that user)"
+    ) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert not (place / "data" / "sub").exists()
 
