@@ -482,7 +482,8 @@ def _lone_surrogate(doc: Any) -> str | None:
         pointer, node = stack.pop()
         if isinstance(node, str):
             if found := _SURROGATE.search(node):
-                return f"{pointer} holds {_escaped(found.group())}{_NO_CHARACTER}"
+                # The pointer "" is the whole document (a body that is one string).
+                return f"{pointer or 'the whole document'} holds {_escaped(found.group())}{_NO_CHARACTER}"
         elif isinstance(node, dict | list):
             items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
             for name, _ in items:

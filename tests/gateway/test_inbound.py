@@ -1611,8 +1611,10 @@ async def test_a_number_beyond_a_double_refuses_its_event_not_the_batch(gw: Runn
             b'{"type": "conversion", "user_id": "u", "x/~": [{"\\udfff": 1}]}',
             "a name in /x~1~0/0 holds \\udfff",
         ),
+        # The whole body one string: its pointer is "", which named nothing (" holds \ud800").
+        (b'"\\ud800"', "the whole document holds \\ud800"),
     ],
-    ids=["field", "beside-a-number-beyond-a-double", "name", "nested-name"],
+    ids=["field", "beside-a-number-beyond-a-double", "name", "nested-name", "the-whole-body"],
 )
 async def test_a_lone_surrogate_in_a_signed_event_is_refused_naming_where(
     gw: RunningGateway, body: bytes, where: str
