@@ -278,8 +278,9 @@ LEARNT = {
                     },
                     "weight": {
                         **_FRACTION,
-                        "description": "the removal effects normalised (they sum to 1): the share of a"
-                        " conversion the channel's touches get; six decimals",
+                        "description": "the removal effects normalised (together 1 before rounding to six"
+                        " decimals; all 0 when no journey converted): the share of a conversion the"
+                        " channel's touches get",
                     },
                 },
             },

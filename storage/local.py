@@ -805,7 +805,10 @@ class LocalStore:
                     return stopped
             return None
 
-        return await halves(0, len(bounds) - 1, error)
+        stopped = await halves(0, len(bounds) - 1, error)
+        if stopped is not None:  # tried again whole later: what was refused now is said then
+            item.refused = None
+        return stopped
 
     async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
         """One transaction for the events of ``batch``; the error if it did not commit."""

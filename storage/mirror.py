@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -337,8 +338,10 @@ class Mirror:
         the same transaction) — all their rows."""
         at = {c: i for i, c in enumerate(columns)}
         ids = [record[at["id"]] for record in records]
+        # One variable, whatever the batch (central.batch_size up to 100,000; SQLite's default
+        # cap is 32,766 variables a statement).
         async with db.execute(
-            f"SELECT id FROM erasures WHERE id IN ({','.join('?' for _ in ids)})", ids
+            "SELECT id FROM erasures WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
         ) as cursor:
             applied = {row[0] for row in await cursor.fetchall()}
         for record, xid in zip(records, ingested, strict=True):

@@ -888,7 +888,9 @@ async def test_a_wait_on_the_lock_counts_from_when_the_commit_began(
             await asyncio.sleep(0.05)
         waited = time.time() - began
         assert waited >= BUSY_TIMEOUT_MS / 1000 - 0.5
-        assert store.failing[0] - began < waited - 1.0
+        # Before: the time the busy timeout ran out, BUSY_TIMEOUT_MS after the commit began. Half
+        # of it is the margin for a loaded machine's writer picking the submit up late.
+        assert store.failing[0] < began + BUSY_TIMEOUT_MS / 1000 / 2
     finally:
         await asyncio.to_thread(locker.execute, "ROLLBACK")
         await asyncio.to_thread(locker.close)
