@@ -243,7 +243,7 @@ DASHBOARD_SUMMARY = {
     "anyOf": [
         {"required": _COUNTS_PART},
         {"required": ["days", "by_day"]},
-        {"required": ["comparison"]},
+        {"required": ["comparison", "learnt"]},
     ],
     "properties": {
         "ok": {"const": True},
@@ -317,6 +317,12 @@ DASHBOARD_SUMMARY = {
                 "required": ["model", *_CREDIT_REQUIRED],
                 "properties": {"model": {"type": "string"}, **_CREDIT},
             },
+        },
+        "learnt": {
+            "allOf": [{"$ref": "#/components/schemas/Learnt"}],
+            "description": "with comparison: what data_driven learnt from the period's journeys"
+            " (of the conversion and the population asked for, under attribution.verdicts), as"
+            " /api/attribution?model=data_driven says it for the same days",
         },
         "top_campaigns": _TOP,
         "top_creators": _TOP,
@@ -958,7 +964,8 @@ def openapi_document() -> dict[str, Any]:
                         query_param(
                             "part",
                             "only this part (default: all): counts (totals, top campaigns and creators,"
-                            " bots, populations, conversion_names), daily (by_day) or models (comparison)",
+                            " bots, populations, conversion_names), daily (by_day) or models"
+                            " (comparison, learnt)",
                             {"enum": list(PARTS)},
                         ),
                     ],

@@ -3,7 +3,8 @@ part by part (``PARTS``), so the page draws what is quick first.
 
 Conversions by channel per day and the model comparison come from ``storage/reports.py``
 (one read of the period, every model by day, when both are asked for; the same credits the
-reports give, ``data_driven`` learning from the whole period as the time series does);
+reports give, ``data_driven`` learning from the whole period as the time series does, and
+what it learnt, as the reports' ``learnt`` says it);
 top campaigns and creators, bot share, populations and totals are plain aggregates, counted
 in one read of the period (``storage/dashboard_landings.py``). Money leaves as
 numbers in major units per currency, credited conversions as fractions of one conversion. The
@@ -22,8 +23,9 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.attribution import MODELS, from_minor
-from storage.crediting import MICRO, ChannelCredit, Table, add_tables, channel_credits
+from gateway.attribution import MODELS, Learnt, from_minor
+from gateway.report_learnt import learnt_part
+from storage.crediting import MICRO, ChannelCredit, add_tables, channel_credits
 from storage.dashboard_landings import Credited, Landed, Landings, count_landings
 from storage.populations import population_counts
 from storage.report_period import period_bounds, period_days, window_start
@@ -215,7 +217,8 @@ PARTS = ("counts", "daily", "models")
 """The parts of a summary, each of which can be asked for alone: ``counts`` (totals, top
 campaigns and creators, bot share, populations, conversion names: plain aggregates, quick),
 ``daily`` (``by_day``: the chosen model's credits per day) and ``models`` (``comparison``:
-every model's credits, ``data_driven`` learning from the whole period: the slowest). The
+every model's credits, ``data_driven`` learning from the whole period, and ``learnt``: what
+it learnt; the slowest). The
 page asks for them separately, so what is quick draws first."""
 
 
@@ -254,13 +257,13 @@ async def summary(
     work: dict[str, Awaitable[Any]] = {}
     if "daily" in parts or "models" in parts:
         models = list(MODELS) if "models" in parts else [model]
-        work["credits"] = reports.credit(
+        work["credits"] = reports.credit_learnt(
             since, until, models, conversion=conversion, by_day="daily" in parts, population=population
         )
     if "counts" in parts:
         work["counts"] = _counts(db, since, until, bounds, widest, population, reports.attribution.verdicts)
     done = dict(zip(work, await asyncio.gather(*work.values()), strict=True))
-    table: Table = done.get("credits", {})
+    table, learnt = done.get("credits", ({}, None))
     if "daily" in parts:
         daily = channel_credits(table, model)
         days = period.days(zone)
@@ -272,7 +275,25 @@ async def summary(
         for name in MODELS:
             comparison += [{"model": name, **row} for row in _credit_rows(channel_credits(every, name)[None])]
         data["comparison"] = comparison
+        if learnt is not None:  # always: the comparison holds data_driven
+            data["learnt"] = _learnt(learnt)
     return data | done.get("counts", {})
+
+
+def _learnt(learnt: Learnt) -> dict[str, Any]:
+    """What ``data_driven`` learnt, as the report endpoints' ``learnt`` says it (the same
+    journeys, and each channel's removal effect and weight to six decimals, largest weight
+    first), its numbers as numbers as the rest of the summary's."""
+    part = learnt_part(learnt)
+    channels = [
+        {
+            "channel": row["channel"],
+            "removal_effect": float(row["removal_effect"]),
+            "weight": float(row["weight"]),
+        }
+        for row in part["channels"]
+    ]
+    return {**part, "channels": channels}
 
 
 async def _counts(

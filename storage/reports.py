@@ -3,8 +3,8 @@
 ``Reports`` reads conversions, identities and touchpoints (never writes), and
 ``storage/crediting.py`` shares each conversion's value under the models of
 ``gateway/attribution.py``, in exact minor units. This module owns opening a store and the
-crediting report (``credit``); ``Reports`` is put together from one class per concern, each
-in a module of its own:
+crediting report (``credit``; with what ``data_driven`` learnt for it, ``credit_learnt``);
+``Reports`` is put together from one class per concern, each in a module of its own:
 
 - ``storage/report_state.py``: what it is built with, and its read connection;
 - ``storage/report_runner.py``: a report run one at a time in a worker thread, shared by the
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.attribution import Attribution, Params
+from gateway.attribution import Attribution, Learnt, Params
 from gateway.channels import Channels
 from storage.crediting import Table, add_tables, credit_table
 from storage.report_clicks import CreatorClicks
@@ -90,15 +90,42 @@ class Reports(ReportLearning, CreatorClicks):
     ) -> Table:
         """Every model's credits of the period's conversions per (day, group, currency); with
         ``population``, of that population's touchpoints only (see ``read``)."""
+        credited, _ = await self.credit_learnt(
+            since,
+            until,
+            models,
+            group_by,
+            conversion=conversion,
+            verdicts=verdicts,
+            by_day=by_day,
+            population=population,
+        )
+        return credited
+
+    async def credit_learnt(
+        self,
+        since: datetime,
+        until: datetime,
+        models: Sequence[str],
+        group_by: str = "channel",
+        *,
+        conversion: str | None = None,
+        verdicts: Iterable[str] | None = None,
+        by_day: bool = False,
+        population: str | None = None,
+    ) -> tuple[Table, Learnt | None]:
+        """``credit``'s table, and, when ``models`` hold ``data_driven``, what it learnt (the
+        journeys, each channel's removal effect and weight), as the reports show it beside
+        their credits: one learning, the one the credits were shared out with."""
         accepted = self.attribution.verdicts if verdicts is None else frozenset(verdicts)
 
-        def compute() -> list[Table]:
+        def compute() -> tuple[Table, Learnt | None]:
             params, parts = self.learn(models, since, until, conversion, accepted, population, group_by)
             q = (since, until, models, group_by, conversion, accepted, by_day, population, params)
-            return self.map(_credit_part, parts, *q)
+            return add_tables(self.map(_credit_part, parts, *q)), params.learnt
 
         key = ("credit", since, until, tuple(models), group_by, conversion, accepted, by_day, population)
-        return add_tables(await self.run(compute, key=key))
+        return await self.run(compute, key=key)
 
 
 def _credit_part(

@@ -241,6 +241,7 @@ function renderModels(data) {
   }));
   draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions" }));
   legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
+  if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"));
 
   const table = $("#table-models");
   table.replaceChildren();
@@ -260,6 +261,48 @@ function renderModels(data) {
       if (amounts) td.appendChild(element("small", amounts));
       tr.appendChild(td);
     }
+    table.tBodies[0].appendChild(tr);
+  }
+}
+
+const PERCENT = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+
+// learnt: what data_driven learnt from the period's journeys (the models part's `learnt`, as
+// /api/attribution?model=data_driven says it), so that an analyst comparing the models sees
+// why its credits differ: the journeys counted, and each channel's weight (the share of a
+// conversion its touches get) as a bar in data_driven's colour, its removal effect beside it;
+// folded under them, the numbers to six decimals in a table.
+function renderLearnt(learnt, color) {
+  $("#learnt").hidden = false;
+  const { converting_journeys: converting, non_converting_journeys: other, channels } = learnt;
+  const said = `From ${count(converting + other)} journeys of the period: ${count(converting)} converting, ${count(other)} not converting.`;
+  let why = "";
+  if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
+  else if (channels.length) why = " None converted: every removal effect and weight is 0.";
+  $("#learnt-note").textContent = said + why;
+  const most = Math.max(...channels.map((c) => c.weight), 0);
+  const rows = channels.map((c) => {
+    const weight = `${PERCENT.format(c.weight * 100)} %`;
+    const effect = c.removal_effect.toFixed(3);
+    return {
+      label: c.channel,
+      value: most ? c.weight / most : 0,
+      note: `${weight} · effect ${effect}`,
+      spoken: `weight ${weight}, removal effect ${effect}`,
+    };
+  });
+  draw("#chart-learnt", () => horizontalBars($("#chart-learnt"), { rows, color, label: "What data_driven learnt, each channel's weight and removal effect (the numbers: the table below)", emptyText: "No journeys in this period: data_driven learnt nothing." }));
+  const table = $("#table-learnt");
+  $("#numbers-learnt").hidden = !channels.length;
+  table.replaceChildren(element("thead"), element("tbody"));
+  const head = element("tr");
+  head.append(element("th", "Channel"), element("th", "Weight"), element("th", "Removal effect"));
+  table.tHead.appendChild(head);
+  for (const c of channels) {
+    const tr = element("tr");
+    const name = element("th", c.channel);
+    name.scope = "row";
+    tr.append(name, element("td", c.weight.toFixed(6)), element("td", c.removal_effect.toFixed(6)));
     table.tBodies[0].appendChild(tr);
   }
 }

@@ -60,7 +60,7 @@ export class Stalled extends Error {}
 // Whole days in attribution.timezone: since inclusive, until exclusive (YYYY-MM-DD).
 // Resolves to one part of /api/dashboard/summary — always {since, until, model, models,
 // conversion}, and with part "counts" {conversion_names, totals, top_campaigns, top_creators, landed,
-// bots, populations}, "daily" {by_day}, "models" {comparison} — which is what dashboard.js
+// bots, populations}, "daily" {by_day}, "models" {comparison, learnt} — which is what dashboard.js
 // draws; moving to the report endpoints means assembling the same shapes here. Rejects with
 // Stalled after PART_SECONDS.
 export async function summary({ since, until, model, conversion, population }, part) {

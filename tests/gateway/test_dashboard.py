@@ -856,6 +856,15 @@ async def test_summary_numbers(gw: RunningGateway) -> None:
     first = {r["channel"]: r["value"] for r in body["comparison"] if r["model"] == "first_touch"}
     # alice's first touch was the ad on her other device
     assert first == {"Paid Search": 200.0, "Paid Social": 65.0, "Referral": 60.0, "Email": 30.0}
+    # What data_driven learnt, beside the comparison: the six conversions' journeys and the one
+    # that did not convert (duckduckgo's visitor), every channel of them, largest weight first.
+    learnt = body["learnt"]
+    assert (learnt["converting_journeys"], learnt["non_converting_journeys"]) == (6, 1)
+    channels = [row["channel"] for row in learnt["channels"]]
+    assert sorted(channels) == ["Email", "Organic Search", "Paid Search", "Paid Social", "Referral"]
+    weights = [row["weight"] for row in learnt["channels"]]
+    assert weights == sorted(weights, reverse=True) and sum(weights) == pytest.approx(1, abs=1e-5)
+    assert all(0 < row["removal_effect"] <= 1 for row in learnt["channels"])
     assert [
         (c["name"], c["touchpoints"], c["visitors"], c["conversions"]) for c in body["top_campaigns"]
     ] == [
@@ -948,10 +957,13 @@ async def test_summary_parts_add_up_to_the_whole(gw: RunningGateway) -> None:
             "populations",
         },
         "daily": {"days", "by_day"},
-        "models": {"comparison"},
+        "models": {"comparison", "learnt"},
     }
     assert set(whole) == header.union(*keys.values())
-    validator = Draft202012Validator(response_schema("/api/dashboard/summary", 200))
+    schema = response_schema("/api/dashboard/summary", 200)
+    # The document says what each part answers, as it answers it (no more, no less).
+    assert [set(choice["required"]) for choice in schema["anyOf"]] == list(keys.values())
+    validator = Draft202012Validator(schema)
     for part, own in keys.items():
         body = await gw.api("/api/dashboard/summary", part=part, **params)
         validator.validate(body)

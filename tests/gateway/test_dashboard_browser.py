@@ -1137,6 +1137,7 @@ NO_DATA = {
     "chart-campaigns": "No campaigns in this period.",
     "chart-creators": "No creators in this period.",
     "chart-bots": "No touchpoints in this period.",
+    "chart-learnt": "No journeys in this period: data_driven learnt nothing.",
 }
 
 
@@ -1156,7 +1157,14 @@ async def test_the_first_day_after_install_says_no_data_yet_everywhere(
         totals = await page.eval("document.querySelector('#totals').innerText")
         text = await page.eval("document.body.innerText")
         status = await page.eval("document.querySelector('#status').textContent")
+        learnt = await page.eval("document.querySelector('#learnt').innerText")
     assert charts == NO_DATA
+    # What data_driven learnt: the journeys counted (none), no table of nothing.
+    assert [line for line in learnt.split("\n") if line] == [
+        "What data_driven learnt",
+        "From 0 journeys of the period: 0 converting, 0 not converting.",
+        "No journeys in this period: data_driven learnt nothing.",
+    ], learnt
     assert totals.split("\n") == [
         "Touchpoints",
         "0",
@@ -2215,3 +2223,83 @@ async def test_a_date_the_zone_skipped_is_no_day_of_the_chart(
     assert labels == ["12-29", "12-31"], labels
     assert slots == 2
     assert page.errors == [], page.errors
+
+
+DATA_DRIVEN = PALETTE[list(MODELS).index("data_driven")]
+"""data_driven's colour in the model comparison (the models take the palette in their order)."""
+
+
+@pytest.mark.parametrize("width", [WIDTH, 390])
+@pytest.mark.timeout(180)
+async def test_the_model_comparison_says_what_data_driven_learnt(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path, width: int
+) -> None:
+    """An analyst comparing the models saw data_driven's credits differ and nothing of why: the
+    comparison now says what it learnt — the journeys counted, each channel's weight as a bar in
+    data_driven's colour (named with its weight and removal effect for a screen reader) and,
+    folded, a table of them with headers — the summary's numbers; on a phone too, its text at
+    its size and nothing wider than the page."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    learnt = (await gw.api("/api/dashboard/summary", **PERIOD, part="models"))["learnt"]
+    assert learnt["channels"]  # the test compares numbers
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        if width != WIDTH:
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=844,
+                deviceScaleFactor=1,
+                mobile=True,
+            )
+        await show(page, gw)
+        assert await page.eval("document.querySelector('#learnt').hidden") is False
+        note = await page.eval("document.querySelector('#learnt-note').textContent")
+        converting, other = learnt["converting_journeys"], learnt["non_converting_journeys"]
+        counted = (
+            f"{converting + other} journeys of the period: {converting} converting, {other} not converting."
+        )
+        assert note.startswith(f"From {counted}"), note
+        await page.eval("document.querySelector('#numbers-learnt').open = true")
+        table = json.loads(
+            await page.eval(
+                "JSON.stringify([...document.querySelectorAll('#table-learnt tr')]"
+                ".map(tr => [...tr.cells].map(c => [c.tagName, c.textContent])))"
+            )
+        )
+        label = await page.eval("document.querySelector('#chart-learnt svg').getAttribute('aria-label')")
+        bars = await page.eval("document.querySelectorAll('#chart-learnt rect[data-series]').length")
+        box = json.loads(
+            await page.eval(
+                "JSON.stringify((r => ({x: r.left + scrollX, y: r.top + scrollY, width: r.width,"
+                " height: r.height}))(document.querySelector('#chart-learnt svg').getBoundingClientRect()))"
+            )
+        )
+        _, _, rows = await asyncio.to_thread(read_png, await page.screenshot(box))
+        texts = await page.eval(
+            "[...document.querySelectorAll('#chart-learnt svg > text')]"
+            ".map(t => t.getBoundingClientRect().height)"
+        )
+        fits = await page.eval(
+            "(s => s.getBoundingClientRect().right <= s.closest('.card').getBoundingClientRect().right)"
+            "(document.querySelector('#chart-learnt svg'))"
+        )
+        page_width = await page.eval("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert page.errors == [], page.errors
+    # The table: a header row, then a row per channel, its name a row header, as the API says it.
+    assert table[0] == [["TH", "Channel"], ["TH", "Weight"], ["TH", "Removal effect"]], table
+    assert table[1:] == [
+        [["TH", row["channel"]], ["TD", f"{row['weight']:.6f}"], ["TD", f"{row['removal_effect']:.6f}"]]
+        for row in learnt["channels"]
+    ]
+    # The bars: one per channel, in data_driven's colour; read whole by a screen reader.
+    assert bars == len(learnt["channels"])
+    assert sum(1 for row in rows for pixel in row if pixel == DATA_DRIVEN) > 300, (
+        "the bars drew almost nothing"
+    )
+    for row in learnt["channels"]:
+        weight, effect = f"{row['weight'] * 100:.1f} %", f"{row['removal_effect']:.3f}"
+        said = f"{row['channel']}: weight {weight}, removal effect {effect}"
+        assert said in label, (said, label)
+    assert texts and all(height >= 10 for height in texts), texts  # drawn at (about) its size
+    assert fits and page_width[0] <= page_width[1], page_width

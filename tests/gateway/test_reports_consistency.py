@@ -581,3 +581,64 @@ async def test_a_refund_counts_as_a_conversion_and_takes_back_its_value(gw: Runn
         if r["creator_id"] == "cr_ben" and r["status"] == "approve"
     ]
     assert ben == [(2, 0.0, 10.0)]
+
+
+async def learnt_of(gw: RunningGateway, **asked: str) -> dict[str, Any]:
+    """What the dashboard's model comparison says data_driven learnt, for ``asked`` (conversion,
+    population), checked to be the report's (model=data_driven, model=all and the time series)
+    and the whole summary's; the report's under explicit ``verdicts`` too, when given."""
+    verdicts = {"verdicts": asked.pop("verdicts")} if "verdicts" in asked else {}
+    learnt = (await api(gw, "/api/dashboard/summary", part="models", **asked))["learnt"]
+    assert (await api(gw, "/api/dashboard/summary", **asked))["learnt"] == learnt
+    for path, model in (("/api/attribution", "data_driven"), ("/api/attribution", "all")):
+        assert (await api(gw, path, model=model, **asked, **verdicts))["learnt"] == learnt, (path, model)
+    series = await api(gw, "/api/attribution/timeseries", model="data_driven", **asked)
+    assert series["learnt"] == learnt
+    return dict(learnt)
+
+
+async def test_the_dashboard_says_what_data_driven_learnt_as_the_report_does(gw: RunningGateway) -> None:
+    """The model comparison carries what data_driven learnt: the same journeys, removal effects
+    and weights as /api/attribution?model=data_driven for the same period, conversion name and
+    population (under the configured verdicts), each of which changes what it learns."""
+    # A cookieless visitor's journeys, so that the populations learn from journeys of their own.
+    await gw.gateway.store.write(
+        [
+            tp("c1", "2026-10-22T10:00:00", "Display", consent="cookieless"),
+            tp("c1", "2026-10-23T10:00:00", "Email", consent="cookieless"),
+            sale("2026-10-23T11:00:00", "c1", 9.00, "EUR"),
+            tp("c2", "2026-10-24T10:00:00", "Display", consent="cookieless"),
+        ]
+    )
+    every = await learnt_of(gw)
+    assert every["converting_journeys"] > 0 and every["non_converting_journeys"] > 0, every
+    assert {row["channel"] for row in every["channels"]} >= {"Email", "Affiliates", "Display"}
+    assert all(row.keys() == {"channel", "removal_effect", "weight"} for row in every["channels"])
+    assert [row["weight"] for row in every["channels"]] == sorted(
+        (row["weight"] for row in every["channels"]), reverse=True
+    )
+    purchase = await learnt_of(gw, conversion="purchase")
+    cookieless = await learnt_of(gw, population="cookieless")
+    assert cookieless == {
+        "converting_journeys": 1,
+        "non_converting_journeys": 1,
+        "channels": [
+            {"channel": "Display", "removal_effect": 1.0, "weight": 0.5},  # a tie: by name
+            {"channel": "Email", "removal_effect": 1.0, "weight": 0.5},
+        ],
+    }
+    signup_cookie = await learnt_of(gw, conversion="signup", population="cookie")
+    assert len({json.dumps(x) for x in (every, purchase, cookieless, signup_cookie)}) == 4
+
+
+async def test_the_dashboard_learns_under_the_configured_verdicts(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """With attribution.verdicts = allow and review, the comparison's data_driven learns from
+    the review touchpoints too, as the report asked for those verdicts does."""
+    config = CONFIG.replace("[attribution]\n", '[attribution]\nverdicts = ["allow", "review"]\n')
+    running: RunningGateway = await start_gateway(await upstream_server(web.Application()), config)
+    await running.gateway.store.write(store_events()[0])
+    wider = await learnt_of(running, verdicts="allow,review")
+    narrower = await api(running, "/api/attribution", model="data_driven", verdicts="allow")
+    assert narrower["learnt"] != wider
