@@ -275,15 +275,15 @@ def _announce(
     print("Try:")
     print(f"  curl -i 'http://{proxy_addr}/?utm_source=newsletter&utm_medium=email&utm_campaign=launch'")
     # Double quotes: pasted into a shell, the variable expands (in single quotes curl sent "$NAME").
-    token = (
-        settings.admin_token
-        if settings.generated and any("admin.token" in g for g in settings.generated)
-        else "$" + settings.options.admin.token.removeprefix("env:")
-    )
+    generated = bool(settings.generated and any("admin.token" in g for g in settings.generated))
+    variable = "$" + settings.options.admin.token.removeprefix("env:")
+    token = settings.admin_token if generated else variable
     # Newest first: past a page (100) of touchpoints, oldest first hid the landing just made.
     # The URL quoted: zsh takes an unquoted ? for a pattern ("no matches found").
     print(f"  curl -H \"Authorization: Bearer {token}\" 'http://{admin_addr}/api/touchpoints?order=newest'")
-    print(f"  open http://{admin_addr}/ in a browser: the dashboard (sign in with the admin token)")
+    # The login form asks for the token: given here, not left to be picked out of the curl line.
+    login = f"the admin token {token}" if generated else f"the admin token in {variable}"
+    print(f"  open http://{admin_addr}/ in a browser: the dashboard (sign in with {login})")
     sys.stdout.flush()
 
 

@@ -33,13 +33,16 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
                 line = (await proc.stdout.readline()).decode()
                 assert line, "gateway exited before it was ready"
                 lines.append(line)
-            while not any("api/touchpoints" in line for line in lines):
+            while not any("the dashboard" in line for line in lines):
                 lines.append((await proc.stdout.readline()).decode())
         text = "".join(lines)
         proxy = re.search(r"proxy on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
         admin = re.search(r"admin API on (http://[\d.:]+)/", text).group(1)  # type: ignore[union-attr]
         token = re.search(r'Bearer (\S+)"', text).group(1)  # type: ignore[union-attr]
         assert "demo origin" in text
+        # The dashboard's login asks for the token: the line that sends the operator there gives
+        # it (it was only inside the curl line's header, to be picked out of it).
+        assert f"open {admin}/ in a browser: the dashboard (sign in with the admin token {token})" in text
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{proxy}/?utm_source=newsletter&utm_medium=email") as resp:
                 assert resp.status == 200 and "Demo shop" in await resp.text()
@@ -96,8 +99,12 @@ async def test_the_printed_curl_lines_work_pasted_into_a_shell(tmp_path: Path) -
                 line = (await proc.stdout.readline()).decode()
                 assert line, "gateway exited before it was ready"
                 lines.append(line)
+            while not any("the dashboard" in line for line in lines):
+                lines.append((await proc.stdout.readline()).decode())
         curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
         assert len(curls) == 2 and "$SITE_ADMIN_TOKEN" in curls[1], curls
+        # A token from the environment is not printed: the line names the variable holding it.
+        assert "the dashboard (sign in with the admin token in $SITE_ADMIN_TOKEN)" in "".join(lines)
         answers = []
         # A landing before the printed one: the admin line lists newest first (past a page of
         # touchpoints, oldest first hid the one just made).
