@@ -54,8 +54,9 @@ def learnt_rows(part: dict[str, Any]) -> list[dict[str, Any]]:
 def learnt_title(part: dict[str, Any]) -> str:
     """The line over the terminal's table of it."""
     converting, other = part["converting_journeys"], part["non_converting_journeys"]
+    journeys = "journey" if converting + other == 1 else "journeys"
     return (
-        f"data_driven learnt from {converting + other} journeys: {converting} converting,"
+        f"data_driven learnt from {converting + other} {journeys}: {converting} converting,"
         f" {other} not converting"
     )
 

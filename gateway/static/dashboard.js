@@ -36,6 +36,12 @@ function count(n) {
   return WHOLE.format(n);
 }
 
+// A count and its noun, "1 journey", "2 journeys": the demo's first sign-up is one of each,
+// and the page read "From 1 journeys" and "1 touchpoint(s)".
+function counted(n, noun) {
+  return `${count(n)} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function fixed(n) {
   return Number.isInteger(n) ? count(n) : TWO.format(n);
 }
@@ -275,7 +281,7 @@ const PERCENT = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maxim
 function renderLearnt(learnt, color) {
   $("#learnt").hidden = false;
   const { converting_journeys: converting, non_converting_journeys: other, channels } = learnt;
-  const said = `From ${count(converting + other)} journeys of the period: ${count(converting)} converting, ${count(other)} not converting.`;
+  const said = `From ${counted(converting + other, "journey")} of the period: ${count(converting)} converting, ${count(other)} not converting.`;
   let why = "";
   if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
   else if (channels.length) why = " None converted: every removal effect and weight is 0.";
@@ -318,18 +324,18 @@ function renderTop(selector, rows, color, what, landed, uncredited) {
   if (landed > rows.length) said.push(`The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`);
   if (uncredited) {
     const verdicts = CREDITED_VERDICTS.join(", ");
-    said.push(`Landings the reports credit (bot verdict ${verdicts}): ${count(uncredited)} more, with another verdict, are left out.`);
+    said.push(`Landings the reports credit (bot verdict ${verdicts}): ${count(uncredited)} more, with another verdict, ${uncredited === 1 ? "is" : "are"} left out.`);
   }
   note.hidden = !said.length;
   note.textContent = said.join(" ");
   const bars = rows.map((r) => {
     const left = r.not_credited ? ` · +${count(r.not_credited)} not credited` : "";
-    const spokenLeft = r.not_credited ? `, ${count(r.not_credited)} more landings not credited` : "";
+    const spokenLeft = r.not_credited ? `, ${count(r.not_credited)} more landing${r.not_credited === 1 ? "" : "s"} not credited` : "";
     return {
       label: r.name,
       value: r.touchpoints,
       note: `${count(r.touchpoints)} · ${count(r.visitors)} vis · ${count(r.conversions)} conv${left}`,
-      spoken: `${count(r.touchpoints)} landings, ${count(r.visitors)} visitors, ${count(r.conversions)} conversions${spokenLeft}`,
+      spoken: `${counted(r.touchpoints, "landing")}, ${counted(r.visitors, "visitor")}, ${counted(r.conversions, "conversion")}${spokenLeft}`,
     };
   });
   draw(selector, () => horizontalBars($(selector), { rows: bars, color, label: `Top ${what}`, emptyText: `No ${what} in this period.` }));
@@ -489,11 +495,11 @@ async function lookup(event) {
     if (looking !== mine) return;
     out.replaceChildren();
     const key = found.user_key || found.visitor_key;
-    const devices = found.visitors ? ` · ${found.visitors.length} device(s)` : "";
+    const devices = found.visitors ? ` · ${counted(found.visitors.length, "device")}` : "";
     // A journey lists its first touchpoints only (storage/queries.py JOURNEY_LIMIT): say so.
     const shown = found.touchpoints.length;
     // A visitor's conversions without a landing (it came direct): no touchpoint to list.
-    let touches = shown ? `${shown} touchpoint(s)` : "no touchpoints recorded";
+    let touches = shown ? counted(shown, "touchpoint") : "no touchpoints recorded";
     if (found.truncated) {
       const of = found.touch_count ? ` of ${found.touch_count}` : "";
       touches = `the first ${shown}${of} touchpoints (there are more; the last touch is the latest)`;

@@ -185,6 +185,10 @@ def test_what_data_driven_learnt_is_a_second_table_cut_to_fit_as_the_first() -> 
         "Email                 1.000000  0.750000",
         "Partner zzzzz…        0.333333  0.250000",
     ]
+    # The demo's first sign-up is one journey: said in the singular (it read "1 journeys").
+    meta["learnt"] = {**learnt, "converting_journeys": 1, "non_converting_journeys": 0}
+    lines = Report("attribution", COLUMNS, rows, meta).text(40).splitlines()
+    assert "data_driven learnt from 1 journey: 1 converting, 0 not converting" in lines, lines
     del meta["learnt"]
     assert "learnt" not in Report("attribution", COLUMNS, rows, meta).text()
 
