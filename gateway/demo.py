@@ -20,13 +20,20 @@ from aiohttp import web
 from gateway.config import Settings, decode_options, parse_config
 from gateway.config_checks import validate
 
-_STYLE = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}"
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}"
+    # The echo page's long header values (Accept, User-Agent) wrap on a phone.
+    "td{vertical-align:top;padding:.1rem .5rem .1rem 0;overflow-wrap:anywhere}"
+)
 
 
 def _page(title: str, body: str) -> web.Response:
     return web.Response(
-        text=f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
-        f'<link rel="stylesheet" href="/static/site.css"></head><body><h1>{title}</h1>{body}'
+        # A viewport, or a phone lays the page out 980 pixels wide and shrinks it to fit.
+        text='<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<title>{title}</title><link rel="stylesheet" href="/static/site.css"></head>'
+        f"<body><h1>{title}</h1>{body}"
         "</body></html>",
         content_type="text/html",
     )
@@ -49,8 +56,10 @@ async def signup_form(request: web.Request) -> web.Response:
     return _page(
         "Sign up",
         "<p>One plan, 10 €/month.</p>"
-        '<form method="post" action="/signup"><input name="email" placeholder="email">'
-        "<button>Create account</button></form>",
+        # A label, not a placeholder alone: a screen reader names the field by it.
+        '<form method="post" action="/signup"><label for="email">E-mail</label> '
+        '<input id="email" name="email" type="email" required autocomplete="email">'
+        " <button>Create account</button></form>",
     )
 
 

@@ -17,7 +17,11 @@ from aiohttp import web
 
 from gateway.demo import create_demo_app, with_demo_rules
 from tests.conftest import TOKEN, make_settings
+from tests.gateway import test_dashboard_browser as in_chromium
 from tests.gatewayproc import GatewayProcess
+
+chromium = in_chromium.chromium
+"""The browser tests' fixture: skipped without Chromium, failing under ``CI``."""
 
 BROWSER = {
     "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -179,3 +183,29 @@ def test_the_demo_rules_are_validated_with_the_config_they_join(tmp_path: Path) 
     ]
     plain = with_demo_rules(make_settings(tmp_path, '[identity]\nuser_id_storage = "plain"\n'))
     assert "(kept as typed)" in plain.lines("p", "a")[0]
+
+
+async def test_the_demo_shop_reads_on_a_phone_and_its_form_field_is_named(
+    chromium: str, upstream_server, tmp_path: Path
+) -> None:
+    """An evaluator opening the campaign link on a phone got the shop laid out 980 pixels wide
+    and shrunk to fit (no viewport), and a screen reader got an unnamed field on the sign-up
+    form (a placeholder is no label)."""
+    shop = await upstream_server(create_demo_app())
+    async with in_chromium.browser(chromium, tmp_path / "profile") as page:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True
+        )
+        seen, field = {}, None
+        for path in ("/", "/pricing", "/signup", "/welcome", "/echo"):
+            await page.send("Page.navigate", url=shop + path)
+            await page.wait_for(f"location.pathname === {path!r} && document.readyState === 'complete'", path)
+            seen[path] = await page.eval("[window.innerWidth, document.documentElement.lang]")
+            if path == "/signup":
+                field = await page.eval(
+                    "(f => [f.type, f.required, [...f.labels].map(l => l.textContent)])"
+                    "(document.querySelector('input[name=email]'))"
+                )
+    assert seen == {path: [390, "en"] for path in seen}, seen
+    assert field == ["email", True, ["E-mail"]], field
+    assert page.errors == [], page.errors
