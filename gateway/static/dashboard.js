@@ -663,6 +663,10 @@ async function main() {
   const lookupForm = $("#journey");
   lookupForm.addEventListener("submit", lookup);
   for (const control of lookupForm.elements) control.disabled = false;
+  // The field's hint follows the kind of ID chosen: a user is found by the site's own ID (the
+  // demo shop's e-mail), not by a cookie.
+  const hints = { visitor: lookupForm.id.placeholder, user: "e.g. the e-mail or account ID the site knows the user by" };
+  lookupForm.kind.addEventListener("change", () => { lookupForm.id.placeholder = hints[lookupForm.kind.value]; });
   const status = $("#status");
   const problem = periodProblem(period);
   if (problem) {

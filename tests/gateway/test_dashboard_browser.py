@@ -2090,6 +2090,28 @@ async def test_the_quick_start_s_one_sign_up_is_counted_in_the_singular(
 
 
 @pytest.mark.timeout(180)
+async def test_the_lookup_s_hint_follows_the_kind_of_id_chosen(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """With *user ID or user key* chosen the field still said "e.g. the gw_vid cookie value": an
+    evaluator with the e-mail they signed up with was told to find a cookie."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        hints = await page.eval(
+            "(g => ['user', 'visitor'].reduce((seen, kind) => {"
+            " g.kind.value = kind; g.kind.dispatchEvent(new Event('change', {bubbles: true}));"
+            " return [...seen, g.id.placeholder]; }, [g.id.placeholder]))(document.querySelector('#journey'))"
+        )
+    assert hints == [
+        "e.g. the gw_vid cookie value",
+        "e.g. the e-mail or account ID the site knows the user by",
+        "e.g. the gw_vid cookie value",
+    ], hints
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
 async def test_names_alike_but_for_their_end_stay_apart_when_cut(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
