@@ -23,7 +23,7 @@ from gateway.config_checks import validate
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}"
     # The echo page's long header values (Accept, User-Agent) wrap on a phone.
-    "td{vertical-align:top;padding:.1rem .5rem .1rem 0;overflow-wrap:anywhere}"
+    "td{vertical-align:top;padding:.1rem .5rem .1rem 0}td+td{overflow-wrap:anywhere}"
 )
 
 
