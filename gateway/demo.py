@@ -69,7 +69,11 @@ async def signup(request: web.Request) -> web.Response:
 
 
 async def welcome(request: web.Request) -> web.Response:
-    return _page("Welcome!", "<p>Your account is ready.</p>")
+    return _page(
+        "Welcome!",
+        '<p>Your account is ready.</p><p><a href="/">Back to the shop</a> ·'
+        ' <a href="/echo">What the origin received</a></p>',
+    )
 
 
 async def echo(request: web.Request) -> web.Response:

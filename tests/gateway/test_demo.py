@@ -209,3 +209,13 @@ async def test_the_demo_shop_reads_on_a_phone_and_its_form_field_is_named(
     assert seen == {path: [390, "en"] for path in seen}, seen
     assert field == ["email", True, ["E-mail"]], field
     assert page.errors == [], page.errors
+
+
+async def test_the_welcome_page_leads_back_into_the_shop(upstream_server: Any) -> None:
+    """The page after the sign-up was a dead end (an evaluator's note): it links back to the
+    shop, and to the page that shows what the origin received."""
+    shop = await upstream_server(create_demo_app())
+    async with aiohttp.ClientSession() as session, session.get(shop + "/welcome") as resp:
+        page = await resp.text()
+    assert resp.status == 200
+    assert '<a href="/">' in page and '<a href="/echo">' in page, page
