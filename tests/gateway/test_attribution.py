@@ -465,15 +465,7 @@ def readme_example() -> tuple[list[Touch], dict[str, float]]:
         Touch("laptop-2", datetime(2026, 11, 8, 20, tzinfo=UTC), "Organic Search"),
         Touch("laptop-3", datetime(2026, 11, 10, 11, tzinfo=UTC), "Direct"),
     ]
-    period = [
-        (["Paid Social", "Email", "Organic Search", "Direct"], True),
-        (["Paid Social", "Organic Search"], False),
-        (["Email", "Direct"], True),
-        (["Organic Search"], False),
-        (["Paid Social"], False),
-        (["Paid Social", "Email"], True),
-    ]
-    return journey, markov_weights(period)
+    return journey, markov_weights(WORKED_PERIOD)
 
 
 def test_readme_worked_example_matches_the_code() -> None:

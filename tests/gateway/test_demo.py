@@ -88,6 +88,14 @@ async def _signups(gw: GatewayProcess) -> list[dict[str, Any]]:
     return [c for c in body["items"] if c["name"] == "signup"]
 
 
+async def _signs_up_unrecorded(gw: GatewayProcess) -> None:
+    """A landing and a sign-up on the demo shop through ``gw`` bind no one and convert nothing."""
+    await _land_and_sign_up(gw.proxy, "ann@example.com")
+    status, _ = await _admin(gw, "/api/users/ann@example.com")
+    assert status == 404
+    assert await _signups(gw) == []
+
+
 async def test_the_demo_shop_signup_binds_converts_and_is_credited_and_a_reload_keeps_it(
     tmp_path: Path,
 ) -> None:
@@ -138,10 +146,7 @@ async def test_a_config_with_rules_of_its_own_gets_none_of_the_demos(tmp_path: P
     try:
         text = await _announced(gw)
         assert "the config has rules of its own: the demo shop adds none" in text, text
-        await _land_and_sign_up(gw.proxy, "ann@example.com")
-        status, _ = await _admin(gw, "/api/users/ann@example.com")
-        assert status == 404
-        assert await _signups(gw) == []
+        await _signs_up_unrecorded(gw)
     finally:
         await gw.kill()
 
@@ -157,10 +162,7 @@ async def test_with_an_upstream_set_nothing_of_the_demo_applies(tmp_path: Path) 
     gw = await GatewayProcess.start(cfg)
     try:
         assert "demo" not in await _announced(gw)
-        await _land_and_sign_up(gw.proxy, "ann@example.com")
-        status, _ = await _admin(gw, "/api/users/ann@example.com")
-        assert status == 404
-        assert await _signups(gw) == []
+        await _signs_up_unrecorded(gw)
     finally:
         await gw.kill()
         await runner.cleanup()
