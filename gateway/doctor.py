@@ -127,6 +127,23 @@ def store_failure(settings: Settings, err: BaseException) -> str:
     return f"gateway: cannot open the store (storage.path): {settings.store_path}: {err}"
 
 
+def _own_names() -> tuple[str, str]:
+    """This process's user and group by name (their numbers where unnamed), for a command to
+    give root: the doctor checks with the rights of the user it runs as."""
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    try:
+        group = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        group = str(os.getegid())
+    return user, group
+
+
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
@@ -147,6 +164,15 @@ def _check_file(path: Path, what: str, key: str) -> Check:
             )
         if os.access(folder, os.W_OK | os.X_OK):
             return Check("ok", f"{what} {path} will be created (folder writable)")
+        if folder != path.parent:  # the store's own folder to make, not the one above to hand over
+            user, group = _own_names()
+            return Check(
+                "FAIL",
+                f"{what} {path}: cannot create it, its folder {path.parent} is not there and {folder}"
+                " is not writable",
+                f"make {path.parent} for the user the gateway runs as (as root: install -d -o {user}"
+                f" -g {group} {path.parent}), or point {key} elsewhere",
+            )
         return Check(
             "FAIL",
             f"{what} {path}: cannot create it, {folder} is not writable",

@@ -10,6 +10,7 @@ them: only root can start a process as another user.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -37,6 +38,19 @@ LINE = (
 )
 
 
+def _names(uid: int, gid: int) -> tuple[str, str]:
+    """The user's and the group's names, as the gateway says them (their numbers if unnamed)."""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return user, group
+
+
 def _nobody() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam("nobody")
@@ -46,6 +60,7 @@ def _nobody() -> tuple[int, int]:
 
 
 UID, GID = _nobody()
+USER, GROUP = _names(UID, GID)
 
 
 def _env() -> dict[str, str]:
@@ -204,6 +219,24 @@ def test_doctor_names_what_it_may_not_write(place: Path) -> None:
     done = gateway(place, "doctor", "--timeout", "1", "-c", "gw.toml")
     assert f"[FAIL] store {store} is not readable: {store} is not readable to uid {UID}\n" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_doctor_says_to_make_a_store_folder_that_is_not_there(place: Path) -> None:
+    """``storage.path`` in a folder not made yet, whose parent is root's (``/var/lib/gateway``
+    before systemd's ``StateDirectory`` made it): the fix makes that folder for the gateway's
+    user, it never tells to hand the parent (``/var/lib``) to it."""
+    (place / "gw.toml").write_text('[storage]\npath = "data/state/gw.db"\n')
+    done = gateway(place, "doctor", "--timeout", "1", "-c", "gw.toml")
+    assert done.returncode == 1, done
+    folder = place / "data" / "state"
+    assert (
+        f"[FAIL] store {folder / 'gw.db'}: cannot create it, its folder {folder} is not there and"
+        f" {place / 'data'} is not writable\n"
+        f"         fix: make {folder} for the user the gateway runs as (as root: install -d -o {USER}"
+        f" -g {GROUP} {folder}), or point storage.path elsewhere\n"
+    ) in done.stdout, done.stdout
+    assert "chown" not in done.stdout, done.stdout
+    assert not folder.exists()
 
 
 def test_doctor_names_a_shm_file_another_user_owns(place: Path) -> None:

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TOKEN
-from tests.gateway.test_nonroot import GID, UID, _env, as_nobody
+from tests.gateway.test_nonroot import GID, GROUP, UID, USER, _env, as_nobody
 from tests.gatewayproc import GatewayProcess
 
 pytestmark = pytest.mark.skipif(
@@ -189,10 +189,13 @@ def test_a_store_folder_it_cannot_make_is_refused_naming_storage_path(place: Pat
     done = as_nobody(place, sys.executable, "-m", "gateway", "run", "-c", str(config))
     assert done.returncode == 1, done
     lines = [line for line in done.stderr.splitlines() if "geo lookups are off" not in line]
+    # The folder to make is the store's own, for this user: never "chown" the one above it
+    # (under deploy/gateway.service that would be /var/lib).
     assert lines == [
         f"gateway: cannot open the store (storage.path): {place / 'data' / 'sub' / 'gw.db'}: cannot create"
-        f" it, {place / 'data'} is not writable; let the user the gateway runs as write to"
-        f" {place / 'data'} (chown it), or point storage.path elsewhere"
+        f" it, its folder {place / 'data' / 'sub'} is not there and {place / 'data'} is not writable;"
+        f" make {place / 'data' / 'sub'} for the user the gateway runs as (as root: install -d -o"
+        f" {USER} -g {GROUP} {place / 'data' / 'sub'}), or point storage.path elsewhere"
     ], lines
     (place / "data").chmod(0o700)
     done = as_nobody(place, sys.executable, "-m", "gateway", "run", "-c", str(config))
