@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TOKEN
-from tests.gateway.test_nonroot import GID, GROUP, UID, USER, _env, as_nobody
+from tests.gateway.test_nonroot import GID, GROUP, ROOT, UID, USER, _env, as_nobody
 from tests.gatewayproc import GatewayProcess
 
 pytestmark = pytest.mark.skipif(
@@ -273,3 +273,53 @@ async def test_a_store_made_read_only_while_it_runs(place: Path, upstream_server
     assert [r for r in gw.logs() if "checkpoint" in r["msg"]] == [warned]
     assert "Traceback" not in "".join(gw.stderr)
     assert await asyncio.to_thread(stored, store) == ["during", "after"]
+
+
+def unit_setting(name: str) -> str:
+    """A ``[Service]`` setting of ``deploy/gateway.service``."""
+    lines = (ROOT / "deploy" / "gateway.service").read_text().splitlines()
+    found = [line.partition("=")[2] for line in lines if line.startswith(f"{name}=")]
+    assert len(found) == 1, f"deploy/gateway.service sets {name} {len(found)} times"
+    return found[0]
+
+
+def state_directory(state: Path) -> Path:
+    """The folder as systemd's ``StateDirectory`` makes it: the user's, of the unit's mode."""
+    state.mkdir()
+    os.chown(state, UID, GID)
+    state.chmod(int(unit_setting("StateDirectoryMode"), 8))
+    return state
+
+
+def modes_in(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+
+
+async def test_the_units_umask_keeps_the_store_to_the_gateways_user(
+    place: Path, upstream_server: Any
+) -> None:
+    """Under ``deploy/gateway.service`` the store (kept ``bad_events`` bodies, dashboard
+    sessions, visitor and user keys) is the gateway user's alone: the unit's ``UMask`` and
+    ``StateDirectoryMode`` leave no file the gateway makes in its state folder, nor the folder,
+    open to the host's other users — and a gateway under them serves and records as ever."""
+    umask = int(await asyncio.to_thread(unit_setting, "UMask"), 8)
+    state = await asyncio.to_thread(state_directory, place / "state")
+    config = await asyncio.to_thread(configure, place, await origin(upstream_server), "state/gw.db")
+    before = os.umask(umask)  # the gateway's process inherits it, as from systemd's UMask
+    try:
+        gw = await start(config)
+    finally:
+        os.umask(before)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await land(gw, session) == "page /landing?keep=1"
+            made = await asyncio.to_thread(modes_in, state)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert await asyncio.to_thread(stored, state / "gw.db") == ["news"]
+    made |= await asyncio.to_thread(modes_in, state)
+    assert {"gw.db", "gw.db-wal", "gw.db-shm"} <= made.keys(), made
+    assert {name: mode for name, mode in made.items() if mode & 0o077} == {}, made
+    folder_mode = (await asyncio.to_thread(state.stat)).st_mode & 0o777
+    assert folder_mode & 0o077 == 0, oct(folder_mode)
