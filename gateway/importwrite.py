@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
 from gateway.events import Event, iso
+from gateway.importbindings import Bindings
 from storage.erased import Erased
 from storage.imports import FINISH_SQL
 from storage.local import (
@@ -120,6 +121,8 @@ class Writer:
         self.where: list[tuple[str, int]] = []
         """The file and line each of ``pending`` came from."""
         self.inflight: list[_Batch] = []
+        self.bindings = Bindings()
+        """Which binding copies go to the store and are counted (``gateway.importbindings``)."""
 
     def expired(self, events: list[Event]) -> tuple[list[Event], int]:
         """``events`` less those past retention, which a purge would delete within a day (the
@@ -138,6 +141,7 @@ class Writer:
 
     async def flush(self) -> None:
         if self.store is None or not self.pending:
+            self.bindings.settle(self.pending, [], None)  # a dry run: as if committed
             self.pending, self.where = [], []
             return
         # Each line a part: its rows go in together, or it is left out and the others go in.
@@ -179,7 +183,11 @@ class Writer:
         for start, end, error in refused:
             name, number = batch.where[start]
             if self.summary is not None:
-                self.summary.refused(name, number, batch.events[start:end], error)
+                spared = self.bindings.spare  # a spare copy of a binding was never counted
+                self.summary.refused(
+                    name, number, [e for e in batch.events[start:end] if not spared(e)], error
+                )
+        self.bindings.settle(batch.events, [(start, end) for start, end, _ in refused], self.summary)
         self._watch_lock()
 
     async def end_run(self) -> tuple[int, str]:

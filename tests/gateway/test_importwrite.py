@@ -118,6 +118,45 @@ def test_a_line_the_store_refuses_costs_that_line_only(tmp_path: Path, workers: 
     assert rows(db, "SELECT count(*) FROM import_rows") == [(0,)]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pair_whose_first_line_is_refused_is_bound_by_a_later_line(tmp_path: Path, workers: int) -> None:
+    """A visitor signs in three times; the store refuses the line of the first (its touchpoint
+    is poisoned, and a line's rows go together). The later copies of the binding were dropped
+    before the store saw them, as copies of a pair already bound: the pair was never bound.
+    Now the first copy the store takes binds it, once, counted once, and a re-import adds none."""
+    rule = (
+        RULES
+        + """
+[[identity.rules]]
+name = "welcome"
+method = "GET"
+path = "/welcome"
+status = [200]
+user_id = { query = "uid" }
+"""
+    )
+    settings = make_settings(tmp_path, rule)
+    poisoned_store(settings)
+    log = tmp_path / "access.log"
+    lines = [line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(0, 40, 10)]
+    lines[1] = line(10, "/welcome?uid=u1&utm_source=news&utm_campaign=poison")
+    lines.insert(2, line(10, "/welcome?uid=u1"))
+    lines.append(line(10, "/welcome?uid=u1"))
+    log.write_text("\n".join(lines) + "\n")
+
+    summary = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+
+    assert summary.skipped == {"the store refused its rows: campaign poison is not welcome here": 1}
+    assert summary.examples == [
+        "access.log:2: the store refused its rows: campaign poison is not welcome here"
+    ]
+    assert summary.new_rows == {"touchpoints": 3, "identities": 1, "conversions": 0}, summary.new_rows
+    assert summary.events["identities"] == 1, summary.events
+    assert rows(settings.store_path, "SELECT rule FROM identities") == [("welcome",)]
+    again = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+
+
 def test_a_store_that_refuses_every_line_stops_the_import(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
