@@ -26,7 +26,7 @@ from gateway.importreport import failed_message, failed_tally, stopped_message, 
 from gateway.importrun import UsageError, run_import
 from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
-from gateway.importwrite import CommitFailed
+from gateway.importwrite import BatchRefused, CommitFailed
 from gateway.logformats import FORMATS, JSON_FIELDS
 from storage.local import StoreClosed
 from storage.migrate import SchemaTooNew
@@ -143,6 +143,15 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except OSError as err:
         print(f"gateway import: {_os_error(err, args.files, settings.store_path)}", file=sys.stderr)
+        return 1
+    except BatchRefused as err:  # a trigger or constraint no row meets: every line would be skipped
+        print(
+            f"gateway import: the store {settings.store_path} refused every line of a batch of {err},"
+            " so the import stopped; nothing of that batch was stored, what it committed before stays:"
+            " once the store takes such rows, run the same command again to import the rest (what is"
+            " already there is not added twice)",
+            file=sys.stderr,
+        )
         return 1
     except CommitFailed as err:  # part way (a full disk): the batches before it are in
         print(

@@ -2,7 +2,8 @@
 
 Owns ``import_file``: its reader (``gateway.importread``), replaying its chunks
 in this process or in the worker processes (``gateway.importworkers``: results
-taken in file order, a few chunks ahead, the bindings of a pair kept once),
+taken in file order, a few chunks ahead), the bindings of a pair sifted
+(``gateway.importbindings``: kept until the store has the pair),
 counting lines, events and skips into the ``Summary`` as it goes (``read_to``:
 how far everything was handed to the store), handing each event to the writer
 with the line it came from (a line the store refuses is skipped by its
@@ -17,9 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
-from addons.stitching import RecentPairs
 from gateway.backfill import Replayed, Replayer, Summary, replay_items
-from gateway.events import Binding, Event
+from gateway.events import Event
 from gateway.history import READ_ERRORS, UNENDED, Input, Item, Skip, input_name
 from gateway.importread import Source, off_loop
 from gateway.importreport import Progress
@@ -87,12 +87,6 @@ def _blank_tail(source: Source, done: int, summary: Summary) -> int:
     return source.history.lines - done
 
 
-def first_bindings(events: list[Event], recent: RecentPairs) -> list[Event]:
-    """``events`` (in file order) without the bindings of a pair bound lately: what one process's
-    ``stitching`` leaves out, applied to workers that bind at every fire."""
-    return [e for e in events if type(e) is not Binding or recent.first((e.visitor_key, e.user_key))]
-
-
 def kept_lines(kept: list[Event], events: list[Event], lines: list[int]) -> list[int]:
     """The lines of ``kept``, some of ``events`` in their order (``lines``: the line of each)."""
     if len(kept) == len(events):
@@ -127,16 +121,10 @@ async def _replay_pooled(
 
     pending: deque[tuple[Future[Replayed], int, int, int]] = deque()
 
-    recent = replayer.recent_bindings()
-
     async def collect() -> None:
         future, lines, last, position = pending[0]
         replayed = await asyncio.wrap_future(future)
         pending.popleft()
-        if recent is not None:
-            events = first_bindings(replayed.events, recent)
-            replayed.lines = kept_lines(events, replayed.events, replayed.lines)
-            replayed.events = events
         await _account(name, source.stream, summary, writer, replayed, lines, last)
         progress.update(summary.lines, position)
 
@@ -203,10 +191,13 @@ async def _account(
     summary.erased += erased
     events, expired = writer.expired(events)
     summary.expired += expired
+    events = writer.bindings.sift(events)  # a pair's copies: once the store has it, dropped
     lines_of = kept_lines(events, replayed.events, replayed.lines)
     counts = summary.events
+    spare = writer.bindings.spare
     for event in events:
-        counts[event.table] += 1
+        if not spare(event):
+            counts[event.table] += 1
     # A last line without its line end is not read, and ``wc -l`` does not count it either.
     summary.lines += lines - unread
     summary.read_to = (name, last)

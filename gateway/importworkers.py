@@ -75,7 +75,7 @@ def _start(
     loop.run_until_complete(replayer.pipeline.running())  # as the parent's: GeoIP files opened
     if (recent := replayer.recent_bindings()) is not None:
         # A worker sees only some chunks: whether a pair was bound before is for the parent to
-        # say, which sees every binding in file order (``first_bindings``).
+        # say, which sees every binding in file order (``gateway.importbindings``).
         recent.size = 0
     _worker["replayer"] = replayer
     _worker["parse"] = parser_for(fmt, settings.options.identity.cookie_name, fields)

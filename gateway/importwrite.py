@@ -5,7 +5,8 @@ transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
 last one commits; the first that fails to commit ends the import,
 ``CommitFailed``; a line whose rows the store refuses — a value SQLite cannot
 hold, a constraint — is left out of its batch by the store, ``submit_each``, and
-counted as a skip by its file:line, the rest of the batch stored), leaving out
+counted as a skip by its file:line, the rest of the batch stored; a batch it
+refuses every line of ends the import, ``BatchRefused``), leaving out
 the rows of erased users dated before their erasure (``storage.erased``: an old
 log would bring them back) and the rows older than ``privacy.retention_days``
 (the next purge would delete them), and the row counts before and after an
@@ -27,11 +28,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.backfill import Summary
+from gateway.backfill import UNSTORABLE, Summary, unstorable_why
 from gateway.events import Event, iso
+from gateway.importbindings import Bindings
 from storage.erased import Erased
 from storage.imports import FINISH_SQL
-from storage.local import LOCK_HOLDERS, LOCKED, RETRY_PAUSE, CommitTimeout, LocalStore, StoreClosed, locked
+from storage.local import (
+    LOCK_HOLDERS,
+    LOCKED,
+    RETRY_PAUSE,
+    AllRefused,
+    CommitTimeout,
+    LocalStore,
+    StoreClosed,
+    locked,
+)
 
 BATCH = 8192
 """Events per store submit: one transaction each (multi-row INSERTs inside)."""
@@ -50,6 +61,17 @@ log = logging.getLogger("gateway.import")
 class CommitFailed(Exception):
     """A batch did not commit (the disk is full, the store's file system went read-only…): the
     batches before it did; the import ends there."""
+
+
+class BatchRefused(CommitFailed):
+    """The store refused every line of a batch, for one reason (``storage.local.AllRefused``:
+    a trigger or constraint that no row meets): nothing of that batch was stored, and the
+    import ends there rather than skip every line to the end."""
+
+    def __init__(self, lines: int, first: tuple[str, int], last: tuple[str, int], error: Exception) -> None:
+        at = f"{first[0]}:{first[1]}"
+        to = f"{last[0]}:{last[1]}" if last != first else at
+        super().__init__(f"{lines} lines ({at} to {to}): {UNSTORABLE}{unstorable_why(error)}")
 
 
 def _seen(future: asyncio.Future[Any]) -> None:
@@ -99,6 +121,8 @@ class Writer:
         self.where: list[tuple[str, int]] = []
         """The file and line each of ``pending`` came from."""
         self.inflight: list[_Batch] = []
+        self.bindings = Bindings()
+        """Which binding copies go to the store and are counted (``gateway.importbindings``)."""
 
     def expired(self, events: list[Event]) -> tuple[list[Event], int]:
         """``events`` less those past retention, which a purge would delete within a day (the
@@ -117,6 +141,7 @@ class Writer:
 
     async def flush(self) -> None:
         if self.store is None or not self.pending:
+            self.bindings.settle(self.pending, [], None)  # a dry run: as if committed
             self.pending, self.where = [], []
             return
         # Each line a part: its rows go in together, or it is left out and the others go in.
@@ -152,11 +177,17 @@ class Writer:
             ) from err
         except (sqlite3.Error, StoreClosed) as err:
             raise CommitFailed(str(err)) from err
+        except AllRefused as err:
+            raise BatchRefused(err.parts, batch.where[0], batch.where[-1], err.error) from err
         self.inflight.pop(0)
         for start, end, error in refused:
             name, number = batch.where[start]
             if self.summary is not None:
-                self.summary.refused(name, number, batch.events[start:end], error)
+                spared = self.bindings.spare  # a spare copy of a binding was never counted
+                self.summary.refused(
+                    name, number, [e for e in batch.events[start:end] if not spared(e)], error
+                )
+        self.bindings.settle(batch.events, [(start, end) for start, end, _ in refused], self.summary)
         self._watch_lock()
 
     async def end_run(self) -> tuple[int, str]:

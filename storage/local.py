@@ -54,6 +54,12 @@ MAX_VARIABLES = 32766
 MAX_ROWS_PER_STATEMENT = 512
 """Batches of one table up to this size go in one multi-row INSERT (23 variables a touchpoint)."""
 MAX_QUEUED = 100_000
+REFUSED_RUN = 32
+"""Parts of a ``submit_each`` refused in a row, from its first, for the same reason, after which
+the store tries the rest of it whole and, refused for that reason too, gives the submit up
+(``AllRefused``): a store that refuses every row (a trigger, a constraint none meets) then costs
+some 2·``REFUSED_RUN`` transactions a batch, not 2·n, and a batch of good lines with a few bad
+ones is never given up (a run of 32 bad lines at its very start, and more after, would be)."""
 """Most events waiting for (or in) a commit; past it ``submit`` refuses at once."""
 CHECKPOINT_PAGES = 32768
 """WAL pages (4 KiB) past which a commit itself copies the WAL back into the database file
@@ -332,6 +338,21 @@ class StoreMoved(Exception):
 
 class StoreClosed(Exception):
     """The store is not accepting events (closed, overloaded, or its writer stopped)."""
+
+
+class _RefusedAlike(Exception):
+    """Inside ``LocalStore._each``: its first ``REFUSED_RUN`` parts were refused alike."""
+
+
+class AllRefused(Exception):
+    """The store refused a whole ``submit_each`` (``REFUSED_RUN``): its first ``REFUSED_RUN``
+    parts one by one and the rest together, all for one reason, ``error`` (the first part's);
+    ``parts``: how many it had. Nothing of it was stored."""
+
+    def __init__(self, error: Exception, parts: int) -> None:
+        super().__init__(f"all {parts} parts refused: {error}")
+        self.error = error
+        self.parts = parts
 
 
 async def store_instance(db: aiosqlite.Connection) -> str | None:
@@ -774,12 +795,19 @@ class LocalStore:
         (``item.refused``). With one bad part among n, some 2·log2(n) transactions, against n
         one by one. A failure of the database itself stops it (its error returned): the halves
         before it are in, and a retry of the whole finds them stored (ids skip; the import's
-        triggers record only rows inserted)."""
+        triggers record only rows inserted).
+
+        A store that refuses every row would cost some 2·n transactions and give back every part
+        refused; so once the first ``REFUSED_RUN`` parts are refused in a row, nothing stored
+        yet, all for one reason, the rest is tried whole: refused for that reason too, the
+        submit is given up (``AllRefused`` returned: nothing of it stored); else it goes on as
+        above from there."""
         events, parts = item.events, item.parts
         assert parts is not None and len(parts) == len(events)
         bounds = [0, *(i for i in range(1, len(events)) if parts[i] != parts[i - 1]), len(events)]
         refused: list[tuple[int, int, Exception]] = []
         item.refused = refused
+        stored = False  # any part of it yet
         log.warning(
             "a batch of %d events failed on its data (%s); committing it in parts, leaving out those"
             " the store refuses",
@@ -787,16 +815,32 @@ class LocalStore:
             error,
         )
 
+        def refused_alike() -> bool:
+            """The first ``REFUSED_RUN`` parts refused in a row, for one reason, none stored."""
+            if stored or len(refused) != REFUSED_RUN or len(bounds) - 1 <= REFUSED_RUN:
+                return False
+            first = refused[0][2]
+            return all(type(e) is type(first) and str(e) == str(first) for *_, e in refused)
+
+        async def commit(first: int, last: int) -> Exception | None:
+            nonlocal stored
+            start, end = bounds[first], bounds[last]
+            failed = await self._transaction(
+                [_Item(events[start:end], item.future, item.deadline)], end - start
+            )
+            stored = stored or failed is None
+            return failed
+
         async def halves(low: int, high: int, failed: Exception) -> Exception | None:
             """Parts ``low`` to ``high`` failed with ``failed``: each half committed, or split."""
             if high - low == 1:
                 refused.append((bounds[low], bounds[high], failed))
+                if refused_alike():
+                    raise _RefusedAlike
                 return None
             middle = (low + high) // 2
             for first, last in ((low, middle), (middle, high)):
-                start, end = bounds[first], bounds[last]
-                half = _Item(events[start:end], item.future, item.deadline)
-                failed_half = await self._transaction([half], end - start)
+                failed_half = await commit(first, last)
                 if failed_half is None:
                     continue
                 if not isinstance(failed_half, _DATA_ERRORS):
@@ -805,7 +849,16 @@ class LocalStore:
                     return stopped
             return None
 
-        stopped = await halves(0, len(bounds) - 1, error)
+        try:
+            stopped = await halves(0, len(bounds) - 1, error)
+        except _RefusedAlike:
+            stopped = await commit(REFUSED_RUN, len(bounds) - 1)
+            first = refused[0][2]
+            if stopped is not None and isinstance(stopped, _DATA_ERRORS):
+                if type(stopped) is type(first) and str(stopped) == str(first):
+                    stopped = AllRefused(first, len(bounds) - 1)
+                else:
+                    stopped = await halves(REFUSED_RUN, len(bounds) - 1, stopped)
         if stopped is not None:  # tried again whole later: what was refused now is said then
             item.refused = None
         return stopped

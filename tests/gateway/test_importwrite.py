@@ -6,6 +6,7 @@ import's own writer, by a text SQLite cannot encode."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import sqlite3
@@ -17,12 +18,13 @@ import pytest
 from gateway.backfill import Replayer, Summary, replay_items
 from gateway.config import Settings
 from gateway.events import Touchpoint
+from gateway.importcmd import import_command
 from gateway.importrun import run_import
 from gateway.importwrite import Writer
 from gateway.logformats import parser_for
 from gateway.metrics import Metrics
 from storage.imports import list_runs, undo_run
-from storage.local import LocalStore
+from storage.local import REFUSED_RUN, LocalStore
 from tests.conftest import make_settings
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
@@ -50,7 +52,14 @@ def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
         return db.execute(sql, args).fetchall()
 
 
-def poisoned_store(settings: Settings) -> None:
+EVERY = (
+    "CREATE TRIGGER poison BEFORE INSERT ON touchpoints"
+    " BEGIN SELECT RAISE(ABORT, 'no touchpoint is welcome here'); END"
+)
+"""A store that refuses every row."""
+
+
+def poisoned_store(settings: Settings, trigger: str = POISON) -> None:
     """The store made (migrated) by a first, empty-handed open, then given the trigger."""
 
     async def made() -> None:
@@ -60,7 +69,7 @@ def poisoned_store(settings: Settings) -> None:
 
     asyncio.run(made())
     with contextlib.closing(sqlite3.connect(settings.store_path)) as db:
-        db.execute(POISON)
+        db.execute(trigger)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -107,6 +116,81 @@ def test_a_line_the_store_refuses_costs_that_line_only(tmp_path: Path, workers: 
     assert undone.rows == {"touchpoints": 39, "identities": 0, "conversions": 1, "verdict_changes": 0}
     assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]
     assert rows(db, "SELECT count(*) FROM import_rows") == [(0,)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pair_whose_first_line_is_refused_is_bound_by_a_later_line(tmp_path: Path, workers: int) -> None:
+    """A visitor signs in three times; the store refuses the line of the first (its touchpoint
+    is poisoned, and a line's rows go together). The later copies of the binding were dropped
+    before the store saw them, as copies of a pair already bound: the pair was never bound.
+    Now the first copy the store takes binds it, once, counted once, and a re-import adds none."""
+    rule = (
+        RULES
+        + """
+[[identity.rules]]
+name = "welcome"
+method = "GET"
+path = "/welcome"
+status = [200]
+user_id = { query = "uid" }
+"""
+    )
+    settings = make_settings(tmp_path, rule)
+    poisoned_store(settings)
+    log = tmp_path / "access.log"
+    lines = [line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(0, 40, 10)]
+    lines[1] = line(10, "/welcome?uid=u1&utm_source=news&utm_campaign=poison")
+    lines.insert(2, line(10, "/welcome?uid=u1"))
+    lines.append(line(10, "/welcome?uid=u1"))
+    log.write_text("\n".join(lines) + "\n")
+
+    summary = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+
+    assert summary.skipped == {"the store refused its rows: campaign poison is not welcome here": 1}
+    assert summary.examples == [
+        "access.log:2: the store refused its rows: campaign poison is not welcome here"
+    ]
+    assert summary.new_rows == {"touchpoints": 3, "identities": 1, "conversions": 0}, summary.new_rows
+    assert summary.events["identities"] == 1, summary.events
+    assert rows(settings.store_path, "SELECT rule FROM identities") == [("welcome",)]
+    again = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
+
+
+def test_a_store_that_refuses_every_line_stops_the_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store that refuses every row (here a trigger on every touchpoint) cost each batch some
+    2·n transactions, and the import went on to the end skipping every line. Now the first batch
+    it refuses whole ends the import, exit 1, with one line saying so, why and that nothing of
+    that batch was stored; nothing is listed as a run, no traceback."""
+    settings = make_settings(tmp_path, RULES)
+    poisoned_store(settings, EVERY)
+    log = tmp_path / "access.log"
+    count = 3 * REFUSED_RUN
+    log.write_text(
+        "\n".join(line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(1, count + 1)) + "\n"
+    )
+    args = argparse.Namespace(
+        files=[str(log)],
+        format="combined",
+        field=[],
+        host="shop.example",
+        dry_run=False,
+        no_progress=True,
+        workers=1,
+        trusted_proxy=[],
+    )
+    assert import_command(settings, args) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"gateway import: the store {settings.store_path} refused every line of a batch"), (
+        err
+    )
+    assert f"of {count} lines (access.log:1 to access.log:{count})" in err, err
+    assert "the store refused its rows: no touchpoint is welcome here" in err, err
+    assert "nothing of that batch was stored" in err and "what it committed before stays" in err, err
+    assert rows(settings.store_path, "SELECT count(*) FROM touchpoints") == [(0,)]
 
 
 async def test_a_text_sqlite_cannot_encode_is_skipped_through_the_import_s_writer(tmp_path: Path) -> None:

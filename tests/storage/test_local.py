@@ -31,7 +31,9 @@ from storage.local import (
     GATHER_TURNS,
     LOCK_GAP,
     MAX_QUEUED,
+    REFUSED_RUN,
     TABLES,
+    AllRefused,
     CommitTimeout,
     LocalStore,
     StoreClosed,
@@ -239,6 +241,42 @@ async def test_submit_each_leaves_out_only_the_parts_the_store_refuses(open_stor
     assert [int(r[0]) for r in rows] == [n for n in range(20) if n not in (5, 12, 13, 17)] + [30, 40, 41]
     assert store.failing is None and sample(store, "gateway_store_queue") == 0
     assert await store.submit_each([], []) == []
+
+
+async def test_submit_each_gives_up_on_a_batch_the_store_refuses_whole(open_store: OpenStore) -> None:
+    """A store that refuses every row (a trigger, a constraint no row meets) cost some 2·n
+    transactions a batch, halving down to each of its n parts, and every part came back
+    refused. Now, once its first ``REFUSED_RUN`` parts in a row are refused for the same
+    reason, and the rest of it, tried whole, for that reason too, the submit fails with
+    ``AllRefused`` (the first reason, how many parts): nothing of it stored, and a bounded
+    number of transactions spent."""
+    store = await open_store()
+    trigger = "CREATE TRIGGER no BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'not here'); END"
+    await asyncio.to_thread(execute, store.path, trigger)
+    parts = 10 * REFUSED_RUN
+    with pytest.raises(AllRefused) as raised:
+        async with asyncio.timeout(30):
+            await store.submit_each([tp(n) for n in range(parts)], list(range(parts)))
+    assert raised.value.parts == parts and "not here" in str(raised.value.error)
+    assert await read(store.path, "SELECT count(*) FROM touchpoints") == [(0,)]
+    tried = sample(store, "gateway_store_errors_total")
+    # The whole, the halves down the first part, two a part after it, the rest whole: not ~2 * parts.
+    assert tried <= 2 * REFUSED_RUN + parts.bit_length() + 2, tried
+    assert store.failing is None  # the data's fault: the store is not failing
+
+
+async def test_submit_each_does_not_give_up_on_a_batch_with_a_few_bad_parts(open_store: OpenStore) -> None:
+    """Fewer than ``REFUSED_RUN`` bad parts in a row at its start, and more scattered after:
+    each bad part is left out, the others stored, as before."""
+    store = await open_store()
+    parts = 4 * REFUSED_RUN
+    bad = {*range(REFUSED_RUN - 1), *range(REFUSED_RUN, parts, 5)}
+    events = [tp(n, landing_path=None) if n in bad else tp(n) for n in range(parts)]
+    async with asyncio.timeout(30):
+        refused = await store.submit_each(events, list(range(parts)))
+    assert [start for start, _, _ in refused] == sorted(bad)
+    rows = await read(store.path, "SELECT content FROM touchpoints ORDER BY id")
+    assert [int(r[0]) for r in rows] == [n for n in range(parts) if n not in bad]
 
 
 async def test_a_writer_stopped_before_its_first_step_fails_every_waiting_future(
