@@ -1073,13 +1073,9 @@ async def test_json_lines_with_values_no_request_has_are_skipped_and_counted(tmp
     assert summary.skipped == {old: 1} and not summary.events["touchpoints"]
 
 
-def test_a_store_that_is_not_a_database_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings = make_settings(tmp_path)
-    settings.store_path.write_text("not a database " * 100)
-    log = write(tmp_path / "access.log", COMBINED)
-    args = argparse.Namespace(
+def combined_args(log: Path) -> argparse.Namespace:
+    """``gateway import``'s arguments for one combined log of ``shop.example``, one process."""
+    return argparse.Namespace(
         files=[str(log)],
         format="combined",
         field=[],
@@ -1089,6 +1085,15 @@ def test_a_store_that_is_not_a_database_is_reported(
         workers=1,
         trusted_proxy=[],
     )
+
+
+def test_a_store_that_is_not_a_database_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.store_path.write_text("not a database " * 100)
+    log = write(tmp_path / "access.log", COMBINED)
+    args = combined_args(log)
     assert import_command(settings, args) == 1
     err = capsys.readouterr().err
     assert "the store" in err and "failed" in err and "Traceback" not in err

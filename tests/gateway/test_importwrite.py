@@ -6,7 +6,6 @@ import's own writer, by a text SQLite cannot encode."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sqlite3
@@ -26,6 +25,7 @@ from gateway.metrics import Metrics
 from storage.imports import list_runs, undo_run
 from storage.local import REFUSED_RUN, LocalStore
 from tests.conftest import make_settings
+from tests.gateway.test_backfill import combined_args
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
 RULES = """
@@ -171,16 +171,7 @@ def test_a_store_that_refuses_every_line_stops_the_import(
     log.write_text(
         "\n".join(line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(1, count + 1)) + "\n"
     )
-    args = argparse.Namespace(
-        files=[str(log)],
-        format="combined",
-        field=[],
-        host="shop.example",
-        dry_run=False,
-        no_progress=True,
-        workers=1,
-        trusted_proxy=[],
-    )
+    args = combined_args(log)
     assert import_command(settings, args) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
