@@ -23,6 +23,7 @@ import asyncpg
 
 from gateway.events import iso
 from storage.cursors import local_columns
+from storage.local import rollback
 
 READER_PREFIX = "central:"
 """The central sync's cursor names (``storage.cursors.cursor_name``); the sinks' are others."""
@@ -84,8 +85,7 @@ async def follow(
         )
         await db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+        await rollback(db)
         raise
     return Replaced(was, now, rows) if was is not None else None
 

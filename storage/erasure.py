@@ -42,7 +42,7 @@ from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spelli
 from storage.cursors import clamp_cursors, table_tops
 from storage.erased import erased_at
 from storage.importrows import forget
-from storage.local import connect, event_row, insert_sql
+from storage.local import connect, event_row, insert_sql, rollback
 from storage.migrate import refuse_newer
 
 log = logging.getLogger("gateway.erasure")
@@ -501,8 +501,7 @@ async def _erase(
             await clamp_cursors(db, tops)  # rowids freed by the deletes must not hide new rows
             await db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await rollback(db)
             raise
         await truncate_wal(db)
     finally:

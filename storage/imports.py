@@ -36,7 +36,7 @@ import aiosqlite
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
 from storage.importrows import RECORDED
-from storage.local import BUSY_TIMEOUT_MS, connect, read_only
+from storage.local import BUSY_TIMEOUT_MS, connect, read_only, rollback
 from storage.migrate import refuse_newer
 from storage.roundlock import RoundLock
 
@@ -169,8 +169,7 @@ async def _undo(path: Path, run: int, dry_run: bool) -> Undo:
                 await clamp_cursors(db, tops)  # rowids freed must not hide new rows from readers
             await db.execute("ROLLBACK" if dry_run else "COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await rollback(db)
             raise
         return undo
     finally:

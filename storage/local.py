@@ -390,6 +390,17 @@ def bind_nulls_directly() -> None:
     sqlite3.register_adapter(type(None), _null)
 
 
+async def rollback(db: aiosqlite.Connection) -> None:
+    """Undo the open transaction, if any, in an ``except`` that goes on to re-raise. A statement
+    whose await was cancelled (a task stopped at shutdown) runs on in aiosqlite's thread: a COMMIT
+    may then end the transaction before this ROLLBACK runs, and its "no transaction is active"
+    must not take the place of the exception being handled (a ``CancelledError`` so lost kept a
+    stopped sync task retrying, and its shutdown waiting)."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.OperationalError):
+            await db.execute("ROLLBACK")
+
+
 async def connect(path: Path, synchronous: str = "normal") -> aiosqlite.Connection:
     """A connection with the pragmas every connection needs (WAL, busy timeout), and deleted
     or moved bytes zeroed (``secure_delete``): an erased or purged row, or the old copy a page

@@ -70,7 +70,7 @@ from storage import central
 from storage.backoff import Failures
 from storage.cursors import local_columns
 from storage.erasure import delete_before, delete_people, truncate_wal
-from storage.local import connect, read_only
+from storage.local import connect, read_only, rollback
 from storage.migrate import migrate
 from storage.mirror_identity import IDENTITY, central_state, follow, readable_identity
 from storage.roundlock import Holder, RoundLock
@@ -319,8 +319,7 @@ class Mirror:
                 )
             await db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await rollback(db)
             raise
         return new
 

@@ -42,7 +42,7 @@ from gateway.events import iso
 from storage.central_identity import central_identity
 from storage.cursors import local_columns
 from storage.erasure import truncate_wal
-from storage.local import read_only
+from storage.local import read_only, rollback
 
 log = logging.getLogger("gateway.mirror")
 
@@ -155,8 +155,7 @@ async def follow(
             )
         await db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+        await rollback(db)
         raise
     if why is None:
         return None

@@ -26,7 +26,7 @@ from gateway.metrics import Metrics
 from storage.cursors import clamp_cursors, table_tops
 from storage.erasure import truncate_wal
 from storage.importrows import forget
-from storage.local import connect
+from storage.local import connect, rollback
 from storage.migrate import refuse_newer
 
 log = logging.getLogger("gateway.retention")
@@ -103,8 +103,7 @@ async def purge_local(
                 await clamp_cursors(db, tops)
             await db.execute("ROLLBACK" if dry_run else "COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await rollback(db)
             raise
         if not dry_run and any(counts.values()):
             # The log's older frames still hold the purged rows' pages, as after an erasure;

@@ -66,7 +66,7 @@ from storage.cursors import (
 )
 from storage.erased import erasure_mark
 from storage.erasure import BadEventSearch, delete_before, truncate_wal
-from storage.local import connect, store_instance
+from storage.local import connect, rollback, store_instance
 from storage.migrate import migrate
 from storage.roundlock import Holder, RoundLock
 
@@ -588,8 +588,7 @@ async def _apply_batch(
         await clamp_cursors(db, tops)
         await db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+        await rollback(db)
         raise
     return counts
 
@@ -630,6 +629,5 @@ async def _mark_sent(db: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) ->
         )
         await db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+        await rollback(db)
         raise
