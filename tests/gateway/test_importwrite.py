@@ -26,16 +26,9 @@ from storage.imports import list_runs, undo_run
 from storage.local import REFUSED_RUN, LocalStore
 from tests.conftest import make_settings
 from tests.gateway.test_backfill import combined_args
+from tests.gateway.test_import_runs import RULES  # a success page a conversion rule converts
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
-RULES = """
-[[conversions]]
-name = "order"
-method = "GET"
-path = "/thanks"
-status = [200]
-order_id = { query = "order" }
-"""
 POISON = (
     "CREATE TRIGGER poison BEFORE INSERT ON touchpoints WHEN NEW.campaign = 'poison'"
     " BEGIN SELECT RAISE(ABORT, 'campaign poison is not welcome here'); END"
