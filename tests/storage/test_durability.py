@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway
+from tests.gatewayproc import GatewayProcess as GatewayRun
 from tests.storage.stores import execute, query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -387,14 +388,12 @@ async def test_a_store_read_only_at_start_is_said_at_start(tmp_path: Path) -> No
     the start says so, naming the file, and ``/healthz`` is ``degraded`` from the first probe;
     pages are still served (fail open). As root, only a read-only mount shows it, and SQLite
     opens a store there only while its ``-wal`` and ``-shm`` exist (a connection holds them)."""
-    from tests.gatewayproc import GatewayProcess
-
     folder = tmp_path / "data"
     store = folder / "gw.db"
     config = tmp_path / "gw.toml"
     listen = "[proxy]\nworkers = 1\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
     await asyncio.to_thread(config.write_text, f"[storage]\npath = '{store}'\n{listen}")
-    gw = await GatewayProcess.start(config)  # makes and migrates the store
+    gw = await GatewayRun.start(config)  # makes and migrates the store
     assert await gw.stop() == 0
     holder = await asyncio.to_thread(sqlite3.connect, store, check_same_thread=False)
     await asyncio.to_thread(holder.execute, "SELECT count(*) FROM touchpoints")  # -wal and -shm stay
@@ -410,7 +409,7 @@ async def test_a_store_read_only_at_start_is_said_at_start(tmp_path: Path) -> No
                 pytest.skip(f"only a read-only mount shows a read-only store to root: {err.decode()}")
         else:
             await asyncio.to_thread(_modes, folder, True)
-        gw = await GatewayProcess.start(config)
+        gw = await GatewayRun.start(config)
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(gw.admin + "/healthz") as resp:
