@@ -36,6 +36,7 @@ from gateway.payouts import Payouts, PayoutsOptions, TierPayout
 from storage import dashboard
 from storage.migrate import migrate, user_version
 from storage.queries import Reader
+from storage.report_kept import REUSE_SECONDS
 from storage.report_pool import WHOLE, Slice
 from storage.reports import Reports
 
@@ -68,7 +69,13 @@ async def migrated(store: Path) -> None:
 
 async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -> list[dict[str, object]]:
     await migrated(store)
-    reports = Reports(store, Attribution(AttributionOptions()), Channels(ChannelsOptions()), processes)
+    reports = Reports(
+        store,
+        Attribution(AttributionOptions()),
+        Channels(ChannelsOptions()),
+        processes,
+        reuse_seconds=REUSE_SECONDS,
+    )
     await reports.open()
     await reports.warm()  # as the admin API does at start: the workers are ready before the first report
     await reports.run(
@@ -80,15 +87,30 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
     cases: list[tuple[str, Callable[[], Awaitable[Timed]]]] = []
     for model in models:
         one = reporting.Query(SINCE, END, (model,))
+        if model == "data_driven":  # every run learns its weights, as the first over a period does
+            cases.append(
+                (
+                    "attribution model=data_driven, weights learnt",
+                    lambda one=one: _anew(reports, reporting.attribution(reports, one)),
+                )
+            )
         cases.append(
             (
-                f"attribution model={model} group_by=channel",
+                f"attribution model={model} group_by=channel"
+                + (", weights kept" if model == "data_driven" else ""),
                 lambda one=one: reporting.attribution(reports, one),
             )
         )
     every = reporting.Query(SINCE, END, tuple(MODELS))
     cases += [
-        ("attribution model=all group_by=channel", lambda: reporting.attribution(reports, every)),
+        (
+            "attribution model=all, weights learnt",
+            lambda: _anew(reports, reporting.attribution(reports, every)),
+        ),
+        (
+            "attribution model=all group_by=channel, weights kept",
+            lambda: reporting.attribution(reports, every),
+        ),
         (
             "attribution model=linear group_by=campaign",
             lambda: reporting.attribution(reports, reporting.Query(SINCE, END, group_by="campaign")),
@@ -151,6 +173,14 @@ async def _summary(
 ) -> _Summary:
     """The dashboard's summary as ``/api/dashboard`` asks for it (model ``linear``)."""
     return _Summary(await dashboard.summary(reader.db, reports, "linear", period, parts=parts))
+
+
+async def _anew(reports: Reports, report: Awaitable[Timed]) -> Timed:
+    """``report`` with ``data_driven``'s weights learnt for it: the kept ones dropped first, as
+    the first report over a period, or one after ``admin.data_driven_reuse_seconds``, finds
+    none (``storage/report_kept.py``)."""
+    reports.weights.drop()
+    return await report
 
 
 def _ready(reports: Reports, part: Slice) -> None:

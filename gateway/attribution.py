@@ -433,6 +433,11 @@ class Learnt:
     not_converting: int
     effects: dict[str, float]
     weights: dict[str, float]
+    at: datetime | None = None
+    """When it was learnt (UTC), once the report engine says: a report may credit with weights
+    learnt a few minutes before it, over the period as it was then (``since``, ``until``)."""
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def moves_learnt(moves: Moves) -> Learnt:

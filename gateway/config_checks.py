@@ -250,6 +250,13 @@ def validate(options: Options) -> list[str]:
         "admin.report_worker_memory_mb",
         f"must be 0 (never replace a worker) or 64..1048576 (a worker starts with about 50 MB), got {memory}",
     )
+    reuse = options.admin.data_driven_reuse_seconds
+    _check(
+        p,
+        math.isfinite(reuse) and 0 <= reuse <= 86_400,
+        "admin.data_driven_reuse_seconds",
+        f"must be 0 (learn with every report) to 86400 seconds, got {reuse}",
+    )
     _check(
         p,
         0 < options.admin.body_timeout <= 3600,

@@ -285,6 +285,20 @@ LEARNT = {
                 },
             },
         },
+        "learnt_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when the weights were learnt: a report over the same period reuses them"
+            " for admin.data_driven_reuse_seconds (600 by default), and one over the same length"
+            " of a period that ran up to then (the last N days) too",
+        },
+        "since": {"type": "string", "format": "date-time", "description": "the period learnt over"},
+        "until": {
+            "type": "string",
+            "format": "date-time",
+            "description": "the period learnt over: the report's, or, for the last N days, as they"
+            " were at learnt_at",
+        },
     },
 }
 

@@ -170,6 +170,10 @@ class AdminOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     report_worker_memory_mb: int = 200
     """A report worker holding more memory than this two minutes after the last report is
     replaced by a new one (about 50 MB), giving the memory back to the system; 0: never."""
+    data_driven_reuse_seconds: float = 600.0
+    """How long ``data_driven``'s weights, once learnt from a period's journeys, serve the
+    reports over the same period (and a "last N days" moving on with the clock) before they are
+    learnt again; 0: every report learns them."""
     body_timeout: float = 30.0
     """Seconds a request body to the admin listener (an analyst's verdict, a creator, the
     login form) may take to arrive whole before 408."""

@@ -9,6 +9,7 @@ JSON, the CSV, the NDJSON and the terminal show the same numbers. Owns which rep
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -21,8 +22,16 @@ LEARNT_REPORTS = frozenset({"attribution", "timeseries"})
 approved rows' weights, and every verdict's for the quarantined rows), and the attribution
 report of the same period, conversion and population, by ``creator_id``, shows each (with
 ``verdicts=allow,review,block,bot`` the second)."""
-LEARNT_COLUMNS = ["channel", "removal_effect", "weight", "converting_journeys", "non_converting_journeys"]
-"""The download's columns: a row per channel, the journeys on every row (a CSV is one table)."""
+LEARNT_COLUMNS = [
+    "channel",
+    "removal_effect",
+    "weight",
+    "converting_journeys",
+    "non_converting_journeys",
+    "learnt_at",
+]
+"""The download's columns: a row per channel, the journeys and when they were learnt from on
+every row (a CSV is one table)."""
 PLACES = Decimal("0.000001")
 """Removal effects and weights to six decimals, as credited conversions are counted."""
 
@@ -38,16 +47,22 @@ def learnt_part(learnt: Learnt) -> dict[str, Any]:
     shown = [(_decimal(learnt.weights[c]), c, _decimal(effect)) for c, effect in learnt.effects.items()]
     shown.sort(key=lambda row: (-row[0], row[1]))
     channels = [{"channel": c, "removal_effect": effect, "weight": weight} for weight, c, effect in shown]
-    return {
+    part: dict[str, Any] = {
         "converting_journeys": learnt.converting,
         "non_converting_journeys": learnt.not_converting,
         "channels": channels,
     }
+    if learnt.at is not None:  # when, and over which period: a report may reuse them
+        part["learnt_at"] = _utc(learnt.at.replace(microsecond=0))
+    if learnt.since is not None and learnt.until is not None:
+        part["since"], part["until"] = _utc(learnt.since), _utc(learnt.until)
+    return part
 
 
 def learnt_rows(part: dict[str, Any]) -> list[dict[str, Any]]:
     """``learnt_part`` as the download's flat rows (``LEARNT_COLUMNS``)."""
     journeys = {k: part[k] for k in ("converting_journeys", "non_converting_journeys")}
+    journeys["learnt_at"] = part.get("learnt_at")
     return [{**row, **journeys} for row in part["channels"]]
 
 
@@ -59,6 +74,10 @@ def learnt_title(part: dict[str, Any]) -> str:
         f"data_driven learnt from {converting + other} {journeys}: {converting} converting,"
         f" {other} not converting"
     )
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _decimal(number: float) -> Decimal:

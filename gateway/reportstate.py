@@ -44,6 +44,7 @@ def report_engine(settings: Settings, on_shared: Callable[[], None] | None = Non
         settings.options.admin.report_processes,
         worker_memory=settings.options.admin.report_worker_memory_mb * 2**20,
         on_shared=on_shared,
+        reuse_seconds=settings.options.admin.data_driven_reuse_seconds,
     )
 
 
@@ -93,6 +94,12 @@ class Reporting:
         one)."""
         for engine in (self.reports, *self._retiring.values()):
             engine.changed()
+
+    def arrived(self) -> None:
+        """New rows were stored in this process (the reporting mirror's rounds): as ``changed``,
+        the kept ``data_driven`` weights still serving (``Reports.arrived``)."""
+        for engine in (self.reports, *self._retiring.values()):
+            engine.arrived()
 
     async def open(self) -> None:
         mirror = self.settings.mirror_path

@@ -258,10 +258,18 @@ class Gateway:
 
     def reports_changed(self) -> None:
         """A write made in this process can change what a report says (``Reporting.changed``):
-        the mirror's rounds that stored rows and the retention purge call this; the admin API's
+        the mirror starting again from nothing, an erasure seen and the retention purge call
+        this; the admin API's
         writes tell it themselves (``gateway.admin.writes_change_reports``)."""
         if REPORTING_KEY in self.admin_app:
             self.admin_app[REPORTING_KEY].changed()
+
+    def reports_arrived(self) -> None:
+        """New rows were stored in this process (a round of the reporting mirror): the reports
+        asked for from now on are computed anew (``Reporting.arrived``), with the kept
+        ``data_driven`` weights still serving."""
+        if REPORTING_KEY in self.admin_app:
+            self.admin_app[REPORTING_KEY].arrived()
 
     def listener(self, public: bool) -> dict[str, Any]:
         """How the proxy (``public``) or the admin listener answers what aiohttp refuses
@@ -458,8 +466,15 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
         if settings.mirror_path is not None:
             from storage.mirror import Mirror
 
-            central_options, changed = settings.options.central, gw.reports_changed
-            mirror = Mirror(settings.mirror_path, settings.central_url, central_options, gw.metrics, changed)
+            central_options, arrived = settings.options.central, gw.reports_arrived
+            mirror = Mirror(
+                settings.mirror_path,
+                settings.central_url,
+                central_options,
+                gw.metrics,
+                arrived,
+                on_restarted=gw.reports_changed,
+            )
             gw.attach("central-mirror", mirror.run)
     for name, sink in sinks.sinks.items():
         if name in sinks.made_up:  # its cursor stays where it is, for a run with the key

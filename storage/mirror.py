@@ -166,10 +166,14 @@ class Mirror:
         options: CentralOptions,
         metrics: Metrics,
         on_stored: Callable[[], object] | None = None,
+        on_restarted: Callable[[], object] | None = None,
     ) -> None:
         """``on_stored``: called after each batch ``run`` committed that stored (or erased)
-        rows: the gateway's reports over the mirror say something else from then on."""
+        rows: the gateway's reports over the mirror say something else from then on;
+        ``on_restarted`` (else ``on_stored``): when the mirror starts again from nothing (on
+        another central store, or one gone back): its past is another."""
         self.on_stored = on_stored
+        self.on_restarted = on_restarted or on_stored
         self.path = path
         self.dsn = dsn
         self.options = options
@@ -190,8 +194,8 @@ class Mirror:
         (``erased_keys``: keys whose rows from before their erasure were deleted)."""
         horizon, beyond = await central_state(conn)
         identity = await readable_identity(conn, self._identity_told)
-        if await follow(db, identity, horizon, self.key, RESTARTED) and self.on_stored is not None:
-            self.on_stored()  # the reports' answers from the store before are not this one's
+        if await follow(db, identity, horizon, self.key, RESTARTED) and self.on_restarted is not None:
+            self.on_restarted()  # the reports' answers from the store before are not this one's
         stored: dict[str, int] = {}
         for table in TABLES:
             remote = await central.central_columns(conn, table)

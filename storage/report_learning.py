@@ -17,7 +17,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.attribution import Moves, Params, add_moves, markov_moves, moves_learnt, paths_moves
@@ -27,6 +27,7 @@ from storage.crediting import Cand
 from storage.people import Share
 from storage.report_conversions import ConversionReads
 from storage.report_journeys import Journeys
+from storage.report_kept import Kept
 from storage.report_period import Part, key_range, ms, period_bounds, visitor_column, window_start
 from storage.report_pool import WHOLE
 
@@ -48,20 +49,44 @@ class ReportLearning(ConversionReads):
         accepted: frozenset[str],
         population: str | None = None,
         group_by: str = "channel",
+        *,
+        anew: bool = False,
     ) -> tuple[Params, list[Part]]:
         """The models' parameters, and the parts to ``map`` the report over. For
         ``data_driven``, Markov weights learnt from the period's journeys — the conversions'
         and those of everyone who left touchpoints in it — each worker counting those of its
         share of the people (``shares``); the conversions are read as the report will read
         them (``group_by``), and kept for it; ``Params.learnt`` says what was learnt (the
-        journeys, each channel's removal effect and weight). Blocking: call it inside ``run``."""
+        journeys, each channel's removal effect and weight, when and over which period).
+        Weights learnt for an earlier report that serve this one are reused, unless ``anew``
+        (``storage/report_kept.py``); those learnt here are kept. Blocking: call it inside
+        ``run``."""
         params = self.attribution.params
         if "data_driven" not in models:
             return params, self.slices(since, until, conversion)
+        of = (conversion, accepted, population)
+        kept = None if anew else self.weights.find(of, since, until, self.rewrites)
+        if kept is not None:  # learnt for an earlier report: only the conversions to read
+            return kept.params, self.slices(since, until, conversion)
         task = (since, until, conversion, accepted, population, group_by)
+        # As of now: a write that changes the past while this learns (``changed``) outdates it.
+        at, clock, rewrites = *self.weights.started(), self.rewrites
         moves, parts = self.count_moves(self.shares(since, until, conversion), task)
-        learnt = moves_learnt(moves)  # what the report shows of it: a few numbers more
-        return replace(params, channel_weights=learnt.weights, learnt=learnt), parts
+        learnt = replace(moves_learnt(moves), at=at, since=since, until=until)
+        params = replace(params, channel_weights=learnt.weights, learnt=learnt)
+        self.weights.keep(Kept(of, since, until, at, clock, rewrites, params), self.rewrites)
+        return params, parts
+
+    def relearn(self, kept: Kept) -> None:
+        """Learn ``kept``'s weights again, over its period as it is now (a rolling one ends now),
+        and keep them for the reports to come (``storage/report_kept.py``). Blocking: call it
+        inside ``run``."""
+        since, until = kept.since, kept.until
+        if kept.rolling:
+            until = max(until, datetime.now(UTC))
+            since = until - (kept.until - kept.since)
+        conversion, accepted, population = kept.key
+        self.learn(("data_driven",), since, until, conversion, accepted, population, anew=True)
 
     def count_moves(self, parts: list[Part], task: Learning) -> tuple[Moves, list[Part]]:
         """``learn``'s transition counts, over ``parts``; and the parts the report is to be

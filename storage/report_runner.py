@@ -11,12 +11,17 @@ a caller that stops waiting stops nothing. Once no report has followed for
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
+from storage.report_kept import Kept
 from storage.report_workers import ReportWorkers, paused_gc
 
 _T = TypeVar("_T")
+log = logging.getLogger("gateway.reports")
+RELEARN_QUIET = 1.0
+"""Seconds without a report asked for before kept weights are learnt again in the background."""
 
 
 class ReportRunner(ReportWorkers):
@@ -30,6 +35,8 @@ class ReportRunner(ReportWorkers):
         self._closing = True
         if self._idle is not None:
             self._idle.cancel()
+        if self._relearning is not None:  # waiting for the reports to be done, or learning
+            self._relearning.cancel()
         if self._recycling is not None:  # the replacement has started (or found nothing to do)
             await asyncio.wait([self._recycling])
         for key, shared in list(self._shared.items()):
@@ -45,9 +52,18 @@ class ReportRunner(ReportWorkers):
 
     def changed(self) -> None:
         """A write that can change what a report says has committed in this process (through
-        the admin API, a round of the reporting mirror that stored rows, a retention purge):
-        a report asked for from now on is computed anew, not answered by one asked for before
-        the write, which may have read the store before it (``run``)."""
+        the admin API, a retention purge, an erasure seen): a report asked for from now on is
+        computed anew, not answered by one asked for before the write, which may have read the
+        store before it (``run``), nor credited with ``data_driven`` weights learnt before it
+        (``storage/report_kept.py``)."""
+        self.generation += 1
+        self.rewrites += 1
+        self.weights.drop()
+
+    def arrived(self) -> None:
+        """New rows were stored in this process (a round of the reporting mirror): as
+        ``changed``, but the kept ``data_driven`` weights still serve (they are kept for the
+        new rows of a few minutes)."""
         self.generation += 1
 
     async def run(self, fn: Callable[..., _T], *args: Any, key: Hashable | None = None) -> _T:
@@ -131,6 +147,34 @@ class ReportRunner(ReportWorkers):
         if (self._pool.pids or self._everyone_kept is not None) and not self._closing:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_later(self.recycle_after, self._recycle_idle, self.report)
+        if self.weights.due and self._relearning is None and not self._closing:
+            self._relearning = asyncio.ensure_future(self._relearn())
+            self._relearning.add_done_callback(self._relearnt)
+
+    def relearn(self, kept: Kept) -> None:
+        """Learn ``kept``'s weights again and keep them (``ReportLearning.relearn``)."""
+        raise NotImplementedError
+
+    async def _relearn(self) -> None:
+        """Learn again the ``data_driven`` weights reports reused past half their reuse time,
+        once no report has been asked for in the last ``RELEARN_QUIET`` seconds (a dashboard asks
+        for its parts together), each in the queue as a report without a caller."""
+        while self.weights.due:
+            quiet = self.report
+            await asyncio.sleep(RELEARN_QUIET)
+            if self.report != quiet or self._shared or self._lock.locked():
+                continue
+            for kept in self.weights.take_due():
+                await self.run(self.relearn, kept)
+
+    def _relearnt(self, done: asyncio.Future[None]) -> None:
+        self._relearning = None
+        if not done.cancelled() and done.exception() is not None:
+            log.warning(
+                "data_driven's weights could not be learnt again in the background (%s); the next"
+                " report learns them",
+                done.exception(),
+            )
 
     def _recycle_idle(self, last: int) -> None:
         self._idle = None

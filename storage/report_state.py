@@ -21,6 +21,7 @@ from gateway.attribution import Attribution
 from gateway.channels import Channels
 from storage.crediting import Conv, Eligibility
 from storage.people import People
+from storage.report_kept import KeptWeights
 from storage.report_pool import ReportPool
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class ReportState:
         min_share: int = MIN_SHARE,
         worker_memory: int = 0,
         on_shared: Callable[[], None] | None = None,
+        reuse_seconds: float = 0.0,
     ) -> None:
         """``processes``: worker processes for a large report (0: one per CPU core, at most
         ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
@@ -65,7 +67,9 @@ class ReportState:
         bytes a worker may hold once reports are done before a new one replaces it (0: never),
         ``recycle_after`` seconds after the last (``RECYCLE_AFTER``); ``on_shared``: called each
         time a report asked for is one already being computed, and waits for its answer (``run``
-        with a ``key``: the gateway counts them in ``gateway_reports_shared_total``)."""
+        with a ``key``: the gateway counts them in ``gateway_reports_shared_total``);
+        ``reuse_seconds``: how long ``data_driven``'s weights, once learnt, serve the reports
+        over the same period (``storage/report_kept.py``; 0: every report learns them)."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.worker_memory = worker_memory
         self.eligible = Eligibility(attribution)
@@ -84,7 +88,13 @@ class ReportState:
         """The reports asked for with a ``key`` and not done yet, queued or computing, by the
         ``generation`` they were asked at and their key (``run``)."""
         self.generation = 0
-        """How many writes that can change a report this process has made (``changed``)."""
+        """How many writes that can change a report this process has made or seen (``changed``,
+        ``arrived``)."""
+        self.rewrites = 0
+        """How many of them could change the past (``changed``): each drops the kept weights."""
+        self.weights = KeptWeights(reuse_seconds)
+        """``data_driven``'s weights kept between reports."""
+        self._relearning: asyncio.Future[Any] | None = None
         self.on_shared = on_shared
         self.recycle_after = RECYCLE_AFTER
         self._idle: asyncio.TimerHandle | None = None

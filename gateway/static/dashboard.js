@@ -273,6 +273,12 @@ function renderModels(data) {
 
 const PERCENT = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 
+// When the weights were learnt (UTC, to the minute): they are kept between reports for a few
+// minutes (admin.data_driven_reuse_seconds), so a page drawn later may show older ones.
+function learntWhen(at) {
+  return at ? ` Learnt ${at.slice(0, 10)} ${at.slice(11, 16)} UTC.` : "";
+}
+
 // learnt: what data_driven learnt from the period's journeys (the models part's `learnt`, as
 // /api/attribution?model=data_driven says it), so that an analyst comparing the models sees
 // why its credits differ: the journeys counted, and each channel's weight (the share of a
@@ -285,7 +291,7 @@ function renderLearnt(learnt, color) {
   let why = "";
   if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
   else if (channels.length) why = " None converted: every removal effect and weight is 0.";
-  $("#learnt-note").textContent = said + why;
+  $("#learnt-note").textContent = said + why + learntWhen(learnt.learnt_at);
   const most = Math.max(...channels.map((c) => c.weight), 0);
   const rows = channels.map((c) => {
     const weight = `${PERCENT.format(c.weight * 100)} %`;

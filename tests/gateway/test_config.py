@@ -138,6 +138,11 @@ def test_defaults_load() -> None:
         ("[proxy]\nworker_hang_seconds = -1\n", "proxy.worker_hang_seconds: must be 0 (off) or 1..3600"),
         ("[admin]\nreport_worker_memory_mb = 10\n", "admin.report_worker_memory_mb: must be 0 (never"),
         (
+            "[admin]\ndata_driven_reuse_seconds = -1\n",
+            "admin.data_driven_reuse_seconds: must be 0 (learn with every report) to 86400 seconds, got -1",
+        ),
+        ("[admin]\ndata_driven_reuse_seconds = nan\n", "admin.data_driven_reuse_seconds: must be 0"),
+        (
             "[admin]\nbody_timeout = 0\n",
             "admin.body_timeout: must be more than 0 and at most 3600 seconds, got 0",
         ),

@@ -2327,6 +2327,8 @@ async def test_the_model_comparison_says_what_data_driven_learnt(
             f"{converting + other} journeys of the period: {converting} converting, {other} not converting."
         )
         assert note.startswith(f"From {counted}"), note
+        at = learnt["learnt_at"]  # the weights kept since the summary above asked for them
+        assert note.endswith(f" Learnt {at[:10]} {at[11:16]} UTC."), note
         await page.eval("document.querySelector('#numbers-learnt').open = true")
         table = json.loads(
             await page.eval(

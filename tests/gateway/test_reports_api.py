@@ -1536,7 +1536,23 @@ async def test_the_readme_worked_example_through_the_gateway(
     assert [Decimal(str(credited[c])) for c in WORKED] != readme_column
 
 
-LEARNT_COLUMNS = ["channel", "removal_effect", "weight", "converting_journeys", "non_converting_journeys"]
+LEARNT_COLUMNS = [
+    "channel",
+    "removal_effect",
+    "weight",
+    "converting_journeys",
+    "non_converting_journeys",
+    "learnt_at",
+]
+
+
+def learnt_now(learnt: dict[str, Any]) -> dict[str, Any]:
+    """``learnt`` with ``learnt_at`` checked to be a whole second of UTC, at most a minute ago,
+    and left out (what the README shows is an example time)."""
+    at = datetime.fromisoformat(learnt["learnt_at"])
+    assert learnt["learnt_at"].endswith("Z") and at.microsecond == 0, learnt
+    assert timedelta(0) <= datetime.now(UTC) - at < timedelta(minutes=1), learnt
+    return {k: v for k, v in learnt.items() if k != "learnt_at"}
 
 
 async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
@@ -1553,13 +1569,18 @@ async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
     block = section[section.index("```json\n") + 8 :]
     shown = json.loads("{" + block[: block.index("```")] + "}")["learnt"]
     assert [c["channel"] for c in shown["channels"]] == ["Email", "Direct", "Paid Social", "Organic Search"]
+    assert shown["learnt_at"] == "2026-12-01T09:00:00Z"
+    shown = {k: v for k, v in shown.items() if k != "learnt_at"}
+    learnt_ats = set()
     for path, model in [
         ("/api/attribution", "data_driven"),
         ("/api/attribution", "all"),
         ("/api/attribution/timeseries", "data_driven"),
     ]:
         body = await get(gw, path, model=model, **PERIOD)
-        assert body["learnt"] == shown, (path, model)
+        assert learnt_now(body["learnt"]) == shown, (path, model)
+        learnt_ats.add(body["learnt"]["learnt_at"])
+    (learnt_at,) = learnt_ats  # one learning, kept for the reports that followed it
     for model in ("linear", "time_decay"):
         assert "learnt" not in await get(gw, "/api/attribution", model=model, **PERIOD)
     # Asked for the purchase alone, the two signups' journeys did not convert to it.
@@ -1572,6 +1593,7 @@ async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
     }
 
     flat = [{**c, "converting_journeys": 3, "non_converting_journeys": 3} for c in shown["channels"]]
+    flat_api = [{**row, "learnt_at": learnt_at} for row in flat]
     for kind in ("csv", "ndjson"):
         query = {**PERIOD, "model": "data_driven", "format": kind, "table": "learnt"}
         async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=query) as resp:
@@ -1579,21 +1601,23 @@ async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
             name = f"attribution-learnt-data_driven-channel-2026-11-01-2026-11-30.{kind}"
             assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
             text = await resp.text()
-        if kind == "ndjson":
-            assert [json.loads(line) for line in text.splitlines()] == flat
+        if kind == "ndjson":  # the weights the report above learnt: kept for the reports after it
+            assert [json.loads(line) for line in text.splitlines()] == flat_api
         else:
+            at = learnt_at
             assert text == (
-                "channel,removal_effect,weight,converting_journeys,non_converting_journeys\r\n"
-                "Email,0.777778,0.323077,3,3\r\n"
-                "Direct,0.666667,0.276923,3,3\r\n"
-                "Paid Social,0.629630,0.261538,3,3\r\n"
-                "Organic Search,0.333333,0.138462,3,3\r\n"
+                "channel,removal_effect,weight,converting_journeys,non_converting_journeys,learnt_at\r\n"
+                f"Email,0.777778,0.323077,3,3,{at}\r\n"
+                f"Direct,0.666667,0.276923,3,3,{at}\r\n"
+                f"Paid Social,0.629630,0.261538,3,3,{at}\r\n"
+                f"Organic Search,0.333333,0.138462,3,3,{at}\r\n"
             )
     period = ("--since", PERIOD["since"], "--until", PERIOD["until"])
     out = await gateway_report(
         gw, "UTC", *period, "--model", "data_driven", "--format", "ndjson", "--table", "learnt"
     )
-    assert [json.loads(line) for line in out.splitlines()] == flat
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [learnt_now(row) for row in rows] == flat
     console = section[section.index("```console\n") + 11 :]
     console = console[: console.index("```")]
     command, printed = console.split("\n", 1)
@@ -1603,6 +1627,33 @@ async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
     out = await gateway_report(gw, "UTC", *period, "--model", "all", "--width", "0")
     assert out.endswith("\n\n" + tail) and out.count("data_driven learnt") == 1, out
     assert "learnt" not in await gateway_report(gw, "UTC", *period, "--model", "linear")
+
+
+async def test_data_driven_weights_are_kept_until_an_analyst_changes_the_past(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The worked example's weights, learnt by the first report, serve the next over the same
+    period although a new journey came in (its own report would learn from 7 journeys, not 6);
+    an analyst's verdict through the admin API drops them: the next report learns anew."""
+    gw = await worked_example(start_gateway, upstream_server)
+    first = (await get(gw, "/api/attribution", model="data_driven", **PERIOD))["learnt"]
+    assert (first["converting_journeys"], first["non_converting_journeys"]) == (3, 3)
+    body = json.dumps(
+        {"event_id": "k1", "type": "touchpoint", "user_id": "k", "timestamp": "2026-11-20T10:00:00Z"}
+        | WORKED["Email"]
+    ).encode()
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+        assert resp.status == 202, await resp.text()
+    for path, model in (("/api/attribution", "data_driven"), ("/api/attribution/timeseries", "all")):
+        assert (await get(gw, path, model=model, **PERIOD))["learnt"] == first, path
+    listed = await get(gw, "/api/touchpoints", limit="1")
+    url = f"{gw.admin_url}/api/touchpoints/{listed['items'][0]['id']}/verdict"
+    verdict = {"verdict": "allow", "analyst": "ana", "reason": "checked"}
+    async with gw.session.post(url, json=verdict, headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    anew = (await get(gw, "/api/attribution", model="data_driven", **PERIOD))["learnt"]
+    assert (anew["converting_journeys"], anew["non_converting_journeys"]) == (3, 4)
+    assert anew["learnt_at"] >= first["learnt_at"]
 
 
 async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: RunningGateway) -> None:

@@ -588,13 +588,22 @@ async def learnt_of(gw: RunningGateway, **asked: str) -> dict[str, Any]:
     population), checked to be the report's (model=data_driven, model=all and the time series)
     and the whole summary's; the report's under explicit ``verdicts`` too, when given."""
     verdicts = {"verdicts": asked.pop("verdicts")} if "verdicts" in asked else {}
-    learnt = (await api(gw, "/api/dashboard/summary", part="models", **asked))["learnt"]
-    assert (await api(gw, "/api/dashboard/summary", **asked))["learnt"] == learnt
+    learnt = what((await api(gw, "/api/dashboard/summary", part="models", **asked))["learnt"])
+    assert what((await api(gw, "/api/dashboard/summary", **asked))["learnt"]) == learnt
     for path, model in (("/api/attribution", "data_driven"), ("/api/attribution", "all")):
-        assert (await api(gw, path, model=model, **asked, **verdicts))["learnt"] == learnt, (path, model)
+        said = (await api(gw, path, model=model, **asked, **verdicts))["learnt"]
+        assert what(said) == learnt, (path, model)
     series = await api(gw, "/api/attribution/timeseries", model="data_driven", **asked)
-    assert series["learnt"] == learnt
+    assert what(series["learnt"]) == learnt
     return dict(learnt)
+
+
+def what(learnt: dict[str, Any]) -> dict[str, Any]:
+    """What was learnt, without when and over which period (the dashboard's period is whole days
+    in the report time zone, the reports' default ends now)."""
+    assert datetime.fromisoformat(learnt["learnt_at"]) <= datetime.now(UTC), learnt
+    assert learnt["since"] < learnt["until"], learnt
+    return {k: v for k, v in learnt.items() if k not in ("learnt_at", "since", "until")}
 
 
 async def test_the_dashboard_says_what_data_driven_learnt_as_the_report_does(gw: RunningGateway) -> None:

@@ -83,15 +83,25 @@ async def test_a_central_store_dropped_and_made_again_is_mirrored_alone(
     await b.store.write([dataclasses.replace(touch(9, "b" * 32, "b"), landing_path="/old-store-only")])
     await a.sync.once()
     await b.sync.once()
-    mirror = Mirror(a.path.with_name("mirror.db"), central_dsn, OPTIONS, Metrics())
+    told: list[str] = []  # what the gateway's reports hear: new rows, or a past that is another
+    mirror = Mirror(
+        a.path.with_name("mirror.db"),
+        central_dsn,
+        OPTIONS,
+        Metrics(),
+        lambda: told.append("stored"),
+        on_restarted=lambda: told.append("restarted"),
+    )
     await mirror.once()
     assert len(await ids(mirror.path, "touchpoints")) == 4
+    assert "restarted" not in told  # a first fill is no other past
 
     await recreate(postgres_server, central_dsn)
     await a.store.write([touch(5, "a" * 32)])
     await a.sync.once()  # another central store: the node's whole history again
     caplog.set_level(logging.INFO, "gateway.mirror")
     await mirror.once()
+    assert told.count("restarted") == 1, told  # the kept data_driven weights are dropped
     assert await ids(mirror.path, "touchpoints") == await central_ids(central_dsn)
     assert len(await ids(mirror.path, "touchpoints")) == 4
     assert b"/old-store-only" not in await asyncio.to_thread(_files, mirror.path)
