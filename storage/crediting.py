@@ -222,37 +222,42 @@ def float_shares(totals: Sequence[int], weights: Sequence[float]) -> list[list[i
       within E of f' = q' - floor(q') (computed exactly: a floor that is not 0 is at least
       q' / 2, Sterbenz's lemma). The floors, and the units left over, are exact.
     - The units left over (fewer than the quotas) go to the largest f'. The last f' taken
-      exceeds the first left out by more than 2 * near: every true remainder taken is then
-      larger than every one left out, so ``distribute_many`` (the largest remainders) takes
-      the same touches, ties or not.
+      (``cut``, in the f' sorted) exceeds the first left out by more than 2 * near: every
+      true remainder taken is then larger than every one left out, so ``distribute_many``
+      (the largest remainders) takes the same touches, ties or not; and the f' from ``cut``
+      up are exactly those taken.
 
     Otherwise (a whole quota, a zero weight, two remainders that tie or nearly at that
     boundary, or a total past 2^50) the answer is None."""
     whole = math.fsum(weights)
     if whole < 1.0:
         return None
-    positions = range(len(weights))
+    n = len(weights)
     out = []
     for total in totals:
         units = -total if total < 0 else total
         if not units:
-            out.append([0] * len(weights))
+            out.append([0] * n)
             continue
         if units >= 2**50:
             return None
         near = units * _NEAR
-        quotas = list(map((units / whole).__mul__, weights))
+        scale = units / whole
+        quotas = [w * scale for w in weights]
         shares = list(map(int, quotas))
         remainders = list(map(sub, quotas, shares))
-        if min(remainders) <= near or 1.0 - max(remainders) <= near:
+        ranked = sorted(remainders)
+        if ranked[0] <= near or 1.0 - ranked[-1] <= near:
             return None
         left = units - sum(shares)
         if left:
-            order = sorted(positions, key=remainders.__getitem__, reverse=True)
-            if remainders[order[left - 1]] - remainders[order[left]] <= 2 * near:
+            cut = ranked[n - left]
+            if cut - ranked[n - left - 1] <= 2 * near:
                 return None
-            for i in order[:left]:
-                shares[i] += 1
+            shares = [
+                share + 1 if remainder >= cut else share
+                for share, remainder in zip(shares, remainders, strict=True)
+            ]
         out.append(shares if total >= 0 else [-share for share in shares])
     return out
 

@@ -342,6 +342,8 @@ def test_float_shares_leave_what_they_cannot_tell_to_integers(weights: list[floa
     [
         ([0.3, 0.6, 1.0], (1999, MICRO), True),  # the usual case: the floats tell
         ([h("1.6a09e667f3bcdp-1"), 1.0], (7, -7, 0), True),
+        ([0.5, 0.5, 1.0], (7, -7), True),  # 1.75, 1.75, 3.5: the two units left to a tie above the cut
+        ([1.0, 1.0, 0.125], (3,), False),  # 1.41, 1.41, 0.18: one unit left, and a tie for it
         ([1.0, 1.0], (3,), False),  # a tie at the boundary: 1.5 and 1.5
         ([0.5, 1.0], (3,), False),  # whole quotas: 1 and 2
         ([0.0, 1.0], (5,), False),  # a zero weight's quota is whole
