@@ -10,7 +10,11 @@ depend only on the number of touches get their shares from a cache, ``data_drive
 own as integers over one common denominator (the model's own floats), ``time_decay`` from
 its floats where they provably give the same shares (``float_shares``), else as
 ``data_driven``; grouped by channel, ``data_driven``'s shares are summed per channel without
-a share per touch.
+a share per touch. A path of one touch is credited whole under every model at once (each
+gives it everything). With every model at once (``model=all``: ``linear`` first of the
+models that share), each touch's row is looked up once per conversion, the positional
+models' shares go to the rows as one vector per position, summed at the end, and
+``time_decay`` is credited in a second pass.
 Credited conversions are counted in millionths (``MICRO``), so they add up to whole
 conversions.
 """
@@ -470,6 +474,10 @@ class _Days(dict[str, str]):
         return day
 
 
+_FOLD = 10_000
+"""Conversions whose positional vectors are appended before they are summed into the rows."""
+
+
 class _Positional:
     """``model=all``'s models whose shares depend only on the number of touches and the totals
     (``_POSITIONAL``), every one of them at once: per (number of touches, totals), each
@@ -497,7 +505,8 @@ class _Positional:
         return found
 
     def add(self, part: dict[str | None, dict[str, list[int]]], pending: dict[str | None, list[int]]) -> None:
-        """Sums each row's appended vectors into its models' sums, and forgets them."""
+        """Sums each row's appended vectors into its models' sums, and forgets them (every
+        ``_FOLD`` conversions, and at the end)."""
         width = 2 * len(self.models)
         for group, flat in pending.items():
             cell = part[group]
@@ -538,6 +547,7 @@ def credit_table(
     later = rows_first and "time_decay" in shared
     rest = [m for m in shared if m not in _POSITIONAL and not (later and m == "time_decay")]
     decayed: list[tuple[list[dict[str, list[int]]], list[Cand], Conv]] = []
+    appended = 0
     for conv in convs:
         day = day_of(conv.ts) if day_of is not None else None
         found = parts.get((day, conv.currency))
@@ -567,6 +577,11 @@ def credit_table(
             groups = [touch[at_group] for touch in path]
             cells = list(map(part.__getitem__, groups))
             consume(map(list.extend, map(pending.__getitem__, groups), positional(path, conv.at, totals_of)))
+            appended += 1
+            if appended == _FOLD:  # a few MB of appended vectors at most
+                for folded in parts.values():
+                    positional.add(*folded)
+                appended = 0
             if later:
                 decayed.append((cells, path, conv))
         for m in rest if cells is not None else shared:

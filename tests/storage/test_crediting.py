@@ -26,6 +26,7 @@ from gateway.attribution import (
 from gateway.events import iso
 from gateway.options import AttributionOptions
 from storage.crediting import (
+    _FOLD,
     MICRO,
     Cand,
     Conv,
@@ -463,3 +464,29 @@ def test_every_model_at_once_on_hand_made_paths() -> None:
         assert every[None, "C", "EUR"]["time_decay"] == [2 * -500, 2 * MICRO]
         # The sixth path's A and Direct tie: the unit left of 12345 to the later, Direct.
         assert every[None, "Direct", "EUR"]["time_decay"][0] == 2 * (0 + 4 + 6173 + 0)
+
+
+def test_every_model_at_once_over_many_conversions() -> None:
+    """Past ``_FOLD`` conversions the positional models' appended vectors are summed into the
+    rows on the way (and forgotten): still what each model credits alone, by day too."""
+    attribution = Attribution(AttributionOptions())
+    params = Params(channel_weights={"A": 0.5, "B": 0.25, "C": 0.25})
+    shapes = ["AB", "BCA", "CCAB", "A", "ABCAB", "CB"]
+    convs = []
+    for n in range(2 * _FOLD + 7):
+        at = AT + timedelta(hours=n % 50)
+        conv = Conv(f"c{n}", iso(at), at, (n * 37) % 2000 - 300, "EUR")
+        channels = shapes[n % len(shapes)]
+        conv.touches = [
+            (iso(at - timedelta(hours=len(channels) - i)), f"t{i:02d}", c, None, None, c, "v")
+            for i, c in enumerate(channels)
+        ]
+        convs.append(conv)
+    accepted = frozenset({"allow"})
+    eligible = Eligibility(attribution)
+    every = credit_table(eligible, convs, list(MODELS), "campaign", accepted, params, UTC)
+    for m in MODELS:
+        alone = credit_table(eligible, convs, [m], "campaign", accepted, params, UTC)
+        assert {key: sums[m] for key, sums in every.items() if any(sums[m])} == {
+            key: sums[m] for key, sums in alone.items() if any(sums[m])
+        }
