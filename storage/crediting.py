@@ -10,7 +10,11 @@ depend only on the number of touches get their shares from a cache, ``data_drive
 own as integers over one common denominator (the model's own floats), ``time_decay`` from
 its floats where they provably give the same shares (``float_shares``), else as
 ``data_driven``; grouped by channel, ``data_driven``'s shares are summed per channel without
-a share per touch.
+a share per touch. A path of one touch is credited whole under every model at once (each
+gives it everything). With every model at once (``model=all``: ``linear`` first of the
+models that share), each touch's row is looked up once per conversion, the positional
+models' shares go to the rows as one vector per position, summed at the end, and
+``time_decay`` is credited in a second pass.
 Credited conversions are counted in millionths (``MICRO``), so they add up to whole
 conversions.
 """
@@ -18,7 +22,7 @@ conversions.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -37,6 +41,12 @@ from gateway.attribution import (
 )
 from gateway.channels import DIRECT, INTERNAL
 from gateway.events import iso
+
+
+def consume(iterator: Iterable[object]) -> None:
+    """Runs ``iterator`` to its end (a ``map`` called for its effect), in C."""
+    deque(iterator, maxlen=0)
+
 
 MICRO = 1_000_000
 """One conversion, in the units credited conversions are shared in."""
@@ -216,37 +226,42 @@ def float_shares(totals: Sequence[int], weights: Sequence[float]) -> list[list[i
       within E of f' = q' - floor(q') (computed exactly: a floor that is not 0 is at least
       q' / 2, Sterbenz's lemma). The floors, and the units left over, are exact.
     - The units left over (fewer than the quotas) go to the largest f'. The last f' taken
-      exceeds the first left out by more than 2 * near: every true remainder taken is then
-      larger than every one left out, so ``distribute_many`` (the largest remainders) takes
-      the same touches, ties or not.
+      (``cut``, in the f' sorted) exceeds the first left out by more than 2 * near: every
+      true remainder taken is then larger than every one left out, so ``distribute_many``
+      (the largest remainders) takes the same touches, ties or not; and the f' from ``cut``
+      up are exactly those taken.
 
     Otherwise (a whole quota, a zero weight, two remainders that tie or nearly at that
     boundary, or a total past 2^50) the answer is None."""
     whole = math.fsum(weights)
     if whole < 1.0:
         return None
-    positions = range(len(weights))
+    n = len(weights)
     out = []
     for total in totals:
         units = -total if total < 0 else total
         if not units:
-            out.append([0] * len(weights))
+            out.append([0] * n)
             continue
         if units >= 2**50:
             return None
         near = units * _NEAR
-        quotas = list(map((units / whole).__mul__, weights))
+        scale = units / whole
+        quotas = [w * scale for w in weights]
         shares = list(map(int, quotas))
         remainders = list(map(sub, quotas, shares))
-        if min(remainders) <= near or 1.0 - max(remainders) <= near:
+        ranked = sorted(remainders)
+        if ranked[0] <= near or 1.0 - ranked[-1] <= near:
             return None
         left = units - sum(shares)
         if left:
-            order = sorted(positions, key=remainders.__getitem__, reverse=True)
-            if remainders[order[left - 1]] - remainders[order[left]] <= 2 * near:
+            cut = ranked[n - left]
+            if cut - ranked[n - left - 1] <= 2 * near:
                 return None
-            for i in order[:left]:
-                shares[i] += 1
+            shares = [
+                share + 1 if remainder >= cut else share
+                for share, remainder in zip(shares, remainders, strict=True)
+            ]
         out.append(shares if total >= 0 else [-share for share in shares])
     return out
 
@@ -459,6 +474,49 @@ class _Days(dict[str, str]):
         return day
 
 
+_FOLD = 10_000
+"""Conversions whose positional vectors are appended before they are summed into the rows."""
+
+
+class _Positional:
+    """``model=all``'s models whose shares depend only on the number of touches and the totals
+    (``_POSITIONAL``), every one of them at once: per (number of touches, totals), each
+    position's shares of all of them as one flat vector (value, millionths, per model).
+    ``credit_table`` appends each touch's vector to its row's list (in C) and sums the lists
+    column by column at the end, instead of adding every model's two shares per touch."""
+
+    def __init__(self, shares: _Shares, models: Sequence[str]) -> None:
+        self.shares = shares
+        self.models = list(models)
+        self.by_size: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+
+    def __call__(self, path: Sequence[Cand], at: datetime, totals: tuple[int, int]) -> list[tuple[int, ...]]:
+        """Each position's vector."""
+        key = (len(path), *totals)
+        found = self.by_size.get(key)
+        if found is not None:
+            return found
+        rows = [self.shares(m, path, at, totals) for m in self.models]
+        found = [
+            tuple(x for values, counts in rows for x in (values[i], counts[i])) for i in range(len(path))
+        ]
+        if len(self.by_size) < _CACHE:
+            self.by_size[key] = found
+        return found
+
+    def add(self, part: dict[str | None, dict[str, list[int]]], pending: dict[str | None, list[int]]) -> None:
+        """Sums each row's appended vectors into its models' sums, and forgets them (every
+        ``_FOLD`` conversions, and at the end)."""
+        width = 2 * len(self.models)
+        for group, flat in pending.items():
+            cell = part[group]
+            for j, m in enumerate(self.models):
+                sums = cell[m]
+                sums[0] += sum(flat[2 * j :: width])
+                sums[1] += sum(flat[2 * j + 1 :: width])
+        pending.clear()
+
+
 def credit_table(
     eligible: Eligibility,
     convs: Iterable[Conv],
@@ -475,19 +533,33 @@ def credit_table(
     day_of = _Days(days) if days is not None else None
     at_group = 2 if group_by == "channel" else 5  # loaded by channel, a touch's group is its channel
     # Summed per (day, currency), then per group: no key to build per touch.
-    parts: dict[tuple[str | None, str | None], dict[str | None, dict[str, list[int]]]] = {}
+    Part = dict[str | None, dict[str, list[int]]]
+    parts: dict[tuple[str | None, str | None], tuple[Part, defaultdict[str | None, list[int]]]] = {}
     no_touch = DIRECT if group_by == "channel" else None
     one_touch = [m for m in models if m in _ONE_TOUCH]
     shared = [m for m in models if m not in _ONE_TOUCH]
     rows_first = len(shared) > 1 and shared[0] == "linear"
+    # Where every touch's row is looked up once (``rows_first``), the positional models are
+    # counted per row and vector (``_Positional``), the others added per touch.
+    positional = _Positional(shares, [m for m in shared if m in _POSITIONAL]) if rows_first else None
+    # There, too, ``time_decay`` is credited in a second pass over those conversions:
+    # interleaved with the other models it cost a third more CPU on the benchmark store.
+    later = rows_first and "time_decay" in shared
+    rest = [m for m in shared if m not in _POSITIONAL and not (later and m == "time_decay")]
+    decayed: list[tuple[list[dict[str, list[int]]], list[Cand], Conv]] = []
+    appended = 0
     for conv in convs:
         day = day_of(conv.ts) if day_of is not None else None
-        part = parts.get((day, conv.currency))
-        if part is None:
-            part = parts[day, conv.currency] = defaultdict(lambda: {m: [0, 0] for m in models})
+        found = parts.get((day, conv.currency))
+        if found is None:
+            found = parts[day, conv.currency] = (
+                defaultdict(lambda: {m: [0, 0] for m in models}),
+                defaultdict(list),
+            )
+        part, pending = found
         path = eligible(conv, accepted)
-        if not path:
-            cell = part[no_touch]
+        if len(path) < 2:  # no touch, or one that every model gives everything (a quarter)
+            cell = part[path[0][at_group] if path else no_touch]
             for m in models:
                 cell[m][0] += conv.minor
                 cell[m][1] += MICRO
@@ -500,8 +572,19 @@ def credit_table(
         # Each touch's row once for every model (``model=all``). Only where ``linear`` runs first
         # of them: it credits every touch at least one millionth (MICRO // n), so it would
         # have made every row, in this order, anyway; adding a zero to a row changes nothing.
-        cells = [part[touch[at_group]] for touch in path] if rows_first and len(path) <= MICRO else None
-        for m in shared:
+        cells = None
+        if positional is not None and len(path) <= MICRO:
+            groups = [touch[at_group] for touch in path]
+            cells = list(map(part.__getitem__, groups))
+            consume(map(list.extend, map(pending.__getitem__, groups), positional(path, conv.at, totals_of)))
+            appended += 1
+            if appended == _FOLD:  # a few MB of appended vectors at most
+                for folded in parts.values():
+                    positional.add(*folded)
+                appended = 0
+            if later:
+                decayed.append((cells, path, conv))
+        for m in rest if cells is not None else shared:
             if m == "data_driven" and at_group == 2 and not shares.signed:  # the sums, not each share
                 values_of, counts_of = shares.data_driven_by_channel(path, totals_of)
                 for channel, value in values_of.items():
@@ -523,9 +606,18 @@ def credit_table(
                     sums = part[touch[at_group]][m]
                     sums[0] += value
                     sums[1] += n
+    for cells, path, conv in decayed:
+        values, counts = shares.time_decay(path, (conv.minor, MICRO))
+        for cell, value, n in zip(cells, values, counts, strict=True):
+            sums = cell["time_decay"]
+            sums[0] += value
+            sums[1] += n
+    if positional is not None:
+        for part, pending in parts.values():
+            positional.add(part, pending)
     return {
         (day, group, currency): sums
-        for (day, currency), part in parts.items()
+        for (day, currency), (part, _) in parts.items()
         for group, sums in part.items()
     }
 

@@ -26,6 +26,7 @@ from gateway.attribution import (
 from gateway.events import iso
 from gateway.options import AttributionOptions
 from storage.crediting import (
+    _FOLD,
     MICRO,
     Cand,
     Conv,
@@ -342,6 +343,8 @@ def test_float_shares_leave_what_they_cannot_tell_to_integers(weights: list[floa
     [
         ([0.3, 0.6, 1.0], (1999, MICRO), True),  # the usual case: the floats tell
         ([h("1.6a09e667f3bcdp-1"), 1.0], (7, -7, 0), True),
+        ([0.5, 0.5, 1.0], (7, -7), True),  # 1.75, 1.75, 3.5: the two units left to a tie above the cut
+        ([1.0, 1.0, 0.125], (3,), False),  # 1.41, 1.41, 0.18: one unit left, and a tie for it
         ([1.0, 1.0], (3,), False),  # a tie at the boundary: 1.5 and 1.5
         ([0.5, 1.0], (3,), False),  # whole quotas: 1 and 2
         ([0.0, 1.0], (5,), False),  # a zero weight's quota is whole
@@ -413,3 +416,77 @@ def test_every_model_at_once_credits_what_each_does_alone(
                     rows[path[_Shares.one_touch(m, path)][at_group]] = None
                 rows |= dict.fromkeys(c[at_group] for c in path)
             assert [group for _, group, _ in every] == list(rows)
+
+
+def test_every_model_at_once_on_hand_made_paths() -> None:
+    """``model=all``'s shortcuts (a path of one touch credited whole by every model at once;
+    the positional models counted per row and position; ``time_decay`` in a second pass)
+    against each model alone, and the rows in the plain path's order: one touch and a refund,
+    touches at one time (ties), a whole number of half-lives apart, so old that their
+    ``time_decay`` weight is 0 (a one-second half-life), times not in the 27-character form,
+    the same paths and totals again (kept shares)."""
+    attribution = Attribution(AttributionOptions())
+    params = Params(half_life=timedelta(seconds=1), channel_weights={"A": 0.5, "B": 0.25, "C": 0.25})
+    stamps = {
+        "1h": iso(AT - timedelta(hours=1)),
+        "2s": iso(AT - timedelta(seconds=2)),
+        "1s": iso(AT - timedelta(seconds=1)),
+        "now": iso(AT),
+        "whole": "2026-11-10T11:55:00Z",  # whole seconds
+        "short": (AT - timedelta(minutes=3)).isoformat(),  # 2026-11-10T11:57:00+00:00
+    }
+    paths: list[tuple[list[tuple[str, str]], int]] = [
+        ([("B", "1h")], 1999),
+        ([("C", "now")], -500),  # a refund, one touch
+        ([("A", "1s"), ("B", "1s")], 3),  # a tie
+        ([("A", "2s"), ("B", "1s"), ("Direct", "now")], 7),  # whole half-lives apart
+        ([("C", "1h"), ("A", "now"), ("B", "now")], -1001),  # C weighs 0 under time_decay
+        ([("B", "whole"), ("C", "short"), ("A", "now"), ("Direct", "now")], 12345),
+        ([("Direct", "1h"), ("Direct", "now")], 0),
+    ]
+    convs = []
+    for n, (touches, minor) in enumerate(paths + paths):
+        conv = Conv(f"c{n}", iso(AT), AT, minor, "EUR")
+        conv.touches = [(stamps[at], f"t{i:02d}", c, None, None, c, "v") for i, (c, at) in enumerate(touches)]
+        convs.append(conv)
+    accepted = frozenset({"allow"})
+    eligible = Eligibility(attribution)
+    for group_by in ("channel", "campaign"):
+        every = credit_table(eligible, convs, list(MODELS), group_by, accepted, params)
+        # Rows as first credited: B (first and last touch of the first path), C, then by path.
+        assert [group for _, group, _ in every] == ["B", "C", "A", "Direct"]
+        for m in MODELS:
+            alone = credit_table(eligible, convs, [m], group_by, accepted, params)
+            assert {key: sums[m] for key, sums in every.items() if any(sums[m])} == {
+                key: sums[m] for key, sums in alone.items() if any(sums[m])
+            }
+        # C: the refund whole, 2^-3600 (0.0) of the fifth path, 2^-180 of the sixth (no unit).
+        assert every[None, "C", "EUR"]["time_decay"] == [2 * -500, 2 * MICRO]
+        # The sixth path's A and Direct tie: the unit left of 12345 to the later, Direct.
+        assert every[None, "Direct", "EUR"]["time_decay"][0] == 2 * (0 + 4 + 6173 + 0)
+
+
+def test_every_model_at_once_over_many_conversions() -> None:
+    """Past ``_FOLD`` conversions the positional models' appended vectors are summed into the
+    rows on the way (and forgotten): still what each model credits alone, by day too."""
+    attribution = Attribution(AttributionOptions())
+    params = Params(channel_weights={"A": 0.5, "B": 0.25, "C": 0.25})
+    shapes = ["AB", "BCA", "CCAB", "A", "ABCAB", "CB"]
+    convs = []
+    for n in range(2 * _FOLD + 7):
+        at = AT + timedelta(hours=n % 50)
+        conv = Conv(f"c{n}", iso(at), at, (n * 37) % 2000 - 300, "EUR")
+        channels = shapes[n % len(shapes)]
+        conv.touches = [
+            (iso(at - timedelta(hours=len(channels) - i)), f"t{i:02d}", c, None, None, c, "v")
+            for i, c in enumerate(channels)
+        ]
+        convs.append(conv)
+    accepted = frozenset({"allow"})
+    eligible = Eligibility(attribution)
+    every = credit_table(eligible, convs, list(MODELS), "campaign", accepted, params, UTC)
+    for m in MODELS:
+        alone = credit_table(eligible, convs, [m], "campaign", accepted, params, UTC)
+        assert {key: sums[m] for key, sums in every.items() if any(sums[m])} == {
+            key: sums[m] for key, sums in alone.items() if any(sums[m])
+        }
