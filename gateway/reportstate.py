@@ -153,6 +153,7 @@ class Reporting:
             self.reports = prepared.engine
         elif prepared.engine is not None:
             previous, self.reports = self.reports, prepared.engine
+            previous.retire()
             grace = prepared.settings.options.proxy.shutdown_grace
             task = asyncio.create_task(self._retire(previous, grace))
             self._retiring[task] = previous

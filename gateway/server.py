@@ -473,7 +473,7 @@ def attach_log_readers(gw: Gateway, sinks: SinkSet) -> None:
                 central_options,
                 gw.metrics,
                 arrived,
-                on_restarted=gw.reports_changed,
+                on_rewritten=gw.reports_changed,
             )
             gw.attach("central-mirror", mirror.run)
     for name, sink in sinks.sinks.items():

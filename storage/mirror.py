@@ -166,14 +166,16 @@ class Mirror:
         options: CentralOptions,
         metrics: Metrics,
         on_stored: Callable[[], object] | None = None,
-        on_restarted: Callable[[], object] | None = None,
+        on_rewritten: Callable[[], object] | None = None,
     ) -> None:
         """``on_stored``: called after each batch ``run`` committed that stored (or erased)
         rows: the gateway's reports over the mirror say something else from then on;
-        ``on_restarted`` (else ``on_stored``): when the mirror starts again from nothing (on
-        another central store, or one gone back): its past is another."""
+        ``on_rewritten`` (else ``on_stored``) instead when what it stored rewrites the past:
+        verdict changes, or the mirror starting again from nothing (on another central store,
+        or one gone back). (Rows it deletes, another node's erasure, move the store's own
+        counters: ``storage/report_kept.py``.)"""
         self.on_stored = on_stored
-        self.on_restarted = on_restarted or on_stored
+        self.on_rewritten = on_rewritten or on_stored
         self.path = path
         self.dsn = dsn
         self.options = options
@@ -194,8 +196,8 @@ class Mirror:
         (``erased_keys``: keys whose rows from before their erasure were deleted)."""
         horizon, beyond = await central_state(conn)
         identity = await readable_identity(conn, self._identity_told)
-        if await follow(db, identity, horizon, self.key, RESTARTED) and self.on_restarted is not None:
-            self.on_restarted()  # the reports' answers from the store before are not this one's
+        if await follow(db, identity, horizon, self.key, RESTARTED) and self.on_rewritten is not None:
+            self.on_rewritten()  # the reports' answers from the store before are not this one's
         stored: dict[str, int] = {}
         for table in TABLES:
             remote = await central.central_columns(conn, table)
@@ -433,8 +435,11 @@ class Mirror:
         gauges kept current meanwhile."""
         db = await self.open_local()
 
-        on_stored = self.on_stored
-        stored = None if on_stored is None else lambda _table, _rows: on_stored()
+        def stored(table: str, _rows: int) -> None:
+            # Another node's analyst's verdict rewrites the past: the kept data_driven weights go.
+            told = self.on_rewritten if table == "verdict_changes" else self.on_stored
+            if told is not None:
+                told()
 
         async def round_on(conn: asyncpg.Connection) -> None:
             await self.round(db, conn, stored)

@@ -15,12 +15,17 @@ what it lacks are the journeys of the minutes since, as a report asked for a min
 would. Any other period is reused only for exactly the same ends.
 
 A write made through this process that can change the past (``Reports.changed``: an analyst's
-verdict, an erasure, a retention purge) drops every kept weight; new rows arriving (landings,
-the reporting mirror's rounds) do not, as they are what the reuse time allows for.
+verdict, an erasure, a retention purge, the reporting mirror applying another node's erasure or
+verdict) drops every kept weight; so does any process's deletion or update of touchpoints,
+conversions or bindings (``gateway erase``, ``gateway reclassify``, an import undone: the
+store's counters of migrations 0009 and 0020, read with each report). New rows arriving
+(landings, logins, the reporting mirror's rounds, an import) do not: they are what the reuse
+time allows for.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -54,6 +59,10 @@ class Kept:
     """``time.monotonic()`` when the learning began: its age."""
     rewrites: int
     """``Reports.rewrites`` then: a later write that can change the past drops it."""
+    past: tuple[int, ...]
+    """The store's counters of rewritten rows then (migrations 0009 and 0020: rows of
+    touchpoints, conversions and bindings deleted or updated, by whatever process): when they
+    moved, it no longer serves."""
     params: Params
 
     @property
@@ -75,49 +84,59 @@ class KeptWeights:
     """The learnings kept (``find``, ``keep``), and those due to be learnt again (``due``)."""
 
     def __init__(self, seconds: float = REUSE_SECONDS) -> None:
-        """``seconds``: how long a learning serves; 0: never kept (every report learns)."""
+        """``seconds``: how long a learning serves; 0: never kept (every report learns). Used
+        from the report worker thread (``find``, ``keep``) and the event loop (``drop``,
+        ``take_due``): each holds the lock."""
         self.seconds = seconds
+        self._lock = threading.Lock()
         self._kept: OrderedDict[tuple[Key, datetime, datetime], Kept] = OrderedDict()
         self.due: dict[tuple[Key, datetime, datetime], Kept] = {}
         """Learnings reused past half the reuse time, to learn again when the reports are done."""
 
-    def find(self, key: Key, since: datetime, until: datetime, rewrites: int) -> Kept | None:
-        """The freshest learning that serves this report, if any; noted as ``due`` when it is
+    def find(
+        self, key: Key, since: datetime, until: datetime, rewrites: int, past: tuple[int, ...] | None
+    ) -> Kept | None:
+        """The freshest learning that serves this report, if any (``rewrites`` and ``past``: as
+        they are now; None: the store cannot say, nothing serves); noted as ``due`` when it is
         past half the reuse time."""
-        if self.seconds <= 0:
+        if self.seconds <= 0 or past is None:
             return None
         clock, now = time.monotonic(), datetime.now(UTC)
         best: Kept | None = None
-        for name, kept in list(self._kept.items()):
-            if kept.rewrites != rewrites or clock - kept.clock > self.seconds:
-                self._kept.pop(name, None)  # ``drop`` may run on the event loop meanwhile
-            elif kept.key == key and kept.serves(since, until, now):
-                best = kept if best is None or kept.clock > best.clock else best
-        if best is not None:
-            self._kept.move_to_end((best.key, best.since, best.until))
-            if clock - best.clock > self.seconds / 2:
-                self.due[best.key, best.since, best.until] = best
+        with self._lock:
+            for name, kept in list(self._kept.items()):
+                if kept.rewrites != rewrites or kept.past != past or clock - kept.clock > self.seconds:
+                    del self._kept[name]
+                elif kept.key == key and kept.serves(since, until, now):
+                    best = kept if best is None or kept.clock > best.clock else best
+            if best is not None:
+                self._kept.move_to_end((best.key, best.since, best.until))
+                if clock - best.clock > self.seconds / 2:
+                    self.due[best.key, best.since, best.until] = best
         return best
 
     def keep(self, kept: Kept, rewrites: int) -> None:
         """Keep ``kept`` unless a write that changes the past came since it began learning
-        (``rewrites``: ``Reports.rewrites`` now)."""
+        (``rewrites``: ``Reports.rewrites`` now), or the store cannot say (no counters)."""
         if self.seconds <= 0 or kept.rewrites != rewrites:
             return
         name = (kept.key, kept.since, kept.until)
-        self._kept.pop(name, None)
-        self._kept[name] = kept
-        self.due.pop(name, None)
-        while len(self._kept) > MAX_KEPT:
-            self._kept.popitem(last=False)
+        with self._lock:
+            self._kept.pop(name, None)
+            self._kept[name] = kept
+            self.due.pop(name, None)
+            while len(self._kept) > MAX_KEPT:
+                self._kept.popitem(last=False)
 
     def drop(self) -> None:
         """Forget every learning (a write changed the past)."""
-        self._kept.clear()
-        self.due.clear()
+        with self._lock:
+            self._kept.clear()
+            self.due.clear()
 
     def take_due(self) -> list[Kept]:
-        due, self.due = list(self.due.values()), {}
+        with self._lock:
+            due, self.due = list(self.due.values()), {}
         return due
 
     @staticmethod

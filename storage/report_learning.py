@@ -35,6 +35,14 @@ Learning = tuple[datetime, datetime, str | None, frozenset[str], str | None, str
 """What ``data_driven`` learns from: since, until, conversion name, accepted verdicts,
 population, and the grouping the report then reads its conversions with."""
 log = logging.getLogger("gateway.reports")
+PAST_TRIGGERS = (
+    "identities_updated",
+    "identities_deleted",
+    "touchpoints_deleted",
+    "touchpoints_reclassified",
+    "conversions_deleted",
+)
+"""What keeps ``past_versions``' counters current (migrations 0009 and 0020)."""
 
 
 class ReportLearning(ConversionReads):
@@ -65,21 +73,41 @@ class ReportLearning(ConversionReads):
         if "data_driven" not in models:
             return params, self.slices(since, until, conversion)
         of = (conversion, accepted, population)
-        kept = None if anew else self.weights.find(of, since, until, self.rewrites)
+        # As of now: a write that changes the past while this learns outdates what it learns.
+        at, clock, rewrites = *self.weights.started(), self.rewrites
+        past = self.past_versions() if self.weights.seconds > 0 else None
+        kept = None if anew else self.weights.find(of, since, until, rewrites, past)
         if kept is not None:  # learnt for an earlier report: only the conversions to read
             return kept.params, self.slices(since, until, conversion)
         task = (since, until, conversion, accepted, population, group_by)
-        # As of now: a write that changes the past while this learns (``changed``) outdates it.
-        at, clock, rewrites = *self.weights.started(), self.rewrites
         moves, parts = self.count_moves(self.shares(since, until, conversion), task)
         learnt = replace(moves_learnt(moves), at=at, since=since, until=until)
         params = replace(params, channel_weights=learnt.weights, learnt=learnt)
-        self.weights.keep(Kept(of, since, until, at, clock, rewrites, params), self.rewrites)
+        if past is not None:
+            self.weights.keep(Kept(of, since, until, at, clock, rewrites, past, params), self.rewrites)
         return params, parts
+
+    def past_versions(self) -> tuple[int, ...] | None:
+        """The store's counters of rows deleted or updated in ``identities``, ``touchpoints``
+        and ``conversions`` (migrations 0009 and 0020), whichever process wrote them; None when
+        the store has not all of them and every trigger that moves them (a store from before
+        0020, a table rebuilt by hand): kept weights then never serve."""
+        try:
+            rows = self.db.execute(
+                "SELECT changed FROM table_versions"
+                " WHERE name IN ('conversions', 'identities', 'touchpoints')"
+                " AND (SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
+                f" AND name IN ({', '.join(repr(t) for t in PAST_TRIGGERS)})) = {len(PAST_TRIGGERS)}"
+                " ORDER BY name"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no table_versions
+            return None
+        return tuple(int(n) for (n,) in rows) if len(rows) == 3 else None
 
     def relearn(self, kept: Kept) -> None:
         """Learn ``kept``'s weights again, over its period as it is now (a rolling one ends now),
-        and keep them for the reports to come (``storage/report_kept.py``). Blocking: call it
+        and keep them for the reports to come (``storage/report_kept.py``); the worker processes
+        then forget the conversions they read for it (no crediting follows). Blocking: call it
         inside ``run``."""
         since, until = kept.since, kept.until
         if kept.rolling:
@@ -87,6 +115,8 @@ class ReportLearning(ConversionReads):
             since = until - (kept.until - kept.since)
         conversion, accepted, population = kept.key
         self.learn(("data_driven",), since, until, conversion, accepted, population, anew=True)
+        if self._pool.pids:  # the workers that learnt kept their share's conversions
+            self._pool.map(_forget_conversions, [WHOLE] * len(self._pool.pids))
 
     def count_moves(self, parts: list[Part], task: Learning) -> tuple[Moves, list[Part]]:
         """``learn``'s transition counts, over ``parts``; and the parts the report is to be
@@ -234,6 +264,11 @@ class ReportLearning(ConversionReads):
             self.db.execute(between, bounds),
             self.db.execute(f"{select}{ranged} AND t.visitor_key > :last{order}", bounds),
         ]
+
+
+def _forget_conversions(reports: ReportLearning, part: Part) -> None:
+    """A worker's conversions kept for a crediting that does not follow (``relearn``), let go."""
+    reports._kept = None
 
 
 def _learn_part(

@@ -50,6 +50,14 @@ class ReportRunner(ReportWorkers):
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
 
+    def retire(self) -> None:
+        """A reload swapped in another engine: the requests that took this one still end here,
+        but what it learns in the background would serve no one (``_relearn``)."""
+        self._retired = True
+        self.weights.drop()
+        if self._relearning is not None:
+            self._relearning.cancel()
+
     def changed(self) -> None:
         """A write that can change what a report says has committed in this process (through
         the admin API, a retention purge, an erasure seen): a report asked for from now on is
@@ -147,7 +155,7 @@ class ReportRunner(ReportWorkers):
         if (self._pool.pids or self._everyone_kept is not None) and not self._closing:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_later(self.recycle_after, self._recycle_idle, self.report)
-        if self.weights.due and self._relearning is None and not self._closing:
+        if self.weights.due and self._relearning is None and not (self._closing or self._retired):
             self._relearning = asyncio.ensure_future(self._relearn())
             self._relearning.add_done_callback(self._relearnt)
 
@@ -174,6 +182,7 @@ class ReportRunner(ReportWorkers):
                 "data_driven's weights could not be learnt again in the background (%s); the next"
                 " report learns them",
                 done.exception(),
+                exc_info=done.exception(),
             )
 
     def _recycle_idle(self, last: int) -> None:

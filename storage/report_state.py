@@ -95,6 +95,8 @@ class ReportState:
         self.weights = KeptWeights(reuse_seconds)
         """``data_driven``'s weights kept between reports."""
         self._relearning: asyncio.Future[Any] | None = None
+        self._retired = False
+        """A reload replaced it (``retire``): it learns nothing in the background any more."""
         self.on_shared = on_shared
         self.recycle_after = RECYCLE_AFTER
         self._idle: asyncio.TimerHandle | None = None

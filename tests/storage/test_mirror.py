@@ -626,3 +626,41 @@ async def test_a_withdrawn_override_counts_as_none_centrally_and_in_the_mirror(
         finally:
             await reports.close()
     assert clicks[0] == clicks[1] == {("anna", True): 3}
+
+
+async def test_the_mirror_task_tells_new_rows_apart_from_verdict_changes(
+    nodes: tuple[Node, Node], tmp_path: Path, central_dsn: str
+) -> None:
+    """The gateway keeps data_driven's weights over new rows (``on_stored``) but not over another
+    node's analyst's verdict (``on_rewritten``), which rewrites the past."""
+    a, _ = nodes
+    heard: list[str] = []
+    mirror = Mirror(
+        tmp_path / "told.db",
+        central_dsn,
+        OPTIONS,
+        Metrics(),
+        lambda: heard.append("stored"),
+        on_rewritten=lambda: heard.append("rewritten"),
+    )
+    tp = touch(1, "e" * 32)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await a.store.write([tp])
+        await a.sync.once()
+        async with asyncio.timeout(30):
+            while "stored" not in heard:
+                await asyncio.sleep(0.02)
+        assert "rewritten" not in heard
+        at = T0 + timedelta(hours=1)
+        change = VerdictChange(
+            uuid7(int(at.timestamp() * 1000)), iso(at), "a", tp.id, "block", None, [], "analyst", "why", "ana"
+        )
+        await a.store.write([change])
+        await a.sync.once()
+        async with asyncio.timeout(30):
+            while "rewritten" not in heard:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

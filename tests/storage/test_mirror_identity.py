@@ -90,7 +90,7 @@ async def test_a_central_store_dropped_and_made_again_is_mirrored_alone(
         OPTIONS,
         Metrics(),
         lambda: told.append("stored"),
-        on_restarted=lambda: told.append("restarted"),
+        on_rewritten=lambda: told.append("restarted"),
     )
     await mirror.once()
     assert len(await ids(mirror.path, "touchpoints")) == 4

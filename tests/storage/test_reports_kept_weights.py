@@ -80,8 +80,8 @@ async def fresh(store: Path, channels: Channels, since: datetime = SINCE, until:
 
 def drop_journeys(store: Path, visitors: int = 40) -> int:
     """Delete every touchpoint of ``visitors`` visitors bound to nobody who never converted:
-    journeys that did not convert, gone (as an erasure made elsewhere, or a CLI, would leave
-    them); how many rows went."""
+    journeys that did not convert, gone (as ``gateway erase`` or retention, in another
+    process, leave them); how many rows went."""
     db = sqlite3.connect(store, isolation_level=None)
     try:
         return db.execute(
@@ -91,6 +91,48 @@ def drop_journeys(store: Path, visitors: int = 40) -> int:
             " GROUP BY visitor_key ORDER BY visitor_key LIMIT ?)",
             (visitors,),
         ).rowcount
+    finally:
+        db.close()
+
+
+def add_journeys(store: Path, visitors: int = 40) -> int:
+    """Copy every touchpoint of ``visitors`` visitors bound to nobody who never converted as a
+    new visitor's (new ids in the same milliseconds, so inside the period's id bounds): journeys
+    that did not convert, arrived since (landings, an import); how many rows came."""
+    db = sqlite3.connect(store, isolation_level=None)
+    try:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(touchpoints)")]
+        copied = ", ".join(
+            {
+                "id": "substr(id, 1, 30) || printf('%06d', rowid % 1000000)",
+                "visitor_key": "'new-' || visitor_key",
+            }.get(c, c)
+            for c in columns
+        )
+        return db.execute(
+            f"INSERT INTO touchpoints ({', '.join(columns)}) SELECT {copied} FROM touchpoints"
+            " WHERE visitor_key IN (SELECT visitor_key FROM touchpoints"
+            " WHERE visitor_key NOT IN (SELECT visitor_key FROM identities)"
+            " AND visitor_key NOT IN (SELECT visitor_key FROM conversions WHERE visitor_key IS NOT NULL)"
+            " GROUP BY visitor_key ORDER BY visitor_key LIMIT ?)",
+            (visitors,),
+        ).rowcount
+    finally:
+        db.close()
+
+
+async def past_half(learnt: Learnt, seconds: float) -> None:
+    """Until ``learnt`` is 60 % of ``seconds`` old (its age counts from its learning's start)."""
+    assert learnt.at is not None
+    age = (datetime.now(UTC) - learnt.at).total_seconds()
+    await asyncio.sleep(max(0.0, 0.6 * seconds - age))
+
+
+def write(store: Path, sql: str) -> int:
+    """``sql`` run on the store, as another process would; the rows it changed."""
+    db = sqlite3.connect(store, isolation_level=None)
+    try:
+        return db.execute(sql).rowcount
     finally:
         db.close()
 
@@ -113,9 +155,9 @@ async def test_a_report_over_the_same_period_credits_with_the_weights_learnt_bef
     first = await learnt(reports)
     assert (first.since, first.until) == (SINCE, UNTIL)
     assert timedelta(0) <= datetime.now(UTC) - first.at < timedelta(minutes=1)
-    assert await asyncio.to_thread(drop_journeys, store) > 0
+    assert await asyncio.to_thread(add_journeys, store) > 0
     now = await fresh(store, channels)
-    assert now.not_converting < first.not_converting  # what a report learning anew learns
+    assert now.not_converting > first.not_converting  # what a report learning anew learns
     again = await learnt(reports)
     assert again == first  # the same learning, its time included
     by_campaign, found = await reports.credit_learnt(SINCE, UNTIL, DD, "campaign")
@@ -138,7 +180,8 @@ async def test_the_credits_with_kept_weights_are_those_of_a_learning_with_them(
         reports = engine(processes=processes, min_slice=10, min_share=100)
         await reports.open()
         first = await reports.credit(SINCE, UNTIL, ["data_driven", "linear"])
-        assert reports.weights.find((None, ACCEPTED, None), SINCE, UNTIL, reports.rewrites) is not None
+        past = await reports.run(reports.past_versions)
+        assert reports.weights.find((None, ACCEPTED, None), SINCE, UNTIL, reports.rewrites, past) is not None
         assert await reports.credit(SINCE, UNTIL, ["data_driven", "linear"]) == first, processes
         by_day = await reports.credit(SINCE, UNTIL, ["data_driven"], by_day=True)
         assert _summed(by_day) == {k: v["data_driven"] for k, v in _summed_all(first).items()}
@@ -212,8 +255,8 @@ async def test_weights_reused_past_half_their_time_are_learnt_again_in_the_backg
     reports = engine(reuse_seconds=3)
     await reports.open()
     first = await learnt(reports)
-    await asyncio.to_thread(drop_journeys, store)
-    await asyncio.sleep(1.6)  # past half the reuse time
+    await asyncio.to_thread(add_journeys, store)
+    await past_half(first, 3)
     assert await learnt(reports) == first  # reused, and due to be learnt again
     assert reports._relearning is not None
     for _ in range(200):  # the background learning: once no report has come for a second
@@ -228,10 +271,80 @@ async def test_weights_reused_past_half_their_time_are_learnt_again_in_the_backg
 async def test_closing_stops_a_learning_waiting_to_run(engine: Callable[..., Reports]) -> None:
     reports = engine(reuse_seconds=2)
     await reports.open()
-    await learnt(reports)
-    await asyncio.sleep(1.1)
+    await past_half(await learnt(reports), 2)
     await learnt(reports)
     waiting = reports._relearning
     assert waiting is not None
     await reports.close()
     assert waiting.done() and reports._relearning is None
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "DELETE FROM touchpoints WHERE id = (SELECT min(id) FROM touchpoints)",  # gateway erase, retention
+        "UPDATE touchpoints SET channel = 'AI Assistants' WHERE channel = 'Email'",  # gateway reclassify
+        "DELETE FROM conversions WHERE id = (SELECT min(id) FROM conversions)",  # an import undone
+        "DELETE FROM identities WHERE id = (SELECT min(id) FROM identities)",  # an erasure's bindings
+    ],
+    ids=["touchpoint-deleted", "reclassified", "conversion-deleted", "binding-deleted"],
+)
+async def test_another_process_rewriting_the_past_is_seen_by_the_next_report(
+    store: Path, channels: Channels, engine: Callable[..., Reports], rewrite: str
+) -> None:
+    """The store's counters (migrations 0009 and 0020) move whoever deletes or reclassifies:
+    the weights kept before no longer serve, and the next report learns what a fresh engine
+    does."""
+    reports = engine()
+    await reports.open()
+    first = await learnt(reports)
+    assert await asyncio.to_thread(write, store, rewrite) > 0
+    anew = await learnt(reports)
+    assert anew.at > first.at and same(anew, await fresh(store, channels))
+
+
+async def test_a_store_without_the_counters_keeps_nothing(
+    store: Path, engine: Callable[..., Reports]
+) -> None:
+    """A trigger dropped (a table rebuilt by hand): what another process rewrote could not be
+    told, so every report learns."""
+    await asyncio.to_thread(write, store, "DROP TRIGGER touchpoints_reclassified")
+    reports = engine()
+    await reports.open()
+    first = await learnt(reports)
+    assert (await learnt(reports)).at > first.at
+
+
+async def test_a_background_learning_leaves_no_conversions_held_in_the_workers(
+    engine: Callable[..., Reports],
+) -> None:
+    reports = engine(reuse_seconds=4, processes=2, min_slice=10, min_share=100)
+    await reports.open()
+    first = await learnt(reports)
+    await past_half(first, 4)
+    assert await learnt(reports) == first  # reused past half its time: learnt again soon
+    for _ in range(200):
+        if reports._relearning is None:
+            break
+        await asyncio.sleep(0.05)
+    assert reports._relearning is None and reports._pool.pids
+    held = await reports.run(lambda: reports._pool.map(_held, [None] * len(reports._pool.pids)))
+    assert held == [None] * len(reports._pool.pids)
+
+
+def _held(reports: Reports, _: object) -> object:
+    return reports._kept
+
+
+async def test_a_retired_engine_learns_nothing_in_the_background(engine: Callable[..., Reports]) -> None:
+    reports = engine(reuse_seconds=2)
+    await reports.open()
+    await past_half(await learnt(reports), 2)
+    await learnt(reports)
+    waiting = reports._relearning
+    assert waiting is not None
+    reports.retire()  # a reload swapped another engine in
+    await asyncio.sleep(0)
+    assert waiting.cancelled()
+    await learnt(reports)
+    assert reports._relearning is None
