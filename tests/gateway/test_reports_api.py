@@ -1536,16 +1536,6 @@ async def test_the_readme_worked_example_through_the_gateway(
     assert [Decimal(str(credited[c])) for c in WORKED] != readme_column
 
 
-LEARNT_COLUMNS = [
-    "channel",
-    "removal_effect",
-    "weight",
-    "converting_journeys",
-    "non_converting_journeys",
-    "learnt_at",
-]
-
-
 def learnt_now(learnt: dict[str, Any]) -> dict[str, Any]:
     """``learnt`` with ``learnt_at`` checked to be a whole second of UTC, at most a minute ago,
     and left out (what the README shows is an example time)."""

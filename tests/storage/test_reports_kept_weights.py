@@ -78,23 +78,6 @@ async def fresh(store: Path, channels: Channels, since: datetime = SINCE, until:
         await reports.close()
 
 
-def drop_journeys(store: Path, visitors: int = 40) -> int:
-    """Delete every touchpoint of ``visitors`` visitors bound to nobody who never converted:
-    journeys that did not convert, gone (as ``gateway erase`` or retention, in another
-    process, leave them); how many rows went."""
-    db = sqlite3.connect(store, isolation_level=None)
-    try:
-        return db.execute(
-            "DELETE FROM touchpoints WHERE visitor_key IN (SELECT visitor_key FROM touchpoints"
-            " WHERE visitor_key NOT IN (SELECT visitor_key FROM identities)"
-            " AND visitor_key NOT IN (SELECT visitor_key FROM conversions WHERE visitor_key IS NOT NULL)"
-            " GROUP BY visitor_key ORDER BY visitor_key LIMIT ?)",
-            (visitors,),
-        ).rowcount
-    finally:
-        db.close()
-
-
 def add_journeys(store: Path, visitors: int = 40) -> int:
     """Copy every touchpoint of ``visitors`` visitors bound to nobody who never converted as a
     new visitor's (new ids in the same milliseconds, so inside the period's id bounds): journeys
