@@ -291,7 +291,7 @@ function renderLearnt(learnt, color) {
   let why = "";
   if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
   else if (channels.length) why = " None converted: every removal effect and weight is 0.";
-  $("#learnt-note").textContent = said + why + learntWhen(learnt.learnt_at);
+  $("#learnt-note").textContent = said + why + (converting + other ? learntWhen(learnt.learnt_at) : "");
   const most = Math.max(...channels.map((c) => c.weight), 0);
   const rows = channels.map((c) => {
     const weight = `${PERCENT.format(c.weight * 100)} %`;
