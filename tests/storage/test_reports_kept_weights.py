@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,13 +252,20 @@ async def test_weights_reused_past_half_their_time_are_learnt_again_in_the_backg
     assert again.at > first.at and same(again, await fresh(store, channels))
 
 
-async def test_closing_stops_a_learning_waiting_to_run(engine: Callable[..., Reports]) -> None:
+async def relearning(engine: Callable[..., Reports]) -> tuple[Reports, asyncio.Future[Any]]:
+    """An engine whose weights a report reused past half their time, and the background
+    learning that waits for the reports to be done."""
     reports = engine(reuse_seconds=2)
     await reports.open()
     await past_half(await learnt(reports), 2)
     await learnt(reports)
     waiting = reports._relearning
     assert waiting is not None
+    return reports, waiting
+
+
+async def test_closing_stops_a_learning_waiting_to_run(engine: Callable[..., Reports]) -> None:
+    reports, waiting = await relearning(engine)
     await reports.close()
     assert waiting.done() and reports._relearning is None
 
@@ -320,12 +328,7 @@ def _held(reports: Reports, _: object) -> object:
 
 
 async def test_a_retired_engine_learns_nothing_in_the_background(engine: Callable[..., Reports]) -> None:
-    reports = engine(reuse_seconds=2)
-    await reports.open()
-    await past_half(await learnt(reports), 2)
-    await learnt(reports)
-    waiting = reports._relearning
-    assert waiting is not None
+    reports, waiting = await relearning(engine)
     reports.retire()  # a reload swapped another engine in
     await asyncio.sleep(0)
     assert waiting.cancelled()
