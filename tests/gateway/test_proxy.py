@@ -638,6 +638,9 @@ SPOOFED = [
     ("Client-IP", "203.0.113.7"),
     ("True-Client-IP", "203.0.113.7"),
     ("X-Original-URL", "/admin"),
+    # The scheme as nginx is told to write it for Tornado, which (with ``xheaders``, as Jupyter
+    # Server) reads it ahead of X-Forwarded-Proto: a visitor's own beat the gateway's line.
+    ("X-Scheme", "https"),
     # Spelled with underscores, which Rack, Django and gunicorn read as the same CGI variable
     # (HTTP_X_FORWARDED_PROTO): no proxy writes them, so they are a visitor's, trusted peer or not.
     ("X_Forwarded_Proto", "https"),
@@ -645,7 +648,7 @@ SPOOFED = [
     ("X_Real_IP", "203.0.113.7"),
 ]
 OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
-CDN_CLAIMS = ("CF-Connecting-IP", "Client-IP", "True-Client-IP", "X-Original-URL")
+CDN_CLAIMS = ("CF-Connecting-IP", "Client-IP", "True-Client-IP", "X-Original-URL", "X-Scheme")
 UNDERSCORED = ("X_Forwarded_Proto", "x-forwarded_prefix", "X_Real_IP")
 
 
@@ -710,6 +713,7 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
         "203.0.113.7",
         "203.0.113.7",
         "/admin",
+        "https",
     ]
     assert [name for name in UNDERSCORED if name in headers] == []
     [ex] = probe.seen
