@@ -47,6 +47,10 @@ CLIENT_CLAIMS = frozenset(
         # read it as the path, the access checks of a site done on the one it saw).
         "x-original-url",
         "x-rewrite-url",
+        # The scheme as nginx is told to write it for Tornado (``proxy_set_header X-Scheme``),
+        # which with ``xheaders`` (Jupyter Server likewise) reads it ahead of X-Forwarded-Proto:
+        # a visitor's own made the site take plain http for https, or the reverse.
+        "x-scheme",
     }
 )
 # And the rest of the X-Forwarded-* family (-Port, -Prefix, -Ssl, -Scheme, -Server…), which

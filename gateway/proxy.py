@@ -70,7 +70,10 @@ log = logging.getLogger("gateway.proxy")
 # Host is not among them: it is always sent, in the visitor's place (``_upstream_headers``).
 _DROP_REQUEST = HOP_BY_HOP | FORWARDED | {"expect"}
 _DROP_UNTRUSTED = _DROP_REQUEST | CLIENT_CLAIMS
-_HOST = frozenset({"host"})
+# What a visitor's ``Connection`` may name but not take off the request: ``Host`` is always
+# sent, and ``Content-Length`` frames the body the gateway sends after it (dropped, the site
+# read a request without a body and took the body for a request of its own).
+_NEVER_HOP = frozenset({"host", "content-length"})
 _UPGRADE = frozenset({"upgrade", "connection"})
 # Headers the proxy writes itself after the visitor's: an addon's replacement cannot name them.
 _SET_HERE = FORWARDED | {"host"}
@@ -553,7 +556,7 @@ class ProxyHost:
         # peer, a claim spelled with underscores (``X_Forwarded_Proto``: ``underscored_claim``).
         claims = () if trusted else (CLAIM_PREFIX,)
         if hdrs.CONNECTION in incoming:
-            drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _HOST
+            drop = (drop | connection_tokens(incoming.getall(hdrs.CONNECTION))) - _NEVER_HOP
         if upgrade:
             drop = drop - _UPGRADE
         replace = ex.upstream_headers if ex is not None else {}

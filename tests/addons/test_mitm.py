@@ -328,6 +328,7 @@ FORGED = [
     (b"X_Forwarded_Proto", b"https"),
     (b"CF-Connecting-IP", b"6.6.6.6"),
     (b"x-original-url", b"/admin"),
+    (b"X-Scheme", b"http"),
 ]
 
 
@@ -406,6 +407,7 @@ async def test_forwarding_headers_and_redirects_as_in_the_aiohttp_host(addon: Ga
     assert (sent.get_all("x-forwarded-prefix"), sent.get_all("x-forwarded-port")) == ([], [])
     assert sent.get_all("x_forwarded_proto") == []
     assert (sent.get_all("cf-connecting-ip"), sent.get_all("x-original-url")) == ([], [])
+    assert sent.get_all("x-scheme") == []
     assert sent.get_all("cookie") == ["a=1; b=2"]
     upstream = "http://address:22"  # tflow's request target: the site mitmproxy forwards to
     flow.response = tutils.tresp(

@@ -487,6 +487,37 @@ async def test_request_hop_by_hop_headers_are_dropped(start_gateway, upstream_se
     assert "x-named-hop" not in headers.get("Connection", "").lower()
 
 
+@pytest.mark.parametrize("connection", [b"Content-Length", b"keep-alive, content-length"])
+async def test_a_content_length_named_in_connection_still_frames_the_body(
+    start_gateway, upstream_server, connection: bytes
+) -> None:
+    """A visitor's ``Connection`` naming ``Content-Length`` does not take the body's length off
+    the request to the site: the length frames the body the gateway sends after it. Until
+    2026-12-06 the line was dropped as a hop-by-hop one and the body bytes still followed, so the
+    site read a request without a body and took the body for a request of its own: one that
+    skipped every check of the gateway (the reserved paths, the forwarding claims) and whose
+    answer went to whoever's request took that connection next."""
+    seen: list[tuple[str, str, str | None, bytes]] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        seen.append(
+            (request.method, request.path, request.headers.get("Content-Length"), await request.read())
+        )
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(sink)))
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+    reply = await raw_request(
+        gw.proxy.port,
+        b"POST /in HTTP/1.1\r\nHost: shop.test\r\nConnection: " + connection + b"\r\n"
+        b"Content-Length: " + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled,
+    )
+    assert reply.status == 200
+    after = await raw_request(gw.proxy.port, b"GET /after HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (after.status, after.body) == (200, b"ok")
+    assert seen == [("POST", "/in", str(len(smuggled)), smuggled), ("GET", "/after", None, b"")]
+
+
 async def test_chunked_request_body_is_reframed(start_gateway, upstream_server) -> None:
     seen: list[bytes] = []
 
@@ -638,6 +669,9 @@ SPOOFED = [
     ("Client-IP", "203.0.113.7"),
     ("True-Client-IP", "203.0.113.7"),
     ("X-Original-URL", "/admin"),
+    # The scheme as nginx is told to write it for Tornado, which (with ``xheaders``, as Jupyter
+    # Server) reads it ahead of X-Forwarded-Proto: a visitor's own beat the gateway's line.
+    ("X-Scheme", "https"),
     # Spelled with underscores, which Rack, Django and gunicorn read as the same CGI variable
     # (HTTP_X_FORWARDED_PROTO): no proxy writes them, so they are a visitor's, trusted peer or not.
     ("X_Forwarded_Proto", "https"),
@@ -645,7 +679,7 @@ SPOOFED = [
     ("X_Real_IP", "203.0.113.7"),
 ]
 OTHER_CLAIMS = ("X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl")
-CDN_CLAIMS = ("CF-Connecting-IP", "Client-IP", "True-Client-IP", "X-Original-URL")
+CDN_CLAIMS = ("CF-Connecting-IP", "Client-IP", "True-Client-IP", "X-Original-URL", "X-Scheme")
 UNDERSCORED = ("X_Forwarded_Proto", "x-forwarded_prefix", "X_Real_IP")
 
 
@@ -710,6 +744,7 @@ async def test_forwarded_headers_believed_from_trusted_proxy(start_gateway, upst
         "203.0.113.7",
         "203.0.113.7",
         "/admin",
+        "https",
     ]
     assert [name for name in UNDERSCORED if name in headers] == []
     [ex] = probe.seen
