@@ -1667,7 +1667,9 @@ async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: Ru
         (
             "/api/payouts",
             {"model": "data_driven", "format": "csv", "table": "learnt"},
-            "table: expected one of rows, totals for the payouts report, got 'learnt'",
+            "table: expected one of rows, totals for the payouts report, got 'learnt': it leaves out"
+            " what data_driven learnt; the attribution report of the same query with"
+            " model=data_driven says it (table=learnt)",
         ),
         (
             "/api/attribution/paths",
@@ -1698,6 +1700,12 @@ async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: Ru
         (
             ("--model", "data_driven", "--table", "learnt"),
             "--table: applies to --format csv or ndjson; the table prints the learnt below its rows",
+        ),
+        (
+            ("--payouts", "--model", "data_driven", "--format", "csv", "--table", "learnt"),
+            "--table: expected one of rows, totals for the payouts report, got 'learnt': it leaves out"
+            " what data_driven learnt; the attribution report of the same query with --model"
+            " data_driven says it (--table learnt)",
         ),
     ]:
         done = await asyncio.create_subprocess_exec(
