@@ -1389,6 +1389,12 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
     assert aggregate["error"].startswith(
         "population: the aggregate population (Sec-GPC, DNT) has no touchpoints to credit"
     ), aggregate
+    # The dashboard's summary takes the same population and says the same (until 2026-12-06 it
+    # said only "expected one of cookie, cookieless, no_consent", for the name its page shows).
+    dashboard = await get(gw, "/api/dashboard/summary", 400, population="aggregate")
+    assert dashboard["error"] == aggregate["error"], dashboard
+    unknown = await get(gw, "/api/dashboard/summary", 400, population="martians")
+    assert unknown["error"] == bad["error"], unknown
 
 
 @pytest.mark.parametrize(
