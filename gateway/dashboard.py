@@ -57,7 +57,7 @@ from gateway.sessions import (
     set_cookie,
 )
 from storage.dashboard import MAX_DAYS, PARTS, Period, summary
-from storage.populations import POPULATIONS
+from storage.populations import POPULATIONS, population_refused
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 SECURITY_HEADERS = {
@@ -334,7 +334,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         raise ApiError(400, f"model: expected one of {', '.join(MODELS)}, got {model[:100]!r}")
     population = q.get("population")
     if population is not None and population not in POPULATIONS:
-        raise ApiError(400, f"population: expected one of {', '.join(POPULATIONS)}, got {population[:100]!r}")
+        raise ApiError(400, f"population: {population_refused(population)}")
     conversion = conversion_param(request)
     part = q.get("part")
     if part is not None and part not in PARTS:

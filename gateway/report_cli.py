@@ -340,11 +340,13 @@ async def _report(
         if args.payouts:
             return await reporting.payouts(reports, Payouts(settings.options.payouts), query)
         if args.paths:
-            return await reporting.paths(reports, query)
-        report = await reporting.attribution(reports, query, by_day=args.timeseries)
+            report = await reporting.paths(reports, query)
+        else:
+            report = await reporting.attribution(reports, query, by_day=args.timeseries)
     finally:
         await reports.close()
-    if not report.rows and (query.conversion is not None or query.population is not None):
+    counted = report.meta["summary"]["conversions"] if args.paths else len(report.rows)
+    if not counted and (query.conversion is not None or query.population is not None):
         report.meta["conversion_names"] = await _conversion_names(settings.report_path, query)
     return report
 

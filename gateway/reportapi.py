@@ -159,9 +159,14 @@ def table_param(name: str, value: str | None, report: str, fmt: str, model: str 
             f" ask {ask}data_driven or {ask}all",
         )
     if value not in choices:
-        raise ApiError(
-            400, f"{name}: expected one of {', '.join(choices)} for the {report} report, got {value[:100]!r}"
-        )
+        said = f"{name}: expected one of {', '.join(choices)} for the {report} report, got {value[:100]!r}"
+        if value == LEARNT and report == "payouts":  # README "Creator payouts": asked elsewhere
+            ask, table = ("--model ", "--table ") if name.startswith("-") else ("model=", "table=")
+            said += (
+                f": it leaves out what data_driven learnt; the attribution report of the same query"
+                f" with {ask}data_driven says it ({table}learnt)"
+            )
+        raise ApiError(400, said)
     if fmt not in ("csv", "ndjson"):
         raise ApiError(
             400,

@@ -228,6 +228,9 @@ class Report:
         if "summary" in self.meta:
             summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
             out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
+            if not self.meta["summary"]["conversions"]:  # its buckets are there whatever: say why
+                why = self.why_empty()
+                out.append(f"({why})" if why == NO_CONVERSIONS else f"(no conversions: {why})")
         for total in self.meta.get("totals", []):
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
@@ -284,31 +287,35 @@ class Report:
             )
         if self.name not in NO_ROWS:
             return "(no rows)"
+        return f"(no rows: {self.why_empty()})"
+
+    def why_empty(self) -> str:
+        """Why a report of the period's conversions counts none (``no_rows``; the paths report,
+        whose buckets are there whatever, says it under its summary: until 2026-12-06 it
+        printed zeros alone for a typo in ``--conversion``)."""
         names = self.meta.get("conversion_names")
         if not names:  # not read, or none recorded at all
-            return NO_ROWS[self.name]
+            return NO_CONVERSIONS
         conversion, population = self.meta.get("conversion"), self.meta.get("population")
         if conversion is not None and conversion not in names:
             more = f" and {len(names) - 5} more" if len(names) > 5 else ""
             recorded = ", ".join(repr(n) for n in names[:5]) + more
-            return f"(no rows: no conversion named {conversion!r} in this period; recorded in it: {recorded})"
+            return f"no conversion named {conversion!r} in this period; recorded in it: {recorded}"
         if population is not None:
             named = "" if conversion is None else f" named {conversion!r}"
             return (
-                f"(no rows: no conversion{named} in this period has a touchpoint of population"
-                f" {population} in its lookback window)"
+                f"no conversion{named} in this period has a touchpoint of population {population}"
+                " in its lookback window"
             )
-        return NO_ROWS[self.name]
+        return NO_CONVERSIONS
 
 
-NO_ROWS = dict.fromkeys(
-    ("attribution", "timeseries"),
-    "(no rows: no conversions in this period; [[conversions]] rules and signed events record them)",
-)
-"""What an empty terminal table says, for the reports whose rows are there exactly when the
-period has conversions (a conversion without an eligible touch is credited to Direct): until
+NO_ROWS = frozenset({"attribution", "timeseries"})
+"""The reports whose rows are there exactly when the period has conversions (a conversion
+without an eligible touch is credited to Direct), whose empty terminal table says why: until
 2026-12-05 a bare "(no rows)", under which a newcomer with landings recorded was left to guess
 whether the store, the period or the model was at fault."""
+NO_CONVERSIONS = "no conversions in this period; [[conversions]] rules and signed events record them"
 
 
 TABLES = {

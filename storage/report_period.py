@@ -88,8 +88,14 @@ def period_days(since: datetime, until: datetime, zone: tzinfo) -> list[str]:
     read as a skipped time is, is the next day's."""
     first = since.astimezone(zone).date()
     last = (until - timedelta(microseconds=1)).astimezone(zone).date()
-    dates = [first + timedelta(days=n) for n in range((last - first).days + 2)]
+    dates = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    if not dates:  # a period of no instant (``since`` the midnight of a skipped date, as ``until``)
+        return []
     starts = [datetime.combine(day, time.min, zone).astimezone(UTC) for day in dates]
+    # The last date holds an instant of the period, so it is a day of the zone whatever its
+    # midnight: it needs no next day to compare with (past 9999-12-31, east of UTC, none is).
     return [
-        day.isoformat() for day, start, end in zip(dates, starts, starts[1:], strict=False) if start < end
+        day.isoformat()
+        for day, start, end in zip(dates, starts, [*starts[1:], None], strict=True)
+        if end is None or start < end
     ]

@@ -682,6 +682,40 @@ def test_an_empty_report_of_a_conversion_name_or_population_says_which(tmp_path:
     assert done.stdout.splitlines()[4].startswith("(no rows: no conversions in this period;"), done.stdout
 
 
+def test_a_paths_report_of_no_conversion_says_why_under_its_summary(tmp_path: Path) -> None:
+    """The paths report has its buckets whatever the period holds, so a name none of the
+    period's conversions has (a typo) printed a table of zeros and `conversions 0`, where the
+    attribution report of the same query names the ones recorded: it says so under its summary,
+    as the attribution report says it in place of its rows."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    for extra, said in [
+        (
+            ("--conversion", "purchse"),
+            "(no conversions: no conversion named 'purchse' in this period; recorded in it: 'purchase')",
+        ),
+        (
+            ("--population", "no_consent"),
+            "(no conversions: no conversion in this period has a touchpoint of population no_consent"
+            " in its lookback window)",
+        ),
+    ]:
+        done = gateway("report", "-c", str(cfg), "--paths", *period, *extra)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        summary = next(i for i, line in enumerate(lines) if line.startswith("conversions 0, "))
+        assert lines[summary + 1] == said, done.stdout
+    done = gateway("report", "-c", str(cfg), "--paths", "--since", "2027-01-01", "--until", "2027-02-01")
+    assert done.stdout.splitlines()[-1] == (
+        "(no conversions in this period; [[conversions]] rules and signed events record them)"
+    ), done.stdout
+    # A period with conversions adds nothing under its summary.
+    done = gateway("report", "-c", str(cfg), "--paths", *period)
+    assert done.stdout.splitlines()[-1].startswith("conversions "), done.stdout
+
+
 def test_an_empty_payouts_report_says_no_creator_was_clicked_or_credited(tmp_path: Path) -> None:
     """Payouts list every creator clicked or credited in the period: until 2026-12-06 a period
     with none printed a bare "(no rows)"."""

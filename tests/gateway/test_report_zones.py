@@ -294,6 +294,23 @@ async def test_a_date_the_zone_skipped_has_no_row(start_gateway: Any, upstream_s
     )
 
 
+async def test_the_last_day_of_the_range_east_of_utc_is_a_day_of_the_series(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The latest `until` taken, 9999-12-31T00:00Z, is 09:00 on 31 December 9999 in Tokyo: the
+    time series has that day (the calendar's last), zeros included, and its download is named
+    after it, rather than a 500 for the day after it, which no calendar has."""
+    gw = await start_gateway(await upstream_server(web.Application()), zoned("Asia/Tokyo"))
+    end = utc(9999, 12, 30, 20)  # 05:00 on 31 December in Tokyo
+    await gw.gateway.store.write([touch("v", end - MS, "Email"), sale("v", end)])
+    period = {"since": "9999-12-30T00:00Z", "until": "9999-12-31T00:00Z"}
+    body = await get(gw, "/api/attribution/timeseries", **period)
+    assert per_day(body) == {"9999-12-30": 0, "9999-12-31": 1}
+    csv_text, named = await text(gw, "/api/attribution/timeseries", format="csv", **period)
+    assert [row["day"] for row in csv.DictReader(io.StringIO(csv_text))] == ["9999-12-30", "9999-12-31"]
+    assert named.endswith('-9999-12-30-9999-12-31.csv"'), named
+
+
 @pytest.mark.parametrize(("after", "bucket"), [(timedelta(days=1) - MS, "0"), (timedelta(days=1), "1")])
 async def test_time_to_convert_is_elapsed_time_across_a_change(
     start_gateway: Any, upstream_server: Any, after: timedelta, bucket: str

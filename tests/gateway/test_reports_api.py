@@ -1389,6 +1389,12 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
     assert aggregate["error"].startswith(
         "population: the aggregate population (Sec-GPC, DNT) has no touchpoints to credit"
     ), aggregate
+    # The dashboard's summary takes the same population and says the same (until 2026-12-06 it
+    # said only "expected one of cookie, cookieless, no_consent", for the name its page shows).
+    dashboard = await get(gw, "/api/dashboard/summary", 400, population="aggregate")
+    assert dashboard["error"] == aggregate["error"], dashboard
+    unknown = await get(gw, "/api/dashboard/summary", 400, population="martians")
+    assert unknown["error"] == bad["error"], unknown
 
 
 @pytest.mark.parametrize(
@@ -1667,7 +1673,9 @@ async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: Ru
         (
             "/api/payouts",
             {"model": "data_driven", "format": "csv", "table": "learnt"},
-            "table: expected one of rows, totals for the payouts report, got 'learnt'",
+            "table: expected one of rows, totals for the payouts report, got 'learnt': it leaves out"
+            " what data_driven learnt; the attribution report of the same query with"
+            " model=data_driven says it (table=learnt)",
         ),
         (
             "/api/attribution/paths",
@@ -1698,6 +1706,12 @@ async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: Ru
         (
             ("--model", "data_driven", "--table", "learnt"),
             "--table: applies to --format csv or ndjson; the table prints the learnt below its rows",
+        ),
+        (
+            ("--payouts", "--model", "data_driven", "--format", "csv", "--table", "learnt"),
+            "--table: expected one of rows, totals for the payouts report, got 'learnt': it leaves out"
+            " what data_driven learnt; the attribution report of the same query with --model"
+            " data_driven says it (--table learnt)",
         ),
     ]:
         done = await asyncio.create_subprocess_exec(
