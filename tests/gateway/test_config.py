@@ -550,6 +550,18 @@ def test_parse_listen_rejects(text: str) -> None:
         parse_listen(text)
 
 
+@pytest.mark.parametrize("port", ["²", "\uff18\uff10", "١٨٤٨٠"])
+def test_a_listen_port_is_ascii_digits(port: str) -> None:
+    """Python's ``str.isdigit`` takes other scripts' digits: ``"127.0.0.1:١٨٤٨٠"`` (Arabic-Indic)
+    listened on 18480 unsaid, and ``"127.0.0.1:²"`` was refused in Python's words, ``invalid
+    literal for int() with base 10: '²'``. A port is ASCII digits, as the command line's whole
+    numbers are, and a wrong one is said as any other."""
+    for key in ("proxy", "admin"):
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, text=f'[{key}]\nlisten = "127.0.0.1:{port}"\n', environ=ENV)
+        assert err.value.problems == [f"{key}.listen: port must be 0..65535, got {port!r}"]
+
+
 def test_example_config_documents_every_option_with_its_default() -> None:
     """gateway.toml is the annotated example: every key present, every value the default."""
     data = tomllib.loads((ROOT / "gateway.toml").read_text())
