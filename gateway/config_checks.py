@@ -319,7 +319,14 @@ def validate(options: Options) -> list[str]:
             f"proxy.addons[{i}]",
             f"unknown addon {name!r} (known: {', '.join(known)})",
         )
-    _check(p, len(set(px.addons)) == len(px.addons), "proxy.addons", "lists an addon twice")
+    for i, name in enumerate(px.addons):
+        first = px.addons.index(name)
+        _check(
+            p,
+            first == i,
+            f"proxy.addons[{i}]",
+            f"{name!r} is listed twice (first as proxy.addons[{first}]); list each addon once",
+        )
     if "campaign" in px.addons:
         _check(
             p,

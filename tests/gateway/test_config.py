@@ -70,6 +70,11 @@ def test_defaults_load() -> None:
         ("[proxy]\ntrusted_proxies = ['10.0.0.0/8', 'bad']\n", "proxy.trusted_proxies[1]: not an IP"),
         ("[proxy]\nconnect_timeout = -1\n", "proxy.connect_timeout: must be > 0"),
         ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
+        # "proxy.addons: lists an addon twice" said neither which one nor where.
+        (
+            "[proxy]\naddons = ['identity', 'campaign', 'bots', 'campaign']\n",
+            "proxy.addons[3]: 'campaign' is listed twice (first as proxy.addons[1]); list each addon once",
+        ),
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
         # A regular expression's $ matches before a last newline: the name is whole or refused.
