@@ -45,6 +45,13 @@ def test_defaults_load() -> None:
         # A label over 63 characters, an empty one: `run` raised UnicodeError from the resolver.
         (f"[proxy]\nlisten = '{'a' * 64}:8080'\n", "proxy.listen: the host must be an IP address"),
         ("[admin]\nlisten = 'a..b:9090'\n", "admin.listen: the host must be an IP address"),
+        # Checked fine, then `run` stopped on "cannot listen on …: Invalid argument" (IPv6 only).
+        (
+            "[admin]\nlisten = '[::ffff:127.0.0.1]:9090'\n",
+            "admin.listen: ::ffff:127.0.0.1 is an IPv4 address written as IPv6 (IPv4-mapped), which"
+            " the gateway's IPv6 sockets cannot listen on; write it as IPv4: 127.0.0.1:9090",
+        ),
+        ("[proxy]\nlisten = '[::FFFF:10.1.2.3]:80'\n", "proxy.listen: ::FFFF:10.1.2.3 is an IPv4 address"),
         ("[proxy]\nupstream = 'ftp://x'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
