@@ -205,6 +205,21 @@ def _param_claimed_twice(
     return p
 
 
+def _mapped_problem(host: str, port: int) -> str | None:
+    """An IPv4-mapped IPv6 address (``[::ffff:127.0.0.1]``): asyncio makes IPv6 listening sockets
+    IPv6-only, so ``run`` stopped on ``Invalid argument`` where ``check`` had found nothing."""
+    try:
+        mapped = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not isinstance(mapped, ipaddress.IPv6Address) or mapped.ipv4_mapped is None:
+        return None
+    return (
+        f"{host} is an IPv4 address written as IPv6 (IPv4-mapped), which the gateway's IPv6 sockets"
+        f" cannot listen on; write it as IPv4: {mapped.ipv4_mapped}:{port}"
+    )
+
+
 def validate(options: Options) -> list[str]:
     """Every semantic check, collected (not stopping at the first)."""
     p: list[str] = []
@@ -216,7 +231,7 @@ def validate(options: Options) -> list[str]:
         except ValueError as err:
             p.append(f"{key}: {err}")
             continue
-        problem = listen_host_problem(address[0])
+        problem = listen_host_problem(address[0]) or _mapped_problem(*address)
         if problem is None:
             addresses.append(address)
         else:
@@ -319,7 +334,14 @@ def validate(options: Options) -> list[str]:
             f"proxy.addons[{i}]",
             f"unknown addon {name!r} (known: {', '.join(known)})",
         )
-    _check(p, len(set(px.addons)) == len(px.addons), "proxy.addons", "lists an addon twice")
+    for i, name in enumerate(px.addons):
+        first = px.addons.index(name)
+        _check(
+            p,
+            first == i,
+            f"proxy.addons[{i}]",
+            f"{name!r} is listed twice (first as proxy.addons[{first}]); list each addon once",
+        )
     if "campaign" in px.addons:
         _check(
             p,

@@ -643,6 +643,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host:
         raise ValueError(f'expected "HOST:PORT", got {value!r}')
     host = host.removeprefix("[").removesuffix("]")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII only: ``isdigit`` takes ``²`` (which ``int`` refuses) and other scripts' digits.
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be 0..65535, got {port!r}")
     return host, int(port)

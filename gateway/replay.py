@@ -257,10 +257,10 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
     try:
         asyncio.run(replay_bad(settings, sender=args.sender, dry_run=args.dry_run, config=args.config))
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        hint = (
+        # A store an older gateway left lacks tables too: that is said first (older_hint).
+        hint = store_hint(err, path) or (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
-        hint = hint or store_hint(err, path)
         print(f"gateway: cannot read the store {path}: {err}{hint}", file=sys.stderr)
         return 1
     return 0

@@ -145,10 +145,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(_report(settings, args, query)).table(table)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
-        hint = (
+        # A store an older gateway left lacks tables too: that is said first (older_hint).
+        hint = store_hint(err, settings.report_path) or (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
-        hint = hint or store_hint(err, settings.report_path)
         print(f"gateway: cannot read the store {settings.report_path}: {err}{hint}", file=sys.stderr)
         return 1
     if settings.mirror_path is not None:

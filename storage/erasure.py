@@ -43,7 +43,7 @@ from storage.cursors import clamp_cursors, table_tops
 from storage.erased import erased_at
 from storage.importrows import forget
 from storage.local import connect, event_row, insert_sql, rollback
-from storage.migrate import refuse_newer
+from storage.migrate import migrate, refuse_newer
 
 log = logging.getLogger("gateway.erasure")
 _TRUNCATE_WAIT_MS = 200
@@ -477,7 +477,10 @@ async def _erase(
     goes names (the raw ID's mark, ``_RAW``; or a user key, keyed from its texts)."""
     db = await connect(path)
     try:
-        await refuse_newer(db)
+        # A store an older gateway left (before the new version's first start) is migrated first,
+        # as ``import`` and ``reclassify`` do: until 2026-12-06 one of before schema 10 failed
+        # the erasure with SQLite's bare ``no such table``. A dry run writes nothing, not that.
+        await (refuse_newer(db) if dry_run else migrate(db))
         # The bad events opened before the write lock is taken: inside it, only those stored since.
         await search.update(db, [*sought, *await visitors_of(db)])
         await db.execute("BEGIN IMMEDIATE")

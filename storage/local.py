@@ -324,8 +324,35 @@ def access_hint(error: BaseException | None, path: Path) -> str:
 
 def store_hint(error: BaseException | None, path: Path) -> str:
     """A one-shot command's words on why the store ``path`` failed it, beyond SQLite's: a write
-    lock held too long (``lock_hint``), or rights this user lacks (``access_hint``)."""
-    return lock_hint(error) or access_hint(error, path)
+    lock held too long (``lock_hint``), rights this user lacks (``access_hint``), or a schema
+    older than this gateway's that the command does not migrate (``older_hint``)."""
+    return lock_hint(error) or access_hint(error, path) or older_hint(error, path)
+
+
+def older_hint(error: BaseException | None, path: Path) -> str:
+    """Of a table or column the store lacks, when an older gateway left it (installed, not yet
+    started: see Upgrading in README.md): its version and how it gets this gateway's. A command
+    that only reads (a report, a dry run) does not migrate it; until 2026-12-06 SQLite's ``no
+    such column: t.channel`` was all it said."""
+    if not isinstance(error, sqlite3.OperationalError):
+        return ""
+    if not any(word in str(error) for word in ("no such table", "no such column", "has no column")):
+        return ""
+    from storage.migrate import migrations
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error:
+        return ""
+    newest = migrations()[-1][0]
+    if not 0 < current < newest:
+        return ""
+    return (
+        f" (the store is at schema version {current}, older than this gateway's, {newest}: `gateway"
+        " run` migrates it when it starts, and so does a command that writes to it without"
+        " --dry-run, such as `gateway erase`; see Upgrading)"
+    )
 
 
 class CommitTimeout(Exception):

@@ -27,7 +27,7 @@ from storage.cursors import clamp_cursors, table_tops
 from storage.erasure import truncate_wal
 from storage.importrows import forget
 from storage.local import connect, rollback
-from storage.migrate import refuse_newer
+from storage.migrate import migrate, refuse_newer
 
 log = logging.getLogger("gateway.retention")
 
@@ -79,7 +79,9 @@ async def purge_local(
     counts: dict[str, int] = {}
     db = await connect(path)
     try:
-        await refuse_newer(db)  # a newer gateway's tables may age out by rules this one lacks
+        # A newer gateway's tables may age out by rules this one lacks; an older one's store is
+        # migrated first (a dry run writes nothing, that included), as for an erasure.
+        await (refuse_newer(db) if dry_run else migrate(db))
         await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
         try:
             tops = await table_tops(db)

@@ -374,6 +374,29 @@ def _channels(path: Path) -> list[tuple[str, str | None]]:
         return db.execute("SELECT id, channel FROM touchpoints ORDER BY id").fetchall()
 
 
+def test_report_on_a_store_an_older_gateway_left_says_what_migrates_it(tmp_path: Path) -> None:
+    """Installed but not started yet (Upgrading), the new version's ``gateway report`` on the
+    store the old one left said only SQLite's ``no such column: t.channel``, and ``--fraud``
+    ``no such table: effective_touchpoints (not a gateway store? …)``, which it is. Each says the
+    store's version and what migrates it; the report, which only reads, does not."""
+    from storage.migrate import migrations
+
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[storage]\npath = "gw.db"\n')
+    older = (
+        f"(the store is at schema version 2, older than this gateway's, {migrations()[-1][0]}:"
+        " `gateway run` migrates it when it starts"
+    )
+    for args in ((), ("--fraud",), ("--payouts",)):
+        done = gateway("report", *args, "-c", str(cfg))
+        assert done.returncode == 1 and older in done.stderr, (args, done.stderr)
+        assert "not a gateway store" not in done.stderr
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+
+
 def test_reclassify_recomputes_channels_after_a_rule_change(tmp_path: Path) -> None:
     store = tmp_path / "gw.db"
     _old_store(store)

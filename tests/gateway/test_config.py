@@ -45,6 +45,13 @@ def test_defaults_load() -> None:
         # A label over 63 characters, an empty one: `run` raised UnicodeError from the resolver.
         (f"[proxy]\nlisten = '{'a' * 64}:8080'\n", "proxy.listen: the host must be an IP address"),
         ("[admin]\nlisten = 'a..b:9090'\n", "admin.listen: the host must be an IP address"),
+        # Checked fine, then `run` stopped on "cannot listen on …: Invalid argument" (IPv6 only).
+        (
+            "[admin]\nlisten = '[::ffff:127.0.0.1]:9090'\n",
+            "admin.listen: ::ffff:127.0.0.1 is an IPv4 address written as IPv6 (IPv4-mapped), which"
+            " the gateway's IPv6 sockets cannot listen on; write it as IPv4: 127.0.0.1:9090",
+        ),
+        ("[proxy]\nlisten = '[::FFFF:10.1.2.3]:80'\n", "proxy.listen: ::FFFF:10.1.2.3 is an IPv4 address"),
         ("[proxy]\nupstream = 'ftp://x'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://[::1'\n", "proxy.upstream: must be an http(s) origin"),
         ("[proxy]\nupstream = 'http://h:99999'\n", "proxy.upstream: must be an http(s) origin"),
@@ -70,6 +77,11 @@ def test_defaults_load() -> None:
         ("[proxy]\ntrusted_proxies = ['10.0.0.0/8', 'bad']\n", "proxy.trusted_proxies[1]: not an IP"),
         ("[proxy]\nconnect_timeout = -1\n", "proxy.connect_timeout: must be > 0"),
         ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
+        # "proxy.addons: lists an addon twice" said neither which one nor where.
+        (
+            "[proxy]\naddons = ['identity', 'campaign', 'bots', 'campaign']\n",
+            "proxy.addons[3]: 'campaign' is listed twice (first as proxy.addons[1]); list each addon once",
+        ),
         ("[proxy]\nreserved_prefix = 'gw'\n", "proxy.reserved_prefix: must look like"),
         ("[campaign]\nclick_ids = ['ok', 'not ok']\n", "campaign.click_ids[1]: not a parameter name"),
         # A regular expression's $ matches before a last newline: the name is whole or refused.
@@ -548,6 +560,18 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_listen(text)
+
+
+@pytest.mark.parametrize("port", ["²", "\uff18\uff10", "١٨٤٨٠"])
+def test_a_listen_port_is_ascii_digits(port: str) -> None:
+    """Python's ``str.isdigit`` takes other scripts' digits: ``"127.0.0.1:١٨٤٨٠"`` (Arabic-Indic)
+    listened on 18480 unsaid, and ``"127.0.0.1:²"`` was refused in Python's words, ``invalid
+    literal for int() with base 10: '²'``. A port is ASCII digits, as the command line's whole
+    numbers are, and a wrong one is said as any other."""
+    for key in ("proxy", "admin"):
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, text=f'[{key}]\nlisten = "127.0.0.1:{port}"\n', environ=ENV)
+        assert err.value.problems == [f"{key}.listen: port must be 0..65535, got {port!r}"]
 
 
 def test_example_config_documents_every_option_with_its_default() -> None:

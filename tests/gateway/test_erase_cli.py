@@ -420,3 +420,74 @@ def test_erase_by_the_user_key_a_lookup_shows(tmp_path: Path) -> None:
     typo = gateway("erase", "0" * 32, "-c", str(cfg))
     assert typo.returncode == 0 and typo.stdout.startswith("erase: read as a raw user ID\n"), typo.stdout
     assert "read as a raw user ID: no user has it as a user_key" in typo.stdout
+
+
+def _older_store(path: Path, user_key: str, version: int = 4) -> None:
+    """A store as a gateway of 2026-12-02 left it (schema 4, as ``a065f61``'s in Upgrading): a
+    user's two devices, their landings and a stranger's, as an upgrade finds it before the new
+    version's first start."""
+    from storage.migrate import migrations, statements
+
+    with sqlite3.connect(path, isolation_level=None) as db:
+        for number, _, sql in migrations():
+            if number <= version:
+                for statement in statements(sql):
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+        for id_, visitor in (("01", "phone"), ("02", "laptop"), ("03", "stranger")):
+            db.execute(
+                "INSERT INTO touchpoints (id, ts, node, visitor_key, source, landing_path)"
+                " VALUES (?, ?, 'n', ?, 'a', '/')",
+                (id_, TS, visitor),
+            )
+        for id_, visitor in (("04", "phone"), ("05", "laptop")):
+            db.execute(
+                "INSERT INTO identities (id, ts, node, visitor_key, user_key, rule, origin)"
+                " VALUES (?, ?, 'n', ?, ?, 'login', 'rule')",
+                (id_, TS, visitor, user_key),
+            )
+
+
+def test_a_store_an_older_gateway_left_is_migrated_then_erased_and_purged(tmp_path: Path) -> None:
+    """Between installing a new version and its first start (Upgrading), ``gateway erase`` on
+    a store of before schema 10 failed with SQLite's bare ``no such table: sync_cursors``, and
+    ``gateway purge`` the same: an erasure request could not be met, and nothing said why or
+    what to do. They migrate it first, as ``import`` and ``reclassify`` do; a dry run, which
+    writes nothing, its migration included, says the store's version and what migrates it."""
+    from storage.migrate import migrations
+
+    newest = migrations()[-1][0]
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    _older_store(path, Keys.from_master(settings.secret).user_key("alice@example.com"))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n[privacy]\nretention_days = 1\n')
+
+    older = (
+        f" (the store is at schema version 4, older than this gateway's, {newest}: `gateway run`"
+        " migrates it when it starts, and so does a command that writes to it without --dry-run,"
+        " such as `gateway erase`; see Upgrading)"
+    )
+    for args in (
+        ("erase", "alice@example.com", "--dry-run"),
+        ("erase", "--visitor", "phone", "--dry-run"),
+        ("purge", "--dry-run"),
+    ):
+        done = gateway(*args, "-c", str(cfg))
+        assert done.returncode == 1 and older in done.stderr and str(path) in done.stderr, (args, done)
+    assert rows(path, "PRAGMA user_version") == [(4,)]
+
+    done = gateway("erase", "alice@example.com", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "erase: erased 2 visitors" in done.stdout
+    assert rows(path, "PRAGMA user_version") == [(newest,)]
+    assert rows(path, "SELECT visitor_key FROM touchpoints") == [("stranger",)]
+    assert rows(path, "SELECT count(*) FROM identities") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM erasures") == [(1,)]
+
+    path.unlink()
+    _older_store(path, "someone")
+    done = gateway("purge", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert rows(path, "PRAGMA user_version") == [(newest,)]
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(0,)]
