@@ -867,6 +867,7 @@ async def mitmdump_process(
 
 
 HEADS = (LANDING, "/article?p=2&gclid=h1")
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
 
 
 async def test_both_hosts_agree(
@@ -880,10 +881,16 @@ async def test_both_hosts_agree(
         resp.set_cookie("site", "1")
         return resp
 
+    async def preflight(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(status=204, headers={"Access-Control-Allow-Origin": "https://app.example"})
+
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
+    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
     origin = await upstream_server(app)
     headers = {"Referer": "https://www.google.com/", "Accept": "text/html"}
+    preflight_cookies: list[str] = []
 
     storage = f'[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\nmax_wait_ms = 60000\n'
     gw = await start_gateway(origin, storage)
@@ -894,6 +901,11 @@ async def test_both_hosts_agree(
     for target in HEADS:
         async with gw.session.head(gw.url + target, headers=headers) as resp:
             assert resp.status == 200
+    # A CORS preflight on a tagged URL: stripped, recorded by neither host, no visitor minted.
+    for target in HEADS:
+        async with gw.session.options(gw.url + target, headers=PREFLIGHT) as resp:
+            assert resp.status == 204
+            preflight_cookies += resp.headers.getall("Set-Cookie", [])
     aiohttp_rows = await asyncio.to_thread(
         rows, tmp_path / "gateway.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
     )
@@ -908,14 +920,19 @@ async def test_both_hosts_agree(
         for target in HEADS:
             async with session.head(url + target, headers=headers) as head:
                 assert head.status == 200
+        for target in HEADS:
+            async with session.options(url + target, headers=PREFLIGHT) as answer:
+                assert answer.status == 204
+                preflight_cookies += answer.headers.getall("Set-Cookie", [])
         # The response waited for the commit: the row is there before the process stops.
         mitm_rows = await asyncio.to_thread(
             rows, tmp_path / "mitm.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
         )
 
     clean = ["/landing?a=1&b=%20x", "/article?p=2"]
-    assert seen == [clean[0], *clean, clean[0], *clean]  # the same clean URLs upstream
+    assert seen == [clean[0], *clean, *clean, clean[0], *clean, *clean]  # the same clean URLs upstream
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
+    assert preflight_cookies == []
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
 
