@@ -57,6 +57,8 @@ REDIRECT_SECONDS = 30.0
 """How long after a redirect (ours to the clean URL under ``strip = "redirect"``, or the site's
 own) its follow-up is recognised."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+NO_ARRIVAL = frozenset({"HEAD", "OPTIONS"})
+"""Methods no browser navigates with: such a request records no touchpoint, tagged or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +304,12 @@ class Campaign:
         external = referrer_host is not None and referrer_host != site
         # raw_params holds every valid tracked pair (those of values and click among them, or it is
         # full): a landing tagged only with utm_id or utm_source_platform is a touchpoint too.
-        # A HEAD is no arrival: browsers never navigate with it; link checkers, uptime probes and
-        # link previews do. Until 2026-12-06 a newsletter's link checker took the first touch
-        # before any reader clicked (it is still stripped below, as the site sees a GET).
-        if req.method != "HEAD" and (
+        # A HEAD or an OPTIONS is no arrival: browsers never navigate with either. Link checkers,
+        # uptime probes and link previews send HEAD (until 2026-12-06 a newsletter's link checker
+        # took the first touch before any reader clicked); a browser sends OPTIONS only as a CORS
+        # preflight, without cookies, so each one was a landing and a new visitor (until
+        # 2026-12-06), and every other OPTIONS is a tool's. Both are still stripped below.
+        if req.method not in NO_ARRIVAL and (
             (values or click is not None or not self._kept(raw_params))
             if raw_params
             else external

@@ -480,8 +480,24 @@ class ProxyHost:
         self, request: web.Request, target: str, raw_path: str, raw_query: str, after_query: str
     ) -> web.StreamResponse:
         """Relay a WebSocket upgrade. Only the addons' ``websocket`` hook runs on it: tracking
-        pairs leave its URL (and a same-site Referer) as they leave a request's."""
+        pairs leave its URL (and a same-site Referer) as they leave a request's. A body on it
+        (browsers send none) is read first, within ``proxy.max_request_body`` and
+        ``proxy.body_timeout`` as any body, and goes to the site with the upgrade, as nginx
+        sends it: until 2026-12-06 its length went and its bytes did not, and the site waited."""
         self.metrics.requests.labels("websocket").inc()
+        upgrade_body = b""
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                self.metrics.requests.labels("too_large").inc()
+                return pages.error_page(413)
+            body = _Body(request, self.max_body, self.body_idle)
+            try:
+                upgrade_body = b"".join([chunk async for chunk in body.chunks()])
+            except Exception as err:
+                if body.failure is None:
+                    raise
+                return self._upstream_failed(request, body, err)
         trusted = self._peer_trusted(request)
         ex = Exchange(self._view(request, raw_path, raw_query, trusted))
         await self.pipeline.websocket(ex)
@@ -500,6 +516,7 @@ class ProxyHost:
                 self.max_ws_message,
                 self.going_away,
                 functools.partial(self._public_location, view=ex.request),
+                upgrade_body,
             )
         finally:
             self.pool.unreserve()

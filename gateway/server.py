@@ -55,7 +55,7 @@ from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
-from gateway.websocket import UpgradeConnector, keep_addresses_out_of_logs, no_redirects
+from gateway.websocket import UpgradeConnector, UpgradeRequest, keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
 from storage.queries import Reader
 from storage.sinks import SinkSet
@@ -96,6 +96,7 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
         max_line_size=MAX_UPSTREAM_HEADER,
         max_field_size=MAX_UPSTREAM_HEADER,
         trace_configs=[no_redirects()],  # a redirected upgrade is passed on, not followed
+        request_class=UpgradeRequest,  # an upgrade's body goes with it
     )
 
 

@@ -13,7 +13,8 @@ A site that answers the upgrade with anything but a 101 — a refusal (403, 401 
 streamed, not followed (``session`` must carry ``no_redirects``), a body of no length read to
 the site's close (the session's connector must be an ``UpgradeConnector``). aiohttp's log line naming
 the visitor's address when subprotocols do not overlap is kept out of the logs
-(``keep_addresses_out_of_logs``).
+(``keep_addresses_out_of_logs``). A body on the visitor's upgrade request, read whole by the
+caller, goes to the site with the upgrade (the session's ``UpgradeRequest``).
 """
 
 from __future__ import annotations
@@ -142,6 +143,23 @@ class UpgradeConnector(aiohttp.TCPConnector):
         super().__init__(**kwargs)
         # aiohttp makes each connection's protocol with ``_factory`` (no public hook).
         self._factory = functools.partial(_read_to_the_close, loop=self._loop)
+
+
+_BODY: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("ws_body", default=None)
+"""The body of the visitor's upgrade request being opened in this task (``proxy_websocket``)."""
+
+
+class UpgradeRequest(aiohttp.ClientRequest):
+    """The request class of the session WebSocket upgrades are opened with: it carries the
+    visitor's upgrade body, if any (``_BODY``), since ``ws_connect`` takes none. A body on an
+    upgrade is rare (browsers send none) but nginx and mitmproxy pass it on: without it, a site
+    told ``Content-Length: 5`` waited for five bytes that never came, and the visitor for its 101."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        body = _BODY.get()
+        if body:
+            kwargs["data"] = body
+        super().__init__(*args, **kwargs)
 
 
 def _cut_short(answer: aiohttp.ClientResponse, proto: ResponseHandler | None) -> bool:
@@ -398,13 +416,16 @@ async def proxy_websocket(
     max_message: int,
     going_away: asyncio.Event,
     public_location: Callable[[str], str] = str,
+    body: bytes = b"",
 ) -> web.StreamResponse:
-    """Relay one WebSocket; a message larger than ``max_message`` bytes (either way) closes it
-    with 1009, since each message is held whole in memory on its way through. A redirect the
-    site answers is passed on, its ``Location`` through ``public_location``. Once ``going_away``
-    is set (the gateway is stopping) both sides are closed with 1001; an upgrade the site
-    accepts after that is closed on its side (1001) and refused on the visitor's (503), and
-    one that comes after that is refused (503) without reaching the site."""
+    """Relay one WebSocket, ``body`` (the upgrade request's, read whole) sent with its upgrade
+    (the session's request class must be ``UpgradeRequest``); a message larger than
+    ``max_message`` bytes (either way) closes it with 1009, since each message is held whole
+    in memory on its way through. A redirect the site answers is passed on, its ``Location``
+    through ``public_location``. Once ``going_away`` is set (the gateway is stopping) both sides
+    are closed with 1001; an upgrade the site accepts after that is closed on its side (1001)
+    and refused on the visitor's (503), and one that comes after that is refused (503) without
+    reaching the site."""
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:  # the visitor's handshake
         return pages.error_page(400)
@@ -430,6 +451,7 @@ async def proxy_websocket(
             headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     token = _PASS_ON.set(functools.partial(_pass_on, request, public_location))
+    sent = _BODY.set(body)
     try:
         upstream = await session.ws_connect(
             ws_url,
@@ -463,6 +485,7 @@ async def proxy_websocket(
         )
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     finally:
+        _BODY.reset(sent)
         _PASS_ON.reset(token)
     if going_away.is_set():
         # The gateway began to stop while the site answered: a 101 now would be closed at once

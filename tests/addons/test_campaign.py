@@ -936,3 +936,40 @@ def test_a_head_s_redirect_is_not_remembered() -> None:
     identity.response(ex)
     campaign.response(ex)
     assert len(campaign.redirected) == 0 and len(campaign.landings) == 0
+
+
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/api/cart?utm_source=news&utm_medium=email&a=1", PREFLIGHT),
+        ("/api/cart?gclid=G1", {**PREFLIGHT, "Access-Control-Request-Headers": "content-type"}),
+        ("/p?creator_id=anna&a=1", {}),  # not a preflight: curl -X OPTIONS, a scanner
+        ("/p?utm_source=x", {"Accept": "text/html", "Referer": "https://news.example/post"}),
+    ],
+)
+@pytest.mark.parametrize("strip", ["forward", "redirect"])
+def test_an_options_request_records_no_touchpoint_mints_no_visitor_and_is_still_stripped(
+    target: str, headers: dict[str, str], strip: str
+) -> None:
+    """A CORS preflight is no visit: the browser sends it, without cookies, before a script's
+    cross-origin request to a tagged URL. Until 2026-12-06 each one was a landing and a new
+    visitor with a cookie of its own. No browser navigates with OPTIONS at all, so none records.
+    The site sees what it sees for a POST: the clean URL, inline (a preflight follows no
+    redirect), under ``redirect`` too."""
+    toml = f'[proxy]\nstrip = "{strip}"\n'
+    as_post, _ = run(target, toml, headers=headers, method="POST")
+    assert len(as_post.events) == 1  # the same request as a POST is a touchpoint
+    ctx = context(toml)
+    identity, campaign = configured(Identity, ctx=ctx), configured(Campaign, ctx=ctx)
+    ex = exchange(target, headers=headers, method="OPTIONS")
+    identity.request(ex)
+    campaign.request(ex)
+    answer(ex, identity, campaign)
+    assert ex.events == [] and ex.folded is None and ex.set_cookies == []
+    assert metric(ctx, "gateway_touchpoints_total") == 0
+    assert ex.reply is None
+    assert (ex.upstream_query, ex.upstream_headers) == (as_post.upstream_query, as_post.upstream_headers)
+    assert len(campaign.landings) == 0

@@ -26,6 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.conftest import ENV, GatewayFactory
+from tests.gateway.test_websocket import BODIES, Received, recording_site, upgrade_with_body
 
 pytest.importorskip("mitmproxy")
 
@@ -867,6 +868,7 @@ async def mitmdump_process(
 
 
 HEADS = (LANDING, "/article?p=2&gclid=h1")
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
 
 
 async def test_both_hosts_agree(
@@ -880,10 +882,16 @@ async def test_both_hosts_agree(
         resp.set_cookie("site", "1")
         return resp
 
+    async def preflight(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(status=204, headers={"Access-Control-Allow-Origin": "https://app.example"})
+
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
+    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
     origin = await upstream_server(app)
     headers = {"Referer": "https://www.google.com/", "Accept": "text/html"}
+    preflight_cookies: list[str] = []
 
     storage = f'[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\nmax_wait_ms = 60000\n'
     gw = await start_gateway(origin, storage)
@@ -894,6 +902,11 @@ async def test_both_hosts_agree(
     for target in HEADS:
         async with gw.session.head(gw.url + target, headers=headers) as resp:
             assert resp.status == 200
+    # A CORS preflight on a tagged URL: stripped, recorded by neither host, no visitor minted.
+    for target in HEADS:
+        async with gw.session.options(gw.url + target, headers=PREFLIGHT) as resp:
+            assert resp.status == 204
+            preflight_cookies += resp.headers.getall("Set-Cookie", [])
     aiohttp_rows = await asyncio.to_thread(
         rows, tmp_path / "gateway.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
     )
@@ -908,16 +921,51 @@ async def test_both_hosts_agree(
         for target in HEADS:
             async with session.head(url + target, headers=headers) as head:
                 assert head.status == 200
+        for target in HEADS:
+            async with session.options(url + target, headers=PREFLIGHT) as answer:
+                assert answer.status == 204
+                preflight_cookies += answer.headers.getall("Set-Cookie", [])
         # The response waited for the commit: the row is there before the process stops.
         mitm_rows = await asyncio.to_thread(
             rows, tmp_path / "mitm.db", f"SELECT {', '.join(COMPARED)} FROM touchpoints"
         )
 
     clean = ["/landing?a=1&b=%20x", "/article?p=2"]
-    assert seen == [clean[0], *clean, clean[0], *clean]  # the same clean URLs upstream
+    assert seen == [clean[0], *clean, *clean, clean[0], *clean, *clean]  # the same clean URLs upstream
     assert len(aiohttp_rows) == 1 and mitm_rows == aiohttp_rows
+    assert preflight_cookies == []
     for cookies in (aiohttp_cookies, mitm_cookies):
         assert [c.split("=")[0] for c in cookies] == ["site", "gw_vid"]
+
+
+MITM_BODIES = [
+    BODIES[0],
+    pytest.param(
+        *BODIES[1].values,
+        id=BODIES[1].id,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="mitmproxy's: after a chunked upgrade body the visitor's frames never reach the"
+            " site (plain mitmdump, no script, the same); README mitmproxy host",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("framing", MITM_BODIES)
+async def test_a_body_on_an_upgrade_reaches_the_site_through_mitmdump_too(
+    tmp_path: Path, secrets: None, raw_upstream: Any, framing: bytes
+) -> None:
+    """Both hosts pass an upgrade's body on before the switch (mitmproxy reads and sends it as
+    any request's, a chunked one as chunks; the aiohttp host holds it whole and sends it with a
+    length: ``tests/gateway/test_websocket.py``)."""
+    received: asyncio.Queue[Received] = asyncio.Queue()
+    origin = await raw_upstream(recording_site(received))
+    async with mitmdump(
+        origin, await asyncio.to_thread(config, tmp_path, "mitm"), tmp_path / "mitmconf"
+    ) as url:
+        coding = "chunked" if b"chunked" in framing else ""
+        await upgrade_with_body(int(url.rsplit(":", 1)[1]), framing, received, coding)
 
 
 async def raw_get(url: str, target: str) -> bytes:

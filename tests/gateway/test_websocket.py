@@ -11,13 +11,17 @@ wants to hear the reply's reason sends its close frame itself and reads the repl
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import struct
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from aiohttp.http_websocket import WS_KEY as GUID_BYTES
 
+from tests.conftest import RawHandler
 from tests.gateway.test_proxy import app_of
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -147,3 +151,100 @@ async def test_close_reason_that_is_no_utf8_fails_the_connection_with_1007_and_c
             assert heard(await close_and_hear_reply(ws, 4000, b"bye")) == (WSMsgType.CLOSE, 4010, b"ok")
             await ws.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+GUID = GUID_BYTES.decode()
+UPGRADE = (
+    "GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n"
+).encode()
+HI = bytes([0x81, 0x82, 1, 2, 3, 4]) + bytes(b ^ m for b, m in zip(b"hi", b"\x01\x02", strict=True))
+"""A masked text frame ``hi``, as a browser sends it after the handshake."""
+
+
+BODIES = [
+    pytest.param(b"Content-Length: 5\r\n\r\nhello", id="length"),
+    pytest.param(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", id="chunked"),
+]
+Received = tuple[str, bytes, bytes]
+
+
+def recording_site(received: asyncio.Queue[Received]) -> RawHandler:
+    """A raw WebSocket site that reads an upgrade and its body (a length or chunks), answers
+    101, and records (its ``Transfer-Encoding``, that body, the first frame's text)."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        fields = {k.lower(): v for k, _, v in (line.partition(": ") for line in head.split("\r\n")[1:-2])}
+        body = await reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("transfer-encoding") == "chunked":  # mitmproxy passes a chunked body so
+            while size := int(await reader.readline(), 16):
+                body += (await reader.readexactly(size + 2))[:-2]
+            await reader.readline()
+        accept = base64.b64encode(hashlib.sha1((fields["sec-websocket-key"] + GUID).encode()).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await writer.drain()
+        _, second = await reader.readexactly(2)
+        mask = await reader.readexactly(4)
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(second & 0x7F)))
+        received.put_nowait((fields.get("transfer-encoding", ""), body, payload))
+        await reader.read()
+
+    return site
+
+
+async def upgrade_with_body(
+    port: int, framing: bytes, received: asyncio.Queue[Received], coding: str = ""
+) -> None:
+    """Send an upgrade with a body framed as ``framing``, and a frame once the 101 came: the
+    site (``recording_site``) gets the body, framed by a length or, ``coding = "chunked"``, by
+    chunks, then the frame."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(UPGRADE + framing)
+        async with asyncio.timeout(10):  # a bound on a hang, not a measure
+            status = await reader.readuntil(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 101"), status
+            writer.write(HI)  # a client sends frames once it has the 101 (RFC 6455 §4.1)
+            assert await received.get() == (coding, b"hello", b"hi")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("framing", BODIES)
+async def test_a_body_on_an_upgrade_reaches_the_site_before_the_switch(
+    start_gateway, raw_upstream, framing: bytes
+) -> None:
+    """A body on the upgrade request goes to the site with it, as nginx and mitmproxy send it,
+    and the frames after it stay frames. Until 2026-12-06 its ``Content-Length`` reached the site
+    and its bytes did not: the site waited for them and the visitor never got its 101."""
+    received: asyncio.Queue[Received] = asyncio.Queue()
+    gw = await start_gateway(await raw_upstream(recording_site(received)))
+    await upgrade_with_body(gw.proxy.port, framing, received)
+
+
+@pytest.mark.parametrize("framing", BODIES)
+async def test_an_upgrade_body_over_the_request_body_limit_is_refused_413(
+    start_gateway, raw_upstream, framing: bytes
+) -> None:
+    """The upgrade's body is held whole before it goes: ``proxy.max_request_body`` bounds it,
+    as it bounds any body, and the site is not asked."""
+    asked: list[bytes] = []
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+
+    gw = await start_gateway(await raw_upstream(site), "[proxy]\nmax_request_body = 4\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(UPGRADE + framing)
+        async with asyncio.timeout(10):  # a bound on a hang, not a measure
+            status = await reader.readline()
+    finally:
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert asked == []
