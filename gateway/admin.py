@@ -307,8 +307,25 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         # A 401 still (the token was read, and wrong); the lockout starts with the next.
         wait = logins.failed(client)
         then = f"; too many from this address: the next are refused for {wait} s" if wait else ""
-        return fail(401, f"wrong admin token{then}", {"WWW-Authenticate": "Bearer"})
+        return fail(401, f"{authorization_refusal(scheme, given)}{then}", {"WWW-Authenticate": "Bearer"})
     return await handler(request)
+
+
+def authorization_refusal(scheme: str, given: str) -> str:
+    """Why an ``Authorization`` header was refused: the scheme when it is not Bearer (the right
+    token sent as Prometheus's ``basic_auth`` or under ``Token`` read "wrong admin token", and
+    the operator checked a token that was right), else the token. Never echoes a credential."""
+    if scheme.lower() == "bearer":
+        if not given.strip():
+            return "Authorization: Bearer without a token; send Authorization: Bearer <admin token>"
+        return "wrong admin token"
+    if not given:
+        got = "the token alone"  # no scheme word: what came may be the token itself
+    elif re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,19}", scheme):
+        got = repr(scheme)
+    else:
+        got = "no scheme this API knows"
+    return f"Authorization: expected the scheme Bearer, got {got}; send Authorization: Bearer <admin token>"
 
 
 def locked_out(wait: int, logins: FailedLogins) -> str:

@@ -449,14 +449,16 @@ def _errors(*codes: int) -> dict[str, Any]:
     the error middleware answers it when the store stays busy past its timeout (an import
     holds the write lock) and when the central store is out of reach (``admin.source``). 429
     belongs to every one behind the token (401): an address that sent too many wrong tokens is
-    refused a while (``gateway/lockout.py``). 421 belongs to every one: a ``Host`` that is not
-    one of the listener's names (``admin.hosts``, ``gateway/adminhosts.py``)."""
+    refused a while (``gateway/lockout.py``), and so does 403: a dashboard session's cookie
+    alone is refused on a write, and on a read another origin's page made. 421 belongs to every
+    one: a ``Host`` that is not one of the listener's names (``admin.hosts``,
+    ``gateway/adminhosts.py``)."""
     return {
         str(code): {
             "description": "error",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-        for code in sorted({*codes, 421, *((429,) if 401 in codes else ())})
+        for code in sorted({*codes, 421, *((403, 429) if 401 in codes else ())})
     }
 
 

@@ -170,6 +170,11 @@ _ERRORS = {
         "description": "missing or wrong token",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
+    "403": {
+        "description": "a dashboard session's cookie alone, on a request another origin's page"
+        " made: send Authorization: Bearer",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
     "421": {
         "description": "the Host is not one of the admin listener's names (admin.hosts)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -92,6 +92,31 @@ async def test_missing_or_wrong_token_rejected(gw, path: str, headers) -> None:
 
 
 @pytest.mark.parametrize(
+    ("header", "said"),
+    [
+        (
+            f"Basic {TOKEN}",
+            "Authorization: expected the scheme Bearer, got 'Basic'; send Authorization: Bearer",
+        ),
+        (
+            f"Token {TOKEN}",
+            "Authorization: expected the scheme Bearer, got 'Token'; send Authorization: Bearer",
+        ),
+        (TOKEN, "Authorization: expected the scheme Bearer, got the token alone; send Authorization: Bearer"),
+        ("Bearer", "Authorization: Bearer without a token; send Authorization: Bearer <admin token>"),
+        ("Bearer wrong", "wrong admin token"),
+    ],
+)
+async def test_a_refused_authorization_says_what_was_wrong(gw, header: str, said: str) -> None:
+    # Prometheus's basic_auth or a client's "Token" scheme with the right token: "wrong admin
+    # token" sent the operator to check a token that was right; the scheme was not.
+    status, _, body = await get(gw, "/api/creators", {"Authorization": header})
+    assert status == 401
+    assert body["error"].startswith(said), body["error"]
+    assert TOKEN not in body["error"]
+
+
+@pytest.mark.parametrize(
     ("path", "params", "status"),
     [
         ("/healthz", {}, 200),

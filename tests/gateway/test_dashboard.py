@@ -26,6 +26,7 @@ from gateway.admin import MAX_BODY
 from gateway.dashboard import CSP
 from gateway.events import Binding, Conversion, Event, Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.openapi import openapi_document
 from gateway.reportstate import REPORTING_KEY
 from gateway.sessions import SESSIONS_KEY, cookie_name
 from tests.conftest import TOKEN, RunningGateway
@@ -415,6 +416,36 @@ async def test_a_session_counts_only_from_the_dashboard_s_own_pages(
             assert body["ok"] is False and "dashboard's own pages" in body["error"]
             assert "Bearer" in body["error"]
     assert await status_of(gw, "GET", "/api/users/alice", AUTH) == 200  # nothing was erased
+
+
+async def test_a_session_cookie_s_refusals_are_documented(gw: RunningGateway) -> None:
+    """A signed-in dashboard's cookie alone is refused with 403 on a write, and on a read a page
+    of another origin made (README, Dashboard): a client built from the document met a status
+    it did not list. Every operation behind the token lists it, as it lists 401 and 429."""
+    doc = openapi_document()["paths"]
+    behind_token = [
+        (path, method, op)
+        for path, methods in doc.items()
+        for method, op in methods.items()
+        if op.get("security") != []
+    ]
+    assert len(behind_token) >= 20
+    for path, method, op in behind_token:
+        assert "403" in op["responses"], f"{method.upper()} {path}: 403 undocumented"
+    session_id = await login(gw)
+    for method, path, template, headers in [
+        ("delete", "/api/users/alice", "/api/users/{user_id}", with_cookie(gw, session_id)),
+        (
+            "get",
+            "/api/touchpoints",
+            "/api/touchpoints",
+            with_cookie(gw, session_id, **{"Sec-Fetch-Site": "same-site"}),
+        ),
+    ]:
+        async with gw.session.request(method, gw.admin_url + path, headers=headers) as resp:
+            assert resp.status == 403
+            body = await resp.json()
+        Draft202012Validator(response_schema(template, 403, method)).validate(body)
 
 
 @pytest.mark.parametrize("site", ["same-origin", "none", None])
