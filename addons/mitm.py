@@ -56,7 +56,7 @@ from addons.campaign import host_of
 from gateway import reserved
 from gateway.childsignals import heard
 from gateway.codings import content_codings, decoded_layers
-from gateway.commits import Confirmations
+from gateway.commits import Confirmations, submitted
 from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
 from gateway.daysalt import DaySalt
 from gateway.doctor import store_failure
@@ -673,7 +673,7 @@ class GatewayAddon:
         if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
             req = flow.request
             ex.request_body = read_body(req.raw_content, req.headers, ex.want_request_body)
-        commits = [self.store.submit(ex.events)] if ex.events else []
+        commits = [submitted(self.store, ex.events, pipeline)] if ex.events else []
         shared.FLOWS[flow.id] = _State(ex, len(ex.events), commits, pipeline, self.store, self)
         if ex.reply is not None:
             reply = ex.reply
@@ -785,7 +785,7 @@ class GatewayAddon:
         await state.pipeline.response(ex)
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
-            state.commits.append(state.store.submit(new))
+            state.commits.append(submitted(state.store, new, state.pipeline))
         guard = any(not cookie.shared_safe for cookie in ex.set_cookies)
         if guard and shared_cacheable(flow.response.headers.get_all("cache-control")):
             flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does

@@ -6,14 +6,15 @@ status is one the rule calls success and its ``when`` conditions hold, the user
 ID is read, validated (printable, at most ``MAX_USER_ID`` characters; lower-cased
 when the rule says ``lowercase``) and a ``Binding`` of the visitor key to the
 user key is emitted. Many visitors per user; nothing unbinds. The store keeps
-one binding per pair and counts it (``gateway_bindings_total``) once stored. The
+one binding per pair and counts it (``gateway_bindings_total``) once stored; a pair whose
+binding the store refused (``not_stored``) is bound again at its next sign-in. The
 user key is left on the exchange so ``conversions`` can credit the user at once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from addons.conditions import Condition, holding_operations
@@ -21,7 +22,7 @@ from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import RuleIndex, compile_match
 from addons.values import ExtractError, user_id
-from gateway.events import Binding, iso
+from gateway.events import Binding, Event, iso
 from gateway.ids import Uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -49,6 +50,10 @@ class RecentPairs:
         if len(self.pairs) > self.size:
             self.pairs.popitem(last=False)
         return True
+
+    def drop(self, pair: tuple[str, str]) -> None:
+        """Forget one pair (its binding was not stored): it is bound again when seen again."""
+        self.pairs.pop(pair, None)
 
     def forget(self, user_keys: Collection[str]) -> None:
         """Drop the pairs of these users (erased: their bindings are gone from the store)."""
@@ -122,6 +127,14 @@ class Stitching(FollowsKeyFiles):
     def erased(self, user_keys: Collection[str]) -> None:
         """An erasure deleted these users' bindings: their next sign-in binds again."""
         self.recent.forget(user_keys)
+
+    def not_stored(self, events: Sequence[Event]) -> None:
+        """The store refused these events (fail open): a pair whose binding was among them is
+        bound at its next sign-in. Until 2026-12-06 it stayed remembered as bound, and the
+        visitor's touchpoints never joined the user while the process ran."""
+        for event in events:
+            if isinstance(event, Binding) and event.origin == "rule":
+                self.recent.drop((event.visitor_key, event.user_key))
 
     def _bind(self, ex: Exchange, rule: str, user_key: str) -> None:
         assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor

@@ -1,7 +1,8 @@
 """A request's events and their commit, as both hosts (``gateway run`` and the mitmproxy addon)
 wait for them: fail open, counted, said.
 
-Owns ``Confirmations``: under ``storage.durability = "commit"`` the request waits for its
+Owns ``submitted`` (a request's events to the store, the pipeline told if it refuses them) and
+``Confirmations``: under ``storage.durability = "commit"`` the request waits for its
 events' commit (the store bounds the wait by ``storage.max_wait_ms``); under ``"async"`` it does
 not, and each commit is looked at when it settles. Either way a failure never fails the
 request: a commit not made in time counts ``gateway_events_unconfirmed_total{reason="timeout"}``,
@@ -13,12 +14,35 @@ request, on the disk that may be full).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+from gateway.events import Event
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
-from storage.local import CommitTimeout
+from storage.local import CommitTimeout, LocalStore
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Pipeline
+
+
+def submitted(store: LocalStore, events: Sequence[Event], pipeline: Pipeline) -> asyncio.Future[None]:
+    """``store.submit(events)``, the pipeline told (``Pipeline.not_stored``) when the store
+    refuses them, so that what its addons remember as recorded (a pair ``stitching`` bound) is
+    recorded when seen again. A commit not confirmed in time is not refused: it stays queued."""
+    future = store.submit(events)
+    future.add_done_callback(functools.partial(_refused, pipeline, tuple(events)))
+    return future
+
+
+def _refused(pipeline: Pipeline, events: Sequence[Event], future: asyncio.Future[None]) -> None:
+    if future.cancelled():
+        return
+    err = future.exception()
+    if err is not None and not isinstance(err, CommitTimeout):
+        pipeline.not_stored(events)
 
 
 class Confirmations:

@@ -302,7 +302,7 @@ class Inbound:
         lowered: dict[str, str] = {}
         for name in ("id", "timestamp", "signature"):
             given = headers.getall(prefix + name, [])
-            if name == "signature":  # a list: over several lines, each is one more signature
+            if name == "signature" and given:  # a list: over several lines, each one more signature
                 lowered["webhook-signature"] = " ".join(given)
             elif len(set(given)) > 1:  # which one did the sender sign? neither is believed
                 raise AuthFailed("signature", f"signature: {prefix}{name} given more than once")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -418,6 +418,19 @@ class Pipeline:
             except Exception:  # the erasure itself is stored: what this addon keeps may outlive it
                 log.exception("addon %s failed in erased: it may still remember the erased users", name)
                 self.metrics.addon_errors.labels(name, "erased").inc()
+
+    def not_stored(self, events: Sequence[Event]) -> None:
+        """Events the store refused (a full disk, a read-only mount): addons that remember what
+        they recorded (``not_stored`` hook) forget it, so that it is recorded when seen again."""
+        for name, addon in self.addons:
+            fn = getattr(addon, "not_stored", None)
+            if fn is None:
+                continue
+            try:
+                fn(events)
+            except Exception:
+                log.exception("addon %s failed in not_stored", name)
+                self.metrics.addon_errors.labels(name, "not_stored").inc()
 
     async def done(self) -> None:
         for name, addon in self.addons:

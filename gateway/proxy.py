@@ -31,7 +31,7 @@ from yarl import URL
 
 from gateway import pages, reserved
 from gateway.codings import content_codings, decoded_layers
-from gateway.commits import Confirmations
+from gateway.commits import Confirmations, submitted
 from gateway.config import Settings
 from gateway.events import Event
 from gateway.forwarding import (
@@ -459,7 +459,7 @@ class ProxyHost:
         trusted = self._peer_trusted(request)
         ex = Exchange(self._view(request, raw_path, raw_query, trusted))
         await self.pipeline.request(ex)
-        commits = [self.store.submit(ex.events)] if ex.events else []
+        commits = [submitted(self.store, ex.events, self.pipeline)] if ex.events else []
         seen = len(ex.events)
 
         if ex.reply is not None:
@@ -865,4 +865,4 @@ class ProxyHost:
         """Events that response hooks added go to the store too."""
         if len(ex.events) > seen:
             new: list[Event] = ex.events[seen:]
-            commits.append(self.store.submit(new))
+            commits.append(submitted(self.store, new, self.pipeline))

@@ -82,7 +82,7 @@ def verify_standard(
     timestamp = headers.get("webhook-timestamp", "")
     given = headers.get("webhook-signature", "")
     if not (msg_id and timestamp and given):
-        raise AuthFailed("signature", "signature: missing webhook-id, webhook-timestamp or webhook-signature")
+        raise AuthFailed("signature", _missing(headers, sent_as))
     if not utf8_text(msg_id):  # bytes that are not UTF-8 (the HTTP parser kept them as surrogates)
         raise AuthFailed("signature", "signature: webhook-id is not UTF-8 text")
     _check_timestamp(timestamp, now, tolerance, f"{sent_as}timestamp")
@@ -97,6 +97,29 @@ def verify_standard(
             if any(hmac.compare_digest(expected, sig) for sig in offered):
                 return Authenticated(sender, msg_id)
     raise AuthFailed("signature", _standard_refusal(f"{sent_as}signature", offered))
+
+
+def _missing(headers: Mapping[str, str], sent_as: str) -> str:
+    """Which of the three headers a delivery lacks (or sent empty), named as the sender writes
+    them: "missing webhook-id, webhook-timestamp or webhook-signature" left a sender whose code
+    forgot one (or a proxy that dropped one) to guess which, and named a Svix-branded sender's
+    ``svix-`` headers as ``webhook-`` ones."""
+    names = ("id", "timestamp", "signature")
+    if not any(headers.get(f"webhook-{name}") for name in names) and sent_as == "webhook-":
+        return "signature: missing webhook-id, webhook-timestamp or webhook-signature"  # none signed
+    lacking = [name for name in names if f"webhook-{name}" not in headers]
+    empty = [name for name in names if f"webhook-{name}" in headers and not headers[f"webhook-{name}"]]
+    said = [
+        f"{_listed([sent_as + n for n in group])} {state if len(group) == 1 else plural}"
+        for group, state, plural in ((lacking, "is missing", "are missing"), (empty, "is empty", "are empty"))
+        if group
+    ]
+    three = f"{sent_as}id, {sent_as}timestamp and {sent_as}signature"
+    return f"signature: {'; '.join(said)} (a Standard Webhooks delivery carries {three})"
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _standard_refusal(header: str, offered: Sequence[bytes]) -> str:

@@ -508,6 +508,34 @@ async def test_svix_branded_headers_are_the_standard_scheme(gw: RunningGateway) 
     assert status == 401 and answer["error"] == "signature: no valid signature"
 
 
+@pytest.mark.parametrize("prefix", ["webhook-", "svix-"])
+async def test_a_missing_signature_header_is_named(gw: RunningGateway, prefix: str) -> None:
+    """A delivery that lacks one of the three headers (a sender's own code that forgot the
+    timestamp, a proxy that dropped one) is told which, as the sender wrote the others: it was
+    "missing webhook-id, webhook-timestamp or webhook-signature", the same for any of them, and
+    for a Svix-branded sender named headers it never sends."""
+    body = encode(conversion())
+    headers = {k.replace("webhook-", prefix): v for k, v in signed(body).items()}
+    three = f"{prefix}id, {prefix}timestamp and {prefix}signature"
+    for left_out in ("id", "timestamp", "signature")[: 3 if prefix == "webhook-" else 2]:
+        sent = {k: v for k, v in headers.items() if k != prefix + left_out}
+        status, answer = await post(gw, body, sent)
+        expected = f"signature: {prefix}{left_out} is missing (a Standard Webhooks delivery carries {three})"
+        assert (status, answer["error"]) == (401, expected)
+    sent = {**headers, f"{prefix}id": "", f"{prefix}timestamp": ""}
+    status, answer = await post(gw, body, sent)
+    both = f"{prefix}id and {prefix}timestamp"
+    expected = f"signature: {both} are empty (a Standard Webhooks delivery carries {three})"
+    assert (status, answer["error"]) == (401, expected)
+    bare = {"content-type": "application/json"}  # no signature at all: as before
+    status, answer = await post(gw, body, bare)
+    assert (status, answer["error"]) == (
+        401,
+        "signature: missing webhook-id, webhook-timestamp or webhook-signature",
+    )
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
 async def test_signatures_over_several_header_lines_are_one_list(gw: RunningGateway) -> None:
     """webhook-signature over two lines counted only its last line: a valid signature followed
     by a stale one was a 401. An id or timestamp given twice, differently, is refused."""

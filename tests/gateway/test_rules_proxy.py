@@ -298,6 +298,35 @@ async def test_a_body_whose_content_encoding_is_on_two_lines_is_read_with_both(
     assert 'gateway_extraction_failures_total{reason="body_not_read",rule="api-login"} 1.0' in text
 
 
+async def test_a_sign_in_the_store_could_not_write_binds_at_the_next_sign_in(
+    setup: tuple[RunningGateway, Site],
+) -> None:
+    """The site is served while the store refuses writes (a full disk, a read-only mount: fail
+    open), so the binding of that sign-in is not on disk. The visitor's next sign-in, once the
+    store writes again, binds them: until 2026-12-06 the process remembered the pair as bound
+    and never asked the store again, and the visitor's touchpoints never joined the user."""
+    gw, _ = setup
+    cookie = await visit(gw)
+    body = f"username=ada&password={PASSWORD}".encode()
+
+    async def sign_in() -> None:
+        async with gw.session.post(
+            gw.url + "/accounts/login/", data=body, headers={**FORM, **cookie}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+
+    await gw.gateway.store.on_writer("PRAGMA query_only = ON")  # the store refuses every write
+    await sign_in()
+    assert await rows(gw, "SELECT * FROM identities") == []
+    await gw.gateway.store.on_writer("PRAGMA query_only = OFF")  # it writes again
+    await sign_in()
+    await sign_in()
+    bound = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("ada"), "django-login")]
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    assert 'gateway_bindings_total{rule="django-login"} 1.0' in text
+
+
 async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site]) -> None:
     gw, site = setup
     for target in ("/api/login", "/api/login?gz=1"):
