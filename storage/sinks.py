@@ -166,22 +166,6 @@ class Sink:
         """Send one batch; SinkError unless the destination accepted it (2xx). Stale, without
         sending, when ``current`` says an erasure came since it was read (checked once the
         rate limit lets it go)."""
-        body = batch_body(encoded)
-        headers = {"Content-Type": "application/json"}
-        url = self.url
-        if self.options.kind == "segment":
-            url = url.rstrip("/") + "/v1/batch"
-            # Segment's scheme: HTTP Basic with the write key as user name and no password.
-            headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
-        else:
-            ids = b",".join(message_id(m).encode() for m in encoded)
-            msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
-            timestamp = str(int(time.time()))
-            headers |= {
-                "webhook-id": msg_id,
-                "webhook-timestamp": timestamp,
-                "webhook-signature": standard_signature(self.secret, msg_id, timestamp, body),
-            }
         async with self._lock:
             loop = asyncio.get_running_loop()
             wait = self._next_send - loop.time()
@@ -190,6 +174,10 @@ class Sink:
             if current is not None and not await current():
                 raise Stale("an erasure came since these rows were read")
             self._next_send = loop.time() + 1 / self.options.rate_per_second
+            # Dated and signed as it goes, after the wait: made before it (until 2026-12-06), a
+            # batch held by the rate limit or a Retry-After went with a past ``sentAt`` and
+            # ``webhook-timestamp``, which a receiver's tolerance refuses once the wait is long.
+            url, headers, body = self._request(encoded)
             session = await self._set.session()
             try:
                 async with session.post(
@@ -250,6 +238,25 @@ class Sink:
         elif given and status in (429, 503):
             problem.append(f"Retry-After: {given}, neither seconds nor an HTTP-date: ignored")
         raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""), problem[0])
+
+    def _request(self, encoded: Sequence[bytes]) -> tuple[str, dict[str, str], bytes]:
+        """The URL, headers and body of one batch as it goes now: Segment's HTTP Basic, or a
+        webhook's Standard Webhooks signature over this moment's timestamp."""
+        body = batch_body(encoded)
+        headers = {"Content-Type": "application/json"}
+        if self.options.kind == "segment":
+            # Segment's scheme: HTTP Basic with the write key as user name and no password.
+            headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
+            return self.url.rstrip("/") + "/v1/batch", headers, body
+        ids = b",".join(message_id(m).encode() for m in encoded)
+        msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
+        timestamp = str(int(time.time()))
+        headers |= {
+            "webhook-id": msg_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": standard_signature(self.secret, msg_id, timestamp, body),
+        }
+        return self.url, headers, body
 
     async def send(
         self,

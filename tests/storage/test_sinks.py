@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import itertools
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -484,6 +486,24 @@ async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, ba
         verify_standard({"out": [WRITE_KEY.encode()]}, headers, batch_api.bodies[0], now, 300).sender == "out"
     )
     assert {c["type"] for c in batch_api.calls} == {"track", "identify"}
+
+
+async def test_a_webhook_batch_is_signed_when_it_goes_not_before_the_rate_limit_let_it(
+    world, batch_api: BatchApi
+) -> None:
+    """A batch waits for ``rate_per_second`` (or a ``Retry-After``) before it goes; its
+    ``webhook-timestamp`` (and ``sentAt``) were taken before that wait, so a slow rate or a held
+    re-send arrived signed in the past, and a receiver's tolerance (our own
+    ``webhooks.tolerance_seconds``: 300 s) refused it. With one request a second, each batch's
+    timestamp is at least a second after the one before."""
+    w = await world(sink_toml(batch_api, kind="webhook", batch_size=1, rate_per_second=1.0))
+    await seed(w)
+    assert await one_round(w) == {"touchpoints": 3, "identities": 2}
+    stamps = [int(h["webhook-timestamp"]) for h in batch_api.headers]
+    assert len(stamps) == 5
+    assert all(later >= earlier + 1 for earlier, later in itertools.pairwise(stamps)), stamps
+    sent_at = [datetime.fromisoformat(json.loads(b)["sentAt"]) for b in batch_api.bodies]
+    assert all(later - earlier >= timedelta(seconds=0.9) for earlier, later in itertools.pairwise(sent_at))
 
 
 async def test_a_sink_url_read_from_the_environment_is_where_it_sends(world, batch_api: BatchApi) -> None:
