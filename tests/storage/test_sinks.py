@@ -934,6 +934,38 @@ async def test_a_resend_held_off_by_retry_after_says_how_long(world, upstream_se
     assert str(held.value) == said
 
 
+async def test_a_resend_while_the_destination_asks_the_sink_to_wait_says_so_at_once(
+    world, upstream_server
+) -> None:
+    """A 429's ``Retry-After`` holds the sink's next request (up to ``backoff_max_seconds``, a
+    day at most). A re-send on demand (``POST /api/sinks/…``) made meanwhile waited the whole
+    hold inside the admin request, saying nothing (until 2026-12-06): now it answers at once
+    that the destination asked to wait, and how long is left, and sends nothing."""
+    received = 0
+
+    async def busy(request: web.Request) -> web.Response:
+        nonlocal received
+        received += 1
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "3600"})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    w = await world(sink_toml(BatchApi(url=await upstream_server(app)), backoff_max_seconds=7200.0))
+    _, user_key = await seed(w)
+    with pytest.raises(SinkError):
+        await one_round(w)  # the background round: held for an hour
+    assert received == 1
+    with pytest.raises(SinkError) as held:
+        async with asyncio.timeout(20):
+            await w.sinks.resend_user([user_key])
+    assert received == 1  # nothing sent against the destination's word
+    said = str(held.value)
+    assert said.startswith("the destination asked to wait (HTTP 429, Retry-After: 3600): 3600 s") or (
+        said.startswith("the destination asked to wait (HTTP 429, Retry-After: 3600): 3599 s")
+    ), said
+    assert said.endswith("left; nothing sent: try again then"), said
+
+
 async def test_a_failing_destination_s_own_words_are_said_short_and_safe(
     world, upstream_server, caplog: pytest.LogCaptureFixture
 ) -> None:
