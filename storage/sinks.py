@@ -51,6 +51,7 @@ import contextlib
 import email.utils
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -252,13 +253,14 @@ class Sink:
         raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""), problem[0])
 
     def _refuse_held(self) -> None:
-        """SinkError while a destination's ``Retry-After`` holds the requests: what it said, and
-        how long is left."""
+        """SinkError while a destination's ``Retry-After`` holds the requests for longer than one
+        request may take (``timeout_seconds``, what a re-send may wait anyway): what it said,
+        and how long is left."""
         until, said = self._held
         left = until - asyncio.get_running_loop().time()
-        if left > 0:
+        if left > self.options.timeout_seconds:
             raise SinkError(
-                f"the destination asked to wait ({said}): {left:.0f} s of it left;"
+                f"the destination asked to wait ({said}): {math.ceil(left)} s of it left;"
                 " nothing sent: try again then",
                 "the destination asked to wait",
             )
