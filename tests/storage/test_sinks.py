@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
+from storage.sink_messages import batch_body, message_id
 from storage.sinks import EVENT, NothingRecorded, SinkError, SinkSet, open_log, pack, retry_after_seconds
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.storage.stores import landing
@@ -469,6 +470,21 @@ def test_pack_respects_count_and_size_limits() -> None:
     assert all(len(b) <= 3 for b in batches)
     assert all(200 + sum(len(m) + 1 for m in b) <= 5000 for b in batches)
     assert sum(len(b) for b in batches) == 12
+
+
+def test_no_batch_body_is_over_max_batch_bytes_even_of_one_message() -> None:
+    """``max_message_bytes`` may be as large as ``max_batch_bytes``; a message that fits the
+    first but not the second once the batch's envelope is around it went alone in a body over
+    ``max_batch_bytes`` (until 2026-12-06), which a destination limited to it refuses. It is
+    skipped as too large, as one over ``max_message_bytes`` is."""
+    options = SinkOptions(
+        name="s", kind="segment", url="http://x", secret="env:X", max_batch_bytes=2000, max_message_bytes=2000
+    )
+    fits, over = {"messageId": "a", "pad": "x" * 1500}, {"messageId": "b", "pad": "y" * 1960}
+    batches, skipped = pack([fits, over], options)
+    assert skipped == 1
+    assert [[message_id(m) for m in b] for b in batches] == [["a"]]
+    assert all(len(batch_body(b)) <= options.max_batch_bytes for b in batches)
 
 
 async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, batch_api: BatchApi) -> None:
