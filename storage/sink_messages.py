@@ -122,13 +122,18 @@ def pack(messages: Sequence[dict[str, Any]], options: SinkOptions) -> tuple[list
     skipped = 0
     for message in messages:
         encoded = _encode.encode(message)
-        if len(encoded) > options.max_message_bytes:
+        # Alone in a batch, its body must still fit max_batch_bytes, which may be as small as
+        # max_message_bytes: until 2026-12-06 such a message went in a body over it.
+        if len(encoded) > options.max_message_bytes or _ENVELOPE + len(encoded) + 1 > options.max_batch_bytes:
             skipped += 1
             log.warning(
-                "sink %s: message %s is too large (%d bytes); skipped",
+                "sink %s: message %s is too large (%d bytes; max_message_bytes %d, and a batch"
+                " of it alone at most max_batch_bytes %d); skipped",
                 options.name,
                 message["messageId"],
                 len(encoded),
+                options.max_message_bytes,
+                options.max_batch_bytes,
             )
             continue
         if current and (

@@ -51,6 +51,7 @@ import contextlib
 import email.utils
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -135,6 +136,9 @@ class Sink:
         self.url = settings.sink_urls.get(options.name, "")
         self._set = sinks
         self._next_send = 0.0
+        # Until when (loop time) a destination's Retry-After holds the requests, and what it said:
+        # a re-send on demand says so at once rather than wait it out inside the admin request.
+        self._held: tuple[float, str] = (0.0, "")
         self._lock = asyncio.Lock()  # one request at a time per sink: the rate limit holds
         # table → (its cursor's position, the messageIds the destination has taken, or refused as
         # such, from the read at that position): a read made again sends only the rest.
@@ -162,34 +166,29 @@ class Sink:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def post(self, encoded: Sequence[bytes], current: Current | None = None) -> None:
+    async def post(
+        self, encoded: Sequence[bytes], current: Current | None = None, *, hold: bool = True
+    ) -> None:
         """Send one batch; SinkError unless the destination accepted it (2xx). Stale, without
         sending, when ``current`` says an erasure came since it was read (checked once the
-        rate limit lets it go)."""
-        body = batch_body(encoded)
-        headers = {"Content-Type": "application/json"}
-        url = self.url
-        if self.options.kind == "segment":
-            url = url.rstrip("/") + "/v1/batch"
-            # Segment's scheme: HTTP Basic with the write key as user name and no password.
-            headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
-        else:
-            ids = b",".join(message_id(m).encode() for m in encoded)
-            msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
-            timestamp = str(int(time.time()))
-            headers |= {
-                "webhook-id": msg_id,
-                "webhook-timestamp": timestamp,
-                "webhook-signature": standard_signature(self.secret, msg_id, timestamp, body),
-            }
+        rate limit lets it go). Not ``hold`` (a re-send on demand): SinkError at once, sending
+        nothing, while a destination's ``Retry-After`` holds the requests."""
+        if not hold:
+            self._refuse_held()
         async with self._lock:
             loop = asyncio.get_running_loop()
+            if not hold:
+                self._refuse_held()
             wait = self._next_send - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             if current is not None and not await current():
                 raise Stale("an erasure came since these rows were read")
             self._next_send = loop.time() + 1 / self.options.rate_per_second
+            # Dated and signed as it goes, after the wait: made before it (until 2026-12-06), a
+            # batch held by the rate limit or a Retry-After went with a past ``sentAt`` and
+            # ``webhook-timestamp``, which a receiver's tolerance refuses once the wait is long.
+            url, headers, body = self._request(encoded)
             session = await self._set.session()
             try:
                 async with session.post(
@@ -216,6 +215,8 @@ class Sink:
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
         if told is not None:  # the destination says when: believe it
             self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
+            given = printable(retry_after.strip()[:100])
+            self._held = (self._next_send, f"HTTP {status}, Retry-After: {given}")
         if 200 <= status < 300:
             self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
             return
@@ -251,6 +252,38 @@ class Sink:
             problem.append(f"Retry-After: {given}, neither seconds nor an HTTP-date: ignored")
         raise SinkError(problem[0] + (": " + "; ".join(problem[1:]) if problem[1:] else ""), problem[0])
 
+    def _refuse_held(self) -> None:
+        """SinkError while a destination's ``Retry-After`` holds the requests for longer than one
+        request may take (``timeout_seconds``, what a re-send may wait anyway): what it said,
+        and how long is left."""
+        until, said = self._held
+        left = until - asyncio.get_running_loop().time()
+        if left > self.options.timeout_seconds:
+            raise SinkError(
+                f"the destination asked to wait ({said}): {math.ceil(left)} s of it left;"
+                " nothing sent: try again then",
+                "the destination asked to wait",
+            )
+
+    def _request(self, encoded: Sequence[bytes]) -> tuple[str, dict[str, str], bytes]:
+        """The URL, headers and body of one batch as it goes now: Segment's HTTP Basic, or a
+        webhook's Standard Webhooks signature over this moment's timestamp."""
+        body = batch_body(encoded)
+        headers = {"Content-Type": "application/json"}
+        if self.options.kind == "segment":
+            # Segment's scheme: HTTP Basic with the write key as user name and no password.
+            headers["Authorization"] = "Basic " + base64.b64encode(self.secret + b":").decode()
+            return self.url.rstrip("/") + "/v1/batch", headers, body
+        ids = b",".join(message_id(m).encode() for m in encoded)
+        msg_id = "gw_" + hashlib.sha256(ids).hexdigest()[:32]  # a retried batch is the same delivery
+        timestamp = str(int(time.time()))
+        headers |= {
+            "webhook-id": msg_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": standard_signature(self.secret, msg_id, timestamp, body),
+        }
+        return self.url, headers, body
+
     async def send(
         self,
         messages: Sequence[dict[str, Any]],
@@ -279,7 +312,7 @@ class Sink:
             if skip_refused:
                 sent += await self._deliver(batch, refused, current, settled)
             else:
-                await self.post(batch, current)
+                await self.post(batch, current, hold=False)
                 sent += len(batch)
         if refused and not sent and not took_before:
             check = f"check {self.key}.url and {self.secret_source}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import itertools
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
+from storage.sink_messages import batch_body, message_id
 from storage.sinks import EVENT, NothingRecorded, SinkError, SinkSet, open_log, pack, retry_after_seconds
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.storage.stores import landing
@@ -469,6 +472,21 @@ def test_pack_respects_count_and_size_limits() -> None:
     assert sum(len(b) for b in batches) == 12
 
 
+def test_no_batch_body_is_over_max_batch_bytes_even_of_one_message() -> None:
+    """``max_message_bytes`` may be as large as ``max_batch_bytes``; a message that fits the
+    first but not the second once the batch's envelope is around it went alone in a body over
+    ``max_batch_bytes`` (until 2026-12-06), which a destination limited to it refuses. It is
+    skipped as too large, as one over ``max_message_bytes`` is."""
+    options = SinkOptions(
+        name="s", kind="segment", url="http://x", secret="env:X", max_batch_bytes=2000, max_message_bytes=2000
+    )
+    fits, over = {"messageId": "a", "pad": "x" * 1500}, {"messageId": "b", "pad": "y" * 1960}
+    batches, skipped = pack([fits, over], options)
+    assert skipped == 1
+    assert [[message_id(m) for m in b] for b in batches] == [["a"]]
+    assert all(len(batch_body(b)) <= options.max_batch_bytes for b in batches)
+
+
 async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, batch_api: BatchApi) -> None:
     w = await world(sink_toml(batch_api, kind="webhook"))
     await seed(w)
@@ -484,6 +502,24 @@ async def test_webhook_sink_is_signed_and_a_retry_is_the_same_delivery(world, ba
         verify_standard({"out": [WRITE_KEY.encode()]}, headers, batch_api.bodies[0], now, 300).sender == "out"
     )
     assert {c["type"] for c in batch_api.calls} == {"track", "identify"}
+
+
+async def test_a_webhook_batch_is_signed_when_it_goes_not_before_the_rate_limit_let_it(
+    world, batch_api: BatchApi
+) -> None:
+    """A batch waits for ``rate_per_second`` (or a ``Retry-After``) before it goes; its
+    ``webhook-timestamp`` (and ``sentAt``) were taken before that wait, so a slow rate or a held
+    re-send arrived signed in the past, and a receiver's tolerance (our own
+    ``webhooks.tolerance_seconds``: 300 s) refused it. With one request a second, each batch's
+    timestamp is at least a second after the one before."""
+    w = await world(sink_toml(batch_api, kind="webhook", batch_size=1, rate_per_second=1.0))
+    await seed(w)
+    assert await one_round(w) == {"touchpoints": 3, "identities": 2}
+    stamps = [int(h["webhook-timestamp"]) for h in batch_api.headers]
+    assert len(stamps) == 5
+    assert all(later >= earlier + 1 for earlier, later in itertools.pairwise(stamps)), stamps
+    sent_at = [datetime.fromisoformat(json.loads(b)["sentAt"]) for b in batch_api.bodies]
+    assert all(later - earlier >= timedelta(seconds=0.9) for earlier, later in itertools.pairwise(sent_at))
 
 
 async def test_a_sink_url_read_from_the_environment_is_where_it_sends(world, batch_api: BatchApi) -> None:
@@ -912,6 +948,37 @@ async def test_a_resend_held_off_by_retry_after_says_how_long(world, upstream_se
         await w.sinks.resend_user([user_key])
     said = 'HTTP 429: {"error": "slow down"}; the destination asks to wait 7 s (Retry-After: 7)'
     assert str(held.value) == said
+
+
+async def test_a_resend_while_the_destination_asks_the_sink_to_wait_says_so_at_once(
+    world, upstream_server
+) -> None:
+    """A 429's ``Retry-After`` holds the sink's next request (up to ``backoff_max_seconds``, a
+    day at most). A re-send on demand (``POST /api/sinks/…``) made meanwhile waited the whole
+    hold inside the admin request, saying nothing (until 2026-12-06): now, for a hold longer than
+    one request may take (``timeout_seconds``), it answers at once that the destination asked to
+    wait, and how long is left, and sends nothing."""
+    received = 0
+
+    async def busy(request: web.Request) -> web.Response:
+        nonlocal received
+        received += 1
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "3600"})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    w = await world(sink_toml(BatchApi(url=await upstream_server(app)), backoff_max_seconds=7200.0))
+    _, user_key = await seed(w)
+    with pytest.raises(SinkError):
+        await one_round(w)  # the background round: held for an hour
+    assert received == 1
+    with pytest.raises(SinkError) as held:
+        async with asyncio.timeout(20):
+            await w.sinks.resend_user([user_key])
+    assert received == 1  # nothing sent against the destination's word
+    said = str(held.value)
+    assert said.startswith("the destination asked to wait (HTTP 429, Retry-After: 3600): 3600 s"), said
+    assert said.endswith("left; nothing sent: try again then"), said
 
 
 async def test_a_failing_destination_s_own_words_are_said_short_and_safe(
