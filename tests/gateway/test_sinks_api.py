@@ -26,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from storage.local import LocalStore
 from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, sink_toml
+from tests.gatewayproc import GatewayProcess
 from tests.storage.stores import read
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -454,8 +455,6 @@ async def test_a_sink_whose_key_dev_made_up_sends_nothing(
     its destination (a third party, as often as not) under a key it drops without a word
     (Segment answers 200). Now it sends nothing and says which variable to set; with the key
     set, it sends as ever."""
-    from tests.gatewayproc import GatewayProcess
-
     config = tmp_path / "gw.toml"
     listen = "[proxy]\nworkers = 1\nlisten = '127.0.0.1:0'\n[admin]\nlisten = '127.0.0.1:0'\n"
     text = f"[storage]\npath = '{tmp_path / 'gw.db'}'\n{listen}" + sink_toml(batch_api, interval_seconds=0.05)
