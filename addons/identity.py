@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from binascii import b2a_base64
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -153,7 +152,6 @@ class Identity:
         consent = privacy.consent_cookie
         self.consent_name, self.consent_yes = consent.name, frozenset(consent.yes)
         self.consent_contains = consent.yes_contains
-        self.consent_set = re.compile(rf"(?:^|,\s*){re.escape(consent.name)}=\"?([^;,\"]*)")
         self.site_cookie_seen = False  # the site set a cookie of our name: said once
 
     def take_over(self, old: Identity) -> None:
@@ -334,15 +332,24 @@ class Identity:
             return None
         held: dict[tuple[str, str], str | None] = {}
         for line in set_cookie_lines(ex.response.headers):
-            if m := self.consent_set.search(line):
-                attributes = line[m.end() :].split(";")[1:]
-                # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
-                # cookie of that scope, whatever value it names.
-                where = scope(attributes, ex.request.path, self.public_host or ex.request.host)
-                if where is None:
-                    continue  # a Domain the browser refuses for this host: it keeps nothing
-                gone = deletes(attributes, ex.request.ts.timestamp())
-                held[where] = None if gone else m.group(1)
+            # Each line is one cookie (both hosts keep the lines apart): its value runs to the
+            # first ";", commas included (CookieYes's ``…,analytics:yes``; Go quotes such a
+            # value), read as the request's Cookie is. Until 2026-12-06 it stopped at a comma,
+            # and an update of a consent that still said yes expired the visitor's ID.
+            pair, *attributes = line.split(";")
+            name, sep, value = pair.partition("=")
+            if not sep or name.strip() != self.consent_name:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            # A deletion (Max-Age ≤ 0, an Expires past) leaves the browser no consent
+            # cookie of that scope, whatever value it names.
+            where = scope(attributes, ex.request.path, self.public_host or ex.request.host)
+            if where is None:
+                continue  # a Domain the browser refuses for this host: it keeps nothing
+            gone = deletes(attributes, ex.request.ts.timestamp())
+            held[where] = None if gone else value
         if not held:
             return None
         values = [value for value in held.values() if value is not None]

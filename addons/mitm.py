@@ -74,6 +74,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
+    targeted_cache_fields,
     underscored_claim,
 )
 from gateway.logs import restore_levels, set_own_level
@@ -786,9 +787,13 @@ class GatewayAddon:
         if len(ex.events) > state.seen:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(submitted(state.store, new, state.pipeline))
-        guard = any(not cookie.shared_safe for cookie in ex.set_cookies)
-        if guard and shared_cacheable(flow.response.headers.get_all("cache-control")):
-            flow.response.headers.add("Cache-Control", "private")  # as the aiohttp host does
+        if any(not cookie.shared_safe for cookie in ex.set_cookies):  # as the aiohttp host does
+            targeted = targeted_cache_fields(flow.response.headers.keys())
+            if shared_cacheable(flow.response.headers.get_all("cache-control")):
+                flow.response.headers.add("Cache-Control", "private")
+            for name in targeted:
+                if shared_cacheable(flow.response.headers.get_all(name)):
+                    flow.response.headers.add(name, "private")
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
         await self.confirmations.confirm(state.commits)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
+from gateway.forwarding import targeted_cache_fields
+
 REMEMBERED = 16_384
 """Visitors the memory holds; the one refreshed longest ago is forgotten first (and refreshed
 again at its next such page view: one more Set-Cookie, nothing lost)."""
@@ -65,21 +67,35 @@ def for_this_visitor_only(
     lines); the request had ``Authorization`` and the answer says none of ``public``,
     ``s-maxage``, ``must-revalidate`` (§3.5); or its ``Vary`` names ``Cookie`` or is ``*``
     (§4.1: given only to a request with the same Cookie header, which holds this visitor's ID).
+    A CDN's own field (RFC 9213: ``CDN-Cache-Control``) must say so too: that CDN reads it
+    instead of ``Cache-Control``.
 
     Not ``no-cache`` (stored, and given to others after each revalidation: §5.2.2.4), nor the
     site's own ``Set-Cookie`` (§7.3: no bar to storing). Never a 304: its fields update the
     copy a cache holds and gives others (§4.3.4)."""
     if status == 304 or status < 200:
         return False
-    directives = _directives(_lines(response_headers, "cache-control"))
+    vary = {field.strip().lower() for line in _lines(response_headers, "vary") for field in line.split(",")}
+    if "*" in vary or "cookie" in vary:
+        return True
+    # A CDN told by its own field (RFC 9213: CDN-Cache-Control…) reads it instead of
+    # Cache-Control: each such field must keep the answer from others too.
+    authorized = "authorization" in request_headers
+    return all(
+        _kept_from_others(_directives(_lines(response_headers, name.lower())), authorized)
+        for name in ("cache-control", *targeted_cache_fields(response_headers))
+    )
+
+
+def _kept_from_others(directives: Mapping[str, str], authorized: bool) -> bool:
+    """Whether a cache that reads these directives gives the answer to no one else: ``no-store``,
+    ``private`` or ``private="set-cookie"``, or (a request with ``Authorization``) none of
+    ``public``, ``s-maxage``, ``must-revalidate``."""
     if directives.get("no-store") == "" or directives.get("private") == "":
         return True
     if "set-cookie" in (field.strip() for field in directives.get("private", "").split(",")):
         return True
-    if "authorization" in request_headers and not _ALLOW_SHARED_FOR_AUTHORIZATION & directives.keys():
-        return True
-    vary = {field.strip().lower() for line in _lines(response_headers, "vary") for field in line.split(",")}
-    return "*" in vary or "cookie" in vary
+    return authorized and not _ALLOW_SHARED_FOR_AUTHORIZATION & directives.keys()
 
 
 class RecentRefreshes:

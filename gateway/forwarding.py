@@ -3,7 +3,8 @@
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
 address (X-Forwarded-For only from trusted peers), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
-and whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``).
+and whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
+and a CDN's own field for it, ``targeted_cache_fields``).
 """
 
 from __future__ import annotations
@@ -206,3 +207,16 @@ def shared_cacheable(cache_control: Iterable[str]) -> bool:
             if not eq and name.strip().lower() in _UNSHARED:
                 return False
     return True
+
+
+def targeted_cache_fields(names: Iterable[str]) -> list[str]:
+    """The targeted cache-control fields among a response's header ``names`` (RFC 9213):
+    ``CDN-Cache-Control`` and a CDN's own (``Cloudflare-CDN-Cache-Control``), each once, as first
+    written. A CDN told by one reads it instead of ``Cache-Control``, so a ``private`` there does
+    not keep that CDN from giving the answer, and our cookie on it, to others."""
+    found: dict[str, str] = {}
+    for name in names:
+        lower = name.lower()
+        if lower == "cdn-cache-control" or lower.endswith("-cdn-cache-control"):
+            found.setdefault(lower, name)
+    return list(found.values())

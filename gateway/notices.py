@@ -44,9 +44,25 @@ class Notices:
 
 def config_warnings(options: Options) -> list[str]:
     """What the config allows but does not do what it reads as, each naming its keys (not
-    refused: harmless, or meant for a signed event): ``[webhooks]``'s, ``[[channels.rules]]``'.
+    refused: harmless, or meant for a signed event): ``[webhooks]``'s, ``[[channels.rules]]``',
+    ``identity.samesite``'s.
     One list for ``gateway check``, the start and a reload, which says those it brings."""
     from gateway.channels import channels_warnings
     from gateway.sources import webhooks_warnings
 
-    return webhooks_warnings(options.webhooks) + channels_warnings(options)
+    return webhooks_warnings(options.webhooks) + channels_warnings(options) + identity_warnings(options)
+
+
+def identity_warnings(options: Options) -> list[str]:
+    """``identity.samesite = "Strict"``: browsers send no Strict cookie on a visit that starts
+    on another site, yet keep one that visit's answer sets (RFC 6265bis §5.7, top-level
+    navigations), so each campaign click is a new visitor whose ID replaces the visitor's own.
+    Not refused: a site's policy may ask for Strict on every cookie."""
+    if options.identity.samesite != "Strict":
+        return []
+    return [
+        'identity.samesite: "Strict" keeps the ID cookie off every visit that starts on another site'
+        " (an ad, a search result, an email link), so the gateway sees a new visitor there and the ID"
+        ' it sets replaces the visitor\'s own: each campaign click starts a new journey; use "Lax"'
+        " (the default), which browsers send on such a visit"
+    ]

@@ -144,6 +144,20 @@ async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(addon: G
     assert got == [["public, max-age=60", "private"], ["No-Store"]]
 
 
+async def test_a_cdns_own_cache_control_gets_private_too_as_in_the_aiohttp_host(addon: GatewayAddon) -> None:
+    """A CDN told by ``CDN-Cache-Control`` (RFC 9213) reads it instead of ``Cache-Control``: it
+    gets ``private`` beside the site's too, unless it already keeps the answer."""
+    got = []
+    for cdn in (b"max-age=600", b"no-store"):
+        flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
+        await addon.request(flow)
+        flow.response = tutils.tresp(headers=[(b"cache-control", b"private"), (b"CDN-Cache-Control", cdn)])
+        await addon.responseheaders(flow)
+        assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+        got.append(flow.response.headers.get_all("cdn-cache-control"))
+    assert got == [["max-age=600", "private"], ["no-store"]]
+
+
 async def test_a_page_view_refresh_keeps_the_sites_caching_as_in_the_aiohttp_host(
     addon: GatewayAddon, tmp_path: Path
 ) -> None:

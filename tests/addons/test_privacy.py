@@ -319,6 +319,34 @@ def test_two_set_cookie_lines_of_the_consent_cookie_read_as_the_browser_applies_
         assert kept == [("gw_vid", "", 0)]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # CookieYes's value, commas and all, as a server sets it (browsers keep commas).
+        "cookieyes-consent=consentid:abc,consent:yes,necessary:yes,functional:no,analytics:yes; Path=/",
+        # Go's net/http quotes a value holding a comma.
+        'cookieyes-consent="consentid:abc,necessary:yes,analytics:yes"; Path=/',
+    ],
+)
+def test_a_consent_value_with_commas_set_by_the_response_is_read_whole(line: str) -> None:
+    """A visitor who consented changes their choices, and the site's answer sets the consent
+    cookie again, still a yes. Its value was read up to its first comma (``consentid:abc``, no
+    yes), so the update read as a withdrawal and expired the visitor's ID: their next page was
+    a new visitor, their first touch lost. It is read whole, as the request's Cookie is."""
+    identity = configured(
+        Identity,
+        '[privacy]\nconsent_cookie = { name = "cookieyes-consent", yes_contains = ["analytics:yes"] }\n',
+    )
+    vid = new_visitor_id()
+    before = "consentid:abc,consent:yes,necessary:yes,functional:yes,analytics:yes"
+    cookies = {"cookieyes-consent": before, "gw_vid": cookie_value(identity.mac, vid)}
+    ex = exchange("/consent", method="POST", headers=DOCUMENT, cookies=cookies)
+    run(identity, ex, {"Set-Cookie": line})
+    assert [(c.name, c.value, c.max_age) for c in ex.set_cookies] == [
+        ("gw_vid", cookie_value(identity.mac, vid), identity.max_age)
+    ]
+
+
 def test_consent_withdrawn_expires_the_cookie() -> None:
     identity = configured(Identity, CONSENT)
     vid = new_visitor_id()

@@ -54,6 +54,16 @@ def _headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:
         (200, {}, [("Vary", "accept-encoding"), ("vary", "COOKIE")], True),
         (200, {}, [("Vary", "*")], True),
         (200, {}, [("Vary", "Accept-Encoding")], False),
+        # A CDN told by its own field (RFC 9213) reads it instead of Cache-Control: that field
+        # must keep the answer from others too, unless Vary keeps it to this visitor's Cookie.
+        (200, {}, [("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=600")], False),
+        (200, {}, [("Cache-Control", "no-store"), ("Cloudflare-CDN-Cache-Control", "max-age=60")], False),
+        (200, {}, [("Cache-Control", "private"), ("CDN-Cache-Control", "no-store")], True),
+        (200, {}, [("Cache-Control", "private"), ("cdn-cache-control", 'private="set-cookie"')], True),
+        (200, {}, [("Cache-Control", "public"), ("CDN-Cache-Control", "private")], False),
+        (200, {}, [("CDN-Cache-Control", "max-age=600"), ("Vary", "Cookie")], True),
+        (200, {"Authorization": "Basic dTpw"}, [("CDN-Cache-Control", "max-age=60")], True),
+        (200, {"Authorization": "Basic dTpw"}, [("CDN-Cache-Control", "public, max-age=60")], False),
         # Redirects are answers like any other.
         (302, {}, [("Cache-Control", "private"), ("Location", "/account")], True),
         (301, {}, [("Location", "/new")], False),

@@ -85,6 +85,29 @@ def test_check_warns_of_a_bad_body_limit_above_the_body_limit(tmp_path: Path) ->
     assert (done.returncode, done.stderr) == (0, "")
 
 
+def test_check_warns_that_a_strict_id_cookie_restarts_the_journey_at_each_campaign_click(
+    tmp_path: Path,
+) -> None:
+    """``identity.samesite = "Strict"``: a browser sends no Strict cookie on a visit that starts
+    on another site (an ad, a search result, an email link), yet keeps the cookie such a
+    visit's answer sets (RFC 6265bis §5.7, top-level navigations). So every campaign click
+    looked like a new visitor, and the ID set on it replaced the visitor's own: one journey per
+    click, taken without a word. Allowed (a policy may ask for it), but said, naming the key."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[identity]\nsamesite = "Strict"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        'gateway: warning: identity.samesite: "Strict" keeps the ID cookie off every visit that starts'
+        " on another site (an ad, a search result, an email link), so the gateway sees a new visitor"
+        " there and the ID it sets replaces the visitor's own: each campaign click starts a new"
+        ' journey; use "Lax" (the default), which browsers send on such a visit\n'
+    )
+    cfg.write_text('[identity]\nsamesite = "Lax"\n')
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_check_and_reclassify_warn_of_a_rules_click_id_no_landing_carries(tmp_path: Path) -> None:
     """A ``[[channels.rules]]`` click ID not in ``campaign.click_ids`` (a typo) never matches a
     landing: ``gateway reclassify --dry-run`` said nothing would change, and nothing said why."""

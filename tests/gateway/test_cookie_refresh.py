@@ -17,6 +17,8 @@ DOCUMENT = {"Accept": "text/html", "Sec-Fetch-Dest": "document"}
 ANSWERS: dict[str, tuple[int, list[tuple[str, str]]]] = {
     "/account": (200, [("Cache-Control", "private, max-age=0")]),
     "/basket": (200, [("Cache-Control", "no-store")]),
+    # Private to browsers, cached by the CDN its own field tells (RFC 9213): given to others.
+    "/catalog": (200, [("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=600")]),
     "/feed": (200, [("Vary", "Accept-Encoding, Cookie")]),
     "/home": (200, [("Cache-Control", "public, max-age=600")]),
     "/about": (200, []),
@@ -77,6 +79,7 @@ async def test_only_answers_kept_from_shared_caches_refresh_the_cookie(
     assert refreshed == {
         "/account": True,
         "/basket": True,
+        "/catalog": False,
         "/feed": True,
         "/home": False,
         "/about": False,

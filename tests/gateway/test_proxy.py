@@ -582,6 +582,55 @@ async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(start_ga
     assert again.headers.getall("Cache-Control") == ["public, max-age=3600", "s-maxage=600"]
 
 
+async def test_a_cdns_own_cache_control_is_kept_from_sharing_our_cookie_too(
+    start_gateway, raw_upstream
+) -> None:
+    """A CDN told by its own field (RFC 9213: ``CDN-Cache-Control``, or a CDN's named one such as
+    ``Cloudflare-CDN-Cache-Control``) reads that field instead of ``Cache-Control``: our
+    ``private`` there bound it not, and a page the site keeps private to browsers but caches at
+    the CDN (``Cache-Control: private`` beside ``CDN-Cache-Control: max-age=600``, a common
+    pattern) gave the visitor ID we set on it to everyone the CDN served. Each such field that
+    lets a cache share the answer gets ``private`` too; one that already keeps it goes as it came."""
+    answers = {
+        b"/cdn": b"Cache-Control: private\r\nCDN-Cache-Control: max-age=600\r\n",
+        b"/both": b"Cache-Control: public, max-age=60\r\nCloudflare-CDN-Cache-Control: s-maxage=600\r\n"
+        b"cdn-cache-control: max-age=600\r\n",
+        b"/kept": b"CDN-Cache-Control: no-store\r\n",
+    }
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1].partition(b"?")[0]
+            writer.write(b"HTTP/1.1 200 OK\r\n" + answers[path] + b"Content-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    fields: dict[str, list[tuple[str, str]]] = {}
+    for path in ("/cdn", "/both", "/kept"):
+        reply = await raw_request(
+            gw.proxy.port, f"GET {path}?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode()
+        )
+        assert (reply.status, reply.body) == (200, b"page")
+        assert len(reply.headers.getall("Set-Cookie")) == 1
+        fields[path] = [(k, v) for k, v in reply.headers.items() if "cache-control" in k.lower()]
+    assert fields == {
+        "/cdn": [
+            ("Cache-Control", "private"),
+            ("CDN-Cache-Control", "max-age=600"),
+            ("CDN-Cache-Control", "private"),
+        ],
+        "/both": [
+            ("Cache-Control", "public, max-age=60"),
+            ("Cloudflare-CDN-Cache-Control", "s-maxage=600"),
+            ("cdn-cache-control", "max-age=600"),
+            ("Cache-Control", "private"),
+            ("Cloudflare-CDN-Cache-Control", "private"),
+            ("cdn-cache-control", "private"),
+        ],
+        "/kept": [("CDN-Cache-Control", "no-store"), ("Cache-Control", "private")],
+    }
+
+
 async def test_early_hints_reach_the_visitor_before_the_answer(start_gateway, raw_upstream) -> None:
     """A site's ``103 Early Hints`` reaches an HTTP/1.1 visitor before the final answer, as it
     came but for hop-by-hop lines, on a landing too (whose answer waits for the store): the
