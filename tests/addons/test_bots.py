@@ -564,6 +564,31 @@ async def test_reloads_of_one_page_are_no_inhuman_cadence(gaps: list[float]) -> 
     assert isinstance(change, VerdictChange) and change.note == "inhuman_cadence"
 
 
+@pytest.mark.parametrize("late", ["robots_txt", "inhuman_cadence"])
+async def test_a_late_signal_rescores_only_the_visitors_landings_inside_the_window(late: str) -> None:
+    """A late signal tells of the visit it shows up in. A landing of the same visitor days
+    before (their cookie kept, their state still in memory on a quiet site) keeps its verdict:
+    a person who clicked ben's link on Monday and opens five tabs at once on Thursday took no
+    credit back from Monday's click, which a payout may have approved since."""
+    pipe = pipeline(CREATORS)
+    first = await run(pipe, request("/?utm_source=ig&creator_id=ben"))
+    cookie = cookie_of(pipe, first)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))
+    later = FIXED_TS + timedelta(days=3)
+    again = await run(pipe, request("/?utm_source=ig&creator_id=ben", cookie=cookie, ts=later))
+    recent = touchpoint(again)
+    if late == "robots_txt":
+        robots = {"user-agent": CHROME, "sec-fetch-dest": "empty", "accept": "*/*"}
+        ex = await run(pipe, request("/robots.txt", robots, cookie=cookie, ts=later + timedelta(seconds=5)))
+    else:  # four more pages, each under a second after the one before: five tabs opened at once
+        for n in range(1, 5):
+            ex = await run(pipe, request(f"/p{n}", cookie=cookie, ts=later + timedelta(seconds=0.4 * n)))
+    changes = [e for e in ex.events if isinstance(e, VerdictChange)]
+    assert [(c.touchpoint_id, c.note) for c in changes] == [(recent.id, late)]
+    assert touchpoint(first).verdict == "allow"
+
+
 def test_inhuman_cadence() -> None:
     assert inhuman([0.0, 0.3, 0.6, 0.8, 0.95])  # five pages in a second
     assert inhuman([0.0, 10.0, 20.0, 30.0, 40.0])  # a metronome
