@@ -91,6 +91,21 @@ FOSSIBOT_WEBVIEW = {
     "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 "
     "[FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
 }
+CHROMEOS = {
+    "user-agent": "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "sec-ch-ua": '"Google Chrome";v="131", "Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Chrome OS"',
+    "sec-fetch-dest": "document",
+}
+CHROMIUM_OS = {  # Chromium's own builds of the OS (FydeOS, developer builds) name it so (Chromium's
+    **CHROMEOS,  # GetPlatformForUAMetadata: "Chrome OS" with Google's branding only); same agent
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-platform": '"Chromium OS"',
+}
 OPERA_MINI_EXTREME = {  # the data-saving mode's servers fetch with the Presto-era agent
     "user-agent": "Opera/9.80 (Android; Opera Mini/86.0.2254/191.379; U; en) Presto/2.12.423 Version/12.16",
     "accept": "text/html, application/xml;q=0.9, application/xhtml+xml, image/png, image/webp, */*;q=0.1",
@@ -168,6 +183,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         FOSSIBOT_PHONE,
         FOSSIBOT_WEBVIEW,
         OPERA_MINI_EXTREME,
+        CHROMEOS,
+        CHROMIUM_OS,
     ],
     ids=[
         "chrome",
@@ -180,6 +197,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         "bot-in-phone-model",
         "bot-in-phone-model-webview",
         "opera-mini-extreme",
+        "chromeos",
+        "chromium-os",
     ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
