@@ -377,8 +377,7 @@ class Bots:
         if creator is not None and self.per_creator_ip.hit((creator, ip), now) > opts.max_per_creator_ip:
             reasons.append("creator_ip_velocity")
             # The burst's earlier clicks were part of it too: re-score those still in the window.
-            held = self.creator_touches.take((creator, ip))
-            self._rescore(ex, [t for t in held if now - t.at < opts.window_seconds], ["creator_ip_velocity"])
+            self._rescore(ex, self.creator_touches.take((creator, ip)), ["creator_ip_velocity"])
         if touchpoint.click_id is not None and touchpoint.click_id_kind not in SHARED_CLICK_IDS:
             # The process's 64-bit hash, not the ID: a click ID may take 1,000 characters, and the
             # two tables hold bots.max_tracked keys each.
@@ -420,12 +419,16 @@ class Bots:
             self._rescore(ex, state.touches, ["robots_txt"])
 
     def _rescore(self, ex: Exchange, touches: Sequence[Touch], late: list[str]) -> None:
-        """Add late signals to earlier touchpoints; keep each change as an event."""
+        """Add late signals to earlier touchpoints landed inside the window; keep each change as
+        an event. A touchpoint older than that keeps its verdict: a visitor's state outlives the
+        window (an LRU, not a clock), and what they do days later tells nothing of that click."""
         late = [r for r in late if r in LATE_SIGNALS and self.weight(r)]
         if not late:
             return
         req = ex.request
         for touch in touches:
+            if req.unix - touch.at >= self.window:
+                continue
             added = [r for r in late if r not in touch.reasons]
             if not added:
                 continue

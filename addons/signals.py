@@ -51,8 +51,12 @@ _WEBVIEW_VERSION = "Version/4.0 Chrome/"
 """The Android WebView agent's fixed token (Android CDD), kept by apps that drop "; wv"."""
 _PLATFORMS = (("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"),
               ("CrOS", "Chrome OS"), ("Macintosh", "macOS"), ("Linux", "Linux"))  # fmt: skip
-_SAME_PLATFORM = {name: {name} for _, name in _PLATFORMS} | {"Linux": {"Linux", "Android"}}
-"""Client-hint platforms that agree with the agent's (Android's "desktop site" mode says Linux)."""
+_SAME_PLATFORM = {name: {name} for _, name in _PLATFORMS} | {
+    "Linux": {"Linux", "Android"},
+    "Chrome OS": {"Chrome OS", "Chromium OS"},
+}
+"""Client-hint platforms that agree with the agent's (Android's "desktop site" mode says Linux;
+Chromium's own builds of ChromeOS, FydeOS among them, say "Chromium OS" with the same agent)."""
 _ASSET_DESTS = frozenset({"style", "script", "image", "font", "audio", "video", "track", "manifest"})
 _ASSET_SUFFIXES = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg",
                    ".ico", ".woff", ".woff2", ".ttf", ".map")  # fmt: skip

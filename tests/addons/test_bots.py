@@ -91,6 +91,21 @@ FOSSIBOT_WEBVIEW = {
     "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 "
     "[FB_IAB/FB4A;FBAV/489.0.0.53.81;]",
 }
+CHROMEOS = {
+    "user-agent": "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "accept": "text/html",
+    "accept-language": "en-US",
+    "sec-ch-ua": '"Google Chrome";v="131", "Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Chrome OS"',
+    "sec-fetch-dest": "document",
+}
+CHROMIUM_OS = {  # Chromium's own builds of the OS (FydeOS, developer builds) name it so (Chromium's
+    **CHROMEOS,  # GetPlatformForUAMetadata: "Chrome OS" with Google's branding only); same agent
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-platform": '"Chromium OS"',
+}
 OPERA_MINI_EXTREME = {  # the data-saving mode's servers fetch with the Presto-era agent
     "user-agent": "Opera/9.80 (Android; Opera Mini/86.0.2254/191.379; U; en) Presto/2.12.423 Version/12.16",
     "accept": "text/html, application/xml;q=0.9, application/xhtml+xml, image/png, image/webp, */*;q=0.1",
@@ -168,6 +183,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         FOSSIBOT_PHONE,
         FOSSIBOT_WEBVIEW,
         OPERA_MINI_EXTREME,
+        CHROMEOS,
+        CHROMIUM_OS,
     ],
     ids=[
         "chrome",
@@ -180,6 +197,8 @@ def cookie_of(pipe: Pipeline, ex: Exchange) -> str:
         "bot-in-phone-model",
         "bot-in-phone-model-webview",
         "opera-mini-extreme",
+        "chromeos",
+        "chromium-os",
     ],
 )
 async def test_real_browsers_with_full_headers_pass(headers: dict[str, str]) -> None:
@@ -562,6 +581,31 @@ async def test_reloads_of_one_page_are_no_inhuman_cadence(gaps: list[float]) -> 
         ex = await run(pipe, request(f"/p{n}", cookie=cookie, ts=at))
     (change,) = ex.events
     assert isinstance(change, VerdictChange) and change.note == "inhuman_cadence"
+
+
+@pytest.mark.parametrize("late", ["robots_txt", "inhuman_cadence"])
+async def test_a_late_signal_rescores_only_the_visitors_landings_inside_the_window(late: str) -> None:
+    """A late signal tells of the visit it shows up in. A landing of the same visitor days
+    before (their cookie kept, their state still in memory on a quiet site) keeps its verdict:
+    a person who clicked ben's link on Monday and opens five tabs at once on Thursday took no
+    credit back from Monday's click, which a payout may have approved since."""
+    pipe = pipeline(CREATORS)
+    first = await run(pipe, request("/?utm_source=ig&creator_id=ben"))
+    cookie = cookie_of(pipe, first)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))
+    later = FIXED_TS + timedelta(days=3)
+    again = await run(pipe, request("/?utm_source=ig&creator_id=ben", cookie=cookie, ts=later))
+    recent = touchpoint(again)
+    if late == "robots_txt":
+        robots = {"user-agent": CHROME, "sec-fetch-dest": "empty", "accept": "*/*"}
+        ex = await run(pipe, request("/robots.txt", robots, cookie=cookie, ts=later + timedelta(seconds=5)))
+    else:  # four more pages, each under a second after the one before: five tabs opened at once
+        for n in range(1, 5):
+            ex = await run(pipe, request(f"/p{n}", cookie=cookie, ts=later + timedelta(seconds=0.4 * n)))
+    changes = [e for e in ex.events if isinstance(e, VerdictChange)]
+    assert [(c.touchpoint_id, c.note) for c in changes] == [(recent.id, late)]
+    assert touchpoint(first).verdict == "allow"
 
 
 def test_inhuman_cadence() -> None:
