@@ -448,7 +448,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
     except ImportError:
         return Check("FAIL", "central: asyncpg is not installed", "pip install 'tracking-gateway[postgres]'")
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout)
+        conn = await _connect(dsn, timeout)
         try:
             await conn.fetchval("SELECT 1")
             key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
@@ -790,6 +790,22 @@ class _Central:
     """``pg_snapshot_xmin`` of now (``storage.mirror_identity.central_state``)."""
 
 
+async def _connect(dsn: str, timeout: float) -> Any:
+    """asyncpg's connection to ``dsn``; a peer that is not PostgreSQL raised as such
+    (``storage.central.not_postgres``), not as a TLS refusal or a server's refusal."""
+    import asyncpg
+
+    from storage.central import not_postgres
+
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout)
+    except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
+        found = not_postgres(err, dsn)
+        if found is None:
+            raise
+        raise found from err
+
+
 async def _central_view(settings: Settings, timeout: float, horizons: dict[str, int]) -> _Central | None:
     """The central rows not in the mirror yet per table, the store's identity and horizon; None
     when PostgreSQL does not answer (``check_central`` says why)."""
@@ -803,7 +819,7 @@ async def _central_view(settings: Settings, timeout: float, horizons: dict[str, 
     if not dsn:
         return None
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout)
+        conn = await _connect(dsn, timeout)
         try:
             try:
                 identity = await central_identity(conn)

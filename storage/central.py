@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -202,9 +204,21 @@ def explain(
     ``ConnectTimeout``, so any other timeout is a statement's (a pool's are either).
     ``reader``: whose failure (``READER_RIGHTS``), for the rights a refusal says it needs."""
     # PostgreSQL's DETAIL comes on a line of its own: one line, as the log and stderr say it.
-    said = re.sub(r"\s*\n\s*", " ", f"{type(err).__name__}: {err}").strip().rstrip(":")
+    shown = err.__cause__ if isinstance(err, NotPostgres) and err.__cause__ is not None else err
+    said = re.sub(r"\s*\n\s*", " ", f"{type(shown).__name__}: {shown}").strip().rstrip(":")
     text = str(err)
-    if isinstance(err, asyncpg.InvalidPasswordError):
+    if isinstance(err, NotPostgres):
+        hint = (
+            f"what answers at the host and port in {key}, {err.address}, "
+            + (
+                "closed the connection before PostgreSQL's start-up was done: it is not PostgreSQL"
+                " (another service, the site's web server?) or a proxy whose PostgreSQL is away"
+                if err.closed
+                else "is not PostgreSQL (another service, the site's web server?)"
+            )
+            + ": check the port, PostgreSQL's is 5432 unless set otherwise"
+        )
+    elif isinstance(err, asyncpg.InvalidPasswordError):
         hint = f"the user name or password in {key} is refused"
     elif isinstance(err, asyncpg.InvalidCatalogNameError):
         hint = f"the database named in {key} does not exist: create it, or correct the URL"
@@ -297,11 +311,49 @@ def hold_at_most() -> str:
     return f"SET LOCAL idle_in_transaction_session_timeout = {int(STATEMENT_SECONDS * 1000)}"
 
 
+class NotPostgres(ConnectionError):
+    """What answers at the DSN's host and port is not PostgreSQL: ``explain`` says to check
+    the port, where asyncpg's own words blamed TLS (``rejected SSL upgrade``, under the
+    default ``sslmode``, which asks for no TLS) or nothing (a connection closed mid start-up)."""
+
+    def __init__(self, address: str, closed: bool) -> None:
+        super().__init__(f"{address} does not answer as PostgreSQL")
+        self.address = address
+        self.closed = closed
+
+
+TLS_ASKED = frozenset({"require", "verify-ca", "verify_ca", "verify-full", "verify_full"})
+"""The ``sslmode`` values under which a PostgreSQL server refusing TLS is refused in turn."""
+
+
+def not_postgres(err: BaseException, dsn: str) -> NotPostgres | None:
+    """``err`` of a connection attempt to ``dsn`` as a ``NotPostgres`` when it means the peer
+    does not speak PostgreSQL's protocol: it answered the TLS request with neither yes nor no
+    (a PostgreSQL server without TLS says no, which only an ``sslmode`` asking for TLS
+    refuses), or closed the connection during the start-up, which a PostgreSQL server that
+    refuses does with an error message. Else None."""
+    parts = urllib.parse.urlsplit(dsn)
+    address = parts.netloc.rpartition("@")[2] or "localhost"
+    if isinstance(err, asyncpg.ConnectionDoesNotExistError):
+        return NotPostgres(address, closed=True)
+    said = re.search(r'at "([^"]*)" rejected SSL upgrade', str(err))
+    if not isinstance(err, ConnectionError) or said is None:
+        return None
+    query = urllib.parse.parse_qs(parts.query)
+    sslmode = (query.get("sslmode") or [os.environ.get("PGSSLMODE", "prefer")])[-1]
+    return None if sslmode in TLS_ASKED else NotPostgres(said.group(1), closed=False)
+
+
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
     except TimeoutError as err:
         raise ConnectTimeout(f"no connection within {timeout:g} s (central.connect_timeout)") from err
+    except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
+        found = not_postgres(err, dsn)
+        if found is None:
+            raise
+        raise found from err
 
 
 def too_new(current: int, newest: int) -> SchemaTooNew:

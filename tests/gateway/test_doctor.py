@@ -13,6 +13,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -852,6 +853,33 @@ async def test_a_central_store_nothing_listens_for_is_fixed_by_starting_it(
     assert check is not None and check.status == "FAIL", check
     assert check.what.startswith("central PostgreSQL unreachable: ConnectionRefusedError"), check.what
     assert check.what.endswith("the server in central.url (CENTRAL_DSN) cannot be reached"), check.what
+    assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
+
+
+async def test_a_central_url_at_another_service_s_port_is_not_blamed_on_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream_server: Any
+) -> None:
+    """``central.url`` at the site's web server's port (a wrong port): the doctor said the URL
+    "asks for TLS (sslmode) and the server offers none" (until 2026-12-06), where the URL asks
+    for no TLS and what answers there is no PostgreSQL."""
+    from gateway.doctor import check_central
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="a web site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", page)
+    site = (await upstream_server(app)).removeprefix("http://")
+    dsn = f"postgresql://gw@{site}/tracking"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 5.0)
+    assert check is not None and check.status == "FAIL", check
+    assert "asks for TLS" not in check.what, check.what
+    assert check.what.startswith("central PostgreSQL unreachable: ConnectionError"), check.what
+    assert f"what answers at the host and port in central.url (CENTRAL_DSN), {site}, is not PostgreSQL" in (
+        check.what
+    ), check.what
     assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import aiosqlite
 import asyncpg
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from gateway.badbody import body_key, seal
 from gateway.events import BadEvent, Binding, Conversion, DailyCount, Touchpoint, VerdictChange, iso
@@ -898,6 +900,55 @@ async def test_a_refused_connection_names_the_setting_once(
     assert "central.url (GATEWAY_CENTRAL_URL)" in warnings[0], warnings[0]
     assert len([r for r in lines if r.levelno == logging.DEBUG]) >= 3
     assert "wrong" not in caplog.text and "right" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?sslmode=disable", "?sslmode=allow"], ids=["prefer", "disable", "allow"]
+)
+async def test_a_port_that_is_not_postgres_is_said_so_not_taken_for_tls(
+    tmp_path: Path,
+    upstream_server: Callable[[web.Application], Awaitable[str]],
+    caplog: pytest.LogCaptureFixture,
+    query: str,
+) -> None:
+    """``central.url`` naming the port of another service (the site's web server, a typo'd
+    port): the warning says that what answers there is not PostgreSQL and to check the port.
+    Until 2026-12-06, under the default ``sslmode`` (``prefer``, TLS not asked for) it said the
+    URL "asks for TLS (sslmode) and the server offers none", and under ``sslmode=disable`` it
+    was a "refused" with no hint at all."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="a web site, not PostgreSQL")
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", page)
+    site = URL(await upstream_server(app))
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL",
+        interval_seconds=0.05,
+        backoff_min_seconds=0.02,
+        backoff_max_seconds=0.05,
+    )
+    sync = Sync(store.path, f"postgresql://gw@{site.host}:{site.port}/tracking{query}", options, metrics)
+    caplog.set_level(logging.DEBUG, "gateway.sync")
+    try:
+        await _run_until_errors(sync, metrics, 2)
+    finally:
+        await store.close()
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "gateway.sync" and r.levelno >= logging.WARNING
+    ]
+    assert len(warnings) == 1, warnings
+    assert "asks for TLS" not in warnings[0], warnings[0]
+    where = (
+        f"what answers at the host and port in central.url (GATEWAY_CENTRAL_URL), {site.host}:{site.port}, "
+    )
+    assert where in warnings[0], warnings[0]
+    assert "is not PostgreSQL" in warnings[0], warnings[0]
+    assert "check the port" in warnings[0], warnings[0]
 
 
 async def test_postgres_restarted_under_a_running_sync_is_one_warning_and_one_recovery(
