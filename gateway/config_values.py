@@ -279,7 +279,8 @@ def dsn_problem(dsn: str) -> str | None:
     not a number 1..65535 (asyncpg takes one, and the connection then fails with an
     OverflowError on every attempt), white space around it or a control character in it (the
     newline of the file it was read from: a database name ending in one does not exist), or an
-    ``sslmode`` or ``target_session_attrs`` asyncpg refuses (at each sync round, not at start).
+    ``sslmode`` or ``target_session_attrs`` asyncpg refuses (at each sync round, not at start), or
+    a parameter of libpq's asyncpg does not take (``LIBPQ_ONLY``: refused by the server).
     Never says the DSN itself: it holds a password."""
     if padded(dsn):
         return PADDED
@@ -301,12 +302,45 @@ def dsn_problem(dsn: str) -> str | None:
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             return f"its port must be 1..65535, got {port!r}"
     query = parse_qs(parts.query, keep_blank_values=True)
+    for name in query:
+        if name in LIBPQ_ONLY:
+            instead = f" ({LIBPQ_ONLY[name]} sets that)" if LIBPQ_ONLY[name] else ""
+            return (
+                f"its parameter {name} is libpq's, which asyncpg does not take{instead}: it would go"
+                " to the server as a setting, which refuses it at every sync round; remove it"
+            )
     for name, allowed in _DSN_CHOICES.items():
         for value in query.get(name, []):
             spelled = value.replace("_", "-") if name == "sslmode" else value  # verify_ca too
             if spelled not in allowed:
                 return f"its {name} must be one of {', '.join(allowed)}, got {value!r}"
     return None
+
+
+LIBPQ_ONLY = {
+    "connect_timeout": "central.connect_timeout",
+    "keepalives": "",
+    "keepalives_idle": "",
+    "keepalives_interval": "",
+    "keepalives_count": "",
+    "tcp_user_timeout": "",
+    "hostaddr": "",
+    "channel_binding": "",
+    "gssencmode": "",
+    "gssdelegation": "",
+    "sslcompression": "",
+    "sslsni": "",
+    "sslcertmode": "",
+    "requirepeer": "",
+    "require_auth": "",
+    "requiressl": "",
+    "load_balance_hosts": "",
+    "fallback_application_name": "",
+}
+"""URL parameters of libpq (a DSN copied from psql's or another tool's) that asyncpg does not
+take: it passes every parameter it does not know to the server as a setting at connecting,
+and PostgreSQL refuses these (``unrecognized configuration parameter``); the gateway's key
+that does their work, where there is one."""
 
 
 _DSN_CHOICES = {

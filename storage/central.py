@@ -231,6 +231,12 @@ def explain(
             hint += " (it may want TLS: add ?sslmode=require)"
     elif "rejected SSL upgrade" in text:
         hint = f"{key} asks for TLS (sslmode) and the server offers none"
+    elif connecting and isinstance(err, asyncpg.UndefinedObjectError) and "configuration parameter" in text:
+        # asyncpg sends each URL parameter it does not know to the server as a setting.
+        hint = (
+            f"a parameter in the query of {key} is neither one asyncpg takes nor a setting of the"
+            " server: correct its spelling or remove it"
+        )
     elif isinstance(err, asyncpg.ClientConfigurationError):
         hint = f"a parameter of {key} is refused (sslmode, sslrootcert…): correct the URL"
     elif isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):

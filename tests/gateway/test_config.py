@@ -769,6 +769,14 @@ def test_a_day_is_the_longest_delay_of_the_sync_and_the_sinks() -> None:
             "postgresql://u:s3cret@h/db?target_session_attrs=rw",
             "its target_session_attrs must be one of any,",
         ),
+        # libpq's, not asyncpg's: sent to the server as a setting, refused at every round
+        # (until 2026-12-06: `unrecognized configuration parameter "connect_timeout"`, no hint).
+        (
+            "postgresql://u:s3cret@h/db?sslmode=require&connect_timeout=10",
+            "its parameter connect_timeout is libpq's, which asyncpg does not take"
+            " (central.connect_timeout sets that)",
+        ),
+        ("postgresql://u:s3cret@h/db?keepalives_idle=30", "its parameter keepalives_idle is libpq's"),
     ],
 )
 def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: str, expected: str) -> None:
@@ -789,6 +797,7 @@ def test_a_central_url_variable_that_holds_no_postgresql_url_is_a_problem(dsn: s
         "postgresql://h:5432/db?user=a@example",
         "postgresql://u:p@h/db?sslmode=verify-full&target_session_attrs=read-write",
         "postgresql://u:p@h/db?sslmode=verify_ca",
+        "postgresql://u:p@h/db?application_name=edge-1&options=-c%20statement_timeout%3D5000",
     ],
 )
 def test_postgresql_urls_asyncpg_reads_are_accepted(dsn: str) -> None:

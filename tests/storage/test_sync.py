@@ -856,6 +856,13 @@ def _lock_roles(hba: Path) -> None:
             "a file central.url (GATEWAY_CENTRAL_URL) names (sslrootcert, sslcert, sslkey) cannot be read",
         ),
         ("gw_pw:right@{}/t_roles?sslmode=sometimes", "`sslmode` parameter must be", "a parameter of"),
+        # A misspelt parameter goes to the server as a setting: said with no hint until 2026-12-06.
+        (
+            "gw_pw:right@{}/t_roles?sslmdoe=require",
+            'unrecognized configuration parameter "sslmdoe"',
+            "a parameter in the query of central.url (GATEWAY_CENTRAL_URL) is neither one asyncpg takes"
+            " nor a setting of the server: correct its spelling or remove it",
+        ),
     ],
     ids=[
         "password",
@@ -867,6 +874,7 @@ def _lock_roles(hba: Path) -> None:
         "connect",
         "tls-file",
         "tls-mode",
+        "url-parameter",
     ],
 )
 async def test_a_refused_connection_names_the_setting_once(
