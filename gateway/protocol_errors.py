@@ -241,12 +241,14 @@ class _Handler(web.RequestHandler):
 
     def _body_arriving(self) -> bool:
         """A request is being answered whose body has not all come yet, on an open connection
-        (not a WebSocket's)."""
+        (not a WebSocket's), nor failed (its framing broken: ``_refused`` closed the connection
+        so that the parser takes nothing more)."""
         return (
             self.transport is not None
             and not self._upgraded
             and self._request_in_progress
             and not self._reading.is_eof()
+            and self._reading.exception() is None
         )
 
     def _refused(self, message: _ErrInfo, began: bytes | None) -> None:
