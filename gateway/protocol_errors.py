@@ -195,7 +195,20 @@ class _Handler(web.RequestHandler):
         without failing it, so its reader waited out the listener's body timeout for bytes that
         had come, and broken: a 408 "not received in time" (until 2026-12-06; a signed event's
         since that morning). Its reader answers it (400), and the connection closes. A refusal
-        before any request was handed over is answered by ``handle_error``, as before."""
+        before any request was handed over is answered by ``handle_error``, as before.
+
+        While the listener stops, the rest of the body of a request in progress is still read
+        (``_body_arriving``): aiohttp drops every byte once the stop marks the connection closing,
+        so an upload in flight stalled until ``proxy.shutdown_grace`` cut it off (until
+        2026-12-06). Nothing after that body is taken: no next request on the connection."""
+        if (self._close or self._force_close) and self._body_arriving():
+            closing = self._close, self._force_close
+            self._close = self._force_close = False
+            try:
+                self.data_received(data)
+            finally:
+                self._close, self._force_close = closing
+            return
         if not self._began:
             if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
                 # Without the empty lines before it, which llhttp skips, any number of them:
@@ -225,6 +238,18 @@ class _Handler(web.RequestHandler):
                 self._refused(message, began)
             else:
                 return
+
+    def _body_arriving(self) -> bool:
+        """A request is being answered whose body has not all come yet, on an open connection
+        (not a WebSocket's), nor failed (its framing broken: ``_refused`` closed the connection
+        so that the parser takes nothing more)."""
+        return (
+            self.transport is not None
+            and not self._upgraded
+            and self._request_in_progress
+            and not self._reading.is_eof()
+            and self._reading.exception() is None
+        )
 
     def _refused(self, message: _ErrInfo, began: bytes | None) -> None:
         """What the parser refused (``message``): a refused ``HEAD`` is known for one (its

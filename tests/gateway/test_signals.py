@@ -115,6 +115,55 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_stores_the_touchpoint(
     assert "Traceback" not in "".join(gw.stderr)
 
 
+async def test_sigterm_lets_an_upload_in_flight_arrive_whole_and_be_answered(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """An upload whose body is still arriving when the stop begins is a request in flight: the
+    rest of its body reaches the site and the visitor gets the site's answer within the grace.
+    aiohttp drops every byte a connection receives once the stop has marked it closing, so such
+    an upload stalled until ``proxy.shutdown_grace`` ran out and was cut off (until 2026-12-06)."""
+    first_part = asyncio.Event()
+
+    async def upload(request: web.Request) -> web.Response:
+        got = await request.content.readexactly(5)
+        first_part.set()
+        got += await request.content.read()
+        return web.Response(text=f"got {len(got)} bytes")
+
+    app = web.Application()
+    app.router.add_post("/upload", upload)
+    gw = await _start(tmp_path, await upstream_server(app), grace=30.0)  # type: ignore[operator]
+    try:
+        host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /upload?utm_source=upload HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Length: 10\r\n\r\nfirst".encode()
+        )
+        await writer.drain()
+        try:
+            async with asyncio.timeout(20):
+                await first_part.wait()
+            gw.signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await _refused(host, int(port))  # the stop has begun
+            writer.write(b"-rest")
+            await writer.drain()
+            async with asyncio.timeout(20):
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                body = await reader.read()
+        finally:
+            writer.close()
+        assert head.startswith("HTTP/1.1 200"), head
+        assert body == b"got 10 bytes"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["upload"]
+    assert not [r for r in gw.logs() if "cut_off" in r], "an upload that finished was not cut off"
+    assert "Traceback" not in "".join(gw.stderr)
+
+
 async def test_sigterm_gives_the_admin_listener_the_same_grace(
     tmp_path: Path, upstream_server: object
 ) -> None:
