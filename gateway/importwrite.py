@@ -1,4 +1,4 @@
-"""Writing what ``gateway import`` replays into the store, and counting what the store gained.
+"""Writing what ``gateway import`` replays into the store.
 
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
@@ -10,23 +10,20 @@ by its file:line, the rest of the batch stored; a batch it refuses every line
 of ends the import, ``BatchRefused``), leaving out the rows of erased users
 dated before their erasure (``storage.erased``: an old log would bring them
 back) and the rows older than ``privacy.retention_days`` (the next purge would
-delete them), and the row counts before and after an import (a re-import gains
-none), and saying so when a commit waits on the write lock another process
-holds (up to ``LOCK_WAIT``, then the import ends), and recording the run's end
-(``end_run``), which waits for that lock as a commit does. Blocking:
-``count_rows`` is called off the event loop.
+delete them), and saying so when a commit waits on the write lock another
+process holds (up to ``LOCK_WAIT``, then the import ends), and recording the
+run's end (``end_run``), which waits for that lock as a commit does. The rows
+the run added are counted from its record (``storage.imports.run_added``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
@@ -104,11 +101,6 @@ class _Batch:
     future: asyncio.Future[list[tuple[int, int, Exception]]]
     events: list[Event]
     where: list[tuple[str, int]]
-
-
-def count_rows(path: Path) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}
 
 
 class Writer:

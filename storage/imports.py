@@ -102,6 +102,13 @@ def _added(db: sqlite3.Connection, run: int) -> dict[str, int]:
     return counts
 
 
+def run_added(path: Path, run: int) -> dict[str, int]:
+    """The rows run ``run`` added, per table: its own inserts (not another import's, nor the live
+    gateway's, written meanwhile), as ``--list`` counts them and ``--undo`` removes them. Blocking."""
+    with contextlib.closing(read_only(path, BUSY_TIMEOUT_MS / 1000)) as db:
+        return _added(db, run)
+
+
 @dataclass
 class Run:
     """One recorded run, as ``gateway import --list`` shows it."""
