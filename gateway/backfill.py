@@ -102,7 +102,8 @@ class Summary:
     examples: list[str] = field(default_factory=list)
     """The first few skips, as ``file:line: reason``."""
     new_rows: dict[str, int] | None = None
-    """Rows the store gained, by table (None: a dry run)."""
+    """Rows the import's run added, by table (None: a dry run): not those another import or the
+    live gateway wrote meanwhile."""
     seconds: float = 0.0
     interrupted: str = ""
     """The signal that stopped the import part way (``SIGINT``, ``SIGTERM``); empty: it ran to the end."""

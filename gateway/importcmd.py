@@ -26,7 +26,7 @@ from gateway.importreport import failed_message, failed_tally, stopped_message, 
 from gateway.importrun import UsageError, run_import
 from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
-from gateway.importwrite import BatchRefused, CommitFailed
+from gateway.importwrite import BatchRefused, CommitFailed, RunUndone
 from gateway.logformats import FORMATS, JSON_FIELDS
 from storage.local import StoreClosed
 from storage.migrate import SchemaTooNew
@@ -143,6 +143,9 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except OSError as err:
         print(f"gateway import: {_os_error(err, args.files, settings.store_path)}", file=sys.stderr)
+        return 1
+    except RunUndone as err:  # --undo while it ran: writing on would add rows no undo removes
+        print(f"gateway import: {err}", file=sys.stderr)
         return 1
     except BatchRefused as err:  # a trigger or constraint no row meets: every line would be skipped
         print(

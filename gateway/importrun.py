@@ -4,7 +4,7 @@ Owns ``run_import``: checking the format and host, starting the chain (and the
 GeoIP databases), the store, the progress bar and the worker pool
 (``gateway.importworkers``), replaying each input (``gateway.importreplay``),
 and, finished or stopped (``gateway.importstop``), writing everything read,
-tearing all of it down and counting the rows the store gained. A run that writes
+tearing all of it down and counting the rows its run added. A run that writes
 is recorded (``storage.imports``: its number, files and every row it added), so
 that it can be listed and undone.
 """
@@ -30,12 +30,12 @@ from gateway.importreplay import import_file
 from gateway.importreport import Progress
 from gateway.importstop import through_stop
 from gateway.importworkers import WorkerPool
-from gateway.importwrite import COUNTED, LOCK_WAIT, Writer, count_rows
+from gateway.importwrite import COUNTED, LOCK_WAIT, Writer
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
 from storage.erased import Erased
-from storage.imports import record_sql
+from storage.imports import record_sql, run_added
 from storage.local import LOCK_GAP, LocalStore
 from storage.retention import cutoff
 
@@ -110,7 +110,6 @@ async def run_import(
         summary.read_all = True
         return summary
     store: LocalStore | None = None
-    before: dict[str, int] = {}
     bar = None
     pool = None
     writer = Writer(None)
@@ -124,7 +123,6 @@ async def run_import(
                 store = LocalStore(settings.store_path, storage, metrics)
                 store.lock_gap = LOCK_GAP  # a live gateway's commits get the lock between its own
                 await store.open()
-                before = await asyncio.to_thread(count_rows, settings.store_path)
                 # Its rows recorded as a run, so that it can be listed and undone (``--undo``).
                 named = [
                     _named(path)
@@ -186,12 +184,11 @@ async def run_import(
     summary.seconds = time.perf_counter() - started
     order = {_named(path): n for n, path in reversed(list(enumerate(paths)))}
     summary.failed.sort(key=lambda failed: order.get(failed.name, len(paths)))  # as named
-    if not dry_run:  # stopped before the rows were counted: before anything was written
-        if before:
-            after = await through_stop(asyncio.to_thread(count_rows, settings.store_path), summary)
-        else:
-            after = before
-        summary.new_rows = {table: after.get(table, 0) - before.get(table, 0) for table in COUNTED}
+    if not dry_run:  # the run's own rows: not those another import or the live gateway wrote meanwhile
+        summary.new_rows = dict.fromkeys(COUNTED, 0)
+        if summary.run:
+            added = asyncio.to_thread(run_added, settings.store_path, summary.run)
+            summary.new_rows.update(await through_stop(added, summary))
     return summary
 
 

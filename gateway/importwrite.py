@@ -1,38 +1,36 @@
-"""Writing what ``gateway import`` replays into the store, and counting what the store gained.
+"""Writing what ``gateway import`` replays into the store.
 
 Owns the batching of events into ``LocalStore`` submits (``BATCH`` events a
 transaction, at most ``IN_FLIGHT`` queued: the next batch is built while the
 last one commits; the first that fails to commit ends the import,
-``CommitFailed``; a line whose rows the store refuses — a value SQLite cannot
-hold, a constraint — is left out of its batch by the store, ``submit_each``, and
-counted as a skip by its file:line, the rest of the batch stored; a batch it
-refuses every line of ends the import, ``BatchRefused``), leaving out
-the rows of erased users dated before their erasure (``storage.erased``: an old
-log would bring them back) and the rows older than ``privacy.retention_days``
-(the next purge would delete them), and the row counts before and after an
-import (a re-import gains none), and saying so when a commit waits on the write
-lock another process holds (up to ``LOCK_WAIT``, then the import ends), and
-recording the run's end (``end_run``), which waits for that lock as a commit
-does. Blocking: ``count_rows`` is called off the event loop.
+``CommitFailed``, or ``RunUndone`` once its run was undone while it ran; a
+line whose rows the store refuses — a value SQLite cannot hold, a constraint —
+is left out of its batch by the store, ``submit_each``, and counted as a skip
+by its file:line, the rest of the batch stored; a batch it refuses every line
+of ends the import, ``BatchRefused``), leaving out the rows of erased users
+dated before their erasure (``storage.erased``: an old log would bring them
+back) and the rows older than ``privacy.retention_days`` (the next purge would
+delete them), and saying so when a commit waits on the write lock another
+process holds (up to ``LOCK_WAIT``, then the import ends), and recording the
+run's end (``end_run``), which waits for that lock as a commit does. The rows
+the run added are counted from its record (``storage.imports.run_added``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
 from gateway.events import Event, iso
 from gateway.importbindings import Bindings
 from storage.erased import Erased
-from storage.imports import FINISH_SQL
+from storage.imports import FINISH_SQL, UNDONE
 from storage.local import (
     LOCK_HOLDERS,
     LOCKED,
@@ -74,6 +72,20 @@ class BatchRefused(CommitFailed):
         super().__init__(f"{lines} lines ({at} to {to}): {UNSTORABLE}{unstorable_why(error)}")
 
 
+class RunUndone(CommitFailed):
+    """The import's run was undone while it ran (``gateway import --undo RUN``): the undo removed
+    what it had committed, and the store refuses the rest (``storage.imports.UNDONE``), so the
+    import ends there rather than write rows under a run no undo could remove again."""
+
+    def __init__(self, run: int, at: tuple[str, int]) -> None:
+        self.run = run
+        super().__init__(
+            f"run {run} was undone while it ran (gateway import --undo {run}), so the import stopped at"
+            f" {at[0]}:{at[1]}: the undo removed what it had stored, and nothing after was stored;"
+            " to import these files after all, run the same command again"
+        )
+
+
 def _seen(future: asyncio.Future[Any]) -> None:
     """Take a commit's failure as it happens: the first one ends the import, and the batches
     still in flight behind it (failed for the same reason) are not waited for, which asyncio
@@ -89,11 +101,6 @@ class _Batch:
     future: asyncio.Future[list[tuple[int, int, Exception]]]
     events: list[Event]
     where: list[tuple[str, int]]
-
-
-def count_rows(path: Path) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}
 
 
 class Writer:
@@ -176,6 +183,12 @@ class Writer:
                 " end that transaction (or wait for that write)"
             ) from err
         except (sqlite3.Error, StoreClosed) as err:
+            if str(err) == UNDONE and self.store is not None:
+                # The batches behind it are refused alike; once settled, the writer is idle.
+                await asyncio.wait([later.future for later in self.inflight])
+                self.inflight.clear()
+                found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock
+                raise RunUndone(int(found[0][0]) if found else 0, batch.where[0]) from err
             raise CommitFailed(str(err)) from err
         except AllRefused as err:
             raise BatchRefused(err.parts, batch.where[0], batch.where[-1], err.error) from err

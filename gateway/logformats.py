@@ -354,9 +354,11 @@ def json_parser(cookie_name: str, overrides: dict[str, str]) -> Callable[[int, b
         if not isinstance(doc, dict):
             return [Skip(number, "not a JSON object")]
         tokens = pointers.get("time")
-        ts = parse_any_time(resolve(doc, tokens), times) if tokens else None
-        if ts is None:
-            return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}")]
+        logged = resolve(doc, tokens) if tokens else MISSING
+        ts = parse_any_time(logged, times) if tokens else None
+        if ts is None:  # the value shown, as a combined line's: missing, or a form not read?
+            shown = "" if logged is MISSING or logged is None else f": {str(logged)[:40]!r}"
+            return [Skip(number, f"time: missing or unreadable at {'/' + '/'.join(tokens or ())}", shown)]
         method, uri, authority, field = text(doc, "method"), text(doc, "uri"), "", "uri"
         if method and uri and not (method.isascii() and method.isalpha()):  # as a request line's
             return [Skip(number, NOT_A_METHOD, f": {method[:40]!r}")]

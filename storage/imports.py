@@ -36,13 +36,18 @@ import aiosqlite
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
 from storage.importrows import RECORDED
-from storage.local import BUSY_TIMEOUT_MS, connect, read_only, rollback
+from storage.local import BUSY_TIMEOUT_MS, HALT, connect, read_only, rollback
 from storage.migrate import refuse_newer
 from storage.roundlock import RoundLock
 
 DERIVED = "verdict_changes"
 """Rows about a run's touchpoints (re-scores, analysts' verdicts), removed with them."""
 log = logging.getLogger("gateway.import")
+
+
+UNDONE = f"{HALT}import run undone"
+"""Why the store refuses an import's rows once its run was undone (``--undo`` while it ran): the
+rows would be recorded under a run already undone, which no undo could then remove."""
 
 
 class UndoRefused(Exception):
@@ -53,12 +58,15 @@ def record_sql(fmt: str, files: list[str], started: datetime) -> str:
     """Temporary triggers (and a temporary table) for the import's write connection: at its
     first row inserted, the run is recorded and numbered, inside that row's transaction (so an
     import waiting on another process's write lock waits only as its commits do, and two
-    imports at once get two numbers); each row it inserts then is that run's."""
+    imports at once get two numbers); each row it inserts then is that run's. Once the run is
+    undone (``--undo`` while it runs), every row is refused (``UNDONE``): the import stops."""
     run = f"({_quoted(iso(started))}, {_quoted(fmt)}, {_quoted(json.dumps(files))})"
     script = "CREATE TEMP TABLE import_run_id (id INTEGER NOT NULL);"
     for table in RECORDED:
         script += (
             f"CREATE TEMP TRIGGER import_run_{table} AFTER INSERT ON main.{table} BEGIN"
+            f" SELECT RAISE(ABORT, '{UNDONE}') WHERE EXISTS (SELECT 1 FROM import_runs"
+            " WHERE id = (SELECT id FROM import_run_id) AND undone IS NOT NULL);"
             " INSERT INTO import_runs (started, format, files) SELECT * FROM (VALUES"
             f" {run}) WHERE NOT EXISTS (SELECT 1 FROM import_run_id);"
             " INSERT INTO import_run_id (id) SELECT last_insert_rowid()"
@@ -92,6 +100,13 @@ def _added(db: sqlite3.Connection, run: int) -> dict[str, int]:
     ):
         counts[table] = count
     return counts
+
+
+def run_added(path: Path, run: int) -> dict[str, int]:
+    """The rows run ``run`` added, per table: its own inserts (not another import's, nor the live
+    gateway's, written meanwhile), as ``--list`` counts them and ``--undo`` removes them. Blocking."""
+    with contextlib.closing(read_only(path, BUSY_TIMEOUT_MS / 1000)) as db:
+        return _added(db, run)
 
 
 @dataclass

@@ -259,6 +259,15 @@ _DATA_ERRORS = (
     ValueError,
 )
 
+HALT = "halt: "
+"""A trigger's ``RAISE`` whose message starts so refuses the whole submit, not a row of it (an
+import whose run was undone while it ran, ``storage.imports``): it fails whole, never split."""
+
+
+def _data_error(error: BaseException | None) -> bool:
+    """Caused by what was written (worth isolating per submit, per part), not a halt (``HALT``)."""
+    return isinstance(error, _DATA_ERRORS) and not str(error).startswith(HALT)
+
 
 def _read_only(error: BaseException) -> bool:
     """SQLite's READONLY, whatever the extended code: a file, folder or mount it may not write,
@@ -813,7 +822,7 @@ class LocalStore:
         of the database itself (locked, disk full, I/O) fail the whole batch at once.
         """
         error = await self._transaction(batch, rows)
-        if error is None or not isinstance(error, _DATA_ERRORS):
+        if error is None or not _data_error(error):
             return [error] * len(batch)
         if len(batch) > 1:
             log.warning("a batch of %d submits failed on its data; committing them one by one", len(batch))
@@ -822,7 +831,7 @@ class LocalStore:
         outcomes: list[Exception | None] = []
         for item in batch:
             failed = error if len(batch) == 1 else await self._transaction([item], len(item.events))
-            if failed is not None and item.parts is not None and isinstance(failed, _DATA_ERRORS):
+            if failed is not None and item.parts is not None and _data_error(failed):
                 failed = await self._each(item, failed)
             outcomes.append(failed)
         return outcomes
@@ -881,7 +890,7 @@ class LocalStore:
                 failed_half = await commit(first, last)
                 if failed_half is None:
                     continue
-                if not isinstance(failed_half, _DATA_ERRORS):
+                if not _data_error(failed_half):
                     return failed_half
                 if (stopped := await halves(first, last, failed_half)) is not None:
                     return stopped
@@ -892,7 +901,7 @@ class LocalStore:
         except _RefusedAlike:
             stopped = await commit(REFUSED_RUN, len(bounds) - 1)
             first = refused[0][2]
-            if stopped is not None and isinstance(stopped, _DATA_ERRORS):
+            if stopped is not None and _data_error(stopped):
                 if type(stopped) is type(first) and str(stopped) == str(first):
                     stopped = AllRefused(first, len(bounds) - 1)
                 else:
@@ -967,7 +976,8 @@ class LocalStore:
                     )
                 self.failing = (since, LOCKED)
                 return err
-            self._commit_failed("store commit of %d events failed: %s", rows, err)
+            if not str(err).startswith(HALT):  # said by whoever halted it, in its own words
+                self._commit_failed("store commit of %d events failed: %s", rows, err)
             if not isinstance(err, _DATA_ERRORS):
                 self.failing = (since, READ_ONLY if _read_only(err) else type(err).__name__)
             return err

@@ -521,7 +521,7 @@ async def test_json_lines_default_and_overridden_fields(tmp_path: Path) -> None:
     got = await query(settings, "SELECT source, ts FROM touchpoints ORDER BY source")
     assert got == [("a", "2025-03-01T10:00:00.000000Z"), ("b", "2025-03-01T10:00:00.500000Z")]
     assert summary.examples == [
-        "access.jsonl:3: time: missing or unreadable at /time",
+        "access.jsonl:3: time: missing or unreadable at /time: 'yesterday'",
         "access.jsonl:4: not a JSON object",
         "access.jsonl:5: not valid JSON",
     ]

@@ -459,3 +459,85 @@ def test_runs_of_a_store_whose_name_holds_a_uri_character_are_listed(tmp_path: P
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert listed.returncode == 0 and listed.stdout.startswith("run 1  "), listed
     assert not (tmp_path / "gw").exists()
+
+
+def test_an_import_undone_while_it_runs_stops_and_leaves_nothing_of_its_run(tmp_path: Path) -> None:
+    """``--undo`` of a run still importing removed what it had committed and marked it undone,
+    but the import went on writing under that run: its summary offered ``--undo 1``, which then
+    said "nothing is left to remove", and the rows it wrote after the undo could never be undone.
+    The import now stops at its next commit, says why, and writes nothing more."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo = tmp_path / "access.pipe"
+    os.mkfifo(fifo)
+    db = tmp_path / "gw.db"
+    landings = _landings(16384).splitlines(keepends=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress"],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write("".join(landings[:8192]))  # one whole batch: committed while it waits for more
+            pipe.flush()
+            for _ in range(6000):  # at most ~60 s (bounded; the commit takes well under a second)
+                with contextlib.suppress(sqlite3.Error):
+                    if rows(db, "SELECT count(*) FROM touchpoints") == [(8192,)]:
+                        break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the import's first batch never committed")
+            undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
+            assert undo.returncode == 0 and "touchpoints:          8,192" in undo.stdout, undo
+            pipe.write("".join(landings[8192:]))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, (out, err)
+    assert "run 1 was undone while it ran (gateway import --undo 1)" in err, err
+    assert "--undo 1 removes the rows" not in out, out
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM import_rows") == [(0,)]
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert "run 1 " in listed.stdout and " undone 20" in listed.stdout, listed
+
+
+def test_the_summary_counts_as_new_only_the_rows_its_own_run_added(tmp_path: Path) -> None:
+    """ "New in the store" was the store's rows after less before: another import (or the live
+    gateway) writing meanwhile was counted as this import's, so the summary disagreed with its
+    own run's count in --list and with what --undo removes. It is now the run's own rows."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "other.log").write_text(WRONG)  # 2 landings another import adds meanwhile
+    fifo = tmp_path / "access.pipe"
+    os.mkfifo(fifo)
+    db = tmp_path / "gw.db"
+    landings = _landings(16384).splitlines(keepends=True)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), *args],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write("".join(landings[:8192]))  # one whole batch: committed while it waits for more
+            pipe.flush()
+            for _ in range(6000):  # at most ~60 s (bounded; the commit takes well under a second)
+                with contextlib.suppress(sqlite3.Error):
+                    if rows(db, "SELECT count(*) FROM touchpoints") == [(8192,)]:
+                        break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the import's first batch never committed")
+            other = _cli(tmp_path, "other.log", *args)
+            assert other.returncode == 0 and "new in the store: 2\n" in other.stdout, other
+            pipe.write("".join(landings[8192:]))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert "touchpoints:     16,384   new in the store: 16,384\n" in out, out
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert "run 1 " in listed.stdout and "touchpoints 16,384, bindings 0" in listed.stdout, listed
+    assert rows(db, "SELECT count(*) FROM touchpoints") == [(16386,)]

@@ -255,7 +255,7 @@ def test_a_time_no_event_can_have_is_unreadable(text: str) -> None:
                 "31/Dec/1969:23:59:59 +0000": "1969-12-31T23:59:59Z"}[text]  # fmt: skip
     for value in (iso_time, f"[{text}]"):
         doc = msgspec.json.encode({"time": value, "method": "GET", "uri": "/"})
-        assert json_lines(1, doc) == [Skip(1, "time: missing or unreadable at /time")]
+        assert json_lines(1, doc) == [Skip(1, "time: missing or unreadable at /time", f": {value!r}")]
     assert parse_any_time(-1, {}) is None
     assert parse_any_time(0, {}) == datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -570,3 +570,17 @@ def test_a_combined_line_cut_inside_a_quoted_field_is_skipped() -> None:
     ):
         [line] = parse(3, (start + whole).encode())
         assert isinstance(line, Line), whole
+
+
+def test_a_json_lines_time_it_cannot_read_is_shown_in_the_first_skips() -> None:
+    """A combined line's unreadable time is shown in the first skips (``unreadable time
+    [2026-11-20T10:00:06+00:00]``); a json-lines one was not, so "missing or unreadable" left the
+    operator to guess which: a --field pointing elsewhere, or a form the import does not read (an
+    HTTP date, nanoseconds). The value is shown, cut at 40 characters; a missing one says so."""
+    json_lines = json_parser("gw_vid", {})
+    reason = "time: missing or unreadable at /time"
+    for value in ("Tue, 11 Mar 2026 10:00:00 GMT", 1741690800123456789, "x" * 60, True):
+        doc = msgspec.json.encode({"time": value, "method": "GET", "uri": "/"})
+        assert json_lines(1, doc) == [Skip(1, reason, f": {str(value)[:40]!r}")], value
+    for doc in ({"method": "GET", "uri": "/"}, {"time": None, "method": "GET", "uri": "/"}):
+        assert json_lines(1, msgspec.json.encode(doc)) == [Skip(1, reason)], doc
