@@ -18,9 +18,10 @@ A write made through this process that can change the past (``Reports.changed``:
 verdict, an erasure, a retention purge, the reporting mirror applying another node's erasure or
 verdict) drops every kept weight; so does any process's deletion or update of touchpoints,
 conversions or bindings (``gateway erase``, ``gateway reclassify``, an import undone: the
-store's counters of migrations 0009 and 0020, read with each report). New rows arriving
-(landings, logins, the reporting mirror's rounds, an import) do not: they are what the reuse
-time allows for.
+store's counters of migrations 0009 and 0020, read with each report), and any import run
+beginning, finishing or undone (``gateway import`` adds old rows to past periods). New rows
+arriving (landings, logins, the reporting mirror's rounds, the rows of an import still
+running) do not: they are what the reuse time allows for.
 """
 
 from __future__ import annotations

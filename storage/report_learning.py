@@ -89,9 +89,11 @@ class ReportLearning(ConversionReads):
 
     def past_versions(self) -> tuple[int, ...] | None:
         """The store's counters of rows deleted or updated in ``identities``, ``touchpoints``
-        and ``conversions`` (migrations 0009 and 0020), whichever process wrote them; None when
-        the store has not all of them and every trigger that moves them (a store from before
-        0020, a table rebuilt by hand): kept weights then never serve."""
+        and ``conversions`` (migrations 0009 and 0020), whichever process wrote them, and its
+        import runs begun, finished and undone (``gateway import``: old rows added to past
+        periods, which no trigger counts); None when the store has not all the counters and
+        every trigger that moves them (a store from before 0020, a table rebuilt by hand): kept
+        weights then never serve."""
         try:
             rows = self.db.execute(
                 "SELECT changed FROM table_versions"
@@ -102,7 +104,15 @@ class ReportLearning(ConversionReads):
             ).fetchall()
         except sqlite3.OperationalError:  # no table_versions
             return None
-        return tuple(int(n) for (n,) in rows) if len(rows) == 3 else None
+        if len(rows) != 3:
+            return None
+        try:  # a few rows: one per import
+            runs = self.db.execute(
+                "SELECT count(*), count(finished), count(undone) FROM import_runs"
+            ).fetchone()
+        except sqlite3.OperationalError:  # a store without imports (the reporting mirror's)
+            runs = ()
+        return (*(int(n) for (n,) in rows), *runs)
 
     def relearn(self, kept: Kept) -> None:
         """Learn ``kept``'s weights again, over its period as it is now (a rolling one ends now),

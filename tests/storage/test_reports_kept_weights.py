@@ -294,6 +294,28 @@ async def test_another_process_rewriting_the_past_is_seen_by_the_next_report(
     assert anew.at > first.at and same(anew, await fresh(store, channels))
 
 
+async def test_an_import_beginning_finishing_or_undone_is_seen_by_the_next_report(
+    store: Path, channels: Channels, engine: Callable[..., Reports]
+) -> None:
+    """``gateway import`` adds old rows to past periods, which no trigger counts (none is on the
+    landing's insert): a run begun, finished or undone (``import_runs``) drops the weights kept
+    before it, and the next report learns what a fresh engine does. Until 2026-12-06 weights
+    learnt before an import, from none of its journeys, served for the whole reuse time."""
+    reports = engine()
+    await reports.open()
+    before = await learnt(reports)
+    assert (await learnt(reports)).at == before.at  # kept while nothing moves
+    for step in (
+        "INSERT INTO import_runs (started, format, files) VALUES ('2026-12-06T23:00:00Z', 'combined', '[]')",
+        "UPDATE import_runs SET finished = '2026-12-06T23:01:00Z' WHERE finished IS NULL",
+        "UPDATE import_runs SET undone = '2026-12-06T23:02:00Z' WHERE undone IS NULL",
+    ):
+        assert await asyncio.to_thread(write, store, step) == 1
+        anew = await learnt(reports)
+        assert anew.at > before.at and same(anew, await fresh(store, channels))
+        before = anew
+
+
 async def test_a_store_without_the_counters_keeps_nothing(
     store: Path, engine: Callable[..., Reports]
 ) -> None:
