@@ -117,6 +117,8 @@ RUN_ONLY: dict[str, str] = {
     "proxy.upstream_connections": NO_OPTION,
     "proxy.max_request_body": "mitmdump's body_size_limit, which bounds responses too",
     "proxy.body_timeout": NO_OPTION,
+    "proxy.keepalive_timeout": NO_OPTION,
+    "proxy.header_timeout": NO_OPTION,
     "proxy.max_websocket_message": NO_OPTION + ": a message of any size is relayed",
     "proxy.access_log": "mitmdump prints each flow itself: flow_detail, or -q for none",
     "proxy.workers": "mitmdump is one process",

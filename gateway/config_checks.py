@@ -302,6 +302,11 @@ def validate(options: Options) -> list[str]:
     )
     _positive(p, "proxy.read_timeout", px.read_timeout)
     _positive(p, "proxy.body_timeout", px.body_timeout)
+    for key, seconds in (
+        ("proxy.keepalive_timeout", px.keepalive_timeout),
+        ("proxy.header_timeout", px.header_timeout),
+    ):
+        _check(p, 0 < seconds <= 3600, key, f"must be more than 0 and at most 3600 seconds, got {seconds}")
     _within(p, "proxy.upstream_connections", px.upstream_connections, 1, 100_000)
     _check(
         p,

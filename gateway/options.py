@@ -46,6 +46,13 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     busy a request waits up to ``connect_timeout``, then gets 504."""
     body_timeout: float = 30.0
     """Seconds a visitor's request body may stall before the request is answered 408."""
+    keepalive_timeout: float = 75.0
+    """Seconds a visitor's connection (and an admin client's) may stay idle, before its first
+    request or between two, before it is closed (nginx's ``keepalive_timeout``)."""
+    header_timeout: float = 60.0
+    """Seconds a request head (request line and headers) may take to arrive whole once its
+    first byte came, on either listener; later is a 408 and the connection closed (nginx's
+    ``client_header_timeout``)."""
     max_request_body: int = 100 * 1024 * 1024
     """Largest request body in bytes forwarded; larger ones get 413."""
     max_websocket_message: int = 4 * 1024 * 1024

@@ -37,6 +37,14 @@ limit, which real clients with oversized cookies may hit (``proxy.max_header_siz
 failure of ours that no middleware caught (a 500) is logged at error level with its
 traceback, without the client's address.
 
+Both listeners bound how long a connection may wait on its client (``Runner``'s
+``header_timeout``, aiohttp's ``keepalive_timeout``: ``proxy.header_timeout`` and
+``proxy.keepalive_timeout``). aiohttp closes a connection idle past ``keepalive_timeout`` (before
+its first request too), without an answer; a head that began is given ``header_timeout`` from its
+first byte instead (``_Handler._process_keepalive``), then answered 408 (``HeadTimeout``,
+``_Handler._head_overdue``) and the connection closed. aiohttp has no bound for a head of its own:
+its ``keepalive_timeout``, left at its default, held such connections for 3630 s.
+
 One request aiohttp's C parser refuses is read again instead, on both listeners: an
 origin-form target with raw UTF-8 (``GET /café``), which llhttp takes only percent-encoded
 (``_Handler._read_again``, ``gateway.raw_targets``): the proxy forwards it as sent.
@@ -103,6 +111,8 @@ def reason(exc: BaseException | None, status: int) -> str:
                 f" ({limit - 1} bytes)" if limit else ""
             )
         return "a header is longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
+    if isinstance(exc, HeadTimeout):
+        return exc.message
     if isinstance(exc, http_exceptions.BadHttpMethod):
         if exc.message.startswith("Received HTTPS traffic"):
             return "TLS (HTTPS) sent to a plain HTTP listener"
@@ -137,6 +147,18 @@ LOUD_EVERY = 60.0
 class BrokenFraming(RequestPayloadError):
     """A request body's chunked framing broke once the request had been handed over; its text
     is the parser's reason (``reason``), without the bytes."""
+
+
+class HeadTimeout(http_exceptions.HttpProcessingError):
+    """A request head did not arrive whole within the listener's ``header_timeout`` of its first
+    byte (``_Handler._head_overdue``): answered 408."""
+
+    code = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            message=f"the request head did not arrive whole within proxy.header_timeout ({seconds:g} s)"
+        )
 
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ \r\n]+ HTTP/1\.[0-9]\r?\n")
@@ -187,6 +209,8 @@ class _Handler(web.RequestHandler):
     head_refused = False
     """The parser refused a ``HEAD`` (its target or a header over the limit, a header that is
     not HTTP): its answer has no body."""
+    _head_timer: asyncio.TimerHandle | None = None
+    """Ends the wait for the head of the request whose first bytes came (``header_timeout``)."""
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
@@ -209,6 +233,9 @@ class _Handler(web.RequestHandler):
             finally:
                 self._close, self._force_close = closing
             return
+        # Empty lines begin no head (llhttp skips them; some clients send one after a body).
+        if self._head_timer is None and data.lstrip(b"\r\n") and self._awaiting_head():
+            self._head_timer = self._loop.call_later(self.listener.header_timeout or 0, self._head_overdue)
         if not self._began:
             if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
                 # Without the empty lines before it, which llhttp skips, any number of them:
@@ -220,6 +247,9 @@ class _Handler(web.RequestHandler):
         super().data_received(data)
         if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
             return
+        if self._head_timer is not None:  # its head came whole (or was refused)
+            self._head_timer.cancel()
+            self._head_timer = None
         began, self._began = self._began, None
         while True:  # again only once a refused target was read again (``_read_again``)
             for message, payload in itertools.islice(self._messages, queued, None):
@@ -250,6 +280,51 @@ class _Handler(web.RequestHandler):
             and not self._reading.is_eof()
             and self._reading.exception() is None
         )
+
+    def _awaiting_head(self) -> bool:
+        """Bytes now would begin a request head that the listener is waiting for: one is bound
+        (``header_timeout``), no request is being answered or queued, no body is being read,
+        the connection is no WebSocket's. A head that begins while a request is answered (a
+        pipelined one) is not timed: ``keepalive_timeout`` bounds it once that request is done."""
+        return (
+            bool(self.listener.header_timeout)
+            and not self._request_in_progress
+            and not self._messages
+            and not self._upgraded
+            and self._reading.is_eof()
+        )
+
+    def _head_overdue(self) -> None:
+        """``header_timeout`` is over and the head that began is not whole: a 408, the refusal
+        queued as the parser queues its own (answered by ``handle_error``, the connection closed
+        after it), and nothing more read. aiohttp has no bound of its own for a head: its
+        ``keepalive_timeout`` closed the connection without an answer, counted from the last
+        answer (or the connection's start), however long the head had been arriving."""
+        self._head_timer = None
+        if self.transport is None or self._close or self._force_close or self._messages:
+            return
+        exc = HeadTimeout(self.listener.header_timeout or 0)
+        self.head_refused = refused_method(exc, self._began or b"", False) == b"HEAD"
+        self._messages.append((_ErrInfo(408, exc, exc.message), EMPTY_PAYLOAD))
+        self._request_count += 1
+        self._close = True  # the parser takes nothing more (``data_received``); not ``close()``,
+        # which would cancel the request loop's wait for this very refusal
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _process_keepalive(self) -> None:
+        """aiohttp's idle close (``keepalive_timeout``), but not while a head is arriving: its
+        own bound (``header_timeout``, from its first byte) is the one that ends it, with a 408."""
+        if self._head_timer is not None:
+            self._keepalive_handle = None  # set again by aiohttp once that request is answered
+            return
+        super()._process_keepalive()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
 
     def _refused(self, message: _ErrInfo, began: bytes | None) -> None:
         """What the parser refused (``message``): a refused ``HEAD`` is known for one (its
@@ -371,6 +446,9 @@ class _Server(web.Server):
     json_paths: Callable[[str], bool] | None = None
     headers: Mapping[str, str] = {}
     counted: Callable[[], None] | None = None
+    header_timeout: float | None = None
+    """Seconds a request head may take to arrive whole once its first byte came; later is a
+    408 (``_Handler._head_overdue``). None: no bound (aiohttp's)."""
     cut_off = 0
     """Requests still running when the stop's grace was over, cut off (``_Handler.shutdown``)."""
     _loud_at = float("-inf")
@@ -496,6 +574,8 @@ class Runner(web.AppRunner):
     ``headers``: added to each of those answers. ``counted``: called for each request it
     refuses so (the proxy counts them in ``gateway_requests_total{outcome="bad_request"}``).
     ``handler``: every request's, in place of the app's router (the proxy's, ``HostSlot.serve``).
+    ``header_timeout``: seconds a request head may take to arrive whole once its first byte came
+    (later: 408); aiohttp's ``keepalive_timeout`` among ``kwargs`` bounds an idle connection.
     ``Gateway.listener`` gives each listener's."""
 
     def __init__(
@@ -507,11 +587,13 @@ class Runner(web.AppRunner):
         headers: Mapping[str, str] | None = None,
         counted: Callable[[], None] | None = None,
         handler: _Handle | None = None,
+        header_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.public, self.json_paths, self.headers = public, json_paths, headers or {}
         self.counted = counted
+        self.header_timeout = header_timeout
         self.handler = handler
         self.made: _Server | None = None
 
@@ -535,6 +617,7 @@ class Runner(web.AppRunner):
         )
         made.public, made.json_paths, made.headers = self.public, self.json_paths, self.headers
         made.counted = self.counted
+        made.header_timeout = self.header_timeout
         self.made = made
         made.request_handler = made.refusals(handler)  # before any connection
         return made

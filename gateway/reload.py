@@ -29,6 +29,8 @@ RESTART_KEYS = (
     "proxy.max_header_size",
     "proxy.access_log",
     "proxy.shutdown_grace",
+    "proxy.keepalive_timeout",
+    "proxy.header_timeout",
     "proxy.worker_hang_seconds",
     "identity.user_id_storage",
     "storage",
@@ -42,7 +44,8 @@ RESTART_KEYS = (
 )
 """Keys (or whole tables) a running process keeps until restarted: they are baked into listeners,
 the upstream session, the store, the admin app or the logging set-up; how long SIGTERM waits
-(the listeners' and the supervisor's, set at start) and how long a worker may hang (the
+(the listeners' and the supervisor's, set at start), how long a connection may idle or take to
+send a request head (the listeners', set at start) and how long a worker may hang (the
 supervisor's); the user-ID keys (made
 once, shared by the pipeline, the admin API and the sinks) and the daily purge (started, or
 not, with the gateway) too."""

@@ -277,17 +277,22 @@ class Gateway:
         itself (``protocol_errors.Runner``'s arguments): the proxy with its neutral page,
         JSON below its reserved prefix (whose endpoints answer JSON), counted with its bad
         requests; the admin listener with the JSON error and the headers of its other
-        answers, and a body left unread closing the connection."""
+        answers, and a body left unread closing the connection. Both close a connection idle
+        past ``proxy.keepalive_timeout`` and answer a head not whole within
+        ``proxy.header_timeout`` 408 (aiohttp's default held either for 3630 s, until 2026-12-06)."""
+        proxy = self.settings.options.proxy
+        bounds = {"keepalive_timeout": proxy.keepalive_timeout, "header_timeout": proxy.header_timeout}
         if public:
             return {
                 "public": True,
                 "handler": self.slot.serve,
                 "json_paths": self._reserved,
                 "counted": self.metrics.requests.labels("bad_request").inc,
+                **bounds,
             }
         # No lingering: a body a handler left unread (refused before, or one that does not
         # decode) closes the connection; aiohttp would drain it and log its failure as unhandled.
-        return {"headers": SECURITY_HEADERS, "lingering_time": 0, **line_limits(ADMIN_MAX_HEADER)}
+        return {"headers": SECURITY_HEADERS, "lingering_time": 0, **line_limits(ADMIN_MAX_HEADER), **bounds}
 
     def _reserved(self, path: str) -> bool:
         """Whether ``path`` is below the reserved prefix as now configured (it reloads)."""

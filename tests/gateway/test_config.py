@@ -155,6 +155,16 @@ def test_defaults_load() -> None:
         ),
         ("[admin]\ndata_driven_reuse_seconds = nan\n", "admin.data_driven_reuse_seconds: must be 0"),
         (
+            "[proxy]\nkeepalive_timeout = 0\n",
+            "proxy.keepalive_timeout: must be more than 0 and at most 3600 seconds, got 0",
+        ),
+        ("[proxy]\nkeepalive_timeout = inf\n", "proxy.keepalive_timeout: must be more than 0 and at most"),
+        (
+            "[proxy]\nheader_timeout = 3601\n",
+            "proxy.header_timeout: must be more than 0 and at most 3600 seconds, got 3601",
+        ),
+        ("[proxy]\nheader_timeout = nan\n", "proxy.header_timeout: must be more than 0 and at most"),
+        (
             "[admin]\nbody_timeout = 0\n",
             "admin.body_timeout: must be more than 0 and at most 3600 seconds, got 0",
         ),

@@ -175,9 +175,17 @@ async def test_a_reload_names_the_keys_fixed_at_start_it_cannot_apply_live(
     gw = await start_gateway(await upstream_server(app), rule)  # type: ignore[operator]
     changed = rule + "[identity]\nuser_id_storage = 'plain'\n[privacy]\nretention_days = 30\n"
     changed += "[proxy]\nshutdown_grace = 60.0\n"  # SIGTERM's wait: the listeners' and the supervisor's
+    changed += "keepalive_timeout = 5.0\nheader_timeout = 5.0\n"  # the listeners', set at start
     pending = await gw.gateway.reload(make_settings(tmp_path, changed))
-    assert pending == ["proxy.shutdown_grace", "identity.user_id_storage", "privacy.retention_days"]
+    assert pending == [
+        "proxy.shutdown_grace",
+        "proxy.keepalive_timeout",
+        "proxy.header_timeout",
+        "identity.user_id_storage",
+        "privacy.retention_days",
+    ]
     assert gw.gateway.settings.options.proxy.shutdown_grace == 10.0
+    assert gw.gateway.settings.options.proxy.keepalive_timeout == 75.0
     assert gw.gateway.settings.options.identity.user_id_storage == "hash"  # as it runs
     assert gw.gateway.settings.options.privacy.retention_days == 0
     assert "retention" not in gw.gateway.background
