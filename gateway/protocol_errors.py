@@ -234,7 +234,7 @@ class _Handler(web.RequestHandler):
                 self._close, self._force_close = closing
             return
         # Empty lines begin no head (llhttp skips them; some clients send one after a body).
-        if self._head_timer is None and data.lstrip(b"\r\n") and self._awaiting_head():
+        if self._head_timer is None and self._awaiting_head() and data.lstrip(b"\r\n"):
             self._head_timer = self._loop.call_later(self.listener.header_timeout or 0, self._head_overdue)
         if not self._began:
             if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
