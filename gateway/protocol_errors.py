@@ -233,9 +233,7 @@ class _Handler(web.RequestHandler):
             finally:
                 self._close, self._force_close = closing
             return
-        # Empty lines begin no head (llhttp skips them; some clients send one after a body).
-        if self._head_timer is None and self._awaiting_head() and data.lstrip(b"\r\n"):
-            self._head_timer = self._loop.call_later(self.listener.header_timeout or 0, self._head_overdue)
+        awaiting = self._head_timer is None and self._awaiting_head()
         if not self._began:
             if self._reading.is_eof():  # a request's first bytes (aiohttp feeds b"" too)
                 # Without the empty lines before it, which llhttp skips, any number of them:
@@ -246,6 +244,12 @@ class _Handler(web.RequestHandler):
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) == queued:  # a body's bytes, or a request's first part: the usual
+            # A head begun and not whole: timed from this read. One that comes whole in its
+            # first read (nearly every one) arms no timer. Empty lines begin no head (llhttp
+            # skips them; some clients send one after a body).
+            if awaiting and self.transport is not None and data.lstrip(b"\r\n"):
+                timeout = self.listener.header_timeout or 0
+                self._head_timer = self._loop.call_later(timeout, self._head_overdue)
             return
         if self._head_timer is not None:  # its head came whole (or was refused)
             self._head_timer.cancel()
