@@ -461,6 +461,17 @@ def test_runs_of_a_store_whose_name_holds_a_uri_character_are_listed(tmp_path: P
     assert not (tmp_path / "gw").exists()
 
 
+def _wait_for_touchpoints(db: Path, count: int) -> None:
+    """Until the store holds ``count`` touchpoints (an import's first batch committed while it
+    waits for more): at most ~60 s, bounded; the commit takes well under a second."""
+    for _ in range(6000):
+        with contextlib.suppress(sqlite3.Error):
+            if rows(db, "SELECT count(*) FROM touchpoints") == [(count,)]:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the import's first batch never committed")
+
+
 def test_an_import_undone_while_it_runs_stops_and_leaves_nothing_of_its_run(tmp_path: Path) -> None:
     """``--undo`` of a run still importing removed what it had committed and marked it undone,
     but the import went on writing under that run: its summary offered ``--undo 1``, which then
@@ -480,13 +491,7 @@ def test_an_import_undone_while_it_runs_stops_and_leaves_nothing_of_its_run(tmp_
         with fifo.open("w") as pipe:
             pipe.write("".join(landings[:8192]))  # one whole batch: committed while it waits for more
             pipe.flush()
-            for _ in range(6000):  # at most ~60 s (bounded; the commit takes well under a second)
-                with contextlib.suppress(sqlite3.Error):
-                    if rows(db, "SELECT count(*) FROM touchpoints") == [(8192,)]:
-                        break
-                time.sleep(0.01)
-            else:
-                raise AssertionError("the import's first batch never committed")
+            _wait_for_touchpoints(db, 8192)
             undo = _cli(tmp_path, "--undo", "1", "-c", "gw.toml")
             assert undo.returncode == 0 and "touchpoints:          8,192" in undo.stdout, undo
             pipe.write("".join(landings[8192:]))
@@ -522,13 +527,7 @@ def test_the_summary_counts_as_new_only_the_rows_its_own_run_added(tmp_path: Pat
         with fifo.open("w") as pipe:
             pipe.write("".join(landings[:8192]))  # one whole batch: committed while it waits for more
             pipe.flush()
-            for _ in range(6000):  # at most ~60 s (bounded; the commit takes well under a second)
-                with contextlib.suppress(sqlite3.Error):
-                    if rows(db, "SELECT count(*) FROM touchpoints") == [(8192,)]:
-                        break
-                time.sleep(0.01)
-            else:
-                raise AssertionError("the import's first batch never committed")
+            _wait_for_touchpoints(db, 8192)
             other = _cli(tmp_path, "other.log", *args)
             assert other.returncode == 0 and "new in the store: 2\n" in other.stdout, other
             pipe.write("".join(landings[8192:]))
