@@ -113,6 +113,7 @@ async def run_import(
     bar = None
     pool = None
     writer = Writer(None)
+    added_rows: dict[str, int] = {}
     started = time.perf_counter()
     try:
         try:
@@ -171,6 +172,10 @@ async def run_import(
         # the store has the files. The stop may come while this waits for the last commits.
         await through_stop(writer.finish(), summary)
         summary.run, summary.unfinished = await through_stop(writer.end_run(), summary)
+        if not dry_run and summary.run:  # the run's own rows, read while the store is open: the
+            # last connection's close takes the -wal away, which a read-only one cannot
+            added = asyncio.to_thread(run_added, settings.store_path, summary.run)
+            added_rows = await through_stop(added, summary)
     finally:
         # The stop may come during any of these too: each runs to its end regardless, or the
         # store's thread (or the pool) would outlive the import and hold the process open.
@@ -185,10 +190,7 @@ async def run_import(
     order = {_named(path): n for n, path in reversed(list(enumerate(paths)))}
     summary.failed.sort(key=lambda failed: order.get(failed.name, len(paths)))  # as named
     if not dry_run:  # the run's own rows: not those another import or the live gateway wrote meanwhile
-        summary.new_rows = dict.fromkeys(COUNTED, 0)
-        if summary.run:
-            added = asyncio.to_thread(run_added, settings.store_path, summary.run)
-            summary.new_rows.update(await through_stop(added, summary))
+        summary.new_rows = dict.fromkeys(COUNTED, 0) | added_rows
     return summary
 
 
