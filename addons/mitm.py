@@ -66,6 +66,7 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
+    cache_fields_to_make_private,
     client_ip,
     connection_tokens,
     is_trusted,
@@ -73,8 +74,6 @@ from gateway.forwarding import (
     public_origin,
     rewrite_location,
     rewrite_refresh,
-    shared_cacheable,
-    targeted_cache_fields,
     underscored_claim,
 )
 from gateway.logs import restore_levels, set_own_level
@@ -790,12 +789,9 @@ class GatewayAddon:
             new: list[Event] = ex.events[state.seen :]
             state.commits.append(submitted(state.store, new, state.pipeline))
         if any(not cookie.shared_safe for cookie in ex.set_cookies):  # as the aiohttp host does
-            targeted = targeted_cache_fields(flow.response.headers.keys())
-            if shared_cacheable(flow.response.headers.get_all("cache-control")):
-                flow.response.headers.add("Cache-Control", "private")
-            for name in targeted:
-                if shared_cacheable(flow.response.headers.get_all(name)):
-                    flow.response.headers.add(name, "private")
+            headers = flow.response.headers
+            for name in cache_fields_to_make_private(headers.keys(), headers.get_all):
+                headers.add(name, "private")
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
         await self.confirmations.confirm(state.commits)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -220,3 +220,12 @@ def targeted_cache_fields(names: Iterable[str]) -> list[str]:
         if lower == "cdn-cache-control" or lower.endswith("-cdn-cache-control"):
             found.setdefault(lower, name)
     return list(found.values())
+
+
+def cache_fields_to_make_private(names: Iterable[str], values: Callable[[str], Iterable[str]]) -> list[str]:
+    """The fields of an answer we set a cookie on that let a shared cache keep it, each to get
+    ``private`` (both hosts): ``Cache-Control`` (absent too) and every CDN's own
+    (``targeted_cache_fields``) that says neither ``private`` nor ``no-store``. ``names``: the
+    answer's header names; ``values``: a field's values (none when absent)."""
+    fields = ("Cache-Control", *targeted_cache_fields(names))
+    return [name for name in fields if shared_cacheable(values(name))]

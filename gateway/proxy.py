@@ -39,15 +39,14 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
+    cache_fields_to_make_private,
     client_ip,
     connection_tokens,
     is_trusted,
     public_origin,
     rewrite_location,
     rewrite_refresh,
-    shared_cacheable,
     split_absolute,
-    targeted_cache_fields,
     underscored_claim,
 )
 from gateway.logs import Throttled
@@ -843,12 +842,8 @@ class ProxyHost:
         headers = resp.headers
         for cookie in ex.set_cookies:
             if not cookie.shared_safe:
-                targeted = targeted_cache_fields(headers.keys())  # a CDN's own field: it reads that
-                if shared_cacheable(headers.getall(hdrs.CACHE_CONTROL, ())):
-                    headers.add(hdrs.CACHE_CONTROL, "private")
-                for name in targeted:
-                    if shared_cacheable(headers.getall(name)):
-                        headers.add(name, "private")
+                for name in cache_fields_to_make_private(headers.keys(), lambda n: headers.getall(n, ())):
+                    headers.add(name, "private")
                 break
         for cookie in ex.set_cookies:
             header = set_cookie_header(cookie)
