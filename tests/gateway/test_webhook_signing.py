@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import json
 import math
 import re
 import tomllib
@@ -905,6 +906,37 @@ def test_the_readmes_shopify_source_maps_a_shopify_order() -> None:
     assert map_event(src, {**order, "type": "orders/create"}, NOW, LIMITS, "f").rows == []
     with pytest.raises(Invalid, match="'products/update' is not mapped"):
         map_event(src, {**order, "type": "products/update"}, NOW, LIMITS, "f")
+
+
+def test_a_conversion_without_a_name_is_named_as_the_readme_says() -> None:
+    """The README's hand-signed example (our layout, no ``name``) records a conversion named
+    ``conversion``, and its TikTok example's ``CompletePayment`` (no ``name``, no
+    ``defaults.name``) one named ``CompletePayment``, the sender's type as sent: the names the
+    reports' ``conversion=`` and the dashboard then show. Until 2026-12-07 the README did not
+    say where such a name came from; it now does, and this holds it to the code."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "an event without one is named `defaults.name`, else the sender's type as sent" in readme
+    [body] = re.findall(r"^body='(\{.*\})'$", readme, re.MULTILINE)
+    billing = compile_source(SourceOptions(name="billing", secrets=("env:X",)))
+    [conversion] = map_event(billing, json.loads(body), NOW, LIMITS, "d").rows
+    assert isinstance(conversion, Conversion) and conversion.name == "conversion"
+    [toml] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if 'name = "tiktok"' in b]
+    env = {**ENV, "TIKTOK_SECRET": "t" * 32, "TIKTOK_SECRET_PREVIOUS": "p" * 32}
+    [options] = load_settings(None, text=toml, environ=env).options.sources
+    payment = {
+        "event": "CompletePayment",
+        "event_id": "tt2",
+        "user": {"external_id": "u1"},
+        "creator": {"id": "cr_9"},
+        "timestamp": "2026-11-25T11:00:00Z",
+        "properties": {"value": 19.9, "currency": "EUR", "order_id": "tt-o1"},
+    }
+    rows = map_event(compile_source(options), payment, NOW, LIMITS, "d").rows
+    [conversion] = [row for row in rows if isinstance(row, Conversion)]
+    assert conversion.name == "CompletePayment"
+    named = msgspec.structs.replace(options, defaults={**options.defaults, "name": "purchase"})
+    rows = map_event(compile_source(named), payment, NOW, LIMITS, "d").rows
+    assert [row.name for row in rows if isinstance(row, Conversion)] == ["purchase"]
 
 
 def test_the_readmes_body_hmac_source_maps_a_lemon_squeezy_order() -> None:
