@@ -856,6 +856,15 @@ def _validate_bots(options: Options) -> list[str]:
                 "proxy.addons",
                 f'"bots" must come after "{before}" (it scores what {before} found)',
             )
+    else:  # nothing is scored: an action asked for would silently never be taken
+        for key in ("on_review", "on_block"):
+            _check(
+                p,
+                getattr(bots, key) != "block",
+                f"bots.{key}",
+                f'"block" refuses nothing while "bots" is not in proxy.addons (no request is scored);'
+                f' add "bots" to proxy.addons, after "campaign" and "geo", or leave bots.{key} at "record"',
+            )
     _within(p, "bots.review_threshold", bots.review_threshold, 0, 100)
     # A review_threshold out of range is its own problem, not block_threshold's too.
     low = bots.review_threshold if 0 <= bots.review_threshold <= 100 else 0

@@ -52,6 +52,17 @@ def test_check_lists_every_problem_by_key(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_check_refuses_a_block_action_the_pipeline_has_no_bots_addon_for(tmp_path: Path) -> None:
+    """``bots.on_block = "block"`` with ``bots`` left out of ``proxy.addons`` passed the check,
+    and the gateway then refused nothing."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[proxy]\naddons = ['identity', 'campaign']\n[bots]\non_block = 'block'\n")
+    done = gateway("check", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert 'bots.on_block: "block" refuses nothing while "bots" is not in proxy.addons' in done.stderr
+    assert 'add "bots" to proxy.addons' in done.stderr and "Traceback" not in done.stderr
+
+
 def test_check_names_every_missing_required_key_and_warns_of_a_missing_geoip_file(tmp_path: Path) -> None:
     """A walkthrough's findings: msgspec named one missing field at a time, in its own words
     ("object missing required field path"); and a GeoIP database that does not exist (geo then

@@ -343,6 +343,21 @@ def test_a_threshold_out_of_range_is_not_blamed_on_the_other_one_too() -> None:
     ]
 
 
+NO_BOTS = "[proxy]\naddons = ['identity', 'campaign', 'stitching', 'conversions']\n"
+
+
+@pytest.mark.parametrize("key", ["on_block", "on_review"])
+def test_a_block_action_without_the_bots_addon_is_a_problem_naming_the_key(key: str) -> None:
+    """Taken until 2026-12-07, and nothing was ever refused: without ``bots`` in the pipeline no
+    request is scored, so ``"block"`` silently did nothing."""
+    assert problems(f'{NO_BOTS}[bots]\n{key} = "block"\n') == [
+        f'bots.{key}: "block" refuses nothing while "bots" is not in proxy.addons (no request is'
+        f' scored); add "bots" to proxy.addons, after "campaign" and "geo", or leave bots.{key} at "record"'
+    ]
+    load_settings(None, text=f'{NO_BOTS}[bots]\n{key} = "record"\n', environ=ENV)  # the default: no action
+    load_settings(None, text=f'[bots]\n{key} = "block"\n', environ=ENV)  # bots in the default addons
+
+
 def test_every_wrong_type_and_unknown_key_of_one_table_is_reported() -> None:
     """msgspec stops at a table's first: `workers = "2"` hid the wrong connect_timeout, the
     typo and the bad strip of the same [proxy], and a rule's first problem hid the others."""
