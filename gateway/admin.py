@@ -355,6 +355,12 @@ _EXTENDED_HINT = (
     " minutes at least (2026-11-01, 2026-11-01T10:00, 2026-11-01T10:00+01:00), not the basic"
     " (20261101, T1000, +0100) or week (2026-W44-1) forms"
 )
+# The extended form with any fraction of a second: more digits than the microseconds Python and
+# the store keep (a JavaScript or Go timestamp printed to the nanosecond), or after a decimal
+# comma (ISO 8601 allows it), each said as such rather than as the basic or week forms.
+_ANY_FRACTION = re.compile(
+    r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)([.,])(\d+)(([Zz]|[-+ ]\d\d:\d\d)?)", re.ASCII
+)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # event IDs (UUIDv7) count milliseconds from here
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -383,7 +389,9 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
     meant = ""
     try:
         if not _EXTENDED.fullmatch(value):
-            if not _AFTER_DATE.match(value):  # 2026-11-01_05:30: the generic refusal
+            if fraction := _ANY_FRACTION.fullmatch(value):
+                meant = _fraction_hint(fraction)
+            elif not _AFTER_DATE.match(value):  # 2026-11-01_05:30: the generic refusal
                 datetime.fromisoformat(value)  # raises for what is no ISO 8601 at all
                 meant = _EXTENDED_HINT  # a form Python reads, the API does not
             raise ValueError(value)
@@ -415,6 +423,17 @@ def parse_time(name: str, value: str, zone: tzinfo = UTC) -> str:
         f"{name}: expected an ISO 8601 date or date-time from {EARLIEST:%Y-%m-%dT%H:%MZ} to"
         f" {LATEST:%Y-%m-%dT%H:%MZ}, like 2026-11-25T10:00:00Z, got {value[:100]!r}{meant}",
     )
+
+
+def _fraction_hint(fraction: re.Match[str]) -> str:
+    """What to write for a fraction of a second the API does not read (``_ANY_FRACTION``): its
+    digits cut to the microsecond (cut, not rounded: .9999999 is no next second), or after a
+    point rather than a comma."""
+    time, mark, digits, offset = fraction.group(1, 2, 3, 4)
+    written = f"write {time}.{digits[:6]}{offset}"
+    if mark == ",":
+        return f": a fraction of a second is written after a point, not a comma: {written}"
+    return f": a fraction of a second takes 1 to 6 digits (to the microsecond), got {len(digits)}: {written}"
 
 
 def in_order(since: str, until: str, names: tuple[str, str] = ("since", "until")) -> None:

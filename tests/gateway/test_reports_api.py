@@ -557,7 +557,7 @@ async def test_a_form_python_reads_but_the_document_refuses_is_a_400(gw: Running
         assert resp.status == 400, (path, body)
         assert body["error"].startswith("since: expected an ISO 8601 date or date-time from 1970")
         assert f"got {given!r}" in body["error"]
-        if given != "2026-11-01T10:00:00.1234567":
+        if given != "2026-11-01T10:00:00.1234567":  # said in the test below
             assert body["error"].endswith("not the basic (20261101, T1000, +0100) or week (2026-W44-1) forms")
     for written in (
         "2026-11-01",
@@ -567,6 +567,45 @@ async def test_a_form_python_reads_but_the_document_refuses_is_a_400(gw: Running
     ):
         assert pattern.match(written)
         assert (await get(gw, "/api/attribution", since=written, until="2026-12-01"))["ok"]
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        (
+            "2026-12-01T10:00:00.1234567890Z",
+            ": a fraction of a second takes 1 to 6 digits (to the microsecond), got 10:"
+            " write 2026-12-01T10:00:00.123456Z",
+        ),
+        (
+            "2026-11-01T10:00:00.1234567",
+            ": a fraction of a second takes 1 to 6 digits (to the microsecond), got 7:"
+            " write 2026-11-01T10:00:00.123456",
+        ),
+        (
+            "2026-12-01 10:00:00.000000000+01:00",
+            ": a fraction of a second takes 1 to 6 digits (to the microsecond), got 9:"
+            " write 2026-12-01 10:00:00.000000+01:00",
+        ),
+        (
+            "2026-12-01T10:00:00,5Z",
+            ": a fraction of a second is written after a point, not a comma: write 2026-12-01T10:00:00.5Z",
+        ),
+    ],
+)
+async def test_a_fraction_of_a_second_the_api_does_not_read_is_a_400_saying_what_it_reads(
+    gw: RunningGateway, given: str, hint: str
+) -> None:
+    """Nanoseconds (a JavaScript or Go timestamp printed whole) or a decimal comma (ISO 8601
+    allows it) were refused with the hint for the basic and week forms, which they are not in."""
+    for path in ("/api/attribution", "/api/touchpoints", "/api/fraud"):
+        async with gw.session.get(gw.admin_url + path, headers=AUTH, params={"since": given}) as resp:
+            body = await resp.json()
+        assert resp.status == 400, (path, body)
+        assert body["error"].startswith("since: expected an ISO 8601 date or date-time from 1970"), path
+        assert body["error"].endswith(f"got {given!r}{hint}"), (path, body["error"])
+    written = hint.rpartition("write ")[2]
+    assert (await get(gw, "/api/attribution", since=written, until="2026-12-02"))["ok"]
 
 
 async def test_a_space_between_date_and_time_is_the_t(gw: RunningGateway) -> None:
