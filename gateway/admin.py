@@ -19,6 +19,7 @@ by one in flight since before it.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import hmac
 import json
@@ -1070,6 +1071,15 @@ def _choices(kind: type[msgspec.Struct], name: str) -> list[str]:
 
 
 def _decode_body(raw: bytes, kind: type[_Body], example: str) -> _Body:
+    """A JSON body as ``kind``, or a 400 naming the field (or the body) and what was wrong. A
+    UTF-8 byte order mark before it is read past, as RFC 8259 §8.1 lets a reader: Windows tools
+    write one (PowerShell 5's ``-Encoding utf8``, Notepad) and ``curl --data @file`` sends it."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows PowerShell 5's Out-File
+        raise ApiError(
+            400, "body: is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON as UTF-8"
+        )
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as err:  # "Invalid enum value 'x' - at `$.verdict`" → "verdict: …"

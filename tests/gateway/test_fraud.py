@@ -636,7 +636,7 @@ async def test_a_farm_on_one_ipv6_64_is_one_source_and_a_family_is_not_flagged(s
 
 
 async def put_creator(gw, creator_id: str, body: Any) -> tuple[int, dict[str, Any]]:
-    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    kwargs = {"data": body} if isinstance(body, str | bytes) else {"json": body}
     async with gw.session.put(f"{gw.admin_url}/api/creators/{creator_id}", headers=AUTH, **kwargs) as resp:
         return resp.status, await resp.json()
 
@@ -740,3 +740,35 @@ async def test_a_creator_id_longer_than_a_click_may_carry_is_refused(start_gatew
     assert (await put_creator(gw, "z" * 60, body))[0] == 200
     status, answer = await put_creator(gw, "z" * 61, body)
     assert status == 400 and "expected 1..60" in answer["error"]
+
+
+async def test_a_json_body_written_with_a_byte_order_mark_is_read(start_gateway, origin) -> None:
+    """Windows PowerShell's ``Out-File``/``Set-Content -Encoding utf8``, Notepad and many
+    editors start a UTF-8 file with a byte order mark, and ``curl --data @file`` sends it as is:
+    every JSON body of the admin API answered "body: expected JSON like …", which said nothing
+    of the mark. RFC 8259 §8.1 lets a reader ignore it, so it is read; a UTF-16 body (the
+    older PowerShell's default) is named."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    url = f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict"
+    bom = b"\xef\xbb\xbf"
+    for method, body, verdict in (
+        ("POST", {"verdict": "allow", "analyst": "li", "reason": "a person"}, "allow"),
+        ("DELETE", {"analyst": "li", "reason": "the wrong click"}, "block"),
+    ):
+        data = bom + json.dumps(body).encode()
+        headers = {**AUTH, "Content-Type": "application/json"}
+        async with gw.session.request(method, url, headers=headers, data=data) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+        assert answer["touchpoint"]["verdict"] == verdict
+    standing = bom + json.dumps({"verified": True, "analyst": "li", "reason": "known"}).encode()
+    status, answer = await put_creator(gw, "ben", standing)
+    assert (status, answer["creator"]["verified"]) == (200, True), answer
+    utf16 = json.dumps({"verified": True, "analyst": "li", "reason": "known"}).encode("utf-16")
+    status, answer = await put_creator(gw, "ben", utf16)
+    assert (status, answer["error"]) == (
+        400,
+        "body: is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON as UTF-8",
+    )
