@@ -437,14 +437,18 @@ def _fraction_hint(fraction: re.Match[str]) -> str:
     return f": a fraction of a second takes 1 to 6 digits (to the microsecond), got {len(digits)}: {written}"
 
 
-def in_order(since: str, until: str, names: tuple[str, str] = ("since", "until")) -> None:
+def in_order(
+    since: str, until: str, names: tuple[str, str] = ("since", "until"), *, until_now: bool = False
+) -> None:
     """Refuse (400) a period that does not end after it starts, naming ``since`` as ``names``
     spell it (``gateway report``: ``--since``). Both ends are canonical UTC text
     (``parse_time``, ``events.iso``), which sorts in time order and is how every answer
-    writes a timestamp: the message shows them so, whichever endpoint refused."""
+    writes a timestamp: the message shows them so, whichever endpoint refused. ``until_now``:
+    ``until`` was left out and is now, which the message says (a since in the future)."""
     if since >= until:
         since_name, until_name = names
-        raise ApiError(400, f"{since_name}: must be before {until_name} ({since} >= {until})")
+        now = f"; {until_name} left out: now" if until_now else ""
+        raise ApiError(400, f"{since_name}: must be before {until_name} ({since} >= {until}{now})")
 
 
 def _not_utf8(raw: str) -> str | None:
@@ -587,6 +591,18 @@ def span(
     until = parse_time(names[1], q["until"], zone) if "until" in q else None
     if since is not None and until is not None:
         in_order(since, until, names)
+    return since, until
+
+
+def report_span(
+    q: Mapping[str, str], zone: tzinfo, names: tuple[str, str] = ("since", "until")
+) -> tuple[str | None, str | None]:
+    """A report's optional ``since`` and ``until`` (``/api/fraud``, ``gateway report --fraud``):
+    as a listing's (``span``), and a ``since`` without ``until`` before now, as the other
+    reports refuse it — after now the report could only be empty, which reads as "none"."""
+    since, until = span(q, zone, names)
+    if since is not None and until is None:
+        in_order(since, iso(datetime.now(UTC)), names, until_now=True)
     return since, until
 
 

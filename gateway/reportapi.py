@@ -27,8 +27,8 @@ from gateway.admin import (
     ok,
     only_params,
     parse_time,
+    report_span,
     report_zone_of,
-    span,
     wants_bom,
 )
 from gateway.attribution import MODELS
@@ -85,7 +85,7 @@ def period(
         if since_text is not None
         else max(days_before(until, DEFAULT_DAYS, zone), EARLIEST)
     )
-    in_order(iso(since), iso(until), names)
+    in_order(iso(since), iso(until), names, until_now=until_text is None)
     earliest = days_before(until, MAX_DAYS, zone)
     if since < earliest:  # which since would do, rather than only the rule
         raise ApiError(
@@ -247,7 +247,7 @@ async def fraud(request: web.Request) -> web.Response:
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by[:100]!r}")
-    since, until = span(q, report_zone_of(request))
+    since, until = report_span(q, report_zone_of(request))
     reader = request.app[REPORTING_KEY].reader or request.app[READER_KEY]  # the mirror's, if any
     if kind != "json":
         groups = await reader.fraud(since, until, group_by, limit=None)

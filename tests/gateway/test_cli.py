@@ -1046,6 +1046,13 @@ def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[0].startswith("fraud: 2026-11-02T00:01:00Z .. 2026-12-01T00:00:00Z"), done
     done = gateway("report", "-c", str(cfg), "--fraud", "--since", "2026-12-01", "--until", "2026-11-01")
     assert done.returncode == 2 and done.stderr.startswith("gateway report: --since: must be before --until")
+    # A since after now, no until: refused as the other reports refuse it (was an empty table).
+    done = gateway("report", "-c", str(cfg), "--fraud", "--since", "2099-01-01")
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.startswith(
+        "gateway report: --since: must be before --until (2099-01-01T00:00:00.000000Z"
+    )
+    assert done.stderr.endswith("; --until left out: now)\n"), done.stderr
 
 
 def test_report_explains_its_problems(tmp_path: Path) -> None:

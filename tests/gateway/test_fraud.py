@@ -772,3 +772,31 @@ async def test_a_json_body_written_with_a_byte_order_mark_is_read(start_gateway,
         400,
         "body: is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON as UTF-8",
     )
+
+
+async def test_a_fraud_report_from_a_future_since_is_refused_as_the_reports_refuse_it(
+    start_gateway, origin
+) -> None:
+    """``/api/fraud?since=2099-01-01`` answered an empty 200, which reads as "no fraud", where
+    ``/api/attribution`` refuses that period: nothing can have been recorded after now. Both
+    say so alike now, naming the until left out; a period given whole in the future is a
+    period still (empty, as the reports answer it), and all time stays the default."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x&creator_id=ben", CURL)
+    refused = re.compile(
+        r"since: must be before until \(2099-01-01T00:00:00\.000000Z"
+        r" >= \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z; until left out: now\)"
+    )
+    for path in ("/api/fraud", "/api/attribution", "/api/payouts"):
+        body = await gw.api(path, since="2099-01-01")
+        assert body["status"] == 400 and refused.fullmatch(body["error"]), (path, body)
+    async with gw.session.get(
+        gw.admin_url + "/api/fraud", headers=AUTH, params={"since": "2099-01-01", "format": "csv"}
+    ) as resp:
+        assert resp.status == 400 and refused.fullmatch((await resp.json())["error"])
+    later = await gw.api("/api/fraud", since="2099-01-01", until="2099-02-01")
+    assert later["ok"] and later["groups"] == []
+    (group,) = (await gw.api("/api/fraud"))["groups"]
+    assert (group["key"], group["clicks"]) == ("ben", 1)
+    (group,) = (await gw.api("/api/fraud", since="2026-01-01"))["groups"]
+    assert group["clicks"] == 1
