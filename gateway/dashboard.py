@@ -17,7 +17,7 @@ import hmac
 import math
 import re
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from html import escape
 from importlib import resources
 from typing import Any
@@ -184,11 +184,12 @@ async def dashboard_page(request: web.Request) -> web.Response:
     # The bot verdicts the models credit (attribution.verdicts, checked names): the journey
     # tells a touchpoint of any other as not credited.
     credited = ",".join(live.settings.options.attribution.verdicts)
+    first, last = _zone_days(live.zone)  # the From and To the summary takes (To: until - 1)
     assert response.text is not None
     response.text = response.text.replace(
         'data-timezone="UTC"',
         f'data-timezone="{zone}" data-max-days="{MAX_DAYS}" data-models="{",".join(MODELS)}"'
-        f' data-first-day="{FIRST_DAY}" data-last-day="{LAST_DAY - timedelta(days=1)}"'
+        f' data-first-day="{first}" data-last-day="{last - timedelta(days=1)}"'
         f' data-minor-units="{MINOR_UNITS_ATTRIBUTE}" data-channels="{",".join(CREDITED)}"'
         f' data-credited-verdicts="{escape(credited)}"',
     ).replace("<span data-timezone-name>UTC</span>", f"<span data-timezone-name>{zone}</span>")
@@ -297,6 +298,36 @@ LAST_DAY = LATEST.date()
 """The days ``since`` and ``until`` may name: the bounds of the report endpoints' times."""
 
 
+def _zone_days(zone: tzinfo) -> tuple[date, date]:
+    """The first and last days whose midnight in ``zone`` lies in the report endpoints' times
+    (EARLIEST..LATEST): east of UTC, 1 January 1970 begins before 1970 (09:00 in Tokyo is
+    00:00Z), so its first day is the 2nd; west, 31 December 9999 begins after its 00:00Z, so
+    its last is the 30th. A zone's offset is under a day: one step is enough."""
+    first = FIRST_DAY if _midnight(FIRST_DAY, zone) >= EARLIEST else FIRST_DAY + timedelta(days=1)
+    last = LAST_DAY if _midnight(LAST_DAY, zone) <= LATEST else LAST_DAY - timedelta(days=1)
+    return first, last
+
+
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    return datetime.combine(day, time.min, zone).astimezone(UTC)
+
+
+def _in_zone(name: str, day: date, zone: tzinfo, bounds: tuple[date, date]) -> None:
+    """Refuse (400) a day whose midnight in ``zone`` is out of the report endpoints' times, as
+    they refuse it (the page's download links ask them for the same days), naming the zone's
+    first or last day."""
+    first, last = bounds
+    if first <= day <= last:
+        return
+    named = getattr(zone, "key", "UTC")
+    begins = f"{day} begins at {_midnight(day, zone):%Y-%m-%dT%H:%M:%SZ} in attribution.timezone ({named})"
+    if day < first:
+        said = f"before {EARLIEST:%Y-%m-%dT%H:%MZ}, the earliest moment a report reads: the earliest"
+        raise ApiError(400, f"{name}: {begins}, {said} day there is {first}")
+    said = f"after {LATEST:%Y-%m-%dT%H:%MZ}, the latest moment a report reads: the latest"
+    raise ApiError(400, f"{name}: {begins}, {said} day there is {last}")
+
+
 def _day(name: str, value: str) -> date:
     try:
         if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
@@ -315,14 +346,18 @@ async def dashboard_summary(request: web.Request) -> web.Response:
     ``until`` (exclusive); with ``part``, only that part (``storage.dashboard.PARTS``)."""
     q = request.query
     only_params(request, {"since", "until", "model", "population", "conversion", "part"})
-    today = datetime.now(report_zone_of(request)).date()
+    zone = report_zone_of(request)
+    bounds = _zone_days(zone)
+    today = datetime.now(zone).date()
     until = _day("until", q["until"]) if "until" in q else today + timedelta(days=1)
-    if "since" not in q and until <= FIRST_DAY:  # as the report endpoints say it
-        raise ApiError(400, f"until: must be after {FIRST_DAY} (the default since is its earliest)")
-    # The default since never reaches before the first day, as the report endpoints' does.
+    _in_zone("until", until, zone, bounds)
+    if "since" not in q and until <= bounds[0]:  # as the report endpoints say it
+        raise ApiError(400, f"until: must be after {bounds[0]} (the default since is its earliest)")
+    # The default since never reaches before the zone's first day, as the report endpoints' does.
     since = (
-        _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), FIRST_DAY)
+        _day("since", q["since"]) if "since" in q else max(until - timedelta(days=DEFAULT_DAYS), bounds[0])
     )
+    _in_zone("since", since, zone, bounds)
     # As every report and listing says it, the default until (tomorrow) too: a since after it
     # read "since..until: must span 1..92 days, got -4".
     if since >= until:

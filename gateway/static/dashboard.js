@@ -601,7 +601,7 @@ function periodProblem({ from, to, model, population }) {
   if (population && !offered.includes(population)) {
     return `Population "${population}" is not one the dashboard knows: choose every population, or ${offered.join(", ")}.`;
   }
-  // The days the API counts (gateway/dashboard.py FIRST_DAY, LAST_DAY, set by the server): a
+  // The days the API counts in attribution.timezone (gateway/dashboard.py _zone_days, set by the server): a
   // year 1900 or 9999-12-31 was refused in the API's words (until '+010000-01').
   const { firstDay, lastDay } = document.body.dataset;
   if (from < firstDay || to > lastDay) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import math
 import re
@@ -32,6 +33,7 @@ from gateway.sessions import SESSIONS_KEY, cookie_name
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.gateway.test_reports_api import reports_shared, until_shared
+from tests.gatewayproc import GatewayProcess
 from tests.storage.test_reports_shared import holding
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -1079,6 +1081,9 @@ async def test_the_page_knows_the_report_time_zone(start_gateway, upstream_serve
         page = await resp.text()
     assert 'data-timezone="Pacific/Auckland"' in page
     assert "<span data-timezone-name>Pacific/Auckland</span>" in page
+    # The form's days are the zone's: 1 January 1970 began before 1970 there (at 12:00Z the
+    # day before), so the page says so in its own words rather than send a since refused.
+    assert 'data-first-day="1970-01-02" data-last-day="9999-12-30"' in page
 
 
 async def test_a_login_goes_back_to_the_period_it_interrupted(gw: RunningGateway) -> None:
@@ -1162,3 +1167,76 @@ async def test_try_again_waits_for_the_report_the_page_gave_up_on(gw: RunningGat
     assert reports.report - before == 2  # the part once, the other population's once
     assert await reports_shared(gw) == 1
     assert (await gw.api("/api/dashboard/summary", **params))["by_day"] == body["by_day"]
+
+
+async def _ask(session: aiohttp.ClientSession, base: str, path: str, **params: str) -> tuple[int, Any]:
+    async with session.get(base + path, params=params) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_day_that_begins_before_the_earliest_report_time_is_refused_east_of_utc(tmp_path) -> None:
+    """1 January 1970 begins at 1969-12-31T15:00Z in Tokyo, before the earliest moment the
+    reports read: the summary answered 200 for it (what it learnt said ``since``
+    1969-12-31T15:00:00Z) while the page's download links to ``/api/attribution…`` with the
+    same days answered 400. Now the summary refuses it alike, naming the zone's first day, and a
+    default since never goes before it. The server's own clock zone (``TZ``) is not the
+    reports': with ``attribution.timezone`` left at UTC the day is taken, TZ=Asia/Tokyo or not."""
+    for zone in ("Asia/Tokyo", "UTC"):
+        cfg = tmp_path / f"{zone.replace('/', '-')}.toml"
+        await asyncio.to_thread(
+            cfg.write_text,
+            '[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:9"\nworkers = 1\n'
+            f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{zone.replace("/", "-")}.db"\n'
+            f'[attribution]\ntimezone = "{zone}"\n',
+        )
+        gw = await GatewayProcess.start(cfg, env={"TZ": "Asia/Tokyo"})
+        try:
+            async with aiohttp.ClientSession(headers=AUTH) as session:
+                ask = functools.partial(_ask, session, gw.admin)
+                first = {"since": "1970-01-01", "until": "1970-01-08"}
+                status, body = await ask("/api/dashboard/summary", part="daily", **first)
+                reported, _ = await ask("/api/attribution/timeseries", **first)
+                if zone == "UTC":
+                    assert (status, reported) == (200, 200), body
+                    assert body["days"][0] == "1970-01-01"
+                    continue
+                assert (status, reported) == (400, 400)
+                assert body["error"] == (
+                    "since: 1970-01-01 begins at 1969-12-31T15:00:00Z in attribution.timezone"
+                    " (Asia/Tokyo), before 1970-01-01T00:00Z, the earliest moment a report reads:"
+                    " the earliest day there is 1970-01-02"
+                )
+                status, body = await ask("/api/dashboard/summary", part="daily", until="1970-01-08")
+                assert (status, body["days"][0], body["since"]) == (200, "1970-01-02", "1970-01-02"), body
+                status, body = await ask("/api/dashboard/summary", until="1970-01-02")
+                assert (status, body["error"]) == (
+                    400,
+                    "until: must be after 1970-01-02 (the default since is its earliest)",
+                )
+                later = {"since": "1970-01-02", "until": "1970-01-08"}
+                assert (await ask("/api/dashboard/summary", part="daily", **later))[0] == 200
+                assert (await ask("/api/attribution/timeseries", **later))[0] == 200
+        finally:
+            await gw.stop()
+
+
+async def test_a_last_day_that_begins_after_the_latest_report_time_is_refused_west_of_utc(
+    start_gateway, upstream_server
+) -> None:
+    """In New York 31 December 9999 begins at 05:00Z, after the latest moment the reports read
+    (9999-12-31T00:00Z): as an until, refused as the reports refuse it."""
+    gw = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "America/New_York"\n'
+    )
+    last = {"since": "9999-12-01", "until": "9999-12-31"}
+    async with gw.session.get(gw.admin_url + "/api/dashboard/summary", params=last, headers=AUTH) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == (
+            "until: 9999-12-31 begins at 9999-12-31T05:00:00Z in attribution.timezone"
+            " (America/New_York), after 9999-12-31T00:00Z, the latest moment a report reads:"
+            " the latest day there is 9999-12-30"
+        )
+    assert (await gw.api("/api/attribution/timeseries", **last))["status"] == 400
+    earlier = {"since": "9999-12-01", "until": "9999-12-30"}
+    assert (await gw.api("/api/dashboard/summary", part="daily", **earlier))["ok"]
+    assert (await gw.api("/api/attribution/timeseries", **earlier))["ok"]
