@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ class VisitorState:
         """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
         self.docs = 0
         self.assets = 0
-        self.robots = False
+        self.robots = -math.inf
+        """When the visitor last fetched robots.txt (Unix seconds): a flag for one window, as the
+        per-address one (until 2026-12-07 a bool that lasted as long as the state)."""
         # Tuples, the shared empty one until something is kept (a list is two allocations, itself
         # and its items): 4 MB less for the 32,768 new visitors of a full table (108 → 104 MB
         # resident in the landing bench); the CPU a landing did not move measurably.
@@ -332,7 +335,9 @@ class Bots:
             return reasons, state  # nothing to re-score, nothing to score: the next landing will look
         late = []
         fetched = self.robots_ips.get(_robots_key(ex, source))
-        if state.robots or (fetched is not None and now - fetched < self.opts.window_seconds):
+        if fetched is None or fetched < state.robots:  # the latest fetch, by visitor or address
+            fetched = state.robots
+        if now - fetched < self.window:
             late.append("robots_txt")
         if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
             late.append("no_assets")
@@ -415,7 +420,7 @@ class Bots:
             return
         state = self.visitors.get(ex.visitor.id)
         if state is not None:
-            state.robots = True
+            state.robots = ex.request.unix
             self._rescore(ex, state.touches, ["robots_txt"])
 
     def _rescore(self, ex: Exchange, touches: Sequence[Touch], late: list[str]) -> None:

@@ -846,6 +846,24 @@ async def test_a_robots_txt_ip_flag_lasts_one_window() -> None:
     assert touchpoint(await run(pipe, request(ts=FIXED_TS + timedelta(minutes=61)))).reasons == []
 
 
+async def test_a_visitors_robots_txt_flag_lasts_one_window() -> None:
+    """The visitor's own flag (their cookie fetched robots.txt, from wherever) lasted as long as
+    their state stayed in memory: on a quiet site, weeks. A landing of theirs in the hour after
+    the fetch carries the signal, from another address too; one three weeks later does not."""
+    pipe = pipeline()
+    landing = await run(pipe, request())
+    cookie = cookie_of(pipe, landing)
+    css = {"user-agent": CHROME, "sec-fetch-dest": "style", "accept": "text/css"}
+    await run(pipe, request("/app.css", css, cookie=cookie))  # a browser: no no_assets
+    robots = {"user-agent": CHROME, "sec-fetch-dest": "empty", "accept": "*/*"}
+    await run(pipe, request("/robots.txt", robots, cookie=cookie, ts=FIXED_TS + timedelta(seconds=10)))
+    soon = request("/?utm_source=nl", cookie=cookie, ip="203.0.113.9", ts=FIXED_TS + timedelta(minutes=50))
+    assert touchpoint(await run(pipe, soon)).reasons == ["robots_txt"]
+    weeks = request("/?utm_source=fb", cookie=cookie, ip="203.0.113.9", ts=FIXED_TS + timedelta(days=21))
+    tp = touchpoint(await run(pipe, weeks))
+    assert (tp.verdict, tp.reasons) == ("allow", [])
+
+
 async def test_a_robots_txt_flag_covers_the_fetchers_ipv6_64() -> None:
     """The flag is keyed by the source the velocity windows count (an IPv6 /64 as one): a
     script that fetched robots.txt from one address of its /64 lands from another."""

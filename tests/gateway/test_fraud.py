@@ -3,6 +3,7 @@ queue, analyst overrides, re-scores, and the block action — through a real gat
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -574,6 +575,22 @@ async def test_a_late_robots_txt_rescores_the_stored_landing(start_gateway, orig
     assert (item["verdict"], item["bot_score"], item["reasons"]) == ("review", 30, ["robots_txt"])
     assert item["verdict_origin"] == "rescore"
     assert [i["id"] for i in (await gw.api("/api/review"))["items"]] == [item["id"]]
+
+
+async def test_a_visitors_robots_txt_flag_ends_with_the_window(start_gateway, origin) -> None:
+    """A visitor who once fetched robots.txt (a curious developer, a browser extension) carried
+    ``robots_txt`` on every later landing for as long as the gateway kept their state: weeks on
+    a quiet site, each such click sent to review. It lasts one window now, as the per-address
+    flag does (here ``bots.window_seconds = 1``, so the landing two seconds on is past it)."""
+    gw = await start_gateway(origin[0], TRUST + "[bots]\nwindow_seconds = 1\n")
+    cookie = (await visit(gw, "/?utm_source=ig", BROWSER)).cookies["gw_vid"].value
+    own = {"Cookie": f"gw_vid={cookie}"}
+    await visit(gw, "/app.css", {**BROWSER, **own, "Sec-Fetch-Dest": "style", "Accept": "text/css"})
+    await visit(gw, "/robots.txt", {**BROWSER, **own, "Sec-Fetch-Dest": "empty", "Accept": "*/*"})
+    await asyncio.sleep(2.2)  # past the window: only more time can pass, never less
+    await visit(gw, "/?utm_source=newsletter", {**BROWSER, **own}, ip="203.0.113.50")
+    later = [i for i in (await gw.api("/api/touchpoints"))["items"] if i["source"] == "newsletter"]
+    assert [(i["verdict"], i["reasons"]) for i in later] == [("allow", [])]
 
 
 async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
