@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookies
 import json
 import logging
 import signal
@@ -74,6 +73,7 @@ from gateway.forwarding import (
     public_origin,
     rewrite_location,
     rewrite_refresh,
+    set_cookie_line,
     underscored_claim,
 )
 from gateway.logs import restore_levels, set_own_level
@@ -82,7 +82,6 @@ from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
 from gateway.pages import error_body, error_page
 from gateway.pipeline import (
-    Cookie,
     Exchange,
     Pipeline,
     RequestView,
@@ -262,18 +261,6 @@ def without_admin_session(headers: Any) -> None:
         if any(pair.strip() for pair in pairs) or not line.strip():
             kept.append(";".join(pairs).strip())
     headers.set_all("cookie", kept)
-
-
-def set_cookie_value(cookie: Cookie) -> str:
-    """A ``Set-Cookie`` value rendered by the standard library (quoting included)."""
-    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
-    morsel.set(cookie.name, cookie.value, http.cookies.SimpleCookie().value_encode(cookie.value)[1])
-    morsel.update({"max-age": str(cookie.max_age), "path": cookie.path, "samesite": cookie.samesite})
-    if cookie.domain:
-        morsel["domain"] = cookie.domain
-    morsel["secure"] = cookie.secure
-    morsel["httponly"] = cookie.httponly
-    return morsel.OutputString()
 
 
 def response_headers(headers: Any) -> CIMultiDict[str]:
@@ -793,7 +780,7 @@ class GatewayAddon:
             for name in cache_fields_to_make_private(headers.keys(), headers.get_all):
                 headers.add(name, "private")
         for cookie in ex.set_cookies:
-            flow.response.headers.add("Set-Cookie", set_cookie_value(cookie))
+            flow.response.headers.add("Set-Cookie", set_cookie_line(cookie))
         await self.confirmations.confirm(state.commits)
 
     def _lost_page(self, flow: mhttp.HTTPFlow) -> None:

@@ -3,15 +3,22 @@
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
 address (X-Forwarded-For only from trusted peers), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
-and whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
-and a CDN's own field for it, ``targeted_cache_fields``).
+whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
+and a CDN's own field for it, ``targeted_cache_fields``), and the ``Set-Cookie`` line both hosts
+write for our cookie (``set_cookie_line``).
 """
 
 from __future__ import annotations
 
+import functools
+import http.cookies
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Cookie
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -229,3 +236,36 @@ def cache_fields_to_make_private(names: Iterable[str], values: Callable[[str], I
     answer's header names; ``values``: a field's values (none when absent)."""
     fields = ("Cache-Control", *targeted_cache_fields(names))
     return [name for name in fields if shared_cacheable(values(name))]
+
+
+_COOKIE_SAFE_VALUE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+@functools.lru_cache(maxsize=32)
+def _cookie_attributes(
+    max_age: int, path: str, domain: str, secure: bool, httponly: bool, samesite: str
+) -> str:
+    """The ``; Path=/; Max-Age=…`` part of a Set-Cookie, rendered by ``http.cookies`` once per
+    attribute set (it is the same for every visitor; only the value changes)."""
+    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+    morsel.set("n", "v", "v")
+    morsel.update({"max-age": str(max_age), "path": path, "samesite": samesite})
+    if domain:
+        morsel["domain"] = domain
+    morsel["secure"] = secure
+    morsel["httponly"] = httponly
+    return morsel.OutputString().partition(";")[2]
+
+
+def set_cookie_line(cookie: Cookie) -> str:
+    """The ``Set-Cookie`` value both hosts write for ``cookie``: attributes as ``http.cookies``
+    renders them; the value as it is when it needs no quoting, an empty one included
+    (``gw_vid=;``, the ID expired on an opt-out or a withdrawal), else quoted by the library.
+    Until 2026-12-07 the mitmproxy host let the library quote an empty value (``gw_vid="";``)."""
+    value = cookie.value
+    if not _COOKIE_SAFE_VALUE.fullmatch(value):
+        value = http.cookies.SimpleCookie().value_encode(value)[1]
+    attributes = _cookie_attributes(
+        cookie.max_age, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite
+    )
+    return f"{cookie.name}={value};{attributes}"

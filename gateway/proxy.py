@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import http.cookies
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -46,12 +45,13 @@ from gateway.forwarding import (
     public_origin,
     rewrite_location,
     rewrite_refresh,
+    set_cookie_line,
     split_absolute,
     underscored_claim,
 )
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
-from gateway.pipeline import Cookie, Exchange, Pipeline, RequestView, ResponseView, split_target, with_query
+from gateway.pipeline import Exchange, Pipeline, RequestView, ResponseView, split_target, with_query
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from gateway.upstream import (
@@ -298,35 +298,6 @@ def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
         else:
             joined[key] = value
     return joined
-
-
-_COOKIE_SAFE_VALUE = re.compile(r"[A-Za-z0-9._~-]*")
-
-
-@functools.lru_cache(maxsize=32)
-def _cookie_attributes(
-    max_age: int, path: str, domain: str, secure: bool, httponly: bool, samesite: str
-) -> str:
-    """The ``; Path=/; Max-Age=…`` part of a Set-Cookie, rendered by ``http.cookies`` once per
-    attribute set (it is the same for every visitor; only the value changes)."""
-    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
-    morsel.set("n", "v", "v")
-    morsel.update({"max-age": str(max_age), "path": path, "samesite": samesite})
-    if domain:
-        morsel["domain"] = domain
-    morsel["secure"] = secure
-    morsel["httponly"] = httponly
-    return morsel.OutputString().partition(";")[2]
-
-
-def set_cookie_header(cookie: Cookie) -> str | None:
-    """The Set-Cookie value for ``cookie``, or None when its value needs quoting by the library."""
-    if not _COOKIE_SAFE_VALUE.fullmatch(cookie.value):
-        return None
-    attributes = _cookie_attributes(
-        cookie.max_age, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite
-    )
-    return f"{cookie.name}={cookie.value};{attributes}"
 
 
 _UNSAFE_IN_HEAD = bytes.maketrans(b"\r\n\x00", b"   ")
@@ -846,20 +817,7 @@ class ProxyHost:
                     headers.add(name, "private")
                 break
         for cookie in ex.set_cookies:
-            header = set_cookie_header(cookie)
-            if header is not None:
-                headers.add(hdrs.SET_COOKIE, header)
-                continue
-            resp.set_cookie(
-                cookie.name,
-                cookie.value,
-                max_age=cookie.max_age,
-                path=cookie.path,
-                domain=cookie.domain or None,
-                secure=cookie.secure,
-                httponly=cookie.httponly,
-                samesite=cookie.samesite,
-            )
+            headers.add(hdrs.SET_COOKIE, set_cookie_line(cookie))
 
     def _submit_new(self, ex: Exchange, seen: int, commits: list[asyncio.Future[None]]) -> None:
         """Events that response hooks added go to the store too."""

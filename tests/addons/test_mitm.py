@@ -130,6 +130,19 @@ async def test_an_opt_out_sent_on_two_lines_wins_as_in_the_aiohttp_host(
     assert await asyncio.to_thread(rows, db, "SELECT count FROM daily_counts") == [(2,)]
 
 
+async def test_an_opt_out_expires_the_cookie_as_the_aiohttp_host_writes_it(addon: GatewayAddon) -> None:
+    """A visitor who kept our cookie and sends ``Sec-GPC: 1`` gets it expired, its value empty:
+    ``gw_vid=;`` as the aiohttp host writes it. Until 2026-12-07 this host wrote ``gw_vid="";``
+    (the standard library quotes an empty value), so the two hosts' answers differed."""
+    first = await land(addon, b"/?utm_source=a")
+    assert first.response is not None
+    kept = first.response.headers["set-cookie"].split(";")[0]
+    flow = await land(addon, b"/?utm_source=a", [(b"cookie", kept.encode()), (b"sec-gpc", b"1")])
+    assert flow.response is not None
+    expired = "gw_vid=; HttpOnly; Max-Age=0; Path=/; SameSite=Lax; Secure"  # https, as tflow's
+    assert flow.response.headers.get_all("set-cookie") == [expired]
+
+
 async def test_an_answer_carrying_our_cookie_is_kept_from_shared_caches(addon: GatewayAddon) -> None:
     """As in the aiohttp host: an answer we set our cookie on gets ``Cache-Control: private``
     besides the site's unless it already says ``private`` or ``no-store``."""

@@ -1,10 +1,11 @@
 """Both hosts, differentially: one scripted visit (a landing with utm and a click ID, a
 returning visitor, a sign-in rule, an order seen twice, a fragment, the dashboard's session
 cookie, an empty Cookie line, a same-site Referer with utm pairs, a HEAD, a POST with a body, a
-103 Early Hints, a spaced ``Connection :``) sent through ``gateway run``'s aiohttp host and
-through ``mitmdump --mode reverse`` with ``addons/mitm.py``, each in front of its own raw origin
-on loopback and with its own store. What the origin received, what the client received and the
-rows stored must be the same, less what each proxy adds by design (listed in ``NOT_COMPARED``)."""
+103 Early Hints, a spaced ``Connection :``, a ``Sec-GPC`` opt-out that expires the cookie)
+sent through ``gateway run``'s aiohttp host and through ``mitmdump --mode reverse`` with
+``addons/mitm.py``, each in front of its own raw origin on loopback and with its own store.
+What the origin received, what the client received and the rows stored must be the same, less
+what each proxy adds by design (listed in ``NOT_COMPARED``)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ async def visit(url: str) -> list[Any]:
         answers = await exchange(url, f"{line} HTTP/1.1\r\nHost: shop.example\r\n{BROWSER}{headers}", body)
         cookies = [v for _, h, _ in answers for n, v in h if n.lower() == "set-cookie" and "gw_vid=" in v]
         got.append((line, answers))
-        return "gw_vid=" + COOKIE.findall(cookies[0])[0] if cookies else ""
+        values = COOKIE.findall(cookies[0]) if cookies else []
+        return "gw_vid=" + values[0] if values else ""
 
     vid = await send("GET /landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1")
     assert vid, "the landing set no visitor cookie"
@@ -177,6 +179,8 @@ async def visit(url: str) -> list[Any]:
     await send("GET /early", mine)
     await send("GET /early-spaced", mine)
     await send("GET /spaced", mine)
+    # An opt-out from a browser that kept our cookie: both hosts expire it with the same line.
+    await send("GET /gpc?utm_source=g", mine + "Sec-GPC: 1\r\n")
     return got
 
 

@@ -1,4 +1,5 @@
-"""Our cached Set-Cookie rendering says exactly what http.cookies says, attribute for attribute."""
+"""Our cached Set-Cookie rendering (both hosts write it) says exactly what http.cookies says,
+attribute for attribute; an empty value stays empty."""
 
 from __future__ import annotations
 
@@ -6,8 +7,20 @@ import http.cookies
 
 import pytest
 
+from gateway.forwarding import set_cookie_line
 from gateway.pipeline import Cookie
-from gateway.proxy import set_cookie_header
+
+
+def library(cookie: Cookie) -> str:
+    jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+    jar[cookie.name] = cookie.value
+    morsel = jar[cookie.name]
+    morsel.update({"max-age": str(cookie.max_age), "path": cookie.path, "samesite": cookie.samesite})
+    if cookie.domain:
+        morsel["domain"] = cookie.domain
+    morsel["secure"] = cookie.secure
+    morsel["httponly"] = cookie.httponly
+    return morsel.OutputString()
 
 
 @pytest.mark.parametrize(
@@ -19,17 +32,15 @@ from gateway.proxy import set_cookie_header
     ],
 )
 def test_matches_the_standard_library(cookie: Cookie) -> None:
-    jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
-    jar[cookie.name] = cookie.value
-    morsel = jar[cookie.name]
-    morsel.update({"max-age": str(cookie.max_age), "path": cookie.path, "samesite": cookie.samesite})
-    if cookie.domain:
-        morsel["domain"] = cookie.domain
-    morsel["secure"] = cookie.secure
-    morsel["httponly"] = cookie.httponly
-    assert set_cookie_header(cookie) == morsel.OutputString()
+    assert set_cookie_line(cookie) == library(cookie)
 
 
 @pytest.mark.parametrize("value", ["a b", "a;b", '"q"', "é"])
-def test_values_that_need_quoting_are_left_to_the_library(value: str) -> None:
-    assert set_cookie_header(Cookie("c", value, 1)) is None
+def test_values_that_need_quoting_are_quoted_by_the_library(value: str) -> None:
+    assert set_cookie_line(Cookie("c", value, 1)) == library(Cookie("c", value, 1))
+
+
+def test_an_empty_value_is_not_quoted() -> None:
+    """The expiry on an opt-out or a withdrawal: ``gw_vid=;`` in both hosts, not the library's
+    ``gw_vid="";`` (which the mitmproxy host wrote until 2026-12-07)."""
+    assert set_cookie_line(Cookie("gw_vid", "", 0)) == "gw_vid=; HttpOnly; Max-Age=0; Path=/; SameSite=Lax"
