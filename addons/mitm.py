@@ -65,7 +65,7 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
-    cache_fields_to_make_private,
+    cache_lines_to_add,
     client_ip,
     connection_tokens,
     is_trusted,
@@ -777,8 +777,8 @@ class GatewayAddon:
             state.commits.append(submitted(state.store, new, state.pipeline))
         if any(not cookie.shared_safe for cookie in ex.set_cookies):  # as the aiohttp host does
             headers = flow.response.headers
-            for name in cache_fields_to_make_private(headers.keys(), headers.get_all):
-                headers.add(name, "private")
+            for name, value in cache_lines_to_add(headers.keys(), headers.get_all):
+                headers.add(name, value)
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_line(cookie))
         await self.confirmations.confirm(state.commits)

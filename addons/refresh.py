@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-from gateway.forwarding import targeted_cache_fields
+from gateway.forwarding import cdn_cache_fields, surrogate_no_store
 
 REMEMBERED = 16_384
 """Visitors the memory holds; the one refreshed longest ago is forgotten first (and refreshed
@@ -68,7 +68,8 @@ def for_this_visitor_only(
     ``s-maxage``, ``must-revalidate`` (§3.5); or its ``Vary`` names ``Cookie`` or is ``*``
     (§4.1: given only to a request with the same Cookie header, which holds this visitor's ID).
     A CDN's own field (RFC 9213: ``CDN-Cache-Control``) must say so too: that CDN reads it
-    instead of ``Cache-Control``.
+    instead of ``Cache-Control``; and a ``Surrogate-Control`` (W3C Edge Architecture, read by a
+    surrogate ahead of both) must say ``no-store`` to every surrogate (``surrogate_no_store``).
 
     Not ``no-cache`` (stored, and given to others after each revalidation: §5.2.2.4), nor the
     site's own ``Set-Cookie`` (§7.3: no bar to storing). Never a 304: its fields update the
@@ -81,9 +82,12 @@ def for_this_visitor_only(
     # A CDN told by its own field (RFC 9213: CDN-Cache-Control…) reads it instead of
     # Cache-Control: each such field must keep the answer from others too.
     authorized = "authorization" in request_headers
+    targeted, surrogate = cdn_cache_fields(response_headers)
+    if surrogate is not None and surrogate_no_store(_lines(response_headers, "surrogate-control")):
+        return False
     return all(
         _kept_from_others(_directives(_lines(response_headers, name.lower())), authorized)
-        for name in ("cache-control", *targeted_cache_fields(response_headers))
+        for name in ("cache-control", *targeted)
     )
 
 

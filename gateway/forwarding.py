@@ -4,7 +4,8 @@ Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
 address (X-Forwarded-For only from trusted peers), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
 whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
-and a CDN's own field for it, ``targeted_cache_fields``), and the ``Set-Cookie`` line both hosts
+a CDN's own field for it, ``targeted_cache_fields``, and ``Surrogate-Control``:
+``cache_lines_to_add``), and the ``Set-Cookie`` line both hosts
 write for our cookie (``set_cookie_line``).
 """
 
@@ -221,21 +222,81 @@ def targeted_cache_fields(names: Iterable[str]) -> list[str]:
     ``CDN-Cache-Control`` and a CDN's own (``Cloudflare-CDN-Cache-Control``), each once, as first
     written. A CDN told by one reads it instead of ``Cache-Control``, so a ``private`` there does
     not keep that CDN from giving the answer, and our cookie on it, to others."""
+    return cdn_cache_fields(names)[0]
+
+
+def cdn_cache_fields(names: Iterable[str]) -> tuple[list[str], str | None]:
+    """The fields among a response's header ``names`` a CDN reads instead of ``Cache-Control``:
+    the targeted ones (``targeted_cache_fields``), and ``Surrogate-Control`` as first written,
+    or None (W3C Edge Architecture 1.0: Fastly, Akamai, Varnish and Squid read it ahead of
+    ``Cache-Control``; a Varnish configuration commonly ignores ``Cache-Control: private``
+    when it is there). One pass over the names."""
     found: dict[str, str] = {}
+    surrogate = None
     for name in names:
         lower = name.lower()
         if lower == "cdn-cache-control" or lower.endswith("-cdn-cache-control"):
             found.setdefault(lower, name)
-    return list(found.values())
+        elif lower == "surrogate-control" and surrogate is None:
+            surrogate = name
+    return list(found.values()), surrogate
 
 
-def cache_fields_to_make_private(names: Iterable[str], values: Callable[[str], Iterable[str]]) -> list[str]:
-    """The fields of an answer we set a cookie on that let a shared cache keep it, each to get
-    ``private`` (both hosts): ``Cache-Control`` (absent too) and every CDN's own
-    (``targeted_cache_fields``) that says neither ``private`` nor ``no-store``. ``names``: the
-    answer's header names; ``values``: a field's values (none when absent)."""
-    fields = ("Cache-Control", *targeted_cache_fields(names))
-    return [name for name in fields if shared_cacheable(values(name))]
+def _list_items(value: str) -> list[str]:
+    """A field value's comma-separated items, a comma inside a quoted string kept."""
+    items = []
+    quoted = False
+    start = 0
+    for i, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            items.append(value[start:i])
+            start = i + 1
+    items.append(value[start:])
+    return items
+
+
+def surrogate_no_store(values: Iterable[str]) -> str | None:
+    """What an answer's ``Surrogate-Control`` lines (``values``) need beside them so that no
+    surrogate stores it, or None when they already say so (W3C Edge Architecture 1.0): the field
+    has no ``private``, only ``no-store`` (§2.2.1; ``no-store-remote`` leaves a surrogate near
+    the site free to store it), and a directive may be targeted at one surrogate
+    (``max-age=60;edge1``, §2.3), which then applies the directives targeted at it and not the
+    others. So: ``no-store`` unless one untargeted is there, and ``no-store;<device>`` for each
+    surrogate named that is not told ``no-store`` (``no-store, no-store;edge1``)."""
+    untargeted = False
+    targets: dict[str, bool] = {}
+    for value in values:
+        for item in _list_items(value):
+            directive, target = item, ""
+            semicolon = item.rfind(";")
+            if semicolon > item.rfind('"'):  # a device token after the directive
+                directive, target = item[:semicolon], item[semicolon + 1 :].strip()
+            no_store = directive.strip().lower() == "no-store"
+            if not target:
+                untargeted = untargeted or no_store
+            elif not targets.get(target):
+                targets[target] = no_store
+    added = [] if untargeted else ["no-store"]
+    added += [f"no-store;{target}" for target, no_store in targets.items() if not no_store]
+    return ", ".join(added) or None
+
+
+def cache_lines_to_add(names: Iterable[str], values: Callable[[str], Iterable[str]]) -> list[tuple[str, str]]:
+    """The lines to add to an answer we set a cookie on, lest a shared cache keep it and give
+    our cookie to others (both hosts): ``private`` for ``Cache-Control`` (absent too) and every
+    CDN's own targeted field (``targeted_cache_fields``) that says neither ``private`` nor
+    ``no-store``; what ``surrogate_no_store`` says for a ``Surrogate-Control`` there, under its
+    name as written. ``names``: the answer's header names; ``values``: a field's values (none
+    when absent)."""
+    targeted, surrogate = cdn_cache_fields(names)
+    lines = [(name, "private") for name in ("Cache-Control", *targeted) if shared_cacheable(values(name))]
+    if surrogate is not None:
+        added = surrogate_no_store(values(surrogate))
+        if added is not None:
+            lines.append((surrogate, added))
+    return lines
 
 
 _COOKIE_SAFE_VALUE = re.compile(r"[A-Za-z0-9._~-]*")

@@ -38,7 +38,7 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
-    cache_fields_to_make_private,
+    cache_lines_to_add,
     client_ip,
     connection_tokens,
     is_trusted,
@@ -805,16 +805,17 @@ class ProxyHost:
 
     def _apply_cookies(self, resp: web.StreamResponse, ex: Exchange) -> None:
         """Our Set-Cookie headers, after the site's; an answer that gets one and that a shared
-        cache could store gets ``Cache-Control: private`` too, lest that cache hand our visitor
-        ID (or an expiry) to everyone who asks for the page — but for a refresh identity made
+        cache could store gets ``Cache-Control: private`` too (and a CDN's own fields their
+        like: ``cache_lines_to_add``), lest that cache hand our visitor ID (or an expiry) to
+        everyone who asks for the page — but for a refresh identity made
         only where no shared cache gives the answer to anyone else (``Cookie.shared_safe``)."""
         # A loop, not any() over a generator (~2,000 instructions a landing); the headers
         # fetched once (a property of aiohttp's, in Python).
         headers = resp.headers
         for cookie in ex.set_cookies:
             if not cookie.shared_safe:
-                for name in cache_fields_to_make_private(headers.keys(), lambda n: headers.getall(n, ())):
-                    headers.add(name, "private")
+                for name, value in cache_lines_to_add(headers.keys(), lambda n: headers.getall(n, ())):
+                    headers.add(name, value)
                 break
         for cookie in ex.set_cookies:
             headers.add(hdrs.SET_COOKIE, set_cookie_line(cookie))

@@ -171,6 +171,27 @@ async def test_a_cdns_own_cache_control_gets_private_too_as_in_the_aiohttp_host(
     assert got == [["max-age=600", "private"], ["no-store"]]
 
 
+async def test_a_surrogate_control_gets_no_store_as_in_the_aiohttp_host(addon: GatewayAddon) -> None:
+    """A surrogate (a CDN) reads ``Surrogate-Control`` ahead of ``Cache-Control``: it gets
+    ``no-store`` beside the site's, and per surrogate a directive is targeted at, unless it
+    already keeps the answer from every one."""
+    got = []
+    for surrogate in (b"max-age=600", b"max-age=60;edge1, no-store", b"no-store"):
+        flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=a"))
+        await addon.request(flow)
+        flow.response = tutils.tresp(
+            headers=[(b"cache-control", b"private"), (b"Surrogate-Control", surrogate)]
+        )
+        await addon.responseheaders(flow)
+        assert flow.response.headers["set-cookie"].startswith("gw_vid=v1.")
+        got.append(flow.response.headers.get_all("surrogate-control"))
+    assert got == [
+        ["max-age=600", "no-store"],
+        ["max-age=60;edge1, no-store", "no-store;edge1"],
+        ["no-store"],
+    ]
+
+
 async def test_a_page_view_refresh_keeps_the_sites_caching_as_in_the_aiohttp_host(
     addon: GatewayAddon, tmp_path: Path
 ) -> None:

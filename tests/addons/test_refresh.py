@@ -64,6 +64,24 @@ def _headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:
         (200, {}, [("CDN-Cache-Control", "max-age=600"), ("Vary", "Cookie")], True),
         (200, {"Authorization": "Basic dTpw"}, [("CDN-Cache-Control", "max-age=60")], True),
         (200, {"Authorization": "Basic dTpw"}, [("CDN-Cache-Control", "public, max-age=60")], False),
+        # A surrogate (a CDN) reads Surrogate-Control ahead of Cache-Control (W3C Edge
+        # Architecture): only its no-store, for every surrogate a directive names, keeps it.
+        (200, {}, [("Cache-Control", "private"), ("Surrogate-Control", "max-age=600")], False),
+        (200, {}, [("Cache-Control", "private"), ("surrogate-control", "No-Store")], True),
+        (200, {}, [("Cache-Control", "private"), ("Surrogate-Control", "no-store-remote")], False),
+        (200, {}, [("Cache-Control", "private"), ("Surrogate-Control", "no-store, max-age=60;edge1")], False),
+        (
+            200,
+            {},
+            [
+                ("Cache-Control", "private"),
+                ("Surrogate-Control", "no-store, no-store;edge1, max-age=60;edge1"),
+            ],
+            True,
+        ),
+        (200, {}, [("Cache-Control", "public"), ("Surrogate-Control", "no-store")], False),
+        (200, {}, [("Surrogate-Control", "max-age=600"), ("Vary", "Cookie")], True),
+        (200, {"Authorization": "Basic dTpw"}, [("Surrogate-Control", "max-age=60")], False),
         # Redirects are answers like any other.
         (302, {}, [("Cache-Control", "private"), ("Location", "/account")], True),
         (301, {}, [("Location", "/new")], False),

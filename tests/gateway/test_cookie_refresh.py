@@ -19,6 +19,8 @@ ANSWERS: dict[str, tuple[int, list[tuple[str, str]]]] = {
     "/basket": (200, [("Cache-Control", "no-store")]),
     # Private to browsers, cached by the CDN its own field tells (RFC 9213): given to others.
     "/catalog": (200, [("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=600")]),
+    # The same for the CDN that reads Surrogate-Control (W3C Edge Architecture) ahead of both.
+    "/edge": (200, [("Cache-Control", "private"), ("Surrogate-Control", "max-age=600")]),
     "/feed": (200, [("Vary", "Accept-Encoding, Cookie")]),
     "/home": (200, [("Cache-Control", "public, max-age=600")]),
     "/about": (200, []),
@@ -80,6 +82,7 @@ async def test_only_answers_kept_from_shared_caches_refresh_the_cookie(
         "/account": True,
         "/basket": True,
         "/catalog": False,
+        "/edge": False,
         "/feed": True,
         "/home": False,
         "/about": False,

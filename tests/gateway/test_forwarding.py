@@ -17,6 +17,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     shared_cacheable,
+    surrogate_no_store,
     underscored_claim,
 )
 
@@ -229,3 +230,25 @@ def test_rewrite_refresh(refresh: str, rewritten: str) -> None:
 )
 def test_shared_cacheable(cache_control: list[str], shared: bool) -> None:
     assert shared_cacheable(cache_control) is shared
+
+
+@pytest.mark.parametrize(
+    ("surrogate_control", "added"),
+    [
+        (["max-age=600"], "no-store"),
+        (["max-age=60+30, No-Store"], None),
+        (["no-store-remote"], "no-store"),  # a surrogate near the site may still store it
+        (["no-store;edge1"], "no-store"),  # surrogates other than edge1 read no directive for them
+        (["max-age=60;edge1"], "no-store, no-store;edge1"),
+        (["max-age=60;edge1, no-store;edge2", "max-age=5;edge1"], "no-store, no-store;edge1"),
+        (["no-store, max-age=60;edge1", "no-store ; edge1"], None),
+        # A quoted content list holds commas and semicolons of its own.
+        (['content="ESI/1.0, x;y";edge1, no-store'], "no-store;edge1"),
+        (['content="ESI/1.0;z"'], "no-store"),
+        ([", ,"], "no-store"),
+    ],
+)
+def test_surrogate_no_store(surrogate_control: list[str], added: str | None) -> None:
+    """What ``Surrogate-Control`` (W3C Edge Architecture 1.0 §2.2-2.3) needs beside it so that no
+    surrogate stores an answer carrying our cookie: None when every one is told ``no-store``."""
+    assert surrogate_no_store(surrogate_control) == added

@@ -631,6 +631,61 @@ async def test_a_cdns_own_cache_control_is_kept_from_sharing_our_cookie_too(
     }
 
 
+async def test_a_surrogate_control_gets_no_store_beside_our_cookie(start_gateway, raw_upstream) -> None:
+    """``Surrogate-Control`` (W3C Edge Architecture 1.0; Fastly, Akamai, Varnish, Squid) is read
+    by a surrogate (a CDN) ahead of ``Cache-Control``: our ``private`` bound it not, and a page
+    the site told the CDN to keep (``Surrogate-Control: max-age=600``) gave the visitor ID we set
+    on it to everyone the CDN served. The field has no ``private``: an answer we set our cookie on
+    gets ``no-store`` there, and ``no-store;<device>`` for each surrogate a directive is targeted
+    at (§2.3: the most specific applies). One that already says ``no-store`` for every surrogate
+    goes as it came; ``no-store-remote`` leaves a surrogate near the site free to store it."""
+    answers = {
+        b"/cdn": b"Cache-Control: private\r\nSurrogate-Control: max-age=600\r\n",
+        b"/targeted": b'surrogate-control: max-age=60;edge1, content="ESI/1.0", no-store;edge2\r\n',
+        b"/remote": b"Surrogate-Control: no-store-remote\r\n",
+        b"/kept": b"Cache-Control: no-store\r\nSurrogate-Control: No-Store, max-age=60;edge1\r\n"
+        b"Surrogate-Control: no-store;edge1\r\n",
+    }
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1].partition(b"?")[0]
+            writer.write(b"HTTP/1.1 200 OK\r\n" + answers[path] + b"Content-Length: 4\r\n\r\npage")
+            await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    fields: dict[str, list[tuple[str, str]]] = {}
+    for path in ("/cdn", "/targeted", "/remote", "/kept"):
+        reply = await raw_request(
+            gw.proxy.port, f"GET {path}?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode()
+        )
+        assert (reply.status, reply.body) == (200, b"page")
+        assert len(reply.headers.getall("Set-Cookie")) == 1
+        fields[path] = [(k, v) for k, v in reply.headers.items() if "control" in k.lower()]
+    assert fields == {
+        "/cdn": [
+            ("Cache-Control", "private"),
+            ("Surrogate-Control", "max-age=600"),
+            ("Surrogate-Control", "no-store"),
+        ],
+        "/targeted": [
+            ("surrogate-control", 'max-age=60;edge1, content="ESI/1.0", no-store;edge2'),
+            ("Cache-Control", "private"),
+            ("surrogate-control", "no-store, no-store;edge1"),
+        ],
+        "/remote": [
+            ("Surrogate-Control", "no-store-remote"),
+            ("Cache-Control", "private"),
+            ("Surrogate-Control", "no-store"),
+        ],
+        "/kept": [
+            ("Cache-Control", "no-store"),
+            ("Surrogate-Control", "No-Store, max-age=60;edge1"),
+            ("Surrogate-Control", "no-store;edge1"),
+        ],
+    }
+
+
 async def test_early_hints_reach_the_visitor_before_the_answer(start_gateway, raw_upstream) -> None:
     """A site's ``103 Early Hints`` reaches an HTTP/1.1 visitor before the final answer, as it
     came but for hop-by-hop lines, on a landing too (whose answer waits for the store): the
