@@ -161,7 +161,8 @@ class Metrics:
         )
         self.sync_lag_seconds = Gauge(
             "gateway_sync_lag_seconds",
-            "Age of the oldest row not yet delivered (0 when caught up), by reader and table;"
+            "Seconds the oldest row not yet delivered has waited since it was written locally"
+            " (not its event's age; 0 when caught up), by reader and table;"
             " reader mirror: seconds since the table's last completed round while rows wait",
             ["reader", "table"],
             registry=r,

@@ -23,8 +23,10 @@ the clamp left it, instead of moving it past rowids the next inserts take.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,45 +115,144 @@ async def read_after(
     return [tuple(row[1:]) for row in rows], int(rows[-1][0])
 
 
-async def lag(db: aiosqlite.Connection, table: str, after: int) -> tuple[int, float]:
-    """Rows not yet delivered, and seconds since the oldest of them was recorded (0 when none)."""
+async def lag(db: aiosqlite.Connection, table: str, after: int, clock: WriteClock) -> tuple[int, float]:
+    """Rows not yet delivered, and seconds they have waited since written (``WriteClock``; 0
+    when none)."""
     name = _safe(table)
     async with db.execute(f"SELECT count(*) FROM {name} WHERE rowid > ?", (after,)) as cursor:
         row = await cursor.fetchone()
     count = int(row[0]) if row else 0
     if not count:
         return 0, 0.0
-    return count, await oldest_age(db, table, after)
+    return count, await clock.oldest_age(db, table, after)
 
 
-async def oldest_age(db: aiosqlite.Connection, table: str, after: int) -> float:
-    """Seconds since the oldest row after ``after`` was recorded (0 when none): one seek on the
-    rowid, cheap however many rows wait (``lag`` counts them, which takes as long as they are
-    many)."""
-    name = _safe(table)
-    async with db.execute(f"SELECT ts FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1", (after,)) as cur:
-        first = await cur.fetchone()
-    if first is None:
-        return 0.0
-    oldest = datetime.fromisoformat(str(first[0]))
-    return max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
+IMPORTED = frozenset({"touchpoints", "identities", "conversions"})
+"""Tables whose rows an import run records (``import_rows``, migration 0016)."""
+
+MARKS = 4096
+"""Most sightings ``WriteClock`` keeps a table; past it, every other older one is dropped (a
+row's bounds widen, never turn wrong)."""
+
+
+class WriteClock:
+    """When the rows a reader has not delivered were written to the local store, as far as the
+    reader can tell, for the age in ``gateway_sync_lag_seconds``. A row keeps its event's time
+    (``ts``), which after a backfill (``gateway import`` of old logs), or a webhook carrying an
+    old timestamp, is long before it was written: read as the age, it showed days of lag for
+    rows that waited seconds. Rows are written in rowid order, so each time the reader looks
+    (every ``interval_seconds``, at most 5 s apart, and after each batch) it notes the table's
+    largest rowid and the time: a row first seen at one look was written after the look before
+    it and by that one. Its age is then the time since ``ts``, kept within those bounds: exact
+    for a live row (written as it happened), at most one look early for an old one. A row
+    already there at the reader's first look (a restart, ``gateway sync --once``) was written
+    by then, and no earlier than the start of the import run that added it (``import_runs``),
+    if one did; other rows of that kind read their ``ts`` as before. One per reader, in memory."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, list[tuple[int, float]]] = {}
+        """table → (largest rowid, when seen), in order."""
+        self._first: dict[str, tuple[int, float]] = {}
+        """table → its largest rowid at the reader's first look, and when."""
+        self._started: dict[str, tuple[str, float | None]] = {}
+        """table → (row id, the start of the import run that added it): the last one looked up."""
+
+    def observe(self, table: str, top: int, now: float) -> None:
+        """The table's largest rowid is ``top`` at ``now``."""
+        seen = self._seen.setdefault(table, [])
+        self._first.setdefault(table, (top, now))
+        # The newest rows deleted (an erasure, a purge, an undo): the next inserts take their
+        # rowids again, written from now on, not when those were seen.
+        while seen and seen[-1][0] > top:
+            seen.pop()
+        if seen and seen[-1][0] == top:
+            return
+        seen.append((top, now))
+        if len(seen) > MARKS:
+            # Every other one dropped, the newest kept: a row's bounds widen (its age may read up
+            # to that much more), never exclude the time it was written.
+            seen[:] = seen[-1::-2][::-1]
+
+    def bounds(self, table: str, rowid: int) -> tuple[float | None, float] | None:
+        """When row ``rowid`` was written, as (not before, by); ``not before`` None for a row
+        there at the reader's first look. None when no look saw it yet (written since the last)."""
+        seen = self._seen.get(table, [])
+        i = bisect.bisect_left(seen, rowid, key=lambda mark: mark[0])
+        if i == len(seen):
+            return None
+        first_top, first_time = self._first[table]
+        if rowid <= first_top:
+            return None, seen[i][1]
+        return (seen[i - 1][1] if i else first_time), seen[i][1]
+
+    async def oldest_age(
+        self, db: aiosqlite.Connection, table: str, after: int, top: int | None = None
+    ) -> float:
+        """Seconds since the first row after ``after`` was written (0 when none), as far as the
+        looks tell (``top``: the table's largest rowid, when the caller has it): seeks only,
+        however many rows wait."""
+        now = time.time()
+        self.observe(table, await _top(db, table) if top is None else top, now)
+        name = _safe(table)
+        sql = f"SELECT rowid, ts, id FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1"
+        async with db.execute(sql, (after,)) as cursor:
+            first = await cursor.fetchone()
+        if first is None:
+            return 0.0
+        bounds = self.bounds(table, int(first[0]))
+        if bounds is None:
+            return 0.0  # written since the look just made
+        not_before, by = bounds
+        if not_before is None and table in IMPORTED:
+            not_before = await self._import_started(db, table, str(first[2]))
+        written = datetime.fromisoformat(str(first[1])).timestamp()
+        if not_before is not None:
+            written = max(written, not_before)
+        return max(now - min(written, by), 0.0)
+
+    async def _import_started(self, db: aiosqlite.Connection, table: str, row_id: str) -> float | None:
+        """When the import run that added row ``row_id`` of ``table`` started; None when no run
+        recorded it (a live row, or a run older than migration 0016). One seek per run."""
+        last = self._started.get(table)
+        if last is not None and last[0] == row_id:
+            return last[1]
+        sql = (
+            "SELECT started FROM import_runs AS run WHERE EXISTS"
+            " (SELECT 1 FROM import_rows WHERE run = run.id AND tbl = ? AND id = ?) ORDER BY id LIMIT 1"
+        )
+        try:
+            async with db.execute(sql, (table, row_id)) as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.OperationalError:  # a store without the import tables
+            row = None
+        started = datetime.fromisoformat(str(row[0])).timestamp() if row else None
+        self._started[table] = (row_id, started)
+        return started
 
 
 async def publish_lag(
-    db: aiosqlite.Connection, metrics: Metrics, reader: str, tables: Sequence[str], *, count: bool = True
+    db: aiosqlite.Connection,
+    metrics: Metrics,
+    reader: str,
+    tables: Sequence[str],
+    clock: WriteClock,
+    *,
+    count: bool = True,
 ) -> dict[str, tuple[int, float]]:
-    """``reader``'s lag per table in ``/metrics``: the rows it has not delivered and the age of
-    the oldest; table → (rows, seconds). ``count=False``: for between attempts, seeks only
-    (counting takes as long as the rows are many): the rows from the table's largest rowid, as
-    ``publish_progress`` takes them (rows deleted since the last count are counted until the
-    next), so rows written during a long backoff show at once, not at the next attempt."""
+    """``reader``'s lag per table in ``/metrics``: the rows it has not delivered and how long
+    the oldest has waited since written (``clock``); table → (rows, seconds). ``count=False``:
+    for between attempts, seeks only (counting takes as long as the rows are many): the rows
+    from the table's largest rowid, as ``publish_progress`` takes them (rows deleted since the
+    last count are counted until the next), so rows written during a long backoff show at once,
+    not at the next attempt."""
     found = {}
     for table in tables:
         after = await position(db, cursor_name(reader, table))
         if count:
-            rows, seconds = await lag(db, table, after)
+            rows, seconds = await lag(db, table, after, clock)
         else:
-            rows, seconds = max(await _top(db, table) - after, 0), await oldest_age(db, table, after)
+            top = await _top(db, table)
+            rows, seconds = max(top - after, 0), await clock.oldest_age(db, table, after, top)
         metrics.sync_lag_rows.labels(reader, table).set(rows)
         metrics.sync_lag_seconds.labels(reader, table).set(seconds)
         found[table] = (rows, seconds)
@@ -159,16 +260,17 @@ async def publish_lag(
 
 
 async def publish_progress(
-    db: aiosqlite.Connection, metrics: Metrics, reader: str, table: str, position: int
+    db: aiosqlite.Connection, metrics: Metrics, reader: str, table: str, position: int, clock: WriteClock
 ) -> int:
-    """After each batch a reader delivered, its lag as it now is (two seeks, however many rows
+    """After each batch a reader delivered, its lag as it now is (a few seeks, however many rows
     wait): the rows after ``position`` from the table's largest rowid (rows deleted since are
-    counted until the next ``publish_lag`` counts them) and the age of the oldest. A backlog
-    being worked through shows going down, batch by batch, not only once the round is over.
-    Returns the rows."""
-    rows = max(await _top(db, table) - position, 0)
+    counted until the next ``publish_lag`` counts them) and how long the oldest has waited
+    (``clock``). A backlog being worked through shows going down, batch by batch, not only once
+    the round is over. Returns the rows."""
+    top = await _top(db, table)
+    rows = max(top - position, 0)
     metrics.sync_lag_rows.labels(reader, table).set(rows)
-    metrics.sync_lag_seconds.labels(reader, table).set(await oldest_age(db, table, position))
+    metrics.sync_lag_seconds.labels(reader, table).set(await clock.oldest_age(db, table, position, top))
     return rows
 
 

@@ -69,7 +69,7 @@ from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from gateway.usernames import named_user
 from storage.backoff import Backoff, Failures, wait_refreshing
-from storage.cursors import advance, cursor_at, cursor_name, publish_lag, publish_progress
+from storage.cursors import WriteClock, advance, cursor_at, cursor_name, publish_lag, publish_progress
 from storage.erased import erased_at, erasure_mark
 from storage.erasure import user_known
 from storage.local import connect
@@ -143,6 +143,7 @@ class Sink:
         # table → (its cursor's position, the messageIds the destination has taken, or refused as
         # such, from the read at that position): a read made again sends only the rest.
         self._settled: dict[str, tuple[int, set[str]]] = {}
+        self.clock = WriteClock()  # when the rows waiting were written: gateway_sync_lag_seconds
 
     @property
     def key(self) -> str:
@@ -505,14 +506,16 @@ class Sink:
                     continue  # moved meanwhile (a delete clamped it): read again from where it is
                 del self._settled[table]
                 self.metrics.sync_rows.labels(self.reader, table).inc(len(rows))
-                await publish_progress(db, self.metrics, self.reader, table, last)
+                await publish_progress(db, self.metrics, self.reader, table, last, self.clock)
                 if len(rows) < READ_ROWS:
                     break
         return sent
 
     async def publish_lag(self, db: aiosqlite.Connection, *, count: bool = True) -> None:
         """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
-        await publish_lag(db, self.metrics, self.reader, ("touchpoints", "identities"), count=count)
+        await publish_lag(
+            db, self.metrics, self.reader, ("touchpoints", "identities"), self.clock, count=count
+        )
 
     async def resend_user(self, db: aiosqlite.Connection, user_keys: Sequence[str]) -> int:
         """Send one user's identify and track calls again, now (cursors untouched); messages sent.

@@ -54,6 +54,7 @@ from gateway.options import CentralOptions
 from storage import central, central_identity
 from storage.backoff import Failures, Standing
 from storage.cursors import (
+    WriteClock,
     advance,
     clamp_cursors,
     cursor_at,
@@ -118,6 +119,8 @@ class Sync:
         self.lock = RoundLock(store_path, "sync", log, "central sync")
         self._identity_denied = False
         """The role may not read ``central_identity``: told once (``check_central``)."""
+        self.clock = WriteClock()
+        """When the rows waiting were written, for ``gateway_sync_lag_seconds``."""
 
     async def check_node(self, db: aiosqlite.Connection, conn: asyncpg.Connection) -> None:
         """Record this store's instance under ``node`` centrally; another instance that synced
@@ -432,7 +435,7 @@ class Sync:
             if moved:
                 delivered += len(rows)
                 self.metrics.sync_rows.labels(READER, plan.table).inc(len(rows))
-                left = await publish_progress(db, self.metrics, READER, plan.table, last)
+                left = await publish_progress(db, self.metrics, READER, plan.table, last, self.clock)
                 if time.monotonic() - said >= PROGRESS_SECONDS and left:
                     said = time.monotonic()
                     log.info(
@@ -460,7 +463,7 @@ class Sync:
     ) -> dict[str, tuple[int, float]]:
         """The lag per table in ``/metrics`` (``count=False``: its age alone, between attempts)."""
         tables = [table for table in SYNC_TABLES if await local_columns(db, table)]
-        found = await publish_lag(db, self.metrics, READER, tables, count=count)
+        found = await publish_lag(db, self.metrics, READER, tables, self.clock, count=count)
         if count and "sent" in await local_columns(db, COUNTS):
             # Rows only: a count has a day, no time, and the age of its growth is not kept.
             async with db.execute(f"SELECT count(*) FROM {COUNTS} WHERE count > sent") as cursor:

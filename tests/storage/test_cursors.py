@@ -13,7 +13,7 @@ from gateway.events import Binding, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
-from storage.cursors import advance, cursor_at, read_after
+from storage.cursors import MARKS, WriteClock, advance, cursor_at, read_after
 from storage.erasure import erase_user
 from storage.local import LocalStore, connect
 from storage.retention import purge_local
@@ -106,3 +106,34 @@ async def test_a_delete_that_leaves_the_newest_rows_does_not_stop_a_batch_in_fli
         assert await advance(db, NAME, after, last, version) is not None
     finally:
         await db.close()
+
+
+def test_the_write_clock_bounds_a_row_by_the_looks_around_it() -> None:
+    """A row first seen at one look was written after the look before and by that one; a row
+    there at the first look, by then; one no look saw yet, since the last."""
+    clock = WriteClock()
+    clock.observe("t", 10, 100.0)  # the first look: rows 1-10 there
+    clock.observe("t", 10, 105.0)  # nothing new
+    clock.observe("t", 15, 110.0)
+    clock.observe("t", 20, 115.0)
+    assert clock.bounds("t", 3) == (None, 100.0)
+    assert clock.bounds("t", 11) == (100.0, 110.0)
+    assert clock.bounds("t", 16) == (110.0, 115.0)
+    assert clock.bounds("t", 21) is None
+    # The newest rows deleted (an erasure): their rowids, taken again, are rows written later.
+    clock.observe("t", 12, 120.0)
+    clock.observe("t", 18, 125.0)
+    assert clock.bounds("t", 16) == (120.0, 125.0)
+    assert clock.bounds("t", 11) == (100.0, 120.0)
+
+
+def test_the_write_clock_keeps_a_bounded_memory_whose_bounds_only_widen() -> None:
+    clock = WriteClock()
+    for n in range(MARKS * 3):
+        clock.observe("t", n, float(n))
+    assert len(clock._seen["t"]) <= MARKS
+    for rowid in (1, 500, MARKS, MARKS * 3 - 1):
+        bounds = clock.bounds("t", rowid)
+        assert bounds is not None
+        not_before, by = bounds
+        assert not_before is not None and not_before <= rowid - 1 and by >= rowid

@@ -20,6 +20,7 @@ from yarl import URL
 from gateway.badbody import body_key, seal
 from gateway.events import BadEvent, Binding, Conversion, DailyCount, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
+from gateway.importrun import run_import
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
@@ -29,7 +30,7 @@ from storage.erased import Erased
 from storage.erasure import erase_user, erase_visitor
 from storage.local import LocalStore
 from storage.sync import SYNC_TABLES, Sync
-from tests.conftest import PostgresServer
+from tests.conftest import PostgresServer, make_settings
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OPTIONS = CentralOptions(
@@ -620,6 +621,54 @@ async def test_lag_metrics(nodes: tuple[Node, Node]) -> None:
     assert a.metrics.sync_lag_seconds.labels("central", "touchpoints")._value.get() == 0
 
 
+def _old_log(lines: int) -> str:
+    """An access log of ``lines`` landings from March 2025: a backfill's, its events long past."""
+    agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
+    return "".join(
+        f'203.0.113.{n} - - [01/Mar/2025:10:00:{n:02d} +0000] "GET /p?utm_source=news&utm_campaign=c{n}'
+        f' HTTP/1.1" 200 10 "-" "{agent}"\n'
+        for n in range(lines)
+    )
+
+
+@pytest.mark.parametrize("watched", [True, False])
+async def test_lag_seconds_after_an_import_is_how_long_its_rows_waited(
+    tmp_path: Path, central_dsn: str, watched: bool
+) -> None:
+    """``gateway import`` of an old access log writes rows whose events are from March 2025.
+    ``gateway_sync_lag_seconds`` read the oldest waiting row's event time, so after an import
+    it showed the events' age (over a year of "lag") while their round ran, though they had
+    waited seconds. It now reads how long they have waited since written locally: the import
+    seen by a sync that watched the store (``watched``: the gateway's task), or found at its
+    first look (a sync started after the import, ``gateway sync --once``), whose rows the
+    import's run record dates."""
+    settings = make_settings(tmp_path)
+    metrics = Metrics()
+    sync = Sync(settings.store_path, central_dsn, OPTIONS, metrics, node="a")
+    if watched:
+        db = await sync.open_local()
+        try:
+            await sync.publish_lag(db)  # the store seen before the import
+        finally:
+            await db.close()
+    log = tmp_path / "old.log"
+    await asyncio.to_thread(log.write_text, _old_log(20))
+    assert (await run_import(settings, [log], "combined", host="shop.example")).run == 1
+    age = metrics.sync_lag_seconds.labels("central", "touchpoints")
+    waiting = metrics.sync_lag_rows.labels("central", "touchpoints")
+    seen: list[tuple[float, float]] = []
+
+    def progress(total: int) -> Callable[[int], object]:
+        seen.append((waiting._value.get(), age._value.get()))  # before the first batch
+        return lambda _: seen.append((waiting._value.get(), age._value.get()))
+
+    assert (await sync.once(progress))["touchpoints"] == 20
+    assert [rows for rows, _ in seen] == [20, 13, 6, 0]  # batches of 7, the lag read after each
+    # Seconds, not the year since the events: nothing here waits an hour.
+    assert all(seconds < 3600 for _, seconds in seen), seen
+    assert age._value.get() == 0
+
+
 async def test_migrations_are_versioned_and_concurrent_starts_are_safe(central_dsn: str) -> None:
 
     conns = [await asyncpg.connect(central_dsn) for _ in range(4)]
@@ -759,8 +808,10 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
     """While the central store is away, attempts are a backoff apart (up to
     ``central.backoff_max_seconds``); the age of the oldest undelivered row is kept current
     meanwhile, every ``interval_seconds``, not only at each attempt: a row written after the
-    last attempt, an hour old, shows at once, and so does it in the rows waiting (until
-    2026-12-05 they stood at the last attempt's count for as long as the backoff lasted)."""
+    last attempt shows at once, its wait growing, and so does it in the rows waiting (until
+    2026-12-05 they stood at the last attempt's count for as long as the backoff lasted). Its
+    event an hour old, the age is still how long it has waited since written (until 2026-12-07
+    it read the hour)."""
     store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
     await store.open()
     metrics = Metrics()
@@ -775,9 +826,10 @@ async def test_lag_seconds_keeps_up_while_the_sync_backs_off(tmp_path: Path) -> 
         await asyncio.sleep(0.2)
         assert age._value.get() == 0
         await store.write([touch(1, "c" * 32, at=datetime.now(UTC) - timedelta(hours=1))])
-        async with asyncio.timeout(2):
-            while age._value.get() < 3600:
+        async with asyncio.timeout(10):
+            while age._value.get() < 0.3:
                 await asyncio.sleep(0.02)
+        assert age._value.get() < 3600  # how long it waited, not its event's age
         assert metrics.sync_errors.labels("central")._value.get() == 1  # no attempt meanwhile
         waiting = metrics.sync_lag_rows.labels("central", "touchpoints")
         await store.write([touch(n, "c" * 32) for n in range(2, 5)])
