@@ -94,9 +94,32 @@ class CentralReader(Reader):
                 )
             rows = await self._pool.fetch(sql, *args, timeout=self.timeout)
         except central.PG_ERRORS as err:
-            said = central.explain(err, via_connect=False)  # a pool connects as it fetches
+            # A pool connects as it fetches: what answers at central.url's port may be no
+            # PostgreSQL at all (``not_postgres``), whose refusal asyncpg's words blame on TLS.
+            not_postgres = await self._not_postgres(err)
+            said = central.explain(not_postgres or err, via_connect=False)
             raise StoreUnavailable(f"the central store is unavailable ({said})") from err
         return [_plain(row) for row in rows]
+
+    async def _not_postgres(self, err: BaseException) -> central.NotPostgres | None:
+        """``err`` of a fetch as ``central.NotPostgres`` when what answers at the DSN's port is not
+        PostgreSQL. An answer to the TLS request that is neither yes nor no comes only while
+        connecting; a connection closed can be one closed during the start-up (not PostgreSQL)
+        or an established one lost mid-read (PostgreSQL away), which the pool does not tell
+        apart: one connection of the reader's own, made to tell, does."""
+        found = central.not_postgres(err, self.dsn)
+        if found is None or not found.closed:
+            if found is not None:
+                found.__cause__ = err
+            return found
+        try:
+            probe = await central.connect(self.dsn, self.timeout)
+        except central.NotPostgres as refused:
+            return refused
+        except Exception:  # the fetch's own error says what went wrong: this only told
+            return None
+        await probe.close()
+        return None
 
     async def touchpoints(self, q: TouchpointQuery) -> tuple[list[dict[str, Any]], str | None]:
         equals = {

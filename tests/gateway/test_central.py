@@ -26,7 +26,7 @@ from gateway.options import StorageOptions
 from storage import central
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
-from storage.queries import ConversionQuery, Reader, TouchpointQuery
+from storage.queries import ConversionQuery, Reader, StoreUnavailable, TouchpointQuery
 from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.terminal import on_a_terminal
@@ -625,3 +625,52 @@ async def test_a_user_key_known_only_centrally_is_erased_by_it_through_another_n
         return (await central_count(central_dsn, "identities"))[0] == 0 and here == [(0,)]
 
     await eventually(erased_everywhere)
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?sslmode=disable", "?sslmode=allow"], ids=["prefer", "disable", "allow"]
+)
+async def test_a_central_source_at_a_port_that_is_not_postgres_is_said_so(
+    tmp_path: Path, origin: str, query: str
+) -> None:
+    """``admin.source = "central"`` with ``central.url`` naming the port of another service (the
+    site's web server): the listing's 503 says that what answers there is not PostgreSQL and to
+    check the port, as the sync's warning does. Until 2026-12-07 its pool of connections said,
+    under the default ``sslmode``, that the URL "asks for TLS (sslmode) and the server offers
+    none", and under ``sslmode=disable`` only that the connection was closed."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.close()
+    site = origin.removeprefix("http://")
+    reader = CentralReader(tmp_path / "n.db", f"postgresql://gw@{site}/tracking{query}", 5.0)
+    await reader.open()
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await reader.touchpoints(TouchpointQuery())
+    finally:
+        await reader.close()
+    said = str(caught.value)
+    assert "asks for TLS" not in said, said
+    assert f"what answers at the host and port in central.url, {site}, " in said, said
+    assert "not PostgreSQL" in said and "check the port" in said, said
+
+
+async def test_a_central_source_asking_a_postgresql_without_tls_for_it_is_still_told_so(
+    tmp_path: Path, central_dsn: str
+) -> None:
+    """The other side of the test above: a real PostgreSQL that offers no TLS, asked for it
+    (``sslmode=require``), is PostgreSQL, and the listing's 503 says the URL asks for TLS."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.close()
+    dsn = central_dsn + ("&" if "?" in central_dsn else "?") + "sslmode=require"
+    reader = CentralReader(tmp_path / "n.db", dsn, 5.0)
+    await reader.open()
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await reader.touchpoints(TouchpointQuery())
+    finally:
+        await reader.close()
+    said = str(caught.value)
+    assert "central.url asks for TLS (sslmode) and the server offers none" in said, said
+    assert "not PostgreSQL" not in said, said
