@@ -4,7 +4,8 @@ Reads one TOML file and decodes each table into its struct (``gateway.options``)
 msgspec's errors into problems that name the TOML key; runs the start-up checks
 (``gateway.config_checks``) and checks the files the config names; resolves secrets
 (``"env:NAME"``) and returns ``Settings``, or raises ``ConfigError`` listing every
-problem, each naming its key, e.g. ``proxy.connect_timeout: must be > 0 and finite, got -1.0``.
+problem, each naming its key, e.g. ``proxy.connect_timeout: must be more than 0 and at most
+3600 seconds, got -1.0``.
 """
 
 from __future__ import annotations

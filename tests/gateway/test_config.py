@@ -75,7 +75,7 @@ def test_defaults_load() -> None:
         ("[proxy]\nmax_websocket_message = 10\n", "proxy.max_websocket_message: must be 1024.."),
         ("[proxy]\nupstream = 'http://x/path'\n", "proxy.upstream: must be an origin"),
         ("[proxy]\ntrusted_proxies = ['10.0.0.0/8', 'bad']\n", "proxy.trusted_proxies[1]: not an IP"),
-        ("[proxy]\nconnect_timeout = -1\n", "proxy.connect_timeout: must be > 0"),
+        ("[proxy]\nconnect_timeout = -1\n", "proxy.connect_timeout: must be more than 0 and at most 3600"),
         ("[proxy]\naddons = ['identity', 'nope']\n", "proxy.addons[1]: unknown addon 'nope'"),
         # "proxy.addons: lists an addon twice" said neither which one nor where.
         (
@@ -264,6 +264,19 @@ def test_an_unknown_key_suggests_the_close_one(toml: str, expected: str) -> None
     up to twenty of them, and no word of the one meant: ``conversions[0].statu: unknown key``
     then ``conversions[0]: missing status`` left the two to be put together."""
     assert any(p.startswith(expected) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize("key", ["connect_timeout", "read_timeout", "body_timeout"])
+def test_a_proxy_timeout_is_at_most_an_hour(key: str) -> None:
+    """Taken until 2026-12-07 however large: ``1e300``, or ``5000`` meant as milliseconds (83
+    minutes of a stuck site holding a visitor and an upstream connection), unsaid; the proxy's
+    other timeouts were bounded by an hour already."""
+    for value in ("1e300", "5000", "3600.5"):
+        assert problems(f"[proxy]\n{key} = {value}\n") == [
+            f"proxy.{key}: must be more than 0 and at most 3600 seconds, got {float(value)}"
+        ]
+    settings = load_settings(None, text=f"[proxy]\n{key} = 3600\n", environ=ENV)
+    assert getattr(settings.options.proxy, key) == 3600
 
 
 @pytest.mark.parametrize(
@@ -753,7 +766,8 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
          "sinks[0].backoff_max_seconds: must be > 0 and at most 86400 (a day), got 1e+300"),
         (_SINK + "interval_seconds = -inf\n",
          "sinks[0].interval_seconds: must be > 0 and at most 86400 (a day), got -inf"),
-        ("[proxy]\nread_timeout = inf\n", "proxy.read_timeout: must be > 0 and finite, got inf"),
+        ("[proxy]\nread_timeout = inf\n",
+         "proxy.read_timeout: must be more than 0 and at most 3600 seconds, got inf"),
         ("[attribution]\nhalf_life_days = inf\n",
          "attribution.half_life_days: must be at least one second (0.0000116 days) and at most"
          " 36500 days, got inf"),
