@@ -161,7 +161,8 @@ def _msgspec_problem(
         owner = _struct_at(struct, where)
         names = owner.__struct_fields__ if owner is not None else ()
         name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
-        return f"{key}.{name}: {unknown_name('key', unknown.group(1), names)}"
+        elsewhere = _key_elsewhere(section, struct, where, unknown.group(1))
+        return f"{key}.{name}: {unknown_name('key', unknown.group(1), names, elsewhere)}"
     if re.match(r"Object missing required field `(.+)`", message):
         owner = _struct_at(struct, where)
         given = _value_at(data, _path_parts(where))
@@ -183,6 +184,47 @@ def _msgspec_problem(
         return f"{key}: expected {wanted}, got {got}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+def _tables_with(name: str, besides: str = "") -> list[str]:
+    """The top-level tables that have a key ``name`` (``[proxy]``, ``[[sinks]]``), but
+    ``besides``."""
+    found = [f"[{t}]" for t, struct in SECTIONS.items() if name in struct.__struct_fields__]
+    found += [f"[[{t}]]" for t, struct in ARRAY_SECTIONS.items() if name in struct.__struct_fields__]
+    return [t for t in found if t.strip("[]") != besides]
+
+
+def _listed(items: list[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
+def _key_elsewhere(section: str, struct: type, where: str, name: str) -> str:
+    """What an unknown key ``name`` of the table at ``where`` (below ``section``) is instead:
+    a key of a table it is written in (``[bots]``'s ``review_threshold`` below a
+    ``[bots.weights]`` header, where TOML makes it that table's), or of another table
+    (``upstream`` in ``[identity]``); "" when it is no key of any."""
+    top = section.partition("[")[0]
+    parts = _path_parts(where)
+    names = [p for p in parts if isinstance(p, str)]
+    for k in range(len(parts) - 1, -1, -1):  # the tables around it, the nearest first
+        if not isinstance(parts[k], str):
+            continue  # parts[:k] is an array, not a table
+        outer = _struct_at(struct, "".join(f".{p}" for p in parts[:k] if isinstance(p, str)))
+        if outer is None or name not in outer.__struct_fields__:
+            continue
+        around = ".".join([top, *(p for p in parts[:k] if isinstance(p, str))])
+        in_array = section != top if k == 0 else isinstance(parts[k - 1], int)
+        below = ".".join([top, *names])
+        if isinstance(parts[-1], int):
+            header, whose = f"[[{below}]]", "that entry's"
+        else:
+            header, whose = f"[{below}]", f"{below}'s"
+        return (
+            f"{name} is a key of {f'[[{around}]]' if in_array else f'[{around}]'}, not of {below}:"
+            f" a key written below a {header} header is {whose}, up to the next header"
+        )
+    tables = _tables_with(name, besides=top)
+    return f"{name} is a key of {_listed(tables)}" if tables else ""
 
 
 _TYPE_WORDS = {**TYPE_WORDS, "object": "a table"}
@@ -290,7 +332,20 @@ def decode_options(data: Mapping[str, Any]) -> tuple[Options, list[str]]:
         struct = SECTIONS.get(name)
         if struct is None:
             allowed = [*SECTIONS, *(f"[[{a}]]" for a in ARRAY_SECTIONS)]
-            problems.append(f"{toml_key(name)}: {unknown_name('table', name, allowed)}")
+            tables_of = isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+            if isinstance(value, dict) or tables_of:  # [name] or [[name]]
+                problems.append(f"{toml_key(name)}: {unknown_name('table', name, allowed)}")
+            elif owners := _tables_with(name):  # above every header: TOML's top level
+                header = f"the {owners[0]} header" if len(owners) == 1 else "the header of the one meant"
+                problems.append(
+                    f"{toml_key(name)}: a key of {_listed(owners)}, written above every table header,"
+                    f" where no key goes; write it below {header}"
+                )
+            else:
+                problems.append(
+                    f"{toml_key(name)}: unknown key, written above every table header, where no key goes"
+                    f" (tables: {', '.join(allowed)})"
+                )
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {_shown(value)}")

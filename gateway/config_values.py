@@ -43,11 +43,13 @@ def toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else msgspec.json.encode(key).decode()
 
 
-def unknown_name(kind: str, name: str, allowed: list[str] | tuple[str, ...]) -> str:
+def unknown_name(kind: str, name: str, allowed: list[str] | tuple[str, ...], elsewhere: str = "") -> str:
     """``unknown key, did you mean listen? (allowed: …)``: the allowed name closest to a
-    misspelt one (``listn``, ``Listen``, ``review_treshold``), when one is close."""
+    misspelt one (``listn``, ``Listen``, ``review_treshold``), when one is close; and
+    ``elsewhere``, what else the name is (``upstream is a key of [proxy]``), when it is one."""
     close = difflib.get_close_matches(name.lower(), allowed, n=1, cutoff=0.7)
     said = f"unknown {kind}" + (f", did you mean {close[0]}?" if close else "")
+    said += (" " if close else "; ") + elsewhere if elsewhere else ""
     return said + (f" (allowed: {', '.join(allowed)})" if allowed else "")
 
 

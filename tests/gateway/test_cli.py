@@ -21,6 +21,7 @@ from tests.conftest import ENV
 from tests.terminal import on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
+BOT_WEIGHTS = tomllib.loads((ROOT / "gateway.toml").read_text(encoding="utf-8"))["bots"]["weights"]
 
 
 def gateway(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -61,6 +62,28 @@ def test_check_refuses_a_block_action_the_pipeline_has_no_bots_addon_for(tmp_pat
     assert done.returncode == 2, done.stderr
     assert 'bots.on_block: "block" refuses nothing while "bots" is not in proxy.addons' in done.stderr
     assert 'add "bots" to proxy.addons' in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_check_and_run_name_the_table_a_misplaced_key_belongs_to(tmp_path: Path, command: str) -> None:
+    """Keys an operator puts in the wrong place: above every header, and below a sub-table's
+    header that took it (until 2026-12-07 ``unknown table`` and ``unknown key`` alone)."""
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        "upstream = 'http://127.0.0.1:9'\n[bots]\n[bots.weights]\ncrawler = 50\nreview_threshold = 40\n"
+    )
+    done = gateway(command, "-c", str(cfg), env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    said = done.stderr.splitlines()
+    assert said[0] == f"gateway: {cfg}: 2 problem(s):", said
+    assert said[1:] == [
+        "  upstream: a key of [proxy], written above every table header, where no key goes;"
+        " write it below the [proxy] header",
+        "  bots.weights.review_threshold: unknown key; review_threshold is a key of [bots], not of"
+        " bots.weights: a key written below a [bots.weights] header is bots.weights's, up to the next"
+        " header (allowed: " + ", ".join(BOT_WEIGHTS) + ")",
+    ], said
 
 
 def test_check_names_every_missing_required_key_and_warns_of_a_missing_geoip_file(tmp_path: Path) -> None:
