@@ -754,6 +754,62 @@ def test_example_config_rule_examples_are_valid() -> None:
     assert len(settings.options.sinks) == 2
 
 
+EXAMPLE_SECRETS = {
+    name: "j" * 32
+    for name in (
+        "SITE_JWT_SECRET",
+        "BILLING_WEBHOOK_SECRET",
+        "BILLING_WEBHOOK_SECRET_OLD",
+        "SEGMENT_WRITE_KEY",
+        "WAREHOUSE_WEBHOOK_SECRET",
+    )
+}
+
+
+def _commented_examples(lines: list[str]) -> list[tuple[int, int]]:
+    """Where the starter config's commented ``[[table]]`` examples are: each from its header's
+    line to the last commented line of it (a line ``#`` alone, or one not commented, ends it)."""
+    found, i = [], 0
+    while i < len(lines):
+        if re.match(r"#\s*\[\[[\w.]+\]\]", lines[i]):
+            end = i + 1
+            while end < len(lines) and re.match(r"#\s+(?!\[\[)\S", lines[end]):
+                end += 1
+            found.append((i, end))
+            i = end
+        else:
+            i += 1
+    return found
+
+
+def test_each_example_of_the_starter_config_works_uncommented_where_it_is() -> None:
+    """An operator uncomments an example where it stands, in the file `gateway init` wrote. It
+    loads; or the one problem is a ``rules = []`` left in, said with its line, and the comment
+    above that line says to delete it. Until 2026-12-07 the ``[[channels.rules]]`` example stood
+    above its table's ``rules = []``, which then became the example's own key:
+    ``channels.rules[0].rules: unknown key``."""
+    lines = (ROOT / "gateway.toml").read_text(encoding="utf-8").splitlines()
+    examples = _commented_examples(lines)
+    assert len(examples) >= 10, examples
+    environ = {**ENV, **EXAMPLE_SECRETS}
+    for start, end in examples:
+        edited = lines[:start] + [re.sub(r"^#(?:   | )?", "", line, count=1) for line in lines[start:end]]
+        edited += lines[end:]
+        try:
+            load_settings(None, text="\n".join(edited), environ=environ)
+            continue
+        except ConfigError as err:
+            said = err.problems
+        told = re.fullmatch(
+            r"\S+: line \d+: \S+ is given twice; delete line (\d+) \(`rules = \[\]`\) .*", said[0]
+        )
+        assert len(said) == 1 and told, (lines[start], said)
+        number = int(told.group(1))
+        assert "Delete this line" in " ".join(lines[number - 4 : number - 1]), lines[number - 4 : number]
+        del edited[number - 1]
+        load_settings(None, text="\n".join(edited), environ=environ)
+
+
 _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\n"
 
 
