@@ -181,7 +181,8 @@ def _msgspec_problem(
         wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in expected.group(1).split(" | ") if t != "null")
         found = _value_at(data, parts if parts is not None else _path_parts(where))
         got = _TYPE_WORDS.get(expected.group(2), expected.group(2)) if found is _MISSING else _shown(found)
-        return f"{key}: expected {wanted}, got {got}"
+        hint = _number_hint(key, wanted, found) if isinstance(found, str) else ""
+        return f"{key}: expected {wanted}, got {got}{hint}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
 
@@ -225,6 +226,53 @@ def _key_elsewhere(section: str, struct: type, where: str, name: str) -> str:
         )
     tables = _tables_with(name, besides=top)
     return f"{name} is a key of {_listed(tables)}" if tables else ""
+
+
+_NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60}
+_SECONDS |= {"mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600}
+_SECONDS |= {"hours": 3600, "d": 86400, "day": 86400, "days": 86400}
+_SIZES = ("max_body", "max_request_body", "max_websocket_message", "max_header_size", "bad_body_limit")
+
+
+def _key_unit(key: str) -> tuple[str, float | None]:
+    """The unit a number of ``key`` is in, by its name (``connect_timeout``: seconds;
+    ``lookback_days.awareness``: days), and that unit in seconds (None: not a time), or ("", None)."""
+    for name in reversed(re.sub(r"\[\d+\]", "", key).split(".")[1:]):
+        if name.endswith(("_seconds", "_timeout")) or name in ("shutdown_grace", "dedup_window"):
+            return "seconds", 1
+        for suffix, unit, seconds in (("_ms", "milliseconds", 0.001), ("_days", "days", 86400)):
+            if name.endswith(suffix):
+                return unit, seconds
+        if name.endswith("_hours"):
+            return "hours", 3600
+        if name.endswith("_mb"):
+            return "megabytes", None
+        if name.endswith("_bytes") or name in _SIZES:
+            return "bytes", None
+    return "", None
+
+
+def _number_hint(key: str, wanted: str, found: str) -> str:
+    """How to write a number given as text: ``"30"`` without quotes, ``"30s"`` or ``"1h"`` as
+    the number of the key's own unit, which is never written (``1800`` for ``"30m"`` where
+    seconds go); "" for text that is no number."""
+    number = _NUMBER.fullmatch(found)
+    if "number" not in wanted or number is None:
+        return ""
+    if not number.group(2):
+        return f"; write it without quotes: {number.group(1)}"
+    unit, seconds = _key_unit(key)
+    written = _SECONDS.get(number.group(2).lower())
+    if not unit or (seconds is None) != (written is None):
+        return ""  # no unit of the key's name, or a size where a time goes ("30s" in bytes)
+    said = f"; write the number of {unit} alone, without quotes or a unit"
+    if seconds is None or written is None:
+        return said  # a size: "1MB" is 1000000 or 1048576 bytes, each in use
+    value = float(number.group(1)) * written / seconds
+    if "whole" in wanted and not value.is_integer():
+        return said
+    return f"{said}: {int(value) if value.is_integer() else round(value, 6)}"
 
 
 _TYPE_WORDS = {**TYPE_WORDS, "object": "a table"}
