@@ -720,6 +720,28 @@ def test_readme_documents_every_option() -> None:
     for section, struct in SECTIONS.items():
         for name in struct.__struct_fields__:
             assert f"`{section}.{name}`" in readme, f"{section}.{name} missing from README"
+    # The keys inside them too (``privacy.consent_cookie.yes_contains``, ``sources[].hmac.prefix``,
+    # ``channels.rules[].click_ids``, a ``[[creators]]`` entry's ``verified``), each named in its
+    # table's part of the reference; the rules' keys and the bots' weights have tables of their
+    # own, checked below and in tests/test_readme_guarantees.py.
+    from tests.gateway.test_config_keys import SCHEMA
+
+    reference = readme[readme.index("## Configuration reference") : readme.index("## Central store and sync")]
+    parts = dict(
+        re.findall(r"^### `\[\[?(\w+)\]\]?`\n(.*?)(?=^### |\Z)", reference, re.MULTILINE | re.DOTALL)
+    )
+    assert set(parts) == {*SECTIONS, *ARRAY_SECTIONS} - {"conversions"}, set(parts)
+    inner = 0
+    for place, _, _ in SCHEMA:
+        names = [p for p in place if isinstance(p, str) and p != "mine"]  # "mine": a map's own key
+        if len(names) < (2 if names[0] in ARRAY_SECTIONS else 3) or names[0] == "conversions":
+            continue
+        if names[:2] in (["identity", "rules"], ["bots", "weights"]):
+            continue
+        inner += 1
+        leaf = names[-1]
+        assert re.search(rf"[`{{,. ]{leaf}[`= ]", parts[names[0]]), f"{'.'.join(names)} missing from README"
+    assert inner > 30
 
 
 README_ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| (.+?) \| ", re.MULTILINE)
