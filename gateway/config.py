@@ -181,10 +181,22 @@ def _msgspec_problem(
         wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in expected.group(1).split(" | ") if t != "null")
         found = _value_at(data, parts if parts is not None else _path_parts(where))
         got = _TYPE_WORDS.get(expected.group(2), expected.group(2)) if found is _MISSING else _shown(found)
+        if isinstance(found, dict) and _tables_array(struct, where):  # [identity.rules]
+            header = "[[" + re.sub(r"\[\d+\]", "", key) + "]]"
+            return f"{key}: must be an array of tables ({header}), got a table; write {header} for each entry"
         hint = _number_hint(key, wanted, found) if isinstance(found, str) else ""
         return f"{key}: expected {wanted}, got {got}{hint}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+def _tables_array(struct: type, where: str) -> bool:
+    """Whether the key at ``where`` (``.rules``) below ``struct`` is an array of tables."""
+    path, _, name = where.rpartition(".")
+    owner = _struct_at(struct, path)
+    hint = typing.get_type_hints(owner).get(name) if owner is not None else None
+    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+    return bool(args) and isinstance(args[0], type) and issubclass(args[0], msgspec.Struct)
 
 
 def _tables_with(name: str, besides: str = "") -> list[str]:

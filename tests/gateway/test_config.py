@@ -357,6 +357,30 @@ def test_a_number_written_in_quotes_or_with_a_unit_is_said_how_to_write(toml: st
     assert problems(toml, {**ENV, "S": "s" * 32}) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[identity.rules]\nname = 'a'\npath = '/l'\nstatus = [200]\nuser_id = { form = 'email' }\n",
+         "identity.rules: must be an array of tables ([[identity.rules]]), got a table; write"
+         " [[identity.rules]] for each entry"),
+        ("[channels.rules]\nchannel = 'Podcasts'\n",
+         "channels.rules: must be an array of tables ([[channels.rules]]), got a table; write"
+         " [[channels.rules]] for each entry"),
+        ("[[sources]]\nname = 'a'\nsecrets = ['env:GATEWAY_SECRET']\n[sources.when]\ntype = 'conversion'\n",
+         "sources[0].when: must be an array of tables ([[sources.when]]), got a table; write"
+         " [[sources.when]] for each entry"),
+        # An array of something else: as any other type.
+        ("[proxy]\naddons = { a = 1 }\n", "proxy.addons: expected an array, got a table"),
+    ],
+)  # fmt: skip
+def test_an_array_of_tables_written_as_one_table_says_to_double_the_brackets(
+    toml: str, expected: str
+) -> None:
+    """``[identity.rules]`` for ``[[identity.rules]]``: until 2026-12-07 ``expected an array, got a
+    table``, where a ``[sources]`` for ``[[sources]]`` was already told what to write."""
+    assert problems(toml) == [expected]
+
+
 @pytest.mark.parametrize("key", ["connect_timeout", "read_timeout", "body_timeout"])
 def test_a_proxy_timeout_is_at_most_an_hour(key: str) -> None:
     """Taken until 2026-12-07 however large: ``1e300``, or ``5000`` meant as milliseconds (83
