@@ -124,6 +124,14 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+class StoreRefused(ApiError):
+    """A write the store did not take (locked past the wait, a full disk): a 503 that says
+    nothing was stored, with ``Retry-After`` as the busy store's other 503s."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)
+
+
 def ok(payload: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(
         status=status, body=_encode.encode({"ok": True, **payload}), content_type="application/json"
@@ -173,6 +181,8 @@ def _slash_hint(path: str) -> str:
 async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except StoreRefused as err:
+        return fail(err.status, err.message, {"Retry-After": "5"})
     except ApiError as err:
         return fail(err.status, err.message)
     except StoreUnavailable as err:
@@ -1316,10 +1326,10 @@ async def _record_verdict(
         note=note,
         analyst=analyst,
     )
-    try:
-        await request.app[STORE_KEY].write([change])
+    try:  # withdrawn when not committed in time: "not stored" is true, and a retry records it once
+        await request.app[STORE_KEY].write([change], withdraw=True)
     except Exception as err:
-        raise ApiError(503, f"the {what} was not stored ({err}); try again") from None
+        raise StoreRefused(f"the {what} was not stored ({err}); try again") from None
     return await _verdict_history(request, touchpoint_id)
 
 
@@ -1418,10 +1428,10 @@ async def set_creator(request: web.Request) -> web.Response:
         analyst=analyst,
         note=reason,
     )
-    try:
-        await request.app[STORE_KEY].write([standing])
+    try:  # as a verdict's: withdrawn when not committed in time
+        await request.app[STORE_KEY].write([standing], withdraw=True)
     except Exception as err:
-        raise ApiError(503, f"the standing was not stored ({err}); try again") from None
+        raise StoreRefused(f"the standing was not stored ({err}); try again") from None
     creator = Creator(creator_id, body.verified, name, "api", analyst, standing.ts)
     registry.set(creator)
     return ok({"creator": _creator(creator)})

@@ -245,6 +245,9 @@ class _Item:
     """Set by ``submit_each``: the part of each event (adjacent equal values: one part)."""
     refused: list[tuple[int, int, Exception]] | None = None
     """Of a ``submit_each``, the parts the store refused: their events' range, and why."""
+    withdraw: bool = False
+    """Set by ``write(…, withdraw=True)``: not committed by its deadline, it is taken out of the
+    queue rather than left to be written later."""
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
@@ -602,12 +605,21 @@ class LocalStore:
         loop = asyncio.get_running_loop()
         now = loop.time()
         upcoming = now + max(self._max_wait / 4, 0.01)
+        withdrawn: list[_Item] = []
         for item in itertools.chain(self._inflight, self._pending):
             if item.deadline > now:
                 upcoming = item.deadline  # deadlines grow in queue order: the earliest left
                 break
-            if not item.future.done():
+            if item.future.done():
+                continue
+            if not item.withdraw:
                 item.future.set_exception(CommitTimeout(f"not committed within {self._max_wait:g} s"))
+            elif item not in self._inflight:  # in flight, the writer settles it (``_withdraw_late``)
+                withdrawn.append(item)
+        if withdrawn:
+            for item in withdrawn:
+                self._pending.remove(item)
+            self._withdrawn(withdrawn)
         if not self._closing:
             self._sweeper = loop.call_at(upcoming, self._sweep)
 
@@ -696,9 +708,41 @@ class LocalStore:
             self._wakeup.set()
         return future
 
-    async def write(self, events: Sequence[Event]) -> None:
-        """Submit and wait for the commit."""
-        await self.submit(events)
+    async def write(self, events: Sequence[Event], *, withdraw: bool = False) -> None:
+        """Submit and wait for the commit. ``withdraw``: a submit not committed within
+        ``max_wait_ms`` is taken back rather than left queued, so that its ``CommitTimeout``
+        means nothing of it is or will be stored (an admin API write, whose client is told to
+        try again: left queued, it was written too, the retry then twice). One that is being
+        committed then is waited for: taken back if that attempt finds the store locked, else
+        stored (late, but as answered)."""
+        future = self.submit(events)
+        if withdraw and not future.done():  # queued now, last (not ``_queue``'s to ask: every landing's)
+            self._pending[-1].withdraw = True
+        await future
+
+    def _withdrawn(self, items: Sequence[_Item]) -> int:
+        """Items taken out of the queue past their deadline (``write(…, withdraw=True)``): their
+        rows no longer queued, their callers told nothing was stored. Their rows."""
+        rows = sum(len(item.events) for item in items)
+        self._queued -= rows
+        if self._queue_gauge is not None:
+            self._queue_gauge.set(self._queued)
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(
+                    CommitTimeout(f"not committed within {self._max_wait:g} s, and withdrawn: nothing stored")
+                )
+        return rows
+
+    def _withdraw_late(self, rows: int) -> int:
+        """Between two attempts at a batch the store refused as locked: take out the items past
+        their deadline that ask to be withdrawn (``write(…, withdraw=True)``); the rows left."""
+        now = asyncio.get_running_loop().time()
+        late = [item for item in self._inflight if item.withdraw and item.deadline <= now]
+        if not late:
+            return rows
+        self._inflight = [item for item in self._inflight if item not in late]
+        return rows - self._withdrawn(late)
 
     def _take(self) -> tuple[list[_Item], int]:
         """The next batch: at least one submit, then more while they fit in ``batch_size`` rows.
@@ -734,6 +778,10 @@ class LocalStore:
                     # Kept, not dropped: the lock is another connection's, and these events'
                     # responses may have gone out on max_wait_ms, promised to be written. The
                     # queue behind it is bounded by MAX_QUEUED (then submits are refused).
+                    # But for those whose callers were told they were not (``withdraw``).
+                    rows = self._withdraw_late(rows)
+                    if not self._inflight:
+                        break
                     await asyncio.sleep(RETRY_PAUSE)
                     outcomes = await self._commit_batch(self._inflight, rows)
                 if self._closing and all(locked(e) for e in outcomes):

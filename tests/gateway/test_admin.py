@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gzip
 import io
 import json
 import re
 import socket
+import sqlite3
 import struct
 import tracemalloc
 import typing
@@ -1035,6 +1037,71 @@ async def test_verdict_override_needs_the_token(gw) -> None:
     url = gw.admin_url + "/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict"
     async with gw.session.post(url, json={"verdict": "allow", "analyst": "a", "reason": "b"}) as resp:
         assert resp.status == 401 and (await resp.json())["ok"] is False
+
+
+@pytest.mark.timeout(60)
+async def test_an_analysts_write_answered_503_is_not_stored_later(gw) -> None:
+    """Another process holds the store's write lock (an import, a sqlite3 shell) past the
+    commit's wait: an override, its withdrawal and a creator's standing answer 503 "not stored;
+    try again", with Retry-After. They were left queued and written once the lock went, so
+    the retry the answer asks for recorded the override twice in the audit trail, and the
+    standing reached the store but not the registry the bots addon reads, until a restart."""
+    await land(gw, "utm_source=news&creator_id=zoe")
+    [touchpoint] = (await gw.api("/api/touchpoints"))["items"]
+    verdict_url = f"{gw.admin_url}/api/touchpoints/{touchpoint['id']}/verdict"
+    override = {"verdict": "block", "analyst": "ann", "reason": "click farm"}
+    standing = {"verified": True, "analyst": "ann", "reason": "contract signed"}
+    locker = await asyncio.to_thread(
+        sqlite3.connect, gw.gateway.settings.store_path, isolation_level=None, check_same_thread=False
+    )
+
+    async def refused(method: str, url: str, body: dict[str, Any]) -> None:
+        async with gw.session.request(method, url, json=body, headers=AUTH) as resp:
+            answer = await resp.json()
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5", answer
+            assert "not stored" in answer["error"] and "try again" in answer["error"], answer
+
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        await asyncio.gather(
+            refused("POST", verdict_url, override),
+            refused("PUT", f"{gw.admin_url}/api/creators/zoe", standing),
+        )
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    # Written after them in the queue: once it is committed, so is anything left before it.
+    async with gw.session.put(f"{gw.admin_url}/api/creators/max", json=standing, headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    history = await gw.api(f"/api/touchpoints/{touchpoint['id']}/verdict")
+    assert history["changes"] == [] and history["touchpoint"]["verdict_origin"] is None, history
+    assert [c["id"] for c in (await gw.api("/api/creators"))["items"]] == ["max"]
+    stored = await asyncio.to_thread(
+        _rows, gw.gateway.settings.store_path, "SELECT creator_id FROM creator_standings"
+    )
+    assert stored == [("max",)]
+    # The retry the 503 asked for records it once.
+    async with gw.session.post(verdict_url, json=override, headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+        assert [c["analyst"] for c in (await resp.json())["changes"]] == ["ann"]
+    locker = await asyncio.to_thread(
+        sqlite3.connect, gw.gateway.settings.store_path, isolation_level=None, check_same_thread=False
+    )
+    try:  # a withdrawal alike
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        await refused("DELETE", verdict_url, {"analyst": "ann", "reason": "a mistake"})
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    async with gw.session.put(f"{gw.admin_url}/api/creators/max", json=standing, headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    history = await gw.api(f"/api/touchpoints/{touchpoint['id']}/verdict")
+    assert [c["origin"] for c in history["changes"]] == ["analyst"], history
+
+
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
 
 
 def test_the_verdicts_are_the_same_everywhere() -> None:

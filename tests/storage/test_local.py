@@ -460,6 +460,36 @@ async def test_a_slow_commit_ends_the_wait_but_not_the_write(open_store: OpenSto
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) == [(2,)]
 
 
+async def test_a_write_that_asks_to_be_withdrawn_is_not_written_late(open_store: OpenStore) -> None:
+    """``write(…, withdraw=True)`` (an admin API write, whose client is told "not stored; try
+    again"): not committed in time, it is taken out of the queue, whether it waited behind a
+    batch the lock held up or was in that batch itself, and nothing of it is written later;
+    the landing beside it still is."""
+    store = await open_store(max_wait_ms=100)
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # the writer now waits on the lock
+        # Alone, so in flight: its attempt ends on the busy timeout, and it is taken out then.
+        [in_flight] = await settle(asyncio.ensure_future(store.write([tp(2)], withdraw=True)), timeout=15)
+        assert isinstance(in_flight, CommitTimeout) and "withdrawn" in str(in_flight)
+        landing = store.submit([tp(1)])  # in flight, held up: the next waits behind it
+        await asyncio.sleep(0.05)
+        [queued] = await settle(asyncio.ensure_future(store.write([tp(3)], withdraw=True)), timeout=5)
+        assert isinstance(queued, CommitTimeout) and "withdrawn" in str(queued)
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    await settle(landing)
+    await store.write([tp(4)])
+    assert (await read(store.path, "SELECT id FROM touchpoints ORDER BY id")) == [
+        (event_id(1),),
+        (event_id(4),),
+    ]
+    assert store._queued == 0
+
+
 async def test_a_wait_ends_at_max_wait_ms_not_up_to_a_quarter_later(open_store: OpenStore) -> None:
     """Each caller waits ``max_wait_ms``, whenever it submitted: the timer wakes at the next
     deadline. It woke every quarter of ``max_wait_ms``, so a submit just after a wake waited
