@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -236,6 +237,45 @@ async def writes_change_reports(request: web.Request, handler: Handler) -> web.S
             live = request.app.get(REPORTING_KEY)
             if live is not None:
                 live.changed()
+
+
+@functools.cache
+def _with_body() -> frozenset[tuple[str, str]]:
+    """(method, route) of the API operations that take a request body, as the OpenAPI document
+    lists them (an override, its withdrawal, a creator's standing)."""
+    return frozenset(
+        (method.upper(), path)
+        for path, methods in openapi_document()["paths"].items()
+        for method, operation in methods.items()
+        if "requestBody" in operation
+    )
+
+
+@web.middleware
+async def no_stray_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (400) a body sent to an ``/api/`` operation that takes none, as an unknown query
+    parameter is refused: a client sending its filters as JSON (``requests.get(url, json=…)``)
+    got every row, and an erasure with a body naming someone else erased the user of its path,
+    the body unread. Told by the headers alone, before anything is read: ``Content-Length: 0``
+    is no body, a chunked one is one (however short: reading it could take the body's own
+    limits and timeout). The OpenAPI document (a page of its own, read by any client) and
+    the health and metrics endpoints outside ``/api/`` ignore one, as they ignore a query."""
+    route = request.match_info.route.resource
+    if (
+        request.body_exists
+        and request.match_info.http_exception is None
+        and route is not None
+        and route.canonical.startswith("/api/")
+        and route.canonical not in PUBLIC_PATHS
+        and (request.method, route.canonical) not in _with_body()
+        and request.content_length != 0
+    ):
+        raise ApiError(
+            400,
+            f"body: {request.method} {route.canonical} takes no body; send none (its parameters go"
+            " in the path and the query string)",
+        )
+    return await handler(request)
 
 
 def store_busy(err: sqlite3.Error) -> bool:
@@ -1454,7 +1494,14 @@ def create_admin_app(
     sinks: SinkSet | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[compress_answers, envelope, known_host, bearer_auth, writes_change_reports],
+        middlewares=[
+            compress_answers,
+            envelope,
+            known_host,
+            bearer_auth,
+            no_stray_body,
+            writes_change_reports,
+        ],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS_KEY] = settings

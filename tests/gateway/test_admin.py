@@ -371,7 +371,8 @@ async def test_percent_escapes_that_are_not_utf8_are_a_400_naming_where(gw) -> N
     ]
     for method, target, error in cases:
         url = URL(gw.admin_url + target, encoded=True)
-        async with gw.session.request(method, url, headers=AUTH, data=body_json) as resp:
+        data = body_json if method == "PUT" else None  # a body elsewhere is a 400 of its own
+        async with gw.session.request(method, url, headers=AUTH, data=data) as resp:
             assert resp.status == 400, target
             assert (await resp.json())["error"].startswith(error), target
     _, _, body = await get(gw, "/api/creators", AUTH)
@@ -1102,6 +1103,59 @@ async def test_an_analysts_write_answered_503_is_not_stored_later(gw) -> None:
 def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute(sql).fetchall()
+
+
+TAKE_NO_QUERY = {"/healthz", "/metrics", "/api/openapi.json"}
+"""Endpoints that ignore what they do not read, a query too (health checks, scrapers)."""
+
+
+async def test_a_body_sent_to_an_endpoint_that_takes_none_is_a_400_not_ignored(gw) -> None:
+    """A client that sends its filters as a JSON body (``requests.get(url, json=…)``) got every
+    row, unfiltered, as if it had asked for them: the body was ignored, where a misspelt query
+    parameter is a 400 so that no typo silently widens a query. And ``DELETE /api/users/…``
+    with a body naming another user erased the one of the path without a word. Every operation
+    of the document without a request body refuses one, having done nothing."""
+    visitor = await land(gw, "utm_source=news")
+    key = (await gw.api("/api/touchpoints"))["items"][0]["visitor_key"]
+    assert visitor is not None
+    values = {
+        "visitor_id": key,
+        "user_id": "ann",
+        "touchpoint_id": str(uuid7()),
+        "creator_id": "zoe",
+        "name": "crm",
+    }
+    checked = []
+    for path, methods in openapi_document()["paths"].items():
+        if path in TAKE_NO_QUERY:
+            continue
+        for method, op in methods.items():
+            if "requestBody" in op:
+                continue
+            url = gw.admin_url + re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
+            async with gw.session.request(method, url, json={"source": "nowhere"}, headers=AUTH) as resp:
+                answer = await resp.json()
+                assert resp.status == 400, (method, path, answer)
+                assert answer["error"].startswith(f"body: {method.upper()} {path} takes no body"), answer
+            checked.append((method, path))
+    assert ("get", "/api/touchpoints") in checked and ("delete", "/api/visitors/{visitor_id}") in checked
+    assert len((await gw.api(f"/api/visitors/{key}"))["touchpoints"]) == 1  # not erased
+    async with gw.session.head(
+        gw.admin_url + "/api/touchpoints", data=b'{"source": "nowhere"}', headers=AUTH
+    ) as resp:
+        assert resp.status == 400
+    async with gw.session.get(gw.admin_url + "/api/touchpoints", data=_chunks(), headers=AUTH) as resp:
+        assert resp.status == 400  # chunked: a body, told by the headers alone
+    async with gw.session.get(gw.admin_url + "/api/touchpoints", data=b"", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()  # Content-Length: 0, no body: as ever
+    async with gw.session.get(gw.admin_url + "/healthz", json={"probe": 1}) as resp:
+        assert resp.status == 200  # a health check's own habits, as its query's
+
+
+async def _chunks() -> typing.AsyncIterator[bytes]:
+    """A body sent chunked that holds nothing."""
+    for chunk in ():
+        yield chunk
 
 
 def test_the_verdicts_are_the_same_everywhere() -> None:
