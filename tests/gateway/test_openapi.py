@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -173,3 +174,60 @@ def test_every_status_a_handler_raises_is_documented() -> None:
         )
         checked += 1
     assert checked == sum(len(methods) for methods in doc.values())
+
+
+def test_every_api_route_is_in_the_document(tmp_path) -> None:
+    """The admin listener's router against the document: every route under ``/api/`` (and
+    ``/healthz``, ``/metrics``) with its method is described, and the document describes none
+    it does not serve (the README's table is checked alike: tests/test_readme_guarantees.py)."""
+    from gateway.server import create_gateway
+    from tests.conftest import make_settings
+
+    gateway = create_gateway(make_settings(tmp_path), "http://127.0.0.1:9")  # nothing is opened
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in gateway.admin_app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+        if route.resource.canonical.startswith(("/api/", "/healthz", "/metrics"))
+    }
+    documented = {
+        (method, path) for path, methods in openapi_document()["paths"].items() for method in methods
+    }
+    assert {"undocumented": served - documented, "not served": documented - served} == {
+        "undocumented": set(),
+        "not served": set(),
+    }
+
+
+async def test_every_operation_takes_the_query_parameters_the_document_lists(gw) -> None:
+    """Each operation's unknown-parameter 400 names what it takes (``allowed: …``, or none):
+    that is exactly the query parameters its entry in the document lists, so a client generated
+    from the document sends nothing the gateway refuses and can send all it reads. Endpoints
+    that ignore a query (a health check's, a scraper's) list none."""
+    values = {
+        "visitor_id": "0" * 32,
+        "user_id": "ann",
+        "touchpoint_id": "0" * 32,
+        "creator_id": "zoe",
+        "name": "crm",
+    }
+    ignore_a_query = {"/healthz", "/metrics", "/api/openapi.json"}
+    checked = 0
+    for path, methods in openapi_document()["paths"].items():
+        for method, op in methods.items():
+            listed = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+            url = gw.admin_url + re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
+            async with gw.session.request(method, url, params={"zz_unknown": "1"}, headers=AUTH) as resp:
+                answer = await resp.json(content_type=None) if resp.status != 200 else None
+            if path in ignore_a_query:
+                assert resp.status == 200 and not listed, (method, path)
+                continue
+            assert resp.status == 400, (method, path, answer)
+            said = re.fullmatch(
+                r"unknown query parameter 'zz_unknown' \((?:allowed: (.*)|this endpoint takes none)\)",
+                answer["error"],
+            )
+            assert said is not None, (method, path, answer)
+            assert set(said[1].split(", ") if said[1] else ()) == listed, (method, path)
+            checked += 1
+    assert checked >= 20
