@@ -614,11 +614,13 @@ class LocalStore:
                 continue
             if not item.withdraw:
                 item.future.set_exception(CommitTimeout(f"not committed within {self._max_wait:g} s"))
-            elif item not in self._inflight:  # in flight, the writer settles it (``_withdraw_late``)
+            elif not any(item is flying for flying in self._inflight):  # in flight: ``_withdraw_late``
                 withdrawn.append(item)
         if withdrawn:
-            for item in withdrawn:
-                self._pending.remove(item)
+            gone = {id(item) for item in withdrawn}
+            kept = [item for item in self._pending if id(item) not in gone]
+            self._pending.clear()
+            self._pending.extend(kept)
             self._withdrawn(withdrawn)
         if not self._closing:
             self._sweeper = loop.call_at(upcoming, self._sweep)
@@ -741,7 +743,8 @@ class LocalStore:
         late = [item for item in self._inflight if item.withdraw and item.deadline <= now]
         if not late:
             return rows
-        self._inflight = [item for item in self._inflight if item not in late]
+        gone = {id(item) for item in late}
+        self._inflight = [item for item in self._inflight if id(item) not in gone]
         return rows - self._withdrawn(late)
 
     def _take(self) -> tuple[list[_Item], int]:
