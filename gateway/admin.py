@@ -173,10 +173,23 @@ _ID_PREFIXES = ("/api/users/", "/api/visitors/", "/api/creators/", "/api/sinks/"
 
 def _slash_hint(path: str) -> str:
     """For a path under an endpoint that takes an ID, that an ID holding ``/`` is written
-    ``%2F``: ``DELETE /api/users/a/b`` read only as an endpoint that does not exist."""
+    ``%2F``: ``DELETE /api/users/a/b`` read only as an endpoint that does not exist. For
+    an endpoint's path with a trailing ``/`` (a client's base URL joined with one), the path
+    without it."""
     if path.startswith(_ID_PREFIXES) and path.count("/") > (5 if path.startswith("/api/sinks/") else 3):
         return " (an ID that holds a / is written %2F: /api/users/a%2Fb)"
+    bare = path.rstrip("/")
+    if bare != path and any(endpoint.fullmatch(bare) for endpoint in _endpoints()):
+        return f" (without the trailing /: {bare})"
     return ""
+
+
+@functools.cache
+def _endpoints() -> tuple[re.Pattern[str], ...]:
+    """The OpenAPI document's paths, each parameter one segment (``[^/]+``)."""
+    return tuple(
+        re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path))) for path in openapi_document()["paths"]
+    )
 
 
 async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:

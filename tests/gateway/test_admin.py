@@ -753,6 +753,26 @@ async def test_an_id_holding_a_slash_unescaped_is_told_to_escape_it(gw) -> None:
         assert (await resp.json())["error"] == "no such endpoint: /api/nothing/a/b"
 
 
+async def test_a_trailing_slash_is_told_to_go(gw) -> None:
+    """``GET /api/touchpoints/`` (a client library's base URL joined with a trailing slash)
+    answered "no such endpoint: /api/touchpoints/", which reads as if the listing were not
+    there; the 404 says the endpoint without it. A path no endpoint has gets no hint."""
+    for method, path in [
+        ("GET", "/api/touchpoints/"),
+        ("GET", "/api/attribution/timeseries/"),
+        ("GET", "/api/touchpoints/0190a2b4-0000-7000-8000-000000000000/verdict/"),
+        ("GET", "/metrics/"),
+        ("GET", "/healthz//"),
+    ]:
+        async with gw.session.request(method, gw.admin_url + path, headers=AUTH) as resp:
+            body = await resp.json()
+        want = f"no such endpoint: {path} (without the trailing /: {path.rstrip('/')})"
+        assert resp.status == 404 and body["error"] == want, (path, body)
+    for path in ("/api/nothing/", "/api/touchpoints/x/"):
+        async with gw.session.get(gw.admin_url + path, headers=AUTH) as resp:
+            assert (await resp.json())["error"] == f"no such endpoint: {path}"
+
+
 async def test_a_listing_takes_its_format_from_accept_as_the_reports_do(gw) -> None:
     """``curl -H 'Accept: text/csv' /api/touchpoints`` got a JSON page, where the reports
     answer CSV: the listings now read ``Accept`` too when the query names no ``format``, and
