@@ -12,7 +12,8 @@ import sqlite3
 import sys
 
 from gateway.config import Settings
-from storage.imports import DERIVED, RECORDED, UndoRefused, list_runs, undo_run
+from gateway.history import STDIN
+from storage.imports import DERIVED, RECORDED, Run, UndoRefused, list_runs, undo_run
 from storage.local import StoreClosed, store_hint
 from storage.migrate import SchemaTooNew
 
@@ -41,6 +42,8 @@ def list_command(settings: Settings) -> int:
         state = (
             f"undone {run.undone}"
             if run.undone
+            else _stopped(run)
+            if run.finished and run.stopped
             else "finished"
             if run.finished
             else "not finished (stopped by force, running, or its end not recorded)"
@@ -48,6 +51,17 @@ def list_command(settings: Settings) -> int:
         files = ", ".join(run.files)
         print(f"run {run.id}  {run.started}  --format {run.format}  {added}  {state}  files: {files}")
     return 0
+
+
+def _stopped(run: Run) -> str:
+    """A run SIGINT or SIGTERM stopped before it had read every line (until 2026-12-07 listed
+    as "finished"): what it is, and the two ways on."""
+    # A stream is known by its lines alone (as the stop's own message says): read again whole.
+    again = "with the whole input again " if STDIN in run.files else "again "
+    return (
+        f"stopped by {run.stopped} part way (the same command {again}imports the rest,"
+        f" gateway import --undo {run.id} removes what it added)"
+    )
 
 
 def undo_command(settings: Settings, run: int, dry_run: bool) -> int:

@@ -204,7 +204,8 @@ class Writer:
         self._watch_lock()
 
     async def end_run(self) -> tuple[int, str]:
-        """Once the last commit is in: the run's end and counts recorded (``FINISH_SQL``), waiting
+        """Once the last commit is in: the run's end and counts recorded (``FINISH_SQL``, with the
+        signal that stopped it before every line was read, if one did), waiting
         for another process's write lock up to ``lock_wait`` as a commit does; the run's number
         (0: the import added no row, so recorded no run, and nothing is written) and, when its
         end could not be recorded, why (the run then stays listed as not finished)."""
@@ -214,11 +215,14 @@ class Writer:
         if not found:
             return 0, ""
         run = int(found[0][0])
+        # Stopped before every line was read: listed so (until 2026-12-07 as "finished").
+        summary = self.summary
+        stopped = (summary.interrupted or None) if summary is not None and not summary.read_all else None
         deadline = time.monotonic() + self.lock_wait
         waiting = False
         while True:
             try:
-                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)))
+                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)), stopped)
             except sqlite3.Error as err:
                 if not locked(err):
                     return run, str(err)

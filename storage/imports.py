@@ -4,7 +4,8 @@ Owns the ``import_runs`` and ``import_rows`` tables (migration 0016). Every row 
 own write connection inserts is recorded by temporary triggers on that connection
 (``record_sql``: the first one records and numbers the run; a row already stored, skipped by
 ``ON CONFLICT DO NOTHING``, is not the run's, and live rows the gateway writes meanwhile are
-never recorded); ``FINISH_SQL`` stamps its end and counts. An import that adds no row records
+never recorded); ``FINISH_SQL`` stamps its end and counts, and the signal that stopped it
+part way, if one did. An import that adds no row records
 no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
 from live ones.
 
@@ -77,16 +78,23 @@ def record_sql(fmt: str, files: list[str], started: datetime) -> str:
     return script
 
 
+STOPPED = "stopped"
+"""The key of ``import_runs.added`` naming the signal that stopped the run part way (kept
+there, beside the counts, rather than in a column of its own: a gateway of before it lists
+the run as it did, and no migration stands between versions for it)."""
+
 FINISH_SQL = (
     "UPDATE import_runs SET finished = ?, added = json_object("
     + ", ".join(
         f"'{table}', (SELECT count(*) FROM import_rows WHERE run = import_runs.id AND tbl = '{table}')"
         for table in RECORDED
     )
-    + ") WHERE id = (SELECT id FROM import_run_id) RETURNING id"
+    + f", '{STOPPED}', ?) WHERE id = (SELECT id FROM import_run_id) RETURNING id"
 )
-"""On the import's write connection once its last commit is in: the run's end and the rows it
-added; returns its number (none: the import added no row, and recorded no run)."""
+"""On the import's write connection once its last commit is in: the run's end, the rows it
+added and, for a run SIGINT or SIGTERM stopped before it had read every line, that signal's
+name (``STOPPED``: NULL otherwise); returns its number (none: the import added no row, and
+recorded no run)."""
 
 
 def _quoted(text: str) -> str:
@@ -120,6 +128,8 @@ class Run:
     files: list[str]
     added: dict[str, int]
     undone: str | None
+    stopped: str | None = None
+    """The signal that stopped it before it had read every line (SIGINT, SIGTERM), if one did."""
 
 
 def list_runs(path: Path) -> list[Run] | None:
@@ -138,8 +148,10 @@ def list_runs(path: Path) -> list[Run] | None:
         ).fetchall():
             run, started, finished, fmt, files, added, undone = row
             # A run that never finished (killed) is counted from what it recorded.
-            counts = json.loads(added) if finished else _added(db, run)
-            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone))
+            recorded = json.loads(added)
+            stopped = recorded.pop(STOPPED, None)
+            counts = recorded if finished else _added(db, run)
+            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone, stopped))
         return runs
 
 

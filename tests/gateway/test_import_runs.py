@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -540,3 +541,39 @@ def test_the_summary_counts_as_new_only_the_rows_its_own_run_added(tmp_path: Pat
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert "run 1 " in listed.stdout and "touchpoints 16,384, bindings 0" in listed.stdout, listed
     assert rows(db, "SELECT count(*) FROM touchpoints") == [(16386,)]
+
+
+def test_an_import_stopped_by_ctrl_c_is_listed_as_stopped_with_how_to_resume_or_undo_it(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C part way through an import recorded the run's end as any run's: ``--list`` said
+    "finished", and nothing told the operator the files were not all in. It is listed as stopped
+    by SIGINT part way, with how to import the rest or undo what it added."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo = tmp_path / "access.pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), "--format", "combined", "-c", "gw.toml",
+         "--host", "shop.example", "--no-progress"],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write(_landings(8192))  # one whole batch: committed while it waits for more
+            pipe.flush()
+            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)  # the pipe still open: more was to come
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "stopped by SIGINT: everything up to access.pipe line 8,192 is in the store" in err, err
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert listed.returncode == 0, listed
+    assert "touchpoints 8,192, bindings 0, conversions 0  stopped by SIGINT part way" in listed.stdout, listed
+    assert "  finished  " not in listed.stdout, listed
+    assert (
+        "the same command again imports the rest, gateway import --undo 1 removes what it added"
+        in listed.stdout
+    ), listed
