@@ -875,13 +875,14 @@ async def _reclassify(
     ``storage.local.connect``."""
     from gateway.progress import progress_bar  # loaded already, by cmd_reclassify
     from storage.local import connect
-    from storage.migrate import migrate
+    from storage.migrate import migrate, refuse_newer
 
     db = await connect(path)
     bar = None
     try:
-        if not dry_run:
-            await migrate(db)  # an older store gains the channel column first
+        # An older store gains the channel column first; a dry run of a store a newer gateway
+        # migrated is refused as the real one is (until 2026-12-07 it read it on).
+        await (refuse_newer(db) if dry_run else migrate(db))
         if bar_name is not None:
             total = await stored_touchpoints(db)
             bar = progress_bar(total, bar_name, " touchpoints", unit_scale=total >= 10_000)

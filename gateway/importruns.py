@@ -27,7 +27,7 @@ def list_command(settings: Settings) -> int:
     """Every recorded run, one line each: number, start, format, rows added, files, state."""
     try:
         runs = list_runs(settings.store_path)
-    except sqlite3.Error as err:
+    except (SchemaTooNew, sqlite3.Error) as err:
         hint = store_hint(err, settings.store_path)
         print(
             f"gateway import: --list failed on the store {settings.store_path}: {err}{hint}",

@@ -36,7 +36,7 @@ from gateway.metrics import Metrics
 from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
 from storage.local import LocalStore, connect, store_hint
-from storage.migrate import SchemaTooNew
+from storage.migrate import SchemaTooNew, refuse_newer
 
 NOT_UTF8 = ("body: not valid JSON (Invalid UTF-8", "body: not UTF-8")
 """The reasons of a body that was not UTF-8 (``sources.decode_delivery``)."""
@@ -82,6 +82,9 @@ async def replay_bad(
     key = body_key(settings.secret)
     db = await connect(settings.store_path)
     try:
+        # As `gateway run`: a store a newer gateway migrated is refused (until 2026-12-07 it was
+        # read, and written into); one an older gateway left is said as before, by what it lacks.
+        await refuse_newer(db)
         sql = "SELECT id, ts, node, sender, body, truncated, reason FROM bad_events WHERE replayed IS NULL"
         args: list[str] = []
         if sender is not None:

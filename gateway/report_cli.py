@@ -29,7 +29,7 @@ from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
 from gateway.reportapi import PARAMS, period, table_param
 from storage.local import store_hint
-from storage.migrate import SchemaTooNew
+from storage.migrate import SchemaTooNew, refuse_newer_file
 from storage.populations import POPULATIONS, population_refused
 from storage.queries import Reader
 from storage.reports import Reports
@@ -318,6 +318,8 @@ async def _report(
         from storage.mirror import prepare  # asyncpg: the postgres extra
 
         await prepare(settings.mirror_path)
+    # As `gateway run` does: a store a newer gateway migrated is refused, not read (until 2026-12-07).
+    await asyncio.to_thread(refuse_newer_file, settings.report_path)
     if isinstance(query, tuple):
         reader = Reader(settings.report_path)
         await reader.open()

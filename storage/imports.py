@@ -38,7 +38,7 @@ from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
 from storage.importrows import RECORDED
 from storage.local import BUSY_TIMEOUT_MS, HALT, connect, read_only, rollback
-from storage.migrate import refuse_newer
+from storage.migrate import refuse_newer, refuse_newer_file
 from storage.roundlock import RoundLock
 
 DERIVED = "verdict_changes"
@@ -134,11 +134,13 @@ class Run:
 
 def list_runs(path: Path) -> list[Run] | None:
     """Every recorded run, oldest first; None when the store records none (it does not exist,
-    or no gateway of migration 0016 on has opened it). Blocking."""
+    or no gateway of migration 0016 on has opened it); SchemaTooNew when a newer gateway
+    migrated it. Blocking."""
     if not path.exists():
         return None
     # The busy timeout every command has (30 s until 2026-12-06: six times erase's wait).
     timeout = BUSY_TIMEOUT_MS / 1000
+    refuse_newer_file(path)  # as `gateway run` does (until 2026-12-07 it was listed)
     with contextlib.closing(read_only(path, timeout)) as db:
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_runs'").fetchone():
             return None

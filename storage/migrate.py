@@ -13,6 +13,7 @@ import contextlib
 import re
 import sqlite3
 from importlib import resources
+from pathlib import Path
 
 import aiosqlite
 
@@ -73,17 +74,34 @@ async def refuse_newer(db: aiosqlite.Connection) -> None:
     await _not_newer(db)
 
 
+def refuse_newer_file(path: Path) -> None:
+    """``refuse_newer`` for a command that reads the file ``path`` names without migrating it
+    (``gateway report``, ``import --list``, ``reclassify --dry-run``, ``replay-bad``), before it
+    reads: until 2026-12-07 they read a store a newer gateway had migrated, whose tables may
+    mean what this one does not know, and ``replay-bad`` wrote into it. Read-only, never
+    creating the file. Blocking."""
+    from storage.local import read_only  # which migrates through this module
+
+    with contextlib.closing(read_only(path)) as db:
+        row = db.execute("PRAGMA user_version").fetchone()
+    _not_past(int(row[0]) if row else 0, migrations())
+
+
 async def _not_newer(db: aiosqlite.Connection) -> tuple[int, list[tuple[int, str, str]]]:
     """The file's version and the migrations this gateway has; SchemaTooNew past the newest."""
     current = await user_version(db)
     available = await asyncio.to_thread(migrations)
+    _not_past(current, available)
+    return current, available
+
+
+def _not_past(current: int, available: list[tuple[int, str, str]]) -> None:
     newest = available[-1][0] if available else 0
     if current > newest:
         raise SchemaTooNew(
             f"the database is at schema version {current}, newer than this gateway knows ({newest}); "
             "upgrade the gateway"
         )
-    return current, available
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

@@ -306,6 +306,49 @@ def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
     assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("report",),
+        ("report", "--fraud"),
+        ("report", "--payouts"),
+        ("import", "--list"),
+        ("reclassify", "--dry-run", "--no-progress"),
+        ("replay-bad",),
+        ("replay-bad", "--dry-run"),
+    ],
+    ids=" ".join,
+)
+def test_commands_that_read_the_store_refuse_one_a_newer_gateway_migrated(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """``gateway run`` refuses a store a newer gateway migrated; the commands that read it without
+    migrating read it on (a report of tables whose meaning may have changed, replay-bad wrote
+    into it), exit 0. Each refuses it, naming the store's schema and this gateway's."""
+    import asyncio
+
+    from gateway.metrics import Metrics
+    from storage.local import LocalStore
+    from storage.migrate import migrations
+    from tests.conftest import make_settings
+
+    async def made() -> None:
+        store = LocalStore(tmp_path / "gw.db", make_settings(tmp_path).options.storage, Metrics())
+        await store.open()
+        await store.close()
+
+    asyncio.run(made())
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    newest = migrations()[-1][0]
+    done = gateway(*command, "-c", str(_config(tmp_path)), env=ENV)
+    assert done.returncode == 1, done
+    assert f"schema version 999, newer than this gateway knows ({newest}); upgrade the gateway" in done.stderr
+    assert str(tmp_path / "gw.db") in done.stderr and "Traceback" not in done.stderr, done.stderr
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (999,)
+
+
 def test_check_renders_rules_as_loadable_toml() -> None:
     """``gateway check`` prints the resolved config, rules included, as TOML that loads back."""
     from gateway.cli import render_toml
