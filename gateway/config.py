@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import tomllib
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -822,16 +823,46 @@ def config_folder(path: str | Path | None) -> Path:
         raise ConfigError([f"{path}: cannot find its folder: a loop of symbolic links"]) from err
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The most a config file is read (the starter config, comments and all, is 27 KiB). Past it
+the file is not taken for a config (``-c`` naming a log, a dump, a pipe whose writer never
+stops), rather than read until the memory runs out."""
+
+_NOT_FILES = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+"""What ``-c`` may name that is no config file, and is refused before it is opened (a device
+reads for ever: ``/dev/zero``, a terminal; a socket cannot be opened). A named pipe is read
+(``-c <(…)`` hands the config through one), within ``MAX_CONFIG_BYTES``."""
+
+
 def read_config(path: str | Path) -> str:
-    """The config file's text; ConfigError when it cannot be read or is not UTF-8 (TOML's
-    only encoding), saying where the first foreign byte is so the operator can find it."""
+    """The config file's text; ConfigError when it cannot be read, is not a file (a device), is
+    larger than ``MAX_CONFIG_BYTES`` or is not UTF-8 (TOML's only encoding), saying where the
+    first foreign byte is so the operator can find it. Until 2026-12-07 ``-c /dev/zero`` was
+    read until the memory ran out."""
     if not str(path):  # ``-c ""``: Path("") is the working directory, "Is a directory"
         raise ConfigError(["-c/--config: empty; name the config file (e.g. -c gateway.toml)"])
     file = Path(path)
     try:
-        raw = file.read_bytes()
+        kind = _NOT_FILES.get(stat.S_IFMT(file.stat().st_mode))
+        if kind is not None:
+            raise ConfigError([f"{file}: {kind}, not a file; name the config file (e.g. -c gateway.toml)"])
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+            size = os.fstat(stream.fileno())
     except OSError as err:
         raise ConfigError([f"{file}: cannot read: {err.strerror}"]) from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        held = f"{size.st_size:,} bytes, " if stat.S_ISREG(size.st_mode) else ""
+        raise ConfigError(
+            [
+                f"{file}: {held}more than a config file may hold (1 MiB, {MAX_CONFIG_BYTES:,} bytes):"
+                " is it the config file?"
+            ]
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

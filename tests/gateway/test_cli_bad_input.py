@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,43 @@ def test_help_to_a_reader_that_went_away_ends_quietly(argv: tuple[str, ...], unb
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (141, ""), done
+
+
+def _feed_for_ever(fifo: Path) -> None:
+    """A named pipe's writer that never ends (``yes '#' > fifo``), until its reader goes away."""
+    with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
+        while True:
+            pipe.write(b"# a comment line, again and again\n" * 1024)
+
+
+def test_a_config_that_is_not_a_file_or_too_large_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    """``-c /dev/zero`` (a device, or a pipe whose writer never stops) was read until memory ran
+    out: the command hung. A device is refused, naming it, and no config is read past 1 MiB:
+    one larger is refused with its size (until 2026-12-07 it was read whole)."""
+    for command in ("run", "check"):
+        done = gateway(command, "-c", "/dev/zero", cwd=tmp_path)
+        assert done.returncode == 2, done
+        assert (
+            "/dev/zero: a character device, not a file; name the config file (e.g. -c gateway.toml)"
+            in done.stderr
+        ), done.stderr
+    large = tmp_path / "large.toml"
+    large.write_bytes(b"# a comment line, again and again\n" * 70_000)  # 2.3 MiB
+    done = gateway("check", "-c", str(large), cwd=tmp_path)
+    assert done.returncode == 2, done
+    assert (
+        f"{large}: 2,380,000 bytes, more than a config file may hold (1 MiB, 1,048,576 bytes):"
+        " is it the config file?" in done.stderr
+    ), done.stderr
+    fifo = tmp_path / "config.pipe"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=_feed_for_ever, args=(fifo,), daemon=True)
+    feeder.start()
+    done = gateway("check", "-c", str(fifo), cwd=tmp_path)
+    assert done.returncode == 2, done
+    assert (
+        f"{fifo}: more than a config file may hold (1 MiB, 1,048,576 bytes): is it the config file?"
+        in done.stderr
+    ), done.stderr
+    feeder.join(timeout=30)
+    assert "Traceback" not in done.stderr
