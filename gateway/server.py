@@ -692,7 +692,7 @@ async def serve(
 
     reloads_on: dict[signal.Signals, Callable[[], None]] = {signal.SIGHUP: hangup}
     if supervisor is not None:
-        reloads_on = {RELOAD_ORDER: hangup, signal.SIGHUP: lambda: _pass_on_hangup(supervisor)}
+        reloads_on = {RELOAD_ORDER: hangup, signal.SIGHUP: lambda: _pass_on_hangup(supervisor, stop)}
     for sig, action in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), *reloads_on.items()):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, action)
@@ -767,12 +767,21 @@ async def serve(
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
 
 
-def _pass_on_hangup(supervisor: int) -> None:
+def _pass_on_hangup(supervisor: int, stop: asyncio.Event) -> None:
     """A SIGHUP sent to a worker (``kill -HUP <its pid>``, or to the process group): on to the
     supervisor, which reads the file once and has every worker reload it (until 2026-12-05 this
-    worker reloaded alone, and the workers ran two configs)."""
+    worker reloaded alone, and the workers ran two configs). Not once this worker is stopping
+    (``stop``: the gateway stopping, whose supervisor reloads nothing): until 2026-12-07 it
+    was passed on all the same, and logged as "every worker reloads"."""
     if os.getppid() != supervisor:  # gone: this worker is stopping (``_watch_parent``)
         log.warning("SIGHUP not passed on: the supervisor (pid %d) is gone", supervisor)
+        return
+    if stop.is_set():
+        log.warning(
+            "SIGHUP ignored: this worker is stopping, and a stop reloads nothing; to reload the"
+            " workers that run on, send SIGHUP to the supervisor (pid %d)",
+            supervisor,
+        )
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(supervisor, signal.SIGHUP)

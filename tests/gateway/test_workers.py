@@ -1381,3 +1381,55 @@ def test_a_worker_that_never_exits_after_its_loop_ended_is_killed_in_the_end() -
         assert listener.silent(10.0 + EXIT_ALLOWANCE + 1, hang=EXIT_ALLOWANCE + 5) is None
     finally:
         listener.close()
+
+
+async def test_a_sighup_to_a_worker_while_the_gateway_stops_is_said_ignored(
+    tmp_path: Path, upstream_server: object
+) -> None:
+    """A SIGHUP sent to a worker while the gateway stops (a deploy's reload racing its stop) was
+    logged as "passed on to the supervisor (pid N): every worker reloads", though a stopping
+    supervisor reloads nothing. The worker now says it ignores it while stopping."""
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        async with asyncio.timeout(60):
+            await release.wait()
+        return web.Response(text="late")
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await upstream_server(app)  # type: ignore[operator]
+    cfg = await asyncio.to_thread(_config, tmp_path, upstream, 2, "")
+    text = await asyncio.to_thread(cfg.read_text)
+    await asyncio.to_thread(cfg.write_text, text.replace("access_log", "shutdown_grace = 60.0\naccess_log"))
+    gw = await GatewayProcess.start(cfg, new_session=True)
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        async with aiohttp.ClientSession() as session:
+            held = asyncio.create_task(session.get(f"{gw.proxy}/slow"))
+            async with asyncio.timeout(30):
+                await arrived.wait()
+            gw.signal(signal.SIGTERM)
+            # The worker without the request stops at once; the other waits for its request.
+            done = await gw.wait_log(lambda r: r["msg"] == "stopped")
+            (stopping,) = [
+                r["pid"] for r in gw.logs() if r["msg"] == "listening" and r["worker"] != done["worker"]
+            ]
+            os.kill(stopping, signal.SIGHUP)
+            said = await gw.wait_log(lambda r: "SIGHUP" in r["msg"] and r["pid"] == stopping)
+            release.set()
+            resp = await held
+            assert resp.status == 200 and await resp.text() == "late"
+            resp.release()
+        assert "ignored" in said["msg"] and "stopping" in said["msg"], said
+        assert not [r for r in gw.logs() if "every worker reloads" in r["msg"]], gw.logs()
+        assert await gw.stop() == 0
+    finally:
+        release.set()
+        await gw.kill()
