@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 def submitted(store: LocalStore, events: Sequence[Event], pipeline: Pipeline) -> asyncio.Future[None]:
     """``store.submit(events)``, the pipeline told (``Pipeline.not_stored``) when the store
     refuses them, so that what its addons remember as recorded (a pair ``stitching`` bound) is
-    recorded when seen again. A commit not confirmed in time is not refused: it stays queued.
+    recorded when seen again. A commit not confirmed in time is not refused: it stays queued,
+    and the pipeline is told if the store refuses it then.
     Only bindings are remembered so, so only a commit holding one is watched: a landing's
     touchpoint alone goes without a callback (one cost 1 % of a landing's instructions)."""
     future = store.submit(events)
@@ -44,7 +45,18 @@ def _refused(pipeline: Pipeline, events: Sequence[Event], future: asyncio.Future
     if future.cancelled():
         return
     err = future.exception()
-    if err is not None and not isinstance(err, CommitTimeout):
+    if isinstance(err, CommitTimeout):  # still queued: told when it is refused after all
+        err.outcome.add_done_callback(functools.partial(_refused_late, pipeline, events))
+    elif err is not None:
+        pipeline.not_stored(events)
+
+
+def _refused_late(
+    pipeline: Pipeline, events: Sequence[Event], outcome: asyncio.Future[BaseException | None]
+) -> None:
+    """A commit whose wait timed out, ended: the pipeline told if the store refused it (until
+    2026-12-07 it was not, and a binding refused so stayed remembered as bound)."""
+    if not outcome.cancelled() and outcome.result() is not None:
         pipeline.not_stored(events)
 
 

@@ -248,6 +248,8 @@ class _Item:
     withdraw: bool = False
     """Set by ``write(…, withdraw=True)``: not committed by its deadline, it is taken out of the
     queue rather than left to be written later."""
+    late: asyncio.Future[BaseException | None] | None = None
+    """Once its wait timed out (``CommitTimeout.outcome``): how the commit ended after all."""
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
@@ -368,7 +370,14 @@ def older_hint(error: BaseException | None, path: Path) -> str:
 
 
 class CommitTimeout(Exception):
-    """A submit was not committed within ``storage.max_wait_ms``; it may still be, later."""
+    """A submit was not committed within ``storage.max_wait_ms``; it may still be, later.
+    ``outcome`` settles when it is: with None once committed, or with the error that refused
+    it (a result, not an exception: no one need look at it), so that what must know of a
+    refusal (``gateway.commits``) learns of one that came after the timeout too."""
+
+    def __init__(self, message: str, outcome: asyncio.Future[BaseException | None]) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class StoreMoved(Exception):
@@ -472,6 +481,10 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
     for item in batch:
         future = item.future
         if future.done():
+            # Its wait timed out: the commit's end is told all the same (until 2026-12-07 a
+            # refusal after the timeout told no one, and a refused binding stayed remembered).
+            if item.late is not None and not item.late.done():
+                item.late.set_result(error)
             continue
         if error is None:
             future.set_result(item.results if item.parts is None else item.refused or [])
@@ -613,7 +626,10 @@ class LocalStore:
             if item.future.done():
                 continue
             if not item.withdraw:
-                item.future.set_exception(CommitTimeout(f"not committed within {self._max_wait:g} s"))
+                item.late = loop.create_future()
+                item.future.set_exception(
+                    CommitTimeout(f"not committed within {self._max_wait:g} s", item.late)
+                )
             elif not any(item is flying for flying in self._inflight):  # in flight: ``_withdraw_late``
                 withdrawn.append(item)
         if withdrawn:
@@ -731,9 +747,10 @@ class LocalStore:
             self._queue_gauge.set(self._queued)
         for item in items:
             if not item.future.done():
-                item.future.set_exception(
-                    CommitTimeout(f"not committed within {self._max_wait:g} s, and withdrawn: nothing stored")
-                )
+                said = f"not committed within {self._max_wait:g} s, and withdrawn: nothing stored"
+                outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+                outcome.set_result(StoreClosed(said))  # settled: it never will be committed
+                item.future.set_exception(CommitTimeout(said, outcome))
         return rows
 
     def _withdraw_late(self, rows: int) -> int:

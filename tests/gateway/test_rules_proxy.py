@@ -13,6 +13,7 @@ import base64
 import gzip
 import hashlib
 import json
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -325,6 +326,60 @@ async def test_a_sign_in_the_store_could_not_write_binds_at_the_next_sign_in(
     assert bound == [(gw.gateway.keys.user_key("ada"), "django-login")]
     text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
     assert 'gateway_bindings_total{rule="django-login"} 1.0' in text
+
+
+async def _metric(gw: RunningGateway, line: str) -> str:
+    """The value of the /metrics line that starts with ``line`` ("" when there is none)."""
+    text = await (await gw.session.get(gw.admin_url + "/metrics", headers=_auth())).text()
+    return next((found.rsplit(" ", 1)[1] for found in text.splitlines() if found.startswith(line)), "")
+
+
+async def test_a_sign_in_whose_commit_timed_out_then_failed_binds_at_the_next_sign_in(
+    start_gateway: GatewayFactory, upstream_server: Any, tmp_path: Path
+) -> None:
+    """As above, but the store first holds the commit past ``storage.max_wait_ms`` (another
+    connection's write lock: the page is served on the timeout, the binding still queued) and
+    then refuses it. The timeout settled the commit's wait, so its failure after told no one:
+    the pair stayed remembered as bound, and the visitor's later sign-ins bound nothing while
+    the process ran. The pipeline is now told of the failure that follows a timeout too."""
+    store = tmp_path / "gateway.db"
+    pem = tmp_path / "site-jwt.pem"
+    public = JWT_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    await asyncio.to_thread(pem.write_bytes, public)
+    toml = RULES.format(pem=pem) + f'\n[storage]\npath = "{store}"\nnode = "test"\nmax_wait_ms = 300.0\n'
+    gw = await start_gateway(await upstream_server(Site().app), toml)
+    cookie = await visit(gw)
+    body = f"username=ada&password={PASSWORD}".encode()
+
+    async def sign_in() -> None:
+        async with gw.session.post(
+            gw.url + "/accounts/login/", data=body, headers={**FORM, **cookie}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+
+    shell = sqlite3.connect(store, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(shell.execute, "BEGIN IMMEDIATE")  # a sqlite3 shell's long write
+        await sign_in()  # answered once max_wait_ms is over: its binding waits in the queue
+        assert await _metric(gw, 'gateway_events_unconfirmed_total{reason="timeout"}') == "1.0"
+        refuse = (
+            "CREATE TRIGGER refuse BEFORE INSERT ON identities BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        await asyncio.to_thread(shell.execute, refuse)
+        await asyncio.to_thread(shell.execute, "COMMIT")  # the queued binding is tried, and refused
+        async with asyncio.timeout(30):
+            while await _metric(gw, "gateway_store_queue ") != "0.0":
+                await asyncio.sleep(0.05)
+        assert await rows(gw, "SELECT * FROM identities") == []
+        await asyncio.to_thread(shell.execute, "DROP TRIGGER refuse")  # the store writes again
+    finally:
+        await asyncio.to_thread(shell.close)
+    await sign_in()
+    await sign_in()
+    bound = await rows(gw, "SELECT user_key, rule FROM identities")
+    assert bound == [(gw.gateway.keys.user_key("ada"), "django-login")]
 
 
 async def test_json_api_login_plain_and_gzip(setup: tuple[RunningGateway, Site]) -> None:
