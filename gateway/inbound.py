@@ -378,7 +378,10 @@ class Inbound:
             return error(413, f"body: larger than webhooks.max_body ({self.opts.max_body} bytes)")
         except TimeoutError:
             self._count(UNKNOWN, "rejected")
-            return error(408, "body: not received in time")
+            # The whole body's bound, not a pause's (until 2026-12-07 "body: not received in time").
+            return error(
+                408, f"body: did not arrive whole within proxy.body_timeout ({self.body_timeout:g} s)"
+            )
         except BrokenFraming as err:  # gateway.protocol_errors fails such a body at once
             # The parser refuses the rest of the connection: closed after this answer.
             self._count(UNKNOWN, "rejected")

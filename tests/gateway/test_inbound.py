@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import hashlib
 import hmac
@@ -2958,3 +2959,41 @@ async def test_a_chunked_body_whose_framing_breaks_midway_is_a_400_at_once(
     assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
         (0,)
     ]
+
+
+async def test_a_body_that_arrives_slowly_is_bounded_whole_and_its_408_names_the_bound(
+    start_gateway, upstream_server
+) -> None:
+    """``proxy.body_timeout`` bounds the whole arrival of a signed event's body, not a pause in
+    it (the README said "stalled"): a body still arriving, a byte at a time, is answered 408 once
+    the bound is over, and the answer named no bound ("body: not received in time"). It names
+    the key and the bound, and that it is the whole body's."""
+    toml = SOURCES + "\n[proxy]\nbody_timeout = 1.0\n"
+    gw = await start_gateway(await upstream_server(web.Application()), toml, SOURCES_ENV)
+    body = encode(conversion(order_id="o-slow"))
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def drip() -> None:
+        for byte in body:  # never a pause as long as the bound: a byte every 0.1 s
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+
+    dripping = asyncio.create_task(drip())
+    try:
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
+        request = f"POST /_gw/events HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {len(body)}\r\n"
+        writer.write(f"{request}{head}\r\n".encode())
+        async with asyncio.timeout(60):
+            status_line = await reader.readline()
+            assert status_line == b"HTTP/1.1 408 Request Timeout\r\n", status_line
+            head_lines = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert not dripping.done()  # the body was still arriving
+            length = int(re.search(r"content-length: (\d+)", head_lines)[1])  # type: ignore[index]
+            answer = msgspec.json.decode(await reader.readexactly(length))
+        assert answer["error"] == "body: did not arrive whole within proxy.body_timeout (1 s)", answer
+    finally:
+        dripping.cancel()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
