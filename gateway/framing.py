@@ -12,7 +12,9 @@ Owns two pure readings, applied by ``gateway.upstream``:
 - a final head the parser refused (``readable_head``), rewritten once as curl and browsers read
   it: a space or tab before any name's colon removed (RFC 9112 §5.1), a bare CR in a line made a
   space (§2.2), a line whose name is no token (``X@Foo:``, ``: v``) dropped, as Firefox skips
-  it; the framing then as ``unframed_head`` reads it.
+  it; the framing then as ``unframed_head`` reads it;
+- the codings of a ``Transfer-Encoding`` (``transfer_codings``), for the one besides
+  ``chunked`` that the upstream client undoes.
 
 The first two are read leniently: a value that does not parse is as if it were not there.
 """
@@ -97,6 +99,13 @@ def unframed_head(head: bytes) -> tuple[bytes, bool] | None:
         if once is not None:
             lines, changed = once, True
     return (b"\n".join(lines), close) if changed else None
+
+
+def transfer_codings(value: str) -> list[str]:
+    """The codings of a ``Transfer-Encoding`` value (its lines joined by ", "), lower-cased, in
+    the order they were applied; ``identity`` and empty items change nothing."""
+    items = (item.strip(" \t").lower() for item in value.split(","))
+    return [item for item in items if item and item != "identity"]
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

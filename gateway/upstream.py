@@ -50,7 +50,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.framing import keep_alive, readable_head, reuse_bound, unframed_head
+from gateway.framing import keep_alive, readable_head, reuse_bound, transfer_codings, unframed_head
 from gateway.logs import Throttled
 from gateway.networds import not_connected
 
@@ -77,6 +77,10 @@ sets many cookies); each is still held to ``proxy.max_header_size``."""
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sent again once when a reused connection turns out closed before any answer.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# The transfer codings (besides chunked) the gateway undoes → aiohttp's name for each: those
+# of IANA's registry that are in use (RFC 9112 §7.2: ``x-gzip`` is ``gzip``; ``compress``,
+# LZW, is not; ``br`` and ``zstd`` are content codings only).
+_UNDONE = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 
 
 def _head_end(buf: bytes, start: int) -> int:
@@ -215,6 +219,15 @@ class Connection(ResponseHandler):
     reader in its lenient mode (``_read_lax``), a warning names the request, and the connection
     is not used again. A site writes every chunk line alike, so the first one tells.
 
+    A transfer coding under the chunks (``Transfer-Encoding: gzip, chunked``), or alone on a
+    body the close ends (``gzip``): the parser undid the chunks and passed the gzip bytes on as
+    the body, and the proxy, dropping the hop-by-hop header, sent them to the visitor with
+    nothing saying they were gzipped (until 2026-12-07). A transfer coding is the hop's, not
+    the page's (RFC 9112 §7), so it is undone here (``_read_coded``): the body goes to the
+    same lenient reader, with aiohttp's decoder of that coding behind it, and the connection
+    is not used again. One the gateway does not undo (``compress``, two stacked, ``chunked``
+    not last) fails the answer (``UpstreamProtocolError``: a 502, as nginx answers any).
+
     And the site's ``Keep-Alive: timeout=N, max=M`` on each final answer: how long the
     connection may stay idle and still be reused (``keep_for``), 0 once the site said it takes
     no more requests on it."""
@@ -248,7 +261,10 @@ class Connection(ResponseHandler):
     _line = b""
     """The first bytes of a chunked body, held until its first size line has come whole."""
     _lax: HttpPayloadParser | None = None
-    """The lenient reader of a chunked body whose chunk lines end in a bare LF (``LAX``)."""
+    """The lenient reader of a chunked body whose chunk lines end in a bare LF (``LAX``), or of
+    a body with a transfer coding to undo (``_read_coded``)."""
+    _until_close = False
+    """The lenient reader's body is one the close ends (a transfer coding without chunks)."""
     max_field_size = 8190
     """The pool's ``max_field_size``, for a parser made anew (``_read_again``)."""
 
@@ -265,6 +281,18 @@ class Connection(ResponseHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
+        reader, payload = self._lax, self._payload
+        if self._until_close and reader is not None and payload is not None:
+            # A coded body the close ends (``Transfer-Encoding: gzip``): whole at a close, cut
+            # short at a break.
+            self._lax, self._payload = None, None
+            try:
+                if exc is not None:
+                    raise ClientPayloadError("the site's connection broke mid-body")
+                reader.feed_eof()
+            except Exception as err:
+                why = f"the site's answer could not be read on: {type(err).__name__}"
+                payload.set_exception(err if isinstance(err, ClientPayloadError) else ClientPayloadError(why))
         super().connection_lost(exc)
 
     def set_exception(self, exc: BaseException, *cause: BaseException) -> None:
@@ -319,6 +347,13 @@ class Connection(ResponseHandler):
                     self._left = _length(message.headers)
             elif self.answer == BODY and message.chunked:
                 self.answer = CHUNKS
+            # Answers with a length (most) pay one comparison; the others, one header lookup.
+            if self._left is None and self.answer != STRAY and "Transfer-Encoding" in message.headers:
+                why = self._read_coded(message)
+                if why is not None:
+                    self.answer, self._should_close = STRAY, True  # its body answers nothing now
+                    ResponseHandler.set_exception(self, UpstreamProtocolError(why))
+                    return
         ResponseHandler.feed_data(self, data, size)
 
     def data_received(self, data: bytes) -> None:
@@ -384,6 +419,8 @@ class Connection(ResponseHandler):
             self._body_received(rest)
         elif self.answer == CHUNKS:
             self._first_chunk_line(rest)
+        elif self.answer == LAX:  # a coded body (``_read_coded``)
+            self._lax_received(rest)
         elif self._exception is None and len(rest) <= HELD_HEAD:
             self._held = rest
             self._reschedule_timeout()  # bytes came: the read timeout starts again
@@ -554,6 +591,43 @@ class Connection(ResponseHandler):
             "(RFC 9112 §7.1): read as curl and browsers read it, and the connection dropped",
         )
         self._lax_received(data)
+
+    def _read_coded(self, message: RawResponseMessage) -> str | None:
+        """Make ready to undo the final answer's transfer coding other than chunked, if it has
+        one: its body goes to the lenient reader (``LAX``) with aiohttp's decoder of that coding
+        behind it, and the connection is not used again. Why the answer cannot be read, when
+        the coding is not one undone here (``_UNDONE``), or more than one, or ``chunked`` is not
+        the last; None when it can (or has no such coding)."""
+        value = ", ".join(message.headers.getall("Transfer-Encoding"))
+        codings = transfer_codings(value)
+        if message.chunked:
+            codings = codings[:-1]  # the parser found ``chunked`` last
+        if not codings:
+            return None
+        payload = self._payload
+        coding = _UNDONE.get(codings[0]) if len(codings) == 1 else None
+        if coding is None or payload is None or payload is EMPTY_PAYLOAD or payload.total_bytes:
+            # (Body bytes already fed with the head, where it was read again: not undone.)
+            return (
+                f"its answer has Transfer-Encoding: {value}, a transfer coding the gateway does "
+                "not undo (it undoes one of gzip or deflate, under chunked)"
+            )
+        self.answer = LAX
+        self._should_close = True
+        self._until_close = not message.chunked
+        self._lax = HttpPayloadParser(
+            payload,
+            chunked=message.chunked,
+            compression=coding,
+            auto_decompress=True,
+            lax=True,
+            headers_parser=HeadersParser(
+                self.max_field_size, MAX_RESPONSE_HEADERS, self.max_field_size, True
+            ),
+            max_line_size=self.max_field_size,
+            max_field_size=self.max_field_size,
+        )
+        return None
 
     def _lax_received(self, data: bytes) -> None:
         """Feed a chunked body's bytes to the lenient reader. Its end ends the answer (what

@@ -7,6 +7,7 @@ write exact bytes and record what reached them."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import socket
 import time
@@ -226,10 +227,12 @@ async def test_a_chunked_answer_with_bytes_after_it_reaches_the_visitor(start_ga
 CL_AND_CHUNKS = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 )
+_HELLO_GZIPPED = gzip.compress(b"hello", mtime=0)
 CHUNKS_AND_CL = (
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\ncontent-length: 30\r\n\r\n"
-    b"5\r\nhello\r\n0\r\n\r\n"
+    + b"%x\r\n%s\r\n0\r\n\r\n" % (len(_HELLO_GZIPPED), _HELLO_GZIPPED)
 )
+"""Chunks under a gzip transfer coding (undone: ``gateway.upstream``), a length beside them."""
 CL_TWICE = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "v"\r\nContent-Length: 5\r\n\r\nhello'
 CL_LIST = b"HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\n\r\nhello"
 SPACED = b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"

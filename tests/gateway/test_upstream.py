@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ipaddress
 import logging
 import re
@@ -14,6 +15,7 @@ import ssl
 import struct
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1152,3 +1154,141 @@ async def test_why_an_answer_is_unreadable_is_said_without_the_bytes_it_quotes()
     assert said["line without a colon"] == "Invalid header token"
     assert said["status 2x0"] == "Bad status line"
     assert all("\\x00" not in text and "a\x00b" not in text and "'" not in text for text in said.values())
+
+
+PAGE = b"<html>" + b" ".join(b"%d" % (i * i % 9973) for i in range(3000)) + b"</html>"
+"""A page whose coded form is long enough to come in several chunks and reads."""
+
+
+def _coded(coding: str) -> bytes:
+    if coding in ("gzip", "x-gzip"):
+        return gzip.compress(PAGE)
+    return zlib.compress(PAGE)
+
+
+def _chunked(data: bytes, size: int = 300) -> bytes:
+    return (
+        b"".join(
+            b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size]) for i in range(0, len(data), size)
+        )
+        + b"0\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate"])
+@pytest.mark.parametrize("reads", ["one-read", "head-apart", "in-pieces"])
+async def test_a_transfer_coding_under_chunked_is_undone_for_the_visitor(
+    start_gateway, raw_upstream, coding: str, reads: str
+) -> None:
+    """A site answering ``Transfer-Encoding: gzip, chunked`` (a transfer coding under the
+    chunks, RFC 9112 §7): the chunks were undone and the gzip coding lost with the hop-by-hop
+    header, so the visitor got gzip bytes with nothing saying so (until 2026-12-07). A
+    transfer coding belongs to the hop (the gateway's), so the gateway undoes it: the visitor
+    reads the page as the site meant it, chunked, with no ``Content-Encoding`` added; the
+    same visitor connection answers the next request."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: %s, chunked\r\n\r\n"
+        % coding.encode()
+    )
+    body = _chunked(_coded(coding))
+    pieces = {
+        "one-read": [head + body],
+        "head-apart": [head, body],
+        "in-pieces": [
+            head[:20],
+            head[20:] + body[:7],
+            *(body[i : i + 250] for i in range(7, len(body), 250)),
+        ],
+    }[reads]
+    connections: list[int] = []
+    gw = await start_gateway(await raw_upstream(page_in_pieces(connections, pieces)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nAccept-Encoding: identity\r\n\r\n")
+        first = await read_response(reader)
+        writer.write(b"GET /next HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        second = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert (first.status, first.body) == (200, PAGE)
+    assert first.headers.getall("Transfer-Encoding") == ["chunked"]
+    assert "Content-Encoding" not in first.headers
+    assert (second.status, second.body) == (200, b"ok")
+
+
+async def test_a_transfer_coding_on_a_body_ended_by_the_close_is_undone(start_gateway, raw_upstream) -> None:
+    """``Transfer-Encoding: gzip`` alone: the body ends where the connection does (RFC 9112
+    §6.3), gzipped. The visitor gets the page; the connection is not used again."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + gzip.compress(PAGE)
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    gw = await start_gateway(await raw_upstream(origin))
+    resp = await raw_request(gw.proxy.port, b"GET /page HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert (resp.status, resp.body) == (200, PAGE)
+    assert "Content-Encoding" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    "codings", ["compress, chunked", "gzip, gzip, chunked", "chunked, gzip", "br, chunked"]
+)
+async def test_a_transfer_coding_the_gateway_cannot_undo_is_a_502_that_names_it(
+    start_gateway, raw_upstream, caplog: pytest.LogCaptureFixture, codings: str
+) -> None:
+    """A transfer coding the gateway does not undo (``compress``, two stacked, ``chunked`` not
+    last, a content coding that is none: ``br``): passed on as plain bytes the visitor could
+    not read it either, and no browser asks for one. A 502, as nginx answers any, and a line
+    that names the header."""
+    caplog.set_level(logging.WARNING, "gateway.proxy")
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n" % codings.encode() + _chunked(
+        gzip.compress(PAGE)
+    )
+    url, origin = await counting_origin(raw_upstream, lambda line: answer if "/page" in line else OK)
+    gw = await start_gateway(url)
+    assert (await get(gw.proxy.port, "/page?email=ada%40example.com"))[0] == 502
+    assert await get(gw.proxy.port, "/next") == (200, b"ok")
+    assert len(origin.connections) == 2
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"]
+    assert line == (
+        f"upstream protocol for GET /page: its answer has Transfer-Encoding: {codings}, a "
+        "transfer coding the gateway does not undo (it undoes one of gzip or deflate, under "
+        "chunked)"
+    )
+
+
+@pytest.mark.parametrize("toml", ["", READ_BY_A_RULE], ids=["streamed", "read_by_a_rule"])
+@pytest.mark.parametrize(
+    ("codings", "cut"), [("gzip", "reset"), ("gzip, chunked", "reset"), ("gzip, chunked", "close")]
+)
+async def test_a_coded_body_cut_short_is_not_delivered_whole(
+    start_gateway, raw_upstream, toml: str, codings: str, cut: str
+) -> None:
+    """A coded body the site stops sending half-way, by a reset (``gzip`` alone ends only at a
+    close) or by a close before the last chunk: the visitor sees a broken answer (no last
+    chunk), not a shorter page that looks whole."""
+    coded = gzip.compress(PAGE)
+    body = _chunked(coded)[:-200] if "chunked" in codings else coded[: len(coded) // 2]
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n%s" % (codings.encode(), body))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        if cut == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, not FIN
+        # else: the raw origin closes (FIN)
+
+    gw = await start_gateway(await raw_upstream(origin), toml)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n")
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+            await read_response(reader)  # a chunked answer: it must stop before its last chunk
+    finally:
+        writer.transport.abort()
