@@ -191,6 +191,29 @@ def broken_framing(err: BrokenFraming) -> str:
     return f"body: its chunked framing is broken ({err})"
 
 
+class _Deaf:
+    """A request parser that takes nothing: a connection's, once the head it was reading is
+    answered 408 behind a request still in progress (``_Handler._head_overdue``)."""
+
+    def feed_data(self, data: bytes) -> tuple[tuple[()], bool, bytes]:
+        return (), False, b""
+
+    def feed_eof(self) -> None:
+        return None
+
+    def message_consumed(self) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+    def set_upgraded(self, val: bool) -> None:
+        return None
+
+
+_DEAF: Any = _Deaf()
+
+
 class _Handler(web.RequestHandler):
     listener: _Server
     """Set by the server that made it: how its listener answers and counts."""
@@ -271,7 +294,27 @@ class _Handler(web.RequestHandler):
                     break
                 self._refused(message, began)
             else:
+                # A head begun behind the last request, in the same read (pipelined): timed
+                # from this read too. Known for sure only behind a request without a body,
+                # whose head's end the read's last bytes are not then (nearly every read ends so).
+                if (
+                    self._reading is EMPTY_PAYLOAD
+                    and not data.endswith((b"\n\r\n", b"\n\n"))
+                    and self._head_timer is None
+                    and self.listener.header_timeout
+                    and self.transport is not None
+                ):
+                    self._pipelined(data)
                 return
+
+    def _pipelined(self, data: bytes) -> None:
+        """Time the head that ``data``, a read that ended a request without a body, began after
+        it (bytes after the last empty line, less empty lines of their own)."""
+        end = max(data.rfind(b"\n\r\n") + 3, data.rfind(b"\n\n") + 2)
+        tail = data[end:].lstrip(b"\r\n") if end >= 2 else b""
+        if tail and not self._upgraded:
+            self._began = tail
+            self._head_timer = self._loop.call_later(self.listener.header_timeout or 0, self._head_overdue)
 
     def _body_arriving(self) -> bool:
         """A request is being answered whose body has not all come yet, on an open connection
@@ -286,13 +329,13 @@ class _Handler(web.RequestHandler):
         )
 
     def _awaiting_head(self) -> bool:
-        """Bytes now would begin a request head that the listener is waiting for: one is bound
-        (``header_timeout``), no request is being answered or queued, no body is being read,
-        the connection is no WebSocket's. A head that begins while a request is answered (a
-        pipelined one) is not timed: ``keepalive_timeout`` bounds it once that request is done."""
+        """Bytes now would begin a request head: one is bound (``header_timeout``), no request
+        is queued, no body is being read, the connection is no WebSocket's. A request may be
+        being answered: a head begun behind it (pipelined) is timed from its first byte too.
+        Until 2026-12-07 it was not, and only ``keepalive_timeout``, counted from that answer,
+        bounded it (a slow-loris on a kept-alive connection held it that long, without a 408)."""
         return (
             bool(self.listener.header_timeout)
-            and not self._request_in_progress
             and not self._messages
             and not self._upgraded
             and self._reading.is_eof()
@@ -305,12 +348,18 @@ class _Handler(web.RequestHandler):
         ``keepalive_timeout`` closed the connection without an answer, counted from the last
         answer (or the connection's start), however long the head had been arriving."""
         self._head_timer = None
-        if self.transport is None or self._close or self._force_close or self._messages:
+        if self.transport is None or self._close or self._force_close:
             return
         exc = HeadTimeout(self.listener.header_timeout or 0)
         self.head_refused = refused_method(exc, self._began or b"", False) == b"HEAD"
         self._messages.append((_ErrInfo(408, exc, exc.message), EMPTY_PAYLOAD))
         self._request_count += 1
+        if self._request_in_progress or len(self._messages) > 1:
+            # A pipelined head, behind requests still answered or queued: their answers go out
+            # whole, then the 408 (which closes the connection). Meanwhile the parser takes
+            # nothing more: ``_close`` would end the request loop before it reached the 408.
+            self._parser = _DEAF
+            return
         self._close = True  # the parser takes nothing more (``data_received``); not ``close()``,
         # which would cancel the request loop's wait for this very refusal
         if self._waiter is not None and not self._waiter.done():

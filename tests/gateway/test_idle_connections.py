@@ -273,3 +273,54 @@ async def test_empty_lines_after_an_answer_are_idle_not_a_head(start_gateway, up
         assert await closed(reader) == b""
     finally:
         writer.close()
+
+
+async def test_a_pipelined_head_begun_during_an_answer_is_bound_by_header_timeout(
+    start_gateway, upstream_server
+) -> None:
+    """A second request's head begun behind the first on the same connection (pipelined) while
+    the first is answered, and never finished (a slow-loris on a kept-alive connection): its
+    ``proxy.header_timeout`` counts from its first byte as any head's does. The first answer
+    goes out whole, then the 408, and the connection is closed; the site is asked the first
+    request only. Until 2026-12-07 such a head was not timed at all: ``keepalive_timeout``
+    (long here) closed the connection, counted from the first answer, without a 408."""
+    calls: list[str] = []
+    toml = "[proxy]\nkeepalive_timeout = 60\nheader_timeout = 0.5\n"
+    gw = await start(start_gateway, upstream_server, toml, calls)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n")
+        await writer.drain()
+        first = await read_response(reader)
+        assert (first.status, first.body) == (200, b"ok")
+        answer = await read_response(reader)
+        assert answer.status == 408
+        assert answer.headers["Connection"] == "close"
+        assert await closed(reader) == b""
+    finally:
+        writer.close()
+    assert calls == ["/slow"]
+
+
+async def test_a_pipelined_head_whole_within_the_bound_is_answered_after_a_slow_answer(
+    start_gateway, upstream_server
+) -> None:
+    """The other side: a pipelined head that comes in pieces but whole within
+    ``header_timeout``, behind an answer that takes longer than it (1.2 s): both answered, on
+    the same connection."""
+    calls: list[str] = []
+    toml = "[proxy]\nkeepalive_timeout = 60\nheader_timeout = 0.5\n"
+    gw = await start(start_gateway, upstream_server, toml, calls)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"Host: t\r\n\r\n")
+        await writer.drain()
+        for _ in range(2):
+            answer = await read_response(reader)
+            assert (answer.status, answer.body) == (200, b"ok")
+    finally:
+        writer.close()
+    assert calls == ["/slow", "/next"]
