@@ -69,6 +69,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.connections_timed_out = Counter(
+            "gateway_connections_timed_out",
+            "Client connections closed for a timeout, by listener (proxy, admin) and reason: "
+            "keepalive_timeout (idle: closed without an answer), header_timeout (a request head "
+            "not whole in time: answered 408)",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures, by kind", ["kind"], registry=r
         )

@@ -80,6 +80,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import ERROR, HttpRequestParser, RequestPayloadError, _ErrInfo, _RequestFactory
 
+from gateway.logs import Throttled
 from gateway.pages import error_page, json_error
 from gateway.raw_targets import ascii_stand_in, restored
 
@@ -371,7 +372,10 @@ class _Handler(web.RequestHandler):
         if self._head_timer is not None:
             self._keepalive_handle = None  # set again by aiohttp once that request is answered
             return
+        closing = self._force_close
         super()._process_keepalive()
+        if self._force_close and not closing:  # it closed the connection: idle past the bound
+            self.listener.closed_idle()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
@@ -499,6 +503,13 @@ class _Server(web.Server):
     json_paths: Callable[[str], bool] | None = None
     headers: Mapping[str, str] = {}
     counted: Callable[[], None] | None = None
+    timed_out: Mapping[str, Callable[[], None]] = {}
+    """Called for each connection closed for a timeout, by the option that bounds it
+    (``keepalive_timeout``, ``header_timeout``): ``gateway_connections_timed_out_total``."""
+    idle_said: Throttled | None = None
+    """Where idle closes are said (debug; at most one line every 10 s)."""
+    slow_head_said: Throttled | None = None
+    """Where heads answered 408 for ``header_timeout`` are said (info; one line every 10 s)."""
     header_timeout: float | None = None
     """Seconds a request head may take to arrive whole once its first byte came; later is a
     408 (``_Handler._head_overdue``). None: no bound (aiohttp's)."""
@@ -526,12 +537,44 @@ class _Server(web.Server):
         response.headers.update(self.headers)
         return response
 
+    @property
+    def name(self) -> str:
+        """The listener as the config and the metrics name it."""
+        return "proxy" if self.public else "admin"
+
+    def closed_idle(self) -> None:
+        """A connection was closed idle past ``keepalive_timeout``: counted, and said at debug
+        level (browsers keep their connections open: this is the usual end of one)."""
+        counted = self.timed_out.get("keepalive_timeout")
+        if counted is not None:
+            counted()
+        if self.idle_said is not None and log.isEnabledFor(logging.DEBUG):
+            self.idle_said(
+                "closed a connection to the %s listener idle past proxy.keepalive_timeout (%g s)",
+                self.name,
+                self._kwargs.get("keepalive_timeout", 0),
+            )
+
     def refused(self, exc: http_exceptions.HttpProcessingError, why: str) -> None:
         """Count and log a request the parser refused: no traceback, address or bytes; at
         debug level (scanners send such all day), but a line over the limit at info once a
-        minute (real clients with oversized cookies hit it)."""
+        minute (real clients with oversized cookies hit it), and a head not whole within
+        ``header_timeout`` at info once every 10 s (a slow-loris, or clients on a bad network)."""
         if self.counted is not None:
             self.counted()
+        if isinstance(exc, HeadTimeout):
+            counted = self.timed_out.get("header_timeout")
+            if counted is not None:
+                counted()
+            if self.slow_head_said is not None:
+                self.slow_head_said(
+                    "a request head did not arrive whole within proxy.header_timeout (%g s) on the "
+                    "%s listener: answered 408 and the connection closed (a slow client or a "
+                    "slow-loris; gateway_connections_timed_out_total counts them)",
+                    self.header_timeout or 0,
+                    self.name,
+                )
+            return
         now = time.monotonic()
         if isinstance(exc, http_exceptions.LineTooLong) and now - self._loud_at >= LOUD_EVERY:
             self._loud_at = now
@@ -629,7 +672,8 @@ class Runner(web.AppRunner):
     ``handler``: every request's, in place of the app's router (the proxy's, ``HostSlot.serve``).
     ``header_timeout``: seconds a request head may take to arrive whole once its first byte came
     (later: 408); aiohttp's ``keepalive_timeout`` among ``kwargs`` bounds an idle connection.
-    ``Gateway.listener`` gives each listener's."""
+    ``timed_out``: by option (``keepalive_timeout``, ``header_timeout``), called for each
+    connection either closes. ``Gateway.listener`` gives each listener's."""
 
     def __init__(
         self,
@@ -639,6 +683,7 @@ class Runner(web.AppRunner):
         json_paths: Callable[[str], bool] | None = None,
         headers: Mapping[str, str] | None = None,
         counted: Callable[[], None] | None = None,
+        timed_out: Mapping[str, Callable[[], None]] | None = None,
         handler: _Handle | None = None,
         header_timeout: float | None = None,
         **kwargs: Any,
@@ -646,6 +691,7 @@ class Runner(web.AppRunner):
         super().__init__(app, **kwargs)
         self.public, self.json_paths, self.headers = public, json_paths, headers or {}
         self.counted = counted
+        self.timed_out = timed_out or {}
         self.header_timeout = header_timeout
         self.handler = handler
         self.made: _Server | None = None
@@ -670,6 +716,9 @@ class Runner(web.AppRunner):
         )
         made.public, made.json_paths, made.headers = self.public, self.json_paths, self.headers
         made.counted = self.counted
+        made.timed_out = self.timed_out
+        made.idle_said = Throttled(log, logging.DEBUG)
+        made.slow_head_said = Throttled(log, logging.INFO)
         made.header_timeout = self.header_timeout
         self.made = made
         made.request_handler = made.refusals(handler)  # before any connection

@@ -279,9 +279,18 @@ class Gateway:
         requests; the admin listener with the JSON error and the headers of its other
         answers, and a body left unread closing the connection. Both close a connection idle
         past ``proxy.keepalive_timeout`` and answer a head not whole within
-        ``proxy.header_timeout`` 408 (aiohttp's default held either for 3630 s, until 2026-12-06)."""
+        ``proxy.header_timeout`` 408 (aiohttp's default held either for 3630 s, until 2026-12-06),
+        each counted in ``gateway_connections_timed_out_total`` by listener and option."""
         proxy = self.settings.options.proxy
-        bounds = {"keepalive_timeout": proxy.keepalive_timeout, "header_timeout": proxy.header_timeout}
+        timed_out = {
+            reason: self.metrics.connections_timed_out.labels("proxy" if public else "admin", reason).inc
+            for reason in ("keepalive_timeout", "header_timeout")
+        }
+        bounds = {
+            "keepalive_timeout": proxy.keepalive_timeout,
+            "header_timeout": proxy.header_timeout,
+            "timed_out": timed_out,
+        }
         if public:
             return {
                 "public": True,

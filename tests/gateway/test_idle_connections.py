@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import aiohttp
 import pytest
@@ -324,3 +325,72 @@ async def test_a_pipelined_head_whole_within_the_bound_is_answered_after_a_slow_
     finally:
         writer.close()
     assert calls == ["/slow", "/next"]
+
+
+def timed_out(gw: RunningGateway, listener: str, reason: str) -> float:
+    value = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_connections_timed_out_total", {"listener": listener, "reason": reason}
+    )
+    return value or 0.0
+
+
+@LISTENERS
+async def test_idle_closes_are_counted_and_logged_at_debug(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture, listener: str
+) -> None:
+    """An operator sees the connections ``proxy.keepalive_timeout`` closes: counted by listener
+    in ``gateway_connections_timed_out_total{reason="keepalive_timeout"}``, and a debug line
+    (they are normal: every browser leaves its connections open), at most one every 10 s.
+    Until 2026-12-07 neither."""
+    caplog.set_level(logging.DEBUG, "gateway.listener")
+    gw = await start(start_gateway, upstream_server)
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw, listener))
+        try:
+            assert await closed(reader) == b""
+        finally:
+            writer.close()
+    assert timed_out(gw, listener, "keepalive_timeout") == 2.0
+    assert timed_out(gw, listener, "header_timeout") == 0.0
+    lines = [r for r in caplog.records if r.name == "gateway.listener" and "idle" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (
+            logging.DEBUG,
+            f"closed a connection to the {listener} listener idle past proxy.keepalive_timeout (0.5 s)",
+        )
+    ]
+
+
+async def test_heads_cut_by_header_timeout_are_counted_and_logged_at_info(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each 408 for a head not whole within ``proxy.header_timeout`` is counted in
+    ``gateway_connections_timed_out_total{reason="header_timeout"}`` (and still in
+    ``gateway_requests_total{outcome="bad_request"}``), and said at info level, at most once
+    every 10 s with the count held back: a slow-loris, or real clients on a bad network.
+    Until 2026-12-07 only a debug line said it, as for a scanner's garbage."""
+    caplog.set_level(logging.DEBUG, "gateway.listener")
+    toml = "[proxy]\nkeepalive_timeout = 60\nheader_timeout = 0.5\n"
+    gw = await start(start_gateway, upstream_server, toml)
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+        try:
+            writer.write(b"GET /page HTTP/1.1\r\nHost: t\r\n")
+            await writer.drain()
+            assert (await read_response(reader)).status == 408
+            assert await closed(reader) == b""
+        finally:
+            writer.close()
+    assert timed_out(gw, "proxy", "header_timeout") == 2.0
+    assert timed_out(gw, "proxy", "keepalive_timeout") == 0.0
+    bad = gw.gateway.metrics.registry.get_sample_value("gateway_requests_total", {"outcome": "bad_request"})
+    assert bad == 2.0
+    lines = [r for r in caplog.records if r.name == "gateway.listener"]
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (
+            logging.INFO,
+            "a request head did not arrive whole within proxy.header_timeout (0.5 s) on the proxy "
+            "listener: answered 408 and the connection closed (a slow client or a slow-loris; "
+            "gateway_connections_timed_out_total counts them)",
+        )
+    ]
