@@ -297,10 +297,13 @@ class _Handler(web.RequestHandler):
             else:
                 # A head begun behind the last request, in the same read (pipelined): timed
                 # from this read too. Known for sure only behind a request without a body,
-                # whose head's end the read's last bytes are not then (nearly every read ends so).
+                # whose head's end the read's last bytes are not then. Nearly every read ends
+                # so: that test first, a slice each (a method call cost twice as much, ~950
+                # instructions).
                 if (
-                    self._reading is EMPTY_PAYLOAD
-                    and not data.endswith((b"\n\r\n", b"\n\n"))
+                    data[-3:] != b"\n\r\n"
+                    and data[-2:] != b"\n\n"
+                    and self._reading is EMPTY_PAYLOAD
                     and self._head_timer is None
                     and self.listener.header_timeout
                     and self.transport is not None
