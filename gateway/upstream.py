@@ -347,8 +347,18 @@ class Connection(ResponseHandler):
                     self._left = _length(message.headers)
             elif self.answer == BODY and message.chunked:
                 self.answer = CHUNKS
-            # Answers with a length (most) pay one comparison; the others, one header lookup.
-            if self._left is None and self.answer != STRAY and "Transfer-Encoding" in message.headers:
+            # Answers with a length (most) pay one comparison; the others, one header lookup
+            # (and a plain ``chunked`` one comparison more).
+            coded = None
+            if self._left is None and self.answer != STRAY:
+                coded = message.headers.get("Transfer-Encoding")
+                if (
+                    coded is not None
+                    and message.chunked
+                    and (coded == "chunked" or coded.strip(" \t").lower() == "chunked")
+                ):
+                    coded = None  # chunked alone: a later line could only say chunked again
+            if coded is not None:
                 why = self._read_coded(message)
                 if why is not None:
                     self.answer, self._should_close = STRAY, True  # its body answers nothing now
