@@ -893,7 +893,12 @@ async def visitor(request: web.Request) -> web.Response:
     if erased is not None:  # not "never seen": an operator checks that an erasure happened
         raise ApiError(404, f"no touchpoints recorded for this visitor: erased on {erased}")
     user_id, problem = operator_user_id(given)
-    if problem is None and await request.app[READER_KEY].user([request.app[KEYS_KEY].user_key(user_id)]):
+    # Every key the user lookup would find it under: an e-mail written with capitals, under an
+    # identity rule that lower-cases, was told as never seen (the lookup of a user finds it).
+    lowercases = request.app[LIVE_KEY].current.lowercases_user_ids
+    if problem is None and await request.app[READER_KEY].user(
+        request.app[KEYS_KEY].user_keys(user_id, lowercases)
+    ):
         raise ApiError(
             404,
             "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",

@@ -156,6 +156,16 @@ async def test_the_lookup_finds_a_lower_casing_rule_s_user_as_the_person_writes_
     # Shown under the key its rows are kept under, not the mixed-case ID's, which holds none.
     assert body["user_key"] == key, body
     assert set(body["visitors"][0]) == {"visitor_key", "first_bound", "bindings"}, body
+    # Looked up as a visitor (the dashboard's lookup is set to one by default), the e-mail as the
+    # person writes it is still told to be a user's: it answered as for an ID never seen, while
+    # the lower-cased one was told "look it up as a user".
+    for written in ("Ada@Example.com", "ada@example.com"):
+        async with gw.session.get(gw.admin_url + f"/api/visitors/{written}", headers=AUTH) as resp:
+            body = await resp.json()
+        assert (resp.status, body["error"]) == (
+            404,
+            "no touchpoints recorded for this visitor; a user of this ID has a journey: look it up as a user",
+        ), written
     # A conversion alone (no binding) is found, and named, alike.
     other = gw.gateway.keys.user_key("bob@example.com")
     await gw.gateway.store.write([Conversion(uuid7(), ts, "test", "signup", "s:1", None, other)])
