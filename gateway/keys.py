@@ -71,6 +71,8 @@ def named_user_key(given: str) -> str | None:
 
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """RFC 6265's token: a cookie's name."""
+_HEADER_LINE = re.compile(r"cookie:\s*", re.IGNORECASE)
+"""The name a ``Cookie`` header's line starts with, pasted whole into a visitor lookup."""
 MAX_COOKIE_HEADER = 8192
 """Longest sender's ``visitor_id`` read as a whole ``Cookie`` header (a server's header line limit, as
 nginx's 8 KB); a raw visitor ID stays at ``campaign.max_value_length``."""
@@ -201,7 +203,9 @@ class Keys:
             keys.append(given.lower())
         # The cookie as the browser sent it (gw_vid=v1.…, the whole Cookie header, quoted): the
         # visitor in it; then the text's own key, which a sender's such ID was kept under before.
-        keys += [self.visitor_key(value.split(".")[1]) for value in visitor_cookies(given) or ()]
+        # The header's whole line too, as a browser's developer tools copy it ("Cookie: gw_vid=…").
+        header = given[line.end() :] if (line := _HEADER_LINE.match(given)) else given
+        keys += [self.visitor_key(value.split(".")[1]) for value in visitor_cookies(header) or ()]
         raw = named_visitor_id(given)
         if raw is not None:
             keys.append(self.visitor_key(raw))

@@ -987,6 +987,21 @@ async def test_a_filtered_listing_download_is_named_after_its_filters(gw) -> Non
     assert named.startswith("touchpoints-xxx") and named.endswith("x.ndjson") and len(named) <= 200, named
 
 
+async def test_a_visitor_is_found_by_the_cookie_header_line_as_devtools_copies_it(gw) -> None:
+    """The browser's developer tools copy a request's cookies as the header's whole line
+    (``Cookie: gw_vid=v1.…; _ga=…``): pasted into the lookup, it answered "no touchpoints
+    recorded for this visitor", as for a visitor never seen, while the same line without its
+    name was found."""
+    from urllib.parse import quote
+
+    cookie = await land(gw, "utm_source=news")
+    assert cookie is not None
+    _, _, journey = await get(gw, f"/api/visitors/{quote(cookie, safe='')}", AUTH)
+    for line in (f"Cookie: {cookie}; _ga=GA1.2.3", f"cookie:{cookie}", f"COOKIE:  _ga=GA1.2.3; {cookie}"):
+        status, _, body = await get(gw, f"/api/visitors/{quote(line, safe='')}", AUTH)
+        assert (status, body.get("visitor_key")) == (200, journey["visitor_key"]), (line, body)
+
+
 async def test_a_journey_looked_up_as_the_wrong_kind_says_which_kind_it_is(gw) -> None:
     """A user's ID looked up as a visitor (the dashboard's lookup set to the wrong kind) said
     only that nothing was recorded, as for an ID never seen: the answer now names the kind
