@@ -1091,8 +1091,15 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
                 break
         await page.send("Accessibility.enable")
         tree = (await page.send("Accessibility.getFullAXTree"))["nodes"]
-    # A date field's calendar button, inside the field, has the browser's own ring: the field
-    # itself is then not :focus-visible.
+    # A date field's calendar button, inside the field, had the browser's own thin dark ring (the
+    # field itself is then not :focus-visible): the field now has the blue ring around it.
+    pickers = [
+        (tag, name, style, width)
+        for tag, name, style, width, visible in focused
+        if tag == "INPUT" and not visible
+    ]
+    assert [name for *_, name, _, _ in pickers] == ["from", "to"], focused
+    assert {(style, width) for *_, style, width in pickers} == {("solid", "2px")}, pickers
     reached = [(tag, name) for tag, name, _, _, visible in focused if visible]
     for control in [
         ("BUTTON", "Show"),
