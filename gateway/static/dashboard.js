@@ -624,6 +624,28 @@ const PARTS = {
   models: { home: "#chart-models", name: "The model comparison" },
 };
 
+// The cards each part draws, which say so while it is computed: they were blank, the model
+// comparison (the slowest part, seconds over a million touchpoints) for seconds under the fold,
+// where the status line at the top of the page was out of sight. Once the part failed or was
+// given up, those still waiting say what became of it.
+const WAITING = {
+  counts: ["#chart-campaigns", "#chart-creators", "#chart-bots"],
+  daily: ["#chart-daily"],
+  models: ["#chart-models"],
+};
+
+// Each of the part's cards (but `skip`, which says something of its own) that holds nothing
+// drawn yet — empty, or still waiting — now says `text`.
+function waiting(part, text, className, skip = "") {
+  for (const selector of WAITING[part]) {
+    const box = $(selector);
+    if (selector === skip || (box.firstElementChild && !box.firstElementChild.hasAttribute("data-waiting"))) continue;
+    const note = element("p", text, className);
+    note.dataset.waiting = "";
+    box.replaceChildren(note);
+  }
+}
+
 // A part with no answer after PART_SECONDS: its card says so, with a button that asks again
 // (once: it is gone as soon as it is pressed, so a second press sends nothing).
 function stalled(part, retry) {
@@ -692,6 +714,7 @@ async function main() {
     population,
   };
   const computing = status.textContent;
+  for (const part of Object.keys(WAITING)) waiting(part, "Computing…", "hint");
   // Each part: "pending" (asked), "done" (drawn), "failed" (its error told) or "stalled".
   const state = { counts: "pending", daily: "pending", models: "pending" };
   let error = ""; // the first error stays
@@ -714,14 +737,17 @@ async function main() {
   const load = (part, draw) => {
     state[part] = "pending";
     settle();
+    waiting(part, "Computing…", "hint", PARTS[part].home); // its own card: "computing again…"
     return summary(ask, part).then(draw).then(
       () => { state[part] = "done"; },
       (err) => {
         if (err instanceof Stalled) {
           state[part] = "stalled";
           stalled(part, () => load(part, draw));
+          waiting(part, `No answer in ${PART_SECONDS} s: see ${PARTS[part].name.split(" (")[0].toLowerCase()} above (Try again).`, "error", PARTS[part].home);
         } else {
           state[part] = "failed";
+          waiting(part, "Not computed: see why at the top of the page.", "error");
           error ||= err.message;
           // A conversion name the API refuses (`?conversion=%20purchase`, 201 characters): its
           // reason is told above, and the form no longer offers the name as a choice.

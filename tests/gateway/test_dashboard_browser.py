@@ -1598,6 +1598,51 @@ async def test_a_failed_value_the_bot_ring_and_a_lookup_say_what_they_are(
     assert page.errors == [], page.errors
 
 
+@pytest.mark.timeout(180)
+async def test_a_card_says_it_is_being_computed_and_then_what_became_of_it(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """While a part was computed (the model comparison takes seconds over a million touchpoints,
+    the top tables and the bot share a second or two), its cards were blank: only the status line
+    at the top of the page, scrolled away by then, said anything. A card now says it is being
+    computed, and, when its part fails, that it was not."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    waiting = ["#chart-daily", "#chart-models", "#chart-campaigns", "#chart-creators", "#chart-bots"]
+    said = "(sel => [...sel].map(s => document.querySelector(s).textContent))(" + json.dumps(waiting) + ")"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        page.paused.clear()
+        parts = [{"urlPattern": f"*part={part}*"} for part in ("counts", "daily", "models")]
+        await page.send("Fetch.enable", patterns=parts)
+        await page.send("Page.navigate", url=gw.admin_url + TEN_DAYS)
+        counts = await held(page, "part=counts")
+        daily = await held(page, "part=daily")
+        assert await page.eval(said) == ["Computing…"] * len(waiting)
+        # The counts come: their cards drawn, the others still being computed.
+        await page.send("Fetch.continueRequest", requestId=counts)
+        await page.wait_for("!!document.querySelector('#chart-campaigns svg')", "the counts drawn")
+        shown = await page.eval(said)
+        assert shown[:2] == ["Computing…", "Computing…"] and "Computing…" not in shown[2:], shown
+        await page.send("Fetch.continueRequest", requestId=daily)
+        models = await held(page, "part=models")
+        await page.wait_for("!!document.querySelector('#chart-daily svg')", "the daily chart drawn")
+        assert await page.eval("document.querySelector('#chart-models').textContent") == "Computing…"
+        # The comparison refused (a store that cannot be read meanwhile): its card says so.
+        await page.send(
+            "Fetch.fulfillRequest",
+            requestId=models,
+            responseCode=503,
+            responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+            body=base64.b64encode(b'{"ok": false, "error": "the store is busy"}').decode(),
+        )
+        await page.send("Fetch.disable")
+        await page.wait_for("document.body.dataset.state === 'error'", "the error state")
+        assert await page.eval("document.querySelector('#status').textContent") == "the store is busy"
+        card = await page.eval("document.querySelector('#chart-models').textContent")
+        assert card == "Not computed: see why at the top of the page.", card
+    assert page.errors == [], page.errors
+
+
 async def go(page: Page, delta: int) -> None:
     """The browser's Back (-1) or Forward (+1) button: its history's entry before or after."""
     history = await page.send("Page.getNavigationHistory")
