@@ -85,11 +85,25 @@ function idSegment(id) {
   return trimmed === "." || trimmed === ".." ? `%20${trimmed}` : encodeURIComponent(trimmed);
 }
 
+// The admin listener's longest request line (gateway/server.py ADMIN_MAX_HEADER, with the
+// "GET " and " HTTP/1.1" around the target): an ID whose address is longer (a page's text
+// pasted by mistake) was told in the listener's words, "the request target is longer than the
+// listener accepts (8190 bytes)", which say nothing of the field.
+const MAX_TARGET = 8190 - "GET  HTTP/1.1".length;
+const WHOLE = new Intl.NumberFormat("en-US");
+
 // kind "visitor": a visitor key, visitor ID or cookie value; kind "user": the site's user ID.
 // signal: an AbortSignal, so that a newer lookup cancels this one.
 export function journey(kind, id, signal = undefined) {
   const base = kind === "user" ? "/api/users/" : "/api/visitors/";
-  return getJSON(base + idSegment(id), {}, signal);
+  const path = base + idSegment(id);
+  if (path.length > MAX_TARGET) {
+    const most = kind === "user"
+      ? "a user ID has at most 256."
+      : "a visitor ID has at most 2,000; from a Cookie header, paste its gw_vid=… cookie alone.";
+    return Promise.reject(new Error(`Too long to look up (${WHOLE.format(id.trim().length)} characters): ${most}`));
+  }
+  return getJSON(path, {}, signal);
 }
 
 // A download of a report endpoint (CSV or NDJSON) for a link: same-origin, so the session

@@ -645,6 +645,24 @@ async def test_period_mistakes_are_told_in_the_forms_words(
         )
         assert said == "Enter a visitor ID or cookie value, or a user ID."
 
+        # Far longer than any ID (a page's text pasted by mistake): told in the form's words, not
+        # the listener's ("the request target is longer than the listener accepts (8190 bytes)").
+        for kind, told in (
+            (
+                "visitor",
+                "Too long to look up (20,000 characters): a visitor ID has at most 2,000; from a Cookie"
+                " header, paste its gw_vid=… cookie alone.",
+            ),
+            ("user", "Too long to look up (20,000 characters): a user ID has at most 256."),
+        ):
+            await page.eval("document.querySelector('#journey-result').replaceChildren()")
+            await look_up(page, kind, "y" * 20_000)
+            said = await page.wait_for(
+                "(t => t !== 'Looking up…' && t)(document.querySelector('#journey-result').textContent)",
+                "the lookup's answer",
+            )
+            assert said == told, said
+
 
 @pytest.mark.timeout(180)
 async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
