@@ -102,10 +102,13 @@ function localTime(ts) {
 
 function readPeriod() {
   const params = new URLSearchParams(window.location.search);
-  // A calendar date (not 2026-02-30); anything else is as if not given.
-  const valid = (v) => /^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v;
+  // A calendar date (not 2026-02-30); anything else is as if not given. A year of five or six
+  // digits (the date field takes years up to 275760: a digit too many typed) is kept, to be
+  // told outside the days shown: it was taken as no date given, the default period shown.
+  const valid = (v) => /^\d{5,6}-\d\d-\d\d$/.test(v || "")
+    || (/^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v);
   const to = valid(params.get("to")) ? params.get("to") : today();
-  const from = valid(params.get("from")) ? params.get("from") : addDays(to, -29);
+  const from = valid(params.get("from")) ? params.get("from") : to.length > 10 ? to : addDays(to, -29);
   return {
     from,
     to,
@@ -604,7 +607,9 @@ function periodProblem({ from, to, model, population }) {
   // The days the API counts in attribution.timezone (gateway/dashboard.py _zone_days, set by the server): a
   // year 1900 or 9999-12-31 was refused in the API's words (until '+010000-01').
   const { firstDay, lastDay } = document.body.dataset;
-  if (from < firstDay || to > lastDay) {
+  // Compared as text, a longer year first (20261-11-01 sorted before 9999-12-30).
+  const before = (a, b) => a.length < b.length || (a.length === b.length && a < b);
+  if (before(from, firstDay) || before(lastDay, to) || from.length > 10) {
     return `The dashboard shows days from ${firstDay} to ${lastDay}: choose a From and a To between them.`;
   }
   if (from > to) return `From (${from}) is after To (${to}): choose a From on or before To.`;

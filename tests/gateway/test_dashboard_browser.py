@@ -582,6 +582,11 @@ async def test_period_mistakes_are_told_in_the_forms_words(
             # Days the API does not count were refused in its words ("until: … '+010000-01'").
             ("?from=1900-01-01&to=1900-01-05", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
             ("?from=9999-12-30&to=9999-12-31", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
+            # A digit too many in a year (the date field takes years up to 275760): it was taken
+            # as no date given, and the default period shown without a word.
+            ("?from=20261-11-01&to=2026-11-10", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
+            ("?from=2026-11-01&to=20261-11-10", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
+            ("?from=20261-11-10&to=20261-11-10", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
         ]:
             await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + chosen)
             await page.wait_for(
@@ -590,6 +595,8 @@ async def test_period_mistakes_are_told_in_the_forms_words(
                 "the error state",
             )
             assert told in await page.eval("document.querySelector('#status').textContent")
+            shown = await page.eval("(f => [f.from.value, f.to.value])(document.querySelector('#period'))")
+            assert "?from={}&to={}".format(*shown) == query, shown  # the dates asked for, as typed
             asked = await page.eval(
                 "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
             )
