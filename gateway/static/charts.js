@@ -141,10 +141,14 @@ function yAxis(root, left, top, height, width, max) {
   svg("line", { x1: left, x2: left, y1: top, y2: top + height, stroke: AXIS }, root);
 }
 
+// What the daily chart and the model comparison say when they have nothing to draw (emptyText:
+// the page's own words, a population's).
+const NO_CONVERSIONS = "No conversions in this period.";
+
 // categories: x labels; series: [{name, values}] stacked in order; palette: Map name → colour.
-export function stackedBars(container, { categories, series, palette, label, unit }) {
+export function stackedBars(container, { categories, series, palette, label, unit, emptyText = NO_CONVERSIONS }) {
   const totals = categories.map((_, i) => series.reduce((sum, s) => sum + s.values[i], 0));
-  if (!series.length || totals.every((t) => t === 0)) return empty(container, "No conversions in this period.");
+  if (!series.length || totals.every((t) => t === 0)) return empty(container, emptyText);
   const W = widthFor(container, 900), H = 280, left = 44, top = 12, bottom = 40, right = 8;
   const plotW = W - left - right, plotH = H - top - bottom;
   const root = frame(container, W, H, label);
@@ -176,9 +180,9 @@ export function stackedBars(container, { categories, series, palette, label, uni
 }
 
 // groups: x labels (channels); series: [{name, values}] side by side in each group.
-export function groupedBars(container, { groups, series, palette, label, unit }) {
+export function groupedBars(container, { groups, series, palette, label, unit, emptyText = NO_CONVERSIONS }) {
   const all = series.flatMap((s) => s.values);
-  if (!groups.length || all.every((v) => v === 0)) return empty(container, "No conversions in this period.");
+  if (!groups.length || all.every((v) => v === 0)) return empty(container, emptyText);
   const W = widthFor(container, 900), H = 300, left = 44, top = 12, bottom = 56, right = 8;
   const plotW = W - left - right, plotH = H - top - bottom;
   const root = frame(container, W, H, label);

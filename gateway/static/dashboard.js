@@ -200,6 +200,13 @@ window.addEventListener("resize", () => {
   });
 });
 
+// What the daily chart and the comparison say with nothing to draw: with a population chosen,
+// that none of the period's conversions is credited to it ("No conversions in this period."
+// read over a card counting the period's conversions, "0 of 441 in every population").
+function uncredited(data) {
+  return data.population ? `No conversion of the period is credited to ${data.population} touchpoints.` : undefined;
+}
+
 function renderDaily(data) {
   // The API's days, not every calendar date from since to until: a date the zone skipped
   // whole (Pacific/Apia went from 2011-12-29 to 12-31) was drawn as an empty day.
@@ -213,7 +220,7 @@ function renderDaily(data) {
     for (const row of data.by_day) if (row.channel === name) values[days.indexOf(row.day)] += row.conversions;
     return { name, values };
   });
-  draw("#chart-daily", () => stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions" }));
+  draw("#chart-daily", () => stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions", emptyText: uncredited(data) }));
   legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
   dailyTable(days, series);
 }
@@ -248,7 +255,7 @@ function renderModels(data) {
     values: channels.map((ch) =>
       data.comparison.filter((r) => r.model === model && r.channel === ch).reduce((s, r) => s + r.conversions, 0)),
   }));
-  draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions" }));
+  draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions", emptyText: uncredited(data) }));
   legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
   if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"));
 
