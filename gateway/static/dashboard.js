@@ -257,7 +257,7 @@ function renderModels(data) {
   }));
   draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions", emptyText: uncredited(data) }));
   legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
-  if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"));
+  if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"), data.population);
 
   const table = $("#table-models");
   table.replaceChildren();
@@ -294,10 +294,13 @@ function learntWhen(at) {
 // why its credits differ: the journeys counted, and each channel's weight (the share of a
 // conversion its touches get) as a bar in data_driven's colour, its removal effect beside it;
 // folded under them, the numbers to six decimals in a table.
-function renderLearnt(learnt, color) {
+// population: the one chosen, whose journeys alone it learnt from (said: "From 0 journeys of the
+// period" and "No journeys in this period" read over a period of hundreds).
+function renderLearnt(learnt, color, population) {
   $("#learnt").hidden = false;
   const { converting_journeys: converting, non_converting_journeys: other, channels } = learnt;
-  const said = `From ${counted(converting + other, "journey")} of the period: ${count(converting)} converting, ${count(other)} not converting.`;
+  const whose = population ? ` of ${population} touchpoints in the period` : " of the period";
+  const said = `From ${counted(converting + other, "journey")}${whose}: ${count(converting)} converting, ${count(other)} not converting.`;
   let why = "";
   if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
   else if (channels.length) why = " None converted: every removal effect and weight is 0.";
@@ -313,7 +316,7 @@ function renderLearnt(learnt, color) {
       spoken: `weight ${weight}, removal effect ${effect}`,
     };
   });
-  draw("#chart-learnt", () => horizontalBars($("#chart-learnt"), { rows, color, label: "What data_driven learnt, each channel's weight and removal effect (the numbers: the table below)", emptyText: "No journeys in this period: data_driven learnt nothing." }));
+  draw("#chart-learnt", () => horizontalBars($("#chart-learnt"), { rows, color, label: "What data_driven learnt, each channel's weight and removal effect (the numbers: the table below)", emptyText: `No journeys${population ? ` of ${population} touchpoints` : ""} in this period: data_driven learnt nothing.` }));
   const table = $("#table-learnt");
   $("#numbers-learnt").hidden = !channels.length;
   table.replaceChildren(element("thead"), element("tbody"));

@@ -1473,6 +1473,13 @@ async def test_the_population_filter_credits_one_population_and_says_so(
         for chart in ("#chart-daily", "#chart-models"):
             said = await page.eval(f"document.querySelector({chart!r}).textContent")
             assert said == "No conversion of the period is credited to no_consent touchpoints.", (chart, said)
+        # What data_driven learnt: from that population's journeys, none (not "No journeys in this
+        # period", which has some).
+        learnt = await page.eval("document.querySelector('#learnt').textContent")
+        assert "From 0 journeys of no_consent touchpoints in the period" in learnt, learnt
+        assert (
+            "No journeys of no_consent touchpoints in this period: data_driven learnt nothing." in learnt
+        ), learnt
         totals = await page.eval("document.querySelector('#totals').textContent")
         assert "Conversions (credited to no_consent)0of 7 in every population" in totals, totals
 
