@@ -408,6 +408,7 @@ def add_dashboard(app: web.Application) -> None:
         app[ASSETS_KEY] = await asyncio.to_thread(load_assets)
         await app[SESSIONS_KEY].load()  # the store is open (and migrated) by now: the proxy's
         yield
+        await app[SESSIONS_KEY].close()  # logouts the store did not take yet
 
     app.cleanup_ctx.append(assets)
     app.on_response_prepare.append(_security_headers)

@@ -76,6 +76,10 @@ class Sessions:
         self._key = key
         self.key_id = hmac.new(key, b"key id", hashlib.sha256).digest()[:16]
         self._expiry: dict[bytes, float] = {}
+        self._unwritten: set[bytes] = set()
+        """Sessions ended (logouts) whose rows the store did not take (another writer held it past
+        the busy timeout, a full disk): read back at a restart, they would let their cookies in
+        again. Deleted at the next login or logout, or as the gateway stops (``close``)."""
 
     def _digest(self, session_id: str) -> bytes:
         return hmac.new(self._key, session_id.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
@@ -109,12 +113,15 @@ class Sessions:
         digest = self._digest(session_id)
         self._expiry[digest] = now + self.lifetime
         if self.store is not None:
+            ended = set(self._unwritten)
             try:
                 await dashboard_sessions.save(
-                    self.store, digest, self.key_id, now, now - self.lifetime, dropped
+                    self.store, digest, self.key_id, now, now - self.lifetime, [*dropped, *ended]
                 )
             except (sqlite3.Error, OSError) as err:
                 log.warning("dashboard session not written to the store (it ends at a restart): %s", err)
+            else:
+                self._unwritten -= ended
         return session_id
 
     def valid(self, session_id: str | None) -> bool:
@@ -135,11 +142,34 @@ class Sessions:
         digest = self._digest(session_id)
         self._expiry.pop(digest, None)
         if self.store is not None:
-            try:
-                await dashboard_sessions.remove(self.store, digest)
-            except (sqlite3.Error, OSError) as err:
-                # The browser's cookie is cleared all the same: nobody holds the ID any more.
-                log.warning("dashboard logout not written to the store: %s", err)
+            self._unwritten.add(digest)
+            await self._write_ends(
+                "dashboard logout not written to the store (%s): until it is, a restart would let"
+                " that session's cookie in again; it is tried again at the next login or logout,"
+                " and as the gateway stops"
+            )
+
+    async def _write_ends(self, failed: str) -> None:
+        """Delete the rows of the sessions ended that the store has not taken yet; ``failed``:
+        the log line if it still does not (``%s``: why)."""
+        if self.store is None or not self._unwritten:
+            return
+        ended = set(self._unwritten)
+        try:
+            await dashboard_sessions.remove(self.store, ended)
+        except (sqlite3.Error, OSError) as err:
+            # The browser's cookie is cleared all the same; the session is over in this process.
+            log.warning(failed, err)
+        else:
+            self._unwritten -= ended
+
+    async def close(self) -> None:
+        """As the gateway stops: the logouts the store has not taken yet, written now."""
+        await self._write_ends(
+            "dashboard logouts not written to the store as the gateway stops (%s): after the"
+            " restart those sessions' cookies are let in again until they expire"
+            " (admin.session_hours)"
+        )
 
     def __len__(self) -> int:
         return len(self._expiry)

@@ -64,10 +64,10 @@ async def save(
         await db.close()
 
 
-async def remove(path: Path, digest: bytes) -> None:
-    """Delete one session (a logout)."""
+async def remove(path: Path, digests: Iterable[bytes]) -> None:
+    """Delete sessions (a logout, and those the store could not take before), in one transaction."""
     db = await connect(path)
     try:
-        await db.execute("DELETE FROM dashboard_sessions WHERE digest = ?", (digest,))
+        await db.executemany("DELETE FROM dashboard_sessions WHERE digest = ?", [(d,) for d in digests])
     finally:
         await db.close()

@@ -83,6 +83,33 @@ async def test_a_login_outlives_a_restart_and_a_logout_stays_one(
     assert await _in(gw, kept)
 
 
+async def test_a_logout_while_the_store_is_busy_stays_one_after_a_restart(
+    start_gateway: Any, upstream_server: Any, tmp_path: Path
+) -> None:
+    """A logout while another writer held the store longer than its busy timeout (a
+    ``gateway import``, a purge) was logged "not written to the store", and the next restart
+    read the session back from it: the cookie of a browser signed out was let in again. The
+    logout is written once the store takes it: at the next login or logout, or as the gateway
+    stops."""
+    upstream = await upstream_server(origin())
+    gw = await start_gateway(upstream)
+    kept, left = await _login(gw), await _login(gw)
+    writer = await connect(tmp_path / "gateway.db")
+    try:
+        await writer.execute("BEGIN IMMEDIATE")  # the store's write lock, held past the busy timeout
+        async with gw.session.post(
+            gw.admin_url + "/logout", headers=with_cookie(gw, left, **host_origin(gw)), allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+        assert not await _in(gw, left)
+    finally:
+        await writer.execute("ROLLBACK")
+        await writer.close()
+    gw = await _restart(gw, start_gateway, upstream)
+    assert not await _in(gw, left)
+    assert await _in(gw, kept)
+
+
 async def test_a_changed_admin_token_signs_everyone_out_for_good(
     start_gateway: Any, upstream_server: Any, tmp_path: Path
 ) -> None:
