@@ -83,7 +83,9 @@ class ReportLearning(ConversionReads):
         moves, parts = self.count_moves(self.shares(since, until, conversion), task)
         learnt = replace(moves_learnt(moves), at=at, since=since, until=until)
         params = replace(params, channel_weights=learnt.weights, learnt=learnt)
-        if past is not None:
+        # A learning of no journey at all is not kept: learning it again costs nothing, and kept
+        # it credited the first journeys that came (the quick start's sign-up) for minutes.
+        if past is not None and (learnt.converting or learnt.not_converting):
             self.weights.keep(Kept(of, since, until, at, clock, rewrites, past, params), self.rewrites)
         return params, parts
 

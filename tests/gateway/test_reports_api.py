@@ -1691,6 +1691,22 @@ async def test_data_driven_weights_are_kept_until_an_analyst_changes_the_past(
     assert anew["learnt_at"] >= first["learnt_at"]
 
 
+async def test_weights_learnt_from_no_journey_are_not_kept(start_gateway: Any, upstream_server: Any) -> None:
+    """The quick start's dashboard opened before its first landing learnt from no journey; the
+    sign-up that followed was credited with those kept weights for ten minutes, the page saying
+    "From 0 journeys of the period" over a conversion credited to Email. A learning of nothing
+    (which costs nothing to learn again) is not kept; one of some journeys still is."""
+    gw = await start_gateway(await upstream_server(web.Application()))
+    empty = (await get(gw, "/api/attribution", model="data_driven", **PERIOD))["learnt"]
+    assert (empty["converting_journeys"], empty["non_converting_journeys"]) == (0, 0)
+    await gw.gateway.store.write([tp("v1", 1, "Email", source="newsletter"), conversion(2, 10.0, "v1")])
+    learnt = (await get(gw, "/api/attribution", model="data_driven", **PERIOD))["learnt"]
+    assert (learnt["converting_journeys"], learnt["non_converting_journeys"]) == (1, 0), learnt
+    await gw.gateway.store.write([tp("v2", 3, "Paid Search", source="google", medium="cpc")])
+    kept = (await get(gw, "/api/attribution", model="data_driven", **PERIOD))["learnt"]
+    assert kept == learnt  # kept: the new journey is not counted until the reuse time is over
+
+
 async def test_a_learnt_table_is_refused_for_a_report_that_learns_nothing(gw: RunningGateway) -> None:
     """``table=learnt`` is what ``data_driven`` learnt: for another model, the paths or the
     payouts report (which leaves it out, see the README) it is a 400 naming what to ask
