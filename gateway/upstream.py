@@ -584,17 +584,7 @@ class Connection(ResponseHandler):
             return
         self.answer = LAX
         self._should_close = True
-        self._lax = HttpPayloadParser(
-            payload,
-            chunked=True,
-            auto_decompress=False,
-            lax=True,
-            headers_parser=HeadersParser(
-                self.max_field_size, MAX_RESPONSE_HEADERS, self.max_field_size, True
-            ),
-            max_line_size=self.max_field_size,
-            max_field_size=self.max_field_size,
-        )
+        self._lax = self._lenient(payload, chunked=True)
         self._told(
             self.bare_lf,
             "upstream's chunked answer to %s %s ends its chunk lines in a bare LF, not CRLF "
@@ -625,11 +615,20 @@ class Connection(ResponseHandler):
         self.answer = LAX
         self._should_close = True
         self._until_close = not message.chunked
-        self._lax = HttpPayloadParser(
+        self._lax = self._lenient(payload, chunked=message.chunked, coding=coding)
+        return None
+
+    def _lenient(
+        self, payload: StreamReader, *, chunked: bool, coding: str | None = None
+    ) -> HttpPayloadParser:
+        """aiohttp's body parser in its lenient mode (chunk lines ending in a bare LF read as
+        curl and browsers read them), feeding ``payload``; with ``coding``, that transfer
+        coding undone behind it (``_read_coded``)."""
+        return HttpPayloadParser(
             payload,
-            chunked=message.chunked,
+            chunked=chunked,
             compression=coding,
-            auto_decompress=True,
+            auto_decompress=coding is not None,
             lax=True,
             headers_parser=HeadersParser(
                 self.max_field_size, MAX_RESPONSE_HEADERS, self.max_field_size, True
@@ -637,7 +636,6 @@ class Connection(ResponseHandler):
             max_line_size=self.max_field_size,
             max_field_size=self.max_field_size,
         )
-        return None
 
     def _lax_received(self, data: bytes) -> None:
         """Feed a chunked body's bytes to the lenient reader. Its end ends the answer (what
