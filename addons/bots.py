@@ -56,6 +56,8 @@ IP_HASHES = 4096
 RECENT_TOUCHES = 4
 """Touchpoints per visitor kept for re-scoring when a late signal arrives."""
 MIN_DOCS_WITHOUT_ASSETS = 3
+NEVER = -math.inf
+"""A time before every other, one object that every visitor's state shares (24 bytes each else)."""
 
 BLOCK_PAGE = (
     b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title></head>'
@@ -92,14 +94,29 @@ class VisitorState:
     a third more.
     """
 
-    __slots__ = ("assets", "docs", "hits", "new", "page", "previous", "robots", "slot", "times", "touches")
+    __slots__ = (
+        "assets",
+        "docs",
+        "hits",
+        "new_until",
+        "page",
+        "previous",
+        "robots",
+        "slot",
+        "times",
+        "touches",
+    )
 
-    def __init__(self, new: bool, slot: int) -> None:
-        self.new = new
-        """The visitor had no cookie when first seen: no browser cache either, so assets must load."""
+    def __init__(self, new_until: float, slot: int) -> None:
+        self.new_until = new_until
+        """Until when (Unix seconds) the visitor's browser cache may still be empty: one window
+        after their first page when they had no cookie then (no cookie, no cache either, so
+        assets must load), else ``NEVER``. Only then do 3 pages without an asset tell of a script:
+        later a browser shows its pages with the assets it cached (until 2026-12-07 a bool, and
+        ``no_assets`` lasted as long as the state)."""
         self.docs = 0
         self.assets = 0
-        self.robots = -math.inf
+        self.robots = NEVER
         """When the visitor last fetched robots.txt (Unix seconds): a flag for one window, as the
         per-address one (until 2026-12-07 a bool that lasted as long as the state)."""
         # Tuples, the shared empty one until something is kept (a list is two allocations, itself
@@ -339,7 +356,7 @@ class Bots:
             fetched = state.robots
         if now - fetched < self.window:
             late.append("robots_txt")
-        if state.new and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
+        if now < state.new_until and state.docs >= MIN_DOCS_WITHOUT_ASSETS and not state.assets:
             late.append("no_assets")
         if len(state.times) >= CADENCE and inhuman(state.times):
             late.append("inhuman_cadence")
@@ -398,7 +415,7 @@ class Bots:
         assert ex.visitor is not None
         state = self.visitors.get(ex.visitor.id)
         if state is None:
-            state = VisitorState(ex.visitor.is_new, int(now // self.window))
+            state = VisitorState(now + self.window if ex.visitor.is_new else NEVER, int(now // self.window))
             self.visitors.put(ex.visitor.id, state)
         if not prefetch:  # a speculative load is not a page the visitor saw
             state.docs += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 import sys
 import textwrap
@@ -541,6 +542,33 @@ async def test_a_visitor_that_never_loads_assets_is_rescored() -> None:
     assert change.verdict == "allow"  # 20 < 30: kept, with its reason, even when the verdict holds
 
 
+async def test_no_assets_is_judged_in_the_visitors_first_window_only() -> None:
+    """A new visitor who loaded 3 pages and no asset kept ``no_assets`` for as long as their state
+    stayed in memory (weeks on a quiet site): a browser that lost its cookie but kept its cache,
+    or a person once browsing through a text-only reader, was flagged on every later landing,
+    though their assets came from the cache. A new visitor's cache is empty only at first: the
+    pages and assets of their first window (``bots.window_seconds`` from their first page)
+    count, and the signal fires no later than that."""
+    pipe = pipeline()
+    first = await run(pipe, request("/?utm_source=ig"))
+    cookie = cookie_of(pipe, first)
+    for n, seconds in enumerate((20, 47), start=2):
+        await run(pipe, request(f"/p{n}", cookie=cookie, ts=FIXED_TS + timedelta(seconds=seconds)))
+
+    async def landing(at: datetime, source: str) -> Touchpoint:
+        return touchpoint(await run(pipe, request(f"/?utm_source={source}", cookie=cookie, ts=at)))
+
+    assert (await landing(FIXED_TS + timedelta(minutes=50), "nl")).reasons == ["no_assets"]
+    later = await landing(FIXED_TS + timedelta(days=21), "fb")
+    assert (later.verdict, later.reasons) == ("allow", [])
+    # Three pages spread over more than the first window are no sign either.
+    slow = await run(pipe, request("/?utm_source=x", ip="203.0.113.5"))
+    cookie = cookie_of(pipe, slow)
+    for n, minutes in enumerate((30, 61), start=2):
+        ex = await run(pipe, request(f"/s{n}", cookie=cookie, ts=FIXED_TS + timedelta(minutes=minutes)))
+        assert ex.events == []
+
+
 async def test_a_visitor_that_loads_assets_is_not_rescored() -> None:
     pipe = pipeline()
     landing = await run(pipe, request())
@@ -709,7 +737,7 @@ def test_a_visitors_window_counts_as_a_window_counter_does(times: list[float]) -
     """The per-visitor velocity window lives in the visitor's state: it estimates exactly what
     a ``WindowCounter`` key would, as time moves on, skips windows, or (a late request) goes back."""
     counter = WindowCounter(window=3600, max_keys=4)
-    state = VisitorState(True, int(times[0] // 3600))
+    state = VisitorState(-math.inf, int(times[0] // 3600))
     for now in times:
         assert state.hit(now, 3600.0) == counter.hit("visitor", now)
 
@@ -734,7 +762,7 @@ def test_a_window_estimate_is_the_current_count_plus_the_previous_ones_share(tim
     rather than ``min``/``max`` (cheaper); this holds them to what those gave."""
     window = 3600.0
     counter = WindowCounter(window, max_keys=4)
-    state = VisitorState(True, int(times[0] // window))
+    state = VisitorState(-math.inf, int(times[0] // window))
     slot, current, previous = int(times[0] // window), 0, 0
     for now in times:
         at = int(now // window)

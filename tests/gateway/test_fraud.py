@@ -593,6 +593,22 @@ async def test_a_visitors_robots_txt_flag_ends_with_the_window(start_gateway, or
     assert [(i["verdict"], i["reasons"]) for i in later] == [("allow", [])]
 
 
+async def test_no_assets_ends_with_the_visitors_first_window(start_gateway, origin) -> None:
+    """A new visitor who loaded 3 pages and no asset (a browser that lost its cookie but kept its
+    cache, a text-only reader) carried ``no_assets`` on every later landing for as long as the
+    gateway kept their state: weeks on a quiet site. Only their first window counts now (here
+    ``bots.window_seconds = 1``, so the landing two seconds on is past it)."""
+    gw = await start_gateway(origin[0], TRUST + "[bots]\nwindow_seconds = 1\n")
+    cookie = (await visit(gw, "/?utm_source=ig", BROWSER)).cookies["gw_vid"].value
+    own = {**BROWSER, "Cookie": f"gw_vid={cookie}"}
+    for page in ("/p2", "/p3"):
+        await visit(gw, page, own)
+    await asyncio.sleep(2.2)  # past the window: only more time can pass, never less
+    await visit(gw, "/?utm_source=newsletter", own, ip="203.0.113.50")
+    later = [i for i in (await gw.api("/api/touchpoints"))["items"] if i["source"] == "newsletter"]
+    assert [(i["verdict"], i["reasons"]) for i in later] == [("allow", [])]
+
+
 async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
     """README "Worked example": 1,000 clicks for unverified creator ben, one IP, no cookies kept."""
     gw = await start_gateway(origin[0], TRUST + "[[creators]]\nid = 'ben'\n")
