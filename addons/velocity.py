@@ -57,7 +57,8 @@ class WindowCounter:
 
 
 class DistinctSources:
-    """Distinct sources (IPs, visitors) seen per key within a window, each set capped at ``cap``."""
+    """Distinct sources (IPs, visitors) seen per key within the last ``window`` seconds, at most
+    ``cap`` kept per key (each with when it was last seen)."""
 
     __slots__ = ("_keys", "cap", "max_keys", "window")
 
@@ -65,28 +66,42 @@ class DistinctSources:
         self.window = window
         self.max_keys = max_keys
         self.cap = cap
-        self._keys: OrderedDict[Hashable, tuple[int, set[Hashable]]] = OrderedDict()
+        self._keys: OrderedDict[Hashable, dict[Hashable, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def add(self, key: Hashable, source: Hashable, now: float) -> int:
-        """Note ``source`` for ``key``; how many distinct sources the key has (at most ``cap``).
+        """Note ``source`` for ``key`` at ``now``; how many distinct sources the key had within a
+        window of ``now`` (at most ``cap``).
 
-        A key's set starts afresh once a whole window has passed since it started, or when time
-        goes back before the window before it (a backfill replaying lines out of time order).
+        A sliding window, as the README promises: sources a window or more before ``now`` are
+        forgotten, so four addresses within four seconds count together whichever hour they
+        straddle, and four spread over two hours do not (until 2026-12-07 a key's set ran from
+        the clock's window its first source came in to the end of the next: 1 to 2 windows, and
+        started afresh at fixed times). Out of time order (a backfill replaying lines), a source
+        seen less than a window after ``now`` counts too; one further either way is forgotten.
+        A full set gives way to the new source by dropping its longest unseen one: every source
+        kept is then within the window, and the count stays ``cap``.
         """
-        slot = int(now // self.window)
-        entry = self._keys.get(key)
-        if entry is None or not entry[0] - 1 <= slot <= entry[0] + 1:  # or back, out of time order
-            entry = self._keys[key] = (slot, set())
+        sources = self._keys.get(key)
+        if sources is None:
+            sources = self._keys[key] = {}
             if len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
         else:
             self._keys.move_to_end(key)
-        sources = entry[1]
-        if len(sources) < self.cap:
-            sources.add(source)
+            window = self.window
+            stale = [s for s, at in sources.items() if not -window < now - at < window]
+            for gone in stale:
+                del sources[gone]
+        seen = sources.get(source)
+        if seen is None:
+            if len(sources) >= self.cap:
+                del sources[min(sources, key=sources.__getitem__)]
+            sources[source] = now
+        elif now > seen:
+            sources[source] = now
         return len(sources)
 
 

@@ -480,6 +480,29 @@ async def test_click_id_reused_from_many_ips_is_flagged() -> None:
     assert reasons[3] == ["click_id_reuse"] and reasons[4] == ["click_id_reuse"]
 
 
+async def test_a_click_id_counts_the_sources_of_the_last_window() -> None:
+    """README: ``click_id_reuse`` fires for more than ``bots.max_click_id_sources`` sources "in the
+    window". A click ID's set of sources started at the window its first source came in and
+    lasted to the end of the next, on the clock's hours: four addresses opening one gclid within
+    four seconds across the hour after next were never counted together (the set started afresh
+    between them), while four spread over almost two hours, never more than two in any hour,
+    were flagged."""
+    pipe = pipeline()
+
+    async def reasons(gclid: str, ip: str, at: datetime) -> list[str]:
+        return touchpoint(await run(pipe, request(f"/?gclid={gclid}", ip=ip, ts=at))).reasons
+
+    assert FIXED_TS.minute == FIXED_TS.second == 0  # on an hour, as the windows are
+    assert await reasons("Cj0-straddled", "192.0.2.1", FIXED_TS + timedelta(seconds=10)) == []
+    two_hours = FIXED_TS + timedelta(hours=2)
+    burst = [(two_hours + timedelta(seconds=s), f"198.51.100.{n}") for n, s in enumerate((-2, -1, 1, 2))]
+    found = [await reasons("Cj0-straddled", ip, at) for at, ip in burst]
+    assert found == [[], [], [], ["click_id_reuse"]]  # the four of those four seconds
+    spread = [FIXED_TS + timedelta(minutes=m) for m in (0, 35, 70, 105)]
+    found = [await reasons("Cj0-spread", f"203.0.113.{n}", at) for n, at in enumerate(spread)]
+    assert found == [[], [], [], []]  # never more than two of them within an hour
+
+
 async def test_a_newsletters_campaign_id_is_no_reused_click() -> None:
     """Every reader of a Mailchimp newsletter carries its one ``mc_cid``: the sixth reader's
     click is as good as the first (it was flagged ``review`` and lost its credit)."""

@@ -4,10 +4,12 @@ queue, analyst overrides, re-scores, and the block action — through a real gat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
+from gateway.importrun import run_import
 from gateway.openapi import openapi_document
 from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
 from tests.conftest import TOKEN, make_settings
@@ -607,6 +610,40 @@ async def test_no_assets_ends_with_the_visitors_first_window(start_gateway, orig
     await visit(gw, "/?utm_source=newsletter", own, ip="203.0.113.50")
     later = [i for i in (await gw.api("/api/touchpoints"))["items"] if i["source"] == "newsletter"]
     assert [(i["verdict"], i["reasons"]) for i in later] == [("allow", [])]
+
+
+async def test_a_click_ids_sources_are_counted_over_the_last_window(tmp_path) -> None:
+    """README: ``click_id_reuse`` when one click ID arrives from more than 3 IPs "in the window".
+    Replayed through the chain and the store by ``gateway import``, at the log's times: a click
+    ID's sources were counted from the clock's hour its first one came in to the end of the next,
+    so four addresses within four seconds across a later hour were never counted together (the
+    set started afresh between them), and four spread over an hour and three quarters, at most
+    two within any hour, were flagged. Each is counted over the last hour now."""
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    clicks = [
+        ("10:00:10", "straddled", "192.0.2.1"),
+        *((f"10:{m:02d}:00", "spread", f"203.0.113.{m}") for m in (0, 35)),
+        *((f"11:{m:02d}:00", "spread", f"203.0.113.{m}") for m in (10, 45)),
+        *((f"11:59:5{s}", "straddled", f"198.51.100.{s}") for s in (8, 9)),
+        *((f"12:00:0{s}", "straddled", f"198.51.100.{s}") for s in (1, 2)),
+    ]
+    log = tmp_path / "access.log"
+    text = "".join(
+        f'{ip} - - [01/Dec/2026:{at} +0000] "GET /?gclid=Cj0-{kind} HTTP/1.1" 200 10 "-" "{firefox}"\n'
+        for at, kind, ip in clicks
+    )
+    await asyncio.to_thread(log.write_text, text)
+    settings = make_settings(tmp_path)
+    await run_import(settings, [log], "combined", host="shop.example")
+
+    def read() -> list[tuple[str, str, str]]:
+        with contextlib.closing(sqlite3.connect(settings.store_path)) as db:
+            return db.execute("SELECT ts, click_id, reasons FROM touchpoints ORDER BY ts").fetchall()
+
+    got = await asyncio.to_thread(read)
+    flagged = [(ts[11:19], click) for ts, click, reasons in got if "click_id_reuse" in json.loads(reasons)]
+    assert len(got) == len(clicks)
+    assert flagged == [("12:00:02", "Cj0-straddled")]  # the fourth address within four seconds
 
 
 async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
