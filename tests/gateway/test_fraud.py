@@ -646,6 +646,26 @@ async def test_a_click_ids_sources_are_counted_over_the_last_window(tmp_path) ->
     assert flagged == [("12:00:02", "Cj0-straddled")]  # the fourth address within four seconds
 
 
+async def test_a_burst_from_one_address_without_a_creator_is_allowed(start_gateway, origin) -> None:
+    """README, "Signals and weights": a burst of landings from one address, each with a fresh
+    cookie and a browser's headers, and no creator ID, is counted by ``ip_velocity`` alone (25,
+    ``allow``) past ``bots.max_per_ip``, and by nothing before it; the fraud report shows it as
+    many visitors from one address. Here ``max_per_ip = 30``: 50 landings, the last 20 flagged."""
+    gw = await start_gateway(origin[0], TRUST + "[bots]\nmax_per_ip = 30\n")
+    for n in range(50):
+        resp = await visit(
+            gw, f"/?utm_source=ads&utm_campaign=burst&utm_content=v{n}", BROWSER, ip="192.0.2.77"
+        )
+        assert resp.status == 200
+    items = (await gw.api("/api/touchpoints", limit=100))["items"]
+    got = [(i["verdict"], i["bot_score"], i["reasons"]) for i in items]
+    assert got == [("allow", 0, [])] * 30 + [("allow", 25, ["ip_velocity"])] * 20
+    (group,) = (await gw.api("/api/fraud", group_by="campaign"))["groups"]
+    assert (group["key"], group["clicks"], group["verdicts"]["allow"]) == ("burst", 50, 50)
+    assert (group["distinct_visitors"], group["distinct_ips"]) == (50, 1)
+    assert group["top_reasons"] == [{"reason": "ip_velocity", "count": 20}]
+
+
 async def test_the_readme_click_farm_example(start_gateway, origin) -> None:
     """README "Worked example": 1,000 clicks for unverified creator ben, one IP, no cookies kept."""
     gw = await start_gateway(origin[0], TRUST + "[[creators]]\nid = 'ben'\n")
