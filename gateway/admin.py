@@ -647,24 +647,16 @@ def report_zone_of(request: web.Request) -> tzinfo:
 def span(
     q: Mapping[str, str], zone: tzinfo, names: tuple[str, str] = ("since", "until")
 ) -> tuple[str | None, str | None]:
-    """Optional ``since`` and ``until`` of a listing, each in range and in order (as a report's;
-    ``parse_time``'s canonical UTC text sorts in time order); a problem names them as
-    ``names`` spell them (``gateway report --fraud``: ``--since``)."""
+    """Optional ``since`` and ``until`` of a listing or a report, each in range and in order
+    (``parse_time``'s canonical UTC text sorts in time order), and a ``since`` without ``until``
+    before now: after now the answer could only be empty, which reads as "none" (until
+    2026-12-07 a listing answered such an empty page, and ``/api/fraud`` no groups). A problem
+    names them as ``names`` spell them (``gateway report --fraud``: ``--since``)."""
     since = parse_time(names[0], q["since"], zone) if "since" in q else None
     until = parse_time(names[1], q["until"], zone) if "until" in q else None
     if since is not None and until is not None:
         in_order(since, until, names)
-    return since, until
-
-
-def report_span(
-    q: Mapping[str, str], zone: tzinfo, names: tuple[str, str] = ("since", "until")
-) -> tuple[str | None, str | None]:
-    """A report's optional ``since`` and ``until`` (``/api/fraud``, ``gateway report --fraud``):
-    as a listing's (``span``), and a ``since`` without ``until`` before now, as the other
-    reports refuse it — after now the report could only be empty, which reads as "none"."""
-    since, until = span(q, zone, names)
-    if since is not None and until is None:
+    elif since is not None:
         in_order(since, iso(datetime.now(UTC)), names, until_now=True)
     return since, until
 

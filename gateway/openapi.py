@@ -474,7 +474,12 @@ def query_param(name: str, description: str, schema: dict[str, Any] | None = Non
 
 
 _PERIOD = [
-    query_param("since", "ISO 8601 date or date-time, inclusive; before until when both are given", MOMENT),
+    query_param(
+        "since",
+        "ISO 8601 date or date-time, inclusive; before until when both are given, before now when"
+        " until is left out (else a 400, not an empty page)",
+        MOMENT,
+    ),
     query_param("until", "ISO 8601 date or date-time, exclusive", MOMENT),
 ]
 """A listing's period."""

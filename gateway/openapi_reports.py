@@ -412,8 +412,8 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 query_param(
                     "since",
-                    "ISO 8601 date or date-time, inclusive; before until when both are given "
-                    "(default: the first touchpoint)",
+                    "ISO 8601 date or date-time, inclusive; before until when both are given, "
+                    "before now when until is left out (default: the first touchpoint)",
                     MOMENT,
                 ),
                 query_param("until", "ISO 8601 date or date-time, exclusive (default: none)", MOMENT),

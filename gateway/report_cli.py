@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from gateway import reporting
-from gateway.admin import ApiError, report_span
+from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
 from gateway.cliargs import whole_number
 from gateway.config import ConfigError, Settings, load_settings
@@ -305,7 +305,7 @@ def _fraud_query(args: argparse.Namespace, settings: Settings) -> FraudQuery:
     ends = (("since", args.since), ("until", args.until))
     given = {name: value for name, value in ends if value is not None}
     try:
-        since, until = report_span(given, settings.report_zone, ("--since", "--until"))
+        since, until = span(given, settings.report_zone, ("--since", "--until"))
     except ApiError as err:
         raise ValueError(err.message) from None
     return since, until, args.group_by or "creator_id"

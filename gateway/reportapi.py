@@ -27,8 +27,8 @@ from gateway.admin import (
     ok,
     only_params,
     parse_time,
-    report_span,
     report_zone_of,
+    span,
     wants_bom,
 )
 from gateway.attribution import MODELS
@@ -247,7 +247,7 @@ async def fraud(request: web.Request) -> web.Response:
     group_by = q.get("group_by", "creator_id")
     if group_by not in FRAUD_GROUPS:
         raise ApiError(400, f"group_by: expected one of {', '.join(FRAUD_GROUPS)}, got {group_by[:100]!r}")
-    since, until = report_span(q, report_zone_of(request))
+    since, until = span(q, report_zone_of(request))
     reader = request.app[REPORTING_KEY].reader or request.app[READER_KEY]  # the mirror's, if any
     if kind != "json":
         groups = await reader.fraud(since, until, group_by, limit=None)

@@ -890,3 +890,29 @@ async def test_a_fraud_report_from_a_future_since_is_refused_as_the_reports_refu
     assert (group["key"], group["clicks"]) == ("ben", 1)
     (group,) = (await gw.api("/api/fraud", since="2026-01-01"))["groups"]
     assert group["clicks"] == 1
+
+
+async def test_a_listing_from_a_future_since_is_refused_as_the_reports_refuse_it(
+    start_gateway, origin
+) -> None:
+    """``/api/touchpoints``, ``/api/review`` and ``/api/conversions`` with ``since=2099-01-01`` and
+    no ``until`` answered an empty page, which reads as "nothing happened", where the reports and
+    ``/api/fraud`` refuse it with a 400. The listings say so alike now, downloads too; a period
+    given whole in the future is a period still (an empty page), and no since lists everything."""
+    gw = await start_gateway(origin[0], TRUST)
+    await visit(gw, "/?utm_source=x&creator_id=ben", CURL)
+    refused = re.compile(
+        r"since: must be before until \(2099-01-01T00:00:00\.000000Z"
+        r" >= \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z; until left out: now\)"
+    )
+    for path in ("/api/touchpoints", "/api/review", "/api/conversions"):
+        body = await gw.api(path, since="2099-01-01")
+        assert body["status"] == 400 and refused.fullmatch(body["error"]), (path, body)
+        async with gw.session.get(
+            gw.admin_url + path, headers=AUTH, params={"since": "2099-01-01", "format": "csv"}
+        ) as resp:
+            assert resp.status == 400 and refused.fullmatch((await resp.json())["error"]), path
+        later = await gw.api(path, since="2099-01-01", until="2099-02-01")
+        assert later["ok"] and later["items"] == [], (path, later)
+    assert len((await gw.api("/api/touchpoints"))["items"]) == 1
+    assert len((await gw.api("/api/review", since="2026-01-01", verdict="block"))["items"]) == 1  # curl
