@@ -645,19 +645,24 @@ def report_zone_of(request: web.Request) -> tzinfo:
 
 
 def span(
-    q: Mapping[str, str], zone: tzinfo, names: tuple[str, str] = ("since", "until")
+    q: Mapping[str, str],
+    zone: tzinfo,
+    names: tuple[str, str] = ("since", "until"),
+    ahead: timedelta = timedelta(0),
 ) -> tuple[str | None, str | None]:
     """Optional ``since`` and ``until`` of a listing or a report, each in range and in order
     (``parse_time``'s canonical UTC text sorts in time order), and a ``since`` without ``until``
     before now: after now the answer could only be empty, which reads as "none" (until
     2026-12-07 a listing answered such an empty page, and ``/api/fraud`` no groups). A problem
-    names them as ``names`` spell them (``gateway report --fraud``: ``--since``)."""
+    names them as ``names`` spell them (``gateway report --fraud``: ``--since``). ``ahead``: how
+    far past now a row's time may be (a signed conversion's, ``webhooks.tolerance_seconds``): a
+    poller that asks from the newest time it saw is not refused while such a row is the newest."""
     since = parse_time(names[0], q["since"], zone) if "since" in q else None
     until = parse_time(names[1], q["until"], zone) if "until" in q else None
     if since is not None and until is not None:
         in_order(since, until, names)
     elif since is not None:
-        in_order(since, iso(datetime.now(UTC)), names, until_now=True)
+        in_order(since, iso(datetime.now(UTC) + ahead), names, until_now=True)
     return since, until
 
 
@@ -813,7 +818,9 @@ async def conversions(request: web.Request) -> web.StreamResponse:
     )
     fmt, bom, delimiter = _download(request)
     limit, cursor, newest = _ordered_page(q)
-    since, until = span(q, report_zone_of(request))
+    live = request.app.get(LIVE_KEY)
+    webhooks = (live.current if live is not None else request.app[SETTINGS_KEY]).options.webhooks
+    since, until = span(q, report_zone_of(request), ahead=timedelta(seconds=webhooks.tolerance_seconds))
     # Recorded trimmed as touchpoints' are (a [[conversions]] rule's name is refused with spaces
     # around it, a webhook's name trimmed; senders' names are tokens): " signup" found none.
     equals = {k: _filter(k, q[k], "conversions", 200) for k in CONVERSION_FILTERS if k in q}

@@ -916,3 +916,8 @@ async def test_a_listing_from_a_future_since_is_refused_as_the_reports_refuse_it
         assert later["ok"] and later["items"] == [], (path, later)
     assert len((await gw.api("/api/touchpoints"))["items"]) == 1
     assert len((await gw.api("/api/review", since="2026-01-01", verdict="block"))["items"]) == 1  # curl
+    # A signed conversion may be dated up to webhooks.tolerance_seconds (300) ahead: a poller
+    # asking from the newest time it saw is not refused within it; a touchpoint's time never is.
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (await gw.api("/api/conversions", since=soon))["ok"]
+    assert (await gw.api("/api/touchpoints", since=soon))["status"] == 400
