@@ -6,9 +6,11 @@ Owns ``submitted`` (a request's events to the store, the pipeline told if it ref
 events' commit (the store bounds the wait by ``storage.max_wait_ms``); under ``"async"`` it does
 not, and each commit is looked at when it settles. Either way a failure never fails the
 request: a commit not made in time counts ``gateway_events_unconfirmed_total{reason="timeout"}``,
-one the store refused (its writer stopped, a full disk) ``{reason="store_error"}``, said once then
-at most every 10 s (``Throttled``: a store refusing every event would otherwise write a line per
-request, on the disk that may be full).
+one the store refused (its writer stopped, a full disk) ``{reason="store_error"}`` — each commit
+once, by how its response went out. Every commit the store refused, in time or after its wait
+timed out (``CommitTimeout.outcome``), counts ``gateway_events_not_stored_total``: its events are
+lost. Each kind is said once then at most every 10 s (``Throttled``: a store refusing every
+event would otherwise write a line per request, on the disk that may be full).
 """
 
 from __future__ import annotations
@@ -63,13 +65,14 @@ def _refused_late(
 class Confirmations:
     """Each host's one, on its metrics and its logger."""
 
-    __slots__ = ("_not_stored", "metrics", "wait")
+    __slots__ = ("_not_stored", "_not_stored_late", "metrics", "wait")
 
     def __init__(self, metrics: Metrics, log: logging.Logger, wait: bool) -> None:
         self.metrics = metrics
         self.wait = wait
         """``storage.durability == "commit"``: the request waits for its commit."""
         self._not_stored = Throttled(log, logging.WARNING)
+        self._not_stored_late = Throttled(log, logging.WARNING)
 
     async def confirm(self, commits: Iterable[asyncio.Future[None]]) -> None:
         """Wait for each commit, or leave it to be looked at when it settles (``wait`` off)."""
@@ -79,8 +82,8 @@ class Confirmations:
                 continue
             try:
                 await future
-            except CommitTimeout:
-                self.metrics.events_unconfirmed.labels("timeout").inc()
+            except CommitTimeout as err:
+                self.timed_out(err)
             except Exception as err:
                 self.failed(err)
 
@@ -90,10 +93,28 @@ class Confirmations:
             return
         err = future.exception()
         if isinstance(err, CommitTimeout):
-            self.metrics.events_unconfirmed.labels("timeout").inc()
+            self.timed_out(err)
         elif err is not None:
             self.failed(err)
 
+    def timed_out(self, err: CommitTimeout) -> None:
+        """Its response went out before its commit: counted so now, and looked at again when the
+        commit ends (until 2026-12-07 a refusal then was neither counted nor said)."""
+        self.metrics.events_unconfirmed.labels("timeout").inc()
+        err.outcome.add_done_callback(self._ended_late)
+
+    def _ended_late(self, outcome: asyncio.Future[BaseException | None]) -> None:
+        """A commit whose wait timed out, ended: if the store refused it, its events are lost."""
+        if outcome.cancelled() or (err := outcome.result()) is None:
+            return
+        self.metrics.events_not_stored.inc()
+        self._not_stored_late(
+            "events not stored (%s) after their commit outlasted storage.max_wait_ms; the page was"
+            " served anyway",
+            err,
+        )
+
     def failed(self, err: BaseException) -> None:
         self.metrics.events_unconfirmed.labels("store_error").inc()
+        self.metrics.events_not_stored.inc()
         self._not_stored("events not stored (%s); the page was served anyway", err)

@@ -88,8 +88,13 @@ class Metrics:
         )
         self.events_unconfirmed = Counter(
             "gateway_events_unconfirmed",
-            "Events whose commit was not confirmed before the response went out",
+            "Commits not confirmed within storage.max_wait_ms, each once: timeout, store_error",
             ["reason"],
+            registry=r,
+        )
+        self.events_not_stored = Counter(
+            "gateway_events_not_stored",
+            "Commits the store refused (within storage.max_wait_ms or after): their events are lost",
             registry=r,
         )
         self.store_errors = Counter("gateway_store_errors", "Failed store commits", registry=r)

@@ -507,3 +507,60 @@ async def test_a_store_file_deleted_or_replaced_under_the_gateway_is_told_and_co
         f"the store file {db} (storage.path) was {how} while the gateway ran; nothing is written "
         "from now on: restart the gateway to write to the file at that path"
     )
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+async def test_a_commit_refused_after_its_wait_timed_out_is_counted_and_said_as_lost(
+    start_gateway: GatewayFactory,
+    upstream_server: Callable[[web.Application], Awaitable[str]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    durability: str,
+) -> None:
+    """A commit held past ``storage.max_wait_ms`` (another connection's write lock) and then
+    refused (a trigger raising) lost its events, but until 2026-12-07 only its timeout was
+    counted (``timeout``: "still written later"), and no line said they were not stored. Under
+    ``durability = "async"`` every commit that outlasts ``max_wait_ms`` was so. Now the refusal
+    is counted in ``gateway_events_not_stored_total`` and said, as one that comes in time is;
+    ``gateway_events_unconfirmed_total`` still counts each commit once, by how its response
+    went out."""
+    db = tmp_path / "gateway.db"
+    toml = f'[storage]\npath = "{db}"\nnode = "test"\nmax_wait_ms = 300.0\ndurability = "{durability}"\n'
+    gw = await start_gateway(await upstream_server(landing_app()), toml)
+    await land(gw, "before")
+    shell = await asyncio.to_thread(sqlite3.connect, db, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(shell.execute, "BEGIN IMMEDIATE")  # a sqlite3 shell's long write
+        await land(gw, "late")  # served; its touchpoint waits in the queue past max_wait_ms
+        async with asyncio.timeout(10):
+            while await unconfirmed(gw, "timeout") < 1:
+                await asyncio.sleep(0.05)
+        refuse = (
+            "CREATE TRIGGER fail BEFORE INSERT ON touchpoints BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        await asyncio.to_thread(shell.execute, refuse)
+        caplog.clear()
+        await asyncio.to_thread(shell.execute, "COMMIT")  # the queued touchpoint is tried, and refused
+        async with asyncio.timeout(30):
+            while await metric(gw, "gateway_store_queue") != 0:
+                await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(shell.close)
+    assert await metric(gw, "gateway_events_not_stored_total") == 1
+    assert await unconfirmed(gw, "timeout") == 1  # each commit counted there once, as it went out
+    assert await unconfirmed(gw, "store_error") == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("events not stored")]
+    assert len(said) == 1 and "disk says no" in said[0] and "storage.max_wait_ms" in said[0], said
+    assert await asyncio.to_thread(query, db, "SELECT content FROM touchpoints") == [("before",)]
+
+    await land(gw, "refused in time")  # refused within max_wait_ms: counted as before, and as lost
+    async with asyncio.timeout(10):
+        while await metric(gw, "gateway_events_not_stored_total") < 2:
+            await asyncio.sleep(0.05)
+    assert await unconfirmed(gw, "store_error") == 1
+    assert await unconfirmed(gw, "timeout") == 1
+    await asyncio.to_thread(execute, db, "DROP TRIGGER fail")
+    await land(gw, "after")
+    assert await metric(gw, "gateway_events_not_stored_total") == 2  # none counted twice
+    contents = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
+    assert contents == [("before",), ("after",)]
