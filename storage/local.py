@@ -792,6 +792,11 @@ class LocalStore:
                     else:
                         for _ in range(GATHER_TURNS):
                             await asyncio.sleep(0)
+                    if not self._pending:
+                        # Withdrawn meanwhile at their deadline (``write(…, withdraw=True)``: a
+                        # ``batch_wait_ms`` longer than ``max_wait_ms``): nothing left to take.
+                        # Until 2026-12-07 the writer took from the empty queue and stopped.
+                        continue
                 self._inflight, rows = self._take()
                 outcomes = await self._commit_batch(self._inflight, rows)
                 while all(locked(e) for e in outcomes) and not self._closing:

@@ -490,6 +490,27 @@ async def test_a_write_that_asks_to_be_withdrawn_is_not_written_late(open_store:
     assert store._queued == 0
 
 
+async def test_a_write_withdrawn_while_the_writer_gathers_its_batch_does_not_stop_the_writer(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``storage.batch_wait_ms`` longer than ``max_wait_ms`` (both valid): an admin write alone
+    in the queue is withdrawn at its deadline while the writer still waits for its batch to
+    fill, and the writer then took a batch from the empty queue. It stopped on that
+    (``IndexError: pop from an empty deque``): every later event was refused until a restart.
+    Now it finds nothing to take, and writes on."""
+    store = await open_store(max_wait_ms=50, batch_wait_ms=300)
+    [withdrawn] = await settle(asyncio.ensure_future(store.write([tp(1)], withdraw=True)), timeout=5)
+    assert isinstance(withdrawn, CommitTimeout) and "withdrawn" in str(withdrawn)
+    await asyncio.sleep(0.4)  # past the writer's batch wait
+    assert store.accepting, [r.getMessage() for r in caplog.records]
+    [late] = await settle(store.submit([tp(2)]), timeout=5)  # it too outlasts max_wait_ms …
+    assert isinstance(late, CommitTimeout)
+    async with asyncio.timeout(5):
+        assert await late.outcome is None  # … and is written all the same
+    assert (await read(store.path, "SELECT id FROM touchpoints")) == [(event_id(2),)]
+    assert store._queued == 0
+
+
 async def test_a_wait_ends_at_max_wait_ms_not_up_to_a_quarter_later(open_store: OpenStore) -> None:
     """Each caller waits ``max_wait_ms``, whenever it submitted: the timer wakes at the next
     deadline. It woke every quarter of ``max_wait_ms``, so a submit just after a wake waited
