@@ -551,6 +551,9 @@ class LocalStore:
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._refusal = "the store is closed"
+        """What a submit is told once the store takes no more: closed, or why its writer stopped."""
+        self._stopped_by: str | None = None  # the error the writer stopped on
         self._gap_at = -LOCK_PROBE  # the event loop's time of the latest gap (``_leave_lock``)
         self._others_write = False  # another connection committed in that gap
         self._max_wait = options.max_wait_ms / 1000
@@ -713,7 +716,7 @@ class LocalStore:
         future: asyncio.Future[Any] = loop.create_future()
         task = self._task
         if self._closing or task is None or task.done():  # not ``accepting``
-            future.set_exception(StoreClosed("the store is closed"))
+            future.set_exception(StoreClosed(self._refusal))
         elif not events:  # nothing to commit: done (a batch of none failed, and marked the store failing)
             future.set_result([] if parts is not None else None if groups is None else [True] * len(groups))
         elif self._queued + len(events) > MAX_QUEUED:
@@ -823,9 +826,14 @@ class LocalStore:
                         _settle([item], error)
                 if self.lock_gap and self._pending and not self._closing:
                     await self._leave_lock()
-        except Exception:
+        except Exception as err:
             self.metrics.store_errors.inc()
-            log.critical("the store writer stopped; events are refused until restart", exc_info=True)
+            self._stopped_by = f"{type(err).__name__}: {err}"
+            log.critical(
+                "the store writer stopped (%s); events are refused until restart",
+                self._stopped_by,
+                exc_info=True,
+            )
 
     async def _leave_lock(self) -> None:
         """A bulk writer's pause between two commits (``LOCK_GAP``), in which a commit waiting in
@@ -872,9 +880,11 @@ class LocalStore:
         _settle(dropped, error)
 
     def _writer_stopped(self, task: asyncio.Task[None]) -> None:
-        """However the writer ended (even cancelled before it ran), fail what it left behind.
+        """However the writer ended (even cancelled before it ran), fail what it left behind
+        (a submit whose wait timed out: its ``CommitTimeout.outcome``), saying why.
 
-        Nobody waits on a writer that is gone; ``submit`` refuses from now on.
+        Nobody waits on a writer that is gone; ``submit`` refuses from now on, saying why too
+        (until 2026-12-07 it said "the store is closed" of a writer stopped on an error).
         """
         stranded = self._inflight + list(self._pending)
         self._inflight = []
@@ -882,9 +892,16 @@ class LocalStore:
         self._queued = 0
         if self._queue_gauge is not None:
             self._queue_gauge.set(0)
+        if task.cancelled():
+            why = "the store writer was cancelled"
+        elif self._stopped_by is not None:
+            why = f"the store writer stopped on an error ({self._stopped_by})"
+        else:
+            why = "the store writer stopped"
+        if not self._closing:
+            self._refusal = f"{why}; events are refused until the gateway restarts"
         if stranded:
-            why = "was cancelled" if task.cancelled() else "stopped"
-            _settle(stranded, StoreClosed(f"the store writer {why}"))
+            _settle(stranded, StoreClosed(self._refusal if not self._closing else why))
 
     async def _commit_batch(self, batch: list[_Item], rows: int) -> list[Exception | None]:
         """Commit the batch in one transaction; the outcome of each submit in it.

@@ -323,6 +323,41 @@ async def test_a_writer_stopped_mid_commit_fails_the_batch_and_the_queue(open_st
     assert (await read(store.path, "SELECT count(*) FROM touchpoints")) in ([(0,)], [(4,)])
 
 
+async def test_a_stopped_writer_settles_a_timed_out_commit_and_says_why_later_submits_fail(
+    open_store: OpenStore,
+) -> None:
+    """The writer stopped while a commit whose wait had timed out was still queued behind
+    another connection's lock: that commit's ``outcome`` settles with the writer's end (the
+    gateway counts it lost), and every later submit is told the writer stopped, not "the store
+    is closed" (until 2026-12-07), which said nothing of why or what to do. The writer is
+    stopped as the tests above stop it: no error it does not expect can be provoked from
+    outside (the last, a withdrawn admin write, is fixed above)."""
+    store = await open_store(max_wait_ms=50)
+    locker = await asyncio.to_thread(
+        sqlite3.connect, store.path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        [timed_out] = await settle(store.submit([tp(1)]), timeout=5)
+        assert isinstance(timed_out, CommitTimeout)
+        assert store._task is not None
+        store._task.cancel()
+        async with asyncio.timeout(10):
+            ended = await timed_out.outcome
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        await asyncio.to_thread(locker.close)
+    assert isinstance(ended, StoreClosed) and "the store writer was cancelled" in str(ended), ended
+    with pytest.raises(
+        StoreClosed, match=r"^the store writer was cancelled; events are refused until the gateway"
+    ):
+        await store.submit([tp(2)])
+    async with asyncio.timeout(10):
+        await store.close()
+    with pytest.raises(StoreClosed, match=r"^the store writer was cancelled"):  # still why, once closed
+        await store.submit([tp(3)])
+
+
 async def test_queue_bound_counts_events_and_frees_after_commit(open_store: OpenStore) -> None:
     # The bound is under test, not the wait: committing 100k rows can take longer than the
     # default max_wait_ms on a loaded machine, which would fail the wait, not the bound.
