@@ -109,7 +109,9 @@ class LiveSettings:
 
 LIVE_KEY = web.AppKey("live_settings", LiveSettings)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json", "/favicon.ico"})
+"""Paths answered without a token: the health check, the API's description, and the icon a
+browser tab asks for (``gateway/dashboard.py`` ``no_icon``: it holds nothing)."""
 # Matched whole (``fullmatch``: "$" would let a trailing newline through), on the lowered text:
 # a UUID or a key written in capitals is the same one (RFC 9562 §4: case-insensitive on input).
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

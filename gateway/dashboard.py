@@ -293,6 +293,15 @@ async def static(request: web.Request) -> web.Response:
     )
 
 
+async def no_icon(request: web.Request) -> web.Response:
+    """``/favicon.ico``, which a browser asks for in a tab of a page that names no icon (an
+    admin JSON answer, the 404 page): 204 No Content, no icon and no error (it was 401 without
+    a session, 404 with one, an error in the browser's console each time). Not the pages' icon:
+    they name their SVG, ``/static/favicon.svg``, and an ICO of it would be a binary asset to
+    keep in step for a tab of raw JSON."""
+    return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+
+
 FIRST_DAY = EARLIEST.date()
 LAST_DAY = LATEST.date()
 """The days ``since`` and ``until`` may name: the bounds of the report endpoints' times."""
@@ -418,4 +427,5 @@ def add_dashboard(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name:.+}", static)
+    app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/api/dashboard/summary", dashboard_summary)

@@ -277,10 +277,11 @@ def test_every_test_named_elsewhere_exists() -> None:
 
 def test_openapi_document_describes_every_api_route(tmp_path: Path) -> None:
     """The OpenAPI document the README points to (`GET /api/openapi.json`) has an operation for
-    every route of the admin listener but the dashboard's pages and files, and none besides."""
+    every route of the admin listener but the dashboard's pages and files (the tab's icon
+    among them), and none besides."""
     from gateway.openapi import openapi_document
 
-    pages = {"/", "/dashboard", "/login", "/logout", "/static/{}"}
+    pages = {"/", "/dashboard", "/login", "/logout", "/static/{}", "/favicon.ico"}
     served = {(method, path) for method, path in served_endpoints(tmp_path) if path not in pages}
     documented = {
         (method.upper(), re.sub(r"\{[^}]*\}", "{}", path))

@@ -827,6 +827,29 @@ async def test_both_pages_name_an_icon_served_without_a_session(gw: RunningGatew
         assert (await resp.text()).startswith("<svg ")
 
 
+async def test_favicon_ico_is_answered_with_no_icon_and_no_error(gw: RunningGateway) -> None:
+    """A browser tab showing an admin JSON answer or the 404 page (which name no icon) asked for
+    /favicon.ico: 401 without a session, 404 with one, an error in the console each time. It is
+    now 204 No Content to both, and to HEAD: no icon, nothing logged, no asset of its own."""
+    session_id = await login(gw)
+    for method, headers in [
+        ("GET", {}),
+        ("GET", with_cookie(gw, session_id)),
+        ("HEAD", {}),
+        ("GET", AUTH),
+    ]:
+        async with gw.session.request(
+            method, gw.admin_url + "/favicon.ico", headers=headers, allow_redirects=False
+        ) as resp:
+            assert resp.status == 204, (method, headers, resp.status)
+            assert await resp.read() == b""
+            assert resp.headers["Content-Security-Policy"] == CSP
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    # Only that path: another at the root is still unknown.
+    async with gw.session.get(gw.admin_url + "/favicon.png", headers=AUTH) as resp:
+        assert resp.status == 404
+
+
 @pytest.mark.parametrize("name", ["login.html", "dashboard.html", "nope.js", "..%2Fadmin.py", "vendor/x.js"])
 async def test_unknown_static_is_404(gw: RunningGateway, name: str) -> None:
     async with gw.session.get(f"{gw.admin_url}/static/{name}") as resp:
