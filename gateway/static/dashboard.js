@@ -76,17 +76,20 @@ function halfEven(x) {
 // days and times are that zone's, whatever the browser's own.
 const ZONE = document.body.dataset.timezone || "UTC";
 const DAY = { year: "numeric", month: "2-digit", day: "2-digit" };
-const TIME = { ...DAY, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset" };
+const MINUTE = { ...DAY, hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset" };
+const TIME = { ...MINUTE, second: "2-digit" };
 
-// A moment as "YYYY-MM-DD" (or "YYYY-MM-DD HH:MM:SS" with TIME) in the report time zone.
+// A moment as "YYYY-MM-DD" (or "YYYY-MM-DD HH:MM" with MINUTE, "YYYY-MM-DD HH:MM:SS" with TIME)
+// in the report time zone.
 function inZone(date, fields) {
   const parts = new Intl.DateTimeFormat("en-CA", { timeZone: ZONE, ...fields }).formatToParts(date);
   const part = (type) => parts.find((p) => p.type === type)?.value;
   const day = `${part("year")}-${part("month")}-${part("day")}`;
-  if (fields !== TIME) return day;
+  if (fields === DAY) return day;
   // With its offset outside UTC: the hour repeated when the clocks go back is two moments.
   const offset = ZONE === "UTC" ? "" : ` ${part("timeZoneName")}`;
-  return `${day} ${part("hour")}:${part("minute")}:${part("second")}${offset}`;
+  const second = fields === TIME ? `:${part("second")}` : "";
+  return `${day} ${part("hour")}:${part("minute")}${second}${offset}`;
 }
 
 function today() {
@@ -200,11 +203,20 @@ window.addEventListener("resize", () => {
   });
 });
 
+// What a card with nothing to draw says of a period wholly after today (in the report time
+// zone, whose days the period counts): that it has not begun — "No conversions in this period."
+// read as a period that had passed without any. Undefined for a period begun.
+function notYet(since) {
+  const now = today();
+  return since > now ? `This period has not begun: it starts on ${since}, and today is ${now} in ${ZONE}.` : undefined;
+}
+
 // What the daily chart and the comparison say with nothing to draw: with a population chosen,
 // that none of the period's conversions is credited to it ("No conversions in this period."
 // read over a card counting the period's conversions, "0 of 441 in every population").
 function uncredited(data) {
-  return data.population ? `No conversion of the period is credited to ${data.population} touchpoints.` : undefined;
+  return notYet(data.since)
+    ?? (data.population ? `No conversion of the period is credited to ${data.population} touchpoints.` : undefined);
 }
 
 function renderDaily(data) {
@@ -221,7 +233,9 @@ function renderDaily(data) {
     return { name, values };
   });
   draw("#chart-daily", () => stackedBars($("#chart-daily"), { categories: days, series, palette, label: "Conversions by channel per day (each day's numbers: the table below, The chart's numbers)", unit: "conversions", emptyText: uncredited(data) }));
-  legend($("#legend-daily"), channels.map((label) => ({ label, color: palette.get(label) })));
+  // A legend only for bars drawn: under the empty state, a key to nothing.
+  const drawn = series.some((s) => s.values.some((v) => v));
+  legend($("#legend-daily"), drawn ? channels.map((label) => ({ label, color: palette.get(label) })) : []);
   dailyTable(days, series);
 }
 
@@ -256,8 +270,10 @@ function renderModels(data) {
       data.comparison.filter((r) => r.model === model && r.channel === ch).reduce((s, r) => s + r.conversions, 0)),
   }));
   draw("#chart-models", () => groupedBars($("#chart-models"), { groups: channels, series, palette, label: "Model comparison by channel (the numbers: the table below)", unit: "conversions", emptyText: uncredited(data) }));
-  legend($("#legend-models"), data.models.map((label) => ({ label, color: palette.get(label) })));
-  if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"), data.population);
+  // Nothing to compare, the empty state alone: the legend listed all 8 models under it.
+  const compared = channels.length && series.some((s) => s.values.some((v) => v));
+  legend($("#legend-models"), compared ? data.models.map((label) => ({ label, color: palette.get(label) })) : []);
+  if (data.learnt) renderLearnt(data.learnt, palette.get("data_driven"), data.population, data.since);
 
   const table = $("#table-models");
   table.replaceChildren();
@@ -283,10 +299,13 @@ function renderModels(data) {
 
 const PERCENT = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 
-// When the weights were learnt (UTC, to the minute): they are kept between reports for a few
+// When the weights were learnt, to the minute, in the report time zone as a journey's times
+// (it was told in UTC beside them), the zone named: they are kept between reports for a few
 // minutes (admin.data_driven_reuse_seconds), so a page drawn later may show older ones.
 function learntWhen(at) {
-  return at ? ` Learnt ${at.slice(0, 10)} ${at.slice(11, 16)} UTC.` : "";
+  const date = at ? new Date(at) : null;
+  if (!date || Number.isNaN(date.getTime())) return "";
+  return ` Learnt ${inZone(date, MINUTE)}${ZONE === "UTC" ? " UTC" : ` (${ZONE})`}.`;
 }
 
 // learnt: what data_driven learnt from the period's journeys (the models part's `learnt`, as
@@ -296,7 +315,7 @@ function learntWhen(at) {
 // folded under them, the numbers to six decimals in a table.
 // population: the one chosen, whose journeys alone it learnt from (said: "From 0 journeys of the
 // period" and "No journeys in this period" read over a period of hundreds).
-function renderLearnt(learnt, color, population) {
+function renderLearnt(learnt, color, population, since) {
   $("#learnt").hidden = false;
   const { converting_journeys: converting, non_converting_journeys: other, channels } = learnt;
   const whose = population ? ` of ${population} touchpoints in the period` : " of the period";
@@ -316,7 +335,7 @@ function renderLearnt(learnt, color, population) {
       spoken: `weight ${weight}, removal effect ${effect}`,
     };
   });
-  draw("#chart-learnt", () => horizontalBars($("#chart-learnt"), { rows, color, label: "What data_driven learnt, each channel's weight and removal effect (the numbers: the table below)", emptyText: `No journeys${population ? ` of ${population} touchpoints` : ""} in this period: data_driven learnt nothing.` }));
+  draw("#chart-learnt", () => horizontalBars($("#chart-learnt"), { rows, color, label: "What data_driven learnt, each channel's weight and removal effect (the numbers: the table below)", emptyText: notYet(since) ?? `No journeys${population ? ` of ${population} touchpoints` : ""} in this period: data_driven learnt nothing.` }));
   const table = $("#table-learnt");
   $("#numbers-learnt").hidden = !channels.length;
   table.replaceChildren(element("thead"), element("tbody"));
@@ -337,7 +356,7 @@ function renderLearnt(learnt, color, population) {
 // only some of them (a shop of a thousand campaigns read as one of ten, with nothing to tell the
 // ten were the first of many), and how many landings it leaves out (a bot verdict not credited:
 // a click farm's blocked clicks ranked its creator first); each row, its own.
-function renderTop(selector, rows, color, what, landed, uncredited) {
+function renderTop(selector, rows, color, what, landed, uncredited, since) {
   const note = $(`${selector}-note`);
   const said = [];
   if (landed > rows.length) said.push(`The ${count(rows.length)} most landed of ${count(landed)} ${what} in the period.`);
@@ -357,7 +376,7 @@ function renderTop(selector, rows, color, what, landed, uncredited) {
       spoken: `${counted(r.touchpoints, "landing")}, ${counted(r.visitors, "visitor")}, ${counted(r.conversions, "conversion")}${spokenLeft}`,
     };
   });
-  draw(selector, () => horizontalBars($(selector), { rows: bars, color, label: `Top ${what}`, emptyText: `No ${what} in this period.` }));
+  draw(selector, () => horizontalBars($(selector), { rows: bars, color, label: `Top ${what}`, emptyText: notYet(since) ?? `No ${what} in this period.` }));
 }
 
 function renderBots(data) {
@@ -367,7 +386,7 @@ function renderBots(data) {
     value: data.bots.verdicts[label],
     color: VERDICT_COLORS[label] || ["#64748b", "#0891b2", "#9333ea"][i % 3],
   }));
-  donut($("#chart-bots"), { parts, label: "Bot share", emptyText: "No touchpoints in this period." });
+  donut($("#chart-bots"), { parts, label: "Bot share", emptyText: notYet(data.since) ?? "No touchpoints in this period." });
   legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${count(p.value)}`, color: p.color })));
   // A period without touchpoints says nothing about whether bot scoring is installed.
   $("#bots-note").textContent = data.bots.scored || !names.length
@@ -706,10 +725,20 @@ async function main() {
   const lookupForm = $("#journey");
   lookupForm.addEventListener("submit", lookup);
   for (const control of lookupForm.elements) control.disabled = false;
-  // The field's hint follows the kind of ID chosen: a user is found by the site's own ID (the
-  // demo shop's e-mail), not by a cookie.
-  const hints = { visitor: lookupForm.id.placeholder, user: "e.g. the e-mail or account ID the site knows the user by" };
-  lookupForm.kind.addEventListener("change", () => { lookupForm.id.placeholder = hints[lookupForm.kind.value]; });
+  // The field's hint and its name for a screen reader follow the kind of ID chosen: a user is
+  // found by the site's own ID (the demo shop's e-mail), not by a cookie. Set now too: the
+  // browser may have restored the kind of a previous visit (back, forward).
+  const kinds = {
+    visitor: [lookupForm.id.placeholder, "Visitor ID or cookie value"],
+    user: ["e.g. the e-mail or account ID the site knows the user by", "User ID or user key"],
+  };
+  const fitKind = () => {
+    const [hint, name] = kinds[lookupForm.kind.value] || kinds.visitor;
+    lookupForm.id.placeholder = hint;
+    lookupForm.id.setAttribute("aria-label", name);
+  };
+  lookupForm.kind.addEventListener("change", fitKind);
+  fitKind();
   const status = $("#status");
   const problem = periodProblem(period);
   if (problem) {
@@ -773,8 +802,8 @@ async function main() {
   };
   load("counts", (data) => {
     fillForm(form, data);
-    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns, data.not_credited.campaigns);
-    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators, data.not_credited.creators);
+    renderTop("#chart-campaigns", data.top_campaigns, "#2563eb", "campaigns", data.landed.campaigns, data.not_credited.campaigns, data.since);
+    renderTop("#chart-creators", data.top_creators, "#9333ea", "creators", data.landed.creators, data.not_credited.creators, data.since);
     renderBots(data);
     renderExports(data, population);
     counts = data;

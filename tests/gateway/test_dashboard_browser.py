@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -31,7 +32,17 @@ from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint, i
 from storage.populations import POPULATIONS
 from storage.queries import JOURNEY_LIMIT
 from tests.conftest import TOKEN, RunningGateway
-from tests.gateway.test_dashboard import PERIOD, T0, _conv, _ids, _lab, _tp, origin, seeded_gateway
+from tests.gateway.test_dashboard import (
+    PERIOD,
+    T0,
+    _conv,
+    _ids,
+    _lab,
+    _tp,
+    origin,
+    seed_events,
+    seeded_gateway,
+)
 from tests.pngread import read_png
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -67,6 +78,9 @@ class Page:
         """The page's uncaught exceptions and console errors (``Runtime`` and ``Log`` are
         enabled by ``browser``); not the browser's line for an answer of 4xx, which is the
         page's to tell."""
+        self.logs: list[str] = []
+        """Every entry of the browser's log (``Log`` enabled), of any level: Chromium's advice
+        on a page's forms (``[DOM] …``) is a verbose one."""
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.last += 1
@@ -85,6 +99,7 @@ class Page:
                 )
             elif event == "Log.entryAdded":
                 entry = params["entry"]
+                self.logs.append(entry["text"])
                 if entry["level"] == "error" and entry["source"] != "network":
                     self.errors.append(entry["text"])
             if message.get("id") == self.last:
@@ -1112,7 +1127,7 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
                     "(document.activeElement)"
                 )
             )
-            if focused[-1][0] == "BODY" or focused[-1][1] == "Look up":
+            if focused[-1][0] == "BODY" or focused[-1][1] == "Look up journey":
                 break
         await page.send("Accessibility.enable")
         tree = (await page.send("Accessibility.getFullAXTree"))["nodes"]
@@ -1131,7 +1146,7 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
         ("BUTTON", "Log out"),
         ("A", "CSV"),
         ("INPUT", "id"),
-        ("BUTTON", "Look up"),
+        ("BUTTON", "Look up journey"),
     ]:
         assert control in reached, (control, reached)
     for tag, name, style, width, visible in focused:
@@ -1190,7 +1205,13 @@ async def test_the_first_day_after_install_says_no_data_yet_everywhere(
         text = await page.eval("document.body.innerText")
         status = await page.eval("document.querySelector('#status').textContent")
         learnt = await page.eval("document.querySelector('#learnt').innerText")
+        legends = await page.eval(
+            "Object.fromEntries([...document.querySelectorAll('.legend')].map(c => [c.id, c.innerText]))"
+        )
     assert charts == NO_DATA
+    # Nothing compared, nothing keyed: the comparison's legend listed all 8 models under "No
+    # conversions in this period.".
+    assert legends == {"legend-daily": "", "legend-models": "", "legend-bots": ""}, legends
     # What data_driven learnt: the journeys counted (none), no table of nothing.
     assert [line for line in learnt.split("\n") if line] == [
         "What data_driven learnt",
@@ -2458,3 +2479,133 @@ async def test_the_model_comparison_says_what_data_driven_learnt(
         assert said in label, (said, label)
     assert texts and all(height >= 10 for height in texts), texts  # drawn at (about) its size
     assert fits and page_width[0] <= page_width[1], page_width
+
+
+async def accessible_name(page: Page, selector: str) -> str:
+    """What a screen reader calls the element ``selector`` finds (Chromium's accessibility tree)."""
+    await page.send("Accessibility.enable")
+    found = await page.send("Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})")
+    tree = await page.send(
+        "Accessibility.getPartialAXTree", objectId=found["result"]["objectId"], fetchRelatives=False
+    )
+    return str(tree["nodes"][0].get("name", {}).get("value", ""))
+
+
+@pytest.mark.timeout(180)
+async def test_each_control_of_the_lookup_has_a_name_of_its_own(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A screen reader read the lookup as "Look up" (the kind of ID), "ID" and "Look up" (the
+    button): two controls of one name, and a field that did not say which ID. Each now says
+    what it is, the field the kind of ID chosen."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        names = [
+            await accessible_name(page, f"#journey {control}")
+            for control in ("select[name=kind]", "input[name=id]", "button")
+        ]
+        await page.eval(
+            "(g => { g.kind.value = 'user'; g.kind.dispatchEvent(new Event('change', {bubbles: true})); })"
+            "(document.querySelector('#journey'))"
+        )
+        as_user = await accessible_name(page, "#journey input[name=id]")
+        assert page.errors == [], page.errors
+    assert names == ["Kind of ID", "Visitor ID or cookie value", "Look up journey"], names
+    assert as_user == "User ID or user key", as_user
+
+
+@pytest.mark.timeout(180)
+async def test_a_period_wholly_to_come_says_it_has_not_begun_in_the_report_zone(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A period after today said "No conversions in this period.", as one that had happened
+    without any. It now says it has not begun, by the days of attribution.timezone: the browser
+    is put 26 hours behind it (UTC-12 against Kiritimati's UTC+14), so that its own today would
+    always tell a period beginning today there as one to come."""
+    zone = "Pacific/Kiritimati"
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), f'[attribution]\ntimezone = "{zone}"\n'
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send("Emulation.setTimezoneOverride", timezoneId="Etc/GMT+12")
+        await sign_in(page, gw)
+        today = datetime.now(ZoneInfo(zone)).date()
+        seen = {}
+        for first in (today, today + timedelta(days=1)):
+            await show(page, gw, f"/dashboard?from={first}&to={first + timedelta(days=9)}")
+            seen[first] = json.loads(
+                await page.eval(
+                    "JSON.stringify([...document.querySelectorAll('.chart, .legend')]"
+                    ".map(c => [c.id, c.innerText]))"
+                )
+            )
+        assert page.errors == [], page.errors
+    if datetime.now(ZoneInfo(zone)).date() != today:
+        pytest.skip("midnight passed in Pacific/Kiritimati meanwhile")
+    # Begun today: nothing yet, told as before.
+    assert dict(seen[today])["chart-daily"] == "No conversions in this period.", seen[today]
+    later = today + timedelta(days=1)
+    said = f"This period has not begun: it starts on {later}, and today is {today} in {zone}."
+    assert dict(seen[later]) == {
+        "chart-daily": said,
+        "legend-daily": "",
+        "chart-models": said,
+        "legend-models": "",
+        "chart-learnt": said,
+        "chart-campaigns": said,
+        "chart-creators": said,
+        "chart-bots": said,
+        "legend-bots": "",
+    }, seen[later]
+
+
+@pytest.mark.timeout(180)
+async def test_the_login_form_has_a_username_for_password_managers(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Chromium advised, on the login page, "Password forms should have (optionally hidden)
+    username fields for accessibility": a password manager stored the token under no name. The
+    form has a hidden one, which neither a screen reader nor the Tab key reaches, and the form
+    still signs in."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    async with browser(chromium, tmp_path / "profile") as page:
+        await page.send("Page.navigate", url=gw.admin_url + "/login")
+        await page.wait_for("document.readyState === 'complete'", "the login form")
+        field = json.loads(
+            await page.eval(
+                "JSON.stringify((f => f && [f.type, f.autocomplete, f.value, f.hidden,"
+                " f.form === document.querySelector('form[action=\"/login\"]')])"
+                "(document.querySelector('input[autocomplete=username]')))"
+            )
+        )
+        stops = []
+        for _ in range(4):
+            await press(page, "Tab", 9)
+            stops.append(await page.eval("document.activeElement.name || document.activeElement.tagName"))
+        await sign_in(page, gw)  # through the form, its two loads' advice logged by then
+        advice = [line for line in page.logs if "username" in line.lower()]
+        assert page.errors == [], page.errors
+    assert advice == [], advice
+    assert field == ["text", "username", "admin", True, True], field
+    assert "username" not in stops, stops
+
+
+@pytest.mark.timeout(180)
+async def test_when_data_driven_learnt_is_told_in_the_report_zone(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """ "Learnt … UTC" stood beside a journey's times in attribution.timezone: the analyst in
+    Tokyo had to add nine hours to one of them. Both are now in the report zone, named."""
+    gw: RunningGateway = await start_gateway(
+        await upstream_server(origin()), '[attribution]\ntimezone = "Asia/Tokyo"\n'
+    )
+    await gw.gateway.store.write(seed_events(gw.gateway.keys.user_key("alice")))
+    learnt = (await gw.api("/api/dashboard/summary", **PERIOD, part="models"))["learnt"]
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        note = await page.eval("document.querySelector('#learnt-note').textContent")
+        assert page.errors == [], page.errors
+    at = datetime.fromisoformat(learnt["learnt_at"]).astimezone(ZoneInfo("Asia/Tokyo"))
+    assert note.endswith(f" Learnt {at:%Y-%m-%d %H:%M} GMT+9 (Asia/Tokyo)."), note
