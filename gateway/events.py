@@ -190,6 +190,14 @@ class Receipt:
 
 
 @dataclass(slots=True)
+class PastReceipt(Receipt):
+    """A receipt an older version may have stored under a key no longer written (the plain
+    digest of a body, ``signing.body_digest``): in a group of ``LocalStore.submit_groups`` it is
+    looked up, never inserted, and when the store has it the group is not new, as a receipt
+    already stored makes it."""
+
+
+@dataclass(slots=True)
 class BadEvent:
     """A signed event that failed validation, kept with its reason so it can be replayed."""
 

@@ -31,9 +31,9 @@ from gateway import pages
 from gateway.badbody import body_key, seal
 from gateway.codings import DECODED, MAX_CODINGS, content_codings, decoded_layers, larger_than, not_gzip
 from gateway.config import Settings
-from gateway.events import BadEvent, Event, Receipt, iso
+from gateway.events import BadEvent, Event, PastReceipt, Receipt, iso
 from gateway.ids import Uuid7
-from gateway.keys import Keys
+from gateway.keys import Keys, derive
 from gateway.mapping import Invalid, Limits, map_event
 from gateway.metrics import Metrics
 from gateway.options import SHOPIFY_HMAC
@@ -44,6 +44,7 @@ from gateway.signing import (
     AuthFailed,
     BodyHmac,
     StampedScheme,
+    keyed_body_digest,
     utf8_text,
     verify_basic,
     verify_basic_login,
@@ -132,6 +133,10 @@ class _Delivery:
     auth: Authenticated
     empty_header: bool = False
     """Its type header (``SourceMap.type_header``) was sent empty: a missing type says so."""
+    past: str = ""
+    """The key versions before 2026-12-07 gave it when it has no delivery ID (the body's plain
+    digest, ``signing.body_digest``), which ``auth.delivery`` now keys under the secret; ""
+    otherwise. Its receipts, and those of its events keyed by it, are looked up under it too."""
     groups: list[list[Event]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     """Per event: index, result, key or errors; ``group`` points into ``groups`` (or None)."""
@@ -183,6 +188,8 @@ class Inbound:
         self.erased = ErasedWatch(settings.store_path)
         """Erased users: an event about one of them dated before the erasure is not recorded."""
         self.body_key = body_key(settings.secret)
+        self.delivery_body_key = derive(settings.secret, "gateway/delivery-body/v1")
+        """Keys the digest of a delivery that has no ID (``signing.keyed_body_digest``)."""
         self.limits = Limits(
             keys=keys,
             node=settings.node,
@@ -430,16 +437,25 @@ class Inbound:
                 return error(400, f"body: does not decode as {named[:80]}")
             body = decoded
         try:
+            signed = body
             try:
                 auth = authenticate(request, body)
             except AuthFailed:
                 if sent is body:
                     raise
                 auth = authenticate(request, sent)  # signed as it went on the wire
+                signed = sent
         except AuthFailed as err:
             self._count(UNKNOWN, "rejected")
             www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
             return error(401, str(err), www)
+        if (
+            auth.by_body
+        ):  # no delivery ID: keyed by the body, under the secret (the plain digest is looked up)
+            past = auth.delivery
+            auth = Authenticated(auth.sender, keyed_body_digest(self.delivery_body_key, signed))
+        else:
+            past = ""
         empty_header = False
         if implied is None and auth.sender in self.type_headers:
             # Shopify's body is the resource (an order); what happened is the topic header.
@@ -457,7 +473,7 @@ class Inbound:
                 return error(400, f"{header}: not UTF-8 text")
         try:
             src = self.sources[auth.sender]
-            return await self._ingest(src, auth, body, implied, request.content_type, empty_header)
+            return await self._ingest(src, auth, body, implied, request.content_type, empty_header, past)
         except Exception:
             log.exception("ingesting a delivery from %s failed", auth.sender)
             self._count(auth.sender, "rejected")
@@ -471,12 +487,13 @@ class Inbound:
         implied: str | None,
         labelled: str = "",
         empty_header: bool = False,
+        past: str = "",
     ) -> web.StreamResponse:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
-        delivery = _Delivery(src, auth, empty_header)
+        delivery = _Delivery(src, auth, empty_header, past)
         receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", auth.delivery)
-        delivery.groups.append([receipt])
+        delivery.groups.append([receipt, *self._past(delivery, "delivery", auth.delivery)])
         try:
             doc = decode_delivery(body)
         except ValueError as err:
@@ -517,7 +534,7 @@ class Inbound:
             bad = self._bad(src, now, "; ".join(err.errors), encode_event(event).decode())
             key = Receipt(self.ids(ms), iso(now), self.node, src.name, "bad", f"{auth.delivery}#{index}")
             delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
-            delivery.groups.append([key, bad])
+            delivery.groups.append([key, *self._past(delivery, "bad", key.key), bad])
             return
         if not mapped.rows:  # acknowledged, nothing to record (e.g. a plain Segment page view)
             ignored = {"index": index, "result": "ignored", "key": mapped.key, "reason": mapped.ignored}
@@ -530,7 +547,20 @@ class Inbound:
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)
         delivery.results.append(accepted)
-        delivery.groups.append(mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name))
+        group = mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name)
+        group[1:1] = self._past(delivery, "event", mapped.key)  # after its receipt
+        delivery.groups.append(group)
+
+    def _past(self, delivery: _Delivery, kind: str, key: str) -> list[Event]:
+        """The receipt an older version stored for ``key`` where it is the delivery's key or
+        starts with it (``<delivery>#<index>``, an event with no key of its own) and the delivery
+        has no ID: under the body's plain digest, looked up so that a retry across the upgrade is
+        still a duplicate (``PastReceipt``). None otherwise."""
+        given = delivery.auth.delivery
+        if not delivery.past or not (key == given or key.startswith(given + "#")):
+            return []
+        old = delivery.past + key[len(given) :]
+        return [PastReceipt("", "", self.node, delivery.src.name, kind, old)]
 
     def _bad(self, src: SourceMap, now: datetime, reason: str, text: str) -> BadEvent:
         kept, cut = truncate(text, self.opts.bad_body_limit)

@@ -39,6 +39,9 @@ class Authenticated:
     sender: str
     delivery: str
     """The delivery's identity for deduplication: the ``webhook-id``, or a hash of the body."""
+    by_body: bool = False
+    """``delivery`` is the body's plain digest (``body_digest``): the sender sent no delivery ID.
+    The endpoint keys it under the master secret before anything is stored (``keyed_body_digest``)."""
 
 
 def standard_signature(secret: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
@@ -53,7 +56,16 @@ def legacy_signature(secret: bytes, body: bytes) -> str:
 
 
 def body_digest(body: bytes) -> str:
+    """The body's plain digest: how versions before 2026-12-07 keyed a delivery with no ID, and
+    stored it. Looked up, never stored again: it is no key, so a short body's (a user ID and a
+    type) is found by hashing guesses."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def keyed_body_digest(key: bytes, body: bytes) -> str:
+    """The key of a delivery with no ID, as stored: an HMAC-SHA256 of the body under ``key``
+    (``delivery_body_key``), which no one without the master secret can compute for a guess."""
+    return "hmac:" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def utf8_text(text: str) -> bool:
@@ -226,7 +238,7 @@ def verify_stamped(
     _check_timestamp(timestamp, now, tolerance, f"{scheme.header} {scheme.time_field}")
     for sender, secrets in senders.items():
         if _stamped_match(scheme, secrets, timestamp, offered, body):
-            return Authenticated(sender, body_digest(body))
+            return Authenticated(sender, body_digest(body), by_body=True)
     if not any(_is_hex_mac(sig) for sig in offered):
         # One made by hand in base64, as Standard Webhooks and Shopify write theirs: the shape
         # is the platform's, public, and said ("no valid signature" sent them to the secret).
@@ -344,8 +356,9 @@ def _delivered(sender: str, spec: BodyHmac, headers: Mapping[str, str], body: by
     delivery = headers.get(spec.delivery_header, "").strip() if spec.delivery_header else ""
     if not (utf8_text(delivery) and delivery.isprintable() and len(delivery) <= MAX_DELIVERY_ID):
         raise AuthFailed("signature", f"signature: {spec.delivery_header} is not a delivery ID")
-    key = f"{spec.delivery_header.lower()}:{delivery}" if delivery else body_digest(body)
-    return Authenticated(sender, key)
+    if delivery:
+        return Authenticated(sender, f"{spec.delivery_header.lower()}:{delivery}")
+    return Authenticated(sender, body_digest(body), by_body=True)
 
 
 def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: bytes) -> Authenticated:
@@ -357,7 +370,7 @@ def verify_legacy(senders: Mapping[str, Sequence[bytes]], given: str, body: byte
     for sender, secrets in senders.items():
         for secret in secrets:
             if hmac.compare_digest(legacy_signature(secret, body), offered):
-                return Authenticated(sender, body_digest(body))
+                return Authenticated(sender, body_digest(body), by_body=True)
     raise AuthFailed("signature", "signature: no valid signature")
 
 
@@ -401,7 +414,7 @@ def verify_basic_login(senders: Mapping[str, Sequence[bytes]], header: str, body
                 # Both compared, always (no early exit on the user name).
                 same_user = hmac.compare_digest(want_user, user)
                 if hmac.compare_digest(want_password, password) and same_user:
-                    return Authenticated(sender, body_digest(body))
+                    return Authenticated(sender, body_digest(body), by_body=True)
     raise AuthFailed("signature", "signature: missing or wrong user name and password (HTTP Basic)")
 
 
@@ -412,5 +425,5 @@ def verify_basic(senders: Mapping[str, Sequence[bytes]], header: str, body: byte
         for sender, secrets in senders.items():
             for secret in secrets:
                 if hmac.compare_digest(secret, user):
-                    return Authenticated(sender, body_digest(body))
+                    return Authenticated(sender, body_digest(body), by_body=True)
     raise AuthFailed("signature", "signature: missing or wrong write key (HTTP Basic user name)")

@@ -38,7 +38,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import EVENT_TYPES, Binding, Conversion, Event, Touchpoint
+from gateway.events import EVENT_TYPES, Binding, Conversion, Event, PastReceipt, Touchpoint
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -1126,6 +1126,15 @@ class LocalStore:
                 if len(group) > 1:
                     await db.execute("SAVEPOINT event_group")
                 for e in group:
+                    if isinstance(e, PastReceipt):  # looked up, never written
+                        async with db.execute(
+                            "SELECT 1 FROM receipts WHERE sender = ? AND kind = ? AND key = ?",
+                            (e.sender, e.kind, e.key),
+                        ) as cur:
+                            if await cur.fetchone() is not None:
+                                new = False
+                                break
+                        continue
                     async with db.execute(insert_sql(type(e)) + " RETURNING id", event_row(e)) as cur:
                         stored = await cur.fetchone() is not None
                     if not stored and not TABLES[type(e)].once:

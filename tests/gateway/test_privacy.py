@@ -5,6 +5,7 @@ keeps its population."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
-from gateway.signing import standard_signature
+from gateway.signing import legacy_signature, standard_signature
 from tests.conftest import TOKEN, RunningGateway
 
 CONSENT = """
@@ -279,3 +280,71 @@ async def test_erasure_takes_a_bad_event_whose_body_escapes_the_id(start_gateway
         gw.admin_url + "/api/users/" + quote(user, safe=""), headers={"Authorization": f"Bearer {TOKEN}"}
     ) as resp:
         assert resp.status == 200 and (await resp.json())["erased"]["bad_events"] == 1
+
+
+LEGACY_SENDER = '[[sources]]\nname = "crm"\nsecrets = ["env:CRM_SECRET"]\nlegacy_hex = true\n'
+CRM = "c" * 32
+
+
+async def send_legacy(gw: RunningGateway, body: bytes) -> dict[str, Any]:
+    """Post ``body`` signed as the legacy-hex sender "crm" (no delivery ID: it is keyed by the body)."""
+    headers = {
+        "x-webhook-signature": legacy_signature(CRM.encode(), body),
+        "content-type": "application/json",
+    }
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+        return {"status": resp.status, **await resp.json()}
+
+
+def small_event(user_id: str) -> bytes:
+    """What a small CRM sends when someone signs up: no event ID, no time."""
+    return json.dumps({"type": "conversion", "user_id": user_id, "name": "signup"}).encode()
+
+
+async def test_a_delivery_keyed_by_its_body_keeps_no_unkeyed_digest_of_it(
+    start_gateway, upstream_server
+) -> None:
+    """A sender that sends no delivery ID (legacy hex, Stripe, Paddle, Chargebee, a ``"hmac"``
+    sender without ``delivery_header``, Segment) has its delivery keyed by its body. Keyed by the
+    body's plain SHA-256 (until 2026-12-07), the receipt, and the key of an event with no ID of its
+    own (in ``receipts`` and the conversion's ``dedup_key``), told anyone holding the store file
+    which of a list of user IDs had signed up, without ``identity.secret``: hash each guess's
+    body and look. The body's digest is keyed under ``identity.secret`` now."""
+    gw = await start_gateway(await upstream_server(site()), LEGACY_SENDER, {"CRM_SECRET": CRM})
+    body = small_event(MARKER)
+    sent = await send_legacy(gw, body)
+    assert (sent["status"], sent["result"]) == (202, "accepted"), sent
+    guessed = hashlib.sha256(small_event(MARKER)).hexdigest()  # a dictionary attack's guess
+    keys = await rows(gw, "SELECT key FROM receipts UNION ALL SELECT dedup_key FROM conversions")
+    assert len(keys) == 3 and not [k for (k,) in keys if guessed in k], keys
+    assert guessed.encode() not in await asyncio.to_thread(store_bytes, gw)
+    assert guessed not in json.dumps(sent)
+    again = await send_legacy(gw, body)  # still one delivery: a replay
+    assert (again["status"], again["result"]) == (200, "duplicate"), again
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_a_delivery_received_before_its_body_was_keyed_is_still_a_duplicate(
+    start_gateway, upstream_server
+) -> None:
+    """A store holding the receipts of a body-keyed delivery as versions before 2026-12-07 wrote
+    them (``sha256:<digest>`` and ``sha256:<digest>#0``): the sender's retry after the upgrade is
+    a duplicate, not a second signup; the old form is looked up, never written again."""
+    gw = await start_gateway(await upstream_server(site()), LEGACY_SENDER, {"CRM_SECRET": CRM})
+    body = small_event("u-7")
+    old = "sha256:" + hashlib.sha256(body).hexdigest()
+    now = iso(datetime.now(UTC))
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        for kind, key in (("delivery", old), ("event", old + "#0")):
+            await db.execute(
+                "INSERT INTO receipts (id, ts, node, sender, kind, key) VALUES (?, ?, 'n', 'crm', ?, ?)",
+                (uuid7(), now, kind, key),
+            )
+        await db.commit()
+    again = await send_legacy(gw, body)
+    assert (again["status"], again["result"]) == (200, "duplicate"), again
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    assert await rows(gw, "SELECT count(*) FROM receipts") == [(2,)]
+    other = await send_legacy(gw, small_event("u-8"))  # a new body: recorded
+    assert (other["status"], other["result"]) == (202, "accepted"), other
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
