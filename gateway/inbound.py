@@ -449,9 +449,8 @@ class Inbound:
             self._count(UNKNOWN, "rejected")
             www = {"WWW-Authenticate": "Basic"} if authenticate == self._authenticate_segment else None
             return error(401, str(err), www)
-        if (
-            auth.by_body
-        ):  # no delivery ID: keyed by the body, under the secret (the plain digest is looked up)
+        # No delivery ID: keyed by the body, under the secret (the plain digest is looked up).
+        if auth.by_body:
             past = auth.delivery
             auth = Authenticated(auth.sender, keyed_body_digest(self.delivery_body_key, signed))
         else:
