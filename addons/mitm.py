@@ -9,7 +9,9 @@ extra upstream headers are set, X-Forwarded-* go as the aiohttp host sends them
 prefix, in any spelling, is answered 404, never forwarded. A WebSocket
 upgrade gets the chain's ``websocket`` hook instead (tracking pairs leave its URL too;
 nothing is recorded), as in the aiohttp host.
-Response-headers hook (before any body byte, streamed or not): a Location or Refresh
+Response-headers hook (before any body byte, streamed or not): a site's transfer coding
+(``gzip, chunked``) is undone on the way as the aiohttp host undoes it (``undo_transfer_coding``;
+``compress`` becomes the neutral 502), a Location or Refresh
 at the site's own origin is pointed at the public one, the response hooks run (the rules read
 the Location so pointed, as the visitor gets it), our Set-Cookie headers are added beside the
 site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
@@ -35,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -76,7 +80,8 @@ from gateway.forwarding import (
     set_cookie_line,
     underscored_claim,
 )
-from gateway.logs import restore_levels, set_own_level
+from gateway.framing import transfer_codings
+from gateway.logs import Throttled, restore_levels, set_own_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
@@ -305,6 +310,74 @@ def mistaken_interim(response: mhttp.Response) -> bool:
     return 100 <= response.status_code < 200 and response.status_code != 101
 
 
+UNDONE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""The transfer codings (besides chunked) this host undoes, as the aiohttp host's upstream client
+does (``gateway.upstream``), and zlib's window bits for each."""
+
+
+class TransferDecoder:
+    """A site's transfer coding undone as its body streams through mitmproxy (its ``stream``,
+    called with each piece and ``b""`` at the end): ``deflate`` is zlib's format, or the raw
+    deflate some sites send under that name, told by the first byte as aiohttp's decoder tells
+    it. A body that does not decode is cut there, as the aiohttp host cuts it: ``broken`` is
+    called with why (it kills the flow, so the visitor's connection closes before the body's
+    last chunk: a raise here left it waiting), and nothing more goes out."""
+
+    def __init__(self, coding: str, broken: Callable[[str], None]) -> None:
+        self.coding = coding
+        self.broken = broken
+        self._inflate: Any = None
+        self._failed = False
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        # Nothing decoded is no piece at all: an empty one would go out as the chunked body's
+        # last chunk (``0\r\n\r\n``), the page cut where it stands with nothing to say so.
+        if self._failed:
+            return []
+        try:
+            if self._inflate is None:
+                if not data:
+                    return []
+                wbits = UNDONE[self.coding]
+                if self.coding == "deflate" and data[0] & 0x0F != 8:
+                    wbits = -zlib.MAX_WBITS
+                self._inflate = zlib.decompressobj(wbits)
+            out = self._inflate.decompress(data) if data else self._inflate.flush()
+        except zlib.error as err:
+            self._failed = True
+            self.broken(f"its body under Transfer-Encoding: {self.coding} does not decode ({err})")
+            return []
+        return [out] if out else []
+
+
+def undo_transfer_coding(response: mhttp.Response, broken: Callable[[str], None]) -> str | None:
+    """A site's answer with a transfer coding besides chunked (``Transfer-Encoding: gzip,
+    chunked``; ``gzip`` alone, its body ended by the close) made readable, as the aiohttp host
+    makes it (README "How a request flows"): mitmproxy undoes the chunks only, passes the header
+    on and chunks the gzip bytes again, and no browser reads a transfer coding (until
+    2026-12-07 the visitor got those bytes). The header becomes ``Transfer-Encoding: chunked``
+    and the body streams through a ``TransferDecoder`` (``broken``: called if it does not
+    decode), streamed whatever ``stream_large_bodies`` says: a rule that reads it reads nothing.
+    Why the answer cannot be read when the coding is none undone here (``compress``, the one
+    other mitmproxy takes); else None."""
+    values = response.headers.get_all("transfer-encoding")
+    if not values:
+        return None
+    codings = transfer_codings(", ".join(values))
+    if codings[-1:] == ["chunked"]:
+        codings = codings[:-1]
+    if not codings:
+        return None
+    if len(codings) > 1 or codings[0] not in UNDONE:
+        return (
+            f"its answer has Transfer-Encoding: {', '.join(values)}, a transfer coding the gateway does "
+            "not undo (it undoes one of gzip or deflate, under chunked)"
+        )
+    response.headers["transfer-encoding"] = "chunked"
+    response.stream = TransferDecoder(codings[0], broken)
+    return None
+
+
 def read_config(path: str, hint: str) -> Settings:
     """The config as this host reads it: no admin listener, central sync, sink or signed-event
     endpoint runs here, so none of their secrets need be set (one set is checked), nor is a
@@ -358,6 +431,8 @@ class GatewayAddon:
         """Set once the store is open: mitmproxy may accept a request before ``running`` ends."""
         self._loud_at = float("-inf")
         self._interim_at = float("-inf")
+        self._unreadable_log = Throttled(log, logging.WARNING)
+        """An answer in a transfer coding not undone, as the aiohttp host logs it (per 10 s)."""
         self.confirmations = Confirmations(self.metrics, log, wait=True)
         """Each flow's wait for its events' commit, as the aiohttp host's (``gateway.commits``)."""
         self.salt = DaySalt()
@@ -725,7 +800,14 @@ class GatewayAddon:
 
     async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
-        reply set in ``request`` too): the only moment a streamed body can still get our cookie."""
+        reply set in ``request`` too): the only moment a streamed body can still get our cookie,
+        and the one a site's transfer coding is undone at (``undo_transfer_coding``)."""
+        if flow.response is not None and not mistaken_interim(flow.response):
+            why = undo_transfer_coding(flow.response, functools.partial(self._broken_body, flow))
+            # An answer without a body (to a HEAD, a 304) has nothing unreadable: passed on, as
+            # the aiohttp host passes it.
+            if why is not None and flow.request.method != "HEAD" and flow.response.status_code != 304:
+                self._unreadable(flow, why)
         state = shared.FLOWS.get(flow.id)
         if state is None or flow.response is None or mistaken_interim(flow.response):
             return  # a hint taken for the answer is replaced in ``response``, once mitmproxy read it
@@ -782,6 +864,36 @@ class GatewayAddon:
         for cookie in ex.set_cookies:
             flow.response.headers.add("Set-Cookie", set_cookie_line(cookie))
         await self.confirmations.confirm(state.commits)
+
+    def _unreadable(self, flow: mhttp.HTTPFlow, why: str) -> None:
+        """An answer no visitor could read (a transfer coding not undone) becomes the neutral 502
+        in place, as ``gateway run`` answers it (logged as it logs it): mitmproxy sends these
+        headers and what the stream gives, the page at the body's end, the site's bytes
+        dropped. The response hooks run on that (a new visitor's cookie set)."""
+        assert flow.response is not None
+        page = error_page(502)
+        body = page.body if isinstance(page.body, bytes) else b""
+        resp = flow.response
+        resp.status_code, resp.reason = 502, HTTPStatus(502).phrase
+        resp.headers = mhttp.Headers(
+            [
+                (b"Content-Type", b"text/html; charset=utf-8"),
+                (b"Cache-Control", b"no-store"),
+                (b"Content-Length", str(len(body)).encode()),
+            ]
+        )
+        resp.stream = lambda data: [] if data else [body]
+        path = split_target(flow.request.path)[0]  # no query: as the aiohttp host logs a failure
+        self._unreadable_log("upstream protocol for %s %s: %s", flow.request.method, path, why)
+
+    def _broken_body(self, flow: mhttp.HTTPFlow, why: str) -> None:
+        """A coded body that stopped decoding: the flow is killed (mitmproxy closes the
+        visitor's connection at the body's end, its last chunk not sent: a body cut short, as
+        the aiohttp host cuts it), logged as the aiohttp host logs a body failed mid-stream."""
+        if flow.killable:
+            flow.kill()
+        path = split_target(flow.request.path)[0]
+        self._unreadable_log("upstream body failed mid-stream for %s: %s", path, why)
 
     def _lost_page(self, flow: mhttp.HTTPFlow) -> None:
         """A hint mitmproxy took for the site's answer (``mistaken_interim``) becomes the neutral

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import sys
 import warnings
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ with warnings.catch_warnings():  # mitmproxy 11's own imports (ldap3, passlib) w
     from mitmproxy import http as mhttp
     from mitmproxy.test import taddons, tflow, tutils
 
-from addons.mitm import RUN_ONLY, GatewayAddon, without_admin_session, without_hop_by_hop
+from addons.mitm import RUN_ONLY, GatewayAddon, TransferDecoder, without_admin_session, without_hop_by_hop
 
 SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "mitm.py"
 LANDING = "/landing?a=1&utm_source=News&utm_medium=email&b=%20x&gclid=g1"
@@ -1786,3 +1787,142 @@ async def test_rules_read_the_location_the_visitor_gets_in_both_hosts(
     for store in (gw.gateway.settings.store_path, tmp_path / "mitm.db"):
         found = await asyncio.to_thread(rows, store, "SELECT name, order_id FROM conversions ORDER BY ts")
         assert found == [("public", "A17"), ("refresh", None)], store
+
+
+TE_PAGE = b"<html>" + b" ".join(b"%d" % (i * i % 9973) for i in range(3000)) + b"</html>"
+"""A page whose coded form is long enough to come in several chunks (as ``test_upstream``'s)."""
+
+
+def _te_answer(coding: str) -> bytes:
+    """The site's answer under the transfer coding ``coding`` (``gzip, chunked``, or ``gzip``
+    alone: the body ended by the close)."""
+    first = coding.partition(",")[0].strip()
+    coded = gzip.compress(TE_PAGE) if first == "gzip" else zlib.compress(TE_PAGE)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: %s\r\n\r\n" % coding.encode()
+    if "chunked" not in coding:
+        return head + coded
+    chunks = (coded[i : i + 300] for i in range(0, len(coded), 300))
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+def _dechunked(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        length = int(size.split(b";")[0], 16)
+        if not length:
+            return out
+        out, body = out + body[:length], body[length + 2 :]
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "gzip"])
+@pytest.mark.parametrize("stream", ["1", "10m"])
+async def test_a_transfer_coding_is_undone_for_the_visitor_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None, raw_upstream: Any, coding: str, stream: str
+) -> None:
+    """A site answering ``Transfer-Encoding: gzip, chunked`` (RFC 9112 §7: a coding of the
+    site's hop to mitmdump): mitmproxy undid the chunks and passed the header on, so the visitor
+    got the gzip bytes under ``Transfer-Encoding: gzip, chunked``, which no browser reads (until
+    2026-12-07). The aiohttp host undoes it (``tests/gateway/test_upstream.py``); so does this
+    one now, whether mitmproxy streams the body (``stream_large_bodies``) or buffers it: the
+    visitor gets the page, chunked, with no ``Content-Encoding`` added, and a rule reads it."""
+    answer = _te_answer(coding)
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    url = await raw_upstream(origin)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    async with mitmdump_process(url, toml, tmp_path / "mitmconf", stream=stream) as (proxy, _):
+        raw = await raw_get(proxy, "/landing?utm_source=news")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+    assert head.startswith(b"HTTP/1.1 200 "), raw[:300]
+    assert b"transfer-encoding: chunked" in lines, head
+    assert not any(line.startswith(b"content-encoding:") for line in lines), head
+    assert any(line.startswith(b"set-cookie: gw_vid=") for line in lines), head
+    assert _dechunked(body) == TE_PAGE
+
+
+async def test_a_transfer_coding_not_undone_is_the_neutral_502_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None, raw_upstream: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``compress`` (LZW), the one other transfer coding mitmproxy takes: passed on, no
+    visitor could read it. The neutral 502 ``gateway run`` answers (its response hooks run: a
+    new visitor's cookie set), and the line it writes, naming the header."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: compress, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if head.startswith(b"HEAD") else answer)
+        await writer.drain()
+
+    url = await raw_upstream(origin)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    async with mitmdump_process(url, toml, tmp_path / "mitmconf", extra=VERBOSE) as (proxy, process):
+        raw = await raw_get(proxy, "/landing?utm_source=news")
+        # A HEAD's answer has no body to read: it goes on as the site sent it, no page after it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(proxy.rsplit(":", 1)[1]))
+        writer.write(b"HEAD /page HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+        head_answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+    assert head_answer.startswith(b"HTTP/1.1 200 OK\r\n") and head_answer.endswith(b"\r\n\r\n"), head_answer
+    assert process.stdout is not None
+    said = (await process.stdout.read()).decode()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), raw[:300]
+    assert b"\r\nSet-Cookie: gw_vid=v1." in head and b"hello" not in raw
+    assert body.startswith(b"<!doctype html>") and body.endswith(b"</html>")
+    assert (
+        "upstream protocol for GET /landing: its answer has Transfer-Encoding: compress, chunked, a transfer"
+        " coding the gateway does not undo" in said
+    ), said[-2000:]
+
+
+async def test_a_coded_body_that_does_not_decode_is_cut_short_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """A body under ``gzip, chunked`` that stops decoding: the visitor's connection closes
+    before the body's last chunk (a body cut short, which a browser tells), as the aiohttp
+    host cuts it; never the chunked body's end after the bytes that decoded, a page taken
+    for whole, nor a connection left waiting."""
+    coded = gzip.compress(TE_PAGE)
+    coded = coded[:400] + bytes(200) + coded[600:]
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    answer += b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (coded[:300], coded[300:])) + b"0\r\n\r\n"
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    url = await raw_upstream(origin)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    async with mitmdump_process(url, toml, tmp_path / "mitmconf") as (proxy, _):
+        raw = await raw_get(proxy, "/page")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower(), raw[:300]
+    assert not body.endswith(b"0\r\n\r\n"), body[-40:]
+
+
+@pytest.mark.parametrize(
+    ("coding", "coded"),
+    [
+        ("gzip", gzip.compress(TE_PAGE)),
+        ("x-gzip", gzip.compress(TE_PAGE)),
+        ("deflate", zlib.compress(TE_PAGE)),
+        # Raw deflate under the name ``deflate``, as some sites send it (aiohttp's decoder reads it).
+        ("deflate", zlib.compress(TE_PAGE)[2:-4]),
+    ],
+)
+def test_a_transfer_coding_is_undone_piece_by_piece(coding: str, coded: bytes) -> None:
+    """What mitmproxy streams through the decoder, in pieces of any size: the page, and never
+    an empty piece (mitmproxy writes one as the chunked body's end)."""
+    broken: list[str] = []
+    decoder = TransferDecoder(coding, broken.append)
+    pieces = [decoder(coded[i : i + 7]) for i in range(0, len(coded), 7)] + [decoder(b"")]
+    out = [piece for returned in pieces for piece in returned]
+    assert b"".join(out) == TE_PAGE and all(out) and broken == []
+    assert TransferDecoder("gzip", broken.append)(b"") == []
