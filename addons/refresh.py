@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-from gateway.forwarding import cdn_cache_fields, surrogate_no_store
+from gateway.forwarding import cdn_cache_fields, list_items, surrogate_no_store
 
 REMEMBERED = 16_384
 """Visitors the memory holds; the one refreshed longest ago is forgotten first (and refreshed
@@ -40,17 +40,7 @@ def _directives(lines: Iterable[str]) -> dict[str, str]:
     ("" for none). A quoted list (``private="a, b"``) is kept whole."""
     found: dict[str, str] = {}
     for line in lines:
-        quoted = False
-        start = 0
-        pieces = []
-        for i, char in enumerate(line):
-            if char == '"':
-                quoted = not quoted
-            elif char == "," and not quoted:
-                pieces.append(line[start:i])
-                start = i + 1
-        pieces.append(line[start:])
-        for piece in pieces:
+        for piece in list_items(line):
             name, _, value = piece.partition("=")
             # An unqualified directive wins over a qualified one of the same name.
             if (name := name.strip().lower()) and found.get(name) != "":

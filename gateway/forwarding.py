@@ -242,7 +242,7 @@ def cdn_cache_fields(names: Iterable[str]) -> tuple[list[str], str | None]:
     return list(found.values()), surrogate
 
 
-def _list_items(value: str) -> list[str]:
+def list_items(value: str) -> list[str]:
     """A field value's comma-separated items, a comma inside a quoted string kept."""
     items = []
     quoted = False
@@ -268,7 +268,7 @@ def surrogate_no_store(values: Iterable[str]) -> str | None:
     untargeted = False
     targets: dict[str, bool] = {}
     for value in values:
-        for item in _list_items(value):
+        for item in list_items(value):
             directive, target = item, ""
             semicolon = item.rfind(";")
             if semicolon > item.rfind('"'):  # a device token after the directive
