@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.accept import vary
 from gateway.compressing import stream_coding
 from gateway.openapi import BAD_EVENT, CONVERSION, TOUCHPOINT
-from gateway.reporting import csv_cell, file_ending, file_word, local_date
+from gateway.reporting import csv_cell, file_ending, file_word, period_words
 
 log = logging.getLogger("gateway.admin")
 
@@ -78,8 +78,9 @@ def file_name(
     newest_first: bool = False,
 ) -> str:
     """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
-    ``zone`` (``attribution.timezone``), as the reports' downloads name theirs (``until`` is
-    exclusive: November ends on the 30th), an open end left out (``touchpoints.csv``); after
+    ``zone`` (``attribution.timezone``), as the reports' downloads name theirs
+    (``reporting.period_words``; ``until`` is exclusive: November ends on the 30th), an open end
+    left out (``touchpoints.csv``); after
     the kind, each filter's value in the order given (the listing's), as the reports name a
     conversion (``reporting.file_word``: ASCII letters, digits and ``.``, so the name needs
     no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``; a CSV's
@@ -90,10 +91,7 @@ def file_name(
     words = "-".join(filter(None, map(file_word, (filters or {}).values())))
     if words:
         parts.append(words[:FILTER_WORDS].rstrip("-_"))
-    if since is not None:
-        parts += ["from", local_date(since, zone)]
-    if until is not None:
-        parts += ["to", local_date(until, zone, last=True)]
+    parts += period_words(since, until, zone)
     if newest_first:
         parts.append("newest")
     return "-".join(parts) + file_ending(fmt, delimiter)

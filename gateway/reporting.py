@@ -137,29 +137,20 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def filename(self, extension: str, zone: tzinfo = UTC, delimiter: str = ",") -> str:
-        """The download's name: the report, model, grouping, the conversion and population
-        it is limited to, the verdicts it counts unless ``allow`` alone (``allow+review``),
-        and the period's first and last days in ``zone``
-        (``attribution.timezone``: the dates asked for, not the UTC dates they begin on; the
-        last day is the one ``until``, exclusive, ends: November is ``…-11-01-…-11-30``); a
-        period open at one end (the fraud report's may be) names its one day ``from-…`` or
-        ``to-…``, so that ``since=2026-11-01`` and ``until=2026-11-02`` differ. A conversion's
-        name keeps its ASCII letters, digits and ``.``, each run of anything else
-        becoming one ``_``, so the name is one safe ASCII word. A CSV's ``delimiter`` other than
-        the comma ends it (``file_ending``)."""
+        """The download's name, in the one form of every download (the listings' too:
+        ``listing_export.file_name``): the report, model, grouping, the conversion and
+        population it is limited to, the verdicts it counts unless ``allow`` alone
+        (``allow+review``), then the period (``period_words``: ``from-2026-11-01-to-2026-11-30``
+        for November; until 2026-12-07 ``2026-11-01-2026-11-30``, where a listing of it was
+        ``from-…-to-…``). A conversion's name keeps its ASCII letters, digits and ``.``, each
+        run of anything else becoming one ``_``, so the name is one safe ASCII word. A CSV's
+        ``delimiter`` other than the comma ends it (``file_ending``)."""
         parts = [self.name, self.meta.get("model"), self.meta.get("group_by")]
         parts += [file_word(self.meta.get("conversion")), self.meta.get("population")]
         verdicts = self.meta.get("verdicts")
         if verdicts is not None and verdicts != ["allow"]:  # not every report counts allow alone
             parts.append("+".join(verdicts))
-        since, until = self.meta["since"], self.meta["until"]
-        first, last = local_date(since, zone), local_date(until, zone, last=True)
-        if since is None and until is not None:  # an open end (the fraud report's): say which
-            parts += ["to", last]
-        elif until is None and since is not None:
-            parts += ["from", first]
-        else:
-            parts += [first, last]
+        parts += period_words(self.meta["since"], self.meta["until"], zone)
         return "-".join(str(p) for p in parts if p) + file_ending(extension, delimiter)
 
     def table(self, which: str) -> Report:
@@ -480,6 +471,16 @@ def file_ending(extension: str, delimiter: str = ",") -> str:
     dashboard's links) are two files, not the second saved as ``… (1).csv`` beside the first."""
     named = next((name for name, char in DELIMITERS.items() if char == delimiter), "comma")
     return f".{extension}" if named == "comma" else f"-{named}.{extension}"
+
+
+def period_words(since: str | None, until: str | None, zone: tzinfo) -> list[str]:
+    """A download's period in its name: ``from`` and the first day, ``to`` and the last, in
+    ``zone`` (``attribution.timezone``: the dates asked for, not the UTC dates they begin on;
+    ``until`` is exclusive, so November is ``from-2026-11-01-to-2026-11-30``); an open end
+    (None: the fraud report's, a listing's) left out, so that ``since=2026-11-01`` and
+    ``until=2026-11-02`` differ (``from-2026-11-01``, ``to-2026-11-01``)."""
+    words = [] if since is None else ["from", local_date(since, zone)]
+    return words + ([] if until is None else ["to", local_date(until, zone, last=True)])
 
 
 def file_word(text: str | None) -> str | None:

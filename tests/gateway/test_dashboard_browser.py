@@ -908,7 +908,7 @@ async def test_a_download_saves_the_report_or_says_why_not(
                 break
             await asyncio.sleep(0.1)
         (file,) = await asyncio.to_thread(files)
-        assert file.name == "timeseries-linear-channel-2026-11-01-2026-11-10.csv"
+        assert file.name == "timeseries-linear-channel-from-2026-11-01-to-2026-11-10.csv"
         # With a byte order mark, for Excel (bom=true in the link): the same text after it.
         text = await asyncio.to_thread(file.read_text, encoding="utf-8")
         assert text.startswith("\ufeffday,group,currency,conversions,value"), text[:40]
@@ -923,7 +923,7 @@ async def test_a_download_saves_the_report_or_says_why_not(
                 break
             await asyncio.sleep(0.1)
         assert await page.eval("document.querySelector('#export-campaigns [role=status]').textContent") == ""
-        native = saved / "attribution-linear-campaign-2026-11-01-2026-11-10.csv"
+        native = saved / "attribution-linear-campaign-from-2026-11-01-to-2026-11-10.csv"
         assert await asyncio.to_thread(files) == [native, file]
         fetched = await page.eval("fetched")
         assert len(fetched) == 1 and "/api/attribution/timeseries?" in fetched[0], fetched
@@ -970,8 +970,8 @@ async def test_the_csv_and_the_semicolon_csv_are_saved_as_two_files(
                     break
                 await asyncio.sleep(0.1)
     assert found == [
-        "timeseries-linear-channel-2026-11-01-2026-11-10-semicolon.csv",
-        "timeseries-linear-channel-2026-11-01-2026-11-10.csv",
+        "timeseries-linear-channel-from-2026-11-01-to-2026-11-10-semicolon.csv",
+        "timeseries-linear-channel-from-2026-11-01-to-2026-11-10.csv",
     ]
     text = await asyncio.to_thread((saved / found[0]).read_text, encoding="utf-8")
     assert text.startswith("\ufeffday;group;currency;conversions;value"), text[:40]

@@ -145,7 +145,7 @@ async def test_every_local_day_once_each_conversion_on_its_day(
         csv_text, disposition = await text(gw, "/api/attribution/timeseries", format="csv", **period)
         rows = list(csv.DictReader(io.StringIO(csv_text)))
         assert [r["day"] for r in rows] == list(expected)
-        assert f"-{since}-{list(expected)[-1]}.csv" in disposition
+        assert f"-from-{since}-to-{list(expected)[-1]}.csv" in disposition
     since, until = periods[1]
     config = gw.gateway.settings.store_path.parent / "report.toml"
     store = gw.gateway.settings.store_path
@@ -308,7 +308,7 @@ async def test_the_last_day_of_the_range_east_of_utc_is_a_day_of_the_series(
     assert per_day(body) == {"9999-12-30": 0, "9999-12-31": 1}
     csv_text, named = await text(gw, "/api/attribution/timeseries", format="csv", **period)
     assert [row["day"] for row in csv.DictReader(io.StringIO(csv_text))] == ["9999-12-30", "9999-12-31"]
-    assert named.endswith('-9999-12-30-9999-12-31.csv"'), named
+    assert named.endswith('-from-9999-12-30-to-9999-12-31.csv"'), named
 
 
 @pytest.mark.parametrize(("after", "bucket"), [(timedelta(days=1) - MS, "0"), (timedelta(days=1), "1")])

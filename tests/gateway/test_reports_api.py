@@ -346,7 +346,7 @@ async def test_a_date_is_its_local_day_of_23_or_25_hours(start_gateway: Any, ups
             url = gw.admin_url + path
             async with gw.session.get(url, headers=AUTH, params={**day, "format": "csv"}) as resp:
                 assert resp.status == 200
-                assert f'-{since}-{since}.csv"' in resp.headers["Content-Disposition"]
+                assert f'-from-{since}-to-{since}.csv"' in resp.headers["Content-Disposition"]
     # 92 local days, each of 23, 24 or 25 hours, whatever the changes between them.
     span = {"since": "2026-03-01", "until": "2026-06-01"}
     assert len((await get(gw, "/api/dashboard/summary", part="counts", **span))["conversion_names"]) == 1
@@ -949,7 +949,7 @@ async def test_exports(
         assert resp.content_type == ("text/csv" if kind == "csv" else "application/x-ndjson")
         disposition = resp.headers["Content-Disposition"]
         assert disposition.startswith('attachment; filename="') and disposition.endswith(f'.{kind}"')
-        assert "2026-11-01-2026-11-30" in disposition
+        assert "from-2026-11-01-to-2026-11-30" in disposition
         text = await resp.text()
     assert as_json["population"] is None
     if kind == "csv":
@@ -965,20 +965,20 @@ async def test_exports(
 @pytest.mark.parametrize(
     ("path", "params", "which", "name"),
     [
-        ("/api/payouts", {}, "totals", "payouts-totals-last_touch-2026-11-01-2026-11-30"),
+        ("/api/payouts", {}, "totals", "payouts-totals-last_touch-from-2026-11-01-to-2026-11-30"),
         (
             "/api/attribution",
             {"model": "all"},
             "totals",
-            "attribution-totals-all-channel-2026-11-01-2026-11-30",
+            "attribution-totals-all-channel-from-2026-11-01-to-2026-11-30",
         ),
         (
             "/api/attribution/timeseries",
             {},
             "totals",
-            "timeseries-totals-linear-channel-2026-11-01-2026-11-30",
+            "timeseries-totals-linear-channel-from-2026-11-01-to-2026-11-30",
         ),
-        ("/api/attribution/paths", {}, "summary", "paths-summary-2026-11-01-2026-11-30"),
+        ("/api/attribution/paths", {}, "summary", "paths-summary-from-2026-11-01-to-2026-11-30"),
     ],
 )
 @pytest.mark.parametrize("kind", ["csv", "ndjson"])
@@ -1139,14 +1139,14 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
     async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=params) as resp:
         assert resp.status == 200
         disposition = resp.headers["Content-Disposition"]
-    name = "attribution-linear-channel-sign_up-cookie-2026-11-01-2026-11-30.csv"
+    name = "attribution-linear-channel-sign_up-cookie-from-2026-11-01-to-2026-11-30.csv"
     assert disposition == f'attachment; filename="{name}"'
     body = await get(gw, "/api/attribution", **{k: v for k, v in params.items() if k != "format"})
     assert (body["conversion"], body["population"]) == ('sign up/"ü"', "cookie")
     # Counting quarantined touches too: named so (it had the default's name).
     for path, name in [
-        ("/api/attribution", "attribution-linear-channel-allow+review-2026-11-01-2026-11-30.csv"),
-        ("/api/payouts", "payouts-last_touch-allow+block+review-2026-11-01-2026-11-30.csv"),
+        ("/api/attribution", "attribution-linear-channel-allow+review-from-2026-11-01-to-2026-11-30.csv"),
+        ("/api/payouts", "payouts-last_touch-allow+block+review-from-2026-11-01-to-2026-11-30.csv"),
     ]:
         verdicts = "allow,review" if path == "/api/attribution" else "review,block,allow"
         params = {**PERIOD, "format": "csv", "verdicts": verdicts}
@@ -1158,11 +1158,11 @@ async def test_an_export_of_one_conversion_and_population_is_named_after_them(gw
 @pytest.mark.parametrize(
     ("path", "stem"),
     [
-        ("/api/attribution", "attribution-linear-channel-2026-11-01-2026-11-30"),
-        ("/api/attribution/timeseries", "timeseries-linear-channel-2026-11-01-2026-11-30"),
-        ("/api/attribution/paths", "paths-2026-11-01-2026-11-30"),
-        ("/api/payouts", "payouts-last_touch-2026-11-01-2026-11-30"),
-        ("/api/fraud", "fraud-creator_id-2026-11-01-2026-11-30"),
+        ("/api/attribution", "attribution-linear-channel-from-2026-11-01-to-2026-11-30"),
+        ("/api/attribution/timeseries", "timeseries-linear-channel-from-2026-11-01-to-2026-11-30"),
+        ("/api/attribution/paths", "paths-from-2026-11-01-to-2026-11-30"),
+        ("/api/payouts", "payouts-last_touch-from-2026-11-01-to-2026-11-30"),
+        ("/api/fraud", "fraud-creator_id-from-2026-11-01-to-2026-11-30"),
     ],
 )
 async def test_a_csv_of_another_delimiter_is_named_after_it(gw: RunningGateway, path: str, stem: str) -> None:
@@ -1633,7 +1633,7 @@ async def test_what_data_driven_learnt_is_in_its_reports_as_the_readme_shows_it(
         query = {**PERIOD, "model": "data_driven", "format": kind, "table": "learnt"}
         async with gw.session.get(gw.admin_url + "/api/attribution", headers=AUTH, params=query) as resp:
             assert resp.status == 200, await resp.text()
-            name = f"attribution-learnt-data_driven-channel-2026-11-01-2026-11-30.{kind}"
+            name = f"attribution-learnt-data_driven-channel-from-2026-11-01-to-2026-11-30.{kind}"
             assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
             text = await resp.text()
         if kind == "ndjson":  # the weights the report above learnt: kept for the reports after it

@@ -1,0 +1,125 @@
+"""Every download as an analyst takes it: the reports' and the listings' CSV and NDJSON named
+in one form, what an empty one holds, each CSV read back by Python's ``csv`` module (every
+option), each NDJSON line parsed; and ``gateway report`` on a narrow terminal, title lines
+included. A real gateway over a real store, and the real ``gateway`` command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.textwidth import width
+from tests.conftest import RunningGateway
+from tests.gateway.test_cli import _report_store, gateway
+from tests.gateway.test_reports_api import AUTH, EVENTS, PAYOUTS, PERIOD, conversion, tp
+from tests.terminal import on_a_terminal
+
+NOVEMBER = "from-2026-11-01-to-2026-11-30"
+EMPTY = {"since": "2027-01-01", "until": "2027-02-01"}
+DOWNLOADS: list[tuple[str, dict[str, str], str]] = [
+    ("/api/attribution", {}, f"attribution-linear-channel-{NOVEMBER}"),
+    ("/api/attribution", {"table": "totals"}, f"attribution-totals-linear-channel-{NOVEMBER}"),
+    (
+        "/api/attribution",
+        {"model": "data_driven", "table": "learnt"},
+        f"attribution-learnt-data_driven-channel-{NOVEMBER}",
+    ),
+    ("/api/attribution", {"model": "all", "group_by": "campaign"}, f"attribution-all-campaign-{NOVEMBER}"),
+    (
+        "/api/attribution",
+        {"conversion": "Achat réussi", "population": "cookie", "verdicts": "allow,review"},
+        f"attribution-linear-channel-Achat_r_ussi-cookie-allow+review-{NOVEMBER}",
+    ),
+    ("/api/attribution/timeseries", {}, f"timeseries-linear-channel-{NOVEMBER}"),
+    ("/api/attribution/timeseries", {"table": "totals"}, f"timeseries-totals-linear-channel-{NOVEMBER}"),
+    ("/api/attribution/paths", {}, f"paths-{NOVEMBER}"),
+    ("/api/attribution/paths", {"table": "summary"}, f"paths-summary-{NOVEMBER}"),
+    ("/api/payouts", {}, f"payouts-last_touch-{NOVEMBER}"),
+    ("/api/payouts", {"table": "totals"}, f"payouts-totals-last_touch-{NOVEMBER}"),
+    ("/api/fraud", {}, f"fraud-creator_id-{NOVEMBER}"),
+    ("/api/touchpoints", {}, f"touchpoints-{NOVEMBER}"),
+    ("/api/touchpoints", {"order": "newest"}, f"touchpoints-{NOVEMBER}-newest"),
+    ("/api/conversions", {"name": "purchase"}, f"conversions-purchase-{NOVEMBER}"),
+    ("/api/review", {"verdict": "block"}, f"review-block-{NOVEMBER}"),
+]
+"""Each download of November, its parameters and the name it is saved under (before the
+delimiter's word and the extension)."""
+REPORTS = [
+    ("/api/attribution", {}),
+    ("/api/attribution", {"table": "totals"}),
+    ("/api/attribution", {"model": "all"}),
+    ("/api/attribution", {"model": "data_driven", "table": "learnt"}),
+    ("/api/attribution/timeseries", {}),
+    ("/api/attribution/timeseries", {"table": "totals"}),
+    ("/api/attribution/paths", {}),
+    ("/api/attribution/paths", {"table": "summary"}),
+    ("/api/payouts", {}),
+    ("/api/payouts", {"table": "totals"}),
+    ("/api/fraud", {}),
+]
+WINDOWS_SAFE = re.compile(r"[A-Za-z0-9_+.-]*[A-Za-z0-9_+-]\.(csv|ndjson)")
+"""A file name Windows takes as it is: none of ``<>:"/\\|?*``, no control character, no
+space, not ending in a dot before the extension."""
+
+
+@pytest.fixture
+async def gw(start_gateway: Any, upstream_server: Any) -> RunningGateway:
+    running: RunningGateway = await start_gateway(await upstream_server(web.Application()), PAYOUTS)
+    await running.gateway.store.write(EVENTS)
+    return running
+
+
+async def fetch(gw: RunningGateway, path: str, **params: str) -> tuple[int, Any, bytes]:
+    async with gw.session.get(gw.admin_url + path, headers=AUTH, params=params) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+def _disposition(headers: Any) -> str:
+    found = re.fullmatch(r'attachment; filename="([^"]+)"', headers["Content-Disposition"])
+    assert found, headers["Content-Disposition"]
+    return found[1]
+
+
+async def test_every_download_is_named_in_one_form(gw: RunningGateway) -> None:
+    """What, then its table, model, grouping and limits, then ``from-FIRST-to-LAST`` (the
+    local days), ``newest`` and the delimiter where they apply, then the extension. Until
+    2026-12-07 a report of November was ``attribution-linear-channel-2026-11-01-2026-11-30.csv``
+    and a listing of it ``touchpoints-from-2026-11-01-to-2026-11-30.csv``: two forms, and a
+    report's open end (the fraud report's) already spelt ``from-``/``to-``."""
+    for path, params, stem in DOWNLOADS:
+        for fmt, delimiter, ending in (
+            ("csv", "comma", ".csv"),
+            ("csv", "semicolon", "-semicolon.csv"),
+            ("csv", "tab", "-tab.csv"),
+            ("ndjson", None, ".ndjson"),
+        ):
+            asked = {**PERIOD, **params, "format": fmt, **({"delimiter": delimiter} if delimiter else {})}
+            status, headers, body = await fetch(gw, path, **asked)
+            assert status == 200, (path, asked, body)
+            name = _disposition(headers)
+            assert name == stem + ending, (path, asked)
+            assert WINDOWS_SAFE.fullmatch(name), name
+    # Open ends, as before: the fraud report's and the listings' alike.
+    for path, params, name in (
+        ("/api/fraud", {"since": "2026-11-01"}, "fraud-creator_id-from-2026-11-01.csv"),
+        ("/api/fraud", {"until": "2026-12-01"}, "fraud-creator_id-to-2026-11-30.csv"),
+        ("/api/fraud", {}, "fraud-creator_id.csv"),
+        ("/api/touchpoints", {"until": "2026-12-01"}, "touchpoints-to-2026-11-30.csv"),
+        ("/api/touchpoints", {}, "touchpoints.csv"),
+        ("/api/bad-events", {"sender": "crm"}, "bad-events-crm.csv"),
+    ):
+        status, headers, _ = await fetch(gw, path, **params, format="csv")
+        assert status == 200 and _disposition(headers) == name, (path, params)
+
+
+def _csv_rows(body: bytes, delimiter: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=delimiter))
