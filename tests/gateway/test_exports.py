@@ -123,3 +123,42 @@ async def test_every_download_is_named_in_one_form(gw: RunningGateway) -> None:
 
 def _csv_rows(body: bytes, delimiter: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=delimiter))
+
+
+async def test_every_csv_reads_back_whole_with_every_option(gw: RunningGateway) -> None:
+    """Each report's and listing's CSV through Python's ``csv`` module, with and without the
+    byte order mark, for each delimiter: every row has the header's columns, numbers are plain
+    (no thousands separator, ``.`` for the decimal), times ISO 8601; each NDJSON line parses,
+    with the same rows and values as the CSV."""
+    downloads = [*REPORTS, ("/api/touchpoints", {}), ("/api/conversions", {}), ("/api/review", {})]
+    number = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+    for path, params in downloads:
+        _, _, ndjson = await fetch(gw, path, **PERIOD, **params, format="ndjson")
+        objects = [json.loads(line) for line in ndjson.decode().splitlines()]
+        assert objects or path == "/api/review", (path, params)
+        for bom in ("false", "true"):
+            for delimiter, char in (("comma", ","), ("semicolon", ";"), ("tab", "\t")):
+                asked = {**PERIOD, **params, "format": "csv", "bom": bom, "delimiter": delimiter}
+                status, headers, body = await fetch(gw, path, **asked)
+                assert status == 200, (path, asked, body)
+                assert headers["Content-Type"] == "text/csv; charset=utf-8"
+                assert body.startswith(b"\xef\xbb\xbf") == (bom == "true"), (path, asked)
+                header, *rows = _csv_rows(body, char)
+                # The NDJSON's keys in the CSV's order (a listing's were sorted by name).
+                assert header == list(objects[0]) if objects else header, (path, asked, header)
+                assert len(rows) == len(objects), (path, asked)
+                for row, obj in zip(rows, objects, strict=True):
+                    assert len(row) == len(header), (path, asked, row)
+                    for column, cell in zip(header, row, strict=True):
+                        value = obj[column]
+                        if isinstance(value, bool):
+                            assert cell == ("true" if value else "false")
+                        elif isinstance(value, int | float):
+                            assert number.fullmatch(cell) and Decimal(cell) == Decimal(str(value)), (
+                                path,
+                                column,
+                                cell,
+                            )
+                        elif column in ("ts", "day", "since", "until", "learnt_at") and value:
+                            datetime.fromisoformat(cell)  # ISO 8601
+                            assert cell == value, (path, column, cell)
