@@ -125,6 +125,63 @@ def _csv_rows(body: bytes, delimiter: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=delimiter))
 
 
+async def test_an_empty_report_is_empty_alike_in_every_format(gw: RunningGateway) -> None:
+    """A period with nothing in it: the JSON's ``rows`` empty, the CSV its header alone, the
+    NDJSON no line at all (0 bytes: NDJSON has no header; a download that failed is never a
+    200), for every report and table, and as a 200 with the name of the period."""
+    for path, params in REPORTS:
+        json_params = {k: v for k, v in params.items() if k != "table"}
+        status, _, raw = await fetch(gw, path, **EMPTY, **json_params)
+        assert status == 200, (path, raw)
+        answer = json.loads(raw)
+        if "table" in params:
+            table = params["table"]
+            rows = answer["learnt"]["channels"] if table == "learnt" else answer.get(table)
+            rows = [rows] if isinstance(rows, dict) else rows  # the paths' summary: one row
+        else:
+            rows = answer.get("rows", answer.get("groups"))
+        status, headers, body = await fetch(gw, path, **EMPTY, **params, format="csv")
+        assert status == 200 and "from-2027-01-01-to-2027-01-31" in _disposition(headers)
+        header, *lines = _csv_rows(body, ",")
+        status, _, ndjson = await fetch(gw, path, **EMPTY, **params, format="ndjson")
+        assert status == 200
+        assert len(lines) == len(ndjson.splitlines()) == len(rows), (path, params, body, ndjson)
+        assert header, (path, params)
+        if not rows:
+            assert ndjson == b"" and body.endswith(b"\r\n") and body.count(b"\r\n") == 1, (path, params)
+    # The listings' downloads alike.
+    for path in ("/api/touchpoints", "/api/conversions", "/api/review"):
+        status, _, raw = await fetch(gw, path, **EMPTY)
+        assert status == 200 and json.loads(raw)["items"] == [], (path, raw)
+        _, _, body = await fetch(gw, path, **EMPTY, format="csv")
+        _, _, ndjson = await fetch(gw, path, **EMPTY, format="ndjson")
+        assert ndjson == b"" and len(_csv_rows(body, ",")) == 1, (path, body, ndjson)
+
+
+def test_report_says_on_stderr_that_its_download_is_empty(tmp_path: Path) -> None:
+    """``gateway report --payouts --format ndjson > payouts.ndjson`` of a period without
+    creators wrote an empty file and said nothing, which reads as a failed export: the file is
+    still empty (the CSV its header), and stderr says why there are no rows, as the table does."""
+    cfg = _report_store(tmp_path, EVENTS)
+    empty = ("--since", "2027-01-01", "--until", "2027-02-01")
+    for extra, why in (
+        (("--payouts",), ": no click with a creator ID in this period, and no conversion credited to one"),
+        ((), ": no conversions in this period; [[conversions]] rules and signed events record them"),
+        (("--fraud",), ""),
+    ):
+        for fmt in ("ndjson", "csv"):
+            done = gateway("report", "-c", str(cfg), *empty, *extra, "--format", fmt)
+            assert done.returncode == 0, done.stderr
+            assert (done.stdout == "") if fmt == "ndjson" else (done.stdout.count("\n") == 1), done.stdout
+            assert done.stderr == f"gateway report: no rows{why}\n", (extra, fmt, done.stderr)
+    # A report with rows says nothing there.
+    done = gateway("report", "-c", str(cfg), *PERIOD_ARGS, "--payouts", "--format", "ndjson")
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.count("\n") == 2, done
+
+
+PERIOD_ARGS = ("--since", "2026-11-01", "--until", "2026-12-01")
+
+
 async def test_every_csv_reads_back_whole_with_every_option(gw: RunningGateway) -> None:
     """Each report's and listing's CSV through Python's ``csv`` module, with and without the
     byte order mark, for each delimiter: every row has the header's columns, numbers are plain
