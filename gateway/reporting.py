@@ -31,7 +31,7 @@ from gateway.events import VERDICTS, printable_name
 from gateway.openapi import DELIMITERS
 from gateway.payouts import Payouts
 from gateway.report_learnt import LEARNT, LEARNT_COLUMNS, learns, learnt_part, learnt_rows, learnt_title
-from gateway.textwidth import ELLIPSIS, cut, width
+from gateway.textwidth import ELLIPSIS, INDENT, cut, width, wrap
 from storage.crediting import MICRO, Conv, Table, add_tables, credit_table, quarantined_credit
 from storage.queries import share
 from storage.report_clicks import Clicks
@@ -192,7 +192,11 @@ class Report:
         """An aligned table for a terminal: text left, numbers right; a cell in a right-to-left
         script fenced by left-to-right marks (``ltr_fenced``). With ``columns`` (0: none), the
         widest text columns are cut (``fit``) so that each line of the table fits in it, and
-        so is the conversion's name in the title; numbers never are. A character the
+        so is the conversion's name in the title (to fit a line of its own); numbers never
+        are. The lines around the tables (the title, the totals, the paths' summary, what
+        data_driven learnt, why a table has no rows) are wrapped to ``columns`` (``wrap``):
+        until 2026-12-07 only the tables fitted, and at ``COLUMNS=40`` the title ran past the
+        edge. A character the
         terminal's ``encoding`` cannot show is written as its escape (``\\u65e5``) before the
         widths are counted, and a cut name ends in ``...`` where it cannot show ``…``: until
         2026-12-05 the escapes were made after, and on an ASCII or Latin-1 terminal such a
@@ -213,22 +217,26 @@ class Report:
             if said.get(key):
                 value = shown(str(said[key]))
                 if columns and key == "conversion":  # the one name here (1..200 characters)
-                    value = cut(value, max(MIN_CUT, columns - width(f"{head}, {key} ")), ellipsis)
+                    value = cut(value, max(MIN_CUT, columns - width(f"{INDENT}{key} ")), ellipsis)
                 head += f", {key} {ltr_fenced(value) if fenced else value}"
-        out = [head, "", *self._grid(columns, encoding)]
+
+        def wrapped(line: str) -> list[str]:
+            return wrap(shown(line), columns)
+
+        out = [*wrapped(head), "", *self._grid(columns, encoding)]
         if "summary" in self.meta:
             summary = self.meta["summary"].items()  # None: nothing to average (no conversions)
-            out.append(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
+            out += wrapped(", ".join(f"{k} {'(none)' if v is None else _cell(v, k)}" for k, v in summary))
             if not self.meta["summary"]["conversions"]:  # its buckets are there whatever: say why
-                why = self.why_empty()
-                out.append(f"({why})" if why == NO_CONVERSIONS else f"(no conversions: {why})")
+                why = self.why_empty(columns, ellipsis)
+                out += wrapped(f"({why})" if why == NO_CONVERSIONS else f"(no conversions: {why})")
         for total in self.meta.get("totals", []):
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
-            out.append(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
+            out += wrapped(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         if LEARNT in self.meta:  # a second table: what data_driven learnt
             part = self.meta[LEARNT]
             learnt = Report(LEARNT, LEARNT_COLUMNS[:3], part["channels"], {"since": None, "until": None})
-            out += ["", learnt_title(part), "", *learnt._grid(columns, encoding)]
+            out += ["", *wrapped(learnt_title(part)), "", *learnt._grid(columns, encoding)]
         return "\n".join(out) + "\n"
 
     def _grid(self, columns: int, encoding: str) -> list[str]:
@@ -260,16 +268,16 @@ class Report:
             return (" " * GAP).join(padded).rstrip()
 
         out = [line(self.columns), line(["-" * w for w in widths])]
-        return out + ([line(r) for r in cells] or [self.no_rows()])
+        return out + ([line(r) for r in cells] or wrap(shown(self.no_rows(columns, ellipsis)), columns))
 
-    def no_rows(self) -> str:
+    def no_rows(self, columns: int = 0, ellipsis: str = ELLIPSIS) -> str:
         """What an empty terminal table says. When the caller read the period's conversion
         names (``conversion_names``, most frequent first), a report limited to a name none of
         them has says so, and lists them; one limited to a population, that none of the
         period's conversions (of that name) has a touchpoint of it. Until 2026-12-06 each said
         "no conversions in this period" over a period full of them (``--conversion purchse``,
         a typo) and pointed at the [[conversions]] rules. An empty payouts report says that no
-        creator was clicked or credited (it said "(no rows)")."""
+        creator was clicked or credited (it said "(no rows)"). ``columns``: as ``why_empty``."""
         if self.name == "payouts":  # every creator clicked in the period is listed
             population = self.meta.get("population")
             of = "" if population is None else f" of population {population}"
@@ -278,22 +286,30 @@ class Report:
             )
         if self.name not in NO_ROWS:
             return "(no rows)"
-        return f"(no rows: {self.why_empty()})"
+        return f"(no rows: {self.why_empty(columns, ellipsis)})"
 
-    def why_empty(self) -> str:
+    def why_empty(self, columns: int = 0, ellipsis: str = ELLIPSIS) -> str:
         """Why a report of the period's conversions counts none (``no_rows``; the paths report,
         whose buckets are there whatever, says it under its summary: until 2026-12-06 it
-        printed zeros alone for a typo in ``--conversion``)."""
+        printed zeros alone for a typo in ``--conversion``). With ``columns`` (0: none), each
+        conversion name it quotes is cut to fit a line of its own (the table's rule), as the
+        title cuts the one asked for."""
+
+        def quoted(name: str) -> str:
+            # The quotes and a comma or a parenthesis after them on the line, besides the name.
+            room = max(MIN_CUT, columns - width(INDENT) - 3)
+            return repr(cut(name, room, ellipsis) if columns else name)
+
         names = self.meta.get("conversion_names")
         if not names:  # not read, or none recorded at all
             return NO_CONVERSIONS
         conversion, population = self.meta.get("conversion"), self.meta.get("population")
         if conversion is not None and conversion not in names:
             more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-            recorded = ", ".join(repr(n) for n in names[:5]) + more
-            return f"no conversion named {conversion!r} in this period; recorded in it: {recorded}"
+            recorded = ", ".join(quoted(n) for n in names[:5]) + more
+            return f"no conversion named {quoted(conversion)} in this period; recorded in it: {recorded}"
         if population is not None:
-            named = "" if conversion is None else f" named {conversion!r}"
+            named = "" if conversion is None else f" named {quoted(conversion)}"
             return (
                 f"no conversion{named} in this period has a touchpoint of population {population}"
                 " in its lookback window"

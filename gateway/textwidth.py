@@ -1,5 +1,6 @@
-"""How many terminal columns text takes, and text cut to a number of columns: ``width`` and
-``cut``, for the terminal tables of ``gateway report`` (``gateway/reporting.py``).
+"""How many terminal columns text takes, and text cut or wrapped to a number of columns:
+``width``, ``cut`` and ``wrap``, for the terminal tables of ``gateway report`` and the lines
+around them (``gateway/reporting.py``).
 
 Owns the one rule the tables are laid out by, with the standard library's ``unicodedata``
 alone. Text is counted by grapheme cluster (what a reader sees as one character), as the
@@ -20,6 +21,7 @@ count code points instead (``👍🏽`` four columns): there a row with such a c
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 
@@ -107,3 +109,30 @@ def cut(text: str, columns: int, ellipsis: str = ELLIPSIS) -> str:
             break
         kept.append(cluster)
     return "".join(kept) + ellipsis
+
+
+INDENT = "  "
+"""What starts each line of wrapped text after its first (``wrap``)."""
+
+
+def wrap(text: str, columns: int, indent: str = INDENT) -> list[str]:
+    """``text`` as lines of at most ``columns`` (0: one line, as it is), each after the first
+    starting with ``indent``: broken after a comma and its space where it can (``model linear,
+    group_by channel`` keeps each part on one line), else at a space. Nothing is cut or lost:
+    a word wider than a line (a date-time on a very narrow terminal) is alone on its line,
+    whole, and the terminal wraps it, as a table too wide for it is left whole."""
+    if columns < 1 or width(text) <= columns:
+        return [text]
+    lines: list[str] = []
+    current: str | None = None
+    for part in re.split(r"(?<=,) ", text):
+        for piece in [part] if width(indent + part) <= columns else part.split(" "):
+            if current is None:
+                current = piece
+            elif width(current) + 1 + width(piece) <= columns:
+                current += " " + piece
+            else:
+                lines.append(current)
+                current = indent + piece
+    lines.append(current or "")
+    return lines

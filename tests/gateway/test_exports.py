@@ -182,6 +182,48 @@ def test_report_says_on_stderr_that_its_download_is_empty(tmp_path: Path) -> Non
 PERIOD_ARGS = ("--since", "2026-11-01", "--until", "2026-12-01")
 
 
+def test_report_on_a_narrow_terminal_fits_its_titles_too(tmp_path: Path) -> None:
+    """At ``COLUMNS=40`` the tables were cut to fit and their title lines were not: the title
+    (``attribution: 2026-11-01T00:00:00Z .. 2026-12-01T00:00:00Z, model …``), the totals, the
+    paths' summary, what data_driven learnt and an empty table's reason ran past the edge. They
+    wrap at a space now, a following line indented by two, no word lost or cut."""
+    cfg = _report_store(tmp_path, EVENTS)
+    for extra in (
+        ("--verdicts", "allow,review", "--population", "cookie", "--conversion", "purchase"),
+        ("--model", "data_driven"),
+        ("--paths",),
+        ("--payouts", "--since", "2027-01-01", "--until", "2027-02-01"),
+        ("--conversion", "purchse"),
+    ):
+        args = ("report", "-c", str(cfg), *(() if "--since" in extra else PERIOD_ARGS), *extra)
+        drawn = on_a_terminal(*args, env={"COLUMNS": "40"})
+        piped = gateway(*args)
+        assert piped.returncode == 0, piped.stderr
+        prose = [line for line in drawn.splitlines() if not _table_line(line)]
+        assert all(width(line) <= 40 for line in prose), (extra, drawn)
+        # Nothing lost: the same words as the pipe's whole lines, in order.
+        said = [line for line in piped.stdout.splitlines() if not _table_line(line)]
+        assert " ".join(prose).split() == " ".join(said).split(), (extra, drawn, piped.stdout)
+        assert any(line.startswith("  ") for line in prose), (extra, drawn)  # it did wrap
+    # A long conversion name is cut, to fit one line of its own.
+    long = "checkout_completed_" + "x" * 60
+    events = [tp("v1", 0, "Email"), conversion(1, 10.00, "v1")]
+    (tmp_path / "long").mkdir()
+    cfg = _report_store(tmp_path / "long", events)
+    drawn = on_a_terminal("report", "-c", str(cfg), *PERIOD_ARGS, "--conversion", long, env={"COLUMNS": "40"})
+    lines = [line for line in drawn.splitlines() if line]
+    assert all(width(line) <= 40 for line in lines), drawn
+    assert lines[3].startswith("  conversion checkout_completed_x") and lines[3].endswith("…"), drawn
+    # So is the name where the empty table quotes it (a line of its own, quotes included).
+    assert "  'checkout_completed_x" in drawn and "…'" in drawn, drawn
+
+
+def _table_line(line: str) -> bool:
+    """A line of a table (its header, rule or a row): cells apart by two spaces or more, or
+    the rule; a wrapped title's following line starts with two spaces and has one apart."""
+    return bool(re.search(r"\S {2,}\S", line)) or bool(re.fullmatch(r"[- ]*-[- ]*", line)) or line == ""
+
+
 async def test_every_csv_reads_back_whole_with_every_option(gw: RunningGateway) -> None:
     """Each report's and listing's CSV through Python's ``csv`` module, with and without the
     byte order mark, for each delimiter: every row has the header's columns, numbers are plain

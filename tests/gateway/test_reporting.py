@@ -145,13 +145,15 @@ def test_the_terminal_table_cuts_names_to_fit_and_keeps_numbers_whole() -> None:
     assert report.text(0) == report.text()  # 0: never cut
     lines = report.text(60).splitlines()
     assert max(width(line) for line in lines) == 60
-    assert lines[0] == "attribution: 2026-11-01 .. 2026-12-01, conversion purchase_…"
+    # The title wraps; the conversion's name is cut to a line of its own (until 2026-12-07 to
+    # what the first line had left, "purchase_…", and the title ran past a narrower terminal).
+    assert lines[:2] == ["attribution: 2026-11-01 .. 2026-12-01,", "  conversion purchase_" + "y" * 37 + "…"]
     # 60 = 8 + 11 + 5 (currency, conversions, value) + 3 gaps of 2 + 30 for the group.
-    assert lines[2] == "group" + " " * 25 + "  currency  conversions  value"
-    assert lines[4] == "black_friday_" + "x" * 16 + "…  EUR          1.333334  43.35"
-    assert lines[5] == "spring" + " " * 24 + "  EUR               140  99.00"
+    assert lines[3] == "group" + " " * 25 + "  currency  conversions  value"
+    assert lines[5] == "black_friday_" + "x" * 16 + "…  EUR          1.333334  43.35"
+    assert lines[6] == "spring" + " " * 24 + "  EUR               140  99.00"
     # 14 thumbs and an ellipsis (29 columns), one space of padding: no orphan skin tone.
-    assert lines[6] == "👍\U0001f3fd" * 14 + "…   JPY                12   3400"
+    assert lines[7] == "👍\U0001f3fd" * 14 + "…   JPY                12   3400"
     # Wide enough: as it is.
     assert (
         Report("attribution", COLUMNS, rows[1:2], {"since": "a", "until": "b"}).text(40)
@@ -162,7 +164,8 @@ def test_the_terminal_table_cuts_names_to_fit_and_keeps_numbers_whole() -> None:
 def test_what_data_driven_learnt_is_a_second_table_cut_to_fit_as_the_first() -> None:
     """Under the rows and totals, a title saying how many journeys it learnt from and a table of
     channels, removal effects and weights, whose long channel names are cut to the terminal's
-    width as the first table's names are (titles are not); no learnt, no second table."""
+    width as the first table's names are (its title wrapped, words whole); no learnt, no second
+    table."""
     rows = [{"group": "Email", "currency": "EUR", "conversions": Decimal("0.75"), "value": Decimal("75.00")}]
     learnt = {
         "converting_journeys": 2,
@@ -178,16 +181,23 @@ def test_what_data_driven_learnt_is_a_second_table_cut_to_fit_as_the_first() -> 
     }
     meta = {"since": "a", "until": "b", "model": "data_driven", "totals": [], "learnt": learnt}
     lines = Report("attribution", COLUMNS, rows, meta).text(40).splitlines()
-    at = lines.index("data_driven learnt from 7 journeys: 2 converting, 5 not converting")
-    assert max(width(line) for line in lines[at + 2 :]) == 40  # the titles are not cut: the tables are
-    assert lines[at - 1 : at + 3] == ["", lines[at], "", "channel" + " " * 7 + "  removal_effect    weight"]
-    assert lines[at + 4 :] == [
+    at = lines.index("data_driven learnt from 7 journeys: 2")
+    assert lines[at + 1] == "  converting, 5 not converting"  # wrapped: until 2026-12-07 66 columns
+    assert max(width(line) for line in lines) == 40
+    assert lines[at - 1 : at + 4] == [
+        "",
+        lines[at],
+        lines[at + 1],
+        "",
+        "channel" + " " * 7 + "  removal_effect    weight",
+    ]
+    assert lines[at + 5 :] == [
         "Email                 1.000000  0.750000",
         "Partner zzzzz…        0.333333  0.250000",
     ]
     # The demo's first sign-up is one journey: said in the singular (it read "1 journeys").
     meta["learnt"] = {**learnt, "converting_journeys": 1, "non_converting_journeys": 0}
-    lines = Report("attribution", COLUMNS, rows, meta).text(40).splitlines()
+    lines = Report("attribution", COLUMNS, rows, meta).text().splitlines()
     assert "data_driven learnt from 1 journey: 1 converting, 0 not converting" in lines, lines
     del meta["learnt"]
     assert "learnt" not in Report("attribution", COLUMNS, rows, meta).text()
@@ -208,8 +218,9 @@ def test_the_terminal_table_counts_escapes_where_the_terminal_cannot_show_a_char
     report = Report("attribution", COLUMNS, rows, meta)
     for encoding in ("ascii", "latin-1"):
         lines = report.text(40, encoding).splitlines()
-        assert lines[0] == "attribution: a .. b, conversion \\u6ce..."  # 40 columns
-        assert lines[2:] == [
+        # The name cut to a line of its own: 40 columns.
+        assert lines[:2] == ["attribution: a .. b,", "  conversion \\u6ce8\\u6587\\u6ce8\\u6587..."]
+        assert lines[3:] == [
             "group       currency  conversions  value",
             "----------  --------  -----------  -----",
             "\\u65e5\\...  JPY                12   3400",

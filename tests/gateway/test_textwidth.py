@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.textwidth import clusters, cut, width
+from gateway.textwidth import clusters, cut, width, wrap
 
 THUMB = "👍\U0001f3fd"  # thumbs up, medium skin tone: one emoji
 FAMILY = "👨\u200d👩\u200d👧"  # man, ZWJ, woman, ZWJ, girl: one emoji
@@ -85,3 +85,23 @@ def test_clusters_keep_what_joins_together() -> None:
 def test_cut_never_splits_a_cluster(text: str, columns: int, shown: str) -> None:
     assert cut(text, columns) == shown
     assert width(cut(text, columns)) <= columns
+
+
+def test_wrap_breaks_after_a_comma_else_at_a_space_and_cuts_no_word() -> None:
+    """The lines around ``gateway report``'s tables: broken after a comma where a part fits,
+    else at a space, each following line indented by two; a word wider than a line is left
+    whole on its own line (the terminal wraps it), as a table too wide is."""
+    title = "attribution: 2026-11-01T00:00:00Z .. 2026-12-01T00:00:00Z, model linear, group_by channel"
+    assert wrap(title, 0) == [title] and wrap(title, 200) == [title]
+    assert wrap(title, 40) == [
+        "attribution: 2026-11-01T00:00:00Z ..",
+        "  2026-12-01T00:00:00Z, model linear,",
+        "  group_by channel",
+    ]
+    # Counted in columns: 日本 is four.
+    assert wrap("total 日本: conversions 2, value 10.00", 20) == [
+        "total 日本:",
+        "  conversions 2,",
+        "  value 10.00",
+    ]
+    assert wrap("a " + "x" * 30 + " b", 10) == ["a", "  " + "x" * 30, "  b"]
