@@ -2356,3 +2356,22 @@ def test_a_wrong_file_among_several_is_named_and_exits_1_while_the_others_are_im
         "gateway import: cannot read logs.d: Is a directory",
     ], nothing.stderr
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_a_line_holding_a_lone_carriage_return_is_skipped_not_half_read(tmp_path: Path) -> None:
+    """A lone CR (a classic Mac line end, a copy whose line ends a tool mangled) is no line end,
+    and no server writes one inside a line (nginx and Apache write ``\\x0D``): two requests so
+    joined were read as the first with the second as its trailing fields, and the second was
+    lost without a word (until 2026-12-07). Such a line is skipped, by its file:line, and the
+    lines around it are read as they were (their numbers, the event IDs' keys, unchanged)."""
+    lines = [line.encode() for line in COMBINED.split("\n")]
+    # An asset's line, then a landing from an external referrer joined to it by a lone CR.
+    joined = b"\n".join([lines[0], lines[1] + b"\r" + lines[3], lines[7]]) + b"\r\n"
+    (tmp_path / "mac.log").write_bytes(joined)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\nnode = "import-test"\n')
+    done = _cli(tmp_path, "mac.log", "--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    assert done.returncode == 0, done.stderr
+    assert "3 lines read" in done.stdout
+    assert re.search(r"skipped: +1\n +1  a carriage return inside the line", done.stdout), done.stdout
+    assert "mac.log:2: a carriage return inside the line" in done.stdout
+    assert rows(tmp_path / "gw.db", "SELECT landing_path FROM touchpoints ORDER BY ts") == [("/p",), ("/",)]
