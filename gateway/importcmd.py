@@ -233,4 +233,6 @@ def _os_error(err: OSError, files: Sequence[str], store: Path) -> str:
         if isinstance(err, FileExistsError):  # mkdir of the store's folder
             why = "a file is in the way"
         return f"cannot open the store {store}: {why} ({name})"
+    if isinstance(err, IsADirectoryError):  # a folder of rotated logs: its files are named, a glob
+        why += f" (name the logs in it: {name.rstrip('/')}/*)"
     return f"cannot read {name}: {why}"
