@@ -1227,7 +1227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "files",
         nargs="*",
         metavar="FILE",
-        help="history files (gzip, bzip2 and xz are recognised by their bytes); - reads standard input",
+        help="history files, a request log's read oldest first (gzip, bzip2 and xz are recognised by their"
+        " bytes); - reads standard input",
     )
     imp.add_argument(
         "--format",

@@ -308,6 +308,24 @@ class History:
                 self.blank += 1
         return out
 
+    def first_time(self, lines: int) -> datetime | None:
+        """The time of the first logged request among the next ``lines`` lines, within their
+        first ``MAX_LINE`` bytes (None: none has one). It reads them: a history so peeked is
+        closed after, not read on."""
+        left = MAX_LINE
+        for number in range(1, lines + 1):
+            if self._pending:
+                (raw, _), self._pending = self._pending, None
+            else:
+                raw = self._stream.readline(left)
+            left -= len(raw)
+            if not raw or (left <= 0 and not raw.endswith(b"\n")):
+                return None
+            for item in self._parse(number, raw.rstrip(b"\r\n")):
+                if type(item) is Line:
+                    return item.ts
+        return None
+
     def _shrunk(self) -> bool:
         """At the end of a file, whether it is now shorter than what was read of it: it was
         truncated as it was read (once; a stream is never)."""

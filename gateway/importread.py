@@ -20,10 +20,11 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from gateway.history import History, Input, Item, Skip, check_opens
+from gateway.history import READ_ERRORS, History, Input, Item, Skip, check_opens
 from gateway.logformats import read_flows
 
 _T = TypeVar("_T")
@@ -64,6 +65,47 @@ def _size(path: Input, lines: bool) -> int | None:
         with open(path, "rb"):
             pass
     return status.st_size
+
+
+PEEKED = 100
+"""Lines of a file read at most for its first time (``reading_order``): a log's first line has
+one; a few broken lines before it are passed over."""
+
+
+def reading_order(
+    paths: Sequence[Input], sizes: Sequence[int | OSError | None], parse: Callable[[int, bytes], list[Item]]
+) -> list[int]:
+    """The order to read ``paths`` in (their indexes): the files of a request log oldest first,
+    by the time of their first logged request, so what the first read of something keeps (a
+    conversion's order ID, a visitor-user pair) is what was logged first, as live. ``gateway
+    import access.log*`` names access.log, the newest, first, and access.log.10.gz before
+    access.log.2.gz. A stream keeps its place (it is read once, and its time is not known before
+    it is read), and so does a file that cannot be read (``sizes``: its OSError); a file with
+    no time in its first ``PEEKED`` lines is read after those with one, in the order named."""
+    order = list(range(len(paths)))
+    files = [n for n, (path, size) in enumerate(zip(paths, sizes, strict=True)) if _regular(path, size)]
+    first = {n: _first_time(paths[n], parse) for n in files}
+    oldest = sorted(files, key=lambda n: (first[n] is None, first[n] or datetime.min))
+    for slot, n in zip(files, oldest, strict=True):
+        order[slot] = n
+    return order
+
+
+def _regular(path: Input, size: int | OSError | None) -> bool:
+    return isinstance(path, Path) and isinstance(size, int)
+
+
+def _first_time(path: Input, parse: Callable[[int, bytes], list[Item]]) -> datetime | None:
+    try:
+        history = History(path, parse)
+    except READ_ERRORS:  # said when it is read
+        return None
+    try:
+        return history.first_time(PEEKED)
+    except READ_ERRORS:
+        return None
+    finally:
+        history.close()
 
 
 class Source:

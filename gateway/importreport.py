@@ -43,7 +43,7 @@ def stopped_message(summary: Summary) -> str:
     """What an interrupted import says: how far it got, and how to finish."""
     name, line = summary.read_to
     read = f"{name} line {line:,}"
-    earlier = " (and the files before it)" if name and summary.files > 1 else ""
+    earlier = " (and the files read before it)" if name and summary.files > 1 else ""
     if not name:
         return f"stopped by {summary.interrupted} before a line was read; nothing was imported"
     if summary.new_rows is None:

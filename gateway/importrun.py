@@ -25,7 +25,7 @@ from gateway.backfill import Failed, Replayer, Summary
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.history import STDIN, Input
-from gateway.importread import input_sizes
+from gateway.importread import input_sizes, reading_order
 from gateway.importreplay import import_file
 from gateway.importreport import Progress
 from gateway.importstop import through_stop
@@ -60,7 +60,8 @@ async def run_import(
     lock_wait: float = LOCK_WAIT,
 ) -> Summary:
     """Import ``paths`` (format ``fmt``; a stream among them, standard input or a pipe named by its
-    path, is read once, front to back); the summary. With ``workers`` > 1, log lines are parsed
+    path, is read once, front to back; the files of a combined or json-lines log are read oldest
+    first, ``reading_order``); the summary. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes. A batch that waits ``lock_wait`` seconds to commit
     (another process holds the store's write lock) ends the import, ``CommitFailed``.
     UsageError for a bad command line. A file that cannot be opened (missing, a directory,
@@ -95,6 +96,10 @@ async def run_import(
     summary = Summary() if summary is None else summary
     try:
         sizes = await asyncio.to_thread(input_sizes, paths, fmt)
+        reading = list(range(len(paths)))
+        if fmt in ("combined", "json-lines"):  # the files of a request log, oldest first
+            assert parse is not None
+            reading = await asyncio.to_thread(reading_order, paths, sizes, parse)
     except asyncio.CancelledError:  # stopped this early: nothing was written, nothing opened
         if not summary.interrupted:
             raise
@@ -147,7 +152,7 @@ async def run_import(
             days = summary.retention_days = settings.options.privacy.retention_days
             oldest = iso(cutoff(datetime.now(UTC), days)) if days else ""
             writer = Writer(store, erased, oldest, lock_wait, summary)
-            for path, size in zip(paths, sizes, strict=True):
+            for path, size in ((paths[n], sizes[n]) for n in reading):
                 if isinstance(size, OSError):  # named in ``failed`` already
                     continue
                 summary.files += 1

@@ -2379,3 +2379,40 @@ def test_a_line_holding_a_lone_carriage_return_is_skipped_not_half_read(tmp_path
     assert re.search(r"skipped: +1\n +1  a carriage return inside the line", done.stdout), done.stdout
     assert "mac.log:2: a carriage return inside the line" in done.stdout
     assert rows(tmp_path / "gw.db", "SELECT landing_path FROM touchpoints ORDER BY ts") == [("/p",), ("/",)]
+
+
+def test_rotated_logs_named_newest_first_are_read_oldest_first(tmp_path: Path) -> None:
+    """``gateway import access.log*``: the shell names access.log (the newest), access.log.1,
+    access.log.10.gz… before access.log.2.gz. Read as named, an order reloaded in both files was
+    stored at its later time, and a sign-in's binding too (the first read of each is kept): the
+    conversion moved out of its attribution window, the device's ``first_bound`` later than it
+    was (until 2026-12-07). The files are read oldest first, by their first line's time, so what
+    is stored is what a live gateway would have recorded, whatever order they are named in."""
+    (tmp_path / "gw.toml").write_text(
+        '[storage]\npath = "gw.db"\nnode = "import-test"\n'
+        '[[conversions]]\nname = "order"\nmethod = "GET"\npath = "/thanks"\nstatus = [200]\n'
+        'order_id = { query = "order" }\n'
+        '[[identity.rules]]\nname = "welcome"\nmethod = "GET"\npath = "/welcome"\nstatus = [200]\n'
+        'user_id = { query = "uid" }\n'
+    )
+
+    def log(name: str, hour: int, compress: bool = False) -> None:
+        text = "\n".join(
+            f'203.0.113.8 - - [01/Mar/2025:{hour:02d}:00:0{n} +0000] "GET {target} HTTP/1.1" 200 1 "-" "{UA}"'
+            for n, target in enumerate(("/?utm_source=news", "/welcome?uid=u1", "/thanks?order=A1"))
+        )
+        write(tmp_path / name, text, compress=compress)
+
+    log("access.log", 12)
+    log("access.log.1", 10)
+    log("access.log.2.gz", 8, compress=True)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    done = _cli(tmp_path, "access.log", "access.log.1", "access.log.2.gz", *args)
+    assert done.returncode == 0, done.stderr
+    assert rows(tmp_path / "gw.db", "SELECT ts, order_id FROM conversions") == [
+        ("2025-03-01T08:00:02.000000Z", "A1")
+    ]
+    assert rows(tmp_path / "gw.db", "SELECT ts FROM identities") == [("2025-03-01T08:00:01.000000Z",)]
+    # The run lists its files as they were named.
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert "files: access.log, access.log.1, access.log.2.gz" in listed.stdout, listed
