@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import textwrap
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,12 +53,28 @@ def blockbuster() -> Iterator[BlockBuster]:
 
 
 def make_settings(tmp_path: Path, toml: str = "", **env: str) -> Settings:
-    """Settings from TOML text (dedented); the store goes in ``tmp_path``."""
+    """Settings from TOML text (dedented); the store goes in ``tmp_path``, also when the text
+    has a ``[storage]`` table of its own without a ``path`` (until 2026-12-07 such a test's
+    store was ``gateway.db`` in the working directory: the checkout's own, the one ``make run``
+    writes, so a test run after the README's first command read the demo's rows)."""
     text = textwrap.dedent(toml)
+    here = f'path = "{tmp_path / "gateway.db"}"'
     if "[storage]" not in text:
-        text += f'\n[storage]\npath = "{tmp_path / "gateway.db"}"\nnode = "test"\n'
+        text += f'\n[storage]\n{here}\nnode = "test"\n'
+    elif "path" not in _storage_table(text):
+        text = re.sub(r"^\[storage\][ \t]*$", f"[storage]\n{here}", text, count=1, flags=re.MULTILINE)
     settings = load_settings(None, text=text, environ={**ENV, **env})
     return settings
+
+
+def _storage_table(text: str) -> dict[str, Any]:
+    """The ``[storage]`` table of TOML ``text``; all of it when the text is no TOML (a test of
+    the config error: ``load_settings`` says so), so that nothing is added to it."""
+    try:
+        table = tomllib.loads(text).get("storage", {})
+    except tomllib.TOMLDecodeError:
+        return {"path": None}
+    return table if isinstance(table, dict) else {"path": None}
 
 
 class ListenerTestServer(TestServer):
