@@ -4,7 +4,7 @@ Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
 address (X-Forwarded-For only from trusted peers), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
 whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
-a CDN's own field for it, ``targeted_cache_fields``, and ``Surrogate-Control``:
+a CDN's own fields for it, ``cdn_cache_fields``, ``Surrogate-Control`` among them:
 ``cache_lines_to_add``), and the ``Set-Cookie`` line both hosts
 write for our cookie (``set_cookie_line``).
 """
@@ -217,17 +217,11 @@ def shared_cacheable(cache_control: Iterable[str]) -> bool:
     return True
 
 
-def targeted_cache_fields(names: Iterable[str]) -> list[str]:
-    """The targeted cache-control fields among a response's header ``names`` (RFC 9213):
-    ``CDN-Cache-Control`` and a CDN's own (``Cloudflare-CDN-Cache-Control``), each once, as first
-    written. A CDN told by one reads it instead of ``Cache-Control``, so a ``private`` there does
-    not keep that CDN from giving the answer, and our cookie on it, to others."""
-    return cdn_cache_fields(names)[0]
-
-
 def cdn_cache_fields(names: Iterable[str]) -> tuple[list[str], str | None]:
     """The fields among a response's header ``names`` a CDN reads instead of ``Cache-Control``:
-    the targeted ones (``targeted_cache_fields``), and ``Surrogate-Control`` as first written,
+    the targeted ones (RFC 9213: ``CDN-Cache-Control`` and a CDN's own,
+    ``Cloudflare-CDN-Cache-Control``), each once as first written, where a ``private`` must be
+    too; and ``Surrogate-Control`` as first written,
     or None (W3C Edge Architecture 1.0: Fastly, Akamai, Varnish and Squid read it ahead of
     ``Cache-Control``; a Varnish configuration commonly ignores ``Cache-Control: private``
     when it is there). One pass over the names."""
@@ -286,7 +280,7 @@ def surrogate_no_store(values: Iterable[str]) -> str | None:
 def cache_lines_to_add(names: Iterable[str], values: Callable[[str], Iterable[str]]) -> list[tuple[str, str]]:
     """The lines to add to an answer we set a cookie on, lest a shared cache keep it and give
     our cookie to others (both hosts): ``private`` for ``Cache-Control`` (absent too) and every
-    CDN's own targeted field (``targeted_cache_fields``) that says neither ``private`` nor
+    CDN's own targeted field (``cdn_cache_fields``) that says neither ``private`` nor
     ``no-store``; what ``surrogate_no_store`` says for a ``Surrogate-Control`` there, under its
     name as written. ``names``: the answer's header names; ``values``: a field's values (none
     when absent)."""
