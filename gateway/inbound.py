@@ -168,12 +168,16 @@ class Inbound:
         # Senders that sign the body alone (Shopify, signature = "hmac"), by the header their
         # signature comes in.
         self.body_hmac: dict[str, dict[str, tuple[BodyHmac, Sequence[bytes]]]] = {}
+        self.header_names: dict[str, str] = {}
+        """Those headers, as the sender's config writes them (``X-Shopify-Hmac-Sha256``), by their
+        lower-cased names: a refusal names the header as the sender sends it."""
         self.type_headers: dict[str, str] = {}
         """Senders whose event type is a header when the body has none."""
         for s in standard:
             if (signed := s.signed_body()) is not None:
                 spec = BodyHmac(signed.encoding, signed.prefix, signed.delivery_header, s.stamped_scheme())
                 self.body_hmac.setdefault(signed.header.lower(), {})[s.name] = (spec, secrets[s.name])
+                self.header_names.setdefault(signed.header.lower(), signed.header)
                 if signed.type_header:
                     self.type_headers[s.name] = signed.type_header
         self.basic = {s.name: secrets[s.name] for s in standard if s.signature == "basic"}
@@ -294,9 +298,11 @@ class Inbound:
                     named = {spec.delivery_header for spec, _ in senders.values() if spec.delivery_header}
                     twice = [h for h in (header, *named) if len(set(headers.getall(h, []))) > 1]
                     if len(given) > 1 or twice:  # which one did the sender send? neither is believed
-                        raise AuthFailed(
-                            "signature", f"signature: {(twice or [header])[0]} given more than once"
-                        )
+                        # Named as the sender writes it (until 2026-12-07 the signature header
+                        # was named in lower case, its delivery header not).
+                        first = (twice or [header])[0]
+                        shown = self.header_names.get(first, first)
+                        raise AuthFailed("signature", f"signature: {shown} given more than once")
                     return verify_body_hmac(senders, given[0], body, headers, now, tolerance)
         shopify = SHOPIFY_HMAC.header.lower()
         if shopify in headers and not relayed and "svix-signature" not in headers:
@@ -305,6 +311,11 @@ class Inbound:
         # and svix-signature, which Svix's own libraries accept as the webhook-* headers.
         prefix = "svix-" if "webhook-signature" not in headers and "svix-signature" in headers else "webhook-"
         if prefix == "webhook-" and "webhook-signature" not in headers and "x-webhook-signature" in headers:
+            if len(set(headers.getall("x-webhook-signature"))) > 1:
+                # Which one did the sender sign? Neither is believed, as under the other schemes
+                # whose signature is one value (until 2026-12-07 the first line alone was read:
+                # a stale one before the valid one was "no valid signature").
+                raise AuthFailed("signature", "signature: x-webhook-signature given more than once")
             return verify_legacy(self.legacy, headers["x-webhook-signature"], body)
         lowered: dict[str, str] = {}
         for name in ("id", "timestamp", "signature"):

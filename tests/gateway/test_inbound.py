@@ -571,6 +571,27 @@ async def test_legacy_hex_only_for_senders_that_enable_it(gw: RunningGateway) ->
     assert status == 202 and answer["result"] == "accepted", answer
 
 
+async def test_a_legacy_signature_given_twice_is_refused_naming_it(gw: RunningGateway) -> None:
+    """x-webhook-signature on two lines, two values: the first line alone was read (until
+    2026-12-07), so a stale signature before the valid one was a 401 "no valid signature", and a
+    valid one before a forged one passed. Neither is believed now, as under every other scheme
+    whose signature is one value; the same value repeated (a proxy that copies a header) passes."""
+    body = encode(conversion())
+    good = legacy_signature(LEGACY.encode(), body)
+    for lines in ((good, "0" * 64), ("0" * 64, good)):
+        headers = CIMultiDict([("x-webhook-signature", line) for line in lines])
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=headers) as resp:
+            answer = await resp.json()
+            assert (resp.status, answer["error"]) == (
+                401,
+                "signature: x-webhook-signature given more than once",
+            )
+    assert await rows(gw, "SELECT * FROM conversions") == []
+    repeated = CIMultiDict([("x-webhook-signature", good), ("x-webhook-signature", good)])
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=repeated) as resp:
+        assert (resp.status, (await resp.json())["result"]) == (202, "accepted")
+
+
 async def test_mapped_sender_creator_click_for_a_user(gw: RunningGateway) -> None:
     body = encode(
         {"event": "creator.click", "event_id": "c1", "user": {"external_id": 77}, "creator": {"id": "cr_9"}}
@@ -2332,7 +2353,7 @@ async def test_shopify_posts_its_own_signed_order_webhooks(
     for headers, why in (
         (shopify_signed(third, event="ev-4", secret="x" * 32), "signature: no valid signature"),
         (hexed, "signature: no valid signature"),
-        (twice, "signature: x-shopify-hmac-sha256 given more than once"),
+        (twice, "signature: X-Shopify-Hmac-Sha256 given more than once"),
         (two_events, "signature: X-Shopify-Event-Id given more than once"),
         ({**good, "X-Shopify-Event-Id": "a\tb"}, "signature: X-Shopify-Event-Id is not a delivery ID"),
     ):
@@ -2488,7 +2509,7 @@ async def test_senders_that_sign_the_body_in_their_own_header(
         (_woo(other, "g" * 32), "no valid signature"),
         (hexed, "no valid signature"),
         (bare, "no valid signature"),
-        (twice, "x-wc-webhook-signature given more than once"),
+        (twice, "X-WC-Webhook-Signature given more than once"),
         (two_deliveries, "X-WC-Webhook-Delivery-ID given more than once"),
         ({**good, "X-WC-Webhook-Delivery-ID": "7" * 129}, "X-WC-Webhook-Delivery-ID is not a delivery ID"),
     ):
