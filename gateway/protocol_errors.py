@@ -79,6 +79,7 @@ from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import ERROR, HttpRequestParser, RequestPayloadError, _ErrInfo, _RequestFactory
+from yarl import URL
 
 from gateway.logs import Throttled
 from gateway.pages import error_page, json_error
@@ -129,6 +130,10 @@ def reason(exc: BaseException | None, status: int) -> str:
     if isinstance(exc, http_exceptions.BadHttpMessage):
         # The C parser's reason (llhttp's, a fixed text) is the first line; the bytes follow.
         first = exc.message.split("\n", 1)[0].rstrip(" :")
+        if first in _BOTH_LENGTHS:  # its apostrophe kept it out below: nothing said what to fix
+            return (
+                "the request is not valid HTTP: Content-Length and Transfer-Encoding given together; send one"
+            )
         detail = first if first.isascii() and first.isprintable() and not set(first) & set("'\"\\") else ""
         return "the request is not valid HTTP" + (f": {detail}" if 0 < len(detail) <= 100 else "")
     if status >= 500:
@@ -136,6 +141,13 @@ def reason(exc: BaseException | None, status: int) -> str:
     return "the request could not be read"
 
 
+_BOTH_LENGTHS = frozenset(
+    (
+        "Transfer-Encoding can't be present with Content-Length",
+        "Content-Length can't be present with Transfer-Encoding",
+    )
+)
+"""The parser's reasons for a request that gives both, which RFC 9112 §6.2 forbids a sender."""
 _HTTP_REASONS = {417: "Expect: the only expectation understood is 100-continue"}
 """Reasons of the refusals aiohttp raises before the app's middlewares see the request."""
 CUT_OFF = 0.1
@@ -162,7 +174,7 @@ class HeadTimeout(http_exceptions.HttpProcessingError):
         )
 
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ \r\n]+ HTTP/1\.[0-9]\r?\n")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^ \r\n]+) HTTP/1\.[0-9]\r?\n")
 """A whole request line (method, target, HTTP/1.x), as a read that begins a request begins."""
 
 
@@ -185,6 +197,19 @@ def refused_method(exc: http_exceptions.HttpProcessingError, began: bytes, targe
     if not space or not first.startswith(rest[: len(first)]):
         return None
     return method
+
+
+def refused_path(began: bytes) -> str | None:
+    """The path of the request the parser refused, from ``began``, the read in which that
+    request began, when it begins with a whole request line (as ``refused_method`` reads it);
+    None otherwise: then the listener answers as for ``/``."""
+    line = _REQUEST_LINE.match(began.lstrip(b"\r\n"))  # empty lines may lead a request
+    if line is None:
+        return None
+    try:
+        return URL(line.group(2).decode("ascii"), encoded=True).path
+    except ValueError:  # not ASCII (UnicodeDecodeError), or no URL yarl reads
+        return None
 
 
 def broken_framing(err: BrokenFraming) -> str:
@@ -230,6 +255,10 @@ class _Handler(web.RequestHandler):
     body), for the method of one whose
     target it refuses as too long (``head_refused``) or for its bytes above ASCII
     (``_read_again``)."""
+    refused_path: str | None = None
+    """The path of the request the parser refused (``refused_path``), when the read it began in
+    says it: aiohttp's stand-in request for it is ``/``'s, so below the reserved prefix a signed
+    event's sender got the site's page (until 2026-12-07), not the JSON its endpoints answer."""
     head_refused = False
     """The parser refused a ``HEAD`` (its target or a header over the limit, a header that is
     not HTTP): its answer has no body."""
@@ -397,6 +426,7 @@ class _Handler(web.RequestHandler):
                 and too_long_status(exc, self.listener.limits) == 414
             )
             self.head_refused = refused_method(exc, began, target) == b"HEAD"
+            self.refused_path = None if target else refused_path(began)
         body, self._body = self._body, None
         if body is not None and not body.is_eof() and body.exception() is None:
             body.set_exception(BrokenFraming(reason(message.exc, message.status)))
@@ -492,7 +522,7 @@ class _Handler(web.RequestHandler):
             self.listener.refused(exc, why)
         if request.writer.output_size > 0:  # as aiohttp: too late for another answer
             raise ConnectionError("a response had begun: the connection is closed instead")
-        response = self.listener.answer(status, why, request.path)
+        response = self.listener.answer(status, why, self.refused_path or request.path)
         response.force_close()
         return response
 
