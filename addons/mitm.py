@@ -85,7 +85,7 @@ from gateway.logs import Throttled, restore_levels, set_own_level
 from gateway.metrics import Metrics
 from gateway.notices import Notices
 from gateway.options import AdminOptions, Options
-from gateway.pages import error_body, error_page
+from gateway.pages import SHOWN_NAME, error_body, error_page, named_header
 from gateway.pipeline import (
     Exchange,
     Pipeline,
@@ -173,15 +173,19 @@ def reverse_hosts(modes: Any) -> frozenset[str]:
     return frozenset(hosts)
 
 
-def over_limit(request: mhttp.Request, limit: int) -> int | None:
+def over_limit(request: mhttp.Request, limit: int) -> tuple[int, str | None] | None:
     """414 for a request target longer than ``limit`` bytes (``proxy.max_header_size``), 431
-    for a header name or value longer, as the aiohttp host's parser refuses them; else None.
-    mitmproxy takes far longer ones (a 70 kB header): until 2026-12-05 they went on to the
-    site, and a landing among them was recorded."""
+    for a header name or value longer, as the aiohttp host's parser refuses them, with the
+    first such header's name (``""``: a name over the limit; None: a name that is no token, not
+    shown); else None. mitmproxy takes far longer ones (a 70 kB header): until 2026-12-05 they
+    went on to the site, and a landing among them was recorded."""
     if len(request.data.path) > limit:
-        return 414
-    if any(len(name) > limit or len(value) > limit for name, value in request.headers.fields):
-        return 431
+        return 414, None
+    for name, value in request.headers.fields:
+        if len(name) > limit:
+            return 431, ""
+        if len(value) > limit:
+            return 431, name.decode() if SHOWN_NAME.fullmatch(name) else None
     return None
 
 
@@ -293,9 +297,10 @@ def made(status: int, body: bytes, headers: Mapping[str, str]) -> mhttp.Response
     return mhttp.Response.make(status, body, {**headers, "Content-Length": str(len(body))})
 
 
-def neutral_page(flow: mhttp.HTTPFlow, status: int) -> None:
-    """``flow`` answered with the small neutral page the aiohttp host refuses requests with."""
-    page = error_page(status)
+def neutral_page(flow: mhttp.HTTPFlow, status: int, header: str | None = None, limit: int = 0) -> None:
+    """``flow`` answered with the small neutral page the aiohttp host refuses requests with
+    (a 431's naming ``header``, over ``limit`` bytes)."""
+    page = error_page(status, header=header, limit=limit)
     body = page.body if isinstance(page.body, bytes) else b""
     headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
     flow.response = made(status, body, headers)
@@ -750,10 +755,11 @@ class GatewayAddon:
         host sends (414, 431), never forwarded nor recorded; logged at info once a minute."""
         assert self.settings is not None
         limit = self.settings.options.proxy.max_header_size
-        status = over_limit(flow.request, limit)
-        if status is None:
+        over = over_limit(flow.request, limit)
+        if over is None:
             return False
-        what = "the request target" if status == 414 else "a header"
+        status, header = over
+        what = "the request target" if status == 414 else named_header(header)
         why = f"{what} is longer than proxy.max_header_size ({limit} bytes)"
         now = time.monotonic()
         if now - self._loud_at >= LOUD_EVERY:
@@ -761,7 +767,7 @@ class GatewayAddon:
             log.info("refused a request: %s; if real clients send such, raise the limit", why)
         else:
             log.debug("refused a request: %s", why)
-        neutral_page(flow, status)
+        neutral_page(flow, status, header, limit)
         return True
 
     def _other_host(self, flow: mhttp.HTTPFlow) -> bool:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
 from collections.abc import Coroutine, Iterable
+from html import escape
 from http import HTTPStatus
 from typing import Any
 
@@ -140,10 +142,25 @@ def is_error_status(status: int) -> bool:
     return 400 <= status < 600
 
 
-def error_page(status: int) -> web.Response:
-    """A small neutral HTML page that says nothing about what runs behind it."""
+SHOWN_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+"""A header name as a refusal's page and the log may show it: a token (RFC 9110 §5.6.2), short."""
+
+
+def named_header(header: str | None) -> str:
+    """A header a refusal is about, for the log and the JSON error: its name (``SHOWN_NAME``),
+    ``""`` for one whose name is what is too long, None when not known."""
+    return "a header" if header is None else f"the {header} header" if header else "a header name"
+
+
+def error_page(status: int, *, header: str | None = None, limit: int = 0) -> web.Response:
+    """A small neutral HTML page that says nothing about what runs behind it. ``header``: the
+    name of the header over ``limit`` bytes that a 431 refused (``""``: a name over it), which the
+    page says, so that a visitor knows what to shorten (a cookie grown too large, to clear)."""
     title = f"{status} {HTTPStatus(status).phrase}"
     message = _MESSAGES.get(status, HTTPStatus(status).description)
+    if header is not None:
+        which = f"The {escape(header)} header" if header else "A header name"
+        message = f"{message}.</p><p>{which} is longer than {limit} bytes."
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         '<meta name="viewport" content="width=device-width,initial-scale=1"></head>'

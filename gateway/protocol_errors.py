@@ -82,7 +82,7 @@ from aiohttp.web_protocol import ERROR, HttpRequestParser, RequestPayloadError, 
 from yarl import URL
 
 from gateway.logs import Throttled
-from gateway.pages import error_page, json_error
+from gateway.pages import SHOWN_NAME, error_page, json_error, named_header
 from gateway.raw_targets import ascii_stand_in, restored
 
 _Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -104,6 +104,37 @@ def too_long_status(exc: http_exceptions.LineTooLong, limits: Mapping[str, Any])
     return 414 if line != field and limit == line else 431
 
 
+class HeaderTooLong(http_exceptions.LineTooLong):
+    """A header over the limit, named: ``header`` is its name, ``""`` when the name itself is
+    over the limit (aiohttp's own error says neither: it holds the first bytes of the value)."""
+
+    def __init__(self, refused: http_exceptions.LineTooLong, header: str) -> None:
+        super().__init__(*refused.args)
+        self.header = header
+
+
+def header_over(head: bytes, limit: int) -> str | None:
+    """The name of the header the parser refused as over ``limit`` in ``head``, a request head's
+    bytes up to where it refused (cut at its start when it came in reads); ``""`` for a name
+    itself over the limit; None when none is found (its start cut off, or a name that is no
+    token). The parser counts a value's bytes, and for the first header its name's too
+    (aiohttp's C parser forgets the name's size once a previous header is done)."""
+    lines = head.split(b"\n")
+    first = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if len(name) > limit:  # a name over the limit (its colon, if any, not yet come)
+            return ""
+        if not colon:
+            continue
+        size = len(value.lstrip(b" \t").rstrip(b"\r"))
+        if size > limit:
+            return name.decode() if SHOWN_NAME.fullmatch(name) else None
+        if first is None and len(name) + size > limit:
+            first = name
+    return first.decode() if first is not None and SHOWN_NAME.fullmatch(first) else None
+
+
 def reason(exc: BaseException | None, status: int) -> str:
     """What was wrong with the request, for the operator and the client, without its bytes."""
     if isinstance(exc, http_exceptions.LineTooLong):
@@ -112,7 +143,8 @@ def reason(exc: BaseException | None, status: int) -> str:
             return "the request target is longer than the listener accepts" + (
                 f" ({limit - 1} bytes)" if limit else ""
             )
-        return "a header is longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
+        named = named_header(exc.header if isinstance(exc, HeaderTooLong) else None)
+        return f"{named} is longer than the listener accepts" + (f" ({limit} bytes)" if limit else "")
     if isinstance(exc, HeadTimeout):
         return exc.message
     if isinstance(exc, http_exceptions.BadHttpMethod):
@@ -264,6 +296,10 @@ class _Handler(web.RequestHandler):
     not HTTP): its answer has no body."""
     _head_timer: asyncio.TimerHandle | None = None
     """Ends the wait for the head of the request whose first bytes came (``header_timeout``)."""
+    _head_tail: bytes = b""
+    """The last bytes (twice the headers' limit) of the reads of a head that came in pieces, before
+    the read being parsed: where the start of a header the parser refuses as over the limit is,
+    for its name (``header_over``). Empty for a head that comes whole in one read."""
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
@@ -303,11 +339,16 @@ class _Handler(web.RequestHandler):
             if awaiting and self.transport is not None and data.lstrip(b"\r\n"):
                 timeout = self.listener.header_timeout or 0
                 self._head_timer = self._loop.call_later(timeout, self._head_overdue)
+            if self._began:  # a head in pieces (a body's reads leave it None)
+                self._head_tail = (self._head_tail + data)[-2 * self.max_field_size :]
             return
         if self._head_timer is not None:  # its head came whole (or was refused)
             self._head_timer.cancel()
             self._head_timer = None
         began, self._began = self._began, None
+        tail = self._head_tail
+        if tail:
+            self._head_tail = b""
         while True:  # again only once a refused target was read again (``_read_again``)
             for message, payload in itertools.islice(self._messages, queued, None):
                 if not isinstance(message, _ErrInfo):
@@ -322,7 +363,7 @@ class _Handler(web.RequestHandler):
                 ):
                     began = stand_in  # its target is ASCII: not read again a second time
                     break
-                self._refused(message, began)
+                self._refused(message, began, tail + data)
             else:
                 # A head begun behind the last request, in the same read (pipelined): timed
                 # from this read too. Known for sure only behind a request without a body,
@@ -346,7 +387,7 @@ class _Handler(web.RequestHandler):
         end = max(data.rfind(b"\n\r\n") + 3, data.rfind(b"\n\n") + 2)
         tail = data[end:].lstrip(b"\r\n") if end >= 2 else b""
         if tail and not self._upgraded:
-            self._began = tail
+            self._began = self._head_tail = tail
             self._head_timer = self._loop.call_later(self.listener.header_timeout or 0, self._head_overdue)
 
     def _body_arriving(self) -> bool:
@@ -415,16 +456,19 @@ class _Handler(web.RequestHandler):
             self._head_timer = None
         super().connection_lost(exc)
 
-    def _refused(self, message: _ErrInfo, began: bytes | None) -> None:
+    def _refused(self, message: _ErrInfo, began: bytes | None, head: bytes) -> None:
         """What the parser refused (``message``): a refused ``HEAD`` is known for one (its
-        answer has no body, ``head_refused``); a chunked body it was reading is failed
-        (``BrokenFraming``)."""
+        answer has no body, ``head_refused``); a header over the limit is named where ``head``,
+        the bytes read up to the refusal, holds its start (``HeaderTooLong``); a chunked body
+        it was reading is failed (``BrokenFraming``)."""
         exc = message.exc
+        target = False
+        if isinstance(exc, http_exceptions.LineTooLong):
+            target = too_long_status(exc, self.listener.limits) == 414
+            named = None if target else header_over(head, self.max_field_size)
+            if named is not None:
+                exc = self._named(message, HeaderTooLong(exc, named))
         if began is not None and isinstance(exc, http_exceptions.HttpProcessingError):
-            target = (
-                isinstance(exc, http_exceptions.LineTooLong)
-                and too_long_status(exc, self.listener.limits) == 414
-            )
             self.head_refused = refused_method(exc, began, target) == b"HEAD"
             self.refused_path = None if target else refused_path(began)
         body, self._body = self._body, None
@@ -435,6 +479,13 @@ class _Handler(web.RequestHandler):
             # unhandled), the refusal queued behind it not answered a second time.
             self._lingering_time = 0.0
             self.close()
+
+    def _named(self, message: _ErrInfo, exc: HeaderTooLong) -> HeaderTooLong:
+        """``message``, queued for aiohttp's request loop, now refused with ``exc``."""
+        for i, (queued, payload) in enumerate(self._messages):
+            if queued is message:
+                self._messages[i] = (_ErrInfo(message.status, exc, message.message), payload)
+        return exc
 
     def _read_again(self, began: bytes, queued: int) -> bytes | None:
         """The request whose target the parser refused (the only message after ``queued``),
@@ -522,7 +573,7 @@ class _Handler(web.RequestHandler):
             self.listener.refused(exc, why)
         if request.writer.output_size > 0:  # as aiohttp: too late for another answer
             raise ConnectionError("a response had begun: the connection is closed instead")
-        response = self.listener.answer(status, why, self.refused_path or request.path)
+        response = self.listener.answer(status, why, self.refused_path or request.path, exc)
         response.force_close()
         return response
 
@@ -560,11 +611,16 @@ class _Server(web.Server):
         """The parser's limits this listener was made with (``max_line_size``, ``max_field_size``)."""
         return self._kwargs
 
-    def answer(self, status: int, why: str, path: str) -> web.Response:
+    def answer(self, status: int, why: str, path: str, exc: BaseException | None = None) -> web.Response:
         """The listener's answer to a request it refuses; ``path``: the request's, or ``/``
-        for what the parser refused (aiohttp's stand-in request does not carry the path)."""
+        for what the parser refused (aiohttp's stand-in request does not carry the path);
+        ``exc``: what the parser refused, a header over the limit named on the page."""
         if self.public and not (self.json_paths and self.json_paths(path)):
-            response = error_page(status if 400 <= status < 600 else 500)
+            if isinstance(exc, HeaderTooLong):
+                limit = exc.args[1] if isinstance(exc.args[1], int) else 0
+                response = error_page(status, header=exc.header, limit=limit)
+            else:
+                response = error_page(status if 400 <= status < 600 else 500)
         else:
             response = json_error(status, why)
         response.headers.update(self.headers)

@@ -56,7 +56,8 @@ async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         # the admin API; neither logs a traceback (checked below).
         too_long = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
         page = await raw_request(int(proxy.rsplit(":", 1)[1]), too_long)
-        assert (page.status, page.body) == (431, error_page(431).body) and "Server" not in page.headers
+        named = error_page(431, header="X-Big", limit=8190)
+        assert (page.status, page.body) == (431, named.body) and "Server" not in page.headers
         answer = await raw_request(int(admin.rsplit(":", 1)[1]), b"G(T / HTTP/1.1\r\n\r\n")
         assert json.loads(answer.body)["error"] == "the request method is not an HTTP method"
         # Raw UTF-8 in a target, which the gateway forwards as sent: the demo origin reads it as
