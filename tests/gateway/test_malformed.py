@@ -128,6 +128,8 @@ MALFORMED = {
     "two_hosts": b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
     "host_with_path": b"GET / HTTP/1.1\r\nHost: a.test/evil\r\n\r\n",
     "connect_tunnel": b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+    # The trailing dot's name is another origin to browsers: another host, as README says.
+    "absolute_form_host_with_trailing_dot": b"GET http://shop.test/x HTTP/1.1\r\nHost: shop.test.\r\n\r\n",
 }
 
 
