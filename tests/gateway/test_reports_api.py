@@ -152,6 +152,45 @@ async def test_group_by_creator_and_conversion_filter(gw: RunningGateway) -> Non
     assert none["rows"] == [] and none["totals"] == [] and none["conversion"] == "signup"
 
 
+async def test_touches_of_one_millisecond_are_in_time_order_and_only_a_tie_in_id_order(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """The store keeps a touch's time to the microsecond. Two touches of one millisecond whose
+    IDs run against their times (two worker processes, a sender's events with fractions of a
+    second) are credited in time order; only touches of the same microsecond fall back to the
+    order of their IDs (README "Models": until 2026-12-07 it said the millisecond)."""
+    gw = await start_gateway(await upstream_server(web.Application()))
+    minted = Uuid7()  # its own: the module's has minted later milliseconds, and would go random
+    start = at(2)
+    ms = int(start.timestamp() * 1000)
+    smaller, larger, tie_smaller, tie_larger = (minted(ms) for _ in range(4))
+    assert smaller < larger < tie_smaller < tie_larger
+
+    def touch(tid: str, visitor: str, micro: int, campaign: str) -> Touchpoint:
+        ts = iso(start + timedelta(microseconds=micro))
+        return Touchpoint(tid, ts, "n", visitor, channel="Email", campaign=campaign)
+
+    await gw.gateway.store.write(
+        [
+            # 900 µs into the millisecond, with the smaller ID; 100 µs into it, the larger.
+            touch(smaller, "w1", 900, "later by 800us"),
+            touch(larger, "w1", 100, "earlier by 800us"),
+            conversion(3, 10.00, "w1"),
+            # The same microsecond: the larger ID is the later touch.
+            touch(tie_larger, "w2", 500, "tie, larger id"),
+            touch(tie_smaller, "w2", 500, "tie, smaller id"),
+            conversion(3, 20.00, "w2"),
+        ]
+    )
+    first = await get(gw, "/api/attribution", model="first_touch", group_by="campaign", **PERIOD)
+    last = await get(gw, "/api/attribution", model="last_touch", group_by="campaign", **PERIOD)
+    assert table(first, "value") == {
+        ("earlier by 800us", "EUR"): (10.00,),
+        ("tie, smaller id", "EUR"): (20.00,),
+    }
+    assert table(last, "value") == {("later by 800us", "EUR"): (10.00,), ("tie, larger id", "EUR"): (20.00,)}
+
+
 async def test_model_all_matches_every_single_model(gw: RunningGateway) -> None:
     both = await get(gw, "/api/attribution", model="all", group_by="medium", **PERIOD)
     assert both["models"] == list(MODELS)
