@@ -118,6 +118,11 @@ def test_position_based_small_journeys_and_custom_shares() -> None:
     p = Params(position_first=Fraction(3, 10), position_last=Fraction(6, 10))
     assert amounts("position_based", JOURNEY, 1000, p) == [300, 50, 50, 600]
     assert amounts("position_based", JOURNEY[:2], 900, p) == [300, 600]  # 2 touches: 3:6
+    # Both shares 0 (README "Models"): 2 touches have no proportion to split by, so halves;
+    # 3 or more give the middle everything.
+    none = Params(position_first=Fraction(0), position_last=Fraction(0))
+    assert amounts("position_based", JOURNEY[:2], 1001, none) == [500, 501]
+    assert amounts("position_based", JOURNEY[:3], 1000, none) == [0, 1000, 0]
 
 
 def test_weighted_last_touch_configurable() -> None:
