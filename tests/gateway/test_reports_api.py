@@ -1475,6 +1475,31 @@ async def test_population_filter_and_its_errors(gw: RunningGateway) -> None:
     assert unknown["error"] == bad["error"], unknown
 
 
+async def test_a_population_keeps_the_conversions_its_touches_reach_whatever_their_verdict_or_tier(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Which conversions a population's report holds is decided by its touches inside the
+    widest lookback window, whatever their verdict or tier (README "Report endpoints",
+    `population`): one reached only by a blocked touch, or by a touch older than its own
+    tier's window, is counted whole and credited to no touch (Direct), as the dashboard's
+    *Conversions* card counts it."""
+    gw = await start_gateway(await upstream_server(web.Application()))
+    await gw.gateway.store.write(
+        [
+            # A retargeting touch (tier conversion: 7 days) 10 days before: inside 30 days.
+            tp("old", 0, "Email", campaign="spring-retarget", consent="no_consent"),
+            conversion(10, 5.00, "old"),
+            tp("blocked", 11, "Email", campaign="weekly", consent="no_consent", verdict="block"),
+            conversion(12, 3.00, "blocked"),
+        ]
+    )
+    body = await get(gw, "/api/attribution", model="linear", population="no_consent", **PERIOD)
+    assert table(body, "conversions", "value") == {("Direct", "EUR"): (2, 8.00)}
+    everyone = await get(gw, "/api/attribution", model="linear", **PERIOD)
+    assert everyone["totals"] == body["totals"]
+    assert (await get(gw, "/api/attribution", model="linear", population="cookie", **PERIOD))["rows"] == []
+
+
 @pytest.mark.parametrize(
     ("accept", "kind"),
     [
