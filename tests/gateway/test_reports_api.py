@@ -191,6 +191,48 @@ async def test_touches_of_one_millisecond_are_in_time_order_and_only_a_tie_in_id
     assert table(last, "value") == {("later by 800us", "EUR"): (10.00,), ("tie, larger id", "EUR"): (20.00,)}
 
 
+async def test_a_landing_s_tier_parameter_sets_its_window_over_the_campaign_name(
+    start_gateway: Any, upstream_server: Any
+) -> None:
+    """Through the proxy: two browsers land from the same `spring-awareness` newsletter, one
+    link also saying `UTM_TIER=%20Conversion%20` (any case of the name and the value, spaces
+    around it). The billing system's sale of each comes 200 s later. The conversion tier's
+    window here is 86.4 s, the awareness one 30 days: the tier parameter, read before the
+    campaign name, leaves the first sale with no eligible touch (Direct); the second is the
+    newsletter's (README "Models": the tier is the first `tier_params` value naming a tier,
+    else the first pattern that matches the campaign name)."""
+    app = web.Application()
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>shop</html>", content_type="text/html")
+
+    app.router.add_get("/{tail:.*}", page)
+    windows = (
+        "[attribution]\nlookback_days = { awareness = 30.0, consideration = 14.0, conversion = 0.001 }\n"
+    )
+    gw = await start_gateway(await upstream_server(app), SENDER + windows, {"BILLING_SECRET": BILLING})
+    link = "/?utm_source=newsletter&utm_medium=email&utm_campaign=spring-awareness"
+    visitors = []
+    for target in (link + "&UTM_TIER=%20Conversion%20", link):
+        async with gw.session.get(gw.url + target, headers=BROWSER) as resp:
+            assert resp.status == 200
+            visitors.append(resp.cookies["gw_vid"].value)
+    sold = datetime.now(UTC) + timedelta(seconds=200)  # within webhooks.tolerance_seconds (300)
+    for n, visitor in enumerate(visitors):
+        sale = {"type": "conversion", "event_id": f"t{n}", "visitor_id": visitor, "name": "purchase"}
+        sale |= {"value": 10 + n, "currency": "EUR", "order_id": f"T{n}", "timestamp": iso(sold)}
+        body = json.dumps(sale).encode()
+        async with gw.session.post(gw.url + "/_gw/events", data=body, headers=signed(body, BILLING)) as resp:
+            assert resp.status == 202, await resp.text()
+    day = sold.date()
+    period = {"since": str(day - timedelta(days=1)), "until": str(day + timedelta(days=1))}
+    body = await get(gw, "/api/attribution", model="linear", **period)
+    assert table(body, "conversions", "value") == {
+        ("Direct", "EUR"): (1, 10.00),
+        ("Email", "EUR"): (1, 11.00),
+    }
+
+
 async def test_model_all_matches_every_single_model(gw: RunningGateway) -> None:
     both = await get(gw, "/api/attribution", model="all", group_by="medium", **PERIOD)
     assert both["models"] == list(MODELS)
