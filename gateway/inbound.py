@@ -240,7 +240,10 @@ class Inbound:
         if not platform_senders:  # "no valid signature" sent the operator checking the secret
             raise _unconfigured(scheme.header, next(k for k, v in STAMPED.items() if v is scheme))
         given = request.headers.getall(header)
-        if len(given) > 1:  # which one did the platform send? neither is believed
+        # Which one did the platform send? Neither is believed; one value repeated (a proxy
+        # that copied the line) is one signature, as for the other schemes (until 2026-12-07
+        # it was refused).
+        if len(set(given)) > 1:
             raise AuthFailed("signature", f"signature: {scheme.header} given more than once")
         return verify_stamped(scheme, platform_senders, given[0], body, now, self.opts.tolerance_seconds)
 
@@ -297,7 +300,9 @@ class Inbound:
                     given = headers.getall(header)
                     named = {spec.delivery_header for spec, _ in senders.values() if spec.delivery_header}
                     twice = [h for h in (header, *named) if len(set(headers.getall(h, []))) > 1]
-                    if len(given) > 1 or twice:  # which one did the sender send? neither is believed
+                    # Which one did the sender send? Neither is believed; one value repeated is one
+                    # signature (until 2026-12-07 it was refused, as the README did not say).
+                    if len(set(given)) > 1 or twice:
                         # Named as the sender writes it (until 2026-12-07 the signature header
                         # was named in lower case, its delivery header not).
                         first = (twice or [header])[0]
