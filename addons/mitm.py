@@ -560,7 +560,7 @@ class GatewayAddon:
             return  # the config failed; mitmdump is exiting
         store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
         try:
-            await store.open()
+            await store.open(serving=True)
         except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
             # As ``gateway run`` says it, then mitmdump stops (until 2026-12-05 a traceback).
             log.error("%s", await asyncio.to_thread(store_failure, self.settings, err))

@@ -1541,9 +1541,13 @@ def create_admin_app(
         metrics_.admin_lockouts.inc,
     )
 
+    async def standings() -> None:  # those set before this start
+        registry.apply(await reader.creator_standings())
+
     async def reader_ctx(app: web.Application) -> Any:
-        await reader.open()
-        registry.apply(await reader.creator_standings())  # standings set before this start
+        await reader.open(retry=standings)  # a store on a full disk: read once it has room
+        if reader.opened:
+            await standings()
         yield
         await reader.close()
 

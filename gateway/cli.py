@@ -607,6 +607,13 @@ async def _prepare_store(settings: Settings) -> None:
         await db.close()
 
 
+def _full_and_there(store: Path) -> bool:
+    """The store exists and its disk is full: opened later, the site served meanwhile."""
+    from storage.access import full_disk
+
+    return store.is_file() and full_disk(store) is not None
+
+
 def _load_run(args: argparse.Namespace, text: str | None = None) -> Settings:
     return load_settings(args.config, text=text, dev=args.dev, admin_public=args.admin_public)
 
@@ -687,8 +694,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             asyncio.run(_prepare_store(settings))
         except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
-            print(store_failure(settings, err), file=sys.stderr)
-            return 1
+            # But a store there on a full disk: its worker serves the site, and says so (fail open).
+            if not (isinstance(err, sqlite3.Error) and _full_and_there(settings.store_path)):
+                print(store_failure(settings, err), file=sys.stderr)
+                return 1
         if count > 1:
             assert text is not None
             return _supervise(args, settings, count, text)

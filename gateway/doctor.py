@@ -147,7 +147,7 @@ def _own_names() -> tuple[str, str]:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
-    from storage.access import unreadable, unwritable
+    from storage.access import full_disk, unreadable, unwritable
     from storage.local import read_only
     from storage.migrate import migrations
 
@@ -155,6 +155,15 @@ def _check_file(path: Path, what: str, key: str) -> Check:
     if path.is_dir():
         return Check(
             "FAIL", f"{what} {path} is a folder", f"point {key} at a file, like {path / 'gateway.db'}"
+        )
+    full = full_disk(path)
+    if full is not None:  # before opening it: SQLite then says "disk I/O error", "not a database"
+        return Check(
+            "FAIL",
+            f"{what} {path}: its disk is full ({full}); nothing can be recorded there (a running"
+            " gateway serves the site and counts the loss)",
+            f"free space on {full.rpartition(' on ')[2]}: the store needs at least 1 MiB, and grows with"
+            " the events (see privacy.retention_days)",
         )
     if not path.exists():
         folder = next((p for p in path.parents if p.exists()), Path("/"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
@@ -28,6 +29,8 @@ from aiohttp import web
 from gateway.attribution import Attribution
 from gateway.config import Settings
 from gateway.payouts import Payouts
+from storage.access import full_disk
+from storage.local import OPEN_RETRY
 from storage.queries import Reader
 from storage.reports import Reports
 
@@ -74,6 +77,7 @@ class Reporting:
         read the admin API's own reader)."""
         self._retiring: dict[asyncio.Task[None], Reports] = {}
         self._opened = False
+        self._opener: asyncio.Task[None] | None = None  # ``_open_later``, while the disk is full
         """Whether this admin app is served here: a proxy worker other than the first keeps one
         it never opens, and a reload there must not open one (a connection, worker processes)."""
 
@@ -109,11 +113,37 @@ class Reporting:
             await prepare(mirror)
             self.reader = Reader(mirror)
             await self.reader.open()
-        await self.reports.open()
-        await self.reports.warm()
+        try:
+            await self.reports.open()
+        except sqlite3.Error as err:
+            full = await asyncio.to_thread(full_disk, self.reports.path)
+            if full is None or not await asyncio.to_thread(self.reports.path.is_file):
+                raise
+            # A store on a full disk (its -shm cannot be made): the site is served meanwhile, and
+            # the reports answer 503 until it can be read, tried every OPEN_RETRY seconds.
+            self.reports.unopened = (
+                f"the store {self.reports.path} cannot be read: its disk is full ({full}); free space there"
+            )
+            log.error(
+                "%s (reports tried again every %g s; SQLite: %s)", self.reports.unopened, OPEN_RETRY, err
+            )
+            self._opener = asyncio.create_task(self._open_later(), name="reports-open")
+        else:
+            await self.reports.warm()
         self._opened = True
 
+    async def _open_later(self) -> None:
+        while True:
+            await asyncio.sleep(OPEN_RETRY)
+            with contextlib.suppress(sqlite3.Error):
+                await self.reports.open()
+                await self.reports.warm()
+                return
+
     async def close(self) -> None:
+        if self._opener is not None:
+            self._opener.cancel()
+            await asyncio.gather(self._opener, return_exceptions=True)
         for task, engine in list(self._retiring.items()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

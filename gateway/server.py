@@ -57,7 +57,7 @@ from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, UpgradeRequest, keep_addresses_out_of_logs, no_redirects
 from storage.local import LocalStore
-from storage.queries import Reader
+from storage.queries import Reader, StoreUnavailable
 from storage.sinks import SinkSet
 
 log = logging.getLogger("gateway")
@@ -421,7 +421,7 @@ def create_gateway(
     gw.attach("erasures", lambda: _follow_erasures(gw))
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        await store.open()
+        await store.open(serving=True)
         session = client_session(settings)
         app[SESSION_KEY] = session
         pool = upstream_pool(settings, upstream)
@@ -554,6 +554,8 @@ async def _keep_running(name: str, task: Background) -> None:
         try:
             await task()
             return
+        except StoreUnavailable as err:  # a full disk, say: expected, and said in a line
+            log.warning("background task %s: %s; restarting it in %.0f s", name, err, pause)
         except Exception:
             log.exception("background task %s failed; restarting it in %.0f s", name, pause)
         await asyncio.sleep(pause)
@@ -563,7 +565,11 @@ async def _keep_running(name: str, task: Background) -> None:
 async def _apply_standings(gw: Gateway) -> None:
     """A process without the admin API still scores with the creator standings stored so far."""
     reader = Reader(gw.settings.store_path)
-    await reader.open()
+    try:
+        await reader.open()
+    except StoreUnavailable as err:  # a full disk: the standings follow once it can be read
+        log.warning("creator standings not read at start: %s", err)
+        return
     try:
         gw.creators.apply(await reader.creator_standings())
     finally:

@@ -3,7 +3,8 @@
 SQLite says neither: a file it may only read it opens read-only without a word and fails each
 write later ("attempt to write a readonly database"), and one it may not read is "unable to open
 database file". The start, the commands, the doctor and the checkpoint job name the path and the
-uid from these.
+uid from these. Nor does it say a full disk plainly: a commit fails "database or disk is full",
+but opening a WAL store whose ``-shm`` cannot be made fails "disk I/O error" (``full_disk``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["unreadable", "unwritable"]
+__all__ = ["FULL_BELOW", "full_disk", "unreadable", "unwritable"]
+
+FULL_BELOW = 1 << 20
+"""Bytes free to this process on the store's file system under which it counts as full: SQLite
+needs room for its ``-shm`` (32 KiB) and a few pages of ``-wal`` to open and commit at all."""
 
 
 def unwritable(path: Path) -> Path | None:
@@ -31,4 +36,22 @@ def unreadable(path: Path) -> Path | None:
     for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if candidate.exists() and not os.access(candidate, os.R_OK):
             return candidate
+    return None
+
+
+def full_disk(path: Path) -> str | None:
+    """Why the file system the store ``path`` is on (its folder, or the nearest that exists) is
+    full to this process — ``0 bytes free on /var/lib/gateway`` — or None while it has
+    ``FULL_BELOW`` bytes and a free inode (a file system that counts none, as btrfs, is not
+    judged by them)."""
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
+    try:
+        found = os.statvfs(folder)
+    except OSError:
+        return None
+    free = found.f_bavail * found.f_frsize
+    if free < FULL_BELOW:
+        return f"{free:,} bytes free on {folder}"
+    if found.f_files and not found.f_favail:
+        return f"no free inode on {folder}"
     return None

@@ -42,7 +42,7 @@ from gateway.events import EVENT_TYPES, Binding, Conversion, Event, PastReceipt,
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
-from storage.access import unreadable, unwritable
+from storage.access import full_disk, unreadable, unwritable
 from storage.checkpoint import Checkpointer
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
@@ -101,8 +101,22 @@ LOCK_PROBE = 2.0
 this many seconds: a store no one else writes costs the import little, and a live gateway that
 begins to write waits at most this plus one of its transactions, well inside the busy timeout."""
 LOCKED = "locked"
-READ_ONLY = "read-only store"
 """``LocalStore.failing``'s kind while commits wait on a lock another connection holds."""
+READ_ONLY = "read-only store"
+DISK_FULL = "disk full"
+_KINDS = {
+    sqlite3.SQLITE_READONLY: READ_ONLY,
+    sqlite3.SQLITE_FULL: DISK_FULL,
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "database file corrupt",
+    sqlite3.SQLITE_NOTADB: "not a database file",
+    sqlite3.SQLITE_CANTOPEN: "cannot open the database file",
+}
+"""``LocalStore.failing``'s kind, shown by ``/healthz``, by SQLite's primary result code: the
+operator's words, not ``OperationalError`` (SQLite's class for nearly every error), and fixed ones,
+never an error's own message (``/healthz`` answers anyone)."""
+OPEN_RETRY = 2.0
+"""Seconds between tries to open a store that could not be opened at start for a full disk."""
 _encode = msgspec.json.Encoder()
 
 
@@ -281,6 +295,17 @@ def _read_only(error: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
+def failure_kind(error: BaseException, full: bool) -> str:
+    """What ``/healthz`` says a failing commit's error is (``_KINDS``); one where the disk is
+    ``full`` (``full_disk``), but for a read-only store, is a full disk, as SQLite may say an
+    I/O error then. Else the error's class."""
+    code = getattr(error, "sqlite_errorcode", None)
+    kind = _KINDS.get(code & 0xFF) if isinstance(code, int) else None
+    if isinstance(error, StoreUnopened) or (full and kind != READ_ONLY):
+        return DISK_FULL
+    return kind or type(error).__name__
+
+
 def locked(error: BaseException | None) -> bool:
     """SQLite's BUSY or LOCKED, whatever the extended code: another connection holds the write
     lock (a ``sqlite3`` shell in a transaction, a backup, another process past the busy
@@ -382,6 +407,11 @@ class CommitTimeout(Exception):
 
 class StoreMoved(Exception):
     """The store's file was deleted or replaced under the running gateway (``storage.filewatch``)."""
+
+
+class StoreUnopened(Exception):
+    """The store could not be opened at start, its disk full: commits fail with this until a
+    try to open it (every ``OPEN_RETRY`` seconds) goes through."""
 
 
 class StoreClosed(Exception):
@@ -550,6 +580,7 @@ class LocalStore:
         self._queued = 0  # events submitted and not yet settled (pending + in flight)
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._opener: asyncio.Task[None] | None = None  # ``_open_later``, while the disk is full
         self._closing = False
         self._refusal = "the store is closed"
         """What a submit is told once the store takes no more: closed, or why its writer stopped."""
@@ -570,17 +601,33 @@ class LocalStore:
         if self._queue_gauge is None:
             metrics.store_queue.set_function(lambda: self._queued)
 
-    async def open(self) -> None:
+    async def open(self, serving: bool = False) -> None:
+        """Opens (and migrates) the store and starts its writer. ``serving``: for a host serving
+        a site, which fails open: an existing store that cannot be opened for its full disk is
+        tried again every ``OPEN_RETRY`` seconds, its commits failing meanwhile, rather than
+        raise (as it does for a command)."""
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
-        self._db = await connect(self.path, self.options.synchronous)
         try:
-            await self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
-            await self._db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
-            await migrate(self._db)
-        except BaseException:
-            await self._db.close()  # its thread would otherwise keep the process alive
-            raise
-        blocked = await asyncio.to_thread(unwritable, self.path)
+            self._db = await self._connect()
+        except sqlite3.Error as err:
+            full = await asyncio.to_thread(full_disk, self.path) if serving else None
+            if full is None or not await asyncio.to_thread(self.path.is_file):
+                raise
+            # Fail open: a restart while the disk is full (a deploy, a crash) must not take the
+            # site down for a tracking fault. Until 2026-12-07 it refused to start, saying
+            # "not a SQLite database: disk I/O error" (opening a WAL store makes its -shm).
+            log.error(
+                "the store %s (storage.path) cannot be opened: its disk is full (%s; SQLite: %s):"
+                " pages are served, but no event is recorded until space is freed there; the"
+                " gateway tries to open it again every %g s",
+                self.path,
+                full,
+                err,
+                OPEN_RETRY,
+            )
+            self.failing = (time.time(), DISK_FULL)
+            self._opener = asyncio.create_task(self._open_later(), name="store-open")
+        blocked = await asyncio.to_thread(unwritable, self.path) if self._db is not None else None
         if blocked is not None:
             # SQLite opened it read-only without a word: said now, not at the first landing.
             log.error(
@@ -597,6 +644,33 @@ class LocalStore:
         self.checkpointer.start()
         await self.watch.start()
         self._sweep()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        """The write connection, its pragmas set and the store migrated."""
+        db = await connect(self.path, self.options.synchronous)
+        try:
+            await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+            await db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+            await migrate(db)
+        except BaseException:
+            await db.close()  # its thread would otherwise keep the process alive
+            raise
+        return db
+
+    async def _open_later(self) -> None:
+        """Tries to open the store every ``OPEN_RETRY`` seconds until it opens (space freed on
+        its disk); meanwhile every commit fails with ``StoreUnopened``, its page served."""
+        while self._db is None and not self._closing:
+            await asyncio.sleep(OPEN_RETRY)
+            try:
+                db = await self._connect()
+            except sqlite3.Error:
+                continue
+            if self._closing:
+                await db.close()
+                return
+            self._db = db
+            log.warning("the store %s (storage.path) is open: its disk has room again", self.path)
 
     async def on_writer(self, sql: str, *params: object, script: bool = False) -> list[tuple[Any, ...]]:
         """Run ``sql`` (``script``: several statements) on the write connection, its rows, while no
@@ -651,6 +725,9 @@ class LocalStore:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._opener is not None:
+            self._opener.cancel()
+            await asyncio.gather(self._opener, return_exceptions=True)
         if self._task is not None:
             self._wakeup.set()
             # wait() rather than await: a writer that died has already failed its futures
@@ -1002,12 +1079,13 @@ class LocalStore:
 
     async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
         """One transaction for the events of ``batch``; the error if it did not commit."""
-        assert self._db is not None
-        db = self._db
         started, began = time.perf_counter(), time.time()
         try:
             if self.watch.moved is not None:
                 raise StoreMoved(self.watch.moved)
+            if self._db is None:
+                raise StoreUnopened("the store could not be opened: its disk is full")
+            db = self._db
             if db.in_transaction:  # a failed ROLLBACK must not poison every later batch
                 await db.execute("ROLLBACK")
             counted: list[tuple[str, bool]] = []
@@ -1069,7 +1147,8 @@ class LocalStore:
             if not str(err).startswith(HALT):  # said by whoever halted it, in its own words
                 self._commit_failed("store commit of %d events failed: %s", rows, err)
             if not isinstance(err, _DATA_ERRORS):
-                self.failing = (since, READ_ONLY if _read_only(err) else type(err).__name__)
+                full = await asyncio.to_thread(full_disk, self.path) is not None
+                self.failing = (since, failure_kind(err, full))
             return err
         if self.failing is not None:
             log.warning(

@@ -11,7 +11,11 @@ Returns plain dicts shaped as the admin API answers them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,8 +27,9 @@ import msgspec
 
 from gateway.events import VERDICTS
 from gateway.ids import id_floor
+from storage.access import full_disk
 from storage.erased import erased_at, erasure_mark
-from storage.local import connect
+from storage.local import OPEN_RETRY, connect
 
 JOURNEY_LIMIT = 1000
 """Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
@@ -172,17 +177,57 @@ class Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._unopened: str | None = None  # why it cannot be opened (a full disk), while so
+        self._opener: asyncio.Task[None] | None = None
 
-    async def open(self) -> None:
-        self._db = await connect(self.path)
-        self._db.row_factory = aiosqlite.Row
+    async def open(self, retry: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Opens the read connection. A store there whose disk is full (opening a WAL store
+        makes its ``-shm``) raises ``StoreUnavailable`` saying so; with ``retry`` (the admin
+        API, which answers 503 meanwhile) it is tried again every ``OPEN_RETRY`` seconds
+        instead, and ``retry`` is called once it opens."""
+        try:
+            db = await connect(self.path)
+        except sqlite3.Error as err:
+            full = await asyncio.to_thread(full_disk, self.path)
+            if full is None or not await asyncio.to_thread(self.path.is_file):
+                raise
+            self._unopened = (
+                f"the store {self.path} cannot be read: its disk is full ({full}); free space there"
+            )
+            if retry is None:
+                raise StoreUnavailable(self._unopened) from err
+            logging.getLogger("gateway.storage").error(
+                "%s (tried again every %g s)", self._unopened, OPEN_RETRY
+            )
+            self._opener = asyncio.create_task(self._open_later(retry), name="reader-open")
+            return
+        db.row_factory = aiosqlite.Row
+        self._db, self._unopened = db, None
+
+    async def _open_later(self, then: Callable[[], Awaitable[None]]) -> None:
+        while self._db is None:
+            await asyncio.sleep(OPEN_RETRY)
+            with contextlib.suppress(sqlite3.Error):
+                db = await connect(self.path)
+                db.row_factory = aiosqlite.Row
+                self._db, self._unopened = db, None
+        await then()
+
+    @property
+    def opened(self) -> bool:
+        return self._db is not None
 
     async def close(self) -> None:
+        if self._opener is not None:
+            self._opener.cancel()
+            await asyncio.gather(self._opener, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
+        if self._db is None and self._unopened is not None:
+            raise StoreUnavailable(self._unopened)
         assert self._db is not None, "Reader.open() was not awaited"
         return self._db
 

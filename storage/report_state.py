@@ -83,6 +83,8 @@ class ReportState:
         self._changes: tuple[tuple[object, ...], dict[str, str]] | None = None
         self._everyone_kept: Everyone | None = None
         self._db: sqlite3.Connection | None = None
+        self.unopened: str | None = None
+        """Why the store cannot be read, while so (its disk full: ``gateway.reportstate``)."""
         self._lock = asyncio.Lock()
         self._shared: dict[tuple[int, Hashable], Shared] = {}
         """The reports asked for with a ``key`` and not done yet, queued or computing, by the
@@ -112,6 +114,10 @@ class ReportState:
 
     @property
     def db(self) -> sqlite3.Connection:
+        if self._db is None and self.unopened is not None:
+            from storage.queries import StoreUnavailable
+
+            raise StoreUnavailable(self.unopened)  # the admin API's 503
         assert self._db is not None, "Reports.open() was not awaited"
         return self._db
 

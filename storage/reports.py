@@ -58,9 +58,13 @@ class Reports(ReportLearning, CreatorClicks):
 
     def _open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA busy_timeout = 5000")
-        db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
-        self._db = db
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages stay warm between reports
+        except BaseException:
+            db.close()
+            raise
+        self._db, self.unopened = db, None
         self._detect()
 
     async def detect(self) -> None:

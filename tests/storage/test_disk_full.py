@@ -1,0 +1,171 @@
+"""The store's disk really full: a small tmpfs mounted for the test (root only), filled with a
+file. The site is served all the same (fail open), at start too, and ``/healthz``, the log and
+``gateway doctor`` say the disk is full, in those words."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import ENV
+from tests.gatewayproc import GatewayProcess
+from tests.storage.stores import query
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+
+
+async def _run(*argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.fixture
+async def small_disk(tmp_path: Path) -> AsyncIterator[Path]:
+    """A 16 MiB tmpfs at ``tmp_path/disk``, unmounted at the end."""
+    disk = tmp_path / "disk"
+    await asyncio.to_thread(disk.mkdir)
+    code, out = await _run("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk))
+    if code != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out}")
+    try:
+        yield disk
+    finally:
+        await _run("umount", "-l", str(disk))
+
+
+def _fill(disk: Path) -> None:
+    """Every free block of ``disk`` taken by one file (``disk/filler``)."""
+    with open(disk / "filler", "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
+def _config(tmp_path: Path, store: Path, upstream: str) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = 1\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{store}"\n'
+    )
+    return config
+
+
+async def _site(upstream_server: object) -> str:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>the page</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return str(await upstream_server(app))  # type: ignore[operator]
+
+
+async def _health(session: aiohttp.ClientSession, gw: GatewayProcess) -> dict[str, object]:
+    async with session.get(gw.admin + "/healthz") as resp:
+        assert resp.status == 200  # the writer is alive: it is the disk that refuses
+        return dict(await resp.json())
+
+
+async def _landing(session: aiohttp.ClientSession, gw: GatewayProcess, source: str) -> None:
+    async with session.get(gw.proxy + f"/?utm_source={source}", headers={"Accept": "text/html"}) as resp:
+        assert resp.status == 200 and await resp.text() == "<html>the page</html>"
+
+
+async def test_a_full_disk_under_a_running_gateway_is_called_a_full_disk(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """``/healthz`` said ``commits are failing (OperationalError)``, SQLite's class for every
+    error it has, which tells the operator nothing; now it names what is wrong."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, await _site(upstream_server))
+    gw = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _landing(session, gw, "before")
+            await asyncio.to_thread(_fill, small_disk)
+            for n in range(200):  # until the store's last free pages are used up
+                await _landing(session, gw, f"full{n}")
+                if (await _health(session, gw))["status"] == "degraded":
+                    break
+            health = await _health(session, gw)
+            assert (
+                health["store"] == "commits are failing (disk full), events are being lost; the log says why"
+            )
+            await asyncio.to_thread(os.unlink, small_disk / "filler")
+            await _landing(session, gw, "after")
+            assert (await _health(session, gw))["status"] == "ok"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+async def test_a_gateway_started_on_a_full_disk_serves_the_site(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """A restart (a deploy, systemd after a crash) while the store's disk is full: ``gateway
+    run`` refused to start, `cannot open the store (storage.path): … is not a SQLite database:
+    disk I/O error; point storage.path elsewhere` — the site down for a tracking fault, and told
+    the wrong cause. Now it serves the site, says the disk is full, and records again once
+    space is freed, without a restart."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, await _site(upstream_server))
+    gw = await GatewayProcess.start(config)  # makes and migrates the store
+    assert await gw.stop() == 0
+    await asyncio.to_thread(_fill, small_disk)
+    gw = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _landing(session, gw, "while-full")
+            health = await _health(session, gw)
+            assert health["status"] == "degraded", health
+            assert (
+                health["store"] == "commits are failing (disk full), events are being lost; the log says why"
+            )
+            said = [r["msg"] for r in gw.logs() if r["level"] == "error"]
+            assert any("disk" in m and "full" in m and str(store) in m for m in said), said
+            await asyncio.to_thread(os.unlink, small_disk / "filler")
+            async with asyncio.timeout(20):  # the store is opened again within seconds
+                while (await _health(session, gw))["status"] != "ok":
+                    await _landing(session, gw, "after")
+                    await asyncio.sleep(0.2)
+            await _landing(session, gw, "recorded")
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    sources = {s for (s,) in await asyncio.to_thread(query, store, "SELECT source FROM touchpoints")}
+    assert "recorded" in sources and "while-full" not in sources
+
+
+async def test_doctor_fails_a_store_on_a_full_disk(tmp_path: Path, small_disk: Path) -> None:
+    """``gateway doctor`` said `store … writable, schema N (current)` on a full disk."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, "http://127.0.0.1:9")
+    gw = await GatewayProcess.start(config)
+    assert await gw.stop() == 0
+    await asyncio.to_thread(_fill, small_disk)
+    code, out = await _run(
+        "env",
+        *(f"{k}={v}" for k, v in ENV.items()),
+        sys.executable,
+        "-m",
+        "gateway",
+        "doctor",
+        "-c",
+        str(config),
+    )
+    assert code == 1
+    line = next(line for line in out.splitlines() if f"store {store}" in line)
+    assert line.startswith("[FAIL]") and "disk" in line and "full" in line, out
+    assert "fix: free space on" in out, out
