@@ -31,6 +31,7 @@ import asyncpg
 import msgspec
 
 from gateway.metrics import Metrics
+from gateway.networds import not_connected
 from gateway.options import CentralOptions
 from storage.backoff import REFRESH_MAX, Backoff, Failures, wait_refreshing
 from storage.migrate import SchemaTooNew, migrations
@@ -188,6 +189,10 @@ async def one_round(
             await conn.close()
 
 
+_REFUSED = re.compile(r"Connect call failed \('([^']*)', (\d+)")
+"""The address in asyncio's words for a refused connection (``… ('127.0.0.1', 5432)``)."""
+
+
 def explain(
     err: BaseException,
     key: str = "central.url",
@@ -205,7 +210,13 @@ def explain(
     ``reader``: whose failure (``READER_RIGHTS``), for the rights a refusal says it needs."""
     # PostgreSQL's DETAIL comes on a line of its own: one line, as the log and stderr say it.
     shown = err.__cause__ if isinstance(err, NotPostgres) and err.__cause__ is not None else err
-    said = re.sub(r"\s*\n\s*", " ", f"{type(shown).__name__}: {shown}").strip().rstrip(":")
+    refused = _REFUSED.search(str(shown)) if isinstance(shown, ConnectionRefusedError) else None
+    if (
+        refused is not None
+    ):  # as an upstream's: not "ConnectionRefusedError: [Errno 111] …" (until 2026-12-07)
+        said = not_connected(refused.group(1), int(refused.group(2)), shown)
+    else:
+        said = re.sub(r"\s*\n\s*", " ", f"{type(shown).__name__}: {shown}").strip().rstrip(":")
     text = str(err)
     if isinstance(err, NotPostgres):
         hint = (

@@ -851,7 +851,9 @@ async def test_a_central_store_nothing_listens_for_is_fixed_by_starting_it(
     settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
     check = await check_central(settings, 5.0)
     assert check is not None and check.status == "FAIL", check
-    assert check.what.startswith("central PostgreSQL unreachable: ConnectionRefusedError"), check.what
+    assert check.what.startswith("central PostgreSQL unreachable: connection refused: nothing listens on"), (
+        check.what
+    )
     assert check.what.endswith("the server in central.url (CENTRAL_DSN) cannot be reached"), check.what
     assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
 
@@ -1117,3 +1119,25 @@ def test_a_bad_body_limit_above_the_body_limit_is_a_warning(tmp_path: Path) -> N
     ]
     fine = sender + "[webhooks]\nmax_body = 4096\nbad_body_limit = 4096\n"
     assert [c.status for c in check_senders(make_settings(tmp_path, fine, S1="a" * 32))] == ["ok"]
+
+
+async def test_an_unreachable_postgresql_is_said_as_the_upstream_is(blockbuster: BlockBuster) -> None:
+    """The doctor's line (and the sync's log line, from the same words) said Python's exception:
+    `central PostgreSQL unreachable: ConnectionRefusedError: [Errno 111] Connect call failed
+    ('127.0.0.1', 5432); …`. Now as an unreachable upstream is said."""
+    from types import SimpleNamespace
+
+    for function in blockbuster.functions.values():
+        function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
+
+    from gateway.doctor import check_central
+
+    port = _closed_port()
+    url = f"postgresql://gw@127.0.0.1:{port}/gw"
+    settings = SimpleNamespace(options=SimpleNamespace(central=SimpleNamespace(url=url)))
+    check = await check_central(settings, 2.0)  # type: ignore[arg-type]
+    assert check is not None and check.status == "FAIL"
+    assert check.what == (
+        f"central PostgreSQL unreachable: connection refused: nothing listens on 127.0.0.1:{port};"
+        " the server in central.url cannot be reached"
+    ), check.what
