@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn, TypeVar
 
@@ -58,6 +58,24 @@ def resident_bytes(pid: int) -> int | None:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+DEATH_SECONDS = 1.0
+"""How long a worker whose pipe failed is given to be reaped, so its end can be said."""
+
+
+def how_ended(process: BaseProcess) -> str:
+    """``pid 4242 killed by SIGKILL (the kernel's out-of-memory killer, or kill -9)``, ``pid 4242
+    exited with status 1``, for a process that has ended."""
+    code = process.exitcode
+    if code is None or code >= 0:
+        return f"pid {process.pid} exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    oom = " (the kernel's out-of-memory killer, or kill -9)" if code == -signal.SIGKILL else ""
+    return f"pid {process.pid} killed by {name}{oom}"
 
 
 class WorkerDied(Exception):
@@ -181,8 +199,14 @@ class ReportPool:
         return conn.recv()
 
     def _died(self, error: BaseException) -> NoReturn:
+        """``WorkerDied`` saying which worker ended and how (``pid 4242 killed by SIGKILL``),
+        every worker stopped first: the pipe's own error (``Connection reset by peer``) says
+        neither. Its end is waited for a moment: the pipe may tell before the process is reaped."""
+        sentinels = [process.sentinel for process, _ in self._workers]
+        wait(sentinels, timeout=DEATH_SECONDS)
+        ended = [how_ended(p) for p, _ in self._workers if p.exitcode is not None]
         self.close(kill=True)
-        raise WorkerDied(str(error) or type(error).__name__) from error
+        raise WorkerDied(", ".join(ended) or f"its pipe failed: {error or type(error).__name__}") from error
 
     def close(self, kill: bool = False) -> None:
         """Stop every worker: ask each to exit (or kill them, ``kill``), then wait for them."""

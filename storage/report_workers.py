@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 log = logging.getLogger("gateway.reports")
-_DIED = "a report worker process died; running this report in the gateway process"
+_DIED = "a report worker process died (%s); running this report in the gateway process"
 
 
 def paused_gc(fn: Callable[..., _T], *args: Any) -> _T:
@@ -99,8 +99,8 @@ class ReportWorkers(ReportState):
             schema = (self.source, self.verdict, self.changes, self.report)
             try:
                 answers: list[_T | _StoreMoved] = self._pool.map(_in_worker, parts, schema, fn, args)
-            except WorkerDied:
-                log.warning(_DIED, exc_info=True)
+            except WorkerDied as died:  # expected (the OOM killer): one line saying how, no traceback
+                log.warning(_DIED, died)
             else:
                 moved = next((a for a in answers if isinstance(a, _StoreMoved)), None)
                 if moved is None:

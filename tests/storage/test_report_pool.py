@@ -729,3 +729,19 @@ async def test_a_time_series_in_a_report_time_zone_is_cut_alike_in_the_workers(
     finally:
         await utc.close()
     assert plain != answers[0]  # the same conversions, other days
+
+
+async def test_a_killed_worker_is_said_in_one_line_with_how_it_died(
+    single: Reports, pooled: Reports, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed (the kernel's out-of-memory killer is the likely one: they hold hundreds
+    of MB after a large report) is an expected event, but its warning carried a traceback of the
+    pool's pipe (``EOFError``, many lines in the text log) and never said how the worker ended."""
+    q = reporting.Query(SINCE, UNTIL, ("position_based",))
+    assert (await reporting.attribution(pooled, q)).json() == (await reporting.attribution(single, q)).json()
+    pid = workers(pooled)[0]
+    dies_during_the_next_report(pid)
+    await reporting.attribution(pooled, q)
+    [died] = [r for r in caplog.records if "worker process died" in r.getMessage()]
+    assert died.exc_info is None and "\n" not in died.getMessage()
+    assert f"pid {pid}" in died.getMessage() and "killed by SIGKILL" in died.getMessage(), died.getMessage()
