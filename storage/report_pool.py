@@ -202,8 +202,10 @@ class ReportPool:
         """``WorkerDied`` saying which worker ended and how (``pid 4242 killed by SIGKILL``),
         every worker stopped first: the pipe's own error (``Connection reset by peer``) says
         neither. Its end is waited for a moment: the pipe may tell before the process is reaped."""
-        sentinels = [process.sentinel for process, _ in self._workers]
-        wait(sentinels, timeout=DEATH_SECONDS)
+        ready = wait([process.sentinel for process, _ in self._workers], timeout=DEATH_SECONDS)
+        for process, _ in self._workers:
+            if process.sentinel in ready:  # its files closed: it ends, and is reaped in a moment
+                process.join(DEATH_SECONDS)
         ended = [how_ended(p) for p, _ in self._workers if p.exitcode is not None]
         self.close(kill=True)
         raise WorkerDied(", ".join(ended) or f"its pipe failed: {error or type(error).__name__}") from error
