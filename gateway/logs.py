@@ -52,6 +52,26 @@ class JsonFormatter(logging.Formatter):
         return _encode.encode({k: _plain(v) for k, v in line.items()}).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, the event's own fields (``extra={...}``) after the message as
+    ``key=value`` (a value JSON-written unless it is a word): until 2026-12-07 a text line
+    dropped them, and `listening` named no address, `stopped` no count."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        fields = "".join(
+            f" {key}={_word(value)}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        return super().formatMessage(record) + fields
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
+        return value
+    return _encode.encode(_plain(value)).decode()
+
+
 def _plain(value: Any) -> Any:
     """A field as JSON can hold it (anything else by its ``str``)."""
     if value is None or isinstance(value, str | int | float | bool):
@@ -72,7 +92,7 @@ def setup_logging(
         handler.setFormatter(JsonFormatter(worker))
     else:
         prefix = f"[worker {worker}] " if worker is not None else ""
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace("%(message)s", prefix + "%(message)s")))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT.replace("%(message)s", prefix + "%(message)s")))
     handler.addFilter(_OwnDebug())
     root = logging.getLogger()
     for old in list(root.handlers):

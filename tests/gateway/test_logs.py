@@ -50,6 +50,28 @@ def test_setup_logging_level_and_formats() -> None:
     assert second.endswith("INFO gateway.t: plain")
 
 
+def test_a_text_line_keeps_the_event_s_own_fields() -> None:
+    """``log.format = "text"`` (``make run``'s) dropped every field a line carries besides its
+    message: `listening` named no address, `stopped` no count of unconfirmed responses, `config
+    reloaded` not the keys that need a restart. They now follow the message as ``key=value``."""
+    out = io.StringIO()
+    try:
+        setup_logging("info", "text", worker=1, stream=out)
+        logging.getLogger("gateway").info(
+            "listening", extra={"proxy": "127.0.0.1:8080", "admin": None, "background": ["erasures"]}
+        )
+        logging.getLogger("gateway").info("stopped", extra={"unconfirmed": 3})
+        logging.getLogger("gateway").info("plain")
+    finally:
+        setup_logging("warning", "text")
+    listening, stopped, plain = out.getvalue().splitlines()
+    assert listening.endswith(
+        'INFO gateway: [worker 1] listening proxy=127.0.0.1:8080 admin=null background=["erasures"]'
+    ), listening
+    assert stopped.endswith("INFO gateway: [worker 1] stopped unconfirmed=3"), stopped
+    assert plain.endswith("INFO gateway: [worker 1] plain"), plain
+
+
 async def test_the_access_log_is_written_under_a_quieter_log_level(
     tmp_path: Path, upstream_server: object
 ) -> None:
