@@ -474,7 +474,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
-        from storage.central import explain  # asyncpg is there: imported above
+        from storage.central import SilentPeer, explain  # asyncpg is there: imported above
 
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
         # A password, database or right refused is the server's answer, not a server away.
@@ -482,6 +482,11 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
             return Check("FAIL", f"central PostgreSQL refused: {explain(err, key)}", "check central.url")
         # Most often the server is down, not the URL wrong: say both.
         fix = "start PostgreSQL there, or correct the host and port in central.url"
+        if isinstance(err, SilentPeer):  # something is there: not started, but not answering
+            fix = (
+                "check that PostgreSQL runs there and answers (its log; psql), or correct the host"
+                " and port in central.url; a slow network: give it longer with --timeout"
+            )
         return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", fix)
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
@@ -804,10 +809,12 @@ async def _connect(dsn: str, timeout: float) -> Any:
     (``storage.central.not_postgres``), not as a TLS refusal or a server's refusal."""
     import asyncpg
 
-    from storage.central import not_postgres
+    from storage.central import not_postgres, timed_out
 
     try:
         return await asyncpg.connect(dsn, timeout=timeout)
+    except TimeoutError as err:  # said as no connection, or as a start-up not answered
+        raise await timed_out(dsn, timeout, "--timeout") from err
     except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
         found = not_postgres(err, dsn)
         if found is None:

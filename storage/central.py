@@ -216,7 +216,8 @@ def explain(
     ):  # as an upstream's: not "ConnectionRefusedError: [Errno 111] …" (until 2026-12-07)
         said = not_connected(refused.group(1), int(refused.group(2)), shown)
     else:
-        said = re.sub(r"\s*\n\s*", " ", f"{type(shown).__name__}: {shown}").strip().rstrip(":")
+        name = "ConnectTimeout" if isinstance(shown, SilentPeer) else type(shown).__name__
+        said = re.sub(r"\s*\n\s*", " ", f"{name}: {shown}").strip().rstrip(":")
     text = str(err)
     if isinstance(err, NotPostgres):
         hint = (
@@ -228,6 +229,12 @@ def explain(
                 else "is not PostgreSQL (another service, the site's web server?)"
             )
             + ": check the port, PostgreSQL's is 5432 unless set otherwise"
+        )
+    elif isinstance(err, SilentPeer):
+        hint = (
+            f"what listens at the host and port in {key}, {err.address}, took the connection but"
+            " did not complete PostgreSQL's start-up: a server too busy or hung, or another service"
+            " that waits for its client to speak first"
         )
     elif isinstance(err, asyncpg.InvalidPasswordError):
         hint = f"the user name or password in {key} is refused"
@@ -309,6 +316,43 @@ class ConnectTimeout(TimeoutError):
     ``TimeoutError`` once connected is a statement that took too long)."""
 
 
+class SilentPeer(ConnectTimeout):
+    """The connection was taken, but PostgreSQL's start-up got no answer in time: what listens
+    there is hung, overloaded, or a service that waits for its client to speak first. Until
+    2026-12-07 said as a server that cannot be reached (the sync) or as a statement that took
+    longer than 60 s (``gateway doctor``)."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+async def timed_out(dsn: str, timeout: float, setting: str) -> ConnectTimeout:
+    """What a connection attempt to ``dsn`` that ran out of ``timeout`` (``setting``, the option
+    that gives it) says: a ``SilentPeer`` when a TCP connection to its host and port is taken
+    (within ``timeout`` again, at most 5 s), else a ``ConnectTimeout`` (nothing answers: a host
+    down, a firewall dropping the packets). A DSN of several hosts or a Unix socket is not
+    probed."""
+    parts = urllib.parse.urlsplit(dsn)
+    plain = ConnectTimeout(f"no connection within {timeout:g} s ({setting})")
+    try:
+        host, port = parts.hostname, parts.port or 5432
+    except ValueError:
+        return plain
+    if not host or "," in parts.netloc or "host=" in parts.query:
+        return plain
+    try:
+        async with asyncio.timeout(min(timeout, 5.0)):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return plain
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    address = parts.netloc.rpartition("@")[2]
+    return SilentPeer(f"no answer within {timeout:g} s ({setting})", address)
+
+
 def failed_what(err: BaseException) -> str:
     """How a command starts its message about ``err`` (``explain`` gives the rest)."""
     if isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
@@ -365,7 +409,7 @@ async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
     except TimeoutError as err:
-        raise ConnectTimeout(f"no connection within {timeout:g} s (central.connect_timeout)") from err
+        raise await timed_out(dsn, timeout, "central.connect_timeout") from err
     except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
         found = not_postgres(err, dsn)
         if found is None:

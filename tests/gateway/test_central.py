@@ -316,9 +316,13 @@ async def test_a_server_that_never_answers_is_told_as_unreachable_a_slow_stateme
         await server.wait_closed()
     key = "central.url (GATEWAY_CENTRAL_URL)"
     assert central.failed_what(away.value) == "cannot reach the central store"
+    # It took the connection: not said "no connection … cannot be reached" (until 2026-12-07),
+    # which sent the operator to look for a server down or a firewall, where one listens.
     assert central.explain(away.value, key) == (
-        "ConnectTimeout: no connection within 0.5 s (central.connect_timeout); the server in"
-        " central.url (GATEWAY_CENTRAL_URL) cannot be reached"
+        "ConnectTimeout: no answer within 0.5 s (central.connect_timeout); what listens at the host"
+        f" and port in central.url (GATEWAY_CENTRAL_URL), 127.0.0.1:{port}, took the connection but"
+        " did not complete PostgreSQL's start-up: a server too busy or hung, or another service"
+        " that waits for its client to speak first"
     )
     slow = TimeoutError()  # what asyncpg raises past a statement's command_timeout
     assert central.failed_what(slow) == "the central store did not answer in time"

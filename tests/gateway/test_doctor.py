@@ -885,6 +885,37 @@ async def test_a_central_url_at_another_service_s_port_is_not_blamed_on_tls(
     assert check.fix == "start PostgreSQL there, or correct the host and port in central.url"
 
 
+async def test_a_central_url_at_a_port_that_takes_the_connection_and_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw_upstream: Any
+) -> None:
+    """``central.url`` at a port whose listener takes the connection and never answers (a hung
+    server, a service waiting for its client to speak first): the doctor said a *statement*
+    "took longer than 60 s …: a lock another session holds" (until 2026-12-07), after 2 s, where
+    no connection was ever made and no statement sent."""
+    from gateway.doctor import check_central
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the connection until the client closes it
+
+    address = (await raw_upstream(silent)).removeprefix("http://")
+    dsn = f"postgresql://gw@{address}/tracking"
+    monkeypatch.setenv("CENTRAL_DSN", dsn)
+    settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+    check = await check_central(settings, 2.0)
+    assert check is not None and check.status == "FAIL", check
+    assert "statement" not in check.what and "60 s" not in check.what, check.what
+    assert check.what == (
+        "central PostgreSQL unreachable: ConnectTimeout: no answer within 2 s (--timeout); what"
+        f" listens at the host and port in central.url (CENTRAL_DSN), {address}, took the"
+        " connection but did not complete PostgreSQL's start-up: a server too busy or hung, or"
+        " another service that waits for its client to speak first"
+    ), check.what
+    assert check.fix == (
+        "check that PostgreSQL runs there and answers (its log; psql), or correct the host and port"
+        " in central.url; a slow network: give it longer with --timeout"
+    ), check.fix
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
