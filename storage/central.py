@@ -219,6 +219,19 @@ def explain(
         name = "ConnectTimeout" if isinstance(shown, SilentPeer) else type(shown).__name__
         said = re.sub(r"\s*\n\s*", " ", f"{name}: {shown}").strip().rstrip(":")
     text = str(err)
+    # A reader's round (the sync's, the mirror's) whose connection went: not the admin pool's.
+    lost = via_connect and (
+        isinstance(err, asyncpg.AdminShutdownError)
+        or (
+            not connecting
+            and (
+                isinstance(err, asyncpg.ConnectionDoesNotExistError | ConnectionError)
+                or (isinstance(err, asyncpg.InterfaceError) and "connection is closed" in text)
+            )
+        )
+    )
+    if lost and "__aexit__" in said:  # asyncpg's `cannot call Transaction.__aexit__(): …`
+        said = "InterfaceError: the underlying connection is closed"
     if isinstance(err, NotPostgres):
         hint = (
             f"what answers at the host and port in {key}, {err.address}, "
@@ -229,6 +242,12 @@ def explain(
                 else "is not PostgreSQL (another service, the site's web server?)"
             )
             + ": check the port, PostgreSQL's is 5432 unless set otherwise"
+        )
+    elif lost:
+        hint = (
+            f"the connection to the server in {key} was lost in the middle of a round (the server"
+            " stopped or restarted, or the network cut it): the round goes again, and rows it had"
+            f" {'read' if reader == 'mirror' else 'sent'} are not doubled"
         )
     elif isinstance(err, SilentPeer):
         hint = (

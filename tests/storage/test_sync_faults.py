@@ -256,3 +256,63 @@ async def test_a_node_gone_silent_inside_a_transaction_does_not_hold_every_other
         await asyncio.gather(stuck, return_exceptions=True)
         for store in stores:
             await store.close()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "action"),
+    [(b"FROM STDIN", "cut"), (b"COMMIT", "lose-answer")],
+    ids=["cut-copy", "commit-answer-lost"],
+)
+async def test_a_connection_lost_mid_round_is_said_as_one(
+    tmp_path: Path,
+    central_dsn: str,
+    proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+    pattern: bytes,
+    action: str,
+) -> None:
+    """PostgreSQL stopped (or the network cut) while a round was in its transaction: the warning
+    said asyncpg's words alone, `InterfaceError: cannot call Transaction.__aexit__(): the
+    underlying connection is closed` or `ConnectionDoesNotExistError: connection was closed in
+    the middle of operation` (until 2026-12-07), naming a Python method and no cause or
+    consequence. It now says the connection was lost, why that happens, and that nothing is
+    lost or doubled."""
+    metrics = Metrics()
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), metrics)
+    await store.open()
+    options = CentralOptions(
+        batch_size=50,
+        interval_seconds=0.05,
+        backoff_min_seconds=0.05,
+        backoff_max_seconds=0.2,
+        connect_timeout=1.0,
+        url="env:GATEWAY_CENTRAL_URL",
+    )
+    sync = Sync(store.path, proxy.dsn(database(central_dsn)), options, metrics, node="n")
+    await store.write([touch(n, f"{n:032x}") for n in range(10)])
+    rows = metrics.sync_rows.labels("central", "touchpoints")
+    errors = metrics.sync_errors.labels("central")
+    caplog.set_level("INFO", logger="gateway.sync")
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(20):
+            while rows._value.get() < 10:
+                await asyncio.sleep(0.02)
+        proxy.when_sent(pattern, action)
+        await store.write([touch(n, f"{n:032x}") for n in range(10, 20)])
+        async with asyncio.timeout(20):
+            while errors._value.get() < 1 or rows._value.get() < 20:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("central sync failed")]
+    assert len(failed) == 1, failed
+    assert "__aexit__" not in failed[0], failed[0]
+    assert (
+        "the connection to the server in central.url (GATEWAY_CENTRAL_URL) was lost in the middle"
+        " of a round (the server stopped or restarted, or the network cut it): the round goes"
+        " again, and rows it had sent are not doubled"
+    ) in failed[0], failed[0]
+    assert await _count(central_dsn) == (20, 20)
