@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Mapping
@@ -479,7 +480,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
         # A password, database or right refused is the server's answer, not a server away.
         if isinstance(err, asyncpg.PostgresError):
-            return Check("FAIL", f"central PostgreSQL refused: {explain(err, key)}", "check central.url")
+            return Check("FAIL", f"central PostgreSQL refused: {explain(err, key)}", refused_fix(err, key))
         # Most often the server is down, not the URL wrong: say both.
         fix = "start PostgreSQL there, or correct the host and port in central.url"
         if isinstance(err, SilentPeer):  # something is there: not started, but not answering
@@ -526,6 +527,40 @@ async def _no_schema(conn: Any, key: str) -> Check:
         f"CREATE SCHEMA {names[0] if names else '<name>'} (as the role that owns the tables),"
         " or correct ?search_path= in central.url",
     )
+
+
+def refused_fix(err: Exception, key: str) -> str:
+    """What fixes the central store's refusal ``err`` of the DSN in ``key`` (``central.url
+    (NAME)``): a user or database to create or correct, a password to correct or set; else to
+    check the URL."""
+    import asyncpg
+
+    text = str(err)
+    named = re.search(r'(?:user|role|database) "(.*)"', text)  # to its last quote
+    name = _identifier(named.group(1)) if named else "<name>"
+    if isinstance(err, asyncpg.InvalidPasswordError):
+        return (
+            f"correct the user name or password in {key}, or set that user's password on the"
+            f" server (ALTER ROLE {name} PASSWORD '…')"
+        )
+    if isinstance(err, asyncpg.InvalidCatalogNameError):
+        return (
+            f"create the database on the server (CREATE DATABASE {name} OWNER <user>), or correct"
+            f" its name in {key}"
+        )
+    if isinstance(err, asyncpg.InvalidAuthorizationSpecificationError) and text.startswith("role "):
+        return (
+            f"create the user on the server (CREATE ROLE {name} LOGIN PASSWORD '…'), or correct the"
+            f" user name in {key}"
+        )
+    return "check central.url"
+
+
+def _identifier(name: str) -> str:
+    """``name`` as SQL writes it: bare when it is a plain lower-case one, else double-quoted."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 async def _central_versions(conn: Any) -> tuple[dict[str, str], int, int]:

@@ -916,6 +916,44 @@ async def test_a_central_url_at_a_port_that_takes_the_connection_and_says_nothin
     ), check.fix
 
 
+async def test_a_central_store_s_refusal_is_fixed_by_what_it_refuses(
+    tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that does not exist, a user that does not exist: the doctor's fix said only
+    `check central.url` (until 2026-12-07), whatever the server refused. Now it says what to
+    create or correct, and where (the variable holding the URL)."""
+    import asyncpg
+
+    from gateway.doctor import check_central, refused_fix
+
+    port = postgres_server.port
+    cases = {
+        f"postgresql://postgres@127.0.0.1:{port}/no_such_db": (
+            'database "no_such_db" does not exist',
+            "create the database on the server (CREATE DATABASE no_such_db OWNER <user>), or"
+            " correct its name in central.url (CENTRAL_DSN)",
+        ),
+        f"postgresql://no_such_user@127.0.0.1:{port}/postgres": (
+            'role "no_such_user" does not exist',
+            "create the user on the server (CREATE ROLE no_such_user LOGIN PASSWORD '…'), or"
+            " correct the user name in central.url (CENTRAL_DSN)",
+        ),
+    }
+    for dsn, (said, fix) in cases.items():
+        monkeypatch.setenv("CENTRAL_DSN", dsn)
+        settings = make_settings(tmp_path, '[central]\nurl = "env:CENTRAL_DSN"\n', CENTRAL_DSN=dsn)
+        check = await check_central(settings, 5.0)
+        assert check is not None and check.status == "FAIL", check
+        assert check.what.startswith("central PostgreSQL refused: ") and said in check.what, check.what
+        assert check.fix == fix, check.fix
+    # The session's server trusts every password: a refused one as asyncpg raises it.
+    wrong = asyncpg.InvalidPasswordError('password authentication failed for user "gw"')
+    assert refused_fix(wrong, "central.url (CENTRAL_DSN)") == (
+        "correct the user name or password in central.url (CENTRAL_DSN), or set that user's"
+        " password on the server (ALTER ROLE gw PASSWORD '…')"
+    )
+
+
 async def test_a_secret_s_fix_asks_for_the_length_its_key_needs(tmp_path: Path) -> None:
     """The doctor told every secret's variable "(32+ characters)": a sender's secret (the
     platform's, at least 24 bytes) and a PostgreSQL URL too, where the gateway's own need it."""
