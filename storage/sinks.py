@@ -317,6 +317,17 @@ class Sink:
                 sent += len(batch)
         if refused and not sent and not took_before:
             check = f"check {self.key}.url and {self.secret_source}"
+            if len(messages) == 1:  # a quiet site's one new row: the URL and key may be right
+                lone = (
+                    f"the destination refused the one message there is to send, {message_id(refused[0][0])}"
+                )
+                waits = (
+                    "a message it refuses is skipped once it takes another message beside it, so"
+                    f" this one waits for the next row; if it refuses every message, {check}"
+                )
+                raise SinkError(
+                    f"{lone} ({refused[0][1]}); {waits}", f"{lone} ({refused[0][1].gist}); {waits}"
+                )
             raise SinkError(
                 f"the destination refused every message ({refused[0][1]}); {check}",
                 f"the destination refused every message ({refused[0][1].gist}); {check}",

@@ -434,6 +434,34 @@ async def test_a_destination_that_refuses_every_message_holds_them_all(world, ba
     assert set(batch_api.unique) == {f"gw-touch-{t.id}" for t in touches}
 
 
+async def test_a_lone_message_the_destination_refuses_is_said_to_wait_for_the_next_row(
+    world, batch_api: BatchApi
+) -> None:
+    """A quiet site's one new landing, which the destination refuses (a 400 naming the message's
+    own fault): until 2026-12-07 the warning said only `the destination refused every message
+    …; check sinks[0].url and sinks[0].secret`, sending the operator to a URL and key that are
+    right. A lone message cannot tell the two apart, so it still waits (nothing is skipped), but
+    the warning says which message, why it waits, and until when."""
+    w = await world(sink_toml(batch_api))
+    (lone,) = [touch(0, f"{0:032x}", "news")]
+    await w.store.write([lone])
+    batch_api.refuse = {f"gw-touch-{lone.id}": 400}
+    with pytest.raises(SinkError) as refused:
+        await one_round(w)
+    assert str(refused.value) == (
+        f"the destination refused the one message there is to send, gw-touch-{lone.id} (HTTP 400:"
+        ' {"error": "invalid message"}); a message it refuses is skipped once it takes another'
+        " message beside it, so this one waits for the next row; if it refuses every message,"
+        " check sinks[0].url and sinks[0].secret (SINK_SECRET)"
+    )
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 0
+    other = touch(1, f"{1:032x}", "news")
+    await w.store.write([other])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 0}
+    assert list(batch_api.unique) == [f"gw-touch-{other.id}"]
+    assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "refused")._value.get() == 1
+
+
 async def test_refused_credentials_are_retried_and_a_resend_on_demand_reports_a_refusal(
     world, batch_api: BatchApi
 ) -> None:
