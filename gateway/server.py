@@ -741,8 +741,8 @@ async def serve(
             await _apply_standings(gw)
             # Standings set from now on, through worker 0's admin API, reach this worker too.
             background = [
-                loop.create_task(_keep_running("standings", lambda: _follow_standings(gw))),
-                loop.create_task(_keep_running("erasures", lambda: _follow_erasures(gw))),
+                loop.create_task(_keep_running("standings", lambda: _follow_standings(gw)), name="standings"),
+                loop.create_task(_keep_running("erasures", lambda: _follow_erasures(gw)), name="erasures"),
             ]
     except BaseException:
         await proxy_runner.cleanup()
@@ -750,7 +750,12 @@ async def serve(
     settle_heap()
     log.info(
         "listening",
-        extra={"proxy": proxy_addr, "admin": admin_addr or None, "background": sorted(gw.background)},
+        # The tasks this process runs: worker 0's attached ones, another worker's followers only.
+        extra={
+            "proxy": proxy_addr,
+            "admin": admin_addr or None,
+            "background": sorted(t.get_name() for t in background),
+        },
     )
     if on_ready:
         on_ready(proxy_addr, admin_addr)

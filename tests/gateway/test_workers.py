@@ -29,7 +29,7 @@ from gateway.heartbeat import EXIT_ALLOWANCE, Listener
 from gateway.ids import uuid7
 from gateway.supervisor import ADMIN_FD_ENV, Supervisor, listen_on, reserve_on
 from storage.queries import Reader
-from tests.conftest import ENV, TOKEN, make_settings
+from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.gatewayproc import GatewayProcess, children
 
 LANDINGS = 300
@@ -1432,4 +1432,23 @@ async def test_a_sighup_to_a_worker_while_the_gateway_stops_is_said_ignored(
         assert await gw.stop() == 0
     finally:
         release.set()
+        await gw.kill()
+
+
+async def test_each_worker_s_listening_line_names_the_background_tasks_it_runs(
+    tmp_path: Path, upstream_server: object, batch_api: BatchApi
+) -> None:
+    """Worker 1's `listening` line named the central sync and every sink among its background
+    tasks (until 2026-12-07), as worker 0's did: an operator reading it took both workers for
+    syncing (and sending) the same rows. Only worker 0 runs them; worker 1 follows the erasures
+    and the creator standings worker 0 records."""
+    cfg = await asyncio.to_thread(_config, tmp_path, await _origin(upstream_server), 2, sink_toml(batch_api))
+    gw = await GatewayProcess.start(cfg, env={"SINK_SECRET": WRITE_KEY})
+    try:
+        await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
+        listening = {r["worker"]: r["background"] for r in gw.logs() if r["msg"] == "listening"}
+        assert listening[0] == ["erasures", "sink-out"], listening
+        assert listening[1] == ["erasures", "standings"], listening
+        assert await gw.stop() == 0
+    finally:
         await gw.kill()
