@@ -376,6 +376,8 @@ def failed_what(err: BaseException) -> str:
     """How a command starts its message about ``err`` (``explain`` gives the rest)."""
     if isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):
         return "the central store did not answer in time"
+    if isinstance(err, SilentPeer):  # connected, but no start-up: not a server that is away
+        return "the central store did not answer"
     if isinstance(err, asyncpg.PostgresError):  # it answered: a refusal, not a server away
         return "the central store refused"
     return "cannot reach the central store"

@@ -315,7 +315,7 @@ async def test_a_server_that_never_answers_is_told_as_unreachable_a_slow_stateme
         server.close()
         await server.wait_closed()
     key = "central.url (GATEWAY_CENTRAL_URL)"
-    assert central.failed_what(away.value) == "cannot reach the central store"
+    assert central.failed_what(away.value) == "the central store did not answer"
     # It took the connection: not said "no connection … cannot be reached" (until 2026-12-07),
     # which sent the operator to look for a server down or a firewall, where one listens.
     assert central.explain(away.value, key) == (
