@@ -59,6 +59,7 @@ from typing import Any
 
 import aiohttp
 import aiosqlite
+import yarl
 
 from gateway.config import Settings
 from gateway.har import printable
@@ -212,7 +213,9 @@ class Sink:
             except aiohttp.ClientConnectorError as err:  # no such host, refused, TLS refused
                 raise SinkError(f"{no_connection(err)}; check {self.key}.url") from err
             except aiohttp.ClientError as err:
-                raise SinkError(f"{type(err).__name__}: {err}") from err
+                # aiohttp's words quote the URL (a token in its path or query, until 2026-12-07
+                # logged with them) over several lines: the host and port instead, on one.
+                raise SinkError(not_http(err, url, f"{self.key}.url")) from err
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
         if told is not None:  # the destination says when: believe it
             self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
@@ -601,6 +604,28 @@ async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
     while len(answer) < ANSWER_LIMIT and (chunk := await resp.content.read(ANSWER_LIMIT - len(answer))):
         answer += chunk
     return bytes(answer)
+
+
+def not_http(err: aiohttp.ClientError, url: str, key: str) -> str:
+    """A request to ``url`` (the sink's ``key``) that got no HTTP answer, as the operator fixes
+    it: the host and port, never the URL (which may hold a token), on one line."""
+    target = yarl.URL(url)
+    host = target.host or "?"
+    at = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
+    elsewhere = "another service than an HTTP server listens there"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return (
+            f"{at} closed the connection without an answer: {elsewhere} (a database's port?), an"
+            f" https:// destination is asked in http://, or it drops such requests; check {key}"
+        )
+    if isinstance(err, aiohttp.ClientResponseError):  # only aiohttp's parser raises it here
+        words = printable(" ".join(err.message.split()))[:200]
+        return (
+            f"the answer from {at} is not HTTP ({words}): {elsewhere}, or an https:// destination"
+            f" is asked in http://; check {key}"
+        )
+    said = " ".join(str(err).replace(str(target), at).replace(url, at).split())
+    return f"{type(err).__name__}: {printable(said)[:300]}"
 
 
 def retry_after_seconds(value: str) -> float | None:

@@ -868,9 +868,66 @@ async def test_a_malformed_answer_is_a_retried_failure(
     await w.store.write([touch(0, "1" * 32, "news")])
     caplog.set_level(logging.WARNING, "gateway.sinks")
     line = await _first_retry_warning(w, caplog)
-    assert line.startswith("sink out failed (") and "Error" in line, line
+    assert line.startswith("sink out failed (") and "\n" not in line, line
+    # What the client saw: no HTTP (said so, and what to check), or an answer cut short.
+    assert "check sinks[0].url" in line or "ClientPayloadError" in line, line
     assert not any(r.exc_info for r in caplog.records)
     assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (
+            b"garbage\r\n\r\n",
+            "the answer from {at} is not HTTP (Bad status line: Expected HTTP/, RTSP/ or ICE/:"
+            " b'garbage' ^): another service than an HTTP server listens there, or an https://"
+            " destination is asked in http://; check sinks[0].url",
+        ),
+        (
+            b"\x15\x03\x01\x00\x02\x02\x46",  # a TLS alert: an https:// server asked in http://
+            "the answer from {at} is not HTTP (Bad status line: Expected HTTP/, RTSP/ or ICE/:"
+            " b'\\x15\\x03\\x01\\x00\\x02\\x02F' ^): another service than an HTTP server listens"
+            " there, or an https:// destination is asked in http://; check sinks[0].url",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "the answer from {at} is not HTTP (Invalid character in Content-Length: b'Content-Length:"
+            " abc' ^): another service than an HTTP server listens there, or an https:// destination"
+            " is asked in http://; check sinks[0].url",
+        ),
+        (
+            b"",
+            "{at} closed the connection without an answer: another service than an HTTP server"
+            " listens there (a database's port?), an https:// destination is asked in http://, or it"
+            " drops such requests; check sinks[0].url",
+        ),
+    ],
+    ids=["not-http", "tls-alert", "bad-length", "nothing"],
+)
+async def test_an_answer_that_is_not_http_names_the_address_not_the_url(
+    world, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes, said: str
+) -> None:
+    """A webhook sink's URL may hold a token (in the environment, as a secret: `env:NAME`). An
+    answer that is not HTTP was logged as aiohttp's words, which quote the URL, token and all,
+    over several lines (until 2026-12-07); a connection closed with no answer as
+    `ServerDisconnectedError: Server disconnected`, with no word of what to check. Now one line,
+    naming the host and port and what to check."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    base = await raw_upstream(handler)
+    at = base.removeprefix("http://")
+    toml = '[[sinks]]\nname = "out"\nkind = "webhook"\nurl = "env:HOOK_URL"\nsecret = "env:SINK_SECRET"\n'
+    w = await world(toml + "backoff_max_seconds = 600.0\n", HOOK_URL=f"{base}/hooks/tok_s3cr3t?key=k3y")
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert "s3cr3t" not in line and "k3y" not in line and "\n" not in line, line
+    assert line.startswith(f"sink out failed ({said.format(at=at)}); retrying in "), line
 
 
 async def test_an_accepting_answer_that_does_not_end_is_read_no_further(world, raw_upstream) -> None:
