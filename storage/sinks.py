@@ -614,9 +614,11 @@ def not_http(err: aiohttp.ClientError, url: str, key: str) -> str:
     at = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
     elsewhere = "another service than an HTTP server listens there"
     if isinstance(err, aiohttp.ServerDisconnectedError):
+        # Also what a kept-alive connection the destination closed meanwhile comes to: retried.
         return (
-            f"{at} closed the connection without an answer: {elsewhere} (a database's port?), an"
-            f" https:// destination is asked in http://, or it drops such requests; check {key}"
+            f"{at} closed the connection without an answer: a kept-alive connection it closed"
+            f" meanwhile, or {elsewhere} (a database's port?), or an https:// destination is asked"
+            f" in http://; check {key} if it lasts"
         )
     if isinstance(err, aiohttp.ClientResponseError):  # only aiohttp's parser raises it here
         words = printable(" ".join(err.message.split()))[:200]

@@ -898,9 +898,9 @@ async def test_a_malformed_answer_is_a_retried_failure(
         ),
         (
             b"",
-            "{at} closed the connection without an answer: another service than an HTTP server"
-            " listens there (a database's port?), an https:// destination is asked in http://, or it"
-            " drops such requests; check sinks[0].url",
+            "{at} closed the connection without an answer: a kept-alive connection it closed"
+            " meanwhile, or another service than an HTTP server listens there (a database's port?),"
+            " or an https:// destination is asked in http://; check sinks[0].url if it lasts",
         ),
     ],
     ids=["not-http", "tls-alert", "bad-length", "nothing"],
