@@ -136,7 +136,13 @@ class Identity:
         self.max_age = opts.max_age_days * 86400
         self.refresh_days = opts.refresh_days
         self.recent = RecentRefreshes(opts.refresh_days)
-        self.secure = opts.secure
+        # A browser keeps a "__Secure-" or "__Host-" cookie (any case) only when it is Secure: such a
+        # name is Secure on every answer, as under "always" ("never" is a config error with it).
+        # Under "auto", a request taken as plain http (a TLS proxy in front that is not in
+        # proxy.trusted_proxies) got one without the flag until 2026-12-07, which the browser
+        # refused: every page load a new visitor, an opt-out's expiry refused too.
+        prefixed = opts.cookie_name[:9].lower().startswith(("__secure-", "__host-"))
+        self.secure = "always" if prefixed else opts.secure
         self.samesite = opts.samesite
         self.domain = opts.domain
         # The host the browser asked, when configured: a front proxy may send its own Host

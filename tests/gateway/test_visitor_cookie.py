@@ -217,3 +217,20 @@ async def test_the_domain_goes_only_on_hosts_under_it(
     [cookie] = ours(await get(gw, "/p", host=host))
     attributes = cookie.split("; ")[1:]
     assert [a for a in attributes if a.startswith("Domain=")] == ([f"Domain={domain}"] if domain else [])
+
+
+@pytest.mark.parametrize("name", ["__Host-vid", "__Secure-vid", "__host-vid"])
+@pytest.mark.parametrize("lines", [[], [b"X-Forwarded-Proto: https"], [b"Sec-GPC: 1", b"Cookie: NAME=old"]])
+async def test_a_prefixed_name_is_always_secure(
+    start_gateway, raw_upstream, name: str, lines: list[bytes]
+) -> None:
+    """A browser keeps a ``__Host-`` or ``__Secure-`` cookie only when it is ``Secure`` (RFC
+    6265bis §4.1.3; the prefixes are matched in any case). Under ``identity.secure = "auto"`` a
+    request the gateway takes as plain http — a TLS proxy in front that is not in
+    ``proxy.trusted_proxies``, whose ``X-Forwarded-Proto`` is dropped — got one without it: the
+    browser refused every ID, each page load was a new visitor, and an opt-out's expiry was
+    refused too."""
+    gw = await start_gateway(await raw_upstream(Origin()), f'[identity]\ncookie_name = "{name}"\n')
+    reply = await get(gw, "/p", *(line.replace(b"NAME", name.encode()) for line in lines))
+    [cookie] = [line for line in reply.headers.getall("Set-Cookie", []) if line.startswith(name + "=")]
+    assert cookie.endswith("; Secure")
