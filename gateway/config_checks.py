@@ -419,10 +419,11 @@ def validate(options: Options) -> list[str]:
     p += validate_payouts(options.payouts, options.campaign.max_value_length)
     p += _validate_central(options)
     p += _validate_privacy(options.privacy)
-    if options.privacy.consent_cookie.name == ident.cookie_name:
+    if options.privacy.consent_cookie.name and options.privacy.consent_cookie.name == ident.cookie_name:
         # Browsers compare names as written: only the same spelling is the same cookie. The
         # banner's "yes" was overwritten by the ID, and the next page, its value no "yes", expired
-        # the ID: consent given, never kept, and the site's banner asked again.
+        # the ID: consent given, never kept, and the site's banner asked again. No consent cookie
+        # (no name) clashes with nothing: an empty identity.cookie_name is its own problem only.
         p.append(
             f"privacy.consent_cookie.name: {ident.cookie_name!r} is identity.cookie_name's too: the ID "
             "cookie would overwrite the visitor's consent; name the site's consent-banner cookie"

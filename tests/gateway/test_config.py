@@ -1227,6 +1227,15 @@ def test_cookie_names_that_would_overwrite_one_another_are_refused(toml: str, ex
     assert any(p.startswith(expected) for p in found), found
 
 
+def test_an_empty_cookie_name_is_one_problem_not_a_consent_cookie_clash() -> None:
+    # No consent cookie configured (its name empty) is no clash with an empty ID cookie name: the
+    # operator was told of a privacy.consent_cookie.name they never wrote (until 2026-12-07).
+    assert problems("[identity]\ncookie_name = ''\n") == [
+        "identity.cookie_name: must be a cookie name: letters, digits and !#$%&'*+-.^_`|~ (no spaces, ;, "
+        "=, quotes or commas), got ''"
+    ]
+
+
 def test_cookie_names_differing_in_case_are_two_cookies() -> None:
     # Browsers compare cookie names as written: 'GW_VID' is another cookie than 'gw_vid'.
     settings = load_settings(
