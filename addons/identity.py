@@ -251,10 +251,13 @@ class Identity:
         (a login that is the visitor's first request binds this ID: they must keep it); refresh it
         on each landing, and on a page view whose answer no shared cache gives anyone else, once
         per ``identity.refresh_days`` (``addons/refresh.py``)."""
-        if not self.site_cookie_seen and ex.response is not None:
+        if ex.response is not None:
             lines = set_cookie_lines(ex.response.headers)
-            if lines:  # most answers set none: no call (~1,000 instructions a landing)
-                self._site_sets_ours(ex, lines)
+            # Most answers set none: no call (~1,000 instructions a landing).
+            if lines and self._site_sets_ours(ex, lines):
+                return  # the site's own cookie of the name: the browser keeps it, as without us
+        if self.site_cookie_seen and self._sites_value(ex.request):
+            return  # the site's value, not ours: not replaced, nor expired
         visitor = ex.visitor
         if visitor is None:
             if ex.aggregate_only and self.cookie_name in ex.request.cookies:
@@ -309,23 +312,38 @@ class Identity:
         cookie.shared_safe = True
         ex.set_cookies.append(cookie)
 
-    def _site_sets_ours(self, ex: Exchange, lines: Sequence[str]) -> None:
-        """Say once when the site's answer sets a cookie of ``identity.cookie_name``'s name: the
-        browser keeps the site's value in place of the visitor's ID, so their next request is a
-        new visitor, counted as a rejected cookie — which reads as forgery, not as two owners of
-        one name. ``lines``: the answer's Set-Cookie lines."""
+    def _site_sets_ours(self, ex: Exchange, lines: Sequence[str]) -> bool:
+        """Whether the site's answer sets a cookie of ``identity.cookie_name``'s name (``lines``:
+        its Set-Cookie lines). The site comes first (the site behaves as without us): such an
+        answer gets none of ours, which the browser would keep in place of the site's (a session
+        of that name logged out). Said once per process, as the visitors who hold the site's
+        value are new visitors on every request, counted as rejected cookies — which reads as
+        forgery, not as two owners of one name."""
         for line in lines:
             name, sep, _ = line.partition("=")
             if sep and name.strip() == self.cookie_name:
-                self.site_cookie_seen = True
-                log.warning(
-                    "the site's answer to %s sets a cookie named %r, identity.cookie_name's: the browser "
-                    "keeps it in place of the visitor's ID, and their next request is a new visitor "
-                    "(counted in gateway_cookies_rejected_total); give identity.cookie_name another name",
-                    ex.request.path[:200],
-                    self.cookie_name,
-                )
-                return
+                if not self.site_cookie_seen:
+                    self.site_cookie_seen = True
+                    log.warning(
+                        "the site's answer to %s sets a cookie named %r, identity.cookie_name's: the browser "
+                        "keeps it in place of the visitor's ID; the gateway now leaves the site's cookie "
+                        "alone (none of ours beside it, none of that name it cannot verify replaced), so "
+                        "the visitors who hold it are new visitors on every request (counted in "
+                        "gateway_cookies_rejected_total); give identity.cookie_name another name",
+                        ex.request.path[:200],
+                        self.cookie_name,
+                    )
+                return True
+        return False
+
+    def _sites_value(self, req: RequestView) -> bool:
+        """Whether the request holds a cookie of our name and none of its values is an ID of
+        ours: once the site was seen setting the name, such a value is the site's, and writing
+        an ID (or an expiry) over it would change the site's cookie. Read only then."""
+        values = [
+            value for value in cookie_values(req.headers.get("cookie") or "", self.cookie_name) if value
+        ]
+        return bool(values) and all(self._verify(value) is None for value in values)
 
     def _consent_given(self, ex: Exchange) -> bool | None:
         """What the response's own Set-Cookie lines of the consent cookie leave the browser

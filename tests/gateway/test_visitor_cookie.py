@@ -90,13 +90,12 @@ async def test_the_site_gets_the_visitors_cookie_lines_byte_for_byte(
 async def test_the_sites_set_cookie_lines_reach_the_visitor_in_order_before_ours(
     start_gateway, raw_upstream, tmp_path: Path
 ) -> None:
-    """Several lines, an ``Expires`` with its comma, and one of our cookie's name: each as the
-    site wrote it, in its order; ours after them where we set one (a landing), so for the same
-    Domain and Path the browser keeps ours; none of ours on a returning visitor's plain page,
-    where the site's then replaces the visitor's ID (README: The visitor ID)."""
+    """Several lines, an ``Expires`` with its comma: each as the site wrote it, in its order;
+    ours after them where we set one (a landing); none of ours on a returning visitor's plain
+    page. (One of our cookie's name: ``test_a_site_cookie_of_our_name_is_left_to_the_site``.)"""
     site_lines = [
         b"session=s1; Path=/; HttpOnly",
-        b"gw_vid=site-value; Path=/",
+        b"gw_vid_theme=site-value; Path=/",
         b"pref=dark; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/",
         b"x=1",
     ]
@@ -234,3 +233,51 @@ async def test_a_prefixed_name_is_always_secure(
     reply = await get(gw, "/p", *(line.replace(b"NAME", name.encode()) for line in lines))
     [cookie] = [line for line in reply.headers.getall("Set-Cookie", []) if line.startswith(name + "=")]
     assert cookie.endswith("; Secure")
+
+
+class CollidingSite:
+    """A site whose own session cookie has the ID cookie's name (an ``identity.cookie_name``
+    chosen as one the site already uses): ``/login`` sets it, every other path is a page."""
+
+    def __init__(self) -> None:
+        self.cookies: list[list[bytes]] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            self.cookies.append([line[8:] for line in lines if line.lower().startswith(b"cookie: ")])
+            sets = (
+                b"Set-Cookie: gw_vid=S1; Path=/; HttpOnly\r\n" if lines[0].startswith(b"GET /login") else b""
+            )
+            writer.write(b"HTTP/1.1 200 OK\r\n" + sets + b"Content-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+
+async def test_a_site_cookie_of_our_name_is_left_to_the_site(
+    start_gateway, raw_upstream, tmp_path: Path
+) -> None:
+    """Transparency first: the site keeps its cookie as without the gateway. Until 2026-12-07 an
+    answer setting it got ours after it (a landing, a login a rule watches), which the browser
+    kept instead, and every later page load holding the site's value, which is no ID of ours,
+    had it replaced by a new ID (and an opt-out's expiry deleted it): a site session of that
+    name was logged out on every page."""
+    site = CollidingSite()
+    gw = await start_gateway(await raw_upstream(site))
+    good = signed(tmp_path, "A")
+    # Before the site is seen setting the name, a value that is no ID of ours is replaced.
+    assert len(ours(await get(gw, "/p", b"Cookie: gw_vid=junk"))) == 1
+    # A landing on the site's login: the site's line alone, not ours after it.
+    login = await get(gw, "/login?utm_source=news", b"Cookie: gw_vid=" + good.encode())
+    assert login.headers.getall("Set-Cookie") == ["gw_vid=S1; Path=/; HttpOnly"]
+    # The site's value now comes back: left alone, on a landing and a page, opted out or not.
+    for lines in ([], [b"Sec-GPC: 1"]):
+        reply = await get(gw, "/p?utm_source=ad", b"Cookie: gw_vid=S1", *lines)
+        assert (reply.status, reply.body, ours(reply)) == (200, b"ok", [])
+        reply = await get(gw, "/account", b"Cookie: gw_vid=S1", *lines)
+        assert (reply.status, ours(reply)) == (200, [])
+    assert site.cookies[-1] == [b"gw_vid=S1"]
+    # A visitor who holds an ID of ours, or none, is still given one.
+    assert len(ours(await get(gw, "/p?utm_source=ad", b"Cookie: gw_vid=" + good.encode()))) == 1
+    assert len(ours(await get(gw, "/p"))) == 1
+    assert await rejected(gw) == 3  # the junk, then the site's value twice (an opt-out reads none)
