@@ -318,7 +318,10 @@ class Campaign:
             and self._starts(referrer_host, site)
             and not self._follows_redirect(ex, referrer_host)
         ):
-            self._record(ex, values, click, referrer_host if external else None, raw_params, site)
+            # A tagged landing keeps its referrer, the site's own host too: an internal banner's
+            # utm_campaign on the site's own page was Unassigned (until 2026-12-07), credited, where
+            # the same link on its blog was Internal; and the host is what reclassify reads then.
+            self._record(ex, values, click, referrer_host, raw_params, site)
 
         if self.strip == "off":
             return

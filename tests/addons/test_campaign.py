@@ -519,6 +519,31 @@ def test_remembered_channel_depends_on_the_site_and_every_value() -> None:
     assert channel("/?utm_campaign=x&gclid=1") == "Paid Search"
 
 
+@pytest.mark.parametrize(
+    ("referer", "host"),
+    [
+        ("https://www.shop.com/", "www.shop.com"),  # the page's own host
+        ("https://www.shop.com:8443/home", "www.shop.com"),  # another port of it
+        ("https://WWW.shop.com./", "www.shop.com:443"),
+        ("https://blog.shop.com/post", "www.shop.com"),  # another host of the site: Internal already
+    ],
+)
+def test_a_tagged_internal_link_on_the_sites_own_host_is_internal(referer: str, host: str) -> None:
+    """An internal banner tagged with a campaign name only (or a source and medium no rule
+    knows), clicked on the site's own host: Unassigned, credited by every model and taking the
+    last touch from the ad that brought the visitor, where the same link on the site's blog was
+    Internal. Now both are Internal, the site's host kept as the referrer (what ``gateway
+    reclassify`` reads to keep it so)."""
+    for target in ("/sale?utm_campaign=summer-banner", "/sale?utm_source=homepage&utm_medium=hero"):
+        ex, _ = run(target, headers={**DOCUMENT, "Referer": referer}, host=host)
+        [tp] = ex.events
+        assert tp.channel == "Internal", (target, referer)
+        assert tp.referrer_host == referer.split("/")[2].lower().split(":")[0].rstrip(".")
+    # Fields that place it still do: an email link opened in the site's own webmail page.
+    ex, _ = run("/sale?utm_medium=email", headers={**DOCUMENT, "Referer": referer}, host=host)
+    assert [tp.channel for tp in ex.events] == ["Email"]
+
+
 def test_remembered_channels_are_bounded() -> None:
     from addons.campaign import CHANNEL_CACHE
 
