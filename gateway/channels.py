@@ -99,6 +99,13 @@ _ADS_ONLY_SOCIAL_CLICKS = frozenset({"ttclid", "li_fat_id", "sccid", "epik", "rd
 """Social click IDs only ads carry (TikTok, LinkedIn, Snapchat, Pinterest, Reddit, Quora);
 fbclid and twclid also decorate organic shares."""
 _SOCIAL_CLICKS = _ADS_ONLY_SOCIAL_CLICKS | {"fbclid", "twclid"}
+_ORGANIC_TO_PAID = {
+    ORGANIC_SOCIAL: PAID_SOCIAL,
+    ORGANIC_SEARCH: PAID_SOCIAL,
+    ORGANIC_VIDEO: PAID_SOCIAL,
+    ORGANIC_SHOPPING: PAID_SHOPPING,
+}
+"""What an ads-only social click ID makes of a channel its medium or source would call organic."""
 SHARED_CLICK_IDS = frozenset({"mc_cid"})
 """Click-ID parameters that name a campaign, not a click: every recipient of a Mailchimp
 newsletter carries the same ``mc_cid``, so its reuse is no sign of fraud."""
@@ -405,12 +412,17 @@ class Channels:
                 return PAID_SOCIAL
             if not medium and kind in _ADS_ONLY_SOCIAL_CLICKS:
                 return PAID_SOCIAL
+            found = ORGANIC_SOCIAL
             if medium and source_class != "social":
                 # A newsletter link shared on Facebook keeps its utm_medium=email and gains an
                 # fbclid: a medium naming another channel decides, as in GA4 (which reads no
                 # social click ID); a social source stays Organic Social there too.
-                return self._by_params(source, medium, source_class) or ORGANIC_SOCIAL
-            return ORGANIC_SOCIAL
+                found = self._by_params(source, medium, source_class) or ORGANIC_SOCIAL
+            if kind in _ADS_ONLY_SOCIAL_CLICKS and found in _ORGANIC_TO_PAID:
+                # Only ads carry it: a medium saying social, organic or video is the ad's own tag
+                # (TikTok's, LinkedIn's ads tagged utm_medium=social), no organic visit.
+                return _ORGANIC_TO_PAID[found]
+            return found
         if kind == "mc_cid":  # Mailchimp campaign links
             return EMAIL
         if kind == "irclickid":  # Impact, an affiliate network

@@ -49,14 +49,22 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="fbclid", medium="cpc"), "Paid Social"),
         (Signals(click_id_kind="twclid", medium="social"), "Organic Social"),
         (Signals(click_id_kind="ttclid"), "Paid Social"),
-        (Signals(click_id_kind="li_fat_id", medium="social"), "Organic Social"),
+        # only ads carry these: a medium saying social, organic or video is the ad's own tag
+        # (TikTok's and LinkedIn's ads are often tagged utm_medium=social), never an organic visit
+        (Signals(click_id_kind="li_fat_id", medium="social"), "Paid Social"),
+        (Signals(click_id_kind="ttclid", source="tiktok", medium="social"), "Paid Social"),
+        (Signals(click_id_kind="ttclid", medium="organic"), "Paid Social"),
+        (Signals(click_id_kind="ttclid", medium="video"), "Paid Social"),
+        (Signals(click_id_kind="rdt_cid", source="reddit", medium="whatever"), "Paid Social"),
+        (Signals(click_id_kind="sccid", source="snapchat", medium="email"), "Paid Social"),
+        (Signals(click_id_kind="epik", medium="shopping"), "Paid Shopping"),  # Pinterest's shopping ads
         (Signals(click_id_kind="mc_cid"), "Email"),
         (Signals(click_id_kind="sccid"), "Paid Social"),  # Snapchat's ScCid, stored lower-cased
         (Signals(click_id_kind="ScCid"), "Paid Social"),
         (Signals(click_id_kind="epik"), "Paid Social"),  # Pinterest
         (Signals(click_id_kind="rdt_cid"), "Paid Social"),  # Reddit
         (Signals(click_id_kind="qclid"), "Paid Social"),  # Quora
-        (Signals(click_id_kind="epik", source="pinterest", medium="social"), "Organic Social"),
+        (Signals(click_id_kind="epik", source="pinterest", medium="social"), "Paid Social"),
         (Signals(click_id_kind="irclickid"), "Affiliates"),  # Impact
         (Signals(click_id_kind="fbclid", source="facebook"), "Organic Social"),  # a share, untagged
         (Signals(click_id_kind="fbclid", source="ig", medium="paid"), "Paid Social"),
