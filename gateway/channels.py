@@ -1,7 +1,7 @@
 """Channels: the marketing channel a touchpoint came through, from ordered rules.
 
 Reads the shipped referrer table (``gateway/data/referrers.toml``: hosts, site names and
-Android package names → search, social, email, video, ai, shopping, referral, payment or
+Android package names → search, social, email, video, ai, shopping, sms, referral, payment or
 login) and ``[channels]``, which extends it and adds rules. Owns the channel names (the
 industry's default channel grouping, plus AI Assistants), the rule order, and the answer to
 "should this referrer start a touchpoint at all?" — a self-referral or a return from a
@@ -58,9 +58,10 @@ CREDITED = (
 """Every built-in channel a model can credit (all but Internal), the most common first: the
 dashboard gives each the palette colour of its place here, the same in every period."""
 
-CLASSES = ("search", "social", "email", "video", "ai", "shopping", "referral", "payment", "login")
+CLASSES = ("search", "social", "email", "video", "ai", "shopping", "sms", "referral", "payment", "login")
 """Referrer classes of the shipped table and of ``channels.referrers``: ``referral`` pins a host
-to Referral (``news.google.com`` is no search engine); returns from ``payment`` and ``login``
+to Referral (``news.google.com`` is no search engine); ``sms`` names the text-messaging apps
+(``android-app://com.google.android.apps.messaging``); returns from ``payment`` and ``login``
 (sign-in providers) continue the visit."""
 CLASS_CHANNEL = {
     "search": ORGANIC_SEARCH,
@@ -69,6 +70,7 @@ CLASS_CHANNEL = {
     "video": ORGANIC_VIDEO,
     "ai": AI_ASSISTANTS,
     "shopping": ORGANIC_SHOPPING,
+    "sms": SMS,
     "referral": REFERRAL,
     "payment": INTERNAL,
     "login": INTERNAL,
@@ -462,7 +464,7 @@ class Channels:
             return ORGANIC_VIDEO
         if source_class == "search" or medium == "organic":
             return ORGANIC_SEARCH
-        if source == "sms" or medium == "sms":
+        if source == "sms" or medium == "sms" or source_class == "sms":
             return SMS
         if medium.endswith("push") or "mobile" in medium or "notification" in medium or source == "firebase":
             return MOBILE_PUSH

@@ -383,8 +383,8 @@ class ChannelRule(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 
 class ChannelsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     referrers: dict[str, str] = {}
-    """Extra referrer hosts (``"kagi.com"``) or site names (``"kagi"``, any suffix) → class
-    (search, social, email, video, ai, shopping, referral, payment, login), optionally ``"class/Name"``."""
+    """Extra referrer hosts (``"kagi.com"``) or site names (``"kagi"``, any suffix) → class (search,
+    social, email, video, ai, shopping, sms, referral, payment, login), optionally ``"class/Name"``."""
     payment_gateways: tuple[str, ...] = ()
     """Extra payment-gateway hosts or names whose returns continue the visit (no touchpoint)."""
     own_domains: tuple[str, ...] = ()

@@ -198,6 +198,17 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(referrer_host="com.google.android.youtube"), "Organic Video"),
         (Signals(referrer_host="com.google.android.apps.bard"), "AI Assistants"),
         (Signals(referrer_host="com.google.android.apps.magazines"), "Referral"),
+        # Google's other apps are no search (reversed, each read as google.com's): a link tapped
+        # in a text message is SMS; in Chat, Drive, Calendar a Referral, as their web hosts are
+        (Signals(referrer_host="com.google.android.apps.messaging"), "SMS"),  # Google Messages
+        (Signals(referrer_host="com.samsung.android.messaging"), "SMS"),  # Samsung Messages
+        (Signals(referrer_host="com.google.android.apps.dynamite"), "Referral"),  # Google Chat
+        (Signals(referrer_host="com.google.android.apps.docs"), "Referral"),  # Drive
+        (Signals(referrer_host="com.google.android.calendar"), "Referral"),
+        (Signals(referrer_host="com.google.android.apps.maps"), "Organic Search"),  # local search
+        (Signals(referrer_host="com.google.android.apps.searchlite"), "Organic Search"),  # Google Go
+        (Signals(referrer_host="com.google.android.apps.googleassistant"), "AI Assistants"),
+        (Signals(referrer_host="www.android.google.com"), "Referral"),
         (Signals(referrer_host="com.facebook.katana"), "Organic Social"),  # looked up reversed
         (Signals(referrer_host="org.telegram.messenger"), "Organic Social"),
         (Signals(referrer_host="com.reddit.frontpage"), "Organic Social"),
@@ -298,6 +309,8 @@ def test_operator_extends_the_table() -> None:
         "news.google.com" = "search"
         "blog.example.org" = "referral"
         "sso.example-idp.com" = "login"
+        "sms.example-carrier.com" = "sms"
+        "textblast" = "sms/TextBlast"
         "com.example.reader" = "social/Example Reader"
         """
     )
@@ -308,6 +321,8 @@ def test_operator_extends_the_table() -> None:
     assert ch.referrer("search.example.net") == ("search", "Example Search")
     assert ch.classify(Signals(referrer_host="intranet-mail.co.jp")) == "Email"
     assert ch.classify(Signals(referrer_host="t.co")) == "AI Assistants"  # overrides the shipped entry
+    assert ch.classify(Signals(referrer_host="sms.example-carrier.com")) == "SMS"
+    assert ch.classify(Signals(source="textblast", campaign="flash-sale")) == "SMS"
     assert not ch.starts_touchpoint("acs.pay.example-bank.com", "shop.example.com")
     assert not ch.starts_touchpoint("www.acmepay.com", "shop.example.com")
     assert not ch.starts_touchpoint("www.example-shop.de", "shop.example.com")
