@@ -654,6 +654,17 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         if not bare or "/" in host or (colon and port.isdigit() and "." in name):
             bad = host_problem(bare, example="kagi.com")
             p.append(f"channels.referrers.{toml_key(host)}: {bad} (or a utm_source name)")
+        elif "." in bare and bare.startswith(("*", ".")):  # "*.example.net": no host is spelt so
+            p.append(
+                f"channels.referrers.{toml_key(host)}: a host key matches the host and its subdomains"
+                f' already, and no host starts with "{bare[0]}": write "{bare.lstrip("*.")}"'
+            )
+        elif "." in bare and not bare.isascii() and (ascii_form := idna_form(bare)) is not None:
+            # The host as the browser sends it, xn--…: as a rule's referrer, own_domains.
+            p.append(
+                f"channels.referrers.{toml_key(host)}: a referrer's host arrives in its ASCII form,"
+                f' never as written here: write "{ascii_form}"'
+            )
         elif (kind := value.partition("/")[0]) in ("payment", "login") and "." in bare:
             # As channels.payment_gateways refuses it: a return from either records no touchpoint.
             what = "a payment gateway" if kind == "payment" else "a sign-in provider"

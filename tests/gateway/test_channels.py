@@ -409,6 +409,19 @@ def test_a_classifier_can_be_built_from_options_alone() -> None:
             "channels.referrers.\"x.com\": unknown class 'news'",
         ),
         ("[channels]\ncreator_channel = ' '\n", "channels.creator_channel: must not be empty"),
+        # a key that no referrer's host can ever be: it matched nothing, silently
+        (
+            "[channels]\nreferrers = { 'bücher.de' = 'social' }\n",
+            'channels.referrers."bücher.de": a referrer\'s host arrives in its ASCII form',
+        ),
+        (
+            "[channels]\nreferrers = { '*.example-search.net' = 'search' }\n",
+            'channels.referrers."*.example-search.net": a host key matches the host and its subdomains',
+        ),
+        (
+            "[channels]\nreferrers = { '.example-search.net' = 'search' }\n",
+            'channels.referrers.".example-search.net": a host key matches the host and its subdomains',
+        ),
         ("[channels]\nbogus = 1\n", "channels.bogus: unknown key"),
         (
             "[[channels.rules]]\nchannel = 'X'\nmedium = '('\n",
