@@ -708,6 +708,13 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
         key = f"channels.rules[{i}]"
         for name in ("source", "medium", "campaign", "referrer"):
             _check_regex(p, f"{key}.{name}", getattr(rule, name))
+        if "/" in _CHARACTER_CLASS.sub("", rule.referrer):  # a host holds none: a URL never matched
+            host = rule.referrer.partition("://")[2].partition("/")[0] if "://" in rule.referrer else ""
+            p.append(
+                f"{key}.referrer: matches the referrer's host alone (www.example.com, no scheme or path),"
+                " so a pattern with a / never matches"
+                + (f': write "{host}"' if host and "/" not in host else "; write a host pattern")
+            )
         if not rule.referrer.isascii():  # the host as the browser sends it: xn--…, never bücher.de
             p.append(
                 f"{key}.referrer: a referrer's host arrives in its ASCII form, never as written here:"
@@ -727,6 +734,10 @@ def validate_channels(ch: ChannelsOptions) -> list[str]:
             "needs at least one condition (source, medium, campaign, referrer or click_ids)",
         )
     return p
+
+
+_CHARACTER_CLASS = re.compile(r"\[\^?\]?(?:\\.|[^\]])*\]")
+"""A regular expression's character class (``[^/]``): a / in one may be meant."""
 
 
 def _ascii_labels(pattern: str) -> str:

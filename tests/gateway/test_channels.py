@@ -428,6 +428,15 @@ def test_a_classifier_can_be_built_from_options_alone() -> None:
             "channels.rules[0].medium: not a valid regular",
         ),
         ("[[channels.rules]]\nchannel = 'X'\n", "channels.rules[0]: needs at least one condition"),
+        # a referrer rule reads the host alone: a URL or a path in it never matched
+        (
+            "[[channels.rules]]\nchannel = 'X'\nreferrer = 'https://news\\.example\\.com/'\n",
+            "channels.rules[0].referrer: matches the referrer's host alone",
+        ),
+        (
+            "[[channels.rules]]\nchannel = 'X'\nreferrer = '.*example\\.com/blog.*'\n",
+            "channels.rules[0].referrer: matches the referrer's host alone",
+        ),
         ("[[channels.rules]]\nmedium = 'x'\n", "channels.rules[0]: missing channel (required)"),
         (
             "[[channels.rules]]\nchannel = 'X'\nsource = 'a'\nwhat = 1\n",
