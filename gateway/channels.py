@@ -205,7 +205,8 @@ def _field(s: Signals, name: str) -> str:
 
 def channels_warnings(options: Options) -> list[str]:
     """What ``[[channels.rules]]`` allows but cannot do, each naming its key: a click ID no landing
-    carries (not in ``campaign.click_ids``: a typo, or a parameter left out) never matches one.
+    carries (not in ``campaign.click_ids``: a typo, or a parameter left out) never matches one;
+    a channel spelt as a built-in one in another case (``"paid search"``) is another channel.
     Said by ``gateway check``, ``gateway doctor``, ``gateway reclassify`` and at the start, not
     refused: a signed event's ``click_id_kind`` may be anything, and the rule may be for it."""
     captured = {name.lower() for name in options.campaign.click_ids}
@@ -216,7 +217,33 @@ def channels_warnings(options: Options) -> list[str]:
         for i, rule in enumerate(options.channels.rules)
         for j, name in enumerate(rule.click_ids)
         if name.lower() not in captured
-    ]
+    ] + _near_built_in(options.channels)
+
+
+_BUILT_IN = {" ".join(name.casefold().split()): name for name in (*CREDITED, INTERNAL)}
+
+
+def _near_built_in(options: ChannelsOptions) -> list[str]:
+    """A channel named as a built-in one but for its letter case or spaces (``"paid search"``,
+    ``"internal"``) is a channel of its own: reports show it beside the built-in one, and no
+    model skips an ``internal`` one. Said, not refused: such a name may be meant."""
+    warnings = []
+    named = [("channels.creator_channel", options.creator_channel)]
+    named += [(f"channels.rules[{i}].channel", rule.channel) for i, rule in enumerate(options.rules)]
+    for key, channel in named:
+        built_in = _BUILT_IN.get(" ".join(channel.casefold().split()))
+        if built_in is None or built_in == channel:
+            continue
+        what = (
+            ", which no model credits: this one is credited"
+            if built_in == INTERNAL
+            else ": reports show the two apart"
+        )
+        warnings.append(
+            f"{key}: {channel!r} is not the built-in channel {built_in!r}{what};"
+            f' write "{built_in}" (or a name of its own)'
+        )
+    return warnings
 
 
 class _Rule:

@@ -534,3 +534,43 @@ def test_a_rules_click_id_no_landing_carries_is_warned_of() -> None:
         " campaign.click_ids, or correct the name",
     ]
     assert channels_warnings(load_settings(None, text="", environ=ENV).options) == []
+
+
+def test_a_channel_spelt_as_a_built_in_one_in_another_case_is_warned_of() -> None:
+    """``channel = "paid search"`` made a channel of its own beside the built-in Paid Search,
+    every report splitting them; ``channel = "internal"``, meant to keep the site's own traffic
+    out of the credit, was credited by every model, as only ``Internal`` is skipped. Warned of,
+    not refused: a config that loaded before still does."""
+    settings = load_settings(
+        None,
+        text=textwrap.dedent(
+            """
+            [channels]
+            creator_channel = "influencer"
+            [[channels.rules]]
+            channel = "paid search"
+            source = "acme-search"
+            [[channels.rules]]
+            channel = "internal"
+            referrer = "intranet\\\\..*"
+            [[channels.rules]]
+            channel = "Paid Social"
+            source = "snap"
+            [[channels.rules]]
+            channel = "Podcasts"
+            medium = "podcast"
+            [[channels.rules]]
+            channel = "Organic  social"
+            medium = "community"
+            """
+        ),
+        environ=ENV,
+    )
+    assert channels_warnings(settings.options) == [
+        "channels.rules[0].channel: 'paid search' is not the built-in channel 'Paid Search': reports"
+        ' show the two apart; write "Paid Search" (or a name of its own)',
+        "channels.rules[1].channel: 'internal' is not the built-in channel 'Internal', which no model"
+        ' credits: this one is credited; write "Internal" (or a name of its own)',
+        "channels.rules[4].channel: 'Organic  social' is not the built-in channel 'Organic Social':"
+        ' reports show the two apart; write "Organic Social" (or a name of its own)',
+    ]
