@@ -799,6 +799,12 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     stores = _reclassify_stores(settings, args.store, args.config)
     if not stores:
         return 1
+    # The site's host, when known: which Internal touchpoints are the site's own (the store keeps
+    # no site host). The local store's only: the mirror's rows come from every node's site.
+    from addons.campaign import host_of, hostname  # as the gateway reads a Host, public_origin
+
+    origin = settings.options.proxy.public_origin
+    site = hostname(args.host).rstrip(".") if args.host else (host_of(origin) if origin else None)
     from gateway import progress  # tqdm: the commands' only, loaded off the event loop
     from storage.local import store_hint
 
@@ -814,7 +820,17 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
             after = "" if at + 1 == len(stores) else f" (the {stores[-1][0]} {stores[-1][1]}: not started)"
             done = Reclassified()
             try:
-                asyncio.run(_reclassify(path, settings.channels, args.batch_size, args.dry_run, bar, done))
+                asyncio.run(
+                    _reclassify(
+                        path,
+                        settings.channels,
+                        args.batch_size,
+                        args.dry_run,
+                        bar,
+                        done,
+                        site if name == "local" else None,
+                    )
+                )
             except (SchemaTooNew, sqlite3.DatabaseError) as err:
                 print(
                     f"gateway: cannot reclassify the store {path}: {err}{store_hint(err, path)}{after}",
@@ -876,7 +892,13 @@ def _reclassify_stores(settings: Settings, which: str, config: str) -> list[tupl
 
 
 async def _reclassify(
-    path: Path, channels: Channels, batch_size: int, dry_run: bool, bar_name: str | None, done: Reclassified
+    path: Path,
+    channels: Channels,
+    batch_size: int,
+    dry_run: bool,
+    bar_name: str | None,
+    done: Reclassified,
+    site: str | None = None,
 ) -> Reclassified:
     """One store (a node's or the reporting mirror: the same schema), with a progress bar
     named ``bar_name`` if given. Beside a live gateway writing to it (its landings, or its
@@ -902,6 +924,7 @@ async def _reclassify(
             dry_run=dry_run,
             progress=None if bar is None else bar.update,
             done=done,
+            site=site,
         )
     finally:
         if bar is not None:
@@ -1326,6 +1349,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recl.add_argument(
         "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
+    )
+    recl.add_argument(
+        "--host",
+        type=_site_host,
+        help="the site's host: an Internal touchpoint from another site is classified again"
+        " (default: proxy.public_origin; without either, every Internal one stays so)",
     )
     recl.set_defaults(func=cmd_reclassify)
     sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")

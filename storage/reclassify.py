@@ -51,6 +51,7 @@ async def reclassify(
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
     done: Reclassified | None = None,
+    site: str | None = None,
 ) -> Reclassified:
     """Classify every stored touchpoint again; update those whose channel changed.
     ``progress``: called with the number of touchpoints of each batch once it is done;
@@ -59,7 +60,10 @@ async def reclassify(
     The site's own host is not stored with a touchpoint: a touchpoint recorded ``Internal``
     (a landing from the site's own other host, ``blog.shop.com`` for ``www.shop.com``) keeps
     its referrer as the site's, or every such landing tagged with a campaign would become a
-    Referral. A rule, a click ID or campaign fields that now place it still do."""
+    Referral. A rule, a click ID or campaign fields that now place it still do. Given the
+    site's host (``site``: ``--host``, ``proxy.public_origin``), every touchpoint is classified
+    as the gateway does with it: an Internal one whose referrer is another site's (a rule giving
+    ``Internal``, since removed) is classified again."""
     old = "channel" if await has_channel_column(db) else "NULL"  # a dry run on an old store
     sql = f"SELECT id, {', '.join(_FIELDS)}, {old} FROM touchpoints WHERE id > ? ORDER BY id LIMIT ?"
     done = Reclassified() if done is None else done
@@ -73,7 +77,7 @@ async def reclassify(
         moves: Counter[tuple[str | None, str]] = Counter()
         for row in rows:
             signals = Signals(*row[1:7])
-            new = channels.classify(signals, signals.referrer_host if row[7] == INTERNAL else None)
+            new = channels.classify(signals, site or (signals.referrer_host if row[7] == INTERNAL else None))
             if new != row[7]:
                 updates.append((new, row[0]))
                 moves[(row[7], new)] += 1

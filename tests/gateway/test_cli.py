@@ -544,6 +544,42 @@ def test_reclassify_keeps_a_self_referral_internal(tmp_path: Path) -> None:
     assert _channels(store)[1:] == [("02", "Newsletter"), ("03", "Referral"), ("04", "Internal")]
 
 
+def test_reclassify_undoes_an_internal_rule_once_it_knows_the_sites_host(tmp_path: Path) -> None:
+    """A rule ``channel = "Internal"`` tried on a referrer, then removed: reclassify read each
+    Internal touchpoint's referrer as the site's own (it does not store the site's host), so the
+    reddit.com referrals it had turned Internal stayed so for good, out of every model's credit.
+    Given the site's host (``--host``, else ``proxy.public_origin``), it knows which are the
+    site's own: the others are classified again, the site's blog stays Internal."""
+    store = tmp_path / "gw.db"
+    _old_store(store)
+    cfg = tmp_path / "gateway.toml"
+    base = '[storage]\npath = "gw.db"\n'
+    cfg.write_text(base + '[[channels.rules]]\nchannel = "Internal"\nreferrer = ".*reddit\\\\.com"\n')
+    assert gateway("reclassify", "-c", str(cfg)).returncode == 0
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, referrer_host, landing_path, channel)"
+            " VALUES ('04', '2026-11-01T00:00:00.000000Z', 'n', 'v', 'www.reddit.com', '/', 'Internal')"
+        )
+        db.execute(
+            "INSERT INTO touchpoints (id, ts, node, visitor_key, campaign, referrer_host, landing_path,"
+            " channel) VALUES ('05', '2026-11-01T00:00:00.000000Z', 'n', 'v', 'x', 'blog.shop.com', '/',"
+            " 'Internal')"
+        )
+    cfg.write_text(base)  # the rule removed
+    done = gateway("reclassify", "-c", str(cfg))
+    assert "5 touchpoints, 0 changed" in done.stdout, done.stdout  # the host unknown: as before
+    done = gateway("reclassify", "-c", str(cfg), "--host", "www.shop.com", "--dry-run")
+    assert (
+        "5 touchpoints, 1 changed (dry run" in done.stdout and "Internal -> Organic Social: 1" in done.stdout
+    )
+    cfg.write_text(base + '[proxy]\npublic_origin = "https://www.shop.com"\n')
+    done = gateway("reclassify", "-c", str(cfg))
+    assert "5 touchpoints, 1 changed" in done.stdout, done.stdout + done.stderr
+    assert _channels(store)[3:] == [("04", "Organic Social"), ("05", "Internal")]
+    assert "5 touchpoints, 0 changed" in gateway("reclassify", "-c", str(cfg)).stdout
+
+
 def a_long_reclassify(store: Path, rows: int = 30_000) -> None:
     """A store of ``rows`` touchpoints from Bing with no channel yet: a reclassify long enough
     to be interrupted (``until_some_channels_written``)."""
