@@ -72,6 +72,21 @@ class Param:
     the two tests on every tracked pair's key cost a landing ~2,000 instructions."""
 
 
+INVISIBLE = "\u200b\u2060\ufeff"
+"""The zero-width space, the word joiner and the byte-order mark: invisible, they come with a
+link copied from a document, a chat or a spreadsheet's first cell, at either end of a value."""
+
+
+def trim_invisible(value: str) -> str:
+    """``value`` without white space or ``INVISIBLE`` characters at either end (``cpc\u200b`` →
+    ``cpc``); one within it stays, and makes the value unprintable."""
+    while True:
+        trimmed = value.strip().strip(INVISIBLE)
+        if trimmed == value:
+            return value
+        value = trimmed
+
+
 def storable_key(key: str) -> bool:
     """Whether ``raw_params`` may hold a (lower-cased) query key: printable and short."""
     return key.isprintable() and len(key) <= 64
@@ -262,6 +277,8 @@ class Campaign:
             stripped = True
             slot = param.slot
             value = raw_value.strip()
+            if value and (value[0] in INVISIBLE or value[-1] in INVISIBLE):
+                value = trim_invisible(value)
             if len(value) > max_length and (slot != "click" or len(value) > self.max_click_length):
                 self._drop(ex, key, "too_long", "click_too_long" if slot == "click" else "")
                 continue

@@ -70,6 +70,29 @@ def test_a_key_is_read_decoded_as_a_query_parser_reads_it() -> None:
     assert ex.upstream_query == "c=%41+&d"
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("utm_source=google&utm_medium=cpc%E2%80%8B", ("google", "cpc", "Paid Search")),  # ZWSP after
+        ("utm_source=google&utm_medium=%EF%BB%BFcpc", ("google", "cpc", "Paid Search")),  # a BOM before
+        (
+            "utm_source=%E2%81%A0facebook&utm_medium=paid_social%20%E2%80%8B",
+            ("facebook", "paid_social", "Paid Social"),
+        ),
+        ("utm_source=google&utm_medium=c%E2%80%8Bpc", ("google", None, "Organic Search")),  # within: dropped
+    ],
+)
+def test_an_invisible_character_at_either_end_of_a_value_is_trimmed(query: str, expected: tuple) -> None:
+    """A UTM link copied from a document or a chat often ends in a zero-width space (U+200B), or
+    starts with a byte-order mark (U+FEFF, a spreadsheet's first cell): invisible, so the value
+    looks right. It was dropped as unprintable, and ``utm_medium=cpc`` lost made a Google ad's
+    click Organic Search. At either end they are trimmed as spaces are; within, still dropped."""
+    ex, _ = run(f"/p?{query}", headers=DOCUMENT)
+    [tp] = ex.events
+    assert (tp.source, tp.medium, tp.channel) == expected
+    assert ex.upstream_query == ""
+
+
 def test_raw_params_hold_only_printable_keys_of_at_most_64_characters() -> None:
     """Every valid tracked pair goes into ``raw_params`` under its key, unless the key is not
     printable or longer than 64 characters, a configured name's as another's (the first is
