@@ -187,6 +187,7 @@ async def _account(
     summary.unbelieved += replayed.unbelieved
     summary.requests += replayed.requests
     summary.with_agent += replayed.with_agent
+    await writer.see_erasures()
     events, erased = writer.erased.keep(replayed.events)
     summary.erased += erased
     events, expired = writer.expired(events)

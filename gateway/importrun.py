@@ -34,7 +34,7 @@ from gateway.importwrite import COUNTED, LOCK_WAIT, Writer
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
-from storage.erased import Erased
+from storage.erased import ErasedWatch
 from storage.imports import record_sql, run_added
 from storage.local import LOCK_GAP, LocalStore
 from storage.retention import cutoff
@@ -148,10 +148,11 @@ async def run_import(
                 )
             started = time.perf_counter()
             shown = Progress(bar, started)
-            erased = await asyncio.to_thread(Erased.read, settings.store_path) if store is not None else None
+            watch = ErasedWatch(settings.store_path) if store is not None else None
+            erased = await watch.current() if watch is not None else None
             days = summary.retention_days = settings.options.privacy.retention_days
             oldest = iso(cutoff(datetime.now(UTC), days)) if days else ""
-            writer = Writer(store, erased, oldest, lock_wait, summary)
+            writer = Writer(store, erased, oldest, lock_wait, summary, watch)
             for path, size in ((paths[n], sizes[n]) for n in reading):
                 if isinstance(size, OSError):  # named in ``failed`` already
                     continue
@@ -176,6 +177,8 @@ async def run_import(
         # Interrupted or not, every line counted so far goes in: the summary then says how far
         # the store has the files. The stop may come while this waits for the last commits.
         await through_stop(writer.finish(), summary)
+        # Before the run's counts are recorded: they are of the rows it leaves in the store.
+        summary.erased += await through_stop(writer.drop_erased_since(), summary)
         summary.run, summary.unfinished = await through_stop(writer.end_run(), summary)
         if not dry_run and summary.run:  # the run's own rows, read while the store is open: the
             # last connection's close takes the -wal away, which a read-only one cannot

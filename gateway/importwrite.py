@@ -29,7 +29,8 @@ from typing import Any
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
 from gateway.events import Event, iso
 from gateway.importbindings import Bindings
-from storage.erased import Erased
+from storage.erased import Erased, ErasedWatch
+from storage.erasure import delete_late
 from storage.imports import FINISH_SQL, UNDONE
 from storage.local import (
     LOCK_HOLDERS,
@@ -113,6 +114,7 @@ class Writer:
         before: str = "",
         lock_wait: float = LOCK_WAIT,
         summary: Summary | None = None,
+        watch: ErasedWatch | None = None,
     ) -> None:
         self.store = store
         self.summary = summary
@@ -121,6 +123,10 @@ class Writer:
         self.locked_since: float | None = None
         """While commits wait on another process's write lock: since when (monotonic)."""
         self.erased = erased or Erased({})
+        self.first = self.erased
+        """The erasures as the import began: those made since are looked for at its end."""
+        self.watch = watch
+        """The store's erasures, read again when one was made since (the import reads on)."""
         self.before = before
         """Rows dated before this (UTC text, as events hold it) are past ``privacy.retention_days``
         (empty: it is 0, keep forever)."""
@@ -130,6 +136,27 @@ class Writer:
         self.inflight: list[_Batch] = []
         self.bindings = Bindings()
         """Which binding copies go to the store and are counted (``gateway.importbindings``)."""
+
+    async def see_erasures(self) -> None:
+        """An erasure made since the last look (through the gateway, ``gateway erase``, applied
+        by the central sync): the lines read from now on about its user, or a visitor erased
+        with them, dated at or before it are left out (``Erased.keep``). Until 2026-12-07 the
+        import knew only the erasures made before it began, and brought back what a later one
+        deleted."""
+        if self.watch is not None:
+            self.erased = await self.watch.current()
+
+    async def drop_erased_since(self) -> int:
+        """Once the last commit is in: the rows stored about a key erased since the import began,
+        dated at or before that erasure, deleted (a batch sorted before the erasure and
+        committed after it); how many. Any erasure made after this look finds every row the
+        import committed and deletes it itself."""
+        if self.store is None or self.watch is None:
+            return 0
+        now = await asyncio.to_thread(Erased.read, self.watch.path)
+        since = [(key, at) for key, at in now.since.items() if at != self.first.since.get(key)]
+        deleted = await delete_late(self.watch.path, since, "the import's deletes of an erased user's rows")
+        return sum(deleted.values())
 
     def expired(self, events: list[Event]) -> tuple[list[Event], int]:
         """``events`` less those past retention, which a purge would delete within a day (the

@@ -140,6 +140,34 @@ async def delete_before(db: aiosqlite.Connection, key: str, erased_at: str) -> d
     return await _delete(db, deletes)
 
 
+async def delete_late(path: Path, keys: Sequence[tuple[str, str]], what: str) -> dict[str, int]:
+    """The rows of each ``(key, erased_at)`` of ``keys`` dated at or before that erasure
+    (``delete_before``), deleted in one write transaction, and the write-ahead log emptied after
+    (``what`` names the deletes in its log lines): rows a writer stored after an erasure it had
+    not seen yet (``gateway import``, which read the erasures when it began). Rows per table."""
+    counts: dict[str, int] = {}
+    if not keys:
+        return counts
+    db = await connect(path)
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            tops = await table_tops(db)
+            for key, at in keys:
+                for table, rows in (await delete_before(db, key, at)).items():
+                    counts[table] = counts.get(table, 0) + rows
+            await clamp_cursors(db, tops)  # rowids freed by the deletes must not hide new rows
+            await db.execute("COMMIT")
+        except BaseException:
+            await rollback(db)
+            raise
+        if any(counts.values()):
+            await truncate_wal(db, what)
+    finally:
+        await db.close()
+    return counts
+
+
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 """A JSON string literal: a body's value (a reason quotes one with a ' in it so too)."""
 _QUOTED = re.compile(r"'([^']*)'")

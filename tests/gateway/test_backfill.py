@@ -986,6 +986,57 @@ async def test_an_old_log_does_not_bring_an_erased_users_rows_back(tmp_path: Pat
     assert "erased:               1   (of users erased since: not stored again)" in again.render()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_an_erasure_made_while_an_import_runs_is_not_undone_by_it(tmp_path: Path, workers: int) -> None:
+    """An erasure made while an import was reading: the import knew only the erasures made before
+    it started, so the lines it read after the erasure, from before it, brought the erased user's
+    device back (``tail -f access.log | gateway import -`` beside a live gateway, say). The
+    import now sees the erasure: the user's rows dated before it are not stored again, and are
+    counted as ``erased``; the other visitors' rows are imported as ever."""
+    from gateway.events import Binding, iso
+    from gateway.ids import uuid7
+    from gateway.metrics import Metrics
+    from storage.erasure import erase_user
+    from storage.local import LocalStore
+
+    settings = make_settings(tmp_path)
+    log = await asyncio.to_thread(write, tmp_path / "access.log", COMBINED)
+    await run_import(settings, [log], "combined", host="shop.example")
+    stored = "SELECT visitor_key FROM touchpoints"
+    visitors = [v for (v,) in await asyncio.to_thread(rows, settings.store_path, stored)]
+    assert len(visitors) == 3
+    erased_visitor = visitors[0]
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    user_key = keys.user_key("ada")
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    try:
+        at = iso(datetime.now(UTC))
+        await store.write([Binding(uuid7(), at, "a", erased_visitor, user_key, "login")])
+    finally:
+        await store.close()
+    # A pipe: the import opens it once it has started (read what was erased before it), and
+    # reads what is written into it after the erasure.
+    pipe = tmp_path / "live.log"
+    await asyncio.to_thread(os.mkfifo, pipe)
+    running = asyncio.create_task(
+        run_import(settings, [pipe], "combined", host="shop.example", workers=workers)
+    )
+    writer = await asyncio.to_thread(open, pipe, "w")  # returns once the import opened it
+    try:
+        await erase_user(
+            settings.store_path, user_key, "ada", body_key=b"k" * 32, event_id=uuid7(), ts=at, node="a"
+        )
+        assert await asyncio.to_thread(rows, settings.store_path, stored) == [(v,) for v in visitors[1:]]
+        await asyncio.to_thread(writer.write, COMBINED + "\n")
+    finally:
+        await asyncio.to_thread(writer.close)
+    again = await running
+    after = await asyncio.to_thread(rows, settings.store_path, stored)
+    assert sorted(v for (v,) in after) == sorted(visitors[1:])  # not back
+    assert again.erased == 1
+
+
 async def test_a_directory_among_the_files_is_named_and_the_others_imported(tmp_path: Path) -> None:
     """As a missing file is (``access.log*`` matching a directory): the import used to read
     every file before it, then fail at the directory without writing the last of them; then

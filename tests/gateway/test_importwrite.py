@@ -208,3 +208,58 @@ async def test_a_text_sqlite_cannot_encode_is_skipped_through_the_import_s_write
     assert sorted(stored) == [("c1",), ("c3",), ("c4",), ("c5",)]
     why = "the store refused its rows: a text that is not Unicode (a lone surrogate, \\udce9)"
     assert summary.skipped == {why: 1} and summary.examples == [f"access.log:2: {why}"], summary.examples
+
+
+async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_is_deleted_at_the_end(
+    tmp_path: Path,
+) -> None:
+    """The import's narrow window: a batch of lines sorted out while the erasure was not made
+    yet, and committed once it was. Its rows of the erased visitor, dated before the erasure,
+    would stay; once the last commit is in, the import looks again and deletes them, counting
+    them, and leaves the other visitor's."""
+    from datetime import UTC, datetime
+
+    from gateway.events import iso
+    from gateway.ids import uuid7
+    from gateway.keys import Keys
+    from storage.erased import ErasedWatch
+    from storage.erasure import erase_visitor
+
+    settings = make_settings(tmp_path)
+    replayer = Replayer(settings, Metrics(), "shop.example")
+    parse = parser_for("combined", settings.options.identity.cookie_name, {})
+    items = [
+        item
+        for n in range(1, 3)
+        for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
+    ]
+    replayed = await replay_items(replayer, items, b"access.log")
+    assert len(replayed.events) == 2
+    erased = replayed.events[0]
+    assert isinstance(erased, Touchpoint)
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    summary = Summary()
+    try:
+        watch = ErasedWatch(settings.store_path)
+        writer = Writer(store, await watch.current(), summary=summary, watch=watch)
+        await writer.see_erasures()
+        sorted_out, left_out = writer.erased.keep(replayed.events)  # nothing erased yet
+        assert left_out == 0
+        keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+        await erase_visitor(
+            settings.store_path,
+            [erased.visitor_key],
+            body_key=b"k" * 32,
+            keys=keys,
+            event_id=uuid7(),
+            ts=iso(datetime.now(UTC)),
+            node="a",
+        )
+        await writer.add(sorted_out, "access.log", replayed.lines)
+        await writer.finish()
+        assert await writer.drop_erased_since() == 1
+    finally:
+        await store.close()
+    stored = await asyncio.to_thread(rows, settings.store_path, "SELECT campaign FROM touchpoints")
+    assert stored == [("c2",)]
