@@ -43,6 +43,7 @@ from gateway.signing import (
     Authenticated,
     AuthFailed,
     BodyHmac,
+    ReceiptKeys,
     StampedScheme,
     keyed_body_digest,
     utf8_text,
@@ -194,6 +195,8 @@ class Inbound:
         self.body_key = body_key(settings.secret)
         self.delivery_body_key = derive(settings.secret, "gateway/delivery-body/v1")
         """Keys the digest of a delivery that has no ID (``signing.keyed_body_digest``)."""
+        self.keyed = ReceiptKeys(settings.secret)
+        """A delivery's or event's key as its receipt stores it (``signing.ReceiptKeys``)."""
         self.limits = Limits(
             keys=keys,
             node=settings.node,
@@ -507,8 +510,9 @@ class Inbound:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
         delivery = _Delivery(src, auth, empty_header, past)
-        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", auth.delivery)
-        delivery.groups.append([receipt, *self._past(delivery, "delivery", auth.delivery)])
+        receipt = Receipt(self.ids(ms), iso(now), self.node, src.name, "delivery", self.keyed(auth.delivery))
+        as_sent = PastReceipt("", "", self.node, src.name, "delivery", auth.delivery)  # before 2026-12-07
+        delivery.groups.append([receipt, as_sent, *self._past(delivery, "delivery", auth.delivery)])
         try:
             doc = decode_delivery(body)
         except ValueError as err:
@@ -562,7 +566,7 @@ class Inbound:
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)
         delivery.results.append(accepted)
-        group = mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name)
+        group = mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name, self.keyed)
         group[1:1] = self._past(delivery, "event", mapped.key)  # after its receipt
         delivery.groups.append(group)
 

@@ -31,6 +31,7 @@ from gateway.events import (
     Binding,
     Conversion,
     Event,
+    PastReceipt,
     Receipt,
     Touchpoint,
     iso,
@@ -89,12 +90,19 @@ class Mapped:
     keyed by its timestamp as versions before 2026-12-05 wrote it (the time as the sender wrote
     it, ``1764583200``), so that an event recorded before the upgrade is a duplicate after it."""
 
-    def group(self, new_id: Callable[[], str], ts: str, node: str, sender: str) -> list[Event]:
+    def group(
+        self, new_id: Callable[[], str], ts: str, node: str, sender: str, keyed: Callable[[str], str]
+    ) -> list[Event]:
         """What one accepted event writes, in one all-or-nothing group: a receipt for its key and
-        each alias (``new_id`` mints each receipt's ID), then its rows."""
-        receipts: list[Event] = [
-            Receipt(new_id(), ts, node, sender, "event", k) for k in (self.key, *self.aliases)
-        ]
+        each alias, keyed (``keyed``: ``signing.ReceiptKeys``; ``new_id`` mints each receipt's
+        ID), each with the key as sent looked up (``PastReceipt``: a receipt versions before
+        2026-12-07 stored so), then its rows."""
+        receipts: list[Event] = []
+        for k in (self.key, *self.aliases):
+            receipts += [
+                Receipt(new_id(), ts, node, sender, "event", keyed(k)),
+                PastReceipt("", "", node, sender, "event", k),
+            ]
         return [*receipts, *self.rows]
 
 

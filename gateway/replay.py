@@ -33,6 +33,7 @@ from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
 from gateway.mapping import EVENT_KEY_FALLBACKS, Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
+from gateway.signing import ReceiptKeys
 from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
 from storage.local import LocalStore, connect, store_hint
@@ -80,6 +81,7 @@ async def replay_bad(
     sources = {s.name: compile_source(s) for s in settings.options.sources}
     report = ReplayReport()
     key = body_key(settings.secret)
+    keyed = ReceiptKeys(settings.secret)  # the receipts' keys, as the endpoints store them
     db = await connect(settings.store_path)
     try:
         # As `gateway run`: a store a newer gateway migrated is refused (until 2026-12-07 it was
@@ -145,7 +147,7 @@ async def replay_bad(
             spans.append((bad_id, len(groups), mapped))
             for m in mapped:
                 # Its aliases too: a key an older version stored for the event still matches.
-                groups.append(m.group(functools.partial(ids, ms), iso(received), settings.node, name))
+                groups.append(m.group(functools.partial(ids, ms), iso(received), settings.node, name, keyed))
             report.replayed.append(bad_id)
         written = [True] * len(groups)
         if report.replayed and not dry_run:

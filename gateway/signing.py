@@ -25,6 +25,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway.keys import derive
+
 
 class AuthFailed(Exception):
     """A delivery that does not authenticate; ``what`` is ``signature`` or ``timestamp``."""
@@ -66,6 +68,25 @@ def keyed_body_digest(key: bytes, body: bytes) -> str:
     """The key of a delivery with no ID, as stored: an HMAC-SHA256 of the body under ``key``
     (``delivery_body_key``), which no one without the master secret can compute for a guess."""
     return "hmac:" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+RECEIPT_KEY_LABEL = "gateway/receipt-key/v1"
+"""The HKDF label of the key receipts are keyed under (``keyed_receipt``)."""
+
+
+class ReceiptKeys:
+    """How a receipt's key is stored (since 2026-12-07): ``k:`` and an HMAC-SHA256 of the
+    sender's delivery or event key under a key derived from ``identity.secret``. A sender's own
+    IDs (a Stripe ``evt_…``, a ``webhook-id``) lead to the person they are of, in the sender's
+    records: kept as sent, they outlived the person's erasure in every receipt. Keyed, they
+    still find a retry, and no one without the secret finds them. ``plain``: the key as versions
+    before wrote it, looked up, never written again."""
+
+    def __init__(self, master: bytes) -> None:
+        self._key = derive(master, RECEIPT_KEY_LABEL)
+
+    def __call__(self, plain: str) -> str:
+        return "k:" + hmac.new(self._key, plain.encode(errors="surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def utf8_text(text: str) -> bool:

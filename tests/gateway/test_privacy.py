@@ -348,3 +348,52 @@ async def test_a_delivery_received_before_its_body_was_keyed_is_still_a_duplicat
     other = await send_legacy(gw, small_event("u-8"))  # a new body: recorded
     assert (other["status"], other["result"]) == (202, "accepted"), other
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_an_erased_users_signed_events_leave_no_id_of_the_sender_in_the_store(
+    start_gateway, upstream_server
+) -> None:
+    """An erasure leaves the receipts of the user's signed events, so that a sender's retry is a
+    duplicate and not the erased user recorded again. They held the sender's own IDs as sent (a
+    Stripe ``evt_…``, a ``webhook-id``): with the sender's dashboard, anyone holding the store
+    file could tell whom they were of, the user erased. They are keyed under ``identity.secret``
+    now, and a retry is still a duplicate, under its delivery ID or a new one."""
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
+    event = {"type": "conversion", "event_id": "evt_ada_1", "user_id": MARKER, "value": 5, "currency": "EUR"}
+    assert await send_event(gw, event, "msg_ada_1") == (202, "")
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+    async with gw.session.delete(
+        gw.admin_url + "/api/users/" + MARKER, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["erased"]["conversions"] == 1
+    assert await send_event(gw, event, "msg_ada_1") == (200, "")  # the sender's retry
+    assert await send_event(gw, event, "msg_ada_2") == (200, "")  # the event re-sent anew
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    on_disk = await asyncio.to_thread(store_bytes, gw)
+    assert [i for i in ("evt_ada_1", "msg_ada_1", "msg_ada_2") if i.encode() in on_disk] == []
+
+
+async def test_a_receipt_kept_before_receipts_were_keyed_still_makes_a_retry_a_duplicate(
+    start_gateway, upstream_server
+) -> None:
+    """A store holding receipts as versions before 2026-12-07 wrote them (the sender's IDs as
+    sent): a retry after the upgrade, under the same delivery ID or a new one, is a duplicate;
+    the old forms are looked up, never written again."""
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
+    now = iso(datetime.now(UTC))
+    async with aiosqlite.connect(gw.gateway.settings.store_path) as db:
+        for kind, key in (("delivery", "msg_old"), ("event", "evt_old")):
+            await db.execute(
+                "INSERT INTO receipts (id, ts, node, sender, kind, key) VALUES (?, ?, 'n', 'billing', ?, ?)",
+                (uuid7(), now, kind, key),
+            )
+        await db.commit()
+    event = {"type": "conversion", "event_id": "evt_old", "user_id": "u-old", "value": 5, "currency": "EUR"}
+    assert await send_event(gw, event, "msg_old") == (200, "")
+    assert await send_event(gw, event, "msg_new") == (200, "")
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    kept = await rows(gw, "SELECT kind, key FROM receipts ORDER BY kind, key")
+    assert ("delivery", "msg_new") not in kept and len(kept) == 3, kept
+    other = {**event, "event_id": "evt_new"}
+    assert await send_event(gw, other, "msg_other") == (202, "")
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
