@@ -137,6 +137,23 @@ async def test_a_bound_visitors_erasure_keeps_the_users_binding_and_says_so(gw: 
     assert await asyncio.to_thread(rows, path, "SELECT count(*) FROM conversions") == [(1,)]
 
 
+async def test_a_visitor_landing_again_with_the_erased_cookie_is_new_activity(gw: RunningGateway) -> None:
+    """The erasure cannot reach the browser, which keeps its cookie: a landing with it after the
+    erasure is recorded under the same visitor key, dated after the erasure (what the README
+    says of it), and the lookup shows that landing, not the erasure; the erased one stays gone."""
+    cookie = await land(gw, "utm_source=newsletter&utm_campaign=before")
+    async with gw.session.delete(f"{gw.admin_url}/api/visitors/{cookie}", headers=AUTH) as resp:
+        assert resp.status == 200 and (await resp.json())["erased"]["touchpoints"] == 1
+    assert await land(gw, "utm_source=ads&utm_campaign=after", cookie) == cookie
+    path = gw.gateway.settings.store_path
+    (erased_at,) = (await asyncio.to_thread(rows, path, "SELECT ts FROM erasures"))[0]
+    visitor_key = gw.gateway.keys.visitor_key(cookie.split(".")[1])
+    kept = await asyncio.to_thread(rows, path, "SELECT visitor_key, campaign, ts FROM touchpoints")
+    assert [(v, c) for v, c, _ in kept] == [(visitor_key, "after")] and kept[0][2] > erased_at
+    journey = await gw.api(f"/api/visitors/{cookie}")
+    assert [t["campaign"] for t in journey["touchpoints"]] == ["after"]
+
+
 @pytest.mark.parametrize("given", ["%20", "a%09b"])
 async def test_a_visitor_id_no_lookup_reads_is_a_400(gw: RunningGateway, given: str) -> None:
     async with gw.session.delete(f"{gw.admin_url}/api/visitors/{given}", headers=AUTH) as resp:
