@@ -36,6 +36,7 @@ import aiosqlite
 
 from gateway.events import iso
 from storage.cursors import clamp_cursors, table_tops
+from storage.erasure import truncate_wal
 from storage.importrows import RECORDED
 from storage.local import BUSY_TIMEOUT_MS, HALT, connect, read_only, rollback
 from storage.migrate import refuse_newer, refuse_newer_file
@@ -200,6 +201,10 @@ async def _undo(path: Path, run: int, dry_run: bool) -> Undo:
         except BaseException:
             await rollback(db)
             raise
+        if not dry_run and undo.undone is None and any(undo.rows.values()):
+            # A wrong import is often another site's visitors: the log's older frames (and the
+            # database's pages until a checkpoint) still hold the rows, as after an erasure.
+            await truncate_wal(db, "import undo")
         return undo
     finally:
         await db.close()

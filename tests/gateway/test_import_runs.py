@@ -577,3 +577,32 @@ def test_an_import_stopped_by_ctrl_c_is_listed_as_stopped_with_how_to_resume_or_
         "the same command again imports the rest, gateway import --undo 1 removes what it added"
         in listed.stdout
     ), listed
+
+
+async def test_an_undone_runs_rows_are_gone_from_the_write_ahead_log_too(tmp_path: Path) -> None:
+    """Another site's log imported by mistake holds that site's visitors: undone, its rows were
+    deleted from the tables (and their cells zeroed, ``secure_delete``), but the write-ahead log's
+    older frames, kept while the gateway has the store open, still held them, as after an
+    erasure or a purge they no longer do. The undo empties the log as those do."""
+    settings = make_settings(tmp_path)
+    store = settings.store_path
+    marker = "another-site-visitor-4711"
+    log = tmp_path / "wrong.log"
+    await asyncio.to_thread(log.write_text, line(5, f"utm_source=wrong&utm_campaign={marker}") + "\n")
+    await run_import(settings, [log], "combined", host="shop.example")
+    # The running gateway: a connection kept open, so no close empties the log.
+    held = await asyncio.to_thread(sqlite3.connect, store, check_same_thread=False)
+    try:
+        await asyncio.to_thread(held.execute, "SELECT count(*) FROM touchpoints")
+        wal = store.with_name(store.name + "-wal")
+
+        def on_disk() -> bytes:
+            return store.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+        assert marker.encode() in await asyncio.to_thread(on_disk)  # the search finds it
+        undo = await undo_run(store, 1)
+        assert undo.undone is None
+        assert await asyncio.to_thread(rows, store, "SELECT count(*) FROM touchpoints") == [(0,)]
+        assert marker.encode() not in await asyncio.to_thread(on_disk)
+    finally:
+        await asyncio.to_thread(held.close)
