@@ -47,6 +47,12 @@ class Checkpointer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-checkpoint")
 
+    def halt(self) -> None:
+        """Checkpoint no more (the store's files moved under it: ``storage.filewatch``); ``close``
+        still closes the connection."""
+        self._stopping = True
+        self._due.set()
+
     def committed(self, rows: int) -> None:
         """The writer committed ``rows`` rows (the hot path: an addition and a comparison)."""
         self._pending += rows

@@ -9,6 +9,13 @@ every ``SECONDS`` it compares the path's device and inode with those it found at
 thread, and once they differ it says why (``moved``) and calls ``on_moved`` once. It never reopens:
 a file deleted and made anew would be an empty store, and every reader holds the old one.
 
+It looks at the store's ``-wal`` file the same way: deleted (a cleanup taking it for a leftover)
+or replaced under a running gateway, SQLite writes on into the WAL it has open, which is gone at
+exit with every commit since the last checkpoint, and a connection opened since makes an empty
+one at the path, its frames not where the ``-shm`` index says. ``on_moved`` is told which
+(``wal``): the store copies what its own connection's WAL holds into the file, which is still
+at the path, before it refuses more. (Until 2026-12-07 only the store file was looked at.)
+
 It also looks at whether the store's files and folder are still writable to this process: made
 read-only under the running gateway (a ``chmod``, a ``chown``), SQLite writes on through the
 files it has open (modes are checked at open), so nothing fails until a restart opens the store
@@ -32,10 +39,15 @@ SECONDS = 1.0
 """How often the path is looked at: the longest that commits go on into a file no longer there."""
 
 
-def looked_at(path: Path) -> tuple[tuple[int, int] | None, Path | None]:
-    """The file's ``identity`` and the first of the store's files (or its folder) this process
-    may not write (blocking)."""
-    return identity(path), unwritable(path)
+def wal_of(path: Path) -> Path:
+    """The store's write-ahead log: ``gw.db-wal`` beside ``gw.db``."""
+    return path.with_name(path.name + "-wal")
+
+
+def looked_at(path: Path) -> tuple[tuple[int, int] | None, tuple[int, int] | None, Path | None]:
+    """The file's ``identity``, its ``-wal``'s, and the first of the store's files (or its folder)
+    this process may not write (blocking)."""
+    return identity(path), identity(wal_of(path)), unwritable(path)
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -48,38 +60,50 @@ def identity(path: Path) -> tuple[int, int] | None:
 
 
 class FileWatch:
-    def __init__(self, path: Path, on_moved: Callable[[str], None], seconds: float = SECONDS) -> None:
+    def __init__(self, path: Path, on_moved: Callable[[str, bool], None], seconds: float = SECONDS) -> None:
+        """``on_moved(why, wal)``: ``wal`` when it is the ``-wal`` file that went, the store file
+        still at its path."""
         self.path = path
         self.on_moved = on_moved
         self.seconds = seconds
         self.moved: str | None = None
         """Why the path no longer names the file the store writes; None while it does."""
         self._opened: tuple[int, int] | None = None
+        self._wal: tuple[int, int] | None = None  # None: no -wal at start (not in WAL mode), not watched
         self._blocked: Path | None = None  # not writable to this process, as last looked at
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Note the file the store has just opened, and watch its path from now on (a store
         read-only at open: said by the store already)."""
-        self._opened, self._blocked = await asyncio.to_thread(looked_at, self.path)
+        self._opened, self._wal, self._blocked = await asyncio.to_thread(looked_at, self.path)
         self._task = asyncio.create_task(self._run(), name="store-filewatch")
 
     async def _run(self) -> None:
         while self.moved is None:
             await asyncio.sleep(self.seconds)
             try:
-                now, blocked = await asyncio.to_thread(looked_at, self.path)
+                now, wal, blocked = await asyncio.to_thread(looked_at, self.path)
             except OSError:  # a folder made unreadable: no answer, not a move
                 continue
-            if now == self._opened:
+            if now == self._opened and (self._wal is None or wal == self._wal):
                 self._writable(blocked)
                 continue
-            how = "deleted" if now is None else "replaced by another file"
+            if now != self._opened:
+                how = "deleted" if now is None else "replaced by another file"
+                self.moved = (
+                    f"the store file {self.path} (storage.path) was {how} while the gateway ran; "
+                    "nothing is written from now on: restart the gateway to write to the file at that path"
+                )
+                self.on_moved(self.moved, False)
+                continue
+            how = "deleted" if wal is None else "replaced by another file"
             self.moved = (
-                f"the store file {self.path} (storage.path) was {how} while the gateway ran; "
-                "nothing is written from now on: restart the gateway to write to the file at that path"
+                f"the store's -wal file {wal_of(self.path)} (beside storage.path) was {how} while the"
+                " gateway ran; nothing is written from now on: restart the gateway to write to the"
+                " store again (a running store's -wal and -shm files are part of it: never remove them)"
             )
-            self.on_moved(self.moved)
+            self.on_moved(self.moved, True)
 
     def _writable(self, blocked: Path | None) -> None:
         """Say when the store's files become read-only to this process, and writable again."""

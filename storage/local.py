@@ -585,6 +585,7 @@ class LocalStore:
         self._refusal = "the store is closed"
         """What a submit is told once the store takes no more: closed, or why its writer stopped."""
         self._stopped_by: str | None = None  # the error the writer stopped on
+        self._save_wal_due = False  # the -wal went: copy what the open one holds (``_save_wal``)
         self._gap_at = -LOCK_PROBE  # the event loop's time of the latest gap (``_leave_lock``)
         self._others_write = False  # another connection committed in that gap
         self._max_wait = options.max_wait_ms / 1000
@@ -860,6 +861,8 @@ class LocalStore:
     async def _writer(self) -> None:
         try:
             while True:
+                if self._save_wal_due:
+                    await self._save_wal()
                 if not self._pending:
                     if self._closing:
                         return
@@ -935,12 +938,55 @@ class LocalStore:
             return -1
         return int(row[0]) if row else -1
 
-    def _moved(self, why: str) -> None:
+    def _moved(self, why: str, wal: bool) -> None:
         """The watch found the file gone from ``storage.path``: say so once, and fail every commit
         from now on (each counted, the pages still served), rather than write on into a file that
-        is gone at exit, or beside a replacing file sharing its ``-wal``."""
+        is gone at exit, or beside a replacing file sharing its ``-wal``.
+
+        ``wal``: the file is there but its ``-wal`` went. What this connection committed since
+        the last checkpoint is only in the WAL it has open (gone at exit: a ``kill -9`` lost it):
+        the writer copies it into the file first (``_save_wal``). The checkpoint job stops, as
+        its connection, opened again after a failure, would read an empty ``-wal`` made at the
+        path against the ``-shm``'s index of the old one."""
         log.error("%s", why)
         self.failing = (time.time(), StoreMoved.__name__)
+        self.checkpointer.halt()
+        if wal:
+            self._save_wal_due = True
+            self._wakeup.set()
+
+    async def _save_wal(self) -> None:
+        """In the writer task, between two commits: copy every frame of the WAL this connection
+        has open into the store file (``wal_checkpoint(FULL)``), said in the log. Tried again
+        each second while a reader's older snapshot holds part of it back."""
+        assert self._db is not None
+        self._save_wal_due = False
+        try:
+            async with self._db.execute("PRAGMA wal_checkpoint(FULL)") as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.Error as err:
+            log.error(
+                "the store's -wal file went, and what it held could not be copied into %s: %s; the"
+                " landings committed since its last checkpoint are lost once the gateway exits",
+                self.path,
+                err,
+            )
+            return
+        busy, copied = (int(row[0]), int(row[2])) if row else (1, 0)
+        if busy:
+            if not self._closing:
+                asyncio.get_running_loop().call_later(1.0, self._retry_save_wal)
+            return
+        log.warning(
+            "the store's -wal file went: the %d pages its open copy held are copied into %s, nothing"
+            " committed is lost; restart the gateway to write to the store again",
+            copied,
+            self.path,
+        )
+
+    def _retry_save_wal(self) -> None:
+        self._save_wal_due = True
+        self._wakeup.set()
 
     def _drop_pending(self, error: Exception | None, inflight: int) -> None:
         """Closing while another connection holds the lock: the batch in flight (``inflight``

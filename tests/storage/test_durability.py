@@ -564,3 +564,71 @@ async def test_a_commit_refused_after_its_wait_timed_out_is_counted_and_said_as_
     assert await metric(gw, "gateway_events_not_stored_total") == 2  # none counted twice
     contents = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert contents == [("before",), ("after",)]
+
+
+async def test_a_wal_file_deleted_under_the_gateway_is_told_and_what_it_held_survives_kill_9(
+    tmp_path: Path,
+    upstream_server: Callable[[web.Application], Awaitable[str]],
+    processes: list[GatewayProcess],
+) -> None:
+    """``rm gw.db-wal`` under a running gateway (a cleanup script, an operator thinking it a
+    leftover): SQLite writes on into the WAL it has open, which is gone at exit, and a
+    connection opened since makes an empty one at the path. Until 2026-12-07 ``/healthz`` said
+    ``ok``, nothing was logged but a failing checkpoint, and a ``kill -9`` then lost every
+    landing committed since the last checkpoint, those answered before the ``rm`` included.
+    Now the gateway sees it within a second, copies what its open WAL holds into the store
+    file, says so, and refuses commits (counted) until a restart: every landing answered as
+    committed is in the store after a ``kill -9``."""
+    upstream = await upstream_server(landing_app())
+    gw = GatewayProcess(tmp_path, upstream, "first")
+    processes.append(gw)
+    await gw.start()
+    answered: list[str] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        await gw.wait_ready(session)
+
+        async def land_one(content: str) -> None:
+            async with session.get(f"{gw.url}/land?utm_source=wal&utm_content={content}") as resp:
+                assert resp.status == 200
+                assert await resp.read() == b"<html>landing</html>"
+            answered.append(content)
+
+        async def store_state() -> dict[str, str]:
+            async with session.get(f"http://127.0.0.1:{gw.admin_port}/healthz") as resp:
+                assert resp.status == 200
+                answer: dict[str, str] = await resp.json()
+                return answer
+
+        for n in range(20):
+            await land_one(f"before{n}")
+        wal = gw.db.with_name(gw.db.name + "-wal")
+        assert await asyncio.to_thread(wal.exists)
+        await asyncio.to_thread(wal.unlink)
+        for n in range(20):  # into the WAL the gateway still has open, before it can notice
+            await land_one(f"after{n}")
+        async with asyncio.timeout(5):
+            while (state := await store_state())["status"] == "ok":
+                await asyncio.sleep(0.05)
+        assert state["store"] == "commits are failing (StoreMoved), events are being lost; the log says why"
+        async with asyncio.timeout(5):  # its copy into the store file said in the log
+            while "copied into" not in await asyncio.to_thread(gw.log.read_text):
+                await asyncio.sleep(0.05)
+        async with session.get(f"{gw.url}/land?utm_source=wal&utm_content=refused") as resp:
+            assert resp.status == 200  # served all the same, its touchpoint refused and counted
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGKILL)
+        await gw.proc.wait()
+    log = await asyncio.to_thread(gw.log.read_text)
+    assert f"the store's -wal file {wal} (beside storage.path) was deleted while the gateway ran" in log, log
+    again = GatewayProcess(tmp_path, upstream, "second")
+    processes.append(again)
+    await again.start()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        await again.wait_ready(session)
+    await again.kill()
+    stored = {c for (c,) in await asyncio.to_thread(query, gw.db, "SELECT content FROM touchpoints")}
+    lost = [c for c in answered if c not in stored]
+    assert lost == [], f"{len(lost)} of {len(answered)} answered landings lost"
+    assert "refused" not in stored
+    [(check,)] = await asyncio.to_thread(query, gw.db, "PRAGMA integrity_check")
+    assert check == "ok"
