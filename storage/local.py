@@ -959,8 +959,9 @@ class LocalStore:
         """In the writer task, between two commits: copy every frame of the WAL this connection
         has open into the store file (``wal_checkpoint(FULL)``), said in the log. Tried again
         each second while a reader's older snapshot holds part of it back."""
-        assert self._db is not None
         self._save_wal_due = False
+        if self._db is None:  # not opened yet (its disk full at start): it holds nothing
+            return
         try:
             async with self._db.execute("PRAGMA wal_checkpoint(FULL)") as cursor:
                 row = await cursor.fetchone()
