@@ -85,6 +85,29 @@ def regex_problem(pattern: str, flags: int = 0) -> str | None:
     return f"not a valid regular expression ({reason}): {_shown(pattern)}"
 
 
+_DOTTED = re.compile(r"\$?\.?((?:[^./~\[\]\s]+|\[[0-9]+\])(?:\.[^./~\[\]\s]+|\[[0-9]+\])*)")
+"""A path written with dots (``user.id``, JSONPath's ``$.items[0].id``): said as a pointer."""
+
+
+def json_pointer_problem(pointer: str) -> str | None:
+    """Why ``pointer`` is no JSON pointer (RFC 6901) into a document (None: it is one): it starts
+    with ``/``. A path written with dots is answered with the pointer it means. (A ``~`` that is
+    not ``~0`` or ``~1`` is read as itself, as rules always read it: a key ``a~b`` is ``/a~b``.)"""
+    if pointer.startswith("/"):
+        return None
+    dotted = _DOTTED.fullmatch(pointer)
+    fix = ""
+    if dotted is not None:
+        tokens = re.sub(r"\.?\[([0-9]+)\]", r".\1", dotted.group(1)).split(".")
+        fix = ": write " + _quoted("/" + "/".join(tokens))
+    return f'a JSON pointer starts with "/", got {pointer!r}{fix}'
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def comparison_problems(key: str, equals: str | None, matches: str | None, absent: bool) -> list[str]:
     """What is wrong with a condition's test (a rule's or a sender's ``when`` entry): at most
     one of ``equals`` and ``matches``, neither with ``absent``, a pattern that compiles."""

@@ -18,6 +18,7 @@ from gateway.config_values import (
     cookie_name_problem,
     header_name_problem,
     host_problem,
+    json_pointer_problem,
     regex_problem,
     text_problem,
 )
@@ -254,8 +255,8 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         " a when may test it",
     )
     validate_capture(p, key, source, kind, kept)
-    if kind.endswith("_json"):
-        _check(p, name.startswith("/"), f"{key}.{kind}", f'a JSON pointer starts with "/", got {name!r}')
+    if kind.endswith("_json") and (bad_pointer := json_pointer_problem(name)):
+        p.append(f"{key}.{kind}: {bad_pointer}")
     bad_cookie = kind == "jwt_cookie" and cookie_name_problem(name)
     if bad_cookie:
         p.append(f"{key}.jwt_cookie: {bad_cookie}")

@@ -1509,6 +1509,31 @@ def test_rule_conditions_and_value_scale_problems_name_their_key(toml: str, expe
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # A path written with dots, as JSONPath and most languages write one: until 2026-12-07
+        # the problem said only that a pointer starts with "/", and "/user.id" reads a key "user.id".
+        ('{ response_json = "user.id" }',
+         "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got 'user.id':"
+         " write \"/user/id\""),
+        ('{ response_json = "$.data.items[0].id" }',
+         "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got"
+         " '$.data.items[0].id': write \"/data/items/0/id\""),
+        ('{ request_json = "operationName" }',
+         "identity.rules[0].user_id.request_json: a JSON pointer starts with \"/\", got"
+         " 'operationName': write \"/operationName\""),
+    ],
+)  # fmt: skip
+def test_a_rule_json_pointer_written_with_dots_is_answered_with_the_pointer(
+    source: str, expected: str
+) -> None:
+    rule = f"[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\nuser_id = {source}\n"
+    assert problems(rule) == [expected]
+    when = f"[[conversions]]\nname = 'c'\npath = '/x'\nstatus = [200]\nwhen = [{source}]\n"
+    assert problems(when) == [expected.replace("identity.rules[0].user_id", "conversions[0].when[0]")]
+
+
 _ID = "[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
 
 
