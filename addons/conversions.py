@@ -105,8 +105,11 @@ class Conversions(FollowsKeyFiles):
     def request(self, ex: Exchange) -> None:
         self.index.request(ex)
 
+    def _matched(self, rule: _Rule, status: int) -> None:
+        self.metrics.rule_matched.labels("conversion", rule.name, str(status)).inc()
+
     def response(self, ex: Exchange) -> None:
-        for rule in self.index.fired(ex):
+        for rule in self.index.fired(ex, self._matched):
             try:
                 # Not this rule's request (another GraphQL operation): [], not counted.
                 picked = holding_operations(rule.when, ex)

@@ -10,7 +10,7 @@ matching rules read and tells which rules fired. What a rule reads lives in
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,19 +80,23 @@ class RuleIndex:
                         _ask_for_readable_body(ex)
                     ex.want_response_body = max(ex.want_response_body, match.max_body)
 
-    def fired(self, ex: Exchange) -> list[Any]:
-        """The matching rules whose success statuses include the response's."""
-        if ex.response is None or ex.visitor is None:
+    def fired(self, ex: Exchange, matched: Callable[[Any, int], None] | None = None) -> list[Any]:
+        """The matching rules whose success statuses include the response's (none for an exchange
+        without a visitor). ``matched(rule, status)`` is called for every rule the request
+        matched, fired or not: the operator's clue to a rule that never fires."""
+        if ex.response is None:
             return []
         candidates = self.by_method.get(ex.request.method)
         if not candidates:
             return []
         host = hostname(ex.request.host)
         status = ex.response.status
-        return [
-            rule
-            for match, rule in candidates
-            if status in match.status
-            and (not match.host or match.host == host)
-            and match.path.fullmatch(ex.request.path)
-        ]
+        fired = []
+        for match, rule in candidates:
+            if (match.host and match.host != host) or not match.path.fullmatch(ex.request.path):
+                continue
+            if matched is not None:
+                matched(rule, status)
+            if status in match.status and ex.visitor is not None:
+                fired.append(rule)
+        return fired

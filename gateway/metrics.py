@@ -44,6 +44,14 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.rule_matched = Counter(
+            "gateway_rule_matched",
+            "Requests a rule matched (method, host, path) by the status the site answered, whether it"
+            " fired or not: a rule with no series matches nothing; one whose statuses here are not"
+            " in its status never fires; by kind (identity, conversion), rule and status",
+            ["kind", "rule", "status"],
+            registry=r,
+        )
         self.extraction_failures = Counter(
             "gateway_extraction_failures",
             "Rule values that could not be read or were invalid (the rule still ran), by rule and reason",
