@@ -186,6 +186,12 @@ def _msgspec_problem(
             header = "[[" + re.sub(r"\[\d+\]", "", key) + "]]"
             return f"{key}: must be an array of tables ({header}), got a table; write {header} for each entry"
         hint = _number_hint(key, wanted, found) if isinstance(found, str) else ""
+        if key.endswith(".equals") and wanted == "a string" and isinstance(found, bool | int):
+            # A when's equals = true, or 42: the README says a JSON true or 42 is compared as written.
+            hint = (
+                f'; write it in quotes: equals = "{_shown(found)}" (the value read is compared'
+                " as text, a JSON true or 42 as written)"
+            )
         return f"{key}: expected {wanted}, got {got}{hint}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"

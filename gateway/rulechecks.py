@@ -64,7 +64,7 @@ def validate_rules(
         p.append(f'{key}: rules are configured but "{addon}" is not in proxy.addons')
     elif "identity" not in addons or addons.index("identity") > addons.index(addon):
         p.append(f'proxy.addons: "{addon}" needs "identity" before it (rules bind a visitor)')
-    names: set[str] = set()
+    names: dict[str, int] = {}
     entries: Sequence[IdentityRule | ConversionRule] = rules
     for i, rule in enumerate(entries):
         at = f"{key}[{i}]"
@@ -73,8 +73,13 @@ def validate_rules(
         bad_name = text_problem(rule.name, stripped=isinstance(rule, ConversionRule))
         if bad_name:
             p.append(f"{at}.name: {bad_name}")
-        _check(p, rule.name not in names, f"{at}.name", f"{rule.name!r} is used by another rule")
-        names.add(rule.name)
+        if rule.name in names:
+            kept = "bindings" if isinstance(rule, IdentityRule) else "conversions"
+            p.append(
+                f"{at}.name: {rule.name!r} is also the name of {key}[{names[rule.name]}]; give each rule"
+                f" its own (it names the rule's {kept} and metrics)"
+            )
+        names.setdefault(rule.name, i)
         if _METHOD.fullmatch(rule.method.upper()) and not _METHOD.fullmatch(rule.method):
             # Matched exactly as requests send it: "post" is no typo of a method but never matches.
             p.append(f'{at}.method: written in capitals, as requests send it: "{rule.method.upper()}"')

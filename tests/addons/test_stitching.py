@@ -432,7 +432,10 @@ def test_config_errors_name_the_rule_key() -> None:
     found = info.value.problems
     assert any(p.startswith("identity.rules[1].path: not a valid regular expression (") for p in found)
     assert "identity.rules[1].status[0]: must be 100..599, got 99" in found
-    assert "identity.rules[1].name: 'r' is used by another rule" in found
+    assert (
+        "identity.rules[1].name: 'r' is also the name of identity.rules[0]; give each rule its own"
+        " (it names the rule's bindings and metrics)"
+    ) in found
     assert 'identity.rules: rules are configured but "stitching" is not in proxy.addons' in found
 
 

@@ -1534,6 +1534,44 @@ def test_a_rule_json_pointer_written_with_dots_is_answered_with_the_pointer(
     assert problems(when) == [expected.replace("identity.rules[0].user_id", "conversions[0].when[0]")]
 
 
+@pytest.mark.parametrize(
+    ("written", "quoted"), [("true", '"true"'), ("false", '"false"'), ("42", '"42"'), ("-7", '"-7"')]
+)
+def test_a_when_equals_written_as_a_toml_boolean_or_number_says_to_quote_it(
+    written: str, quoted: str
+) -> None:
+    """The README says a JSON ``true`` or ``42`` is compared as written; an operator writes
+    ``equals = true``, which TOML reads as a boolean. Until 2026-12-07 the problem said only
+    ``expected a string, got true``, not what to write."""
+    toml = f"{_CONV}when = [{{ response_json = '/ok', equals = {written} }}]\n"
+    assert problems(toml) == [
+        f"conversions[0].when[0].equals: expected a string, got {written}; write it in quotes: equals ="
+        f" {quoted} (the value read is compared as text, a JSON true or 42 as written)"
+    ]
+
+
+def test_two_rules_of_one_name_name_the_first_rule_that_has_it() -> None:
+    """Until 2026-12-07 the second was said to be "used by another rule": which one, among tens,
+    was left to find."""
+    rule = "[[identity.rules]]\nname = 'login'\npath = '/{}'\nstatus = [200]\nuser_id = {{ form = 'u' }}\n"
+    toml = rule.format("a") + rule.format("b") + rule.format("c")
+    assert problems(toml) == [
+        "identity.rules[1].name: 'login' is also the name of identity.rules[0]; give each rule its own"
+        " (it names the rule's bindings and metrics)",
+        "identity.rules[2].name: 'login' is also the name of identity.rules[0]; give each rule its own"
+        " (it names the rule's bindings and metrics)",
+    ]
+    conversion = "[[conversions]]\nname = 'buy'\npath = '/{}'\nstatus = [200]\n"
+    assert problems(conversion.format("a") + conversion.format("b")) == [
+        "conversions[1].name: 'buy' is also the name of conversions[0]; give each rule its own"
+        " (it names the rule's conversions and metrics)"
+    ]
+    # An identity rule and a conversion rule may share a name: the metrics tell them by kind.
+    load_settings(
+        None, text=rule.format("a") + conversion.format("a").replace("'buy'", "'login'"), environ=ENV
+    )
+
+
 _ID = "[[identity.rules]]\nname = 'r'\npath = '/x'\nstatus = [200]\n"
 
 
