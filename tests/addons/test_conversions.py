@@ -141,6 +141,31 @@ def test_bad_values_recorded_without_them_and_counted(
         assert metric(ctx, "gateway_extraction_failures_total", labels) == 1, reason
 
 
+@pytest.mark.parametrize(
+    ("total", "separator", "value"),
+    [("€12.50", ".", 12.5), ("$1,299.00", ".", 1299.0), ("12,50 €", ",", 12.5), ("12.50 EUR", ".", 12.5)],
+)
+def test_an_amount_written_with_its_currency_is_read_through_a_capture(
+    total: str, separator: str, value: float
+) -> None:
+    """As the README says: a sign or code with the amount is no number (counted), and a capture
+    of the digits keeps the amount."""
+    body = ('{"total": "' + total + '"}').encode()
+    plain = context(rule(f'value = {{ response_json = "/total" }}\ndecimal_separator = "{separator}"'))
+    c = run(plain, checkout(), response_body=body)
+    assert c is not None and c.value is None
+    labels = {"rule": "purchase", "reason": "value_invalid"}
+    assert metric(plain, "gateway_extraction_failures_total", labels) == 1
+    captured = context(
+        rule(
+            f'value = {{ response_json = "/total", capture = "([0-9][0-9.,]*)" }}\n'
+            f'decimal_separator = "{separator}"'
+        )
+    )
+    c = run(captured, checkout(), response_body=body)
+    assert c is not None and c.value == value
+
+
 @pytest.mark.parametrize("read", ["727.5", '{"id": 727}', "[727]", "true"])
 def test_order_id_or_currency_of_no_text_is_counted_invalid(read: str) -> None:
     # A JSON order number written as a fraction, an object, a list or a boolean has no text:
