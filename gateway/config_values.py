@@ -97,7 +97,9 @@ def json_pointer_problem(pointer: str) -> str | None:
         return None
     dotted = _DOTTED.fullmatch(pointer)
     fix = ""
-    if dotted is not None:
+    if pointer.lstrip().startswith("/"):
+        fix = ": write " + _quoted(pointer.lstrip()) + ", without the space before it"
+    elif dotted is not None:
         tokens = re.sub(r"\.?\[([0-9]+)\]", r".\1", dotted.group(1)).split(".")
         fix = ": write " + _quoted("/" + "/".join(tokens))
     return f'a JSON pointer starts with "/", got {pointer!r}{fix}'

@@ -1520,6 +1520,9 @@ def test_rule_conditions_and_value_scale_problems_name_their_key(toml: str, expe
         ('{ response_json = "$.data.items[0].id" }',
          "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got"
          " '$.data.items[0].id': write \"/data/items/0/id\""),
+        ('{ response_json = " /user/id" }',
+         "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got ' /user/id':"
+         " write \"/user/id\", without the space before it"),
         ('{ request_json = "operationName" }',
          "identity.rules[0].user_id.request_json: a JSON pointer starts with \"/\", got"
          " 'operationName': write \"/operationName\""),
