@@ -91,6 +91,7 @@ def validate_rules(
             regex_problem(rule.path)
             or (None if rule.path else 'must not be empty (matched against the whole path, like "/login")')
             or unsent_path(rule.path)
+            or unmatched_path(rule.path)
         )
         if bad_path:
             p.append(f"{at}.path: {bad_path}")
@@ -322,3 +323,77 @@ def unsent_path(pattern: str) -> str | None:
         f"{unsent[0]!r} never arrives as written: a path is sent percent-encoded"
         f' ({unsent[0]!r} as {quote(unsent[0], safe="")}); write "{fixed}"'
     )
+
+
+_URL = re.compile(r"\^?https?://([^/]*)(/.*)?", re.IGNORECASE)
+_FIRST = re.compile(r"\^?([A-Za-z0-9%_~-])(?![?*{])")
+"""A pattern starting with a literal character other than "/", not made optional."""
+_QUERY = re.compile(r"\\\?|(?<![\\(*+?}])\?(?=[A-Za-z_][\w.-]*=)")
+r"""Where a query seems written in a pattern: a ``\?`` (a literal "?"), or a "?" after a
+literal and before ``name=`` (``/checkout/?wc-ajax=checkout``); not a regex's own ``?``
+(optional, lazy, a group's flag or name)."""
+_FRAGMENT = re.compile(r"\\?#")
+_PARAM = re.compile(r"([A-Za-z_][\w.-]*)(?:=(.*?))?(?:&.*)?")
+_PLAIN = re.compile(r"(?:[\w-]|\\\.)+")
+"""A query value written as plain text (a "." escaped): tested with equals."""
+
+
+def _literal_spans(pattern: str) -> list[tuple[int, int]]:
+    """Where ``pattern`` is outside its character classes (``[…]``)."""
+    spans, at = [], 0
+    for found in _CLASS.finditer(pattern):
+        spans.append((at, found.start()))
+        at = found.end()
+    spans.append((at, len(pattern)))
+    return spans
+
+
+def _first_outside_classes(pattern: str, what: re.Pattern[str]) -> re.Match[str] | None:
+    for start, end in _literal_spans(pattern):
+        found = what.search(pattern, start, end)
+        if found is not None:
+            return found
+    return None
+
+
+def unmatched_path(pattern: str) -> str | None:
+    """Why a rule's ``path`` pattern can match no request's path (None: it may): that path
+    starts with "/" and holds no scheme, host, query or fragment. Said with what to write: the
+    path, a ``host``, a ``when`` on the query."""
+    url = _URL.fullmatch(pattern)
+    if url is not None:
+        host = url.group(1).replace("\\", "").rpartition("@")[2].split(":")[0]
+        return (
+            "a rule's path is matched against the path alone, without the scheme and host (a URL never"
+            f" matches); write {_basic(url.group(2) or '/')} (and host = {_basic(host)} to match that"
+            " host only)"
+        )
+    first = _FIRST.match(pattern)
+    if first is not None and "|" not in pattern:
+        fixed = "/" + pattern[first.start(1) :]
+        return f'a path as sent starts with "/", which this never matches; write {_basic(fixed)}'
+    query = _first_outside_classes(pattern, _QUERY)
+    if query is not None:
+        path = pattern[: query.start()] or "/"
+        param = _PARAM.fullmatch(pattern[query.end() :])
+        test = "the query in a when"
+        if param is not None:
+            value = param.group(2) or ""
+            equals = f", equals = {_basic(value.replace(chr(92), ''))}" if _PLAIN.fullmatch(value) else ""
+            test += f": when = [{{ query = {_basic(param.group(1))}{equals} }}]"
+        return (
+            "the query (after '?') is not part of the path a rule matches, so this never fires; write"
+            f" path = {_basic(path)} and test {test}"
+        )
+    fragment = None if "(?#" in pattern or "(?x" in pattern else _first_outside_classes(pattern, _FRAGMENT)
+    if fragment is not None:
+        return (
+            "the fragment (after '#') is never sent, so this never fires; write"
+            f" {_basic(pattern[: fragment.start()] or '/')}"
+        )
+    return None
+
+
+def _basic(text: str) -> str:
+    """``text`` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -692,6 +692,67 @@ def test_a_rule_path_with_what_no_path_as_sent_holds_is_a_problem(
     assert problem.startswith(expected), problem
 
 
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("https://shop.example/login",
+         'conversions[0].path: a rule\'s path is matched against the path alone, without the scheme and'
+         ' host (a URL never matches); write "/login" (and host = "shop.example" to match that host only)'),
+        ("/checkout/?wc-ajax=checkout",
+         "conversions[0].path: the query (after '?') is not part of the path a rule matches, so this"
+         ' never fires; write path = "/checkout/" and test the query in a when: when = [{ query ='
+         ' "wc-ajax", equals = "checkout" }]'),
+        ("/wp-login\\.php\\?action=register",
+         "conversions[0].path: the query (after '?') is not part of the path a rule matches, so this"
+         ' never fires; write path = "/wp-login\\\\.php" and test the query in a when: when = [{ query ='
+         ' "action", equals = "register" }]'),
+        ("/login\\?next=.*",
+         "conversions[0].path: the query (after '?') is not part of the path a rule matches, so this"
+         ' never fires; write path = "/login" and test the query in a when: when = [{ query = "next" }]'),
+        ("login",
+         'conversions[0].path: a path as sent starts with "/", which this never matches; write "/login"'),
+        ("^api/orders",
+         'conversions[0].path: a path as sent starts with "/", which this never matches; write'
+         ' "/api/orders"'),
+        ("/thank-you#done",
+         "conversions[0].path: the fragment (after '#') is never sent, so this never fires; write"
+         ' "/thank-you"'),
+    ],
+)  # fmt: skip
+def test_a_rule_path_no_request_path_can_match_is_a_problem(path: str, expected: str) -> None:
+    """A rule's path is matched against the request's path alone, which starts with "/" and holds
+    no scheme, host, query or fragment. Until 2026-12-07 such a pattern was taken and the rule
+    never fired, without a word (WooCommerce's checkout is /?wc-ajax=checkout, and the README's
+    own rule for it tests the query in a when)."""
+    toml = f"[[conversions]]\nname = 'r'\npath = '{path}'\nstatus = [200]\n"
+    assert problems(toml) == [expected]
+
+
+def test_a_rule_path_whose_regex_may_start_elsewhere_or_uses_question_marks_is_taken() -> None:
+    """Not refused: what may match a path (an alternation, an optional first atom, a group, a
+    class), and a ? that is a regex's own (optional, lazy, a group's flag or name)."""
+    paths = [
+        "/(checkout/)?",
+        ".*/login",
+        "(/a|/b)",
+        "login|/signin",
+        "x?/login",
+        "[/]login",
+        "\\/login",
+        "(?i)/login",
+        "/u/(?P<id>[0-9]+)/",
+        "/a/.*?/b=c",
+        "/s/(?=x)x",
+        "/login/?",
+        "/api/v[12]?/order",
+        "/(?#note)login",
+    ]
+    toml = "".join(
+        f"[[conversions]]\nname = 'r{i}'\npath = '{p}'\nstatus = [200]\n" for i, p in enumerate(paths)
+    )
+    load_settings(None, text=toml, environ=ENV)
+
+
 def test_a_rule_path_percent_encoded_or_with_escapes_is_taken() -> None:
     toml = (
         "[[conversions]]\nname = 'a'\npath = '/caf%C3%A9/merci'\nstatus = [200]\n"
