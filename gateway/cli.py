@@ -1402,7 +1402,80 @@ def build_parser() -> argparse.ArgumentParser:
     mitm.add_argument("arguments", nargs=argparse.REMAINDER, help="mitmdump's own arguments")
     add_privacy_commands(sub, DEFAULT_CONFIG)
     add_rules_parser(sub, DEFAULT_CONFIG)
+    _describe(parser)
     return parser
+
+
+EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("run",): (
+        "gateway run -c /etc/gateway/gateway.toml",
+        "gateway run --dev --log-format text   # try it: ephemeral secrets",
+    ),
+    ("doctor",): (
+        "gateway doctor -c /etc/gateway/gateway.toml",
+        "gateway doctor --timeout 10   # a slow PostgreSQL",
+    ),
+    ("check",): (
+        "gateway check -c /etc/gateway/gateway.toml",
+        "gateway check -c /etc/gateway/gateway.toml --quiet   # one line, for a unit's ExecStartPre",
+    ),
+    ("init",): ("gateway init -c /etc/gateway/gateway.toml --store /var/lib/gateway/gateway.db",),
+    ("import",): (
+        "gateway import /var/log/nginx/access.log* --format combined --host www.example.com",
+        "gateway import events.jsonl.gz --format json-lines --field time=/@timestamp --dry-run",
+        "gateway import --list",
+        "gateway import --undo 2 --dry-run   # what run 2 added, per table",
+    ),
+    ("replay-bad",): ("gateway replay-bad --dry-run", "gateway replay-bad --sender billing"),
+    ("send-test-event",): ("gateway send-test-event --creator cr_test1 --value 49.90 --currency EUR",),
+    ("reclassify",): ("gateway reclassify --dry-run   # count the changes first", "gateway reclassify"),
+    ("sync",): ("gateway sync --once -c /etc/gateway/gateway.toml --wait 60",),
+    ("mirror",): ("gateway mirror --once -c /etc/gateway/gateway.toml",),
+    ("sink", "send"): ("gateway sink send --user 42", "gateway sink send --user 42 --sink segment"),
+    ("report",): (
+        "gateway report --model all --since 2026-11-01 --until 2026-12-01",
+        "gateway report --payouts --format csv > payouts.csv",
+        "gateway report --fraud --since 2026-11-01",
+    ),
+    ("purge",): ("gateway purge --dry-run", "gateway purge"),
+    ("erase",): (
+        "gateway erase alice@example.com --dry-run   # what would go, per table",
+        "gateway erase alice@example.com",
+        "gateway erase --visitor 0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    ),
+    ("rules", "try"): (
+        "gateway rules try session.har",
+        "gateway rules try session.har.gz --all --format json",
+    ),
+}
+"""The command lines each command's --help ends with (``-c`` is ``gateway.toml`` where left out)."""
+
+
+def _describe(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> None:
+    """Each command's --help starts with what it does, as ``gateway --help`` lists it, and ends
+    with its examples (until 2026-12-07 it listed the options alone)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        said = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, command in action.choices.items():
+            if name == mitmlaunch.COMMAND:  # its --help is mitmdump's own
+                continue
+            command.description = command.description or said.get(name)
+            examples = EXAMPLES.get((*words, name))
+            if examples:
+                command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+                command.formatter_class = _ExamplesFormatter
+            _describe(command, (*words, name))
+
+
+class _ExamplesFormatter(argparse.HelpFormatter):
+    """Wraps the description as argparse does, but keeps the examples' lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 EXIT_PIPE = 128 + 13

@@ -240,3 +240,44 @@ def test_a_config_that_is_not_a_file_or_too_large_is_refused_not_read_for_ever(t
     ), done.stderr
     feeder.join(timeout=30)
     assert "Traceback" not in done.stderr
+
+
+HELPED = [words for words in COMMANDS if words != ("mitmdump",)]
+"""Every command whose --help is ours (``gateway mitmdump --help`` is mitmdump's own)."""
+
+
+def _said(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(stopped.value.code or 0), out, err
+
+
+@pytest.mark.parametrize("words", HELPED, ids=" ".join)
+def test_a_command_help_says_what_it_does_and_gives_an_example_that_parses(
+    words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway report --help`` listed the options alone: what the command does was said by
+    ``gateway --help`` only, and no --help showed a command line to start from."""
+    code, out, _ = _said([*words, "--help"], capsys)
+    assert code == 0
+    # What it does, as ``gateway --help`` (or ``gateway sink --help``) lists it, under the usage.
+    parent = build_parser()
+    for word in words[:-1]:
+        parent = next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    listed = next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction))
+    what = next(a.help for a in listed._choices_actions if a.dest == words[-1])
+    assert what and " ".join(what.split()) in " ".join(out.split()), out
+    assert "\nexamples:\n" in out, out
+    examples = [
+        line.split("#")[0].split(" > ")[0].split()  # a comment, a redirection: the shell's
+        for line in out.partition("\nexamples:\n")[2].splitlines()
+        if line.strip().startswith("gateway ")
+    ]
+    assert examples, out
+    for example in examples:  # each one a command line the parser takes, of this command
+        assert tuple(example[1 : 1 + len(words)]) == words, example
+        build_parser().parse_args(example[1:])
+
