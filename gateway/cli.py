@@ -1189,6 +1189,11 @@ class _Parser(argparse.ArgumentParser):
         """One line, exit 2: ``gateway report: error: argument --model: invalid choice: …; see
         `gateway report --help```. argparse put its whole usage block first (ten lines for
         ``report``), the line that names the mistake last, under it."""
+        wrong = re.search(r"invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if wrong is not None:  # `gateway reprot`, `--model lineer`: the choice it is a slip for
+            meant = _meant(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
+            if meant is not None:
+                message = message.replace(" (choose from ", f" (did you mean {meant}? choose from ", 1)
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
     def _print_message(self, message: str, file: Any = None) -> None:  # a SupportsWrite[str]
@@ -1493,6 +1498,32 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser = found[0].choices[chosen]
 
 
+def _meant(given: str, known: Sequence[str]) -> str | None:
+    """The one of ``known`` that ``given`` is a slip of the keyboard for, if one is close."""
+    import difflib
+
+    found = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _meant_options(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """`` (did you mean --model?)`` of ``--modle``: each option ``unknown`` holds that is close
+    to one of the command's (until 2026-12-07 the operator looked it up in --help)."""
+    known = [
+        o
+        for a in parser._actions
+        if a.help != argparse.SUPPRESS
+        for o in a.option_strings
+        if o.startswith("--")
+    ]
+    meant = [
+        found
+        for word in unknown
+        if word.startswith("--") and (found := _meant(word.partition("=")[0], known)) is not None
+    ]
+    return f" (did you mean {', '.join(dict.fromkeys(meant))}?)" if meant else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == [mitmlaunch.COMMAND]:  # every argument after it is mitmdump's, not ours
@@ -1504,7 +1535,8 @@ def main(argv: list[str] | None = None) -> int:
         _stdout_to_devnull()
         return EXIT_PIPE
     if unknown:  # named by the command whose --help lists its options, not by `gateway --help`
-        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        command = _command_parser(parser, args)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{_meant_options(command, unknown)}")
     if args.func is cmd_run and args.worker is None:
         # The supervisor's own options for its workers: hidden, and an operator's
         # ``--listen 0.0.0.0:80`` was taken and ignored without a word.

@@ -281,3 +281,41 @@ def test_a_command_help_says_what_it_does_and_gives_an_example_that_parses(
         assert tuple(example[1 : 1 + len(words)]) == words, example
         build_parser().parse_args(example[1:])
 
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["report", "--modle", "linear"], "--model"),
+        (["reclassify", "--dryrun"], "--dry-run"),
+        (["import", "--formt", "combined", "x.log"], "--format"),
+        (["erase", "--visiter", "abc"], "--visitor"),
+        (["doctor", "--timout", "3"], "--timeout"),
+        (["check", "--quite"], "--quiet"),
+        (["rules", "try", "--hots", "a", "x.har"], "--host"),
+        (["run", "--admin-publc"], "--admin-public"),
+        (["report", "--since=2026-11-01", "--fruad"], "--fraud"),
+        (["sink", "send", "--user", "u1", "--snk", "seg"], "--sink"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_a_misspelt_option_is_told_with_the_one_meant(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway report --modle linear`` said ``unrecognized arguments: --modle linear`` and
+    left the operator to find ``--model`` in ``--help``."""
+    code, _, err = _said(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert f"did you mean {meant}?" in err, err
+
+
+def test_a_misspelt_command_is_told_with_the_one_meant(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _said(["reprot", "--since", "2026-11-01"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert "invalid choice: 'reprot'" in err and "did you mean report?" in err, err
+    code, _, err = _said(["rules", "tyr", "x.har"], capsys)
+    assert code == 2 and "did you mean try?" in err, err
+    code, _, err = _said(["--no-such-option"], capsys)  # nothing close: no guess
+    assert code == 2 and "did you mean" not in err, err
+
