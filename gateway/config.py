@@ -838,6 +838,7 @@ _NOT_FILES = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
 }
 """What ``-c`` may name that is no config file, and is refused before it is opened (a device
 reads for ever: ``/dev/zero``, a terminal; a socket cannot be opened). A named pipe is read
@@ -854,6 +855,9 @@ def read_config(path: str | Path) -> str:
     file = Path(path)
     try:
         kind = _NOT_FILES.get(stat.S_IFMT(file.stat().st_mode))
+        if kind == "a folder":  # until 2026-12-07 "cannot read: Is a directory", and no more
+            named = file / "gateway.toml"
+            raise ConfigError([f"{file}: a folder, not a file; name the config file in it (e.g. -c {named})"])
         if kind is not None:
             raise ConfigError([f"{file}: {kind}, not a file; name the config file (e.g. -c gateway.toml)"])
         with file.open("rb") as stream:

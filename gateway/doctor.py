@@ -88,6 +88,9 @@ def _config_fix(path: str, problem: str) -> str:
             f"let the user who runs this (uid {os.geteuid()}) read {path}, or run it as the gateway's"
             " user (see Operations: gateway doctor)"
         )
+    if problem.startswith(f"{path}: a ") and ", not a file; name the config file" in problem:
+        # A folder or a device: ``gateway init -c`` would refuse it too.
+        return "name the config file the gateway runs with (-c FILE)"
     if ": cannot read: " in problem:
         return (
             f"name the config file the gateway runs with (-c), or write a starter one: gateway init -c {path}"

@@ -319,3 +319,19 @@ def test_a_misspelt_command_is_told_with_the_one_meant(capsys: pytest.CaptureFix
     code, _, err = _said(["--no-such-option"], capsys)  # nothing close: no guess
     assert code == 2 and "did you mean" not in err, err
 
+
+@pytest.mark.parametrize(
+    "words", [w for w, p in COMMANDS.items() if _reads_config(p) and w != ("init",)], ids=" ".join
+)
+def test_a_config_that_is_a_folder_says_to_name_the_file_in_it(
+    words: tuple[str, ...], tmp_path: Path
+) -> None:
+    """``-c /etc/gateway`` said ``/etc/gateway: cannot read: Is a directory``, and ``gateway
+    doctor`` told to run ``gateway init -c /etc/gateway``, which refuses a folder."""
+    (tmp_path / "conf").mkdir()
+    done = gateway(*words, *_required(words), "-c", "conf", cwd=tmp_path)
+    _refused(done)
+    said = done.stderr + done.stdout
+    assert "conf: a folder, not a file; name the config file in it (e.g. -c conf/gateway.toml)" in said, said
+    assert "gateway init -c conf" not in said, said
+
