@@ -832,8 +832,9 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                     )
                 )
             except (SchemaTooNew, sqlite3.DatabaseError) as err:
+                key = "central.mirror_path" if name == "mirror" else "storage.path"
                 print(
-                    f"gateway: cannot reclassify the store {path}: {err}{store_hint(err, path)}{after}",
+                    f"gateway: cannot reclassify the store {path}: {err}{store_hint(err, path, key)}{after}",
                     file=sys.stderr,
                 )
                 return 1

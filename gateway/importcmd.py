@@ -28,7 +28,7 @@ from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
 from gateway.importwrite import BatchRefused, CommitFailed, RunUndone
 from gateway.logformats import FORMATS, JSON_FIELDS
-from storage.local import StoreClosed
+from storage.local import StoreClosed, store_hint
 from storage.migrate import SchemaTooNew
 
 EXIT_USAGE = 2
@@ -165,7 +165,8 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     except (SchemaTooNew, sqlite3.Error, StoreClosed) as err:
-        print(f"gateway import: the store {settings.store_path} failed: {err}", file=sys.stderr)
+        hint = store_hint(err, settings.store_path)
+        print(f"gateway import: the store {settings.store_path} failed: {err}{hint}", file=sys.stderr)
         return 1
     except BrokenProcessPool:  # the kernel's OOM killer, or kill -9
         print(

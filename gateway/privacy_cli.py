@@ -64,7 +64,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
         # PostgreSQL away or refusing says little by its message alone (a refused connection)
         # The node's store fails first; past it, the mirror (the central store's are not SQLite's)
         path = settings.store_path if "local" not in done else (settings.mirror_path or settings.store_path)
-        why = f"{cause}{store_hint(cause, path)}"
+        key = "storage.path" if path == settings.store_path else "central.mirror_path"
+        why = f"{cause}{store_hint(cause, path, key)}"
         if not isinstance(cause, SchemaTooNew | sqlite3.Error):
             why = f"{type(cause).__name__}: {cause}"
         if args.dry_run:

@@ -146,7 +146,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = asyncio.run(_report(settings, args, query)).table(table)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         # A store an older gateway left lacks tables too: that is said first (older_hint).
-        hint = store_hint(err, settings.report_path) or (
+        key = "storage.path" if settings.mirror_path is None else "central.mirror_path"
+        hint = store_hint(err, settings.report_path, key) or (
             " (not a gateway store? `gateway run` creates its tables)" if "no such table" in str(err) else ""
         )
         print(f"gateway: cannot read the store {settings.report_path}: {err}{hint}", file=sys.stderr)

@@ -361,11 +361,22 @@ def access_hint(error: BaseException | None, path: Path) -> str:
     return "" if blocked is None else f" ({blocked} is not writable to uid {uid}); {AS_OWNER}"
 
 
-def store_hint(error: BaseException | None, path: Path) -> str:
+def store_hint(error: BaseException | None, path: Path, key: str = "storage.path") -> str:
     """A one-shot command's words on why the store ``path`` failed it, beyond SQLite's: a write
-    lock held too long (``lock_hint``), rights this user lacks (``access_hint``), or a schema
-    older than this gateway's that the command does not migrate (``older_hint``)."""
-    return lock_hint(error) or access_hint(error, path) or older_hint(error, path)
+    lock held too long (``lock_hint``), rights this user lacks (``access_hint``), a schema
+    older than this gateway's that the command does not migrate (``older_hint``), or a file
+    that is no SQLite database at all (``not_sqlite_hint``; ``key``: the setting naming it)."""
+    return (
+        lock_hint(error) or access_hint(error, path) or older_hint(error, path) or not_sqlite_hint(error, key)
+    )
+
+
+def not_sqlite_hint(error: BaseException | None, key: str = "storage.path") -> str:
+    """Of a file SQLite cannot read as a database (a log, a config, a copy cut short): which
+    setting names it and what to do. Until 2026-12-07 SQLite's "file is not a database" alone."""
+    if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_NOTADB:
+        return ""
+    return f" (not a SQLite file: point {key} at the store the gateway writes)"
 
 
 def older_hint(error: BaseException | None, path: Path) -> str:

@@ -335,3 +335,37 @@ def test_a_config_that_is_a_folder_says_to_name_the_file_in_it(
     assert "conf: a folder, not a file; name the config file in it (e.g. -c conf/gateway.toml)" in said, said
     assert "gateway init -c conf" not in said, said
 
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("report",),
+        ("reclassify",),
+        ("erase", "u1"),
+        ("import", "--list"),
+        ("replay-bad",),
+        ("import", "--undo", "1"),
+        ("import", "--format", "combined", "--host", "www.example.com", "x.log"),
+    ],
+    ids=" ".join,
+)
+def test_a_store_that_is_not_sqlite_names_storage_path_and_what_to_do(
+    argv: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A text file at ``storage.path`` (a log, a config, a copy cut short) was told in SQLite's
+    words alone (``cannot read the store …: file is not a database``), naming no key."""
+    (tmp_path / "gw.db").write_text("this is a log line, not a SQLite database\n" * 200)
+    (tmp_path / "gw.toml").write_text("[storage]\npath = 'gw.db'\n")
+    (tmp_path / "x.log").write_text(
+        '192.0.2.1 - - [06/Dec/2026:10:00:00 +0000] "GET /?utm_source=news HTTP/1.1" 200 5 "-"'
+        ' "Mozilla/5.0"\n'
+    )
+    done = gateway(*argv, "-c", "gw.toml", cwd=tmp_path)
+    _refused(done)
+    assert done.returncode == 1, done
+    assert f"the store {tmp_path / 'gw.db'}" in done.stderr, done.stderr
+    assert (
+        ": file is not a database (not a SQLite file: point storage.path at the store the gateway"
+        " writes)" in done.stderr
+    ), done.stderr
+
