@@ -50,7 +50,7 @@ from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
 from gateway.logs import TEXT_FORMAT, set_level, setup_logging
-from gateway.notices import config_warnings
+from gateway.notices import config_warnings, secret_warnings, warn_of_secret
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings, restart_needed
@@ -155,7 +155,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail_config(args.config, ConfigError([f"storage.path: {settings.store_path} is {folder}"]))
     # A GeoIP database named but missing is not an error (geo turns itself off): said, though.
     warnings = [f"{check.what} ({check.fix})" for check in geo_files(settings) if check.status != "ok"]
-    warnings += config_warnings(settings.options)
+    warnings += config_warnings(settings.options) + secret_warnings(settings)
     ok = f"# {args.config}: OK (store: {settings.store_path}, node: {settings.node})"
     if args.quiet:
         # deploy/gateway.service runs this before each start and reload, whose own log lines
@@ -685,7 +685,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None:
         from gateway.supervisor import worker_count
 
-        for warning in config_warnings(opts):  # once, at the start
+        for warning in config_warnings(opts) + secret_warnings(settings):  # once, at the start
             log.warning("%s", warning)
 
         count = worker_count(opts.proxy.workers)
@@ -994,6 +994,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, admin_public=True, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    warn_of_secret(settings)
     code = import_command(settings, args)
     for sig in STOP_SIGNALS:  # the import is over: a stop now would only change its exit status
         signal.signal(sig, signal.SIG_IGN)

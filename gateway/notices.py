@@ -11,10 +11,12 @@ again at every SIGHUP: with four workers, eight lines for one unchanged fact at 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gateway.config import Settings
     from gateway.options import Options
 
 
@@ -66,3 +68,43 @@ def identity_warnings(options: Options) -> list[str]:
         ' it sets replaces the visitor\'s own: each campaign click starts a new journey; use "Lax"'
         " (the default), which browsers send on such a visit"
     ]
+
+
+def secret_warnings(settings: Settings) -> list[str]:
+    """``identity.secret`` read with white space at an end or a control character (the newline
+    of the env file it came from): not refused, as the admin token and the senders' secrets
+    are, since a gateway that ran so keyed its store with it, and a refusal would cost every
+    visitor their ID; but said, since a command given the variable without it (typed in a
+    shell) computes other keys: ``gateway erase`` finds none of the user's rows and exits 0."""
+    from gateway.config_values import padded
+
+    name = settings.options.identity.secret.removeprefix("env:")
+    try:
+        value = settings.secret.decode()
+    except UnicodeDecodeError:
+        return []
+    if not value or not padded(value):
+        return []
+    what = [
+        said
+        for said, found in (
+            ("starts with white space", value[:1].isspace()),
+            ("ends with white space", value[-1:].isspace()),
+            ("holds a control character", not value.strip().isprintable()),
+        )
+        if found
+    ]
+    kept = ", newline and all" if value.endswith("\n") else ""
+    return [
+        f"identity.secret: the value of {name} {' and '.join(what)} (a newline from the file it was"
+        f" read from?): it is used as it is{kept}, and every visitor and user key derives from it, so"
+        " each gateway and command on this store must get the very same value: one given the variable"
+        " without it (typed in a shell) finds none of the stored visitors and users (gateway erase"
+        " would erase nothing); a new installation: set it without (printf %s, not echo)"
+    ]
+
+
+def warn_of_secret(settings: Settings) -> None:
+    """A one-shot command's line on stderr for each of ``secret_warnings``."""
+    for warning in secret_warnings(settings):
+        print(f"gateway: warning: {warning}", file=sys.stderr)

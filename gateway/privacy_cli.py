@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 
 def _settings(args: argparse.Namespace) -> Settings | int:
     from gateway.cli import _fail_config
+    from gateway.notices import warn_of_secret
 
     try:
         settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    warn_of_secret(settings)
     problem = settings.store_problem()
     if problem is not None:
         print(problem, file=sys.stderr)

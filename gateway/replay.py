@@ -33,6 +33,7 @@ from gateway.inbound import ERASED_SINCE
 from gateway.keys import Keys
 from gateway.mapping import EVENT_KEY_FALLBACKS, Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
+from gateway.notices import warn_of_secret
 from gateway.signing import ReceiptKeys
 from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
@@ -251,6 +252,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    warn_of_secret(settings)
     if args.sender is not None and args.sender not in {s.name for s in settings.options.sources}:
         print(f"gateway: no [[sources]] named {args.sender!r} in {args.config}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import sys
 from gateway.config import ConfigError, load_settings
 from gateway.config_values import unset
 from gateway.keys import operator_user_id
+from gateway.notices import warn_of_secret
 
 
 def cmd_sink_send(args: argparse.Namespace) -> int:
@@ -24,6 +25,7 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, offline=True)
     except ConfigError as err:
         return _fail_config(args.config, err)
+    warn_of_secret(settings)
     names = [sink.name for sink in settings.options.sinks]
     if not names:
         print(f"gateway: {args.config}: no [[sinks]] configured", file=sys.stderr)

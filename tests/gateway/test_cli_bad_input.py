@@ -369,3 +369,40 @@ def test_a_store_that_is_not_sqlite_names_storage_path_and_what_to_do(
         " writes)" in done.stderr
     ), done.stderr
 
+
+PADDED_SECRET_SAID = (
+    "identity.secret: the value of GATEWAY_SECRET ends with white space (a newline from the file it was"
+    " read from?): it is used as it is, newline and all"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("check",),
+        ("doctor",),
+        ("erase", "--dry-run", "u1"),
+        ("import", "--list"),
+        ("replay-bad", "--dry-run"),
+    ],
+    ids=" ".join,
+)
+def test_a_master_secret_with_a_trailing_newline_is_warned_of(argv: tuple[str, ...], site: Path) -> None:
+    """``GATEWAY_SECRET`` read from an env file keeps its newline (``$(cat file)`` would drop
+    it), and every key derives from the value as it is: a ``gateway erase`` run where the
+    variable was typed without it computes other keys, finds nothing of the user, and exits 0.
+    The secret was taken without a word; the admin token and the senders' are refused so."""
+    env = {"PATH": "/usr/bin:/bin", **ENV, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    clean = subprocess.run(
+        [sys.executable, "-m", "gateway", *argv, "-c", "gw.toml"],
+        capture_output=True, text=True, env=env, cwd=site, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert "the value of GATEWAY_SECRET" not in clean.stdout + clean.stderr, clean
+    env["GATEWAY_SECRET"] += "\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *argv, "-c", "gw.toml"],
+        capture_output=True, text=True, env=env, cwd=site, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == clean.returncode, done  # a warning: a running gateway keeps its keys
+    said = " ".join((done.stdout + done.stderr).split())
+    assert PADDED_SECRET_SAID in said, said
