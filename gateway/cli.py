@@ -1518,10 +1518,12 @@ def _meant_options(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> s
         for o in a.option_strings
         if o.startswith("--")
     ]
+    # Compared without the dashes every option has: with them, --bogus was close to --host.
+    bare = [option[2:] for option in known]
     meant = [
-        found
+        f"--{found}"
         for word in unknown
-        if word.startswith("--") and (found := _meant(word.partition("=")[0], known)) is not None
+        if word.startswith("--") and (found := _meant(word.partition("=")[0][2:], bare)) is not None
     ]
     return f" (did you mean {', '.join(dict.fromkeys(meant))}?)" if meant else ""
 

@@ -316,8 +316,9 @@ def test_a_misspelt_command_is_told_with_the_one_meant(capsys: pytest.CaptureFix
     assert "invalid choice: 'reprot'" in err and "did you mean report?" in err, err
     code, _, err = _said(["rules", "tyr", "x.har"], capsys)
     assert code == 2 and "did you mean try?" in err, err
-    code, _, err = _said(["--no-such-option"], capsys)  # nothing close: no guess
-    assert code == 2 and "did you mean" not in err, err
+    for argv in (["--no-such-option"], ["import", "--bogus"], ["report", "--zzz"]):  # nothing close: no guess
+        code, _, err = _said(argv, capsys)
+        assert code == 2 and "did you mean" not in err, err
 
 
 @pytest.mark.parametrize(
