@@ -150,7 +150,10 @@ def test_erase_names_the_store_it_could_not_change(tmp_path: Path) -> None:
     cfg.write_text(f'[storage]\npath = "{path}"\n')
     done = gateway("erase", "alice@example.com", "-c", str(cfg))
     assert done.returncode == 1
-    assert done.stderr.strip() == f"gateway: erase failed on the store {path}: file is not a database"
+    assert done.stderr.strip() == (
+        f"gateway: erase failed on the store {path}: file is not a database (not a SQLite file: point"
+        " storage.path at the store the gateway writes)"
+    )
 
 
 def test_a_store_a_newer_gateway_migrated_is_not_erased_nor_purged(tmp_path: Path) -> None:
