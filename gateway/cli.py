@@ -951,6 +951,11 @@ def _site_host(text: str) -> str:
         host, colon, port = text.partition(":")  # a second ":" leaves a port that is not a number
         has_port, good = bool(colon), True
     good = good and host_problem(host, ip=True) is None
+    # A name ending in a number is no host a browser sends: it reads one as an IPv4 address, and
+    # refuses it when it is not one (WHATWG URL), so it would never equal a referrer's host.
+    last = host.rstrip(".").rpartition(".")[2]
+    if good and last.isascii() and last.isdigit() and not _is_ipv4(host):
+        good = False
     if good and (not has_port or whole_number(port, 1, 65535) is not None):
         return text
     hint = ""
@@ -963,6 +968,14 @@ def _site_host(text: str) -> str:
         "must be the site's host as browsers send it, like www.example.com (or www.example.com:8443), "
         f"without scheme or path, got {text!r}{hint}"
     )
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
