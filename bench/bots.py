@@ -25,6 +25,7 @@ from pathlib import Path
 from statistics import median, quantiles
 
 from addons.identity import cookie_value, new_visitor_id
+from bench import at_least, entry
 from gateway.config import load_settings
 from gateway.keys import Keys
 from gateway.metrics import Metrics
@@ -160,11 +161,18 @@ def run(count: int, seed: int = 7) -> dict[str, dict[str, float]]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200_000)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bots", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests",
+        type=at_least(1),
+        default=200_000,
+        help="requests timed, of every kind (default 200,000)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.json and not args.json.resolve().parent.is_dir():
+        parser.error(f"--json: no folder {args.json.resolve().parent} to write {args.json} in")
     results = run(args.requests)
     print(f"{'kind':<10}{'requests':>10}{'median µs':>12}{'p99 µs':>10}")
     for kind in ("asset", "page", "landing", "robots", "all"):
@@ -179,4 +187,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

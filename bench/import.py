@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import at_least, entry
 from bench.servers import new_loop
 from bench.synthlog import HOST, write_log
 from gateway.config import load_settings
@@ -54,12 +55,21 @@ def one_pass(settings: object, log: Path, fmt: str, workers: int) -> dict[str, f
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.import", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lines", type=int, default=500_000)
-    parser.add_argument("--format", choices=("combined", "json-lines"), default="combined")
-    parser.add_argument("--gzip", action="store_true")
-    parser.add_argument("--workers", type=int, default=1, help="import processes (gateway import --workers)")
-    parser.add_argument("--json", metavar="FILE", default="")
+    parser.add_argument("--lines", type=at_least(1), default=500_000, help="log lines (default 500,000)")
+    parser.add_argument(
+        "--format", choices=("combined", "json-lines"), default="combined", help="(default combined)"
+    )
+    parser.add_argument("--gzip", action="store_true", help="a gzip-compressed log")
+    parser.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=1,
+        help="import processes (gateway import --workers; default 1)",
+    )
+    parser.add_argument("--json", metavar="FILE", default="", help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json: no folder {Path(args.json).resolve().parent} to write {args.json} in")
     with tempfile.TemporaryDirectory(prefix="gw-import-bench-") as tmp:
         folder = Path(tmp)
         log = write_log(folder / "access.log", args.lines, args.format, compress=args.gzip)
@@ -86,4 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import entry
 from bench.load import BROWSER_HEADERS, _read_response, visitor_cookie
 from bench.proxy import ROOT, Server, _wait_ready, start_server, stop_process
 from bench.servers import HOST
@@ -266,4 +267,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import at_least, entry
 from bench.pgserver import start_server
 from bench.sync import new_database, synthetic
 from bench.synth import generate
@@ -140,6 +141,11 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
         f"{'round':<20} {'rows':>8} {'s':>7} {'longest':>8} {'p99':>6} {'median':>6}"
         f" {f'>{STALL_MS:g}':>5} {'no gc':>8} {'loop CPU':>8} {'full gc':>10} {'young':>6}"
     )
+    print(
+        f"(s: the round's seconds; every other time in ms: longest, p99 and median stall,"
+        f" >{STALL_MS:g}: stalls over it, no gc: longest stall without a full collection,"
+        " loop CPU: the most CPU in one, full gc: count and longest, young: longest young collection)"
+    )
     first = await measured("sync catch-up", sync.once)
     filled = await measured("mirror first fill", mirror.once)
     assert sum(filled.values()) >= sum(first.values()) - first.get("erasures", 0), (first, filled)
@@ -167,11 +173,20 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.loopstall", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--touchpoints", type=int, default=200_000, help="the node store's, for the first fill"
+        "--touchpoints",
+        type=at_least(1),
+        default=200_000,
+        help="the node store's, for the first fill (default 200,000)",
     )
-    parser.add_argument("--steady", type=int, default=3000, help="new touchpoints per steady round")
-    parser.add_argument("--rounds", type=int, default=3, help="steady rounds (sync, then mirror)")
-    parser.add_argument("--batch-size", type=int, default=2000, help="central.batch_size")
+    parser.add_argument(
+        "--steady", type=at_least(1), default=3000, help="new touchpoints per steady round (default 3,000)"
+    )
+    parser.add_argument(
+        "--rounds", type=at_least(0), default=3, help="steady rounds (sync, then mirror; default 3)"
+    )
+    parser.add_argument(
+        "--batch-size", type=at_least(1), default=2000, help="central.batch_size (default 2,000)"
+    )
     parser.add_argument("--dsn", help="an existing server's DSN (a database is created on it)")
     parser.add_argument(
         "--default-gc",
@@ -198,4 +213,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

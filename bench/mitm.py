@@ -1,11 +1,13 @@
 """Host benchmark: the gateway inside mitmproxy (``addons/mitm.py``) against our aiohttp host.
 
 ``python -m bench.mitm [--seconds S] [--concurrency C] [--json FILE]`` starts the
-bench origin, the aiohttp gateway (``bench.servers gateway``), ``mitmdump --mode
-reverse:ORIGIN -s addons/mitm.py`` with the same options, and a bare ``mitmdump``
-(no addon: mitmproxy's own cost), each in its own process, then loads each in
-turn with ``bench.load`` (plain and landing scenarios) and prints req/s, latency
-and CPU per request. Needs the ``mitm`` extra. It reports; it never fails on timing.
+bench origin, the bare aiohttp reverse proxy every benchmark compares against
+(``bench.servers bare``), the aiohttp gateway (``bench.servers gateway``),
+``mitmdump --mode reverse:ORIGIN -s addons/mitm.py`` with the same options, and a
+bare ``mitmdump`` (no addon: mitmproxy's own cost), each in its own process, then
+loads each in turn with ``bench.load`` (plain and landing scenarios) and prints
+req/s, latency and CPU per request, and each host's req/s as a ratio of the bare
+proxy's. Needs the ``mitm`` extra. It reports; it never fails on timing.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from bench import at_least, entry
 from bench.proxy import ROOT, Row, Server, measure, start_server, stop_process
 from bench.servers import gateway_toml
 
-TARGETS = ("gateway", "mitm", "mitm-bare")
+HOSTS = ("gateway", "mitm", "mitm-bare")
 """Our aiohttp host, mitmdump with our addon, and mitmdump alone (what mitmproxy itself costs)."""
+TARGETS = ("bare", *HOSTS)
+"""The bare aiohttp proxy first: each host's req/s is printed as a ratio of its."""
 ENV = {"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
 
 
@@ -59,14 +65,30 @@ def start_mitmdump(upstream: str, store: Path, *, addon: bool = True, timeout: f
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.mitm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--seconds", type=at_least(0.001, float), default=5.0, help="measured seconds per run (default 5)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=at_least(0, float),
+        default=1.0,
+        help="unmeasured seconds before each run (default 1)",
+    )
+    parser.add_argument(
+        "--concurrency", type=at_least(1), default=32, help="keep-alive connections (default 32)"
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=at_least(1),
+        default=1_000_000,
+        help="request bound per run (default 1,000,000)",
+    )
     parser.add_argument("--scenarios", nargs="+", choices=("plain", "first_visit", "landing"),
-                        default=["plain", "landing"])  # fmt: skip
-    parser.add_argument("--json", metavar="FILE", default="")
+                        default=["plain", "landing"], help="(default: plain landing)")  # fmt: skip
+    parser.add_argument("--json", metavar="FILE", default="", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json: no folder {Path(args.json).resolve().parent} to write {args.json} in")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gw-bench-mitm-") as tmp:
         store = Path(tmp)
@@ -74,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             origin = start_server("origin")
             started.append(origin)
+            started.append(start_server("bare", "--upstream", origin.url))
             started.append(start_server("gateway", "--upstream", origin.url, "--store", str(store)))
             started.append(start_mitmdump(origin.url, store))
             started.append(start_mitmdump(origin.url, store, addon=False))
@@ -88,14 +111,33 @@ def main(argv: list[str] | None = None) -> None:
                 stop_process(server.process)
     print(f"\n{args.seconds:g} s per run after {args.warmup:g} s warm-up, concurrency {args.concurrency}")
     header = ("scenario", "host", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors")
-    print("{:<9} {:<10} {:>8} {:>8} {:>8} {:>10} {:>7}".format(*header))
+    print("{:<11} {:<10} {:>8} {:>8} {:>8} {:>10} {:>7}".format(*header))
     for r in rows:
         cpu = "n/a" if r.proxy_cpu_us is None else f"{r.proxy_cpu_us:.0f}"
         latency = f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-        print(f"{r.scenario:<9} {r.target:<10} {r.rps:>8.0f} {latency} {cpu:>10} {r.errors:>7}")
+        print(f"{r.scenario:<11} {r.target:<10} {r.rps:>8.0f} {latency} {cpu:>10} {r.errors:>7}")
+    ratios = host_ratios(rows)
+    print(f"\n{'scenario':<11} {'host':<10} {'host/bare':>9}")
+    for ratio in ratios:
+        print(f"{ratio['scenario']:<11} {ratio['host']:<10} {ratio['ratio']:>8.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        runs = [asdict(r) for r in rows]
+        Path(args.json).write_text(json.dumps({"runs": runs, "ratios": ratios}, indent=2) + "\n")
+
+
+def host_ratios(rows: list[Row]) -> list[dict[str, Any]]:
+    """Each host's req/s over the bare aiohttp proxy's, per scenario."""
+    bare = {r.scenario: r.rps for r in rows if r.target == "bare"}
+    return [
+        {
+            "scenario": r.scenario,
+            "host": r.target,
+            "ratio": r.rps / bare[r.scenario] if bare[r.scenario] else 0.0,
+        }
+        for r in rows
+        if r.target in HOSTS and r.scenario in bare
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

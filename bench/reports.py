@@ -27,6 +27,7 @@ from typing import Protocol
 
 import aiosqlite
 
+from bench import at_least, entry
 from bench.synth import END, generate
 from gateway import reporting
 from gateway.attribution import MODELS, Attribution
@@ -189,12 +190,25 @@ def _ready(reports: Reports, part: Slice) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, help="an existing store (default: generate one)")
-    parser.add_argument("--touchpoints", type=int, default=1_000_000)
-    parser.add_argument("--conversions", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--store", type=Path, help="an existing store, from python -m bench.synth (default: generate one)"
+    )
+    parser.add_argument(
+        "--touchpoints",
+        type=at_least(1),
+        default=1_000_000,
+        help="of the store generated (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--conversions", type=at_least(0), default=100_000, help="of the store generated (default 100,000)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="of the store generated (default 7)")
+    parser.add_argument(
+        "--repeat", type=at_least(1), default=3, help="runs of each report: best and median shown (default 3)"
+    )
+    parser.add_argument(
+        "--models", nargs="*", default=list(MODELS), choices=list(MODELS), help="(default: every model)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--processes",
@@ -203,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         help="admin.report_processes: 0 one per CPU core (the default), 1 none",
     )
     args = parser.parse_args(argv)
+    if args.store is not None and not args.store.is_file():
+        parser.error(
+            f"--store: no store at {args.store}: make one with python -m bench.synth {args.store} --verdicts,"
+            " or leave --store out to generate one"
+        )
+    if args.json and not args.json.resolve().parent.is_dir():
+        parser.error(f"--json: no folder {args.json.resolve().parent} to write {args.json} in")
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
         if store is None:
@@ -220,4 +241,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry(main)

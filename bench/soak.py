@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import entry
 from bench.proxy import process_tree
 from bench.soak_gateway import Gateway, gateway_config, start_gateway, stop_gateway
 from bench.soak_origin import origin_server
@@ -273,4 +274,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -41,9 +41,10 @@ async def _asset(request: web.Request) -> web.Response:
 async def _sse(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    for n in range(5):
-        await resp.write(f"id: {n}\ndata: tick {n}\n\n".encode())
-        await asyncio.sleep(0.2)
+    with contextlib.suppress(ConnectionError):  # the gateway hung up (stopped, or Ctrl-C): not an error
+        for n in range(5):
+            await resp.write(f"id: {n}\ndata: tick {n}\n\n".encode())
+            await asyncio.sleep(0.2)
     return resp
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import at_least, entry
 from bench.pgserver import start_server
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
@@ -157,11 +158,25 @@ async def lag_under_load(args: argparse.Namespace, store: LocalStore, sync: Sync
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument(
+        "--rows", type=at_least(1), default=200_000, help="touchpoints to catch up (default 200,000)"
+    )
+    parser.add_argument(
+        "--batch-size", type=at_least(1), default=2000, help="central.batch_size (default 2,000)"
+    )
     parser.add_argument("--dsn", help="an existing server's DSN (a database is created on it)")
-    parser.add_argument("--lag-seconds", type=float, default=5.0, help="0: skip the lag-under-load phase")
-    parser.add_argument("--load-rate", type=float, default=2000.0, help="touchpoints/s written meanwhile")
+    parser.add_argument(
+        "--lag-seconds",
+        type=at_least(0, float),
+        default=5.0,
+        help="0: skip the lag-under-load phase (default 5)",
+    )
+    parser.add_argument(
+        "--load-rate",
+        type=at_least(1, float),
+        default=2000.0,
+        help="touchpoints/s written meanwhile (default 2,000)",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,4 +194,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import at_least, entry
 from gateway.events import iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
@@ -180,7 +181,10 @@ def generate(
             if db.execute(f"SELECT count({row[0]}) FROM stage_{table}").fetchone()[0]
         ]
         columns = ", ".join(written)
-        db.execute(f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM stage_{table} ORDER BY id")
+        if written:  # none where the table has no row (no conversions asked for, nobody signed in)
+            db.execute(
+                f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM stage_{table} ORDER BY id"
+            )
         db.execute(f"DROP TABLE stage_{table}")
     db.execute("COMMIT")
     if verdicts:
@@ -225,17 +229,31 @@ async def _create(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.synth", description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="store file to create (must not exist)")
-    parser.add_argument("--touchpoints", type=int, default=1_000_000)
-    parser.add_argument("--conversions", type=int, default=100_000, help="target (±10 %%)")
-    parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "out", type=Path, help="store file to create (must not exist: it is never overwritten)"
+    )
+    parser.add_argument("--touchpoints", type=at_least(1), default=1_000_000, help="(default 1,000,000)")
+    parser.add_argument(
+        "--conversions",
+        type=at_least(0),
+        default=100_000,
+        help="target (±10 %%; fewer where there are too few people to convert; default 100,000)",
+    )
+    parser.add_argument(
+        "--days", type=at_least(1), default=90, help="the period, ending 2026-11-30 (default 90)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="the same seed, the same rows (default 7)")
     parser.add_argument("--verdicts", action="store_true", help="add a verdict column, 5 %% quarantined")
     args = parser.parse_args(argv)
     if args.out.exists():
-        parser.error(f"{args.out} exists")
+        parser.error(f"{args.out} exists: give a new file (it is never overwritten)")
     started = time.perf_counter()
-    counts = generate(args.out, args.touchpoints, args.conversions, args.seed, args.days, args.verdicts)
+    try:
+        counts = generate(args.out, args.touchpoints, args.conversions, args.seed, args.days, args.verdicts)
+    except BaseException:  # Ctrl-C or an error: no half-made store left behind (it did not exist)
+        for leftover in (args.out, *(args.out.with_name(args.out.name + end) for end in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+        raise
     print(
         f"{args.out}: {counts.touchpoints:,} touchpoints, {counts.conversions:,} conversions, "
         f"{counts.identities:,} bindings, {counts.visitors:,} visitors of {counts.people:,} people, "
@@ -246,4 +264,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry(main)

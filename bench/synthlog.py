@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import entry
+
 START = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 HOST = "shop.example"
 AGENTS = (
@@ -121,4 +123,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -45,6 +45,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from bench import entry
 from bench.reports import SINCE
 from bench.synth import END
 from gateway.attribution import MODELS, Attribution, markov_moves, moves_weights, paths_moves
@@ -568,4 +569,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry(main)

@@ -7,10 +7,12 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -87,20 +89,6 @@ def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
     assert results["first"]["lines"] == results["again"]["lines"] == 3000
     assert results["first"]["new_touchpoints"] == results["first"]["touchpoints"] > 0
     assert results["again"]["new_touchpoints"] == 0
-
-
-def test_mitm_bench_runs_and_reports(tmp_path: Path) -> None:
-    pytest.importorskip("mitmproxy")
-    out = tmp_path / "mitm.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.mitm", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
-         "--scenarios", "landing", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    runs = json.loads(out.read_text())
-    assert {r["target"] for r in runs} == {"gateway", "mitm", "mitm-bare"}
-    assert all(r["errors"] == 0 for r in runs)
 
 
 def test_sync_bench_runs_and_reports() -> None:
@@ -234,3 +222,133 @@ def test_soak_runs_mixed_traffic_samples_and_cleans_up(tmp_path: Path) -> None:
         assert run["tasks"] and all(isinstance(n, int) and n > 0 for _, n in run["tasks"])
         assert run["wal_max"] > 0
     assert list(temp.iterdir()) == []
+
+
+def test_mitm_bench_runs_against_a_bare_proxy_and_prints_the_ratios(tmp_path: Path) -> None:
+    """Like every throughput benchmark, the host benchmark loads a bare aiohttp proxy in the same
+    run and prints each host's throughput as a ratio of it."""
+    pytest.importorskip("mitmproxy")
+    out = tmp_path / "mitm.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.mitm", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
+         "--scenarios", "landing", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert {r["target"] for r in results["runs"]} == {"bare", "gateway", "mitm", "mitm-bare"}
+    assert all(r["errors"] == 0 for r in results["runs"])
+    assert {(r["scenario"], r["host"]) for r in results["ratios"]} == {
+        ("landing", host) for host in ("gateway", "mitm", "mitm-bare")
+    }
+    assert "host/bare" in done.stdout
+
+
+def test_proxy_bench_gives_every_scenario_its_ratio() -> None:
+    """``first_visit`` has no target, but its gateway/bare ratio is printed like the others'."""
+    from bench.proxy import Summary, ratios
+
+    summary = [
+        Summary(scenario, target, rps, 1.0, 2.0, 100, 0, None)
+        for scenario in ("plain", "first_visit", "landing")
+        for target, rps in (("bare", 1000.0), ("gateway", 800.0))
+    ]
+    found = {(r.scenario, r.target, round(r.ratio, 2)) for r in ratios(summary)}
+    assert found == {("plain", 0.9, 0.8), ("first_visit", None, 0.8), ("landing", 0.75, 0.8)}
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "says"),
+    [
+        ("bench.proxy", ["--max-requests", "0"], "--max-requests"),
+        ("bench.mitm", ["--seconds", "0"], "--seconds"),
+        ("bench.mitm", ["--max-requests", "0"], "--max-requests"),
+        ("bench.bots", ["--requests", "0"], "--requests"),
+        ("bench.import", ["--lines", "0"], "--lines"),
+        ("bench.import", ["--workers", "0"], "--workers"),
+        ("bench.synth", ["{tmp}/new.db", "--touchpoints", "0"], "--touchpoints"),
+        ("bench.synth", ["{tmp}/new.db", "--conversions", "-1"], "--conversions"),
+        ("bench.synth", ["{tmp}/new.db", "--days", "0"], "--days"),
+        ("bench.reports", ["--store", "{tmp}/new.db"], "bench.synth"),
+        ("bench.reports", ["--repeat", "0", "--touchpoints", "100"], "--repeat"),
+        ("bench.sync", ["--rows", "0"], "--rows"),
+        ("bench.loopstall", ["--touchpoints", "0"], "--touchpoints"),
+    ],
+)
+def test_bench_refuses_a_bad_argument_with_a_clear_error(
+    tmp_path: Path, module: str, args: list[str], says: str
+) -> None:
+    """A bad argument gets argparse's usage and a line naming the option, before anything
+    starts: no traceback, no figures of nothing, no file left behind."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *(a.replace("{tmp}", str(tmp_path)) for a in args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if f"python -m {module}: error:" in line]
+    assert says in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_proxy_bench_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """SIGINT to the benchmark's PID while it loads: every server and the load generator are
+    stopped, its temp folder is gone, and it says it was interrupted (exit 130), no traceback."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.proxy", "--seconds", "60", "--warmup", "0", "--concurrency", "2",
+         "--scenarios", "plain"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the servers and the load generator: four children
+            if len(_children(process.pid)) == 4:
+                break
+            time.sleep(0.1)
+        children = _children(process.pid)
+        assert len(children) == 4, children
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize(("touchpoints", "conversions"), [(1, 100), (200, 0)])
+def test_synth_makes_a_store_at_the_smallest_sizes(
+    tmp_path: Path, touchpoints: int, conversions: int
+) -> None:
+    """A store with no conversions, or no sign-ins, is still a store: written, and the gateway
+    reports on it (``gateway report``), with nothing to credit."""
+    store = tmp_path / "synth.db"
+    made = subprocess.run(
+        [sys.executable, "-m", "bench.synth", str(store), "--touchpoints", str(touchpoints),
+         "--conversions", str(conversions)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert f"{touchpoints:,} touchpoints" in made.stdout
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[storage]\npath = "{store}"\n')
+    env = {**os.environ, "GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
+    report = subprocess.run(
+        [sys.executable, "-m", "gateway", "report", "-c", str(config), "--since", "2026-01-01"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "attribution:" in report.stdout
