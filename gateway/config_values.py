@@ -89,10 +89,12 @@ _DOTTED = re.compile(r"\$?\.?((?:[^./~\[\]\s]+|\[[0-9]+\])(?:\.[^./~\[\]\s]+|\[[
 """A path written with dots (``user.id``, JSONPath's ``$.items[0].id``): said as a pointer."""
 
 
-def json_pointer_problem(pointer: str) -> str | None:
+def json_pointer_problem(pointer: str, or_empty: str = "") -> str | None:
     """Why ``pointer`` is no JSON pointer (RFC 6901) into a document (None: it is one): it starts
     with ``/``. A path written with dots is answered with the pointer it means. (A ``~`` that is
-    not ``~0`` or ``~1`` is read as itself, as rules always read it: a key ``a~b`` is ``/a~b``.)"""
+    not ``~0`` or ``~1`` is read as itself, as rules always read it: a key ``a~b`` is ``/a~b``.)
+    ``or_empty`` says what ``""`` means where it is allowed (`` (or "" to unmap)``); the caller
+    lets ``""`` through."""
     if pointer.startswith("/"):
         return None
     dotted = _DOTTED.fullmatch(pointer)
@@ -102,7 +104,7 @@ def json_pointer_problem(pointer: str) -> str | None:
     elif dotted is not None:
         tokens = re.sub(r"\.?\[([0-9]+)\]", r".\1", dotted.group(1)).split(".")
         fix = ": write " + _quoted("/" + "/".join(tokens))
-    return f'a JSON pointer starts with "/", got {pointer!r}{fix}'
+    return f'a JSON pointer starts with "/"{or_empty}, got {pointer!r}{fix}'
 
 
 def _quoted(text: str) -> str:

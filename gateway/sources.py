@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.attribution import MINOR_UNITS, STRIPE_MINOR_UNITS
-from gateway.config_values import HEADER_NAME, comparison_problems, toml_key, unknown_name
+from gateway.config_values import (
+    HEADER_NAME,
+    comparison_problems,
+    json_pointer_problem,
+    toml_key,
+    unknown_name,
+)
 from gateway.events import NAME, NAME_RULE, order_scope_problem
 from gateway.options import SHOPIFY_HMAC
 from gateway.signing import STAMPED
@@ -257,16 +263,12 @@ def validate_sources(options: Options) -> list[str]:
         for name, pointer in src.fields.items():
             if name not in FIELDS:
                 p.append(f"{at}.fields.{name}: {unknown_name('field', name, tuple(FIELDS))}")
-            elif pointer and not pointer.startswith("/"):
-                p.append(
-                    f'{at}.fields.{name}: a JSON pointer starts with "/" (or "" to unmap), got {pointer!r}'
-                )
+            elif pointer and (bad := json_pointer_problem(pointer, ' (or "" to unmap)')):
+                p.append(f"{at}.fields.{name}: {bad}")
         p += _nested_pointers(src, at)
         p += _when_problems(src, at)
-        if src.batch_pointer and not src.batch_pointer.startswith("/"):
-            p.append(
-                f'{at}.batch_pointer: must start with "/" (or be "" for none), got {src.batch_pointer!r}'
-            )
+        if src.batch_pointer and (bad := json_pointer_problem(src.batch_pointer, ' (or "" for none)')):
+            p.append(f"{at}.batch_pointer: {bad}")
         for raw, ours in src.types.items():
             if ours not in KINDS:
                 p.append(f"{at}.types.{raw}: must be one of {', '.join(KINDS)}, got {ours!r}")
@@ -346,8 +348,8 @@ def _when_problems(src: SourceOptions, at: str) -> list[str]:
                 f"{key}.type: {cond.type!r} is not a type this source records"
                 f" (known: {', '.join(sorted(recorded))}; see types)"
             )
-        if not cond.pointer.startswith("/"):
-            p.append(f'{key}.pointer: a JSON pointer starts with "/", got {cond.pointer!r}')
+        if bad := json_pointer_problem(cond.pointer):
+            p.append(f"{key}.pointer: {bad}")
         p += comparison_problems(key, cond.equals, cond.matches, cond.absent)
     return p
 

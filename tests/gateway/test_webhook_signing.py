@@ -863,6 +863,35 @@ def test_source_problems_name_their_key(toml: str, expected: str) -> None:
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
 
 
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        # A pointer written with dots, as a platform's docs write one: until 2026-12-07 the
+        # problem said only that a pointer starts with "/", as the rules' pointers now do not.
+        ("fields = {order_id = 'data.object.id'}",
+         "sources[0].fields.order_id: a JSON pointer starts with \"/\" (or \"\" to unmap), got"
+         " 'data.object.id': write \"/data/object/id\""),
+        ("fields = {order_id = '$.data.items[0].id'}",
+         "sources[0].fields.order_id: a JSON pointer starts with \"/\" (or \"\" to unmap), got"
+         " '$.data.items[0].id': write \"/data/items/0/id\""),
+        ("fields = {order_id = ' /data/id'}",
+         "sources[0].fields.order_id: a JSON pointer starts with \"/\" (or \"\" to unmap), got"
+         " ' /data/id': write \"/data/id\", without the space before it"),
+        ("batch_pointer = 'events'",
+         "sources[0].batch_pointer: a JSON pointer starts with \"/\" (or \"\" for none), got"
+         " 'events': write \"/events\""),
+        ("when = [{type = 'conversion', pointer = 'data.status', equals = 'paid'}]",
+         "sources[0].when[0].pointer: a JSON pointer starts with \"/\", got 'data.status':"
+         " write \"/data/status\""),
+    ],
+)  # fmt: skip
+def test_a_source_pointer_written_with_dots_is_answered_with_the_pointer(entry: str, expected: str) -> None:
+    toml = f"[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n{entry}\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, text=toml, environ=ENV_SOURCES)
+    assert info.value.problems == [expected]
+
+
 def test_dev_generates_sender_secrets() -> None:
     settings = load_settings(
         None, text="[[sources]]\nname = 'a'\nsecrets = ['env:NOPE']\n", environ={}, dev=True
