@@ -1199,6 +1199,15 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        self._given: list[str] | None = None
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, keeping the words this parser was given (a sub-command's parser is
+        given those after its name) for ``error`` to read again."""
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         """One line, exit 2: ``gateway report: error: argument --model: invalid choice: …; see
@@ -1209,7 +1218,32 @@ class _Parser(argparse.ArgumentParser):
             meant = _meant(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
             if meant is not None:
                 message = message.replace(" (choose from ", f" (did you mean {meant}? choose from ", 1)
+        missing = re.fullmatch(r"the following arguments are required: (.*)", message)
+        if missing is not None:
+            message = self._unknown_before_missing(missing.group(1).split(", ")) or message
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _unknown_before_missing(self, missing: list[str]) -> str | None:
+        """``unrecognized arguments: --usr x (did you mean --user?)`` for ``sink send --usr x``:
+        argparse checks the required options before the unknown ones, so the typo was told as
+        ``the following arguments are required: --user``. What is still missing, meant by no
+        unknown option, follows. None when no option given is unknown."""
+        if self._given is None:
+            return None
+        required = [action for action in self._actions if action.required]
+        for action in required:  # the words read again, for argparse's own list of unknown ones
+            action.required = False
+        try:
+            _, unknown = super().parse_known_args(self._given, None)
+        finally:
+            for action in required:
+                action.required = True
+        if not any(word.startswith("-") for word in unknown):
+            return None
+        meant = _meant_list(self, unknown)
+        still = [name for name in missing if not set(name.split("/")) & set(meant)]
+        said = f"unrecognized arguments: {' '.join(unknown)}{_meant_options(self, unknown)}"
+        return said + (f"; the following arguments are required: {', '.join(still)}" if still else "")
 
     def _print_message(self, message: str, file: Any = None) -> None:  # a SupportsWrite[str]
         """As argparse's, which drops every OSError of the write (``--help`` with its output
@@ -1524,6 +1558,12 @@ def _meant(given: str, known: Sequence[str]) -> str | None:
 def _meant_options(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
     """`` (did you mean --model?)`` of ``--modle``: each option ``unknown`` holds that is close
     to one of the command's (until 2026-12-07 the operator looked it up in --help)."""
+    meant = _meant_list(parser, unknown)
+    return f" (did you mean {', '.join(meant)}?)" if meant else ""
+
+
+def _meant_list(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> list[str]:
+    """The command's options the words of ``unknown`` are slips for, each once."""
     known = [
         o
         for a in parser._actions
@@ -1538,7 +1578,7 @@ def _meant_options(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> s
         for word in unknown
         if word.startswith("--") and (found := _meant(word.partition("=")[0][2:], bare)) is not None
     ]
-    return f" (did you mean {', '.join(dict.fromkeys(meant))}?)" if meant else ""
+    return list(dict.fromkeys(meant))
 
 
 def main(argv: list[str] | None = None) -> int:

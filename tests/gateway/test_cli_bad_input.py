@@ -309,6 +309,52 @@ def test_a_misspelt_option_is_told_with_the_one_meant(
     assert f"did you mean {meant}?" in err, err
 
 
+REQUIRED_OPTIONS = [
+    (words, action.option_strings[-1])
+    for words, parser in COMMANDS.items()
+    for action in parser._actions
+    if action.option_strings and action.required
+]
+
+
+def test_the_required_options_are_found() -> None:
+    assert {(("sink", "send"), "--user"), (("sync",), "--once")} <= set(REQUIRED_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("words", "option"), REQUIRED_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v
+)
+def test_a_misspelt_required_option_is_told_before_it_is_missing(
+    words: tuple[str, ...], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway sink send --usr x`` said ``the following arguments are required: --user``:
+    argparse checks the required options before the unknown ones, so the typo went unnamed."""
+    misspelt = option[:3] + option[4:]  # --user → --uer: no abbreviation of it, as --use would be
+    argv = [*words, *_required(words)]
+    at = argv.index(option)
+    argv[at] = misspelt
+    code, _, err = _said(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert f"unrecognized arguments: {misspelt}" in err and f"(did you mean {option}?)" in err, err
+    assert "required" not in err, err
+
+
+def test_an_unknown_option_beside_a_missing_one_names_both(capsys: pytest.CaptureFixture[str]) -> None:
+    """The unknown option first, as the command would say once the missing one is given; then
+    what is still missing (nothing meant it)."""
+    code, _, err = _said(["sink", "send", "--snk", "seg"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        "gateway sink send: error: unrecognized arguments: --snk seg (did you mean --sink?);"
+        " the following arguments are required: --user; see `gateway sink send --help`"
+    ), err
+    code, _, err = _said(["sink", "--bogus"], capsys)  # a missing sub-command: the same
+    assert code == 2 and err.startswith(
+        "gateway sink: error: unrecognized arguments: --bogus; the following arguments are required: COMMAND"
+    ), err
+
+
 def test_a_misspelt_command_is_told_with_the_one_meant(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _said(["reprot", "--since", "2026-11-01"], capsys)
     assert code == 2
