@@ -190,6 +190,38 @@ def _finer_than(value: float, currency: str) -> str | None:
     return None
 
 
+ADD_A_SENDER = """add one, like
+
+    [[sources]]
+    name = "test"
+    secrets = ["env:TEST_SENDER_SECRET"]
+
+with TEST_SENDER_SECRET set, here and where the gateway runs, to at least 24 bytes\
+ (openssl rand -base64 32); then restart the gateway (a reload keeps the [[sources]] it\
+ started with) and run this again"""
+
+
+def _no_sender(options: Options, sender: str | None, config: str) -> str:
+    """What to do when no standard-format sender is there to sign as (``sender``: ``--sender``):
+    add one, shown in TOML, or give ``--sender`` one of those there are."""
+    standard = [s.name for s in options.sources if s.format == "standard"]
+    other = [s.name for s in options.sources if s.format != "standard"]
+    if not standard:
+        whose = ""
+        if other:
+            formats = sorted({s.format for s in options.sources if s.format != "standard"})
+            verb = "is" if len(other) == 1 else "are"
+            quoted = ", ".join(f'"{f}"' for f in formats)
+            whose = f" ({', '.join(other)} {verb} format = {quoted}, whose calls this does not send)"
+        return f"gateway send-test-event: no standard-format [[sources]] in {config}{whose}: {ADD_A_SENDER}"
+    if sender in other:
+        fmt = next(s.format for s in options.sources if s.name == sender)
+        why = f'its format is "{fmt}", whose calls this does not send'
+    else:
+        why = f"no [[sources]] of that name in {config}"
+    return f"gateway send-test-event: --sender {sender}: {why}; give one of: {', '.join(standard)}"
+
+
 def cmd_send_test_event(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config
 
@@ -203,8 +235,7 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     candidates = [(i, s) for i, s in enumerate(options.sources) if s.format == "standard"]
     chosen = [(i, s) for i, s in candidates if args.sender in (None, s.name)]
     if not chosen:
-        what = f"named {args.sender!r} " if args.sender else ""
-        print(f"gateway: no standard-format [[sources]] {what}in {args.config}", file=sys.stderr)
+        print(_no_sender(options, args.sender, args.config), file=sys.stderr)
         return 2
     index, source = chosen[0]
     problems: list[str] = []  # unset, not UTF-8, a whsec_ that is not base64, too short: as run says

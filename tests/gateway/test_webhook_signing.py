@@ -1194,6 +1194,54 @@ def test_a_test_event_of_a_sender_without_a_currency_is_scaled_for_its_default_o
     assert isinstance(conversion, Conversion) and (conversion.value, conversion.currency) == (50, "JPY")
 
 
+NO_STANDARD_SOURCE = (
+    "add one, like\n"
+    "\n"
+    "    [[sources]]\n"
+    '    name = "test"\n'
+    '    secrets = ["env:TEST_SENDER_SECRET"]\n'
+    "\n"
+    "with TEST_SENDER_SECRET set, here and where the gateway runs, to at least 24 bytes"
+    " (openssl rand -base64 32); then restart the gateway (a reload keeps the [[sources]] it"
+    " started with) and run this again\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sources", "sender", "said"),
+    [
+        ("", None,
+         "gateway send-test-event: no standard-format [[sources]] in {config}: " + NO_STANDARD_SOURCE),
+        ('[[sources]]\nname = "seg"\nformat = "segment"\nsecrets = ["env:S1"]\n', None,
+         "gateway send-test-event: no standard-format [[sources]] in {config} (seg is format = \"segment\","
+         " whose calls this does not send): " + NO_STANDARD_SOURCE),
+        ('[[sources]]\nname = "a"\nsecrets = ["env:S1"]\n[[sources]]\nname = "b"\nsecrets = ["env:S1"]\n',
+         "c",
+         "gateway send-test-event: --sender c: no [[sources]] of that name in {config}; give one of: a, b\n"),
+        ('[[sources]]\nname = "a"\nsecrets = ["env:S1"]\n[[sources]]\nname = "seg"\nformat = "segment"\n'
+         'secrets = ["env:S1"]\n', "seg",
+         "gateway send-test-event: --sender seg: its format is \"segment\", whose calls this does not send;"
+         " give one of: a\n"),
+    ],
+)  # fmt: skip
+def test_send_test_event_without_its_sender_says_what_to_do(
+    sources: str, sender: str | None, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no standard-format sender, ``send-test-event`` said only ``no standard-format
+    [[sources]] in gateway.toml``: not what to write, nor, for ``--sender`` naming none, which
+    names there are."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "gw.db"}"\n{sources}')
+    argv = ["send-test-event", "--url", "http://127.0.0.1:9/_gw/events", "-c", str(config)]
+    args = build_parser().parse_args(argv + (["--sender", sender] if sender else []))
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in ENV_SOURCES.items():
+            env.setenv(name, value)
+        assert cmd_send_test_event(args) == 2
+    done = capsys.readouterr()
+    assert done.err == said.format(config=config) and not done.out, done
+
+
 def test_a_test_value_finer_than_the_default_currency_of_its_sender_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
