@@ -156,7 +156,7 @@ def _own_names() -> tuple[str, str]:
 def _check_file(path: Path, what: str, key: str) -> Check:
     """A local store file (the node's own ``store``, or the reporting ``mirror``): there or
     creatable, writable, and of a schema this gateway reads; ``key`` names the setting to fix."""
-    from storage.access import full_disk, unreadable, unwritable
+    from storage.access import full_disk, not_writable, read_only_mount, unreadable, unwritable
     from storage.local import read_only
     from storage.migrate import migrations
 
@@ -182,6 +182,9 @@ def _check_file(path: Path, what: str, key: str) -> Check:
             )
         if os.access(folder, os.W_OK | os.X_OK):
             return Check("ok", f"{what} {path} will be created (folder writable)")
+        if read_only_mount(folder) is not None:  # no user may write there: no chown makes it
+            why, fix = not_writable(folder, "")
+            return Check("FAIL", f"{what} {path}: cannot create it, {why}", fix)
         if folder != path.parent:  # the store's own folder to make, not the one above to hand over
             user, group = _own_names()
             return Check(
@@ -200,12 +203,16 @@ def _check_file(path: Path, what: str, key: str) -> Check:
     if blocked is None:  # each of them: SQLite opens a store whose -wal or -shm it may not write read-only
         blocked, lacks = unwritable(path), "writable"
     if blocked is not None:
-        return Check(
-            "FAIL",
-            f"{what} {path} is not {lacks}: {blocked} is not {lacks} to uid {os.geteuid()}",
-            f"let the user the gateway runs as write to {path}, to its -wal and -shm files and to"
-            f" {path.parent} (SQLite writes its -wal and -shm files beside it)",
+        why, fix = (
+            f"{blocked} is not {lacks} to uid {os.geteuid()}",
+            (
+                f"let the user the gateway runs as write to {path}, to its -wal and -shm files and to"
+                f" {path.parent} (SQLite writes its -wal and -shm files beside it)"
+            ),
         )
+        if lacks == "writable":
+            why, fix = not_writable(blocked, fix)
+        return Check("FAIL", f"{what} {path} is not {lacks}: {why}", fix)
     try:
         with contextlib.closing(read_only(path)) as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
 from gateway.metrics import Metrics
-from storage.access import unwritable
+from storage.access import not_writable, unwritable
 
 log = logging.getLogger("gateway.storage")
 
@@ -95,10 +94,10 @@ class Checkpointer:
         blocked = unwritable(self.path)
         if blocked is None:
             return ""
+        why, fix = not_writable(blocked, "let the user the gateway runs as write to it again")
         return (
-            f" ({blocked} is not writable to uid {os.geteuid()}: commits go on through the files the"
-            " gateway has open, but once restarted it would open the store read-only and record"
-            " nothing; let the user the gateway runs as write to it again)"
+            f" ({why}: commits go on through the files the gateway has open, but once restarted it"
+            f" would open the store read-only and record nothing; {fix})"
         )
 
     def _checkpoint(self) -> tuple[int, int, int]:

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from storage.access import unwritable
+from storage.access import not_writable, unwritable
 
 log = logging.getLogger("gateway.storage")
 
@@ -44,10 +44,17 @@ def wal_of(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-def looked_at(path: Path) -> tuple[tuple[int, int] | None, tuple[int, int] | None, Path | None]:
-    """The file's ``identity``, its ``-wal``'s, and the first of the store's files (or its folder)
-    this process may not write (blocking)."""
-    return identity(path), identity(wal_of(path)), unwritable(path)
+NOT_WRITABLE_FIX = "let the user the gateway runs as write to it again"
+
+
+def looked_at(
+    path: Path,
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None, tuple[str, str] | None]:
+    """The file's ``identity``, its ``-wal``'s, and, when one of the store's files (or its
+    folder) is one this process may not write, why and what to do (``not_writable``; blocking)."""
+    blocked = unwritable(path)
+    why = None if blocked is None else not_writable(blocked, NOT_WRITABLE_FIX)
+    return identity(path), identity(wal_of(path)), why
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -70,7 +77,7 @@ class FileWatch:
         """Why the path no longer names the file the store writes; None while it does."""
         self._opened: tuple[int, int] | None = None
         self._wal: tuple[int, int] | None = None  # None: no -wal at start (not in WAL mode), not watched
-        self._blocked: Path | None = None  # not writable to this process, as last looked at
+        self._blocked: tuple[str, str] | None = None  # not writable to this process: why, fix
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -105,7 +112,7 @@ class FileWatch:
             )
             self.on_moved(self.moved, True)
 
-    def _writable(self, blocked: Path | None) -> None:
+    def _writable(self, blocked: tuple[str, str] | None) -> None:
         """Say when the store's files become read-only to this process, and writable again."""
         if (blocked is None) == (self._blocked is None):
             self._blocked = blocked
@@ -114,13 +121,14 @@ class FileWatch:
         if blocked is None:
             log.warning("the store %s (storage.path) is writable again to uid %d", self.path, os.geteuid())
             return
+        why, fix = blocked
         log.error(
-            "the store %s (storage.path) is no longer writable to uid %d (%s is not): commits go on"
-            " through the files the gateway has open, but once restarted it would open the store"
-            " read-only and record nothing; let the user the gateway runs as write to it again",
+            "the store %s (storage.path) is no longer writable (%s): commits go on through the files"
+            " the gateway has open, but once restarted it would open the store read-only and record"
+            " nothing; %s",
             self.path,
-            os.geteuid(),
-            blocked,
+            why,
+            fix,
         )
 
     async def close(self) -> None:

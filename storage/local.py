@@ -42,7 +42,7 @@ from gateway.events import EVENT_TYPES, Binding, Conversion, Event, PastReceipt,
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
-from storage.access import full_disk, unreadable, unwritable
+from storage.access import full_disk, not_writable, unreadable, unwritable
 from storage.checkpoint import Checkpointer
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
@@ -352,13 +352,16 @@ def access_hint(error: BaseException | None, path: Path) -> str:
         return f" ({blocked} is not readable to uid {uid}); {AS_OWNER}"
     folder = path.parent
     if not Path(f"{path}-shm").exists() and folder.exists() and not os.access(folder, os.W_OK):
+        why, fix = not_writable(folder, f"{AS_OWNER}, or while the gateway runs")
         return (
-            f" ({folder} is not writable to uid {uid}, and SQLite reads the store through a -shm"
-            f" file it makes there while no gateway has the store open); {AS_OWNER}, or while the"
-            " gateway runs"
+            f" ({why}, and SQLite reads the store through a -shm file it makes there while no"
+            f" gateway has the store open); {fix}"
         )
     blocked = unwritable(path) if code & 0xFF == sqlite3.SQLITE_READONLY else None
-    return "" if blocked is None else f" ({blocked} is not writable to uid {uid}); {AS_OWNER}"
+    if blocked is None:
+        return ""
+    why, fix = not_writable(blocked, AS_OWNER)
+    return f" ({why}); {fix}"
 
 
 def store_hint(error: BaseException | None, path: Path, key: str = "storage.path") -> str:
@@ -642,13 +645,17 @@ class LocalStore:
         blocked = await asyncio.to_thread(unwritable, self.path) if self._db is not None else None
         if blocked is not None:
             # SQLite opened it read-only without a word: said now, not at the first landing.
-            log.error(
-                "the store %s is read-only to this process (%s is not writable to uid %d): pages are"
-                " served, but no event is recorded; let the user the gateway runs as write to it"
-                " (and to its folder, its -wal and -shm files), then restart the gateway",
-                self.path,
+            why, fix = await asyncio.to_thread(
+                not_writable,
                 blocked,
-                os.geteuid(),
+                "let the user the gateway runs as write to it (and to its folder, its -wal and -shm files)",
+            )
+            log.error(
+                "the store %s is read-only to this process (%s): pages are served, but no event is"
+                " recorded; %s, then restart the gateway",
+                self.path,
+                why,
+                fix,
             )
             self.failing = (time.time(), READ_ONLY)
         self._task = asyncio.create_task(self._writer(), name="store-writer")

@@ -263,7 +263,7 @@ async def test_a_store_made_read_only_while_it_runs(place: Path, upstream_server
     finally:
         await gw.kill()
     assert told["msg"] == (
-        f"the store {store} (storage.path) is no longer writable to uid {UID} ({store} is not):"
+        f"the store {store} (storage.path) is no longer writable ({store} is not writable to uid {UID}):"
         " commits go on through the files the gateway has open, but once restarted it would open"
         " the store read-only and record nothing; let the user the gateway runs as write to it again"
     ), told
