@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
+from pathlib import Path
 
 from aiohttp import web
 
@@ -110,9 +111,15 @@ class Reporting:
         if mirror is not None:
             from storage.mirror import prepare  # asyncpg: the postgres extra
 
-            await prepare(mirror)
+            try:
+                await prepare(mirror)
+            except sqlite3.Error:
+                # A mirror there on a full disk (beside the store, most often): read once it has
+                # room, the site served meanwhile. Until 2026-12-07 this failed the start.
+                if not await asyncio.to_thread(_full_and_there, mirror):
+                    raise
             self.reader = Reader(mirror)
-            await self.reader.open()
+            await self.reader.open(retry=_nothing)  # its reads answer 503 until then
         try:
             await self.reports.open()
         except sqlite3.Error as err:
@@ -197,3 +204,12 @@ class Reporting:
 
 
 REPORTING_KEY = web.AppKey("reporting", Reporting)
+
+
+def _full_and_there(path: Path) -> bool:
+    """The file is there and its disk is full (``full_disk``): opened once it has room."""
+    return full_disk(path) is not None and path.is_file()
+
+
+async def _nothing() -> None:
+    """What the mirror's reader does once it opens late: nothing more (the reports open on their own)."""

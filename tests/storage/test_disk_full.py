@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import ENV
+from tests.conftest import ENV, TOKEN
 from tests.gatewayproc import GatewayProcess
 from tests.storage.stores import query
 
@@ -169,3 +169,47 @@ async def test_doctor_fails_a_store_on_a_full_disk(tmp_path: Path, small_disk: P
     line = next(line for line in out.splitlines() if f"store {store}" in line)
     assert line.startswith("[FAIL]") and "disk" in line and "full" in line, out
     assert "fix: free space on" in out, out
+
+
+async def test_a_reporting_gateway_started_on_a_full_disk_serves_the_site(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """A reporting gateway (``central.mirror_path``, its mirror beside the store, as on most
+    machines) restarted while that disk is full: the store was served past, but making the
+    mirror ready for the reports failed the start, `cannot open the store (storage.path): …` —
+    the site down for a tracking fault, and the wrong file named. Now the site is served, the
+    reports answer 503 saying the disk is full, and read the mirror once space is freed."""
+    store, mirror = small_disk / "gw.db", small_disk / "mirror.db"
+    site = await _site(upstream_server)
+    config = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        config.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{site}"\nworkers = 1\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{store}"\n'
+        f'[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nconnect_timeout = 1.0\nmirror_path = "{mirror}"\n',
+    )
+    # The central store away (nothing listens on port 9): the mirror waits for it, as the site does not.
+    central = {"GATEWAY_CENTRAL_URL": "postgresql://gw:pw@127.0.0.1:9/gw"}
+    gw = await GatewayProcess.start(config, env=central)  # makes the store and the mirror
+    assert await gw.stop() == 0
+    assert await asyncio.to_thread(mirror.is_file)
+    await asyncio.to_thread(_fill, small_disk)
+    gw = await GatewayProcess.start(config, env=central)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            await _landing(session, gw, "while-full")
+            async with session.get(gw.admin + "/api/attribution", headers=auth) as resp:
+                assert resp.status == 503, await resp.text()
+                said = (await resp.json())["error"]
+            assert f"the store {mirror} cannot be read: its disk is full" in said, said
+            await asyncio.to_thread(os.unlink, small_disk / "filler")
+            async with asyncio.timeout(20):  # the mirror is opened again within seconds
+                while True:
+                    async with session.get(gw.admin + "/api/attribution", headers=auth) as resp:
+                        if resp.status == 200:
+                            break
+                    await asyncio.sleep(0.2)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
