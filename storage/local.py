@@ -679,11 +679,26 @@ class LocalStore:
     async def _open_later(self) -> None:
         """Tries to open the store every ``OPEN_RETRY`` seconds until it opens (space freed on
         its disk); meanwhile every commit fails with ``StoreUnopened``, its page served."""
+        said = ""
         while self._db is None and not self._closing:
             await asyncio.sleep(OPEN_RETRY)
             try:
                 db = await self._connect()
             except sqlite3.Error:
+                continue
+            except Exception as err:  # a newer gateway's schema meanwhile, …
+                # Said (once per reason) and tried again: until 2026-12-07 it ended the tries
+                # without a word, /healthz saying "disk full" for good.
+                self.failing = (self.failing[0] if self.failing else time.time(), type(err).__name__)
+                if str(err) != said:
+                    said = str(err)
+                    log.error(
+                        "the store %s (storage.path) still cannot be opened, its disk has room now: %s;"
+                        " pages are served, but no event is recorded; the gateway tries again every %g s",
+                        self.path,
+                        err,
+                        OPEN_RETRY,
+                    )
                 continue
             if self._closing:
                 await db.close()

@@ -213,3 +213,44 @@ async def test_a_reporting_gateway_started_on_a_full_disk_serves_the_site(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+async def test_a_store_that_opens_to_another_fault_once_space_is_freed_says_it(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store unopened at start for its full disk is tried again every 2 s; a try that fails
+    for another reason than SQLite's (a newer gateway migrated the store meanwhile) ended the
+    tries without a word, ``/healthz`` saying "disk full" for good. It is said, named in the
+    store's failure, and tried again."""
+    import sqlite3
+
+    from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
+    from storage.local import DISK_FULL, LocalStore
+
+    path = small_disk / "gw.db"
+    first = LocalStore(path, StorageOptions(), Metrics())
+    await first.open()
+    await first.close()
+    await asyncio.to_thread(_fill, small_disk)
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open(serving=True)
+    try:
+        assert store.failing is not None and store.failing[1] == DISK_FULL
+        await asyncio.to_thread((small_disk / "filler").unlink)
+
+        def newer() -> None:
+            with sqlite3.connect(path) as db:
+                db.execute("PRAGMA user_version = 9999")
+
+        await asyncio.to_thread(newer)
+        for _ in range(100):
+            if any("SchemaTooNew" in r.getMessage() or "newer" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.1)
+        said = [r.getMessage() for r in caplog.records if "still cannot be opened" in r.getMessage()]
+        assert len(said) == 1, [r.getMessage() for r in caplog.records]
+        assert store.failing is not None and store.failing[1] == "SchemaTooNew", store.failing
+        assert store._opener is not None and not store._opener.done()  # tried again
+    finally:
+        await store.close()
