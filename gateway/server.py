@@ -56,7 +56,7 @@ from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, UpgradeRequest, keep_addresses_out_of_logs, no_redirects
-from storage.local import LocalStore
+from storage.local import LocalStore, disk_fault
 from storage.queries import Reader, StoreUnavailable
 from storage.sinks import SinkSet
 
@@ -556,8 +556,17 @@ async def _keep_running(name: str, task: Background) -> None:
             return
         except StoreUnavailable as err:  # a full disk, say: expected, and said in a line
             log.warning("background task %s: %s; restarting it in %.0f s", name, err, pause)
-        except Exception:
-            log.exception("background task %s failed; restarting it in %.0f s", name, pause)
+        except Exception as err:
+            if (fault := disk_fault(err)) is None:
+                log.exception("background task %s failed; restarting it in %.0f s", name, pause)
+            else:  # the store's disk (full, say): one line, as above (until 2026-12-07 a traceback)
+                log.warning(
+                    "background task %s: the store failed (%s: %s); restarting it in %.0f s",
+                    name,
+                    fault,
+                    err,
+                    pause,
+                )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 60.0)
 

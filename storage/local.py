@@ -306,6 +306,23 @@ def failure_kind(error: BaseException, full: bool) -> str:
     return kind or type(error).__name__
 
 
+def disk_fault(error: BaseException) -> str | None:
+    """What SQLite's ``error`` says of the disk or the file under the store, in ``/healthz``'s
+    words (``_KINDS``: full, an I/O error, read-only, cannot open); None for any other error (a
+    statement's own, a bug), whose traceback is worth its lines."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return None
+    if code & 0xFF in (
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+    ):
+        return _KINDS[code & 0xFF]
+    return None
+
+
 def locked(error: BaseException | None) -> bool:
     """SQLite's BUSY or LOCKED, whatever the extended code: another connection holds the write
     lock (a ``sqlite3`` shell in a transaction, a backup, another process past the busy

@@ -203,6 +203,13 @@ async def test_a_reporting_gateway_started_on_a_full_disk_serves_the_site(
                 assert resp.status == 503, await resp.text()
                 said = (await resp.json())["error"]
             assert f"the store {mirror} cannot be read: its disk is full" in said, said
+            # The central sync and mirror tasks meet the full disk too: one line each, no
+            # traceback (until 2026-12-07 each restart of theirs logged one).
+            await gw.wait_log(lambda r: str(r.get("msg", "")).startswith("background task central-"))
+            tasks = [r for r in gw.logs() if str(r.get("msg", "")).startswith("background task")]
+            assert tasks and not [r for r in tasks if "exc" in r], [
+                (r["msg"], r.get("exc", "")[-600:]) for r in tasks
+            ]
             await asyncio.to_thread(os.unlink, small_disk / "filler")
             async with asyncio.timeout(20):  # the mirror is opened again within seconds
                 while True:
