@@ -397,3 +397,28 @@ async def test_a_receipt_kept_before_receipts_were_keyed_still_makes_a_retry_a_d
     other = {**event, "event_id": "evt_new"}
     assert await send_event(gw, other, "msg_other") == (202, "")
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(1,)]
+
+
+async def test_what_an_older_gateway_finds_of_events_received_since_receipts_were_keyed(
+    start_gateway, upstream_server
+) -> None:
+    """README *Upgrading*, *Going back*: a gateway from before 2026-12-07 05:19 looks receipts up by
+    the sender's keys as sent, so on a store this version wrote it finds none of them. A conversion
+    still counts once there (its order or event key is its row's ``dedup_key``, as sent, which
+    refuses it again); a touchpoint event has no such row, and is recorded again."""
+    gw = await start_gateway(await upstream_server(site()), SENDER, {"BILLING_SECRET": BILLING})
+    paid = {"user_id": "u-dg", "value": 5, "currency": "EUR"}
+    events = [
+        ({"type": "conversion", "event_id": "evt_dg_1", **paid}, "msg_dg_1"),
+        ({"type": "conversion", "event_id": "evt_dg_2", "order_id": "o-dg", **paid}, "msg_dg_2"),
+        (
+            {"type": "touchpoint", "event_id": "evt_dg_3", "visitor_id": "v-dg", "source": "partnerx"},
+            "msg_dg_3",
+        ),
+    ]
+    for event, msg_id in events:
+        assert await send_event(gw, event, msg_id) == (202, "")
+    as_sent = {"msg_dg_1", "msg_dg_2", "msg_dg_3", "evt_dg_1", "evt_dg_2", "evt_dg_3"}
+    assert [k for (k,) in await rows(gw, "SELECT key FROM receipts") if k in as_sent] == []
+    keys = sorted(k for (k,) in await rows(gw, "SELECT dedup_key FROM conversions"))
+    assert keys == ["event:billing:evt_dg_1", "order:o-dg"], keys
