@@ -220,16 +220,20 @@ def test_a_purge_that_fails_names_the_store_and_what_it_deleted_before(config: P
     assert failed.returncode == 1, failed
     assert (
         f"gateway: purge failed on the reporting mirror {mirror} (central.mirror_path): file is not"
-        " a database; the rows listed above (local) are deleted all the same"
-    ) in failed.stderr
+        " a database (not a SQLite file: point central.mirror_path at the store the gateway writes);"
+        " the rows listed above (local) are deleted all the same"
+    ) in failed.stderr, failed.stderr
     assert f"local touchpoints: deleted {purged_rows()}" in failed.stdout, failed.stdout
     assert counts(path)["touchpoints"] == 3 - purged_rows()  # as it says
     # The local store itself: named as such, and nothing deleted.
     path.write_bytes(mirror.read_bytes())
     local = gateway("purge", "--dry-run", "-c", str(config))
     assert local.returncode == 1 and local.stdout == "", local
-    said = f"purge failed on the store {path} (storage.path): file is not a database; a dry run"
-    assert said in local.stderr
+    said = (
+        f"purge failed on the store {path} (storage.path): file is not a database (not a SQLite"
+        " file: point storage.path at the store the gateway writes); a dry run"
+    )
+    assert said in local.stderr, local.stderr
 
 
 async def test_purged_rows_are_gone_from_the_write_ahead_log(tmp_path: Path) -> None:
