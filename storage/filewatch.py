@@ -80,11 +80,21 @@ class FileWatch:
         self._blocked: tuple[str, str] | None = None  # not writable to this process: why, fix
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, opened: bool = True) -> None:
         """Note the file the store has just opened, and watch its path from now on (a store
-        read-only at open: said by the store already)."""
-        self._opened, self._wal, self._blocked = await asyncio.to_thread(looked_at, self.path)
+        read-only at open: said by the store already). ``opened`` False: the store's connection
+        is not open yet (its disk full at start), so its ``-wal`` is not watched until
+        ``watch_wal``: without a connection of its own, the file is another's to make and delete
+        (SQLite deletes it when the last connection closes), and until 2026-12-07 a reader's
+        closing then read as the ``-wal`` deleted under the store, which refused every commit
+        once it opened."""
+        self._opened, wal, self._blocked = await asyncio.to_thread(looked_at, self.path)
+        self._wal = wal if opened else None
         self._task = asyncio.create_task(self._run(), name="store-filewatch")
+
+    async def watch_wal(self) -> None:
+        """The store's connection is open now: its ``-wal`` is watched from here on."""
+        self._wal = await asyncio.to_thread(identity, wal_of(self.path))
 
     async def _run(self) -> None:
         while self.moved is None:

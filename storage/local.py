@@ -678,7 +678,7 @@ class LocalStore:
         self._task = asyncio.create_task(self._writer(), name="store-writer")
         self._task.add_done_callback(self._writer_stopped)
         self.checkpointer.start()
-        await self.watch.start()
+        await self.watch.start(opened=self._db is not None)
         self._sweep()
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -721,6 +721,7 @@ class LocalStore:
                 await db.close()
                 return
             self._db = db
+            await self.watch.watch_wal()
             log.warning("the store %s (storage.path) is open: its disk has room again", self.path)
 
     async def on_writer(self, sql: str, *params: object, script: bool = False) -> list[tuple[Any, ...]]:

@@ -136,10 +136,13 @@ async def test_a_gateway_started_on_a_full_disk_serves_the_site(
             said = [r["msg"] for r in gw.logs() if r["level"] == "error"]
             assert any("disk" in m and "full" in m and str(store) in m for m in said), said
             await asyncio.to_thread(os.unlink, small_disk / "filler")
-            async with asyncio.timeout(20):  # the store is opened again within seconds
-                while (await _health(session, gw))["status"] != "ok":
-                    await _landing(session, gw, "after")
-                    await asyncio.sleep(0.2)
+            try:
+                async with asyncio.timeout(20):  # the store is opened again within seconds
+                    while (await _health(session, gw))["status"] != "ok":
+                        await _landing(session, gw, "after")
+                        await asyncio.sleep(0.2)
+            except TimeoutError:
+                raise AssertionError((await _health(session, gw), [r["msg"] for r in gw.logs()])) from None
             await _landing(session, gw, "recorded")
         assert await gw.stop() == 0
     finally:
