@@ -2,7 +2,8 @@
 
 Translates mitmproxy's ``HTTPFlow`` to our ``Exchange`` and back, so the same
 addon chain and the same store run inside mitmproxy (for its TLS termination,
-HTTP/2 and HTTP/3 at the edge). Request hook: the chain runs, tracking pairs
+HTTP/2 and HTTP/3 at the edge). Request-headers hook (before anything goes to the site, a
+streamed body too; the ``request`` hook then reads the body for the rules): the chain runs, tracking pairs
 leave ``flow.request.path`` (the other raw query pieces kept byte for byte),
 extra upstream headers are set, X-Forwarded-* go as the aiohttp host sends them
 (``forward_headers``), a ``reply`` becomes ``flow.response``; a path under the reserved
@@ -106,6 +107,8 @@ log = logging.getLogger("gateway.mitm")
 MISSING_HINT = " (export it in mitmdump's environment; mitmdump has no --dev)"
 """What a missing secret's problem adds here; until 2026-12-05 it said ``(or run with --dev)``,
 an option only ``gateway run`` has."""
+BEGUN = "gateway_begun"
+"""``flow.metadata``'s key for a flow whose chain ran at ``requestheaders``."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
 aiohttp host's listener logs it)."""
@@ -286,6 +289,28 @@ def read_body(raw: bytes | None, headers: Any, cap: int) -> bytes | None:
     if raw is None or len(raw) > cap:
         return None
     return decoded_layers(raw, content_codings(headers.get_all("content-encoding")), cap)
+
+
+def _as_warning(record: logging.LogRecord) -> bool:
+    """The store's error lines while it opens (a full disk, a read-only mount, which it serves
+    on) said as warnings: mitmdump ends at any error line logged before it serves (its
+    ``errorcheck``), so until 2026-12-07 a store on a full disk at start stopped it, where the
+    README and ``gateway run`` serve the site on. A store that cannot open is this module's
+    own error line, after, and stops it."""
+    if record.levelno >= logging.ERROR:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+def may_stream(request: mhttp.Request) -> bool:
+    """Whether mitmproxy streams ``request``'s body (over ``stream_large_bodies``), or may once
+    it has read part of it (a body of no announced length, chunked), when it has one."""
+    from mitmproxy import ctx
+
+    if request.stream:
+        return True
+    limit = ctx.options.stream_large_bodies if "stream_large_bodies" in ctx.options else None
+    return bool(limit) and "content-length" not in request.headers and "transfer-encoding" in request.headers
 
 
 def made(status: int, body: bytes, headers: Mapping[str, str]) -> mhttp.Response:
@@ -559,6 +584,8 @@ class GatewayAddon:
                 )
             return  # the config failed; mitmdump is exiting
         store = LocalStore(self.settings.store_path, self.settings.options.storage, self.metrics)
+        said = logging.getLogger("gateway.storage")
+        said.addFilter(_as_warning)
         try:
             await store.open(serving=True)
         except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
@@ -566,6 +593,8 @@ class GatewayAddon:
             log.error("%s", await asyncio.to_thread(store_failure, self.settings, err))
             ctx.master.shutdown()
             return
+        finally:
+            said.removeFilter(_as_warning)
         self.store = store
         await self.pipeline.running()
         self._ready.set()
@@ -716,7 +745,36 @@ class GatewayAddon:
             req.method, self.public_scheme or scheme, self.public_host or host, path, query, headers, ip, ts
         )
 
+    async def requestheaders(self, flow: mhttp.HTTPFlow) -> None:
+        """The request's head is in: the chain runs here (``_begin``), before mitmproxy sends
+        anything to the site. A body it streams (``stream_large_bodies`` below its size) has the
+        head sent right after this hook, and ``request`` only once the body has gone: until
+        2026-12-07 such a POST reached the site with its tracking parameters, the visitor's own
+        ``X-Forwarded-For`` and a path below the reserved prefix. A request answered here
+        (a refusal, a reply) has its body read, not streamed, then the answer sent."""
+        await self._begin(flow)
+        flow.metadata[BEGUN] = True
+        if flow.response is not None and may_stream(flow.request):
+            # mitmproxy would read the body first, switch it to streaming once over
+            # stream_large_bodies and crash on the answer set ("Can't set a response and enable
+            # streaming"), the visitor left waiting: the connection is closed instead, unanswered.
+            log.debug("closed a request answered %d: its body may stream", flow.response.status_code)
+            flow.response = None
+            flow.kill()
+
     async def request(self, flow: mhttp.HTTPFlow) -> None:
+        """The request's body is in (unless streamed): read for the rules that ask for it. The
+        chain ran at ``requestheaders``; mitmproxy's test helpers call this hook alone."""
+        if not flow.metadata.pop(BEGUN, False):
+            await self._begin(flow)
+        state = shared.FLOWS.get(flow.id)
+        if state is not None and state.ex.want_request_body:  # mitmproxy read it unless streamed
+            req = flow.request
+            state.ex.request_body = read_body(req.raw_content, req.headers, state.ex.want_request_body)
+
+    async def _begin(self, flow: mhttp.HTTPFlow) -> None:
+        """The request hooks, the refusals and the reserved prefix: everything done before the
+        request goes to the site (its body, for the rules, is read in ``request``)."""
         if self.pipeline is None or flow.response is not None:
             return
         await self._ready.wait()
@@ -739,9 +797,6 @@ class GatewayAddon:
             self._to_upstream(flow, ex, path, rest)
             return
         await pipeline.request(ex)
-        if ex.want_request_body:  # mitmproxy has read it (unless streamed: then not read)
-            req = flow.request
-            ex.request_body = read_body(req.raw_content, req.headers, ex.want_request_body)
         commits = [submitted(self.store, ex.events, pipeline)] if ex.events else []
         shared.FLOWS[flow.id] = _State(ex, len(ex.events), commits, pipeline, self.store, self)
         if ex.reply is not None:
@@ -767,8 +822,24 @@ class GatewayAddon:
             log.info("refused a request: %s; if real clients send such, raise the limit", why)
         else:
             log.debug("refused a request: %s", why)
+        if status == 431 and self._below_prefix(flow.request.path):
+            # A signed events sender reads JSON there, as ``gateway run``'s listener answers it
+            # (until 2026-12-07 this host answered the site's neutral HTML page); a target over
+            # the limit is the neutral page on both hosts (aiohttp's parser never reads its path).
+            body = error_body(
+                431, f"{named_header(header)} is longer than the listener accepts ({limit} bytes)"
+            )
+            flow.response = made(431, body, {"Content-Type": "application/json", "Cache-Control": "no-store"})
+            flow.response.reason = HTTPStatus(431).phrase  # mitmproxy's table lacks 431's
+            return True
         neutral_page(flow, status, header, limit)
         return True
+
+    def _below_prefix(self, target: str) -> bool:
+        """Whether ``target`` (a request's path and query) is below ``proxy.reserved_prefix`` as
+        written, where ``gateway run``'s listener answers its refusals in JSON (another spelling
+        of it gets the neutral page there, as on that listener)."""
+        return reserved.classify(split_target(target)[0], self.reserved) == "canonical"
 
     def _other_host(self, flow: mhttp.HTTPFlow) -> bool:
         """An HTTP/1 absolute-form target (``GET http://a.test/p``) naming another host than the

@@ -267,3 +267,163 @@ async def test_the_mitmproxy_host_records_what_the_aiohttp_host_records(
         ((status, _, body),) = differ.pop(line)
         assert status == "HTTP/1.1 502 Bad Gateway" and b"validate_inbound_headers" in body
     assert differ == {}
+
+
+SITE_COOKIE = "__Host-sid"
+"""``identity.cookie_name`` in ``test_todays_cookie_and_campaign_changes_hold_in_both_hosts``:
+a prefixed name (always Secure), which the site sets itself at ``/login``."""
+TODAY_ANSWERS: dict[str, bytes] = {
+    "/login": (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: __Host-sid=site-session; Path=/; Secure; HttpOnly\r\n"
+        b"Content-Type: text/html\r\nContent-Length: 9\r\n\r\n<p>ok</p>"
+    ),
+}
+
+
+def today_origin(seen: list[tuple[str, str, list[tuple[str, str]], bytes]]) -> Callable[..., Awaitable[None]]:
+    """``origin`` answering ``TODAY_ANSWERS`` by path."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            line, *fields = head[:-4].split("\r\n")
+            _, target, _ = line.split(" ")
+            headers = [(name, value.strip()) for name, _, value in (f.partition(":") for f in fields)]
+            seen.append(("GET", target, headers, b""))
+            writer.write(TODAY_ANSWERS.get(target.partition("?")[0], PAGE + b"<p>ok</p>"))
+            await writer.drain()
+
+    return serve
+
+
+async def today_visit(url: str) -> list[Any]:
+    """A prefixed ID cookie set (``Secure`` over plain http), the site setting a cookie of that
+    name on a landing, the site's value sent back on a tagged page, and a tagged internal link
+    on the site's own host: each request line with what the client got."""
+    got: list[Any] = []
+    for line, headers in (
+        ("GET /landing?utm_source=news&utm_medium=email", ""),
+        ("GET /login?utm_source=ads&utm_medium=cpc", ""),
+        ("GET /account?utm_source=ads2&utm_medium=cpc", f"Cookie: {SITE_COOKIE}=site-session\r\n"),
+        ("GET /sale?utm_campaign=summer-banner", "Referer: http://shop.example/home\r\n"),
+    ):
+        request = f"{line} HTTP/1.1\r\nHost: shop.example\r\n{BROWSER}{headers}"
+        got.append((line, await exchange(url, request)))
+    return got
+
+
+async def test_todays_cookie_and_campaign_changes_hold_in_both_hosts(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, raw_upstream: Any
+) -> None:
+    """2026-12-07's changes to the shared chain, through ``gateway run`` and a real mitmdump:
+    a ``__Host-`` ID cookie is Secure on plain http; a site's own cookie of our name is left to
+    it (none of ours beside it, its value never replaced); a tagged internal link on the site's
+    own host is Internal. The clients' answers and the rows must be the same."""
+    extra = f'[identity]\ncookie_name = "{SITE_COOKIE}"\n'
+    seen: dict[str, list[Any]] = {"aiohttp": [], "mitm": []}
+    gw = await start_gateway(
+        await raw_upstream(today_origin(seen["aiohttp"])),
+        f'[storage]\npath = "{tmp_path / "run.db"}"\nnode = "test"\nmax_wait_ms = 60000\n{extra}',
+    )
+    got = {"aiohttp": await today_visit(f"http://127.0.0.1:{gw.proxy.port}")}
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", extra)
+    keep = ("-q", "--set", "keep_host_header=true")
+    site = await raw_upstream(today_origin(seen["mitm"]))
+    async with mitmdump_process(site, toml, tmp_path / "conf", keep) as (url, _):
+        got["mitm"] = await today_visit(url)
+    rows = {host: await asyncio.to_thread(stored, tmp_path / f"{name}.db") for host, name in
+            (("aiohttp", "run"), ("mitm", "mitm"))}  # fmt: skip
+
+    for host, answers in got.items():
+        cookies = {
+            line: [
+                v for _, h, _ in ans for n, v in h if n.lower() == "set-cookie" and v.startswith(SITE_COOKIE)
+            ]
+            for line, ans in answers
+        }
+        [landing] = cookies["GET /landing?utm_source=news&utm_medium=email"]
+        assert landing.startswith(f"{SITE_COOKIE}=v1.") and "; Secure" in landing, (host, landing)
+        assert cookies["GET /login?utm_source=ads&utm_medium=cpc"] == [
+            f"{SITE_COOKIE}=site-session; Path=/; Secure; HttpOnly"
+        ], host
+        assert cookies["GET /account?utm_source=ads2&utm_medium=cpc"] == [], host
+        channels = [dict(row)["channel"] for row in rows[host]["touchpoints"]]
+        assert channels[-1] == "Internal", (host, rows[host]["touchpoints"][-1])
+    ids: dict[str, dict[str, str]] = {"aiohttp": {}, "mitm": {}}
+    cookie = re.compile(r"__Host-sid=(v1\.[^;,\s]+)")
+
+    def named(value: Any, host: str) -> Any:
+        text = repr(normal(value, ids[host]))
+        return cookie.sub(lambda m: "V" + ids[host].setdefault(m[1], str(len(ids[host]))), text)
+
+    assert named(got["mitm"], "mitm") == named(got["aiohttp"], "aiohttp")
+    assert named(seen["mitm"], "mitm") == named(seen["aiohttp"], "aiohttp")
+    assert rows["mitm"] == rows["aiohttp"]
+
+
+async def test_a_refusal_below_the_reserved_prefix_is_answered_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, raw_upstream: Any
+) -> None:
+    """mitmdump's own checks below ``/_gw/``, where a signed events sender reads JSON on
+    ``gateway run``: a header over ``proxy.max_header_size`` is its JSON 431 naming the header
+    (until 2026-12-07 mitmdump answered the site's neutral HTML page there); a target over it
+    and an absolute-form target naming another host are the neutral pages on both hosts, and
+    off the prefix the 431 is the neutral page naming the header on both."""
+    big = "b" * 9000
+    requests = [
+        f"GET /_gw/events HTTP/1.1\r\nHost: shop.example\r\nX-Big: {big}\r\n",
+        f"GET /_GW/segment/v1/batch HTTP/1.1\r\nHost: shop.example\r\nX-Big: {big}\r\n",
+        f"GET /_gw/events?{big} HTTP/1.1\r\nHost: shop.example\r\n",
+        "GET http://evil.example/_gw/events HTTP/1.1\r\nHost: shop.example\r\n",
+        f"GET /p?utm_source=x HTTP/1.1\r\nHost: shop.example\r\nX-Big: {big}\r\n",
+    ]
+    got: dict[str, list[Any]] = {}
+    gw = await start_gateway(
+        await raw_upstream(origin([])),
+        f'[storage]\npath = "{tmp_path / "run.db"}"\nnode = "test"\nmax_wait_ms = 60000\n',
+    )
+    got["aiohttp"] = [await exchange(f"http://127.0.0.1:{gw.proxy.port}", r) for r in requests]
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    keep = ("-q", "--set", "keep_host_header=true")
+    async with mitmdump_process(await raw_upstream(origin([])), toml, tmp_path / "conf", keep) as (url, _):
+        got["mitm"] = [await exchange(url, r) for r in requests]
+    answers = {
+        host: [[(s, [v for n, v in h if n.lower() == "content-type"], b) for s, h, b in a] for a in ans]
+        for host, ans in got.items()
+    }
+    [[(status, kind, body)]] = answers["aiohttp"][:1]
+    assert status.startswith("HTTP/1.1 431") and kind == ["application/json"] and b"X-Big" in body
+    assert answers["mitm"] == answers["aiohttp"]
+
+
+async def test_a_streamed_request_body_goes_through_the_chain_before_the_site_gets_it(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """With ``stream_large_bodies`` below a request's body (the README's ``1m``; ``1`` byte
+    here), mitmproxy sends the request's head to the site as its headers arrive, and runs the
+    ``request`` hook only once the body has gone: until 2026-12-07 such a POST reached the site
+    with its tracking parameters, the visitor's own ``X-Forwarded-For`` and a path below
+    ``/_gw/`` (answered 404 by this host when buffered)."""
+    seen: list[Any] = []
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    keep = ("-q", "--set", "keep_host_header=true")
+    form = b"a=1&b=2"
+    head = (
+        "Host: shop.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\n"
+    )
+    async with mitmdump_process(await raw_upstream(origin(seen)), toml, tmp_path / "conf", keep) as (url, _):
+        landing = await exchange(
+            url, f"POST /landing?utm_source=news&k=1 HTTP/1.1\r\n{head}X-Forwarded-For: 6.6.6.6\r\n", form
+        )
+        events = await exchange(url, f"POST /_gw/events HTTP/1.1\r\n{head}", form)
+        big = await exchange(url, f"POST /p?utm_source=big HTTP/1.1\r\n{head}X-Big: {'b' * 9000}\r\n", form)
+    assert [(method, target) for method, target, _, _ in seen] == [("POST", "/landing?k=1")]
+    [(_, _, headers, body)] = seen
+    assert ("X-Forwarded-For", "127.0.0.1") in headers and body == form, headers
+    assert landing[0][0] == "HTTP/1.1 200 OK" and any(v.startswith("gw_vid=v1.") for _, v in landing[0][1])
+    # Answered by this host with a body mitmproxy streams: closed unanswered (README), never
+    # forwarded; mitmproxy cannot answer a request whose body it streams.
+    assert events == [] and big == []
+    got = await asyncio.to_thread(stored, tmp_path / "mitm.db")
+    assert [dict(row)["source"] for row in got["touchpoints"]] == ["news"]

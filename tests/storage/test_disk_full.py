@@ -19,6 +19,11 @@ from tests.conftest import ENV, TOKEN
 from tests.gatewayproc import GatewayProcess
 from tests.storage.stores import query
 
+try:
+    from tests.addons.test_mitm import mitmdump_process
+except pytest.skip.Exception:  # mitmproxy not installed: its one test is skipped
+    mitmdump_process = None  # type: ignore[assignment]
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 
 
@@ -264,3 +269,54 @@ async def test_a_store_that_opens_to_another_fault_once_space_is_freed_says_it(
         assert store._opener is not None and not store._opener.done()  # tried again
     finally:
         await store.close()
+
+
+async def test_mitmdump_started_on_a_full_disk_serves_the_site(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """The mitmproxy host serves on too, as the README says: the page and the visitor's cookie,
+    the events lost and said so; once space is freed the store is opened again and records.
+    Until 2026-12-07 mitmdump exited at start (``Error logged during startup, exiting...``): it
+    ends at any error line logged before it serves, and the store's full disk is one."""
+    if mitmdump_process is None:
+        pytest.skip("mitmproxy is not installed (pip install '.[mitm]')")
+    store = small_disk / "gw.db"
+    site = await _site(upstream_server)
+    config = await asyncio.to_thread(_config, tmp_path, store, site)
+    gw = await GatewayProcess.start(config)  # makes and migrates the store
+    assert await gw.stop() == 0
+    await asyncio.to_thread(_fill, small_disk)
+    said: list[str] = []
+    extra = ("--set", "keep_host_header=true")  # not -q: its lines are read below
+
+    async def sources() -> set[str]:
+        return {s for (s,) in await asyncio.to_thread(query, store, "SELECT source FROM touchpoints")}
+
+    async with (
+        mitmdump_process(site, config, tmp_path / "conf", extra) as (url, process),
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+    ):
+        assert process.stdout is not None
+        stdout = process.stdout
+
+        async def read() -> None:  # as it comes: a pipe left unread would stop mitmdump
+            async for line in stdout:
+                said.append(line.decode())
+
+        reader = asyncio.create_task(read())
+        async with session.get(url + "/?utm_source=while-full", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200 and await resp.text() == "<html>the page</html>"
+            assert resp.headers["Set-Cookie"].startswith("gw_vid=v1.")
+        await asyncio.to_thread(os.unlink, small_disk / "filler")
+        async with asyncio.timeout(30):  # the store is opened again within seconds
+            while not any("its disk has room again" in line for line in said):
+                await asyncio.sleep(0.2)
+        async with session.get(url + "/?utm_source=recorded", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200  # answered once its event is committed
+        process.terminate()
+        await reader
+    text = "".join(said)
+    assert "its disk is full" in text and "events not stored" in text and "Traceback" not in text, text[
+        -3000:
+    ]
+    assert await sources() == {"recorded"}
