@@ -561,6 +561,9 @@ async def test_a_commit_refused_after_its_wait_timed_out_is_counted_and_said_as_
     assert await unconfirmed(gw, "timeout") == 1
     await asyncio.to_thread(execute, db, "DROP TRIGGER fail")
     await land(gw, "after")
+    async with asyncio.timeout(10):  # under "async" the page went out before its commit
+        while len(await asyncio.to_thread(query, db, "SELECT content FROM touchpoints")) < 2:
+            await asyncio.sleep(0.05)
     assert await metric(gw, "gateway_events_not_stored_total") == 2  # none counted twice
     contents = await asyncio.to_thread(query, db, "SELECT content FROM touchpoints ORDER BY id")
     assert contents == [("before",), ("after",)]
