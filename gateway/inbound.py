@@ -300,18 +300,17 @@ class Inbound:
         if "webhook-signature" not in headers:
             for header, senders in self.body_hmac.items():
                 if header in headers:
-                    given = headers.getall(header)
                     named = {spec.delivery_header for spec, _ in senders.values() if spec.delivery_header}
                     twice = [h for h in (header, *named) if len(set(headers.getall(h, []))) > 1]
                     # Which one did the sender send? Neither is believed; one value repeated is one
-                    # signature (until 2026-12-07 it was refused, as the README did not say).
-                    if len(set(given)) > 1 or twice:
+                    # signature (``twice`` reads the values as a set; until 2026-12-07 a repeat was
+                    # refused, as the README did not say).
+                    if twice:
                         # Named as the sender writes it (until 2026-12-07 the signature header
                         # was named in lower case, its delivery header not).
-                        first = (twice or [header])[0]
-                        shown = self.header_names.get(first, first)
+                        shown = self.header_names.get(twice[0], twice[0])
                         raise AuthFailed("signature", f"signature: {shown} given more than once")
-                    return verify_body_hmac(senders, given[0], body, headers, now, tolerance)
+                    return verify_body_hmac(senders, headers[header], body, headers, now, tolerance)
         shopify = SHOPIFY_HMAC.header.lower()
         if shopify in headers and not relayed and "svix-signature" not in headers:
             raise _unconfigured(SHOPIFY_HMAC.header, "shopify")  # (a configured one is read above)
