@@ -45,7 +45,7 @@ from gateway.config import (
     masked,
     read_config,
 )
-from gateway.config_values import host_problem
+from gateway.config_values import host_problem, is_ip_address
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
@@ -954,7 +954,7 @@ def _site_host(text: str) -> str:
     # A name ending in a number is no host a browser sends: it reads one as an IPv4 address, and
     # refuses it when it is not one (WHATWG URL), so it would never equal a referrer's host.
     last = host.rstrip(".").rpartition(".")[2]
-    if good and last.isascii() and last.isdigit() and not _is_ipv4(host):
+    if good and last.isascii() and last.isdigit() and not is_ip_address(host):
         good = False
     if good and (not has_port or whole_number(port, 1, 65535) is not None):
         return text
@@ -968,14 +968,6 @@ def _site_host(text: str) -> str:
         "must be the site's host as browsers send it, like www.example.com (or www.example.com:8443), "
         f"without scheme or path, got {text!r}{hint}"
     )
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -133,7 +133,7 @@ def is_host_name(value: str) -> bool:
     return 0 < len(value) <= 253 and all(_LABEL.fullmatch(label) for label in value.lower().split("."))
 
 
-def _is_ip(value: str) -> bool:
+def is_ip_address(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -153,7 +153,7 @@ def idna_form(name: str) -> str | None:
 def host_problem(value: str, *, example: str = "example.com", ip: bool = False) -> str | None:
     """Why ``value`` is not a bare host name like ``example.com`` (or, with ``ip``, an IP
     address): the gateway compares hosts literally, so a URL, a port or a path never matches."""
-    if is_host_name(value) or (ip and _is_ip(value)):
+    if is_host_name(value) or (ip and is_ip_address(value)):
         return None
     hint = ""
     if "://" in value or "/" in value or ":" in value:
@@ -161,7 +161,7 @@ def host_problem(value: str, *, example: str = "example.com", ip: bool = False) 
             host = URL(value if "://" in value else f"http://{value}").host
         except ValueError:
             host = None
-        if host and (is_host_name(host) or (ip and _is_ip(host))):
+        if host and (is_host_name(host) or (ip and is_ip_address(host))):
             hint = f' (write "{host}")'
     elif not value.isascii() and (ascii_form := idna_form(value)) is not None:
         hint = f' (write it as "{ascii_form}")'
@@ -173,7 +173,7 @@ def listen_host_problem(host: str) -> str | None:
     """Why ``host`` (of ``proxy.listen``, ``admin.listen``) cannot be listened on whatever the
     network: neither an IP address nor a host name (a label of more than 63 characters, an
     empty one: Python's resolver raised ``UnicodeError`` for them, a traceback at ``run``)."""
-    if _is_ip(host) or is_host_name(host):
+    if is_ip_address(host) or is_host_name(host):
         return None
     return (
         "the host must be an IP address (127.0.0.1, [::1]) or a host name of dot-separated labels"
