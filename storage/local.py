@@ -115,6 +115,11 @@ _KINDS = {
 """``LocalStore.failing``'s kind, shown by ``/healthz``, by SQLite's primary result code: the
 operator's words, not ``OperationalError`` (SQLite's class for nearly every error), and fixed ones,
 never an error's own message (``/healthz`` answers anyone)."""
+_DISK_KINDS = frozenset(
+    _KINDS[c]
+    for c in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+)
+"""The kinds that are the disk's or the file's, not a statement's (``disk_fault``)."""
 OPEN_RETRY = 2.0
 """Seconds between tries to open a store that could not be opened at start for a full disk."""
 _encode = msgspec.json.Encoder()
@@ -299,8 +304,7 @@ def failure_kind(error: BaseException, full: bool) -> str:
     """What ``/healthz`` says a failing commit's error is (``_KINDS``); one where the disk is
     ``full`` (``full_disk``), but for a read-only store, is a full disk, as SQLite may say an
     I/O error then. Else the error's class."""
-    code = getattr(error, "sqlite_errorcode", None)
-    kind = _KINDS.get(code & 0xFF) if isinstance(code, int) else None
+    kind = _kind(error)
     if isinstance(error, StoreUnopened) or (full and kind != READ_ONLY):
         return DISK_FULL
     return kind or type(error).__name__
@@ -310,17 +314,14 @@ def disk_fault(error: BaseException) -> str | None:
     """What SQLite's ``error`` says of the disk or the file under the store, in ``/healthz``'s
     words (``_KINDS``: full, an I/O error, read-only, cannot open); None for any other error (a
     statement's own, a bug), whose traceback is worth its lines."""
+    kind = _kind(error)
+    return kind if kind in _DISK_KINDS else None
+
+
+def _kind(error: BaseException) -> str | None:
+    """``_KINDS``' word for SQLite's primary result code of ``error``, if it has one."""
     code = getattr(error, "sqlite_errorcode", None)
-    if not isinstance(code, int):
-        return None
-    if code & 0xFF in (
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_CANTOPEN,
-    ):
-        return _KINDS[code & 0xFF]
-    return None
+    return _KINDS.get(code & 0xFF) if isinstance(code, int) else None
 
 
 def locked(error: BaseException | None) -> bool:
