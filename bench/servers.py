@@ -98,10 +98,13 @@ def bare_proxy_app(upstream: str) -> web.Application:
             for name, value in up.headers.items():
                 if name.lower() not in HOP_BY_HOP:
                     resp.headers.add(name, value)
-            await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(chunk)
-            await resp.write_eof()
+            try:
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+            except ConnectionResetError:  # the visitor hung up first: gone, not an error
+                pass
             return resp
 
     app.cleanup_ctx.append(session_ctx)

@@ -352,3 +352,51 @@ def test_synth_makes_a_store_at_the_smallest_sizes(
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     assert "attribution:" in report.stdout
+
+
+async def test_the_bare_proxy_lets_a_visitor_go_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """A visitor that hangs up before the site answers (the load generator stopped by Ctrl-C)
+    is gone, not an error: the baseline proxy says nothing, as a real proxy would."""
+    import asyncio
+
+    from aiohttp import web
+
+    from bench.servers import bare_proxy_app
+
+    answered = asyncio.Event()
+
+    async def slow_page(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        answered.set()
+        return web.Response(text="late")
+
+    origin_app = web.Application()
+    origin_app.router.add_get("/{tail:.*}", slow_page)
+    runners = []
+    try:
+        origin = web.AppRunner(origin_app, access_log=None)
+        await origin.setup()
+        runners.append(origin)
+        origin_site = web.TCPSite(origin, "127.0.0.1", 0)
+        await origin_site.start()
+        origin_port = origin_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bare = web.AppRunner(bare_proxy_app(f"http://127.0.0.1:{origin_port}"), access_log=None)
+        await bare.setup()
+        runners.append(bare)
+        bare_site = web.TCPSite(bare, "127.0.0.1", 0)
+        await bare_site.start()
+        bare_port = bare_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        with caplog.at_level("DEBUG", logger="aiohttp"):
+            _, writer = await asyncio.open_connection("127.0.0.1", bare_port)
+            writer.write(b"GET /page HTTP/1.1\r\nHost: bench\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()  # the visitor leaves before the site answers
+            await asyncio.wait_for(answered.wait(), 5)
+            await asyncio.sleep(0.2)  # the proxy writes its answer to the closed connection
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+    assert answered.is_set()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
