@@ -57,6 +57,7 @@ from multidict import CIMultiDict
 
 from addons import mitm_shared as shared
 from addons.campaign import host_of
+from addons.mitm_answer import Answerer, answer_bytes
 from gateway import reserved
 from gateway.childsignals import heard
 from gateway.codings import content_codings, decoded_layers
@@ -109,6 +110,8 @@ MISSING_HINT = " (export it in mitmdump's environment; mitmdump has no --dev)"
 an option only ``gateway run`` has."""
 BEGUN = "gateway_begun"
 """``flow.metadata``'s key for a flow whose chain ran at ``requestheaders``."""
+ANSWER = "gateway_answer"
+"""``flow.metadata``'s key for the answerer's token of a flow it answers (``_answer_streamed``)."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
 aiohttp host's listener logs it)."""
@@ -484,6 +487,8 @@ class GatewayAddon:
         self._started: asyncio.Future[None] | None = None
         self._reloaded = False
         """This instance replaces one that mitmproxy's script watcher unloaded (a hot reload)."""
+        self.answerer = Answerer()
+        """Answers the requests this host answers itself whose bodies mitmproxy streams."""
 
     def load(self, loader: Any) -> None:
         loader.add_option("gateway_config", str, "gateway.toml", "tracking-gateway config file (TOML)")
@@ -597,6 +602,7 @@ class GatewayAddon:
             said.removeFilter(_as_warning)
         self.store = store
         await self.pipeline.running()
+        await self.answerer.start()
         self._ready.set()
         # A reload, as ``gateway run`` does it: until 2026-12-05 SIGHUP (its default action)
         # ended mitmdump at once, without ``done``: the events still queued under
@@ -702,6 +708,7 @@ class GatewayAddon:
         for retired in list(self._retiring):
             await retired.done()
         self._retiring.clear()
+        self.answerer.close()
         if self.pipeline is not None:
             await self.pipeline.done()
         if self.store is not None:
@@ -751,16 +758,45 @@ class GatewayAddon:
         head sent right after this hook, and ``request`` only once the body has gone: until
         2026-12-07 such a POST reached the site with its tracking parameters, the visitor's own
         ``X-Forwarded-For`` and a path below the reserved prefix. A request answered here
-        (a refusal, a reply) has its body read, not streamed, then the answer sent."""
+        (a refusal, a reply) has its body read, then the answer sent: by mitmproxy when it
+        buffers the body, by the loopback answerer when it may stream it (``_answer_streamed``)."""
         await self._begin(flow)
         flow.metadata[BEGUN] = True
         if flow.response is not None and may_stream(flow.request):
             # mitmproxy would read the body first, switch it to streaming once over
             # stream_large_bodies and crash on the answer set ("Can't set a response and enable
-            # streaming"), the visitor left waiting: the connection is closed instead, unanswered.
-            log.debug("closed a request answered %d: its body may stream", flow.response.status_code)
-            flow.response = None
-            flow.kill()
+            # streaming"), the visitor left waiting: the answer comes from the loopback answerer
+            # instead, once the body has gone there (until 2026-12-07 the connection was closed
+            # unanswered). Only while it listens (not yet, or no more, at shutdown): else closed.
+            if self.answerer.port:
+                self._answer_streamed(flow)
+            else:
+                log.debug("closed a request answered %d: its body may stream", flow.response.status_code)
+                flow.response = None
+                flow.kill()
+
+    def _answer_streamed(self, flow: mhttp.HTTPFlow) -> None:
+        """``flow``'s answer held by the answerer (``addons.mitm_answer``), and the request sent
+        there instead of the site, stripped to its framing (``Transfer-Encoding: chunked`` when
+        it has no length, an HTTP/2 one's) and ``Connection``, its body streamed: the site never
+        sees it, and the answer comes back through the response hooks as a site's would (a new
+        visitor's cookie set on a blocked bot's page, as on any reply)."""
+        answer, flow.response = flow.response, None
+        assert answer is not None
+        body = answer.raw_content or b""
+        token = self.answerer.hold(
+            answer_bytes(answer.status_code, answer.reason, answer.headers.fields, body)
+        )
+        flow.metadata[ANSWER] = token
+        req = flow.request
+        length = req.headers.get("content-length")
+        framing = (b"Content-Length", length.encode()) if length else (b"Transfer-Encoding", b"chunked")
+        # ``Connection`` kept: mitmproxy reads it on this request to close the visitor's connection.
+        kept = [(b"Connection", value.encode()) for value in req.headers.get_all("connection")]
+        req.headers = mhttp.Headers([(b"Host", b"127.0.0.1:%d" % self.answerer.port), framing, *kept])
+        req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.answerer.port
+        req.authority, req.path = "", "/" + token  # origin-form, an absolute-form target's too
+        req.stream = True
 
     async def request(self, flow: mhttp.HTTPFlow) -> None:
         """The request's body is in (unless streamed): read for the rules that ask for it. The
@@ -1012,8 +1048,11 @@ class GatewayAddon:
                 headers.set_all(name, [rewrite(value, upstream, public) for value in values])
 
     def error(self, flow: mhttp.HTTPFlow) -> None:
-        """The upstream failed: the events were submitted already; forget the flow."""
+        """The upstream failed: the events were submitted already; forget the flow (and the
+        answer held for it, if the visitor left before its request reached the answerer)."""
         shared.FLOWS.pop(flow.id, None)
+        if ANSWER in flow.metadata:
+            self.answerer.drop(flow.metadata[ANSWER])
 
 
 def _unloaded(addon: GatewayAddon) -> bool:

@@ -416,14 +416,54 @@ async def test_a_streamed_request_body_goes_through_the_chain_before_the_site_ge
         landing = await exchange(
             url, f"POST /landing?utm_source=news&k=1 HTTP/1.1\r\n{head}X-Forwarded-For: 6.6.6.6\r\n", form
         )
-        events = await exchange(url, f"POST /_gw/events HTTP/1.1\r\n{head}", form)
-        big = await exchange(url, f"POST /p?utm_source=big HTTP/1.1\r\n{head}X-Big: {'b' * 9000}\r\n", form)
     assert [(method, target) for method, target, _, _ in seen] == [("POST", "/landing?k=1")]
     [(_, _, headers, body)] = seen
     assert ("X-Forwarded-For", "127.0.0.1") in headers and body == form, headers
     assert landing[0][0] == "HTTP/1.1 200 OK" and any(v.startswith("gw_vid=v1.") for _, v in landing[0][1])
-    # Answered by this host with a body mitmproxy streams: closed unanswered (README), never
-    # forwarded; mitmproxy cannot answer a request whose body it streams.
-    assert events == [] and big == []
     got = await asyncio.to_thread(stored, tmp_path / "mitm.db")
     assert [dict(row)["source"] for row in got["touchpoints"]] == ["news"]
+
+
+ANSWERED_HERE = [
+    # (request line and headers, body): each answered by this host itself, never forwarded.
+    ("POST /_gw/events HTTP/1.1\r\n", b"a=1&b=2"),
+    ("POST /_gw/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n", b"7\r\na=1&b=2\r\n0\r\n\r\n"),
+    (f"POST /p?utm_source=big HTTP/1.1\r\nX-Big: {'b' * 9000}\r\n", b"a=1&b=2"),
+    ("POST http://evil.example/p HTTP/1.1\r\n", b"a=1&b=2"),
+    ("POST /upload?utm_source=bot HTTP/1.1\r\nUser-Agent: curl/8.5.0\r\n", b"x" * 300_000),
+]
+"""Requests this host answers itself (the reserved prefix, chunked too; a header over
+``proxy.max_header_size``; an absolute-form target naming another host; a bot blocked by
+``bots.on_block = "block"``), each with a body."""
+
+
+async def test_a_request_answered_here_gets_its_answer_though_its_body_streams(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """A request this host answers itself gets the same answer whether mitmproxy streams its
+    body (``stream_large_bodies`` below it, or a chunked one with it set) or buffers it. Until
+    2026-12-07 a streamed one had its connection closed unanswered (mitmproxy 11 cannot answer
+    a request whose body it streams): a blocked bot's upload, a signed event sent to this host."""
+    seen: list[Any] = []
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", '[bots]\non_block = "block"\n')
+    keep = ("-q", "--set", "keep_host_header=true")
+    got: dict[str, list[Any]] = {}
+    for stream in ("10m", "1"):
+        site = await raw_upstream(origin(seen))
+        async with mitmdump_process(site, toml, tmp_path / "conf", keep, stream=stream) as (url, _):
+            got[stream] = []
+            for request, body in ANSWERED_HERE:
+                length = "" if "chunked" in request else f"Content-Length: {len(body)}\r\n"
+                head = f"{request}Host: shop.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                got[stream].append(await exchange(url, head + length, body))
+    assert seen == []
+    statuses = [[answer[0] for answer in answers] for answers in got["10m"]]
+    assert statuses == [
+        ["HTTP/1.1 404 Not Found"],
+        ["HTTP/1.1 404 Not Found"],
+        ["HTTP/1.1 431 Request Header Fields Too Large"],
+        ["HTTP/1.1 400 Bad Request"],
+        ["HTTP/1.1 403 Forbidden"],
+    ], statuses
+    # The blocked bot's page with its new visitor's cookie (each run's own: named V0 in each).
+    assert normal(got["1"], {}) == normal(got["10m"], {})
