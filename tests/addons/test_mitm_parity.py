@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -20,11 +22,13 @@ from typing import Any
 import pytest
 
 from gateway.pages import error_page
-from tests.conftest import ENV, GatewayFactory
+from tests.conftest import ENV, TOKEN, GatewayFactory
 
 pytest.importorskip("mitmproxy")
 
-from tests.addons.test_mitm import config, mitmdump_process
+import brotli  # mitmproxy's own dependency
+
+from tests.addons.test_mitm import config, mitmdump_process, rows
 
 RULES = """
 [[identity.rules]]
@@ -467,3 +471,78 @@ async def test_a_request_answered_here_gets_its_answer_though_its_body_streams(
     ], statuses
     # The blocked bot's page with its new visitor's cookie (each run's own: named V0 in each).
     assert normal(got["1"], {}) == normal(got["10m"], {})
+
+
+ORDER_RULE = """
+[[conversions]]
+name = "order"
+method = "GET"
+path = "/api/order/.+"
+status = [200]
+order_id = { response_json = "/order/id" }
+"""
+CODED = [
+    # (case, codings applied in order, the Content-Encoding lines saying them, read by the rule)
+    ("x-gzip", ["gzip"], ["x-gzip"], True),
+    ("gzip-twice", ["gzip", "gzip"], ["X-GZIP, gzip"], True),
+    ("gzip-br", ["gzip", "br"], ["gzip, br"], False),
+    ("br-gzip", ["br", "gzip"], ["br, gzip"], False),
+    ("two-lines", ["gzip", "br"], ["gzip", "br"], False),
+]
+"""Answers under ``x-gzip`` and stacked content codings, ``br`` among them (which no rule reads)."""
+
+
+def coded_answer(case: str) -> tuple[bytes, bytes]:
+    """The site's answer for ``/api/order/<case>`` (``CODED``), and its body as sent."""
+    _, codings, lines, _ = next(c for c in CODED if c[0] == case)
+    body = json.dumps({"order": {"id": case}}).encode()
+    for coding in codings:
+        body = gzip.compress(body, mtime=0) if coding == "gzip" else brotli.compress(body)
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    head += "".join(f"Content-Encoding: {line}\r\n" for line in lines)
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, body
+
+
+async def test_a_coded_answer_reaches_the_visitor_as_sent_and_its_rule_reads_what_it_can(
+    tmp_path: Path, secrets: None, start_gateway: GatewayFactory, raw_upstream: Any
+) -> None:
+    """``x-gzip`` and stacked content codings (``gzip, br``, on one line or two) through both
+    hosts, a rule reading the JSON answer: the visitor gets the site's bytes and
+    ``Content-Encoding`` lines as sent; the rule reads the body it can undo (gzip under either
+    name, twice) and leaves the rest unread, counted (``order_id_body_not_read``), its
+    conversion recorded without the order, the same on both hosts. Checked 2026-12-07."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            writer.write(coded_answer(head.split(" ")[1].rsplit("/", 1)[1])[0])
+            await writer.drain()
+
+    got: dict[str, list[Any]] = {}
+    gw = await start_gateway(
+        await raw_upstream(serve),
+        f'[storage]\npath = "{tmp_path / "run.db"}"\nnode = "test"\nmax_wait_ms = 60000\n{ORDER_RULE}',
+    )
+    requests = [f"GET /api/order/{case} HTTP/1.1\r\nHost: shop.example\r\n{BROWSER}" for case, *_ in CODED]
+    got["aiohttp"] = [await exchange(f"http://127.0.0.1:{gw.proxy.port}", r) for r in requests]
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", ORDER_RULE)
+    keep = ("-q", "--set", "keep_host_header=true")
+    async with mitmdump_process(await raw_upstream(serve), toml, tmp_path / "conf", keep, stream="10m") as (
+        url,
+        _,
+    ):
+        got["mitm"] = [await exchange(url, r) for r in requests]
+    for host, answers in got.items():
+        for (case, _, lines, _), [(status, headers, body)] in zip(CODED, answers, strict=True):
+            assert status == "HTTP/1.1 200 OK" and body == coded_answer(case)[1], (host, case)
+            assert [v for n, v in headers if n.lower() == "content-encoding"] == lines, (host, case)
+    read = [case if readable else None for case, *_, readable in CODED]
+    sql = "SELECT order_id FROM conversions ORDER BY ts, id"
+    for store in (tmp_path / "run.db", tmp_path / "mitm.db"):
+        assert [order for (order,) in await asyncio.to_thread(rows, store, sql)] == read, store
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        text = await resp.text()
+    unread = 'gateway_extraction_failures_total{reason="order_id_body_not_read",rule="order"} 3.0'
+    assert unread in text.splitlines(), [line for line in text.splitlines() if "extraction" in line]
