@@ -106,13 +106,12 @@ def _population(text: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gateway.cli import _fail_config  # cli imports this module
+
     try:
         settings = load_settings(args.config, dev=True, files_only=True)  # no secret is read
     except ConfigError as err:
-        print(f"gateway: {args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return _fail_config(args.config, err)  # a missing file: how to get one, as every command
     if args.bom and args.format != "csv":  # as the endpoints' bom=true with another format
         print(
             f"gateway report: --bom: applies to --format csv only, not --format {args.format}",

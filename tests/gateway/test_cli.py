@@ -213,6 +213,10 @@ def test_check_missing_file() -> None:
     )
     assert done.stderr.endswith(hint), done.stderr
     assert gateway("run", "--dev", "-c", "/nonexistent/gateway.toml").stderr.endswith(hint)
+    # Every command says it (README, Command-line reference); `gateway report` printed the
+    # error alone until 2026-12-07.
+    done = gateway("report", "-c", "/nonexistent/gateway.toml", env=ENV)
+    assert done.returncode == 2 and done.stderr.endswith(hint), done.stderr
 
 
 def test_init_writes_a_config_that_checks(tmp_path: Path) -> None:
