@@ -46,7 +46,7 @@ from pathlib import Path
 from bench import entry
 from bench.load import BROWSER_HEADERS, _read_response, visitor_cookie
 from bench.proxy import ROOT, Server, _wait_ready, start_server, stop_process
-from bench.servers import HOST
+from bench.servers import HOST, config_problems, gateway_toml
 
 SCENARIOS = ("landing", "plain", "first_visit")
 TARGETS = ("gateway", "bare")
@@ -245,6 +245,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be ≥ 1, --warmup ≥ 0")
+    if args.gateway_toml and (problems := config_problems(lambda d: gateway_toml(d, args.gateway_toml))):
+        parser.error(f"--gateway-toml: {'; '.join(problems)}")
     if not args.calls and shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (the Debian package `valgrind`)")
     return args

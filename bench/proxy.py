@@ -395,6 +395,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--json: no folder {Path(args.json).resolve().parent} to write {args.json} in")
     if any(not 1 <= n <= 64 for n in args.workers):
         parser.error("--workers: each count must be 1..64")
+    from bench.servers import config_problems, gateway_toml
+
+    if args.gateway_toml and (problems := config_problems(lambda d: gateway_toml(d, args.gateway_toml))):
+        parser.error(f"--gateway-toml: {'; '.join(problems)}")
     args.targets = [*args.targets, *(f"gateway-w{n}" for n in dict.fromkeys(args.workers))]
     return args
 

@@ -135,6 +135,25 @@ def gateway_toml(store_dir: Path, extra: str = "") -> str:
     return storage + extra + "\n"
 
 
+def config_problems(config: Callable[[Path], str]) -> list[str]:
+    """What the gateway refuses in a bench's config (``config(folder)``: ours, its store in
+    ``folder``, with an ablation's TOML added), checked as ``gateway check`` does before a
+    bench starts anything, so that a typo in ``--gateway-toml`` is a usage error rather than a
+    server that never starts (until 2026-12-07 a traceback once the others had started)."""
+    import tempfile
+
+    from gateway.config import ConfigError, load_settings
+
+    with tempfile.TemporaryDirectory(prefix="gw-bench-check-") as tmp:
+        path = Path(tmp) / "gateway.toml"
+        try:
+            # dev: the secrets a bench gives its servers in their environment, made up here
+            load_settings(path, text=config(Path(tmp)), environ={}, dev=True)
+        except ConfigError as err:
+            return [problem.removeprefix(f"{path}: ") for problem in err.problems]
+    return []
+
+
 async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
     from gateway.config import load_settings
     from gateway.protocol_errors import Runner

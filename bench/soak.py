@@ -43,6 +43,7 @@ import aiohttp
 
 from bench import entry
 from bench.proxy import process_tree
+from bench.servers import config_problems
 from bench.soak_gateway import Gateway, gateway_config, start_gateway, stop_gateway
 from bench.soak_origin import origin_server
 from bench.soak_traffic import MIX, Traffic, admin_reports, one_request
@@ -260,6 +261,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--reload-every: must be 1..3600")
     if not 0 < args.rate <= 500:
         parser.error("--rate: must be above 0 and at most 500")
+    extra = args.toml
+    if extra and (problems := config_problems(lambda d: gateway_config(d, "http://127.0.0.1:1", 1, extra))):
+        parser.error(f"--toml: {'; '.join(problems)}")
     return args
 
 

@@ -273,6 +273,12 @@ def test_proxy_bench_gives_every_scenario_its_ratio() -> None:
         ("bench.reports", ["--repeat", "0", "--touchpoints", "100"], "--repeat"),
         ("bench.sync", ["--rows", "0"], "--rows"),
         ("bench.loopstall", ["--touchpoints", "0"], "--touchpoints"),
+        # A config the gateway refuses is a bad argument too (until 2026-12-07 the origin and
+        # the bare proxy started, then a traceback: "gateway server did not start").
+        ("bench.proxy", ["--gateway-toml", "[proxy"], "--gateway-toml: not valid TOML"),
+        ("bench.proxy", ["--gateway-toml", "[proxy]\\nlistn = 1"], "proxy.listn: unknown key"),
+        ("bench.instructions", ["--calls", "--gateway-toml", "[bots]\\nmax_tracked = 1"], "bots.max_tracked"),
+        ("bench.soak", ["--toml", "[bots]\\nmax_trackd = 1"], "--toml: bots.max_trackd: unknown key"),
     ],
 )
 def test_bench_refuses_a_bad_argument_with_a_clear_error(
