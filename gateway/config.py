@@ -956,6 +956,9 @@ def toml_error(message: str, text: str) -> str:
     found = _AT_LINE.search(message)
     if found is None or int(found.group(1)) > len(lines):
         return message
+    if message.startswith(("Illegal character '\\n'", "Found invalid character '\\n'")):
+        # The line's end inside a one-line string: its closing quote was left out.
+        return f"Unterminated string (at line {found.group(1)}: {_OPENED['string']})"
     key, sep, value = lines[int(found.group(1)) - 1].partition("=")
     value = value.split(" #")[0].strip()
     if message.startswith("Unescaped '\\'"):
@@ -989,6 +992,8 @@ def _left_open(text: str) -> tuple[int, str]:
     opened: list[tuple[str, int]] = []  # brackets still open: what, and the line it opened on
     quote, line, i, start = "", 1, 0, 1  # quote: the string being read ('"', "'", '"""', "'''")
     at_line_start = True
+    cut = 0  # the line of the first one-line string left open by its line's end: a '…' one,
+    # whose closing ' tomllib looks for down to the end of the file
     while i < len(text):
         char = text[i]
         if quote:
@@ -998,7 +1003,8 @@ def _left_open(text: str) -> tuple[int, str]:
                 continue
             if char == "\n":
                 line, at_line_start = line + 1, True
-                if len(quote) == 1:  # a one-line string ends with its line (tomllib says where)
+                if len(quote) == 1:  # a one-line string ends with its line: left open there
+                    cut = cut or start
                     quote = ""
                 i += 1
                 continue
@@ -1029,8 +1035,8 @@ def _left_open(text: str) -> tuple[int, str]:
         if not char.isspace():
             at_line_start = False
         i += 1
-    if quote:
-        return start, _OPENED["string"]
+    if cut or quote:  # a cut one first: tomllib read on past it, to the end of the file
+        return cut or start, _OPENED["string"]
     if opened:
         kind, number = opened[0]
         return number, _OPENED[kind]

@@ -351,6 +351,14 @@ def test_a_control_character_in_a_problem_line_is_escaped(toml: str) -> None:
         ('[proxy]\nlisten = "127.0.0.1:8080', "Unterminated string (at line 2: a string left open)"),
         ("[proxy]\nlisten = '127.0.0.1:8080", "(at line 2: a string left open)"),
         ('[proxy]\nlisten = """a\nb = 1\n', "(at line 2: a string left open)"),
+        # A string left open on a line of its own, as an editor leaves it (a newline after it):
+        # until 2026-12-07 "Illegal character '\n' (at line 2, column 25)" of a "…" string, and
+        # "the file ends where a value was expected" at the last line of a '…' one.
+        ('[proxy]\nlisten = "127.0.0.1:8080\n', "(at line 2: a string left open)"),
+        ('[proxy]\nlisten = "127.0.0.1:8080\nworkers = 1\n', "(at line 2: a string left open)"),
+        ("[proxy]\nlisten = '127.0.0.1:8080\n", "(at line 2: a string left open)"),
+        ("[proxy]\nlisten = '127.0.0.1:8080\nworkers = 1\n", "(at line 2: a string left open)"),
+        ("[proxy]\nlisten = '127.0.0.1:8080\nnode = 'a'\n", "(at line 2: a string left open)"),
         # Each of these said "a string left open" too, at the last line, where none was.
         (
             '[proxy]\naddons = ["identity",\n  "campaign",\n',
