@@ -8,9 +8,12 @@ test_metrics.py, test_cli.py.)"""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
@@ -407,3 +410,65 @@ def test_dashboard_summary_parts_are_the_documented_ones() -> None:
         for part, choice in zip(("counts", "daily", "models"), schema["anyOf"], strict=True)
     }
     assert listed == documented
+
+
+# The least each command needs to reach its config (the first required argument of each).
+MINIMAL_ARGS = {
+    "run": [],
+    "check": [],
+    "import": ["access.log"],
+    "replay-bad": [],
+    "send-test-event": [],
+    "reclassify": [],
+    "sync": ["--once"],
+    "mirror": ["--once"],
+    "sink send": ["--user", "u1"],
+    "report": [],
+    "purge": [],
+    "erase": ["u1"],
+    "rules try": ["session.har"],
+}
+
+
+def _commands_with_config(parser: argparse.ArgumentParser) -> set[str]:
+    """Every command (``sink send``, ``rules try``: a subcommand by its path) taking ``-c``."""
+    found = set()
+
+    def walk(node: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+            elif "-c" in action.option_strings and path:
+                found.add(" ".join(path))
+
+    walk(parser, [])
+    return found
+
+
+def test_every_command_says_how_to_get_a_missing_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Command-line reference: "A config file not there is followed by how to get one", for
+    every command that takes -c (`gateway init` writes it; `gateway doctor` says it in its own
+    checklist). `gateway report` printed the error alone until 2026-12-07."""
+    import contextlib
+    import io
+
+    from gateway.cli import build_parser, main
+
+    assert _commands_with_config(build_parser()) - {"init", "doctor"} == set(MINIMAL_ARGS)
+    monkeypatch.chdir(tmp_path)
+    config = str(tmp_path / "nowhere" / "gateway.toml")
+    hint = (
+        f"gateway: no config file at {config}: write a starter one with `gateway init -c {config}`,"
+        " or name yours with -c FILE\n"
+    )
+    silent = {}
+    for command, args in MINIMAL_ARGS.items():
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = main([*command.split(), *args, "-c", config])
+        if (code, stderr.getvalue()[-len(hint) :]) != (2, hint):
+            silent[command] = (code, stderr.getvalue())
+    assert silent == {}
