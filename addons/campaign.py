@@ -1,14 +1,15 @@
 """Campaign capture: ``c_*`` / ``utm_*`` parameters, ad click IDs and creator IDs → a touchpoint.
 
-Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the
-parameters leave the URL) and ``[proxy] public_origin`` (the site's own host, when
-set). Values are normalised (trimmed, source and medium case-folded, length-capped,
-printable only); a value that fails is dropped and counted, never stored. The upstream
-query is rebuilt from the raw ``&``-separated pieces so everything else stays byte for
-byte as received. Remembers the channel of recent value combinations (at most ``CHANNEL_CACHE``),
-and recent landings (``addons/landings.py``): a reload within ``campaign.repeat_seconds`` records
-no touchpoint (it is left on ``Exchange.folded`` for bots' velocity windows). A HEAD records
-nothing and is remembered nowhere (no browser navigates with it), and is stripped as a GET is.
+Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the parameters leave the
+URL) and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (Unicode
+spaces made spaces and invisible characters removed, ``events.as_typed``; trimmed, source and
+medium case-folded, length-capped, printable only); a value that fails is dropped and counted,
+never stored. The upstream query is rebuilt from the raw ``&``-separated pieces so everything else
+stays byte for byte as received. Remembers the channel of recent value combinations (at most
+``CHANNEL_CACHE``), and recent landings (``addons/landings.py``): a reload within
+``campaign.repeat_seconds`` records no touchpoint (it is left on ``Exchange.folded`` for bots'
+velocity windows). A HEAD records nothing and is remembered nowhere (no browser navigates with it),
+and is stripped as a GET is.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.events import (
     MAX_CLICK_ID,
     DailyCount,
     Touchpoint,
+    as_typed,
     bare_prefixes,
     iso,
     param_key,
@@ -70,21 +72,6 @@ class Param:
     storable: bool = False
     """``storable_key`` of the name, worked out once for a configured one (False: ask the key):
     the two tests on every tracked pair's key cost a landing ~2,000 instructions."""
-
-
-INVISIBLE = "\u200b\u2060\ufeff"
-"""The zero-width space, the word joiner and the byte-order mark: invisible, they come with a
-link copied from a document, a chat or a spreadsheet's first cell, at either end of a value."""
-
-
-def trim_invisible(value: str) -> str:
-    """``value`` without white space or ``INVISIBLE`` characters at either end (``cpc\u200b`` →
-    ``cpc``); one within it stays, and makes the value unprintable."""
-    while True:
-        trimmed = value.strip().strip(INVISIBLE)
-        if trimmed == value:
-            return value
-        value = trimmed
 
 
 def storable_key(key: str) -> bool:
@@ -276,9 +263,10 @@ class Campaign:
                 param = _EXTRA
             stripped = True
             slot = param.slot
-            value = raw_value.strip()
-            if value and (value[0] in INVISIBLE or value[-1] in INVISIBLE):
-                value = trim_invisible(value)
+            # A value pasted from a document: its no-break spaces are spaces, its invisible
+            # characters (a zero-width space, a byte-order mark) gone (until 2026-12-07 one
+            # within it dropped the value: ``summer sale`` with a no-break space lost its campaign).
+            value = (raw_value if raw_value.isascii() else as_typed(raw_value)).strip()
             if len(value) > max_length and (slot != "click" or len(value) > self.max_click_length):
                 self._drop(ex, key, "too_long", "click_too_long" if slot == "click" else "")
                 continue

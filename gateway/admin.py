@@ -52,6 +52,7 @@ from gateway.events import (
     NAME_RULE,
     CreatorStanding,
     VerdictChange,
+    as_typed,
     iso,
     printable_name,
 )
@@ -677,6 +678,7 @@ def _filter(name: str, value: str, recorded: str = "touchpoints", most: int | No
         if not _VISITOR_KEY.fullmatch(value.lower()):
             raise ApiError(400, f"visitor_key: expected 32 hex digits, got {value[:100]!r}")
         return value.lower()
+    value = as_typed(value)  # as a value is recorded: a pasted name's no-break space is a space
     if (
         not value
         or value != value.strip()

@@ -26,6 +26,24 @@ _JOINERS = dict.fromkeys((0x200C, 0x200D))
 ``str.isprintable``, yet part of how words and symbols are written (``printable_name``)."""
 
 
+_AS_TYPED = {
+    **dict.fromkeys((0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), " "),
+    **dict.fromkeys((0xAD, 0x200B, 0x2060, 0xFEFF)),
+}
+"""Unicode's spaces but U+0020 (no-break, narrow no-break, thin, ideographic…) → U+0020; the
+soft hyphen, the zero-width space, the word joiner and the byte-order mark → removed."""
+
+
+def as_typed(text: str) -> str:
+    """``text`` as the person who copied it reads it: a value pasted from a document, a mail, a
+    chat or a spreadsheet holds a no-break space where a space shows (``summer sale``), and
+    invisible characters an editor put there (a zero-width space at a break opportunity, a soft
+    hyphen, a byte-order mark from a spreadsheet's first cell). Every Unicode space is U+0020,
+    those invisible characters are gone; a control or a direction override stays, for
+    ``str.isprintable`` to refuse."""
+    return text if text.isascii() else text.translate(_AS_TYPED)
+
+
 def printable_name(text: str) -> bool:
     """Whether ``text`` is printable as a name a person gave (a campaign, a source, a creator
     ID, a conversion's name): ``str.isprintable``, with the zero-width non-joiner and joiner

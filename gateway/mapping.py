@@ -34,6 +34,7 @@ from gateway.events import (
     PastReceipt,
     Receipt,
     Touchpoint,
+    as_typed,
     iso,
     order_key,
     printable_name,
@@ -159,7 +160,9 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, str | int):
             self.fail(name, f"expected a string, got {json_kind(value)}")
             return None
-        value = str(value).strip()
+        # A name pasted by a person, as a landing's: its no-break spaces spaces, its invisible
+        # characters gone (``events.as_typed``); an ID is a token, taken as it came.
+        value = (as_typed(str(value)) if name in NAMED else str(value)).strip()
         limit = max_len or self.max_len
         if len(value) > limit:
             self.fail(name, f"longer than {limit} characters")

@@ -79,18 +79,50 @@ def test_a_key_is_read_decoded_as_a_query_parser_reads_it() -> None:
             "utm_source=%E2%81%A0facebook&utm_medium=paid_social%20%E2%80%8B",
             ("facebook", "paid_social", "Paid Social"),
         ),
-        ("utm_source=google&utm_medium=c%E2%80%8Bpc", ("google", None, "Organic Search")),  # within: dropped
+        ("utm_source=google&utm_medium=c%E2%80%8Bpc", ("google", "cpc", "Paid Search")),  # within: removed
+        ("utm_source=google&utm_medium=c%EF%BB%BFp%E2%81%A0c", ("google", "cpc", "Paid Search")),
+        ("utm_source=google&utm_medium=c%C2%ADpc", ("google", "cpc", "Paid Search")),  # a soft hyphen
     ],
 )
-def test_an_invisible_character_at_either_end_of_a_value_is_trimmed(query: str, expected: tuple) -> None:
+def test_an_invisible_character_in_a_value_is_removed(query: str, expected: tuple) -> None:
     """A UTM link copied from a document or a chat often ends in a zero-width space (U+200B), or
     starts with a byte-order mark (U+FEFF, a spreadsheet's first cell): invisible, so the value
     looks right. It was dropped as unprintable, and ``utm_medium=cpc`` lost made a Google ad's
-    click Organic Search. At either end they are trimmed as spaces are; within, still dropped."""
+    click Organic Search. At either end they were trimmed from 2026-12-07; within a value
+    (an editor's break opportunity, a soft hyphen) they are removed too, since 2026-12-07:
+    the value is what the reader of the link sees."""
     ex, _ = run(f"/p?{query}", headers=DOCUMENT)
     [tp] = ex.events
     assert (tp.source, tp.medium, tp.channel) == expected
     assert ex.upstream_query == ""
+
+
+@pytest.mark.parametrize(
+    ("space", "name"),
+    [
+        ("%C2%A0", "NO-BREAK SPACE"),
+        ("%E2%80%AF", "NARROW NO-BREAK SPACE"),
+        ("%E2%80%89", "THIN SPACE"),
+        ("%E3%80%80", "IDEOGRAPHIC SPACE"),
+    ],
+)
+def test_a_unicode_space_within_a_value_is_a_space(space: str, name: str) -> None:
+    """``summer sale`` pasted from a document, a mail or a spreadsheet often holds a no-break
+    space (or a narrow, thin or ideographic one): the value reads right, and until 2026-12-07
+    it was dropped as unprintable, the landing recorded without its campaign. Every Unicode
+    space within a value is now U+0020, in its field and in ``raw_params`` alike; at either end
+    it is trimmed, as before."""
+    ex, ctx = run(f"/p?utm_campaign=summer{space}sale&utm_source={space}news{space}letter{space}&keep=1")
+    [tp] = ex.events
+    assert (tp.campaign, tp.source) == ("summer sale", "news letter"), name
+    assert tp.raw_params == {"utm_campaign": "summer sale", "utm_source": "news letter"}
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "unprintable"}) == 0
+    # A click ID is a token: a space in it, of any kind, is still dropped (counted).
+    ex, ctx = run(f"/p?gclid=abc{space}def&utm_source=google")
+    [tp] = ex.events
+    assert tp.click_id is None
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "unprintable"}) == 1
 
 
 def test_raw_params_hold_only_printable_keys_of_at_most_64_characters() -> None:
@@ -221,7 +253,8 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("gclid=has%20space", "unprintable"),
         ("gclid=has%C2%A0space", "unprintable"),  # NO-BREAK SPACE
         ("gclid=has%E3%80%80space", "unprintable"),  # IDEOGRAPHIC SPACE
-        ("utm_campaign=a%E2%80%8Bb", "unprintable"),  # ZERO WIDTH SPACE: not a joiner
+        ("utm_campaign=a%E2%80%A8b", "unprintable"),  # LINE SEPARATOR: no space, a line break
+        ("utm_campaign=a%09b", "unprintable"),  # a tab
         ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
         ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
         ("gclid=" + "g" * 1001, "too_long"),  # a click ID's own bound

@@ -721,6 +721,26 @@ def test_invalid_events_name_every_field(event: dict[str, Any], errors: list[str
         assert found.startswith(expected), found
 
 
+def test_a_signed_name_pasted_with_a_no_break_space_is_recorded_as_a_landing_records_it() -> None:
+    """A campaign named in a CRM or a sheet (``summer sale`` with a no-break space, a zero-width
+    space at a break) is recorded as a landing's value is since 2026-12-07: spaces, invisible
+    characters gone. It was refused as unprintable (the whole event, a 422). An ID is a token:
+    a no-break space in a user ID is still refused."""
+    event = {
+        "type": "touchpoint",
+        "visitor_id": "v",
+        "campaign": "summer\u00a0sale",
+        "source": "\ufeffnews\u200bletter",
+        "medium": "e\u00admail",
+    }
+    (touch,) = map_event(source(), event, NOW, LIMITS, "f").rows
+    assert isinstance(touch, Touchpoint)
+    assert (touch.campaign, touch.source, touch.medium) == ("summer sale", "newsletter", "email")
+    with pytest.raises(Invalid) as info:
+        map_event(source(), {"type": "conversion", "user_id": "u\u00a0x"}, NOW, LIMITS, "f")
+    assert [e.partition(":")[0] for e in info.value.errors] == ["user_id (/user_id)"]
+
+
 def test_segment_page_and_identify_defaults() -> None:
     seg = source(format="segment")
     page = {
