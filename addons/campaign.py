@@ -15,13 +15,15 @@ and is stripped as a GET is.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
-from urllib.parse import unquote_plus, urljoin, urlsplit
+from urllib.parse import unquote, unquote_plus, urljoin, urlsplit
 
 from addons.landings import RecentLandings, landing_values, referral_values
 from gateway.channels import Signals
+from gateway.config_values import idna_form
 from gateway.events import (
     ASCII_LOWER,
     CAMPAIGN_FIELDS,
@@ -34,6 +36,7 @@ from gateway.events import (
     param_key,
     printable_name,
 )
+from gateway.forwarding import parse_ip
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query, split_target, with_query
 
@@ -46,6 +49,7 @@ DROPPED_WHY = {
     ),
     "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
     "source_not_allowed": "not in campaign.allowed_sources",
+    "bad_referrer": "not a URL with a valid host: read as no referrer",
 }
 """The rule a dropped value failed, in words: the debug line says it, and so does an import's
 summary of a line skipped for it (``gateway.backfill.refused_reason``)."""
@@ -121,18 +125,37 @@ def on_this_site(path: str) -> str:
     return "/." + path if path[1:2] in ("/", "\\") else path
 
 
+_HOST = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+"""A host name as it goes over the wire: dot-separated labels of 1..63 letters, digits, ``-``
+(not first or last) and ``_`` (hosts in the wild have them), lower-cased (``is_host_name``'s)."""
+
+
 def host_of(url: str) -> str | None:
-    """Lower-cased host of an absolute URL, or None when it has none or is malformed. U+FFFD
-    is no host's (IDNA refuses it): it stands where bytes that are not UTF-8 were, decoded by a
-    log's reader (`gateway import`), which live arrive as surrogates and are refused alike."""
+    """Lower-cased host of an absolute URL in the form HTTP carries it, or None when it has none
+    or is malformed (``exa mple.com``, ``a..b``: until 2026-12-07 stored as a Referral's host).
+    A host beyond ASCII (``bücher.example``, from a client that is no browser, or a log) is its
+    IDNA form (``xn--bcher-kva.example``), as a browser sends it and ``channels.referrers``
+    keys are written; one percent-encoded is decoded first, as a browser does. U+FFFD is no
+    host's (IDNA refuses it): it stands where bytes that are not UTF-8 were, decoded by a log's
+    reader (`gateway import`), which live arrive as surrogates and are refused alike."""
     try:
         host = urlsplit(url).hostname
     except ValueError:
         return None
     host = (host or "").rstrip(".")  # "www.google.com." is www.google.com, written fully qualified
-    if not host or len(host) > 253 or not host.isprintable() or "\ufffd" in host:
+    if not host or len(host) > 253:
         return None
-    return host
+    if "%" in host:
+        try:
+            host = unquote(host, errors="strict")
+        except UnicodeDecodeError:  # bytes that are not UTF-8: no name
+            return None
+    if not host.isascii():
+        # "idna" refuses what is no name (a space, U+FFFD, a surrogate, an empty label…).
+        host = idna_form(host) or ""
+    if _HOST.fullmatch(host) is None:
+        return host if ":" in host and parse_ip(host) is not None else None  # an IPv6 address
+    return host if len(host) <= 253 else None
 
 
 class Campaign:
@@ -305,6 +328,16 @@ class Campaign:
 
         referrer = req.headers.get("referer")
         referrer_host = host_of(referrer) if referrer else None
+        # No URL with a valid host (a bot's junk, a broken client): no referrer, as if none had
+        # been sent (until 2026-12-07 ``exa mple.com`` was a Referral's host). Counted where it
+        # would have been read: a landing or a page load, not each asset's request.
+        if (
+            referrer_host is None
+            and referrer
+            and (raw_params or req.is_document)
+            and req.method not in NO_ARRIVAL
+        ):
+            self._drop(ex, "referer", "bad_referrer")
         site = self._site(req)
         external = referrer_host is not None and referrer_host != site
         # raw_params holds every valid tracked pair (those of values and click among them, or it is

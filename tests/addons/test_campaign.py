@@ -837,6 +837,79 @@ def test_an_untagged_landing_reloaded_is_no_second_referral(
     assert len(first.events) + len(again.events) == recorded
 
 
+@pytest.mark.parametrize(
+    "referer",
+    [
+        "https://exa mple.com/",  # a space
+        "https://a..b/",  # an empty label
+        "https://foo<b>.example/",
+        "https://.example.com/",
+        "https://ex!ample.com/",
+        "https://-bad-.example/",  # a label may not start or end with a hyphen
+        "https://" + "a" * 64 + ".example/",  # a label of more than 63
+        "https://[bad]/",
+        "https://b\u00fccher\u202e.example/",  # beyond ASCII, and no IDNA name
+        "not a url",
+        "about:blank",
+    ],
+)
+def test_a_referrer_that_names_no_valid_host_is_no_referrer(referer: str) -> None:
+    """A ``Referer`` that is no URL with a valid host (a bot's junk, a broken client) was stored
+    as a Referral host (``exa mple.com``), a touchpoint that took the last touch. It is no
+    referrer now, as if none had been sent (Direct: an untagged page load records nothing; a
+    tagged one is its campaign's, Unassigned alone), counted in
+    ``gateway_params_dropped_total{reason="bad_referrer"}``."""
+    ex, ctx = run("/p", headers={**DOCUMENT, "Referer": referer})
+    assert ex.events == []
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "bad_referrer"}) == 1
+    ex, ctx = run("/p?utm_campaign=spring", headers={**DOCUMENT, "Referer": referer})
+    [tp] = ex.events
+    assert (tp.campaign, tp.referrer_host, tp.channel) == ("spring", None, "Unassigned")
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "bad_referrer"}) == 1
+    # A sub-resource's Referer is not read for a touchpoint: nothing is counted for it.
+    ex, ctx = run("/app.js", headers={"Referer": referer})
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "bad_referrer"}) == 0
+
+
+@pytest.mark.parametrize(
+    "referer",
+    [
+        "https://b\u00fccher.example/suche",  # raw UTF-8, as a client that is no browser sends it
+        "https://B\u00dcCHER.example/",
+        "https://b%C3%BCcher.example/",  # percent-encoded, which browsers decode in a host
+        "https://xn--bcher-kva.example/",  # as browsers send it
+        "https://XN--BCHER-KVA.example./",
+    ],
+)
+def test_an_internationalized_referrer_host_is_kept_in_its_ascii_form(referer: str) -> None:
+    """Browsers send an internationalized host in its ``xn--`` form, and ``channels.referrers``
+    keys are written so (the Unicode form is a config error giving it): a client that sent
+    ``bücher.example`` as such stored that, which no key matched, a Referral. It is stored in
+    its ASCII form now, whichever way it came."""
+    toml = '[channels]\nreferrers = { "xn--bcher-kva.example" = "search/B\u00fccher" }\n'
+    ex, ctx = run("/p", toml, headers={**DOCUMENT, "Referer": referer})
+    [tp] = ex.events
+    assert (tp.referrer_host, tp.channel) == ("xn--bcher-kva.example", "Organic Search")
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "bad_referrer"}) == 0
+
+
+@pytest.mark.parametrize(
+    ("referer", "host"),
+    [
+        ("http://[::1]:8080/", "::1"),
+        ("http://192.0.2.7/", "192.0.2.7"),
+        ("https://my_host.example/", "my_host.example"),  # an underscore: hosts in the wild have them
+        ("android-app://com.google.android.gm/", "com.google.android.gm"),
+        ("https://intranet/", "intranet"),
+    ],
+)
+def test_a_referrer_host_of_any_valid_form_is_kept(referer: str, host: str) -> None:
+    ex, ctx = run("/p", headers={**DOCUMENT, "Referer": referer})
+    [tp] = ex.events
+    assert tp.referrer_host == host
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "bad_referrer"}) == 0
+
+
 def test_a_referrer_host_is_kept_without_its_trailing_dot() -> None:
     # "www.google.com." is the same host written fully qualified: a rule on the host must match it.
     toml = '[[channels.rules]]\nchannel = "Google Ref"\nreferrer = "www\\\\.google\\\\.com"\n'
