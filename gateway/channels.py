@@ -428,14 +428,17 @@ class Channels:
         return UNASSIGNED if tagged else DIRECT
 
     def _by_click(self, kind: str, source: str, medium: str, source_class: str | None) -> str | None:
-        if kind in _SEARCH_ADS:
+        if kind in _SEARCH_ADS or kind == "dclid":
             # Google's, Microsoft's (its Audience Network) and Yandex's display and video ads
-            # carry the click ID too: the medium says which.
+            # carry the click ID too: the medium says which. Display & Video 360's and Campaign
+            # Manager's dclid is Display, but for their video ads (YouTube bought through DV360),
+            # read alike: until 2026-12-07 a dclid with utm_medium=video was Display while a
+            # gclid with it was Paid Video.
             if medium in _DISPLAY:
                 return DISPLAY
-            return PAID_VIDEO if "video" in medium or source_class == "video" else PAID_SEARCH
-        if kind == "dclid":  # Display & Video 360 / Campaign Manager clicks
-            return DISPLAY
+            if "video" in medium or source_class == "video":
+                return PAID_VIDEO
+            return DISPLAY if kind == "dclid" else PAID_SEARCH
         if kind in _SOCIAL_CLICKS:
             if _PAID.match(medium) or medium in _PAID_SOCIAL or medium in _DISPLAY:
                 return PAID_SOCIAL

@@ -36,6 +36,15 @@ KNOWN = {v for k, v in vars(channel_names).items() if k.isupper() and isinstance
         (Signals(click_id_kind="wbraid", medium="display"), "Display"),
         (Signals(click_id_kind="gclid", source="youtube", medium="cpv"), "Paid Video"),
         (Signals(click_id_kind="dclid"), "Display"),
+        # DV360 buys YouTube too: its video ads' clicks carry a dclid, and the medium (or a video
+        # source) says so as for Google Ads' gclid (until 2026-12-07 they were Display)
+        (Signals(click_id_kind="dclid", source="dv360", medium="video"), "Paid Video"),
+        (Signals(click_id_kind="dclid", medium="paid_video"), "Paid Video"),
+        (Signals(click_id_kind="dclid", source="youtube", medium="cpv"), "Paid Video"),
+        (Signals(click_id_kind="dclid", source="youtube"), "Paid Video"),
+        (Signals(click_id_kind="gclid", source="dv360", medium="video"), "Paid Video"),
+        (Signals(click_id_kind="dclid", source="dv360", medium="display"), "Display"),
+        (Signals(click_id_kind="dclid", source="dv360", medium="cpc"), "Display"),
         (Signals(click_id_kind="msclkid"), "Paid Search"),
         # Microsoft's Audience Network and Yandex's ad network: their display and video ads carry
         # the click ID too, and the medium says so, as for Google's
