@@ -97,14 +97,23 @@ def json_pointer_problem(pointer: str, or_empty: str = "") -> str | None:
     lets ``""`` through."""
     if pointer.startswith("/"):
         return None
-    dotted = _DOTTED.fullmatch(pointer)
     fix = ""
-    if pointer.lstrip().startswith("/"):
-        fix = ": write " + _quoted(pointer.lstrip()) + ", without the space before it"
-    elif dotted is not None:
-        tokens = re.sub(r"\.?\[([0-9]+)\]", r".\1", dotted.group(1)).split(".")
-        fix = ": write " + _quoted("/" + "/".join(tokens))
+    if (meant := pointer_meant(pointer)) is not None:
+        after = ", without the space before it" if pointer.lstrip().startswith("/") else ""
+        fix = ": write " + _quoted(meant) + after
     return f'a JSON pointer starts with "/"{or_empty}, got {pointer!r}{fix}'
+
+
+def pointer_meant(pointer: str) -> str | None:
+    """The JSON pointer a mistyped one means: ``user.id`` (or JSONPath's ``$.items[0].id``) is
+    ``/user/id`` (``/items/0/id``), `` /user/id`` is ``/user/id``; None when it says none."""
+    if pointer.lstrip().startswith("/"):
+        return pointer.lstrip()
+    dotted = _DOTTED.fullmatch(pointer)
+    if dotted is None:
+        return None
+    tokens = re.sub(r"\.?\[([0-9]+)\]", r".\1", dotted.group(1)).split(".")
+    return "/" + "/".join(tokens)
 
 
 def _quoted(text: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway.config import Settings
+from gateway.config_values import pointer_meant
 from gateway.history import STDIN, Input
 from gateway.importreport import failed_message, failed_tally, stopped_message, unfinished_message
 from gateway.importrun import UsageError, run_import
@@ -44,7 +45,10 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
                 f"--field {spec}: expected NAME=POINTER with NAME one of {', '.join(JSON_FIELDS)}"
             )
         if pointer and not pointer.startswith("/"):
-            raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap)')
+            # Written with dots (``request.uri``), as a rule's pointer may be: the one it means.
+            meant = pointer_meant(pointer)
+            fix = f": write --field {name}={meant}" if meant is not None else ""
+            raise UsageError(f'--field {spec}: a JSON pointer starts with "/" (or is empty to unmap){fix}')
         if name == "time" and not pointer:  # every line would be skipped, "unreadable at /"
             raise UsageError(
                 f"--field {spec}: every line needs its time; point it where the log keeps it,"

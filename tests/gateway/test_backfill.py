@@ -537,6 +537,22 @@ async def test_field_overrides_are_checked(tmp_path: Path) -> None:
         parse_fields(["when=/t"])
     with pytest.raises(UsageError, match="starts with"):
         parse_fields(["time=t"])
+    # A path written with dots, as jq or a log shipper writes it, is answered with the pointer it
+    # means, as a rule's or a [[sources]] pointer is (until 2026-12-07: the bare rule alone).
+    for written, meant in [
+        ("uri=request.uri", "uri=/request/uri"),
+        ("uri=$.request.uri", "uri=/request/uri"),
+        ("ip=.headers[0].ip", "ip=/headers/0/ip"),
+        ("time= /@timestamp", "time=/@timestamp"),
+    ]:
+        with pytest.raises(UsageError) as info:
+            parse_fields([written])
+        assert str(info.value) == (
+            f'--field {written}: a JSON pointer starts with "/" (or is empty to unmap): write --field {meant}'
+        )
+    with pytest.raises(UsageError) as info:
+        parse_fields(["uri=a b"])  # no path: no pointer to give
+    assert str(info.value) == '--field uri=a b: a JSON pointer starts with "/" (or is empty to unmap)'
     # The time unmapped: every line was skipped as "time: missing or unreadable at /", a key named
     # "" (until 2026-12-05). The time is the one field a line cannot go without.
     with pytest.raises(UsageError, match="--field time=: every line needs its time; point it where"):
