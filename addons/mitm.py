@@ -71,8 +71,9 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
+    at_hop,
     cache_lines_to_add,
-    client_ip,
+    client_hop,
     connection_tokens,
     is_trusted,
     origin_key,
@@ -737,14 +738,17 @@ class GatewayAddon:
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         networks = self.settings.trusted_networks
         trusted = is_trusted(peer, networks)
-        ip = client_ip(peer, headers.get("x-forwarded-for"), networks) if trusted else peer
+        client = client_hop(headers.get("x-forwarded-for"), networks) if trusted else None
+        ip, hop = client if client is not None else (peer, 0)
         scheme = "https" if flow.client_conn.tls_established else "http"
         host = headers.get("host") or req.pretty_host
         # With proxy.public_origin, its scheme, as the aiohttp host tells the site too.
         forward_headers(req.headers, peer, self.public_scheme or scheme, trusted)
-        if trusted:
-            scheme = headers.get("x-forwarded-proto", scheme).rsplit(",", 1)[-1].strip().lower()
-            host = headers.get("x-forwarded-host", host).rsplit(",", 1)[-1].strip()
+        if trusted:  # the values at the client's place, as the aiohttp host reads them (at_hop)
+            if "x-forwarded-proto" in headers:
+                scheme = at_hop(headers["x-forwarded-proto"], hop).lower()
+            if "x-forwarded-host" in headers:
+                host = at_hop(headers["x-forwarded-host"], hop)
         without_admin_session(req.headers)
         without_hop_by_hop(req.headers, is_websocket_upgrade(req))
         ts = datetime.fromtimestamp(req.timestamp_start, UTC)

@@ -1,7 +1,8 @@
 """HTTP forwarding rules, as pure functions: hop-by-hop headers, client IP, Location rewriting.
 
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
-address (X-Forwarded-For only from trusted peers), how an upstream's
+address (X-Forwarded-For only from trusted peers) and its scheme and host (the X-Forwarded-Proto
+and -Host entries at the client's place), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
 whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
 a CDN's own fields for it, ``cdn_cache_fields``, ``Surrogate-Control`` among them:
@@ -118,13 +119,33 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPN
     X-Forwarded-For entry that is not itself a trusted proxy."""
     if not is_trusted(peer, trusted) or not forwarded_for:
         return peer or ""
-    for entry in reversed(forwarded_for.split(",")):
+    hop = client_hop(forwarded_for, trusted)
+    return hop[0] if hop is not None else peer or ""
+
+
+def client_hop(forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> tuple[str, int] | None:
+    """The right-most X-Forwarded-For entry that is not a trusted proxy, and its place counted
+    from the right (0: the right-most); None when there is none (only proxies, or garbage to
+    its right). The caller has checked that the peer is trusted."""
+    if not forwarded_for:
+        return None
+    for hop, entry in enumerate(reversed(forwarded_for.split(","))):
         addr = parse_ip(entry)
         if addr is None:
-            break  # garbage in the chain: trust nothing left of it
+            return None  # garbage in the chain: trust nothing left of it
         if not any(addr in net for net in trusted):
-            return str(addr)
-    return peer or ""
+            return str(addr), hop
+    return None
+
+
+def at_hop(value: str, hop: int) -> str:
+    """The entry of a comma-separated X-Forwarded-Proto or -Host at ``hop`` from the right (the
+    client's place in X-Forwarded-For, ``client_hop``): each proxy appends one to each, as to
+    X-Forwarded-For, so the entry the first trusted proxy wrote — how the visitor reached it —
+    is at the visitor's place. A list shorter than that (the first proxy set it, the others
+    passed it on) gives its first entry."""
+    items = value.split(",")
+    return (items[-1 - hop] if hop < len(items) else items[0]).strip()
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

@@ -38,8 +38,9 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
+    at_hop,
     cache_lines_to_add,
-    client_ip,
+    client_hop,
     connection_tokens,
     is_trusted,
     public_origin,
@@ -504,20 +505,26 @@ class ProxyHost:
             headers = _joined(incoming)
         scheme, host = request.scheme, headers.get("host", "")
         peer = request.remote
+        ip = peer or ""
         if trusted:
-            # The right-most value is the one our trusted proxy wrote (an appending proxy keeps
-            # whatever the client sent to its left), as for X-Forwarded-For: of the last line, as
-            # a proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the
+            client = client_hop(headers.get("x-forwarded-for"), self.trusted)
+            hop = 0
+            if client is not None:
+                ip, hop = client
+            # The value at the client's place in X-Forwarded-For (``at_hop``): the right-most,
+            # through one trusted proxy (an appending proxy keeps whatever the client sent to its
+            # left); through two, the first one's, how the visitor reached it (until 2026-12-07
+            # the right-most was read: the hop between them). The lines in their order, as a
+            # proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the
             # client's (until 2026-12-05 the first line was read, the client's).
             protos = incoming.getall("x-forwarded-proto", ())
             if protos:
-                scheme = protos[-1].rsplit(",", 1)[-1].strip().lower()
+                scheme = at_hop(",".join(protos), hop).lower()
             hosts = incoming.getall("x-forwarded-host", ())
             if hosts:
-                host = hosts[-1].rsplit(",", 1)[-1].strip()
+                host = at_hop(",".join(hosts), hop)
         if self._public_scheme:
             scheme = self._public_scheme
-        ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted) if trusted else peer or ""
         # Positional, in field order (method, scheme, host, path, query, headers, client_ip): a
         # dataclass called with keywords gathers them into a dict first (~3,300 instructions a
         # request).

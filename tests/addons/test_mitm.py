@@ -595,6 +595,31 @@ async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, s
             await gateway.done()
 
 
+async def test_through_two_trusted_proxies_the_visitors_scheme_and_host_are_read(
+    tmp_path: Path, secrets: None
+) -> None:
+    """As in the aiohttp host: two trusted hops, each appending, the visitor's scheme and host are
+    the X-Forwarded-Proto and -Host entries at the client's place in X-Forwarded-For, not the
+    right-most (the hop between the proxies: until 2026-12-07)."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", '[proxy]\ntrusted_proxies = ["127.0.0.0/8"]\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            claims = [(b"host", b"lb.internal"), (b"x-forwarded-for", b"203.0.113.9, 127.0.0.2"),
+                      (b"x-forwarded-proto", b"https, http"),
+                      (b"x-forwarded-host", b"shop.example, lb.internal")]  # fmt: skip
+            flow = visitor(b"/p?utm_source=x", claims, tls=False)
+            await gateway.request(flow)
+            flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/q")])
+            await gateway.responseheaders(flow)
+            assert flow.response.headers["location"] == "https://shop.example/q"
+            assert "Secure" in flow.response.headers["set-cookie"]
+        finally:
+            await gateway.done()
+
+
 async def test_public_origin_scheme_is_told_to_the_site(tmp_path: Path, secrets: None) -> None:
     """As in the aiohttp host: with ``proxy.public_origin`` https behind a TLS terminator not
     listed as trusted, the site is told https, not the hop's http (until 2026-12-05)."""

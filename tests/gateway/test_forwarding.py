@@ -9,6 +9,8 @@ import pytest
 
 from gateway.forwarding import (
     HOP_BY_HOP,
+    at_hop,
+    client_hop,
     client_ip,
     connection_tokens,
     is_trusted,
@@ -140,6 +142,36 @@ def test_client_ip(
     peer: str | None, forwarded_for: str | None, trusted: tuple[ipaddress.IPv4Network, ...], ip: str
 ) -> None:
     assert client_ip(peer, forwarded_for, trusted) == ip
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "proto", "expected"),
+    [
+        # Two trusted hops, each appending: the visitor reached the first over https, the first
+        # reached the second over http. The scheme is the entry at the client's place.
+        ("203.0.113.7, 10.0.0.2", "https, http", "https"),
+        ("203.0.113.7, 10.0.0.2", "http, https", "http"),
+        # One hop: the right-most, as before.
+        ("203.0.113.7", "https", "https"),
+        ("1.1.1.1, 203.0.113.7", "http, https", "https"),  # the visitor's own claim to the left
+        # The first proxy set it alone and the next passed it on: one value, that one.
+        ("203.0.113.7, 10.0.0.2", "https", "https"),
+        ("203.0.113.7, 10.0.0.2, 10.0.0.3", "https, http", "https"),  # fewer than the hops: the first
+        # No client in the chain (only proxies, or garbage): the right-most, as before.
+        ("10.0.0.2", "https, http", "http"),
+        ("203.0.113.7, garbage", "https, http", "http"),
+        (None, "https, http", "http"),
+    ],
+)
+def test_the_visitors_scheme_is_at_the_clients_place(
+    forwarded_for: str | None, proto: str, expected: str
+) -> None:
+    """With ``proxy.trusted_proxies`` covering two hops, the client is the right-most
+    X-Forwarded-For entry that is no trusted proxy, and the scheme it used is the
+    X-Forwarded-Proto entry at the same place (each proxy appends one to each): until
+    2026-12-07 the right-most was read, the scheme between the two proxies."""
+    hop = client_hop(forwarded_for, PROXIES)
+    assert at_hop(proto, hop[1] if hop else 0) == expected
 
 
 @pytest.mark.parametrize(

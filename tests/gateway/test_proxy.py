@@ -881,6 +881,31 @@ async def test_a_trusted_proxys_added_lines_are_read_after_the_visitors(
     assert headers.getall("X-Forwarded-Proto") == ["http, https"]
 
 
+async def test_through_two_trusted_proxies_the_visitors_scheme_and_host_are_read(
+    start_gateway, upstream_server
+) -> None:
+    """A TLS terminator in front of a load balancer, both in ``proxy.trusted_proxies``, each
+    appending to X-Forwarded-For, -Proto and -Host: the visitor is the right-most X-Forwarded-For
+    entry that is no trusted proxy, and its scheme and host are the entries at the same place.
+    Until 2026-12-07 the right-most were read, the hop between the two proxies: plain http (the
+    cookie lost its Secure flag) and the balancer's own name (every page of the site a referral
+    from another site)."""
+    lines = [
+        ("Host", "lb.internal"),
+        ("X-Forwarded-For", "203.0.113.7, 127.0.0.2"),
+        ("X-Forwarded-Proto", "https, http"),
+        ("X-Forwarded-Host", "shop.test, lb.internal"),
+    ]
+    toml = '[proxy]\ntrusted_proxies = ["127.0.0.0/8"]\n'
+    headers, probe, _ = await forwarded_headers(start_gateway, upstream_server, toml, lines)
+    [ex] = probe.seen
+    assert ex.request.client_ip == "203.0.113.7"
+    assert (ex.request.scheme, ex.request.host) == ("https", "shop.test")
+    # The site is told the chain as the proxies wrote it, the peer appended.
+    assert headers.getall("X-Forwarded-For") == ["203.0.113.7, 127.0.0.2, 127.0.0.1"]
+    assert headers.getall("X-Forwarded-Proto") == ["https, http"]
+
+
 async def heads_seen(start_gateway, raw_upstream, requests: list[bytes], toml: str = "") -> list[list[str]]:
     """The head lines each request reached the site with, as it wrote them."""
     heads: list[list[str]] = []
