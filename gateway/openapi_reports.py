@@ -21,7 +21,7 @@ _NUMBER = {"type": "number"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 
-def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, Any]]:
+def _common(model_default: str, *, all_models: bool = True, payouts: bool = False) -> list[dict[str, Any]]:
     models = [*MODELS, "all"] if all_models else list(MODELS)
     return [
         query_param(
@@ -50,7 +50,12 @@ def _common(model_default: str, *, all_models: bool = True) -> list[dict[str, An
         query_param(
             "verdicts",
             f"comma-separated bot verdicts whose touchpoints count, among {', '.join(VERDICTS)};"
-            " an unknown name is a 400 (default: attribution.verdicts)",
+            " an unknown name is a 400 (default: attribution.verdicts)"
+            + (
+                "; they must name allow, the traffic the report pays (verdicts=review is a 400)"
+                if payouts
+                else ""
+            ),
         ),
         query_param(
             "population",
@@ -386,7 +391,7 @@ PATHS: dict[str, Any] = {
             "summary": "Creator payouts: per creator_id and currency, credited conversions and value "
             "under a model and the amount to approve by the [payouts] rules; quarantined traffic "
             "listed apart",
-            "parameters": [*_common("payouts.model", all_models=False), _table("totals")],
+            "parameters": [*_common("payouts.model", all_models=False, payouts=True), _table("totals")],
             "responses": _answer(
                 "#/components/schemas/PayoutRow",
                 {

@@ -292,7 +292,11 @@ def _query(args: argparse.Namespace, settings: Settings) -> reporting.Query:
         )  # "" is an error, as in the API
     except ApiError as err:
         raise ValueError(err.message) from None
-    verdicts = None if args.verdicts is None else reporting.verdict_names(args.verdicts, "--verdicts")
+    verdicts = None
+    if args.verdicts is not None and args.payouts:
+        verdicts = reporting.payout_verdicts(args.verdicts, "--verdicts", "--verdicts allow,review")
+    elif args.verdicts is not None:
+        verdicts = reporting.verdict_names(args.verdicts, "--verdicts")
     conversion = (
         None if args.conversion is None else reporting.conversion_name(args.conversion, "--conversion")
     )

@@ -105,8 +105,11 @@ def conversion_param(request: web.Request) -> str | None:
         raise ApiError(400, str(err)) from None
 
 
-def query(request: web.Request, *, default_model: str, all_models: bool = True) -> reporting.Query:
-    """The report's parameters, each checked; the first bad one answers 400 naming it."""
+def query(
+    request: web.Request, *, default_model: str, all_models: bool = True, payouts: bool = False
+) -> reporting.Query:
+    """The report's parameters, each checked; the first bad one answers 400 naming it. The
+    ``payouts`` report's verdicts name ``allow`` (``reporting.payout_verdicts``)."""
     q = request.query
     model = q.get("model", default_model)
     if model == "all" and all_models:
@@ -125,7 +128,10 @@ def query(request: web.Request, *, default_model: str, all_models: bool = True) 
     verdicts = None
     if "verdicts" in q:
         try:
-            verdicts = reporting.verdict_names(q["verdicts"], "verdicts")
+            if payouts:
+                verdicts = reporting.payout_verdicts(q["verdicts"], "verdicts", "verdicts=allow,review")
+            else:
+                verdicts = reporting.verdict_names(q["verdicts"], "verdicts")
         except ValueError as e:
             raise ApiError(400, str(e)) from None
     population = q.get("population")
@@ -233,7 +239,7 @@ async def payouts(request: web.Request) -> web.Response:
     table = _table(request, "payouts")
     live = request.app[REPORTING_KEY]
     engine, rules = live.reports, live.payouts  # taken once: a reload meanwhile does not mix them
-    q = query(request, default_model=rules.model, all_models=False)
+    q = query(request, default_model=rules.model, all_models=False, payouts=True)
     return respond(request, await reporting.payouts(engine, rules, q), table)
 
 

@@ -129,6 +129,20 @@ def verdict_names(text: str, key: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def payout_verdicts(text: str, key: str, example: str) -> frozenset[str]:
+    """``verdict_names`` for the payout report, which pays the accepted traffic and lists the
+    rest apart as quarantined: a list without ``allow`` is a ``ValueError`` naming ``key``
+    (``example``: the list as the caller writes it). Until 2026-12-07 ``verdicts=review`` was
+    taken: ordinary traffic listed among the quarantined rows, the reviewed paid alone."""
+    verdicts = verdict_names(text, key)
+    if "allow" not in verdicts:
+        raise ValueError(
+            f"{key}: a payout report pays the allowed traffic and lists the rest apart; name allow"
+            f" with the verdicts that count too ({example}), got {text[:100]!r}"
+        )
+    return verdicts
+
+
 @dataclass
 class Report:
     name: str

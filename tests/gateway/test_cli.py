@@ -1183,6 +1183,12 @@ def test_report_explains_its_problems(tmp_path: Path) -> None:
     assert "got 'allow review'; separate them with commas: allow,review\n" in done.stderr
     done = gateway("report", "-c", str(cfg), "--verdicts", "")
     assert done.returncode == 2 and "--verdicts: an empty verdict name (a stray comma?)" in done.stderr
+    done = gateway("report", "-c", str(cfg), "--payouts", "--verdicts", "review")  # no allow
+    assert done.returncode == 2
+    assert "--verdicts: a payout report pays the allowed traffic and lists the rest apart; name allow" in (
+        done.stderr
+    )
+    assert "(--verdicts allow,review), got 'review'" in done.stderr
     done = gateway("report", "-c", str(cfg), "--conversion", "")
     assert done.returncode == 2 and "--conversion: expected a conversion name" in done.stderr
     done = gateway("report", "-c", str(cfg), "--conversion", "purchase ")  # no conversion has the space

@@ -1405,6 +1405,15 @@ async def test_a_creator_id_of_digits_reads_in_the_payout_csv_as_the_link_carrie
             "verdicts: expected comma-separated verdicts among allow,",
         ),
         ("/api/payouts", {"verdicts": "allow,"}, "verdicts: an empty verdict name (a stray comma?)"),
+        # Without allow, ordinary traffic was listed among the quarantined rows, and the approved
+        # rows paid the reviewed traffic alone (until 2026-12-07).
+        (
+            "/api/payouts",
+            {"verdicts": "review"},
+            "verdicts: a payout report pays the allowed traffic and lists the rest apart; name allow"
+            " with the verdicts that count too (verdicts=allow,review), got 'review'",
+        ),
+        ("/api/payouts", {"verdicts": "review,block,bot"}, "verdicts: a payout report pays the allowed"),
         (  # as the downloads' names write them (…-allow+review-…): the + arrives as a space
             "/api/attribution",
             {"verdicts": "allow review"},
