@@ -23,10 +23,11 @@ from typing import Any
 from gateway.config import Settings
 from gateway.events import iso
 from gateway.metrics import Metrics
+from storage.access import full_disk
 from storage.cursors import clamp_cursors, table_tops
 from storage.erasure import truncate_wal
 from storage.importrows import forget
-from storage.local import connect, rollback
+from storage.local import connect, disk_fault, failure_kind, rollback
 from storage.migrate import migrate, refuse_newer
 
 log = logging.getLogger("gateway.retention")
@@ -55,12 +56,24 @@ INTERVAL = 86400.0
 
 
 class PurgeFailed(Exception):
-    """One store's purge failed (``__cause__``): ``store`` names it, by its file or key, and
-    ``done`` holds the stores purged before it, committed (counted only, in a dry run)."""
+    """One store's purge failed (``__cause__``): ``store`` names it, by its file or key,
+    ``path`` is its file (None for the central store), and ``done`` holds the stores purged
+    before it, committed (counted only, in a dry run)."""
 
-    def __init__(self, store: str, done: dict[str, dict[str, int]]) -> None:
+    def __init__(self, store: str, done: dict[str, dict[str, int]], path: Path | None = None) -> None:
         super().__init__(store)
-        self.store, self.done = store, done
+        self.store, self.done, self.path = store, done, path
+
+
+async def disk_fault_of(failed: PurgeFailed) -> str | None:
+    """What a failed purge's SQLite error says of the disk under its store, in ``/healthz``'s
+    words (``disk full``, ``read-only store``…), SQLite's ``disk I/O error`` on a disk with no
+    room left called a full disk, as for the store's commits; None for any other failure (the
+    central store, a statement's own error), whose traceback is worth its lines."""
+    cause = failed.__cause__
+    if failed.path is None or cause is None or disk_fault(cause) is None:
+        return None
+    return failure_kind(cause, await asyncio.to_thread(full_disk, failed.path) is not None)
 
 
 def cutoff(now: datetime, days: int) -> datetime:
@@ -155,18 +168,19 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
     before = cutoff(now, days)
     done: dict[str, dict[str, int]] = {}
     store = f"the store {settings.store_path} (storage.path)"
+    path: Path | None = settings.store_path
     try:
         done["local"] = await purge_local(settings.store_path, before, dry_run=dry_run)
         mirror = settings.mirror_path
         if mirror is not None and await asyncio.to_thread(mirror.exists):
-            store = f"the reporting mirror {mirror} (central.mirror_path)"
+            store, path = f"the reporting mirror {mirror} (central.mirror_path)", mirror
             done["mirror"] = await purge_local(mirror, before, dry_run=dry_run, tables=MIRROR_TABLES)
         if settings.central_url:
-            store = "the central store (central.url)"
+            store, path = "the central store (central.url)", None
             timeout = settings.options.central.connect_timeout
             done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)
     except Exception as err:  # which store, and what the ones before it had deleted
-        raise PurgeFailed(store, done) from err
+        raise PurgeFailed(store, done, path) from err
     return done
 
 
@@ -211,12 +225,22 @@ async def run_daily(
         except asyncio.CancelledError:
             raise
         except PurgeFailed as failed:
-            log.error(
-                "retention: purge failed on %s: %s; retried at the next run",
-                failed.store,
-                failed.__cause__,
-                exc_info=failed.__cause__,
-            )
+            if (fault := await disk_fault_of(failed)) is not None:
+                # The disk (full, say): one line, as the other background tasks say it (until
+                # 2026-12-07 SQLite's traceback at ERROR, every run while the disk stayed full).
+                log.warning(
+                    "retention: purge failed on %s: %s (%s); retried at the next run",
+                    failed.store,
+                    fault,
+                    failed.__cause__,
+                )
+            else:
+                log.error(
+                    "retention: purge failed on %s: %s; retried at the next run",
+                    failed.store,
+                    failed.__cause__,
+                    exc_info=failed.__cause__,
+                )
         except Exception:
             log.exception("retention: purge failed; retried at the next run")
         if on_purged is not None and (done is None or any(any(c.values()) for c in done.values())):

@@ -20,6 +20,7 @@ from aiohttp import web
 from tests.conftest import ENV, TOKEN
 from tests.gatewayproc import GatewayProcess
 from tests.storage.stores import query
+from tests.storage.test_retention import fill as old_rows
 
 try:
     from tests.addons.test_mitm import mitmdump_process
@@ -345,3 +346,31 @@ async def test_mitmdump_started_on_a_full_disk_serves_the_site(
         -3000:
     ]
     assert await sources() == {"recorded"}
+
+
+async def test_a_retention_purge_on_a_full_disk_says_it_in_one_line(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """The daily purge (``privacy.retention_days``) at the start of a gateway whose store's
+    disk is full logged ``retention: purge failed on the store …`` at ERROR with SQLite's
+    traceback, where the other background tasks say a full disk in one line. Now one line too,
+    naming the store and the disk full, and the purge is tried at the next run."""
+    store = small_disk / "gw.db"
+    site = await _site(upstream_server)
+    config = await asyncio.to_thread(_config, tmp_path, store, site)
+    await asyncio.to_thread(
+        lambda: config.write_text(config.read_text() + "[privacy]\nretention_days = 30\n")
+    )
+    await old_rows(store)  # weeks older than retention_days: the purge has rows to delete
+    await asyncio.to_thread(_fill, small_disk)
+    gw = await GatewayProcess.start(config)
+    try:
+        said = await gw.wait_log(lambda r: str(r.get("msg", "")).startswith("retention:"))
+        assert "exc" not in said and said["level"] == "warning", said
+        assert str(store) in said["msg"] and "disk full" in said["msg"], said
+        assert "next run" in said["msg"], said
+        async with aiohttp.ClientSession() as session:
+            await _landing(session, gw, "while-full")
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
