@@ -74,6 +74,7 @@ from gateway.sessions import (
 from gateway.usernames import NamedUser, erasure_note, named_user
 from storage.erasure import bad_events_naming, erase_user, erase_visitor, kept_bad_events, user_known
 from storage.local import LOCKED, LocalStore
+from storage.lockprobe import LockProbe
 from storage.migrate import SchemaTooNew
 from storage.queries import (
     CONVERSION_FILTERS,
@@ -96,6 +97,7 @@ KEYS_KEY = web.AppKey("keys", Keys)
 IDS_KEY = web.AppKey("ids", Uuid7)
 CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 SINKS_KEY = web.AppKey("sinks", SinkSet)
+LOCK_PROBE_KEY = web.AppKey("lock_probe", LockProbe)
 
 
 class LiveSettings:
@@ -569,14 +571,20 @@ async def healthz(request: web.Request) -> web.Response:
     but nothing is recorded until a restart). While its latest commit failed (disk full,
     read-only), still 200 — a restart would not help, and the site is served — but ``degraded``,
     with the error and since when; so too while another connection holds the write lock (the
-    events wait in the queue then, and are written once it is released)."""
+    events wait in the queue then, and are written once it is released): seen by a commit
+    waiting on it, or else by asking the lock (``LockProbe``, at most 0.25 s)."""
     store = request.app[STORE_KEY]
     if not store.accepting:
         raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
     node = request.app[SETTINGS_KEY].node
-    if store.failing is None:
+    if store.failing is not None:
+        since, kind = store.failing
+    elif (held := await request.app[LOCK_PROBE_KEY].held_since()) is not None:
+        # Until 2026-12-07 ``ok`` until a commit had waited out the 5 s busy timeout, and for
+        # good with nothing to commit: the lock is asked itself (``storage.lockprobe``).
+        since, kind = held, LOCKED
+    else:
         return ok({"status": "ok", "node": node})
-    since, kind = store.failing
     if kind == LOCKED:
         state = "commits are waiting: the database is locked by another connection; events stay queued"
     else:
@@ -1528,6 +1536,7 @@ def create_admin_app(
     app[SETTINGS_KEY] = settings
     app[LIVE_KEY] = LiveSettings(settings)
     app[STORE_KEY] = store
+    app[LOCK_PROBE_KEY] = LockProbe(store.path)
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys
@@ -1553,7 +1562,13 @@ def create_admin_app(
         yield
         await reader.close()
 
+    async def probe_ctx(app: web.Application) -> Any:
+        await app[LOCK_PROBE_KEY].open()
+        yield
+        await app[LOCK_PROBE_KEY].close()
+
     app.cleanup_ctx.append(reader_ctx)
+    app.cleanup_ctx.append(probe_ctx)
     app.on_response_prepare.append(_unnamed)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

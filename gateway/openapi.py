@@ -630,8 +630,9 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "alive: `ok`, or `degraded` while the store's latest"
-                            " commit failed (the site is served, events are lost) or waits on"
-                            " another connection's write lock (events are queued)",
+                            " commit failed (the site is served, events are lost) or another"
+                            " connection holds its write lock (events are queued; asked on each"
+                            " call, waiting at most 0.25 s for the lock)",
                             "content": {
                                 "application/json": {
                                     "schema": {

@@ -472,6 +472,34 @@ async def test_a_store_locked_by_another_process_keeps_the_events_until_it_is_fr
     assert await unconfirmed(gateway, "store_error") == 0
 
 
+async def test_healthz_says_at_once_that_another_connection_holds_the_write_lock(
+    gateway: RunningGateway,
+) -> None:
+    """``/healthz`` said ``ok`` while another connection held the store's write lock until a
+    commit had waited out the 5 s busy timeout, and for good on a gateway with no landing to
+    commit: a load balancer or a monitor asking in that time heard nothing was wrong. It asks the
+    lock itself now: ``degraded`` (still 200: the site is served, the events wait in the queue)
+    as soon as it is held, ``ok`` again once it is released; the writer's busy timeout is left
+    as it is (5 s)."""
+    db = gateway.gateway.settings.store_path
+    await land(gateway, "before")
+    assert (await health(gateway))["status"] == "ok"
+    holder = await asyncio.to_thread(sqlite3.connect, db, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
+        said = await health(gateway)  # no landing waits on the lock: nothing else could tell
+        assert said["status"] == "degraded", said
+        assert said["store"].startswith("commits are waiting: the database is locked"), said
+        assert "failing_since" in said, said
+    finally:
+        await asyncio.to_thread(holder.execute, "ROLLBACK")
+        await asyncio.to_thread(holder.close)
+    assert (await health(gateway))["status"] == "ok"
+    await land(gateway, "after")
+    sources = sorted(c for (c,) in await asyncio.to_thread(query, db, "SELECT content FROM touchpoints"))
+    assert sources == ["after", "before"]
+
+
 async def health(gw: RunningGateway) -> dict[str, str]:
     async with gw.session.get(gw.admin_url + "/healthz") as resp:
         assert resp.status == 200
