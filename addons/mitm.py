@@ -412,11 +412,13 @@ def undo_transfer_coding(response: mhttp.Response, broken: Callable[[str], None]
     return None
 
 
-def read_config(path: str, hint: str) -> Settings:
+def read_config(path: str, hint: str, reload: bool = False) -> Settings:
     """The config as this host reads it: no admin listener, central sync, sink or signed-event
     endpoint runs here, so none of their secrets need be set (one set is checked), nor is a
-    public ``admin.listen`` refused."""
-    return load_settings(path, missing_hint=hint, admin_public=True, admin_api=False, files_only=True)
+    public ``admin.listen`` refused. ``reload``: an empty file is refused, as ``gateway run``'s."""
+    return load_settings(
+        path, missing_hint=hint, admin_public=True, admin_api=False, files_only=True, reload=reload
+    )
 
 
 NOT_HERE = frozenset({"admin", "admin.token", "central", "sinks", "sources", "privacy.retention_days"})
@@ -644,7 +646,7 @@ class GatewayAddon:
             path = self.config_path
             pipeline: Pipeline | None = None
             try:
-                new = await asyncio.to_thread(read_config, path, RELOAD_HINT)
+                new = await asyncio.to_thread(read_config, path, RELOAD_HINT, True)
                 settings = live_settings(old, new)
                 pipeline = build_pipeline(settings, self.metrics, salt=self.salt, notices=self.notices)
                 pipeline.take_over(running)
@@ -652,8 +654,8 @@ class GatewayAddon:
             except Exception as err:
                 if isinstance(err, ConfigError):
                     refused = "gateway: %s: reload refused, the running config is kept: %s"
-                    for problem in err.problems:
-                        log.error(refused, path, problem)
+                    for problem in err.problems:  # the file's own (empty, not TOML): named once
+                        log.error(refused, path, problem.removeprefix(f"{path}: "))
                 else:
                     log.exception("gateway: %s: reload failed, the running config is kept", path)
                 if pipeline is not None:

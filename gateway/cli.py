@@ -44,6 +44,7 @@ from gateway.config import (
     load_settings,
     masked,
     read_config,
+    refuse_blank,
 )
 from gateway.config_values import host_problem, is_ip_address
 from gateway.daysalt import HandedSalt
@@ -387,7 +388,12 @@ async def _run(
         def load() -> Settings:
             text = sighup_snapshot() if args.worker is not None else None
             return load_settings(
-                args.config, text=text, dev=args.dev, admin_public=args.admin_public, missing_hint=RELOAD_HINT
+                args.config,
+                text=text,
+                dev=args.dev,
+                admin_public=args.admin_public,
+                missing_hint=RELOAD_HINT,
+                reload=True,
             )
 
         new = _overridden(await asyncio.to_thread(load), args, started)
@@ -561,6 +567,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         it); an invalid one changes nothing (each worker logs its problems)."""
         try:
             new = read_config(args.config)
+            refuse_blank(new, args.config)  # each worker says so, and keeps its config
         except ConfigError as err:
             write_sighup_snapshot(snapshots, None, err.problems)
             return {}

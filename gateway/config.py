@@ -886,6 +886,28 @@ def read_config(path: str | Path) -> str:
         ) from err
 
 
+def blank_config(text: str) -> bool:
+    """Whether ``text`` holds no TOML at all: empty, or whitespace and comments only (a leading
+    byte-order mark too). Valid TOML, every key at its default; at a reload, a file caught
+    between an editor's truncation and its write, or a deploy's two steps (``refuse_blank``)."""
+    lines = text.removeprefix("\ufeff").splitlines()
+    return all(not line.strip() or line.lstrip().startswith("#") for line in lines)
+
+
+def refuse_blank(text: str, name: str) -> None:
+    """ConfigError for a reload's ``blank_config`` file: it would drop every rule to its default
+    (until 2026-12-07 it did, and the gateway silently stopped noticing sign-ups). A start takes
+    one (the demo's defaults): what it runs is announced, as no reload's change is."""
+    if blank_config(text):
+        raise ConfigError(
+            [
+                f"{name}: the file is empty (nothing but whitespace or comments), so nothing changed;"
+                " a reload never reads it as every default (an editor or a deploy may be half-way"
+                " through writing it): reload again once the config is written"
+            ]
+        )
+
+
 def parse_config(text: str, name: str) -> dict[str, Any]:
     """TOML text → tables. A leading byte-order mark is dropped: editors on Windows write one,
     and it is not part of the configuration. ConfigError for text that is not TOML (naming
@@ -1135,6 +1157,7 @@ def load_settings(
     missing_hint: str | None = None,
     files_only: bool = False,
     admin_api: bool = True,
+    reload: bool = False,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
@@ -1147,12 +1170,15 @@ def load_settings(
     ``"env:NAME"`` ``central.url`` or sink URL or secret whose variable is not set is no problem,
     as it is never read (``central_url`` then stays empty; ``mirror_path`` is still the mirror).
     ``admin_api=False``: a host with no admin API (the mitmproxy host) needs no admin token, as
-    ``offline`` (until 2026-12-05 mitmdump would not start without one it never read)."""
+    ``offline`` (until 2026-12-05 mitmdump would not start without one it never read).
+    ``reload``: a running gateway's reload, which refuses an empty file (``refuse_blank``)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:
             raise ConfigError(["no config file given"])
         text = read_config(path)
+    if reload:
+        refuse_blank(text, str(path or "config"))
     # Relative paths are the file's, also for its text read before (a supervisor's workers).
     base_dir = config_folder(path)
     data = parse_config(text, str(path or "config"))

@@ -1886,3 +1886,19 @@ def test_a_header_source_named_with_token_characters_is_taken(name: str) -> None
     load_settings(
         None, text=f"{_CONV}when = [{{ request_header = \"{name}\", equals = 'x' }}]\n", environ=ENV
     )
+
+
+@pytest.mark.parametrize("blank", ["", "\n  \n", "\ufeff", "# all of it commented out\n# [proxy]\n"])
+def test_an_empty_config_starts_on_the_defaults_but_no_reload_takes_it(tmp_path: Path, blank: str) -> None:
+    """``-c`` naming an empty file at start is the demo's defaults, announced as it starts; the
+    same file read by a reload (an editor's truncation, a deploy's first step) is refused, where
+    until 2026-12-07 it dropped every rule to its default without a word."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(blank, encoding="utf-8")
+    assert load_settings(path, environ=ENV).options == Options()
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path, environ=ENV, reload=True)
+    [problem] = refused.value.problems
+    assert problem.startswith(f"{path}: the file is empty") and "nothing changed" in problem, problem
+    path.write_text("# comments, and one key\n[bots]\nreview_threshold = 40\n", encoding="utf-8")
+    assert load_settings(path, environ=ENV, reload=True).options.bots.review_threshold == 40

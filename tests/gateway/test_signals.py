@@ -299,6 +299,61 @@ async def test_sighup_reloads_rules_on_a_kept_alive_connection(
     assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["before", "after", "still"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("blank", ["", "  \n\n", "# being rewritten\n\t\n# by the deploy\n"])
+async def test_a_reload_of_an_empty_config_file_keeps_the_running_config(
+    tmp_path: Path, upstream_server: object, workers: int, blank: str
+) -> None:
+    """An editor that truncates the file before writing it, or a deploy that writes it in two
+    steps, makes a reload read an empty file (or one of comments alone). That was a valid config,
+    every rule at its default: the gateway silently stopped noticing sign-ups and conversions.
+    Refused now, as an invalid config is, in one line per process saying the file is empty and
+    nothing changed; the file as written next is reloaded as usual."""
+    upstream = await _page_site(upstream_server)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream, 'strip = "redirect"')  # a live rule to see
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        if workers > 1:
+            await gw.wait_log(lambda r: r["msg"] == "listening" and r.get("worker") == 1)
+
+        async def status() -> int:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{gw.proxy}/?utm_source=x", allow_redirects=False) as resp,
+            ):
+                return resp.status
+
+        assert await status() == 302
+        await asyncio.to_thread(cfg.write_text, blank)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(
+            lambda: (
+                len([r for r in gw.logs() if r["msg"].startswith(("reload refused", "config reloaded"))])
+                >= workers
+            ),
+            gw.stderr,
+        )
+        said = [r for r in gw.logs() if r["msg"].startswith(("reload refused", "config reloaded"))]
+        assert all(r["msg"].startswith("reload refused, the running config is kept: ") for r in said), said
+        assert all("is empty" in r["msg"] and "nothing changed" in r["msg"] for r in said), said
+        assert all("exc" not in r for r in said), said
+        for _ in range(10):  # a new connection each: with two workers, both are asked
+            assert await status() == 302
+        await asyncio.to_thread(cfg.write_text, text.replace('strip = "redirect"', ""))
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for(
+            lambda: len([r for r in gw.logs() if r["msg"].startswith("config reloaded")]) >= workers,
+            gw.stderr,
+        )
+        assert await status() == 200
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
 def _loopback_name() -> str | None:
     """This machine's host name when it resolves to a loopback address only: a listen host the
     config checks count as public (a name could resolve anywhere) that still stays on loopback."""
