@@ -133,6 +133,7 @@ RUN_ONLY: dict[str, str] = {
     "proxy.access_log": "mitmdump prints each flow itself: flow_detail, or -q for none",
     "proxy.workers": "mitmdump is one process",
     "proxy.shutdown_grace": NO_OPTION,
+    "proxy.drain_seconds": "no /healthz here: mitmdump stops at once",
     "proxy.worker_hang_seconds": "mitmdump is one process",
     **{
         f"admin.{name}": "no admin listener here: the admin API is gateway run's"

@@ -98,6 +98,8 @@ IDS_KEY = web.AppKey("ids", Uuid7)
 CREATORS_KEY = web.AppKey("creators", CreatorRegistry)
 SINKS_KEY = web.AppKey("sinks", SinkSet)
 LOCK_PROBE_KEY = web.AppKey("lock_probe", LockProbe)
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
+"""Set when a stop's drain begins (``proxy.drain_seconds``): ``/healthz`` answers 503."""
 
 
 class LiveSettings:
@@ -572,7 +574,13 @@ async def healthz(request: web.Request) -> web.Response:
     read-only), still 200 — a restart would not help, and the site is served — but ``degraded``,
     with the error and since when; so too while another connection holds the write lock (the
     events wait in the queue then, and are written once it is released): seen by a commit
-    waiting on it, or else by asking the lock (``LockProbe``, at most 0.25 s)."""
+    waiting on it, or else by asking the lock (``LockProbe``, at most 0.25 s). 503 ``stopping``
+    while a stop drains (``proxy.drain_seconds``): a load balancer takes the gateway out first."""
+    if request.app[STOPPING_KEY].is_set():
+        raise ApiError(
+            503,
+            "stopping: the gateway is draining (proxy.drain_seconds) and serves on until its listeners close",
+        )
     store = request.app[STORE_KEY]
     if not store.accepting:
         raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
@@ -1537,6 +1545,7 @@ def create_admin_app(
     app[LIVE_KEY] = LiveSettings(settings)
     app[STORE_KEY] = store
     app[LOCK_PROBE_KEY] = LockProbe(store.path)
+    app[STOPPING_KEY] = asyncio.Event()
     app[READER_KEY] = reader
     app[METRICS_KEY] = metrics_
     app[KEYS_KEY] = keys

@@ -590,7 +590,9 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
             "127.0.0.1" if first[0] in ("0.0.0.0", "") else "::1" if first[0] == "::" else first[0],
             first[1],
         )
-        grace, tracked = settings.options.proxy.shutdown_grace, settings.options.bots.max_tracked
+        # The supervisor's patience with a stopping worker: its drain, then its grace.
+        proxy = settings.options.proxy
+        grace, tracked = proxy.drain_seconds + proxy.shutdown_grace, settings.options.bots.max_tracked
         hang = settings.options.proxy.worker_hang_seconds
         handed = tuple(sock.detach() for sock in admins)
         return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, handed)

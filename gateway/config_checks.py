@@ -289,6 +289,12 @@ def validate(options: Options) -> list[str]:
     )
     _check(
         p,
+        0 <= px.drain_seconds <= 3600,
+        "proxy.drain_seconds",
+        f"must be 0..3600 seconds (0: no drain), got {px.drain_seconds}",
+    )
+    _check(
+        p,
         px.worker_hang_seconds == 0 or 1 <= px.worker_hang_seconds <= 3600,
         "proxy.worker_hang_seconds",
         f"must be 0 (off) or 1..3600 seconds, got {px.worker_hang_seconds}",

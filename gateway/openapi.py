@@ -649,7 +649,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(503),  # the store's writer stopped
+                        **_errors(503),  # the store's writer stopped; a stop draining (proxy.drain_seconds)
                     },
                 }
             },

@@ -69,6 +69,10 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Proxy worker processes sharing the public port (SO_REUSEPORT); 0: one per CPU core, 1: one process."""
     shutdown_grace: float = 10.0
     """Seconds SIGTERM waits for in-flight requests (both listeners') to finish before they are cut off."""
+    drain_seconds: float = 0.0
+    """Seconds after SIGTERM/SIGINT during which ``/healthz`` answers 503 ``stopping`` while the
+    proxy still takes new connections, so a load balancer moves traffic away first; then the
+    ``shutdown_grace`` stop. 0: none, the listeners close at once."""
     worker_hang_seconds: float = 30.0
     """With several workers: seconds a worker's event loop may go without running before the
     supervisor kills it (SIGKILL) and starts it again; 0: never."""

@@ -29,6 +29,7 @@ RESTART_KEYS = (
     "proxy.max_header_size",
     "proxy.access_log",
     "proxy.shutdown_grace",
+    "proxy.drain_seconds",
     "proxy.keepalive_timeout",
     "proxy.header_timeout",
     "proxy.worker_hang_seconds",

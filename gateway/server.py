@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway import pages
-from gateway.admin import LIVE_KEY, create_admin_app
+from gateway.admin import LIVE_KEY, STOPPING_KEY, create_admin_app
 from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
 from gateway.config import Settings
 from gateway.creators import CreatorRegistry
@@ -773,6 +773,7 @@ async def serve(
         hangup()
     try:
         await stop.wait()
+        await _drain(gw, settings.options.proxy.drain_seconds)
     finally:
         log.info("shutting down: finishing in-flight requests and flushing the store")
         for task in [*background, *reloads]:
@@ -794,6 +795,24 @@ async def serve(
                     extra={"cut_off": cut, "key": key},
                 )
         log.info("stopped", extra={"unconfirmed": _unconfirmed(gw.metrics)})
+
+
+async def _drain(gw: Gateway, seconds: float) -> None:
+    """``proxy.drain_seconds`` after the stop signal, before the listeners close: ``/healthz``
+    answers 503 ``stopping`` (worker 0's admin API) while every worker's proxy listener takes new
+    connections as before, so that a load balancer takes the gateway out of rotation while it
+    still serves (until 2026-12-07 the listeners closed at once, and ``/healthz`` was refused
+    with the rest: never unready while the site was served)."""
+    if seconds <= 0:
+        return
+    gw.admin_app[STOPPING_KEY].set()
+    log.info(
+        "stopping: /healthz answers 503 for proxy.drain_seconds (%g s) while the proxy serves on;"
+        " then in-flight requests finish within proxy.shutdown_grace",
+        seconds,
+        extra={"drain_seconds": seconds},
+    )
+    await asyncio.sleep(seconds)
 
 
 def _pass_on_hangup(supervisor: int, stop: asyncio.Event) -> None:

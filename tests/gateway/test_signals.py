@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 import socket
 import sqlite3
@@ -494,3 +495,131 @@ async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_t
     assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == 2, "both workers flushed their store"
     assert "Traceback" not in "".join(gw.stderr)
     _said_cut_off(gw, "proxy.listen", "6 s")
+
+
+async def _two_workers(tmp_path: Path, site: str, workers: int, extra: str = "") -> GatewayProcess:
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, site, extra)
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg)
+    await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
+    return gw
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_lets_a_slow_answer_and_a_long_download_finish(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """A rolling deploy's stop with a slow answer of the site and a download under way, in one
+    process and under the supervisor alike: both reach the visitor whole, within the grace."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+    chunk = b"x" * 65536
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="slow page")
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = len(chunk) * 40
+        await resp.prepare(request)
+        for n in range(40):
+            await resp.write(chunk)
+            if n == 0:
+                await release.wait()  # the first part out, the rest after the stop began
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/file", download)
+    gw = await _two_workers(tmp_path, await upstream_server(app), workers)  # type: ignore[operator]
+    try:
+        host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
+        async with aiohttp.ClientSession() as session:
+            answer = asyncio.create_task(session.get(f"{gw.proxy}/slow?utm_source=slow"))
+            async with asyncio.timeout(20):
+                await arrived.wait()
+            got = await session.get(f"{gw.proxy}/file")
+            first = await got.content.readexactly(len(chunk))
+            gw.signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await _refused(host, int(port))
+            release.set()
+            async with asyncio.timeout(20):
+                rest = await got.read()
+                resp = await answer
+            assert got.status == 200 and len(first + rest) == len(chunk) * 40
+            assert resp.status == 200 and await resp.text() == "slow page"
+            resp.release()
+        assert await gw.stop() == 0
+    finally:
+        release.set()
+        await gw.kill()
+    assert not [r for r in gw.logs() if "cut_off" in r], "nothing was cut off"
+    assert "Traceback" not in "".join(gw.stderr)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_drain_says_stopping_on_healthz_while_the_proxy_serves_on(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """``proxy.drain_seconds``: after SIGTERM ``/healthz`` answers 503 ``stopping`` while new
+    connections to the proxy are still served, so a load balancer takes the gateway out of
+    rotation before its listeners close. Until 2026-12-07 both listeners closed at once: the
+    health check was refused together with the visitors, never unready while the site was
+    served. (A long drain, ended here by SIGKILL; the next test lets a short one run out.)"""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 600.0")
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg, new_session=True)
+    try:
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gw.admin}/healthz") as resp:
+                assert resp.status == 200
+            gw.signal(signal.SIGTERM)
+            said = await gw.wait_log(lambda r: str(r["msg"]).startswith("stopping: /healthz answers 503"))
+            assert said["drain_seconds"] == 600.0, said
+            async with session.get(f"{gw.admin}/healthz") as resp:
+                health = await resp.json()
+                assert resp.status == 503, health
+            assert health["error"].startswith("stopping: the gateway is draining"), health
+            for n in range(6):  # new connections, each: with two workers, both take them
+                async with (
+                    aiohttp.ClientSession() as fresh,
+                    fresh.get(f"{gw.proxy}/?utm_source=drain{n}") as resp,
+                ):
+                    assert resp.status == 200 and await resp.text() == "page"
+            assert gw.proc.returncode is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(gw.proc.pid, signal.SIGKILL)
+        await gw.kill()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_drain_that_runs_out_ends_in_the_usual_clean_stop(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """After ``proxy.drain_seconds`` the stop is the usual one: the listeners close, in-flight
+    requests finish, the store is flushed, exit 0 (the supervisor waits the drain too)."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 0.5")
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=before") as resp:
+            assert resp.status == 200
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert len([r for r in gw.logs() if r["msg"].startswith("stopping: /healthz answers 503")]) == workers
+    assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == workers
+    assert not [r for r in gw.logs() if r["level"] in ("error", "critical")]
+    assert "Traceback" not in "".join(gw.stderr)
+    assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["before"]
