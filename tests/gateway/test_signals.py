@@ -444,10 +444,16 @@ async def test_a_reload_asked_for_while_the_gateway_starts_does_not_kill_it(
             await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
             said = [r["msg"] for r in gw.logs() if r["msg"] == "listening" or "reload" in r["msg"]]
             assert said[0] == "listening" and said[1].startswith("config reloaded"), said
+        reloads = sum(r["msg"].startswith("config reloaded") for r in gw.logs())
         gw.signal(signal.SIGHUP)  # and one after: a reload as ever
-        await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+        await gw.wait_for(
+            lambda: sum(r["msg"].startswith("config reloaded") for r in gw.logs()) > reloads, gw.stderr, 30
+        )
         # A variable named since cannot be set for a running process: said so (not "run with --dev").
-        await asyncio.to_thread(cfg.write_text, text + '[identity]\nsecret = "env:SET_NOWHERE"\n')
+        # Written whole, as a deploy does (a reload finding the file truncated is refused, empty).
+        staged = cfg.with_suffix(".new")
+        await asyncio.to_thread(staged.write_text, text + '[identity]\nsecret = "env:SET_NOWHERE"\n')
+        await asyncio.to_thread(os.replace, staged, cfg)
         gw.signal(signal.SIGHUP)
         refused = await gw.wait_log(lambda r: r["msg"].startswith("reload refused"))
         assert refused["msg"] == (
