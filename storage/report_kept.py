@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,7 +58,7 @@ class Kept:
     at: datetime
     """Wall clock (UTC) when the learning began."""
     clock: float
-    """``time.monotonic()`` when the learning began: its age."""
+    """``KeptWeights.clock()`` (``time.monotonic()``) when the learning began: its age."""
     rewrites: int
     """``Reports.rewrites`` then: a later write that can change the past drops it."""
     past: tuple[int, ...]
@@ -84,11 +85,13 @@ class Kept:
 class KeptWeights:
     """The learnings kept (``find``, ``keep``), and those due to be learnt again (``due``)."""
 
-    def __init__(self, seconds: float = REUSE_SECONDS) -> None:
-        """``seconds``: how long a learning serves; 0: never kept (every report learns). Used
-        from the report worker thread (``find``, ``keep``) and the event loop (``drop``,
-        ``take_due``): each holds the lock."""
+    def __init__(self, seconds: float = REUSE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        """``seconds``: how long a learning serves; 0: never kept (every report learns);
+        ``clock``: the monotonic clock a learning's age is read on. Used from the report
+        worker thread (``find``, ``keep``) and the event loop (``drop``, ``take_due``): each
+        holds the lock."""
         self.seconds = seconds
+        self.clock = clock
         self._lock = threading.Lock()
         self._kept: OrderedDict[tuple[Key, datetime, datetime], Kept] = OrderedDict()
         self.due: dict[tuple[Key, datetime, datetime], Kept] = {}
@@ -102,7 +105,7 @@ class KeptWeights:
         past half the reuse time."""
         if self.seconds <= 0 or past is None:
             return None
-        clock, now = time.monotonic(), datetime.now(UTC)
+        clock, now = self.clock(), datetime.now(UTC)
         best: Kept | None = None
         with self._lock:
             for name, kept in list(self._kept.items()):
@@ -140,7 +143,6 @@ class KeptWeights:
             due, self.due = list(self.due.values()), {}
         return due
 
-    @staticmethod
-    def started() -> tuple[datetime, float]:
+    def started(self) -> tuple[datetime, float]:
         """The wall clock and the monotonic clock of a learning beginning now."""
-        return datetime.now(UTC), time.monotonic()
+        return datetime.now(UTC), self.clock()

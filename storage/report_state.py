@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ class ReportState:
         worker_memory: int = 0,
         on_shared: Callable[[], None] | None = None,
         reuse_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``processes``: worker processes for a large report (0: one per CPU core, at most
         ``MAX_PROCESSES``; 1: none, every report in this process); ``min_slice``: conversions a
@@ -69,7 +71,8 @@ class ReportState:
         time a report asked for is one already being computed, and waits for its answer (``run``
         with a ``key``: the gateway counts them in ``gateway_reports_shared_total``);
         ``reuse_seconds``: how long ``data_driven``'s weights, once learnt, serve the reports
-        over the same period (``storage/report_kept.py``; 0: every report learns them)."""
+        over the same period (``storage/report_kept.py``; 0: every report learns them), their age
+        read on ``clock`` (a test's own steps it through the reuse time without waiting)."""
         self.path, self.attribution, self.channels = path, attribution, channels
         self.worker_memory = worker_memory
         self.eligible = Eligibility(attribution)
@@ -94,7 +97,7 @@ class ReportState:
         ``arrived``)."""
         self.rewrites = 0
         """How many of them could change the past (``changed``): each drops the kept weights."""
-        self.weights = KeptWeights(reuse_seconds)
+        self.weights = KeptWeights(reuse_seconds, clock)
         """``data_driven``'s weights kept between reports."""
         self._relearning: asyncio.Future[Any] | None = None
         self._retired = False
