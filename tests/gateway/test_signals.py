@@ -10,7 +10,7 @@ import signal
 import socket
 import sqlite3
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -185,16 +185,26 @@ async def test_sigterm_gives_the_admin_listener_the_same_grace(
         )
         await writer.drain()
         await asyncio.sleep(0.5)  # the handler is reading the body, which never comes whole
-        started = time.monotonic()
         gw.signal(signal.SIGTERM)
         assert await gw.stop() == 0
-        took = time.monotonic() - started
         writer.close()
-        assert took < 6, f"stopping took {took:.1f} s with a 1 s grace"
     finally:
         await gw.kill()
     assert "Traceback" not in "".join(gw.stderr)
     _said_cut_off(gw, "admin.listen", "1 s")
+    waited = _cut_off_after(gw)
+    assert 1.0 <= waited < 1.0 + 5, f"the request was cut off {waited:.1f} s into the stop, with a 1 s grace"
+
+
+def _cut_off_after(gw: GatewayProcess) -> float:
+    """Seconds from the line a process says its stop began with to the line it says a request
+    was cut off with: how long the stop let that request run, as that process saw it. A test's
+    own stopwatch around ``gw.stop()`` also counted the processes' exit and their reaping,
+    3 s more than the grace on a loaded machine (2026-12-07)."""
+    logs = gw.logs()
+    [cut] = [r for r in logs if "cut_off" in r]
+    [began] = [r for r in logs if r["pid"] == cut["pid"] and r["msg"].startswith("shutting down")]
+    return (datetime.fromisoformat(cut["ts"]) - datetime.fromisoformat(began["ts"])).total_seconds()
 
 
 def _said_cut_off(gw: GatewayProcess, key: str, grace: str) -> None:
@@ -486,21 +496,21 @@ async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_t
             in_flight = asyncio.create_task(session.get(f"{gw.proxy}/hung?utm_source=hung"))
             async with asyncio.timeout(20):
                 await arrived.wait()
-            started = time.monotonic()
             gw.signal(signal.SIGTERM)
             code = await gw.stop()
-            took = time.monotonic() - started
             with contextlib.suppress(aiohttp.ClientError):
                 (await in_flight).release()
     finally:
         release.set()
         await gw.kill()
     assert code == 0, "".join(gw.stderr)[-2000:]
-    assert took < 6.0 + 2.5, f"stopping took {took:.1f} s with a 6 s grace"
     assert not [r for r in gw.logs() if "killing it" in r["msg"]]
     assert len([r for r in gw.logs() if r["msg"] == "stopped"]) == 2, "both workers flushed their store"
     assert "Traceback" not in "".join(gw.stderr)
     _said_cut_off(gw, "proxy.listen", "6 s")
+    # Its whole grace, and within the supervisor's patience (grace + 5 s): not twice the grace.
+    waited = _cut_off_after(gw)
+    assert 6.0 <= waited < 6.0 + 5, f"the request was cut off {waited:.1f} s into the stop, with a 6 s grace"
 
 
 async def _two_workers(tmp_path: Path, site: str, workers: int, extra: str = "") -> GatewayProcess:
