@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import warnings
@@ -27,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.pages import error_page
-from tests.conftest import ENV, GatewayFactory
+from tests.conftest import ENV, GatewayFactory, free_port
 from tests.gateway.test_websocket import BODIES, Received, recording_site, upgrade_with_body
 
 pytest.importorskip("mitmproxy")
@@ -876,12 +875,6 @@ async def test_a_store_that_cannot_open_is_named_not_a_traceback(
 
 
 # -- end to end: mitmdump on loopback ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

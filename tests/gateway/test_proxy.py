@@ -28,7 +28,7 @@ from yarl import URL
 from gateway import pages
 from gateway.pipeline import Exchange, Pipeline
 from gateway.proxy import ProxyHost
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, free_port
 from tests.gateway.test_malformed import raw_request, read_response
 
 MB = 1024 * 1024
@@ -39,12 +39,6 @@ def app_of(handler: Handler, client_max_size: int = 1024**2, **handler_args: obj
     app = web.Application(client_max_size=client_max_size, handler_args=handler_args or None)
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def block(i: int, size: int = MB) -> bytes:

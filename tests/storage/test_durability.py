@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway
+from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway, free_port
 from tests.gatewayproc import GatewayProcess as GatewayRun
 from tests.storage.stores import execute, query
 
@@ -37,12 +36,6 @@ def landing_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class GatewayProcess:
