@@ -1100,6 +1100,7 @@ def test_report_takes_a_population_as_the_api_does(tmp_path: Path) -> None:
     ), done.stderr
 
 
+@pytest.mark.timeout(180)  # a dozen report commands: 51 s on a loaded machine, near the 60 s default
 def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     """``gateway report --fraud`` is /api/fraud in a terminal: every group, any period (none:
     all time), by creator unless --group-by says otherwise, and CSV/NDJSON as the API's."""
@@ -1164,6 +1165,7 @@ def test_report_prints_the_fraud_report(tmp_path: Path) -> None:
     assert done.stderr.endswith("; --until left out: now)\n"), done.stderr
 
 
+@pytest.mark.timeout(180)  # nine report commands: 43 s on a loaded machine, near the 60 s default
 def test_report_explains_its_problems(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[storage]\npath = 'none.db'\n")
