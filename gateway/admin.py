@@ -1234,6 +1234,53 @@ reach a handler still encoded."""
 _DECODED_NAMES = ", ".join(sorted(AIOHTTP_DECODES - {"", "identity"}))
 
 
+_JSON_CHARSETS = frozenset({"utf-8", "ascii"})
+"""The charsets a JSON body may be labelled with (``codecs`` names): UTF-8, as RFC 8259 §8.1
+has JSON sent, and ASCII, a part of it."""
+_SEND_JSON = (
+    "send the body as JSON with Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+)
+
+
+def is_json_type(request: web.Request) -> bool:
+    """Whether the request's ``Content-Type`` is JSON's: ``application/json`` or a
+    ``application/*+json`` (RFC 6839 §3.1), in any case, with or without parameters."""
+    kind = request.content_type  # lowered; aiohttp's application/octet-stream when there is none
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def json_content_type(request: web.Request) -> None:
+    """A 415 for a body labelled as anything but JSON (a form: ``curl -d`` without ``-H``; text;
+    no label at all), naming the type expected, before the body is read; and for JSON labelled
+    with a charset other than UTF-8. A request with no body and no label goes on to the
+    body's own 400 (``body: expected JSON like …``), which says more."""
+    label = request.headers.get(hdrs.CONTENT_TYPE)
+    if label is None and not request.body_exists:
+        return
+    if label is None or not is_json_type(request):
+        said = "none" if label is None else repr(label[:100])
+        raise ApiError(415, f"Content-Type: expected application/json, got {said}; {_SEND_JSON}")
+    charset = request.charset
+    if charset is not None:
+        try:
+            name = codecs.lookup(charset).name
+        except LookupError:
+            name = charset
+        if name not in _JSON_CHARSETS:
+            raise ApiError(
+                415,
+                f"Content-Type: charset={charset[:40]!r} is not UTF-8: the admin API reads JSON as"
+                " UTF-8 (RFC 8259 §8.1); send the body as UTF-8, labelled application/json",
+            )
+
+
+async def json_body(request: web.Request, kind: type[_Body], example: str) -> _Body:
+    """The request's JSON body as ``kind``: its ``Content-Type`` checked first (415), then read
+    (``read_body``) and decoded (``_decode_body``: a 400 naming the field)."""
+    json_content_type(request)
+    return _decode_body(await read_body(request), kind, example)
+
+
 async def read_body(request: web.Request) -> bytes:
     """The request body, decoded from its ``Content-Encoding``; one that does not decode
     (``gzip`` over bytes that are not gzip, say) answers 400 rather than failing the handler,
@@ -1360,9 +1407,7 @@ async def set_verdict(request: web.Request) -> web.Response:
     """An analyst overrides a touchpoint's verdict; who and why are kept (append-only)."""
     only_params(request, set())
     touchpoint_id = _touchpoint_id(request)
-    body = _decode_body(
-        await read_body(request), VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}'
-    )
+    body = await json_body(request, VerdictBody, '{"verdict": "allow", "analyst": "…", "reason": "…"}')
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     current = await _own_touchpoint(request, touchpoint_id)
@@ -1422,7 +1467,7 @@ async def clear_verdict(request: web.Request) -> web.Response:
     deleted: the override and its withdrawal stay in the history. No override in force: 409."""
     only_params(request, set())
     touchpoint_id = _touchpoint_id(request)
-    body = _decode_body(await read_body(request), WithdrawBody, '{"analyst": "…", "reason": "…"}')
+    body = await json_body(request, WithdrawBody, '{"analyst": "…", "reason": "…"}')
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     current = await _own_touchpoint(request, touchpoint_id)
@@ -1485,9 +1530,7 @@ async def set_creator(request: web.Request) -> web.Response:
         )
     if creator_id != creator_id.strip():  # clicks' creator IDs are trimmed: it could never match
         raise ApiError(400, "creator_id: no spaces before or after it (clicks' creator IDs are trimmed)")
-    body = _decode_body(
-        await read_body(request), CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}'
-    )
+    body = await json_body(request, CreatorBody, '{"verified": true, "analyst": "…", "reason": "…"}')
     analyst = _text("analyst", body.analyst, 100)
     reason = _text("reason", body.reason, 1000)
     registry = request.app[CREATORS_KEY]

@@ -321,7 +321,8 @@ async def test_a_name_written_with_a_zero_width_joiner_is_recorded_listed_and_a_
     assert [(t["campaign"], t["creator_id"]) for t in body["items"]] == [(persian, persian)]
     standing = json.dumps({"verified": True, "name": persian, "analyst": "ann", "reason": "r"}).encode()
     url = URL(gw.admin_url + "/api/creators/" + quote(persian), encoded=True)
-    async with gw.session.put(url, headers=AUTH, data=standing) as resp:
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with gw.session.put(url, headers=headers, data=standing) as resp:
         assert resp.status == 200, await resp.text()
     status, _, body = await get(gw, "/api/touchpoints", AUTH, campaign="a\u202eb")  # RIGHT-TO-LEFT OVERRIDE
     assert status == 400 and body["error"].startswith("campaign: expected a value as touchpoints record it")

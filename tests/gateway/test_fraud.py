@@ -23,9 +23,12 @@ from gateway.importrun import run_import
 from gateway.openapi import openapi_document
 from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
 from tests.conftest import TOKEN, make_settings
+from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_openapi import response_schema
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JSON = {**AUTH, "Content-Type": "application/json"}
+"""A JSON body's headers, for one sent as bytes or text (``json=`` labels its own)."""
 BROWSER = {
     "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.1 Safari/605.1.15",
@@ -182,7 +185,7 @@ async def test_override_rejects_bad_input(start_gateway, origin, path, body, sta
     (item,) = (await gw.api("/api/touchpoints"))["items"]
     kwargs = {"data": body} if isinstance(body, str) else {"json": body}
     async with gw.session.post(
-        f"{gw.admin_url}/api/touchpoints/{path.format(id=item['id'])}/verdict", headers=AUTH, **kwargs
+        f"{gw.admin_url}/api/touchpoints/{path.format(id=item['id'])}/verdict", headers=JSON, **kwargs
     ) as resp:
         assert resp.status == status
         answer = await resp.json()
@@ -278,7 +281,7 @@ async def test_an_override_withdrawn_gives_the_verdict_back_to_the_scoring(start
         ),
     ):
         async with gw.session.delete(
-            url, headers=AUTH, **({"data": body} if isinstance(body, str) else {"json": body})
+            url, headers=JSON, **({"data": body} if isinstance(body, str) else {"json": body})
         ) as resp:
             assert resp.status == 400 and message in (await resp.json())["error"], message
     missing = url.replace(item["id"], "0190a2b4-0000-7000-8000-000000000000")
@@ -727,7 +730,7 @@ async def test_a_farm_on_one_ipv6_64_is_one_source_and_a_family_is_not_flagged(s
 
 async def put_creator(gw, creator_id: str, body: Any) -> tuple[int, dict[str, Any]]:
     kwargs = {"data": body} if isinstance(body, str | bytes) else {"json": body}
-    async with gw.session.put(f"{gw.admin_url}/api/creators/{creator_id}", headers=AUTH, **kwargs) as resp:
+    async with gw.session.put(f"{gw.admin_url}/api/creators/{creator_id}", headers=JSON, **kwargs) as resp:
         return resp.status, await resp.json()
 
 
@@ -921,3 +924,89 @@ async def test_a_listing_from_a_future_since_is_refused_as_the_reports_refuse_it
     soon = (datetime.now(UTC) + timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert (await gw.api("/api/conversions", since=soon))["ok"]
     assert (await gw.api("/api/touchpoints", since=soon))["status"] == 400
+
+
+JSON_BODIES = [
+    ("POST", "verdict", {"verdict": "allow", "analyst": "li", "reason": "a person"}),
+    ("DELETE", "verdict", {"analyst": "li", "reason": "the wrong click"}),
+    ("PUT", "creator", {"verified": True, "analyst": "li", "reason": "known"}),
+]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",  # curl -d without -H
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+        "application/jsonp",
+        "json",
+        None,  # curl -T, many scripts
+    ],
+)
+async def test_a_json_body_labelled_as_something_else_is_a_415_naming_json(
+    start_gateway, origin, content_type: str | None
+) -> None:
+    """Every JSON body of the admin API was read as JSON whatever its ``Content-Type`` said: a
+    form, text, or none at all. Such a body is now a 415 naming the type expected, and nothing
+    is stored; ``application/json`` (any case, with a UTF-8 charset) and ``application/*+json``
+    are read."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    paths = {"verdict": f"/api/touchpoints/{item['id']}/verdict", "creator": "/api/creators/ben"}
+    for method, path, fields in JSON_BODIES:
+        data = json.dumps(fields).encode()
+        label = "" if content_type is None else f"Content-Type: {content_type}\r\n"
+        request = (
+            f"{method} {paths[path]} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n{label}"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        resp = await raw_request(gw.admin.port, request + data)
+        assert resp.status == 415, (method, path, resp)
+        answer = json.loads(resp.body)
+        said = "none" if content_type is None else repr(content_type)
+        assert answer == {
+            "ok": False,
+            "status": 415,
+            "error": f"Content-Type: expected application/json, got {said}; send the body as JSON"
+            " with Content-Type: application/json (curl: -H 'Content-Type: application/json')",
+        }, (method, path)
+    after = await gw.api(f"/api/touchpoints/{item['id']}/verdict")
+    assert [c["origin"] for c in after["changes"]] == [], after
+    assert (await gw.api("/api/creators"))["items"] == []
+
+
+async def test_a_json_body_is_read_under_every_json_content_type(start_gateway, origin) -> None:
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    url = f"{gw.admin_url}/api/touchpoints/{item['id']}/verdict"
+    for content_type in (
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+        "application/vnd.api+json",
+        "application/merge-patch+json; charset=utf-8",
+    ):
+        headers = {**AUTH, "Content-Type": content_type}
+        for method, _, fields in JSON_BODIES[:2]:
+            data = json.dumps(fields).encode()
+            async with gw.session.request(method, url, headers=headers, data=data) as resp:
+                assert resp.status == 200, (content_type, method, await resp.text())
+        data = json.dumps(JSON_BODIES[2][2]).encode()
+        async with gw.session.put(f"{gw.admin_url}/api/creators/ben", headers=headers, data=data) as resp:
+            assert resp.status == 200, (content_type, await resp.text())
+    # JSON is UTF-8 (RFC 8259 §8.1): another charset would have its bytes misread.
+    headers = {**AUTH, "Content-Type": "application/json; charset=latin-1"}
+    data = json.dumps({"verified": False, "analyst": "li", "reason": "caf\u00e9"}).encode("latin-1")
+    async with gw.session.put(f"{gw.admin_url}/api/creators/ben", headers=headers, data=data) as resp:
+        assert (resp.status, (await resp.json())["error"]) == (
+            415,
+            "Content-Type: charset='latin-1' is not UTF-8: the admin API reads JSON as UTF-8"
+            " (RFC 8259 §8.1); send the body as UTF-8, labelled application/json",
+        )
+    assert (await gw.api("/api/creators"))["items"][0]["verified"] is True

@@ -838,10 +838,11 @@ async def test_an_admin_body_that_never_arrives_whole_gets_408_in_time(
     )
     target = path.format(id="0190f5d2-0000-7000-8000-000000000000").encode()
     host = f"127.0.0.1:{gw.admin.port}".encode()
+    kind = b"application/x-www-form-urlencoded" if path == "/login" else b"application/json"
     head = (
         b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nOrigin: http://" + host
         + b"\r\nAuthorization: Bearer " + TOKEN.encode()
-        + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"\r\nContent-Type: " + kind + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
     )  # fmt: skip
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
     try:
