@@ -14,14 +14,17 @@ from __future__ import annotations
 import signal
 import sys
 
-from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
-
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command Ctrl-C ended."""
+HELD = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2})
+"""``gateway.childsignals``' ``STOP_SIGNALS | RELOAD_SIGNALS``, written out: blocked before
+that module (or any other of ours) is imported, as a Ctrl-C during an import ended the command
+with a traceback of it (until 2026-12-07, in the tens of milliseconds that import took).
+``tests/gateway/test_signals.py`` holds the two sets equal."""
 
 
 def main() -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | RELOAD_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # first: nothing of ours is imported yet
     try:
         from gateway.cli import main as command
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ENV, TOKEN
-from tests.gatewayproc import GatewayProcess
+from tests.gatewayproc import CHECKOUT, GatewayProcess
 
 
 def _write(path: Path, upstream: str, extra: str = "", grace: float = 30.0) -> None:
@@ -639,3 +640,76 @@ async def test_a_drain_that_runs_out_ends_in_the_usual_clean_stop(
     assert not [r for r in gw.logs() if r["level"] in ("error", "critical")]
     assert "Traceback" not in "".join(gw.stderr)
     assert await asyncio.to_thread(_sources, tmp_path / "gw.db") == ["before"]
+
+
+_INTERRUPT_WHILE_LOADING = """
+import __future__, os, runpy, signal, sys
+
+class InterruptAfterMain:
+    # Ctrl-C at the first import after Python found gateway/__main__.py: the moment the
+    # command's own first line runs.
+    found = False
+
+    def find_spec(self, name, path=None, target=None):
+        if self.found:
+            sys.meta_path.remove(self)
+            print("SIGINT while importing", name, flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        self.found = self.found or name == "gateway.__main__"
+        return None
+
+sys.meta_path.insert(0, InterruptAfterMain())
+sys.argv = ["gateway", *sys.argv[1:]]
+runpy.run_module("gateway", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "import", "report", "reclassify", "doctor"])
+def test_a_ctrl_c_as_the_command_begins_is_the_same_clean_stop(tmp_path: Path, command: str) -> None:
+    """A Ctrl-C in `gateway run`'s first tens of milliseconds ended with a traceback of the
+    import it interrupted (`from gateway.childsignals import …`, `KeyboardInterrupt`, exit 1):
+    the command held Ctrl-C only once that module was in. It holds it from its first line now,
+    so the Ctrl-C waits and ends the command as a later one does: one line, exit 130. (Before
+    that line there is only Python's own start, which no program can cover.)"""
+    _write(tmp_path / "gateway.toml", "http://127.0.0.1:9")
+    (tmp_path / "access.log").write_text(
+        '203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /p?utm_source=x HTTP/1.1" 200 1 "-"'
+        ' "Mozilla/5.0"\n'
+    )
+    args = {
+        "run": ["run", "-c", "gateway.toml"],
+        "import": [
+            "import",
+            "-c",
+            "gateway.toml",
+            "--format",
+            "combined",
+            "--host",
+            "shop.example",
+            "access.log",
+        ],
+        "report": ["report", "-c", "gateway.toml"],
+        "reclassify": ["reclassify", "-c", "gateway.toml"],
+        "doctor": ["doctor", "-c", "gateway.toml"],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_WHILE_LOADING, *args],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, "TMPDIR": str(tmp_path), **ENV},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.startswith("SIGINT while importing "), (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    assert done.returncode == 130, (done.stdout, done.stderr)
+    if command == "import":  # it stops on Ctrl-C its own way, saying how far it got
+        assert "stopped by SIGINT before a line was read; nothing was imported" in done.stderr, done.stderr
+    else:
+        assert done.stderr == "gateway: interrupted\n", done.stderr
+
+
+def test_the_command_holds_the_stop_and_reload_signals_from_its_first_line() -> None:
+    """``gateway/__main__.py`` writes out the signals it holds, to block them before any module
+    of ours loads; the set must stay the one ``gateway/cli.py`` and the servers release."""
+    from gateway.__main__ import HELD
+    from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
+
+    assert HELD == STOP_SIGNALS | RELOAD_SIGNALS
