@@ -999,6 +999,20 @@ def _workers(text: str) -> int:
     return number
 
 
+PROGRESS_EVERY = 10.0
+"""Seconds between ``gateway import``'s progress lines off a terminal (``--progress-every``)."""
+
+
+def _progress_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86_400:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds 0..86400, got {text!r}")
+    return seconds
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from gateway.importcmd import import_command  # the readers and the progress bar: this command only
 
@@ -1354,7 +1368,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a load balancer the log was written behind: a line from it takes its client address "
         "from the logged X-Forwarded-For (repeatable; added to proxy.trusted_proxies)",
     )
-    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, nor the progress lines off a terminal"
+    )
+    imp.add_argument(
+        "--progress-every",
+        type=_progress_seconds,
+        default=PROGRESS_EVERY,
+        metavar="SECONDS",
+        help="when stderr is not a terminal (cron, 2>log), a plain progress line every SECONDS "
+        f"(default {PROGRESS_EVERY:g}; 0: after every batch read); on a terminal, the bar",
+    )
     imp.add_argument(
         "--workers",
         type=_workers,

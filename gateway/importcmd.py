@@ -137,6 +137,7 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
                     host=args.host or "",
                     fields=fields,
                     progress=not args.no_progress,
+                    progress_every=args.progress_every,
                     workers=args.workers,
                     summary=summary,
                 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -55,13 +56,15 @@ async def run_import(
     host: str = "",
     fields: dict[str, str] | None = None,
     progress: bool = False,
+    progress_every: float = 10.0,
     workers: int = 1,
     summary: Summary | None = None,
     lock_wait: float = LOCK_WAIT,
 ) -> Summary:
     """Import ``paths`` (format ``fmt``; a stream among them, standard input or a pipe named by its
     path, is read once, front to back; the files of a combined or json-lines log are read oldest
-    first, ``reading_order``); the summary. With ``workers`` > 1, log lines are parsed
+    first, ``reading_order``); the summary. ``progress``: a bar on a terminal, else a plain line
+    on stderr every ``progress_every`` seconds. With ``workers`` > 1, log lines are parsed
     and replayed in that many processes. A batch that waits ``lock_wait`` seconds to commit
     (another process holds the store's write lock) ends the import, ``CommitFailed``.
     UsageError for a bad command line. A file that cannot be opened (missing, a directory,
@@ -116,6 +119,7 @@ async def run_import(
         return summary
     store: LocalStore | None = None
     bar = None
+    total: int | None = None
     pool = None
     writer = Writer(None)
     added_rows: dict[str, int] = {}
@@ -147,7 +151,9 @@ async def run_import(
                     WorkerPool, workers, settings, fmt, replayer.host, fields or {}, said
                 )
             started = time.perf_counter()
-            shown = Progress(bar, started)
+            # Off a terminal (cron, ``2>log``): a plain line now and then, which a log file keeps.
+            every = progress_every if progress and bar is None and sys.stderr is not None else None
+            shown = Progress(bar, started, total=total, every=every)
             watch = ErasedWatch(settings.store_path) if store is not None else None
             erased = await watch.current() if watch is not None else None
             days = summary.retention_days = settings.options.privacy.retention_days

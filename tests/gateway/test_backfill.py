@@ -1149,6 +1149,7 @@ def combined_args(log: Path) -> argparse.Namespace:
         host="shop.example",
         dry_run=False,
         no_progress=True,
+        progress_every=10.0,
         workers=1,
         trusted_proxy=[],
     )
@@ -2483,3 +2484,37 @@ def test_rotated_logs_named_newest_first_are_read_oldest_first(tmp_path: Path) -
     # The run lists its files as they were named.
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert "files: access.log, access.log.1, access.log.2.gz" in listed.stdout, listed
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds(tmp_path: Path) -> None:
+    """An import run by cron or a deploy script (``2>log``) said nothing until its end: the bar
+    is drawn on a terminal only. Off one, a plain line now says how far it is, every
+    ``--progress-every`` seconds (10 by default), without the bar's carriage returns."""
+    log = write_log(tmp_path / "access.log", 2000)
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    args = (str(log), "--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--dry-run")
+    done = _cli(tmp_path, *args, "--progress-every", "0")  # 0: after every batch read
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("gateway import: ")]
+    size = log.stat().st_size
+    line = re.compile(
+        r"gateway import: (\d+)% \(([\d.]+) of ([\d.]+) MiB\), ([\d,]+) lines read, [\d,]+ lines/s,"
+        r" \d+ s so far"
+    )
+    assert said and all(line.fullmatch(one) for one in said), done.stderr
+    assert all(line.fullmatch(one)[3] == f"{size / 2**20:.1f}" for one in said), said  # type: ignore[index]
+    # A stream's size is not known before its end: what was read so far.
+    piped = _cli_stdin(tmp_path, log.read_bytes(), "-", *args[1:], "--progress-every", "0")
+    err = piped.stderr.decode()
+    assert piped.returncode == 0, err
+    assert re.search(
+        r"^gateway import: [\d.]+ MiB read, [\d,]+ lines read, [\d,]+ lines/s, \d+ s so far$", err, re.M
+    ), err
+    assert "%" not in err, err
+    quiet = _cli(tmp_path, *args, "--progress-every", "0", "--no-progress")
+    assert quiet.returncode == 0 and "gateway import: " not in quiet.stderr, quiet.stderr
+    refused = _cli(tmp_path, *args, "--progress-every", "-1")
+    assert refused.returncode == 2 and "--progress-every: expected a number of seconds" in refused.stderr, (
+        refused.stderr
+    )
