@@ -4,9 +4,12 @@ and their exposition, summed over every worker process when the supervisor runs 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set by the supervisor for its workers (before they import prometheus_client, which reads it
@@ -250,11 +253,47 @@ class Metrics:
             registry=r,
         )
 
+        self.live_rules: frozenset[tuple[str, str]] | None = None
+        """``(kind, rule)`` of every rule the chain runs, as last reloaded (``keep_rules``);
+        None until a reload: every series is of a configured rule then."""
+
+    def keep_rules(self, live: Iterable[tuple[str, str]]) -> None:
+        """At a reload, ``live`` the ``(kind, rule)`` of every rule now configured: the
+        ``gateway_rule_matched_total`` series of the others (removed, renamed) go, or a
+        dashboard kept showing a dead rule, its count frozen, until a restart. Under a
+        supervisor they are in the workers' files, which prometheus-client cannot remove from
+        (it warns and removes nothing): ``exposition`` leaves them out instead."""
+        self.live_rules = frozenset(live)
+        if self.multiprocess_dir is not None:
+            return
+        for family in self.rule_matched.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and (labels["kind"], labels["rule"]) not in self.live_rules:
+                    self.rule_matched.remove(labels["kind"], labels["rule"], labels["status"])
+
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or, under a supervisor, of every worker summed
         (read from their files: call it off the event loop)."""
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, self.multiprocess_dir)
+        files = MultiProcessCollector(None, self.multiprocess_dir)
+        merged.register(files if self.live_rules is None else _LiveRulesOnly(files, self.live_rules))
         return generate_latest(merged)
+
+
+class _LiveRulesOnly(Collector):
+    """The workers' summed metrics without the ``gateway_rule_matched_total`` series of rules a
+    reload removed (``Metrics.keep_rules``)."""
+
+    def __init__(self, files: MultiProcessCollector, live: frozenset[tuple[str, str]]) -> None:
+        self.files, self.live = files, live
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.files.collect():
+            if family.name == "gateway_rule_matched":
+                family.samples = [
+                    s for s in family.samples if (s.labels.get("kind"), s.labels.get("rule")) in self.live
+                ]
+            yield family

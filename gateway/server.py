@@ -359,6 +359,11 @@ class Gateway:
                     log.warning("reload: %s", warning)
         self.settings = settings
         self.admin_app[LIVE_KEY].current = settings
+        # The rules removed or renamed leave /metrics (gateway_rule_matched_total).
+        self.metrics.keep_rules(
+            [("identity", rule.name) for rule in settings.options.identity.rules]
+            + [("conversion", rule.name) for rule in settings.options.conversions]
+        )
         # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
         self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks
         if reporting is not None and reports is not None:  # [attribution], [channels], [payouts]

@@ -713,3 +713,64 @@ def test_the_command_holds_the_stop_and_reload_signals_from_its_first_line() -> 
     from gateway.childsignals import RELOAD_SIGNALS, STOP_SIGNALS
 
     assert HELD == STOP_SIGNALS | RELOAD_SIGNALS
+
+
+def _conversion(name: str, path: str) -> str:
+    return f'[[conversions]]\nname = "{name}"\nmethod = "GET"\npath = "{path}"\nstatus = [200]\nvalue = 1.0\n'
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_reload_takes_the_series_of_removed_rules_out_of_the_metrics(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """``gateway_rule_matched_total`` kept the series of a rule a reload removed (or renamed)
+    until a restart: a dashboard went on showing the dead rule, its last count frozen. Now a
+    reload takes them out, with one process or several (whose counts live in files that
+    prometheus-client cannot remove from: ``/metrics`` leaves them out); a rule kept keeps its
+    counts, and one added counts from its first match."""
+    upstream = await _page_site(upstream_server)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream)
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(
+        cfg.write_text, text + _conversion("signup", "/signup") + _conversion("old-lead", "/lead")
+    )
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def matched() -> list[str]:
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                async with session.get(gw.admin + "/metrics", headers=headers) as resp:
+                    lines = (await resp.text()).splitlines()
+                return sorted(line for line in lines if line.startswith("gateway_rule_matched_total{"))
+
+            for path in ("/signup", "/lead", "/lead"):
+                async with session.get(gw.proxy + path) as resp:
+                    assert resp.status == 200
+            assert await matched() == [
+                'gateway_rule_matched_total{kind="conversion",rule="old-lead",status="200"} 2.0',
+                'gateway_rule_matched_total{kind="conversion",rule="signup",status="200"} 1.0',
+            ]
+            # "old-lead" renamed "lead": its series goes; "signup" keeps its count.
+            await asyncio.to_thread(
+                cfg.write_text, text + _conversion("signup", "/signup") + _conversion("lead", "/lead")
+            )
+            gw.signal(signal.SIGHUP)
+            for worker in range(workers):
+                await gw.wait_log(
+                    lambda r, w=worker: r["msg"].startswith("config reloaded") and r.get("worker", 0) == w
+                )
+            assert await matched() == [
+                'gateway_rule_matched_total{kind="conversion",rule="signup",status="200"} 1.0'
+            ]
+            async with session.get(gw.proxy + "/lead") as resp:
+                assert resp.status == 200
+            assert await matched() == [
+                'gateway_rule_matched_total{kind="conversion",rule="lead",status="200"} 1.0',
+                'gateway_rule_matched_total{kind="conversion",rule="signup",status="200"} 1.0',
+            ]
+        assert not [r for r in gw.logs() if r.get("level") in ("WARNING", "ERROR")], gw.logs()
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
