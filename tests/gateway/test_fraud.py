@@ -1000,6 +1000,16 @@ async def test_a_json_body_is_read_under_every_json_content_type(start_gateway, 
         data = json.dumps(JSON_BODIES[2][2]).encode()
         async with gw.session.put(f"{gw.admin_url}/api/creators/ben", headers=headers, data=data) as resp:
             assert resp.status == 200, (content_type, await resp.text())
+    # No body and no label: the body's own 400 says more than a 415 would.
+    request = (
+        f"DELETE {url.removeprefix(gw.admin_url)} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    resp = await raw_request(gw.admin.port, request)
+    assert (resp.status, json.loads(resp.body)["error"]) == (
+        400,
+        'body: expected JSON like {"analyst": "…", "reason": "…"}',
+    )
     # JSON is UTF-8 (RFC 8259 §8.1): another charset would have its bytes misread.
     headers = {**AUTH, "Content-Type": "application/json; charset=latin-1"}
     data = json.dumps({"verified": False, "analyst": "li", "reason": "caf\u00e9"}).encode("latin-1")
