@@ -52,11 +52,14 @@ class Progress:
         else:
             far = f"{read / MIB:.1f} MiB read"
         rate = lines / max(1e-9, seconds)
-        print(
-            f"gateway import: {far}, {lines:,} lines read, {rate:,.0f} lines/s, {seconds:.0f} s so far",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:
+            print(
+                f"gateway import: {far}, {lines:,} lines read, {rate:,.0f} lines/s, {seconds:.0f} s so far",
+                file=sys.stderr,
+                flush=True,
+            )
+        except OSError:  # its reader gone (a pipe), its disk full: the import goes on, unsaid
+            self.every = None
 
     def file_done(self, size: int | None) -> None:
         """The end of a file of ``size`` bytes (None: a stream, as far as it was read)."""
