@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import at_least, entry
+from bench.ports import TRIES, free_port, port_taken
 from bench.proxy import ROOT, Row, Server, measure, start_server, stop_process
 from bench.servers import gateway_toml
 
@@ -35,32 +36,57 @@ TARGETS = ("bare", *HOSTS)
 ENV = {"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
 
 
-def start_mitmdump(upstream: str, store: Path, *, addon: bool = True, timeout: float = 30.0) -> Server:
+def start_mitmdump(
+    upstream: str, store: Path, *, addon: bool = True, timeout: float = 30.0, port: int | None = None
+) -> Server:
     """``mitmdump`` in reverse mode (with our addon and a store in ``store``, or bare); waits
-    until it listens."""
+    until it listens. ``port`` is the first one tried (a test's); by default one drawn below the
+    kernel's ephemeral range. A port another process took before mitmdump bound it is said on
+    stderr and another is tried (``bench.ports``)."""
+    kind = "mitm" if addon else "mitm-bare"
     config = store / "mitm.toml"
     config.write_text(gateway_toml(store).replace("gateway.db", "mitm.db"))
     script = ["-s", str(ROOT / "addons" / "mitm.py"), "--set", f"gateway_config={config}"] if addon else []
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    command = [
-        str(Path(sys.executable).parent / "mitmdump"),
-        "--mode", f"reverse:{upstream}", *script, "--set", f"confdir={store / 'mitmconf'}",
-        "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, text=True
-    )
+    taken: list[int] = []
+    for attempt in range(TRIES):
+        port = port if port is not None and not attempt else free_port()
+        command = [
+            str(Path(sys.executable).parent / "mitmdump"),
+            "--mode", f"reverse:{upstream}", *script, "--set", f"confdir={store / 'mitmconf'}",
+            "--listen-host", "127.0.0.1", "--listen-port", str(port), "-q",
+        ]  # fmt: skip
+        # Its log lines (with -q, errors only: a port taken, for one) go to stdout; kept in a file.
+        output = store / f"{kind}-{attempt}.out"
+        with output.open("w") as file:
+            process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **ENV}, stdout=file, text=True)
+        if _listening(process, port, timeout):
+            return Server(kind, process, port)
+        stop_process(process)
+        said = output.read_text(errors="replace")
+        sys.stderr.write(said)
+        if not port_taken(said):
+            raise RuntimeError(f"mitmdump did not start (exit code {process.returncode})")
+        taken.append(port)
+        print(
+            f"mitmdump: port {port} was taken by another process before it bound it;"
+            f" {'trying another' if attempt + 1 < TRIES else 'giving up'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    raise RuntimeError(f"mitmdump did not start: ports {', '.join(map(str, taken))} were all taken")
+
+
+def _listening(process: subprocess.Popen[str], port: int, timeout: float) -> bool:
+    """Whether ``process`` listens on ``port`` within ``timeout`` (False once it has exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Server("mitm" if addon else "mitm-bare", process, port)
         except OSError:
             time.sleep(0.1)
-    stop_process(process)
-    raise RuntimeError(f"mitmdump did not start (exit code {process.returncode})")
+            continue
+        return process.poll() is None
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:

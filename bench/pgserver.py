@@ -12,11 +12,13 @@ import asyncio
 import glob
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.ports import TRIES, free_port, port_taken
 
 
 def pg_bin(name: str) -> str | None:
@@ -72,8 +74,13 @@ def binaries() -> tuple[str, str] | None:
     return (initdb, pg_ctl) if initdb and pg_ctl else None
 
 
-def start_server() -> PostgresServer:
-    """initdb and start a server on a free loopback port (blocking: call outside the event loop)."""
+def start_server(port: int | None = None) -> PostgresServer:
+    """initdb and start a server on a free loopback port (blocking: call outside the event loop).
+
+    ``port`` is the first one tried (a test's); by default one drawn below the kernel's
+    ephemeral range (``bench.ports``). A port another process took before the postmaster bound
+    it is said on stderr and another is tried, ``TRIES`` in all. A start that fails otherwise
+    raises with the server's log, its folder removed."""
     found = binaries()
     if found is None:
         raise FileNotFoundError(
@@ -81,18 +88,42 @@ def start_server() -> PostgresServer:
         )
     initdb, pg_ctl = found
     root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*prefix, initdb, "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = PostgresServer(root, port, pg_ctl, prefix)
-    subprocess.run(server.ctl_args("start"), check=True, capture_output=True)
-    return server
+    try:
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+            prefix = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [*prefix, initdb, "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        return _start_on_a_free_port(PostgresServer(root, port or free_port(), pg_ctl, prefix))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _start_on_a_free_port(server: PostgresServer) -> PostgresServer:
+    log = server.data / "server.log"
+    taken: list[int] = []
+    for attempt in range(TRIES):
+        if attempt:
+            server.port = free_port()
+        read = log.stat().st_size if log.exists() else 0
+        done = subprocess.run(server.ctl_args("start"), capture_output=True, text=True)
+        if done.returncode == 0:
+            return server
+        with log.open(errors="replace") as file:
+            file.seek(read)
+            said = done.stdout + done.stderr + file.read()
+        if not port_taken(said):
+            raise RuntimeError(f"PostgreSQL did not start on port {server.port}: {said.strip()}")
+        taken.append(server.port)
+        print(
+            f"PostgreSQL: port {server.port} was taken by another process before the server"
+            f" bound it; {'trying another' if attempt + 1 < TRIES else 'giving up'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    raise RuntimeError(f"PostgreSQL did not start: ports {', '.join(map(str, taken))} were all taken")

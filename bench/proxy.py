@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import select
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -125,20 +124,17 @@ def _wait_ready(
     raise RuntimeError(f"{kind} server did not start (exit code {process.returncode})")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_workers(count: int, upstream: str, store: Path, extra: str) -> Server:
-    """``gateway run`` with ``proxy.workers = count``: the supervisor and its workers."""
+    """``gateway run`` with ``proxy.workers = count``: the supervisor and its workers, on a port
+    the gateway binds itself (``127.0.0.1:0``, read from its ``proxy on`` line). Until 2026-12-07
+    a port was chosen here and bound by the gateway a moment later: another process could take
+    it in between."""
     from bench.servers import gateway_toml
 
     cfg = store / f"workers-{count}.toml"
     own = gateway_toml(store, extra).replace(str(store / "gateway.db"), str(store / f"gateway-w{count}.db"))
     proxy = (
-        f'[proxy]\nlisten = "127.0.0.1:{_free_port()}"\nupstream = "{upstream}"\nworkers = {count}\n'
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nworkers = {count}\n'
         f'[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\n'
     )
     cfg.write_text(proxy + own)

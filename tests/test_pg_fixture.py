@@ -3,8 +3,10 @@ it, even when the run is ended by SIGTERM (a CI job's timeout, ``kill``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.pgserver import binaries
+from bench.pgserver import binaries, start_server
+from bench.ports import BEYOND, LOWEST, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +79,40 @@ def test_a_run_ended_by_sigterm_stops_its_postgresql(tmp_path: Path) -> None:
             run.wait()
         subprocess.run(["pkill", "-f", str(folder)], capture_output=True)
         subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+async def _select_one(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT 1"))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The port chosen for the throwaway PostgreSQL is bound by its postmaster a moment later:
+    another process can take it in between (on a loaded machine, an outgoing connection did, and
+    every central store test of the run failed on `could not bind`). The start is tried again
+    on another port, and says which one was taken."""
+    if binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found (.ci/run installs them)")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    with socket.socket() as taken:  # the first port chosen, already someone else's
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(port)
+        try:
+            assert server.port != port
+            assert LOWEST <= server.port < BEYOND  # below the kernel's ephemeral range
+            assert asyncio.run(_select_one(server.dsn())) == 1
+        finally:
+            server.close()
+    said = capfd.readouterr().err
+    assert f"port {port} was taken" in said, said
