@@ -3,27 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import NoReturn
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (SIGINT), as a shell reports a command a SIGINT ended: 128 + 2."""
+TERMINATED = 143
+"""Exit status after SIGTERM (``kill``, a CI job's timeout): 128 + 15."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is: every ``finally`` on the way out runs."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM while the first one's ``finally`` blocks stop the servers does not
+    # cut that short. (A Python handler, not SIG_IGN: the processes started meanwhile, such as
+    # ``pg_ctl stop``, do not inherit it.)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    raise Terminated
 
 
 def entry(main: Callable[[], object]) -> NoReturn:
     """Run a benchmark's ``main`` as its command: Ctrl-C (SIGINT, at the terminal or sent to its
     PID) ends it with one line and status 130, not a traceback, once its ``finally`` blocks
-    have stopped every process it started and removed its temp files."""
+    have stopped every process it started and removed its temp files. SIGTERM the same, with
+    status 143 (until 2026-12-07 it ended the benchmark at once: its servers kept running and
+    its temp folder stayed)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         code = main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        said, status = (
+            ("stopped by SIGTERM", TERMINATED)
+            if isinstance(err, Terminated)
+            else ("interrupted", INTERRUPTED)
+        )
         print(
-            "\ninterrupted: what it started is stopped and its temp files removed; no figures",
+            f"\n{said}: what it started is stopped and its temp files removed; no figures",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(INTERRUPTED) from None
+        raise SystemExit(status) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

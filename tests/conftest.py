@@ -219,23 +219,33 @@ def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
             pytest.fail(message + " (CI must run the central store tests)")
         pytest.skip(message)
     server = start_server()
-
     # A run ended by SIGTERM (a CI job's timeout, `kill`) died at once by default, with no
     # teardown: this server, a postmaster owned by `postgres`, kept running and its folder in
-    # /tmp stayed. Now the run stops as on Ctrl-C (a KeyboardInterrupt), tearing fixtures
-    # down; and, should the code under test take that for its own Ctrl-C (a command run
-    # in-process exits 130), the run still stops after that test.
+    # /tmp stayed.
+    with sigterm_as_ctrl_c(request.session):
+        try:
+            yield server
+        finally:
+            server.close()
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c(session: pytest.Session) -> Iterator[None]:
+    """While it lasts, a run ended by SIGTERM stops as on Ctrl-C (a KeyboardInterrupt), tearing
+    fixtures down and running each ``finally``; and, should the code under test take that for
+    its own Ctrl-C (a command run in-process exits 130), the run still stops after that test.
+    Nothing changes where SIGTERM already has a handler (this one, from an enclosing use)."""
+
     def stop(signum: int, frame: object) -> None:
-        request.session.shouldstop = f"stopped by {signal.Signals(signum).name}"
-        raise KeyboardInterrupt(request.session.shouldstop)
+        session.shouldstop = f"stopped by {signal.Signals(signum).name}"
+        raise KeyboardInterrupt(session.shouldstop)
 
     previous = signal.getsignal(signal.SIGTERM)
     if previous is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, stop)
     try:
-        yield server
+        yield
     finally:
-        server.close()
         if previous is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -8,16 +8,20 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.ports import BEYOND, LOWEST, free_port
 from storage.migrate import migrations
+from tests.conftest import sigterm_as_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +29,66 @@ ROOT = Path(__file__).resolve().parents[1]
 # suite's 60 s per test cut them first on a loaded machine (test_bench_runs_and_reports: four
 # gateways started, 48 s and more than 60 s, 2026-12-07).
 pytestmark = pytest.mark.timeout(150)
+STOP_SECONDS = 30.0
+"""A benchmark's time to stop what it started after SIGTERM, before its group is killed."""
+
+
+@contextlib.contextmanager
+def bench_process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``python -m ARGS`` (a benchmark), in a session and process group of its own, stopped
+    however the test ends: its deadline, pytest's timeout (raised mid-wait), a failed assertion,
+    Ctrl-C. It gets SIGTERM (it stops its servers and removes its temp files, as on Ctrl-C),
+    then whatever of its group is left gets SIGKILL. Until 2026-12-07 a benchmark cut off by a
+    deadline was killed alone (``subprocess.run``): its origin, bare proxy, gateway and workers
+    kept running, and its ``gw-bench-*`` folder stayed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_SECONDS)
+    with contextlib.suppress(ProcessLookupError):  # its group: the leader's PID
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=STOP_SECONDS)  # reaped, its pipes read and closed
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def run_bench(
+    args: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` to its end (``bench_process``), within ``timeout`` seconds."""
+    with bench_process(args, env) as process:
+        out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture(autouse=True)
+def sigterm_stops_the_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The benchmarks run in sessions of their own (``bench_process``), out of reach of a
+    signal sent to the run's process group: a run ended by SIGTERM (a CI job's timeout,
+    ``kill``) stops as on Ctrl-C, so that each ``finally`` stops the benchmark it started."""
+    with sigterm_as_ctrl_c(request.session):
+        yield
 
 
 def test_bench_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.proxy", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
+    done = run_bench(
+        ["bench.proxy", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
          "--scenarios", "plain", "landing", "--workers", "1", "2", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "gateway/bare" in done.stdout and "vs 1 worker" in done.stdout
@@ -46,10 +102,10 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (callgrind)")
 @pytest.mark.timeout(330)  # a start-up under callgrind takes 20-60 s
 def test_instruction_bench_counts_a_request_under_callgrind() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.instructions", "--targets", "bare", "--scenarios", "plain",
+    done = run_bench(
+        ["bench.instructions", "--targets", "bare", "--scenarios", "plain",
          "--requests", "5", "--warmup", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     [row] = [line.split() for line in done.stdout.splitlines() if line.startswith("plain ")]
@@ -57,10 +113,10 @@ def test_instruction_bench_counts_a_request_under_callgrind() -> None:
 
 
 def test_instruction_bench_counts_python_calls_a_landing() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.instructions", "--calls", "--scenarios", "landing",
+    done = run_bench(
+        ["bench.instructions", "--calls", "--scenarios", "landing",
          "--requests", "10", "--warmup", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     calls = {line.split()[1]: float(line.split()[0]) for line in done.stdout.splitlines()[1:]}
@@ -73,9 +129,9 @@ def test_instruction_bench_counts_python_calls_a_landing() -> None:
 
 def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bots.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bots", "--requests", "2000", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    done = run_bench(
+        ["bench.bots", "--requests", "2000", "--json", str(out)],
+        timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "geo + bots median per request" in done.stdout
@@ -85,9 +141,9 @@ def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
 
 def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "import.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.import", "--lines", "3000", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    done = run_bench(
+        ["bench.import", "--lines", "3000", "--json", str(out)],
+        timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -103,10 +159,10 @@ def test_sync_bench_runs_and_reports() -> None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries not found (CI must run the sync bench test)")
         pytest.skip("PostgreSQL server binaries not found")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.sync", "--rows", "3000", "--batch-size", "1000",
+    done = run_bench(
+        ["bench.sync", "--rows", "3000", "--batch-size", "1000",
          "--lag-seconds", "0.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "catch-up: 3,000 touchpoints in" in done.stdout and "lag under load:" in done.stdout
@@ -143,10 +199,10 @@ def as_of(db: sqlite3.Connection, version: int) -> None:
 
 def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     store = tmp_path / "synth.db"
-    made = subprocess.run(
-        [sys.executable, "-m", "bench.synth", str(store), "--touchpoints", "3000", "--conversions", "300",
+    made = run_bench(
+        ["bench.synth", str(store), "--touchpoints", "3000", "--conversions", "300",
          "--verdicts"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-2000:]
     assert "3,000 touchpoints" in made.stdout
@@ -154,10 +210,10 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(store)) as db:
         as_of(db, 8)
     out = tmp_path / "reports.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.reports", "--store", str(store), "--repeat", "1", "--models", "linear",
+    done = run_bench(
+        ["bench.reports", "--store", str(store), "--repeat", "1", "--models", "linear",
          "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     newest = migrations()[-1][0]  # the store's schema grows with every migration
@@ -210,10 +266,10 @@ def test_soak_runs_mixed_traffic_samples_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     temp = tmp_path / "tmp"
     temp.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--seconds", "6", "--reload-every", "2", "--rate", "40",
+    done = run_bench(
+        ["bench.soak", "--seconds", "6", "--reload-every", "2", "--rate", "40",
          "--workers", "1", "2", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(temp)},
+        timeout=120, env={**os.environ, "TMPDIR": str(temp)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "second half (after warm-up)" in done.stdout
@@ -234,10 +290,10 @@ def test_mitm_bench_runs_against_a_bare_proxy_and_prints_the_ratios(tmp_path: Pa
     run and prints each host's throughput as a ratio of it."""
     pytest.importorskip("mitmproxy")
     out = tmp_path / "mitm.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.mitm", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
+    done = run_bench(
+        ["bench.mitm", "--seconds", "0.3", "--warmup", "0", "--concurrency", "4",
          "--scenarios", "landing", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -247,6 +303,31 @@ def test_mitm_bench_runs_against_a_bare_proxy_and_prints_the_ratios(tmp_path: Pa
         ("landing", host) for host in ("gateway", "mitm", "mitm-bare")
     }
     assert "host/bare" in done.stdout
+
+
+def test_mitmdump_whose_port_was_taken_meanwhile_starts_on_another(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The host benchmark's mitmdump binds a port chosen a moment before: another process
+    (an outgoing connection's local port) can have it by then, and mitmdump exits on "address
+    already in use". It is started again on another port, saying which one was taken."""
+    pytest.importorskip("mitmproxy")
+    from bench.mitm import start_mitmdump
+    from bench.proxy import stop_process
+
+    with socket.socket() as taken:  # bound, not listening: as a connection's local port is
+        taken.bind(("127.0.0.1", free_port()))
+        port = taken.getsockname()[1]
+        nothing = f"http://127.0.0.1:{free_port()}"  # the site: not reached here
+        server = start_mitmdump(nothing, tmp_path, addon=False, port=port)
+        try:
+            assert server.port != port and LOWEST <= server.port < BEYOND
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            assert server.process.poll() is None
+        finally:
+            stop_process(server.process)
+    said = capfd.readouterr().err
+    assert f"mitmdump: port {port} was taken" in said, said
 
 
 def test_proxy_bench_gives_every_scenario_its_ratio() -> None:
@@ -291,9 +372,9 @@ def test_bench_refuses_a_bad_argument_with_a_clear_error(
 ) -> None:
     """A bad argument gets argparse's usage and a line naming the option, before anything
     starts: no traceback, no figures of nothing, no file left behind."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, *(a.replace("{tmp}", str(tmp_path)) for a in args)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    done = run_bench(
+        [module, *(a.replace("{tmp}", str(tmp_path)) for a in args)],
+        timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
     assert "Traceback" not in done.stderr
@@ -309,33 +390,56 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_proxy_bench_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    """SIGINT to the benchmark's PID while it loads: every server and the load generator are
-    stopped, its temp folder is gone, and it says it was interrupted (exit 130), no traceback."""
+LOADING = ["bench.proxy", "--seconds", "60", "--warmup", "0", "--concurrency", "2", "--scenarios", "plain"]
+"""A benchmark that loads for a minute, to be stopped while it does."""
+
+
+def _loading(process: subprocess.Popen[str]) -> list[int]:
+    """The PIDs of ``LOADING``'s servers and load generator (four children), once all started."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_children(process.pid)) < 4:
+        time.sleep(0.1)
+    children = _children(process.pid)
+    assert len(children) == 4, children
+    return children
+
+
+class CutOff(Exception):
+    """What pytest's timeout raises in the middle of a test (its ``signal`` method)."""
+
+
+def test_a_benchmark_cut_off_mid_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A test cut off while its benchmark runs (pytest's timeout, a failed assertion) stops the
+    benchmark and everything it started, and its temp folder goes: until 2026-12-07 the origin,
+    the bare proxy, the gateway and the load generator ran on, and ``gw-bench-*`` stayed."""
     temp = tmp_path / "tmp"
     temp.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.proxy", "--seconds", "60", "--warmup", "0", "--concurrency", "2",
-         "--scenarios", "plain"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TMPDIR": str(temp)},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the servers and the load generator: four children
-            if len(_children(process.pid)) == 4:
-                break
-            time.sleep(0.1)
-        children = _children(process.pid)
-        assert len(children) == 4, children
-        process.send_signal(signal.SIGINT)
+    with pytest.raises(CutOff), bench_process(LOADING, env={**os.environ, "TMPDIR": str(temp)}) as process:
+        started = [process.pid, *_loading(process)]
+        raise CutOff
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "code", "says"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+def test_proxy_bench_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, sent: signal.Signals, code: int, says: str
+) -> None:
+    """SIGINT to the benchmark's PID while it loads: every server and the load generator are
+    stopped, its temp folder is gone, and it says it was interrupted (exit 130), no traceback.
+    The same for SIGTERM (``kill``, a CI job's timeout), exit 143: until 2026-12-07 that ended
+    the benchmark at once and left its servers running and its temp folder behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with bench_process(LOADING, env={**os.environ, "TMPDIR": str(temp)}) as process:
+        children = _loading(process)
+        process.send_signal(sent)
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "interrupted" in err
+    assert process.returncode == code, err[-2000:]
+    assert "Traceback" not in err and says in err
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert list(temp.iterdir()) == []
 
@@ -347,19 +451,19 @@ def test_synth_makes_a_store_at_the_smallest_sizes(
     """A store with no conversions, or no sign-ins, is still a store: written, and the gateway
     reports on it (``gateway report``), with nothing to credit."""
     store = tmp_path / "synth.db"
-    made = subprocess.run(
-        [sys.executable, "-m", "bench.synth", str(store), "--touchpoints", str(touchpoints),
+    made = run_bench(
+        ["bench.synth", str(store), "--touchpoints", str(touchpoints),
          "--conversions", str(conversions)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        timeout=60,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-2000:]
     assert f"{touchpoints:,} touchpoints" in made.stdout
     config = tmp_path / "gateway.toml"
     config.write_text(f'[storage]\npath = "{store}"\n')
     env = {**os.environ, "GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40}
-    report = subprocess.run(
-        [sys.executable, "-m", "gateway", "report", "-c", str(config), "--since", "2026-01-01"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    report = run_bench(
+        ["gateway", "report", "-c", str(config), "--since", "2026-01-01"],
+        timeout=60, env=env,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     assert "attribution:" in report.stdout
