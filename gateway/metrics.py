@@ -4,7 +4,9 @@ and their exposition, summed over every worker process when the supervisor runs 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -15,6 +17,10 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set by the supervisor for its workers (before they import prometheus_client, which reads it
 then): each worker writes its values to its own files there, and worker 0's ``/metrics`` adds
 them up, a worker that exited or was restarted included."""
+
+
+Kept = Callable[["LiveRules", dict[str, str]], bool]
+"""Whether the rules configured still have a series (by its labels)."""
 
 
 class Metrics:
@@ -253,47 +259,106 @@ class Metrics:
             registry=r,
         )
 
-        self.live_rules: frozenset[tuple[str, str]] | None = None
-        """``(kind, rule)`` of every rule the chain runs, as last reloaded (``keep_rules``);
-        None until a reload: every series is of a configured rule then."""
+        self.live_rules: LiveRules | None = None
+        """The rules the chain runs, as last reloaded (``keep_rules``); None until a reload:
+        every series is of a configured rule then."""
+        self.per_rule: dict[str, tuple[Counter | Gauge, Kept]] = {
+            next(iter(metric.describe())).name: (metric, kept)
+            for metric, kept in (
+                (self.rule_matched, _matched),
+                (self.bindings, _identity),
+                (self.conversions, _conversion),
+                (self.conversion_duplicates, _conversion),
+                (self.extraction_failures, _either),
+                (self.rule_key_file_unusable, _key_file),
+            )
+        }
+        """The families labelled by a rule (by name), each with whether the rules ``live`` still
+        have a series' rule."""
 
-    def keep_rules(self, live: Iterable[tuple[str, str]]) -> None:
-        """At a reload, ``live`` the ``(kind, rule)`` of every rule now configured: the
-        ``gateway_rule_matched_total`` series of the others (removed, renamed) go, or a
-        dashboard kept showing a dead rule, its count frozen, until a restart. Under a
-        supervisor they are in the workers' files, which prometheus-client cannot remove from
-        (it warns and removes nothing): ``exposition`` leaves them out instead."""
-        self.live_rules = frozenset(live)
+    def keep_rules(self, live: LiveRules) -> None:
+        """At a reload, ``live`` the rules now configured: every series of the others (removed,
+        renamed; a key file no longer read) goes, or a dashboard kept showing a dead rule, its
+        count frozen, and an alert on ``gateway_rule_key_file_unusable`` kept its label, until a
+        restart. Under a supervisor they are in the workers' files, which prometheus-client
+        cannot remove from (it warns and removes nothing): ``exposition`` leaves them out, as it
+        does in one process a count that came after (a conversion committed late)."""
+        self.live_rules = live
         if self.multiprocess_dir is not None:
             return
-        for family in self.rule_matched.collect():
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name.endswith("_total") and (labels["kind"], labels["rule"]) not in self.live_rules:
-                    self.rule_matched.remove(labels["kind"], labels["rule"], labels["status"])
+        for metric, kept in self.per_rule.values():
+            gone = {
+                tuple(sample.labels.values())  # in the metric's label order, as remove takes them
+                for family in metric.collect()
+                for sample in family.samples
+                if not kept(live, sample.labels)
+            }
+            for values in gone:
+                metric.remove(*values)
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or, under a supervisor, of every worker summed
         (read from their files: call it off the event loop)."""
-        if self.multiprocess_dir is None:
+        if self.multiprocess_dir is None and self.live_rules is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        files = MultiProcessCollector(None, self.multiprocess_dir)
-        merged.register(files if self.live_rules is None else _LiveRulesOnly(files, self.live_rules))
+        collected: Collector = (
+            self.registry
+            if self.multiprocess_dir is None
+            else MultiProcessCollector(None, self.multiprocess_dir)
+        )
+        if self.live_rules is not None:
+            live = self.live_rules
+            collected = _LiveRulesOnly(
+                collected, {name: partial(kept, live) for name, (_, kept) in self.per_rule.items()}
+            )
+        merged.register(collected)
         return generate_latest(merged)
 
 
-class _LiveRulesOnly(Collector):
-    """The workers' summed metrics without the ``gateway_rule_matched_total`` series of rules a
-    reload removed (``Metrics.keep_rules``)."""
+@dataclass(frozen=True)
+class LiveRules:
+    """The rules a reload left configured: ``kinds``, ``(kind, rule)`` of each identity and
+    conversion rule; ``key_files``, ``(rule, TOML key)`` of each JWT key read from a file."""
 
-    def __init__(self, files: MultiProcessCollector, live: frozenset[tuple[str, str]]) -> None:
-        self.files, self.live = files, live
+    kinds: frozenset[tuple[str, str]]
+    key_files: frozenset[tuple[str, str]]
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(rule for _, rule in self.kinds)
+
+
+def _matched(live: LiveRules, labels: dict[str, str]) -> bool:
+    return (labels["kind"], labels["rule"]) in live.kinds
+
+
+def _identity(live: LiveRules, labels: dict[str, str]) -> bool:
+    return ("identity", labels["rule"]) in live.kinds
+
+
+def _conversion(live: LiveRules, labels: dict[str, str]) -> bool:
+    return ("conversion", labels["rule"]) in live.kinds
+
+
+def _either(live: LiveRules, labels: dict[str, str]) -> bool:
+    """Extraction failures are by rule alone, of either kind."""
+    return labels["rule"] in live.names
+
+
+def _key_file(live: LiveRules, labels: dict[str, str]) -> bool:
+    return (labels["rule"], labels["key"]) in live.key_files
+
+
+class _LiveRulesOnly(Collector):
+    """The metrics without the series of rules a reload removed (``Metrics.keep_rules``)."""
+
+    def __init__(self, collected: Collector, kept: dict[str, Callable[[dict[str, str]], bool]]) -> None:
+        self.collected, self.kept = collected, kept
 
     def collect(self) -> Iterator[Metric]:
-        for family in self.files.collect():
-            if family.name == "gateway_rule_matched":
-                family.samples = [
-                    s for s in family.samples if (s.labels.get("kind"), s.labels.get("rule")) in self.live
-                ]
+        for family in self.collected.collect():
+            kept = self.kept.get(family.name)
+            if kept is not None:
+                family.samples = [s for s in family.samples if kept(s.labels)]
             yield family

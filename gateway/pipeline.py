@@ -329,6 +329,19 @@ class Pipeline:
         self._request = self._sync_chain("request")
         self._response = self._sync_chain("response")
 
+    def key_files(self) -> frozenset[tuple[str, str]]:
+        """``(rule, TOML key)`` of every JWT key its rules read from a file (and look at again),
+        the labels of ``gateway_rule_key_file_unusable``."""
+        from addons.jwks import FollowsKeyFiles  # lazily: addons import us
+
+        return frozenset(
+            keys.labels
+            for _, addon in self.addons
+            if isinstance(addon, FollowsKeyFiles)
+            for keys in addon.key_files
+            if keys.path is not None
+        )
+
     def take_over(self, old: Pipeline) -> None:
         """A reload's new chain goes on with what the running one's addons remember (the bots
         addon's velocity windows and visitors' behaviour), each addon judging whether it still

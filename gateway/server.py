@@ -44,7 +44,7 @@ from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY
 from gateway.logs import ACCESS_LOGGER, set_level
-from gateway.metrics import Metrics
+from gateway.metrics import LiveRules, Metrics
 from gateway.notices import Notices, config_warnings
 from gateway.options import parse_listen, unresolvable
 from gateway.pipeline import Pipeline, build_pipeline
@@ -359,10 +359,15 @@ class Gateway:
                     log.warning("reload: %s", warning)
         self.settings = settings
         self.admin_app[LIVE_KEY].current = settings
-        # The rules removed or renamed leave /metrics (gateway_rule_matched_total).
+        # The rules removed or renamed, and key files no longer read, leave /metrics.
         self.metrics.keep_rules(
-            [("identity", rule.name) for rule in settings.options.identity.rules]
-            + [("conversion", rule.name) for rule in settings.options.conversions]
+            LiveRules(
+                frozenset(
+                    [("identity", rule.name) for rule in settings.options.identity.rules]
+                    + [("conversion", rule.name) for rule in settings.options.conversions]
+                ),
+                pipeline.key_files(),
+            )
         )
         # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
         self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks

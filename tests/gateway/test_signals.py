@@ -17,9 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import ENV, TOKEN
 from tests.gatewayproc import CHECKOUT, GatewayProcess
+from tests.jwts import jwk, jwks
 
 
 def _write(path: Path, upstream: str, extra: str = "", grace: float = 30.0) -> None:
@@ -771,6 +773,111 @@ async def test_a_reload_takes_the_series_of_removed_rules_out_of_the_metrics(
                 'gateway_rule_matched_total{kind="conversion",rule="signup",status="200"} 1.0',
             ]
         assert not [r for r in gw.logs() if r.get("level") in ("WARNING", "ERROR")], gw.logs()
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+
+
+PER_RULE = (
+    "gateway_rule_key_file_unusable{",
+    "gateway_bindings_total{",
+    "gateway_conversions_total{",
+    "gateway_conversions_duplicate_total{",
+    "gateway_extraction_failures_total{",
+    "gateway_rule_matched_total{",
+)
+
+KEY_FILE = 'gateway_rule_key_file_unusable{{key="conversions[1].when[0].key",rule="{}"}} {}.0'
+
+
+def _rules(login: str, lead: str, checkout: str, keys: Path) -> str:
+    """An identity rule (a binding, a value missing), a conversion rule (a conversion, a
+    duplicate, a value missing) and one whose condition verifies a JWT with a key file."""
+    return (
+        f'[[identity.rules]]\nname = "{login}"\nmethod = "GET"\npath = "/login"\nstatus = [200]\n'
+        'user_id = { query = "uid" }\n'
+        f'[[conversions]]\nname = "{lead}"\nmethod = "GET"\npath = "/lead"\nstatus = [200]\n'
+        'value = { query = "total" }\ncurrency = "EUR"\norder_id = { query = "order" }\n'
+        f'[[conversions]]\nname = "{checkout}"\nmethod = "GET"\npath = "/checkout"\nstatus = [200]\n'
+        'when = [{ jwt_authorization = true, claim = "plan", equals = "pro", algorithm = "RS256",'
+        f' key = "{keys}" }}]\n'
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_reload_takes_every_per_rule_series_of_removed_rules_out_of_the_metrics(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """Only ``gateway_rule_matched_total`` left with its rule: ``gateway_rule_key_file_unusable``
+    (an alert on it fired until a restart), ``gateway_bindings_total``, ``gateway_conversions_total``,
+    ``gateway_conversions_duplicate_total`` and ``gateway_extraction_failures_total`` kept the series
+    of a rule a reload removed or renamed. Now each goes with its rule; the kept ones stay."""
+    keys = tmp_path / "auth0.json"
+    good = jwks(jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048), "a0", alg="RS256"))
+    await asyncio.to_thread(keys.write_bytes, good)
+    upstream = await _page_site(upstream_server)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, upstream, "", 0.1)
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text + _rules("old-login", "old-lead", "old-checkout", keys))
+    gw = await GatewayProcess.start(cfg)
+    try:
+        # Every worker read the key file before it breaks (a worker starting then would refuse it).
+        await gw.wait_for(
+            lambda: len({r.get("worker") for r in gw.logs() if r["msg"] == "listening"}) >= workers, gw.stderr
+        )
+        async with aiohttp.ClientSession() as session:
+
+            async def series() -> list[str]:
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                async with session.get(gw.admin + "/metrics", headers=headers) as resp:
+                    lines = (await resp.text()).splitlines()
+                return sorted(line for line in lines if line.startswith(PER_RULE))
+
+            async def until(expected: list[str]) -> None:
+                for _ in range(100):
+                    if (got := await series()) == expected:
+                        return
+                    await asyncio.sleep(0.2)
+                assert got == expected
+
+            paths = ("/login?uid=u1", "/login", "/lead?total=5&order=o1", "/lead?total=5&order=o1", "/lead")
+            for path in paths:
+                async with session.get(gw.proxy + path) as resp:
+                    assert resp.status == 200
+            await asyncio.to_thread(keys.write_bytes, b'{"keys": [{"kty": "RSA"')  # broken: said 1
+            await until(
+                [
+                    'gateway_bindings_total{rule="old-login"} 1.0',
+                    'gateway_conversions_duplicate_total{rule="old-lead"} 1.0',
+                    'gateway_conversions_total{rule="old-lead"} 2.0',
+                    'gateway_extraction_failures_total{reason="missing",rule="old-login"} 1.0',
+                    'gateway_extraction_failures_total{reason="order_id_missing",rule="old-lead"} 1.0',
+                    'gateway_extraction_failures_total{reason="value_missing",rule="old-lead"} 1.0',
+                    KEY_FILE.format("old-checkout", 1),
+                    'gateway_rule_matched_total{kind="conversion",rule="old-lead",status="200"} 3.0',
+                    'gateway_rule_matched_total{kind="identity",rule="old-login",status="200"} 2.0',
+                ]
+            )
+            # All three renamed; the key file good again (a new file would not start with a broken one).
+            await asyncio.to_thread(keys.write_bytes, good)
+            await asyncio.to_thread(cfg.write_text, text + _rules("login", "lead", "checkout", keys))
+            gw.signal(signal.SIGHUP)
+            for worker in range(workers):
+                await gw.wait_log(
+                    lambda r, w=worker: r["msg"].startswith("config reloaded") and r.get("worker", 0) == w
+                )
+            await asyncio.sleep(0.5)  # past the old chain's shutdown_grace: its key-file watcher stopped
+            await until([KEY_FILE.format("checkout", 0)])
+            async with session.get(gw.proxy + "/login?uid=u2") as resp:
+                assert resp.status == 200
+            await until(
+                [
+                    'gateway_bindings_total{rule="login"} 1.0',
+                    KEY_FILE.format("checkout", 0),
+                    'gateway_rule_matched_total{kind="identity",rule="login",status="200"} 1.0',
+                ]
+            )
         assert await gw.stop() == 0
     finally:
         await gw.kill()
