@@ -817,6 +817,20 @@ def validate_attribution(at: AttributionOptions) -> list[str]:
             f"not a parameter name: {name!r}",
         )
     _check(p, bool(at.verdicts), "attribution.verdicts", "must name at least one verdict")
+    # As /api/payouts?verdicts=review is refused: the payout report pays the allowed traffic and
+    # lists the rest apart, so until 2026-12-07 a default without allow listed ordinary traffic
+    # among the quarantined rows and approved the reviewed traffic alone for payment.
+    known = all(verdict in VERDICTS for verdict in at.verdicts)
+    _check(
+        p,
+        not at.verdicts or not known or "allow" in at.verdicts,
+        "attribution.verdicts",
+        "every report counts these verdicts unless asked for others, and the payout report pays"
+        " the allowed traffic and lists the rest apart; name allow with the verdicts that count"
+        ' too (verdicts = ["allow", "review"]), got ['
+        + ", ".join(f'"{verdict}"' for verdict in at.verdicts)
+        + "]",
+    )
     for i, verdict in enumerate(at.verdicts):
         _check(
             p,

@@ -535,6 +535,21 @@ def test_readme_worked_example_matches_the_code() -> None:
         ),
         ("tier_params = ['a b']\n", "attribution.tier_params[0]: not a parameter name"),
         ("verdicts = []\n", "attribution.verdicts: must name at least one verdict"),
+        # The reports' default verdicts, the payout report's too: it pays the allowed traffic and
+        # lists the rest apart, so without allow (until 2026-12-07 taken) ordinary traffic was
+        # listed among the quarantined rows and the reviewed traffic alone approved for payment.
+        (
+            "verdicts = ['review']\n",
+            "attribution.verdicts: every report counts these verdicts unless asked for others, and the"
+            " payout report pays the allowed traffic and lists the rest apart; name allow with the"
+            ' verdicts that count too (verdicts = ["allow", "review"]), got ["review"]',
+        ),
+        (
+            "verdicts = ['review', 'block']\n",
+            "attribution.verdicts: every report counts these verdicts unless asked for others, and the"
+            " payout report pays the allowed traffic and lists the rest apart; name allow with the"
+            ' verdicts that count too (verdicts = ["allow", "review"]), got ["review", "block"]',
+        ),
         (
             "verdicts = ['allow', 'alow']\n",
             "attribution.verdicts[1]: unknown verdict 'alow' (verdicts: allow,",
