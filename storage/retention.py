@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,9 +61,41 @@ class PurgeFailed(Exception):
     ``path`` is its file (None for the central store), and ``done`` holds the stores purged
     before it, committed (counted only, in a dry run)."""
 
-    def __init__(self, store: str, done: dict[str, dict[str, int]], path: Path | None = None) -> None:
+    def __init__(
+        self, store: str, done: dict[str, dict[str, int]], path: Path | None = None, central: str = ""
+    ) -> None:
         super().__init__(store)
         self.store, self.done, self.path = store, done, path
+        self.central = central
+        """The central store's: its DSN (which holds the password: never said), else ""."""
+
+
+def central_failure(failed: PurgeFailed, url: str) -> str | None:
+    """What a failed purge of the central store (``url``: ``central.url`` as written) says of
+    PostgreSQL or the network, in one line as the sync says it (``connection refused: nothing
+    listens on 10.0.0.5:5432; the server in central.url cannot be reached``), its host and port
+    always named, never the DSN; None for another store's failure, or a defect (its traceback
+    is worth its lines)."""
+    cause = failed.__cause__
+    if not failed.central or cause is None:
+        return None
+    from storage import central  # asyncpg: the postgres extra, imported by the purge
+
+    if not isinstance(cause, central.PG_ERRORS):
+        return None
+    key = central.url_key(url)
+    said = central.explain(cause, key)
+    parts = urllib.parse.urlsplit(failed.central)
+    address = parts.netloc.rpartition("@")[2]  # the user and password before the @ never said
+    try:
+        port = parts.port
+    except ValueError:  # several hosts, each with its port: the netloc names them
+        port = None
+    if address and port is None and "," not in address:
+        address += ":5432"
+    if address and address not in said:
+        said += f" ({key} names {address})"
+    return said
 
 
 async def disk_fault_of(failed: PurgeFailed) -> str | None:
@@ -169,6 +202,7 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
     done: dict[str, dict[str, int]] = {}
     store = f"the store {settings.store_path} (storage.path)"
     path: Path | None = settings.store_path
+    dsn = ""
     try:
         done["local"] = await purge_local(settings.store_path, before, dry_run=dry_run)
         mirror = settings.mirror_path
@@ -176,11 +210,11 @@ async def purge(settings: Settings, now: datetime, *, dry_run: bool = False) -> 
             store, path = f"the reporting mirror {mirror} (central.mirror_path)", mirror
             done["mirror"] = await purge_local(mirror, before, dry_run=dry_run, tables=MIRROR_TABLES)
         if settings.central_url:
-            store, path = "the central store (central.url)", None
+            store, path, dsn = "the central store (central.url)", None, settings.central_url
             timeout = settings.options.central.connect_timeout
             done["central"] = await purge_central(settings.central_url, timeout, before, dry_run=dry_run)
     except Exception as err:  # which store, and what the ones before it had deleted
-        raise PurgeFailed(store, done, path) from err
+        raise PurgeFailed(store, done, path, dsn) from err
     return done
 
 
@@ -233,6 +267,12 @@ async def run_daily(
                     failed.store,
                     fault,
                     failed.__cause__,
+                )
+            elif (said := central_failure(failed, settings.options.central.url)) is not None:
+                # PostgreSQL away: one line, as the sync says it (until 2026-12-07 asyncpg's
+                # traceback at ERROR, every run while it stayed away).
+                log.warning(
+                    "retention: purge failed on %s: %s; tried again at the next run", failed.store, said
                 )
             else:
                 log.error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
 from storage.retention import LOCAL_TABLES, PurgeFailed, purge_counted, purge_local, run_daily
-from tests.conftest import ENV, make_settings
+from tests.conftest import ENV, free_port, make_settings
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,3 +258,41 @@ async def test_purged_rows_are_gone_from_the_write_ahead_log(tmp_path: Path) -> 
         assert b"purged-order-77" not in after
     finally:
         await store.close()
+
+
+async def test_a_purge_with_the_central_store_unreachable_says_it_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daily purge with ``[central]`` away logged ``retention: purge failed on the central
+    store`` at ERROR with asyncpg's traceback, every run while it stayed away. Now one line, as
+    the local store's full disk: the host and port of ``central.url`` (never its password),
+    what the network said, and that the purge is tried again at the next run."""
+    port = free_port()  # nothing listens on it
+    settings = make_settings(
+        tmp_path,
+        '[privacy]\nretention_days = 60\n[central]\nurl = "env:GW_CENTRAL"\n',
+        GW_CENTRAL=f"postgresql://gw:s3cret-pw@127.0.0.1:{port}/gw",
+    )
+    await fill(settings.store_path)
+    metrics = Metrics()
+    with caplog.at_level(logging.INFO, logger="gateway.retention"):
+        task = asyncio.create_task(run_daily(settings, metrics, 3600.0))
+        try:
+            for _ in range(3000):  # until the purge has failed (bounded)
+                if any(r.levelno >= logging.WARNING for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    failed = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.exc_info) for r in failed] == [("WARNING", None)], failed
+    said = failed[0].getMessage()
+    assert said.startswith("retention: purge failed on the central store (central.url): "), said
+    assert f"nothing listens on 127.0.0.1:{port}" in said and said.endswith("tried again at the next run"), (
+        said
+    )
+    assert "s3cret-pw" not in said and "\n" not in said, said
+    # The local rows went all the same (committed before the central purge), counted.
+    assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
