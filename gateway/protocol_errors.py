@@ -734,6 +734,22 @@ def rooted(factory: _RequestFactory) -> _RequestFactory:
     return make
 
 
+def closing_while(draining: asyncio.Event, factory: _RequestFactory) -> _RequestFactory:
+    """``factory``, but while ``draining`` is set (a stop's ``proxy.drain_seconds``) each request
+    is made as if its client had sent ``Connection: close``: aiohttp's answer says
+    ``Connection: close`` (HTTP/1.1) and the connection closes after it, so a kept-alive client
+    (a balancer's pool, a browser) opens its next one elsewhere. Until 2026-12-07 it reused this
+    one until the listeners closed, and met a reset. An upgrade (a WebSocket) is left as asked:
+    its relay closes with 1001 at the stop (``gateway/websocket.py``)."""
+
+    def make(message: RawRequestMessage, payload: Any, protocol: Any, *args: Any) -> web.BaseRequest:
+        if draining.is_set() and not message.should_close and not message.upgrade:
+            message = message._replace(should_close=True)
+        return factory(message, payload, protocol, *args)
+
+    return make
+
+
 def answered_in_http11(factory: _RequestFactory) -> _RequestFactory:
     """``factory``, but the stand-in request aiohttp makes for what its parser refused is an
     HTTP/1.1 one, so the refusal's status line says ``HTTP/1.1`` (RFC 9112 §2.3: the highest
@@ -762,7 +778,8 @@ class Runner(web.AppRunner):
     ``header_timeout``: seconds a request head may take to arrive whole once its first byte came
     (later: 408); aiohttp's ``keepalive_timeout`` among ``kwargs`` bounds an idle connection.
     ``timed_out``: by option (``keepalive_timeout``, ``header_timeout``), called for each
-    connection either closes. ``Gateway.listener`` gives each listener's."""
+    connection either closes. ``draining``: once set, every answer closes its connection
+    (``closing_while``). ``Gateway.listener`` gives each listener's."""
 
     def __init__(
         self,
@@ -775,9 +792,11 @@ class Runner(web.AppRunner):
         timed_out: Mapping[str, Callable[[], None]] | None = None,
         handler: _Handle | None = None,
         header_timeout: float | None = None,
+        draining: asyncio.Event | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
+        self.draining = draining
         self.public, self.json_paths, self.headers = public, json_paths, headers or {}
         self.counted = counted
         self.timed_out = timed_out or {}
@@ -796,9 +815,10 @@ class Runner(web.AppRunner):
         # ``rooted`` is for): the app still makes the requests and runs its start and cleanup.
         handler = self.handler or server.request_handler
         factory = server.request_factory if self.handler else rooted(server.request_factory)
+        factory = answered_in_http11(factory)
         made = _Server(
             handler,
-            request_factory=answered_in_http11(factory),
+            request_factory=factory if self.draining is None else closing_while(self.draining, factory),
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             **server._kwargs,

@@ -243,6 +243,9 @@ class Gateway:
     going_away: asyncio.Event = field(default_factory=asyncio.Event)
     """Set as the proxy listener shuts down: WebSocket relays, which would otherwise hold the
     shutdown for the whole grace period, close both sides with 1001 (going away)."""
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a stop's drain begins (``proxy.drain_seconds``): the proxy's answers close their
+    connections (``Connection: close``), so kept-alive clients move to another instance."""
     background: dict[str, Background] = field(default_factory=dict)
     erasures_seen: int | None = None
     """The last erasure the pipeline was told of (``_follow_erasures``; None: not started)."""
@@ -297,6 +300,7 @@ class Gateway:
                 "handler": self.slot.serve,
                 "json_paths": self._reserved,
                 "counted": self.metrics.requests.labels("bad_request").inc,
+                "draining": self.draining,
                 **bounds,
             }
         # No lingering: a body a handler left unread (refused before, or one that does not
@@ -816,6 +820,7 @@ async def _drain(gw: Gateway, seconds: float) -> None:
     if seconds <= 0:
         return
     gw.admin_app[STOPPING_KEY].set()
+    gw.draining.set()  # kept-alive visitors are told to go: Connection: close on each answer
     log.info(
         "stopping: /healthz answers 503 for proxy.drain_seconds (%g s) while the proxy serves on;"
         " then in-flight requests finish within proxy.shutdown_grace",

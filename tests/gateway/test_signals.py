@@ -45,6 +45,12 @@ def _sources(path: Path) -> list[str]:
 
 async def _response(reader: asyncio.StreamReader) -> int:
     """Read one HTTP/1.1 response (Content-Length or chunked body) off a kept-alive connection."""
+    status, _ = await _answer(reader)
+    return status
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, str]:
+    """``_response``'s status, and its head (lower case)."""
     async with asyncio.timeout(20):
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
         status = int(head.split()[1])
@@ -58,7 +64,7 @@ async def _response(reader: asyncio.StreamReader) -> int:
                 0,
             )
             await reader.readexactly(length)
-    return status
+    return status, head
 
 
 async def _refused(host: str, port: int) -> None:
@@ -613,6 +619,50 @@ async def test_a_drain_says_stopping_on_healthz_while_the_proxy_serves_on(
                 ):
                     assert resp.status == 200 and await resp.text() == "page"
             assert gw.proc.returncode is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(gw.proc.pid, signal.SIGKILL)
+        await gw.kill()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_drain_closes_a_kept_alive_connection_after_its_next_answer(
+    tmp_path: Path, upstream_server: object, workers: int
+) -> None:
+    """During ``proxy.drain_seconds`` the proxy's answers carry ``Connection: close`` and the
+    connection closes after them, so a kept-alive client (a load balancer's pool, a browser)
+    opens its next one elsewhere. Until 2026-12-07 they said nothing: such a client reused the
+    connection until the listeners closed, and then met a reset."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 600.0")
+    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg, new_session=True)
+    try:
+        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
+        host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            request = "GET /?utm_source={} HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+            writer.write(request.format("before").encode())
+            status, head = await _answer(reader)
+            assert status == 200 and "connection: close" not in head, head
+            gw.signal(signal.SIGTERM)
+            await gw.wait_for(
+                lambda: sum(str(r["msg"]).startswith("stopping: /healthz") for r in gw.logs()) >= workers,
+                gw.stderr,
+            )
+            writer.write(request.format("during").encode())  # the same connection, kept alive
+            status, head = await _answer(reader)
+            assert status == 200 and "\r\nconnection: close\r\n" in head, head
+            async with asyncio.timeout(20):
+                assert await reader.read() == b""  # closed by the gateway, the answer whole
+        finally:
+            writer.close()
+        async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=new") as resp:
+            assert resp.status == 200 and resp.headers.get("Connection") == "close", resp.headers
+            assert await resp.text() == "page"
+        assert gw.proc.returncode is None  # still draining: the listeners take new connections
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(gw.proc.pid, signal.SIGKILL)
