@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
-import socket
 import textwrap
 import tomllib
 import uuid
@@ -52,24 +50,6 @@ def blockbuster() -> Iterator[BlockBuster]:
             # connection parameters: a few stat() calls per (re)connect, never per request.
             function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
         yield bb
-
-
-def free_port() -> int:
-    """A loopback port free now, for a process a test starts to bind later (mitmdump, ``gateway
-    run`` on fixed ports), or to find nothing listening on. Drawn below Linux's ephemeral range
-    (32768-60999): a port the kernel hands out for ``bind`` to port 0 could go to another
-    process's listener or outgoing connection before ours bound it — mitmdump then exited on
-    "address already in use" while the test, connecting, found that other process (a loaded
-    machine, 2026-12-07). Below the range only a process binding that very port can take it."""
-    for _ in range(200):
-        port = random.randrange(20_000, 32_768)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:  # in use
-                continue
-            return port
-    raise AssertionError("no free loopback port between 20000 and 32767")
 
 
 def make_settings(tmp_path: Path, toml: str = "", **env: str) -> Settings:

@@ -25,8 +25,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bench.ports import free_port
 from gateway.pages import error_page
-from tests.conftest import ENV, GatewayFactory, free_port
+from tests.conftest import ENV, GatewayFactory
 from tests.gateway.test_websocket import BODIES, Received, recording_site, upgrade_with_body
 
 pytest.importorskip("mitmproxy")

@@ -25,10 +25,11 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from bench.ports import free_port
 from gateway import pages
 from gateway.pipeline import Exchange, Pipeline
 from gateway.proxy import ProxyHost
-from tests.conftest import RunningGateway, free_port
+from tests.conftest import RunningGateway
 from tests.gateway.test_malformed import raw_request, read_response
 
 MB = 1024 * 1024

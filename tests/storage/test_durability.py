@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway, free_port
+from bench.ports import free_port
+from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway
 from tests.gatewayproc import GatewayProcess as GatewayRun
 from tests.storage.stores import execute, query
 

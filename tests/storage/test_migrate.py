@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from bench.ports import free_port
 from gateway.importrun import run_import
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -158,12 +158,6 @@ async def test_a_store_made_while_0003_was_not_merged_yet_is_upgraded(tmp_path: 
     assert await read(path, "SELECT visitor_key, verdict, effective_verdict FROM effective_touchpoints") == [
         ("v", None, None)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_migration_that_fails_is_said_as_a_store_that_cannot_open(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.ports import free_port
 from gateway.events import (
     BadEvent,
     Binding,
@@ -32,7 +33,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
 from storage.retention import LOCAL_TABLES, PurgeFailed, purge_counted, purge_local, run_daily
-from tests.conftest import ENV, free_port, make_settings
+from tests.conftest import ENV, make_settings
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
