@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings | int:
 def cmd_purge(args: argparse.Namespace) -> int:
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
-    from storage.retention import PurgeFailed, cutoff, purge
+    from storage.retention import PurgeFailed, central_failure, cutoff, purge
 
     settings = _settings(args)
     if isinstance(settings, int):
@@ -63,12 +63,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
             print(f"  {store} {table}: {verb} {rows:,}")
     if failed is not None:
         cause = failed.__cause__
-        # PostgreSQL away or refusing says little by its message alone (a refused connection)
         # The node's store fails first; past it, the mirror (the central store's are not SQLite's)
         path = settings.store_path if "local" not in done else (settings.mirror_path or settings.store_path)
         key = "storage.path" if path == settings.store_path else "central.mirror_path"
         why = f"{cause}{store_hint(cause, path, key)}"
-        if not isinstance(cause, SchemaTooNew | sqlite3.Error):
+        if (central := central_failure(failed, settings.options.central.url)) is not None:
+            why = central  # PostgreSQL or the network, in the sync's words: host and port named
+        elif not isinstance(cause, SchemaTooNew | sqlite3.Error):
             why = f"{type(cause).__name__}: {cause}"
         if args.dry_run:
             kept = "; a dry run: nothing deleted"

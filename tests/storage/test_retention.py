@@ -297,3 +297,23 @@ async def test_a_purge_with_the_central_store_unreachable_says_it_in_one_line(
     assert "s3cret-pw" not in said and "\n" not in said, said
     # The local rows went all the same (committed before the central purge), counted.
     assert metrics.registry.get_sample_value("gateway_purged_rows_total", {"table": "touchpoints"}) == 1
+
+
+def test_the_purge_command_with_the_central_store_unreachable_says_it_as_the_sync_does(config: Path) -> None:
+    """``gateway purge`` with ``[central]`` away printed ``ConnectionRefusedError: [Errno 111]
+    Connect call failed ('127.0.0.1', 9)``; it now says it in the sync's words, naming the
+    host and port of ``central.url`` (never its password), after the local rows it deleted."""
+    port = free_port()  # nothing listens on it
+    cfg = config.parent / "central.toml"
+    cfg.write_text(config.read_text() + '[central]\nurl = "env:GW_CENTRAL"\n')
+    failed = gateway(
+        "purge", "-c", str(cfg), env={"GW_CENTRAL": f"postgresql://gw:s3cret-pw@127.0.0.1:{port}/gw"}
+    )
+    assert failed.returncode == 1, failed
+    assert (
+        f"gateway: purge failed on the central store (central.url): connection refused: nothing listens on"
+        f" 127.0.0.1:{port}"
+    ) in failed.stderr, failed.stderr
+    assert "the rows listed above (local) are deleted all the same" in failed.stderr, failed.stderr
+    assert "Error:" not in failed.stderr and "s3cret-pw" not in failed.stderr, failed.stderr
+    assert f"local touchpoints: deleted {purged_rows()}" in failed.stdout, failed.stdout
