@@ -522,12 +522,16 @@ async def test_a_request_the_site_never_answers_is_cut_off_after_the_grace_not_t
     assert 6.0 <= waited < 6.0 + 5, f"the request was cut off {waited:.1f} s into the stop, with a 6 s grace"
 
 
-async def _two_workers(tmp_path: Path, site: str, workers: int, extra: str = "") -> GatewayProcess:
+async def _two_workers(
+    tmp_path: Path, site: str, workers: int, extra: str = "", new_session: bool = False
+) -> GatewayProcess:
+    """``gateway run`` with ``workers`` workers, each listening (``new_session``: its own
+    process group, for a test that ends it with SIGKILL to the group)."""
     cfg = tmp_path / "gateway.toml"
     await asyncio.to_thread(_write, cfg, site, extra)
     text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
     await asyncio.to_thread(cfg.write_text, text)
-    gw = await GatewayProcess.start(cfg)
+    gw = await GatewayProcess.start(cfg, new_session=new_session)
     await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
     return gw
 
@@ -595,13 +599,9 @@ async def test_a_drain_says_stopping_on_healthz_while_the_proxy_serves_on(
     rotation before its listeners close. Until 2026-12-07 both listeners closed at once: the
     health check was refused together with the visitors, never unready while the site was
     served. (A long drain, ended here by SIGKILL; the next test lets a short one run out.)"""
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 600.0")
-    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
-    await asyncio.to_thread(cfg.write_text, text)
-    gw = await GatewayProcess.start(cfg, new_session=True)
+    site = await _page_site(upstream_server)
+    gw = await _two_workers(tmp_path, site, workers, "drain_seconds = 600.0", new_session=True)
     try:
-        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{gw.admin}/healthz") as resp:
                 assert resp.status == 200
@@ -633,13 +633,9 @@ async def test_a_drain_closes_a_kept_alive_connection_after_its_next_answer(
     connection closes after them, so a kept-alive client (a load balancer's pool, a browser)
     opens its next one elsewhere. Until 2026-12-07 they said nothing: such a client reused the
     connection until the listeners closed, and then met a reset."""
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 600.0")
-    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
-    await asyncio.to_thread(cfg.write_text, text)
-    gw = await GatewayProcess.start(cfg, new_session=True)
+    site = await _page_site(upstream_server)
+    gw = await _two_workers(tmp_path, site, workers, "drain_seconds = 600.0", new_session=True)
     try:
-        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
         host, _, port = gw.proxy.removeprefix("http://").rpartition(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
@@ -675,13 +671,9 @@ async def test_a_drain_that_runs_out_ends_in_the_usual_clean_stop(
 ) -> None:
     """After ``proxy.drain_seconds`` the stop is the usual one: the listeners close, in-flight
     requests finish, the store is flushed, exit 0 (the supervisor waits the drain too)."""
-    cfg = tmp_path / "gateway.toml"
-    await asyncio.to_thread(_write, cfg, await _page_site(upstream_server), "drain_seconds = 0.5")
-    text = (await asyncio.to_thread(cfg.read_text)).replace("workers = 1", f"workers = {workers}")
-    await asyncio.to_thread(cfg.write_text, text)
-    gw = await GatewayProcess.start(cfg)
+    site = await _page_site(upstream_server)
+    gw = await _two_workers(tmp_path, site, workers, "drain_seconds = 0.5")
     try:
-        await gw.wait_for(lambda: sum(r["msg"] == "listening" for r in gw.logs()) >= workers, gw.stderr)
         async with aiohttp.ClientSession() as session, session.get(f"{gw.proxy}/?utm_source=before") as resp:
             assert resp.status == 200
         assert await gw.stop() == 0
