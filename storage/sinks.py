@@ -535,7 +535,27 @@ class Sink:
         """Send one user's identify and track calls again, now (cursors untouched); messages sent.
         ``user_keys``: every form the user's bindings may be kept under (``Keys.user_keys``: an
         earlier ``user_id_storage``, the lower-cased ID), as the journey lookup and an erasure
-        find them. The messageIds are the ones sent before, so nothing counts twice downstream."""
+        find them. The messageIds are the ones sent before, so nothing counts twice downstream.
+        An erasure stored while its batches wait (the rate limit, a batch of the background round
+        in flight) makes it read again, as a round does: until 2026-12-07 an erased user's
+        messages, read before the erasure, went out after it."""
+        while True:
+            mark = await erasure_mark(db)
+            messages = await self._user_messages(db, user_keys)
+
+            async def current(mark: int = mark) -> bool:
+                return await erasure_mark(db) == mark
+
+            try:
+                return await self.send(messages, skip_refused=False, current=current)
+            except Stale:
+                continue
+
+    async def _user_messages(
+        self, db: aiosqlite.Connection, user_keys: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """One user's identify and track calls, as ``resend_user`` sends them; NothingRecorded
+        when there is nothing to send."""
         marks = ",".join("?" for _ in user_keys)
         async with db.execute(
             f"SELECT * FROM identities WHERE user_key IN ({marks}) ORDER BY rowid", tuple(user_keys)
@@ -564,7 +584,7 @@ class Sink:
                 " recorded (none, or each made without consent: privacy.consent_cookie), and an"
                 " identify without source traits would tell the destination nothing"
             )
-        return await self.send(messages, skip_refused=False)
+        return messages
 
     async def run(self) -> None:
         """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff, a

@@ -1200,3 +1200,30 @@ async def test_an_outage_whose_answers_change_on_every_request_is_still_one_warn
     assert failing[3][1].startswith("sink out still failing, now (HTTP 503: "), failing
     recovered = [r for r in lines if "sink out recovered after 4 failed attempts" in r.getMessage()]
     assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
+
+
+async def test_a_resend_on_demand_sends_nothing_of_a_user_erased_while_it_waits(
+    world, batch_api: BatchApi
+) -> None:
+    """A re-send on demand (``POST /api/sinks/…``, ``gateway sink send``) reads the user's
+    messages, then waits for the sink's rate limit (or a batch of the background round still in
+    flight). An erasure of the user stored meanwhile used to be no matter: the messages read
+    before it went out after it, raw user ID and traits, to a third party. Now the re-send sees
+    the erasure before each batch, as the background round does, and says the user was erased."""
+    from storage.erasure import erase_user
+
+    toml = "[identity]\nuser_id_storage = 'plain'\n"
+    w = await world(toml + sink_toml(batch_api, rate_per_second=0.25))  # one request each 4 s
+    _, user_key = await seed(w)
+    await one_round(w)  # sent once: the next request waits for the rate limit
+    batch_api.calls.clear()
+    resend = asyncio.create_task(w.sinks.resend_user([user_key]))
+    await asyncio.sleep(0.5)  # read, and waiting for the rate limit
+    await erase_user(
+        w.settings.store_path, user_key, "alice", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a"
+    )
+    with pytest.raises(NothingRecorded) as erased:
+        async with asyncio.timeout(20):
+            await resend
+    assert str(erased.value).startswith("nothing recorded for this user: erased on ")
+    assert batch_api.calls == []  # nothing of hers left the machine after the erasure
