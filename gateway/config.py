@@ -33,7 +33,14 @@ from yarl import URL
 
 from gateway.attribution import report_zone
 from gateway.channels import Channels
-from gateway.config_checks import admin_exposure, has_credentials, http_url, segment_credentials, validate
+from gateway.config_checks import (
+    admin_exposure,
+    has_credentials,
+    http_url,
+    segment_base,
+    segment_credentials,
+    validate,
+)
 from gateway.config_values import (
     PADDED,
     TYPE_WORDS,
@@ -1355,6 +1362,8 @@ def resolve_sink_urls(
             )
         elif sink.kind == "segment" and has_credentials(value):
             problems.append(f"{key}: the value of {name}: {segment_credentials(f'sinks[{i}]')}")
+        elif sink.kind == "segment" and (wrong := segment_base(value)):
+            problems.append(f"{key}: the value of {name}: {wrong}")
         else:
             urls[sink.name] = value
     return urls

@@ -554,6 +554,8 @@ def _validate_central(options: Options) -> list[str]:
             _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
             if sink.kind == "segment" and has_credentials(sink.url):
                 p.append(f"{key}.url: {segment_credentials(key)}")
+            elif sink.kind == "segment" and (wrong := segment_base(sink.url)):
+                p.append(f"{key}.url: {wrong}")
         _within(p, f"{key}.batch_size", sink.batch_size, 1, 10_000)
         biggest, largest = sink.max_message_bytes, sink.max_batch_bytes
         if biggest < 1024:
@@ -593,6 +595,24 @@ def segment_credentials(key: str) -> str:
         f"a segment sink sends its write key ({key}.secret) as HTTP Basic, so its URL cannot carry"
         " a user:password@ too; remove it (a webhook sink sends one as HTTP Basic)"
     )
+
+
+def segment_base(value: str) -> str | None:
+    """Why the http(s) URL ``value`` is no segment sink's API base, to which ``/v1/batch`` is
+    appended; None when it is one. Segment's documentation gives the whole
+    ``https://api.segment.io/v1/batch``: taken (until 2026-12-07), every batch went to
+    ``…/v1/batch/v1/batch`` and got a 404 for ever; a query or fragment took the appended path
+    into itself (``/?region=eu/v1/batch``). Never quotes ``value`` (it may hold a token)."""
+    base = "a segment sink's url is the API base (https://api.segment.io), to which /v1/batch is appended"
+    try:
+        url = URL(value)
+    except ValueError:
+        return None
+    if url.path.rstrip("/").endswith("/v1/batch"):
+        return f"{base}; remove /v1/batch"
+    if url.raw_query_string or url.raw_fragment or "?" in value or "#" in value:
+        return f"{base}; it can hold no ?query or #fragment"
+    return None
 
 
 def http_url(value: str) -> bool:

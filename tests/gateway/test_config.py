@@ -1157,6 +1157,34 @@ def test_a_segment_sinks_url_with_a_user_and_password_is_refused() -> None:
     assert load_settings(None, text=webhook, environ={**ENV, "S": "s" * 32}).sink_urls
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("https://api.segment.io/v1/batch", "remove /v1/batch"),
+        ("https://api.segment.io/v1/batch/", "remove /v1/batch"),
+        ("https://hosted.rudderlabs.com/v1/batch?k=t0ps3cret", "remove /v1/batch"),
+        ("https://api.segment.io/?region=eu", "it can hold no ?query or #fragment"),
+        ("https://api.segment.io/#x", "it can hold no ?query or #fragment"),
+    ],
+)
+def test_a_segment_sinks_url_that_is_not_the_api_base_is_refused(url: str, said: str) -> None:
+    """``/v1/batch`` is appended to a segment sink's URL: Segment's own documentation gives the
+    whole ``https://api.segment.io/v1/batch``, which ``gateway check`` took and every batch then
+    went to ``…/v1/batch/v1/batch`` (404, the cursor held for ever); a query or fragment took the
+    appended path into itself (``/?region=eu/v1/batch``). Written in the file or read from the
+    environment, the URL is a problem naming the key (the variable's value never shown)."""
+    segment = "[[sinks]]\nname = 'seg'\nkind = 'segment'\nsecret = 'env:S'\n"
+    base = "a segment sink's url is the API base (https://api.segment.io), to which /v1/batch is appended"
+    found = problems(segment + f"url = {url!r}\n", {**ENV, "S": "s" * 32})
+    assert [p for p in found if p.startswith("sinks[0].url")] == [f"sinks[0].url: {base}; {said}"], found
+    found = problems(segment + "url = 'env:SEG_URL'\n", {**ENV, "S": "s" * 32, "SEG_URL": url})
+    expected = f"sinks[0].url: the value of SEG_URL: {base}; {said}"
+    assert [p for p in found if p.startswith("sinks[0].url")] == [expected], found
+    assert "t0ps3cret" not in "\n".join(found)
+    webhook = segment.replace("'segment'", "'webhook'") + f"url = {url!r}\n"  # its URL is the endpoint
+    assert load_settings(None, text=webhook, environ={**ENV, "S": "s" * 32}).sink_urls == {"seg": url}
+
+
 def test_a_webhook_sinks_secret_with_white_space_is_not_called_a_senders() -> None:
     """A webhook sink's signing secret is the gateway's own, not a sender's: a newline left in it
     was refused as "the sender's secret has none"."""
