@@ -18,10 +18,34 @@ import aiohttp
 def no_connection(err: aiohttp.ClientConnectorError) -> str:
     """Why no connection was made: ``connection refused: nothing listens on 127.0.0.1:8000``,
     ``shop.internal cannot be resolved (Name or service not known)``. A TLS failure keeps
-    aiohttp's words (the doctor tells the upstream's apart before it gets here)."""
+    aiohttp's words (the doctor tells the upstream's apart before it gets here, and a sink
+    says it with ``tls_failure``)."""
     if isinstance(err, aiohttp.ClientSSLError):
         return f"{type(err).__name__}: {err}"
     return not_connected(err.host, err.port, err.os_error)
+
+
+def tls_failure(err: aiohttp.ClientSSLError, key: str) -> str:
+    """Why TLS with a destination failed, as ``gateway doctor`` says it, with what to do about
+    ``key`` (``sinks[0].url``): a plain-HTTP server asked in https://, a certificate no CA the
+    gateway trusts signed (aiohttp's words, ``… ssl:default [[SSL: WRONG_VERSION_NUMBER] …
+    (_ssl.c:1006)]``, until 2026-12-07)."""
+    where = f"[{err.host}]:{err.port}" if ":" in err.host else f"{err.host}:{err.port}"
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        cert = err.certificate_error
+        why = getattr(cert, "verify_message", "") or getattr(cert, "reason", "") or str(cert)
+        return (
+            f"the TLS certificate of {where} is not trusted: {why}; give the destination a"
+            " certificate a public CA signed, or point SSL_CERT_FILE in the gateway's environment"
+            f" at the CA that signed it (check {key})"
+        )
+    reason = getattr(err.os_error, "reason", None)
+    if reason == "WRONG_VERSION_NUMBER":
+        return (
+            f"{where} does not answer in TLS: it likely speaks plain HTTP there; write {key}"
+            " with http://, or name its TLS port"
+        )
+    return f"TLS with {where} failed: {reason or err.os_error}; check {key}"
 
 
 def not_connected(host: str, port: int | None, cause: BaseException) -> str:

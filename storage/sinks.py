@@ -65,7 +65,7 @@ from gateway.config import Settings
 from gateway.har import printable
 from gateway.keys import Keys
 from gateway.metrics import Metrics
-from gateway.networds import no_connection
+from gateway.networds import no_connection, tls_failure
 from gateway.options import SinkOptions
 from gateway.signing import standard_signature
 from gateway.usernames import named_user
@@ -210,7 +210,9 @@ class Sink:
                 raise SinkError(
                     f"no answer within {self.key}.timeout_seconds ({self.options.timeout_seconds:g} s)"
                 ) from err
-            except aiohttp.ClientConnectorError as err:  # no such host, refused, TLS refused
+            except aiohttp.ClientSSLError as err:  # plain HTTP asked in https://, a certificate not trusted
+                raise SinkError(tls_failure(err, f"{self.key}.url")) from err
+            except aiohttp.ClientConnectorError as err:  # no such host, refused
                 raise SinkError(f"{no_connection(err)}; check {self.key}.url") from err
             except aiohttp.ClientError as err:
                 # aiohttp's words quote the URL (a token in its path or query, until 2026-12-07

@@ -1227,3 +1227,50 @@ async def test_a_resend_on_demand_sends_nothing_of_a_user_erased_while_it_waits(
             await resend
     assert str(erased.value).startswith("nothing recorded for this user: erased on ")
     assert batch_api.calls == []  # nothing of hers left the machine after the erasure
+
+
+async def test_a_tls_failure_is_said_as_the_doctor_says_it_not_in_aiohttps_words(
+    world, batch_api: BatchApi, tmp_path: Path
+) -> None:
+    """An https:// sink URL of a destination that speaks plain HTTP, or whose certificate no CA
+    the gateway trusts signed, failed in aiohttp's words (until 2026-12-07): `ClientConnectorSSLError:
+    Cannot connect to host 127.0.0.1:8000 ssl:default [[SSL: WRONG_VERSION_NUMBER] wrong version
+    number (_ssl.c:1006)]; check sinks[0].url`. Now as `gateway doctor` says it, with what to do."""
+    import ssl
+
+    from tests.gateway.test_upstream import self_signed
+
+    plain = batch_api.url.replace("http://", "https://")
+    w = await world(sink_toml(BatchApi(url=plain)))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    with pytest.raises(SinkError) as failed:
+        await one_round(w)
+    where = plain.removeprefix("https://")
+    assert str(failed.value) == (
+        f"{where} does not answer in TLS: it likely speaks plain HTTP there;"
+        " write sinks[0].url with http://, or name its TLS port"
+    )
+    cert_file, key_file = await asyncio.to_thread(self_signed, tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    await asyncio.to_thread(context.load_cert_chain, cert_file, key_file)
+    app = web.Application()
+    app.router.add_post("/v1/batch", batch_api.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        where = f"127.0.0.1:{runner.addresses[0][1]}"
+        await asyncio.to_thread((tmp_path / "b").mkdir)
+        w = await world(sink_toml(BatchApi(url=f"https://{where}")))
+        await w.store.write([touch(0, "1" * 32, "news")])
+        with pytest.raises(SinkError) as failed:
+            await one_round(w)
+    finally:
+        await runner.cleanup()
+    assert str(failed.value) == (
+        f"the TLS certificate of {where} is not trusted: self-signed certificate; give the"
+        " destination a certificate a public CA signed, or point SSL_CERT_FILE in the gateway's"
+        " environment at the CA that signed it (check sinks[0].url)"
+    )
+    assert batch_api.calls == []
