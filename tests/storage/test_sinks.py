@@ -1001,10 +1001,11 @@ async def test_a_refusal_quoting_the_raw_user_id_is_logged_without_it(
 async def test_a_wrong_path_says_to_check_the_url_and_what_a_segment_url_is(
     world, batch_api: BatchApi
 ) -> None:
-    """Segment's docs name `https://api.segment.io/v1/batch`; pasted as `sinks.url`, the sink
-    posts to `…/v1/batch/v1/batch` and every batch is a 404, which said `HTTP 404` alone (until
-    2026-12-05): now what to check, and that the segment URL is the API base. The rows wait."""
-    w = await world(sink_toml(BatchApi(url=batch_api.url + "/v1/batch")))
+    """A segment URL whose base path is wrong (a proxy's `/segment` that is not there) makes
+    every batch a 404, which said `HTTP 404` alone (until 2026-12-05): now what to check, and
+    that the segment URL is the API base. The rows wait. (Segment's whole `…/v1/batch`, pasted
+    as `sinks.url`, is a config problem since 2026-12-07: test_config.)"""
+    w = await world(sink_toml(BatchApi(url=batch_api.url + "/segment")))
     await w.store.write([touch(0, "1" * 32, "news")])
     with pytest.raises(SinkError) as wrong:
         await one_round(w)
