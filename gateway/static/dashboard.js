@@ -66,6 +66,17 @@ function money(v, currency) {
   return `${FORMATS.get(places).format(halfEven(v * 10 ** places) / 10 ** places + 0)} ${currency}`;
 }
 
+// The page's one order of currencies, from a part's rows (each with currency and conversions):
+// the currency of the most conversions first, ties by code. The amounts came as the API's rows
+// did: the totals by the first day each was credited on, a model table's cell by amount, so
+// that one currency stood first in one cell and second in the next.
+function currencyOrder(rows) {
+  const n = new Map();
+  for (const r of rows) if (r.currency) n.set(r.currency, (n.get(r.currency) || 0) + r.conversions);
+  const order = [...n.keys()].sort((a, b) => n.get(b) - n.get(a) || (a < b ? -1 : a > b ? 1 : 0));
+  return new Map(order.map((c, i) => [c, i]));
+}
+
 // Rounded to a whole number as the reports round (half to even: 2.5 is 2, 3.5 is 4).
 function halfEven(x) {
   const r = Math.round(x);
@@ -147,8 +158,9 @@ function renderTotals(counts, daily, dailyState, population) {
   }
   // Each amount whole on its line (a card too narrow for it broke 1,234,567.89 EUR after
   // "1,234,567.8"): the line breaks between amounts, and the card is as wide as the widest.
+  const order = currencyOrder(daily ? daily.by_day : []);
   const amounts = daily
-    ? [...value.entries()].flatMap(([cur, v], i) => [...(i ? [" · "] : []), element("span", money(v, cur), "amount")])
+    ? [...value.entries()].sort(([a], [b]) => order.get(a) - order.get(b)).flatMap(([cur, v], i) => [...(i ? [" · "] : []), element("span", money(v, cur), "amount")])
     : [NO_VALUE[dailyState]];
   if (!amounts.length) amounts.push("–");
   // With a population, the conversions its touchpoints reach: those the charts credit (every
@@ -277,6 +289,7 @@ function renderModels(data) {
 
   const table = $("#table-models");
   table.replaceChildren();
+  const order = currencyOrder(data.comparison);
   if (!channels.length) return; // the chart says "No conversions in this period."
   const head = element("tr");
   head.append(element("th", "Channel"), ...data.models.map((m) => element("th", m)));
@@ -288,7 +301,7 @@ function renderModels(data) {
     for (const model of data.models) {
       const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
       const n = rows.reduce((s, r) => s + r.conversions, 0);
-      const amounts = rows.filter((r) => r.currency).map((r) => money(r.value, r.currency)).join(", ");
+      const amounts = rows.filter((r) => r.currency).sort((a, b) => order.get(a.currency) - order.get(b.currency)).map((r) => money(r.value, r.currency)).join(", ");
       const td = element("td", rows.length ? fixed(n) : "–");
       if (amounts) td.appendChild(element("small", amounts));
       tr.appendChild(td);

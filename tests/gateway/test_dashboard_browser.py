@@ -2609,3 +2609,40 @@ async def test_when_data_driven_learnt_is_told_in_the_report_zone(
         assert page.errors == [], page.errors
     at = datetime.fromisoformat(learnt["learnt_at"]).astimezone(ZoneInfo("Asia/Tokyo"))
     assert note.endswith(f" Learnt {at:%Y-%m-%d %H:%M} GMT+9 (Asia/Tokyo)."), note
+
+
+@pytest.mark.timeout(180)
+async def test_currencies_come_in_one_order_in_the_totals_and_every_cell(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Amounts in several currencies were listed as the API's rows came: the totals card in
+    the order of the first day each currency was credited on, a model table's cell by amount
+    (500.00 USD before 30.00 EUR, and in the next cell 40.00 EUR before 20.00 USD): the same
+    currency in another place from card to cell and cell to cell. Now one order on the page:
+    the currency of the most conversions first (ties by code)."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    v = [f"{n:032x}" for n in range(90, 96)]
+    events: list[Event] = [
+        _tp(v[0], 0.1, "Email", campaign="c"),
+        replace(_conv(v[0], 0.5, 500.0), currency="USD"),  # the first day: one large USD
+        *(e for n in (1, 2, 3) for e in (_tp(v[n], n, "Email", campaign="c"), _conv(v[n], n + 0.5, 10.0))),
+        # Paid Search: a small USD conversion beside a larger EUR one.
+        _tp(v[4], 5, "Paid Search", campaign="p"),
+        replace(_conv(v[4], 5.5, 20.0), currency="USD"),
+        _tp(v[5], 6, "Paid Search", campaign="p"),
+        _conv(v[5], 6.5, 40.0),
+    ]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        totals = await page.eval("document.querySelector('#totals .amount').parentNode.textContent")
+        cells = json.loads(
+            await page.eval(
+                "JSON.stringify([...document.querySelectorAll('#table-models td small')]"
+                ".map(s => s.textContent))"
+            )
+        )
+    assert totals == "70.00 EUR · 520.00 USD", totals
+    assert cells and all(cell.index("EUR") < cell.index("USD") for cell in cells if "USD" in cell), cells
+    assert "40.00 EUR, 20.00 USD" in cells and "30.00 EUR, 500.00 USD" in cells, cells
