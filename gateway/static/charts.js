@@ -215,10 +215,18 @@ export function groupedBars(container, { groups, series, palette, label, unit, e
 // ending under its group (one cut past 160 units keeps its whole name in a tooltip), and the
 // chart grows down and left to hold them. Slanted names are LINE apart across the slant: 35
 // degrees, or steeper when the slots are narrow (a dozen channels and more on a phone), up to
-// upright.
+// upright. Slots narrower than that even upright (three dozen channels on a phone), whose names
+// were drawn over each other, name every second (third…) group only, as the daily chart labels
+// fewer days: each group's bars name it when hovered, and the table under the chart lists all.
 const LINE = 12;
 function slantedWhenCrowded(root, labels, slot, W, H) {
   if (Math.max(...labels.map(widthOf)) <= slot - 4) return;
+  const every = Math.ceil(LINE / slot);
+  if (every > 1) {
+    labels.forEach((node, i) => i % every && node.remove());
+    labels = labels.filter((_, i) => i % every === 0);
+    slot *= every;
+  }
   const steep = Math.asin(Math.min(1, LINE / slot));
   const rad = Math.max((35 * Math.PI) / 180, steep), angle = (rad * 180) / Math.PI;
   let bottom = H, leftmost = 0;

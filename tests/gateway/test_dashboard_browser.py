@@ -2646,3 +2646,44 @@ async def test_currencies_come_in_one_order_in_the_totals_and_every_cell(
     assert totals == "70.00 EUR · 520.00 USD", totals
     assert cells and all(cell.index("EUR") < cell.index("USD") for cell in cells if "USD" in cell), cells
     assert "40.00 EUR, 20.00 USD" in cells and "30.00 EUR, 500.00 USD" in cells, cells
+
+
+@pytest.mark.timeout(180)
+async def test_on_a_phone_three_dozen_channel_names_stay_apart(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Thirty-six channels on a 360-pixel phone: each group is narrower than a line of text,
+    and the names, upright at the steepest, were drawn over each other, every one unreadable.
+    Now the names are drawn for every second (third…) group, each apart from the next by a
+    line at least; every group's bars still name it when hovered, and the table below lists
+    every channel."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    channels = [f"Region {n}" for n in range(1, 37)]
+    events: list[Event] = []
+    for n, channel in enumerate(channels):
+        events += [_tp(f"{n + 200:032x}", 1 + n / 10, channel), _conv(f"{n + 200:032x}", 2 + n / 10, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=360, height=800, deviceScaleFactor=1, mobile=True
+        )
+        await show(page, gw)
+        drawn = json.loads(
+            await page.eval(
+                "(svg => { const names = new Set(" + json.dumps(channels) + ");"
+                " return JSON.stringify({labels: [...svg.querySelectorAll(':scope > text')]"
+                ".filter(t => names.has(t.textContent)).map(t => [Number(t.getAttribute('x')),"
+                " t.getAttribute('transform') || 'rotate(-0 0 0)', Number(t.getAttribute('font-size'))]),"
+                " titled: new Set([...svg.querySelectorAll('rect[data-series] title')]"
+                ".map(t => t.textContent.split(' · ')[0])).size});"
+                "})(document.querySelector('#chart-models svg'))"
+            )
+        )
+        rows = await page.eval("document.querySelectorAll('#table-models tbody tr').length")
+    labels = drawn["labels"]
+    assert len(labels) >= len(channels) // 3, labels  # names still drawn, not dropped all
+    for (x_a, turn, size), (x_b, _, _) in itertools.pairwise(labels):
+        angle = math.radians(-float(turn.removeprefix("rotate(").split()[0]))
+        assert (x_b - x_a) * math.sin(angle) >= size, (x_a, x_b, turn)
+    assert drawn["titled"] == len(channels) and rows == len(channels)
