@@ -2687,3 +2687,36 @@ async def test_on_a_phone_three_dozen_channel_names_stay_apart(
         angle = math.radians(-float(turn.removeprefix("rotate(").split()[0]))
         assert (x_b - x_a) * math.sin(angle) >= size, (x_a, x_b, turn)
     assert drawn["titled"] == len(channels) and rows == len(channels)
+
+
+@pytest.mark.parametrize("width", [WIDTH, 768])
+@pytest.mark.timeout(180)
+async def test_the_lookup_s_field_shows_its_whole_hint_and_a_whole_cookie_value(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path, width: int
+) -> None:
+    """The ID field was the browser's default 20 characters wide: on a desktop it read
+    "e.g. the gw_vid cookie va", "e.g. the e-mail or accou", and a pasted cookie value
+    (v1.<32 hex digits>.<tag>) showed less than half of itself, to be checked by scrolling
+    in the field."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    cookie = "v1." + "0" * 32 + ".Zm9vYmFyYmF6cXV4cXV1eA"
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False
+        )
+        measured = json.loads(
+            await page.eval(
+                "(g => { const field = g.id, style = getComputedStyle(field);"
+                " const room = field.clientWidth - parseFloat(style.paddingLeft)"
+                " - parseFloat(style.paddingRight);"
+                " const ctx = document.createElement('canvas').getContext('2d'); ctx.font = style.font;"
+                " return JSON.stringify(['visitor', 'user'].map(kind => {"
+                " g.kind.value = kind; g.kind.dispatchEvent(new Event('change', {bubbles: true}));"
+                " return [field.placeholder, ctx.measureText(field.placeholder).width, room]; })"
+                f".concat([[{cookie!r}, ctx.measureText({cookie!r}).width, room]])); }})"
+                "(document.querySelector('#journey'))"
+            )
+        )
+    for said, wide, room in measured:
+        assert wide <= room, (said, wide, room)
