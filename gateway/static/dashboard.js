@@ -132,11 +132,15 @@ function readPeriod() {
   };
 }
 
-// Channels ordered by their total, largest first, so colours and stacks stay stable.
+// Names in the order of their numbers: Region 2 before Region 10 (as text, Region 10 came
+// between Region 1 and Region 2).
+const byName = new Intl.Collator("en", { numeric: true }).compare;
+
+// Channels ordered by their total, largest first (ties by name), so colours and stacks stay stable.
 function rank(rows, key) {
   const totals = new Map();
   for (const row of rows) totals.set(row[key], (totals.get(row[key]) || 0) + row.conversions);
-  return [...totals.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name]) => name);
+  return [...totals.entries()].sort((a, b) => b[1] - a[1] || byName(a[0], b[0])).map(([name]) => name);
 }
 
 // What the "Conversion value" card says when the daily part, whose credits it sums, did not
@@ -330,7 +334,9 @@ function learntWhen(at) {
 // period" and "No journeys in this period" read over a period of hundreds).
 function renderLearnt(learnt, color, population, since) {
   $("#learnt").hidden = false;
-  const { converting_journeys: converting, non_converting_journeys: other, channels } = learnt;
+  const { converting_journeys: converting, non_converting_journeys: other } = learnt;
+  // The largest weight first, as the API gives them; those of one weight by name.
+  const channels = [...learnt.channels].sort((a, b) => b.weight - a.weight || byName(a.channel, b.channel));
   const whose = population ? ` of ${population} touchpoints in the period` : " of the period";
   const said = `From ${counted(converting + other, "journey")}${whose}: ${count(converting)} converting, ${count(other)} not converting.`;
   let why = "";

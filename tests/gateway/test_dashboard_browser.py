@@ -2720,3 +2720,31 @@ async def test_the_lookup_s_field_shows_its_whole_hint_and_a_whole_cookie_value(
         )
     for said, wide, room in measured:
         assert wide <= room, (said, wide, room)
+
+
+@pytest.mark.timeout(180)
+async def test_channels_of_equal_credit_are_in_the_order_of_their_numbers(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Channels credited alike were ordered as text: Region 1, Region 10, Region 11, Region 12,
+    Region 2… in the legend, the model comparison and what data_driven learnt. Now their
+    numbers count: Region 2 comes before Region 10."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    channels = [f"Region {n}" for n in range(1, 13)]
+    events: list[Event] = []
+    for n, channel in enumerate(channels):
+        events += [_tp(f"{n + 300:032x}", 1, channel), _conv(f"{n + 300:032x}", 2, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        shown = json.loads(
+            await page.eval(
+                "JSON.stringify(['#legend-daily .legend-item',"
+                " '#table-models tbody th', '#table-learnt tbody th', '#table-daily thead th']"
+                ".map(s => [...document.querySelectorAll(s)].map(e => e.textContent.trim())"
+                ".filter(t => t.startsWith('Region'))))"
+            )
+        )
+    for names in shown:
+        assert names == channels, names
