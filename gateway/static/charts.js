@@ -127,6 +127,11 @@ function number(n) {
   return Number.isInteger(n) ? WHOLE.format(n) : TWO.format(n);
 }
 
+// A bar's number with its unit, one in the singular ("1 conversion": it read "1 conversions").
+function counted(n, unit) {
+  return `${number(n)} ${n === 1 ? unit.replace(/s$/, "") : unit}`;
+}
+
 // An axis step: 0.25, 0.5, 1,200.
 function tick(value) {
   return STEP.format(value);
@@ -169,7 +174,7 @@ export function stackedBars(container, { categories, series, palette, label, uni
       y -= h;
       titled(
         svg("rect", { x, y, width: barW, height: Math.max(h, 0.5), fill: palette.get(s.name), "data-series": s.name }, root),
-        `${category} · ${s.name}: ${number(v)} ${unit}`,
+        `${category} · ${s.name}: ${counted(v, unit)}`,
       );
     }
     if (i % every === 0) {
@@ -201,7 +206,7 @@ export function groupedBars(container, { groups, series, palette, label, unit, e
           x: start + k * barW, y: top + plotH - h, width: Math.max(barW - 1, 1), height: Math.max(h, 0.5),
           fill: palette.get(s.name), "data-series": s.name,
         }, root),
-        `${group} · ${s.name}: ${number(v)} ${unit}`,
+        `${group} · ${s.name}: ${counted(v, unit)}`,
       );
     });
   });

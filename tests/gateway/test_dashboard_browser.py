@@ -2748,3 +2748,24 @@ async def test_channels_of_equal_credit_are_in_the_order_of_their_numbers(
         )
     for names in shown:
         assert names == channels, names
+
+
+@pytest.mark.timeout(180)
+async def test_a_bar_of_one_conversion_says_one_conversion(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A bar's tooltip read "2026-11-03 · Paid Social: 1 conversions", in both charts."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        said = json.loads(
+            await page.eval(
+                "JSON.stringify(['#chart-daily', '#chart-models'].map(c =>"
+                " [...document.querySelectorAll(c + ' rect[data-series] title')].map(t => t.textContent)))"
+            )
+        )
+    for titles in said:
+        assert any(t.endswith(": 1 conversion") for t in titles), titles
+        assert not any(t.endswith(": 1 conversions") for t in titles), titles
+        assert any(re.search(r": \d+(\.\d+)? conversions$", t) for t in titles), titles
