@@ -2769,3 +2769,30 @@ async def test_a_bar_of_one_conversion_says_one_conversion(
         assert any(t.endswith(": 1 conversion") for t in titles), titles
         assert not any(t.endswith(": 1 conversions") for t in titles), titles
         assert any(re.search(r": \d+(\.\d+)? conversions$", t) for t in titles), titles
+
+
+@pytest.mark.timeout(180)
+async def test_the_daily_numbers_keep_each_day_on_one_line(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """With thirty channels the daily chart's numbers were a table wider than its card, and
+    each day was broken after its year ("2026-" over "11-02")."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    channels = [f"Region {n}" for n in range(1, 31)]
+    events: list[Event] = []
+    for n, channel in enumerate(channels):
+        events += [_tp(f"{n + 400:032x}", 1, channel), _conv(f"{n + 400:032x}", 1 + n / 10, 10.0)]
+    await gw.gateway.store.write(events)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        lines = json.loads(
+            await page.eval(
+                "(d => { d.open = true; return JSON.stringify([...d.querySelectorAll('tbody th')].map(th => {"
+                " const r = document.createRange(); r.selectNodeContents(th);"
+                " return [th.textContent, new Set([...r.getClientRects()].map(b => Math.round(b.top))).size];"
+                " })); })(document.querySelector('#numbers-daily'))"
+            )
+        )
+    assert lines and all(day.startswith("2026-11-") for day, _ in lines), lines
+    assert all(n == 1 for _, n in lines), lines
