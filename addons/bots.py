@@ -339,6 +339,14 @@ class Bots:
         if self.may_block:
             self._act(ex, reasons, good, verdict)
 
+    def websocket(self, ex: Exchange) -> None:
+        """A WebSocket upgrade: judged by its agent and headers as an asset is, so that
+        ``on_review``/``on_block = "block"`` refuse it as they refuse the client's other requests
+        (until 2026-12-07 no bots hook ran on it and a refused client's socket reached the site).
+        Not counted in the velocity windows: a script of a page opens it, and the page counted."""
+        if self.may_block:
+            self._act(ex, *self._score_agent(ex))
+
     def _track(
         self, ex: Exchange, touchpoint: Touchpoint | None, prefetch: bool, now: float, source: str
     ) -> tuple[list[str], VisitorState | None]:

@@ -837,6 +837,10 @@ class GatewayAddon:
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
             await pipeline.websocket(ex)
+            if ex.reply is not None:  # refused (bots.on_block = "block"), as in the aiohttp host
+                reply = ex.reply
+                flow.response = made(reply.status, reply.body, reply.headers)
+                return
             self._to_upstream(flow, ex, path, rest)
             return
         await pipeline.request(ex)

@@ -407,7 +407,8 @@ class Pipeline:
 
     def websocket(self, ex: Exchange) -> Awaitable[None]:
         """A WebSocket upgrade, instead of ``request`` and ``response``: only its
-        ``upstream_query`` and ``upstream_headers`` are applied."""
+        ``upstream_query``, ``upstream_headers`` and ``reply`` (a refusal, answered instead of
+        the site) are applied."""
         if self._sync["websocket"]:
             return self._run_sync("websocket", ex)
         return self._run("websocket", ex)

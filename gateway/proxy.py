@@ -473,6 +473,9 @@ class ProxyHost:
         trusted = self._peer_trusted(request)
         ex = Exchange(self._view(request, raw_path, raw_query, trusted))
         await self.pipeline.websocket(ex)
+        if ex.reply is not None:  # refused (bots.on_block = "block"): the site is not asked
+            reply = ex.reply
+            return pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
         if ex.upstream_query is not None:
             target = with_query(raw_path, ex.upstream_query, after_query)
         try:  # the relay's connection counts against proxy.upstream_connections too

@@ -276,6 +276,32 @@ async def test_websocket_upgrade_is_stripped_not_recorded(tmp_path: Path, secret
     assert await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source FROM touchpoints") == []
 
 
+async def test_a_blocked_client_s_websocket_upgrade_is_refused_403(tmp_path: Path, secrets: None) -> None:
+    """As in the aiohttp host: under ``bots.on_block = "block"`` an upgrade from an agent the
+    scoring blocks (none at all: ``empty_agent``) gets the neutral 403 and never reaches the site
+    (until 2026-12-07 it was relayed); a browser's upgrade goes on."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", '[bots]\non_block = "block"\n')
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        upgrade = [(b"host", b"shop.example"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+        chrome = (
+            b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            b"Chrome/131.0.0.0 Safari/537.36"
+        )
+        browser = [*upgrade, (b"user-agent", chrome), (b"accept-language", b"en")]
+        refused = tflow.tflow(req=tutils.treq(path=b"/ws", headers=upgrade))
+        relayed = tflow.tflow(req=tutils.treq(path=b"/ws", headers=browser))
+        try:
+            await gateway.request(refused)
+            await gateway.request(relayed)
+        finally:
+            await gateway.done()
+    assert refused.response is not None and refused.response.status_code == 403
+    assert relayed.response is None
+
+
 async def test_reserved_paths_are_not_forwarded(addon: GatewayAddon) -> None:
     flow = tflow.tflow(req=tutils.treq(path=b"/_gw/events", method=b"POST"))
     await addon.request(flow)

@@ -248,3 +248,41 @@ async def test_an_upgrade_body_over_the_request_body_limit_is_refused_413(
         writer.close()
     assert status.startswith(b"HTTP/1.1 413"), status
     assert asked == []
+
+
+BROWSER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.parametrize(
+    "agent", [pytest.param("curl/8.5.0", id="http-library"), pytest.param("", id="no-agent")]
+)
+async def test_a_blocked_client_s_upgrade_is_refused_403_and_never_reaches_the_site(
+    start_gateway, upstream_server, agent: str
+) -> None:
+    """``bots.on_block = "block"`` refuses a blocked agent on every request, its WebSocket
+    upgrade too: until 2026-12-07 the upgrade ran no bots hook and the socket was relayed to the
+    site. A browser's upgrade is still relayed (the control: the site does answer sockets)."""
+    opened: list[str] = []
+
+    async def site(request: web.Request) -> web.WebSocketResponse:
+        opened.append(request.headers.get("User-Agent", ""))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hello")
+        await ws.close()
+        return ws
+
+    gw = await start_gateway(await upstream_server(app_of(site)), "[bots]\non_block = 'block'\n")
+    async with aiohttp.ClientSession(skip_auto_headers=["User-Agent"]) as session:
+        headers = {"User-Agent": BROWSER_AGENT, "Accept-Language": "en"}
+        async with session.ws_connect(gw.url + "/live", headers=headers) as ws:
+            assert (await ws.receive(timeout=5)).data == "hello"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(gw.url + "/live", headers={"User-Agent": agent} if agent else {})
+    assert refused.value.status == 403
+    assert opened == [BROWSER_AGENT]
+    metrics = gw.gateway.metrics.bot_refusals.labels("block")._value.get()
+    assert metrics == 1
