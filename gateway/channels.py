@@ -108,9 +108,11 @@ _ORGANIC_TO_PAID = {
     ORGANIC_SHOPPING: PAID_SHOPPING,
 }
 """What an ads-only social click ID makes of a channel its medium or source would call organic."""
-SHARED_CLICK_IDS = frozenset({"mc_cid"})
+SHARED_CLICK_IDS = frozenset({"mc_cid", "gbraid"})
 """Click-ID parameters that name a campaign, not a click: every recipient of a Mailchimp
-newsletter carries the same ``mc_cid``, so its reuse is no sign of fraud."""
+newsletter carries the same ``mc_cid``, and every iOS click of a Google Ads campaign tagged
+``gbraid`` the same ``gbraid`` (Google's help, answer 16297842: a campaign-level parameter,
+not unique; until 2026-12-07 its reuse was flagged), so their reuse is no sign of fraud."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -513,6 +513,24 @@ async def test_a_newsletters_campaign_id_is_no_reused_click() -> None:
         assert (tp.click_id_kind, tp.reasons, tp.verdict) == ("mc_cid", [], "allow")
 
 
+async def test_google_s_campaign_level_gbraid_is_no_reused_click() -> None:
+    """Google Ads tags its iOS traffic with ``gbraid``, a value shared by every click of a
+    campaign (Google's own help, answer 16297842, says so; Brave stopped stripping it for that,
+    brave-core#30502), not one per click as ``gclid``: the sixth iPhone's click from the
+    campaign is as good as the first (until 2026-12-07 it was ``click_id_reuse``, ``review``,
+    and lost its credit). A ``gclid`` seen as often is still flagged."""
+    pipe = pipeline()
+    for n in range(6):
+        ex = await run(pipe, request("/?gbraid=0AAAAAoUYs8dnyFUYKmISDSbU3aPMF3dAh", ip=f"192.0.2.{n}"))
+        tp = touchpoint(ex)
+        assert (tp.click_id_kind, tp.reasons, tp.verdict) == ("gbraid", [], "allow")
+    replayed = [
+        touchpoint(await run(pipe, request("/?gclid=Cj0-replayed", ip=f"198.51.100.{n}"))).reasons
+        for n in range(5)
+    ]
+    assert replayed == [[], [], [], ["click_id_reuse"], ["click_id_reuse"]]
+
+
 async def test_ip_and_visitor_velocity() -> None:
     pipe = pipeline("[bots]\nmax_per_ip = 5\nmax_per_visitor = 3\n")
     first = await run(pipe, request("/"))  # a page load: counted, not recorded
