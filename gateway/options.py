@@ -513,6 +513,8 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         "skypeuripreview",  # Teams and Skype
         "cardyb",  # Bluesky
         "mastodon/",  # every Mastodon server the post reaches fetches it once
+        "redditbot",  # a link posted to Reddit; then Embedly, which Reddit hands the page to
+        "embedly",
         # ad platforms checking a landing page before and while it runs an ad
         "adsbot-google",
         # mail link checks: Office's before it opens the browser, a mail gateway's scan

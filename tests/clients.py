@@ -209,6 +209,16 @@ PREVIEWERS: dict[str, dict[str, str]] = {
         "accept": "text/html",
     },
     "line": {"user-agent": "facebookexternalhit/1.1;line-poker/1.0", **_ANY},
+    # A link posted to Reddit: redditbot fetches it, then Embedly, to which Reddit hands the page's
+    # metadata (https://opengraphplus.com/consumers/reddit/crawling).
+    "reddit": {
+        "user-agent": "Mozilla/5.0 (compatible; redditbot/1.0; +http://www.reddit.com/feedback)",
+        **_ANY,
+    },
+    "reddit-embedly": {
+        "user-agent": "Mozilla/5.0 (compatible; Embedly/0.2; +http://support.embed.ly/)",
+        **_ANY,
+    },
 }
 MAIL_SCANNERS: dict[str, dict[str, str]] = {
     "office-link-check": {"user-agent": "Mozilla/4.0 (compatible; ms-office; MSOffice 16)", **_ANY},
