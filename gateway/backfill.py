@@ -53,6 +53,9 @@ from gateway.sources import MISSING, SourceMap, compile_source, resolve
 PAGE_EXTENSIONS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "cfm", "shtml"})
 """A logged path whose last segment has no extension, or one of these, counts as a page load."""
 MAX_EXAMPLES = 5
+MAX_REASONS_SHOWN = 50
+"""Past the first five skipped lines, the first line of each further reason is shown, for this
+many reasons (a reason is a kind of fault, not a line's value: there are few)."""
 NO_AGENT = (
     "  no user agent: not one line logged a User-Agent, so every touchpoint was judged empty_agent"
     " and blocked, and no report counts it (attribution.verdicts). A json-lines log that keeps it"
@@ -142,9 +145,11 @@ class Summary:
     with_agent: int = 0
 
     def skip(self, where: str, number: int, reason: str, detail: str = "") -> None:
-        """One skipped line, counted by ``reason``; ``detail`` (its value) shown in the first few."""
+        """One skipped line, counted by ``reason``; ``detail`` (its value) shown in the first few,
+        and in the first of each reason, so that every reason counted has a line to find it by."""
+        first = reason not in self.skipped
         self.skipped[reason] += 1
-        if len(self.examples) < MAX_EXAMPLES:
+        if len(self.examples) < MAX_EXAMPLES or (first and len(self.skipped) <= MAX_REASONS_SHOWN):
             self.examples.append(f"{where}:{number}: {reason}{detail}")
 
     def refused(self, where: str, number: int, events: Sequence[Event], error: Exception) -> None:
@@ -177,6 +182,13 @@ class Summary:
             f" {self.seconds:.1f} s"
             f" ({rate:,.0f} lines/s)"
         ]
+        if self.requests:  # logged requests (not Segment calls, whose lines hold several)
+            skipped = sum(self.skipped.values()) - self.skipped[UNENDED]  # that one: not in ``lines``
+            out.append(
+                f"  {'replayed:':13}{self.lines - self.blank - skipped:>10,}   (lines run through the"
+                f" chain as live requests; the others of the {self.lines:,} read: {skipped:,} skipped,"
+                f" below, and {self.blank:,} blank)"
+            )
         for table, label in _TABLE_NAMES.items():
             line = f"  {label + ':':13}{self.events[table]:>10,}"
             if self.new_rows is not None:

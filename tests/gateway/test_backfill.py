@@ -641,6 +641,7 @@ async def test_mitm_flow_dump(tmp_path: Path) -> None:
     path = await asyncio.to_thread(dump)
     summary = await run_import(settings, [path], "mitm")
     assert summary.lines == 3 and summary.examples == ["flows.mitm:3: not an HTTP flow (TCPFlow)"]
+    assert "  replayed:             2   (" in summary.render()  # a flow is a line there
     got = await query(settings, "SELECT source, campaign, landing_path, ts FROM touchpoints")
     assert got == [("mitm", "x", "/landing", "2025-03-01T10:00:00.000000Z")]
     again = await run_import(settings, [path], "mitm")
@@ -2313,6 +2314,53 @@ async def test_an_absolute_form_request_without_the_sites_host_is_told_by_the_li
     assert [example.split(": ", 1)[0] for example in summary.examples] == ["access.jsonl:1"]
     assert sum(summary.skipped.values()) == 1
     assert await query(settings, "SELECT source FROM touchpoints ORDER BY ts") == [("ours",), ("plain",)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_every_reason_a_line_was_skipped_for_has_an_example(tmp_path: Path, workers: int) -> None:
+    """Only the first five skipped lines were shown: a log whose first lines were junk (a
+    header, a banner) filled them, and a later reason (an unreadable time, a TLS handshake) was
+    counted with no file:line to find it by. Each reason now has its first line shown too."""
+    settings = make_settings(tmp_path)
+    junk = [f"junk {n}" for n in range(7)]
+    log = await asyncio.to_thread(write, tmp_path / "access.log", "\n".join([*junk, *COMBINED.splitlines()]))
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.skipped == {
+        "not a combined-log line": 8, "unreadable time": 1, "unreadable request line": 1
+    }  # fmt: skip
+    assert summary.examples == [
+        *(f"access.log:{n}: not a combined-log line" for n in range(1, 6)),
+        "access.log:13: unreadable time [31/Foo/2025:11:00:00 +0100]",
+        "access.log:14: unreadable request line: '\\x16\\x03\\x01'",
+    ]
+    rendered = summary.render()
+    assert "access.log:13: unreadable time" in rendered and "access.log:6:" not in rendered
+    assert "access.log:12: not a combined-log line" not in rendered  # a reason's sixth: counted only
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_summary_accounts_for_every_line_read(tmp_path: Path, workers: int) -> None:
+    """The summary gave the lines read, the rows made and the lines skipped, but not how many
+    lines were replayed: 500,000 lines read, 16,561 touchpoints and 3 skipped did not add up,
+    and nothing said where the other lines (assets, pages with no campaign) had gone. It now
+    says how many were replayed, so that replayed + skipped + blank = lines read."""
+    settings = make_settings(tmp_path)
+    body = COMBINED.replace("\n", "\n\n", 2) + "\n \r\n"
+    log = await asyncio.to_thread(write, tmp_path / "blank.log", "\n" + body + "\n\n")
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert (summary.lines, summary.blank, sum(summary.skipped.values())) == (15, 7, 3)
+    rendered = summary.render().splitlines()
+    assert rendered[1] == (
+        "  replayed:             5   (lines run through the chain as live requests; the others of the"
+        " 15 read: 3 skipped, below, and 7 blank)"
+    )
+    # A last line caught half written is skipped but not among the lines read (wc -l): not
+    # counted twice.
+    half = f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0100] "GET / HTTP/1.1" 200 1 "-" "{UA}"'
+    await asyncio.to_thread(log.write_bytes, await asyncio.to_thread(log.read_bytes) + half.encode())
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert (summary.lines, summary.blank, sum(summary.skipped.values())) == (15, 7, 4)
+    assert summary.render().splitlines()[1].startswith("  replayed:             5   (")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
