@@ -60,7 +60,8 @@ NEVER = -math.inf
 """A time before every other, one object that every visitor's state shares (24 bytes each else)."""
 
 BLOCK_PAGE = (
-    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title></head>'
+    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>403 Forbidden</title>'
+    b'<meta name="viewport" content="width=device-width,initial-scale=1"></head>'
     b"<body><h1>403 Forbidden</h1><p>Access to this page is not allowed.</p></body></html>"
 )
 LATE_SIGNALS = frozenset({"robots_txt", "no_assets", "inhuman_cadence", "creator_ip_velocity"})

@@ -731,6 +731,9 @@ async def test_block_action_answers_403_and_still_records() -> None:
     pipe = pipeline("[bots]\non_block = 'block'\n")
     ex = await run(pipe, request(headers={"user-agent": "curl/8.4.0"}))
     assert ex.reply is not None and ex.reply.status == 403 and b"403" in ex.reply.body
+    # A person refused by mistake (on_review = "block") on a phone reads it at the phone's width,
+    # as the gateway's other pages (until 2026-12-07 it was laid out 980 pixels wide).
+    assert b'<meta name="viewport" content="width=device-width,initial-scale=1">' in ex.reply.body
     assert touchpoint(ex).verdict == "block"
     asset = await run(pipe, request("/app.js", {"user-agent": "curl/8.4.0"}))
     assert asset.reply is not None and asset.events == []
