@@ -368,8 +368,13 @@ async def timed_out(dsn: str, timeout: float, setting: str) -> ConnectTimeout:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
-    address = parts.netloc.rpartition("@")[2]
-    return SilentPeer(f"no answer within {timeout:g} s ({setting})", address)
+    return SilentPeer(f"no answer within {timeout:g} s ({setting})", dsn_address(dsn))
+
+
+def dsn_address(dsn: str) -> str:
+    """The host and port ``dsn`` names, as written (several, comma-separated, for a multi-host
+    DSN; "" for none): its user and password, before the ``@``, are never said."""
+    return urllib.parse.urlsplit(dsn).netloc.rpartition("@")[2]
 
 
 def failed_what(err: BaseException) -> str:
@@ -415,7 +420,7 @@ def not_postgres(err: BaseException, dsn: str) -> NotPostgres | None:
     refuses), or closed the connection during the start-up, which a PostgreSQL server that
     refuses does with an error message. Else None."""
     parts = urllib.parse.urlsplit(dsn)
-    address = parts.netloc.rpartition("@")[2] or "localhost"
+    address = dsn_address(dsn) or "localhost"
     if isinstance(err, asyncpg.ConnectionDoesNotExistError):
         return NotPostgres(address, closed=True)
     said = re.search(r'at "([^"]*)" rejected SSL upgrade', str(err))

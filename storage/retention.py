@@ -86,7 +86,7 @@ def central_failure(failed: PurgeFailed, url: str) -> str | None:
     key = central.url_key(url)
     said = central.explain(cause, key)
     parts = urllib.parse.urlsplit(failed.central)
-    address = parts.netloc.rpartition("@")[2]  # the user and password before the @ never said
+    address = central.dsn_address(failed.central)
     try:
         port = parts.port
     except ValueError:  # several hosts, each with its port: the netloc names them
