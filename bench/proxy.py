@@ -19,13 +19,14 @@ import argparse
 import json
 import os
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
@@ -159,15 +160,56 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(int(k) for k in kids)]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children of each of its threads, theirs, and so on)."""
+    found: list[int] = []
+    try:
+        tasks = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            kids = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for kid in map(int, kids):
+            found += [kid, *descendants(kid)]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def kill_all(pids: Sequence[int], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGKILL each of ``pids`` still running, and wait (at most ``timeout``) until none runs."""
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.05)
+
+
 def stop_process(process: subprocess.Popen[str]) -> None:
-    """SIGTERM (a clean shutdown flushes the gateway's store), then SIGKILL if it lingers."""
+    """SIGTERM (a clean shutdown flushes the gateway's store), then SIGKILL if it lingers: to it
+    and to every process below it. Until 2026-12-07 the SIGKILL went to it alone: a ``gateway
+    run`` supervisor's workers ran on, orphaned, writing their store into the benchmark's temp
+    folder while it was being removed (the removal could fail, the folder left behind)."""
     if process.poll() is None:
         process.terminate()
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            below = descendants(process.pid)
             process.kill()
             process.wait()
+            kill_all(below)
     if process.stdout is not None:
         process.stdout.close()
 

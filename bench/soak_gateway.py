@@ -5,8 +5,8 @@ conversion rule on ``/checkout``, a signed-event sender, JSON logs at info) that
 writes into its temp folder. ``start_gateway`` runs ``python -m gateway run`` with the
 secrets below in its environment, waits for the proxy's and the admin API's addresses on
 stdout, and keeps every JSON line the process logs on stderr (``Gateway.log``: the reloads'
-task counts, the warnings). ``stop_gateway`` sends SIGTERM (SIGKILL after 30 s) and returns
-the exit code. The secrets are fixed test values, also used by the traffic to sign webhooks
+task counts, the warnings). ``stop_gateway`` sends SIGTERM (SIGKILL after 20 s, to its workers
+too) and returns the exit code. The secrets are fixed test values, also used by the traffic to sign webhooks
 and call the admin API.
 """
 
@@ -22,11 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.proxy import descendants, kill_all
 from bench.servers import HOST
 
 SECRET = "s" * 40
 TOKEN = "t" * 40
 WEBHOOK_SECRET = "w" * 32
+STOP_SECONDS = 20.0
+"""SIGTERM's time to stop ``gateway run`` (its default ``proxy.shutdown_grace``, 10 s, and its
+store's flush) before SIGKILL. Until 2026-12-07 30 s: with the tree's SIGKILL and the folder's
+removal after it, more than the 30 s a caller that ends the soak with SIGTERM (the benchmark
+tests' ``bench_process``) waits before it kills the lot, so the soak's folder stayed."""
 
 
 def gateway_config(workdir: Path, origin: str, workers: int, extra: str = "") -> str:
@@ -149,10 +155,12 @@ async def stop_gateway(gw: Gateway) -> int:
     if gw.process.returncode is None:
         gw.process.terminate()
         try:
-            await asyncio.wait_for(gw.process.wait(), 30)
-        except TimeoutError:
+            await asyncio.wait_for(gw.process.wait(), STOP_SECONDS)
+        except TimeoutError:  # its workers too: orphaned, they would write on into the temp folder
+            below = descendants(gw.process.pid)
             gw.process.kill()
             await gw.process.wait()
+            await asyncio.to_thread(kill_all, below)
     for task in gw.readers:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 5)

@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -381,6 +382,68 @@ def test_bench_refuses_a_bad_argument_with_a_clear_error(
     [error] = [line for line in done.stderr.splitlines() if f"python -m {module}: error:" in line]
     assert says in error
     assert list(tmp_path.iterdir()) == []
+
+
+WRITER = """
+import sys
+while True:  # a worker writing into the benchmark's temp folder as long as it runs
+    for n in range(20):
+        try:
+            open(f"{sys.argv[1]}/file-{n}", "w").close()
+        except OSError:
+            pass
+"""
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a server that does not stop on SIGTERM
+writer = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
+print(writer.pid, flush=True)
+time.sleep(300)
+"""
+"""``python -c STUBBORN FOLDER WRITER``: ignores SIGTERM; its child (``WRITER``) writes files
+into FOLDER until it is killed. Prints the child's PID."""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_server_killed_after_its_stop_timeout_takes_what_it_started_along(tmp_path: Path) -> None:
+    """A server that ignores SIGTERM gets SIGKILL after ``STOP_TIMEOUT``, and so does every
+    process it started, before the benchmark removes its temp folder: until 2026-12-07 only the
+    server was killed, and a ``gateway run`` supervisor's workers, orphaned, ran on writing into
+    the folder while it was being removed (which could fail and leave the folder)."""
+    from bench.proxy import stop_process
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    folder = tempfile.TemporaryDirectory(prefix="gw-bench-", dir=temp)
+    server = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN, folder.name, WRITER], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    writer = int(server.stdout.readline())
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not os.listdir(folder.name):
+            time.sleep(0.05)
+        assert os.listdir(folder.name), "the writer did not start"
+        stop_process(server)
+        assert server.returncode == -signal.SIGKILL
+        assert not _running(writer)
+        folder.cleanup()
+        assert list(temp.iterdir()) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGKILL)
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        server.stdout.close()
+        shutil.rmtree(folder.name, ignore_errors=True)
 
 
 def _children(pid: int) -> list[int]:
