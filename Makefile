@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= gateway.toml
 
-.PHONY: run test check lint bench bench-bots clean
+.PHONY: run test check lint bench bench-bots bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.installed-test
 
 bench-bots: $(VENV)/.installed-test
 	$(BIN)/python -m bench.bots
+
+# What every `python -m bench.…` needs (the test, postgres and mitm extras); `make run` installs
+# the gateway alone.
+bench-deps: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -66,3 +66,32 @@ def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[st
         return value
 
     return parse
+
+
+EXTRAS_COMMAND = "make bench-deps"
+"""What installs every benchmark's extras (``.[test,postgres,mitm]``) into ``.venv``; ``make run``
+installs the gateway alone."""
+
+
+def needs(prog: str, extra: str, *modules: str) -> None:
+    """Exit 2 with one line naming the missing ``extra`` and how to install it, unless each of
+    ``modules`` imports (until 2026-12-07 a benchmark run after ``make run`` alone ended in an
+    ``ImportError`` traceback: ``bench.sync`` and ``bench.loopstall`` need ``asyncpg``,
+    ``bench.mitm`` mitmproxy, ``bench.bots`` mmdb-writer and netaddr)."""
+    import importlib
+
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        print(
+            f"{prog}: error: needs the {extra!r} extra ({', '.join(missing)} not installed), which"
+            f" `make run` does not install: run `{EXTRAS_COMMAND}` (every benchmark's extras), or"
+            f" `.venv/bin/python -m pip install -e '.[{extra}]'`",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)

@@ -5,7 +5,9 @@ generates N lines in a temp folder, imports them into a fresh store (first
 pass: every touchpoint new), imports them again (second pass: all duplicates,
 nothing written), and prints lines/s by wall clock and by CPU time, worker
 processes included (the steadier figure on a shared machine). Target: ≥ 50,000
-lines/s.
+lines/s. Beside them, each pass's lines/s ÷ the req/s of the bare aiohttp proxy loaded in the
+same run before and after the passes (``bench.baseline``): lines per baseline request, the
+figure that stays comparable across days.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench import at_least, entry
+from bench.baseline import bare_proxy
 from bench.servers import new_loop
 from bench.synthlog import HOST, write_log
 from gateway.config import load_settings
@@ -70,28 +73,38 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         parser.error(f"--json: no folder {Path(args.json).resolve().parent} to write {args.json} in")
-    with tempfile.TemporaryDirectory(prefix="gw-import-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gw-import-bench-") as tmp, bare_proxy() as baseline:
         folder = Path(tmp)
         log = write_log(folder / "access.log", args.lines, args.format, compress=args.gzip)
         settings = load_settings(
             None, text=f'[storage]\npath = "{folder / "gw.db"}"\nnode = "bench"\n', environ=ENV
         )
+        baseline.run("before")
         passes = {name: one_pass(settings, log, args.format, args.workers) for name in ("first", "again")}
+        baseline.run("after")
+    for r in passes.values():
+        r["lines_per_baseline_request"] = round(baseline.per_request(r["lines_per_s_wall"]), 3)
     gz = " (gzip)" if args.gzip else ""
     print(f"{args.lines:,} {args.format} lines{gz}, {args.workers} worker(s); target {TARGET:,} lines/s")
+    print(baseline.describe())
     print(
         f"{'pass':<6} {'lines/s wall':>13} {'lines/s CPU':>12} {'touchpoints':>12} {'new':>8} {'wall s':>7}"
+        f" {'lines/baseline req':>18}"
     )
     for name, r in passes.items():
         print(
             f"{name:<6} {r['lines_per_s_wall']:>13,} {r['lines_per_s_cpu']:>12,} {r['touchpoints']:>12,} "
-            f"{r['new_touchpoints']:>8,} {r['wall_s']:>7.2f}"
+            f"{r['new_touchpoints']:>8,} {r['wall_s']:>7.2f} {r['lines_per_baseline_request']:>18.2f}"
         )
+    print("(lines/baseline req: lines/s wall ÷ the baseline's req/s; compare this across days, not lines/s)")
     met = passes["first"]["lines_per_s_wall"] >= TARGET
     print(f"first pass: {'met' if met else 'NOT met'} (wall clock)", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"lines": args.lines, "format": args.format, **passes}, indent=2)
+            json.dumps(
+                {"lines": args.lines, "format": args.format, **passes, "baseline": baseline.as_json()},
+                indent=2,
+            )
         )
 
 

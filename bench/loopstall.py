@@ -18,7 +18,10 @@ Each round runs as ``gateway sync --once`` / ``gateway mirror --once`` run it (t
 rounds are the same code). Without ``--dsn`` a throwaway PostgreSQL is started
 (``bench.pgserver``, as the storage tests' ``postgres_server`` fixture). Nothing is asserted
 but the row counts: measure, compare (alternate the code before and after a change in the
-same hour: the machine's speed drifts), and put the figures in the README.
+same hour: the machine's speed drifts), and put the figures in the README. At the end each
+round's seconds are printed per baseline second, and its stalls as the requests the bare
+aiohttp proxy answers in as long, that proxy loaded in the same run before the first round and
+after the last (``bench.baseline``). Needs the ``postgres`` extra.
 """
 
 from __future__ import annotations
@@ -35,19 +38,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench import at_least, entry
+from bench.baseline import Baseline, bare_proxy
 from bench.pgserver import start_server
-from bench.sync import new_database, synthetic
+from bench.sync import needs_postgres, new_database, synthetic
 from bench.synth import generate
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from gateway.server import settle_heap
 from storage.local import LocalStore
-from storage.mirror import Mirror
-from storage.sync import Sync
 
 STALL_MS = 20.0
 """A stall longer than this is counted apart: a request waits that long on top of its own time."""
@@ -90,7 +90,13 @@ async def probe(found: list[Stall], collections: Collections) -> None:
         found.append((late, busy, collections.fulls != fulls))
 
 
-async def measured(what: str, work: Callable[[], Awaitable[dict[str, int]]]) -> dict[str, int]:
+Round = tuple[str, float, float, float]
+"""A round measured: what, its seconds, its longest and its p99 stall (ms)."""
+
+
+async def measured(
+    what: str, work: Callable[[], Awaitable[dict[str, int]]], rounds: list[Round] | None = None
+) -> dict[str, int]:
     """Run ``work`` with the probe beside it; print its rows, seconds, and in ms: the longest
     stall, the p99 and median ones, how many were over ``STALL_MS``; of the stalls no full
     collection began in, the longest and the most CPU time the loop's own thread spent in
@@ -123,10 +129,28 @@ async def measured(what: str, work: Callable[[], Awaitable[dict[str, int]]]) -> 
         f" {longest_apart:>8.1f} {busy:>8.1f} {collections.fulls:>3} {collections.full:>6.1f}"
         f" {collections.young:>6.1f}"
     )
+    if rounds is not None:
+        rounds.append((what, seconds, longest, p99))
     return done
 
 
-async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
+def print_ratios(rounds: list[Round], baseline: Baseline) -> None:
+    """Each round's seconds per baseline second, and its longest and p99 stalls as the requests
+    the bare proxy answered in as long (at its mean req/s this run): figures comparable across
+    days, where ms drift with the machine."""
+    print(baseline.describe())
+    print(f"{'round':<20} {'s ÷ baseline':>12} {'longest':>8} {'p99':>6}  (stalls in baseline requests)")
+    for what, seconds, longest, p99 in rounds:
+        in_requests = [ms / 1000 * baseline.rps for ms in (longest, p99)]
+        print(f"{what:<20} {baseline.times(seconds):>11.2f}x {in_requests[0]:>8.0f} {in_requests[1]:>6.0f}")
+
+
+async def run(args: argparse.Namespace, admin_dsn: str, folder: Path, baseline: Baseline) -> None:
+    import asyncpg
+
+    from storage.mirror import Mirror
+    from storage.sync import Sync
+
     dsn = await new_database(admin_dsn)
     node = folder / "node.db"
     began = time.perf_counter()
@@ -146,8 +170,10 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
         f" >{STALL_MS:g}: stalls over it, no gc: longest stall without a full collection,"
         " loop CPU: the most CPU in one, full gc: count and longest, young: longest young collection)"
     )
-    first = await measured("sync catch-up", sync.once)
-    filled = await measured("mirror first fill", mirror.once)
+    rounds: list[Round] = []
+    await asyncio.to_thread(baseline.run, "before")
+    first = await measured("sync catch-up", sync.once, rounds)
+    filled = await measured("mirror first fill", mirror.once, rounds)
     assert sum(filled.values()) >= sum(first.values()) - first.get("erasures", 0), (first, filled)
     store = LocalStore(node, StorageOptions(node="bench", batch_size=5000), Metrics())
     await store.open()
@@ -157,11 +183,13 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
             start = datetime(2026, 12, 1 + round_, tzinfo=UTC)
             offset = round_ * args.steady
             await store.write([synthetic(offset + n, ids, start) for n in range(args.steady)])
-            synced = await measured("sync round, steady", sync.once)
-            mirrored = await measured("mirror round, steady", mirror.once)
+            synced = await measured("sync round, steady", sync.once, rounds)
+            mirrored = await measured("mirror round, steady", mirror.once, rounds)
             assert synced["touchpoints"] == args.steady == mirrored["touchpoints"], (synced, mirrored)
     finally:
         await store.close()
+    await asyncio.to_thread(baseline.run, "after")
+    print_ratios(rounds, baseline)
     conn: Any = await asyncpg.connect(dsn)
     try:
         central = await conn.fetchval("SELECT count(*) FROM touchpoints")
@@ -198,15 +226,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    needs_postgres("python -m bench.loopstall", args.dsn)
     print(
         f"bench.loopstall: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f},"
         f" batch {args.batch_size:,}, {'CPython' if args.default_gc else 'the gateway'}'s collector settings"
     )
     server = None if args.dsn else start_server()
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, bare_proxy() as baseline:
             dsn = args.dsn if server is None else server.dsn()
-            asyncio.run(run(args, dsn, Path(folder)))
+            asyncio.run(run(args, dsn, Path(folder), baseline))
     finally:
         if server is not None:
             server.close()

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import at_least, entry
+from bench import at_least, entry, needs
 from bench.ports import TRIES, free_port, port_taken
 from bench.proxy import ROOT, Row, Server, measure, start_server, stop_process
 from bench.servers import gateway_toml
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         parser.error(f"--json: no folder {Path(args.json).resolve().parent} to write {args.json} in")
+    needs("python -m bench.mitm", "mitm", "mitmproxy")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gw-bench-mitm-") as tmp:
         store = Path(tmp)

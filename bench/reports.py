@@ -8,8 +8,11 @@ gateway would. Each report runs as the admin API runs it (``gateway/reporting.py
 over ``storage/reports.Reports``, JSON rendering included, no HTTP), and so does the
 dashboard's summary (``storage/dashboard.summary``, each part the page asks for apart, and
 the one call of all three, over the default 30 days and the longest 92), ``--repeat`` times;
-the best and the median wall-clock times are printed. Nothing is asserted: measure,
-compare, and put the figures in the README.
+the best and the median wall-clock times are printed, and the best as report seconds per
+baseline second: the bare aiohttp proxy of ``bench.proxy`` is loaded with a fixed workload
+(``bench.baseline``) just before the first report and after the last, and the time it took is
+the figure's unit, which stays comparable across days where seconds drift. Nothing is
+asserted: measure, compare, and put the figures in the README.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +32,7 @@ from typing import Protocol
 import aiosqlite
 
 from bench import at_least, entry
+from bench.baseline import Baseline, bare_proxy
 from bench.synth import END, generate
 from gateway import reporting
 from gateway.attribution import MODELS, Attribution
@@ -68,7 +73,9 @@ async def migrated(store: Path) -> None:
         print(f"migrated the store from schema version {before} to {after}, as the gateway would")
 
 
-async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -> list[dict[str, object]]:
+async def run(
+    store: Path, repeat: int, models: list[str], baseline: Baseline, processes: int = 0
+) -> list[dict[str, object]]:
     await migrated(store)
     reports = Reports(
         store,
@@ -137,6 +144,7 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
             )
     results = []
     try:
+        await asyncio.to_thread(baseline.run, "before")
         for name, case in cases:
             times, rows = [], 0
             for _ in range(repeat):
@@ -148,12 +156,21 @@ async def run(store: Path, repeat: int, models: list[str], processes: int = 0) -
             results.append(
                 {"report": name, "best_s": min(times), "median_s": statistics.median(times), "rows": rows}
             )
-            print(
-                f"{name:48} best {min(times):6.2f} s  median {statistics.median(times):6.2f} s  ({rows} rows)"
-            )
+            print(f"  {name:52} best {min(times):6.2f} s", file=sys.stderr, flush=True)
+        await asyncio.to_thread(baseline.run, "after")
     finally:
         await reports.close()
         await reader.close()
+    print(baseline.describe())
+    print(f"{'report':52} {'best s':>6} {'median s':>8} {'rows':>7} {'best ÷ baseline':>15}")
+    for result in results:
+        result["best_per_baseline_s"] = baseline.times(float(result["best_s"]))  # type: ignore[arg-type]
+        result["baseline_s"] = baseline.seconds  # each run's seconds for the baseline's workload
+        print(
+            f"{result['report']:52} {result['best_s']:6.2f} {result['median_s']:8.2f} {result['rows']:>7}"
+            f" {result['best_per_baseline_s']:>14.2f}x"
+        )
+    print("(best ÷ baseline: report seconds per baseline second; compare this across days, not seconds)")
     return results
 
 
@@ -234,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"generated {counts.touchpoints:,} touchpoints, {counts.conversions:,} conversions, "
                 f"{counts.identities:,} bindings in {time.perf_counter() - started:.0f} s"
             )
-        results = asyncio.run(run(store, args.repeat, args.models, args.processes))
+        with bare_proxy() as baseline:
+            results = asyncio.run(run(store, args.repeat, args.models, baseline, args.processes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -9,7 +9,9 @@ prints touchpoints/s with the setup. Then, unless ``--lag-seconds 0``, it
 measures the sync lag under load: the local store takes a steady stream of
 touchpoints (``--load-rate`` per second) while the sync task runs, and the
 lag (rows and seconds behind) is sampled every 100 ms. Without ``--dsn`` a
-throwaway PostgreSQL is started (``bench.pgserver``).
+throwaway PostgreSQL is started (``bench.pgserver``). The catch-up's touchpoints/s is also
+printed per request of the bare aiohttp proxy loaded in the same run just before and after it
+(``bench.baseline``): the figure to compare across days. Needs the ``postgres`` extra.
 """
 
 from __future__ import annotations
@@ -17,22 +19,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncpg
-
-from bench import at_least, entry
-from bench.pgserver import start_server
+from bench import at_least, entry, needs
+from bench.baseline import Baseline, bare_proxy
+from bench.pgserver import binaries, start_server
 from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions, StorageOptions
 from storage.local import LocalStore
-from storage.sync import Sync
+
+if TYPE_CHECKING:  # asyncpg (the postgres extra) is imported once ``needs`` has found it
+    from storage.sync import Sync
 
 SOURCES = ("google", "newsletter", "tiktok", "instagram", "bing", "partner")
 
@@ -74,6 +79,8 @@ async def loop_stalls(found: list[float]) -> None:
 
 
 async def new_database(admin_dsn: str) -> str:
+    import asyncpg
+
     name = f"bench_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -85,7 +92,11 @@ async def new_database(admin_dsn: str) -> str:
     return admin_dsn.rsplit("/", 1)[0] + "/" + name
 
 
-async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> None:
+async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path, baseline: Baseline) -> None:
+    import asyncpg
+
+    from storage.sync import Sync
+
     dsn = await new_database(admin_dsn)
     store = LocalStore(folder / "node.db", StorageOptions(node="bench", batch_size=5000), Metrics())
     await store.open()
@@ -93,6 +104,7 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
         seconds = await fill(store, args.rows, datetime(2026, 1, 1, tzinfo=UTC))
         print(f"local store: {args.rows:,} touchpoints written in {seconds:.2f} s")
         sync = Sync(store.path, dsn, CentralOptions(batch_size=args.batch_size), Metrics())
+        await asyncio.to_thread(baseline.run, "before")
         stalls: list[float] = []
         monitor = asyncio.create_task(loop_stalls(stalls))
         began = time.perf_counter()
@@ -108,9 +120,16 @@ async def catch_up(args: argparse.Namespace, admin_dsn: str, folder: Path) -> No
             await conn.close()
         assert delivered["touchpoints"] == args.rows == central_rows, (delivered, central_rows)
         rate = args.rows / seconds
+        await asyncio.to_thread(baseline.run, "after")
         print(
             f"catch-up: {args.rows:,} touchpoints in {seconds:.2f} s = {rate:,.0f} touchpoints/s "
             f"(batch {args.batch_size:,}; target >= 50,000)"
+        )
+        print(baseline.describe())
+        print(
+            f"catch-up per baseline request: {baseline.per_request(rate):,.2f} touchpoints"
+            f" ({rate:,.0f} touchpoints/s ÷ the baseline's {baseline.rps:,.0f} req/s; compare this"
+            " across days, not touchpoints/s)"
         )
         print(f"central size: {size / args.rows:,.0f} bytes per touchpoint (table, TOAST and indexes)")
         stalls.sort()
@@ -180,14 +199,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def needs_postgres(prog: str, dsn: str | None) -> None:
+    """The postgres extra, and without ``--dsn`` PostgreSQL's server binaries: exit 2 with what
+    to install if either is missing (until 2026-12-07 an ``ImportError`` or a
+    ``FileNotFoundError`` traceback)."""
+    needs(prog, "postgres", "asyncpg")
+    if dsn is None and binaries() is None:
+        print(
+            f"{prog}: error: needs PostgreSQL's server binaries (initdb, pg_ctl) to start a throwaway"
+            " server: apt-get install postgresql, or give --dsn of a server of yours",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    needs_postgres("python -m bench.sync", args.dsn)
     print(f"bench.sync: {os.cpu_count()} cores, {args.rows:,} rows, batch {args.batch_size:,}")
     server = None if args.dsn else start_server()
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, bare_proxy() as baseline:
             dsn = args.dsn if server is None else server.dsn()
-            asyncio.run(catch_up(args, dsn, Path(folder)))
+            asyncio.run(catch_up(args, dsn, Path(folder), baseline))
     finally:
         if server is not None:
             server.close()

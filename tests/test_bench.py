@@ -75,6 +75,20 @@ def run_bench(
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+BASELINE = "baseline (bare aiohttp proxy, same run): 2,000 requests on 8 connections, "
+
+
+def assert_baseline(stdout: str, figures: dict[str, object] | None = None) -> None:
+    """The benchmark printed its same-run baseline, run before and after its work (and wrote it
+    to its JSON, ``figures``, when given)."""
+    [line] = [line for line in stdout.splitlines() if line.startswith(BASELINE)]
+    assert " s before (" in line and " s after (" in line and "after/before " in line, line
+    if figures is not None:
+        assert figures["requests"] == 2000
+        assert set(figures["seconds"]) == {"before", "after"}  # type: ignore[arg-type]
+        assert figures["rps"] > 0  # type: ignore[operator]
+
+
 @pytest.fixture(autouse=True)
 def sigterm_stops_the_run(request: pytest.FixtureRequest) -> Iterator[None]:
     """The benchmarks run in sessions of their own (``bench_process``), out of reach of a
@@ -138,6 +152,10 @@ def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
     assert "geo + bots median per request" in done.stdout
     results = json.loads(out.read_text())
     assert {"asset", "page", "landing", "all"} <= set(results) and results["all"]["requests"] == 2000
+    assert_baseline(done.stdout, results["baseline"])
+    assert "median ÷ baseline" in done.stdout
+    [every] = [line.split() for line in done.stdout.splitlines() if line.startswith("all ")]
+    assert every[-1].endswith("%") and results["all"]["median_per_baseline_request"] > 0
 
 
 def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
@@ -151,6 +169,13 @@ def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
     assert results["first"]["lines"] == results["again"]["lines"] == 3000
     assert results["first"]["new_touchpoints"] == results["first"]["touchpoints"] > 0
     assert results["again"]["new_touchpoints"] == 0
+    # The same-run reference: the bare proxy loaded before and after, lines/s as a ratio of it.
+    assert_baseline(done.stdout, results["baseline"])
+    [first] = [line.split() for line in done.stdout.splitlines() if line.startswith("first ")]
+    assert float(first[-1]) == pytest.approx(results["first"]["lines_per_baseline_request"], abs=0.01)
+    assert results["first"]["lines_per_baseline_request"] == pytest.approx(
+        results["first"]["lines_per_s_wall"] / results["baseline"]["rps"], rel=0.01
+    )
 
 
 def test_sync_bench_runs_and_reports() -> None:
@@ -167,6 +192,30 @@ def test_sync_bench_runs_and_reports() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "catch-up: 3,000 touchpoints in" in done.stdout and "lag under load:" in done.stdout
+    assert_baseline(done.stdout)
+    assert "catch-up per baseline request: " in done.stdout
+
+
+def test_loopstall_bench_runs_and_reports_its_rounds_per_baseline_second() -> None:
+    from bench.pgserver import binaries
+
+    if binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries not found (CI must run the loopstall bench test)")
+        pytest.skip("PostgreSQL server binaries not found")
+    done = run_bench(
+        ["bench.loopstall", "--touchpoints", "1000", "--steady", "100", "--rounds", "1"],
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_baseline(done.stdout)
+    lines = done.stdout.splitlines()
+    ratios = lines[lines.index(next(line for line in lines if "s ÷ baseline" in line)) + 1 :]
+    rounds = [line for line in ratios if line.startswith(("sync ", "mirror "))]
+    assert [line[:20].strip() for line in rounds] == [
+        "sync catch-up", "mirror first fill", "sync round, steady", "mirror round, steady"
+    ]  # fmt: skip
+    assert all(line.split()[-3].endswith("x") for line in rounds), rounds
 
 
 def as_of(db: sqlite3.Connection, version: int) -> None:
@@ -230,6 +279,15 @@ def test_report_bench_runs_on_a_small_synthetic_store(tmp_path: Path) -> None:
     for days in (30, 92):
         for part in ("counts", "daily", "models", "all"):
             assert results[f"dashboard {days} days part={part}"]["rows"] > 0, (days, part)
+    # Each report's seconds per second of the bare proxy loaded before and after them.
+    assert_baseline(done.stdout)
+    assert "best ÷ baseline" in done.stdout
+    for result in results.values():
+        assert set(result["baseline_s"]) == {"before", "after"}
+        mean = sum(result["baseline_s"].values()) / 2
+        assert result["best_per_baseline_s"] == pytest.approx(result["best_s"] / mean)
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("paths ")]
+    assert row.split()[-1] == f"{results['paths']['best_per_baseline_s']:.2f}x"
 
 
 def test_instruction_bench_spreads_requests_over_connections_without_gap_or_repeat() -> None:
@@ -382,6 +440,47 @@ def test_bench_refuses_a_bad_argument_with_a_clear_error(
     [error] = [line for line in done.stderr.splitlines() if f"python -m {module}: error:" in line]
     assert says in error
     assert list(tmp_path.iterdir()) == []
+
+
+WITHOUT = """
+import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as after `make run` alone: the extra's package not installed
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+"""``python -c WITHOUT PACKAGES MODULE ARGS…``: the benchmark run as ``python -m MODULE ARGS…``
+with each of PACKAGES (comma-separated) failing to import, as when it is not installed."""
+
+
+@pytest.mark.parametrize(
+    ("module", "missing", "extra", "args"),
+    [
+        ("bench.sync", "asyncpg", "postgres", ["--rows", "10"]),
+        ("bench.loopstall", "asyncpg", "postgres", ["--touchpoints", "10"]),
+        ("bench.mitm", "mitmproxy", "mitm", ["--seconds", "0.1"]),
+        ("bench.bots", "mmdb_writer,netaddr", "test", ["--requests", "10"]),
+    ],
+)
+def test_a_benchmark_without_its_extra_says_which_and_how_to_install_it(
+    tmp_path: Path, module: str, missing: str, extra: str, args: list[str]
+) -> None:
+    """After ``make run`` alone (the gateway, no extras) a benchmark that needs an extra says
+    which, and the command that installs it, exit 2, before it starts anything: until
+    2026-12-07 ``bench.sync`` and ``bench.loopstall`` ended in an ``ImportError`` traceback."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT, missing, module, *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if f"python -m {module}: error:" in line]
+    assert f"needs the '{extra}' extra ({missing.replace(',', ', ')} not installed)" in error
+    assert "make bench-deps" in error and f"pip install -e '.[{extra}]'" in error
+    assert done.stdout == ""  # nothing started, no figures
+    assert list(temp.iterdir()) == []
 
 
 WRITER = """
