@@ -22,6 +22,7 @@ snapshot for all of it, and the same answer as counting by effective verdict row
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -103,8 +104,23 @@ class Landings:
 
     def top(self, column: str, limit: int) -> list[tuple[str, Landed]]:
         """The ``limit`` names of ``column`` most landed on by credited landings, the name
-        breaking ties (as SQLite orders text: by code point)."""
-        return sorted(self.names[column].items(), key=lambda item: (-item[1].landed, item[0]))[:limit]
+        breaking ties in the order of its numbers (``name_order``)."""
+        ranked = sorted(self.names[column].items(), key=lambda item: (-item[1].landed, name_order(item[0])))
+        return ranked[:limit]
+
+
+_NUMBERS = re.compile(r"([0-9]+)")
+
+
+def name_order(name: str) -> tuple[list[int | str], str]:
+    """A name's place among names, as the dashboard orders channels (an ``Intl.Collator`` with
+    ``numeric``): its runs of digits by their number, ``Region 2`` before ``Region 10``, the
+    text between them regardless of case, ``cr_B`` between ``cr_a`` and ``cr_c``; names alike
+    so (``c-01``, ``c-1``) by their text. By code point (until 2026-12-07), ``Region 10`` came
+    between ``Region 1`` and ``Region 2``, and the ten shown of twelve names landed on alike
+    were cut from that order."""
+    parts = _NUMBERS.split(name)  # text, digits, text…: the same kind at the same place
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)], name
 
 
 def _sums(kind: int, column: str | None) -> str:

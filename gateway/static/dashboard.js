@@ -385,7 +385,10 @@ function renderTop(selector, rows, color, what, landed, uncredited, since) {
   }
   note.hidden = !said.length;
   note.textContent = said.join(" ");
-  const bars = rows.map((r) => {
+  // Those landed on alike by name, as the channels are (the API ranks them so too; until
+  // 2026-12-07 as text: Region 10 before Region 2).
+  const ranked = [...rows].sort((a, b) => b.touchpoints - a.touchpoints || byName(a.name, b.name));
+  const bars = ranked.map((r) => {
     const left = r.not_credited ? ` · +${count(r.not_credited)} not credited` : "";
     const spokenLeft = r.not_credited ? `, ${count(r.not_credited)} more landing${r.not_credited === 1 ? "" : "s"} not credited` : "";
     return {

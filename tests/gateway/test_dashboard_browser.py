@@ -2796,3 +2796,31 @@ async def test_the_daily_numbers_keep_each_day_on_one_line(
         )
     assert lines and all(day.startswith("2026-11-") for day, _ in lines), lines
     assert all(n == 1 for _, n in lines), lines
+
+
+@pytest.mark.timeout(180)
+async def test_top_names_landed_alike_are_in_the_order_of_their_numbers(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """Campaigns and creators landed on alike were ranked as the server sorted text: Region 1,
+    Region 10, Region 11, Region 12, Region 2…, the ten shown cut from that order. Now as the
+    channels are ordered: Region 2 before Region 10."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    regions = [f"Region {n}" for n in range(1, 13)]
+    creators = ["cr_10", "cr_2", "cr_1"]
+    await gw.gateway.store.write(
+        [_tp(f"{n + 500:032x}", 1 + n / 100, "Email", campaign=name) for n, name in enumerate(regions)]
+        + [_tp(f"{n + 600:032x}", 2 + n / 100, "Paid Social", creator_id=c) for n, c in enumerate(creators)]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        shown = json.loads(
+            await page.eval(
+                "JSON.stringify(['#chart-campaigns', '#chart-creators'].map(c =>"
+                " [...document.querySelectorAll(c + ' rect[data-series]')]"
+                ".map(r => r.getAttribute('data-series'))))"
+            )
+        )
+    assert shown == [regions[:10], ["cr_1", "cr_2", "cr_10"]], shown
+    assert page.errors == [], page.errors

@@ -132,6 +132,32 @@ async def test_the_top_tables_say_how_many_names_the_period_has(tmp_path: Path, 
     assert empty["landed"] == {"campaigns": 0, "creators": 0}
 
 
+async def test_top_names_landed_alike_are_in_the_order_of_their_numbers(
+    tmp_path: Path, channels: Channels
+) -> None:
+    """Names landed on alike were ranked by their text's code points: Region 1, Region 10,
+    Region 11, Region 12, Region 2… (and the ten shown were cut from that order, Region 8 and 9
+    left out for Region 10 to 12). Now as the dashboard orders channels: by the names' numbers,
+    Region 2 before Region 10, case aside (``cr_B`` between ``cr_a`` and ``cr_c``)."""
+    at = T0 + timedelta(days=5)
+    regions = [f"Region {n}" for n in range(1, 13)]
+    creators = ["cr_10", "cr_2", "cr_B", "cr_a", "cr_c", "cr_1"]
+    events: list[Event] = [tp(f"v{n}", at, name) for n, name in enumerate(reversed(regions))]
+    events += [tp(f"w{n}", at, None, name) for n, name in enumerate(creators)]
+    events += [tp("x1", at, "Region 7"), tp("x2", at, "Region 7")]  # more landings: first
+    conn = await store(tmp_path, events)
+    try:
+        got = await run(conn, channels, date(2026, 11, 1), date(2026, 11, 30))
+    finally:
+        await conn.close()
+    assert [c["name"] for c in got["top_campaigns"]] == [
+        "Region 7",
+        *[f"Region {n}" for n in (1, 2, 3, 4, 5, 6, 8, 9)],
+        "Region 10",
+    ]
+    assert [c["name"] for c in got["top_creators"]] == ["cr_1", "cr_2", "cr_10", "cr_a", "cr_B", "cr_c"]
+
+
 async def test_one_conversion_name_at_a_time(tmp_path: Path, channels: Channels) -> None:
     at = T0 + timedelta(days=5)
     conn = await store(

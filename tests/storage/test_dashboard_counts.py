@@ -14,6 +14,7 @@ reaches (every device of the converter, inside the widest lookback window)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -160,7 +161,8 @@ async def reference(
             }
             for group, rows in groups.items()
         ]
-        counted.sort(key=lambda row: (-row["touchpoints"], row["name"]))
+        # Ties in the order of the names' numbers, case aside, as the dashboard orders channels.
+        counted.sort(key=lambda row: (-row["touchpoints"], _by_numbers(row["name"]), row["name"]))
         tables[key] = counted[:TOP]
         landed[column] = len(groups)
         left_out[column] = sum(row["not_credited"] for row in counted)
@@ -190,6 +192,14 @@ async def reference(
         "landed": landed,
         "not_credited": left_out,
     }
+
+
+def _by_numbers(name: str) -> list[Any]:
+    """``Region 2`` before ``Region 10``: each run of digits a number, the rest case-folded."""
+    return [
+        (0, int(run), "") if run.isdigit() else (1, 0, run.casefold())
+        for run in re.findall(r"[0-9]+|[^0-9]+", name)
+    ]
 
 
 async def _touched(
