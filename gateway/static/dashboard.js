@@ -545,13 +545,13 @@ async function lookup(event) {
   looking?.abort();
   const mine = new AbortController();
   looking = mine;
-  if (!form.id.value.trim()) {
+  if (!form.identifier.value.trim()) {
     out.replaceChildren(element("p", "Enter a visitor ID or cookie value, or a user ID.", "error"));
     return;
   }
   out.replaceChildren(element("p", "Looking up…", "hint"));
   try {
-    const found = await journey(form.kind.value, form.id.value, mine.signal);
+    const found = await journey(form.kind.value, form.identifier.value, mine.signal);
     if (looking !== mine) return;
     out.replaceChildren();
     const key = found.user_key || found.visitor_key;
@@ -751,13 +751,13 @@ async function main() {
   // found by the site's own ID (the demo shop's e-mail), not by a cookie. Set now too: the
   // browser may have restored the kind of a previous visit (back, forward).
   const kinds = {
-    visitor: [lookupForm.id.placeholder, "Visitor ID or cookie value"],
+    visitor: [lookupForm.identifier.placeholder, "Visitor ID or cookie value"],
     user: ["e.g. the e-mail or account ID the site knows the user by", "User ID or user key"],
   };
   const fitKind = () => {
     const [hint, name] = kinds[lookupForm.kind.value] || kinds.visitor;
-    lookupForm.id.placeholder = hint;
-    lookupForm.id.setAttribute("aria-label", name);
+    lookupForm.identifier.placeholder = hint;
+    lookupForm.identifier.setAttribute("aria-label", name);
   };
   lookupForm.kind.addEventListener("change", fitKind);
   fitKind();

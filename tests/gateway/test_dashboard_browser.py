@@ -489,7 +489,7 @@ async def sign_out_behind_the_page(page: Page, gw: RunningGateway) -> None:
 async def look_up(page: Page, kind: str, identifier: str) -> None:
     """Submit the journey lookup form for a ``visitor`` or a ``user``."""
     await page.eval(  # a function's own scope: a second lookup on the page declares g again
-        "(g => { g.kind.value = " + json.dumps(kind) + "; g.id.value = " + json.dumps(identifier) + ";"
+        f"(g => {{ g.kind.value = {json.dumps(kind)}; g.identifier.value = {json.dumps(identifier)};"
         " g.requestSubmit(); })(document.querySelector('#journey'))"
     )
 
@@ -1145,7 +1145,7 @@ async def test_keyboard_focus_is_seen_and_a_screen_reader_reads_the_charts_numbe
         ("BUTTON", "Show"),
         ("BUTTON", "Log out"),
         ("A", "CSV"),
-        ("INPUT", "id"),
+        ("INPUT", "identifier"),
         ("BUTTON", "Look up journey"),
     ]:
         assert control in reached, (control, reached)
@@ -2208,7 +2208,8 @@ async def test_the_lookup_s_hint_follows_the_kind_of_id_chosen(
         hints = await page.eval(
             "(g => ['user', 'visitor'].reduce((seen, kind) => {"
             " g.kind.value = kind; g.kind.dispatchEvent(new Event('change', {bubbles: true}));"
-            " return [...seen, g.id.placeholder]; }, [g.id.placeholder]))(document.querySelector('#journey'))"
+            " return [...seen, g.identifier.placeholder]; }, [g.identifier.placeholder]))"
+            "(document.querySelector('#journey'))"
         )
     assert hints == [
         "e.g. the gw_vid cookie value",
@@ -2503,13 +2504,13 @@ async def test_each_control_of_the_lookup_has_a_name_of_its_own(
         await sign_in(page, gw)
         names = [
             await accessible_name(page, f"#journey {control}")
-            for control in ("select[name=kind]", "input[name=id]", "button")
+            for control in ("select[name=kind]", "input[name=identifier]", "button")
         ]
         await page.eval(
             "(g => { g.kind.value = 'user'; g.kind.dispatchEvent(new Event('change', {bubbles: true})); })"
             "(document.querySelector('#journey'))"
         )
-        as_user = await accessible_name(page, "#journey input[name=id]")
+        as_user = await accessible_name(page, "#journey input[name=identifier]")
         assert page.errors == [], page.errors
     assert names == ["Kind of ID", "Visitor ID or cookie value", "Look up journey"], names
     assert as_user == "User ID or user key", as_user
@@ -2707,7 +2708,7 @@ async def test_the_lookup_s_field_shows_its_whole_hint_and_a_whole_cookie_value(
         )
         measured = json.loads(
             await page.eval(
-                "(g => { const field = g.id, style = getComputedStyle(field);"
+                "(g => { const field = g.identifier, style = getComputedStyle(field);"
                 " const room = field.clientWidth - parseFloat(style.paddingLeft)"
                 " - parseFloat(style.paddingRight);"
                 " const ctx = document.createElement('canvas').getContext('2d'); ctx.font = style.font;"
@@ -2823,4 +2824,30 @@ async def test_top_names_landed_alike_are_in_the_order_of_their_numbers(
             )
         )
     assert shown == [regions[:10], ["cr_1", "cr_2", "cr_10"]], shown
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
+async def test_the_lookup_s_field_does_not_hide_its_form_s_id(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The lookup's field was named ``id``, so that the form's ``id`` (``form.id``) was the field
+    itself to the page's script, not "journey": any code reading it got an input element. The
+    field has a name of its own, and a lookup through it still finds the journey."""
+    gw = await seeded_gateway(start_gateway, upstream_server)
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        form_id = await page.eval(
+            "(g => typeof g.id === 'string' ? g.id : null)(document.querySelector('#journey'))"
+        )
+        await look_up(page, "user", "alice")
+        said = await page.wait_for(
+            "document.querySelector('#journey-result table')"
+            " && document.querySelector('#journey-result').innerText",
+            "alice's journey",
+        )
+        rows = await page.eval("document.querySelectorAll('#journey-result tbody tr').length")
+    assert form_id == "journey"
+    assert rows == 2 and "2 touchpoints · 2 devices" in said, said
     assert page.errors == [], page.errors
