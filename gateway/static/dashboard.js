@@ -342,7 +342,11 @@ function renderLearnt(learnt, color, population, since) {
   let why = "";
   if (converting) why = " A channel's weight is the share of a conversion its touches get: its removal effect (how much the chance of converting drops without it) over the sum of them.";
   else if (channels.length) why = " None converted: every removal effect and weight is 0.";
-  $("#learnt-note").textContent = said + why + (converting + other ? learntWhen(learnt.learnt_at) : "");
+  // No journeys: the chart says so alone (until 2026-12-07 "From 0 journeys of the period: 0
+  // converting, 0 not converting." stood over "No journeys in this period: …").
+  const note = $("#learnt-note");
+  note.hidden = !(converting + other);
+  note.textContent = converting + other ? said + why + learntWhen(learnt.learnt_at) : "";
   const most = Math.max(...channels.map((c) => c.weight), 0);
   const rows = channels.map((c) => {
     const weight = `${PERCENT.format(c.weight * 100)} %`;
