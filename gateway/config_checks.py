@@ -107,6 +107,15 @@ MAX_DELAY_SECONDS = 86_400
 typo (``3e6``, ``1e300``), and the task it sets would wait for weeks or for ever, unsaid."""
 
 
+MIN_SINK_RATE = 0.01
+"""Fewest requests per second a sink may be held to (``sinks.rate_per_second``): one every 100 s.
+Below it a value is a typo (``1e-9``: one request every 31 years, taken until 2026-12-07), and the
+sink would never catch up, nor a re-send on demand answer, which waits for it."""
+MAX_SINK_RATE = 1000
+"""Most requests per second a sink may be held to: it sends one request at a time, so more is no
+limit, which ``inf`` says."""
+
+
 def _seconds(problems: list[str], key: str, value: float) -> None:
     """A pause, retry delay or timeout of a background task: more than 0, at most a day
     (``MAX_DELAY_SECONDS``); ``inf`` and ``nan`` are out of range too."""
@@ -567,11 +576,13 @@ def _validate_central(options: Options) -> list[str]:
                 if largest != _SINK_MAX_BATCH_BYTES
                 else f"{key}.max_message_bytes: must be 1024..max_batch_bytes ({largest}), got {biggest}"
             )
+        rate = sink.rate_per_second
         _check(
             p,
-            sink.rate_per_second > 0,
+            MIN_SINK_RATE <= rate <= MAX_SINK_RATE or rate == math.inf,
             f"{key}.rate_per_second",
-            f"must be > 0, got {sink.rate_per_second}",  # inf: no limit
+            f"must be {MIN_SINK_RATE:g}..{MAX_SINK_RATE:g} requests per second (at least one every"
+            f" {1 / MIN_SINK_RATE:g} s), or inf for no limit, got {rate}",
         )
         for name in ("interval_seconds", "backoff_max_seconds", "timeout_seconds"):
             _seconds(p, f"{key}.{name}", getattr(sink, name))

@@ -236,7 +236,7 @@ class SinkOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     max_message_bytes: int = 32_000
     """Largest single message; a larger one is skipped and counted (Segment: 32 KB)."""
     rate_per_second: float = 10.0
-    """Most requests per second to the destination."""
+    """Most requests per second to the destination: 0.01 (one every 100 s) to 1000, or ``inf`` (no limit)."""
     interval_seconds: float = 5.0
     """Pause between rounds once caught up."""
     backoff_max_seconds: float = 300.0

@@ -968,6 +968,7 @@ def test_each_example_of_the_starter_config_works_uncommented_where_it_is() -> N
 
 
 _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\n"
+_RATE = "must be 0.01..1000 requests per second (at least one every 100 s), or inf for no limit"
 
 
 @pytest.mark.parametrize(
@@ -985,7 +986,14 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
         ("[[sinks]]\nname = 'a'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'inline'\n", "sinks[0].secret"),
         ("[[sinks]]\nname='a'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:NOPE'\n", "NOPE is not"),
         ("[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'env:S'\nrate_per_second = 0\n",
-         "sinks[0].rate_per_second: must be > 0"),
+         f"sinks[0].rate_per_second: {_RATE}, got 0.0"),
+        # One request every 31 years (until 2026-12-07 taken: the sink never sent again), or a
+        # typo's thousands a second; inf, the one way to say no limit, is still taken (below).
+        (_SINK + "rate_per_second = 1e-9\n", f"sinks[0].rate_per_second: {_RATE}, got 1e-09"),
+        (_SINK + "rate_per_second = 0.001\n", f"sinks[0].rate_per_second: {_RATE}, got 0.001"),
+        (_SINK + "rate_per_second = 1e6\n", f"sinks[0].rate_per_second: {_RATE}, got 1000000.0"),
+        (_SINK + "rate_per_second = nan\n", f"sinks[0].rate_per_second: {_RATE}, got nan"),
+        (_SINK + "rate_per_second = -inf\n", f"sinks[0].rate_per_second: {_RATE}, got -inf"),
         # The name that was wrong, and the length too (a 65-character name was only "a-z 0-9 _ . -").
         ("[[sinks]]\nname = 'A B'\nkind = 'segment'\nurl = 'http://x'\nsecret = 'env:S'\n",
          "sinks[0].name: must be 1-64 of a-z 0-9 _ . -, got 'A B'"),
@@ -1030,6 +1038,12 @@ _SINK = "[[sinks]]\nname = 'a'\nkind = 'webhook'\nurl = 'http://x'\nsecret = 'en
 def test_central_and_sink_problems_name_their_key(toml: str, expected: str) -> None:
     found = problems(toml, {**ENV, "S": "s" * 32})
     assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize("rate", ["0.01", "1000", "inf", "0.25"])
+def test_a_sink_rate_within_its_bounds_or_inf_is_taken(rate: str) -> None:
+    settings = load_settings(None, text=_SINK + f"rate_per_second = {rate}\n", environ={**ENV, "S": "s" * 32})
+    assert settings.options.sinks[0].rate_per_second == float(rate)
 
 
 def test_a_day_is_the_longest_delay_of_the_sync_and_the_sinks() -> None:
