@@ -1143,13 +1143,14 @@ async def sink_send(request: web.Request) -> web.Response:
         raise ApiError(502, f"sink {name}: the destination did not accept the calls: {err}") from None
     except NothingRecorded as err:
         raise ApiError(404, str(err)) from None
-    if not sent[name]:  # bindings there are (else NothingRecorded): each message too large to send
+    if not sent[name].sent:  # bindings there are (else NothingRecorded): each message too large to send
         raise ApiError(
             404,
             f"nothing sent: each of this user's messages is over sinks[].max_message_bytes (counted"
             f' in gateway_sink_messages_total{{outcome="too_large",sink="{name}"}})',
         )
-    return ok({"sink": name, "user_key": keys[0], "sent": sent[name]})
+    # The key of the user it sent (as the lookup names them), not the typed text's first form.
+    return ok({"sink": name, "user_key": sent[name].user_key, "sent": sent[name].sent})
 
 
 _Body = TypeVar("_Body", bound=msgspec.Struct)

@@ -60,11 +60,13 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         print(f"gateway: cannot open the store {settings.store_path}: {err}", file=sys.stderr)
         return 1
     failed = False
-    for name, count in sent.items():
-        if isinstance(count, SinkError):  # the others are still sent to, and said
-            print(f"gateway: sink send failed: sink {name}: {count}", file=sys.stderr)
+    for name, resent in sent.items():
+        if isinstance(resent, SinkError):  # the others are still sent to, and said
+            print(f"gateway: sink send failed: sink {name}: {resent}", file=sys.stderr)
             failed = True
-        elif not count:  # bindings there are (else NothingRecorded): each message too large
+            continue
+        count = resent.sent
+        if not count:  # bindings there are (else NothingRecorded): each message too large
             # As the admin API's 404 says it (until 2026-12-05: "0 messages sent", exit 0).
             print(
                 f"gateway: sink {name}: nothing sent: each of this user's messages is over"

@@ -54,6 +54,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +92,7 @@ from storage.sink_messages import (
 
 __all__ = [
     "EVENT",
+    "Resent",
     "Sink",
     "SinkError",
     "SinkRefused",
@@ -119,6 +121,19 @@ class Stale(Exception):
 class NothingRecorded(Exception):
     """A re-send on demand for a user the store has no identity binding of: nothing to send
     (the admin API's 404; ``gateway sink send`` says so and exits 1)."""
+
+
+@dataclass(frozen=True)
+class Resent:
+    """What a re-send on demand sent through one sink."""
+
+    user_key: str
+    """The key the user's bindings it sent are kept under: the first of the keys asked for that
+    holds one, as the user lookup names the user (under a lower-casing rule, ``Ada@Example.com``
+    is sent as ``ada@example.com``'s key; a user key of an earlier ``user_id_storage`` is itself),
+    not the first key form of the text as typed, which may hold nothing."""
+    sent: int
+    """The messages the destination took."""
 
 
 class Sink:
@@ -533,31 +548,32 @@ class Sink:
             db, self.metrics, self.reader, ("touchpoints", "identities"), self.clock, count=count
         )
 
-    async def resend_user(self, db: aiosqlite.Connection, user_keys: Sequence[str]) -> int:
-        """Send one user's identify and track calls again, now (cursors untouched); messages sent.
-        ``user_keys``: every form the user's bindings may be kept under (``Keys.user_keys``: an
-        earlier ``user_id_storage``, the lower-cased ID), as the journey lookup and an erasure
-        find them. The messageIds are the ones sent before, so nothing counts twice downstream.
-        An erasure stored while its batches wait (the rate limit, a batch of the background round
-        in flight) makes it read again, as a round does: until 2026-12-07 an erased user's
-        messages, read before the erasure, went out after it."""
+    async def resend_user(self, db: aiosqlite.Connection, user_keys: Sequence[str]) -> Resent:
+        """Send one user's identify and track calls again, now (cursors untouched): under which
+        key, and how many the destination took. ``user_keys``: every form the user's bindings may
+        be kept under (``Keys.user_keys``: an earlier ``user_id_storage``, the lower-cased ID), as
+        the journey lookup and an erasure find them. The messageIds are the ones sent before, so
+        nothing counts twice downstream. An erasure stored while its batches wait (the rate
+        limit, a batch of the background round in flight) makes it read again, as a round does:
+        until 2026-12-07 an erased user's messages, read before the erasure, went out after it."""
         while True:
             mark = await erasure_mark(db)
-            messages = await self._user_messages(db, user_keys)
+            user_key, messages = await self._user_messages(db, user_keys)
 
             async def current(mark: int = mark) -> bool:
                 return await erasure_mark(db) == mark
 
             try:
-                return await self.send(messages, skip_refused=False, current=current)
+                return Resent(user_key, await self.send(messages, skip_refused=False, current=current))
             except Stale:
                 continue
 
     async def _user_messages(
         self, db: aiosqlite.Connection, user_keys: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """One user's identify and track calls, as ``resend_user`` sends them; NothingRecorded
-        when there is nothing to send."""
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The key the user's bindings a sink may send are kept under (``Resent.user_key``), and
+        their identify and track calls, as ``resend_user`` sends them; NothingRecorded when there
+        is nothing to send."""
         marks = ",".join("?" for _ in user_keys)
         async with db.execute(
             f"SELECT * FROM identities WHERE user_key IN ({marks}) ORDER BY rowid", tuple(user_keys)
@@ -568,7 +584,8 @@ class Sink:
             if erased is not None:
                 raise NothingRecorded(f"nothing recorded for this user: erased on {erased}")
             raise NothingRecorded("nothing recorded for this user (no identity binding)")
-        if all(b["consent"] == "no_consent" for b in bindings):
+        held = {b["user_key"] for b in bindings if b["consent"] != "no_consent"}
+        if not held:
             raise NothingRecorded(
                 "nothing to send for this user: each of their identity bindings was made without"
                 " consent (privacy.consent_cookie), and a sink sends none of those"
@@ -586,7 +603,7 @@ class Sink:
                 " recorded (none, or each made without consent: privacy.consent_cookie), and an"
                 " identify without source traits would tell the destination nothing"
             )
-        return messages
+        return next(key for key in user_keys if key in held), messages
 
     async def run(self) -> None:
         """Until cancelled: rounds every ``interval_seconds``; failures retried with backoff, a
@@ -711,9 +728,9 @@ class SinkSet:
         if self._session is not None:
             await self._session.close()
 
-    async def resend_user(self, user_keys: Sequence[str], only: str | None = None) -> dict[str, int]:
+    async def resend_user(self, user_keys: Sequence[str], only: str | None = None) -> dict[str, Resent]:
         """Re-send one user's calls (their bindings under any of ``user_keys``) through every
-        sink (or one); messages sent per sink."""
+        sink (or one); what each sent."""
         db = await open_log(self.settings)
         try:
             return {
@@ -727,8 +744,8 @@ class SinkSet:
 
 async def resend_user_standalone(
     settings: Settings, user_id: str, only: str | None
-) -> dict[str, int | SinkError]:
-    """``gateway sink send --user ID``: outside a running gateway. Per sink, the messages sent
+) -> dict[str, Resent | SinkError]:
+    """``gateway sink send --user ID``: outside a running gateway. Per sink, what it sent
     or why its destination did not take them: one that fails does not keep the others from
     being sent to (until 2026-12-05 the first failure ended the command, naming no sink)."""
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
@@ -741,7 +758,7 @@ async def resend_user_standalone(
     # sends as userId (under "hash") too, not only the raw ID.
     named, _ = await named_user(user_id, keys, settings.lowercases_user_ids, known)
     user_keys = named.keys
-    done: dict[str, int | SinkError] = {}
+    done: dict[str, Resent | SinkError] = {}
     try:
         db = await open_log(settings)  # once for every sink (``sinks`` holds ``only`` alone, if named)
         try:

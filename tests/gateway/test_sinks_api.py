@@ -207,6 +207,47 @@ async def test_a_re_send_by_the_user_key_the_destination_shows(
     assert [c["userId"] for c in batch_api.unique.values() if c["type"] == "identify"] == [key]
 
 
+async def test_a_re_send_names_the_user_key_it_sent_the_user_under(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    """The answer's ``user_key`` was that of the text as typed (its first key form), not the key
+    of the user the messages were read from: under a lower-casing rule, ``Ada@Example.com``'s,
+    which holds nothing, beside messages whose ``userId`` is ``ada@example.com``'s key; and for a
+    user key read as a key (``id:dora``, kept while ``user_id_storage`` was ``plain``), the hash
+    of the ID it gives back, a key under which nothing is kept. Now the key the sent bindings are
+    kept under, as the user lookup names the user."""
+    from dataclasses import replace
+
+    rule = (
+        '[[identity.rules]]\nname = "login"\npath = "/login"\nstatus = [302]\n'
+        'user_id = { form = "email" }\nlowercase = true\n'
+    )
+    toml = rule + sink_toml(batch_api, interval_seconds=60)
+    gw = await start_gateway(origin, toml, {"SINK_SECRET": WRITE_KEY})
+    ada = gw.gateway.keys.user_key("ada@example.com")  # as the rule records it
+    dora = replace(gw.gateway.keys, user_mode="plain").user_key("dora")
+    now = iso(datetime.now(UTC))
+    await gw.gateway.store.write(
+        [
+            Touchpoint(uuid7(), now, "test", "a" * 32, source="news"),
+            Binding(uuid7(), now, "test", "a" * 32, ada, "login"),
+            Touchpoint(uuid7(), now, "test", "d" * 32, source="news"),
+            Binding(uuid7(), now, "test", "d" * 32, dora, "login"),
+        ]
+    )
+    for typed, key in (("Ada@Example.com", ada), (dora, dora)):
+        batch_api.calls.clear()
+        async with gw.session.post(gw.admin_url + f"/api/sinks/out/users/{typed}", headers=AUTH) as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["sent"] == 2, body
+        assert body["user_key"] == key, (typed, body)
+        async with gw.session.get(gw.admin_url + f"/api/users/{typed}", headers=AUTH) as resp:
+            assert (await resp.json())["user_key"] == key  # as the lookup names them
+    # dora's identify names her by the raw ID her plain key gives back (the sink's own round may
+    # have sent ada's meanwhile).
+    assert "dora" in {c["userId"] for c in batch_api.calls if c["type"] == "identify"}
+
+
 async def test_a_re_send_whose_every_message_is_too_large_says_so(
     start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
 ) -> None:

@@ -26,7 +26,16 @@ from gateway.options import SinkOptions
 from gateway.signing import verify_standard
 from storage.local import LocalStore
 from storage.sink_messages import batch_body, message_id
-from storage.sinks import EVENT, NothingRecorded, SinkError, SinkSet, open_log, pack, retry_after_seconds
+from storage.sinks import (
+    EVENT,
+    NothingRecorded,
+    Resent,
+    SinkError,
+    SinkSet,
+    open_log,
+    pack,
+    retry_after_seconds,
+)
 from tests.conftest import WRITE_KEY, BatchApi, make_settings, sink_toml
 from tests.storage.stores import landing
 
@@ -201,7 +210,7 @@ async def test_a_binding_made_without_consent_is_not_sent(world, batch_api: Batc
     assert shared not in str(batch_api.calls)
     assert await one_round(w) == {"touchpoints": 0, "identities": 0}  # the cursor moved past them
     batch_api.calls.clear()
-    assert await w.sinks.resend_user([ada]) == {"out": 2}
+    assert await w.sinks.resend_user([ada]) == {"out": Resent(ada, 2)}
     assert shared not in str(batch_api.calls)
     with pytest.raises(NothingRecorded, match="made without consent"):
         await w.sinks.resend_user([bob])
@@ -237,7 +246,8 @@ async def test_a_one_day_key_is_never_sent_as_an_anonymous_id(world, batch_api: 
     assert all("userId" not in by_id[f"gw-touch-{t.id}"] for t in (walk_in, back))
     # On demand, by the same rules and under the same messageIds.
     batch_api.calls.clear()
-    assert await w.sinks.resend_user([w.keys.user_key("ada")]) == {"out": 2}
+    ada = w.keys.user_key("ada")
+    assert await w.sinks.resend_user([ada]) == {"out": Resent(ada, 2)}
     assert {c["messageId"]: c for c in batch_api.calls} == {k: by_id[k] for k in batch_api.unique}
     assert ada_day not in str(batch_api.calls)
 
@@ -567,8 +577,9 @@ async def test_resend_user_on_demand(world, batch_api: BatchApi) -> None:
     await seed(w, "bob")
     await one_round(w)
     before = dict(batch_api.unique)
-    sent = await w.sinks.resend_user([w.keys.user_key("bob")])
-    assert sent == {"out": 4}  # two identifies, the two touchpoints of bob's two devices
+    bob = w.keys.user_key("bob")
+    sent = await w.sinks.resend_user([bob])
+    assert sent == {"out": Resent(bob, 4)}  # two identifies, the two touchpoints of bob's two devices
     assert set(batch_api.unique) == set(before)  # the same messageIds as the first time
 
 
