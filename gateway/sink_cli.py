@@ -65,7 +65,7 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
             print(f"gateway: sink send failed: sink {name}: {resent}", file=sys.stderr)
             failed = True
             continue
-        count = resent.sent
+        count = resent.sent  # each message once, those taken before an erasure came too
         if not count:  # bindings there are (else NothingRecorded): each message too large
             # As the admin API's 404 says it (until 2026-12-05: "0 messages sent", exit 0).
             print(

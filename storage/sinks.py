@@ -133,7 +133,8 @@ class Resent:
     is sent as ``ada@example.com``'s key; a user key of an earlier ``user_id_storage`` is itself),
     not the first key form of the text as typed, which may hold nothing."""
     sent: int
-    """The messages the destination took."""
+    """The messages the destination took, each once: those taken before an erasure made the
+    re-send read the user again too."""
 
 
 class Sink:
@@ -334,6 +335,7 @@ class Sink:
                 sent += await self._deliver(batch, refused, current, settled)
             else:
                 await self.post(batch, current, hold=False)
+                settled.update(message_id(m) for m in batch)
                 sent += len(batch)
         if refused and not sent and not took_before:
             check = f"check {self.key}.url and {self.secret_source}"
@@ -555,7 +557,10 @@ class Sink:
         the journey lookup and an erasure find them. The messageIds are the ones sent before, so
         nothing counts twice downstream. An erasure stored while its batches wait (the rate
         limit, a batch of the background round in flight) makes it read again, as a round does:
-        until 2026-12-07 an erased user's messages, read before the erasure, went out after it."""
+        until 2026-12-07 an erased user's messages, read before the erasure, went out after it.
+        What the destination took before is neither sent again nor left out of the count (until
+        2026-12-07 it was sent again, and the count was the last read's alone)."""
+        settled: set[str] = set()  # the messageIds the destination took, over every read
         while True:
             mark = await erasure_mark(db)
             user_key, messages = await self._user_messages(db, user_keys)
@@ -564,9 +569,10 @@ class Sink:
                 return await erasure_mark(db) == mark
 
             try:
-                return Resent(user_key, await self.send(messages, skip_refused=False, current=current))
+                await self.send(messages, skip_refused=False, current=current, settled=settled)
             except Stale:
                 continue
+            return Resent(user_key, len(settled))
 
     async def _user_messages(
         self, db: aiosqlite.Connection, user_keys: Sequence[str]

@@ -1286,3 +1286,82 @@ async def test_a_tls_failure_is_said_as_the_doctor_says_it_not_in_aiohttps_words
         " environment at the CA that signed it (check sinks[0].url)"
     )
     assert batch_api.calls == []
+
+
+async def erasing_destination(
+    upstream_server: Callable[[web.Application], Awaitable[str]], erase: Callable[[], Awaitable[object]]
+) -> BatchApi:
+    """A batch API that stores an erasure (``erase``) while it takes its first batch, before it
+    answers: the sender's next batch is the first to find it."""
+    api, erased = BatchApi(), asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not erased.is_set():
+            erased.set()
+            await erase()
+        return await api.handle(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", handle)
+    api.url = await upstream_server(app)
+    return api
+
+
+async def test_a_resend_counts_what_the_destination_took_before_an_erasure(world, upstream_server) -> None:
+    """A re-send on demand whose batches an erasure interrupts reads the user's messages again,
+    and answered the count of that second read alone, though the destination had taken a batch
+    of the first: here alice's identify, its traits from a device erased since (its landing
+    gone, her identifies carry the phone's traits alone: new messages). Now it counts every
+    message the destination took from the re-send."""
+    from storage.erasure import erase_visitor
+
+    made: list[World] = []
+
+    async def forget_laptop() -> object:  # one of alice's devices, not alice: she is still sent
+        w = made[0]
+        return await erase_visitor(
+            w.settings.store_path,
+            ["1" * 32],
+            body_key=b"k" * 32,
+            keys=w.keys,
+            event_id=uuid7(),
+            ts=iso(T0),
+            node="a",
+        )
+
+    api = await erasing_destination(upstream_server, forget_laptop)
+    made.append(await world(sink_toml(api, batch_size=1)))
+    _, alice = await seed(made[0])
+    async with asyncio.timeout(20):
+        sent = await made[0].sinks.resend_user([alice])
+    # Her first identify (the traits of both devices) before the erasure; then the two
+    # identifies of the phone's traits and the phone's track: four, each once.
+    assert [c["type"] for c in api.calls] == ["identify", "identify", "identify", "track"], api.calls
+    assert len(api.unique) == 4
+    assert sent == {"out": Resent(alice, 4)}, sent
+
+
+async def test_a_resend_read_again_after_an_erasure_sends_nothing_twice(world, upstream_server) -> None:
+    """Another user's erasure interrupts alice's re-send: her messages, read again, are the same,
+    and the one the destination had taken went again (counted once). As a background round's
+    read made again, it now sends only what the destination has not taken."""
+    from storage.erasure import erase_user
+
+    made: list[World] = []
+
+    async def forget_bob() -> object:
+        w = made[0]
+        bob = w.keys.user_key("bob")
+        return await erase_user(
+            w.settings.store_path, bob, "bob", body_key=b"k" * 32, event_id=uuid7(), ts=iso(T0), node="a"
+        )
+
+    api = await erasing_destination(upstream_server, forget_bob)
+    made.append(await world(sink_toml(api, batch_size=1)))
+    _, alice = await seed(made[0])
+    bob = made[0].keys.user_key("bob")
+    await made[0].store.write([Binding(uuid7(), iso(T0), "a", "4" * 32, bob, "signup")])
+    async with asyncio.timeout(20):
+        sent = await made[0].sinks.resend_user([alice])
+    assert len(api.calls) == len(api.unique) == 4, api.calls  # the first batch not sent again
+    assert sent == {"out": Resent(alice, 4)}, sent
