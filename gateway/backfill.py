@@ -143,6 +143,15 @@ class Summary:
     """Logged requests replayed, and of them ``with_agent`` logged a User-Agent: none of them
     did, every touchpoint was blocked as ``empty_agent``, and the summary says why."""
     with_agent: int = 0
+    would_add: dict[str, int] | None = None
+    """A dry run's rows, by table, that a real run would add: not in the store, nor made by an
+    earlier line of the files (None: a real run, or nothing was checked)."""
+    already: dict[str, int] = field(default_factory=dict)
+    """A dry run's rows, by table, that the store has already (or an earlier line made): a real run
+    would skip them as it skips a re-imported line."""
+    unchecked: str = ""
+    """Why a dry run did not check its rows against the store (it could not be read): empty when
+    it did, or for a real run."""
 
     def skip(self, where: str, number: int, reason: str, detail: str = "") -> None:
         """One skipped line, counted by ``reason``; ``detail`` (its value) shown in the first few,
@@ -193,6 +202,11 @@ class Summary:
             line = f"  {label + ':':13}{self.events[table]:>10,}"
             if self.new_rows is not None:
                 line += f"   new in the store: {self.new_rows.get(table, 0):,}"
+            elif self.would_add is not None:  # a dry run: what the real run would add
+                line += (
+                    f"   would be new in the store: {self.would_add.get(table, 0):,},"
+                    f" already in the store: {self.already.get(table, 0):,}"
+                )
             out.append(line)
         if self.forwarded:
             out.append(
@@ -221,6 +235,8 @@ class Summary:
             out.extend(f"    {example}" for example in self.examples)
         if self.requests and not self.with_agent:
             out.append(NO_AGENT)
+        if self.unchecked:
+            out.append(f"  already in the store: not known, {self.unchecked}")
         if self.new_rows is None:
             out.append("  dry run: nothing was written")
         elif self.run:

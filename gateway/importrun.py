@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -35,9 +36,10 @@ from gateway.importwrite import COUNTED, LOCK_WAIT, Writer
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
 from gateway.progress import progress_bar
-from storage.erased import ErasedWatch
+from storage.erased import Erased, ErasedWatch
+from storage.importdry import DryRun
 from storage.imports import record_sql, run_added
-from storage.local import LOCK_GAP, LocalStore
+from storage.local import LOCK_GAP, LocalStore, store_hint
 from storage.retention import cutoff
 
 log = logging.getLogger("gateway.import")
@@ -121,6 +123,7 @@ async def run_import(
     bar = None
     total: int | None = None
     pool = None
+    dry: DryRun | None = None
     writer = Writer(None)
     added_rows: dict[str, int] = {}
     started = time.perf_counter()
@@ -140,6 +143,8 @@ async def run_import(
                     if not isinstance(size, OSError)
                 ]
                 await store.on_writer(record_sql(fmt, named, datetime.now(UTC)), script=True)
+            else:  # the store read only, each row checked: what a real run would add
+                dry = await asyncio.to_thread(_dry_run, settings.store_path, summary)
             # Writes to the terminal are throttled to ~10 a second.
             if progress:
                 readable = [size for size in sizes if not isinstance(size, OSError)]
@@ -156,9 +161,12 @@ async def run_import(
             shown = Progress(bar, started, total=total, every=every)
             watch = ErasedWatch(settings.store_path) if store is not None else None
             erased = await watch.current() if watch is not None else None
+            if dry is not None and dry.attached:
+                # Left out as a real run leaves them out, so the dry run counts what it would add.
+                erased = await asyncio.to_thread(Erased.read, settings.store_path, only_read=True)
             days = summary.retention_days = settings.options.privacy.retention_days
             oldest = iso(cutoff(datetime.now(UTC), days)) if days else ""
-            writer = Writer(store, erased, oldest, lock_wait, summary, watch)
+            writer = Writer(store, erased, oldest, lock_wait, summary, watch, dry)
             for path, size in ((paths[n], sizes[n]) for n in reading):
                 if isinstance(size, OSError):  # named in ``failed`` already
                     continue
@@ -199,13 +207,31 @@ async def run_import(
             bar.close()
         if store is not None:
             await through_stop(store.close(), summary)
+        if dry is not None:
+            await through_stop(asyncio.to_thread(dry.close), summary)
         await through_stop(replayer.pipeline.done(), summary)
     summary.seconds = time.perf_counter() - started
     order = {_named(path): n for n, path in reversed(list(enumerate(paths)))}
     summary.failed.sort(key=lambda failed: order.get(failed.name, len(paths)))  # as named
     if not dry_run:  # the run's own rows: not those another import or the live gateway wrote meanwhile
         summary.new_rows = dict.fromkeys(COUNTED, 0) | added_rows
+    elif dry is not None:  # what a real run would add, and what it would find there already
+        summary.would_add = dict.fromkeys(COUNTED, 0) | dict(dry.new)
+        summary.already = dict.fromkeys(COUNTED, 0) | dict(dry.already)
     return summary
+
+
+def _dry_run(path: Path, summary: Summary) -> DryRun | None:
+    """A dry run's check of the store ``path``, opened; None when the store cannot be read (this
+    user may not, it is no SQLite file): the lines are counted all the same, as before the check
+    was made, and the summary says why nothing was checked (``Summary.unchecked``). Blocking."""
+    dry = DryRun(path)
+    try:
+        dry.open()
+    except sqlite3.Error as err:
+        summary.unchecked = f"the store {path} could not be read: {err}{store_hint(err, path)}"
+        return None
+    return dry
 
 
 def _named(path: Input) -> str:

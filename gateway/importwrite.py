@@ -31,6 +31,7 @@ from gateway.events import Event, iso
 from gateway.importbindings import Bindings
 from storage.erased import Erased, ErasedWatch
 from storage.erasure import delete_late
+from storage.importdry import DryRun
 from storage.imports import FINISH_SQL, UNDONE
 from storage.local import (
     LOCK_HOLDERS,
@@ -105,7 +106,8 @@ class _Batch:
 
 
 class Writer:
-    """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run)."""
+    """Events → the store in batches of ``BATCH``, at most ``IN_FLIGHT`` queued (None: dry run,
+    each batch checked against the store instead, ``dry``)."""
 
     def __init__(
         self,
@@ -115,8 +117,14 @@ class Writer:
         lock_wait: float = LOCK_WAIT,
         summary: Summary | None = None,
         watch: ErasedWatch | None = None,
+        dry: DryRun | None = None,
     ) -> None:
         self.store = store
+        self.dry = dry
+        """A dry run's check of each batch against the store, which it never writes: what a
+        real run would add (``storage.importdry``)."""
+        self.checking: asyncio.Future[None] | None = None
+        """The batch being checked (``dry``)."""
         self.summary = summary
         """Where a line the store refuses is counted as skipped (``Summary.refused``)."""
         self.lock_wait = lock_wait
@@ -175,6 +183,10 @@ class Writer:
 
     async def flush(self) -> None:
         if self.store is None or not self.pending:
+            if self.dry is not None and self.pending:  # the copies the summary counts (no spare)
+                await self._checked()  # one batch checked at a time, the next built meanwhile
+                counted = [e for e in self.pending if not self.bindings.spare(e)]
+                self.checking = asyncio.ensure_future(asyncio.to_thread(self.dry.check, counted))
             self.bindings.settle(self.pending, [], None)  # a dry run: as if committed
             self.pending, self.where = [], []
             return
@@ -190,6 +202,15 @@ class Writer:
         await self.flush()
         while self.inflight:
             await self._oldest()
+        await self._checked()
+
+    async def _checked(self) -> None:
+        """A dry run: wait for the last batch's check. Not cancelled with the import (a stop):
+        ``finish`` waits for it again, rather than a check left running on the connection."""
+        if self.checking is not None:
+            await asyncio.wait([self.checking])
+            checking, self.checking = self.checking, None
+            checking.result()
 
     async def _oldest(self) -> None:
         """Wait for the oldest commit, and raise its failure. Shielded: an interrupted import

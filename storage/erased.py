@@ -24,6 +24,7 @@ from pathlib import Path
 import aiosqlite
 
 from gateway.events import Event
+from storage.local import read_only
 
 OWN_MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
 MARK = (
@@ -79,9 +80,12 @@ class Erased:
         self.since = since or {}
 
     @classmethod
-    def read(cls, path: Path) -> Erased:
+    def read(cls, path: Path, *, only_read: bool = False) -> Erased:
+        """``only_read``: through a read-only connection (a dry run), which never writes the store
+        (nor creates it)."""
         since: dict[str, str] = {}
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        connection = read_only(path) if only_read else sqlite3.connect(path)
+        with contextlib.closing(connection) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
             also = "also_keys" if "also_keys" in columns else "'[]'"
             for ts, user_key, visitors, also_keys in db.execute(

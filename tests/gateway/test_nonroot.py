@@ -125,6 +125,8 @@ def place(template: Path) -> Iterator[Path]:
             '[admin]\nlisten = "127.0.0.1:0"\n[privacy]\nretention_days = 1\n'
         )
         (folder / "gw.toml").chmod(0o644)
+        (folder / "a.log").write_text(LINE + LINE.replace("news", "mail"))  # one line imported, one new
+        (folder / "a.log").chmod(0o644)
         yield folder
     finally:
         shutil.rmtree(folder)
@@ -136,6 +138,16 @@ def test_nobody_is_refused_what_root_owns(place: Path) -> None:
     assert done.returncode == 1 and "PermissionError" in done.stderr, done
 
 
+DRY_IMPORT = (
+    "import",
+    "a.log",
+    "--format",
+    "combined",
+    "--host",
+    "shop.example",
+    "--dry-run",
+    "--no-progress",
+)
 READS = [
     ("report",),
     ("report", "--fraud"),
@@ -182,6 +194,39 @@ def test_a_store_read_while_the_gateway_has_it_open(place: Path, command: tuple[
         holder.close()
     assert done.returncode == 0, done
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_dry_run_import_reads_a_store_it_may_only_read_and_writes_nothing(place: Path) -> None:
+    """``gateway import --dry-run`` checks each row against the store (is it there already?),
+    read only: as a user who may only read it, the gateway running, it says what a real run
+    would add, and the store's bytes are as they were."""
+    store = place / "data" / "gw.db"
+    before = store.read_bytes()
+    (place / "keep.toml").write_text('[storage]\npath = "data/gw.db"\n')  # no retention: a.log is old
+    (place / "keep.toml").chmod(0o644)
+    holder = sqlite3.connect(store)
+    try:
+        holder.execute("SELECT count(*) FROM touchpoints").fetchone()  # -wal and -shm stay
+        done = gateway(place, *DRY_IMPORT, "-c", "keep.toml")
+    finally:
+        holder.close()
+    assert done.returncode == 0, done
+    assert (
+        "  touchpoints:          2   would be new in the store: 1, already in the store: 1\n" in done.stdout
+    )
+    assert store.read_bytes() == before
+    # Stopped, in a folder the user may not write: the store cannot be read (its -shm cannot be
+    # made), which the dry run says, and it counts the lines all the same, as before it checked.
+    assert not Path(f"{store}-shm").exists()
+    done = gateway(place, *DRY_IMPORT, "-c", "keep.toml")
+    assert done.returncode == 0, done
+    assert "  touchpoints:          2\n" in done.stdout, done.stdout
+    assert (
+        f"  already in the store: not known, the store {store} could not be read: attempt to write a"
+        f" readonly database ({place / 'data'} is not writable to uid {UID}"
+    ) in done.stdout, done.stdout
+    assert store.read_bytes() == before
+    assert sorted(p.name for p in (place / "data").iterdir()) == ["gw.db"]  # nothing made
 
 
 def test_an_erasure_on_a_store_it_may_only_read_says_which_file(place: Path) -> None:
