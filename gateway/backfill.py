@@ -143,6 +143,9 @@ class Summary:
     """Logged requests replayed, and of them ``with_agent`` logged a User-Agent: none of them
     did, every touchpoint was blocked as ``empty_agent``, and the summary says why."""
     with_agent: int = 0
+    calls: bool = False
+    """A Segment import: a line may hold a batch of calls, and its calls are counted, not its lines
+    (no ``replayed``)."""
     would_add: dict[str, int] | None = None
     """A dry run's rows, by table, that a real run would add: not in the store, nor made by an
     earlier line of the files (None: a real run, or nothing was checked)."""
@@ -184,6 +187,15 @@ class Summary:
             self.lines - lines, self.blank - blank, sum(self.events.values()) - events, self.skipped - skipped
         )
 
+    def empty(self) -> bool:
+        """Every file opened was read to its end, and held nothing: not a line, blank or not."""
+        return (
+            self.files > 0
+            and self.read_all
+            and not (self.lines or self.skipped or self.interrupted)
+            and all(failed.before_any for failed in self.failed)
+        )
+
     def render(self) -> str:
         rate = self.lines / self.seconds if self.seconds > 0 else 0.0
         out = [
@@ -191,7 +203,10 @@ class Summary:
             f" {self.seconds:.1f} s"
             f" ({rate:,.0f} lines/s)"
         ]
-        if self.requests:  # logged requests (not Segment calls, whose lines hold several)
+        if not self.calls and self.lines:  # logged requests (not Segment calls: a line holds several)
+            # Shown whenever a line was read, none replayed too: a file of blank lines said "3 lines
+            # read" and nothing of them, one of junk "2 lines read" and "skipped: 2" with a blank
+            # line among them (until 2026-12-07).
             skipped = sum(self.skipped.values()) - self.skipped[UNENDED]  # that one: not in ``lines``
             out.append(
                 f"  {'replayed:':13}{self.lines - self.blank - skipped:>10,}   (lines run through the"
@@ -227,7 +242,13 @@ class Summary:
                 f"  {'expired:':13}{self.expired:>10,}   (older than privacy.retention_days ="
                 f" {self.retention_days}: not stored, a purge would delete them)"
             )
-        out.append(f"  {'skipped:':13}{sum(self.skipped.values()):>10,}")
+        skipped_line = f"  {'skipped:':13}{sum(self.skipped.values()):>10,}"
+        if self.skipped[UNENDED]:  # "0 lines read" and "skipped: 1" of a file without a line end
+            skipped_line += (
+                f"   (of them {self.skipped[UNENDED]:,} last line without its line end: not read, so not"
+                " among the lines read)"
+            )
+        out.append(skipped_line)
         for reason, count in self.skipped.most_common():
             out.append(f"    {count:>8,}  {reason}")
         if self.examples:
@@ -235,6 +256,10 @@ class Summary:
             out.extend(f"    {example}" for example in self.examples)
         if self.requests and not self.with_agent:
             out.append(NO_AGENT)
+        if self.empty():  # said, not left to "0 lines read" (a log rotated away, a copy that failed)
+            out.append(
+                "  nothing read: " + ("the file is empty" if self.files == 1 else "the files are empty")
+            )
         if self.unchecked:
             out.append(f"  already in the store: not known, {self.unchecked}")
         if self.new_rows is None:

@@ -99,6 +99,7 @@ async def run_import(
         )
     parse = None if fmt == "mitm" else parser_for(fmt, settings.options.identity.cookie_name, fields)
     summary = Summary() if summary is None else summary
+    summary.calls = fmt == "segment"
     try:
         sizes = await asyncio.to_thread(input_sizes, paths, fmt)
         reading = list(range(len(paths)))

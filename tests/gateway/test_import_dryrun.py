@@ -1,5 +1,6 @@
 """``gateway import --dry-run`` against a real SQLite store: what a real run would add, per table,
-and what the store has already, the store's bytes untouched."""
+and what the store has already, the store's bytes untouched; and what the summary says of a file
+that holds no line to import (empty, one line without its line end, blank lines)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,49 @@ def test_the_command_says_it_per_table_and_leaves_the_store_as_it_was(tmp_path: 
         "  touchpoints:          2   would be new in the store: 0, already in the store: 2\n" in again.stdout
     )
     assert digest(tmp_path / "gw.db") == before
+
+
+async def test_a_file_with_no_line_to_import_says_what_it_held(tmp_path: Path) -> None:
+    """An empty file said "0 lines read" and nothing more, a file of blank lines "3 lines read"
+    and nothing of them, a file of junk and a blank line "2 lines read" and "skipped: 2" (a
+    blank line among them, and a last line without its line end, not read), one line without
+    its line end "0 lines read" and "skipped: 1". Each now says what it held."""
+    settings = make_settings(tmp_path)
+    line = visit(1)[0]
+
+    async def summary(name: str, data: bytes) -> str:
+        path = tmp_path / name
+        await asyncio.to_thread(path.write_bytes, data)
+        done = await run_import(settings, [path], "combined", host="shop.example", dry_run=True)
+        return done.render()
+
+    empty = await summary("empty.log", b"")
+    assert empty.splitlines()[0].startswith("gateway import: 1 file, 0 lines read in ")
+    assert "  nothing read: the file is empty\n" in empty
+    assert "replayed" not in empty and "skipped:              0" in empty
+
+    blank = await summary("blank.log", b"\n\n\n")
+    assert blank.splitlines()[1] == (
+        "  replayed:             0   (lines run through the chain as live requests; the others of the"
+        " 3 read: 0 skipped, below, and 3 blank)"
+    )
+    assert "empty" not in blank
+
+    unended = await summary("one.log", line.encode())
+    assert unended.splitlines()[0].startswith("gateway import: 1 file, 0 lines read in ")
+    assert (
+        "  skipped:              1   (of them 1 last line without its line end: not read, so not among"
+        " the lines read)\n"
+    ) in unended
+    assert "replayed" not in unended and "empty" not in unended
+
+    junk = await summary("junk.log", b"x\n\ny")
+    assert junk.splitlines()[1] == (
+        "  replayed:             0   (lines run through the chain as live requests; the others of the"
+        " 2 read: 1 skipped, below, and 1 blank)"
+    )
+    assert "  skipped:              2   (of them 1 last line without its line end: not read, so" in junk
+
+    whole = await summary("whole.log", line.encode() + b"\n")  # its line end: read, and replayed
+    assert whole.splitlines()[0].startswith("gateway import: 1 file, 1 line read in ")
+    assert "  replayed:             1   (" in whole and "empty" not in whole
