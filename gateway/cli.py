@@ -67,6 +67,7 @@ from storage.roundlock import LONG_WAIT_SECONDS, Holder, RoundTimeout
 if TYPE_CHECKING:
     from gateway.channels import Channels
     from gateway.demo import DemoRules
+    from gateway.progress import Counting
 
 log = logging.getLogger("gateway")
 
@@ -814,10 +815,9 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
 
     origin = settings.options.proxy.public_origin
     site = hostname(args.host).rstrip(".") if args.host else (host_of(origin) if origin else None)
-    from gateway import progress  # tqdm: the commands' only, loaded off the event loop
     from storage.local import store_hint
 
-    shown = not args.no_progress and progress.on_a_terminal()  # a million channels took 45 s
+    shown = Shown(args)  # tqdm loaded now, before a stop is heard its own way
     # SIGTERM (systemd, `timeout`, a deploy script) stops it as Ctrl-C does, saying how far it got.
     terminate = _Terminate()
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -825,7 +825,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         for at, (name, path) in enumerate(stores):
             # With a mirror, each line names its store; without, the lines stay as they were.
             said = "reclassify" if mirror is None else f"reclassify ({name} {path})"
-            bar = None if not shown else ("reclassify" if mirror is None else f"reclassify {name}")
+            # A million channels took 45 s: a bar on a terminal, a line now and then off one.
+            names = (said, "reclassify" if mirror is None else f"reclassify {name}")
             after = "" if at + 1 == len(stores) else f" (the {stores[-1][0]} {stores[-1][1]}: not started)"
             done = Reclassified()
             try:
@@ -835,7 +836,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                         settings.channels,
                         args.batch_size,
                         args.dry_run,
-                        bar,
+                        shown,
+                        names,
                         done,
                         site if name == "local" else None,
                     )
@@ -906,39 +908,38 @@ async def _reclassify(
     channels: Channels,
     batch_size: int,
     dry_run: bool,
-    bar_name: str | None,
+    shown: Shown,
+    names: tuple[str, str],
     done: Reclassified,
     site: str | None = None,
 ) -> Reclassified:
-    """One store (a node's or the reporting mirror: the same schema), with a progress bar
-    named ``bar_name`` if given. Beside a live gateway writing to it (its landings, or its
-    mirror rounds inserting every node's new rows): short transactions, the busy timeout of
-    ``storage.local.connect``."""
-    from gateway.progress import progress_bar  # loaded already, by cmd_reclassify
+    """One store (a node's or the reporting mirror: the same schema), its progress ``shown``
+    under ``names`` (the lines', the bar's).
+    Beside a live gateway writing to it (its landings, or its mirror rounds inserting every
+    node's new rows): short transactions, the busy timeout of ``storage.local.connect``."""
     from storage.local import connect
     from storage.migrate import migrate, refuse_newer
 
     db = await connect(path)
-    bar = None
+    count = None
     try:
         # An older store gains the channel column first; a dry run of a store a newer gateway
         # migrated is refused as the real one is (until 2026-12-07 it read it on).
         await (refuse_newer(db) if dry_run else migrate(db))
-        if bar_name is not None:
-            total = await stored_touchpoints(db)
-            bar = progress_bar(total, bar_name, " touchpoints", unit_scale=total >= 10_000)
+        if shown.wanted:
+            count = shown.counting(*names, await stored_touchpoints(db), "touchpoints")
         return await reclassify(
             db,
             channels,
             batch_size=batch_size,
             dry_run=dry_run,
-            progress=None if bar is None else bar.update,
+            progress=None if count is None else count.update,
             done=done,
             site=site,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        if count is not None:
+            count.close()
         await db.close()
 
 
@@ -1000,7 +1001,47 @@ def _workers(text: str) -> int:
 
 
 PROGRESS_EVERY = 10.0
-"""Seconds between ``gateway import``'s progress lines off a terminal (``--progress-every``)."""
+"""Seconds between the long commands' progress lines off a terminal (``--progress-every``):
+``import``, ``reclassify``, ``sync --once``, ``mirror --once``."""
+
+
+class Shown:
+    """How a long command (``reclassify``, ``sync --once``, ``mirror --once``) shows its
+    progress: on a terminal, a bar; off one, a plain line every ``--progress-every`` seconds,
+    ``gateway NAME: …``; neither with ``--no-progress``, nor with stderr closed (``2>&-``).
+    Made before the command's event loop runs: tqdm is loaded here."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from gateway import progress  # tqdm: the commands' only, loaded off the event loop
+
+        self.every: float = args.progress_every
+        self.wanted = not args.no_progress and sys.stderr is not None
+        self._progress = progress
+
+    def counting(
+        self, name: str, bar: str, total: int | None, unit: str, done: str = "done"
+    ) -> Counting | None:
+        """A count of ``unit`` (of ``total``, when known; ``done``: the word for those got
+        through without one, ``stored``), its lines ``gateway NAME: …``, its bar named ``bar``;
+        None when not wanted."""
+        quiet = not self.wanted
+        return self._progress.counting(name, bar, total, unit, every=self.every, quiet=quiet, done=done)
+
+
+def _progress_options(parser: argparse.ArgumentParser, batch: str) -> None:
+    """``--no-progress`` and ``--progress-every`` of a long command (``import``, ``reclassify``,
+    ``sync --once``, ``mirror --once``); ``batch``: when 0 says, ``every batch read``."""
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, nor the progress lines off a terminal"
+    )
+    parser.add_argument(
+        "--progress-every",
+        type=_progress_seconds,
+        default=PROGRESS_EVERY,
+        metavar="SECONDS",
+        help="when stderr is not a terminal (cron, systemd, 2>log), a plain progress line every SECONDS "
+        f"(default {PROGRESS_EVERY:g}; 0: after {batch}); on a terminal, the bar",
+    )
 
 
 def _progress_seconds(text: str) -> float:
@@ -1043,7 +1084,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return 1
     from gateway.keys import key_check
     from gateway.metrics import Metrics
-    from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.sync import Sync
 
     sync = Sync(
@@ -1055,24 +1095,28 @@ def cmd_sync(args: argparse.Namespace) -> int:
         key_check=key_check(settings.secret),
         secret=settings.secret,
     )
-    bars: list[Any] = []
+    # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar
+    # over the rows to deliver; off one, a line now and then.
+    shown = Shown(args)
+    counts: list[Counting] = []
 
     def progress(total: int) -> Callable[[int], object]:
-        bar = progress_bar(total, "sync", " rows", unit_scale=total >= 10_000)
-        bars.append(bar)
-        return (lambda rows: None) if bar is None else bar.update
+        count = shown.counting("sync", "sync", total, "rows")
+        assert count is not None  # asked for only when wanted
+        counts.append(count)
+        return count.update
 
-    # A first round over a large store takes a while (30k-100k rows/s): on a terminal, a bar.
-    shown = progress if not args.no_progress and on_a_terminal() else None
     failure = None
     try:
-        delivered = asyncio.run(sync.once(shown, waiting=_waiting("sync", "store"), wait=args.wait))
+        once = sync.once(
+            progress if shown.wanted else None, waiting=_waiting("sync", "store"), wait=args.wait
+        )
+        delivered = asyncio.run(once)
     except Exception as err:  # no traceback
         failure = _round_failure(err, "sync", "store", sync.key)
     finally:
-        for bar in bars:  # before any message: it goes on a line of its own
-            if bar is not None:
-                bar.close()
+        for count in counts:  # before any message: it goes on a line of its own
+            count.close()
     if failure is not None:
         print(f"gateway: sync failed: {failure}", file=sys.stderr)
         return 1
@@ -1157,21 +1201,21 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         print(_no_mirror(args.config, settings), file=sys.stderr)
         return EXIT_CONFIG
     from gateway.metrics import Metrics
-    from gateway.progress import on_a_terminal, progress_bar  # tqdm: loaded off the event loop
     from storage.mirror import Mirror
 
     mirror = Mirror(settings.mirror_path, settings.central_url, settings.options.central, Metrics())
-    # A first fill copies every node's rows: on a terminal, a bar of the rows so far (no total).
-    bar = progress_bar(None, "mirror", " rows") if not args.no_progress and on_a_terminal() else None
+    # A first fill copies every node's rows (72 s for 1.25M): on a terminal, a bar of the rows
+    # so far; off one, a line now and then (no total: how many PostgreSQL holds is not counted).
+    count = Shown(args).counting("mirror", "mirror", None, "rows", done="stored")
     failure = None
     try:
-        shown = None if bar is None else lambda table, rows: bar.update(rows)
+        shown = None if count is None else lambda table, rows: count.update(rows)
         stored = asyncio.run(mirror.once(shown, waiting=_waiting("mirror", "mirror"), wait=args.wait))
     except Exception as err:  # no traceback
         failure = _round_failure(err, "mirror", "mirror", mirror.key)
     finally:
-        if bar is not None:  # before any message: it goes on a line of its own
-            bar.close()
+        if count is not None:  # before any message: it goes on a line of its own
+            count.close()
     if failure is not None:
         print(f"gateway: mirror failed: {failure} (the mirror keeps what it had)", file=sys.stderr)
         return 1
@@ -1368,17 +1412,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a load balancer the log was written behind: a line from it takes its client address "
         "from the logged X-Forwarded-For (repeatable; added to proxy.trusted_proxies)",
     )
-    imp.add_argument(
-        "--no-progress", action="store_true", help="no progress bar, nor the progress lines off a terminal"
-    )
-    imp.add_argument(
-        "--progress-every",
-        type=_progress_seconds,
-        default=PROGRESS_EVERY,
-        metavar="SECONDS",
-        help="when stderr is not a terminal (cron, 2>log), a plain progress line every SECONDS "
-        f"(default {PROGRESS_EVERY:g}; 0: after every batch read); on a terminal, the bar",
-    )
+    _progress_options(imp, "every batch read")
     imp.add_argument(
         "--workers",
         type=_workers,
@@ -1426,9 +1460,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node's store, the reporting mirror (central.mirror_path), or both, in that order"
         " (default: both; the local store alone where no mirror is set)",
     )
-    recl.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
-    )
+    _progress_options(recl, "every batch")
     recl.add_argument(
         "--host",
         type=_site_host,
@@ -1439,9 +1471,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="copy the local event log to the central store ([central])")
     sync.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     sync.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
-    sync.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
-    )
+    _progress_options(sync, "every batch delivered")
     sync.add_argument("--wait", type=_wait_arg, default=LONG_WAIT_SECONDS, metavar="SECONDS", help=WAIT_HELP)
     sync.set_defaults(func=cmd_sync)
     mirror = sub.add_parser(
@@ -1450,9 +1480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mirror.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     mirror.add_argument("--once", action="store_true", required=True, help="one round, then exit (for cron)")
-    mirror.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (none when not on a terminal)"
-    )
+    _progress_options(mirror, "every batch stored")
     mirror.add_argument(
         "--wait", type=_wait_arg, default=LONG_WAIT_SECONDS, metavar="SECONDS", help=WAIT_HELP
     )

@@ -10,56 +10,47 @@ the files, and how to finish. The summary's table is
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from gateway.backfill import Failed, Summary
+from gateway.progress import ProgressLines
 
 MIB = 1024 * 1024
 
 
 class Progress:
-    """The bar (or nothing): bytes of all files with ETA, and lines/s. Without a bar and with
-    ``every`` (seconds), a plain line on stderr that often instead: how far (of ``total``
-    bytes, when the sizes are known), the lines read, the rate, the time so far."""
+    """The bar (or nothing): bytes of all files with ETA, and lines/s. Without a bar, with
+    ``lines`` (``gateway.progress.ProgressLines``), a plain line on stderr every so often
+    instead: how far (of ``total`` bytes, when the sizes are known), the lines read, the rate,
+    the time so far."""
 
     def __init__(
-        self, bar: Any, started: float, *, total: int | None = None, every: float | None = None
+        self, bar: Any, started: float, *, total: int | None = None, lines: ProgressLines | None = None
     ) -> None:
         self.bar, self.started, self.done, self.position = bar, started, 0, 0
-        self.total, self.every = total, every
-        self.due = started + (every or 0)
+        self.total, self.lines = total, lines
 
     def update(self, lines: int, position: int) -> None:
         self.position = position
         if self.bar is None:
-            if self.every is not None and (now := time.perf_counter()) >= self.due:
-                self.due = now + self.every
-                self._say(lines, now)
+            if self.lines is not None and (now := self.lines.now_due()) is not None:
+                self._say(self.lines, lines, now)
             return
         self.bar.update(self.done + position - self.bar.n)
         rate = lines / max(1e-9, time.perf_counter() - self.started)
         self.bar.set_postfix_str(f"{rate:,.0f} lines/s", refresh=False)
 
-    def _say(self, lines: int, now: float) -> None:
+    def _say(self, said: ProgressLines, lines: int, now: float) -> None:
         """One progress line, as a log file keeps it: no carriage return, no bar."""
         read = self.done + self.position
-        seconds = now - self.started
         if self.total:
             far = f"{min(100, read * 100 // self.total)}% ({read / MIB:.1f} of {self.total / MIB:.1f} MiB)"
         else:
             far = f"{read / MIB:.1f} MiB read"
-        rate = lines / max(1e-9, seconds)
-        try:
-            print(
-                f"gateway import: {far}, {lines:,} lines read, {rate:,.0f} lines/s, {seconds:.0f} s so far",
-                file=sys.stderr,
-                flush=True,
-            )
-        except OSError:  # its reader gone (a pipe), its disk full: the import goes on, unsaid
-            self.every = None
+        rate = lines / max(1e-9, now - said.started)
+        said.say(f"{far}, {lines:,} lines read, {rate:,.0f} lines/s", now)
 
     def file_done(self, size: int | None) -> None:
         """The end of a file of ``size`` bytes (None: a stream, as far as it was read)."""

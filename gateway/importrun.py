@@ -15,7 +15,6 @@ import asyncio
 import importlib.util
 import logging
 import sqlite3
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from gateway.importworkers import WorkerPool
 from gateway.importwrite import COUNTED, LOCK_WAIT, Writer
 from gateway.logformats import FORMATS, parser_for
 from gateway.metrics import Metrics
-from gateway.progress import progress_bar
+from gateway.progress import progress_bar, progress_lines
 from storage.erased import Erased, ErasedWatch
 from storage.importdry import DryRun
 from storage.imports import record_sql, run_added
@@ -158,8 +157,8 @@ async def run_import(
                 )
             started = time.perf_counter()
             # Off a terminal (cron, ``2>log``): a plain line now and then, which a log file keeps.
-            every = progress_every if progress and bar is None and sys.stderr is not None else None
-            shown = Progress(bar, started, total=total, every=every)
+            lines = progress_lines("import", progress_every, started) if progress else None
+            shown = Progress(bar, started, total=total, lines=lines)
             watch = ErasedWatch(settings.store_path) if store is not None else None
             erased = await watch.current() if watch is not None else None
             if dry is not None and dry.attached:
