@@ -472,3 +472,176 @@ def test_every_command_says_how_to_get_a_missing_config(
         if (code, stderr.getvalue()[-len(hint) :]) != (2, hint):
             silent[command] = (code, stderr.getvalue())
     assert silent == {}
+
+
+# The range of a number as the Configuration reference's rows state it: `1..720`, `0 or
+# 64..1048576`, `` `0`: never; otherwise 1..3600 ``, `more than 0, at most 3600`, `0 < s ≤ 3600`,
+# `0 or more`, `review_threshold..100`, `at least one second (`0.0000116`), at most 36500`.
+STATED_RANGE = re.compile(
+    r"(?P<zero>0 or |`0`: \w+; otherwise )?(?P<lo>\d+(?:\.\d+)?)\.\.(?P<hi>\d+(?:\.\d+)?)"
+    r"|more than 0, at most (?P<most>\d+)|0 < s ≤ (?P<le>\d+)|(?P<least>\d+) or more"
+    r"|review_threshold\.\.(?P<rhi>\d+)|at least [^(]*\(`(?P<alo>[\d.]+)`\), at most (?P<ahi>\d+)"
+)
+# A bound another key shares (`first + last ≤ 1`, `backoff_min ≤ backoff_max`): that key is set
+# out of the way while this one's is tried.
+RANGE_COMPANIONS = {
+    "attribution.position_last": "position_first = 0.0",
+    "central.backoff_min_seconds": "backoff_max_seconds = 86400.0",
+    "central.backoff_max_seconds": "backoff_min_seconds = 0.001",
+}
+
+
+def refused(section: str, key: str, value: float, tmp_path: Path) -> bool:
+    """Whether a config of ``section.key = value`` alone is refused by a problem naming the key."""
+    from gateway.config import ConfigError, load_settings
+    from tests.conftest import ENV
+
+    companion = RANGE_COMPANIONS.get(f"{section}.{key}", "")
+    text = f"[{section}]\n{key} = {value!r}\n{companion}\n"
+    try:
+        load_settings(tmp_path / "gateway.toml", text=text, environ=ENV)
+    except ConfigError as error:
+        return any(problem.startswith(f"{section}.{key}:") for problem in error.problems)
+    return False
+
+
+def range_holds(section: str, key: str, kind: type, stated: re.Match[str], tmp_path: Path) -> bool:
+    """The stated range is the one the config's checks enforce: its ends are taken, and what is
+    just past them (1, or 0.5 of a float) refused, naming the key."""
+    from gateway.options import Options
+
+    past: float = 1 if kind is int else 0.5
+    g = stated.groupdict()
+    if g["most"] or g["le"]:
+        most = kind(g["most"] or g["le"])
+        taken, refused_ = [most, kind(1) if kind is int else 0.001], [0, most + past]
+    elif g["least"]:
+        taken, refused_ = [kind(g["least"]), 10**12], [kind(g["least"]) - past]
+    elif g["rhi"]:
+        low = getattr(Options(), section).review_threshold
+        taken, refused_ = [low, kind(g["rhi"])], [low - past, kind(g["rhi"]) + past]
+    elif g["alo"]:
+        taken, refused_ = [float(g["alo"]), kind(g["ahi"])], [float(g["alo"]) / 2, kind(g["ahi"]) + past]
+    else:
+        low, high = kind(float(g["lo"])), kind(float(g["hi"]))
+        taken, refused_ = [low, high], [high + past]
+        if g["zero"]:  # 0, or low..high
+            taken.append(kind(0))
+            refused_ += [-past] + ([low - past] if low - past > 0 else [])
+        else:  # and 0 too, when below: `64..1048576` is not `0 or 64..1048576`
+            refused_ += [low - past] + ([0] if low > past else [])
+    return all(not refused(section, key, v, tmp_path) for v in taken) and all(
+        refused(section, key, v, tmp_path) for v in refused_
+    )
+
+
+def numeric_rows(text: str) -> dict[tuple[str, str], tuple[type, str]]:
+    """(section, key) → (its type, its meaning cell) for each number of a plain table."""
+    from gateway.options import SECTIONS, Options
+
+    start = text.index("\n## Configuration reference\n")
+    reference = text[start : text.index("\n## ", start + 1)]
+    found = {}
+    for section, key, meaning in re.findall(
+        r"^\| `(\w+)\.(\w+)` \| .+? \| (.*) \|$", reference, re.MULTILINE
+    ):
+        value = getattr(getattr(Options(), section), key) if section in SECTIONS else None
+        if type(value) in (int, float):
+            found[(section, key)] = (type(value), meaning)
+    return found
+
+
+def test_every_number_states_the_range_its_check_enforces(tmp_path: Path) -> None:
+    """Each number of the Configuration reference's tables says what it may be, and that is what
+    `gateway check` takes: until 2026-12-07 `proxy.workers` (0..256), `proxy.upstream_connections`,
+    `proxy.max_header_size`, `proxy.max_websocket_message`, `webhooks.max_body` and
+    `webhooks.bad_body_limit` refused values their rows gave no bound for."""
+    rows = numeric_rows((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(rows) > 45
+    wrong = {
+        f"{section}.{key}": [m.group(0) for m in STATED_RANGE.finditer(meaning)]
+        for (section, key), (kind, meaning) in rows.items()
+        if not any(range_holds(section, key, kind, m, tmp_path) for m in STATED_RANGE.finditer(meaning))
+    }
+    assert wrong == {}
+
+
+def test_the_range_check_notices_a_wrong_or_missing_bound(tmp_path: Path) -> None:
+    def holds(section: str, key: str, kind: type, cell: str) -> bool:
+        return any(range_holds(section, key, kind, m, tmp_path) for m in STATED_RANGE.finditer(cell))
+
+    assert holds("proxy", "workers", int, "processes, 0..256; `0`: one per core")
+    assert not holds("proxy", "workers", int, "processes, 0..255")
+    assert not holds("proxy", "workers", int, "processes, 1..256")
+    assert not holds("proxy", "workers", int, "processes; `0`: one per core")
+    assert holds("proxy", "connect_timeout", float, "more than 0, at most 3600")
+    assert not holds("proxy", "connect_timeout", float, "more than 0, at most 600")
+    assert holds("admin", "report_worker_memory_mb", int, "`0` never; 0 or 64..1048576")
+    assert not holds("admin", "report_worker_memory_mb", int, "64..1048576")
+    assert holds("proxy", "worker_hang_seconds", float, "`0`: never; otherwise 1..3600")
+    assert holds("bots", "block_threshold", int, "(review_threshold..100)")
+    assert holds("attribution", "position_last", float, "(0..1; first + last ≤ 1)")
+
+
+def reference_parts(text: str) -> dict[str, str]:
+    """Each table's part of the Configuration reference (`proxy`, `sources`…), heading to heading."""
+    start = text.index("\n## Configuration reference\n")
+    reference = text[start : text.index("\n## ", start + 1)]
+    return dict(re.findall(r"^### `\[\[?(\w+)\]\]?`\n(.*?)(?=^### |\Z)", reference, re.MULTILINE | re.DOTALL))
+
+
+def restart_unsaid(text: str) -> list[str]:
+    """The keys a reload keeps (gateway/reload.py's ``RESTART_KEYS``) whose row, or whose table's
+    words above its rows, does not say so; a key a reload applies in such a table (`admin.hosts`)
+    whose row does not say that; and a row saying "needs a restart" of a key a reload applies."""
+    from gateway.reload import LIVE_IN_RESTART_TABLES, RESTART_KEYS
+
+    wrong = []
+    for section, part in reference_parts(text).items():
+        intro = part.split("\n| key |", 1)[0]
+        rows = dict(re.findall(rf"^\| `{section}\.(\w+)` \| .+? \| (.*) \|$", part, re.MULTILINE))
+        for key, meaning in rows.items():
+            kept = section in RESTART_KEYS or f"{section}.{key}" in RESTART_KEYS
+            if key in LIVE_IN_RESTART_TABLES.get(section, ()):
+                if "reload applies" not in meaning:
+                    wrong.append(f"{section}.{key}: applied by a reload, unsaid")
+            elif kept and "restart" not in meaning and "restart" not in intro:
+                wrong.append(f"{section}.{key}: needs a restart, unsaid")
+            elif not kept and "needs a restart" in meaning:
+                wrong.append(f"{section}.{key}: said to need a restart, which a reload applies")
+        if section in RESTART_KEYS and not rows and "needs a restart" not in intro:  # [[creators]]
+            wrong.append(f"{section}: needs a restart, unsaid")
+    return wrong
+
+
+def test_the_reference_says_what_needs_a_restart() -> None:
+    """What a reload keeps, logging `reload: proxy.connect_timeout needs a restart; the running value
+    is kept`, the Configuration reference says: until 2026-12-07 the [proxy] table said it of
+    `proxy.upstream` and eight others, but not of `proxy.connect_timeout`, `read_timeout`,
+    `upstream_connections` or `max_header_size`, nor of `[admin]`, `[storage]`, `[central]`,
+    `[[sources]]`, `[[sinks]]`, `[[creators]]` or `log.format`: only the Signals section listed them."""
+    assert restart_unsaid((ROOT / "README.md").read_text(encoding="utf-8")) == []
+
+
+def test_the_restart_check_notices_an_unsaid_restart() -> None:
+    head = "\n## Configuration reference\n\n"
+    table = "\n\n| key | default | meaning |\n|---|---|---|\n"
+    tail = "\n\n## Next\n"
+    assert restart_unsaid(f'{head}### `[proxy]`{table}| `proxy.upstream` | `""` | the site |{tail}') == [
+        "proxy.upstream: needs a restart, unsaid"
+    ]
+    assert (
+        restart_unsaid(
+            f'{head}### `[proxy]`{table}| `proxy.upstream` | `""` | the site; needs a restart |{tail}'
+        )
+        == []
+    )
+    assert restart_unsaid(
+        f'{head}### `[proxy]`{table}| `proxy.strip` | `"forward"` | how; needs a restart |{tail}'
+    ) == ["proxy.strip: said to need a restart, which a reload applies"]
+    admin = f"{head}### `[admin]`\n\nAny key but hosts needs a restart.{table}"
+    admin += f"| `admin.hosts` | `[]` | names |{tail}"
+    assert restart_unsaid(admin) == ["admin.hosts: applied by a reload, unsaid"]
+    assert restart_unsaid(f"{head}### `[[creators]]`\n\nThe registry.{tail}") == [
+        "creators: needs a restart, unsaid"
+    ]
