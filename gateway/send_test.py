@@ -97,6 +97,12 @@ def unscaled(
     return int(raw) if raw == raw.to_integral_value() else float(raw)
 
 
+def test_visitor(creator: str) -> str:
+    """The visitor a test conversion is made for when its sender maps no user ID: ``gateway
+    erase --visitor`` of it removes the conversion and its touchpoint."""
+    return f"test-visitor-{creator}"
+
+
 def carries(src: SourceMap, name: str) -> bool:
     """Whether ``src``'s events hold our field ``name``: any mapped field in our own layout; in
     a platform's, only those its ``fields`` name (and its type)."""
@@ -144,7 +150,7 @@ def sample_payload(
     if carries(src, "user_id"):
         ours["user_id"] = test_user(creator)
     else:
-        ours["visitor_id"] = f"test-visitor-{creator}"
+        ours["visitor_id"] = test_visitor(creator)
     doc: dict[str, Any] = {}
     for name, value_ in ours.items():
         if carries(src, name):
@@ -303,11 +309,16 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
     print(f"HTTP {status} {answer}")
     if not 200 <= status < 300:
         return 1
+    # Made for the test user, or (a sender mapping no user ID) the test visitor: either is
+    # erased, the conversion with the touchpoint its creator ID implied.
     if carries(source_map, "user_id"):
-        user, config = shlex.quote(test_user(args.creator)), shlex.quote(args.config)
-        print(f"to remove it: gateway erase {user} -c {config}")
-        if (unset := _unset_secret(options.identity.secret)) is not None:
-            print(_erase_through_the_api(unset, test_user(args.creator), options.admin.listen))
+        erase, path = shlex.quote(test_user(args.creator)), "users/" + test_user(args.creator)
+    else:
+        visitor = test_visitor(args.creator)
+        erase, path = "--visitor " + shlex.quote(visitor), "visitors/" + visitor
+    print(f"to remove it: gateway erase {erase} -c {shlex.quote(args.config)}")
+    if (unset := _unset_secret(options.identity.secret)) is not None:
+        print(_erase_through_the_api(unset, path, options.admin.listen))
     return 0
 
 
@@ -327,8 +338,11 @@ def _local_url(listen: str) -> str:
     return f"http://{host}:{port}"
 
 
-def _erase_through_the_api(variable: str, user: str, listen: str) -> str:
-    url = f"{_local_url(listen)}/api/users/{urllib.parse.quote(user, safe='')}"
+def _erase_through_the_api(variable: str, path: str, listen: str) -> str:
+    """How to erase the test conversion through the running gateway: ``path`` is
+    ``users/<user>`` or ``visitors/<visitor>``, its ID percent-encoded here."""
+    kind, _, who = path.partition("/")
+    url = f"{_local_url(listen)}/api/{kind}/{urllib.parse.quote(who, safe='')}"
     return (
         f"  ({variable} is not set here, and gateway erase needs it; a gateway run with --dev made its"
         f" own up: ask that one instead, curl -X DELETE -H 'Authorization: Bearer <admin token>' {url})"

@@ -1218,6 +1218,40 @@ async def test_send_test_event_says_how_to_remove_it_from_a_dev_gateway(
     assert code == 0 and "to remove it: gateway erase 'test-user-cr dev'" in out and "--dev" not in out, out
 
 
+async def test_send_test_event_says_how_to_remove_a_visitors_test_conversion(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    """A sender whose `fields` map no user ID gets its test conversion for the visitor
+    `test-visitor-<creator>`. Until 2026-12-07 the command printed no way to remove it, and the
+    README said none existed, though `gateway erase --visitor` (and `DELETE /api/visitors/…`)
+    removes it: it names them, as it names `gateway erase` for a user's."""
+    config = await write_config(gw, tmp_path / "gateway.toml")
+    text = (await asyncio.to_thread(config.read_text)).replace(
+        'ignore_types = ["charge.refunded"]',
+        'ignore_types = ["charge.refunded"]\nfields = { user_id = "" }',
+        1,
+    )
+    await asyncio.to_thread(config.write_text, text)
+    args = ("send-test-event", "--url", gw.url + "/_gw/events", "-c", str(config))
+    code, out, err = await gateway_cli(*args, env=SOURCES_ENV)
+    assert code == 0 and '"visitor_id":"test-visitor-cr_test1"' in out, (out, err)
+    assert (
+        "  (GATEWAY_SECRET is not set here, and gateway erase needs it; a gateway run with --dev made its"
+        " own up: ask that one instead, curl -X DELETE -H 'Authorization: Bearer <admin token>'"
+        " http://127.0.0.1:9090/api/visitors/test-visitor-cr_test1)"
+    ) in out, out
+    code, out, err = await gateway_cli(*args, env={**SOURCES_ENV, "GATEWAY_SECRET": ENV["GATEWAY_SECRET"]})
+    assert code == 0, (out, err)
+    assert f"to remove it: gateway erase --visitor test-visitor-cr_test1 -c {config}" in out, out
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(2,)]
+    code, out, err = await gateway_cli(
+        "erase", "--visitor", "test-visitor-cr_test1", "-c", str(config), env={**ENV, **SOURCES_ENV}
+    )
+    assert code == 0, (out, err)
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+
+
 async def test_send_test_event_against_a_running_gateway(gw: RunningGateway, tmp_path: Path) -> None:
     config = str(await write_config(gw, tmp_path / "gateway.toml"))
     url = gw.url + "/_gw/events"
