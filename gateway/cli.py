@@ -1336,7 +1336,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", help=argparse.SUPPRESS)
     run.add_argument("--admin-listen", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
-    doctor = sub.add_parser("doctor", help="check config, secrets, store, GeoIP files, upstream, admin")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check config, secrets, store, GeoIP files, senders, admin address, workers, upstream,"
+        " PostgreSQL, the reporting mirror, sinks",
+    )
     doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     doctor.add_argument(
         "--timeout",

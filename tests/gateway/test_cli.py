@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -2122,3 +2123,22 @@ def test_version_and_a_missing_command_speak_to_the_operator() -> None:
         ), done.stderr
         assert "_command" not in done.stderr
     assert "usage: gateway [-h] [--version] COMMAND ..." in gateway("--help").stdout
+
+
+def test_doctor_help_names_what_the_readme_says_it_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`gateway --help` said the doctor checked "config, secrets, store, GeoIP files, upstream,
+    admin", and the Command-line reference "…, upstream, PostgreSQL, the reporting mirror, admin
+    address": neither named the senders, the workers or the sinks it checks too. Both now give
+    the same checklist, in the order it is printed."""
+    from gateway.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `gateway doctor "))
+    listed = re.search(r"checklist: ([^;]+);", row)
+    assert listed is not None, row
+    with pytest.raises(SystemExit):
+        main(["doctor", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"check {listed.group(1)} examples:" in said or f"check {listed.group(1)} options:" in said, said
+    for check in ("senders", "workers", "PostgreSQL", "reporting mirror", "sinks"):
+        assert check in listed.group(1)
