@@ -1421,7 +1421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers,
         default=1,
-        help="processes parsing and replaying log lines (default 1: bot velocity and behaviour are "
+        help="processes parsing and replaying log lines, 1..256 (default 1: bot velocity and behaviour are "
         "judged over the whole log, in order, as one live process judges them; more are faster, "
         "but each judges only the chunks it replays)",
     )

@@ -2142,3 +2142,16 @@ def test_doctor_help_names_what_the_readme_says_it_checks(capsys: pytest.Capture
     assert f"check {listed.group(1)} examples:" in said or f"check {listed.group(1)} options:" in said, said
     for check in ("senders", "workers", "PostgreSQL", "reporting mirror", "sinks"):
         assert check in listed.group(1)
+
+
+def test_import_help_gives_the_workers_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Command-line reference writes `[--workers 1..256]`, and a value outside is refused
+    with that range; `gateway import --help` gave the default alone until 2026-12-07."""
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "processes parsing and replaying log lines, 1..256 (default 1:" in said, said
+    readme = (ROOT / "README.md").read_text()
+    assert "[--workers 1..256]" in readme
