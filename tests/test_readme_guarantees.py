@@ -1,10 +1,11 @@
 """The README's "Guarantees" section names the tests that hold each promise: every name must
 exist, so a renamed or deleted test cannot leave a promise claimed but unguarded. And what a
 new user copies from the README holds mechanically: the admin endpoint table is the router (and
-the OpenAPI document covers it), the defaults the reference summarises are the code's, the shell
-examples' command lines parse, links resolve. (Options' literal defaults, the metrics table and
-the command reference are checked beside their code: tests/gateway/test_config.py,
-test_metrics.py, test_cli.py.)"""
+the OpenAPI document covers it), the defaults the reference summarises are the code's, each
+number's stated range is the one `gateway check` enforces, what a reload keeps is said to need a
+restart, the shell examples' command lines parse, links resolve. (Options' literal defaults,
+the metrics table and the command reference are checked beside their code:
+tests/gateway/test_config.py, test_metrics.py, test_cli.py.)"""
 
 from __future__ import annotations
 
