@@ -36,10 +36,14 @@ def submitted(store: LocalStore, events: Sequence[Event], pipeline: Pipeline) ->
     recorded when seen again. A commit not confirmed in time is not refused: it stays queued,
     and the pipeline is told if the store refuses it then.
     Only bindings are remembered so, so only a commit holding one is watched: a landing's
-    touchpoint alone goes without a callback (one cost 1 % of a landing's instructions)."""
-    future = store.submit(events)
-    if Binding in map(type, events):
-        future.add_done_callback(functools.partial(_refused, pipeline, tuple(events)))
+    touchpoint alone goes without a callback (one cost 1 % of a landing's instructions). A
+    binding the store leaves out as a late row of an erased user (a sign-in in flight at the
+    erasure) is told so too: that device's next sign-in binds again."""
+    if Binding not in map(type, events):
+        return store.submit(events)
+    # A binding left out as a late row of an erased user is not recorded either.
+    future = store.submit(events, erased=pipeline.not_stored)
+    future.add_done_callback(functools.partial(_refused, pipeline, tuple(events)))
     return future
 
 

@@ -115,6 +115,13 @@ class Metrics:
             registry=r,
         )
         self.store_errors = Counter("gateway_store_errors", "Failed store commits", registry=r)
+        self.erased_late = Counter(
+            "gateway_erased_late_rows",
+            "Rows the store left out as late: a user's or visitor's, dated at or before their"
+            " erasure, that came after it (a request in flight when it was made), by table",
+            ["table"],
+            registry=r,
+        )
         self.purged_rows = Counter(
             "gateway_purged_rows",
             "Rows deleted by retention (privacy.retention_days), by table (central ones: central:TABLE)",

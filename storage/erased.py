@@ -8,8 +8,10 @@ those keys dated at or before that time is *late*: it belongs to before the eras
 arrived after it (a log replayed by ``gateway import``, a signed event retried with its
 original timestamp). Rows dated after are new activity and are kept. The central store
 refuses late rows by its ``erased_keys`` (``storage/central.py``). Blocking reads: called
-off the event loop. And ``erased_at``, the same records asked about a few keys on an open
-connection: a lookup that finds nothing of someone says when they were erased.
+off the event loop; ``Erased.load`` reads the same on an open connection (the store's writer,
+which leaves late rows out of every commit: ``storage.local``). And ``erased_at``, the same
+records asked about a few keys on an open connection: a lookup that finds nothing of someone
+says when they were erased.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.events import Event
-from storage.local import read_only
+from gateway.events import Binding, Conversion, Event, Touchpoint
 
 OWN_MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
 MARK = (
@@ -34,6 +35,11 @@ MARK = (
 """How far the erasures go (0: none): the largest rowid of this node's erasures plus the largest
 id of the other nodes' erasures applied here. Neither is ever deleted, and a key erased again
 is recorded under a new id (``AUTOINCREMENT``), so a new erasure of either kind always moves it."""
+PEOPLE = (Touchpoint, Binding, Conversion)
+"""The event types that are someone's: a late one of these is left out (an erasure record, a
+receipt, a daily count never is)."""
+_ERASURES = "SELECT ts, user_key, visitors, {also} FROM erasures"
+_CENTRAL = "SELECT key, erased_at FROM central_erasures"
 
 
 def _mark_sql(tables: set[str]) -> str:
@@ -78,25 +84,41 @@ class Erased:
 
     def __init__(self, since: dict[str, str] | None = None) -> None:
         self.since = since or {}
+        self.newest = max(self.since.values(), default="")
+        """The latest erasure's time ("": none): a row dated after it is no one's late row."""
 
     @classmethod
     def read(cls, path: Path, *, only_read: bool = False) -> Erased:
         """``only_read``: through a read-only connection (a dry run), which never writes the store
         (nor creates it)."""
         since: dict[str, str] = {}
+        from storage.local import read_only  # storage.local reads erasures with ``load``
+
         connection = read_only(path) if only_read else sqlite3.connect(path)
         with contextlib.closing(connection) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
             also = "also_keys" if "also_keys" in columns else "'[]'"
-            for ts, user_key, visitors, also_keys in db.execute(
-                f"SELECT ts, user_key, visitors, {also} FROM erasures"
-            ):
-                for key in (user_key, *json.loads(visitors or "[]"), *json.loads(also_keys or "[]")):
-                    since[key] = max(since.get(key, ""), ts)
+            for row in db.execute(_ERASURES.format(also=also)):
+                _note(since, *row)
             if _tables(db) >= {"central_erasures"}:
-                for key, ts in db.execute("SELECT key, erased_at FROM central_erasures"):
+                for key, ts in db.execute(_CENTRAL):
                     since[key] = max(since.get(key, ""), ts)
         return cls(since)
+
+    @classmethod
+    async def load(cls, db: aiosqlite.Connection) -> tuple[int, Erased]:
+        """On an open connection to a migrated store: how far the erasures go (``MARK``), and
+        ``Erased`` of at least those (read after the mark, so never of fewer: an erasure stored
+        between the two reads is in the second, and the next look at the mark finds it moved)."""
+        mark = await erasure_mark(db)
+        since: dict[str, str] = {}
+        async with db.execute(_ERASURES.format(also="also_keys")) as cursor:
+            async for row in cursor:
+                _note(since, *row)
+        async with db.execute(_CENTRAL) as cursor:
+            async for key, ts in cursor:
+                since[key] = max(since.get(key, ""), ts)
+        return mark, cls(since)
 
     def late(self, event: Event) -> bool:
         """Whether ``event`` is about an erased user (or a visitor erased with one) and dated at
@@ -110,12 +132,26 @@ class Erased:
                 return True
         return False
 
+    def late_in(self, events: Sequence[Event]) -> list[Event]:
+        """The late ones of ``events`` (of the types ``PEOPLE``): usually none, found at one
+        comparison of text a row (its time against the latest erasure's)."""
+        newest = self.newest
+        if not newest:
+            return []
+        return [e for e in events if isinstance(e, PEOPLE) and e.ts <= newest and self.late(e)]
+
     def keep(self, events: list[Event]) -> tuple[list[Event], int]:
         """``events`` less the late ones; how many were left out."""
         if not self.since:
             return events, 0
         kept = [e for e in events if not self.late(e)]
         return kept, len(events) - len(kept)
+
+
+def _note(since: dict[str, str], ts: str, user_key: str, visitors: str | None, also_keys: str | None) -> None:
+    """One ``erasures`` row into ``since``: each key it erased, at its time if the latest."""
+    for key in (user_key, *json.loads(visitors or "[]"), *json.loads(also_keys or "[]")):
+        since[key] = max(since.get(key, ""), ts)
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.access import full_disk, not_writable, unreadable, unwritable
 from storage.checkpoint import Checkpointer
+from storage.erased import MARK, Erased, erasure_mark
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
 
@@ -218,21 +219,28 @@ def event_row(event: Event) -> list[object]:
     return TABLES[type(event)].row(event)
 
 
-def insert_sql(cls: type, rows: int = 1, nulls: int = 0) -> str:
+def insert_sql(cls: type, rows: int = 1, nulls: int = 0, guard: bool = False) -> str:
     """One INSERT of ``rows`` events of type ``cls``: in autocommit mode a single statement is a
     single transaction, so a batch of one table commits atomically in one round trip. The
     columns ``nulls`` names (as bits, ``_Table.params_nulls``) are written ``NULL`` in every row
     rather than bound. For a table with ``once`` columns (bindings), a row whose values there
     a stored row has is left out; the rows of one statement do not see each other, so give it
-    one row per pair (``_insert_bindings``)."""
-    return _insert_sql(TABLES[cls].name, rows, nulls)
+    one row per pair (``_insert_bindings``). ``guard``: the rows go in only while the erasures
+    stored are as the writer last read them (its last parameter, their ``MARK``); else none
+    does, and the writer reads them again (``LocalStore._erasures_moved``)."""
+    return _insert_sql(TABLES[cls].name, rows, nulls, guard)
 
 
 @functools.lru_cache(maxsize=256)  # the set of NULL columns only shrinks: old texts age out
-def _insert_sql(name: str, rows: int, nulls: int = 0) -> str:
+def _insert_sql(name: str, rows: int, nulls: int = 0, guard: bool = False) -> str:
     table = _BY_NAME[name]
     one = "(" + ", ".join("NULL" if nulls >> i & 1 else "?" for i in range(len(table.columns))) + ")"
     values = "VALUES " + ", ".join([one] * rows)
+    # Read in the statement's own transaction, under the write lock: an erasure (any process's)
+    # committed before it is seen, one after it comes after these rows and deletes them. An
+    # uncorrelated condition, evaluated once a statement, two index seeks (some 80 of its
+    # ~1,400 VM steps for 50 landings).
+    unerased = f"({MARK}) = ?"
     if table.once:
         # Checked and inserted in one statement: SQLite's write lock serialises it across
         # processes (every worker, the next gateway on the same file), where a look first and
@@ -241,7 +249,10 @@ def _insert_sql(name: str, rows: int, nulls: int = 0) -> str:
         same = " AND ".join(f"{c} = given.column{table.columns.index(c) + 1}" for c in table.once)
         values = (
             f"SELECT * FROM ({values}) AS given WHERE NOT EXISTS (SELECT 1 FROM {table.name} WHERE {same})"
+            + (f" AND {unerased}" if guard else "")
         )
+    elif guard:
+        values = f"SELECT * FROM ({values}) WHERE {unerased}"
     return (
         f"INSERT INTO {table.name} ({', '.join(table.columns)}) {values}"
         # Only a repeated id or dedup key is skipped. OR IGNORE would also drop, silently and
@@ -269,6 +280,9 @@ class _Item:
     queue rather than left to be written later."""
     late: asyncio.Future[BaseException | None] | None = None
     """Once its wait timed out (``CommitTimeout.outcome``): how the commit ended after all."""
+    erased: Callable[[Sequence[Event]], None] | None = None
+    """Told, once its commit went through, of its events left out as late rows of an erased
+    user or visitor (``submit(…, erased=…)``)."""
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
@@ -554,42 +568,61 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
             future.set_exception(error)
 
 
-async def _insert_conversions(db: aiosqlite.Connection, events: Sequence[Event]) -> list[tuple[str, bool]]:
+async def _insert_conversions(
+    db: aiosqlite.Connection, events: Sequence[Event], mark: int | None = None
+) -> tuple[list[tuple[str, bool]], int]:
     """Insert conversions (inside the caller's transaction, or, up to ``MAX_ROWS_PER_STATEMENT``
-    of them, as one autocommit statement); for each one a conversion rule fired,
-    ``(rule, recorded)``: False when the store skipped it as one it already had (its order ID
-    or dedup window taken: a retried checkout). The caller counts them once the transaction
-    has committed (``gateway_conversions_total``, ``gateway_conversions_duplicate_total``)."""
-    inserted = await _inserted(db, Conversion, events)
-    return [(e.rule, e.id in inserted) for e in events if isinstance(e, Conversion) and e.origin == "rule"]
+    of them, as one autocommit statement, ``mark`` its guard: ``insert_sql``); for each one a
+    conversion rule fired, ``(rule, recorded)``: False when the store skipped it as one it
+    already had (its order ID or dedup window taken: a retried checkout), and how many went in.
+    The caller counts them once the transaction has committed (``gateway_conversions_total``,
+    ``gateway_conversions_duplicate_total``)."""
+    inserted = await _inserted(db, Conversion, events, mark)
+    counted = [(e.rule, e.id in inserted) for e in events if isinstance(e, Conversion) and e.origin == "rule"]
+    return counted, len(inserted)
 
 
-async def _insert_bindings(db: aiosqlite.Connection, events: Sequence[Event]) -> list[str]:
+async def _insert_bindings(
+    db: aiosqlite.Connection, events: Sequence[Event], mark: int | None = None
+) -> tuple[list[str], int]:
     """Insert bindings (inside the caller's transaction, or, up to ``MAX_ROWS_PER_STATEMENT`` of
-    them, as one autocommit statement): each pair once, the first of ``events`` to bind it, and
-    only where the store has none yet. The rules of the identity-rule bindings that went in,
-    for the caller to count once the transaction has committed (``gateway_bindings_total``)."""
+    them, as one autocommit statement, ``mark`` its guard): each pair once, the first of
+    ``events`` to bind it, and only where the store has none yet. The rules of the identity-rule
+    bindings that went in, for the caller to count once the transaction has committed
+    (``gateway_bindings_total``), and how many went in."""
     table = TABLES[Binding]
     first: dict[tuple[object, ...], Event] = {}
     for e in events:
         first.setdefault(tuple(getattr(e, c) for c in table.once), e)
     rows = list(first.values())
-    inserted = await _inserted(db, Binding, rows)
-    return [e.rule for e in rows if isinstance(e, Binding) and e.origin == "rule" and e.id in inserted]
+    inserted = await _inserted(db, Binding, rows, mark)
+    bound = [e.rule for e in rows if isinstance(e, Binding) and e.origin == "rule" and e.id in inserted]
+    return bound, len(inserted)
 
 
-async def _inserted(db: aiosqlite.Connection, kind: type, rows: Sequence[Event]) -> set[str]:
+async def _inserted(
+    db: aiosqlite.Connection, kind: type, rows: Sequence[Event], mark: int | None = None
+) -> set[str]:
     """Insert ``rows`` of ``kind`` in statements of as many as SQLite takes; the ids of those
-    that went in (a row the table's conflict rules skipped is not among them)."""
+    that went in (a row the table's conflict rules skipped is not among them). ``mark``: each
+    statement guarded by it (``insert_sql``)."""
     table = TABLES[kind]
-    per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
+    per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns) - 1)
     inserted: set[str] = set()
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
-        sql = insert_sql(kind, len(chunk)) + " RETURNING id"
-        async with db.execute(sql, table.params(chunk)) as cur:
+        sql = insert_sql(kind, len(chunk), guard=mark is not None) + " RETURNING id"
+        params = table.params(chunk)
+        if mark is not None:
+            params.append(mark)
+        async with db.execute(sql, params) as cur:
             inserted.update(row[0] for row in await cur.fetchall())
     return inserted
+
+
+def _without(events: Sequence[Event], late: Sequence[Event]) -> list[Event]:
+    gone = {id(e) for e in late}
+    return [e for e in events if id(e) not in gone]
 
 
 class LocalStore:
@@ -606,6 +639,13 @@ class LocalStore:
         holds the write lock (the batch is kept and tried again); None once one commits."""
         self._pending: deque[_Item] = deque()
         self._nulls = {kind: table.nullable for kind, table in TABLES.items()}
+        self._erased = Erased()
+        """Every erased key and when (``storage.erased``): a row of one dated at or before is a
+        late row, left out of every commit (``_transaction``)."""
+        self._erased_mark = 0
+        """The erasures' ``MARK`` when ``_erased`` was read: every commit inserts only while it
+        still is (``insert_sql``'s guard), so an erasure stored meanwhile by any process (the
+        admin API's worker, ``gateway erase``, the central sync) is read before rows go in."""
         """Per event type, the columns None in every row it has written (shrinks; ``_transaction``)."""
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -689,6 +729,7 @@ class LocalStore:
             await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
             await db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
             await migrate(db)
+            self._erased_mark, self._erased = await Erased.load(db)
         except BaseException:
             await db.close()  # its thread would otherwise keep the process alive
             raise
@@ -804,15 +845,24 @@ class LocalStore:
         accepting, as when the writer stopped on an error, but on purpose, its caller done."""
         return self._closing
 
-    def submit(self, events: Sequence[Event]) -> asyncio.Future[None]:
+    def submit(
+        self, events: Sequence[Event], erased: Callable[[Sequence[Event]], None] | None = None
+    ) -> asyncio.Future[None]:
         """Queue events; the future resolves when they are committed (or fails with the reason).
 
-        An event whose id (or, for a conversion, dedup key) is already stored is skipped.
+        An event whose id (or, for a conversion, dedup key) is already stored is skipped, and so
+        is a late row: a touchpoint, binding or conversion of a user or visitor erased at or
+        after its time (a request in flight at the erasure), counted in
+        ``gateway_erased_late_rows_total``; ``erased`` is told of those of ``events`` once the
+        commit went through.
         The events are those ``events`` holds now: a host appends its response hooks' events
         to the list it submitted and submits them apart, and a queue holding the list itself
         wrote them twice, counting the conversions twice and the queue below zero.
         """
-        return self._queue(tuple(events), None)
+        future = self._queue(tuple(events), None)
+        if erased is not None and not future.done():  # queued now, last
+            self._pending[-1].erased = erased
+        return future
 
     def submit_each(
         self, events: Sequence[Event], parts: Sequence[Hashable]
@@ -1199,28 +1249,27 @@ class LocalStore:
                 events += item.events
             else:
                 kinds = set(map(type, events))
+            late: list[Event] = []  # late rows of erased people, left out
             if rows <= MAX_ROWS_PER_STATEMENT and kinds is not None and len(kinds) <= 1:
                 # The hot path: one table, one statement, one transaction, one thread hop.
                 kind = kinds.pop() if kinds else type(None)
-                if kind is Conversion:
-                    counted = await _insert_conversions(db, events)
-                elif kind is Binding:
-                    bound = await _insert_bindings(db, events)
-                elif events:
-                    landed = rows if kind is Touchpoint else 0
-                    # The columns None in every row written so far (a landing's term, creator,
-                    # click ID, geography…) are written NULL rather than bound: each None bound
-                    # costs the writer thread ~1,600 instructions (its adapter looked up and
-                    # called, the connection's mutex taken). The set only ever shrinks, never
-                    # changes to another, so the statement texts in use stay one per batch size
-                    # and the connection's statement cache (128) does not fill with shapes.
-                    params, self._nulls[kind] = TABLES[kind].params_nulls(events, self._nulls[kind])
-                    await db.execute(insert_sql(kind, rows, self._nulls[kind]), params)
+                late, counted, bound = await self._insert_kind(db, kind, events)
+                if kind is Touchpoint:
+                    landed = rows - len(late)
             else:
-                landed = sum(type(e) is Touchpoint for i in batch if i.groups is None for e in i.events)
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    counted, bound = await self._write_mixed(db, batch)
+                    # Under the write lock: no erasure can be stored until this commits.
+                    await self._erasures_moved(db)
+                    late = self._erased.late_in([e for i in batch for e in i.events])
+                    gone = {id(e) for e in late}
+                    landed = sum(
+                        type(e) is Touchpoint and id(e) not in gone
+                        for i in batch
+                        if i.groups is None
+                        for e in i.events
+                    )
+                    counted, bound = await self._write_mixed(db, batch, gone)
                     await db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -1264,10 +1313,75 @@ class LocalStore:
             (self.metrics.conversions if recorded else self.metrics.conversion_duplicates).labels(rule).inc()
         for rule in bound:
             self.metrics.bindings.labels(rule).inc()
+        if late:
+            self._left_out(batch, late)
         return None
 
+    async def _insert_kind(
+        self, db: aiosqlite.Connection, kind: type, events: list[Event]
+    ) -> tuple[list[Event], list[tuple[str, bool]], list[str]]:
+        """The hot path's one statement: ``events`` (all of ``kind``) less the late rows, guarded
+        by the erasures' mark the writer last read (``insert_sql``). A statement that inserted
+        nothing may have found the mark moved (an erasure stored since, by any process): if it
+        did, the erasures are read again and the rows sorted again. The late rows left out, and
+        the conversions and bindings to count (``_insert_conversions``, ``_insert_bindings``)."""
+        counted: list[tuple[str, bool]] = []
+        bound: list[str] = []
+        while True:
+            late = self._erased.late_in(events)
+            kept = _without(events, late) if late else events
+            if not kept:  # an erasure is never undone: left out on what the writer knows
+                return late, counted, bound
+            mark = self._erased_mark
+            if kind is Conversion:
+                counted, inserted = await _insert_conversions(db, kept, mark)
+            elif kind is Binding:
+                bound, inserted = await _insert_bindings(db, kept, mark)
+            else:
+                # The columns None in every row written so far (a landing's term, creator,
+                # click ID, geography…) are written NULL rather than bound: each None bound
+                # costs the writer thread ~1,600 instructions (its adapter looked up and
+                # called, the connection's mutex taken). The set only ever shrinks, never
+                # changes to another, so the statement texts in use stay one per batch size
+                # and the connection's statement cache (128) does not fill with shapes.
+                params, self._nulls[kind] = TABLES[kind].params_nulls(kept, self._nulls[kind])
+                params.append(mark)
+                cursor = await db.execute(insert_sql(kind, len(kept), self._nulls[kind], guard=True), params)
+                inserted = cursor.rowcount
+            # None inserted: every row one the store has (a replay), or the guard held them back.
+            if inserted or not await self._erasures_moved(db):
+                return late, counted, bound
+
+    async def _erasures_moved(self, db: aiosqlite.Connection) -> bool:
+        """Whether an erasure was stored since the writer last read them (their mark moved), read
+        again if so (seldom: erasures are)."""
+        if await erasure_mark(db) == self._erased_mark:
+            return False
+        self._erased_mark, self._erased = await Erased.load(db)
+        return True
+
+    def _left_out(self, batch: list[_Item], late: list[Event]) -> None:
+        """A commit went through without ``late``, late rows of erased people (dated at or before
+        their erasure: a request in flight at it): counted, said, and each submit's ``erased``
+        told of its own."""
+        tables: dict[str, int] = {}
+        for e in late:
+            name = TABLES[type(e)].name
+            tables[name] = tables.get(name, 0) + 1
+        for name, n in tables.items():
+            self.metrics.erased_late.labels(name).inc(n)
+        log.info(
+            "left out %s: rows of an erased user or visitor dated before their erasure (a request"
+            " in flight when it was made)",
+            ", ".join(f"{name} {n}" for name, n in sorted(tables.items())),
+        )
+        gone = {id(e) for e in late}
+        for item in batch:
+            if item.erased is not None and (mine := [e for e in item.events if id(e) in gone]):
+                item.erased(mine)
+
     async def _write_mixed(
-        self, db: aiosqlite.Connection, batch: list[_Item]
+        self, db: aiosqlite.Connection, batch: list[_Item], late: Collection[int] = ()
     ) -> tuple[list[tuple[str, bool]], list[str]]:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
         events row by row, each group whole or not at all: at its first row already stored (a
@@ -1275,20 +1389,23 @@ class LocalStore:
         undone, so a duplicate adds no touchpoint or binding either. A binding of a pair the
         store has is left out of its group, which still goes in: it is no repeat (a sender's
         second ``identify`` of a user on a device). Returns what ``_insert_conversions`` and
-        ``_insert_bindings`` return for the plain conversions and bindings."""
+        ``_insert_bindings`` return for the plain conversions and bindings. The events whose
+        ``id()`` is in ``late`` (late rows of erased people) are left out, of a group too (the
+        rest of it goes in: a signed event's receipt, so a retry is a duplicate)."""
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
         by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
                 for e in item.events:
-                    by_type.setdefault(type(e), []).append(e)
+                    if id(e) not in late:
+                        by_type.setdefault(type(e), []).append(e)
         for kind, events in by_type.items():
             if kind is Conversion:
-                counted = await _insert_conversions(db, events)
+                counted, _ = await _insert_conversions(db, events)
                 continue
             if kind is Binding:
-                bound = await _insert_bindings(db, events)
+                bound, _ = await _insert_bindings(db, events)
                 continue
             table = TABLES[kind]
             per_statement = min(MAX_ROWS_PER_STATEMENT, MAX_VARIABLES // len(table.columns))
@@ -1304,6 +1421,8 @@ class LocalStore:
                 if len(group) > 1:
                     await db.execute("SAVEPOINT event_group")
                 for e in group:
+                    if id(e) in late:
+                        continue
                     if isinstance(e, PastReceipt):  # looked up, never written
                         async with db.execute(
                             "SELECT 1 FROM receipts WHERE sender = ? AND kind = ? AND key = ?",
