@@ -865,7 +865,10 @@ class LocalStore:
         return future
 
     def submit_each(
-        self, events: Sequence[Event], parts: Sequence[Hashable]
+        self,
+        events: Sequence[Event],
+        parts: Sequence[Hashable],
+        erased: Callable[[Sequence[Event]], None] | None = None,
     ) -> asyncio.Future[list[tuple[int, int, Exception]]]:
         """Queue events in parts (``parts``: each event's; adjacent events of the same part — an
         imported line's rows — go in together or not at all), committed together while they can
@@ -873,8 +876,12 @@ class LocalStore:
         fails in halves again, in order, down to single parts: a part the store refuses (a value
         SQLite cannot hold, a constraint) is left out and the others go in, once. The future gives
         the parts left out, as the range of their events (``start, end``) and the error; it fails
-        as ``submit``'s does when the database itself fails (locked, disk full, moved)."""
-        return self._queue(tuple(events), None, parts)
+        as ``submit``'s does when the database itself fails (locked, disk full, moved). Late rows
+        of erased people are left out, ``erased`` told of them, as by ``submit``."""
+        future = self._queue(tuple(events), None, parts)
+        if erased is not None and not future.done():
+            self._pending[-1].erased = erased
+        return future
 
     def submit_groups(self, groups: Sequence[Sequence[Event]]) -> asyncio.Future[list[bool]]:
         """Queue groups of events, committed together; the future gives, per group, whether it
@@ -1189,7 +1196,7 @@ class LocalStore:
             nonlocal stored
             start, end = bounds[first], bounds[last]
             failed = await self._transaction(
-                [_Item(events[start:end], item.future, item.deadline)], end - start
+                [_Item(events[start:end], item.future, item.deadline, erased=item.erased)], end - start
             )
             stored = stored or failed is None
             return failed
