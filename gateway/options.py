@@ -515,6 +515,15 @@ class BotsOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         "mastodon/",  # every Mastodon server the post reaches fetches it once
         "redditbot",  # a link posted to Reddit; then Embedly, which Reddit hands the page to
         "embedly",
+        # Google Chat's and Google Messages' previews ("Mozilla/5.0 Google-PageRenderer Google
+        # (+https://developers.google.com/+/web/snippet/)": Odoo's link_tracker, ua-parser-js's
+        # fetchers); TikTok's ("(compatible; TikTokSpider; ttspider-feedback@tiktok.com)": a link
+        # preview fetcher, darkvisitors.com/agents/tiktokspider); Slack's image proxy fetching a
+        # preview's image ("Slack-ImgProxy (+https://api.slack.com/robots)"). Not Zoom's: no agent
+        # of its previewer could be sourced, and "ZoomBot" is SEOZoom's SEO crawler.
+        "google-pagerenderer",
+        "tiktokspider",
+        "slack-imgproxy",
         # ad platforms checking a landing page before and while it runs an ad
         "adsbot-google",
         # mail link checks: Office's before it opens the browser, a mail gateway's scan

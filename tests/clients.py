@@ -219,6 +219,23 @@ PREVIEWERS: dict[str, dict[str, str]] = {
         "user-agent": "Mozilla/5.0 (compatible; Embedly/0.2; +http://support.embed.ly/)",
         **_ANY,
     },
+    # Google's link preview (Google Chat, Google Messages): Odoo's link_tracker tests count no
+    # click for it as Google Messages' preview agent; ua-parser-js lists it among its on-demand
+    # fetchers (src/extensions/ua-parser-extensions.js, Fetchers).
+    "google-chat": {
+        "user-agent": "Mozilla/5.0 Google-PageRenderer Google (+https://developers.google.com/+/web/snippet/)",
+        **_ANY,
+    },
+    # A link shared on TikTok (https://darkvisitors.com/agents/tiktokspider: a fetcher for link
+    # previews, operated by ByteDance).
+    "tiktok": {
+        "user-agent": "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+        "Safari/537.36 (compatible; TikTokSpider; ttspider-feedback@tiktok.com)",
+        **_ANY,
+    },
+    # Slack's image proxy fetching a preview's image (https://api.slack.com/robots; the agent as
+    # crawlerdex.tn3w.dev/Slack-ImgProxy records it).
+    "slack-imgproxy": {"user-agent": "Slack-ImgProxy (+https://api.slack.com/robots)", **_ANY},
 }
 MAIL_SCANNERS: dict[str, dict[str, str]] = {
     "office-link-check": {"user-agent": "Mozilla/4.0 (compatible; ms-office; MSOffice 16)", **_ANY},
