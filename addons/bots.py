@@ -3,7 +3,8 @@
 Configured by ``[bots]`` (weights, thresholds, actions, velocity limits) and
 the creator registry (``[[creators]]`` and the admin API's standings). Reads the request (agent, headers,
 client IP), the campaign addon's touchpoint and the geo addon's ASN; writes
-``bot_score``, ``verdict``, ``reasons`` and ``ip_hash`` on the touchpoint,
+``bot_score``, ``verdict``, ``reasons`` and ``ip_hash`` on the touchpoint (an opted-out visitor's
+landing, ``Exchange.counted``, keeps its ``DailyCount`` only when scored ``allow``),
 ``VerdictChange`` events when a late signal re-scores a visitor's earlier
 touchpoints, and — only where ``on_review``/``on_block`` say ``block`` — a 403.
 
@@ -43,7 +44,7 @@ from addons.signals import (
 from addons.velocity import DistinctSources, HeldItems, Lru, WindowCounter
 from gateway.channels import SHARED_CLICK_IDS
 from gateway.creators import CreatorRegistry
-from gateway.events import VERDICTS, Touchpoint, VerdictChange, iso
+from gateway.events import VERDICTS, DailyCount, Touchpoint, VerdictChange, iso
 from gateway.ids import Uuid7
 from gateway.keys import derive
 from gateway.pipeline import Context, Exchange, Reply
@@ -199,6 +200,7 @@ class Bots:
         self.signals = {r: ctx.metrics.bot_signals.labels(r) for r in ("good_crawler", *self.weights)}
         """Each signal's counter, listed at 0 from the start (an operator alerts on a rate)."""
         self.refusals = {v: ctx.metrics.bot_refusals.labels(v) for v in ("review", "block")}
+        self.aggregates = {v: ctx.metrics.aggregate_landings.labels(v) for v in VERDICTS}
 
     def take_over(self, old: Bots) -> None:
         """A reload: go on with the running chain's windows, clicks held and visitors'
@@ -277,6 +279,11 @@ class Bots:
         # stored as nothing, but it is a landing still: the velocity windows count it, and it is
         # blocked as a landing would be; only the touchpoint it would have been gets no score.
         landing = ex.folded if touchpoint is None else touchpoint
+        # A visitor who opted out (Sec-GPC, DNT) is only counted: the landing is scored as the
+        # touchpoint it would have been, and the count taken back unless that says ``allow``.
+        counted = ex.counted if landing is None else None
+        if counted is not None:
+            landing = counted
         if req.path == "/robots.txt":
             self._robots(ex)
         if landing is None and not req.is_document:
@@ -293,7 +300,7 @@ class Bots:
         # is ~800 instructions): an IPv6 /64 counts as one source.
         source = network_of(req.client_ip)
         tracked, state = self._track(ex, landing, prefetch, now, source)
-        if touchpoint is None and not self.may_block:
+        if touchpoint is None and counted is None and not self.may_block:
             return  # a page load: counted and watched; only landings are scored and stored
         reasons, good = self._score_agent(ex)
         if tracked:
@@ -337,8 +344,20 @@ class Bots:
                 state.touches = (*touches[1:], touch) if len(touches) >= RECENT_TOUCHES else (*touches, touch)
             if touchpoint.creator_id is not None and "creator_ip_velocity" not in reasons:
                 self.creator_touches.add((touchpoint.creator_id, source), touch)
+        elif counted is not None:
+            self._count(ex, verdict)
         if self.may_block:
             self._act(ex, reasons, good, verdict)
+
+    def _count(self, ex: Exchange, verdict: str) -> None:
+        """An opted-out visitor's landing: its ``DailyCount`` kept only when the verdict is
+        ``allow``, as attribution counts only those touchpoints. Until 2026-12-07 a crawler, a
+        blocked client or a link preview sending ``Sec-GPC: 1`` was counted as a visitor of its
+        channel (and a 403 it was answered did not stop it). A count is no row to re-score: a
+        late signal takes nothing back from the day's aggregate."""
+        self.aggregates[verdict].inc()
+        if verdict != "allow":
+            ex.events[:] = [event for event in ex.events if type(event) is not DailyCount]
 
     def websocket(self, ex: Exchange) -> None:
         """A WebSocket upgrade: judged by its agent and headers as an asset is, so that

@@ -8,8 +8,9 @@ never stored. The upstream query is rebuilt from the raw ``&``-separated pieces 
 stays byte for byte as received. Remembers the channel of recent value combinations (at most
 ``CHANNEL_CACHE``), and recent landings (``addons/landings.py``): a reload within
 ``campaign.repeat_seconds`` records no touchpoint (it is left on ``Exchange.folded`` for bots'
-velocity windows). A HEAD records nothing and is remembered nowhere (no browser navigates with it),
-and is stripped as a GET is.
+velocity windows). A landing of a visitor who opted out (``Sec-GPC``/``DNT``) is a ``DailyCount``,
+the touchpoint it would have been left on ``Exchange.counted`` for bots to score. A HEAD records
+nothing and is remembered nowhere (no browser navigates with it), and is stripped as a GET is.
 """
 
 from __future__ import annotations
@@ -534,9 +535,10 @@ class Campaign:
             day = req.ts.astimezone(UTC).date().isoformat()
             count = DailyCount(day, source or "", medium or "", campaign or "", channel, creator_id or "")
             ex.events.append(count)
-            return
-        key, unix = visitor.key, req.unix  # properties (a Python call each): read once
-        folded = self._repeats(key, raw_params, referrer_host, req, unix)
+            key, unix, folded = "", req.unix, False  # scored by bots as this touchpoint (``counted``)
+        else:
+            key, unix = visitor.key, req.unix  # properties (a Python call each): read once
+            folded = self._repeats(key, raw_params, referrer_host, req, unix)
         touchpoint = Touchpoint(  # positional (the field order): a third cheaper than 18 keywords
             self.new_id(int(unix * 1000)),
             iso(req.ts, unix),
@@ -555,8 +557,11 @@ class Campaign:
             channel,
             path,
             raw_params,
-            consent=visitor.consent,
+            consent=visitor.consent if visitor is not None else "aggregate",
         )
+        if visitor is None:
+            ex.counted = touchpoint  # never stored: the count stands for it
+            return
         if folded:
             ex.folded = touchpoint
             self.metrics.landings_folded.inc()

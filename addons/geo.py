@@ -135,7 +135,7 @@ class GeoIP:
         if self.country is None and self.asn is None:
             return
         touchpoint = next((e for e in ex.events if isinstance(e, Touchpoint)), None)
-        if touchpoint is None and ex.folded is None and not ex.request.is_document:
+        if touchpoint is None and ex.folded is None and ex.counted is None and not ex.request.is_document:
             return  # an asset or API call: nothing to record, nothing to score on (a reload
             # campaign folded is a landing still: bots may block it, datacenter included)
         geo = self.lookup(ex.request.client_ip) if ex.request.client_ip else None

@@ -190,6 +190,13 @@ class Metrics:
             ["verdict"],
             registry=r,
         )
+        self.aggregate_landings = Counter(
+            "gateway_aggregate_landings",
+            "Landings of visitors who opted out (Sec-GPC, DNT), by the verdict bot scoring gave them;"
+            " only allow ones are added to daily_counts",
+            ["verdict"],
+            registry=r,
+        )
         # Central sync and sinks: durable readers of the local event log.
         self.sync_lag_rows = Gauge(
             "gateway_sync_lag_rows",

@@ -259,6 +259,11 @@ class Exchange:
     """The touchpoint campaign would have recorded for a landing it folded into the visitor's
     recent one (a reload: ``campaign.repeat_seconds``), not stored: bots still counts it in its
     velocity windows, as every landing was."""
+    counted: Touchpoint | None = None
+    """The touchpoint campaign would have recorded for a landing of a visitor who opted out
+    (``aggregate_only``), never stored: its ``DailyCount`` is in ``events``, and bots scores the
+    landing as this touchpoint and takes the count back unless the verdict is ``allow`` (a
+    crawler's landing is no visitor of its channel)."""
     refused: list[tuple[str, str]] = field(default_factory=list)
     """Tracked query keys whose value campaign dropped, with why (``too_long``, ``unprintable``,
     ``source_not_allowed``): ``gateway import`` says so of a line that made no touchpoint."""

@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 
 from bench.ports import free_port
 from gateway.pages import error_page
+from tests.clients import PRIVACY
 from tests.conftest import ENV, GatewayFactory
 from tests.gateway.test_websocket import BODIES, Received, recording_site, upgrade_with_body
 
@@ -124,12 +125,38 @@ async def test_an_opt_out_sent_on_two_lines_wins_as_in_the_aiohttp_host(
 ) -> None:
     """mitmproxy's headers are joined into one list (``0, 1``), which was never ``1``: a visitor
     who sent ``Sec-GPC: 1`` on a second line, or twice, was tracked. Any ``1`` is the opt-out."""
+    browser = [(k.encode(), v.encode()) for k, v in PRIVACY["tor-browser"].items()]  # scored allow
     for twice in ([(b"sec-gpc", b"0"), (b"sec-gpc", b"1")], [(b"sec-gpc", b"1"), (b"sec-gpc", b"1")]):
-        flow = await land(addon, b"/?utm_source=a", [(b"host", b"shop.example"), *twice])
+        flow = await land(addon, b"/?utm_source=a", [(b"host", b"shop.example"), *browser, *twice])
         assert flow.response is not None and flow.response.headers.get_all("set-cookie") == []
     db = tmp_path / "gw.db"
     assert await asyncio.to_thread(rows, db, "SELECT count(*) FROM touchpoints") == [(0,)]
     assert await asyncio.to_thread(rows, db, "SELECT count FROM daily_counts") == [(2,)]
+
+
+async def test_an_opted_out_crawler_is_not_counted_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None
+) -> None:
+    """A crawler's landing with ``Sec-GPC: 1`` was counted in ``daily_counts`` as a visitor of its
+    channel (and blocked all the same); only a landing scored ``allow`` is counted, as from
+    ``gateway run`` (``tests/gateway/test_privacy.py``)."""
+    browser = {**PRIVACY["tor-browser"], "sec-gpc": "1"}
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(config, tmp_path, "gw", "[bots]\non_block = 'block'\n")
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        for agent in ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", "curl/8.5.0"):
+            headers = [(k.encode(), v.encode()) for k, v in {**browser, "user-agent": agent}.items()]
+            flow = tflow.tflow(req=tutils.treq(path=b"/?utm_source=news&utm_medium=email", headers=headers))
+            await gateway.request(flow)
+            assert flow.response is not None and flow.response.status_code == 403
+            await gateway.responseheaders(flow)
+        headers = [(k.encode(), v.encode()) for k, v in browser.items()]
+        await land(gateway, b"/?utm_source=news&utm_medium=email", headers)
+        await gateway.done()
+    got = await asyncio.to_thread(rows, tmp_path / "gw.db", "SELECT source, channel, count FROM daily_counts")
+    assert got == [("news", "Email", 1)]
 
 
 async def test_an_opt_out_expires_the_cookie_as_the_aiohttp_host_writes_it(addon: GatewayAddon) -> None:

@@ -18,13 +18,20 @@ from aiohttp import web
 from gateway.events import Conversion, DailyCount, Touchpoint, iso
 from gateway.ids import uuid7
 from gateway.signing import legacy_signature, standard_signature
+from tests.clients import PREVIEWERS, PRIVACY
 from tests.conftest import TOKEN, RunningGateway
 
 CONSENT = """
 [privacy]
 consent_cookie = { name = "banner", yes = ["all"], no = ["none"] }
 """
-DOCUMENT = {"Accept": "text/html", "Sec-Fetch-Dest": "document", "User-Agent": "Mozilla/5.0 Test"}
+DOCUMENT = {
+    "Accept": "text/html",
+    "Accept-Language": "en-GB,en;q=0.5",
+    "Sec-Fetch-Dest": "document",
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:144.0) Gecko/20100101 Firefox/144.0",
+}
+"""A person's page load: scored ``allow`` (an opted-out visitor's landing is counted only then)."""
 
 
 def site() -> web.Application:
@@ -90,6 +97,37 @@ async def test_an_opt_out_sent_on_two_lines_wins(start_gateway, upstream_server)
     async with gw.session.get(gw.url + "/l?utm_source=News", headers=zeros) as resp:
         assert any(c.startswith("gw_vid=v1.") for c in resp.headers.getall("Set-Cookie", []))
     assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(1,)]
+
+
+CRAWLER = "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)"
+FIREFOX = {**PRIVACY["tor-browser"], "sec-gpc": "1"}
+"""A person's Firefox with Global Privacy Control: scored ``allow``, 0."""
+
+
+async def test_an_opted_out_landing_is_counted_only_when_scoring_lets_it_through(
+    start_gateway, upstream_server
+) -> None:
+    """A landing that sends ``Sec-GPC: 1`` is only counted per day; a crawler's, a blocked
+    client's or a good crawler's was counted as a visitor of its channel all the same (a crawler
+    sending GPC inflated the day's Email or Paid Social). Counted now is what its touchpoint
+    would have been, ``allow``; the others only in ``gateway_aggregate_landings_total``."""
+    gw = await start_gateway(await upstream_server(site()), "[bots]\non_block = 'block'\n")
+    landing = "/l?utm_source=News&utm_medium=email"
+    for agent in (CRAWLER, "curl/8.5.0", PREVIEWERS["slack"]["user-agent"]):
+        headers = {**FIREFOX, "user-agent": agent}
+        async with gw.session.get(gw.url + landing, headers=headers) as resp:
+            assert resp.status == (200 if agent.startswith("Slackbot") else 403)
+    assert await rows(gw, "SELECT count(*) FROM daily_counts") == [(0,)]
+    assert await get(gw, landing, FIREFOX) == []  # a person's: counted
+    assert await rows(gw, "SELECT source, medium, channel, count FROM daily_counts") == [
+        ("news", "email", "Email", 1)
+    ]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    async with gw.session.get(gw.admin_url + "/metrics", headers=token) as resp:
+        text = await resp.text()
+    for verdict, n in (("allow", 1), ("block", 2), ("bot", 1), ("review", 0)):
+        assert f'gateway_aggregate_landings_total{{verdict="{verdict}"}} {n}.0' in text
 
 
 async def test_consent_decides_the_cookie_in_the_same_response(start_gateway, upstream_server) -> None:
