@@ -318,6 +318,16 @@ def may_stream(request: mhttp.Request) -> bool:
     return bool(limit) and "content-length" not in request.headers and "transfer-encoding" in request.headers
 
 
+def expects_continue(request: mhttp.Request) -> bool:
+    """Whether ``request`` waits for a ``100 Continue`` before sending its body (mitmproxy sends
+    one after the request-headers hook for ``Expect: 100-continue``, whatever the hook did)."""
+    if request.headers.get("expect", "").lower() != "100-continue":
+        return False
+    return "transfer-encoding" in request.headers or request.headers.get(
+        "content-length", "0"
+    ).strip() not in ("", "0")
+
+
 def made(status: int, body: bytes, headers: Mapping[str, str]) -> mhttp.Response:
     """A response of the gateway's own, its header names written as given (mitmproxy keeps
     their case) and ``Content-Length`` as the aiohttp host writes it: ``Response.make`` adds a
@@ -769,7 +779,11 @@ class GatewayAddon:
         buffers the body, by the loopback answerer when it may stream it (``_answer_streamed``)."""
         await self._begin(flow)
         flow.metadata[BEGUN] = True
-        if flow.response is not None and may_stream(flow.request):
+        if flow.response is not None and (may_stream(flow.request) or expects_continue(flow.request)):
+            # Asked ``Expect: 100-continue``: mitmproxy would invite the body after this hook
+            # whatever it set, and answer once the body was sent (until 2026-12-07 a blocked bot's
+            # upload was invited, sent whole, then refused; one it streamed was never invited nor
+            # answered, the visitor left waiting). The answerer answers it at once, uninvited.
             # mitmproxy would read the body first, switch it to streaming once over
             # stream_large_bodies and crash on the answer set ("Can't set a response and enable
             # streaming"), the visitor left waiting: the answer comes from the loopback answerer
@@ -792,7 +806,8 @@ class GatewayAddon:
         assert answer is not None
         body = answer.raw_content or b""
         token = self.answerer.hold(
-            answer_bytes(answer.status_code, answer.reason, answer.headers.fields, body)
+            answer_bytes(answer.status_code, answer.reason, answer.headers.fields, body),
+            at_once=expects_continue(flow.request),  # its headers are replaced below, Expect too
         )
         flow.metadata[ANSWER] = token
         req = flow.request

@@ -8,8 +8,9 @@ stripped to its framing, to this loopback listener inside mitmdump, which reads 
 end, drops it, and answers what the gateway held for it: mitmproxy relays that answer to the
 visitor as a site's, through the response hooks. Owns the listener (``127.0.0.1``, a port of
 the system's choosing) and the answers held, each under a one-time token that the request's
-path carries. Imports nothing of mitmproxy (``tests/test_layout.py``); ``h11``, mitmproxy's
-own HTTP/1 parser, reads the requests.
+path carries. An answer to a request that asked ``Expect: 100-continue`` goes at once, before its
+body (which the visitor sends only when invited, and is not). Imports nothing of mitmproxy
+(``tests/test_layout.py``); ``h11``, mitmproxy's own HTTP/1 parser, reads the requests.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Answerer:
 
     def __init__(self) -> None:
         self._server: asyncio.Server | None = None
-        self._held: dict[str, bytes] = {}
+        self._held: dict[str, tuple[bytes, bool]] = {}
         self.port = 0
         """The listener's port; 0 while it is not listening."""
 
@@ -55,11 +56,13 @@ class Answerer:
             self._server.close()
             self._server = None
 
-    def hold(self, answer: bytes) -> str:
+    def hold(self, answer: bytes, at_once: bool = False) -> str:
         """``answer`` (``answer_bytes``) kept for the one request whose path is ``/`` + the token
-        returned."""
+        returned; ``at_once``: sent as soon as the request's head is in, its body then read and
+        dropped as it comes (a visitor who asked ``Expect: 100-continue`` sends no body before an
+        invitation, and is refused without one)."""
         token = secrets.token_urlsafe(18)
-        self._held[token] = answer
+        self._held[token] = (answer, at_once)
         return token
 
     def drop(self, token: str) -> None:
@@ -75,9 +78,14 @@ class Answerer:
                 if event is h11.NEED_DATA:
                     read.receive_data(await reader.read(READ_SIZE))  # b"": the end, said as such
                 elif isinstance(event, h11.Request):
-                    answer = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
-                    if answer is None:
+                    held = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
+                    if held is None:
                         return  # not one of ours: nothing is answered
+                    answer, at_once = held
+                    if at_once:
+                        writer.write(answer)
+                        await writer.drain()
+                        answer = b""  # sent: the body that may follow is dropped
                 elif isinstance(event, h11.EndOfMessage):
                     writer.write(answer or b"")
                     await writer.drain()

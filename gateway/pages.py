@@ -26,6 +26,20 @@ from aiohttp.http import HttpVersion11, StreamWriter
 ANSWER = web.RequestKey("gateway.answer", web.StreamResponse)
 """The answer a proxy handler is sending (forwarded, or a WebSocket's), for the access log's
 line when the visitor leaves midway (``server.HostSlot``)."""
+CONTINUE = web.RequestKey("gateway.continue", bool)
+"""Set on a request that asked ``Expect: 100-continue`` and has not been invited yet: the
+``100 Continue`` goes out only once the gateway is about to read the body (``invite``), so a
+request it answers itself (a blocked bot, a refusal below the reserved prefix) gets its answer
+at once, with the connection closed, not after the body was sent for nothing."""
+
+
+async def invite(request: web.BaseRequest) -> None:
+    """The ``100 Continue`` the client waits for, when it asked for one and has not had it: what
+    aiohttp's expect handler writes, sent only now the body is to be read."""
+    if request.pop(CONTINUE, False):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own bytes are counted from here
+        await request.writer.drain()
 
 
 class AsSentHeaders(web.StreamResponse):

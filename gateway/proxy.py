@@ -23,7 +23,7 @@ from typing import TypeVar, cast
 
 import aiohttp
 from aiohttp import hdrs, web
-from aiohttp.http import RawResponseMessage
+from aiohttp.http import HttpVersion11, RawResponseMessage
 from aiohttp.web_urldispatcher import _default_expect_handler
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -383,8 +383,10 @@ class ProxyHost:
         """aiohttp's step for ``Expect: 100-continue``, before ``handle``: a body announced over
         ``proxy.max_request_body`` is refused at once (413, the connection closed), not invited
         with a ``100 Continue`` only to be refused once it is on its way. The gateway's own
-        endpoints keep their own limits. Anything else is aiohttp's usual answer (``100
-        Continue``; an unknown expectation, 417)."""
+        endpoints keep their own limits. An unknown expectation is aiohttp's 417. Otherwise the
+        ``100 Continue`` is owed (``pages.CONTINUE``), sent by ``handle`` only once it is about to
+        read the body: a request it answers itself gets no invitation (until 2026-12-07 a blocked
+        bot's upload was invited, sent whole, then refused 403)."""
         length, path = request.content_length, request.raw_path
         if (
             length is not None
@@ -397,7 +399,13 @@ class ProxyHost:
             refused = pages.error_page(413)
             refused.force_close()
             return refused
-        await _default_expect_handler(request)
+        if (
+            request.version == HttpVersion11
+            and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+        ):
+            request[pages.CONTINUE] = True
+            return None
+        await _default_expect_handler(request)  # no 1xx to HTTP/1.0; an unknown expectation, 417
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -416,6 +424,7 @@ class ProxyHost:
                 )
             endpoint = self.endpoints.get(raw_path[len(self.reserved) :])
             if endpoint is not None:
+                await pages.invite(request)
                 return await endpoint(request)
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):
@@ -457,12 +466,19 @@ class ProxyHost:
         ``proxy.body_timeout`` as any body, and goes to the site with the upgrade, as nginx
         sends it: until 2026-12-06 its length went and its bytes did not, and the site waited."""
         self.metrics.requests.labels("websocket").inc()
+        length = request.content_length
+        if request.body_exists and length is not None and length > self.max_body:
+            self.metrics.requests.labels("too_large").inc()
+            return pages.error_page(413)
+        trusted = self._peer_trusted(request)
+        ex = Exchange(self._view(request, raw_path, raw_query, trusted))
+        await self.pipeline.websocket(ex)
+        if ex.reply is not None:  # refused (bots.on_block = "block"): the site is not asked
+            reply = ex.reply  # (its body, if any, is not read: refused before it is invited)
+            return pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
         upgrade_body = b""
         if request.body_exists:
-            length = request.content_length
-            if length is not None and length > self.max_body:
-                self.metrics.requests.labels("too_large").inc()
-                return pages.error_page(413)
+            await pages.invite(request)
             body = _Body(request, self.max_body, self.body_idle)
             try:
                 upgrade_body = b"".join([chunk async for chunk in body.chunks()])
@@ -470,12 +486,6 @@ class ProxyHost:
                 if body.failure is None:
                     raise
                 return self._upstream_failed(request, body, err)
-        trusted = self._peer_trusted(request)
-        ex = Exchange(self._view(request, raw_path, raw_query, trusted))
-        await self.pipeline.websocket(ex)
-        if ex.reply is not None:  # refused (bots.on_block = "block"): the site is not asked
-            reply = ex.reply
-            return pages.QuietResponse(status=reply.status, body=reply.body, headers=reply.headers)
         if ex.upstream_query is not None:
             target = with_query(raw_path, ex.upstream_query, after_query)
         try:  # the relay's connection counts against proxy.upstream_connections too
@@ -611,6 +621,7 @@ class ProxyHost:
     ) -> web.StreamResponse:
         if ex.upstream_query is not None:
             target = with_query(raw_path, ex.upstream_query, after_query)
+        await pages.invite(request)  # the site gets the request: now the body may come
         body = _Body(request, self.max_body, self.body_idle)
         if ex.want_request_body:
             body = _CapturedBody(request, self.max_body, self.body_idle)

@@ -222,7 +222,13 @@ class HostSlot:
         await request.writer.drain()
         if refused is not None:
             return refused
-        return await host.handle(request)
+        answer = await host.handle(request)
+        if request.get(pages.CONTINUE):
+            # Answered without inviting the body (a blocked bot, a refusal below the reserved
+            # prefix): it is never read, and the client may send it or not, so the connection
+            # closes after the answer, as for the 413 of a body announced too large.
+            answer.force_close()
+        return answer
 
 
 @dataclass

@@ -29,6 +29,7 @@ from bench.ports import free_port
 from gateway.pages import error_page
 from tests.clients import PRIVACY
 from tests.conftest import ENV, GatewayFactory
+from tests.gateway.test_proxy import BROWSER_AGENT, first_answer_to_expect
 from tests.gateway.test_websocket import BODIES, Received, recording_site, upgrade_with_body
 
 pytest.importorskip("mitmproxy")
@@ -1102,6 +1103,41 @@ async def raw_get(url: str, target: str) -> bytes:
         return await asyncio.wait_for(reader.read(), 60)
     finally:
         writer.close()
+
+
+async def test_a_request_answered_here_gets_no_100_continue_as_in_the_aiohttp_host(
+    tmp_path: Path, secrets: None, upstream_server: Any
+) -> None:
+    """mitmproxy sends ``100 Continue`` after the request-headers hook whatever it set: a blocked
+    bot's upload, a path below the reserved prefix and a header over ``proxy.max_header_size``
+    were invited, sent whole, then refused. They are answered at once, as from ``gateway run``
+    (``tests/gateway/test_proxy.py``); a request the site gets is still invited."""
+    received: list[bytes] = []
+
+    async def page(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    origin = await upstream_server(app)
+    toml = await asyncio.to_thread(
+        config, tmp_path, "mitm", "[bots]\non_block = 'block'\n[proxy]\nmax_header_size = 2000\n"
+    )
+    for stream in ("1", "1m"):  # the body streamed (over stream_large_bodies) or buffered
+        async with mitmdump_process(origin, toml, tmp_path / "mitmconf", stream=stream) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
+            for target, agent, extra, status in (
+                ("/up", "curl/8.5.0", "", b"403"),
+                ("/_gw/nothing", BROWSER_AGENT, "", b"404"),
+                ("/_GW/events", BROWSER_AGENT, "", b"404"),
+                ("/up", BROWSER_AGENT, f"Cookie: {'a' * 3000}\r\n", b"431"),
+            ):
+                head = await first_answer_to_expect(port, target, agent, extra)
+                assert head.startswith(b"HTTP/1.1 " + status + b" "), (stream, target, head)
+            invited = await first_answer_to_expect(port, "/up", BROWSER_AGENT)
+            assert invited == b"HTTP/1.1 100 Continue\r\n\r\n", (stream, invited)
+    assert received == []
 
 
 def header_names(raw: bytes) -> list[bytes]:

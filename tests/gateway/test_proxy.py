@@ -2156,6 +2156,53 @@ async def test_oversize_body_announced_with_expect_is_refused_before_100_continu
     assert received == ["started", "complete:10"]
 
 
+EXPECTING = (
+    "POST {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: {agent}\r\nContent-Length: 10\r\n"
+    "Expect: 100-continue\r\n"
+)
+BROWSER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:144.0) Gecko/20100101 Firefox/144.0"
+
+
+async def first_answer_to_expect(port: int, target: str, agent: str, extra: str = "") -> bytes:
+    """The first head a client that announced a body with ``Expect: 100-continue`` reads."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write((EXPECTING.format(target=target, agent=agent) + extra + "\r\n").encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    finally:
+        writer.close()
+
+
+async def test_a_request_the_gateway_refuses_itself_gets_no_100_continue(
+    start_gateway, upstream_server
+) -> None:
+    """The README promises an upload refused before it is sent no ``100 Continue``: a blocked
+    bot's upload (``bots.on_block = "block"``) and one below the reserved prefix that no endpoint
+    serves were invited with a ``100 Continue`` and refused once the client had sent the whole
+    body for nothing. They are answered at once, the connection closed (the body is never read);
+    a request the site gets is still invited, and a header over ``proxy.max_header_size`` is
+    refused by the parser before any invitation."""
+    received: list[str] = []
+    gw = await start_gateway(
+        await oversize_upstream(upstream_server, received),
+        "[bots]\non_block = 'block'\n[proxy]\nmax_header_size = 2000\n",
+    )
+    port = gw.proxy.port
+    for target, agent, status in (
+        ("/up", "curl/8.5.0", b"403"),
+        ("/_gw/nothing", BROWSER_AGENT, b"404"),
+        ("/_GW/events", BROWSER_AGENT, b"404"),
+    ):
+        head = await first_answer_to_expect(port, target, agent)
+        assert head.startswith(b"HTTP/1.1 " + status + b" "), (target, head)
+        assert b"connection: close" in head.lower(), head
+    head = await first_answer_to_expect(port, "/up", BROWSER_AGENT, f"Cookie: {'a' * 3000}\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), head
+    assert await first_answer_to_expect(port, "/up", BROWSER_AGENT) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert "complete:10" not in received
+
+
 async def test_oversize_chunked_body_gives_413(start_gateway, upstream_server) -> None:
     received: list[str] = []
     gw = await start_gateway(
