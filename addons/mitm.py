@@ -787,8 +787,8 @@ class GatewayAddon:
             # mitmproxy would read the body first, switch it to streaming once over
             # stream_large_bodies and crash on the answer set ("Can't set a response and enable
             # streaming"), the visitor left waiting: the answer comes from the loopback answerer
-            # instead, once the body has gone there (until 2026-12-07 the connection was closed
-            # unanswered). Only while it listens (not yet, or no more, at shutdown): else closed.
+            # instead, as soon as the head has gone there (until 2026-12-07 the connection was
+            # closed unanswered). Only while it listens (not yet, or no more, at shutdown): else closed.
             if self.answerer.port:
                 self._answer_streamed(flow)
             else:
@@ -806,8 +806,7 @@ class GatewayAddon:
         assert answer is not None
         body = answer.raw_content or b""
         token = self.answerer.hold(
-            answer_bytes(answer.status_code, answer.reason, answer.headers.fields, body),
-            at_once=expects_continue(flow.request),  # its headers are replaced below, Expect too
+            answer_bytes(answer.status_code, answer.reason, answer.headers.fields, body)
         )
         flow.metadata[ANSWER] = token
         req = flow.request

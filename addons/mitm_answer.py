@@ -4,12 +4,12 @@ mitmproxy 11 cannot answer a request whose body it streams (``stream_large_bodie
 or a chunked one with it set): a ``flow.response`` set then stops the flow ("Can't set a
 response and enable streaming at the same time"). Such a request the gateway answers itself
 (a path under ``proxy.reserved_prefix``, a refusal, a blocked bot's upload) is sent instead,
-stripped to its framing, to this loopback listener inside mitmdump, which reads its body to the
-end, drops it, and answers what the gateway held for it: mitmproxy relays that answer to the
-visitor as a site's, through the response hooks. Owns the listener (``127.0.0.1``, a port of
-the system's choosing) and the answers held, each under a one-time token that the request's
-path carries. An answer to a request that asked ``Expect: 100-continue`` goes at once, before its
-body (which the visitor sends only when invited, and is not). Imports nothing of mitmproxy
+stripped to its framing, to this loopback listener inside mitmdump, which answers what the
+gateway held for it as soon as the request's head is in, then reads and drops the rest of its
+body within bounds (``LINGER_SECONDS``, ``LINGER_BYTES``) and closes: mitmproxy relays that
+answer to the visitor as a site's, through the response hooks, while the body still comes.
+Owns the listener (``127.0.0.1``, a port of the system's choosing) and the answers held, each
+under a one-time token that the request's path carries. Imports nothing of mitmproxy
 (``tests/test_layout.py``); ``h11``, mitmproxy's own HTTP/1 parser, reads the requests.
 """
 
@@ -19,12 +19,20 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 import h11
 
 HEAD_LIMIT = 64 * 1024
 """Bytes of a request head this listener reads: ``addons.mitm`` sends it a path and two lines."""
 READ_SIZE = 64 * 1024
+LINGER_SECONDS = 10.0
+"""How long the rest of a refused request's body is read (and dropped) once it is answered:
+aiohttp's ``lingering_time``, which ``gateway run``'s proxy listener keeps for a body it answers
+unread (a ``/_gw/`` path, a blocked bot's upload). Then the connection closes."""
+LINGER_BYTES = 64 * 1024**2
+"""The most of such a body read (and dropped) within ``LINGER_SECONDS``: on loopback or a fast
+link 10 s carry gigabytes (``gateway run`` reads what comes in them), and mitmdump is one process."""
 
 
 def answer_bytes(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
@@ -40,7 +48,7 @@ class Answerer:
 
     def __init__(self) -> None:
         self._server: asyncio.Server | None = None
-        self._held: dict[str, tuple[bytes, bool]] = {}
+        self._held: dict[str, bytes] = {}
         self.port = 0
         """The listener's port; 0 while it is not listening."""
 
@@ -49,20 +57,20 @@ class Answerer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
-        """Stops listening; a request already connected gets its answer (not waited for: from
-        Python 3.12 ``wait_closed`` waits for every connection, an upload's too)."""
+        """Stops listening; a request already connected gets its answer, its body read on
+        within the bounds (not waited for: from Python 3.12 ``wait_closed`` waits for every
+        connection, an upload's too)."""
         self.port = 0
         if self._server is not None:
             self._server.close()
             self._server = None
 
-    def hold(self, answer: bytes, at_once: bool = False) -> str:
+    def hold(self, answer: bytes) -> str:
         """``answer`` (``answer_bytes``) kept for the one request whose path is ``/`` + the token
-        returned; ``at_once``: sent as soon as the request's head is in, its body then read and
-        dropped as it comes (a visitor who asked ``Expect: 100-continue`` sends no body before an
-        invitation, and is refused without one)."""
+        returned: sent as soon as the request's head is in (so a visitor who asked ``Expect:
+        100-continue``, and sends no body before an invitation, is refused without one)."""
         token = secrets.token_urlsafe(18)
-        self._held[token] = (answer, at_once)
+        self._held[token] = answer
         return token
 
     def drop(self, token: str) -> None:
@@ -70,32 +78,51 @@ class Answerer:
         self._held.pop(token, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        answer: bytes | None = None
         read = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
         try:
-            while True:
-                event = read.next_event()
-                if event is h11.NEED_DATA:
-                    read.receive_data(await reader.read(READ_SIZE))  # b"": the end, said as such
-                elif isinstance(event, h11.Request):
-                    held = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
-                    if held is None:
-                        return  # not one of ours: nothing is answered
-                    answer, at_once = held
-                    if at_once:
-                        writer.write(answer)
-                        await writer.drain()
-                        answer = b""  # sent: the body that may follow is dropped
-                elif isinstance(event, h11.EndOfMessage):
-                    writer.write(answer or b"")
-                    await writer.drain()
-                    return
-                elif isinstance(event, h11.ConnectionClosed):
-                    return  # the body cut short: mitmproxy has told the visitor already
-                # h11.Data: the body, dropped as it comes
+            event = await _next(read, reader)
+            if not isinstance(event, h11.Request):
+                return  # closed, or not HTTP/1.1
+            answer = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
+            if answer is None:
+                return  # not one of ours: nothing is answered
+            # Answered at once, as ``gateway run`` answers before the body is read; mitmproxy
+            # relays it to the visitor while the body still comes.
+            writer.write(answer)
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_SECONDS):
+                    await _dropped(read, reader)
         except (h11.RemoteProtocolError, ConnectionError):
             return
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+async def _next(read: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    """``read``'s next event but ``h11.Data``, fed from ``reader`` as it needs."""
+    while True:
+        event = read.next_event()
+        if event is h11.NEED_DATA:
+            read.receive_data(await reader.read(READ_SIZE))  # b"": the end, said as such
+        elif not isinstance(event, h11.Data):
+            return event
+
+
+async def _dropped(read: h11.Connection, reader: asyncio.StreamReader) -> None:
+    """The rest of the request's body read and dropped, to its end (the visitor sent it all: the
+    connection may serve mitmproxy's next request, closed anyway) or ``LINGER_BYTES``."""
+    taken = 0
+    while True:
+        event = read.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(READ_SIZE)
+            taken += len(data)
+            if taken > LINGER_BYTES:
+                return
+            read.receive_data(data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return
+        # h11.Data: the body, dropped as it comes

@@ -1,0 +1,168 @@
+"""The mitmproxy host's answers to requests it answers itself whose bodies mitmproxy streams
+(``addons/mitm_answer.py``), end to end through ``mitmdump`` on loopback: the body's bound, the
+flow line, a shutdown, a script reload and an HTTP/2 visitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ENV
+
+pytest.importorskip("mitmproxy")
+
+from addons.mitm_answer import LINGER_BYTES
+from tests.addons.test_mitm import VERBOSE, config, mitmdump_process, said, script_copy, touched
+
+BLOCK = '[bots]\non_block = "block"\n'
+KEEP = ("-q", "--set", "keep_host_header=true")
+HEAD = "Host: shop.example\r\nContent-Type: application/octet-stream\r\n"
+BOT = "User-Agent: curl/8.5.0\r\n"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64)"
+CHUNKS = "5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+async def answer_of(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    """The status line and body of one answer with a ``Content-Length`` (b"" at a close)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
+    return lines[0], await reader.readexactly(length)
+
+
+async def pumped(writer: asyncio.StreamWriter, piece: bytes) -> int:
+    """Bytes of ``piece`` after ``piece`` written until the connection closes."""
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+    return sent
+
+
+async def test_a_refused_upload_is_answered_at_once_and_its_body_read_within_bounds(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """As ``gateway run`` answers a request it refuses before its body is read, then reads and
+    drops the rest for at most 10 s (aiohttp's lingering) before it closes, the mitmproxy host
+    answers a streamed refused request (a blocked bot's upload, a ``/_gw/`` POST) as soon as
+    its head is in, then reads what follows for at most 10 s and ``LINGER_BYTES``, and closes.
+    Until 2026-12-07 the answer came only once the whole body had been read, however large
+    (only ``body_size_limit`` bounded it; a chunked body nothing): a 10 GB upload held its
+    connection and mitmdump's CPU until it had all gone through."""
+    seen: list[bytes] = []
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if first := await reader.read(1):  # mitmproxy connects with each visitor (eager)
+            seen.append(first)
+
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", KEEP) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        # A blocked bot's upload announcing 10 GB: its 403 before the body, then cut off.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST /upload?utm_source=bot HTTP/1.1\r\n{HEAD}{BOT}Content-Length: {10 * 1024**3}\r\n\r\n"
+        writer.write(head.encode() + b"x" * 65536)
+        status, body = await answer_of(reader)
+        assert status == "HTTP/1.1 403 Forbidden" and b"403 Forbidden" in body
+        sent = await asyncio.wait_for(pumped(writer, b"x" * 262144), 120)
+        writer.close()
+        # What mitmproxy and the kernel buffer besides what the listener read and dropped.
+        assert sent < LINGER_BYTES + 256 * 1024**2, sent
+        # A chunked POST below /_gw/ whose sender pauses after its first chunk: its 404 at once,
+        # the connection closed once the 10 s are out.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST /_gw/events HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n"
+        writer.write(head.encode() + b"5\r\nhello\r\n")
+        status, body = await answer_of(reader)
+        assert status == "HTTP/1.1 404 Not Found" and b'"status":404' in body.replace(b" ", b"")
+        assert await asyncio.wait_for(reader.read(), 60) == b""
+        writer.close()
+        # A refused upload that ends within the bounds leaves its connection open for the next.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            writer.write(f"POST /_gw/events HTTP/1.1\r\n{HEAD}Content-Length: 5\r\n\r\nhello".encode())
+            assert (await answer_of(reader))[0] == "HTTP/1.1 404 Not Found"
+        writer.close()
+    assert seen == []
+
+
+async def test_a_script_reload_while_a_refused_upload_is_in_flight_answers_it(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """An edit of the script (mitmproxy runs it again, a new instance) while a refused upload's
+    body is still arriving: the upload gets its answer, and the next request on its
+    connection is answered by the new instance."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    async with mitmdump_process(
+        await raw_upstream(site),
+        toml,
+        tmp_path / "conf",
+        (*VERBOSE, "--set", "keep_host_header=true"),
+        script=script,
+    ) as (url, process):
+        await said(process, "Loading script")
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /_gw/events HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".encode()
+        )
+        await asyncio.sleep(0.5)  # its head through the old instance
+        await asyncio.to_thread(touched, script)
+        await said(process, "script reloaded")
+        writer.write(b"5\r\nworld\r\n0\r\n\r\n")
+        first = await answer_of(reader)
+        writer.write(f"POST /upload HTTP/1.1\r\n{HEAD}{BOT}Content-Length: 5\r\n\r\nhello".encode())
+        second = await answer_of(reader)
+        writer.close()
+    assert [first[0], second[0]] == ["HTTP/1.1 404 Not Found", "HTTP/1.1 403 Forbidden"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl (with HTTP/2) is the HTTP/2 client here")
+async def test_an_http2_visitors_refused_upload_gets_its_answer(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """An HTTP/2 visitor (TLS to mitmdump, ``h2`` negotiated; mitmproxy's own CA, made in a
+    temporary confdir, signs the certificate) sending a streamed request this host answers:
+    a ``/_gw/`` POST and a blocked bot's upload each get their answer over HTTP/2."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    version = await asyncio.to_thread(subprocess.run, ["curl", "--version"], capture_output=True, text=True)
+    if "HTTP2" not in version.stdout:
+        pytest.skip("this curl has no HTTP/2")
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    upload = tmp_path / "upload.bin"
+    await asyncio.to_thread(upload.write_bytes, b"x" * 300_000)
+    got = []
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", KEEP) as (url, _):
+        https = url.replace("http://", "https://")
+        for path, agent in (("/_gw/events", "Mozilla/5.0"), ("/upload", "curl/8.5.0")):
+            curl = await asyncio.create_subprocess_exec(
+                "curl", "-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}",
+                "-A", agent, "-H", "Content-Type: application/octet-stream",
+                "--data-binary", f"@{upload}", f"{https}{path}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(curl.communicate(), 60)
+            got.append((curl.returncode, out.decode().rsplit("\n", 1)[-1], err.decode()))
+    assert got == [(0, "2 404", ""), (0, "2 403", "")], got
