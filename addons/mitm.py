@@ -113,6 +113,9 @@ BEGUN = "gateway_begun"
 """``flow.metadata``'s key for a flow whose chain ran at ``requestheaders``."""
 ANSWER = "gateway_answer"
 """``flow.metadata``'s key for the answerer's token of a flow it answers (``_answer_streamed``)."""
+ASKED = "gateway_asked"
+"""``flow.metadata``'s key for what the visitor asked of a flow the answerer answers (its scheme,
+host, port, authority, path and ``Host``), put back once its answer is in (``shown``)."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request refused over ``proxy.max_header_size`` (as the
 aiohttp host's listener logs it)."""
@@ -810,6 +813,14 @@ class GatewayAddon:
         )
         flow.metadata[ANSWER] = token
         req = flow.request
+        flow.metadata[ASKED] = (
+            req.scheme,
+            req.host,
+            req.port,
+            req.authority,
+            req.path,
+            req.headers.get("host"),
+        )
         length = req.headers.get("content-length")
         framing = (b"Content-Length", length.encode()) if length else (b"Transfer-Encoding", b"chunked")
         # ``Connection`` kept: mitmproxy reads it on this request to close the visitor's connection.
@@ -818,6 +829,22 @@ class GatewayAddon:
         req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.answerer.port
         req.authority, req.path = "", "/" + token  # origin-form, an absolute-form target's too
         req.stream = True
+
+    @staticmethod
+    def shown(flow: mhttp.HTTPFlow) -> None:
+        """A flow the answerer answered shows what the visitor asked again (method, scheme, host,
+        path), so mitmdump's flow line, printed after this hook, names it, as any other flow's:
+        until 2026-12-07 it named the answerer (``POST http://127.0.0.1:41087/WyBKoDM4…``).
+        Only these: the lines framing the body, still going there, stay as sent."""
+        asked = flow.metadata.pop(ASKED, None)
+        if asked is None:
+            return
+        req = flow.request
+        req.scheme, req.data.host, req.data.port, req.authority, req.path, host = asked
+        if host is not None:
+            req.headers["Host"] = host
+        else:  # an HTTP/2 request's authority, shown by mitmproxy instead of a Host line
+            del req.headers["Host"]
 
     async def request(self, flow: mhttp.HTTPFlow) -> None:
         """The request's body is in (unless streamed): read for the rules that ask for it. The
@@ -940,6 +967,7 @@ class GatewayAddon:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie,
         and the one a site's transfer coding is undone at (``undo_transfer_coding``)."""
+        self.shown(flow)
         if flow.response is not None and not mistaken_interim(flow.response):
             why = undo_transfer_coding(flow.response, functools.partial(self._broken_body, flow))
             # An answer without a body (to a HEAD, a 304) has nothing unreadable: passed on, as
@@ -1075,6 +1103,7 @@ class GatewayAddon:
     def error(self, flow: mhttp.HTTPFlow) -> None:
         """The upstream failed: the events were submitted already; forget the flow (and the
         answer held for it, if the visitor left before its request reached the answerer)."""
+        self.shown(flow)
         shared.FLOWS.pop(flow.id, None)
         if ANSWER in flow.metadata:
             self.answerer.drop(flow.metadata[ANSWER])

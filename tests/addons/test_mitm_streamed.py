@@ -100,6 +100,48 @@ async def test_a_refused_upload_is_answered_at_once_and_its_body_read_within_bou
     assert seen == []
 
 
+async def test_the_flow_line_names_the_visitors_request_not_the_listener(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """mitmdump's flow line for a streamed request this host answers names what the visitor
+    asked for, as any other flow's: the method, the reverse target (or, with ``showhost``, the
+    visitor's ``Host``) and the path. Until 2026-12-07 it named the loopback listener that
+    answered it (``POST http://127.0.0.1:41087/WyBKoDM4…``)."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    origin = await raw_upstream(site)
+    lines: list[str] = []
+    for showhost, shows in (("false", origin), ("true", "http://shop.example")):
+        shown = (
+            *VERBOSE[:2],
+            "--set",
+            "flow_detail=1",
+            "--set",
+            "keep_host_header=true",
+            "--set",
+            f"showhost={showhost}",
+        )
+        async with mitmdump_process(origin, toml, tmp_path / "conf", shown) as (url, process):
+            port = int(url.rsplit(":", 1)[1])
+            for request in (
+                f"POST /_gw/events?x=1 HTTP/1.1\r\n{HEAD}Content-Length: 5\r\n\r\nhello",
+                f"POST /upload HTTP/1.1\r\n{HEAD}{BOT}Transfer-Encoding: chunked\r\n\r\n{CHUNKS}",
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request.encode())
+                await answer_of(reader)
+                writer.close()
+            lines += await said(process, f"POST {shows}/_gw/events?x=1")
+            lines += await said(process, f"POST {shows}/upload")
+    flows = [line for line in lines if ": POST " in line]
+    assert len(flows) == 4 and not [
+        line for line in flows if origin not in line and "shop.example" not in line
+    ], lines
+
+
 async def test_a_script_reload_while_a_refused_upload_is_in_flight_answers_it(
     tmp_path: Path, secrets: None, raw_upstream: Any
 ) -> None:
