@@ -725,12 +725,15 @@ class GatewayAddon:
         for retired in list(self._retiring):
             await retired.done()
         self._retiring.clear()
-        self.answerer.close()
         if self.pipeline is not None:
             await self.pipeline.done()
         if self.store is not None:
             await self.store.close()
             self.store = None
+        # Last: mitmdump serves on while the store closes, and a streamed request answered
+        # meanwhile is answered there (until 2026-12-07 it closed first: such a request's
+        # connection was closed unanswered). None is answered once the store is gone.
+        self.answerer.close()
         if reloaded:
             return  # the log levels (its ``log.level`` applied) and SIGHUP are the new instance's
         if self._levels is not None:
@@ -791,7 +794,8 @@ class GatewayAddon:
             # stream_large_bodies and crash on the answer set ("Can't set a response and enable
             # streaming"), the visitor left waiting: the answer comes from the loopback answerer
             # instead, as soon as the head has gone there (until 2026-12-07 the connection was
-            # closed unanswered). Only while it listens (not yet, or no more, at shutdown): else closed.
+            # closed unanswered). Only while it listens: it closes last at shutdown, once the
+            # store has, so only a flow whose hooks outlived this instance is closed so.
             if self.answerer.port:
                 self._answer_streamed(flow)
             else:

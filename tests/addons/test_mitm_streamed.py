@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,48 @@ async def test_the_flow_line_names_the_visitors_request_not_the_listener(
     assert len(flows) == 4 and not [
         line for line in flows if origin not in line and "shop.example" not in line
     ], lines
+
+
+async def test_a_refused_upload_while_mitmdump_stops_gets_its_answer(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """mitmdump stopping (SIGTERM) serves on while the addon closes its store; a streamed
+    request the addon answers in that time gets its answer. Until 2026-12-07 the loopback
+    listener closed first, and such a request's connection was closed unanswered. The store's
+    close is held here by another connection's write lock on it (its queued landing waits a
+    busy timeout, 5 s, before it is dropped)."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", 'durability = "async"\n' + BLOCK)
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", KEEP) as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # before the stop
+        landing, sends = await asyncio.open_connection("127.0.0.1", port)
+        page = f"GET /?utm_source=x HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\n\r\n".encode()
+        sends.write(page)
+        assert (await answer_of(landing))[0] == "HTTP/1.1 200 OK"  # the store is open
+        lock = sqlite3.connect(tmp_path / "mitm.db", isolation_level=None, check_same_thread=False)
+        try:
+            await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
+            sends.write(page)
+            assert (await answer_of(landing))[0] == "HTTP/1.1 200 OK"  # its event queued, held
+            process.send_signal(signal.SIGTERM)
+            # The addon's end under way: a second in, of the 5 s its store's close is held.
+            await asyncio.sleep(1)
+            head = f"POST /upload HTTP/1.1\r\n{HEAD}{BOT}Transfer-Encoding: chunked\r\n\r\n"
+            writer.write(head.encode() + b"5\r\nhello\r\n0\r\n\r\n")
+            got = await asyncio.wait_for(reader.read(), 60)
+        finally:
+            await asyncio.to_thread(lock.close)
+            writer.close()
+            sends.close()
+        await asyncio.wait_for(process.wait(), 60)
+    assert got.startswith(b"HTTP/1.1 403 Forbidden\r\n"), got[:200]
 
 
 async def test_a_script_reload_while_a_refused_upload_is_in_flight_answers_it(
