@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gateway.events import Binding, Conversion, Event, Touchpoint
 from storage.migrate import refuse_newer_file
+from storage.readonly import factory
 
 CACHE_KIB = 4096
 """The temporary database's page cache: past it, its pages go to a temporary file."""
@@ -73,7 +74,10 @@ class DryRun:
         cannot be read (not a database, a stopped WAL store in a folder this user may not write:
         its ``-shm`` cannot be made)."""
         # "": a private temporary database, on disk once it outgrows its cache (not ":memory:").
-        db = sqlite3.connect("", uri=True, isolation_level=None, check_same_thread=False)
+        # ``factory``: a stopped store is handed back with no -wal nor -shm made for this read.
+        db = sqlite3.connect(
+            "", uri=True, isolation_level=None, check_same_thread=False, factory=factory(self.path)
+        )
         try:
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.executescript(_SEEN)

@@ -28,7 +28,6 @@ import os
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -47,6 +46,7 @@ from storage.checkpoint import Checkpointer
 from storage.erased import MARK, Erased, erasure_mark
 from storage.filewatch import FileWatch
 from storage.migrate import migrate
+from storage.readonly import read_only as read_only  # its home until 2026-12-07
 
 log = logging.getLogger("gateway.storage")
 
@@ -426,7 +426,7 @@ def older_hint(error: BaseException | None, path: Path) -> str:
     from storage.migrate import migrations
 
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with contextlib.closing(read_only(path)) as db:
             current = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error:
         return ""
@@ -488,16 +488,6 @@ async def store_instance(db: aiosqlite.Connection) -> str | None:
     except sqlite3.OperationalError:  # no such table
         return None
     return str(row[0]) if row else None
-
-
-def read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
-    """A blocking connection that only reads the file ``path`` names and never creates it,
-    whatever its name holds: SQLite reads a ``file:`` URI's ``?`` as the start of its options,
-    ``#`` as a fragment and ``%`` as an escape, so ``gw#1.db`` unquoted was the file ``gw``,
-    opened for writing and created when missing (until 2026-12-05, ``gateway doctor`` made an
-    empty ``gw`` beside the store and gave its schema as 0). For the commands, or a thread;
-    ``timeout``: how long a read waits for a lock (SQLite's busy timeout, in seconds)."""
-    return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=timeout)
 
 
 def _null(value: None) -> None:

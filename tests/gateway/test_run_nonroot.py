@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TOKEN
-from tests.gateway.test_nonroot import GID, GROUP, ROOT, UID, USER, _env, as_nobody
+from tests.gateway.test_nonroot import GID, GROUP, LINE, ROOT, UID, USER, _env, as_nobody
 from tests.gatewayproc import GatewayProcess
 
 pytestmark = pytest.mark.skipif(
@@ -179,6 +179,59 @@ async def test_a_store_another_users_gateway_left_is_served_past(
     stopped = [r for r in gw.logs() if r["msg"] == "stopped"]
     assert stopped and stopped[0]["unconfirmed"] == 1, stopped
     assert await asyncio.to_thread(stored, store) == []
+
+
+OPERATOR = 4242
+"""An operator's account: no file here is its own; with the store's group, it may write the folder."""
+IMPORT = ("import", "a.log", "--format", "combined", "--host", "shop.example", "--no-progress")
+
+
+def reader(place: Path, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gateway ARGS -c gw.toml`` as root, or as the operator in the store's group."""
+    argv: tuple[str, ...] = (sys.executable, "-m", "gateway", *args, "-c", "gw.toml")
+    if who == "an operator of its group":
+        argv = ("setpriv", f"--reuid={OPERATOR}", f"--regid={OPERATOR}", f"--groups={GID}", *argv)
+    return subprocess.run(argv, cwd=place, env=_env(), capture_output=True, text=True, timeout=60)
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("who", ["root", "an operator of its group"])
+async def test_reads_of_a_stopped_store_leave_the_gateway_its_store(
+    place: Path, upstream_server: Any, who: str
+) -> None:
+    """The store and its folder the gateway user's (0660, 0770: its group may write), the
+    gateway stopped; root, or an operator in that group, reads it (``import --list``, an import
+    dry run, the doctor). Until 2026-12-07 those reads left an empty ``-wal`` and ``-shm``, the
+    reader's: root's SQLite gives them the store's owner, but the operator's stayed its own and
+    the gateway then refused to start (`cannot open the store … -wal is not readable`). Now
+    nothing is left, and the gateway started as its user records the landing."""
+    store = place / "data" / "gw.db"
+    config = await asyncio.to_thread(configure, place, await origin(upstream_server))
+    await asyncio.to_thread((place / "a.log").write_text, LINE)
+    await asyncio.to_thread(os.chown, place / "data", UID, GID)
+    made = await asyncio.to_thread(
+        as_nobody, place, sys.executable, "-m", "gateway", *IMPORT, "-c", "gw.toml"
+    )
+    assert made.returncode == 0, made
+    await asyncio.to_thread(modes, [store], 0o660, place / "data", 0o770)
+    assert await asyncio.to_thread(names, place / "data") == ["gw.db"]
+    for args in (("import", "--list"), (*IMPORT, "--dry-run"), ("doctor", "--timeout", "1")):
+        done = await asyncio.to_thread(reader, place, who, *args)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert args[0] == "doctor" or done.returncode == 0, done
+        assert await asyncio.to_thread(names, place / "data") == ["gw.db"], args
+    gw = await start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await land(gw, session, "later") == "page /landing?keep=1"
+            assert (await health(gw, session))["status"] == "ok"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    assert await asyncio.to_thread(stored, store) == ["news", "later"]
 
 
 def test_a_store_folder_it_cannot_make_is_refused_naming_storage_path(place: Path) -> None:
