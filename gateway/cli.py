@@ -919,8 +919,9 @@ async def _reclassify(
     node's new rows): short transactions, the busy timeout of ``storage.local.connect``."""
     from storage.local import connect
     from storage.migrate import migrate, refuse_newer
+    from storage.readonly import open_read_only
 
-    db = await connect(path)
+    db = await (open_read_only(path) if dry_run else connect(path))  # a dry run cannot write
     count = None
     try:
         # An older store gains the channel column first; a dry run of a store a newer gateway

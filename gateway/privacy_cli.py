@@ -242,9 +242,9 @@ async def _erased_at(path: Path, keys: Sequence[str]) -> str | None:
     this one; None on a store too old to say (the erasure migrates nothing: it refuses a newer
     one, and an older one is told apart by its missing table)."""
     from storage.erased import erased_at
-    from storage.local import connect
+    from storage.readonly import open_read_only
 
-    db = await connect(path)
+    db = await open_read_only(path)
     try:
         return await erased_at(db, keys)
     except sqlite3.OperationalError:

@@ -39,6 +39,7 @@ from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery,
 from storage.erased import Erased
 from storage.local import LocalStore, connect, store_hint
 from storage.migrate import SchemaTooNew, refuse_newer
+from storage.readonly import open_read_only
 
 NOT_UTF8 = ("body: not valid JSON (Invalid UTF-8", "body: not UTF-8")
 """The reasons of a body that was not UTF-8 (``sources.decode_delivery``)."""
@@ -83,7 +84,9 @@ async def replay_bad(
     report = ReplayReport()
     key = body_key(settings.secret)
     keyed = ReceiptKeys(settings.secret)  # the receipts' keys, as the endpoints store them
-    db = await connect(settings.store_path)
+    # A dry run reads through a connection that cannot write the store (until 2026-12-07 a
+    # writable one, as did its read of the erasures).
+    db = await (open_read_only(settings.store_path) if dry_run else connect(settings.store_path))
     try:
         # As `gateway run`: a store a newer gateway migrated is refused (until 2026-12-07 it was
         # read, and written into); one an older gateway left is said as before, by what it lacks.
@@ -96,7 +99,9 @@ async def replay_bad(
             pending = list(await cur.fetchall())
         # An event about a user erased after its time stays out, as the endpoints keep a retry
         # of it out (until 2026-12-05 a replay recorded it, and the erasure came undone).
-        erased = await asyncio.to_thread(Erased.read, settings.store_path) if pending else Erased()
+        erased = Erased()
+        if pending:
+            erased = await asyncio.to_thread(Erased.read, settings.store_path, only_read=dry_run)
         groups: list[list[Event]] = []
         spans: list[tuple[str, int, list[Mapped]]] = []  # a bad event, its first group, its events
         for bad_id, ts, node, name, body, truncated, reason in pending:

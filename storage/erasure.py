@@ -44,6 +44,7 @@ from storage.erased import erased_at
 from storage.importrows import forget
 from storage.local import connect, event_row, insert_sql, rollback
 from storage.migrate import migrate, refuse_newer
+from storage.readonly import open_read_only
 
 log = logging.getLogger("gateway.erasure")
 _TRUNCATE_WAIT_MS = 200
@@ -84,9 +85,28 @@ async def delete_people(
     users' bindings, and the import records of them (``import_rows``); rows deleted per
     table. The local erasure's deletes, and the reporting mirror's when it applies an erasure
     of the central store (``storage.mirror``)."""
+    return await _delete(db, _people(users, visitors))
+
+
+async def count_people(
+    db: aiosqlite.Connection, users: Sequence[str], visitors: Sequence[str]
+) -> dict[str, int]:
+    """What ``delete_people`` would delete, per table, only read (a dry run's connection may
+    not write: until 2026-12-07 the dry run deleted and rolled back, holding the write lock)."""
+    counts: dict[str, int] = {}
+    for table, where, args in _people(users, visitors):
+        async with db.execute(f"SELECT count(*) FROM {table} WHERE {where}", args) as cursor:
+            row = await cursor.fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+def _people(users: Sequence[str], visitors: Sequence[str]) -> list[tuple[str, str, Sequence[object]]]:
+    """The rows of ``users`` and ``visitors`` an erasure takes: (table, condition, arguments),
+    in the order they are deleted (a touchpoint's verdict changes before it)."""
     users_in = ",".join("?" for _ in users)
     marks = ",".join("?" for _ in visitors)
-    deletes: list[tuple[str, str, Sequence[object]]] = [
+    return [
         (
             "verdict_changes",
             f"touchpoint_id IN (SELECT id FROM touchpoints WHERE visitor_key IN ({marks}))",
@@ -100,7 +120,6 @@ async def delete_people(
         ),
         ("identities", f"user_key IN ({users_in})", list(users)),
     ]
-    return await _delete(db, deletes)
 
 
 async def _delete(
@@ -358,7 +377,7 @@ async def bad_events_naming(
     ID in their body or reason): a user the store holds nothing else of is not "nothing
     recorded" to the journey lookup while a sender's refused payload keeps them. Reads only."""
     search = BadEventSearch(body_key, keys, dict.fromkeys(spellings(raw_user_id), _RAW))
-    db = await connect(path)
+    db = await open_read_only(path)
     try:
         await search.update(db, ())
     finally:
@@ -370,7 +389,7 @@ async def user_known(path: Path, keys: Sequence[str]) -> bool:
     """Whether the store holds a binding or a conversion under one of the user ``keys``, or
     recorded an erasure of one: a text of a key's shape an operator names a user by is read as
     that key then (``gateway.usernames``), not as a raw ID. Reads only."""
-    db = await connect(path)
+    db = await open_read_only(path)
     try:
         return bool(await _keys_held(db, keys)) or await erased_at(db, keys) is not None
     except sqlite3.OperationalError:  # a store too old to have erasures: it holds none
@@ -382,7 +401,7 @@ async def user_known(path: Path, keys: Sequence[str]) -> bool:
 async def kept_bad_events(path: Path) -> int:
     """How many bad events the store keeps: what an erasure by a user key alone could not search
     for the raw user ID, said with its answer. Reads only."""
-    db = await connect(path)
+    db = await open_read_only(path)
     try:
         async with db.execute("SELECT count(*) FROM bad_events") as cursor:
             row = await cursor.fetchone()
@@ -407,7 +426,7 @@ async def erase_user(
     """Delete everything of the user; the ``Erasure`` recorded (with rows deleted per table).
     ``also``: the other keys the user's rows may be stored under (``Keys.user_keys``: the
     storage mode changed since); the erasure record names ``user_key``, the current one.
-    ``dry_run`` runs the very same deletes and rolls them back: the counts are what would go.
+    ``dry_run`` counts what the very same deletes would take, through a read-only connection.
     ``keys``: what keys a raw visitor ID, to find the bad events that name one of the user's
     visitors and not the user (without it, only those naming the raw user ID are found).
 
@@ -477,7 +496,7 @@ async def erase_visitor(
     erasure = await _erase(
         path, record, [], visitors, others, BadEventSearch(body_key, keys), (), dry_run=dry_run
     )
-    db = await connect(path)
+    db = await open_read_only(path)
     try:
         marks = ",".join("?" for _ in listed)
         sql = f"SELECT count(DISTINCT user_key) FROM identities WHERE visitor_key IN ({marks})"
@@ -503,12 +522,14 @@ async def _erase(
     write transaction: a device bound meanwhile), recorded as ``record`` with those visitors,
     the counts and the other keys ``others_of`` finds. ``sought``: what else a bad event that
     goes names (the raw ID's mark, ``_RAW``; or a user key, keyed from its texts)."""
+    if dry_run:
+        return await _count(path, record, users, visitors_of, others_of, search, sought)
     db = await connect(path)
     try:
         # A store an older gateway left (before the new version's first start) is migrated first,
         # as ``import`` and ``reclassify`` do: until 2026-12-06 one of before schema 10 failed
-        # the erasure with SQLite's bare ``no such table``. A dry run writes nothing, not that.
-        await (refuse_newer(db) if dry_run else migrate(db))
+        # the erasure with SQLite's bare ``no such table``.
+        await migrate(db)
         # The bad events opened before the write lock is taken: inside it, only those stored since.
         await search.update(db, [*sought, *await visitors_of(db)])
         await db.execute("BEGIN IMMEDIATE")
@@ -525,9 +546,6 @@ async def _erase(
             )
             counts["bad_events"] = max(cursor.rowcount, 0)
             erasure = replace(record, visitors=visitors, counts=counts, also_keys=others)
-            if dry_run:
-                await db.execute("ROLLBACK")
-                return erasure
             await db.execute(insert_sql(Erasure), event_row(erasure))
             await clamp_cursors(db, tops)  # rowids freed by the deletes must not hide new rows
             await db.execute("COMMIT")
@@ -538,6 +556,39 @@ async def _erase(
     finally:
         await db.close()
     return erasure
+
+
+async def _count(
+    path: Path,
+    record: Erasure,
+    users: Sequence[str],
+    visitors_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
+    others_of: Callable[[aiosqlite.Connection], Awaitable[list[str]]],
+    search: BadEventSearch,
+    sought: Sequence[str],
+) -> Erasure:
+    """``_erase``'s dry run: what it would delete, counted in one read of the store through a
+    connection that cannot write it (``open_read_only``), so it works on a store its user may
+    only read and never holds the write lock the gateway's landings wait on. A store a newer
+    gateway migrated is refused; an older one is read as it is (nothing migrates it)."""
+    db = await open_read_only(path)
+    try:
+        await refuse_newer(db)
+        await db.execute("BEGIN")  # one snapshot: the visitors, the rows and the bad events agree
+        try:
+            # Read as the erasure reads: a store of before schema 10 lacks these cursors, and is
+            # said with its version and what migrates it (``older_hint``), as before.
+            await table_tops(db)
+            visitors = await visitors_of(db)
+            others = await others_of(db)
+            await search.update(db, [*sought, *visitors])
+            counts = await count_people(db, users, visitors)
+            counts["bad_events"] = len(search.naming([*sought, *visitors]))
+        finally:
+            await rollback(db)
+    finally:
+        await db.close()
+    return replace(record, visitors=visitors, counts=counts, also_keys=others)
 
 
 async def truncate_wal(db: aiosqlite.Connection, what: str = "erasure") -> None:

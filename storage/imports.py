@@ -40,6 +40,7 @@ from storage.erasure import truncate_wal
 from storage.importrows import RECORDED
 from storage.local import BUSY_TIMEOUT_MS, HALT, connect, read_only, rollback
 from storage.migrate import refuse_newer, refuse_newer_file
+from storage.readonly import open_read_only
 from storage.roundlock import RoundLock
 
 DERIVED = "verdict_changes"
@@ -185,7 +186,7 @@ async def undo_run(path: Path, run: int, *, dry_run: bool = False) -> Undo:
 
 
 async def _undo(path: Path, run: int, dry_run: bool) -> Undo:
-    db = await connect(path)
+    db = await (open_read_only(path) if dry_run else connect(path))  # a dry run cannot write
     try:
         await refuse_newer(db)
         await db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")

@@ -30,6 +30,7 @@ from storage.erasure import truncate_wal
 from storage.importrows import forget
 from storage.local import connect, disk_fault, failure_kind, rollback
 from storage.migrate import migrate, refuse_newer
+from storage.readonly import open_read_only
 
 log = logging.getLogger("gateway.retention")
 
@@ -123,7 +124,9 @@ async def purge_local(
     """Rows older than ``before`` per table of ``tables`` the store has: deleted, or only
     counted with ``dry_run``."""
     counts: dict[str, int] = {}
-    db = await connect(path)
+    # A dry run reads through a connection that cannot write (until 2026-12-07 a writable one,
+    # which set the store's journal mode and could not read a store its user may only read).
+    db = await (open_read_only(path) if dry_run else connect(path))
     try:
         # A newer gateway's tables may age out by rules this one lacks; an older one's store is
         # migrated first (a dry run writes nothing, that included), as for an erasure.

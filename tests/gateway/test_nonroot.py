@@ -229,6 +229,32 @@ def test_a_dry_run_import_reads_a_store_it_may_only_read_and_writes_nothing(plac
     assert sorted(p.name for p in (place / "data").iterdir()) == ["gw.db"]  # nothing made
 
 
+@pytest.mark.parametrize(
+    "command",
+    [*(c for c in READS if "--dry-run" in c), ("erase", "--visitor", "a" * 32, "--dry-run")],
+    ids=" ".join,
+)
+def test_every_dry_run_reads_a_store_it_may_only_read_and_writes_nothing(
+    place: Path, command: tuple[str, ...]
+) -> None:
+    """Each dry run as a user who may only read the store, the gateway running: it works, and
+    the store's bytes are as they were. Until 2026-12-07 ``erase --dry-run`` deleted and rolled
+    back through a writable connection and failed here (`attempt to write a readonly
+    database`); the others read through writable connections too."""
+    store = place / "data" / "gw.db"
+    before = store.read_bytes()
+    holder = sqlite3.connect(store)
+    try:
+        holder.execute("SELECT count(*) FROM touchpoints").fetchone()  # -wal and -shm stay
+        done = gateway(place, *command, "-c", "gw.toml")
+    finally:
+        holder.close()
+    assert done.returncode == 0, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "dry run" in done.stdout or "would" in done.stdout, done.stdout
+    assert store.read_bytes() == before
+
+
 def test_an_erasure_on_a_store_it_may_only_read_says_which_file(place: Path) -> None:
     """A write (an erasure) on a store the user may only read, the gateway running: the store
     is read, the write refused; SQLite's words alone named neither file nor user."""
