@@ -12,9 +12,11 @@ import asyncio
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,11 @@ class PostgresServer:
         await self._ctl("stop")
 
     async def start(self) -> None:
-        await self._ctl("start")
+        """Start the server again after ``stop``, on its own port: what runs against it (a test's
+        sync, a gateway) holds its DSN, so another port will not do. Another process may have
+        bound the port while the server was stopped; the start then waits for the port to be
+        free again and tries once more (``TRIES`` in all), saying so on stderr."""
+        await asyncio.to_thread(_start_on_its_port, self)
 
     async def _ctl(self, action: str) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -104,21 +110,29 @@ def start_server(port: int | None = None) -> PostgresServer:
         raise
 
 
-def _start_on_a_free_port(server: PostgresServer) -> PostgresServer:
+def _started(server: PostgresServer) -> bool:
+    """``pg_ctl start`` once: True if it started, False if its port was taken; else raises with
+    what the server said."""
     log = server.data / "server.log"
+    read = log.stat().st_size if log.exists() else 0
+    done = subprocess.run(server.ctl_args("start"), capture_output=True, text=True)
+    if done.returncode == 0:
+        return True
+    with log.open(errors="replace") as file:
+        file.seek(read)
+        said = done.stdout + done.stderr + file.read()
+    if not port_taken(said):
+        raise RuntimeError(f"PostgreSQL did not start on port {server.port}: {said.strip()}")
+    return False
+
+
+def _start_on_a_free_port(server: PostgresServer) -> PostgresServer:
     taken: list[int] = []
     for attempt in range(TRIES):
         if attempt:
             server.port = free_port()
-        read = log.stat().st_size if log.exists() else 0
-        done = subprocess.run(server.ctl_args("start"), capture_output=True, text=True)
-        if done.returncode == 0:
+        if _started(server):
             return server
-        with log.open(errors="replace") as file:
-            file.seek(read)
-            said = done.stdout + done.stderr + file.read()
-        if not port_taken(said):
-            raise RuntimeError(f"PostgreSQL did not start on port {server.port}: {said.strip()}")
         taken.append(server.port)
         print(
             f"PostgreSQL: port {server.port} was taken by another process before the server"
@@ -127,3 +141,40 @@ def _start_on_a_free_port(server: PostgresServer) -> PostgresServer:
             flush=True,
         )
     raise RuntimeError(f"PostgreSQL did not start: ports {', '.join(map(str, taken))} were all taken")
+
+
+FREED_WITHIN = 30.0
+"""Seconds a restart waits, each time, for its port to be free again."""
+
+
+def _start_on_its_port(server: PostgresServer) -> None:
+    for attempt in range(TRIES):
+        if _started(server):
+            return
+        last = attempt + 1 == TRIES
+        print(
+            f"PostgreSQL: port {server.port} was taken by another process while the server was"
+            f" stopped; {'giving up' if last else 'waiting for it to be free to start again'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not last:
+            _wait_free(server.port)
+    raise RuntimeError(f"PostgreSQL did not start again: its port {server.port} stayed taken")
+
+
+def _wait_free(port: int) -> None:
+    """Until ``port`` can be bound on loopback as the postmaster binds it (``SO_REUSEADDR``:
+    the connections the stop closed, waiting out TIME_WAIT on it, are no obstacle), at most
+    ``FREED_WITHIN`` seconds."""
+    deadline = time.monotonic() + FREED_WITHIN
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # still taken
+                pass
+            else:
+                return
+        time.sleep(0.05)

@@ -116,3 +116,39 @@ def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
             server.close()
     said = capfd.readouterr().err
     assert f"port {port} was taken" in said, said
+
+
+@pytest.mark.timeout(120)
+async def test_a_server_restarted_on_its_own_port_waits_for_it_when_taken_meanwhile(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A test stops the throwaway PostgreSQL mid-test and starts it again (a central store going
+    away under a running sync): the code under test holds its DSN, so it must come back on the
+    same port. Another process can bind that port while the server is stopped (here: until
+    told the start found it taken); the start waits for it to be free and tries again, saying
+    so, where it failed the test with `could not bind`."""
+    if await asyncio.to_thread(binaries) is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found (.ci/run installs them)")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    server = await asyncio.to_thread(start_server)
+    try:
+        port = server.port
+        await server.stop()
+        said = ""
+        with socket.socket() as taken:  # the port, someone else's while the server is stopped
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            restart = asyncio.create_task(server.start())
+            async with asyncio.timeout(60):
+                while f"port {port} was taken" not in said:
+                    assert not restart.done(), (restart, said)
+                    await asyncio.sleep(0.05)
+                    said += (await asyncio.to_thread(capfd.readouterr)).err
+        await asyncio.wait_for(restart, 60)  # the port free again: started on it
+        assert server.port == port
+        assert await _select_one(server.dsn()) == 1
+    finally:
+        await asyncio.to_thread(server.close)
+    said += (await asyncio.to_thread(capfd.readouterr)).err
+    assert f"PostgreSQL: port {port} was taken by another process while the server was stopped" in said, said
