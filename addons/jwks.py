@@ -192,6 +192,8 @@ class RuleKeys:
         self._unusable: Gauge | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._looking: asyncio.Future[tuple[object, object]] | None = None
+        self.looks = 0
+        """Looks at the file finished (what a test waits on: "looked at again, nothing said")."""
 
     def start(self, metrics: Metrics | None = None) -> None:
         """Look at the file every ``CHECK_EVERY`` seconds, on the running loop (a timer, not a
@@ -226,6 +228,7 @@ class RuleKeys:
             if looking is not self._looking:
                 return  # stopped meanwhile
             self._looking = None
+            self.looks += 1
             try:
                 self._apply(*future.result())
             except Exception:  # a bug, not the file: logged, and the next look still comes

@@ -175,9 +175,12 @@ def replace(path: Path, data: bytes | None) -> None:
     os.replace(aside, path)
 
 
-async def settled(looks: int = 10) -> None:
-    """Let the key file be looked at a few times."""
-    await asyncio.sleep(addons.jwks.CHECK_EVERY * looks)
+async def settled(keys: RuleKeys, looks: int = 3) -> None:
+    """Until ``keys`` has looked at its file ``looks`` times more, the second of them begun
+    after this was called: what the file holds now has been seen (a sleep instead let a test
+    that expects nothing new pass when, on a loaded machine, no look had come)."""
+    enough = keys.looks + max(looks, 2)
+    await until(lambda: keys.looks >= enough)
 
 
 async def until(holds: Callable[[], bool], timeout: float = 10) -> None:
@@ -212,7 +215,7 @@ async def test_a_replaced_key_file_is_used_and_a_broken_one_leaves_the_keys_befo
             await asyncio.to_thread(replace, path, data)
             await until(lambda: len(warnings()) == count)  # noqa: B023 (awaited in this turn)
             assert kids(keys) == ["a", "b"]
-        await settled()  # looked at again and again, each broken state logged once
+        await settled(keys)  # looked at again and again, each broken state logged once
         logged = warnings()
         assert len(logged) == 4, logged
         assert logged[0].startswith(
@@ -247,7 +250,7 @@ async def test_a_key_file_rewritten_as_it_was_is_not_read_again_nor_logged(
     try:
         for _ in range(3):  # a cron fetching the same keys every few minutes
             await asyncio.to_thread(replace, path, jwks(jwk(RSA_A, "a")))
-            await settled()
+            await settled(keys)
         assert keys.current is before
         assert caplog.records == []
     finally:
@@ -265,8 +268,17 @@ async def test_a_pem_file_is_followed_too_until_stopped(tmp_path: Path, quick: N
     await until(lambda: keys.material != certificate(RSA_A).encode())
     assert read_claims(token(claims, RSA_B, "RS256", "any"), keys.current, NOW) == claims
     keys.stop()
+    looked = keys.looks
     await asyncio.to_thread(replace, path, certificate(RSA_A).encode())
-    await settled()
+    # Another follower of the file, still running, sees the change: the stopped one would have.
+    witness = RuleKeys("witness", "RS256", certificate(RSA_B).encode(), path)
+    witness.start()
+    try:
+        await until(lambda: witness.material == certificate(RSA_A).encode())
+        await settled(witness)
+    finally:
+        witness.stop()
+    assert keys.looks == looked
     assert read_claims(token(claims, RSA_B, "RS256", "any"), keys.current, NOW) == claims
 
 
