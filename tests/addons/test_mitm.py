@@ -1263,6 +1263,29 @@ def touched(script: Path, text: str | None = None) -> None:
     os.utime(script, (when, when))
 
 
+def store_connections(pid: int, store: Path) -> set[str]:
+    """Process ``pid``'s open descriptors of ``store``'s WAL file, one per connection open on
+    the store. (Not of the store itself: SQLite keeps a closed connection's descriptor of the
+    database open while another connection of the process holds a lock on it.)"""
+    wal = f"{store}-wal"
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == wal:
+                held.add(fd)
+    return held
+
+
+async def store_closed(process: asyncio.subprocess.Process, store: Path, connections: set[str]) -> None:
+    """Until none of ``connections`` (``store_connections`` while only one script instance ran)
+    is open: the instance a script reload replaced has closed its store, the last step of its
+    end. (A sleep stood there: on a loaded machine the checks that follow ran before that end.)"""
+    assert connections, "the store is not open"
+    async with asyncio.timeout(30):
+        while connections & await asyncio.to_thread(store_connections, process.pid, store):
+            await asyncio.sleep(0.05)
+
+
 VERBOSE = ("--set", "termlog_verbosity=info", "--set", "flow_detail=0")
 
 
@@ -1294,6 +1317,7 @@ async def test_an_edited_script_is_reloaded_and_a_landing_in_flight_is_kept(
 
         lines = await said(process, "Loading script")
         await landing("before")
+        first = await asyncio.to_thread(store_connections, process.pid, tmp_path / "mitm.db")
         held = asyncio.create_task(landing("inflight", "/slow"))
         await asyncio.wait_for(arrived.wait(), 30)
         await asyncio.to_thread(toml.write_text, text + '[proxy]\nstrip = "redirect"\n')
@@ -1305,7 +1329,7 @@ async def test_an_edited_script_is_reloaded_and_a_landing_in_flight_is_kept(
         release.set()
         await asyncio.wait_for(held, 60)
         await landing("after")
-        await asyncio.sleep(1)  # the old instance, its last flow ended, closes its chain and store
+        await store_closed(process, tmp_path / "mitm.db", first)  # the old instance, its last flow ended
         process.send_signal(signal.SIGHUP)  # and left the new one's handler in place
         lines += await said(process, "config reloaded")
         await asyncio.to_thread(touched, script)
@@ -1385,9 +1409,14 @@ async def test_log_level_holds_after_a_script_reload(
     mitm = mitmdump_process(origin, toml, tmp_path / "mitmconf", extra=VERBOSE, script=script)
     async with mitm as (url, process):
         await said(process, "Loading script")
+        async with asyncio.timeout(30):  # the first instance's store open
+            while not (
+                first := await asyncio.to_thread(store_connections, process.pid, tmp_path / "mitm.db")
+            ):
+                await asyncio.sleep(0.05)
         await asyncio.to_thread(touched, script)
         await said(process, "Loading script")
-        await asyncio.sleep(1.5)  # the old instance has ended
+        await store_closed(process, tmp_path / "mitm.db", first)  # the old instance has ended
         # An info line of the gateway's (``refused a request``), under ``log.level = "warning"``.
         assert (await raw_get(url, "/landing?" + "a" * 10_000)).startswith(b"HTTP/1.1 414")
         text = await asyncio.to_thread(toml.read_text)
