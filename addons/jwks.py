@@ -208,6 +208,11 @@ class RuleKeys:
         if self._timer is None and self._looking is None:
             self._timer = asyncio.get_running_loop().call_later(CHECK_EVERY, self._look)
 
+    @property
+    def following(self) -> bool:
+        """Whether the file is still looked at (``start``-ed, not ``stop``-ped since)."""
+        return self._timer is not None or self._looking is not None
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

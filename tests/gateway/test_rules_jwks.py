@@ -30,6 +30,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from addons.jwks import FollowsKeyFiles, RuleKeys
 from tests.conftest import ENV, TOKEN, GatewayFactory, RunningGateway, make_settings
 from tests.gatewayproc import GatewayProcess
 from tests.jwts import certificate, jwk, jwks, token
@@ -270,6 +271,27 @@ async def until_unusable(read: Any, expected: dict[tuple[str, ...], float], time
         await asyncio.sleep(0.2)
 
 
+def followers(gw: RunningGateway, path: Path) -> list[RuleKeys]:
+    """The running chain's followers of the key file ``path``."""
+    assert gw.gateway.slot.host is not None
+    return [
+        keys
+        for _, addon in gw.gateway.slot.host.pipeline.addons
+        if isinstance(addon, FollowsKeyFiles)
+        for keys in addon.key_files
+        if keys.path == path
+    ]
+
+
+async def looked_again(keys: RuleKeys, timeout: float = 30) -> None:
+    """Until ``keys`` has looked at its file twice more: the second look began after this was
+    called, so the file as it is now has been seen."""
+    enough, deadline = keys.looks + 2, time.monotonic() + timeout
+    while keys.looks < enough:
+        assert time.monotonic() < deadline, "the key file was not looked at again"
+        await asyncio.sleep(0.05)
+
+
 SUPABASE_KEY = ("key=identity.rules[0].user_id.key", "rule=supabase")
 FIREBASE_KEY = ("key=identity.rules[1].user_id.key", "rule=firebase")
 AUTH0_KEY = ("key=conversions[0].when[0].key", "rule=pro-upgrade")
@@ -293,7 +315,8 @@ async def test_an_unusable_key_file_is_said_in_metrics_until_it_is_good_again(
     await asyncio.to_thread(write, path, google("g0")[:100])  # a download cut short
     await until_unusable(read, {**good, FIREBASE_KEY: 1.0})
     assert await call_api(gw, GOOGLE[0], "g0") == called  # the keys read before still verify
-    await asyncio.sleep(2.5)  # looked at again, unchanged: still said
+    [follower] = followers(gw, path)
+    await looked_again(follower)  # looked at again, unchanged: still said
     assert unusable(await read()) == {**good, FIREBASE_KEY: 1.0}
     await asyncio.to_thread(write, path, google("g0"))  # as it was
     await until_unusable(read, good)
@@ -314,13 +337,18 @@ async def test_a_reload_that_drops_a_rule_leaves_no_alert_behind(gw: RunningGate
 
     await asyncio.to_thread(write, path, b"<html>502 Bad Gateway</html>")
     await until_unusable(read, {SUPABASE_KEY: 0.0, FIREBASE_KEY: 1.0, AUTH0_KEY: 0.0})
+    [old] = followers(gw, path)
     rules = RULES.format(dir=tmp_path / "keys")
     start, end = rules.index('[[identity.rules]]\nname = "firebase"'), rules.index("[[conversions]]")
     without = rules[:start] + rules[end:] + GRACE
     settings = await asyncio.to_thread(make_settings, tmp_path, without)
     assert await gw.gateway.reload(settings) == []
     assert unusable(await read()) == {SUPABASE_KEY: 0.0, AUTH0_KEY: 0.0}
-    await asyncio.sleep(0.3)  # past the old chain's shutdown_grace: what its stop set is not said either
+    async with asyncio.timeout(
+        30
+    ):  # past the old chain's shutdown_grace: what its stop set is not said either
+        while old.following:
+            await asyncio.sleep(0.05)
     assert unusable(await read()) == {SUPABASE_KEY: 0.0, AUTH0_KEY: 0.0}
 
 
