@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
+import gateway.importwrite
+from gateway.history import CHUNK
 from gateway.importrun import run_import
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
@@ -59,6 +62,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.timeout(180)  # a dozen import commands: 55 s on a loaded machine, near the 60 s default
 def test_a_wrong_import_is_listed_and_undone_exactly_and_can_be_imported_again(tmp_path: Path) -> None:
     """Event IDs come from the line, so a file imported wrongly stayed for good: importing it
     again added nothing. Each run is now recorded, listed, and its rows removed by --undo."""
@@ -298,10 +302,11 @@ def _landings(count: int) -> str:
 
 
 def _feed_then_lock(fifo: Path, db: Path, count: int) -> sqlite3.Connection:
-    """Write ``count`` landings (one whole batch, 8,192: committed while the import waits for
-    more) into the pipe the import reads, wait until the store has them, take the store's write
-    lock as a sqlite3 shell's BEGIN IMMEDIATE does, then end the pipe: the import's next write is
-    the one that records its run's end, and it meets the lock. Blocking."""
+    """Write ``count`` landings (whole batches, ``BATCH``, and whole chunks, ``CHUNK``: committed
+    while the import waits for more) into the pipe the import reads, wait until the store has
+    them, take the store's write lock as a sqlite3 shell's BEGIN IMMEDIATE does, then end the
+    pipe: the import's next write is the one that records its run's end, and it meets the lock.
+    Blocking."""
     with fifo.open("w") as pipe:
         pipe.write(_landings(count))
         pipe.flush()
@@ -352,17 +357,24 @@ def test_an_import_waits_for_the_lock_to_record_its_run_s_end(tmp_path: Path) ->
     assert "touchpoints 8,192, bindings 0, conversions 0  finished  files:" in listed.stdout, listed
 
 
-async def test_an_import_that_cannot_record_its_end_says_so_and_what_it_left(tmp_path: Path) -> None:
+async def test_an_import_that_cannot_record_its_end_says_so_and_what_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Still locked when its wait is over, the end of the run is not recorded: the import says so
     (named, with who may hold the lock) in the summary rather than only in a warning."""
+    # The 1 s lock wait is every commit's deadline too: a whole batch of 8,192 lines took longer
+    # to commit on a loaded machine (no lock held yet), and the import ended "not committed
+    # within 1 s" before its end. Batches of 256 lines commit in a fraction of that; the lines
+    # are one chunk of the reader's, which reads on only once it has a whole chunk (or the end).
+    monkeypatch.setattr(gateway.importwrite, "BATCH", 256)
     settings = make_settings(tmp_path)
     fifo = tmp_path / "access.pipe"
     await asyncio.to_thread(os.mkfifo, fifo)
-    feeding = asyncio.create_task(asyncio.to_thread(_feed_then_lock, fifo, settings.store_path, 8192))
+    feeding = asyncio.create_task(asyncio.to_thread(_feed_then_lock, fifo, settings.store_path, CHUNK))
     summary = await run_import(settings, [fifo], "combined", host="shop.example", lock_wait=1)
     shell = await feeding
     await asyncio.to_thread(shell.close)
-    assert summary.run == 1 and summary.new_rows is not None and summary.new_rows["touchpoints"] == 8192
+    assert summary.run == 1 and summary.new_rows is not None and summary.new_rows["touchpoints"] == CHUNK
     assert summary.unfinished == (
         "another process held its write lock for 1 s (the live gateway in a long write, or a sqlite3"
         " shell left in a transaction)"
@@ -419,6 +431,7 @@ def test_an_import_that_adds_nothing_waits_for_no_write_lock(tmp_path: Path) -> 
     assert "could not be recorded" not in done.stderr and "locked" not in done.stderr, done.stderr
 
 
+@pytest.mark.timeout(180)  # import commands: 39 s on a loaded machine
 def test_undo_and_list_behind_another_process_s_lock_say_who_may_hold_it(tmp_path: Path) -> None:
     """--undo behind another process's write lock said only SQLite's "database is locked", and
     --list waited 30 s for a lock where every other command waits 5: both say it as erase and
@@ -509,6 +522,7 @@ def test_an_import_undone_while_it_runs_stops_and_leaves_nothing_of_its_run(tmp_
     assert "run 1 " in listed.stdout and " undone 20" in listed.stdout, listed
 
 
+@pytest.mark.timeout(180)  # import commands: 33 s on a loaded machine
 def test_the_summary_counts_as_new_only_the_rows_its_own_run_added(tmp_path: Path) -> None:
     """ "New in the store" was the store's rows after less before: another import (or the live
     gateway) writing meanwhile was counted as this import's, so the summary disagreed with its
