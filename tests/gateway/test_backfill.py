@@ -740,7 +740,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **ENV}
     return subprocess.run(
         [sys.executable, "-m", "gateway", "import", *args], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=120,  # as test_import_runs' commands
     )  # fmt: skip
 
 
@@ -855,6 +855,7 @@ async def test_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"import: {len(COMBINED)}B" in shown and "lines/s" in shown and "%" not in shown, shown
 
 
+@pytest.mark.timeout(180)  # import commands: 60 s on a loaded machine, the suite's default
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
     tmp_path: Path, workers: str
@@ -1168,6 +1169,7 @@ def test_a_store_that_is_not_a_database_is_reported(
     assert "the store" in err and "failed" in err and "Traceback" not in err
 
 
+@pytest.mark.timeout(180)  # import commands: 50 s on a loaded machine, near the 60 s default
 def test_a_store_that_stops_committing_part_way_says_what_stays_without_a_traceback(
     tmp_path: Path,
 ) -> None:
@@ -1281,6 +1283,7 @@ async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) ->
     assert results[0][0] == 9001 and results[0][2] == ["access.log:9001: not a combined-log line"]
 
 
+@pytest.mark.timeout(180)  # worker processes' starts: 39 s on a loaded machine
 def test_worker_processes_do_not_repeat_the_config_warnings(tmp_path: Path) -> None:
     """Each worker builds the chain again from the same config: what configuring it warns about
     (here: no GeoIP database) was printed by every worker, after the parent had said it."""
@@ -1392,6 +1395,7 @@ def test_cli_names_a_file_gzip_cannot_read(tmp_path: Path) -> None:
             assert done.stderr.endswith(expected), done.stderr
 
 
+@pytest.mark.timeout(180)  # five import commands: past the 60 s default on a loaded machine
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_file_unreadable_part_way_keeps_what_was_read_before_it(tmp_path: Path, workers: str) -> None:
     """A good log, then one whose gzip breaks after 10,000 lines (a second member that is not
@@ -1556,6 +1560,7 @@ def _gone(pids: list[int], seconds: float = 10) -> bool:
     return True
 
 
+@pytest.mark.timeout(180)  # two imports of 250,000 lines: past the 60 s default on a loaded machine
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"])
 def test_ctrl_c_or_sigterm_stop_the_import_cleanly_and_the_same_command_finishes_it(
     tmp_path: Path, sig: signal.Signals, code: int
@@ -1642,6 +1647,7 @@ def test_a_worker_killed_mid_import_ends_it_with_a_message(tmp_path: Path) -> No
     assert "run the same command again" in err, err
 
 
+@pytest.mark.timeout(180)  # worker processes' starts: 34 s on a loaded machine
 async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: Path) -> None:
     """A login seen on every chunk: one process binds each visitor once; workers, each seeing only
     some chunks, bound it again in each (and a re-import, its chunks shared out otherwise, added
@@ -1932,6 +1938,7 @@ def _fifo_writer(fifo: Path, log: Path | None, *, stay: bool) -> subprocess.Pope
     return subprocess.Popen(["sh", "-c", script, str(fifo), str(log)], start_new_session=True)
 
 
+@pytest.mark.timeout(180)  # import commands: 35 s on a loaded machine
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_pipe_named_by_its_path_is_read_and_stopped_as_standard_input_is(
     tmp_path: Path, workers: str
