@@ -140,6 +140,7 @@ async def test_a_vhost_combined_log_knows_each_lines_site(tmp_path: Path) -> Non
     assert got == [("/c", "shop.example"), ("/e", "www.bing.com")]
 
 
+@pytest.mark.timeout(180)  # imports in worker processes: 35 s on a loaded machine
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Path, workers: int) -> None:
     """logrotate compresses with gzip unless told otherwise (``compresscmd``): a log rotated with
@@ -782,6 +783,7 @@ def test_cli_trusts_the_balancer_named_by_trusted_proxy_and_refuses_a_bad_one(tm
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.timeout(180)  # import commands: 32 s on a loaded machine
 def test_a_file_of_which_no_line_is_in_the_format_asked_for_exits_1(tmp_path: Path) -> None:
     """A JSON log imported as ``combined`` skipped every line and exited 0: a cron job or a
     script never learned that nothing was imported."""
@@ -905,6 +907,7 @@ async def test_lines_read_counts_every_line_of_the_file(tmp_path: Path, workers:
     assert summary.read_to == ("blank.log", 11)
 
 
+@pytest.mark.timeout(180)  # imports in worker processes: 33 s on a loaded machine
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_history_older_than_retention_is_left_out(tmp_path: Path, workers: int) -> None:
     """With ``privacy.retention_days``, a backfill of older history was stored, counted as new,
@@ -1338,6 +1341,7 @@ def test_a_workers_own_warning_at_its_start_is_said(tmp_path: Path) -> None:
     assert len(set(numbers)) == len(numbers), err  # each worker its own number
 
 
+@pytest.mark.timeout(180)  # import commands: 49 s on a loaded machine, near the 60 s default
 def test_cli_refuses_a_url_for_host_and_a_worker_count_below_one(tmp_path: Path) -> None:
     log = write_log(tmp_path / "access.log", 10)
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
