@@ -1126,16 +1126,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _waiting(kind: str, of: str) -> Callable[[Holder], None]:
     """What ``sync --once`` and ``mirror --once`` say, once, when another process's round of the
-    same file runs (the gateway's task): they wait for it to end (``storage.roundlock``)."""
+    same file runs (the gateway's task): they wait for it to end (``storage.roundlock``). As
+    their progress lines: nowhere with stderr closed (``2>&-``), and one that cannot be written
+    (its reader gone) goes nowhere, the command waiting still (it ended with exit status 120)."""
+    from gateway import progress  # loaded already (``Shown``), off the event loop
 
-    def say(holder: Holder) -> None:
-        if sys.stderr is not None:  # started with it closed (2>&-): nothing to say it on
-            print(
-                f"gateway: waiting for the running {kind} round of this {of} ({holder}) to end…",
-                file=sys.stderr,
-            )
+    def waiting(holder: Holder) -> None:
+        progress.say(f"gateway: waiting for the running {kind} round of this {of} ({holder}) to end…")
 
-    return say
+    return waiting
 
 
 def _round_failure(err: Exception, kind: str, of: str, key: str, *told: type[Exception]) -> str:

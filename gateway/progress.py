@@ -55,13 +55,22 @@ class ProgressLines:
 
     def say(self, far: str, now: float) -> None:
         """The line of ``far`` (how far the command is, and its rate) at ``now``."""
-        try:
-            print(
-                f"gateway {self.name}: {far}, {now - self.started:.0f} s so far", file=sys.stderr, flush=True
-            )
-        except OSError:  # its reader gone (a pipe), its disk full: the command goes on, unsaid
+        if not say(f"gateway {self.name}: {far}, {now - self.started:.0f} s so far"):
             self.every = None
-            _stderr_nowhere()
+
+
+def say(line: str) -> bool:
+    """``line`` on stderr, at once; whether it was written. One that cannot be (its reader gone:
+    ``2>&1 | head``; a full disk) goes nowhere, and so does what comes after it on stderr: the
+    command goes on, rather than dying of it. Nothing with stderr closed (``2>&-``)."""
+    if sys.stderr is None:
+        return False
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # its reader gone (a pipe), its disk full: the command goes on, unsaid
+        _stderr_nowhere()
+        return False
+    return True
 
 
 def _stderr_nowhere() -> None:

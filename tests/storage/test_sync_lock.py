@@ -433,3 +433,60 @@ def test_wait_is_a_number_of_seconds(value: str, capsys: pytest.CaptureFixture[s
             main([command, "--once", "--wait", value])
         assert stopped.value.code == 2
         assert "--wait: must be a number of seconds, 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sync", "mirror"])
+async def test_a_once_whose_stderr_reader_is_gone_waits_and_runs_its_round(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str, kind: str
+) -> None:
+    """``gateway sync --once`` / ``mirror --once`` run by cron with ``2>&1 | head`` whose head
+    has ended, while the gateway's round runs: the line saying whom it waits for cannot be
+    written. Until 2026-12-07 that ended the command (exit 120, its round not run); now
+    the line goes nowhere, as the progress lines do (stderr to /dev/null), and the command
+    waits, runs its round and ends 0."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    mirror = tmp_path / "mirror.db"
+    config = tmp_path / "gw.toml"
+    text = (
+        f'[storage]\npath = "{a.path}"\nnode = "a"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        f'mirror_path = "{mirror}"\n'
+    )
+    await asyncio.to_thread(config.write_text, text)
+    if kind == "mirror":
+        await a.sync.once()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, "GATEWAY_CENTRAL_URL": central_dsn}
+    command = ("-m", "gateway", kind, "--once", "-c", str(config), "--no-progress")
+    async with held_by_a_process(a.path if kind == "sync" else mirror, kind) as holder:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader gone: a write to it fails (EPIPE)
+        try:
+            once = await asyncio.create_subprocess_exec(
+                sys.executable, *command, cwd=ROOT, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=write_end,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        try:
+            # Its waiting line failed to be written: its stderr is now /dev/null (or it ended).
+            async with asyncio.timeout(60):
+                while once.returncode is None and await asyncio.to_thread(_stderr_of, once.pid) != os.devnull:
+                    await asyncio.sleep(0.01)
+            assert once.returncode is None, once.returncode  # still waiting for the round
+            assert await holder.finish() == 0
+            async with asyncio.timeout(60):
+                out, _ = await once.communicate()
+        finally:
+            if once.returncode is None:
+                once.kill()
+                await once.wait()
+    assert once.returncode == 0 and b"touchpoints: 3 rows\n" in out, (once.returncode, out)
+    if kind == "sync":
+        assert await count(pg, "touchpoints") == 3
+
+
+def _stderr_of(pid: int) -> str:
+    """What process ``pid``'s standard error is (``/dev/null``, ``pipe:[…]``); "" once it ended."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return ""
