@@ -81,8 +81,13 @@ repository's ``gateway.toml`` that a wheel holds as a file) writes it: the only
 uncommented ``path`` line at the start of a line; ``init --store`` replaces it."""
 
 
+EMPTY_CONFIG = '-c ""'
+"""An empty config file name, as given."""
+
+
 def _fail_config(path: str, err: ConfigError) -> int:
-    print(f"gateway: {path}: {len(err.problems)} problem(s):", file=sys.stderr)
+    # ``-c ""`` (a script's ``-c "$CONFIG"`` with it unset) as given: the header named nothing.
+    print(f"gateway: {path or EMPTY_CONFIG}: {len(err.problems)} problem(s):", file=sys.stderr)
     for problem in err.problems:
         print(f"  {problem}", file=sys.stderr)
     # No file at all (a newcomer's `gateway run` in a folder without one): say how to get one,
@@ -178,6 +183,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    if not args.config:  # Path("") is "." (until 2026-12-07: ". is a folder")
+        print("gateway: -c/--config: empty; name the file to write (e.g. -c gateway.toml)", file=sys.stderr)
+        return 1
     path = Path(args.config)
     try:
         is_dir, exists, has_folder = path.is_dir(), path.exists(), path.parent.is_dir()

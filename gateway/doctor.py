@@ -81,6 +81,8 @@ def _config_fix(path: str, problem: str) -> str:
     and "correct this key" for a file that could not be read at all)."""
     if _is_secret_problem(problem):
         return _secret_fix(problem.partition(":")[0])
+    if not path:  # -c "": no file to check (until 2026-12-07 "gateway check -c  lists…")
+        return "name the config file the gateway runs with (-c FILE)"
     if not problem.startswith(f"{path}: "):
         return f"correct this key (gateway check -c {path} lists every problem)"
     if problem.endswith(": cannot read: Permission denied"):

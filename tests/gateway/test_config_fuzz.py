@@ -258,6 +258,28 @@ def test_every_command_names_a_config_behind_a_loop_of_symbolic_links(
 
 
 @pytest.mark.parametrize(
+    "command",
+    [*COMMANDS, ["mirror", "--once"], ["rules", "try", "-"], ["init"]],
+    ids=lambda c: " ".join(c[:2]) if c[0] in ("sink", "rules") else c[0],
+)
+def test_every_command_names_an_empty_config_as_given(tmp_path: Path, command: list[str]) -> None:
+    """``-c ""`` (a variable unset in a script's ``-c "$CONFIG"``): the problem and the lines
+    about it name it as given. Until 2026-12-07 the header named nothing (``gateway: : 1
+    problem(s):``), doctor's fix said ``gateway check -c  lists every problem``, and ``init``
+    said ``. is a folder``."""
+    done = gateway(tmp_path, *command, "-c", "")
+    said = done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "-c/--config: empty; name the" in said, said
+    assert "gateway: : " not in said and "-c  " not in said and ". is a folder" not in said, said
+    if command[0] == "doctor":
+        assert done.returncode == 1 and "fix: name the config file the gateway runs with (-c FILE)" in said
+    elif command[0] == "init":
+        assert done.returncode == 1 and not list(tmp_path.iterdir()), said  # nothing written
+    else:
+        assert done.returncode == 2 and done.stderr.startswith('gateway: -c "": 1 problem(s):\n'), said
+
+
+@pytest.mark.parametrize(
     ("text", "args", "env", "expected"),
     [
         ("", ["check", "-c", ""], {}, "-c/--config: empty; name the config file"),
