@@ -32,7 +32,8 @@ aiohttp's ``lingering_time``, which ``gateway run``'s proxy listener keeps for a
 unread (a ``/_gw/`` path, a blocked bot's upload). Then the connection closes."""
 LINGER_BYTES = 64 * 1024**2
 """The most of such a body read (and dropped) within ``LINGER_SECONDS``: on loopback or a fast
-link 10 s carry gigabytes (``gateway run`` reads what comes in them), and mitmdump is one process."""
+link 10 s carry gigabytes, and mitmdump is one process. ``gateway run``'s listener bounds them
+the same (``gateway.protocol_errors.LINGER_BYTES``)."""
 
 
 def answer_bytes(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:

@@ -187,6 +187,12 @@ CUT_OFF = 0.1
 (its body's reading cancelled, then its handler), before its connection is closed."""
 LOUD_EVERY = 60.0
 """Seconds between info lines for a request line or header over the limit (debug between)."""
+LINGER_BYTES = 64 * 1024**2
+"""The most of a body left unread by its answer (a refusal: a blocked bot's upload, a 413, a
+``/_gw/`` path without an endpoint) that is read and dropped after it, within aiohttp's
+``lingering_time`` (10 s), before the connection closes (``_Handler.finish_response``). aiohttp
+bounds that reading by time alone: on loopback or a fast link, 10 s carry gigabytes. As the
+mitmproxy host's (``addons.mitm_answer.LINGER_BYTES``)."""
 
 
 class BrokenFraming(RequestPayloadError):
@@ -301,6 +307,37 @@ class _Handler(web.RequestHandler):
     the read being parsed: where the start of a header the parser refuses as over the limit is,
     for its name (``header_over``). Empty for a head that comes whole in one read."""
 
+    _linger_left: int | None = None
+    """Bytes more of the body its answer left unread that are read and dropped before the
+    connection closes (``LINGER_BYTES`` from that answer); None: no such body is being read."""
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's; a body the answer left unread, which aiohttp then reads and drops for its
+        ``lingering_time`` (so that a client still sending reads the answer, not a reset), is
+        read so for at most ``LINGER_BYTES`` more too (``_lingered``)."""
+        answered = await super().finish_response(request, resp, start_time)
+        if self._lingering_time and not request.content.is_eof():
+            self._linger_left = LINGER_BYTES
+        return answered
+
+    def _lingered(self, data: bytes) -> bool:
+        """Whether ``data`` takes the body being read after its answer past ``LINGER_BYTES``:
+        then the connection is closed (the answer, written long before, goes first) and
+        aiohttp's reading of it ends, as at the end of its ``lingering_time``."""
+        if self._reading.is_eof() or self._request_in_progress:  # that body ended: no more to bound
+            self._linger_left = None
+            return False
+        left = self._linger_left = (self._linger_left or 0) - len(data)
+        if left >= 0:
+            return False
+        self._linger_left = None
+        body = self._reading
+        self.force_close()
+        body.feed_eof()  # aiohttp's wait for the rest ends now, the connection closed
+        return True
+
     def data_received(self, data: bytes) -> None:
         """aiohttp's, then: a request whose chunked framing broke once the parser had handed it
         over (a chunk size that is not hex, a chunk longer than it said) has its body failed
@@ -313,7 +350,12 @@ class _Handler(web.RequestHandler):
         While the listener stops, the rest of the body of a request in progress is still read
         (``_body_arriving``): aiohttp drops every byte once the stop marks the connection closing,
         so an upload in flight stalled until ``proxy.shutdown_grace`` cut it off (until
-        2026-12-06). Nothing after that body is taken: no next request on the connection."""
+        2026-12-06). Nothing after that body is taken: no next request on the connection.
+
+        A body its answer left unread is read after it for at most ``LINGER_BYTES``
+        (``_lingered``), then the connection closes: aiohttp bounds that by time alone."""
+        if self._linger_left is not None and self._lingered(data):
+            return
         if (self._close or self._force_close) and self._body_arriving():
             closing = self._close, self._force_close
             self._close = self._force_close = False

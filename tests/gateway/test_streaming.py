@@ -7,6 +7,7 @@ stored while the download streams."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.protocol_errors import LINGER_BYTES
 from tests.gatewayproc import GatewayProcess, children
 
 MB = 1024 * 1024
@@ -489,3 +491,59 @@ async def test_a_landing_on_a_download_is_stored_and_the_download_streams(
     assert stored == [("newsletter", "launch", "/files/app.zip")]
     assert got == SIZE
     assert sha.hexdigest() == hashlib.sha256(CHUNK * (SIZE // len(CHUNK))).hexdigest()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    """The status line and body of one answer with a ``Content-Length``."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
+    return lines[0], await asyncio.wait_for(reader.readexactly(length), 60)
+
+
+async def _pumped(writer: asyncio.StreamWriter) -> int:
+    """Bytes written (256 KiB at a time) until the connection is closed."""
+    sent = 0
+    piece = b"x" * 262144
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+    return sent
+
+
+async def test_a_refused_upload_is_read_within_bounds_after_its_answer(
+    tmp_path: Path, upstream_server
+) -> None:
+    """A request the gateway refuses before reading its body (a blocked bot's upload, one over
+    ``proxy.max_request_body``) gets its answer at once; what follows of the body is then read
+    and dropped (aiohttp's lingering, so that a client still sending reads that answer rather
+    than a reset) for at most 10 s and ``LINGER_BYTES``, then the connection closes. Until
+    2026-12-07 only the 10 s bounded it: on loopback or a fast link, gigabytes read and dropped
+    per such upload."""
+    app = web.Application()
+    app.router.add_post("/upload", _ok)
+    extra = f'max_request_body = {20 * 1024**3}\n[bots]\non_block = "block"\n'
+    gw = await _gateway(tmp_path, await upstream_server(app), extra)
+    try:
+        port = int(gw.proxy.rsplit(":", 1)[1])
+        for length, expected in (
+            (10 * 1024**3, "403 Forbidden"),
+            (30 * 1024**3, "413 Request Entity Too Large"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                "POST /upload HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: curl/8.5.0\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+            )
+            writer.write(head.encode() + b"x" * 65536)
+            status, body = await _answer(reader)
+            assert status == f"HTTP/1.1 {expected}", (status, body)
+            sent = await asyncio.wait_for(_pumped(writer), 120)
+            writer.close()
+            # Besides what the gateway read and dropped: what the kernel buffers on both sides.
+            assert sent < LINGER_BYTES + 32 * MB, (expected, sent)
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
