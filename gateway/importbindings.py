@@ -13,7 +13,7 @@ been seen, so a refused first line left the pair unbound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from addons.stitching import RECENT, RecentPairs
 from gateway.backfill import Summary
@@ -54,11 +54,18 @@ class Bindings:
         return type(event) is Binding and event.id in self.spares
 
     def settle(
-        self, events: Sequence[Event], refused: Sequence[tuple[int, int]], summary: Summary | None
+        self,
+        events: Sequence[Event],
+        refused: Sequence[tuple[int, int]],
+        summary: Summary | None,
+        left_out: Collection[str] = (),
     ) -> None:
         """A batch's outcome: ``events`` committed but for the ``refused`` ranges. A pair stored
         drops its later copies; a counted copy refused leaves its pair to the next one stored,
-        which is counted then (the refused one is uncounted with its line, ``Summary.refused``)."""
+        which is counted then (the refused one is uncounted with its line, ``Summary.refused``).
+        ``left_out``: the ids of the copies the store left out as late rows of an erased user
+        (dated before the erasure): their pair is not stored, so a later copy (a sign-in after
+        the erasure) still goes to the store. Until 2026-12-07 it was dropped as one it had."""
         out = {i for start, end in refused for i in range(start, end)}
         for i, event in enumerate(events):
             if type(event) is not Binding:
@@ -74,6 +81,8 @@ class Bindings:
             if i in out:
                 if not spare and left:
                     self.unbound.add(pair)
+                continue
+            if event.id in left_out:
                 continue
             if spare and pair in self.unbound:  # the first copy stored since the counted one was refused
                 self.unbound.discard(pair)

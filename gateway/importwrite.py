@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
-from gateway.events import Event, iso
+from gateway.events import Binding, Event, iso
 from gateway.importbindings import Bindings
 from storage.erased import Erased, ErasedWatch
 from storage.erasure import delete_late
@@ -145,6 +145,9 @@ class Writer:
         self.inflight: list[_Batch] = []
         self.bindings = Bindings()
         """Which binding copies go to the store and are counted (``gateway.importbindings``)."""
+        self.late_bindings: set[str] = set()
+        """The ids of the bindings the store left out as late rows (``_left_out``), until their
+        batch is settled: their pairs are not stored (``Bindings.settle``)."""
 
     async def see_erasures(self) -> None:
         """An erasure made since the last look (through the gateway, ``gateway erase``, applied
@@ -160,6 +163,7 @@ class Writer:
         was sorted (``LocalStore.submit_each``): counted as the erased rows the import sorts out."""
         if self.summary is not None:
             self.summary.erased += len(events)
+        self.late_bindings.update(e.id for e in events if type(e) is Binding)
 
     async def drop_erased_since(self) -> int:
         """Once the last commit is in: the rows stored about a key erased since the import began,
@@ -256,7 +260,10 @@ class Writer:
                 self.summary.refused(
                     name, number, [e for e in batch.events[start:end] if not spared(e)], error
                 )
-        self.bindings.settle(batch.events, [(start, end) for start, end, _ in refused], self.summary)
+        late = self.late_bindings  # told before the batch's future is done (later batches' too)
+        self.bindings.settle(batch.events, [(start, end) for start, end, _ in refused], self.summary, late)
+        if late:
+            late.difference_update(e.id for e in batch.events if type(e) is Binding)
         self._watch_lock()
 
     async def end_run(self) -> tuple[int, str]:

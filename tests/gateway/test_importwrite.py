@@ -265,3 +265,60 @@ async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_leaves_th
         await store.close()
     stored = await asyncio.to_thread(rows, settings.store_path, "SELECT campaign FROM touchpoints")
     assert stored == [("c2",)]
+
+
+async def test_a_binding_the_store_left_out_as_late_does_not_drop_the_pairs_later_sign_in(
+    tmp_path: Path,
+) -> None:
+    """A log being imported while its user is erased: the user's sign-in on a device, read
+    before the erasure and committed after it, is a late row the store leaves out. The same
+    pair's sign-in after the erasure (a later line: new activity) binds them again, as the
+    proxy's path binds it (``tests/gateway/test_erasure_in_flight.py``). The import took the
+    pair left out as stored, and dropped every later copy of it as one the store had."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.events import Binding, iso
+    from gateway.ids import uuid7
+    from gateway.keys import Keys
+    from storage.erased import ErasedWatch
+    from storage.erasure import erase_user
+
+    settings = make_settings(tmp_path)
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    user, device = keys.user_key("alice@example.com"), keys.visitor_key("phone-1")
+    now = datetime.now(UTC)
+
+    def sign_in(at: datetime) -> Binding:
+        return Binding(uuid7(int(at.timestamp() * 1000)), iso(at), "a", device, user, "login")
+
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    summary = Summary()
+    try:
+        watch = ErasedWatch(settings.store_path)
+        writer = Writer(store, await watch.current(), summary=summary, watch=watch)
+        before = writer.bindings.sift([sign_in(now - timedelta(seconds=5))])  # sorted: not erased yet
+        await erase_user(
+            settings.store_path,
+            user,
+            "alice@example.com",
+            body_key=b"k" * 32,
+            event_id=uuid7(),
+            ts=iso(now),
+            node="a",
+            keys=keys,
+        )
+        await writer.add(before, "access.log", [1])
+        await writer.finish()  # committed and settled
+        assert summary.erased == 1
+        await writer.see_erasures()
+        again, _ = writer.erased.keep([sign_in(now + timedelta(seconds=5))])  # after the erasure
+        after = writer.bindings.sift(again)
+        await writer.add(after, "access.log", [2])
+        await writer.finish()
+    finally:
+        await store.close()
+    stored = await asyncio.to_thread(
+        rows, settings.store_path, "SELECT visitor_key, user_key FROM identities"
+    )
+    assert stored == [(device, user)]
