@@ -376,9 +376,14 @@ class Inbound:
             )
 
     async def _read(self, request: web.Request) -> bytes:
+        """The delivery's body, within ``webhooks.max_body``. A sender that asked ``Expect:
+        100-continue`` is invited only here, once the body is to be read: a delivery refused
+        before (a body announced over the limit, another method than POST, an endpoint with no
+        source) is answered at once, uninvited (``pages.CONTINUE``)."""
         limit = self.opts.max_body
         if request.content_length is not None and request.content_length > limit:
             raise TooLarge()
+        await pages.invite(request)
         chunks, seen = [], 0
         async with asyncio.timeout(self.body_timeout):
             while chunk := await request.content.readany():

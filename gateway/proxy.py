@@ -424,7 +424,8 @@ class ProxyHost:
                 )
             endpoint = self.endpoints.get(raw_path[len(self.reserved) :])
             if endpoint is not None:
-                await pages.invite(request)
+                # It invites the body itself once it is to read it (``Inbound._read``): a delivery
+                # it refuses before (too large, not a POST) is answered at once, uninvited.
                 return await endpoint(request)
             return pages.json_error(404, f"no gateway endpoint at {raw_path}")
         if is_websocket_upgrade(request):

@@ -3063,3 +3063,33 @@ async def test_a_body_that_arrives_slowly_is_bounded_whole_and_its_408_names_the
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def test_a_delivery_refused_before_its_body_is_read_gets_no_100_continue(gw: RunningGateway) -> None:
+    """A delivery announcing with ``Expect: 100-continue`` a body over ``webhooks.max_body``, or
+    sent with another method than POST, is refused before its body is read: answered at once,
+    never invited (curl asks for a body over 1 MiB, the default ``webhooks.max_body``), as a
+    body over ``proxy.max_request_body`` is. Until 2026-12-07 the sender was invited, sent the
+    whole body, and then got the 413 (or the 405) it could have had at once. One within the
+    limit is still invited."""
+    from tests.gateway.test_proxy import BROWSER_AGENT
+
+    async def first_head(head: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+        try:
+            writer.write(head.encode() + b"\r\n")
+            await writer.drain()
+            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        finally:
+            writer.close()
+
+    expecting = (
+        "{method} /_gw/events HTTP/1.1\r\nHost: t\r\nUser-Agent: {agent}\r\nContent-Length: {length}\r\n"
+    )
+    expecting += "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+    for method, length, status in (("POST", 5000, b"413"), ("PUT", 10, b"405")):  # webhooks.max_body = 4096
+        head = await first_head(expecting.format(method=method, agent=BROWSER_AGENT, length=length))
+        assert head.startswith(b"HTTP/1.1 " + status + b" "), (method, head)
+        assert b"connection: close" in head.lower(), head
+    head = await first_head(expecting.format(method="POST", agent=BROWSER_AGENT, length=10))
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n"
