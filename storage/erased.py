@@ -9,7 +9,8 @@ arrived after it (a log replayed by ``gateway import``, a signed event retried w
 original timestamp). Rows dated after are new activity and are kept. The central store
 refuses late rows by its ``erased_keys`` (``storage/central.py``). Blocking reads: called
 off the event loop; ``Erased.load`` reads the same on an open connection (the store's writer,
-which leaves late rows out of every commit: ``storage.local``). And ``erased_at``, the same
+which leaves late rows out of every commit: ``storage.local``), and, given what it read before,
+only the erasures stored since. And ``erased_at``, the same
 records asked about a few keys on an open connection: a lookup that finds nothing of someone
 says when they were erased.
 """
@@ -21,6 +22,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -40,6 +42,41 @@ PEOPLE = (Touchpoint, Binding, Conversion)
 receipt, a daily count never is)."""
 _ERASURES = "SELECT ts, user_key, visitors, {also} FROM erasures"
 _CENTRAL = "SELECT key, erased_at FROM central_erasures"
+_TOPS = (
+    "SELECT (SELECT coalesce(max(rowid), 0) FROM erasures), (SELECT count(*) FROM erasures),"
+    " (SELECT coalesce(max(id), 0) FROM central_erasures), (SELECT count(*) FROM central_erasures)"
+)
+"""How far each table goes (its largest id, ``MARK``'s two terms) and its rows, in one statement:
+one snapshot, so the two ids sum to the ``MARK`` of that moment."""
+
+
+@dataclass(frozen=True)
+class Tops:
+    """How far ``Erased.load`` read the two tables: the largest ``erasures.rowid`` and its rows,
+    the largest ``central_erasures.id`` and its rows."""
+
+    own: int = 0
+    own_rows: int = 0
+    central: int = 0
+    central_rows: int = 0
+
+    @property
+    def mark(self) -> int:
+        """``MARK`` of the same moment."""
+        return self.own + self.central
+
+    def grown_from(self, was: Tops) -> bool:
+        """Whether the tables only grew since ``was``: no id and no count lower. Neither table is
+        deleted from (retention keeps both, ``gateway purge`` too, no migration rewrites them; the
+        central sync records a key erased again with ``INSERT OR REPLACE``, a row deleted and one
+        added under a larger id: the same count). Lower means someone else deleted rows (the file
+        edited by hand, another file put in its place): what was read is no longer known to hold."""
+        return (
+            self.own >= was.own
+            and self.own_rows >= was.own_rows
+            and self.central >= was.central
+            and self.central_rows >= was.central_rows
+        )
 
 
 def _mark_sql(tables: set[str]) -> str:
@@ -86,6 +123,12 @@ class Erased:
         self.since = since or {}
         self.newest = max(self.since.values(), default="")
         """The latest erasure's time ("": none): a row dated after it is no one's late row."""
+        self.tops: Tops | None = None
+        """How far ``load`` read the tables (None: not read by it): the next ``load`` given this
+        reads only the rows past it."""
+        self.rows_read = 0
+        """The rows of both tables the latest ``load`` read: the new ones only, unless it read
+        them whole."""
 
     @classmethod
     def read(cls, path: Path, *, only_read: bool = False) -> Erased:
@@ -106,19 +149,45 @@ class Erased:
         return cls(since)
 
     @classmethod
-    async def load(cls, db: aiosqlite.Connection) -> tuple[int, Erased]:
+    async def load(cls, db: aiosqlite.Connection, was: Erased | None = None) -> tuple[int, Erased]:
         """On an open connection to a migrated store: how far the erasures go (``MARK``), and
         ``Erased`` of at least those (read after the mark, so never of fewer: an erasure stored
-        between the two reads is in the second, and the next look at the mark finds it moved)."""
-        mark = await erasure_mark(db)
+        between the two reads is in the second, and the next look at the mark finds it moved).
+
+        ``was``: what an earlier ``load`` answered. Both tables only grow, so only their rows
+        past ``was.tops`` are read (an ``erasures`` rowid, a ``central_erasures`` id larger than
+        it read), merged into ``was`` (each key at the later of its two times) and ``was``
+        answered: a reload costs the erasures stored since, not all of them. Read whole as a new
+        ``Erased`` when ``was`` is None, or when either table's largest id or count went back
+        (rows deleted, not by this gateway: ``Tops.grown_from``)."""
+        async with db.execute(_TOPS) as cursor:
+            row = await cursor.fetchone()
+        tops = Tops(*(int(n) for n in row)) if row else Tops()
+        after = was.tops if was is not None and was.tops is not None else None
+        if after is not None and not tops.grown_from(after):
+            after = None
         since: dict[str, str] = {}
-        async with db.execute(_ERASURES.format(also="also_keys")) as cursor:
+        read = 0
+        own, central = (after.own, after.central) if after is not None else (0, 0)
+        async with db.execute(_ERASURES.format(also="also_keys") + " WHERE rowid > ?", (own,)) as cursor:
             async for row in cursor:
                 _note(since, *row)
-        async with db.execute(_CENTRAL) as cursor:
+                read += 1
+        async with db.execute(_CENTRAL + " WHERE id > ?", (central,)) as cursor:
             async for key, ts in cursor:
                 since[key] = max(since.get(key, ""), ts)
-        return mark, cls(since)
+                read += 1
+        if after is None or was is None:
+            erased = cls(since)
+        else:  # merged only now, every row read: a failed read leaves ``was`` as it was
+            erased = was
+            for key, ts in since.items():
+                if ts > erased.since.get(key, ""):
+                    erased.since[key] = ts
+            erased.newest = max(erased.newest, max(since.values(), default=""))
+        erased.tops = tops
+        erased.rows_read = read
+        return tops.mark, erased
 
     def late(self, event: Event) -> bool:
         """Whether ``event`` is about an erased user (or a visitor erased with one) and dated at

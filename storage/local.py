@@ -1350,11 +1350,12 @@ class LocalStore:
                 return late, counted, bound
 
     async def _erasures_moved(self, db: aiosqlite.Connection) -> bool:
-        """Whether an erasure was stored since the writer last read them (their mark moved), read
-        again if so (seldom: erasures are)."""
+        """Whether an erasure was stored since the writer last read them (their mark moved), the
+        new ones read if so (seldom: erasures are), not all of them again: a reload on the mixed
+        path holds the write lock against every other writer on the file."""
         if await erasure_mark(db) == self._erased_mark:
             return False
-        self._erased_mark, self._erased = await Erased.load(db)
+        self._erased_mark, self._erased = await Erased.load(db, self._erased)
         return True
 
     def _left_out(self, batch: list[_Item], late: list[Event]) -> None:

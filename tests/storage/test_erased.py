@@ -122,3 +122,132 @@ async def test_a_replayed_batch_with_no_erasure_since_is_no_late_row(open_store:
     await store.write(rows)
     assert await read(store.path, "SELECT count(*) FROM touchpoints") == [(2,)]
     assert late_rows(store) == {}
+
+
+OLD = NOW - timedelta(minutes=1)
+TABLET = KEYS.visitor_key("tablet-1")
+EARLIER_USERS = [f"earlier-{n}@example.com" for n in range(8)]
+
+
+async def erase(path: Path, raw_user_id: str, at: datetime) -> None:
+    """``raw_user_id`` erased at ``at`` by a connection of its own (the admin API's worker,
+    ``gateway erase``): one ``erasures`` row."""
+    await erase_user(
+        path,
+        KEYS.user_key(raw_user_id),
+        raw_user_id,
+        body_key=b"s" * 32,
+        event_id=uuid7(int(at.timestamp() * 1000)),
+        ts=iso(at),
+        node="a",
+        keys=KEYS,
+    )
+
+
+async def erased_elsewhere(path: Path, key: str, at: datetime) -> None:
+    """``key`` erased through another node at ``at``, recorded as the central sync records it
+    (``storage.sync._apply_batch``: again under a new id when erased again)."""
+    await asyncio.to_thread(
+        execute,
+        path,
+        "INSERT OR REPLACE INTO central_erasures (key, erased_at, applied, deleted)"
+        f" VALUES ('{key}', '{iso(at)}', '{iso(NOW)}', 0)",
+    )
+
+
+async def test_a_writer_reads_only_the_erasures_stored_since_it_last_read_them(open_store: OpenStore) -> None:
+    """A writer that has read 16 erasures (8 made here, 8 through other nodes), and then finds
+    the mark moved, reads the new ones only (3 rows: Alice erased here, the laptop erased again
+    and the tablet erased through other nodes), not all 18 again, and still leaves out the late
+    rows of the new keys and of the old ones, each key at its latest erasure: the laptop,
+    erased at OLD and again at NOW, has its rows before NOW left out. On the hot path (one
+    table) and on the mixed one (in the transaction), where Alice, erased again later, has her
+    rows before that later time left out and her phone (not erased with her again) keeps its
+    first time."""
+    store = await open_store()
+    await store.write([binding(OLD - timedelta(seconds=30), PHONE)])
+    for raw in EARLIER_USERS:
+        await erase(store.path, raw, OLD)
+    for n in range(7):
+        await erased_elsewhere(store.path, KEYS.visitor_key(f"earlier-device-{n}"), OLD)
+    await erased_elsewhere(store.path, LAPTOP, OLD)
+    await store.write([landing(OLD, STRANGER, source="first")])
+    assert store._erased.rows_read == 16  # all of them: read first
+
+    await erase_alice(store.path)
+    await erased_elsewhere(store.path, LAPTOP, NOW)
+    await erased_elsewhere(store.path, TABLET, NOW)
+    earlier = KEYS.user_key(EARLIER_USERS[3])
+    await store.write(
+        [
+            landing(BEFORE, PHONE, source="late"),  # erased with Alice, here
+            landing(BEFORE, TABLET, source="late"),  # erased elsewhere, new
+            landing(BEFORE, LAPTOP, source="late"),  # erased elsewhere again: dated after the first
+            landing(OLD - timedelta(seconds=1), KEYS.visitor_key("earlier-device-2"), source="late"),
+            landing(BEFORE, KEYS.visitor_key("earlier-device-2"), source="kept-1"),
+            landing(BEFORE, STRANGER, source="kept-2"),
+            landing(AFTER, LAPTOP, source="kept-3"),
+        ]
+    )
+    assert store._erased.rows_read == 3
+    assert await read(store.path, "SELECT source FROM touchpoints ORDER BY source") == [
+        ("first",),
+        ("kept-1",),
+        ("kept-2",),
+        ("kept-3",),
+    ]
+    assert late_rows(store) == {"touchpoints": 4.0}
+
+    # Alice erased again, later: the mixed path (a transaction of several tables) reads it alone.
+    again = NOW + timedelta(seconds=10)
+    await erase(store.path, "alice@example.com", again)
+    between = NOW + timedelta(seconds=2)
+    await store.write(
+        [
+            conversion(between, None, ALICE, "late"),  # after her first erasure, before the second
+            conversion(OLD - timedelta(seconds=1), None, earlier, "late-too"),
+            conversion(BEFORE, None, earlier, "kept-4"),
+            landing(between, PHONE, source="kept-5"),  # her phone's time is still NOW
+            binding(again + timedelta(seconds=1), LAPTOP),
+        ]
+    )
+    assert store._erased.rows_read == 1
+    assert await read(store.path, "SELECT dedup_key FROM conversions") == [("order:kept-4",)]
+    assert await read(store.path, "SELECT source FROM touchpoints WHERE source = 'kept-5'") == [("kept-5",)]
+    assert await read(store.path, "SELECT count(*) FROM identities") == [(1,)]
+    assert late_rows(store) == {"touchpoints": 4.0, "conversions": 2.0}
+
+
+async def test_a_writer_reads_the_erasures_whole_again_when_rows_of_them_were_deleted(
+    open_store: OpenStore,
+) -> None:
+    """Nothing of the gateway deletes erasures; if rows are deleted all the same (the file
+    edited by hand), what the writer read is no longer known to hold, and the rows past it may
+    not be the new ones: a new erasure takes the rowid of a deleted one. The writer finds the
+    largest rowid or the count gone back and reads them whole: the new erasure is not missed."""
+    store = await open_store()
+    for raw in EARLIER_USERS:
+        await erase(store.path, raw, OLD)
+    await store.write([landing(OLD, STRANGER, source="first")])
+    assert store._erased.rows_read == 8
+
+    # The two latest erasure records deleted, then Alice erased: her row takes the first of
+    # their rowids, below the largest the writer read.
+    await asyncio.to_thread(
+        execute,
+        store.path,
+        "DELETE FROM erasures WHERE rowid IN (SELECT rowid FROM erasures ORDER BY rowid DESC LIMIT 2)",
+    )
+    await erase_alice(store.path)
+    assert await read(store.path, "SELECT max(rowid), count(*) FROM erasures") == [(7, 7)]
+    await store.write([conversion(BEFORE, None, ALICE, "late"), conversion(BEFORE, STRANGER, None, "kept")])
+    assert store._erased.rows_read == 7
+    assert await read(store.path, "SELECT dedup_key FROM conversions") == [("order:kept",)]
+
+    # One record deleted from the middle (the largest rowid as it was), and a key erased
+    # through another node (the mark moves): the count went back, read whole again.
+    await asyncio.to_thread(execute, store.path, "DELETE FROM erasures WHERE rowid = 3")
+    await erased_elsewhere(store.path, TABLET, NOW)
+    await store.write([landing(BEFORE, TABLET, source="late"), landing(BEFORE, PHONE, source="kept")])
+    assert store._erased.rows_read == 6 + 1
+    assert await read(store.path, "SELECT source FROM touchpoints ORDER BY source") == [("first",), ("kept",)]
