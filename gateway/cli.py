@@ -1127,7 +1127,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         for count in counts:  # before any message: it goes on a line of its own
             count.close()
     if failure is not None:
-        print(f"gateway: sync failed: {failure}", file=sys.stderr)
+        _say_failure(f"gateway: sync failed: {failure}")
         return 1
     return _rows_per_table(delivered)
 
@@ -1143,6 +1143,17 @@ def _waiting(kind: str, of: str) -> Callable[[Holder], None]:
         progress.say(f"gateway: waiting for the running {kind} round of this {of} ({holder}) to end…")
 
     return waiting
+
+
+def _say_failure(line: str) -> None:
+    """Why ``sync --once`` or ``mirror --once`` failed, on stderr as their waiting line is: one
+    that cannot be written (its reader gone: ``2>&1 | head``) goes nowhere, and the command
+    ends with its exit status 1 (a ``--wait 0`` that gave up ended with 120 instead, as if the
+    output were the trouble); nothing with stderr closed (``2>&-``), where a print went to
+    standard output among the rows."""
+    from gateway import progress  # loaded already (``Shown``), off the event loop
+
+    progress.say(line)
 
 
 def _round_failure(err: Exception, kind: str, of: str, key: str, *told: type[Exception]) -> str:
@@ -1225,7 +1236,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         if count is not None:  # before any message: it goes on a line of its own
             count.close()
     if failure is not None:
-        print(f"gateway: mirror failed: {failure} (the mirror keeps what it had)", file=sys.stderr)
+        _say_failure(f"gateway: mirror failed: {failure} (the mirror keeps what it had)")
         return 1
     return _rows_per_table(stored)
 

@@ -484,6 +484,52 @@ async def test_a_once_whose_stderr_reader_is_gone_waits_and_runs_its_round(
         assert await count(pg, "touchpoints") == 3
 
 
+@pytest.mark.parametrize(("wait", "stderr"), [("0", "gone"), ("0.2", "gone"), ("0", "closed")])
+@pytest.mark.parametrize("kind", ["sync", "mirror"])
+async def test_a_once_whose_wait_runs_out_with_nowhere_to_say_it_ends_1(
+    tmp_path: Path, a: Node, pg: asyncpg.Connection, central_dsn: str, kind: str, wait: str, stderr: str
+) -> None:
+    """``gateway sync --once --wait N`` / ``mirror --once --wait N`` with ``2>&1 | head`` whose
+    head has ended, while the gateway's round runs longer than N: its ``sync failed: … did not
+    end within …`` could not be written, and until 2026-12-07 that ended it with exit status 120
+    (with ``--wait 0``, where no waiting line came first) instead of 1 (its round not run, for
+    cron to see). Now the message goes nowhere, as the waiting line does, and it ends 1. With
+    stderr closed (``2>&-``) the message went to standard output, among the rows; now nowhere."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    mirror = tmp_path / "mirror.db"
+    config = tmp_path / "gw.toml"
+    text = (
+        f'[storage]\npath = "{a.path}"\nnode = "a"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        f'mirror_path = "{mirror}"\n'
+    )
+    await asyncio.to_thread(config.write_text, text)
+    if kind == "mirror":
+        await a.sync.once()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, "GATEWAY_CENTRAL_URL": central_dsn}
+    command: tuple[str, ...] = (sys.executable, "-m", "gateway", kind, "--once", "-c", str(config))
+    command += ("--no-progress", "--wait", wait)
+    if stderr == "closed":
+        command = ("/bin/sh", "-c", 'exec "$@" 2>&-', "sh", *command)
+    async with held_by_a_process(a.path if kind == "sync" else mirror, kind):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader gone: a write to it fails (EPIPE)
+        try:
+            once = await asyncio.create_subprocess_exec(
+                *command, cwd=ROOT, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=write_end,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        try:
+            async with asyncio.timeout(60):
+                out, _ = await once.communicate()
+        finally:
+            if once.returncode is None:
+                once.kill()
+                await once.wait()
+    assert once.returncode == 1 and out == b"", (once.returncode, out)
+
+
 def _stderr_of(pid: int) -> str:
     """What process ``pid``'s standard error is (``/dev/null``, ``pipe:[…]``); "" once it ended."""
     try:
