@@ -867,17 +867,26 @@ class GatewayAddon:
             return
         await self._ready.wait()
         pipeline = self.pipeline
+        path, query, rest = split_target(flow.request.path)
         if self.store is None:
-            return  # shutting down
+            # Shutting down, the store closed while mitmdump still serves (a later addon's end):
+            # the request goes to the site untracked (fail open), but one below the reserved
+            # prefix is answered as ever, the site never seeing it (until 2026-12-07 it went
+            # there). Not one whose body may stream: with the answerer closed too, its answer
+            # would close the visitor's connection unanswered (``requestheaders``).
+            below = reserved.classify(path, self.reserved) != "ordinary"
+            if (
+                below
+                and not may_stream(flow.request)
+                and not self._refused(flow)
+                and not self._other_host(flow)
+            ):
+                self._not_here(flow)
+            return
         if self._refused(flow) or self._other_host(flow):
             return
-        path, query, rest = split_target(flow.request.path)
         if reserved.classify(path, self.reserved) != "ordinary":
-            # Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) is not forwarded either, as
-            # in the aiohttp host: the site never sees a request under it.
-            body = error_body(404, "signed events are served by the aiohttp host (gateway run)")
-            headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-            flow.response = made(404, body, headers)
+            self._not_here(flow)
             return
         ex = Exchange(self.view(flow, path, query))
         if is_websocket_upgrade(flow.request):
@@ -896,6 +905,15 @@ class GatewayAddon:
             flow.response = made(reply.status, reply.body, reply.headers)
             return
         self._to_upstream(flow, ex, path, rest)
+
+    @staticmethod
+    def _not_here(flow: mhttp.HTTPFlow) -> None:
+        """A request below the reserved prefix answered 404 in JSON: signed events are the aiohttp
+        host's. Another spelling of the prefix (``/_GW/``, ``/%5Fgw/``) too, as in that host:
+        the site never sees a request under it."""
+        body = error_body(404, "signed events are served by the aiohttp host (gateway run)")
+        headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+        flow.response = made(404, body, headers)
 
     def _refused(self, flow: mhttp.HTTPFlow) -> bool:
         """A request over ``proxy.max_header_size`` answered with the neutral page the aiohttp

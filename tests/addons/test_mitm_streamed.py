@@ -252,3 +252,104 @@ async def test_an_http2_visitors_refused_upload_gets_its_answer(
             out, err = await asyncio.wait_for(curl.communicate(), 60)
             got.append((curl.returncode, out.decode().rsplit("\n", 1)[-1], err.decode()))
     assert got == [(0, "2 404", ""), (0, "2 403", "")], got
+
+
+LINGER = """
+import asyncio
+from pathlib import Path
+
+HERE = Path({here!r})
+
+
+class Linger:
+    \"\"\"Loaded after the gateway's script: its ``done`` runs once the gateway's has ended (the
+    store closed), and holds mitmdump serving until the test has sent what it sends then.\"\"\"
+
+    async def done(self):
+        (HERE / "begun").touch()
+        for _ in range(1200):
+            if (HERE / "go").exists():
+                return
+            await asyncio.sleep(0.05)
+
+
+addons = [Linger()]
+"""
+
+
+async def test_after_its_store_closed_at_a_stop_the_reserved_prefix_is_still_answered(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """mitmdump serves on while its addons end at a stop, and after the gateway's has closed
+    its store (a later addon's end still running: another script here, which holds it until
+    the test is done). Until 2026-12-07 every request then went to the site untracked, a path
+    below ``proxy.reserved_prefix`` too, which the site must never see. A request whose body
+    mitmproxy does not stream (a GET, a small POST) below the prefix is now answered as
+    always (its 404, its JSON 431); everything else still goes to the site (fail open), a
+    blocked bot's page too, untracked."""
+    seen: list[bytes] = []
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head.split(b"\r\n", 1)[0])
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    linger = tmp_path / "linger.py"
+    await asyncio.to_thread(linger.write_text, LINGER.format(here=str(tmp_path)))
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    extra = (*KEEP, "-s", str(linger))
+    got: list[tuple[str, bytes]] = []
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", extra, stream="1m") as (
+        url,
+        process,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+
+        async def sent(request: str) -> tuple[str, bytes]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(request.encode())
+                return await answer_of(reader)
+            finally:
+                writer.close()
+
+        page = f"GET /?utm_source=x HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\n\r\n"
+        assert (await sent(page))[0] == "HTTP/1.1 200 OK"  # the store is open
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):  # the gateway's addon has ended: its store is closed
+            while not await asyncio.to_thread((tmp_path / "begun").exists):
+                await asyncio.sleep(0.05)
+        try:
+            for request in (
+                f"GET /_gw/events HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\n\r\n",
+                f"GET /%5Fgw/segment HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\n\r\n",
+                f"POST /_gw/events HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\nContent-Length: 5\r\n\r\nhello",
+                f"GET /_gw/events HTTP/1.1\r\n{HEAD}X-Big: {'a' * 9000}\r\n\r\n",
+                page,
+                f"GET /page HTTP/1.1\r\n{HEAD}{BOT}\r\n",
+            ):
+                got.append(await sent(request))
+        finally:
+            await asyncio.to_thread((tmp_path / "go").touch)
+        await asyncio.wait_for(process.wait(), 60)
+    statuses = [status for status, _ in got]
+    assert (
+        statuses
+        == ["HTTP/1.1 404 Not Found"] * 3
+        + ["HTTP/1.1 431 Request Header Fields Too Large"]
+        + ["HTTP/1.1 200 OK"] * 2
+    ), got
+    assert all(b'"status":4' in body.replace(b" ", b"") for _, body in got[:4]), got
+    # The page before the stop without its tracking parameter; after the store closed, as sent.
+    assert seen == [b"GET / HTTP/1.1", b"GET /?utm_source=x HTTP/1.1", b"GET /page HTTP/1.1"], seen
