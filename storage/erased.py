@@ -28,6 +28,7 @@ from pathlib import Path
 import aiosqlite
 
 from gateway.events import Binding, Conversion, Event, Touchpoint
+from storage.readonly import read_only
 
 OWN_MARK = "SELECT coalesce(max(rowid), 0) FROM erasures"
 MARK = (
@@ -135,8 +136,6 @@ class Erased:
         """``only_read``: through a read-only connection (a dry run), which never writes the store
         (nor creates it)."""
         since: dict[str, str] = {}
-        from storage.local import read_only  # storage.local reads erasures with ``load``
-
         connection = read_only(path) if only_read else sqlite3.connect(path)
         with contextlib.closing(connection) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
