@@ -10,7 +10,7 @@ import sys
 
 from gateway.config import ConfigError, load_settings
 from gateway.config_values import unset
-from gateway.keys import operator_user_id
+from gateway.keys import is_plain_key, operator_user_id
 from gateway.notices import warn_of_secret
 
 
@@ -75,5 +75,15 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
             )
             failed = True
         else:
-            print(f"{name}: {count:,} message{'' if count == 1 else 's'} sent")
+            # Which bindings went (a lower-cased ID's, an earlier user_id_storage's key), as the
+            # admin API's answer names them; until 2026-12-07 the count alone. Never the raw ID:
+            # a plain key is the ID itself.
+            print(f"{name}: {count:,} message{'' if count == 1 else 's'} sent ({shown_key(resent.user_key)})")
     return 1 if failed else 0
+
+
+def shown_key(user_key: str) -> str:
+    """The user_key a re-send went under, as a line says it: a plain key is the raw user ID."""
+    if is_plain_key(user_key):
+        return 'user_key not printed: the user ID itself, as identity.user_id_storage = "plain" keeps it'
+    return f"user_key {user_key}"

@@ -358,6 +358,43 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
     assert "no sink named 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("storage", ["hash", "encrypt", "plain"])
+def test_sink_send_says_the_user_key_it_sent_under(tmp_path: Path, capsys, monkeypatch, storage: str) -> None:
+    """``out: 2 messages sent`` named no user: the operator could not tell which bindings went
+    (``Ada@Example.com`` under a lower-casing rule is ``ada@example.com``'s key, an ID kept
+    under an earlier ``user_id_storage`` its old key), nor find them at the destination. Now
+    each line names the user_key, as the admin API's answer does, and never the raw ID: under
+    ``encrypt`` the key, not the ID the destination gets as userId; under ``plain``, whose key
+    is the ID itself, no key at all."""
+    _Recorder.calls.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "gw.toml"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config.write_text(
+            f'[storage]\npath = "node.db"\n[identity]\nuser_id_storage = "{storage}"\n'
+            + sink_toml(BatchApi(url=url))
+        )
+        settings = load_settings(config)
+        key = Keys.from_master(settings.secret, storage).user_key("dave-4711")
+        seed_user(settings, key, landing_path="/")
+        assert main(["sink", "send", "--user", "dave-4711", "-c", str(config)]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and "dave-4711" not in out, out
+        if storage == "plain":
+            said = 'not printed: the user ID itself, as identity.user_id_storage = "plain" keeps it'
+            assert out == f"out: 2 messages sent (user_key {said})\n", out
+        else:
+            assert out == f"out: 2 messages sent (user_key {key})\n", out
+        assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -474,7 +511,7 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         seed_user(settings, keys.user_key("erin"), landing_path="/" + "p" * 1500)
         assert main(["sink", "send", "--user", "erin", "--sink", "a", "-c", str(config)]) == 0
         out, err = capsys.readouterr()
-        assert out == "a: 1 message sent\n" and err == "", err
+        assert out == f"a: 1 message sent (user_key {keys.user_key('erin')})\n" and err == "", err
         ((path, signature, batch),) = _Webhook.deliveries
         assert path == "/a" and signature.startswith("v1,")
         assert [c["type"] for c in batch] == ["identify"] and batch[0]["userId"] == keys.user_key("erin")
@@ -577,7 +614,7 @@ def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
         seed_user(settings, keys.user_key("dave"), landing_path="/")
         assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 1
         out, err = capsys.readouterr()
-        assert out == "b-up: 2 messages sent\n", out
+        assert out == f"b-up: 2 messages sent (user_key {keys.user_key('dave')})\n", out
         assert err == "gateway: sink send failed: sink a-down: HTTP 500\n", err
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
     finally:
