@@ -6,6 +6,13 @@ conversions, receipts of signed deliveries, bad events, verdict changes and crea
 standings. Each carries a
 UUIDv7 ``id``, a UTC timestamp ``ts`` (ISO 8601 with microseconds, so text
 order is time order) and the ``node`` that wrote it.
+
+What makes a row one the store has already is said here, once, for the store's INSERT and for
+``gateway import --dry-run``'s check alike (``storage.local.dedup_keys``): ``unique``, the
+column sets the table's schema makes UNIQUE (its primary key first; ``("id",)`` unless a class
+says otherwise), and ``once``, columns a stored row may not share with a new one though the
+schema does not constrain them (a binding's visitor-user pair). ``tests/storage/test_unique_keys.py``
+holds ``unique`` to the migrated schema.
 """
 
 from __future__ import annotations
@@ -144,6 +151,7 @@ class Conversion:
     """A goal reached, for a visitor and/or a user; ``dedup_key`` is UNIQUE in the store."""
 
     table: ClassVar[str] = "conversions"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("id",), ("dedup_key",))
 
     id: str
     ts: str
@@ -197,6 +205,7 @@ class Receipt:
     replayed delivery or a re-sent event is recognised by the store, not by memory."""
 
     table: ClassVar[str] = "receipts"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("id",), ("sender", "kind", "key"))
 
     id: str
     ts: str
@@ -336,9 +345,10 @@ class DailyCount:
     ``count`` to the row with the same day and values (``conflict``)."""
 
     table: ClassVar[str] = "daily_counts"
-    conflict: ClassVar[str] = (
-        "(day, source, medium, campaign, channel, creator_id) DO UPDATE SET count = count + excluded.count"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("day", "source", "medium", "campaign", "channel", "creator_id"),
     )
+    conflict: ClassVar[str] = f"({', '.join(unique[0])}) DO UPDATE SET count = count + excluded.count"
 
     day: str
     """``YYYY-MM-DD`` (UTC)."""

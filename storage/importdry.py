@@ -2,8 +2,9 @@
 
 Owns ``DryRun``: the store read only (``?mode=ro``, attached to a connection of its own, never
 created nor migrated: its bytes stay as they are), each row a real run would insert checked as
-that run's INSERT decides it (``storage.local.insert_sql``): a touchpoint by its id, a binding
-by its id or its visitor-user pair (``Binding.once``), a conversion by its id or its
+that run's INSERT decides it (``storage.local.insert_sql``), by the same column sets
+(``storage.local.dedup_keys``, from which every check here is made): a touchpoint by its id, a
+binding by its id or its visitor-user pair (``Binding.once``), a conversion by its id or its
 ``dedup_key`` (an order ID seen before). A row not in the store is new once: the keys of the
 rows found new are kept in a private temporary database (SQLite's, on disk past a few MiB of
 cache), so that a later line of the same files making the same row (an order reloaded, a pair
@@ -13,46 +14,67 @@ of a large log holds no more memory than a real one. Blocking: called off the ev
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.events import Binding, Conversion, Event, Touchpoint
+from storage.local import TABLES, dedup_keys
 from storage.migrate import refuse_newer_file
 from storage.readonly import factory
 
 CACHE_KIB = 4096
 """The temporary database's page cache: past it, its pages go to a temporary file."""
 
-_SEEN = (
-    "CREATE TABLE touchpoints (id TEXT PRIMARY KEY) WITHOUT ROWID;"
-    "CREATE TABLE identities (id TEXT PRIMARY KEY, visitor_key TEXT, user_key TEXT,"
-    " UNIQUE (visitor_key, user_key));"
-    "CREATE TABLE conversions (id TEXT PRIMARY KEY, dedup_key TEXT UNIQUE);"
-)
-"""The rows found new so far (their keys only), one table each, unique as the store's are."""
-
-_IN_STORE = {
-    "touchpoints": "SELECT 1 FROM store.touchpoints WHERE id = ?1",
-    "identities": "SELECT 1 FROM store.identities WHERE id = ?1 OR (visitor_key = ?2 AND user_key = ?3)",
-    "conversions": "SELECT 1 FROM store.conversions WHERE id = ?1 OR dedup_key = ?2",
-}
-"""Whether the store has a row a real run's INSERT would skip as already there."""
-
-_COLUMNS = {"touchpoints": "id", "identities": "id, visitor_key, user_key", "conversions": "id, dedup_key"}
+COUNTED: tuple[type[Event], ...] = (Touchpoint, Binding, Conversion)
+"""The event types whose rows a run counts (``gateway.importwrite.COUNTED`` names their tables)."""
 
 
-def _key(event: Event) -> tuple[str, tuple[object, ...]] | None:
-    """The table of a row a real run counts, and the values its dedup looks at (None: another)."""
-    if type(event) is Touchpoint:
-        return "touchpoints", (event.id,)
-    if type(event) is Binding:
-        return "identities", (event.id, event.visitor_key, event.user_key)
-    if type(event) is Conversion:
-        return "conversions", (event.id, event.dedup_key)
-    return None
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One table's check, made from its ``dedup_keys``: the columns they name (each once, the
+    primary key's first) and the SQL over them."""
+
+    table: str
+    columns: tuple[str, ...]
+    keys: tuple[tuple[str, ...], ...]
+    values: Callable[[Event], tuple[object, ...]]
+    """An event's values of ``columns``, in that order."""
+
+    @classmethod
+    def of(cls, event_type: type[Event]) -> _Check:
+        keys = dedup_keys(event_type)
+        columns = tuple(dict.fromkeys(c for key in keys for c in key))
+        getter = operator.attrgetter(*columns)
+        values = getter if len(columns) > 1 else (lambda event: (getter(event),))
+        return cls(TABLES[event_type].name, columns, keys, values)
+
+    def seen_table(self) -> str:
+        """The table of the rows found new so far (their keys only), unique as the store's is:
+        keyed by the first key (the primary key), each other one UNIQUE."""
+        primary, *others = self.keys
+        constraints = [f"PRIMARY KEY ({', '.join(primary)})", *(f"UNIQUE ({', '.join(k)})" for k in others)]
+        return f"CREATE TABLE main.{self.table} ({', '.join([*self.columns, *constraints])}) WITHOUT ROWID"
+
+    def in_store(self) -> str:
+        """Whether the store has a row sharing one of the keys: one a real run's INSERT skips."""
+        mark = {c: f"?{n + 1}" for n, c in enumerate(self.columns)}
+        shares = " OR ".join("(" + " AND ".join(f"{c} = {mark[c]}" for c in key) + ")" for key in self.keys)
+        return f"SELECT 1 FROM store.{self.table} WHERE {shares}"
+
+    def insert(self, store: bool) -> str:
+        """Keeps a row's keys as found new unless the store has it (``store``: the store has the
+        table) or a row found new before shares one (``OR IGNORE``: the seen table's keys)."""
+        marks = ", ".join(f"?{n + 1}" for n in range(len(self.columns)))
+        found = f" WHERE NOT EXISTS ({self.in_store()})" if store else ""
+        return f"INSERT OR IGNORE INTO main.{self.table} ({', '.join(self.columns)}) SELECT {marks}{found}"
+
+
+CHECKS = {event_type: _Check.of(event_type) for event_type in COUNTED}
 
 
 class DryRun:
@@ -80,7 +102,8 @@ class DryRun:
         )
         try:
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            db.executescript(_SEEN)
+            for check in CHECKS.values():
+                db.execute(check.seen_table())
             tables: set[str] = set()
             if self.path.exists():
                 refuse_newer_file(self.path)
@@ -95,10 +118,8 @@ class DryRun:
         except BaseException:
             db.close()
             raise
-        for table, columns in _COLUMNS.items():
-            marks = ", ".join(f"?{n + 1}" for n in range(columns.count(",") + 1))
-            found = f" WHERE NOT EXISTS ({_IN_STORE[table]})" if table in tables else " WHERE true"
-            self.sql[table] = f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {marks}{found}"
+        for check in CHECKS.values():
+            self.sql[check.table] = check.insert(check.table in tables)
         self.db = db
 
     def check(self, events: Sequence[Event]) -> None:
@@ -107,8 +128,8 @@ class DryRun:
         assert self.db is not None
         rows: dict[str, list[tuple[object, ...]]] = {}
         for event in events:
-            if (key := _key(event)) is not None:
-                rows.setdefault(key[0], []).append(key[1])
+            if (check := CHECKS.get(type(event))) is not None:
+                rows.setdefault(check.table, []).append(check.values(event))
         self.db.execute("BEGIN")  # one read of the store for the batch, its new keys kept at once
         try:
             for table, values in rows.items():

@@ -129,14 +129,21 @@ _encode = msgspec.json.Encoder()
 class _Table:
     """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
 
-    __slots__ = ("columns", "conflict", "json", "name", "nullable", "once", "params")
+    __slots__ = ("columns", "conflict", "json", "keys", "name", "nullable", "once", "params", "unique")
 
     def __init__(self, cls: type[Event]) -> None:
         self.name = cls.table
         self.conflict: str = getattr(cls, "conflict", "DO NOTHING")
+        self.unique: tuple[tuple[str, ...], ...] = getattr(cls, "unique", (("id",),))
+        """The column sets the table's schema makes UNIQUE, its primary key first: a row that
+        repeats one is skipped by the INSERT's ``ON CONFLICT`` (``tests/storage/test_unique_keys.py``
+        holds them to the migrated schema)."""
         self.once: tuple[str, ...] = getattr(cls, "once", ())
         """Columns whose values a stored row may not share with a new one (a binding's visitor
-        and user): such a row is not inserted (``insert_sql``)."""
+        and user), which the schema does not constrain: such a row is not inserted (``insert_sql``)."""
+        self.keys = self.unique + ((self.once,) if self.once else ())
+        """Every column set a stored row may not share with a new one: what makes a row one the
+        store has already, for the INSERT and for an import's dry run (``dedup_keys``)."""
         self.columns = [f.name for f in fields(cls)]
         hints = {f.name: str(f.type) for f in fields(cls)}
         for column, hint in hints.items():
@@ -215,6 +222,14 @@ TABLES: dict[type, _Table] = {cls: _Table(cls) for cls in EVENT_TYPES}
 _BY_NAME = {table.name: table for table in TABLES.values()}
 
 
+def dedup_keys(cls: type) -> tuple[tuple[str, ...], ...]:
+    """The column sets of which a row of type ``cls`` may not share one with a stored row (its
+    schema's UNIQUE ones, then its ``once`` columns): a row that does is skipped by the store's
+    INSERT (``insert_sql``), and counted as already there by ``gateway import --dry-run``
+    (``storage.importdry``), which derives its checks from these."""
+    return TABLES[cls].keys
+
+
 def event_row(event: Event) -> list[object]:
     return TABLES[type(event)].row(event)
 
@@ -255,8 +270,9 @@ def _insert_sql(name: str, rows: int, nulls: int = 0, guard: bool = False) -> st
         values = f"SELECT * FROM ({values}) WHERE {unerased}"
     return (
         f"INSERT INTO {table.name} ({', '.join(table.columns)}) {values}"
-        # Only a repeated id or dedup key is skipped. OR IGNORE would also drop, silently and
-        # with a successful commit, a row that breaks NOT NULL or CHECK.
+        # Only a row repeating a UNIQUE column set (``_Table.unique``: an id, a dedup key) is
+        # skipped. OR IGNORE would also drop, silently and with a successful commit, a row that
+        # breaks NOT NULL or CHECK.
         + f" ON CONFLICT {table.conflict}"
     )
 

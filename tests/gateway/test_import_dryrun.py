@@ -5,15 +5,26 @@ that holds no line to import (empty, one line without its line end, blank lines)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from gateway.events import Binding, Conversion, Event, Touchpoint
+from gateway.ids import uuid7
 from gateway.importrun import run_import
+from gateway.importwrite import COUNTED
+from gateway.metrics import Metrics
+from gateway.options import StorageOptions
+from storage.importdry import CHECKS, DryRun
+from storage.local import TABLES, dedup_keys
 from tests.conftest import ENV, make_settings
+from tests.storage.stores import read
+from tests.storage.test_unique_keys import schema_unique
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
 RULES = """
@@ -205,3 +216,101 @@ async def test_a_file_with_no_line_to_import_says_what_it_held(tmp_path: Path) -
     whole = await summary("whole.log", line.encode() + b"\n")  # its line end: read, and replayed
     assert whole.splitlines()[0].startswith("gateway import: 1 file, 1 line read in ")
     assert "  replayed:             1   (" in whole and "empty" not in whole
+
+
+BASE: dict[type[Event], Event] = {
+    Touchpoint: Touchpoint(id="", ts="2025-03-01T10:00:00.000000Z", node="a", visitor_key="v" * 32),
+    Binding: Binding(
+        id="", ts="2025-03-01T10:00:00.000000Z", node="a", visitor_key="v" * 32, user_key="u" * 32, rule="r"
+    ),
+    Conversion: Conversion(
+        id="",
+        ts="2025-03-01T10:00:00.000000Z",
+        node="a",
+        name="order",
+        dedup_key="order:A1",
+        visitor_key="v" * 32,
+    ),
+}
+
+
+def sharing(event: Event, key: tuple[str, ...]) -> Event:
+    """``event`` with another value in every column of its dedup keys but those of ``key``."""
+    columns = {c for k in dedup_keys(type(event)) for c in k} - set(key)
+    changed: dict[str, Any] = {c: uuid7() if c == "id" else f"{getattr(event, c)}+" for c in columns}
+    return dataclasses.replace(event, **changed)
+
+
+def dry_check(path: Path, *events: Event) -> tuple[dict[str, int], dict[str, int]]:
+    """A dry run's counts of ``events`` against the store ``path``: new, already there."""
+    dry = DryRun(path)
+    dry.open()
+    try:
+        dry.check(events)
+        return dict(dry.new), dict(dry.already)
+    finally:
+        dry.close()
+
+
+def seen_unique(path: Path) -> dict[str, set[tuple[str, ...]]]:
+    """Of each table the dry run counts, the UNIQUE column sets of its own table of the rows it
+    found new, and of the store's: both made from the same definition."""
+    dry = DryRun(path)
+    dry.open()
+    try:
+        assert dry.db is not None and dry.attached
+        return {
+            f"{schema}.{check.table}": schema_unique(dry.db, check.table, schema)
+            for check in CHECKS.values()
+            for schema in ("main", "store")
+        }
+    finally:
+        dry.close()
+
+
+async def test_the_dry_run_finds_a_row_by_each_key_the_store_skips_it_by(tmp_path: Path) -> None:
+    """The dry run's checks are made from the store's own definition of a row it has already
+    (``storage.local.dedup_keys``: each table's UNIQUE column sets, then its ``once`` pair),
+    where they were written out a second time beside it: a UNIQUE column added to one would
+    have been missed by the other. For each key of each counted table, a row sharing that key
+    alone with a stored row is counted as already there, and the real INSERT skips it; a row
+    sharing it alone with a row found new earlier in the run is counted once; a row sharing no
+    key is new."""
+    from storage.local import LocalStore
+
+    assert tuple(check.table for check in CHECKS.values()) == COUNTED
+    store = LocalStore(tmp_path / "gw.db", StorageOptions(), Metrics())
+    await store.open()
+    try:
+        stored = [dataclasses.replace(e, id=uuid7()) for e in BASE.values()]  # type: ignore[arg-type]
+        await store.submit(stored)
+        counts = {table: (await read(store.path, f"SELECT count(*) FROM {table}"))[0][0] for table in COUNTED}
+        assert counts == {table: 1 for table in COUNTED}
+        # Every UNIQUE of the store's tables is one of the dry run's own, and its ``once`` pair too.
+        unique = await asyncio.to_thread(seen_unique, store.path)
+        for cls, check in CHECKS.items():
+            assert unique[f"main.{check.table}"] == set(dedup_keys(cls))
+            once = {TABLES[cls].once} if TABLES[cls].once else set()
+            assert unique[f"main.{check.table}"] == unique[f"store.{check.table}"] | once
+        for event in stored:
+            table = TABLES[type(event)].name
+            keys = dedup_keys(type(event))
+            assert len(keys) == {"touchpoints": 1, "identities": 2, "conversions": 2}[table]
+            for key in keys:
+                again = sharing(event, key)
+                new, already = await asyncio.to_thread(dry_check, store.path, again)
+                assert (new.get(table, 0), already.get(table, 0)) == (0, 1), (table, key)
+                await store.submit([again])
+                assert (await read(store.path, f"SELECT count(*) FROM {table}"))[0][0] == 1, (table, key)
+                # Within the run: the first row new, one sharing that key alone with it not.
+                fresh = sharing(event, ())
+                twin = sharing(fresh, key)
+                new, already = await asyncio.to_thread(dry_check, store.path, fresh, twin)
+                assert (new.get(table, 0), already.get(table, 0)) == (1, 1), (table, key)
+            fresh = sharing(event, ())
+            new, already = await asyncio.to_thread(dry_check, store.path, fresh)
+            assert (new.get(table, 0), already.get(table, 0)) == (1, 0), table
+            await store.submit([fresh])
+            assert (await read(store.path, f"SELECT count(*) FROM {table}"))[0][0] == 2, table
+    finally:
+        await store.close()
