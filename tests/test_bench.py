@@ -169,6 +169,17 @@ def test_import_bench_runs_and_reports(tmp_path: Path) -> None:
     assert results["first"]["lines"] == results["again"]["lines"] == 3000
     assert results["first"]["new_touchpoints"] == results["first"]["touchpoints"] > 0
     assert results["again"]["new_touchpoints"] == 0
+    # The dry runs: against the empty store every touchpoint new, against the filled one none.
+    empty, stored = results["dry-empty"], results["dry-stored"]
+    assert empty["dry_run"] and stored["dry_run"] and not results["first"]["dry_run"]
+    assert empty["lines"] == stored["lines"] == 3000
+    assert (empty["new_touchpoints"], empty["already_touchpoints"]) == (results["first"]["touchpoints"], 0)
+    assert (stored["new_touchpoints"], stored["already_touchpoints"]) == (0, results["first"]["touchpoints"])
+    for dry, real in (("dry-empty", "first"), ("dry-stored", "again")):
+        share = results[dry]["lines_per_s_wall"] / results[real]["lines_per_s_wall"]
+        assert results[dry]["of_real_run"] == pytest.approx(share, abs=0.001)
+        [row] = [line.split() for line in done.stdout.splitlines() if line.startswith(f"{dry} ")]
+        assert float(row[-1]) == pytest.approx(results[dry]["of_real_run"], abs=0.01)
     # The same-run reference: the bare proxy loaded before and after, lines/s as a ratio of it.
     assert_baseline(done.stdout, results["baseline"])
     [first] = [line.split() for line in done.stdout.splitlines() if line.startswith("first ")]
