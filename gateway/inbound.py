@@ -56,6 +56,7 @@ from gateway.signing import (
 )
 from gateway.sources import SourceMap, compile_source, decode_delivery, encode_event, split_batch
 from storage.erased import ErasedWatch
+from storage.erasure import names_erased
 from storage.local import CommitTimeout, LocalStore
 
 log = logging.getLogger("gateway.inbound")
@@ -193,6 +194,8 @@ class Inbound:
         self.erased = ErasedWatch(settings.store_path)
         """Erased users: an event about one of them dated before the erasure is not recorded."""
         self.body_key = body_key(settings.secret)
+        # A bad event in flight at an erasure of someone it names is left out at its commit.
+        store.names_erased = functools.partial(names_erased, self.body_key, keys)
         self.delivery_body_key = derive(settings.secret, "gateway/delivery-body/v1")
         """Keys the digest of a delivery that has no ID (``signing.keyed_body_digest``)."""
         self.keyed = ReceiptKeys(settings.secret)

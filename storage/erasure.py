@@ -37,7 +37,7 @@ from urllib.parse import unquote
 import aiosqlite
 
 from gateway.badbody import unseal
-from gateway.events import Erasure
+from gateway.events import BadEvent, Erasure
 from gateway.keys import MAX_USER_ID, MAX_VISITOR_ID, Keys, is_plain_key, spellings
 from storage.cursors import clamp_cursors, table_tops
 from storage.erased import erased_at
@@ -299,6 +299,25 @@ def _open(
             named |= keys_named(keys, texts, sought, users=users)
         opened.append((event_id, ts, named))
     return opened
+
+
+def names_erased(body_key: bytes, keys: Keys, event: BadEvent, erased: Collection[str]) -> bool:
+    """Whether ``event``, a bad event about to be stored, names one of the ``erased`` keys, as a
+    node's sync searches its kept bad events for keys erased elsewhere: a visitor by each raw ID
+    or cookie value the body or reason names, keyed; a user by each text hashed
+    (``user_id_storage = "hash"``), or, where the key gives the raw ID back (``encrypt``,
+    ``plain``), by that ID's spellings in any case (``whole_id``). Blocking (``unseal``): run
+    off the event loop. The store's writer leaves such a bad event out when it was received at
+    or before the erasure (``LocalStore.names_erased``)."""
+    forms: dict[str, str] = {}
+    for key in erased:
+        raw = keys.recover_user_id(key)
+        if raw:
+            forms.update(dict.fromkeys(spellings(raw), key))
+    ((_, _, named),) = _open(
+        [(event.id, event.ts, event.body, event.reason)], body_key, forms, keys, erased, True
+    )
+    return bool(named)
 
 
 class BadEventSearch:

@@ -37,7 +37,16 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import EVENT_TYPES, Binding, Conversion, Event, PastReceipt, Touchpoint
+from gateway.events import (
+    EVENT_TYPES,
+    BadEvent,
+    Binding,
+    Conversion,
+    Event,
+    PastReceipt,
+    Touchpoint,
+    VerdictChange,
+)
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
@@ -299,6 +308,11 @@ class _Item:
     erased: Callable[[Sequence[Event]], None] | None = None
     """Told, once its commit went through, of its events left out as late rows of an erased
     user or visitor (``submit(…, erased=…)``)."""
+    told: set[int] | None = None
+    """The ``id()`` of its events already left out as late rows, told and counted (None: none):
+    a ``submit_each`` committed in parts and tried again whole (a part's commit waited on the
+    lock past the busy timeout) leaves its committed parts' late rows out again, and they are
+    told and counted once. Shared with the parts' own items (``_each``)."""
 
 
 # Errors caused by what was written rather than by the database: worth isolating per submit.
@@ -626,6 +640,21 @@ async def _inserted(
     return inserted
 
 
+async def _orphans(db: aiosqlite.Connection, changes: Sequence[Event]) -> list[Event]:
+    """The verdict changes of ``changes`` whose touchpoint the store does not have: a late
+    re-score (robots.txt fetched next, an analyst's verdict sent meanwhile) of a landing erased
+    since, which would otherwise be stored, an orphan naming the erased landing (its id, its
+    reasons), and synced on. One read of the touchpoints' primary key; verdict changes are few."""
+    ids = list({e.touchpoint_id for e in changes if isinstance(e, VerdictChange)})
+    have: set[str] = set()
+    for start in range(0, len(ids), MAX_VARIABLES):
+        chunk = ids[start : start + MAX_VARIABLES]
+        sql = f"SELECT id FROM touchpoints WHERE id IN ({','.join('?' for _ in chunk)})"
+        async with db.execute(sql, chunk) as cursor:
+            have.update(row[0] for row in await cursor.fetchall())
+    return [e for e in changes if isinstance(e, VerdictChange) and e.touchpoint_id not in have]
+
+
 def _without(events: Sequence[Event], late: Sequence[Event]) -> list[Event]:
     gone = {id(e) for e in late}
     return [e for e in events if id(e) not in gone]
@@ -652,6 +681,12 @@ class LocalStore:
         """The erasures' ``MARK`` when ``_erased`` was read: every commit inserts only while it
         still is (``insert_sql``'s guard), so an erasure stored meanwhile by any process (the
         admin API's worker, ``gateway erase``, the central sync) is read before rows go in."""
+        self.names_erased: Callable[[BadEvent, Collection[str]], bool] | None = None
+        """Whether a bad event names one of some erased keys (its body and reason opened and
+        searched as an erasure searches them: ``storage.erasure.names_erased``), set by the
+        signed events' intake, which holds the keys; None: bad events are stored unopened. A bad
+        event received at or before the erasure of a key it names and committed after it (a
+        delivery in flight at the erasure) is a late row (``_late``)."""
         """Per event type, the columns None in every row it has written (shrinks; ``_transaction``)."""
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -1198,12 +1233,14 @@ class LocalStore:
             first = refused[0][2]
             return all(type(e) is type(first) and str(e) == str(first) for *_, e in refused)
 
+        if item.told is None:
+            item.told = set()
+
         async def commit(first: int, last: int) -> Exception | None:
             nonlocal stored
             start, end = bounds[first], bounds[last]
-            failed = await self._transaction(
-                [_Item(events[start:end], item.future, item.deadline, erased=item.erased)], end - start
-            )
+            part = _Item(events[start:end], item.future, item.deadline, erased=item.erased, told=item.told)
+            failed = await self._transaction([part], end - start)
             stored = stored or failed is None
             return failed
 
@@ -1274,7 +1311,8 @@ class LocalStore:
                 try:
                     # Under the write lock: no erasure can be stored until this commits.
                     await self._erasures_moved(db)
-                    late = self._erased.late_in([e for i in batch for e in i.events])
+                    every = [e for i in batch for e in i.events]
+                    late = self._erased.late_in(every) + await self._late_bad(every)
                     gone = {id(e) for e in late}
                     landed = sum(
                         type(e) is Touchpoint and id(e) not in gone
@@ -1282,7 +1320,8 @@ class LocalStore:
                         if i.groups is None
                         for e in i.events
                     )
-                    counted, bound = await self._write_mixed(db, batch, gone)
+                    counted, bound, orphans = await self._write_mixed(db, batch, gone)
+                    late += orphans
                     await db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -1341,7 +1380,7 @@ class LocalStore:
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
         while True:
-            late = self._erased.late_in(events)
+            late = await self._late(db, kind, events)
             kept = _without(events, late) if late else events
             if not kept:  # an erasure is never undone: left out on what the writer knows
                 return late, counted, bound
@@ -1365,6 +1404,32 @@ class LocalStore:
             if inserted or not await self._erasures_moved(db):
                 return late, counted, bound
 
+    async def _late(self, db: aiosqlite.Connection, kind: type, events: list[Event]) -> list[Event]:
+        """The late rows of ``events``, all of ``kind``: a touchpoint, binding or conversion by its
+        keys and time (``Erased.late_in``); a verdict change by its touchpoint, gone
+        (``_orphans``); a bad event by the keys it names (``_late_bad``)."""
+        if kind is VerdictChange:
+            return await _orphans(db, events)
+        if kind is BadEvent:
+            return await self._late_bad(events)
+        return self._erased.late_in(events)
+
+    async def _late_bad(self, events: Sequence[Event]) -> list[Event]:
+        """The bad events of ``events`` that name a key erased at or after they were received (a
+        refused delivery in flight at the erasure, which searched the bad events stored then):
+        opened off the event loop, and only those received before the latest erasure, seldom any."""
+        names, newest, since = self.names_erased, self._erased.newest, self._erased.since
+        if names is None or not newest:
+            return []
+        late: list[Event] = []
+        for e in events:
+            if type(e) is BadEvent and e.ts <= newest:
+                sought = [key for key, at in since.items() if at >= e.ts]
+                named: bool = bool(sought) and await asyncio.to_thread(names, e, sought)
+                if named:
+                    late.append(e)
+        return late
+
     async def _erasures_moved(self, db: aiosqlite.Connection) -> bool:
         """Whether an erasure was stored since the writer last read them (their mark moved), the
         new ones read if so (seldom: erasures are), not all of them again: a reload on the mixed
@@ -1377,26 +1442,35 @@ class LocalStore:
     def _left_out(self, batch: list[_Item], late: list[Event]) -> None:
         """A commit went through without ``late``, late rows of erased people (dated at or before
         their erasure: a request in flight at it): counted, said, and each submit's ``erased``
-        told of its own."""
+        told of its own, once: a row an earlier try of its submit left out already (``_Item.told``)
+        is neither counted nor told again."""
+        gone = {id(e) for e in late}
+        fresh: list[Event] = []
+        for item in batch:
+            mine = [e for e in item.events if id(e) in gone]
+            if item.told is not None:
+                mine = [e for e in mine if id(e) not in item.told]
+                item.told.update(map(id, mine))
+            fresh += mine
+            if item.erased is not None and mine:
+                item.erased(mine)
+        if not fresh:
+            return
         tables: dict[str, int] = {}
-        for e in late:
+        for e in fresh:
             name = TABLES[type(e)].name
             tables[name] = tables.get(name, 0) + 1
         for name, n in tables.items():
             self.metrics.erased_late.labels(name).inc(n)
         log.info(
-            "left out %s: rows of an erased user or visitor dated before their erasure (a request"
-            " in flight when it was made)",
+            "left out %s: rows of an erased user or visitor from before their erasure (a request"
+            " or delivery in flight when it was made; a late re-score of an erased landing)",
             ", ".join(f"{name} {n}" for name, n in sorted(tables.items())),
         )
-        gone = {id(e) for e in late}
-        for item in batch:
-            if item.erased is not None and (mine := [e for e in item.events if id(e) in gone]):
-                item.erased(mine)
 
     async def _write_mixed(
         self, db: aiosqlite.Connection, batch: list[_Item], late: Collection[int] = ()
-    ) -> tuple[list[tuple[str, bool]], list[str]]:
+    ) -> tuple[list[tuple[str, bool]], list[str], list[Event]]:
         """Inside an open transaction: plain events table by table, in multi-row INSERTs; grouped
         events row by row, each group whole or not at all: at its first row already stored (a
         repeated delivery's receipt, an order already recorded), the rows it wrote before are
@@ -1405,16 +1479,25 @@ class LocalStore:
         second ``identify`` of a user on a device). Returns what ``_insert_conversions`` and
         ``_insert_bindings`` return for the plain conversions and bindings. The events whose
         ``id()`` is in ``late`` (late rows of erased people) are left out, of a group too (the
-        rest of it goes in: a signed event's receipt, so a retry is a duplicate)."""
+        rest of it goes in: a signed event's receipt, so a retry is a duplicate). Verdict changes
+        go in after the touchpoints, those of a touchpoint the store does not have left out and
+        returned (``_orphans``)."""
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
+        orphans: list[Event] = []
         by_type: dict[type, list[Event]] = {}
         for item in batch:
             if item.groups is None:
                 for e in item.events:
                     if id(e) not in late:
                         by_type.setdefault(type(e), []).append(e)
+        if VerdictChange in by_type:  # last: a re-score and its landing may share the commit
+            by_type[VerdictChange] = by_type.pop(VerdictChange)
         for kind, events in by_type.items():
+            if kind is VerdictChange and (orphans := await _orphans(db, events)):
+                events = _without(events, orphans)
+                if not events:
+                    continue
             if kind is Conversion:
                 counted, _ = await _insert_conversions(db, events)
                 continue
@@ -1456,4 +1539,4 @@ class LocalStore:
                         await db.execute("ROLLBACK TO event_group")
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
-        return counted, bound
+        return counted, bound, orphans

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,103 @@ async def test_a_sign_in_in_flight_at_the_users_erasure_binds_nothing_and_the_ne
     await send(gw, "POST", "/api/login", cookie)
     bound = await asyncio.to_thread(rows, store, "SELECT visitor_key, user_key FROM identities")
     assert bound == [(visitor, user)]
+
+
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Accept": "text/html",
+    "Accept-Language": "en-GB",
+    "Sec-Fetch-Dest": "document",
+}
+
+
+async def test_a_late_rescore_of_an_erased_visitors_landing_is_not_stored(
+    start_gateway: GatewayFactory, upstream_server: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    """A visitor lands, is erased, and then fetches robots.txt (a late bot signal): the bots
+    addon, which still holds the landing in memory, re-scores it. The verdict change names the
+    touchpoint the erasure deleted (its id, its reasons): it is a late row of the erased visitor,
+    left out and counted as one, as every other is. Until 2026-12-07 it was stored, an orphan
+    row pointing at the erased landing, and synced on to the central store."""
+    site = Site()
+    gw = await start_gateway(await upstream_server(site.app))
+    async with gw.session.get(gw.url + "/?utm_source=ig", headers=BROWSER) as resp:
+        assert resp.status == 200
+        cookie = resp.cookies["gw_vid"].value
+    store = gw.gateway.settings.store_path
+    (landing,) = await asyncio.to_thread(rows, store, "SELECT id FROM touchpoints")
+    async with gw.session.delete(f"{gw.admin_url}/api/visitors/{cookie}", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    robots = {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"}
+    async with gw.session.get(gw.url + "/robots.txt", headers=robots) as resp:
+        assert resp.status == 200
+    # A landing of someone else after it: once stored, the re-score before it was written too.
+    async with gw.session.get(gw.url + "/?utm_source=later", headers=BROWSER) as resp:
+        assert resp.status == 200
+    assert await asyncio.to_thread(rows, store, "SELECT source FROM touchpoints") == [("later",)]
+    assert await asyncio.to_thread(rows, store, "SELECT touchpoint_id FROM verdict_changes") == []
+    assert await late_rows_metric(gw) == {"verdict_changes": 1.0}
+    assert landing  # the re-score named it
+
+
+async def test_a_late_rescore_of_a_landing_not_erased_is_stored(
+    start_gateway: GatewayFactory, upstream_server: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    """The other side: the re-score of a landing no one erased is stored, and no row counted."""
+    site = Site()
+    gw = await start_gateway(await upstream_server(site.app))
+    async with gw.session.get(gw.url + "/?utm_source=ig", headers=BROWSER) as resp:
+        cookie = resp.cookies["gw_vid"].value
+    robots = {**BROWSER, "Sec-Fetch-Dest": "empty", "Cookie": f"gw_vid={cookie}"}
+    async with gw.session.get(gw.url + "/robots.txt", headers=robots) as resp:
+        assert resp.status == 200
+    store = gw.gateway.settings.store_path
+    (landing,) = await asyncio.to_thread(rows, store, "SELECT id FROM touchpoints")
+    changes = await asyncio.to_thread(rows, store, "SELECT touchpoint_id, origin FROM verdict_changes")
+    assert changes == [(landing[0], "rescore")]
+    assert await late_rows_metric(gw) == {}
+
+
+async def test_a_bad_event_in_flight_at_the_erasure_of_someone_it_names_is_not_kept(
+    start_gateway: GatewayFactory, upstream_server: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    """A sender's refused event (kept sealed in ``bad_events`` for ``gateway replay-bad``)
+    received before the user's erasure and committed after it, as a delivery in flight at the
+    erasure is: the erasure searched the bad events stored then, and this one, naming the user by
+    the raw ID, or one of their devices by its cookie value, would be kept, the raw ID with it. It
+    is left out (counted as a late row; its receipt kept, so a retry is a duplicate), alone and
+    with its receipt in one commit as the intake writes it. A bad event received after the erasure
+    (new activity), or naming someone else, is kept."""
+    from gateway.badbody import body_key, seal, unseal
+    from gateway.events import BadEvent, Receipt, iso
+    from gateway.ids import uuid7
+
+    site = Site()
+    gw = await start_gateway(await upstream_server(site.app), RULES)
+    cookie = await send(gw, "GET", "/pricing?utm_source=news")
+    await send(gw, "POST", "/api/login", cookie)
+    before = iso(datetime.now(UTC))
+    async with gw.session.delete(f"{gw.admin_url}/api/users/{USER}", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+    after = iso(datetime.now(UTC) + timedelta(seconds=1))
+    key = body_key(gw.gateway.settings.secret)
+
+    def bad(ts: str, body: str) -> BadEvent:
+        return BadEvent(uuid7(), ts, "test", "crm", seal(key, "type: not mapped"), seal(key, body))
+
+    store = gw.gateway.store
+    await store.write([bad(before, f'{{"userId": "{USER}", "type": "refund"}}')])
+    await store.write([bad(before, f'{{"anonymousId": "{cookie}", "type": "refund"}}')])
+    receipt = Receipt(uuid7(), before, "test", "crm", "bad", "d-1#0")
+    await store.submit_groups([[receipt, bad(before, f'{{"userId": "{USER.upper()}"}}')]])
+    await store.write([bad(after, f'{{"userId": "{USER}", "type": "again"}}')])
+    await store.write([bad(before, '{"userId": "someone-else"}')])
+
+    path = gw.gateway.settings.store_path
+    kept = await asyncio.to_thread(rows, path, "SELECT body FROM bad_events")
+    assert sorted(unseal(key, b) or "" for (b,) in kept) == sorted(
+        ['{"userId": "someone-else"}', f'{{"userId": "{USER}", "type": "again"}}']
+    )
+    assert await asyncio.to_thread(rows, path, "SELECT count(*) FROM receipts WHERE kind = 'bad'") == [(1,)]
+    assert await late_rows_metric(gw) == {"bad_events": 3.0}

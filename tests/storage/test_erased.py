@@ -8,14 +8,15 @@ else, and rows dated after the erasure (new activity), are stored as ever."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.events import Binding, Conversion, Receipt, Touchpoint, iso
+from gateway.events import Binding, Conversion, Event, Receipt, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
 from storage.erasure import erase_user
-from storage.local import LocalStore
+from storage.local import LOCKED, LocalStore
 from tests.storage.stores import OpenStore, execute, landing, read
 
 KEYS = Keys.from_master(b"m" * 32)
@@ -251,3 +252,88 @@ async def test_a_writer_reads_the_erasures_whole_again_when_rows_of_them_were_de
     await store.write([landing(BEFORE, TABLET, source="late"), landing(BEFORE, PHONE, source="kept")])
     assert store._erased.rows_read == 6 + 1
     assert await read(store.path, "SELECT source FROM touchpoints ORDER BY source") == [("first",), ("kept",)]
+
+
+def rescore(at: datetime, touchpoint: Touchpoint) -> VerdictChange:
+    return VerdictChange(
+        uuid7(int(at.timestamp() * 1000)),
+        iso(at),
+        "a",
+        touchpoint.id,
+        "review",
+        30,
+        ["robots_txt"],
+        "rescore",
+    )
+
+
+async def test_a_verdict_change_of_an_erased_landing_is_a_late_row(open_store: OpenStore) -> None:
+    """A verdict change carries no one's key, only its touchpoint's id: once the touchpoint is
+    erased, a re-score of it (robots.txt fetched after the erasure) or an analyst's verdict sent
+    meanwhile is left out and counted as a late row, alone (the hot path) and beside other rows
+    (a transaction). A verdict change whose landing goes in with it, before it in the same commit
+    or after it in the batch, is stored."""
+    store = await open_store()
+    erased, kept = landing(BEFORE, PHONE), landing(BEFORE, STRANGER)
+    await store.write([erased, kept, binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    assert await read(store.path, "SELECT count(*) FROM touchpoints") == [(1,)]
+
+    await store.write([rescore(AFTER, erased)])
+    await store.write([rescore(AFTER, kept)])
+    fresh = landing(AFTER, LAPTOP)
+    # Mixed: the re-score of the new landing comes first in the batch, and is written after it.
+    await store.write([rescore(AFTER, fresh), rescore(AFTER, erased), fresh, binding(AFTER, LAPTOP)])
+    stored = await read(store.path, "SELECT touchpoint_id FROM verdict_changes ORDER BY touchpoint_id")
+    assert sorted(stored) == sorted([(kept.id,), (fresh.id,)])
+    assert late_rows(store) == {"verdict_changes": 2.0}
+
+
+def take_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's transaction holding the store's write lock (blocking: off the loop)."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    return db
+
+
+def free_write_lock(db: sqlite3.Connection) -> None:
+    db.execute("ROLLBACK")
+    db.close()
+
+
+async def test_a_submit_committed_in_parts_and_tried_again_tells_its_late_rows_once(
+    open_store: OpenStore,
+) -> None:
+    """An import's batch (``submit_each``) with a line the store refuses (a text SQLite cannot
+    encode) is committed in parts while another process holds the write lock: its first part, a
+    late row of Alice's phone, goes in (no row to write: left out, told, counted), the refused
+    line is left out, and the rest waits on the lock past the busy timeout. The batch is tried
+    again whole once the lock is free, and its first part goes in again. Its late row is told and
+    counted once: until 2026-12-07 it was told again at each try, and the import's summary said
+    ``erased: 2`` for one row (the metric counted it twice too)."""
+    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
+    await store.write([landing(BEFORE, PHONE), binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
+    late = landing(BEFORE, PHONE, source="late")
+    events = [
+        late,
+        landing(BEFORE, STRANGER, campaign="caf\udce9"),
+        landing(BEFORE, STRANGER, source="a"),
+        landing(BEFORE, STRANGER, source="b"),
+    ]
+    told: list[Event] = []
+    holder = await asyncio.to_thread(take_write_lock, store.path)
+    try:
+        future = store.submit_each(events, [0, 1, 2, 3], erased=told.extend)
+        while store.failing is None or store.failing[1] != LOCKED:
+            await asyncio.wait([future], timeout=0.05)
+            assert not future.done()
+    finally:
+        await asyncio.to_thread(free_write_lock, holder)
+    refused = await future
+    assert [(start, end) for start, end, _ in refused] == [(1, 2)]
+    assert told == [late]
+    assert late_rows(store) == {"touchpoints": 1.0}
+    stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
+    assert stored == [("a",), ("b",), ("first",)]
