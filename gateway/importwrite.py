@@ -132,8 +132,9 @@ class Writer:
         self.locked_since: float | None = None
         """While commits wait on another process's write lock: since when (monotonic)."""
         self.erased = erased or Erased({})
-        self.first = self.erased
-        """The erasures as the import began: those made since are looked for at its end."""
+        self.first = dict(self.erased.since)
+        """The erasures as the import began (a copy: the watch merges new ones into what it
+        read, ``Erased.merge``): those made since are looked for at its end."""
         self.watch = watch
         """The store's erasures, read again when one was made since (the import reads on)."""
         self.before = before
@@ -174,7 +175,7 @@ class Writer:
         if self.store is None or self.watch is None:
             return 0
         now = await asyncio.to_thread(Erased.read, self.watch.path)
-        since = [(key, at) for key, at in now.since.items() if at != self.first.since.get(key)]
+        since = [(key, at) for key, at in now.since.items() if at != self.first.get(key)]
         deleted = await delete_late(self.watch.path, since, "the import's deletes of an erased user's rows")
         return sum(deleted.values())
 

@@ -128,24 +128,55 @@ class Erased:
         """How far ``load`` read the tables (None: not read by it): the next ``load`` given this
         reads only the rows past it."""
         self.rows_read = 0
-        """The rows of both tables the latest ``load`` read: the new ones only, unless it read
-        them whole."""
+        """The rows of both tables the latest ``load`` or ``read`` read: the new ones only, unless
+        it read them whole."""
+        self.whole = True
+        """Read whole (False: ``read`` given ``after`` read the rows past it alone, to ``merge``)."""
 
     @classmethod
-    def read(cls, path: Path, *, only_read: bool = False) -> Erased:
+    def read(cls, path: Path, *, only_read: bool = False, after: Tops | None = None) -> Erased:
         """``only_read``: through a read-only connection (a dry run), which never writes the store
-        (nor creates it)."""
+        (nor creates it). ``after``: how far an earlier read went (its ``tops``): only the rows
+        past it are read, an ``Erased`` of those alone (``whole`` False) for the earlier one to
+        ``merge``; read whole when either table's largest id or count went back since (as
+        ``load``), and on a store from before local migration 0013 (no ``central_erasures``)."""
         since: dict[str, str] = {}
+        tops: Tops | None = None
+        read = 0
         connection = read_only(path) if only_read else sqlite3.connect(path)
         with contextlib.closing(connection) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(erasures)")}
             also = "also_keys" if "also_keys" in columns else "'[]'"
-            for row in db.execute(_ERASURES.format(also=also)):
+            central = _tables(db) >= {"central_erasures"}
+            if central:  # first: the rows read after it are at least those (as ``load``)
+                tops = Tops(*(int(n) for n in db.execute(_TOPS).fetchone()))
+            if tops is None or (after is not None and not tops.grown_from(after)):
+                after = None
+            for row in db.execute(
+                _ERASURES.format(also=also) + " WHERE rowid > ?", (after.own if after else 0,)
+            ):
                 _note(since, *row)
-            if _tables(db) >= {"central_erasures"}:
-                for key, ts in db.execute(_CENTRAL):
+                read += 1
+            if central:
+                for key, ts in db.execute(_CENTRAL + " WHERE id > ?", (after.central if after else 0,)):
                     since[key] = max(since.get(key, ""), ts)
-        return cls(since)
+                    read += 1
+        erased = cls(since)
+        erased.tops, erased.rows_read, erased.whole = tops, read, after is None
+        return erased
+
+    def merge(self, newer: Erased) -> Erased:
+        """``newer`` when it was read whole; else this, with the rows ``newer`` read past it
+        merged in (each key at the later of its two times) and how far it read. In place: a
+        holder of this that must keep what it knew takes a copy (``gateway import``'s first)."""
+        if newer.whole:
+            return newer
+        for key, ts in newer.since.items():
+            if ts > self.since.get(key, ""):
+                self.since[key] = ts
+        self.newest = max(self.newest, newer.newest)
+        self.tops, self.rows_read = newer.tops, newer.rows_read
+        return self
 
     @classmethod
     async def load(cls, db: aiosqlite.Connection, was: Erased | None = None) -> tuple[int, Erased]:
@@ -176,17 +207,10 @@ class Erased:
             async for key, ts in cursor:
                 since[key] = max(since.get(key, ""), ts)
                 read += 1
-        if after is None or was is None:
-            erased = cls(since)
-        else:  # merged only now, every row read: a failed read leaves ``was`` as it was
-            erased = was
-            for key, ts in since.items():
-                if ts > erased.since.get(key, ""):
-                    erased.since[key] = ts
-            erased.newest = max(erased.newest, max(since.values(), default=""))
-        erased.tops = tops
-        erased.rows_read = read
-        return tops.mark, erased
+        newer = cls(since)
+        newer.tops, newer.rows_read, newer.whole = tops, read, after is None
+        # Merged only now, every row read: a failed read leaves ``was`` as it was.
+        return tops.mark, newer if was is None else was.merge(newer)
 
     def late(self, event: Event) -> bool:
         """Whether ``event`` is about an erased user (or a visitor erased with one) and dated at
@@ -233,7 +257,9 @@ def _mark(path: Path) -> int:
 
 class ErasedWatch:
     """``Erased`` of a store, read again only when an erasure was stored since the last look
-    (by any process: the admin API's erasures are worker 0's)."""
+    (by any process: the admin API's erasures are worker 0's), and then only the erasures past
+    what it read (``Erased.read`` given ``after``, merged on the event loop), as the store's
+    writer reads them (``Erased.load``): until 2026-12-07 it read them all again each time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -243,6 +269,8 @@ class ErasedWatch:
     async def current(self) -> Erased:
         mark = await asyncio.to_thread(_mark, self.path)
         if mark != self.seen:
-            self.erased = await asyncio.to_thread(Erased.read, self.path)
+            after = self.erased.tops if self.seen >= 0 else None
+            newer = await asyncio.to_thread(Erased.read, self.path, after=after)
+            self.erased = self.erased.merge(newer)
             self.seen = mark
         return self.erased

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.events import Binding, Conversion, Event, Receipt, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
 from gateway.keys import Keys
+from storage.erased import ErasedWatch
 from storage.erasure import erase_user
 from storage.local import LOCKED, LocalStore
 from tests.storage.stores import OpenStore, execute, landing, read
@@ -337,3 +338,37 @@ async def test_a_submit_committed_in_parts_and_tried_again_tells_its_late_rows_o
     assert late_rows(store) == {"touchpoints": 1.0}
     stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
     assert stored == [("a",), ("b",), ("first",)]
+
+
+async def test_the_watch_of_signed_events_and_imports_reads_only_the_erasures_stored_since(
+    open_store: OpenStore,
+) -> None:
+    """``ErasedWatch`` (the signed events' intake, ``gateway import``) read every erasure again
+    whenever the mark moved, as the store's writer did until it read only the new ones. Now it
+    reads those past what it read (here 2 of 18), each key at its latest erasure, and reads
+    them whole again when rows of them were deleted (the count or the largest id gone back)."""
+    store = await open_store()
+    await store.write([binding(OLD - timedelta(seconds=30), PHONE)])
+    for raw in EARLIER_USERS:
+        await erase(store.path, raw, OLD)
+    for n in range(8):
+        await erased_elsewhere(store.path, KEYS.visitor_key(f"earlier-device-{n}"), OLD)
+    watch = ErasedWatch(store.path)
+    first = await watch.current()
+    assert first.rows_read == 16
+    assert await watch.current() is first  # the mark did not move: nothing read
+
+    await erase_alice(store.path)
+    await erased_elsewhere(store.path, KEYS.visitor_key("earlier-device-2"), NOW)
+    erased = await watch.current()
+    assert erased.rows_read == 2
+    assert erased.since[ALICE] == iso(NOW) and erased.since[PHONE] == iso(NOW)
+    assert erased.since[KEYS.visitor_key("earlier-device-2")] == iso(NOW)
+    assert erased.since[KEYS.user_key(EARLIER_USERS[0])] == iso(OLD)
+    assert erased.late(landing(BEFORE, PHONE)) and not erased.late(landing(AFTER, PHONE))
+
+    await asyncio.to_thread(execute, store.path, "DELETE FROM erasures WHERE rowid = 3")
+    await erased_elsewhere(store.path, TABLET, NOW)
+    erased = await watch.current()
+    assert erased.rows_read == 8 + 9  # whole: 8 erasures here, 9 keys from other nodes
+    assert KEYS.user_key(EARLIER_USERS[2]) not in erased.since and erased.since[TABLET] == iso(NOW)
