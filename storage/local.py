@@ -1380,7 +1380,10 @@ class LocalStore:
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
         while True:
-            late = await self._late(db, kind, events)
+            if kind is VerdictChange or kind is BadEvent:  # seldom: a read, or bodies opened
+                late = await self._late(db, kind, events)
+            else:
+                late = self._erased.late_in(events)
             kept = _without(events, late) if late else events
             if not kept:  # an erasure is never undone: left out on what the writer knows
                 return late, counted, bound
@@ -1405,14 +1408,12 @@ class LocalStore:
                 return late, counted, bound
 
     async def _late(self, db: aiosqlite.Connection, kind: type, events: list[Event]) -> list[Event]:
-        """The late rows of ``events``, all of ``kind``: a touchpoint, binding or conversion by its
-        keys and time (``Erased.late_in``); a verdict change by its touchpoint, gone
-        (``_orphans``); a bad event by the keys it names (``_late_bad``)."""
+        """The late rows of ``events``, all verdict changes or all bad events, which name no key
+        of their own (a touchpoint, binding or conversion: ``Erased.late_in``): a verdict change
+        by its touchpoint, gone (``_orphans``); a bad event by the keys it names (``_late_bad``)."""
         if kind is VerdictChange:
             return await _orphans(db, events)
-        if kind is BadEvent:
-            return await self._late_bad(events)
-        return self._erased.late_in(events)
+        return await self._late_bad(events)
 
     async def _late_bad(self, events: Sequence[Event]) -> list[Event]:
         """The bad events of ``events`` that name a key erased at or after they were received (a
