@@ -1238,9 +1238,24 @@ _DECODED_NAMES = ", ".join(sorted(AIOHTTP_DECODES - {"", "identity"}))
 _JSON_CHARSETS = frozenset({"utf-8", "ascii"})
 """The charsets a JSON body may be labelled with (``codecs`` names): UTF-8, as RFC 8259 §8.1
 has JSON sent, and ASCII, a part of it."""
-_SEND_JSON = (
-    "send the body as JSON with Content-Type: application/json (curl: -H 'Content-Type: application/json')"
-)
+_JSON_TYPE = "application/json (curl: -H 'Content-Type: application/json')"
+_SEND_JSON = f"send the body as JSON with Content-Type: {_JSON_TYPE}"
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+"""A quoted parameter value (RFC 9110 §5.6.4), which may hold a comma."""
+
+
+def media_types(label: str) -> list[str]:
+    """The media types a ``Content-Type`` value holds, each with its parameters: one, or, where
+    a proxy joined two lines into one with commas (RFC 9110 §5.3), several (a comma inside a
+    quoted parameter value separates nothing); empty ones (``a/b,``) left out."""
+    unquoted = _QUOTED.sub(lambda m: "\x00" * len(m[0]), label)
+    types, start = [], 0
+    for at, char in enumerate(unquoted):
+        if char == ",":
+            types.append(label[start:at])
+            start = at + 1
+    types.append(label[start:])
+    return [kind.strip() for kind in types if kind.strip()]
 
 
 def is_json_type(request: web.Request) -> bool:
@@ -1258,6 +1273,13 @@ def json_content_type(request: web.Request) -> None:
     label = request.headers.get(hdrs.CONTENT_TYPE)
     if label is None and not request.body_exists:
         return
+    types = media_types(label or "")
+    if len(types) > 1:
+        # Two lines joined into one (RFC 9110 §5.3; two lines the parser refuses itself):
+        # aiohttp reads the first, so a JSON body labelled "application/json, text/plain" was
+        # read as JSON and one labelled the other way round was said to be text.
+        shown = ", ".join(repr(kind[:100]) for kind in types[:4])
+        raise ApiError(400, f"Content-Type: holds {len(types)} types ({shown}); send it once: {_JSON_TYPE}")
     if label is None or not is_json_type(request):
         said = "none" if label is None else repr(label[:100])
         raise ApiError(415, f"Content-Type: expected application/json, got {said}; {_SEND_JSON}")

@@ -166,6 +166,12 @@ def reason(exc: BaseException | None, status: int) -> str:
             return (
                 "the request is not valid HTTP: Content-Length and Transfer-Encoding given together; send one"
             )
+        twice = _DUPLICATE.fullmatch(first)
+        if twice:  # its apostrophes too: which of two Content-Type lines was meant?
+            sent = twice[1] or twice[2]
+            name = _SINGLETONS.get(sent.lower(), sent)
+            if SHOWN_NAME.fullmatch(name.encode()):
+                return f"the request is not valid HTTP: {name} given more than once; send it once"
         detail = first if first.isascii() and first.isprintable() and not set(first) & set("'\"\\") else ""
         return "the request is not valid HTTP" + (f": {detail}" if 0 < len(detail) <= 100 else "")
     if status >= 500:
@@ -180,6 +186,26 @@ _BOTH_LENGTHS = frozenset(
     )
 )
 """The parser's reasons for a request that gives both, which RFC 9112 §6.2 forbids a sender."""
+_DUPLICATE = re.compile(r"Duplicate '([^']*)' header found\.?|Duplicate (Content-Length)")
+"""aiohttp's reason (both parsers) for a header RFC 9110 allows once given twice, as sent; and
+llhttp's for two ``Content-Length`` lines, which it refuses first."""
+_SINGLETONS = {
+    name.lower(): name
+    for name in (
+        "Content-Length",
+        "Content-Location",
+        "Content-Range",
+        "Content-Type",
+        "ETag",
+        "Host",
+        "Max-Forwards",
+        "Server",
+        "Transfer-Encoding",
+        "User-Agent",
+    )
+}
+"""The headers aiohttp's parser refuses twice, spelt as RFC 9110 does (a client's own spelling,
+``CONTENT-TYPE``, is the Python parser's name)."""
 _HTTP_REASONS = {417: "Expect: the only expectation understood is 100-continue"}
 """Reasons of the refusals aiohttp raises before the app's middlewares see the request."""
 CUT_OFF = 0.1

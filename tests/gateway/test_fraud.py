@@ -979,6 +979,62 @@ async def test_a_json_body_labelled_as_something_else_is_a_415_naming_json(
     assert (await gw.api("/api/creators"))["items"] == []
 
 
+TWICE = " send it once: application/json (curl: -H 'Content-Type: application/json')"
+
+
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        # Two lines: the parser refuses them (until 2026-12-07 saying no more than "the
+        # request is not valid HTTP").
+        (
+            ["application/json", "text/plain"],
+            "the request is not valid HTTP: Content-Type given more than once; send it once",
+        ),
+        # The same two joined into one line, as a proxy may join repeated lines (RFC 9110
+        # §5.3): read as JSON, by its first type, until 2026-12-07.
+        (
+            ["application/json; charset=utf-8, text/plain"],
+            "Content-Type: holds 2 types ('application/json; charset=utf-8', 'text/plain');" + TWICE,
+        ),
+        # Was a 415 saying the body was 'text/plain, application/json'.
+        (
+            ["text/plain, application/json"],
+            "Content-Type: holds 2 types ('text/plain', 'application/json');" + TWICE,
+        ),
+        (
+            ["application/json,application/json"],
+            "Content-Type: holds 2 types ('application/json', 'application/json');" + TWICE,
+        ),
+    ],
+)
+async def test_a_body_labelled_twice_is_a_400_naming_content_type(
+    start_gateway, origin, lines: list[str], why: str
+) -> None:
+    """A body labelled with two types was judged by the first (aiohttp reads the first): which
+    does the client mean? Neither is believed: a 400 naming the header, as two
+    ``Authorization`` lines get, and nothing is stored."""
+    gw = await start_gateway(origin[0])
+    await visit(gw, "/?utm_source=x", CURL)
+    (item,) = (await gw.api("/api/touchpoints"))["items"]
+    paths = {"verdict": f"/api/touchpoints/{item['id']}/verdict", "creator": "/api/creators/ben"}
+    labels = "".join(f"Content-Type: {line}\r\n" for line in lines)
+    for method, path, fields in JSON_BODIES:
+        data = json.dumps(fields).encode()
+        request = (
+            f"{method} {paths[path]} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n{labels}"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        resp = await raw_request(gw.admin.port, request + data)
+        assert (resp.status, json.loads(resp.body)) == (400, {"ok": False, "status": 400, "error": why}), (
+            method,
+            path,
+        )
+    after = await gw.api(f"/api/touchpoints/{item['id']}/verdict")
+    assert [c["origin"] for c in after["changes"]] == [], after
+    assert (await gw.api("/api/creators"))["items"] == []
+
+
 async def test_a_json_body_is_read_under_every_json_content_type(start_gateway, origin) -> None:
     gw = await start_gateway(origin[0])
     await visit(gw, "/?utm_source=x", CURL)

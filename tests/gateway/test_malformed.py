@@ -205,6 +205,27 @@ REFUSED_BY_THE_PARSER = {
         b"0\r\n\r\n",
         "the request is not valid HTTP: Content-Length and Transfer-Encoding given together; send one",
     ),
+    # The parser refuses a header RFC 9110 allows once, given twice; its reason has apostrophes
+    # ("Duplicate 'Content-Type' header found."), so until 2026-12-07 none followed: which one?
+    "two_content_types": (
+        b"PUT /api/creators/ben HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+        "the request is not valid HTTP: Content-Type given more than once; send it once",
+    ),
+    "two_content_types_spelt_apart": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\ncontent-type: text/plain\r\n"
+        b"CONTENT-TYPE: text/plain\r\n\r\n",
+        "the request is not valid HTTP: Content-Type given more than once; send it once",
+    ),
+    "two_content_lengths": (
+        b"POST /api/health HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        "the request is not valid HTTP: Content-Length given more than once; send it once",
+    ),
+    "two_etags": (
+        b"GET /api/health HTTP/1.1\r\nHost: t\r\netag: x\r\nEtag: y\r\n\r\n",
+        "the request is not valid HTTP: ETag given more than once; send it once",
+    ),
 }
 
 
@@ -284,7 +305,19 @@ REFUSED_BELOW_THE_PREFIX = {
     ),
     "absolute_form_target": (
         b"POST http://t/_gw/events HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}",
-        "the request is not valid HTTP",
+        "the request is not valid HTTP: Content-Length given more than once; send it once",
+    ),
+    # Which label did the sender mean? Until 2026-12-07 no reason followed (the parser's has
+    # apostrophes): the same 400, now naming the header, as on the admin listener.
+    "two_content_types": (
+        b"POST /_gw/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+        "the request is not valid HTTP: Content-Type given more than once; send it once",
+    ),
+    "two_content_types_to_segment": (
+        b"POST /_gw/segment/v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        "the request is not valid HTTP: Content-Type given more than once; send it once",
     ),
 }
 
