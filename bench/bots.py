@@ -166,7 +166,9 @@ def run(count: int, seed: int = 7) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bots", allow_abbrev=False, description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--requests",
         type=at_least(1),

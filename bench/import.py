@@ -85,7 +85,9 @@ def one_pass(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.import", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.import", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--lines", type=at_least(1), default=500_000, help="log lines (default 500,000)")
     parser.add_argument(
         "--format", choices=("combined", "json-lines"), default="combined", help="(default combined)"

@@ -224,7 +224,7 @@ def _spread(connections: int) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.instructions", description=__doc__.split("\n\n")[0]
+        prog="python -m bench.instructions", allow_abbrev=False, description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--requests", type=int, default=1000, help="measured requests a scenario (1000)")
     parser.add_argument("--warmup", type=int, default=200, help="requests before counting starts (200)")

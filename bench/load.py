@@ -189,7 +189,7 @@ async def run_load(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.load")
+    parser = argparse.ArgumentParser(prog="python -m bench.load", allow_abbrev=False)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--scenario", choices=SCENARIOS, required=True)
     parser.add_argument("--seconds", type=float, default=5.0)

@@ -199,7 +199,9 @@ async def run(args: argparse.Namespace, admin_dsn: str, folder: Path, baseline: 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.loopstall", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loopstall", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--touchpoints",
         type=at_least(1),

@@ -90,7 +90,9 @@ def _listening(process: subprocess.Popen[str], port: int, timeout: float) -> boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.mitm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mitm", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--seconds", type=at_least(0.001, float), default=5.0, help="measured seconds per run (default 5)"
     )

@@ -383,7 +383,9 @@ def worker_scaling(summary: Sequence[Summary]) -> list[tuple[str, int, float, fl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.proxy", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="unmeasured seconds before each run (default 1)"

@@ -206,7 +206,9 @@ def _ready(reports: Reports, part: Slice) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reports", allow_abbrev=False, description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--store", type=Path, help="an existing store, from python -m bench.synth (default: generate one)"
     )

@@ -225,7 +225,7 @@ class GcStats:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.servers")
+    parser = argparse.ArgumentParser(prog="python -m bench.servers", allow_abbrev=False)
     parser.add_argument("kind", choices=sorted(STARTERS))
     parser.add_argument("--upstream", default="", help="origin URL (bare, gateway)")
     parser.add_argument("--store", default="", help="folder for the gateway's SQLite store")

@@ -241,7 +241,9 @@ def print_result(result: RunResult) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=120.0, help="length of each run (default 120)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="proxy.workers of each run")
     parser.add_argument("--rate", type=float, default=60.0, help="requests a second (default 60)")

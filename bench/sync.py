@@ -176,7 +176,9 @@ async def lag_under_load(args: argparse.Namespace, store: LocalStore, sync: Sync
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sync", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--rows", type=at_least(1), default=200_000, help="touchpoints to catch up (default 200,000)"
     )

@@ -228,7 +228,9 @@ async def _create(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.synth", allow_abbrev=False, description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "out", type=Path, help="store file to create (must not exist: it is never overwritten)"
     )

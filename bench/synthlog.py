@@ -112,7 +112,7 @@ def write_log(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.synthlog")
+    parser = argparse.ArgumentParser(prog="python -m bench.synthlog", allow_abbrev=False)
     parser.add_argument("out", type=Path)
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--format", choices=sorted(FORMATTERS), default="combined")

@@ -440,7 +440,9 @@ def product_learning(reports: Reports, share: Share, accepted: frozenset[str]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.touchcache", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.touchcache", allow_abbrev=False, description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--store", type=Path, required=True, help="a migrated COPY of the benchmark store")
     parser.add_argument("--share", type=int, default=0, help="which share of two (0 or 1)")
     parser.add_argument("--new", type=int, default=10_000, help="rows left out of the load, then refreshed")

@@ -1271,9 +1271,13 @@ class _StoreOnce(argparse._StoreAction):
 
 class _Parser(argparse.ArgumentParser):
     """Every command's parser (subcommands inherit the class): an option taking a value may be
-    given once, and a wrong command line is told in one line naming what is wrong."""
+    given once and in full, and a wrong command line is told in one line naming what is wrong."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # An option cut short (``--dry`` for ``--dry-run``) is an unknown one: taken for the
+        # option it begins, it would change meaning, or stop working, once an option beginning
+        # the same is added.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)

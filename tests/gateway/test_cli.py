@@ -1333,9 +1333,12 @@ def test_run_refuses_its_workers_listen_options_naming_the_config_key(
     )
     done = gateway("run", "-c", str(cfg), "--dev", flag, "127.0.0.1:1", env=ENV)
     assert done.returncode == 2, done.stderr
-    named = "--admin-listen" if flag == "--admin-l" else flag
+    if flag == "--admin-l":  # taken for --admin-listen until 2026-12-07; cut short, no option
+        assert done.stderr.startswith("gateway run: error: unrecognized arguments: --admin-l 127.0.0.1:1")
+        assert not (tmp_path / "gw.db").exists()
+        return
     assert done.stderr.strip() == (
-        f"gateway run: error: {named} is not an option (the gateway gives it to its own worker"
+        f"gateway run: error: {flag} is not an option (the gateway gives it to its own worker"
         f" processes); set {key} in the config ({cfg}); see `gateway run --help`"
     )
     assert not (tmp_path / "gw.db").exists()  # refused before anything was opened

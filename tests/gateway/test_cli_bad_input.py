@@ -453,3 +453,39 @@ def test_a_master_secret_with_a_trailing_newline_is_warned_of(argv: tuple[str, .
     assert done.returncode == clean.returncode, done  # a warning: a running gateway keeps its keys
     said = " ".join((done.stdout + done.stderr).split())
     assert PADDED_SECRET_SAID in said, said
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["import", "--dry", "a.log"], "--dry (did you mean --dry-run?)"),
+        (["import", "a.log", "--work", "2"], "--work 2 (did you mean --workers?)"),
+    ],
+)
+def test_an_option_cut_short_is_refused_naming_it(argv: list[str], said: str, tmp_path: Path) -> None:
+    """``gateway import --dry FILE`` ran as ``--dry-run``, ``--work 2`` as ``--workers 2``:
+    argparse takes an option cut short while it begins one alone, and an option added later
+    beginning the same would have made it mean another, or nothing. Refused, naming it."""
+    (tmp_path / "a.log").write_text("")
+    done = gateway(*argv, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == (
+        f"gateway import: error: unrecognized arguments: {said}; see `gateway import --help`\n"
+    )
+
+
+@pytest.mark.parametrize("words", [(), *COMMANDS], ids=lambda words: " ".join(words) or "gateway")
+def test_no_option_is_taken_cut_short(words: tuple[str, ...]) -> None:
+    """Every command's every long option, one letter short, is an unknown word to its parser,
+    not the option it begins (parsed alone: a command taking it would run)."""
+    parser = build_parser()
+    own = COMMANDS[words] if words else parser
+    options = {o for a in own._actions for o in a.option_strings if o.startswith("--")}
+    before = [*words, *_required(words)] if words else []
+    after = [] if words else ["check"]
+    for option in sorted(options - {"--help"}):
+        cut = option[:-1]
+        if cut in options or len(cut) < 3:
+            continue
+        _, unknown = parser.parse_known_args([*before, cut, *after])
+        assert cut in unknown, (words, option)
