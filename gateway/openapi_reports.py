@@ -247,6 +247,14 @@ def _answer(row_ref: str, extra: dict[str, Any], required: list[str]) -> dict[st
                             "conversion": _NULLABLE_STR,
                             "verdicts": {"type": "array", "items": {"type": "string"}},
                             "population": _NULLABLE_STR,
+                            "conversion_names": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "only when the report is limited to a conversion or"
+                                " population and counts no conversion (payouts: to a conversion none"
+                                " of the period's has): the names of the period's conversions, most"
+                                " frequent first, so that a typo in conversion reads as one",
+                            },
                             "source": _SOURCE,
                             "columns": {"type": "array", "items": {"type": "string"}},
                             "rows": {"type": "array", "items": {"$ref": row_ref}},

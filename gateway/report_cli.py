@@ -23,7 +23,6 @@ from gateway.admin import ApiError, span
 from gateway.attribution import MODELS, Attribution
 from gateway.cliargs import whole_number
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.events import iso
 from gateway.openapi import DELIMITERS
 from gateway.openapi_reports import GROUP_BY
 from gateway.payouts import Payouts
@@ -31,7 +30,7 @@ from gateway.reportapi import PARAMS, period, table_param
 from storage.local import store_hint
 from storage.migrate import SchemaTooNew, refuse_newer_file
 from storage.populations import POPULATIONS, population_refused
-from storage.queries import Reader
+from storage.queries import Reader, period_conversion_names
 from storage.reports import Reports
 
 
@@ -142,7 +141,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        report = asyncio.run(_report(settings, args, query)).table(table)
+        whole = asyncio.run(_report(settings, args, query))
+        report = whole.table(table)
     except (SchemaTooNew, sqlite3.DatabaseError) as err:
         # A store an older gateway left lacks tables too: that is said first (older_hint).
         key = "storage.path" if settings.mirror_path is None else "central.mirror_path"
@@ -157,6 +157,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         # An empty file (an NDJSON has no header) read as a failed export: say why it is empty,
         # as the table does, where a script's output is not (until 2026-12-07 nothing).
         print(f"gateway report: {report.no_rows().removeprefix('(').removesuffix(')')}", file=sys.stderr)
+    elif args.format != "table" and (uncredited := whole.uncredited()) is not None:
+        print(f"gateway report: {uncredited}", file=sys.stderr)  # rows of creators, credited nothing
     if sys.stdout is None:  # started with its output closed (``>&-``): the report goes nowhere
         return 0
     sys.stdout.flush()
@@ -348,16 +350,15 @@ async def _report(
     await reports.open()
     try:
         if args.payouts:
-            return await reporting.payouts(reports, Payouts(settings.options.payouts), query)
-        if args.paths:
+            report = await reporting.payouts(reports, Payouts(settings.options.payouts), query)
+        elif args.paths:
             report = await reporting.paths(reports, query)
         else:
             report = await reporting.attribution(reports, query, by_day=args.timeseries)
     finally:
         await reports.close()
-    counted = report.meta["summary"]["conversions"] if args.paths else len(report.rows)
-    if not counted and (query.conversion is not None or query.population is not None):
-        report.meta["conversion_names"] = await _conversion_names(settings.report_path, query)
+    if report.wants_names():
+        report.named(await _conversion_names(settings.report_path, query))
     return report
 
 
@@ -367,9 +368,6 @@ async def _conversion_names(path: Path, query: reporting.Query) -> list[str]:
     reader = Reader(path)
     await reader.open()
     try:
-        sql = "SELECT name, count(*) FROM conversions WHERE ts >= ? AND ts < ? GROUP BY name"
-        async with reader.db.execute(sql, (iso(query.since), iso(query.until))) as cursor:
-            named = {str(name): int(n) for name, n in await cursor.fetchall()}
+        return await period_conversion_names(reader.db, query.since, query.until)
     finally:
         await reader.close()
-    return sorted(named, key=lambda name: (-named[name], name))

@@ -38,7 +38,7 @@ from gateway.openapi_reports import GROUP_BY
 from gateway.report_learnt import LEARNT, LEARNT_REPORTS
 from gateway.reportstate import REPORTING_KEY, Reporting
 from storage.populations import POPULATIONS, population_refused
-from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT
+from storage.queries import FRAUD_GROUPS, FRAUD_LIMIT, period_conversion_names
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
@@ -188,9 +188,16 @@ def _table(request: web.Request, report: str, default_model: str = "linear") -> 
     return table_param("table", request.query.get("table"), report, _format(request), model)
 
 
-def respond(request: web.Request, report: reporting.Report, table: str = "rows") -> web.Response:
-    """``report`` in the format asked for; ``table``: what its download holds (``_table``)."""
+async def respond(request: web.Request, report: reporting.Report, table: str = "rows") -> web.Response:
+    """``report`` in the format asked for; ``table``: what its download holds (``_table``). A
+    report limited to a conversion name or a population that counts nothing names the period's
+    conversions (``conversion_names``), as ``gateway report`` does: until 2026-12-07 a typo in
+    ``conversion`` answered an empty report, or every creator paid 0, without a word."""
     kind = _format(request)
+    if report.wants_names():
+        live = request.app[REPORTING_KEY]
+        reader = live.reader or request.app[READER_KEY]  # the mirror's when the reports read it
+        report.named(await period_conversion_names(reader.db, *_period_of(report)))
     report = report.table(table)
     varies = vary(request.query)
     if kind == "json":
@@ -212,11 +219,16 @@ def respond(request: web.Request, report: reporting.Report, table: str = "rows")
     )
 
 
+def _period_of(report: reporting.Report) -> tuple[datetime, datetime]:
+    """The period a report's answer names (``since``, ``until``: UTC text)."""
+    return datetime.fromisoformat(report.meta["since"]), datetime.fromisoformat(report.meta["until"])
+
+
 async def attribution(request: web.Request) -> web.Response:
     only_params(request, PARAMS["attribution"])
     table = _table(request, "attribution")
     q = query(request, default_model="linear")
-    return respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q), table)
+    return await respond(request, await reporting.attribution(request.app[REPORTING_KEY].reports, q), table)
 
 
 async def timeseries(request: web.Request) -> web.Response:
@@ -224,14 +236,14 @@ async def timeseries(request: web.Request) -> web.Response:
     table = _table(request, "timeseries")
     q = query(request, default_model="linear")
     engine = request.app[REPORTING_KEY].reports
-    return respond(request, await reporting.attribution(engine, q, by_day=True), table)
+    return await respond(request, await reporting.attribution(engine, q, by_day=True), table)
 
 
 async def paths(request: web.Request) -> web.Response:
     only_params(request, PARAMS["paths"])
     table = _table(request, "paths")
     q = query(request, default_model="linear")
-    return respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q), table)
+    return await respond(request, await reporting.paths(request.app[REPORTING_KEY].reports, q), table)
 
 
 async def payouts(request: web.Request) -> web.Response:
@@ -240,7 +252,7 @@ async def payouts(request: web.Request) -> web.Response:
     live = request.app[REPORTING_KEY]
     engine, rules = live.reports, live.payouts  # taken once: a reload meanwhile does not mix them
     q = query(request, default_model=rules.model, all_models=False, payouts=True)
-    return respond(request, await reporting.payouts(engine, rules, q), table)
+    return await respond(request, await reporting.payouts(engine, rules, q), table)
 
 
 async def fraud(request: web.Request) -> web.Response:
@@ -257,7 +269,7 @@ async def fraud(request: web.Request) -> web.Response:
     reader = request.app[REPORTING_KEY].reader or request.app[READER_KEY]  # the mirror's, if any
     if kind != "json":
         groups = await reader.fraud(since, until, group_by, limit=None)
-        return respond(request, reporting.fraud(groups, group_by, since, until))
+        return await respond(request, reporting.fraud(groups, group_by, since, until))
     groups = await reader.fraud(since, until, group_by, limit=FRAUD_LIMIT + 1)
     answer = ok(
         {

@@ -247,6 +247,8 @@ class Report:
         for total in self.meta.get("totals", []):
             parts = [f"{k} {_cell(v, k)}" for k, v in total.items() if k != "currency"]
             out += wrapped(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
+        if (uncredited := self.uncredited(columns, ellipsis)) is not None:
+            out += wrapped(f"({uncredited})")
         if LEARNT in self.meta:  # a second table: what data_driven learnt
             part = self.meta[LEARNT]
             learnt = Report(LEARNT, LEARNT_COLUMNS[:3], part["channels"], {"since": None, "until": None})
@@ -283,6 +285,32 @@ class Report:
 
         out = [line(self.columns), line(["-" * w for w in widths])]
         return out + ([line(r) for r in cells] or wrap(shown(self.no_rows(columns, ellipsis)), columns))
+
+    def wants_names(self) -> bool:
+        """Whether why this report counts nothing may be in the period's conversion names
+        (``conversion_names``, read by the caller then given to ``named``): it is limited to a
+        conversion name or a population and counts no conversion; a payout report, which lists
+        the creators clicked whatever it credits, to a name and credits none."""
+        conversion, population = self.meta.get("conversion"), self.meta.get("population")
+        if self.name == "payouts":
+            return conversion is not None and not any(row["conversions"] for row in self.rows)
+        counted = self.meta["summary"]["conversions"] if self.name == "paths" else len(self.rows)
+        return (conversion is not None or population is not None) and not counted
+
+    def named(self, names: list[str]) -> None:
+        """Keep the period's conversion names (``wants_names``), for the JSON's
+        ``conversion_names`` and the terminal's reason. A payout report keeps them only when its
+        name is none of them: credited to no creator, conversions of that name may be there."""
+        if self.name != "payouts" or self.meta.get("conversion") not in names:
+            self.meta["conversion_names"] = names
+
+    def uncredited(self, columns: int = 0, ellipsis: str = ELLIPSIS) -> str | None:
+        """Why a payout report that lists creators credits none of them, when that is its
+        conversion name, none of the period's (a typo): its rows read as nothing owed (until
+        2026-12-07 with nothing said). None for any other report, or when it is not so."""
+        if self.name != "payouts" or not self.rows or "conversion_names" not in self.meta:
+            return None
+        return f"no conversions credited: {self.why_empty(columns, ellipsis)}"
 
     def no_rows(self, columns: int = 0, ellipsis: str = ELLIPSIS) -> str:
         """What an empty terminal table says. When the caller read the period's conversion

@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from gateway.events import VERDICTS
+from gateway.events import VERDICTS, iso
 from gateway.ids import id_floor
 from storage.access import full_disk
 from storage.erased import erased_at, erasure_mark
@@ -138,6 +138,16 @@ def filters(what: str, equals: Mapping[str, str] | None, allowed: tuple[str, ...
 
 SHARE = Decimal("0.0001")
 """A share's precision: four decimals, on every row (none of a whole of zero too)."""
+
+
+async def period_conversion_names(db: aiosqlite.Connection, since: datetime, until: datetime) -> list[str]:
+    """The names of the conversions of ``since``..``until``, most frequent first (then by name):
+    what a report limited to a name none of them has names instead (``gateway report``, the
+    report endpoints' ``conversion_names``), so that a typo reads as one."""
+    sql = "SELECT name, count(*) FROM conversions WHERE ts >= ? AND ts < ? GROUP BY name"
+    async with db.execute(sql, (iso(since), iso(until))) as cursor:
+        named = {str(name): int(n) for name, n in await cursor.fetchall()}
+    return sorted(named, key=lambda name: (-named[name], name))
 
 
 def share(part: int, whole: int) -> Decimal:

@@ -880,6 +880,45 @@ def test_a_paths_report_of_no_conversion_says_why_under_its_summary(tmp_path: Pa
     assert done.stdout.splitlines()[-1].startswith("conversions "), done.stdout
 
 
+def test_a_payout_report_that_credits_nothing_says_why_under_its_table(tmp_path: Path) -> None:
+    """The payout report lists every creator clicked in the period whatever it credits, so a
+    conversion name none of the period's conversions has (a typo) printed each creator with
+    `approve`, 0 conversions and a payout of 0, and nothing else: a partner manager read it as
+    nothing owed (until 2026-12-07). It says why under its table, as the paths report does
+    under its summary, and on stderr for a download."""
+    from tests.gateway.test_reports_api import EVENTS
+
+    cfg = _report_store(tmp_path, EVENTS)
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+    said = (
+        "(no conversions credited: no conversion named 'purchse' in this period; recorded in it: 'purchase')"
+    )
+    done = gateway("report", "-c", str(cfg), "--payouts", *period, "--conversion", "purchse")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[4:6]] == [["cr_ana", "approve"], ["cr_ben", "approve"]]
+    assert lines[-1] == said, done.stdout
+    done = gateway(
+        "report", "-c", str(cfg), "--payouts", *period, "--conversion", "purchse", "--format", "csv"
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3  # the header and the two creators, as the table
+    assert done.stderr == f"gateway report: {said[1:-1]}\n"
+    # A name of the period credited to no creator is no typo: nothing is said then (from the
+    # 11th, cr_ben's click is followed by the newsletter's, which takes the USD order).
+    done = gateway(
+        "report", "-c", str(cfg), "--payouts", "--since", "2026-11-11", "--until", "2026-12-01",
+        "--conversion", "purchase",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[4].split()[:2] == ["cr_ben", "approve"] and lines[5:] == [], done.stdout
+    # A report that credits something adds nothing under its totals.
+    done = gateway("report", "-c", str(cfg), "--payouts", *period, "--conversion", "purchase")
+    assert done.stdout.splitlines()[-1].startswith("total EUR: payout "), done.stdout
+    assert done.stderr == ""
+
+
 def test_an_empty_payouts_report_says_no_creator_was_clicked_or_credited(tmp_path: Path) -> None:
     """Payouts list every creator clicked or credited in the period: until 2026-12-06 a period
     with none printed a bare "(no rows)"."""

@@ -1469,6 +1469,51 @@ async def test_a_conversion_name_with_spaces_around_it_is_a_400_not_an_empty_rep
     assert (await get(gw, "/api/attribution", **PERIOD, conversion="purchase"))["rows"]
 
 
+async def test_verdicts_given_twice_or_spaced_count_once_and_are_said_once(gw: RunningGateway) -> None:
+    """The verdicts are a set: in any order, spaces around a name dropped, a name given twice
+    counted once, and the answer and the download's name list each once, sorted (README,
+    Report endpoints)."""
+    for path in ("/api/attribution", "/api/payouts"):
+        plain = await get(gw, path, **PERIOD, verdicts="allow,review")
+        again = await get(gw, path, **PERIOD, verdicts="review, allow,allow ")
+        assert again["verdicts"] == ["allow", "review"]
+        assert again["rows"] == plain["rows"]
+    async with gw.session.get(
+        gw.admin_url + "/api/payouts",
+        headers=AUTH,
+        params={**PERIOD, "verdicts": "review,allow,review", "format": "csv"},
+    ) as resp:
+        assert resp.headers["Content-Disposition"] == (
+            'attachment; filename="payouts-last_touch-allow+review-from-2026-11-01-to-2026-11-30.csv"'
+        )
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/attribution", "/api/attribution/timeseries", "/api/attribution/paths", "/api/payouts"]
+)
+async def test_a_report_limited_to_a_name_none_of_the_period_has_names_those_recorded(
+    gw: RunningGateway, path: str
+) -> None:
+    """A conversion name none of the period's conversions has (a typo) answered an empty report,
+    or for payouts every creator clicked with a payout of 0, with nothing saying why, where
+    `gateway report` names the ones recorded (until 2026-12-07). The JSON names them too, most
+    frequent first, as the dashboard's summary does: `conversion_names`."""
+    typo = await get(gw, path, **PERIOD, conversion="purchse")
+    assert typo["conversion_names"] == ["purchase"]
+    if path == "/api/payouts":  # the creators clicked are listed, credited nothing
+        assert [(r["creator_id"], r["status"], r["payout"]) for r in typo["rows"]] == [
+            ("cr_ana", "approve", 0),
+            ("cr_ben", "approve", 0),
+        ]
+        assert typo["totals"] == []
+    # A population none of them reached alike (payouts: no creator clicked in it, no rows); a
+    # report that counts a conversion names none.
+    if path != "/api/payouts":
+        assert (await get(gw, path, **PERIOD, population="no_consent"))["conversion_names"] == ["purchase"]
+    assert "conversion_names" not in await get(gw, path, **PERIOD, conversion="purchase")
+    assert "conversion_names" not in await get(gw, path, **PERIOD)
+
+
 async def test_a_period_the_wrong_way_round_reads_alike_everywhere(gw: RunningGateway) -> None:
     """One message for since >= until, on the reports as on the listings, its times written as
     every answer writes a timestamp (a touchpoint's ``ts``, a listing's ``since``)."""
