@@ -153,12 +153,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     if settings.mirror_path is not None:
         print(_mirror_note(settings.mirror_path, args.config), file=sys.stderr)
-    if args.format != "table" and not report.rows:
+    if args.format != "table" and (uncredited := whole.uncredited()) is not None:
+        # Rows of creators credited nothing, or their totals none: the name is none of the period's.
+        print(f"gateway report: {uncredited}", file=sys.stderr)
+    elif args.format != "table" and not report.rows:
         # An empty file (an NDJSON has no header) read as a failed export: say why it is empty,
         # as the table does, where a script's output is not (until 2026-12-07 nothing).
         print(f"gateway report: {report.no_rows().removeprefix('(').removesuffix(')')}", file=sys.stderr)
-    elif args.format != "table" and (uncredited := whole.uncredited()) is not None:
-        print(f"gateway report: {uncredited}", file=sys.stderr)  # rows of creators, credited nothing
     if sys.stdout is None:  # started with its output closed (``>&-``): the report goes nowhere
         return 0
     sys.stdout.flush()

@@ -904,6 +904,19 @@ def test_a_payout_report_that_credits_nothing_says_why_under_its_table(tmp_path:
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3  # the header and the two creators, as the table
     assert done.stderr == f"gateway report: {said[1:-1]}\n"
+    # Its totals, none, alike (they said "no rows").
+    done = gateway(
+        "report", "-c", str(cfg), "--payouts", *period, "--conversion", "purchse", "--format", "csv",
+        "--table", "totals",
+    )  # fmt: skip
+    assert (
+        (done.returncode, done.stdout, done.stderr)
+        == (
+            0,
+            "currency,payout\n",  # text mode: the CSV's CRLF read as a newline
+            f"gateway report: {said[1:-1]}\n",
+        )
+    )
     # A name of the period credited to no creator is no typo: nothing is said then (from the
     # 11th, cr_ben's click is followed by the newsletter's, which takes the USD order).
     done = gateway(
