@@ -28,7 +28,8 @@ before the store is open waits for it (started by ``gateway mitmdump``, one befo
 too: it is held blocked from the process's start until the handler is in place). mitmproxy
 runs this file again when it changes (its script watcher): the old instance ends once the flows
 it began have (``done``), keeping the new instance's SIGHUP handler and log levels, and hands it
-the cookieless salt; the new one reads the config again and opens its own store; a flow's state
+the cookieless salt and the loopback answerer (``addons.mitm_answer``, listening until mitmdump
+ends); the new one reads the config again and opens its own store; a flow's state
 from request to response lives in ``addons.mitm_shared``, imported once, so whichever instance
 gets its response finds it. The only module in ``addons/`` that imports mitmproxy; nothing else
 imports this one.
@@ -517,7 +518,10 @@ class GatewayAddon:
         handed, shared.handed = shared.handed, None
         self._reloaded = handed is not None
         if handed is not None:
-            self.salt, self.notices, self._levels = handed
+            # The answerer too, listening on: a request the old instance refused may not have
+            # reached it yet (until 2026-12-07 each instance had its own, closed once the old one
+            # had ended, and such a request got mitmproxy's 502 naming its refused connection).
+            self.salt, self.notices, self._levels, self.answerer = handed
 
     def _listen(self) -> None:
         try:
@@ -703,7 +707,7 @@ class GatewayAddon:
         reloaded = _unloaded(self)
         ending = asyncio.ensure_future(self._done(reloaded))
         if reloaded:
-            shared.handed = (self.salt, self.notices, self._levels)
+            shared.handed = (self.salt, self.notices, self._levels, self.answerer)
             shared.ENDING.add(ending)
             ending.add_done_callback(shared.ENDING.discard)
         return ending
@@ -730,10 +734,9 @@ class GatewayAddon:
         if self.store is not None:
             await self.store.close()
             self.store = None
-        # Last: mitmdump serves on while the store closes, and a streamed request answered
-        # meanwhile is answered there (until 2026-12-07 it closed first: such a request's
-        # connection was closed unanswered). None is answered once the store is gone.
-        self.answerer.close()
+        # The answerer is not closed: mitmdump serves on until every addon has ended, and a
+        # request this host answers (the reserved prefix, one refused before) is answered there
+        # till then (``Answerer.start``); on a hot reload the new instance has it.
         if reloaded:
             return  # the log levels (its ``log.level`` applied) and SIGHUP are the new instance's
         if self._levels is not None:
@@ -794,8 +797,9 @@ class GatewayAddon:
             # stream_large_bodies and crash on the answer set ("Can't set a response and enable
             # streaming"), the visitor left waiting: the answer comes from the loopback answerer
             # instead, as soon as the head has gone there (until 2026-12-07 the connection was
-            # closed unanswered). Only while it listens: it closes last at shutdown, once the
-            # store has, so only a flow whose hooks outlived this instance is closed so.
+            # closed unanswered). It listens from the store's opening until mitmdump's end
+            # (``Answerer.start``), across script reloads; a request answered without it (none
+            # should be) is closed, never sent to the site.
             if self.answerer.port:
                 self._answer_streamed(flow)
             else:
@@ -872,15 +876,11 @@ class GatewayAddon:
             # Shutting down, the store closed while mitmdump still serves (a later addon's end):
             # the request goes to the site untracked (fail open), but one below the reserved
             # prefix is answered as ever, the site never seeing it (until 2026-12-07 it went
-            # there). Not one whose body may stream: with the answerer closed too, its answer
-            # would close the visitor's connection unanswered (``requestheaders``).
+            # there), a streamed one or one expecting 100 Continue by the answerer, which
+            # listens until mitmdump's end (until 2026-12-07 it had closed with the store: such
+            # a request went on to the site, or was closed unanswered).
             below = reserved.classify(path, self.reserved) != "ordinary"
-            if (
-                below
-                and not may_stream(flow.request)
-                and not self._refused(flow)
-                and not self._other_host(flow)
-            ):
+            if below and not self._refused(flow) and not self._other_host(flow):
                 self._not_here(flow)
             return
         if self._refused(flow) or self._other_host(flow):

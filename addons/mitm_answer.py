@@ -6,10 +6,12 @@ response and enable streaming at the same time"). Such a request the gateway ans
 (a path under ``proxy.reserved_prefix``, a refusal, a blocked bot's upload) is sent instead,
 stripped to its framing, to this loopback listener inside mitmdump, which answers what the
 gateway held for it as soon as the request's head is in, then reads and drops the rest of its
-body within bounds (``LINGER_SECONDS``, ``LINGER_BYTES``) and closes: mitmproxy relays that
+body within bounds (``LINGER_SECONDS``, ``LINGER_BYTES``: past them it closes; a body that
+ends within them leaves the connection to mitmproxy's next request): mitmproxy relays that
 answer to the visitor as a site's, through the response hooks, while the body still comes.
-Owns the listener (``127.0.0.1``, a port of the system's choosing) and the answers held, each
-under a one-time token that the request's path carries. Imports nothing of mitmproxy
+Owns the listener (``127.0.0.1``, a port of the system's choosing; one per mitmdump process,
+listening until its event loop ends) and the answers held, each under a one-time token that the
+request's path carries. Imports nothing of mitmproxy
 (``tests/test_layout.py``); ``h11``, mitmproxy's own HTTP/1 parser, reads the requests.
 """
 
@@ -45,17 +47,35 @@ def answer_bytes(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]]
 
 
 class Answerer:
-    """The loopback listener and the answers it holds (one per ``addons.mitm.GatewayAddon``)."""
+    """The loopback listener and the answers it holds: one per mitmdump process, made by the
+    first ``addons.mitm.GatewayAddon`` and handed to each one a script reload loads after it."""
 
     def __init__(self) -> None:
         self._server: asyncio.Server | None = None
+        self._kept: asyncio.Task[None] | None = None
         self._held: dict[str, bytes] = {}
         self.port = 0
         """The listener's port; 0 while it is not listening."""
 
     async def start(self) -> None:
+        """Listens, until the event loop ends (``close`` then, as its tasks are cancelled: in
+        mitmdump once every addon's ``done`` has ended, ``asyncio.run``'s end), not at the
+        addon's ``done``: mitmdump serves on until then, and a request below the reserved
+        prefix, or one refused before, still gets its answer here (until 2026-12-07 the
+        listener closed with the addon, and such a request went on to the site, was closed
+        unanswered, or got mitmproxy's 502 naming this listener). Listening already (handed
+        over by a script reload): nothing to do."""
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._kept = asyncio.get_running_loop().create_task(self._until_the_end(), name="gateway-answerer")
+
+    async def _until_the_end(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # never set: cancelled at the loop's end
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Stops listening; a request already connected gets its answer, its body read on
@@ -65,6 +85,9 @@ class Answerer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        kept, self._kept = self._kept, None
+        if kept is not None and kept is not asyncio.current_task():
+            kept.cancel()
 
     def hold(self, answer: bytes) -> str:
         """``answer`` (``answer_bytes``) kept for the one request whose path is ``/`` + the token
@@ -79,21 +102,43 @@ class Answerer:
         self._held.pop(token, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each request on the connection answered in turn: mitmproxy sends a visitor's next
+        request answered here on the connection the last one took when its body has ended (one
+        listener per process, so the same address: until 2026-12-07 it closed after each, and
+        the next request, sent before mitmproxy saw the close, got mitmproxy's 502). An idle
+        connection is closed after ``LINGER_SECONDS``, one whose body went past the bounds at
+        once."""
         read = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
+        idle: float | None = None  # the first request's head comes with the connection
         try:
-            event = await _next(read, reader)
-            if not isinstance(event, h11.Request):
-                return  # closed, or not HTTP/1.1
-            answer = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
-            if answer is None:
-                return  # not one of ours: nothing is answered
-            # Answered at once, as ``gateway run`` answers before the body is read; mitmproxy
-            # relays it to the visitor while the body still comes.
-            writer.write(answer)
-            await writer.drain()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LINGER_SECONDS):
-                    await _dropped(read, reader)
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        event = await _next(read, reader)
+                except TimeoutError:
+                    return
+                if not isinstance(event, h11.Request):
+                    return  # closed, or not HTTP/1.1
+                answer = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
+                if answer is None:
+                    return  # not one of ours: nothing is answered
+                # Answered at once, as ``gateway run`` answers before the body is read; mitmproxy
+                # relays it to the visitor while the body still comes.
+                writer.write(answer)
+                await writer.drain()
+                try:
+                    async with asyncio.timeout(LINGER_SECONDS):
+                        if not await _dropped(read, reader):
+                            return
+                except TimeoutError:
+                    return
+                rest, closed = read.trailing_data
+                if closed:
+                    return
+                read = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
+                if rest:  # b"" would say the connection closed
+                    read.receive_data(rest)
+                idle = LINGER_SECONDS
         except (h11.RemoteProtocolError, ConnectionError):
             return
         finally:
@@ -112,9 +157,10 @@ async def _next(read: h11.Connection, reader: asyncio.StreamReader) -> Any:
             return event
 
 
-async def _dropped(read: h11.Connection, reader: asyncio.StreamReader) -> None:
-    """The rest of the request's body read and dropped, to its end (the visitor sent it all: the
-    connection may serve mitmproxy's next request, closed anyway) or ``LINGER_BYTES``."""
+async def _dropped(read: h11.Connection, reader: asyncio.StreamReader) -> bool:
+    """The rest of the request's body read and dropped: True at its end (the visitor sent it
+    all: the connection may serve mitmproxy's next request), False at a close or past
+    ``LINGER_BYTES``."""
     taken = 0
     while True:
         event = read.next_event()
@@ -122,8 +168,10 @@ async def _dropped(read: h11.Connection, reader: asyncio.StreamReader) -> None:
             data = await reader.read(READ_SIZE)
             taken += len(data)
             if taken > LINGER_BYTES:
-                return
+                return False
             read.receive_data(data)
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            return
+        elif isinstance(event, h11.EndOfMessage):
+            return True
+        elif isinstance(event, h11.ConnectionClosed):
+            return False
         # h11.Data: the body, dropped as it comes

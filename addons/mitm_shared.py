@@ -12,8 +12,9 @@ imported once per process, as every ``gateway.*`` module is. It holds:
   they queued is stored before mitmdump exits.
 - ``handed``: what an instance ending in a hot reload leaves the next one, taken in its ``load``:
   the cookieless visitors' daily salt (a new one would make each a new visitor), the notices
-  already said (the config's warnings, said once) and the loggers' levels from before
-  ``log.level`` was first applied (restored at shutdown).
+  already said (the config's warnings, said once), the loggers' levels from before
+  ``log.level`` was first applied (restored at shutdown) and the loopback answerer
+  (``addons.mitm_answer``), still listening for the requests the old instance refused.
 
 Imports nothing of mitmproxy.
 """
@@ -25,4 +26,4 @@ from typing import Any
 
 FLOWS: dict[str, Any] = {}
 ENDING: set[asyncio.Future[None]] = set()
-handed: tuple[Any, Any, Any] | None = None
+handed: tuple[Any, Any, Any, Any] | None = None

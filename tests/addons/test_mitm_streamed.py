@@ -19,7 +19,7 @@ from tests.conftest import ENV
 
 pytest.importorskip("mitmproxy")
 
-from addons.mitm_answer import LINGER_BYTES
+from addons.mitm_answer import LINGER_BYTES, Answerer, answer_bytes
 from tests.addons.test_mitm import VERBOSE, config, mitmdump_process, said, script_copy, touched
 
 BLOCK = '[bots]\non_block = "block"\n'
@@ -353,3 +353,231 @@ async def test_after_its_store_closed_at_a_stop_the_reserved_prefix_is_still_ans
     assert all(b'"status":4' in body.replace(b" ", b"") for _, body in got[:4]), got
     # The page before the stop without its tracking parameter; after the store closed, as sent.
     assert seen == [b"GET / HTTP/1.1", b"GET /?utm_source=x HTTP/1.1", b"GET /page HTTP/1.1"], seen
+
+
+def site_of_heads(seen: list[bytes]) -> Any:
+    """A site that notes each request line it gets, reads the body its ``Content-Length``
+    announces and answers 200 ``ok``."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head.split(b"\r\n", 1)[0])
+            lines = head.split(b"\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")), 0
+            )
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    return site
+
+
+async def test_after_its_store_closed_at_a_stop_a_streamed_reserved_request_is_answered_not_forwarded(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """After the gateway's addon has ended at a stop (its store closed) while mitmdump still
+    serves (a later addon's end running), a request below ``proxy.reserved_prefix`` whose body
+    mitmproxy streams (chunked, or over ``stream_large_bodies``) gets the prefix's 404 in JSON
+    from the loopback answerer, and a small one sent with ``Expect: 100-continue`` gets it
+    without an invitation. Until 2026-12-07 the answerer closed with the store: the streamed
+    ones went on to the site, which must never see the prefix, and the one expecting 100
+    Continue had its connection closed unanswered."""
+    seen: list[bytes] = []
+    linger = tmp_path / "linger.py"
+    await asyncio.to_thread(linger.write_text, LINGER.format(here=str(tmp_path)))
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    extra = (*KEEP, "-s", str(linger))
+    got: list[tuple[str, bytes]] = []
+    origin = await raw_upstream(site_of_heads(seen))
+    async with mitmdump_process(origin, toml, tmp_path / "conf", extra, stream="1m") as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        page = f"GET /?utm_source=x HTTP/1.1\r\n{HEAD}User-Agent: {BROWSER}\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(page.encode())
+        assert (await answer_of(reader))[0] == "HTTP/1.1 200 OK"  # the store is open
+        writer.close()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):  # the gateway's addon has ended: its store is closed
+            while not await asyncio.to_thread((tmp_path / "begun").exists):
+                await asyncio.sleep(0.05)
+        big = 2 * 1024**2
+        try:
+            for head, body in (
+                (f"POST /_gw/events HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n", CHUNKS.encode()),
+                (f"POST /_gw/events HTTP/1.1\r\n{HEAD}Content-Length: {big}\r\n\r\n", b"x" * big),
+                (
+                    f"POST /_gw/events HTTP/1.1\r\n{HEAD}Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+                    b"",
+                ),
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer.write(head.encode() + body)
+                    got.append(await answer_of(reader))
+                except (asyncio.IncompleteReadError, ConnectionError) as err:
+                    got.append(("closed unanswered", repr(err).encode()))
+                finally:
+                    writer.close()
+        finally:
+            await asyncio.to_thread((tmp_path / "go").touch)
+        await asyncio.wait_for(process.wait(), 60)
+    assert [status for status, _ in got] == ["HTTP/1.1 404 Not Found"] * 3, got
+    assert all(b'"status":404' in body.replace(b" ", b"") for _, body in got), got
+    assert seen == [b"GET / HTTP/1.1"], seen
+
+
+HOLD = """
+import asyncio
+from pathlib import Path
+
+from addons import mitm_shared
+
+HERE = Path({here!r})
+
+
+class Hold:
+    \"\"\"Loaded after the gateway's script: a request the gateway's answerer is to answer (its
+    answer held, its head not yet sent there) is held here until the test touches ``go``, then
+    until the gateway instances a script reload ended have ended; ``done`` as ``LINGER``'s.\"\"\"
+
+    async def requestheaders(self, flow):
+        if "gateway_answer" not in flow.metadata:
+            return
+        (HERE / "held").touch()
+        for _ in range(1200):
+            if (HERE / "go").exists():
+                break
+            await asyncio.sleep(0.05)
+        while mitm_shared.ENDING:
+            await asyncio.sleep(0.05)
+
+    async def done(self):
+        (HERE / "begun").touch()
+        for _ in range(1200):
+            if (HERE / "end").exists():
+                return
+            await asyncio.sleep(0.05)
+
+
+addons = [Hold()]
+"""
+
+
+async def waited(path: Path) -> None:
+    async with asyncio.timeout(60):
+        while not await asyncio.to_thread(path.exists):
+            await asyncio.sleep(0.05)
+
+
+async def test_a_refused_upload_decided_before_a_stop_is_answered_after_the_addon_ended(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """A streamed request the gateway refused before a stop, whose head reaches the loopback
+    answerer only once the gateway's addon has ended (another addon's hook still running on it
+    meanwhile, held here): it gets its answer, a blocked bot's 403 and a ``/_gw/`` 404. Until
+    2026-12-07 the answerer had closed with the addon, and mitmproxy answered its own 502 naming
+    the answerer's refused connection (or, decided after the close, the connection was closed
+    unanswered)."""
+    seen: list[bytes] = []
+    hold = tmp_path / "hold.py"
+    await asyncio.to_thread(hold.write_text, HOLD.format(here=str(tmp_path)))
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    origin = await raw_upstream(site_of_heads(seen))
+    got: list[tuple[str, bytes]] = []
+    async with mitmdump_process(origin, toml, tmp_path / "conf", (*KEEP, "-s", str(hold))) as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        sent = []
+        for head in (
+            f"POST /upload HTTP/1.1\r\n{HEAD}{BOT}Transfer-Encoding: chunked\r\n\r\n",
+            f"POST /_gw/events HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head.encode() + CHUNKS.encode())
+            sent.append((reader, writer))
+        try:
+            await waited(tmp_path / "held")
+            process.send_signal(signal.SIGTERM)
+            await waited(tmp_path / "begun")  # the gateway's addon has ended
+            await asyncio.to_thread((tmp_path / "go").touch)
+            for reader, _ in sent:
+                try:
+                    got.append(await answer_of(reader))
+                except asyncio.IncompleteReadError as err:
+                    got.append(("closed unanswered", err.partial))
+        finally:
+            await asyncio.to_thread((tmp_path / "end").touch)
+            for _, writer in sent:
+                writer.close()
+        await asyncio.wait_for(process.wait(), 60)
+    assert [status for status, _ in got] == ["HTTP/1.1 403 Forbidden", "HTTP/1.1 404 Not Found"], got
+    assert b'"status":404' in got[1][1].replace(b" ", b""), got
+    assert seen == [], seen
+
+
+async def test_a_script_reload_between_a_refusal_and_its_answer_keeps_the_answerer(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """A script reload between the request hook that refused a streamed ``/_gw/`` POST and the
+    moment mitmproxy sends its head to the loopback answerer (held here until the old instance
+    has ended): the answer is still there. Until 2026-12-07 each instance had its own answerer,
+    the old one closed once the old instance ended (it does not wait for such a request, which
+    leaves nothing to record), and mitmproxy answered its own 502 naming the refused
+    connection to it."""
+    seen: list[bytes] = []
+    hold = tmp_path / "hold.py"
+    await asyncio.to_thread(hold.write_text, HOLD.format(here=str(tmp_path)))
+    script = await asyncio.to_thread(script_copy, tmp_path)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    origin = await raw_upstream(site_of_heads(seen))
+    extra = (*VERBOSE, "--set", "keep_host_header=true", "-s", str(hold))
+    async with mitmdump_process(origin, toml, tmp_path / "conf", extra, script=script) as (url, process):
+        await said(process, "Loading script")
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"POST /_gw/events HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n".encode())
+            writer.write(CHUNKS.encode())
+            await waited(tmp_path / "held")
+            await asyncio.to_thread(touched, script)
+            await said(process, "script reloaded")
+            await asyncio.to_thread((tmp_path / "go").touch)  # on once the old instance has ended
+            got = await answer_of(reader)
+        finally:
+            writer.close()
+            await asyncio.to_thread((tmp_path / "end").touch)
+    assert got[0] == "HTTP/1.1 404 Not Found" and b'"status":404' in got[1].replace(b" ", b""), got
+    assert seen == [], seen
+
+
+async def test_the_answerer_serves_the_next_request_on_a_connection_and_listens_until_the_loop_ends() -> None:
+    """mitmproxy sends a visitor's next request the answerer answers on the connection the last
+    one took, once its body has ended (one answerer per process, the same address, across script
+    reloads too): it is answered there. Until 2026-12-07 the answerer closed the connection after
+    each answer, and a next request sent before mitmproxy saw the close got mitmproxy's 502. It
+    listens until the event loop ends (its tasks cancelled), not until an addon's ``done``."""
+    answerer = Answerer()
+    await answerer.start()
+    port = answerer.port
+    await answerer.start()  # handed over by a reload: listening already, the same port
+    assert answerer.port == port
+    answers = [answer_bytes(status, "X", [(b"Content-Length", b"2")], b"ok") for status in (403, 404)]
+    first, second = (answerer.hold(answer) for answer in answers)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"POST /{first} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        assert (await answer_of(reader))[0] == "HTTP/1.1 403 X"
+        writer.write(CHUNKS.encode())  # the body's end, then the next request at once
+        writer.write(f"POST /{second} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello".encode())
+        assert (await answer_of(reader))[0] == "HTTP/1.1 404 X"
+    finally:
+        writer.close()
+    # Until the loop ends: a task that is cancelled then closes it.
+    kept = [task for task in asyncio.all_tasks() if task.get_name() == "gateway-answerer"]
+    assert len(kept) == 1 and answerer.port == port
+    kept[0].cancel()
+    await asyncio.gather(*kept, return_exceptions=True)
+    assert answerer.port == 0
+    with pytest.raises(ConnectionError):
+        await asyncio.open_connection("127.0.0.1", port)
