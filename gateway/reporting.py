@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -466,8 +467,28 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-_NUMBER_TEXT = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NUMBER_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as text. ``[0-9]+(?:[.][0-9]*)?``, not ``[0-9]+[.]?[0-9]*``: the same texts, but the
+latter split a long run of digits every way before refusing the letter after it (5 s for
+20,000 digits)."""
 _SHOWN_AS_WRITTEN = re.compile(r"0|[1-9][0-9]{0,10}")
+_VALUE_TEXT = re.compile(r"\(?[$€£¥]?[0-9.][0-9.,:/ -]*%?\)?")
+"""Digits with a spreadsheet's separators of dates (``3/4``, ``2-3``, ``12.11.2026``), times
+(``10:30``), thousands (``1,234``) and fractions (``1 1/2``), as money (``$5``), a percentage
+(``50%``) or an accountant's negative (``(123)``); matched once the spaces around are trimmed
+(a spreadsheet trims them), so that no pattern backtracks over a long run of them."""
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_MONTH_DATE = re.compile(
+    rf"[0-9]{{1,4}}[-/ .]?{_MONTH}(?:[-/ .]?[0-9]{{1,4}})?"
+    rf"|{_MONTH}[-/ .]?[0-9]{{1,4}}(?:[-/ .][0-9]{{1,4}})?",
+    re.IGNORECASE,
+)
+"""A date written with its month's name: ``nov-26``, ``26 Nov``, ``MARCH1`` (as Excel read gene
+names)."""
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def renumbered(text: str) -> bool:
@@ -476,8 +497,20 @@ def renumbered(text: str) -> bool:
     digits or more in exponent form (Excel's General format) or, past 15, with its last
     digits lost (``7123456789012345678``, a TikTok-length ID, as 7.12345678901235E+18). Until
     2026-12-06 such a creator ID reached the partner manager's sheet as another number. A
-    whole number of at most 11 digits without a leading zero (``2024``) is shown as written."""
-    return _NUMBER_TEXT.fullmatch(text) is not None and _SHOWN_AS_WRITTEN.fullmatch(text) is None
+    whole number of at most 11 digits without a leading zero (``2024``) is shown as written.
+    Text it reads as a date, a time, money or a percentage is shown otherwise too (``nov-26``
+    as 26-Nov, the paths report's bucket ``2-3`` as 3-Feb, ``3/4`` as 4-Mar, ``(123)`` as
+    -123, ``1,234`` as 1234; in a locale whose decimal mark is a comma, where ``CSV (;)`` is
+    opened, ``1.2`` as 1 February): until 2026-12-07 it was left as it was. An ISO date
+    (``2026-11-01``, the time series' ``day``) is left a date, for a chart."""
+    if _NUMBER_TEXT.fullmatch(text) is not None:
+        return _SHOWN_AS_WRITTEN.fullmatch(text) is None
+    if _ISO_DATE.fullmatch(text):
+        return False
+    trimmed = text.strip()
+    if _VALUE_TEXT.fullmatch(trimmed) is not None:
+        return any(ch.isdigit() for ch in trimmed)
+    return _MONTH_DATE.fullmatch(trimmed) is not None
 
 
 NO_VALUE = "(none)"
@@ -683,6 +716,17 @@ def _paths_part(reports: Reports, part: Part, q: Query) -> tuple[list[int], list
     return lengths, days
 
 
+HUNDREDTHS = Decimal("0.01")
+
+
+def hundredths(number: Fraction) -> Decimal:
+    """A mean or median of the paths report's summary to two decimals, rounded half to even:
+    ``4.00``, ``1.50``, the same number in the JSON, the CSV, the NDJSON and the terminal, as
+    its shares have four (until 2026-12-07 a float, ``4.0`` and ``5.6`` in the CSV and the
+    terminal beside ``5.12``)."""
+    return (Decimal(number.numerator) / Decimal(number.denominator)).quantize(HUNDREDTHS)
+
+
 async def paths(reports: Reports, q: Query) -> Report:
     """How many eligible touches led to each conversion, and how long from the first one."""
 
@@ -712,10 +756,10 @@ async def paths(reports: Reports, q: Query) -> Report:
     summary = {
         "conversions": len(lengths),
         "with_touches": len(days),
-        "mean_touches": round(statistics.fmean(lengths), 2) if lengths else None,
-        "median_touches": float(statistics.median(lengths)) if lengths else None,  # 3.0, 2.5
-        "mean_days": round(statistics.fmean(days), 2) if days else None,
-        "median_days": round(statistics.median(days), 2) if days else None,
+        "mean_touches": hundredths(Fraction(sum(lengths), len(lengths))) if lengths else None,
+        "median_touches": hundredths(Fraction(statistics.median(lengths))) if lengths else None,
+        "mean_days": hundredths(Fraction(statistics.fmean(days))) if days else None,
+        "median_days": hundredths(Fraction(statistics.median(days))) if days else None,
     }
     meta = {**_meta(q, reports), "summary": summary}
     return Report("paths", ["measure", "bucket", "conversions", "share"], rows, meta)

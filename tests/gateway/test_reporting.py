@@ -387,14 +387,43 @@ def test_a_right_to_left_name_keeps_the_numbers_after_it_in_their_columns() -> N
         ("0042abc", "0042abc"),
         ("2026-11-01", "2026-11-01"),  # the time series' day stays a date for a chart
         ("", ""),
+        # Read as a date, a time or another number, shown otherwise than written:
+        ("2-3", "'2-3"),  # the paths report's bucket of 2 to 3 days: Excel shows 3-Feb
+        ("8-14", "'8-14"),  # 14-Aug
+        ("3/4", "'3/4"),  # 4-Mar
+        ("nov-26", "'nov-26"),  # a campaign of November 2026: 26-Nov
+        ("26 Nov", "'26 Nov"),
+        ("MARCH1", "'MARCH1"),  # 1-Mar, as Excel did to gene names
+        ("Sept2", "'Sept2"),
+        ("2026-11", "'2026-11"),  # Nov-26
+        ("12.11.2026", "'12.11.2026"),  # a date where the decimal mark is a comma
+        ("1.2", "'1.2"),  # 1.2 here, 01 Feb where the decimal mark is a comma (CSV (;))
+        ("10:30", "'10:30"),  # a time
+        ("(123)", "'(123)"),  # -123, as accountants write it
+        ("$5", "'$5"),  # 5, as money
+        ("50%", "'50%"),  # 0.5
+        ("1,234", "'1,234"),  # 1234
+        ("1 1/2", "'1 1/2"),  # 1.5
+        (" 42", "' 42"),  # 42: the space dropped
+        # Text still: letters beside the digits, a path, a bucket with a plus.
+        ("black-friday-2026", "black-friday-2026"),
+        ("spring-2027", "spring-2027"),
+        ("nov", "nov"),
+        ("v1.2", "v1.2"),
+        ("Region 2", "Region 2"),
+        ("10+", "10+"),
+        ("/2026/11", "/2026/11"),
+        ("sale 50% off", "sale 50% off"),
     ],
 )
 def test_csv_keeps_text_a_spreadsheet_would_read_as_another_number(text: str, cell: str) -> None:
     """A creator ID, campaign or source that a spreadsheet would read as a number it then
     shows otherwise (leading zeros dropped, a long ID rounded to 15 digits or shown in
-    exponent form, ``12E3`` as 12000) gets a leading ', as a formula does: the partner manager
-    paying by ID reads the ID the link carried. A whole number of at most 11 digits without a
-    leading zero is shown as written, and stays as it is; JSON keeps every value exact."""
+    exponent form, ``12E3`` as 12000), or as a date, a time, money or a percentage (``nov-26``
+    as 26-Nov, ``3/4`` as 4-Mar, ``(123)`` as -123: until 2026-12-07 those were left as they
+    were) gets a leading ', as a formula does: the partner manager paying by ID reads the ID
+    the link carried. A whole number of at most 11 digits without a leading zero is shown as
+    written, and stays as it is, as does an ISO date; JSON keeps every value exact."""
     report = Report("payouts", ["creator_id", "payout"], [{"creator_id": text, "payout": Decimal("5.00")}])
     assert list(csv.reader(io.StringIO(report.csv(), newline=""))) == [
         ["creator_id", "payout"],

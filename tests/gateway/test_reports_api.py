@@ -1956,6 +1956,34 @@ async def test_a_share_of_no_conversions_has_four_decimals_as_every_share(gw: Ru
     assert len(days) == 7 and {cells[-1] for cells in days} == {"0.0000"}
 
 
+async def test_the_paths_download_reads_in_a_spreadsheet_as_the_report_says_it(gw: RunningGateway) -> None:
+    """The paths report's CSV as a growth analyst opens it: the buckets of days ``2-3``,
+    ``4-7`` and ``8-14`` are text a spreadsheet read as dates (3-Feb, 7-Apr, 14-Aug), so they
+    get the leading ' of text it would misread; the summary's means and medians have two
+    decimals in the CSV and the terminal as the README says (``4.00``, not ``4.0``), as the
+    shares have four. JSON keeps the same numbers."""
+    async with gw.session.get(
+        gw.admin_url + "/api/attribution/paths", headers=AUTH, params={**PERIOD, "format": "csv"}
+    ) as resp:
+        assert resp.status == 200
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    buckets = [r["bucket"] for r in rows if r["measure"] == "days"]
+    assert buckets == ["0", "1", "'2-3", "'4-7", "'8-14", "'15-30", "31+"]
+    query = {**PERIOD, "format": "csv", "table": "summary"}
+    async with gw.session.get(gw.admin_url + "/api/attribution/paths", headers=AUTH, params=query) as resp:
+        assert await resp.text() == (
+            "conversions,with_touches,mean_touches,median_touches,mean_days,median_days\r\n"
+            "4,3,1.50,1.50,4.00,2.00\r\n"
+        )
+    body = await get(gw, "/api/attribution/paths", **PERIOD)
+    assert body["summary"]["mean_days"] == 4.0 and body["summary"]["median_touches"] == 1.5
+    out = await gateway_report(gw, "UTC", "--paths", "--since", PERIOD["since"], "--until", PERIOD["until"])
+    assert (
+        "conversions 4, with_touches 3, mean_touches 1.50, median_touches 1.50, mean_days 4.00,"
+        " median_days 2.00"
+    ) in out.replace("\n  ", " "), out
+
+
 async def reports_shared(gw: RunningGateway) -> float:
     """``gateway_reports_shared_total`` as ``/metrics`` gives it."""
     async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
