@@ -116,11 +116,12 @@ function localTime(ts) {
 
 function readPeriod() {
   const params = new URLSearchParams(window.location.search);
-  // A calendar date (not 2026-02-30); anything else is as if not given. A year of five or six
-  // digits (the date field takes years up to 275760: a digit too many typed) is kept, to be
-  // told outside the days shown: it was taken as no date given, the default period shown.
-  const valid = (v) => /^\d{5,6}-\d\d-\d\d$/.test(v || "")
-    || (/^\d{4}-\d\d-\d\d$/.test(v || "") && !Number.isNaN(Date.parse(v)) && addDays(v, 0) === v);
+  // A date written as the form writes one; anything else is as if not given. A year of five or
+  // six digits (the date field takes years up to 275760: a digit too many typed) is kept, to be
+  // told outside the days shown, and so is a day the calendar has not (2026-11-31, a link made for
+  // "the month's last day"), to be told (periodProblem): both were taken as no date given, the
+  // default period shown without a word (to=2026-11-31: 1 November to today).
+  const valid = (v) => /^\d{4,6}-\d\d-\d\d$/.test(v || "");
   const to = valid(params.get("to")) ? params.get("to") : today();
   const from = valid(params.get("from")) ? params.get("from") : to.length > 10 ? to : addDays(to, -29);
   return {
@@ -647,6 +648,22 @@ function dropConversion(form, name) {
 
 // What is wrong with the period, in the form's own words, before the API is asked: the API
 // speaks of since and until (the day after To), which the form does not show.
+// Why a date of the form's shape (YYYY-MM-DD) is no day of the calendar ("no month 13",
+// "November 2026 has 30 days"), or "" for a day it has. A year of five or six digits is
+// periodProblem's to tell (outside the days shown).
+function noSuchDay(text) {
+  const match = /^(\d{4})-(\d\d)-(\d\d)$/.exec(text);
+  if (!match) return "";
+  const [year, month, dayOfMonth] = match.slice(1).map(Number);
+  if (month < 1 || month > 12) return `no month ${match[2].replace(/^0/, "")}`;
+  const last = new Date(Date.UTC(2000, month, 0));
+  last.setUTCFullYear(year, month, 0); // the month's last day, in any year (0099 too)
+  const days = last.getUTCDate();
+  if (dayOfMonth >= 1 && dayOfMonth <= days) return "";
+  const name = new Date(Date.UTC(2000, month - 1, 1)).toLocaleString("en", { month: "long", timeZone: "UTC" });
+  return `${name} ${match[1]} has ${days} days`;
+}
+
 function periodProblem({ from, to, model, population }) {
   // A model the gateway does not know (a bookmark's `?model=Linear`): said by the API as
   // "model: expected one of first_touch, …, got 'Linear'", in its own terms.
@@ -658,6 +675,11 @@ function periodProblem({ from, to, model, population }) {
   const offered = [...$("#period").population.options].map((o) => o.value).filter(Boolean);
   if (population && !offered.includes(population)) {
     return `Population "${population}" is not one the dashboard knows: choose every population, or ${offered.join(", ")}.`;
+  }
+  // A day the calendar has not, said as the API says it of since and until.
+  for (const [name, value] of [["From", from], ["To", to]]) {
+    const wrong = noSuchDay(value);
+    if (wrong) return `${name} (${value}) is no day of the calendar: ${wrong}.`;
   }
   // The days the API counts in attribution.timezone (gateway/dashboard.py _zone_days, set by the server): a
   // year 1900 or 9999-12-31 was refused in the API's words (until '+010000-01').

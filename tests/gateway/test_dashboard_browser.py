@@ -576,14 +576,31 @@ async def test_top_tables_fit_long_odd_and_hostile_names(
         assert await page.eval("document.querySelectorAll('.chart img').length") == 0
 
 
+async def told_before_asking(page: Page, gw: RunningGateway, query: str, told: str) -> None:
+    """The dashboard at ``query`` says ``told`` of its period without asking the API, the
+    form still holding the model and conversion asked for."""
+    await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query)
+    await page.wait_for(
+        f"location.search.startsWith({query!r}) && document.body && document.body.dataset.state === 'error'",
+        "the error state",
+    )
+    assert told in await page.eval("document.querySelector('#status').textContent")
+    asked = await page.eval(
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
+    )
+    assert asked == 0  # told before asking
+    assert await page.eval("document.querySelector('#period').model.value") == "data_driven"
+    assert await page.eval("document.querySelector('#period').conversion.value") == "purchase"
+
+
 @pytest.mark.timeout(180)
 async def test_period_mistakes_are_told_in_the_forms_words(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
     """From after To, or more days than the dashboard shows: the page says so in the form's
     terms without asking the API, and the form still holds the model and conversion asked
-    for, so correcting the dates keeps them. An empty period does not claim bot scoring is
-    missing; an empty journey lookup asks for an ID."""
+    for, so correcting the dates keeps them; so is a day the calendar has not. An empty
+    period does not claim bot scoring is missing; an empty journey lookup asks for an ID."""
     gw = await seeded_gateway(start_gateway, upstream_server)
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
@@ -603,21 +620,24 @@ async def test_period_mistakes_are_told_in_the_forms_words(
             ("?from=2026-11-01&to=20261-11-10", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
             ("?from=20261-11-10&to=20261-11-10", "The dashboard shows days from 1970-01-01 to 9999-12-30"),
         ]:
-            await page.send("Page.navigate", url=gw.admin_url + "/dashboard" + query + chosen)
-            await page.wait_for(
-                f"location.search.startsWith({query!r}) && document.body"
-                " && document.body.dataset.state === 'error'",
-                "the error state",
-            )
-            assert told in await page.eval("document.querySelector('#status').textContent")
+            await told_before_asking(page, gw, query + chosen, told)
             shown = await page.eval("(f => [f.from.value, f.to.value])(document.querySelector('#period'))")
             assert "?from={}&to={}".format(*shown) == query, shown  # the dates asked for, as typed
-            asked = await page.eval(
-                "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length"
-            )
-            assert asked == 0  # told before asking
-            assert await page.eval("document.querySelector('#period').model.value") == "data_driven"
-            assert await page.eval("document.querySelector('#period').conversion.value") == "purchase"
+        # A day the calendar has not (a link made for "the month's last day", a bookmark edited):
+        # it was taken as no date given, and the default period shown without a word
+        # (to=2026-11-31 showed 1 November to today, December's conversions among them).
+        for query, told in [
+            (
+                "?from=2026-11-01&to=2026-11-31",
+                "To (2026-11-31) is no day of the calendar: November 2026 has 30 days.",
+            ),
+            (
+                "?from=2026-02-29&to=2026-03-10",
+                "From (2026-02-29) is no day of the calendar: February 2026 has 28 days.",
+            ),
+            ("?from=2026-13-01&to=2026-11-10", "From (2026-13-01) is no day of the calendar: no month 13."),
+        ]:
+            await told_before_asking(page, gw, query + chosen, told)
         # The dates corrected in the form: the model and conversion asked for are kept.
         await page.eval(
             f"const f = document.querySelector('#period'); f.from.value = {PERIOD['since']!r};"
