@@ -141,6 +141,12 @@ class Answerer:
                 idle = LINGER_SECONDS
         except (h11.RemoteProtocolError, ConnectionError):
             return
+        except asyncio.CancelledError:
+            # The loop's end (mitmdump stopping) with this connection open, kept for a next
+            # request or a body still dropped: closed quietly. Cancelled, the task's end was
+            # printed as an error with a traceback by Python 3.11's stream callback, which asks
+            # a cancelled task for its exception. Nothing awaits this task: nothing to tell.
+            return
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -581,3 +582,40 @@ async def test_the_answerer_serves_the_next_request_on_a_connection_and_listens_
     assert answerer.port == 0
     with pytest.raises(ConnectionError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_answerer_connection_open_when_the_loop_ends_closes_without_a_traceback() -> None:
+    """mitmdump stopped within ``LINGER_SECONDS`` of an answer, its connection to the answerer
+    kept for the visitor's next request (or a body still being dropped): at the loop's end its
+    task is cancelled, and it closes quietly. Until 2026-12-07 Python 3.11's stream callback
+    asked the cancelled task for its exception, and mitmdump printed ``Exception in callback …
+    CancelledError`` with a traceback through ``mitm_answer.py`` at the stop."""
+
+    def run() -> list[str]:
+        said: list[str] = []
+        visitor = socket.socket()  # mitmproxy's end of the connection: open past the loop's end
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(lambda _, context: said.append(str(context.get("message"))))
+            answerer = Answerer()
+            await answerer.start()
+            token = answerer.hold(answer_bytes(404, "Not Found", [(b"Content-Length", b"2")], b"no"))
+            visitor.setblocking(False)
+            await loop.sock_connect(visitor, ("127.0.0.1", answerer.port))
+            await loop.sock_sendall(
+                visitor, f"POST /{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello".encode()
+            )
+            got = b""
+            while not got.endswith(b"\r\n\r\nno"):
+                got += await loop.sock_recv(visitor, 1024)
+            assert got.startswith(b"HTTP/1.1 404 Not Found\r\n"), got
+            await asyncio.sleep(0.2)  # its body dropped: the connection waits for the next request
+
+        try:
+            asyncio.run(main())  # as mitmdump's ends: every task left cancelled
+        finally:
+            visitor.close()
+        return said
+
+    assert await asyncio.to_thread(run) == []
