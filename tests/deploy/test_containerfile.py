@@ -8,26 +8,19 @@ differently from this one is not seen."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
-import subprocess
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from tests.conftest import ENV
 from tests.deploy.deployfiles import (
     ROOT,
-    Instruction,
     config,
     containerfile,
     exec_form,
@@ -36,102 +29,13 @@ from tests.deploy.deployfiles import (
     listen_ports,
     port_of,
 )
+from tests.deploy.image import Image, emulate, in_image
 
 PACKAGES = ("gateway", "addons", "storage")
 EXTRA_MODULES = {"addons.mitm": "mitmproxy", "addons.mitm_answer": "h11"}
 """Modules the image cannot import, and the one module each misses: the mitmproxy host's
 adapter and its answering listener need the ``mitm`` extra (h11 comes with mitmproxy), which
 the image does not install."""
-
-
-def in_image(root: Path, path: str) -> Path:
-    return root / PurePosixPath(path).relative_to("/")
-
-
-@dataclass
-class Built:
-    root: Path  # the image's file system, as far as the COPY lines make it
-    wheel: Path
-    extras: set[str]
-    workdir: str  # at the end: where the container starts
-
-
-def emulate(steps: list[Instruction], context: Path, into: Path) -> Built:
-    """The file system the Containerfile's ``COPY`` lines make (symbolic links copied as links,
-    as Docker does) and the wheel its ``RUN pip install`` builds from the folder it names."""
-    root, workdir, built = into / "image", "/", None
-    for step in steps:
-        if step.name == "WORKDIR":
-            workdir = str(PurePosixPath(workdir) / step.args)
-        elif step.name == "COPY":
-            *sources, dest = [a for a in shlex.split(step.args) if not a.startswith("--")]
-            target = in_image(root, str(PurePosixPath(workdir) / dest))
-            for source in sources:
-                src = context / source
-                assert os.path.lexists(src), f"COPY {source}: not in the build context"
-                if src.is_dir():
-                    shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
-                else:
-                    there = target / src.name if dest.endswith("/") or len(sources) > 1 else target
-                    there.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, there, follow_symlinks=False)
-        elif step.name == "RUN" and "pip install" in step.args:
-            assert built is None, "one pip install"
-            spec = next(a for a in shlex.split(step.args)[2:] if not a.startswith("-"))
-            folder, _, extras = spec.partition("[")
-            source = in_image(root, str(PurePosixPath(workdir) / folder))
-            out = into / "wheel"
-            done = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                 "--quiet", "-w", str(out), str(source)],
-                capture_output=True, text=True, timeout=300, cwd=into,
-            )  # fmt: skip
-            assert done.returncode == 0, done.stderr
-            (wheel,) = out.glob("*.whl")
-            built = Built(root, wheel, set(filter(None, extras.rstrip("]").split(","))), workdir)
-    assert built is not None, "the Containerfile installs nothing with pip"
-    built.workdir = workdir
-    return built
-
-
-def dependency_names(pyproject: dict[str, Any], extras: set[str]) -> set[str]:
-    """The distributions ``pip install '.[extras]'`` brings, as this venv has them installed."""
-    project = pyproject["project"]
-    wanted = [Requirement(r) for r in project["dependencies"]]
-    for extra in extras:
-        wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
-    seen: set[str] = set()
-    while wanted:
-        req = wanted.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        name = metadata.distribution(req.name).metadata["Name"]
-        key = name.lower().replace("_", "-")
-        if key in seen:
-            continue
-        seen.add(key)
-        for sub in metadata.distribution(name).requires or []:
-            r = Requirement(sub)
-            asked = [e for e in req.extras if r.marker is not None and r.marker.evaluate({"extra": e})]
-            if r.marker is None or r.marker.evaluate({"extra": ""}) or asked:
-                wanted.append(r)
-    return seen
-
-
-def site_of(names: set[str], into: Path) -> Path:
-    """A folder holding links to these distributions' files alone (and their metadata): the
-    image's site-packages, made of this venv's."""
-    into.mkdir()
-    for name in names:
-        dist = metadata.distribution(name)
-        for file in dist.files or []:
-            top = file.parts[0]
-            if top == ".." or top == "__pycache__" or os.path.lexists(into / top):
-                continue
-            located = Path(str(dist.locate_file(top)))
-            if located.exists():
-                (into / top).symlink_to(located)
-    return into
 
 
 def package_files() -> set[str]:
@@ -167,51 +71,6 @@ for path in data:
 where = {p: sys.modules[p].__file__ for p in ("gateway", "addons", "storage") if p in sys.modules}
 print(json.dumps({"imports": imports, "read": read, "where": where}))
 """
-
-
-@dataclass
-class Image:
-    built: Built
-    members: set[str]
-    site: Path  # the unpacked wheel
-    deps: Path
-    pyproject: dict[str, Any]
-
-    def python(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """This venv's Python with the image's packages alone: no site-packages (``-S``: nor the
-        editable install's finder that leads to this checkout), the wheel's tree first."""
-        path = f"{self.site}{os.pathsep}{self.deps}"
-        return subprocess.run(
-            [sys.executable, "-S", *args],
-            capture_output=True, text=True, timeout=120, cwd=self.built.root,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": path, **(env or {})},
-        )  # fmt: skip
-
-    def command(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        """The image's ``gateway`` console script, from the wheel's own entry points."""
-        points = zipfile.ZipFile(self.built.wheel).read(
-            next(m for m in self.members if m.endswith(".dist-info/entry_points.txt"))
-        )
-        scripts = {}
-        for line in points.decode().splitlines():
-            key, eq, value = line.partition("=")
-            if eq:
-                scripts[key.strip()] = value.strip()
-        module, _, function = scripts["gateway"].partition(":")
-        code = f"import sys; from {module} import {function} as m; sys.argv[0] = 'gateway'; sys.exit(m())"
-        return self.python("-c", code, *args, env=env)
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    into = tmp_path_factory.mktemp("image")
-    built = emulate(containerfile(), ROOT, into)
-    pyproject = tomllib.loads((in_image(built.root, "/opt/gateway/pyproject.toml")).read_text())
-    with zipfile.ZipFile(built.wheel) as wheel:
-        members = set(wheel.namelist())
-        wheel.extractall(into / "site")
-    deps = site_of(dependency_names(pyproject, built.extras), into / "deps")
-    return Image(built, members, into / "site", deps, pyproject)
 
 
 @pytest.mark.parametrize("copied", [False, True])
