@@ -39,16 +39,19 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         new_session: bool = False,
         user: tuple[int, int] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> GatewayProcess:
         """``new_session``: its own process group, so ``killpg`` reaches the supervisor and workers.
         Its temporary files go beside ``config``: a test that kills it leaves none in /tmp.
         ``user``: run as that uid and gid (the caller root) through ``setpriv``, this checkout's
-        code on ``PYTHONPATH`` (the user may not reach the test's working folder)."""
+        code on ``PYTHONPATH`` (the user may not reach the test's working folder). ``prefix``: a
+        command that execs the rest, as systemd sets a unit's sandbox up before the gateway."""
         argv: tuple[str, ...] = (sys.executable, "-m", "gateway", "run", "-c", str(config), *args)
         extra: dict[str, str] = {}
         if user is not None:
             argv = ("setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv)
             extra["PYTHONPATH"] = CHECKOUT
+        argv = (*prefix, *argv)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
