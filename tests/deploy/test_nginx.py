@@ -6,16 +6,21 @@ nginx-light`` gives it)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -74,10 +79,15 @@ def test_readme_places_it_where_nginx_reads_site_files() -> None:
     assert re.fullmatch(r"/etc/nginx/conf\.d/[\w-]+\.conf", placed()), placed()
 
 
-def test_nginx_accepts_the_file(tmp_path: Path) -> None:
-    nginx = shutil.which("nginx") or next(
+def nginx_binary() -> str | None:
+    """nginx, on PATH or where Debian puts it (off a user's PATH)."""
+    return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
     )
+
+
+def test_nginx_accepts_the_file(tmp_path: Path) -> None:
+    nginx = nginx_binary()
     if nginx is None:
         pytest.skip("nginx is not installed: `nginx -t` not run (apt-get install nginx-light)")
     crt, pem = self_signed(tmp_path)
@@ -137,3 +147,97 @@ def test_it_forwards_what_the_gateway_believes_of_a_trusted_proxy() -> None:
     peer = ipaddress.ip_address(server.rpartition(":")[0])  # nginx reaches loopback from loopback
     assert any(peer in n for n in networks)
     assert f"trusted_proxies = {trusted.group(1)}" in text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def on_loopback(text: str, plain: int, tls: int, gateway: int, crt: Path, pem: Path) -> str:
+    """The file with its listeners on loopback ports, its gateway the test's and its certificate
+    a self-signed one: nothing else changed."""
+    swaps = [
+        (r"\n\s*listen \[::\]:\d+[^;]*;", ""),
+        (r"listen 80;", f"listen 127.0.0.1:{plain};"),
+        (r"listen 443 ", f"listen 127.0.0.1:{tls} "),
+        (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{gateway};"),
+        (r"(ssl_certificate\s+)\S+;", f"\\g<1>{crt};"),
+        (r"(ssl_certificate_key\s+)\S+;", f"\\g<1>{pem};"),
+    ]
+    for pattern, replacement in swaps:
+        text, count = re.subn(pattern, replacement, text)
+        assert count, pattern
+    return text
+
+
+async def _headers(request: web.Request) -> web.Response:
+    wanted = ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+    return web.json_response({name: request.headers.get(name) for name in wanted})
+
+
+async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
+    tmp_path: Path, start_gateway: Any, upstream_server: Any
+) -> None:
+    """The file run (its ports moved to loopback ones) in front of a gateway with README's
+    ``proxy.trusted_proxies``: a visitor on https from 127.0.0.2 gets the visitor cookie
+    ``Secure`` (the gateway believed nginx's X-Forwarded-Proto), the site the visitor's host and
+    scheme and an X-Forwarded-For ending in the visitor then nginx — the visitor's own
+    X-Forwarded-For claim kept to its left, where the gateway does not read the client. On
+    plain http nginx redirects to https."""
+    nginx = await asyncio.to_thread(nginx_binary)
+    if nginx is None:
+        pytest.skip("nginx is not installed: not run in front of the gateway")
+    trusted = re.search(r"`proxy\.trusted_proxies = (\[.*?\])`", await asyncio.to_thread(readme_deployment))
+    assert trusted
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", _headers)
+    gw = await start_gateway(await upstream_server(app), f"[proxy]\ntrusted_proxies = {trusted.group(1)}\n")
+    plain, tls = free_port(), free_port()
+    crt, pem = await asyncio.to_thread(self_signed, tmp_path)
+    text = await asyncio.to_thread(CONF.read_text, encoding="utf-8")
+    site = on_loopback(text, plain, tls, gw.proxy.port, crt, pem)
+    await asyncio.to_thread((tmp_path / "conf.d").mkdir)
+    await asyncio.to_thread((tmp_path / "conf.d" / "gateway.conf").write_text, site)
+    main = tmp_path / "nginx.conf"
+    await asyncio.to_thread(main.write_text, MAIN.format(prefix=tmp_path))
+    proc = await asyncio.create_subprocess_exec(
+        nginx, "-p", str(tmp_path), "-c", str(main), "-e", str(tmp_path / "error.log"),
+        "-g", "daemon off; master_process off;",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                assert proc.returncode is None, await proc.stderr.read() if proc.stderr else ""
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", tls)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        connector = aiohttp.TCPConnector(ssl=False, local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            claim = {"Host": "www.example.com", "X-Forwarded-For": "198.51.100.7"}
+            url = f"https://127.0.0.1:{tls}/landing?utm_source=news"
+            async with session.get(url, headers=claim, allow_redirects=False) as resp:
+                assert resp.status == 200, await resp.text()
+                seen = await resp.json()
+                cookies = resp.headers.getall("Set-Cookie", [])
+            async with session.get(
+                f"http://127.0.0.1:{plain}/x?y=1", headers={"Host": "www.example.com"}, allow_redirects=False
+            ) as resp:
+                assert (resp.status, resp.headers["Location"]) == (301, "https://www.example.com/x?y=1")
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert seen == {
+        "Host": "www.example.com",
+        "X-Forwarded-For": "198.51.100.7, 127.0.0.2, 127.0.0.1",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "www.example.com",
+    }
+    (visitor,) = [c for c in cookies if c.startswith("gw_vid=")]
+    assert "Secure" in [part.strip() for part in visitor.split(";")], visitor
