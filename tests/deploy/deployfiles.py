@@ -4,6 +4,7 @@ ports, the README's "Deployment" section."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import tomllib
@@ -11,8 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+
+
+def missing_tool(message: str) -> None:
+    """A tool a deploy test runs is not installed: skipped locally, failed in CI (``CI`` set),
+    where ``.ci/run`` installs it, as the central store's and the browser's tests are."""
+    if os.environ.get("CI"):
+        pytest.fail(message + " (.ci/run installs it: CI must run the deploy tests)")
+    pytest.skip(message)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 Debian's (``include conf.d/*.conf`` inside ``http``), its certificate swapped for a self-signed
 one; and what it forwards read against what the gateway believes of a trusted proxy (README:
 ``proxy.trusted_proxies``). Without nginx installed the first is skipped (``apt-get install
-nginx-light`` gives it)."""
+nginx-light`` gives it; in CI, where ``.ci/run`` installs it, it fails instead)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.deploy.deployfiles import DEPLOY, ROOT, readme_deployment
+from tests.deploy.deployfiles import DEPLOY, ROOT, missing_tool, readme_deployment
 
 CONF = DEPLOY / "nginx.conf"
 MAIN = """\
@@ -89,7 +88,7 @@ def nginx_binary() -> str | None:
 def test_nginx_accepts_the_file(tmp_path: Path) -> None:
     nginx = nginx_binary()
     if nginx is None:
-        pytest.skip("nginx is not installed: `nginx -t` not run (apt-get install nginx-light)")
+        missing_tool("nginx is not installed: `nginx -t` not run (apt-get install nginx-light)")
     crt, pem = self_signed(tmp_path)
     text = CONF.read_text(encoding="utf-8")
     swapped = re.sub(r"(ssl_certificate\s+)\S+;", f"\\g<1>{crt};", text)
@@ -189,7 +188,7 @@ async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
     plain http nginx redirects to https."""
     nginx = await asyncio.to_thread(nginx_binary)
     if nginx is None:
-        pytest.skip("nginx is not installed: not run in front of the gateway")
+        missing_tool("nginx is not installed: not run in front of the gateway (apt-get install nginx-light)")
     trusted = re.search(r"`proxy\.trusted_proxies = (\[.*?\])`", await asyncio.to_thread(readme_deployment))
     assert trusted
     app = web.Application()

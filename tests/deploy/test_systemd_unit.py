@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from gateway.cli import build_parser
-from tests.deploy.deployfiles import DEPLOY, ROOT, port_of, readme_deployment
+from tests.deploy.deployfiles import DEPLOY, ROOT, missing_tool, port_of, readme_deployment
 from tests.gatewayproc import GatewayProcess
 
 UNIT = DEPLOY / "gateway.service"
@@ -65,7 +65,9 @@ def test_systemd_analyze_verify_finds_nothing_but_the_missing_install(tmp_path: 
     missing ``/opt/gateway/venv/bin/gateway`` and nothing else; with an executable there (the
     unit copied with its path changed to one) it finds nothing at all."""
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed: the unit is not verified by systemd")
+        missing_tool(
+            "systemd-analyze is not installed: the unit is not verified by systemd (apt-get install systemd)"
+        )
     (command,) = {line[0] for line in gateway_lines()}
     verify = ["systemd-analyze", "verify"]
     done = subprocess.run([*verify, str(UNIT)], capture_output=True, text=True, timeout=60)
