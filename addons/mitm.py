@@ -29,7 +29,8 @@ too: it is held blocked from the process's start until the handler is in place).
 runs this file again when it changes (its script watcher): the old instance ends once the flows
 it began have (``done``), keeping the new instance's SIGHUP handler and log levels, and hands it
 the cookieless salt and the loopback answerer (``addons.mitm_answer``, listening until mitmdump
-ends); the new one reads the config again and opens its own store; a flow's state
+ends); the new one reads the config again and opens its own store. At a stop, the connections
+still open when mitmdump's loop ends are cancelled without a word (``StopReports``); a flow's state
 from request to response lives in ``addons.mitm_shared``, imported once, so whichever instance
 gets its response finds it. The only module in ``addons/`` that imports mitmproxy; nothing else
 imports this one.
@@ -705,6 +706,8 @@ class GatewayAddon:
         end awaited at shutdown by the instance then loaded): it waits for the flows this
         instance began, then closes chain and store as at shutdown, SIGHUP left to the new one."""
         reloaded = _unloaded(self)
+        if not reloaded:
+            quiet_at_the_end()
         ending = asyncio.ensure_future(self._done(reloaded))
         if reloaded:
             shared.handed = (self.salt, self.notices, self._levels, self.answerer)
@@ -1129,6 +1132,40 @@ class GatewayAddon:
         shared.FLOWS.pop(flow.id, None)
         if ANSWER in flow.metadata:
             self.answerer.drop(flow.metadata[ANSWER])
+
+
+class StopReports:
+    """The event loop's exception handler once mitmproxy's master has ended (``quiet_at_the_end``),
+    for ``asyncio.run``'s end, which cancels the tasks still running: one per visitor's connection
+    still open (kept alive after a page, after an answer of ours, a WebSocket, a request the site
+    has not answered yet). Python 3.11's stream callback asks each such cancelled task for its
+    exception, and until 2026-12-07 mitmdump printed ``Exception in callback …`` and a traceback
+    ending in ``CancelledError`` for each at every stop, whatever the addon did. Those are nothing
+    now; anything else then is one line (``log``), not a traceback. While mitmproxy runs, its own
+    handler reports every error as ever."""
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError):
+            return  # a connection's task cancelled as the loop ends: nothing went wrong
+        said = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        log.error("gateway: as mitmdump stopped: %s%s", context.get("message", "an error"), said)
+
+
+def quiet_at_the_end() -> None:
+    """``StopReports`` in place once the task now running ends: at a stop, the one mitmproxy's
+    master calls ``done`` in, which puts back the loop's handler from before the master's start
+    as it ends, just before ``asyncio.run`` cancels what is left (a handler put in place sooner
+    would be replaced then). No task (a host calling ``done`` outside one): in place now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = asyncio.current_task()
+    if task is None:
+        loop.set_exception_handler(StopReports())
+    else:
+        task.add_done_callback(lambda _: loop.set_exception_handler(StopReports()))
 
 
 def _unloaded(addon: GatewayAddon) -> bool:
