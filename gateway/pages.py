@@ -166,15 +166,21 @@ def named_header(header: str | None) -> str:
     return "a header" if header is None else f"the {header} header" if header else "a header name"
 
 
-def error_page(status: int, *, header: str | None = None, limit: int = 0) -> web.Response:
+def error_page(
+    status: int, *, header: str | None = None, limit: int = 0, repeated: str | None = None
+) -> web.Response:
     """A small neutral HTML page that says nothing about what runs behind it. ``header``: the
     name of the header over ``limit`` bytes that a 431 refused (``""``: a name over it), which the
-    page says, so that a visitor knows what to shorten (a cookie grown too large, to clear)."""
+    page says, so that a visitor knows what to shorten (a cookie grown too large, to clear).
+    ``repeated``: the name of a header HTTP allows once that a 400 refused as sent more than once
+    (two ``User-Agent`` lines), which the page says, so that whoever sent it knows what to fix."""
     title = f"{status} {HTTPStatus(status).phrase}"
     message = _MESSAGES.get(status, HTTPStatus(status).description)
     if header is not None:
         which = f"The {escape(header)} header" if header else "A header name"
         message = f"{message}.</p><p>{which} is longer than {limit} bytes."
+    if repeated:
+        message = f"{message}</p><p>The {escape(repeated)} header was sent more than once; send it once."
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         '<meta name="viewport" content="width=device-width,initial-scale=1"></head>'

@@ -166,17 +166,28 @@ def reason(exc: BaseException | None, status: int) -> str:
             return (
                 "the request is not valid HTTP: Content-Length and Transfer-Encoding given together; send one"
             )
-        twice = _DUPLICATE.fullmatch(first)
-        if twice:  # its apostrophes too: which of two Content-Type lines was meant?
-            sent = twice[1] or twice[2]
-            name = _SINGLETONS.get(sent.lower(), sent)
-            if SHOWN_NAME.fullmatch(name.encode()):
-                return f"the request is not valid HTTP: {name} given more than once; send it once"
+        name = repeated_header(exc)
+        if name is not None:  # its apostrophes too: which of two Content-Type lines was meant?
+            return f"the request is not valid HTTP: {name} given more than once; send it once"
         detail = first if first.isascii() and first.isprintable() and not set(first) & set("'\"\\") else ""
         return "the request is not valid HTTP" + (f": {detail}" if 0 < len(detail) <= 100 else "")
     if status >= 500:
         return "internal error while handling the request (see the gateway's log)"
     return "the request could not be read"
+
+
+def repeated_header(exc: BaseException | None) -> str | None:
+    """The header HTTP allows once that the parser refused ``exc`` for as sent more than once
+    (two ``User-Agent`` lines), spelt as RFC 9110 does; None for any other refusal, or a name the
+    page and the log may not show (``SHOWN_NAME``)."""
+    if not isinstance(exc, http_exceptions.BadHttpMessage):
+        return None
+    twice = _DUPLICATE.fullmatch(exc.message.split("\n", 1)[0].rstrip(" :"))
+    if twice is None:
+        return None
+    sent = twice[1] or twice[2]
+    name = _SINGLETONS.get(sent.lower(), sent)
+    return name if SHOWN_NAME.fullmatch(name.encode()) else None
 
 
 _BOTH_LENGTHS = frozenset(
@@ -682,11 +693,14 @@ class _Server(web.Server):
     def answer(self, status: int, why: str, path: str, exc: BaseException | None = None) -> web.Response:
         """The listener's answer to a request it refuses; ``path``: the request's, or ``/``
         for what the parser refused (aiohttp's stand-in request does not carry the path);
-        ``exc``: what the parser refused, a header over the limit named on the page."""
+        ``exc``: what the parser refused, a header over the limit, or one sent more than once that
+        HTTP allows once, named on the page."""
         if self.public and not (self.json_paths and self.json_paths(path)):
             if isinstance(exc, HeaderTooLong):
                 limit = exc.args[1] if isinstance(exc.args[1], int) else 0
                 response = error_page(status, header=exc.header, limit=limit)
+            elif status == 400 and (twice := repeated_header(exc)) is not None:
+                response = error_page(status, repeated=twice)
             else:
                 response = error_page(status if 400 <= status < 600 else 500)
         else:

@@ -133,6 +133,11 @@ MALFORMED = {
 }
 
 
+TWICE = {MALFORMED["two_content_lengths"]: "Content-Length", MALFORMED["two_hosts"]: "Host"}
+"""The requests of ``MALFORMED`` refused for a header HTTP allows once, sent twice: their page
+names it."""
+
+
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_request_is_refused_and_not_forwarded(
     start_gateway, upstream_server, data: bytes
@@ -147,6 +152,7 @@ async def test_malformed_request_is_refused_and_not_forwarded(
     # The neutral page, whoever refused it (aiohttp's parser or the proxy): never the bytes
     # sent back, nor a word of what runs here; a header over the limit named.
     named = {"header": "X-Big", "limit": 8190} if resp.status == 431 else {}
+    named |= {"repeated": TWICE[data]} if data in TWICE else {}
     assert resp.body == error_page(resp.status, **named).body  # type: ignore[arg-type]
     assert "Server" not in resp.headers and b"aiohttp" not in resp.body
     # The gateway is still serving.
@@ -340,10 +346,11 @@ async def test_what_the_parser_refuses_below_the_reserved_prefix_is_answered_in_
     assert (resp.status, answer["ok"], answer["status"]) == (400, False, 400)
     assert answer["error"].startswith(why), answer
     assert resp.headers.get("Connection", "").lower() == "close" and calls == []
-    # Elsewhere, the site's neutral page as before.
+    # Elsewhere, the site's neutral page as before, naming a header sent twice.
     elsewhere = data.replace(b"/_gw/events", b"/shop").replace(b"/_gw/segment/v1/batch", b"/shop")
     page = await raw_request(gw.proxy.port, elsewhere)
-    assert (page.status, page.body) == (400, error_page(400).body)
+    twice = why.partition(": ")[2].partition(" given more than once")[0] if "more than once" in why else None
+    assert (page.status, page.body) == (400, error_page(400, repeated=twice).body)
 
 
 async def test_what_the_parser_refuses_is_counted_and_logged_without_the_client(
@@ -1136,3 +1143,47 @@ async def test_a_header_over_the_limit_is_named_in_the_refusal(
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == (
         "a header name is longer than the listener accepts (8190 bytes)"
     )
+
+
+# A header HTTP allows once, sent twice: aiohttp's parser refuses the request (a 400), and the
+# site never sees it. Its parser is left strict (two Host or Content-Length lines are a request
+# smuggling matter); the neutral page says which header, as a 431's does, so that whoever sent it
+# knows what to fix. Until 2026-12-07 it said only "The request could not be understood."
+REPEATED_ON_THE_PROXY = {
+    "two_user_agents": (
+        b"GET /p?utm_source=news HTTP/1.1\r\nHost: t\r\nUser-Agent: a/1\r\nUser-Agent: b/2\r\n\r\n",
+        "User-Agent",
+    ),
+    "two_user_agents_spelt_apart": (
+        b"GET / HTTP/1.1\r\nHost: t\r\nuser-agent: a/1\r\nUSER-AGENT: a/1\r\n\r\n",
+        "User-Agent",
+    ),
+    "two_content_types": (
+        b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n"
+        b"Content-Length: 2\r\n\r\nhi",
+        "Content-Type",
+    ),
+    "two_hosts": (b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "Host"),
+}
+
+
+@pytest.mark.parametrize(("data", "header"), REPEATED_ON_THE_PROXY.values(), ids=REPEATED_ON_THE_PROXY.keys())
+async def test_a_header_allowed_once_sent_twice_is_the_neutral_400_naming_it(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture, data: bytes, header: str
+) -> None:
+    calls: list[str] = []
+    gw = await start_gateway(await recording_upstream(upstream_server, calls))
+    bad = gw.gateway.metrics.requests.labels("bad_request")
+    before = bad._value.get()
+    with caplog.at_level(logging.DEBUG, logger="gateway.listener"):
+        resp = await raw_request(gw.proxy.port, data)
+    assert (resp.status, calls) == (400, [])
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert f"The {header} header was sent more than once".encode() in resp.body, resp.body
+    assert resp.body == error_page(400, repeated=header).body
+    assert "Server" not in resp.headers and b"aiohttp" not in resp.body
+    assert bad._value.get() - before == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.listener"]
+    assert said == [
+        f"refused a request: the request is not valid HTTP: {header} given more than once; send it once"
+    ]
