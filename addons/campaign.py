@@ -1,16 +1,17 @@
 """Campaign capture: ``c_*`` / ``utm_*`` parameters, ad click IDs and creator IDs → a touchpoint.
 
-Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the parameters leave the
-URL) and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (Unicode
-spaces made spaces and invisible characters removed, ``events.as_typed``; trimmed, source and
-medium case-folded, length-capped, printable only); a value that fails is dropped and counted,
-never stored. The upstream query is rebuilt from the raw ``&``-separated pieces so everything else
-stays byte for byte as received. Remembers the channel of recent value combinations (at most
-``CHANNEL_CACHE``), and recent landings (``addons/landings.py``): a reload within
-``campaign.repeat_seconds`` records no touchpoint (it is left on ``Exchange.folded`` for bots'
-velocity windows). A landing of a visitor who opted out (``Sec-GPC``/``DNT``) is a ``DailyCount``,
-the touchpoint it would have been left on ``Exchange.counted`` for bots to score. A HEAD records
-nothing and is remembered nowhere (no browser navigates with it), and is stripped as a GET is.
+Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the parameters leave the URL)
+and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (Unicode spaces
+made spaces and invisible characters removed, ``events.as_typed``; trimmed, source and medium
+case-folded, length-capped, printable only, no email address but in a click or creator ID); a value
+that fails is dropped and counted, never stored. The upstream query is rebuilt from the raw
+``&``-separated pieces so everything else stays byte for byte as received. Remembers the channel of
+recent value combinations (at most ``CHANNEL_CACHE``), and recent landings (``addons/landings.py``):
+a reload within ``campaign.repeat_seconds`` records no touchpoint (it is left on ``Exchange.folded``
+for bots' velocity windows). A landing of a visitor who opted out (``Sec-GPC``/``DNT``) is a
+``DailyCount``, the touchpoint it would have been left on ``Exchange.counted`` for bots to score. A
+HEAD records nothing and is remembered nowhere (no browser navigates with it), and is stripped as a
+GET is.
 """
 
 from __future__ import annotations
@@ -51,9 +52,19 @@ DROPPED_WHY = {
     "unprintable": "not printable (a control character, a space in a click ID, bytes not UTF-8)",
     "source_not_allowed": "not in campaign.allowed_sources",
     "bad_referrer": "not a URL with a valid host: read as no referrer",
+    "email": "holds an email address (personal data is not stored)",
 }
 """The rule a dropped value failed, in words: the debug line says it, and so does an import's
 summary of a line skipped for it (``gateway.backfill.refused_reason``)."""
+
+EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
+"""An email address within a value: something, ``@``, a domain with a dot and a top-level name of
+two letters or more (``jane@example.com``; not a handle ``@jane`` nor ``promo@2x``). A mailing
+tool's merge tag (``utm_term=*|EMAIL|*``) puts the subscriber's address into a link; such a value
+is dropped (``reason="email"``), never stored. Looked for only in a value holding an ``@``."""
+EMAIL_EXEMPT = frozenset(("click", "creator_id"))
+"""Slots whose values are not looked at for an address: a click ID is an ad platform's token, and
+a creator ID the operator's own name for a partner (``[[creators]]``), not a visitor's."""
 
 MAX_RAW_PARAMS = 32
 MAX_PATH = 1024
@@ -305,6 +316,9 @@ class Campaign:
                 self._drop(ex, key, "unprintable")
                 continue
             if not value:
+                continue
+            if "@" in value and slot not in EMAIL_EXEMPT and EMAIL.search(value):
+                self._drop(ex, key, "email")
                 continue
             if slot == "source" or slot == "medium":
                 value = value.casefold()

@@ -1127,3 +1127,53 @@ def test_an_options_request_records_no_touchpoint_mints_no_visitor_and_is_still_
     assert ex.reply is None
     assert (ex.upstream_query, ex.upstream_headers) == (as_post.upstream_query, as_post.upstream_headers)
     assert len(campaign.landings) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("utm_source=news&utm_term=jane@example.com", "utm_term"),
+        ("utm_source=news&utm_term=jane%40example.com", "utm_term"),  # percent-encoded
+        ("utm_source=news&utm_content=Jane.Doe%2Btag%40Mail.Example.co.uk", "utm_content"),
+        ("utm_source=news&utm_campaign=spring+for+jane@example.com", "utm_campaign"),  # within text
+        ("utm_source=news&utm_email=jane@example.com", "utm_email"),  # raw_params only
+        ("utm_source=news&sub_id=jane@example.com", "sub_id"),
+        ("utm_source=news&UTM_TERM=jos%C3%A9@ex%C3%A4mple.de", "utm_term"),  # any case, any script
+    ],
+)
+def test_an_email_address_in_a_tracking_value_is_dropped_never_stored(query: str, key: str) -> None:
+    """A mailing tool's merge tag (``utm_term=*|EMAIL|*``, ``{{ email }}``) put the subscriber's
+    address into the link, and the gateway stored it in ``term`` or ``raw_params``: a raw
+    personal identifier at rest, which the privacy promise rules out. Such a value is dropped
+    and counted (``reason="email"``), as an unprintable one is; the pair still leaves the URL,
+    and the landing is recorded with the rest of its campaign."""
+    ex, ctx = run(f"/p?{query}&keep=1")
+    [tp] = ex.events
+    assert tp.source == "news"
+    assert key not in tp.raw_params and "@" not in repr(tp)
+    assert (tp.term, tp.content, tp.campaign, tp.sub_id) == (None, None, None, None)
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "email"}) == 1
+    assert ex.refused == [(key.lower(), "email")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["@jane", "promo@2x", "brand@home", "a@b.c", "ops@localhost", "fans%20%40%20home"],
+)
+def test_a_value_with_an_at_sign_that_is_no_email_address_is_kept(value: str) -> None:
+    """A creator's handle, a retina asset's suffix, a word joined by ``@``: kept, only an address
+    (something ``@`` a domain with a dot and a top-level name of two letters or more) goes."""
+    ex, ctx = run(f"/p?utm_source=news&utm_term={value}")
+    [tp] = ex.events
+    assert tp.term == unquote_plus(value)
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "email"}) == 0
+
+
+def test_a_creator_id_that_is_an_email_address_is_kept() -> None:
+    """A creator ID is the operator's own name for a partner (listed in ``[[creators]]``), not a
+    visitor's: an affiliate programme that names its partners by address keeps its attribution."""
+    ex, ctx = run("/p?utm_source=news&creator_id=jane@agency.example")
+    [tp] = ex.events
+    assert tp.creator_id == "jane@agency.example"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "email"}) == 0

@@ -2278,6 +2278,30 @@ async def test_a_line_whose_tracking_values_are_all_refused_is_skipped_and_said(
     assert "skipped:              7" in summary.render()
 
 
+async def test_an_email_address_in_a_logged_tracking_value_is_not_stored(tmp_path: Path) -> None:
+    """A newsletter's merge tag put the subscriber's address into its links
+    (``utm_term=jane@example.com``), and the import stored it in the store's ``term`` and
+    ``raw_params``, as the live proxy did. The value is dropped as live, the line's other values
+    kept; a line with nothing else is skipped and said, never the address."""
+    settings = make_settings(tmp_path)
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    targets = [
+        "/p?utm_source=news&utm_term=jane%40example.com&utm_campaign=spring",
+        "/p?utm_email=jane@example.com",
+    ]
+    text = "\n".join(f'{pre}{i} +0000] "GET {t} HTTP/1.1" 200 1 "-" "{UA}"' for i, t in enumerate(targets))
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert dict(summary.skipped) == {
+        "tracking value refused, no touchpoint: utm_email holds an email address"
+        " (personal data is not stored)": 1
+    }
+    assert summary.events["touchpoints"] == 1
+    rows = await query(settings, "SELECT source, campaign, term, raw_params FROM touchpoints")
+    assert [row[:3] for row in rows] == [("news", "spring", None)]
+    assert "@" not in rows[0][3] and "jane" not in summary.render()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_an_absolute_form_request_for_another_host_is_skipped(tmp_path: Path, workers: int) -> None:
     """``GET http://other.example/?utm_source=x`` (a proxy's request, in the log of a server
