@@ -556,6 +556,26 @@ def _decode_array(name: str, value: Any, problems: list[str]) -> tuple[msgspec.S
     return () if failed else tuple(decoded)
 
 
+def _env_path(key: str, written: str, path: Path) -> str | None:
+    """Why a store's path written ``"env:NAME"`` (as the secrets and URLs beside it are) is
+    refused: a path is read as written, so the store would be a file of that name in the working
+    folder, whatever the variable says. A file so named that is there already (a gateway ran on
+    it) is left in use: refusing it would stop that gateway at its next start."""
+    if written[:4].lower() != "env:":
+        return None
+    try:
+        if path.exists():
+            return None
+    except OSError:  # said by the checks of the path itself
+        return None
+    shown = msgspec.json.encode(written).decode()
+    example = "mirror.db" if key == "central.mirror_path" else "gateway.db"
+    return (
+        f"{key}: {shown} is read as a file of that name, not from the environment (only secrets and"
+        f' URLs read env:NAME); write the path itself, as {key} = "/var/lib/gateway/{example}"'
+    )
+
+
 def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) -> list[str]:
     """Files the config names that exist but cannot be used, or whose path the system refuses to
     look at: each a problem naming its key. ``said``: keys (``storage.path``) and tables
@@ -572,6 +592,13 @@ def check_files(options: Options, base_dir: Path, said: Collection[str] = ()) ->
 
     p: list[str] = []
     store = resolve_path(base_dir, options.storage.path)
+    for key, written in (
+        ("storage.path", options.storage.path),
+        ("central.mirror_path", options.central.mirror_path),
+    ):
+        if unsaid(key) and (bad := _env_path(key, written, resolve_path(base_dir, written))):
+            p.append(bad)
+            said = {*said, key}
     if unsaid("storage.path"):
         try:
             store.exists()  # every command that reads the store asks this first

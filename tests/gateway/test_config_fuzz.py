@@ -454,3 +454,34 @@ def test_the_admin_api_on_the_proxys_address_is_a_config_error(proxy: str, admin
         found = err.problems
     said = f"admin.listen: {admin!r} is the address of proxy.listen ({proxy!r}); the admin API needs a port"
     assert any(p.startswith(said) for p in found) == refused, found
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[storage]\npath = "env:GATEWAY_DB"\n', "storage.path"),
+        ('[storage]\npath = "ENV:GATEWAY_DB"\n', "storage.path"),
+        ('[central]\nurl = "env:CENTRAL"\nmirror_path = "env:GATEWAY_DB"\n', "central.mirror_path"),
+    ],
+)
+def test_a_store_path_written_as_an_environment_variable_is_a_config_error(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    """Secrets and URLs read ``"env:NAME"``; a file path does not. ``storage.path =
+    "env:GATEWAY_DB"``, written as the secrets beside it are, made a store in the working folder
+    named ``env:GATEWAY_DB``, whatever the variable said, and ``gateway check`` passed it: the
+    events went to a file nobody backed up. Now a config error naming the key, the variable and
+    what to write; a file so named that is there already (a gateway that ran so) is still used."""
+    (tmp_path / "gateway.toml").write_text(toml)
+    done = gateway(tmp_path, "check", GATEWAY_DB="/var/lib/gateway/gateway.db", CENTRAL="postgresql://u@h/db")
+    written = re.search(r'"(env:GATEWAY_DB|ENV:GATEWAY_DB)"', toml)[1]  # type: ignore[index]
+    assert (
+        f'{key}: "{written}" is read as a file of that name, not from the environment (only secrets'
+        " and URLs read env:NAME); write the path itself"
+    ) in done.stderr, done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "gateway.toml"]
+    # A file of that name is there: a gateway ran on it, and goes on doing so.
+    (tmp_path / written).touch()
+    done = gateway(tmp_path, "check", GATEWAY_DB="/var/lib/gateway/gateway.db", CENTRAL="postgresql://u@h/db")
+    assert "is read as a file of that name" not in done.stderr, done.stderr
