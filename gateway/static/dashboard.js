@@ -121,9 +121,13 @@ function readPeriod() {
   // told outside the days shown, and so is a day the calendar has not (2026-11-31, a link made for
   // "the month's last day"), to be told (periodProblem): both were taken as no date given, the
   // default period shown without a word (to=2026-11-31: 1 November to today).
+  // From not given is counted back from To, but from no day the calendar has: a month 13 or a
+  // day 00 is no date to the browser, and counting back from it threw, the page left loading
+  // without a word (to=2026-13-01); From is left empty then, To told (periodProblem).
   const valid = (v) => /^\d{4,6}-\d\d-\d\d$/.test(v || "");
   const to = valid(params.get("to")) ? params.get("to") : today();
-  const from = valid(params.get("from")) ? params.get("from") : to.length > 10 ? to : addDays(to, -29);
+  const counted = () => (noSuchDay(to) ? "" : addDays(to, -29));
+  const from = valid(params.get("from")) ? params.get("from") : to.length > 10 ? to : counted();
   return {
     from,
     to,

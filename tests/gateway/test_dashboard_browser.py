@@ -638,6 +638,23 @@ async def test_period_mistakes_are_told_in_the_forms_words(
             ("?from=2026-13-01&to=2026-11-10", "From (2026-13-01) is no day of the calendar: no month 13."),
         ]:
             await told_before_asking(page, gw, query + chosen, told)
+        # To alone, no day of the calendar: From is counted back from it, which threw on a month
+        # 13 or a day 00 (a date the browser cannot make), the page left loading without a word.
+        # February 29th of a year that has none, 1900 and 2100 alike, is told as any other.
+        for query, told in [
+            ("?to=2026-13-01", "To (2026-13-01) is no day of the calendar: no month 13."),
+            ("?to=2026-11-00", "To (2026-11-00) is no day of the calendar: November 2026 has 30 days."),
+            ("?to=2026-11-31", "To (2026-11-31) is no day of the calendar: November 2026 has 30 days."),
+            (
+                "?from=2100-02-29&to=2100-03-10",
+                "From (2100-02-29) is no day of the calendar: February 2100 has 28 days.",
+            ),
+            (
+                "?from=1900-02-29&to=1900-03-10",
+                "From (1900-02-29) is no day of the calendar: February 1900 has 28 days.",
+            ),
+        ]:
+            await told_before_asking(page, gw, query + chosen, told)
         # The dates corrected in the form: the model and conversion asked for are kept.
         await page.eval(
             f"const f = document.querySelector('#period'); f.from.value = {PERIOD['since']!r};"
