@@ -472,11 +472,14 @@ _NUMBER_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 latter split a long run of digits every way before refusing the letter after it (5 s for
 20,000 digits)."""
 _SHOWN_AS_WRITTEN = re.compile(r"0|[1-9][0-9]{0,10}")
-_VALUE_TEXT = re.compile(r"\(?[$€£¥]?[0-9.][0-9.,:/ -]*%?\)?")
+_VALUE_TEXT = re.compile(r"\(?[$€£¥]?-?[0-9.][0-9.,:/ -]*(?:%|[$€£¥]|[aApP][mM])?\)?")
 """Digits with a spreadsheet's separators of dates (``3/4``, ``2-3``, ``12.11.2026``), times
-(``10:30``), thousands (``1,234``) and fractions (``1 1/2``), as money (``$5``), a percentage
-(``50%``) or an accountant's negative (``(123)``); matched once the spaces around are trimmed
-(a spreadsheet trims them), so that no pattern backtracks over a long run of them."""
+(``10:30``, ``10:30 AM``, ``3pm``), thousands (``1,234``) and fractions (``1 1/2``), as money
+(``$5``, ``5$``, ``$-5``), a percentage (``50%``) or an accountant's negative (``(123)``);
+matched once the spaces around are trimmed (a spreadsheet trims them), so that no pattern
+backtracks over a long run of them."""
+_BOOLEAN = frozenset({"TRUE", "FALSE"})
+"""Text a spreadsheet reads as a truth value, in any case, and shows in capitals."""
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
@@ -501,13 +504,20 @@ def renumbered(text: str) -> bool:
     Text it reads as a date, a time, money or a percentage is shown otherwise too (``nov-26``
     as 26-Nov, the paths report's bucket ``2-3`` as 3-Feb, ``3/4`` as 4-Mar, ``(123)`` as
     -123, ``1,234`` as 1234; in a locale whose decimal mark is a comma, where ``CSV (;)`` is
-    opened, ``1.2`` as 1 February): until 2026-12-07 it was left as it was. An ISO date
-    (``2026-11-01``, the time series' ``day``) is left a date, for a chart."""
+    opened, ``1.2`` as 1 February): until 2026-12-07 it was left as it was. So is text read
+    as a truth value (``true`` as TRUE), a time with AM or PM (``3 pm`` as 03:00:00 PM), money
+    with its sign after (``5$``) or a number between spaces (`` 1e5`` as 1.00E+05): until
+    2026-12-08 they were left as they were. An ISO date (``2026-11-01``, the time series'
+    ``day``) is left a date, for a chart."""
     if _NUMBER_TEXT.fullmatch(text) is not None:
         return _SHOWN_AS_WRITTEN.fullmatch(text) is None
     if _ISO_DATE.fullmatch(text):
         return False
     trimmed = text.strip()
+    if trimmed.upper() in _BOOLEAN:
+        return text != trimmed.upper()  # ``true`` shown TRUE; ``TRUE`` as written
+    if trimmed != text and _NUMBER_TEXT.fullmatch(trimmed) is not None:
+        return True  # `` 1e5``: the spaces dropped, then read as any number
     if _VALUE_TEXT.fullmatch(trimmed) is not None:
         return any(ch.isdigit() for ch in trimmed)
     return _MONTH_DATE.fullmatch(trimmed) is not None

@@ -430,3 +430,38 @@ def test_csv_keeps_text_a_spreadsheet_would_read_as_another_number(text: str, ce
         [cell, "5.00"],
     ]
     assert json.loads(report.json())["rows"] == [{"creator_id": text, "payout": 5.0}]
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [
+        ("true", "'true"),  # LibreOffice and Excel show TRUE, a truth value
+        ("False", "'False"),  # FALSE
+        ("TRUE", "TRUE"),  # shown as written
+        ("10:30 AM", "'10:30 AM"),  # 10:30:00 AM, a time
+        ("10:30am", "'10:30am"),
+        ("3 pm", "'3 pm"),  # 03:00:00 PM
+        ("3PM", "'3PM"),
+        ("5$", "'5$"),  # $5.00
+        ("$-5", "'$-5"),  # -$5.00
+        (" 1e5", "' 1e5"),  # 1.00E+05: the spaces dropped first
+        ("1e5 ", "'1e5 "),
+        # Text still: campaigns with digits beside letters.
+        ("q4-2026", "q4-2026"),
+        ("summer-sale-2", "summer-sale-2"),
+        ("v2", "v2"),
+        ("pm", "pm"),
+        ("truest", "truest"),
+        ("3 pm sale", "3 pm sale"),
+    ],
+)
+def test_csv_keeps_truth_values_times_of_day_and_spaced_numbers_as_text(text: str, cell: str) -> None:
+    """What LibreOffice (en-US) shows otherwise than written, and the CSV left as it was until
+    2026-12-08: a truth value in lower or mixed case, a time with AM or PM, money with its sign
+    after or a minus after it, a number in exponent form between spaces. JSON keeps the text."""
+    report = Report("payouts", ["creator_id", "payout"], [{"creator_id": text, "payout": Decimal("5.00")}])
+    assert list(csv.reader(io.StringIO(report.csv(), newline=""))) == [
+        ["creator_id", "payout"],
+        [cell, "5.00"],
+    ]
+    assert json.loads(report.json())["rows"] == [{"creator_id": text, "payout": 5.0}]
