@@ -7,7 +7,9 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,48 @@ def test_at_the_loops_end_a_cancelled_task_is_nothing_and_another_error_one_line
     assert (name, level, exc_info) == ("gateway.mitm", logging.ERROR, None)
     assert message.startswith("gateway: as mitmdump stopped: Exception in callback "), message
     assert message.endswith(" (ValueError: a real fault)") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("command", ["mitmdump", "gateway mitmdump"])
+async def test_events_the_stores_close_could_not_write_are_still_told(
+    tmp_path: Path, secrets: None, raw_upstream: Any, command: str
+) -> None:
+    """A stop with a visitor's connection open (what ``StopReports`` quiets) while another
+    connection holds the store's write lock: the landing queued then cannot be written, and
+    the operator is told how many events were not stored, by either command, as before."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", 'durability = "async"\n')
+    argv = (sys.executable, "-m", "gateway", "mitmdump") if command == "gateway mitmdump" else ()
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", command=argv) as (
+        url,
+        process,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+        page, sends = await asyncio.open_connection("127.0.0.1", port)
+        lock = sqlite3.connect(tmp_path / "mitm.db", isolation_level=None, check_same_thread=False)
+        try:
+            sends.write(f"GET /?utm_source=x HTTP/1.1\r\n{HEAD}\r\n".encode())
+            assert (await head_of(page)).startswith("HTTP/1.1 200 OK\r\n")  # the store is open
+            await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
+            sends.write(f"GET /?utm_source=y HTTP/1.1\r\n{HEAD}\r\n".encode())
+            assert (await head_of(page)).startswith("HTTP/1.1 200 OK\r\n")  # its landing queued, held
+            process.send_signal(signal.SIGTERM)  # the connection still open
+            assert process.stdout is not None
+            printed = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
+            code = await asyncio.wait_for(process.wait(), 60)
+        finally:
+            await asyncio.to_thread(lock.close)
+            sends.close()
+    # The landing held, and the one before it when it was still queued (durability "async").
+    told = re.search(
+        r"closing while another connection holds the store's write lock: ([12]) events not stored", printed
+    )
+    assert told, printed
+    assert "Traceback" not in printed and "CancelledError" not in printed, printed
+    assert code == 0, printed
