@@ -472,12 +472,30 @@ _NUMBER_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 latter split a long run of digits every way before refusing the letter after it (5 s for
 20,000 digits)."""
 _SHOWN_AS_WRITTEN = re.compile(r"0|[1-9][0-9]{0,10}")
-_VALUE_TEXT = re.compile(r"\(?[$€£¥]?-?[0-9.][0-9.,:/ -]*(?:%|[$€£¥]|[aApP][mM])?\)?")
-"""Digits with a spreadsheet's separators of dates (``3/4``, ``2-3``, ``12.11.2026``), times
-(``10:30``, ``10:30 AM``, ``3pm``), thousands (``1,234``) and fractions (``1 1/2``), as money
-(``$5``, ``5$``, ``$-5``), a percentage (``50%``) or an accountant's negative (``(123)``);
-matched once the spaces around are trimmed (a spreadsheet trims them), so that no pattern
-backtracks over a long run of them."""
+_YEAR = r"(?:1[89]|[2-9][0-9])[0-9]{2}"
+"""A four-digit year a spreadsheet takes in a date (1800-9999): ``1001-2``, an order number, is
+none."""
+_DATE_OR_TIME = re.compile(
+    rf"[0-9]{{1,2}}([-/.])[0-9]{{1,2}}(?:\1(?:[0-9]{{2}}|{_YEAR}))?"  # 2-3, 3/4, 12.11.2026
+    rf"|{_YEAR}([-/.])[0-9]{{1,2}}(?:\2[0-9]{{1,2}})?"  # 2026-11, 2026/11/01
+    rf"|[0-9]{{1,2}}[-/.]{_YEAR}"  # 11/2026
+    r"|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)? ?(?:[aApP][mM])?"  # 10:30, 10:30 AM
+    r"|[0-9]{1,2} ?[aApP][mM]"  # 3 pm
+)
+"""A date of two or three numbers (day, month and year as spreadsheets read them, one separator)
+or a time of day: ``2-3`` (3-Feb, the paths report's bucket), ``3/4``, ``12.11.2026``,
+``2026-11``, ``10:30``, ``3 pm``. Not a phone number, an order number or a code of more parts
+(``800-555-1234``, ``1001-2``, ``1-2-3-4-5``, ``1:2:3:4``), which spreadsheets show as written."""
+_AMOUNT_TEXT = re.compile(
+    r"[-+]?[$€£¥]?[-+]?"
+    r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"  # 1,234
+    r"|[0-9]+ [0-9]+/[0-9]+"  # 1 1/2
+    r"|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"(?:%|[$€£¥]|-)?"
+)
+"""A number as money (``$5``, ``5$``, ``$-5``), a percentage (``50%``), with thousands
+(``1,234``), a fraction (``1 1/2``) or a minus after it (``5-``); between parentheses (``(123)``),
+an accountant's negative."""
 _BOOLEAN = frozenset({"TRUE", "FALSE"})
 """Text a spreadsheet reads as a truth value, in any case, and shows in capitals."""
 _MONTH = (
@@ -507,7 +525,8 @@ def renumbered(text: str) -> bool:
     opened, ``1.2`` as 1 February): until 2026-12-07 it was left as it was. So is text read
     as a truth value (``true`` as TRUE), a time with AM or PM (``3 pm`` as 03:00:00 PM), money
     with its sign after (``5$``) or a number between spaces (`` 1e5`` as 1.00E+05): until
-    2026-12-08 they were left as they were. An ISO date (``2026-11-01``, the time series'
+    2026-12-07 they were left as they were. A code of more parts (``800-555-1234``, an order
+    number ``1001-2``) is shown as written, and left so. An ISO date (``2026-11-01``, the time series'
     ``day``) is left a date, for a chart."""
     if _NUMBER_TEXT.fullmatch(text) is not None:
         return _SHOWN_AS_WRITTEN.fullmatch(text) is None
@@ -518,8 +537,11 @@ def renumbered(text: str) -> bool:
         return text != trimmed.upper()  # ``true`` shown TRUE; ``TRUE`` as written
     if trimmed != text and _NUMBER_TEXT.fullmatch(trimmed) is not None:
         return True  # `` 1e5``: the spaces dropped, then read as any number
-    if _VALUE_TEXT.fullmatch(trimmed) is not None:
-        return any(ch.isdigit() for ch in trimmed)
+    if _DATE_OR_TIME.fullmatch(trimmed) is not None:
+        return True
+    paired = trimmed.startswith("(") and trimmed.endswith(")")
+    if _AMOUNT_TEXT.fullmatch(trimmed[1:-1] if paired else trimmed) is not None:
+        return True
     return _MONTH_DATE.fullmatch(trimmed) is not None
 
 

@@ -453,12 +453,32 @@ def test_csv_keeps_text_a_spreadsheet_would_read_as_another_number(text: str, ce
         ("pm", "pm"),
         ("truest", "truest"),
         ("3 pm sale", "3 pm sale"),
+        ("5-", "'5-"),  # -5, a minus after it
+        ("(1,234.50)", "'(1,234.50)"),
+        ("2026/11/01", "'2026/11/01"),  # a date
+        ("11/2026", "'11/2026"),  # Nov-26
+        # Shown as written (LibreOffice en-US, en-GB, de-DE): codes of more parts, unpaired
+        # parentheses, an order number whose first part is no year.
+        ("800-555-1234", "800-555-1234"),
+        ("12-345", "12-345"),
+        ("1001-2", "1001-2"),
+        ("2026-0001", "2026-0001"),
+        ("100-200", "100-200"),
+        ("1-2-3-4-5", "1-2-3-4-5"),
+        ("1/1/1/1", "1/1/1/1"),
+        ("1:2:3:4", "1:2:3:4"),
+        ("(5", "(5"),
+        ("5)", "5)"),
+        ("1 2", "1 2"),
+        ("10+", "10+"),
     ],
 )
 def test_csv_keeps_truth_values_times_of_day_and_spaced_numbers_as_text(text: str, cell: str) -> None:
     """What LibreOffice (en-US) shows otherwise than written, and the CSV left as it was until
-    2026-12-08: a truth value in lower or mixed case, a time with AM or PM, money with its sign
-    after or a minus after it, a number in exponent form between spaces. JSON keeps the text."""
+    2026-12-07: a truth value in lower or mixed case, a time with AM or PM, money with its sign
+    after or a minus after it, a number in exponent form between spaces. A code of numbers in
+    more parts than a date or a time has (a phone number, an order number) is shown as written
+    and left so. JSON keeps the text."""
     report = Report("payouts", ["creator_id", "payout"], [{"creator_id": text, "payout": Decimal("5.00")}])
     assert list(csv.reader(io.StringIO(report.csv(), newline=""))) == [
         ["creator_id", "payout"],
