@@ -686,7 +686,7 @@ class LocalStore:
         searched as an erasure searches them: ``storage.erasure.names_erased``), set by the
         signed events' intake, which holds the keys; None: bad events are stored unopened. A bad
         event received at or before the erasure of a key it names and committed after it (a
-        delivery in flight at the erasure) is a late row (``_late``)."""
+        delivery in flight at the erasure) is a late row (``_late_bad``)."""
         """Per event type, the columns None in every row it has written (shrinks; ``_transaction``)."""
         self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -1380,8 +1380,13 @@ class LocalStore:
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
         while True:
-            if kind is VerdictChange or kind is BadEvent:  # seldom: a read, or bodies opened
-                late = await self._late(db, kind, events)
+            # Verdict changes and bad events name no key of their own (``Erased.late_in``): a
+            # change is late when its touchpoint is gone, a bad event when it names a key erased
+            # since it came. Seldom: one read of the touchpoints' keys, or bodies opened.
+            if kind is VerdictChange:
+                late = await _orphans(db, events)
+            elif kind is BadEvent:
+                late = await self._late_bad(events)
             else:
                 late = self._erased.late_in(events)
             kept = _without(events, late) if late else events
@@ -1406,14 +1411,6 @@ class LocalStore:
             # None inserted: every row one the store has (a replay), or the guard held them back.
             if inserted or not await self._erasures_moved(db):
                 return late, counted, bound
-
-    async def _late(self, db: aiosqlite.Connection, kind: type, events: list[Event]) -> list[Event]:
-        """The late rows of ``events``, all verdict changes or all bad events, which name no key
-        of their own (a touchpoint, binding or conversion: ``Erased.late_in``): a verdict change
-        by its touchpoint, gone (``_orphans``); a bad event by the keys it names (``_late_bad``)."""
-        if kind is VerdictChange:
-            return await _orphans(db, events)
-        return await self._late_bad(events)
 
     async def _late_bad(self, events: Sequence[Event]) -> list[Event]:
         """The bad events of ``events`` that name a key erased at or after they were received (a
