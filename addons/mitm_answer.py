@@ -7,8 +7,9 @@ response and enable streaming at the same time"). Such a request the gateway ans
 stripped to its framing, to this loopback listener inside mitmdump, which answers what the
 gateway held for it as soon as the request's head is in, then reads and drops the rest of its
 body within bounds (``LINGER_SECONDS``, ``LINGER_BYTES``: past them it closes; a body that
-ends within them leaves the connection to mitmproxy's next request): mitmproxy relays that
-answer to the visitor as a site's, through the response hooks, while the body still comes.
+ends within them leaves the connection to mitmproxy's next request, kept until mitmproxy
+closes it): mitmproxy relays that answer to the visitor as a site's, through the response
+hooks, while the body still comes.
 Owns the listener (``127.0.0.1``, a port of the system's choosing; one per mitmdump process,
 listening until its event loop ends) and the answers held, each under a one-time token that the
 request's path carries. Imports nothing of mitmproxy
@@ -105,18 +106,16 @@ class Answerer:
         """Each request on the connection answered in turn: mitmproxy sends a visitor's next
         request answered here on the connection the last one took when its body has ended (one
         listener per process, so the same address: until 2026-12-07 it closed after each, and
-        the next request, sent before mitmproxy saw the close, got mitmproxy's 502). An idle
-        connection is closed after ``LINGER_SECONDS``, one whose body went past the bounds at
-        once."""
+        the next request, sent before mitmproxy saw the close, got mitmproxy's 502). A
+        connection between requests is kept however long it idles, until mitmproxy closes it
+        (with the visitor's connection: at the visitor's close, or after mitmproxy's 10 minutes
+        without a byte), as mitmproxy may send the next request on it at any moment; until
+        2026-12-07 it was closed after 10 s idle, and a request mitmproxy sent on it as it
+        closed got mitmproxy's 502. One whose body went past the bounds is closed at once."""
         read = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
-        idle: float | None = None  # the first request's head comes with the connection
         try:
             while True:
-                try:
-                    async with asyncio.timeout(idle):
-                        event = await _next(read, reader)
-                except TimeoutError:
-                    return
+                event = await _next(read, reader)
                 if not isinstance(event, h11.Request):
                     return  # closed, or not HTTP/1.1
                 answer = self._held.pop(event.target.decode("ascii", "replace").lstrip("/"), None)
@@ -138,7 +137,6 @@ class Answerer:
                 read = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
                 if rest:  # b"" would say the connection closed
                     read.receive_data(rest)
-                idle = LINGER_SECONDS
         except (h11.RemoteProtocolError, ConnectionError):
             return
         except asyncio.CancelledError:

@@ -584,9 +584,115 @@ async def test_the_answerer_serves_the_next_request_on_a_connection_and_listens_
         await asyncio.open_connection("127.0.0.1", port)
 
 
+STALL = '''\
+import time
+
+from addons.mitm_answer import LINGER_SECONDS
+
+seen = 0
+
+
+def requestheaders(flow):
+    """Runs after the gateway's script: its second request sent to the answerer holds
+    mitmproxy's event loop past the answerer's former idle close, so mitmproxy picks the kept
+    connection before it could read that close (mitmdump busy with other visitors)."""
+    global seen
+    if "gateway_answer" in flow.metadata:
+        seen += 1
+        if seen == 2:
+            time.sleep(LINGER_SECONDS + 1)
+'''
+
+
+async def test_a_refused_upload_on_a_connection_idle_past_the_answerers_bound_is_answered(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """mitmproxy sends a visitor's next request the answerer answers on the connection the last
+    one took, whenever it comes (the visitor's connection may idle for minutes: mitmproxy closes
+    it after 10 min without a byte): the answerer keeps that connection open until mitmproxy
+    closes it. Until 2026-12-07 it closed it after 10 s idle, and a request mitmproxy sent on it
+    as it closed (here: mitmdump busy past the 10 s, so it picked the connection before it read
+    the close) got mitmproxy's 502 ``server closed connection`` instead of the gateway's
+    answer."""
+    seen: list[bytes] = []
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if first := await reader.read(1):
+            seen.append(first)
+
+    stall = tmp_path / "stall.py"
+    await asyncio.to_thread(stall.write_text, STALL)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    async with mitmdump_process(
+        await raw_upstream(site), toml, tmp_path / "conf", (*KEEP, "-s", str(stall))
+    ) as (
+        url,
+        _,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        try:
+            got = []
+            for _ in range(2):
+                writer.write(f"POST /_gw/events HTTP/1.1\r\n{HEAD}Content-Length: 5\r\n\r\nhello".encode())
+                got.append(await answer_of(reader))
+        finally:
+            writer.close()
+    assert [status for status, _ in got] == ["HTTP/1.1 404 Not Found"] * 2, got
+    assert b'"status":404' in got[1][1].replace(b" ", b""), got
+    assert seen == [], seen
+
+
+SHOW_PORT = '''\
+def requestheaders(flow):
+    """Runs after the gateway's script: names the answerer's port once a request goes there."""
+    if "gateway_answer" in flow.metadata:
+        print(f"answerer at {flow.request.port}", flush=True)
+'''
+
+
+def answerer_connections(port: int) -> int:
+    """Established TCP connections on loopback whose local port is ``port`` (the listener's end)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+async def test_the_answerers_kept_connection_closes_with_the_visitors(
+    tmp_path: Path, secrets: None, raw_upstream: Any
+) -> None:
+    """The answerer keeps a connection from mitmproxy however long it idles, and none is left
+    behind: mitmproxy closes it as the visitor's connection it served closes."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    shows = tmp_path / "shows.py"
+    await asyncio.to_thread(shows.write_text, SHOW_PORT)
+    toml = await asyncio.to_thread(config, tmp_path, "mitm", BLOCK)
+    extra = (*VERBOSE, "--set", "keep_host_header=true", "-s", str(shows))
+    async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", extra) as (url, process):
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        try:
+            writer.write(f"POST /_gw/events HTTP/1.1\r\n{HEAD}Content-Length: 5\r\n\r\nhello".encode())
+            assert (await answer_of(reader))[0] == "HTTP/1.1 404 Not Found"
+            line = (await said(process, "answerer at "))[-1]
+            port = int(line.rsplit(" ", 1)[1])
+            assert await asyncio.to_thread(answerer_connections, port) == 1
+        finally:
+            writer.close()
+        for _ in range(300):
+            if await asyncio.to_thread(answerer_connections, port) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(answerer_connections, port) == 0
+
+
 async def test_an_answerer_connection_open_when_the_loop_ends_closes_without_a_traceback() -> None:
-    """mitmdump stopped within ``LINGER_SECONDS`` of an answer, its connection to the answerer
-    kept for the visitor's next request (or a body still being dropped): at the loop's end its
+    """mitmdump stopped with its connection to the answerer open, kept for the visitor's next
+    request (or a body still being dropped): at the loop's end its
     task is cancelled, and it closes quietly. Until 2026-12-07 Python 3.11's stream callback
     asked the cancelled task for its exception, and mitmdump printed ``Exception in callback …
     CancelledError`` with a traceback through ``mitm_answer.py`` at the stop."""
