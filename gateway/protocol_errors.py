@@ -77,8 +77,10 @@ from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.http_parser import SINGLETON_HEADERS
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import ERROR, HttpRequestParser, RequestPayloadError, _ErrInfo, _RequestFactory
+from multidict import istr
 from yarl import URL
 
 from gateway.logs import Throttled
@@ -200,23 +202,25 @@ _BOTH_LENGTHS = frozenset(
 _DUPLICATE = re.compile(r"Duplicate '([^']*)' header found\.?|Duplicate (Content-Length)")
 """aiohttp's reason (both parsers) for a header RFC 9110 allows once given twice, as sent; and
 llhttp's for two ``Content-Length`` lines, which it refuses first."""
-_SINGLETONS = {
-    name.lower(): name
-    for name in (
-        "Content-Length",
-        "Content-Location",
-        "Content-Range",
-        "Content-Type",
-        "ETag",
-        "Host",
-        "Max-Forwards",
-        "Server",
-        "Transfer-Encoding",
-        "User-Agent",
-    )
-}
-"""The headers aiohttp's parser refuses twice, spelt as RFC 9110 does (a client's own spelling,
-``CONTENT-TYPE``, is the Python parser's name)."""
+_ODD_SPELLINGS = {"etag": "ETag"}
+"""The headers aiohttp's ``hdrs`` spells otherwise than RFC 9110 does (its ``ETAG`` is ``Etag``)."""
+_AIOHTTP_SPELLINGS = {str(name).lower(): str(name) for name in vars(hdrs).values() if isinstance(name, istr)}
+"""aiohttp's header names (``hdrs``), by their lower case."""
+
+
+def _spelt(name: str) -> str:
+    """How RFC 9110 spells the header ``name`` (in any case): as ``_ODD_SPELLINGS`` says, else as
+    aiohttp's ``hdrs`` does (``WWW-Authenticate``, ``TE``), else each word capitalised."""
+    lower = name.lower()
+    known = _ODD_SPELLINGS.get(lower) or _AIOHTTP_SPELLINGS.get(lower)
+    return known or "-".join(word.capitalize() for word in lower.split("-"))
+
+
+_SINGLETONS = {name.lower(): _spelt(name) for name in SINGLETON_HEADERS}
+"""The headers aiohttp's parser refuses twice (its ``SINGLETON_HEADERS``, whichever it adds),
+spelt as RFC 9110 does (a client's own spelling, ``CONTENT-TYPE``, is the Python parser's name,
+``Etag`` the C parser's). Until 2026-12-07 a list of its own, which a header aiohttp added would
+have missed: named as the parser spelt it."""
 _HTTP_REASONS = {417: "Expect: the only expectation understood is 100-continue"}
 """Reasons of the refusals aiohttp raises before the app's middlewares see the request."""
 CUT_OFF = 0.1

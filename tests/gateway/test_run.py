@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from aiohttp.http_parser import SINGLETON_HEADERS
 
 from gateway.pages import error_page
-from tests.gateway.test_malformed import raw_request
+from tests.gateway.test_malformed import assert_named_when_sent_twice, raw_request
+from tests.gatewayproc import GatewayProcess
 
 
 async def test_dev_run_serves_demo_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -125,3 +127,23 @@ async def test_the_printed_curl_lines_work_pasted_into_a_shell(tmp_path: Path) -
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_with_aiohttp_s_python_parser_a_header_sent_twice_is_named_spelt_properly(
+    tmp_path: Path,
+) -> None:
+    """Without aiohttp's C extensions (``AIOHTTP_NO_EXTENSIONS``, or a platform without a wheel)
+    its Python parser names a header sent twice as the client spelt it (``MAX-FORWARDS``): the
+    400 names each of ``SINGLETON_HEADERS`` as RFC 9110 spells it all the same."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        '[proxy]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n',
+    )
+    gw = await GatewayProcess.start(cfg, "--dev", env={"AIOHTTP_NO_EXTENSIONS": "1"})
+    try:
+        proxy, admin = (int(url.rsplit(":", 1)[1]) for url in (gw.proxy, gw.admin))
+        for name in sorted(SINGLETON_HEADERS):
+            await assert_named_when_sent_twice(proxy, admin, name)
+    finally:
+        await gw.stop()
