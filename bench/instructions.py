@@ -1,6 +1,6 @@
 """Instruction-count benchmark: CPU instructions a request costs the gateway and the bare proxy.
 
-``python -m bench.instructions [--requests N] [--warmup W] [--scenarios landing plain]
+``python -m bench.instructions [--requests N] [--warmup W] [--scenarios landing plain signed_event]
 [--targets gateway bare] [--keep DIR] [--calls]``
 
 Time-based runs (``bench.proxy``) drift by more than a few µs a request on a shared 2-core
@@ -12,6 +12,14 @@ requests, zeroes callgrind's counters (``callgrind_control --zero``), sends ``--
 identical-shaped requests one at a time on one keep-alive connection from this process (not
 under valgrind), dumps (``callgrind_control --dump``) and prints instructions a request (every
 thread of the proxy's process: the event loop and the SQLite writer) and bare/gateway.
+
+``signed_event`` is a sender's signed webhook: ``POST /_gw/events``, one conversion (a user ID, an
+order ID, a value), signed as Standard Webhooks sign (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature``), each request a new delivery and a new event and order, so each is
+verified, checked against the receipts, recorded and committed before its 202 (none is a
+``duplicate``; any other answer fails the run). The gateway gets a ``[[sources]]`` entry for it
+(``SOURCE_TOML``) when the scenario is asked for. The bare proxy forwards the same POST to the
+origin, whose page answers it: the control, what any proxy pays to carry such a request.
 
 One request at a time keeps the run deterministic: every landing is its own store commit (a
 batch of one, where ``bench.proxy``'s 32 connections commit ~32 rows at once), so a landing's
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pstats
 import re
@@ -39,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +56,14 @@ from pathlib import Path
 from bench import entry
 from bench.load import BROWSER_HEADERS, _read_response, visitor_cookie
 from bench.proxy import ROOT, Server, _wait_ready, start_server, stop_process
-from bench.servers import HOST, config_problems, gateway_toml
+from bench.servers import HOST, WEBHOOK_SECRET, WEBHOOK_SECRET_ENV, config_problems, gateway_toml
+from gateway.signing import standard_signature
 
-SCENARIOS = ("landing", "plain", "first_visit")
+SCENARIOS = ("landing", "plain", "first_visit", "signed_event")
+SOURCE_TOML = f'[[sources]]\nname = "bench"\nsecrets = ["env:{WEBHOOK_SECRET_ENV}"]\n'
+"""The sender the ``signed_event`` scenario signs as, added to the gateway's config for it."""
+ACCEPTED = 202
+"""The events endpoint's answer to a delivery it recorded (a ``duplicate`` is a 200)."""
 TARGETS = ("gateway", "bare")
 VALGRIND_START_TIMEOUT = 600.0
 """Start-up under callgrind is some 50 times slower (imports, the crawler patterns' compile)."""
@@ -64,9 +79,29 @@ def target_factory(scenario: str, run: str) -> Callable[[int], str]:
     return lambda n: "/page"
 
 
-async def send(port: int, scenario: str, run: str, first: int, count: int) -> int:
+def signed_event(host: str, run: str, n: int) -> bytes:
+    """The n-th signed delivery (``host``: its ``Host`` line): a conversion of its own (event,
+    order and delivery IDs from ``run`` and ``n``, of one length), signed now, as a sender does."""
+    body = json.dumps(
+        {"type": "conversion", "event_id": f"evt-{run}-{n:07d}", "user_id": f"user-{n % 300:03d}",
+         "order_id": f"ord-{run}-{n:07d}", "value": 49.0, "currency": "EUR"},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    delivery, stamp = f"msg-{run}-{n:07d}", str(int(time.time()))
+    signature = standard_signature(WEBHOOK_SECRET.encode(), delivery, stamp, body)
+    head = (
+        f"POST /_gw/events HTTP/1.1\r\n{host}User-Agent: bench-sender/1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"webhook-id: {delivery}\r\nwebhook-timestamp: {stamp}\r\nwebhook-signature: {signature}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def send(
+    port: int, scenario: str, run: str, first: int, count: int, expected: int | None = None
+) -> int:
     """Send ``count`` requests (numbered from ``first``) one at a time on one keep-alive
-    connection; the number of answers that were not 2xx/3xx."""
+    connection; the number of answers that were not 2xx/3xx (not ``expected``, when given)."""
     target = target_factory(scenario, run)
     host = f"Host: {HOST}:{port}\r\n"
     if scenario == "plain":  # a returning visitor: the cookie a first page load set
@@ -75,9 +110,12 @@ async def send(port: int, scenario: str, run: str, first: int, count: int) -> in
     bad = 0
     try:
         for n in range(first, first + count):
-            writer.write(f"GET {target(n)} HTTP/1.1\r\n{host}{BROWSER_HEADERS}\r\n".encode())
+            if scenario == "signed_event":
+                writer.write(signed_event(host, run, n))
+            else:
+                writer.write(f"GET {target(n)} HTTP/1.1\r\n{host}{BROWSER_HEADERS}\r\n".encode())
             status, keep = await _read_response(reader)
-            bad += not 200 <= status < 400
+            bad += status != expected if expected is not None else not 200 <= status < 400
             if not keep:
                 writer.close()
                 reader, writer = await asyncio.open_connection(HOST, port)
@@ -86,19 +124,40 @@ async def send(port: int, scenario: str, run: str, first: int, count: int) -> in
     return bad
 
 
-def requests(port: int, scenario: str, run: str, first: int, count: int, connections: int = 1) -> None:
+def requests(
+    port: int,
+    scenario: str,
+    run: str,
+    first: int,
+    count: int,
+    connections: int = 1,
+    expected: int | None = None,
+) -> None:
     """``count`` requests over ``connections`` keep-alive connections at once (each one at a
-    time), numbered from ``first`` without a gap or a repeat."""
+    time), numbered from ``first`` without a gap or a repeat; each answered 2xx/3xx, or
+    ``expected`` when given."""
 
     async def all_of_them() -> int:
         shares = [count // connections + (i < count % connections) for i in range(connections)]
         starts = [first + sum(shares[:i]) for i in range(connections)]
-        sent = [send(port, scenario, run, s, n) for s, n in zip(starts, shares, strict=True) if n]
+        sent = [send(port, scenario, run, s, n, expected) for s, n in zip(starts, shares, strict=True) if n]
         return sum(await asyncio.gather(*sent))
 
     bad = asyncio.run(all_of_them())
     if bad:
-        raise RuntimeError(f"{bad} of {count} {scenario} requests were not answered 2xx/3xx")
+        answer = f"{expected}" if expected is not None else "2xx/3xx"
+        raise RuntimeError(f"{bad} of {count} {scenario} requests were not answered {answer}")
+
+
+def expected_status(kind: str, scenario: str) -> int | None:
+    """The one status a request of ``scenario`` to the ``kind`` proxy must get, if only one will
+    do: the gateway's 202 for a signed event it recorded (a 200 would be a ``duplicate``)."""
+    return ACCEPTED if kind == "gateway" and scenario == "signed_event" else None
+
+
+def gateway_extra(args: argparse.Namespace) -> str:
+    """The gateway's extra config: ``--gateway-toml``, and the sender ``signed_event`` signs as."""
+    return args.gateway_toml + ("\n" + SOURCE_TOML if "signed_event" in args.scenarios else "")
 
 
 def callgrind_control(pid: int, *args: str) -> None:
@@ -161,13 +220,14 @@ def measure(kind: str, upstream: str, work: Path, args: argparse.Namespace, run:
     out = work / f"callgrind.{kind}"
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
     figures: dict[str, float] = {}
-    with proxy_server(kind, upstream, work, args.gateway_toml, wrapper) as server:
+    with proxy_server(kind, upstream, work, gateway_extra(args), wrapper) as server:
         pid = server.process.pid
         for scenario in args.scenarios:
             print(f"  {kind}: {scenario} ...", file=sys.stderr, flush=True)
-            requests(server.port, scenario, run, 0, args.warmup, args.concurrency)
+            expected = expected_status(kind, scenario)
+            requests(server.port, scenario, run, 0, args.warmup, args.concurrency, expected)
             callgrind_control(pid, "--zero")
-            requests(server.port, scenario, run, args.warmup, args.requests, args.concurrency)
+            requests(server.port, scenario, run, args.warmup, args.requests, args.concurrency, expected)
             callgrind_control(pid, f"--dump={scenario}")
             figures[scenario] = dumped_instructions(out, scenario) / args.requests
     if args.keep:
@@ -184,8 +244,9 @@ def profile_calls(upstream: str, work: Path, args: argparse.Namespace, run: str)
     counts: list[dict[str, int]] = []
     for count in (args.requests, 2 * args.requests):
         prof = work / f"calls-{count}.prof"
-        with proxy_server("gateway", upstream, work, args.gateway_toml, (), str(prof)) as server:
-            requests(server.port, scenario, run, 0, args.warmup + count, args.concurrency)
+        with proxy_server("gateway", upstream, work, gateway_extra(args), (), str(prof)) as server:
+            expected = expected_status("gateway", scenario)
+            requests(server.port, scenario, run, 0, args.warmup + count, args.concurrency, expected)
         stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
         counts.append(
             {f"{file}:{line}({name})": calls for (file, line, name), (_, calls, *_) in stats.items()}
@@ -245,7 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be ≥ 1, --warmup ≥ 0")
-    if args.gateway_toml and (problems := config_problems(lambda d: gateway_toml(d, args.gateway_toml))):
+    extra = gateway_extra(args)
+    if extra and (problems := config_problems(lambda d: gateway_toml(d, extra))):
         parser.error(f"--gateway-toml: {'; '.join(problems)}")
     if not args.calls and shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (the Debian package `valgrind`)")

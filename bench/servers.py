@@ -43,6 +43,10 @@ PAGE = (
     )
     + b"</main></body></html>\n"
 )
+WEBHOOK_SECRET_ENV = "BENCH_WEBHOOK_SECRET"
+WEBHOOK_SECRET = "w" * 32
+"""The secret a bench's signed events are signed with: in the gateway's environment under
+``WEBHOOK_SECRET_ENV``, for a ``[[sources]]`` entry that names it (``bench.instructions``)."""
 # What the bare proxy must not copy: hop-by-hop headers (the same RFC list) and Host.
 HOP_BY_HOP = RFC_HOP_BY_HOP | {"host"}
 
@@ -162,7 +166,11 @@ async def start_gateway(args: argparse.Namespace) -> web.AppRunner:
     settings = load_settings(
         None,
         text=gateway_toml(Path(args.store), args.toml),
-        environ={"GATEWAY_SECRET": "s" * 40, "GATEWAY_ADMIN_TOKEN": "t" * 40},
+        environ={
+            "GATEWAY_SECRET": "s" * 40,
+            "GATEWAY_ADMIN_TOKEN": "t" * 40,
+            WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
+        },
     )
     gw = create_gateway(settings, args.upstream)
     # As `gateway run` listens (gateway/protocol_errors.py); the app's handler args (strict

@@ -143,6 +143,57 @@ def test_instruction_bench_counts_python_calls_a_landing() -> None:
     assert handler >= 1
 
 
+def test_instruction_bench_sends_signed_events_the_gateway_records() -> None:
+    """``signed_event``: each request a new delivery the gateway verifies and records (its 202:
+    a duplicate's 200, or a refusal, would end the run), against a real gateway."""
+    done = run_bench(
+        ["bench.instructions", "--calls", "--scenarios", "signed_event",
+         "--requests", "10", "--warmup", "2"],
+        timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    calls = {line.split()[1]: float(line.split()[0]) for line in done.stdout.splitlines()[1:]}
+    verified = [per for name, per in calls.items() if name.endswith("(verify_standard)")]
+    recorded = [per for name, per in calls.items() if name.endswith("(_add)") and "inbound.py" in name]
+    assert (verified, recorded) == ([1.0], [1.0]), calls
+
+
+def test_instruction_bench_s_signed_events_fail_the_run_unless_recorded() -> None:
+    """Every signed event is a new delivery, numbered as the other scenarios' requests; an answer
+    other than the gateway's 202 (a ``duplicate`` is a 200) fails the run."""
+    from bench.instructions import requests
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Answering(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["webhook-id"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        requests(port, "signed_event", "run0", 3, 4, connections=2)  # any 2xx/3xx: the bare proxy's
+        with pytest.raises(RuntimeError, match="4 of 4 signed_event requests were not answered 202"):
+            requests(port, "signed_event", "run0", 7, 4, expected=202)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {path for path, _, _ in seen} == {"/_gw/events"}
+    assert sorted(delivery for _, delivery, _ in seen) == [f"msg-run0-{n:07d}" for n in range(3, 11)]
+    assert len({json.loads(body)["order_id"] for _, _, body in seen}) == 8
+
+
 def test_scoring_bench_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bots.json"
     done = run_bench(
