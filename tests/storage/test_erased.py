@@ -290,6 +290,58 @@ async def test_a_verdict_change_of_an_erased_landing_is_a_late_row(open_store: O
     assert late_rows(store) == {"verdict_changes": 2.0}
 
 
+def batches(store: LocalStore) -> tuple[float, float]:
+    """The store's commits so far and their rows (``gateway_store_batch_rows``)."""
+    get = store.metrics.registry.get_sample_value
+    return get("gateway_store_batch_rows_count") or 0.0, get("gateway_store_batch_rows_sum") or 0.0
+
+
+async def test_a_verdict_change_of_a_landing_another_writer_committed_or_stored_again_is_no_late_row(
+    open_store: OpenStore,
+) -> None:
+    """A verdict change's touchpoint is looked up in the store at its commit, wherever it came
+    from: a landing another worker's writer committed (after this writer last wrote) is there,
+    and its re-score is stored, alone (the hot path) and beside other rows (a transaction). A
+    verdict change the store has already (a batch tried again after its commit went through)
+    is skipped as a repeat, not counted as a late row; nor is one the same commit writes twice."""
+    one, two = await open_store(), await open_store()
+    await one.write([landing(BEFORE, STRANGER, source="first")])
+    theirs, other = landing(AFTER, PHONE), landing(AFTER, LAPTOP)
+    await two.write([theirs, other])
+
+    alone, beside = rescore(AFTER, theirs), rescore(AFTER, other)
+    await one.write([alone])
+    await one.write([beside, landing(AFTER, STRANGER, source="mixed"), binding(AFTER, LAPTOP)])
+    again = rescore(AFTER, theirs)
+    await one.write([alone, again, again])
+    await one.write([beside, alone, landing(AFTER, STRANGER, source="mixed again")])
+    stored = await read(one.path, "SELECT id FROM verdict_changes ORDER BY id")
+    assert stored == sorted([(alone.id,), (beside.id,), (again.id,)])
+    assert late_rows(one) == {} and late_rows(two) == {}
+
+
+async def test_a_verdict_change_whose_landing_another_submit_of_its_commit_writes_is_stored(
+    open_store: OpenStore,
+) -> None:
+    """Two submits committed together (a landing's, then its re-score's beside an erased
+    landing's and a binding): the landing goes in first in the commit's transaction and its
+    re-score finds it there; the erased landing's re-score is left out and counted."""
+    store = await open_store()
+    erased = landing(BEFORE, PHONE)
+    await store.write([erased, binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    commits, rows = batches(store)
+
+    fresh = landing(AFTER, STRANGER)
+    first = store.submit([fresh])
+    second = store.submit([rescore(AFTER, fresh), rescore(AFTER, erased), binding(AFTER, STRANGER)])
+    await asyncio.gather(first, second)
+    assert batches(store) == (commits + 1, rows + 4)  # one commit of both submits
+    stored = await read(store.path, "SELECT touchpoint_id FROM verdict_changes")
+    assert stored == [(fresh.id,)]
+    assert late_rows(store) == {"verdict_changes": 1.0}
+
+
 def take_write_lock(path: Path) -> sqlite3.Connection:
     """Another process's transaction holding the store's write lock (blocking: off the loop)."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -336,6 +388,43 @@ async def test_a_submit_committed_in_parts_and_tried_again_tells_its_late_rows_o
     assert [(start, end) for start, end, _ in refused] == [(1, 2)]
     assert told == [late]
     assert late_rows(store) == {"touchpoints": 1.0}
+    stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
+    assert stored == [("a",), ("b",), ("first",)]
+
+
+async def test_a_verdict_change_of_an_erased_landing_in_a_submit_committed_in_parts_is_told_once(
+    open_store: OpenStore,
+) -> None:
+    """A ``submit_each`` whose first part is a re-score of an erased landing, then a line the
+    store refuses, then two landings, while another process holds the write lock: committed in
+    parts, and tried again whole once the lock is free. The re-score is left out, told and
+    counted once, the refused line left out, the landings stored."""
+    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
+    erased = landing(BEFORE, PHONE)
+    await store.write([erased, binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
+    late = rescore(AFTER, erased)
+    events: list[Event] = [
+        late,
+        landing(BEFORE, STRANGER, campaign="caf\udce9"),
+        landing(BEFORE, STRANGER, source="a"),
+        landing(BEFORE, STRANGER, source="b"),
+    ]
+    told: list[Event] = []
+    holder = await asyncio.to_thread(take_write_lock, store.path)
+    try:
+        future = store.submit_each(events, [0, 1, 2, 3], erased=told.extend)
+        while store.failing is None or store.failing[1] != LOCKED:
+            await asyncio.wait([future], timeout=0.05)
+            assert not future.done()
+    finally:
+        await asyncio.to_thread(free_write_lock, holder)
+    refused = await future
+    assert [(start, end) for start, end, _ in refused] == [(1, 2)]
+    assert told == [late]
+    assert late_rows(store) == {"verdict_changes": 1.0}
+    assert await read(store.path, "SELECT count(*) FROM verdict_changes") == [(0,)]
     stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
     assert stored == [("a",), ("b",), ("first",)]
 
