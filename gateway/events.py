@@ -307,6 +307,10 @@ class VerdictChange:
     ``live_verdict_changes`` and ``effective_touchpoints`` say it once for every reader)."""
 
     table: ClassVar[str] = "verdict_changes"
+    needs: ClassVar[tuple[str, str]] = ("touchpoint_id", "touchpoints")
+    """Stored only while the store has its touchpoint (checked by the store's INSERT itself): a
+    late re-score or an analyst's verdict of a landing an erasure, a retention purge or a
+    refusal left out is no orphan naming it."""
 
     id: str
     ts: str

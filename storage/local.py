@@ -138,7 +138,18 @@ _encode = msgspec.json.Encoder()
 class _Table:
     """How one event type becomes a row: its table, its columns, and which columns hold JSON."""
 
-    __slots__ = ("columns", "conflict", "json", "keys", "name", "nullable", "once", "params", "unique")
+    __slots__ = (
+        "columns",
+        "conflict",
+        "json",
+        "keys",
+        "name",
+        "needs",
+        "nullable",
+        "once",
+        "params",
+        "unique",
+    )
 
     def __init__(self, cls: type[Event]) -> None:
         self.name = cls.table
@@ -150,6 +161,9 @@ class _Table:
         self.once: tuple[str, ...] = getattr(cls, "once", ())
         """Columns whose values a stored row may not share with a new one (a binding's visitor
         and user), which the schema does not constrain: such a row is not inserted (``insert_sql``)."""
+        self.needs: tuple[str, str] | None = getattr(cls, "needs", None)
+        """A column and the table whose row of that id a row needs (a verdict change's touchpoint),
+        which the schema does not constrain: a row without it is not inserted (``insert_sql``)."""
         self.keys = self.unique + ((self.once,) if self.once else ())
         """Every column set a stored row may not share with a new one: what makes a row one the
         store has already, for the INSERT and for an import's dry run (``dedup_keys``)."""
@@ -249,9 +263,11 @@ def insert_sql(cls: type, rows: int = 1, nulls: int = 0, guard: bool = False) ->
     columns ``nulls`` names (as bits, ``_Table.params_nulls``) are written ``NULL`` in every row
     rather than bound. For a table with ``once`` columns (bindings), a row whose values there
     a stored row has is left out; the rows of one statement do not see each other, so give it
-    one row per pair (``_insert_bindings``). ``guard``: the rows go in only while the erasures
-    stored are as the writer last read them (its last parameter, their ``MARK``); else none
-    does, and the writer reads them again (``LocalStore._erasures_moved``)."""
+    one row per pair (``_insert_bindings``). For a table with ``needs`` (verdict changes), a row
+    goes in only while the table it names has its row (``_insert_verdict_changes``). ``guard``:
+    the rows go in only while the erasures stored are as the writer last read them (its last
+    parameter, their ``MARK``); else none does, and the writer reads them again
+    (``LocalStore._erasures_moved``)."""
     return _insert_sql(TABLES[cls].name, rows, nulls, guard)
 
 
@@ -265,7 +281,17 @@ def _insert_sql(name: str, rows: int, nulls: int = 0, guard: bool = False) -> st
     # uncorrelated condition, evaluated once a statement, two index seeks (some 80 of its
     # ~1,400 VM steps for 50 landings).
     unerased = f"({MARK}) = ?"
-    if table.once:
+    if table.needs:
+        # Read in the statement's own transaction too: a touchpoint written before it in the
+        # same transaction is there, one deleted before it by any process is not. A SEARCH of
+        # the other table's primary key a row.
+        column, other = table.needs
+        values = (
+            f"SELECT * FROM ({values}) AS given"
+            f" WHERE EXISTS (SELECT 1 FROM {other} WHERE id = given.column{table.columns.index(column) + 1})"
+            + (f" AND {unerased}" if guard else "")
+        )
+    elif table.once:
         # Checked and inserted in one statement: SQLite's write lock serialises it across
         # processes (every worker, the next gateway on the same file), where a look first and
         # an insert after would race. Each check is a SEARCH of an index led by the first
@@ -640,19 +666,32 @@ async def _inserted(
     return inserted
 
 
-async def _orphans(db: aiosqlite.Connection, changes: Sequence[Event]) -> list[Event]:
-    """The verdict changes of ``changes`` whose touchpoint the store does not have: a late
-    re-score (robots.txt fetched next, an analyst's verdict sent meanwhile) of a landing erased
-    since, which would otherwise be stored, an orphan naming the erased landing (its id, its
-    reasons), and synced on. One read of the touchpoints' primary key; verdict changes are few."""
-    ids = list({e.touchpoint_id for e in changes if isinstance(e, VerdictChange)})
-    have: set[str] = set()
+async def _insert_verdict_changes(db: aiosqlite.Connection, changes: Sequence[Event]) -> list[Event]:
+    """Insert verdict changes (inside the caller's transaction, or, up to
+    ``MAX_ROWS_PER_STATEMENT`` of them, as one autocommit statement), each only while the store
+    has its touchpoint: the INSERT's own check (``insert_sql``), so a landing written before it
+    in the same transaction counts, and one any process deleted before it does not. Those it left
+    out for that: a late re-score (robots.txt fetched next, an analyst's verdict sent meanwhile)
+    of a landing erased since, which would otherwise be stored, an orphan naming the erased
+    landing (its id, its reasons), and synced on. No erasure guard: a verdict change names no
+    one's key, only its touchpoint, which the check reads in the statement's transaction."""
+    inserted = await _inserted(db, VerdictChange, changes)
+    missed: list[Event] = [e for e in changes if isinstance(e, VerdictChange) and e.id not in inserted]
+    if not missed:
+        return []
+    # Seldom: left out by the check, or skipped as one the store has (a batch tried again after
+    # its commit went through), which is no late row while its touchpoint is there.
+    ids = list({e.id for e in missed if isinstance(e, VerdictChange)})
+    repeats: set[str] = set()
     for start in range(0, len(ids), MAX_VARIABLES):
         chunk = ids[start : start + MAX_VARIABLES]
-        sql = f"SELECT id FROM touchpoints WHERE id IN ({','.join('?' for _ in chunk)})"
+        sql = (
+            "SELECT v.id FROM verdict_changes v JOIN touchpoints t ON t.id = v.touchpoint_id"
+            f" WHERE v.id IN ({','.join('?' for _ in chunk)})"
+        )
         async with db.execute(sql, chunk) as cursor:
-            have.update(row[0] for row in await cursor.fetchall())
-    return [e for e in changes if isinstance(e, VerdictChange) and e.touchpoint_id not in have]
+            repeats.update(row[0] for row in await cursor.fetchall())
+    return [e for e in missed if isinstance(e, VerdictChange) and e.id not in repeats]
 
 
 def _without(events: Sequence[Event], late: Sequence[Event]) -> list[Event]:
@@ -1373,19 +1412,19 @@ class LocalStore:
         self, db: aiosqlite.Connection, kind: type, events: list[Event]
     ) -> tuple[list[Event], list[tuple[str, bool]], list[str]]:
         """The hot path's one statement: ``events`` (all of ``kind``) less the late rows, guarded
-        by the erasures' mark the writer last read (``insert_sql``). A statement that inserted
+        by the erasures' mark the writer last read (``insert_sql``); verdict changes by their
+        touchpoint instead (``_insert_verdict_changes``). A statement that inserted
         nothing may have found the mark moved (an erasure stored since, by any process): if it
         did, the erasures are read again and the rows sorted again. The late rows left out, and
         the conversions and bindings to count (``_insert_conversions``, ``_insert_bindings``)."""
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
+        if kind is VerdictChange:  # late when its touchpoint is gone: its INSERT's own check
+            return await _insert_verdict_changes(db, events), counted, bound
         while True:
-            # Verdict changes and bad events name no key of their own (``Erased.late_in``): a
-            # change is late when its touchpoint is gone, a bad event when it names a key erased
-            # since it came. Seldom: one read of the touchpoints' keys, or bodies opened.
-            if kind is VerdictChange:
-                late = await _orphans(db, events)
-            elif kind is BadEvent:
+            # Bad events name no key of their own (``Erased.late_in``): one is late when it
+            # names a key erased since it came. Seldom: bodies opened.
+            if kind is BadEvent:
                 late = await self._late_bad(events)
             else:
                 late = self._erased.late_in(events)
@@ -1479,7 +1518,7 @@ class LocalStore:
         ``id()`` is in ``late`` (late rows of erased people) are left out, of a group too (the
         rest of it goes in: a signed event's receipt, so a retry is a duplicate). Verdict changes
         go in after the touchpoints, those of a touchpoint the store does not have left out and
-        returned (``_orphans``)."""
+        returned (``_insert_verdict_changes``)."""
         counted: list[tuple[str, bool]] = []
         bound: list[str] = []
         orphans: list[Event] = []
@@ -1492,10 +1531,9 @@ class LocalStore:
         if VerdictChange in by_type:  # last: a re-score and its landing may share the commit
             by_type[VerdictChange] = by_type.pop(VerdictChange)
         for kind, events in by_type.items():
-            if kind is VerdictChange and (orphans := await _orphans(db, events)):
-                events = _without(events, orphans)
-                if not events:
-                    continue
+            if kind is VerdictChange:
+                orphans = await _insert_verdict_changes(db, events)
+                continue
             if kind is Conversion:
                 counted, _ = await _insert_conversions(db, events)
                 continue

@@ -735,6 +735,21 @@ async def test_a_binding_already_stored_is_found_through_the_visitor_index(open_
     assert not any(d.startswith("SCAN identities") or d.startswith("SCAN i ") for d in details), details
 
 
+async def test_a_verdict_changes_touchpoint_is_found_through_the_touchpoints_key(
+    open_store: OpenStore,
+) -> None:
+    """The check each verdict change makes as it is written (its touchpoint there) reads one
+    entry of the touchpoints' primary key, not the table."""
+    store = await open_store()
+    change = VerdictChange("v1", "2026-11-25T10:00:00.000Z", "n", "t1", "allow", None, [], "rescore")
+    plan = await read(
+        store.path, "EXPLAIN QUERY PLAN " + insert_sql(VerdictChange, 2), *event_row(change) * 2
+    )
+    details = [row[3] for row in plan]
+    assert any(d.startswith("SEARCH touchpoints USING") and "(id=?)" in d for d in details), details
+    assert not any(d.startswith("SCAN touchpoints") for d in details), details
+
+
 async def test_a_connection_that_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     """aiosqlite's worker thread would otherwise outlive the error and report to a closed loop
     ("Exception in thread … Event loop is closed" after a command's own message)."""
