@@ -218,8 +218,11 @@ class Sink:
                     # batch as sent; a 307/308 took the batch and the write key elsewhere.
                     allow_redirects=False,
                 ) as resp:
-                    answer = await _read_answer(resp)
                     status = resp.status
+                    try:
+                        answer = await _read_answer(resp)
+                    except aiohttp.ClientPayloadError as err:  # closed before the body's end
+                        raise SinkError(cut_short(url, status, f"{self.key}.url")) from err
                     retry_after = resp.headers.get("Retry-After", "")
                     location = resp.headers.get("Location", "")
             except TimeoutError as err:  # its text is empty: say which limit it was
@@ -655,8 +658,7 @@ def not_http(err: aiohttp.ClientError, url: str, key: str) -> str:
     """A request to ``url`` (the sink's ``key``) that got no HTTP answer, as the operator fixes
     it: the host and port, never the URL (which may hold a token), on one line."""
     target = yarl.URL(url)
-    host = target.host or "?"
-    at = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
+    at = _address(url)
     elsewhere = "another service than an HTTP server listens there"
     if isinstance(err, aiohttp.ServerDisconnectedError):
         # Also what a kept-alive connection the destination closed meanwhile comes to: retried.
@@ -673,6 +675,26 @@ def not_http(err: aiohttp.ClientError, url: str, key: str) -> str:
         )
     said = " ".join(str(err).replace(str(target), at).replace(url, at).split())
     return f"{type(err).__name__}: {printable(said)[:300]}"
+
+
+def cut_short(url: str, status: int, key: str) -> str:
+    """An answer to a request to ``url`` (the sink's ``key``) whose body ended before its end (the
+    connection closed inside it): the host and port and the status it began with, not aiohttp's
+    words (``ClientPayloadError: … <ContentLengthError: 400, …>``, a 400 no one answered, the
+    byte count making each try a new problem, until 2026-12-07). Retried as any failure."""
+    return (
+        f"the answer from {_address(url)} (HTTP {status}) was cut short: the connection closed before"
+        " its end (the destination, or a proxy in front of it, restarting or cutting it); the batch"
+        f" goes again; check {key} if it lasts"
+    )
+
+
+def _address(url: str) -> str:
+    """The host and port of ``url``, as a line names a destination (never its URL, which may hold
+    a token): ``127.0.0.1:8000``, ``[::1]:443``."""
+    target = yarl.URL(url)
+    host = target.host or "?"
+    return f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
 
 
 def retry_after_seconds(value: str) -> float | None:
