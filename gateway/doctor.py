@@ -861,12 +861,16 @@ async def _connect(dsn: str, timeout: float) -> Any:
     (``storage.central.not_postgres``), not as a TLS refusal or a server's refusal."""
     import asyncpg
 
-    from storage.central import not_postgres, timed_out
+    from storage.central import no_socket, not_postgres, timed_out
 
     try:
         return await asyncpg.connect(dsn, timeout=timeout)
     except TimeoutError as err:  # said as no connection, or as a start-up not answered
         raise await timed_out(dsn, timeout, "--timeout") from err
+    except (FileNotFoundError, ConnectionRefusedError) as err:  # a Unix socket nothing listens at
+        if (gone := await no_socket(err, dsn)) is None:
+            raise
+        raise gone from err
     except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
         found = not_postgres(err, dsn)
         if found is None:

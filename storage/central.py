@@ -215,6 +215,8 @@ def explain(
         refused is not None
     ):  # as an upstream's: not "ConnectionRefusedError: [Errno 111] …" (until 2026-12-07)
         said = not_connected(refused.group(1), int(refused.group(2)), shown)
+    elif isinstance(shown, NoSocket):  # its own words name the socket, and what is wrong
+        said = str(shown)
     else:
         name = "ConnectTimeout" if isinstance(shown, SilentPeer) else type(shown).__name__
         said = re.sub(r"\s*\n\s*", " ", f"{name}: {shown}").strip().rstrip(":")
@@ -431,11 +433,57 @@ def not_postgres(err: BaseException, dsn: str) -> NotPostgres | None:
     return None if sslmode in TLS_ASKED else NotPostgres(said.group(1), closed=False)
 
 
+class NoSocket(ConnectionError):
+    """Nothing listens at the Unix socket ``central.url`` names (``?host=/run/postgresql``): no
+    socket file there (the server stopped, or listens in another folder or on another port),
+    which asyncpg says as a bare ``FileNotFoundError`` that ``explain`` took for a certificate
+    file (until 2026-12-07), or one left behind that refuses (``missing`` False)."""
+
+    def __init__(self, path: str, missing: bool) -> None:
+        super().__init__(
+            f"no PostgreSQL socket at {path} (the server is not running, or listens in another"
+            " folder or on another port)"
+            if missing
+            else f"connection refused: nothing listens on {path}"
+        )
+        self.path = path
+
+
+def unix_socket(dsn: str) -> str | None:
+    """The Unix socket file ``dsn`` connects to (its host a folder: ``?host=/run/postgresql``,
+    or ``%2Frun%2Fpostgresql`` before the ``/database``), or None: a TCP host, several hosts."""
+    parts = urllib.parse.urlsplit(dsn)
+    query = urllib.parse.parse_qs(parts.query)
+    netloc = parts.netloc.rpartition("@")[2]
+    host = (query.get("host") or [urllib.parse.unquote(netloc.rpartition(":")[0] or netloc)])[-1]
+    if not host.startswith("/") or "," in host:
+        return None
+    port = (query.get("port") or [""])[-1] or (netloc.rpartition(":")[2] if ":" in netloc else "")
+    port = port or os.environ.get("PGPORT", "") or "5432"
+    return f"{host.rstrip('/')}/.s.PGSQL.{port}" if port.isdigit() else None
+
+
+async def no_socket(err: OSError, dsn: str) -> NoSocket | None:
+    """``err`` of a connection attempt to ``dsn`` as a ``NoSocket`` when ``dsn`` names a Unix
+    socket nothing listens at; None otherwise (a TCP host, a certificate file not there)."""
+    path = unix_socket(dsn)
+    if path is None:
+        return None
+    exists = await asyncio.to_thread(os.path.exists, path)
+    if isinstance(err, FileNotFoundError) and exists:  # a certificate file it names, then
+        return None
+    return NoSocket(path, missing=not exists)
+
+
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
     except TimeoutError as err:
         raise await timed_out(dsn, timeout, "central.connect_timeout") from err
+    except (FileNotFoundError, ConnectionRefusedError) as err:
+        if (gone := await no_socket(err, dsn)) is None:
+            raise
+        raise gone from err
     except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
         found = not_postgres(err, dsn)
         if found is None:

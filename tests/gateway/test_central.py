@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -678,3 +681,41 @@ async def test_a_central_source_asking_a_postgresql_without_tls_for_it_is_still_
     said = str(caught.value)
     assert "central.url asks for TLS (sslmode) and the server offers none" in said, said
     assert "not PostgreSQL" not in said, said
+
+
+def test_a_unix_socket_nothing_listens_on_is_said_so_not_a_certificate_file(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`central.url` may name PostgreSQL's Unix socket folder (`?host=/run/postgresql`, as libpq
+    and asyncpg take it). With the server stopped its socket is gone, which asyncpg says as a bare
+    `FileNotFoundError`: until 2026-12-07 the gateway blamed a certificate file (`a file
+    central.url (…) names (sslrootcert, sslcert, sslkey) cannot be read`) of a URL naming none,
+    and a socket left by a server that crashed was a `Connection refused` naming nothing. Now
+    both name the socket and say that nothing listens there."""
+    config = tmp_path / "gw.toml"
+    config.write_text('[storage]\npath = "node.db"\nnode = "n"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n')
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    _write_local(tmp_path / "node.db", "n", 1)
+    folder = Path(tempfile.mkdtemp(prefix="gw-sock-", dir="/tmp"))  # a socket's path is short
+    try:
+        at = folder / ".s.PGSQL.6543"
+        monkeypatch.setenv("GATEWAY_CENTRAL_URL", f"postgresql://gw@/tracking?host={folder}&port=6543")
+        assert main(["sync", "--once", "--no-progress", "-c", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"gateway: sync failed: cannot reach the central store: no PostgreSQL socket at {at}"
+            " (the server is not running, or listens in another folder or on another port); the"
+            " server in central.url (GATEWAY_CENTRAL_URL) cannot be reached"
+        ), err
+        assert "sslrootcert" not in err, err
+        with socket.socket(socket.AF_UNIX) as stale:  # bound, never listened on: as one left behind
+            stale.bind(str(at))
+        assert main(["sync", "--once", "--no-progress", "-c", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"gateway: sync failed: cannot reach the central store: connection refused: nothing"
+            f" listens on {at}; the server in central.url (GATEWAY_CENTRAL_URL) cannot be reached"
+        ), err
+    finally:
+        shutil.rmtree(folder)
