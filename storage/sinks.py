@@ -256,10 +256,16 @@ class Sink:
             hint = f"HTTP {status}: the destination refuses the credentials; check {self.secret_source}"
             raise SinkError(hint + quoted, hint)
         if 300 <= status < 400:
-            where = printable(location[:200]) or "nowhere"  # as safe to print as the answers
+            named = self.options.url
+            where = moved_to(
+                location,
+                url,
+                f"{self.key}.url is read from {named[4:]}" if named.startswith("env:") else None,
+            )
+            source = f"{self.key}.url ({named[4:]})" if named.startswith("env:") else f"{self.key}.url"
             raise SinkError(
-                f"HTTP {status}: the destination redirects to {where}, not followed; "
-                f"set {self.key}.url to where it moved"
+                f"HTTP {status}: the destination redirects to {where}, not followed;"
+                f" set {source} to where it moved"
             )
         if status in (404, 405, 410):  # a wrong path: Segment's own docs give …/v1/batch as the URL
             wrong = f"HTTP {status}: the destination has no such endpoint; check {self.key}.url"
@@ -675,6 +681,26 @@ def not_http(err: aiohttp.ClientError, url: str, key: str) -> str:
         )
     said = " ".join(str(err).replace(str(target), at).replace(url, at).split())
     return f"{type(err).__name__}: {printable(said)[:300]}"
+
+
+def moved_to(location: str, url: str, secret: str | None) -> str:
+    """Where a redirect of a request to ``url`` points, as a line says it. ``secret`` (where a URL
+    read from the environment, which may hold a token, comes from): its scheme, host
+    and port alone, and whether its path and query are ``url``'s (http:// to https://, the usual
+    move, repeated them, token and all: logged whole until 2026-12-07); otherwise the whole
+    ``Location``, made safe to print as the answers are."""
+    if not location.strip():
+        return "nowhere"
+    if secret is None:
+        return printable(location[:200])
+    try:
+        target = yarl.URL(url).join(yarl.URL(location.strip()))
+        origin = str(target.origin())
+    except ValueError:
+        return f"a Location that is no URL (not said, as {secret}, a secret)"
+    same = target.raw_path_qs == yarl.URL(url).raw_path_qs
+    path = "the same path and query" if same else f"another path: not said, as {secret}, a secret"
+    return f"{printable(origin[:200])} ({path})"
 
 
 def cut_short(url: str, status: int, key: str) -> str:

@@ -792,6 +792,45 @@ async def test_a_redirect_is_not_followed_and_nothing_is_counted_sent(
     assert w.sinks.sinks["out"].metrics.sink_messages.labels("out", "sent")._value.get() == 0
 
 
+@pytest.mark.parametrize(
+    ("location", "said"),
+    [
+        ("https://{at}/hooks/tok_s3cr3t?key=k3y", "https://{at} (the same path and query)"),
+        (
+            "/moved/tok_n3w",
+            "http://{at} (another path: not said, as sinks[0].url is read from HOOK_URL, a secret)",
+        ),
+    ],
+    ids=["to-https", "elsewhere"],
+)
+async def test_a_redirect_of_a_url_from_the_environment_does_not_log_its_token(
+    world, upstream_server, caplog: pytest.LogCaptureFixture, location: str, said: str
+) -> None:
+    """A URL that holds a token belongs in the environment (`url = "env:NAME"`), and the log
+    names its host and port, never the URL. A redirect's `Location` was logged whole: the most
+    common one, http:// to https:// on the same path, repeated the URL, token and all (until
+    2026-12-07). Now its scheme, host and port, and whether its path and query are the same."""
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(location.format(at=request.host))
+
+    app = web.Application()
+    app.router.add_post("/hooks/tok_s3cr3t", moved)
+    base = await upstream_server(app)
+    at = base.removeprefix("http://")
+    toml = '[[sinks]]\nname = "out"\nkind = "webhook"\nurl = "env:HOOK_URL"\nsecret = "env:SINK_SECRET"\n'
+    w = await world(toml + "backoff_max_seconds = 600.0\n", HOOK_URL=f"{base}/hooks/tok_s3cr3t?key=k3y")
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert "s3cr3t" not in line and "k3y" not in line and "n3w" not in line, line
+    expected = (
+        f"sink out failed (HTTP 301: the destination redirects to {said.format(at=at)}, not followed;"
+        " set sinks[0].url (HOOK_URL) to where it moved); retrying in "
+    )
+    assert line.startswith(expected), line
+
+
 def _redirect(status: int, location: str) -> web.HTTPException:
     kinds: dict[int, type[web.HTTPMove]] = {
         301: web.HTTPMovedPermanently,
