@@ -1192,6 +1192,7 @@ def load_settings(
     files_only: bool = False,
     admin_api: bool = True,
     reload: bool = False,
+    central: bool = True,
 ) -> Settings:
     """Read, decode, validate and resolve a config; raise ConfigError listing every problem.
     ``admin_public`` (``--admin-public``) lets the admin API listen on a public address.
@@ -1205,7 +1206,10 @@ def load_settings(
     as it is never read (``central_url`` then stays empty; ``mirror_path`` is still the mirror).
     ``admin_api=False``: a host with no admin API (the mitmproxy host) needs no admin token, as
     ``offline`` (until 2026-12-05 mitmdump would not start without one it never read).
-    ``reload``: a running gateway's reload, which refuses an empty file (``refuse_blank``)."""
+    ``reload``: a running gateway's reload, which refuses an empty file (``refuse_blank``).
+    ``central=False``: a command that never connects to the central store (``sink send``): an
+    ``"env:NAME"`` ``central.url`` whose variable is not set is no problem, as ``files_only``
+    (until 2026-12-07 it asked for the database's password to re-send one user to a sink)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:
@@ -1291,7 +1295,7 @@ def load_settings(
         central_url = environ.get(name, "")
         if bad := not_utf8(name, central_url):
             problems.append(f"central.url: {bad}")
-        elif not central_url and files_only:
+        elif not central_url and (files_only or not central):
             pass  # never connected to: the mirror's file is all such a command reads
         elif not central_url:
             problems.append(f"central.url: {unset(name, environ)}")

@@ -22,7 +22,7 @@ def cmd_sink_send(args: argparse.Namespace) -> int:
         print(f"gateway: --user: {problem}", file=sys.stderr)
         return 2
     try:
-        settings = load_settings(args.config, offline=True)
+        settings = load_settings(args.config, offline=True, central=False)  # never connects to it
     except ConfigError as err:
         return _fail_config(args.config, err)
     warn_of_secret(settings)

@@ -318,6 +318,40 @@ def test_sink_send_needs_the_secret_of_the_sinks_it_sends_to(tmp_path: Path, cap
     assert "no store at" in capsys.readouterr().err
 
 
+def test_sink_send_needs_no_central_url_it_never_reads(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`sink send` reads the store and posts to the sinks: it never connects to the central store.
+    Until 2026-12-07 it refused to start without `central.url`'s variable (`central.url:
+    environment variable GATEWAY_CENTRAL_URL is not set`, exit 2), so re-sending one user to
+    Segment took the database's password in the shell. A variable that is set is still checked."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "gw.toml"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        central = '[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
+        config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)) + central)
+        monkeypatch.setenv("GATEWAY_CENTRAL_URL", "postgresql://gw@127.0.0.1:9/gw")  # for the seeding
+        settings = load_settings(config)
+        seed_user(settings, Keys.from_master(settings.secret).user_key("dave"), landing_path="/")
+        monkeypatch.delenv("GATEWAY_CENTRAL_URL")
+        _Recorder.calls.clear()
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0, capsys.readouterr().err
+        assert "out: 2 messages sent" in capsys.readouterr().out
+        assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+        monkeypatch.setenv("GATEWAY_CENTRAL_URL", "mysql://db/tracking")  # set, and wrong: said
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 2
+        assert (
+            "central.url: the value of GATEWAY_CENTRAL_URL: expected a PostgreSQL URL"
+            in capsys.readouterr().err
+        )
+    finally:
+        _Recorder.calls.clear()  # the class's: the next test counts its own
+        server.shutdown()
+        server.server_close()
+
+
 def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
     """The CLI runs outside any gateway: a plain threaded HTTP server stands in for Segment."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
