@@ -313,7 +313,8 @@ def padded(text: str) -> bool:
 
 def dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a PostgreSQL URL asyncpg could connect with: its scheme, a user name or
-    password that ends the host part early (an unencoded ``/``, ``?`` or ``#``), or a port that is
+    password that ends the host part early (an unencoded ``/``, ``?`` or ``#``) or starts it late
+    (an unencoded ``@``: asyncpg takes the first one as the host's start), or a port that is
     not a number 1..65535 (asyncpg takes one, and the connection then fails with an
     OverflowError on every attempt), white space around it or a control character in it (the
     newline of the file it was read from: a database name ending in one does not exist), or an
@@ -334,6 +335,10 @@ def dsn_problem(dsn: str) -> str | None:
         # What asyncpg would take for the host and port is the user name and password, cut at
         # that character: the host part above would show (part of) the password.
         return "a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23)"
+    if netloc.count("@") > 1:
+        # asyncpg ends the user name and password at the first @: the rest of the password
+        # became the host it looked up, every round (`gaierror: Name or service not known`).
+        return "an '@' in the user name or password must be percent-encoded (%40)"
     for host in netloc.partition("@")[2 if "@" in netloc else 0].split(","):  # h1:5432,h2:5433
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.rpartition(":")[2] if ":" in port else ""

@@ -1067,6 +1067,13 @@ def test_a_day_is_the_longest_delay_of_the_sync_and_the_sinks() -> None:
         ("postgresql://u:s3cret?x@h/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:s3cret#x@h:5432/db", "a '/', '?' or '#' in the user name or password"),
         ("postgresql://u:5432/s3cret@h/db", "a '/', '?' or '#' in the user name or password"),
+        # asyncpg ends the user name and password at the first @: the rest, "x@h", was the host
+        # it looked up, every sync round (until 2026-12-07: `gaierror: [Errno -2] Name or service
+        # not known; the server in central.url (…) cannot be reached`).
+        (
+            "postgresql://u:s3cr@t@h:5432/db",
+            "an '@' in the user name or password must be percent-encoded (%40)",
+        ),
         ("postgresql://u:s3cret@[::1/db", "expected a PostgreSQL URL like postgresql://"),
         # Until 2026-12-04 these loaded, and every sync round failed (a database "db\n" that does
         # not exist; asyncpg's ClientConfigurationError).
