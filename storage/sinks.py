@@ -238,10 +238,13 @@ class Sink:
                 # logged with them) over several lines: the host and port instead, on one.
                 raise SinkError(not_http(err, url, f"{self.key}.url")) from err
         told = retry_after_seconds(retry_after) if status in (429, 503) else None
-        if told is not None:  # the destination says when: believe it
-            self._next_send = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
+        if told is not None:  # the destination says when: believe it, within the rate limit
+            # Later, never sooner than the rate limit lets the next request go: a Retry-After
+            # shorter than 1/rate_per_second hastened it (until 2026-12-07).
+            asked = asyncio.get_running_loop().time() + min(told, self.options.backoff_max_seconds)
+            self._next_send = max(self._next_send, asked)
             given = printable(retry_after.strip()[:100])
-            self._held = (self._next_send, f"HTTP {status}, Retry-After: {given}")
+            self._held = (asked, f"HTTP {status}, Retry-After: {given}")
         if 200 <= status < 300:
             self.metrics.sink_messages.labels(self.options.name, "sent").inc(len(encoded))
             return

@@ -715,6 +715,27 @@ async def test_a_retry_after_date_holds_the_sink_and_the_log_says_until_when(
     assert float(line.split("retrying in ")[1].split(" s")[0]) > 100
 
 
+async def test_a_retry_after_shorter_than_the_rate_limit_does_not_hasten_the_next_request(
+    world, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rate_per_second = 0.01` is one request every 100 s. A 429 whose `Retry-After` asked for
+    less (1 s) set the next request's time to it, over the rate limit's: the sink tried again
+    after 1 s (until 2026-12-07). A `Retry-After` holds the requests longer, never shorter."""
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "1"})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", busy)
+    api = BatchApi(url=await upstream_server(app))
+    w = await world(sink_toml(api, rate_per_second=0.01, backoff_max_seconds=600.0))
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    line = await _first_retry_warning(w, caplog)
+    assert "HTTP 429" in line and "Retry-After: 1" in line, line
+    assert float(line.split("retrying in ")[1].split(" s")[0]) > 90, line
+
+
 async def test_a_destination_that_does_not_answer_in_time_is_named_by_its_limit(
     world, upstream_server, caplog: pytest.LogCaptureFixture
 ) -> None:
