@@ -298,6 +298,14 @@ def explain(
             f"the user in {key} may not make the sync's staging tables: grant it TEMPORARY on the"
             f" database (GRANT TEMPORARY ON DATABASE {database} TO <user>)"
         )
+    elif isinstance(err, asyncpg.QueryCanceledError) and "statement timeout" in text:
+        # A DBA's statement_timeout (the server's, the database's, the role's, or the URL's
+        # ``options``): PostgreSQL's words alone named neither it nor what to do (until 2026-12-07).
+        hint = (
+            f"a statement_timeout of the server, the database or the user in {key} cancelled a"
+            f" statement of the {'mirror' if reader == 'mirror' else 'sync'}: raise it for that user"
+            " (ALTER ROLE <user> SET statement_timeout = '5min') or lower central.batch_size"
+        )
     elif isinstance(err, asyncpg.InsufficientPrivilegeError):
         hint = f"the user in {key} lacks a privilege {READER_RIGHTS.get(reader, READER_RIGHTS['central'])}"
     elif via_connect and isinstance(err, asyncio.TimeoutError) and not isinstance(err, ConnectTimeout):

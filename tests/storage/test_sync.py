@@ -1714,3 +1714,41 @@ async def test_a_central_store_of_the_first_daily_counts_key_is_keyed_again(
     await a.store.write([gpc(today, "c1")])
     assert (await a.sync.once())["daily_counts"] == 1
     assert (await central_counts(pg))[("a", today, "c1")] == 3
+
+
+async def test_a_statement_timeout_of_the_server_is_named_with_what_to_do(
+    tmp_path: Path, central_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `statement_timeout` a DBA set for the database or the gateway's user (or in the URL's
+    `options`) cancels a statement that waits or runs longer: every round failed with
+    PostgreSQL's words alone, `QueryCanceledError: canceling statement due to statement
+    timeout` (until 2026-12-07), which names neither the setting nor what to do. Here the
+    statement waits for the migration lock another session holds."""
+    store = LocalStore(tmp_path / "n.db", StorageOptions(node="n"), Metrics())
+    await store.open()
+    metrics = Metrics()
+    options = CentralOptions(
+        url="env:GATEWAY_CENTRAL_URL",
+        interval_seconds=0.05,
+        backoff_min_seconds=0.02,
+        backoff_max_seconds=0.05,
+    )
+    holder = await asyncpg.connect(central_dsn)
+    await holder.execute("SELECT pg_advisory_lock($1)", central.MIGRATION_LOCK)
+    dsn = central_dsn + "?options=-c%20statement_timeout%3D50"
+    sync = Sync(store.path, dsn, options, metrics)
+    caplog.set_level(logging.WARNING, "gateway.sync")
+    try:
+        await _run_until_errors(sync, metrics, 2)
+    finally:
+        await holder.close()
+        await store.close()
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "gateway.sync" and r.levelno >= logging.WARNING
+    ]
+    assert warnings and "canceling statement due to statement timeout" in warnings[0], warnings
+    assert (
+        "; a statement_timeout of the server, the database or the user in central.url"
+        " (GATEWAY_CENTRAL_URL) cancelled a statement of the sync: raise it for that user"
+        " (ALTER ROLE <user> SET statement_timeout = '5min') or lower central.batch_size" in warnings[0]
+    ), warnings[0]
