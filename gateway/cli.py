@@ -1296,6 +1296,8 @@ class _Parser(argparse.ArgumentParser):
         `gateway report --help```. argparse put its whole usage block first (ten lines for
         ``report``), the line that names the mistake last, under it."""
         wrong = re.search(r"invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if wrong is not None and message.startswith("argument COMMAND:"):
+            self._option_before_command(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
         if wrong is not None:  # `gateway reprot`, `--model lineer`: the choice it is a slip for
             meant = _meant(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
             if meant is not None:
@@ -1304,6 +1306,30 @@ class _Parser(argparse.ArgumentParser):
         if missing is not None:
             message = self._unknown_before_missing(missing.group(1).split(", ")) or message
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _option_before_command(self, value: str, commands: list[str]) -> None:
+        """Exit 2 saying so when the COMMAND argparse refused is the value of an option written
+        before it (``gateway -c gw.toml sync``, as ``git -C DIR`` is written; ``gateway sink -c
+        gw.toml send``): it was told ``invalid choice: 'gw.toml'``, the option unsaid (until
+        2026-12-07). Returns otherwise."""
+        words = self._given or []
+        at = next(
+            (i for i in range(1, len(words)) if words[i] == value and words[i - 1].startswith("-")), None
+        )
+        if at is None:
+            return
+        option = f"{words[at - 1]} {value}"
+        command = next((word for word in words[at + 1 :] if word in commands), None)
+        where = (
+            f"{self.prog} {command} {option} …"
+            if command is not None
+            else f"{self.prog} COMMAND {option} …; COMMAND: {', '.join(commands)}"
+        )
+        self.exit(
+            2,
+            f"{self.prog}: error: {option}: an option goes after the command it is for ({where});"
+            f" see `{self.prog} --help`\n",
+        )
 
     def _unknown_before_missing(self, missing: list[str]) -> str | None:
         """``unrecognized arguments: --usr x (did you mean --user?)`` for ``sink send --usr x``:

@@ -2210,3 +2210,34 @@ def test_import_help_gives_the_workers_range(capsys: pytest.CaptureFixture[str])
     assert "processes parsing and replaying log lines, 1..256 (default 1:" in said, said
     readme = (ROOT / "README.md").read_text()
     assert "[--workers 1..256]" in readme
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["-c", "gw.toml", "sync", "--once"],
+            "gateway: error: -c gw.toml: an option goes after the command it is for"
+            " (gateway sync -c gw.toml …); see `gateway --help`",
+        ),
+        (
+            ["sink", "-c", "gw.toml", "send", "--user", "u1"],
+            "gateway sink: error: -c gw.toml: an option goes after the command it is for"
+            " (gateway sink send -c gw.toml …); see `gateway sink --help`",
+        ),
+        (
+            ["sink", "--user", "u1"],
+            "gateway sink: error: --user u1: an option goes after the command it is for"
+            " (gateway sink COMMAND --user u1 …; COMMAND: send); see `gateway sink --help`",
+        ),
+    ],
+    ids=["before-sync", "before-send", "no-command"],
+)
+def test_an_option_before_its_command_is_said_so_not_taken_for_the_command(
+    args: list[str], said: str
+) -> None:
+    """`gateway -c gw.toml sync --once` (as `git -C DIR` is written) and `gateway sink -c gw.toml
+    send …` were told `argument COMMAND: invalid choice: 'gw.toml' (choose from …)`: the
+    option's value taken for the command, the option itself unsaid (until 2026-12-07)."""
+    done = gateway(*args, env=ENV)
+    assert (done.returncode, done.stderr) == (2, said + "\n"), done.stderr
