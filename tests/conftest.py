@@ -1,10 +1,13 @@
 """Shared fixtures: settings from TOML text, a real gateway (proxy + admin) on loopback
-in front of a real aiohttp upstream, and a guard that fails any test blocking the loop."""
+in front of a real aiohttp upstream, a self-signed certificate for a TLS listener on loopback,
+and a guard that fails any test blocking the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import os
 import re
 import signal
@@ -21,6 +24,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from bench.pgserver import PostgresServer, binaries, start_server
 from gateway.config import Settings, load_settings
@@ -75,6 +82,37 @@ def _storage_table(text: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         return {"path": None}
     return table if isinstance(table, dict) else {"path": None}
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and its key), written as PEM files in ``folder``: what a
+    TLS listener on loopback serves (the TLS origin of the upstream tests, nginx in the deploy
+    tests). It is its own CA, so a client can trust it alone (``SSL_CERT_FILE``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
 
 
 class ListenerTestServer(TestServer):

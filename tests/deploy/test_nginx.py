@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ipaddress
 import re
 import shlex
@@ -21,11 +20,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.conftest import self_signed
 from tests.deploy.deployfiles import DEPLOY, ROOT, missing_tool, readme_deployment
 
 CONF = DEPLOY / "nginx.conf"
@@ -47,30 +43,6 @@ def placed() -> str:
     (line,) = [line for line in lines if "install" in line and "deploy/nginx.conf /" in line]
     words = shlex.split(line, comments=True)
     return words[words.index("deploy/nginx.conf") + 1]
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = folder / "fullchain.pem", folder / "privkey.pem"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return crt, pem
 
 
 def test_readme_places_it_where_nginx_reads_site_files() -> None:
