@@ -12,7 +12,6 @@ import ipaddress
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.ports import free_port
 from tests.conftest import self_signed
 from tests.deploy.deployfiles import DEPLOY, ROOT, missing_tool, readme_deployment
 
@@ -119,13 +119,6 @@ def test_it_forwards_what_the_gateway_believes_of_a_trusted_proxy() -> None:
     peer = ipaddress.ip_address(server.rpartition(":")[0])  # nginx reaches loopback from loopback
     assert any(peer in n for n in networks)
     assert f"trusted_proxies = {trusted.group(1)}" in text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def on_loopback(text: str, plain: int, tls: int, gateway: int, crt: Path, pem: Path) -> str:
