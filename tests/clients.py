@@ -1,9 +1,11 @@
 """Request headers of the clients influencer traffic comes from, as 2025-26 versions send them.
 
 Used by the bot-scoring tests (``tests/addons/test_bots.py``, ``tests/gateway/test_fraud.py``).
-Three groups: people in in-app and privacy browsers (must score ``allow``), link-preview
-fetchers and ad-review crawlers (``bot``: never a click, never fraud), and mail link scanners
-(never ``allow``).
+``BROWSER`` is a person's desktop Safari opening a page (scores ``allow``), for the gateway
+tests whose visitor is an ordinary one (``test_fraud.py``, ``test_demo.py``,
+``test_erasure_in_flight.py``). Three groups besides: people in in-app and privacy browsers
+(must score ``allow``), link-preview fetchers and ad-review crawlers (``bot``: never a click,
+never fraud), and mail link scanners (never ``allow``).
 
 Where the shapes come from: in-app agents follow the formats in isbot's browser fixtures
 (``fixtures/browsers.yml``: Instagram, Facebook, Snapchat, Pinterest, WeChat, TikTok, Twitter
@@ -23,6 +25,14 @@ but sends neither ``Accept-Language`` nor client hints.
 
 from __future__ import annotations
 
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Accept": "text/html",
+    "Accept-Language": "en-GB",
+    "Sec-Fetch-Dest": "document",
+}
+"""Desktop Safari navigating to a page, as a person's visit sends it."""
 _IOS = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 _WEBVIEW = (
     "Mozilla/5.0 (Linux; Android 15; SM-S921B Build/AP3A.240905.015; wv) AppleWebKit/537.36 "

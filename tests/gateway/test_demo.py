@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.demo import create_demo_app, with_demo_rules
+from tests.clients import BROWSER
 from tests.conftest import TOKEN, make_settings
 from tests.gateway import test_dashboard_browser as in_chromium
 from tests.gatewayproc import GatewayProcess
@@ -23,13 +24,6 @@ from tests.gatewayproc import GatewayProcess
 chromium = in_chromium.chromium
 """The browser tests' fixture: skipped without Chromium, failing under ``CI``."""
 
-BROWSER = {
-    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Safari/605.1.15",
-    "Accept": "text/html",
-    "Accept-Language": "en-GB",
-    "Sec-Fetch-Dest": "document",
-}
 LANDING = "/?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.clients import BROWSER
 from tests.conftest import TOKEN, GatewayFactory, RunningGateway
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -158,15 +159,6 @@ async def test_a_sign_in_in_flight_at_the_users_erasure_binds_nothing_and_the_ne
     await send(gw, "POST", "/api/login", cookie)
     bound = await asyncio.to_thread(rows, store, "SELECT visitor_key, user_key FROM identities")
     assert bound == [(visitor, user)]
-
-
-BROWSER = {
-    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Safari/605.1.15",
-    "Accept": "text/html",
-    "Accept-Language": "en-GB",
-    "Sec-Fetch-Dest": "document",
-}
 
 
 async def test_a_late_rescore_of_an_erased_visitors_landing_is_not_stored(

@@ -21,7 +21,7 @@ from gateway.events import Touchpoint, iso
 from gateway.ids import Uuid7
 from gateway.importrun import run_import
 from gateway.openapi import openapi_document
-from tests.clients import IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
+from tests.clients import BROWSER, IN_APP, MAIL_SCANNERS, PREVIEWERS, PRIVACY
 from tests.conftest import TOKEN, make_settings
 from tests.gateway.test_malformed import raw_request
 from tests.gateway.test_openapi import response_schema
@@ -29,13 +29,6 @@ from tests.gateway.test_openapi import response_schema
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
 """A JSON body's headers, for one sent as bytes or text (``json=`` labels its own)."""
-BROWSER = {
-    "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Safari/605.1.15",
-    "Accept": "text/html",
-    "Accept-Language": "en-GB",
-    "Sec-Fetch-Dest": "document",
-}
 _new_id = Uuid7()
 CURL = {"User-Agent": "curl/8.4.0", "Accept": "*/*"}
 TRUST = "[proxy]\ntrusted_proxies = ['127.0.0.1']\n"

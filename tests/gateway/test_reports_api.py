@@ -31,8 +31,9 @@ from gateway.openapi import openapi_document
 from gateway.reportstate import REPORTING_KEY
 from storage.erasure import erase_user
 from storage.local import connect
+from tests.clients import BROWSER
 from tests.conftest import ENV, TOKEN, RunningGateway
-from tests.gateway.test_fraud import BROWSER, click
+from tests.gateway.test_fraud import click
 from tests.gateway.test_inbound import signed
 from tests.gateway.test_openapi import response_schema
 from tests.storage.test_reports_shared import holding
