@@ -36,6 +36,7 @@ from gateway.keys import Keys
 from gateway.logformats import CONTROL, METHOD_CASE, NOT_UTF8
 from tests.addons.test_geo import write_mmdb
 from tests.conftest import ENV, GatewayFactory, make_settings
+from tests.gateway.test_import_runs import RULES, SIGN_IN
 from tests.gateway.test_malformed import Received, raw_recording_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1656,14 +1657,6 @@ async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: P
     """A login seen on every chunk: one process binds each visitor once; workers, each seeing only
     some chunks, bound it again in each (and a re-import, its chunks shared out otherwise, added
     more)."""
-    rule = """
-        [[identity.rules]]
-        name = "welcome"
-        method = "GET"
-        path = "/welcome"
-        status = [200]
-        user_id = { query = "uid" }
-    """
     log = tmp_path / "access.log"
     text = "\n".join(
         f"198.51.100.{n % 7} - - [01/Mar/2025:10:{n // 600:02}:{n // 10 % 60:02} +0000] "
@@ -1673,7 +1666,7 @@ async def test_worker_processes_bind_a_pair_once_as_one_process_does(tmp_path: P
     await asyncio.to_thread(write, log, text)
     results = []
     for workers in (1, 2):
-        settings = make_settings(tmp_path / f"w{workers}", rule)
+        settings = make_settings(tmp_path / f"w{workers}", SIGN_IN)
         summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
         again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
         assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
@@ -2539,13 +2532,7 @@ def test_rotated_logs_named_newest_first_are_read_oldest_first(tmp_path: Path) -
     conversion moved out of its attribution window, the device's ``first_bound`` later than it
     was (until 2026-12-07). The files are read oldest first, by their first line's time, so what
     is stored is what a live gateway would have recorded, whatever order they are named in."""
-    (tmp_path / "gw.toml").write_text(
-        '[storage]\npath = "gw.db"\nnode = "import-test"\n'
-        '[[conversions]]\nname = "order"\nmethod = "GET"\npath = "/thanks"\nstatus = [200]\n'
-        'order_id = { query = "order" }\n'
-        '[[identity.rules]]\nname = "welcome"\nmethod = "GET"\npath = "/welcome"\nstatus = [200]\n'
-        'user_id = { query = "uid" }\n'
-    )
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\nnode = "import-test"\n' + RULES + SIGN_IN)
 
     def log(name: str, hour: int, compress: bool = False) -> None:
         text = "\n".join(

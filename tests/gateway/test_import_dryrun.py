@@ -23,25 +23,14 @@ from gateway.options import StorageOptions
 from storage.importdry import CHECKS, DryRun
 from storage.local import TABLES, dedup_keys
 from tests.conftest import ENV, make_settings
+from tests.gateway.test_import_runs import RULES as ORDER
+from tests.gateway.test_import_runs import SIGN_IN
 from tests.storage.stores import read
 from tests.storage.test_unique_keys import schema_unique
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
-RULES = """
-    [[conversions]]
-    name = "order"
-    method = "GET"
-    path = "/thanks"
-    status = [200]
-    order_id = { query = "order" }
-
-    [[identity.rules]]
-    name = "welcome"
-    method = "GET"
-    path = "/welcome"
-    status = [200]
-    user_id = { query = "uid" }
-"""
+RULES = ORDER + SIGN_IN
+"""An order page and a sign-in page."""
 NONE = {"touchpoints": 0, "identities": 0, "conversions": 0}
 
 

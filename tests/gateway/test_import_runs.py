@@ -48,6 +48,15 @@ path = "/thanks"
 status = [200]
 order_id = { query = "order" }
 """
+SIGN_IN = """
+[[identity.rules]]
+name = "welcome"
+method = "GET"
+path = "/welcome"
+status = [200]
+user_id = { query = "uid" }
+"""
+"""A sign-in page: ``/welcome?uid=…`` binds the visitor to that user."""
 
 
 def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:

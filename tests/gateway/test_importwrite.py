@@ -26,7 +26,7 @@ from storage.imports import list_runs, undo_run
 from storage.local import REFUSED_RUN, LocalStore
 from tests.conftest import make_settings
 from tests.gateway.test_backfill import combined_args
-from tests.gateway.test_import_runs import RULES  # a success page a conversion rule converts
+from tests.gateway.test_import_runs import RULES, SIGN_IN  # RULES: a success page a conversion rule converts
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/127.0"
 POISON = (
@@ -117,18 +117,7 @@ def test_a_pair_whose_first_line_is_refused_is_bound_by_a_later_line(tmp_path: P
     is poisoned, and a line's rows go together). The later copies of the binding were dropped
     before the store saw them, as copies of a pair already bound: the pair was never bound.
     Now the first copy the store takes binds it, once, counted once, and a re-import adds none."""
-    rule = (
-        RULES
-        + """
-[[identity.rules]]
-name = "welcome"
-method = "GET"
-path = "/welcome"
-status = [200]
-user_id = { query = "uid" }
-"""
-    )
-    settings = make_settings(tmp_path, rule)
+    settings = make_settings(tmp_path, RULES + SIGN_IN)
     poisoned_store(settings)
     log = tmp_path / "access.log"
     lines = [line(n, f"/p?utm_source=news&utm_campaign=c{n}") for n in range(0, 40, 10)]
