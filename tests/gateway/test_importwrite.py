@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.backfill import Replayer, Summary, replay_items
+from gateway.backfill import Replayed, Replayer, Summary, replay_items
 from gateway.config import Settings
 from gateway.events import Touchpoint
 from gateway.importcmd import import_command
@@ -38,6 +38,19 @@ POISON = (
 
 def line(n: int, target: str) -> str:
     return f'203.0.113.{n % 250} - - [01/Mar/2025:10:{n // 60:02d}:{n % 60:02d} +0000] "GET {target} HTTP/1.1" 200 10 "-" "{UA}"'  # noqa: E501
+
+
+async def landings_replayed(settings: Settings, count: int) -> Replayed:
+    """Lines 1 to ``count`` of access.log, a landing each (campaign ``c1``, ``c2``…), read and
+    replayed as the import does before its writer gets them."""
+    replayer = Replayer(settings, Metrics(), "shop.example")
+    parse = parser_for("combined", settings.options.identity.cookie_name, {})
+    items = [
+        item
+        for n in range(1, count + 1)
+        for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
+    ]
+    return await replay_items(replayer, items, b"access.log")
 
 
 def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -172,14 +185,7 @@ async def test_a_text_sqlite_cannot_encode_is_skipped_through_the_import_s_write
     did it until the parsers read such bytes as U+FFFD). The writer stopped with the
     UnicodeEncodeError's traceback and stored none of the batch."""
     settings = make_settings(tmp_path)
-    replayer = Replayer(settings, Metrics(), "shop.example")
-    parse = parser_for("combined", settings.options.identity.cookie_name, {})
-    items = [
-        item
-        for n in range(1, 6)
-        for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
-    ]
-    replayed = await replay_items(replayer, items, b"access.log")
+    replayed = await landings_replayed(settings, 5)
     assert len(replayed.events) == 5 and replayed.lines == [1, 2, 3, 4, 5]
     bad = replayed.events[1]
     assert isinstance(bad, Touchpoint)
@@ -216,14 +222,7 @@ async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_leaves_th
     from storage.erasure import erase_visitor
 
     settings = make_settings(tmp_path)
-    replayer = Replayer(settings, Metrics(), "shop.example")
-    parse = parser_for("combined", settings.options.identity.cookie_name, {})
-    items = [
-        item
-        for n in range(1, 3)
-        for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
-    ]
-    replayed = await replay_items(replayer, items, b"access.log")
+    replayed = await landings_replayed(settings, 2)
     assert len(replayed.events) == 2
     erased = replayed.events[0]
     assert isinstance(erased, Touchpoint)
