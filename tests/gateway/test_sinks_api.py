@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -289,6 +291,26 @@ def seed_user(settings: Any, user_key: str, *, touchpoint: bool = True, **landin
     asyncio.run(write())
 
 
+def set_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """The gateway's secrets (``ENV``) and ``extra`` (a sink's) in the environment, where the
+    command run in-process reads them, as from the operator's shell."""
+    for name, value in {**ENV, **extra}.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A destination for the commands, which run outside any gateway and event loop: a plain
+    threaded HTTP server of ``handler`` on loopback; its URL. Shut when the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Recorder(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict[str, Any]]] = []
 
@@ -305,8 +327,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 def test_sink_send_needs_the_secret_of_the_sinks_it_sends_to(tmp_path: Path, capsys, monkeypatch) -> None:
     """Commands that serve nothing do without sink secrets; `sink send` sends with them."""
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch)
     monkeypatch.delenv("SINK_SECRET", raising=False)
     config = tmp_path / "gw.toml"
     config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9")))
@@ -354,13 +375,9 @@ def test_sink_send_needs_no_central_url_it_never_reads(tmp_path: Path, capsys, m
 
 def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
     """The CLI runs outside any gateway: a plain threaded HTTP server stands in for Segment."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-            monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
+    with serving(_Recorder) as url:
         config = tmp_path / "gw.toml"
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)))
         for bad in ("", "x" * 257, "a\nb"):  # as the admin API and `gateway erase` refuse them
             assert main(["sink", "send", "--user", bad, "-c", str(config)]) == 2
@@ -385,9 +402,6 @@ def test_sink_send_command(tmp_path: Path, capsys, monkeypatch) -> None:
         assert main(["sink", "send", "--user", keys.user_key("dave"), "-c", str(config)]) == 0
         assert "out: 2 messages sent" in capsys.readouterr().out
         assert {c["userId"] for c in _Recorder.calls} == {keys.user_key("dave")}
-    finally:
-        server.shutdown()
-        server.server_close()
     assert main(["sink", "send", "--user", "dave", "--sink", "nope", "-c", str(config)]) == 2
     assert "no sink named 'nope'" in capsys.readouterr().err
 
@@ -401,13 +415,9 @@ def test_sink_send_says_the_user_key_it_sent_under(tmp_path: Path, capsys, monke
     ``encrypt`` the key, not the ID the destination gets as userId; under ``plain``, whose key
     is the ID itself, no key at all."""
     _Recorder.calls.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-            monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
+    with serving(_Recorder) as url:
         config = tmp_path / "gw.toml"
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         config.write_text(
             f'[storage]\npath = "node.db"\n[identity]\nuser_id_storage = "{storage}"\n'
             + sink_toml(BatchApi(url=url))
@@ -424,9 +434,6 @@ def test_sink_send_says_the_user_key_it_sent_under(tmp_path: Path, capsys, monke
         else:
             assert out == f"out: 2 messages sent (user_key {key})\n", out
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
@@ -435,8 +442,7 @@ def test_sink_send_of_an_erased_user_says_when_the_user_was_erased(
     """Nothing to send, as for a mistyped ID, but not for the same reason: the operator is told
     (until 2026-12-05 "nothing recorded for this user (no identity binding)", as for an ID never
     seen), from the erasure's record."""
-    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
     config = tmp_path / "gw.toml"
     config.write_text(
         f'[storage]\npath = "{tmp_path / "node.db"}"\n' + sink_toml(BatchApi(url="http://127.0.0.1:9"))
@@ -460,8 +466,7 @@ def test_sink_send_of_a_user_with_no_landing_to_send_says_so(tmp_path: Path, cap
     identify without traits tells the destination nothing. Until 2026-12-06 `sink send` sent
     that empty identify ("out: 1 message sent"); now it says why nothing goes, exit 1, as the
     admin API's 404."""
-    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
     api = BatchApi(url="http://127.0.0.1:9")  # never called: nothing to send
     config = tmp_path / "gw.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "node.db"}"\n' + sink_toml(api))
@@ -478,8 +483,7 @@ def test_sink_send_of_a_user_whose_every_message_is_too_large_says_so(
 ) -> None:
     """As the admin API's 404: "out: 0 messages sent" and exit 0 (until 2026-12-05) read as done,
     where nothing was sent, each message being over the sink's max_message_bytes."""
-    for name, value in {**ENV, "SINK_SECRET": WRITE_KEY}.items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
     config = tmp_path / "gw.toml"
     api = BatchApi(url="http://127.0.0.1:9")  # never called: nothing fits
     config.write_text('[storage]\npath = "node.db"\n' + sink_toml(api, max_message_bytes=1024))
@@ -521,14 +525,10 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
     a KeyError traceback (every sink was built, and b's secret looked up). Now it sends to a;
     without ``--sink`` it still says what b lacks."""
     _Webhook.deliveries.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for name, value in {**ENV, "SINK_A": WRITE_KEY}.items():
-            monkeypatch.setenv(name, value)
-        if unset == "url":
-            monkeypatch.setenv("SINK_B", "k" * 32)
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    set_env(monkeypatch, SINK_A=WRITE_KEY)
+    if unset == "url":
+        monkeypatch.setenv("SINK_B", "k" * 32)
+    with serving(_Webhook) as url:
         b_url = "env:SINK_B_URL" if unset == "url" else f"{url}/b"
         config = tmp_path / "gw.toml"
         config.write_text(
@@ -554,9 +554,6 @@ def test_sink_send_to_one_sink_needs_no_other_sinks_variables(
         said = f"sinks[1].{unset}: environment variable {missing} is not set"
         assert said in capsys.readouterr().err
         assert len(_Webhook.deliveries) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("key_set", [False, True])
@@ -628,18 +625,13 @@ def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
     500`, naming no sink, and never sent to the second (until 2026-12-05). Now each sink is
     tried, the one that failed named on stderr, the others' counts printed, exit 1."""
     _Recorder.calls.clear()
-    broken = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
-    working = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    for server in (broken, working):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for name, value in {**ENV, "SINK_A": WRITE_KEY, "SINK_B": WRITE_KEY}.items():
-            monkeypatch.setenv(name, value)
+    set_env(monkeypatch, SINK_A=WRITE_KEY, SINK_B=WRITE_KEY)
+    with serving(_Broken) as broken, serving(_Recorder) as working:
         config = tmp_path / "gw.toml"
         sinks = "".join(
             f'[[sinks]]\nname = "{name}"\nkind = "segment"\nsecret = "env:SINK_{name[0].upper()}"\n'
-            f'url = "http://127.0.0.1:{server.server_address[1]}"\nbackoff_max_seconds = 0.1\n'
-            for name, server in (("a-down", broken), ("b-up", working))
+            f'url = "{url}"\nbackoff_max_seconds = 0.1\n'
+            for name, url in (("a-down", broken), ("b-up", working))
         )
         config.write_text('[storage]\npath = "node.db"\n' + sinks)
         settings = load_settings(config)
@@ -651,7 +643,3 @@ def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
         assert out == f"b-up: 2 messages sent (user_key {keys.user_key('dave')})\n", out
         assert err == "gateway: sink send failed: sink a-down: HTTP 500\n", err
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
-    finally:
-        for server in (broken, working):
-            server.shutdown()
-            server.server_close()
