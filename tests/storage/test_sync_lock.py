@@ -48,6 +48,11 @@ asyncio.run(main())
 """
 
 
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A command's environment: this checkout's code, the gateway's secrets, and ``extra``."""
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, **(extra or {})}
+
+
 class Process:
     """A subprocess of this checkout, its output lines gathered as they come."""
 
@@ -66,7 +71,7 @@ class Process:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, **(env or {})},
+            env=environment(env),
         )  # fmt: skip
         return cls(proc)
 
@@ -117,14 +122,38 @@ async def held_by_a_process(target: Path, kind: str) -> AsyncIterator[Process]:
         yield holder
 
 
-async def write_config(tmp_path: Path, node: Node) -> Path:
-    """A config of ``node``'s store, for the ``gateway`` commands."""
+async def write_config(tmp_path: Path, node: Node, mirror: Path | None = None) -> Path:
+    """A config of ``node``'s store (and of a ``mirror`` file), for the ``gateway`` commands."""
     config = tmp_path / "gw.toml"
     text = (
         f'[storage]\npath = "{node.path}"\nnode = "{node.name}"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
     )
+    if mirror is not None:
+        text += f'mirror_path = "{mirror}"\n'
     await asyncio.to_thread(config.write_text, text)
     return config
+
+
+@contextlib.asynccontextmanager
+async def with_stderr_gone(*argv: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``argv`` run as cron runs it with ``2>&1 | head`` whose head has ended: its standard error
+    a pipe with no reader (a write to it fails, EPIPE), its output piped; killed if still
+    running when the block ends."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=environment(env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=write_end,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def read(path: Path) -> str:
@@ -446,39 +475,23 @@ async def test_a_once_whose_stderr_reader_is_gone_waits_and_runs_its_round(
     waits, runs its round and ends 0."""
     await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
     mirror = tmp_path / "mirror.db"
-    config = tmp_path / "gw.toml"
-    text = (
-        f'[storage]\npath = "{a.path}"\nnode = "a"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
-        f'mirror_path = "{mirror}"\n'
-    )
-    await asyncio.to_thread(config.write_text, text)
+    config = await write_config(tmp_path, a, mirror)
     if kind == "mirror":
         await a.sync.once()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, "GATEWAY_CENTRAL_URL": central_dsn}
-    command = ("-m", "gateway", kind, "--once", "-c", str(config), "--no-progress")
-    async with held_by_a_process(a.path if kind == "sync" else mirror, kind) as holder:
-        read_end, write_end = os.pipe()
-        os.close(read_end)  # the reader gone: a write to it fails (EPIPE)
-        try:
-            once = await asyncio.create_subprocess_exec(
-                sys.executable, *command, cwd=ROOT, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=write_end,
-            )  # fmt: skip
-        finally:
-            os.close(write_end)
-        try:
-            # Its waiting line failed to be written: its stderr is now /dev/null (or it ended).
-            async with asyncio.timeout(60):
-                while once.returncode is None and await asyncio.to_thread(_stderr_of, once.pid) != os.devnull:
-                    await asyncio.sleep(0.01)
-            assert once.returncode is None, once.returncode  # still waiting for the round
-            assert await holder.finish() == 0
-            async with asyncio.timeout(60):
-                out, _ = await once.communicate()
-        finally:
-            if once.returncode is None:
-                once.kill()
-                await once.wait()
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    command = (sys.executable, "-m", "gateway", kind, "--once", "-c", str(config), "--no-progress")
+    async with (
+        held_by_a_process(a.path if kind == "sync" else mirror, kind) as holder,
+        with_stderr_gone(*command, env=env) as once,
+    ):
+        # Its waiting line failed to be written: its stderr is now /dev/null (or it ended).
+        async with asyncio.timeout(60):
+            while once.returncode is None and await asyncio.to_thread(_stderr_of, once.pid) != os.devnull:
+                await asyncio.sleep(0.01)
+        assert once.returncode is None, once.returncode  # still waiting for the round
+        assert await holder.finish() == 0
+        async with asyncio.timeout(60):
+            out, _ = await once.communicate()
     assert once.returncode == 0 and b"touchpoints: 3 rows\n" in out, (once.returncode, out)
     if kind == "sync":
         assert await count(pg, "touchpoints") == 3
@@ -497,36 +510,20 @@ async def test_a_once_whose_wait_runs_out_with_nowhere_to_say_it_ends_1(
     stderr closed (``2>&-``) the message went to standard output, among the rows; now nowhere."""
     await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
     mirror = tmp_path / "mirror.db"
-    config = tmp_path / "gw.toml"
-    text = (
-        f'[storage]\npath = "{a.path}"\nnode = "a"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n'
-        f'mirror_path = "{mirror}"\n'
-    )
-    await asyncio.to_thread(config.write_text, text)
+    config = await write_config(tmp_path, a, mirror)
     if kind == "mirror":
         await a.sync.once()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **ENV, "GATEWAY_CENTRAL_URL": central_dsn}
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
     command: tuple[str, ...] = (sys.executable, "-m", "gateway", kind, "--once", "-c", str(config))
     command += ("--no-progress", "--wait", wait)
     if stderr == "closed":
         command = ("/bin/sh", "-c", 'exec "$@" 2>&-', "sh", *command)
-    async with held_by_a_process(a.path if kind == "sync" else mirror, kind):
-        read_end, write_end = os.pipe()
-        os.close(read_end)  # the reader gone: a write to it fails (EPIPE)
-        try:
-            once = await asyncio.create_subprocess_exec(
-                *command, cwd=ROOT, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=write_end,
-            )  # fmt: skip
-        finally:
-            os.close(write_end)
-        try:
-            async with asyncio.timeout(60):
-                out, _ = await once.communicate()
-        finally:
-            if once.returncode is None:
-                once.kill()
-                await once.wait()
+    async with (
+        held_by_a_process(a.path if kind == "sync" else mirror, kind),
+        with_stderr_gone(*command, env=env) as once,
+    ):
+        async with asyncio.timeout(60):
+            out, _ = await once.communicate()
     assert once.returncode == 1 and out == b"", (once.returncode, out)
 
 
