@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.importrun import run_import
 from gateway.importwrite import Writer
 from gateway.logformats import parser_for
 from gateway.metrics import Metrics
+from storage.erased import ErasedWatch
 from storage.imports import list_runs, undo_run
 from storage.local import REFUSED_RUN, LocalStore
 from tests.conftest import make_settings
@@ -51,6 +53,19 @@ async def landings_replayed(settings: Settings, count: int) -> Replayed:
         for item in parse(n, line(n, f"/p?utm_source=news&utm_campaign=c{n}").encode())
     ]
     return await replay_items(replayer, items, b"access.log")
+
+
+@contextlib.asynccontextmanager
+async def watching_writer(settings: Settings, summary: Summary) -> AsyncIterator[Writer]:
+    """The import's writer on the open store, counting into ``summary`` and watching the
+    store's erasures as ``gateway import`` runs it; the store closed after."""
+    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
+    await store.open()
+    try:
+        watch = ErasedWatch(settings.store_path)
+        yield Writer(store, await watch.current(), summary=summary, watch=watch)
+    finally:
+        await store.close()
 
 
 def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -218,7 +233,6 @@ async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_leaves_th
     from gateway.events import iso
     from gateway.ids import uuid7
     from gateway.keys import Keys
-    from storage.erased import ErasedWatch
     from storage.erasure import erase_visitor
 
     settings = make_settings(tmp_path)
@@ -226,12 +240,8 @@ async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_leaves_th
     assert len(replayed.events) == 2
     erased = replayed.events[0]
     assert isinstance(erased, Touchpoint)
-    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-    await store.open()
     summary = Summary()
-    try:
-        watch = ErasedWatch(settings.store_path)
-        writer = Writer(store, await watch.current(), summary=summary, watch=watch)
+    async with watching_writer(settings, summary) as writer:
         await writer.see_erasures()
         sorted_out, left_out = writer.erased.keep(replayed.events)  # nothing erased yet
         assert left_out == 0
@@ -249,8 +259,6 @@ async def test_a_batch_sorted_before_an_erasure_and_committed_after_it_leaves_th
         await writer.finish()
         assert summary.erased == 1
         assert await writer.drop_erased_since() == 0
-    finally:
-        await store.close()
     stored = await asyncio.to_thread(rows, settings.store_path, "SELECT campaign FROM touchpoints")
     assert stored == [("c2",)]
 
@@ -268,7 +276,6 @@ async def test_a_binding_the_store_left_out_as_late_does_not_drop_the_pairs_late
     from gateway.events import Binding, iso
     from gateway.ids import uuid7
     from gateway.keys import Keys
-    from storage.erased import ErasedWatch
     from storage.erasure import erase_user
 
     settings = make_settings(tmp_path)
@@ -279,12 +286,8 @@ async def test_a_binding_the_store_left_out_as_late_does_not_drop_the_pairs_late
     def sign_in(at: datetime) -> Binding:
         return Binding(uuid7(int(at.timestamp() * 1000)), iso(at), "a", device, user, "login")
 
-    store = LocalStore(settings.store_path, settings.options.storage, Metrics())
-    await store.open()
     summary = Summary()
-    try:
-        watch = ErasedWatch(settings.store_path)
-        writer = Writer(store, await watch.current(), summary=summary, watch=watch)
+    async with watching_writer(settings, summary) as writer:
         before = writer.bindings.sift([sign_in(now - timedelta(seconds=5))])  # sorted: not erased yet
         await erase_user(
             settings.store_path,
@@ -304,8 +307,6 @@ async def test_a_binding_the_store_left_out_as_late_does_not_drop_the_pairs_late
         after = writer.bindings.sift(again)
         await writer.add(after, "access.log", [2])
         await writer.finish()
-    finally:
-        await store.close()
     stored = await asyncio.to_thread(
         rows, settings.store_path, "SELECT visitor_key, user_key FROM identities"
     )
