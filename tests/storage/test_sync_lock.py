@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -120,6 +120,26 @@ async def held_by_a_process(target: Path, kind: str) -> AsyncIterator[Process]:
     async with started("-c", HOLDER, str(target), kind) as holder:
         await holder.until(lambda: "held\n" in holder.out)
         yield holder
+
+
+async def once_behind(
+    holder: Process, once: Callable[..., Awaitable[dict[str, int]]]
+) -> tuple[list[Holder], dict[str, int]]:
+    """``once(waiting=…)`` (a sync's or a mirror's round) started while ``holder`` holds its
+    round lock: it must be told whom it waits for and still wait; then ``holder`` lets go. Who
+    it was told of, and what its round delivered."""
+    told: list[Holder] = []
+    task = asyncio.create_task(once(waiting=told.append))
+    try:
+        async with asyncio.timeout(60):
+            while not told and not task.done():
+                await asyncio.sleep(0.01)
+        assert told and not task.done(), (told, task)
+        assert await holder.finish() == 0
+        async with asyncio.timeout(60):
+            return told, await task
+    finally:
+        task.cancel()
 
 
 async def write_config(tmp_path: Path, node: Node, mirror: Path | None = None) -> Path:
@@ -310,20 +330,10 @@ async def test_a_holder_the_lock_file_misnames_does_not_fail_the_round(
     to ``int``; the file is anyone's who holds the lock to write): the ``sync --once`` waits
     for "another process" and runs its round. Until 2026-12-05 it failed with a ValueError."""
     await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
-    told: list[Holder] = []
     async with held_by_a_process(a.path, "sync") as holder:
         await asyncio.to_thread(lock_path(a.path, "sync").write_text, "\u00b2 gateway\n")
-        once = asyncio.create_task(a.sync.once(waiting=told.append))
-        try:
-            async with asyncio.timeout(60):
-                while not told and not once.done():
-                    await asyncio.sleep(0.01)
-            assert told == [Holder(None, "")] and not once.done()
-            assert await holder.finish() == 0
-            async with asyncio.timeout(60):
-                delivered = await once
-        finally:
-            once.cancel()
+        told, delivered = await once_behind(holder, a.sync.once)
+    assert told == [Holder(None, "")]
     assert delivered["touchpoints"] == 3
     assert await count(pg, "touchpoints") == 3
 
@@ -437,21 +447,11 @@ async def test_a_mirror_once_waits_for_the_mirror_round_running(
     await a.sync.once()
     path = tmp_path / "mirror.db"
     mirror = Mirror(path, central_dsn, OPTIONS, Metrics())
-    told: list[Holder] = []
     async with held_by_a_process(path, "mirror") as holder:
         other = Mirror(tmp_path / "other.db", central_dsn, OPTIONS, Metrics())
         assert (await other.once(wait=0))["touchpoints"] == 3
-        once = asyncio.create_task(mirror.once(waiting=told.append))
-        try:
-            async with asyncio.timeout(60):
-                while not told:
-                    await asyncio.sleep(0.01)
-            assert told == [Holder(holder.proc.pid, "gateway")] and not once.done()
-            assert await holder.finish() == 0
-            async with asyncio.timeout(60):
-                stored = await once
-        finally:
-            once.cancel()
+        told, stored = await once_behind(holder, mirror.once)
+    assert told == [Holder(holder.proc.pid, "gateway")]
     assert stored["touchpoints"] == 3
 
 
