@@ -154,6 +154,18 @@ async def write_config(tmp_path: Path, node: Node, mirror: Path | None = None) -
     return config
 
 
+async def three_rows_for_a_once(tmp_path: Path, a: Node, kind: str) -> tuple[Path, Path]:
+    """Three touchpoints written to ``a``'s store for a ``gateway sync --once`` (``kind``
+    "sync") or a ``mirror --once`` ("mirror": synced centrally first) to deliver: the config of
+    the command, and the file whose round lock its round takes (the store, or the mirror)."""
+    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
+    mirror = tmp_path / "mirror.db"
+    config = await write_config(tmp_path, a, mirror)
+    if kind == "mirror":
+        await a.sync.once()
+    return config, a.path if kind == "sync" else mirror
+
+
 @contextlib.asynccontextmanager
 async def with_stderr_gone(*argv: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     """``argv`` run as cron runs it with ``2>&1 | head`` whose head has ended: its standard error
@@ -473,15 +485,11 @@ async def test_a_once_whose_stderr_reader_is_gone_waits_and_runs_its_round(
     written. Until 2026-12-07 that ended the command (exit 120, its round not run); now
     the line goes nowhere, as the progress lines do (stderr to /dev/null), and the command
     waits, runs its round and ends 0."""
-    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
-    mirror = tmp_path / "mirror.db"
-    config = await write_config(tmp_path, a, mirror)
-    if kind == "mirror":
-        await a.sync.once()
+    config, locked = await three_rows_for_a_once(tmp_path, a, kind)
     env = {"GATEWAY_CENTRAL_URL": central_dsn}
     command = (sys.executable, "-m", "gateway", kind, "--once", "-c", str(config), "--no-progress")
     async with (
-        held_by_a_process(a.path if kind == "sync" else mirror, kind) as holder,
+        held_by_a_process(locked, kind) as holder,
         with_stderr_gone(*command, env=env) as once,
     ):
         # Its waiting line failed to be written: its stderr is now /dev/null (or it ended).
@@ -508,18 +516,14 @@ async def test_a_once_whose_wait_runs_out_with_nowhere_to_say_it_ends_1(
     (with ``--wait 0``, where no waiting line came first) instead of 1 (its round not run, for
     cron to see). Now the message goes nowhere, as the waiting line does, and it ends 1. With
     stderr closed (``2>&-``) the message went to standard output, among the rows; now nowhere."""
-    await a.store.write([touch(n, f"{n:032x}") for n in range(3)])
-    mirror = tmp_path / "mirror.db"
-    config = await write_config(tmp_path, a, mirror)
-    if kind == "mirror":
-        await a.sync.once()
+    config, locked = await three_rows_for_a_once(tmp_path, a, kind)
     env = {"GATEWAY_CENTRAL_URL": central_dsn}
     command: tuple[str, ...] = (sys.executable, "-m", "gateway", kind, "--once", "-c", str(config))
     command += ("--no-progress", "--wait", wait)
     if stderr == "closed":
         command = ("/bin/sh", "-c", 'exec "$@" 2>&-', "sh", *command)
     async with (
-        held_by_a_process(a.path if kind == "sync" else mirror, kind),
+        held_by_a_process(locked, kind),
         with_stderr_gone(*command, env=env) as once,
     ):
         async with asyncio.timeout(60):
