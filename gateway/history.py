@@ -16,6 +16,7 @@ import errno
 import gzip
 import hashlib
 import io
+import logging
 import lzma
 import os
 import re
@@ -29,6 +30,11 @@ from typing import Any, BinaryIO
 
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 """What reading a file can raise when it breaks (a decompressor's own errors among them)."""
+log = logging.getLogger("gateway.import")
+TRAILING = (
+    "{}: bytes after its last gzip member are not gzip (trailing garbage): ignored, as gzip -d"
+    " ignores them; every line before them is read"
+)
 ZSTD = "compressed with zstd, which is not read here: decompress it first, as in {} | gateway import - …"
 CHUNK = 4096
 """Lines parsed per call (one thread hop each)."""
@@ -175,13 +181,47 @@ def open_input(source: Input) -> io.BufferedReader:
     return io.BufferedReader(_Counted(source))
 
 
+class _Gunzip(io.RawIOBase):
+    """A gzip file read as ``gzip -d`` reads it: bytes after its last member that do not start
+    another (trailing garbage: a copy padded, a line appended by mistake) end it, ``trailing``
+    set, where ``gzip.GzipFile`` raises "Not a gzipped file" (bzip2 ignores them too). A member
+    cut short or corrupt still raises. ``read1`` so that nothing read before the garbage is held
+    back when it is found."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self._gz = gzip.GzipFile(fileobj=raw)
+        self.trailing = False
+        """Whether trailing garbage was found and not said yet (``History`` says it once)."""
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.trailing or self.ended:
+            return 0
+        try:
+            data = self._gz.read1(len(buffer))
+        except gzip.BadGzipFile as err:
+            if not str(err).startswith("Not a gzipped file"):  # another member's header is bad
+                raise
+            self.trailing = True  # the first member's magic was checked: this is after a member
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._gz.close()
+        super().close()
+
+
 def _decompressed(raw: io.BufferedReader, source: Input) -> BinaryIO:
     """``raw`` read through its decompressor, told by its magic bytes whatever its name (gzip,
     bzip2, xz: the ``compresscmd`` logrotate offers); as it is when none. A zstd file is refused
     (OSError) rather than read as lines of binary garbage."""
     head = raw.peek(6)[:6]
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return io.BufferedReader(_Gunzip(raw), 1 << 16)
     if head[:3] == b"BZh" and head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"):
         return bz2.BZ2File(raw)  # type: ignore[return-value]
     if head == b"\xfd7zXZ\x00":
@@ -215,6 +255,7 @@ class History:
                 self._raw.close()
             raise
         self._parse = parse
+        self._name = str(source) if isinstance(source, Path) else "stdin"
         self._number = 0
         self.blank = 0
         """Blank lines read so far (counted in ``lines``, neither replayed nor skipped)."""
@@ -280,6 +321,7 @@ class History:
                     self._stream = io.BytesIO()
                     break
             if not raw:
+                self._say_trailing()
                 if self._shrunk():
                     self._number += 1
                     out.append(Skip(self._number, SHRUNK))
@@ -325,6 +367,14 @@ class History:
                 if type(item) is Line:
                     return item.ts
         return None
+
+    def _say_trailing(self) -> None:
+        """At the end of a gzip file, say (once) that bytes after its last member were ignored."""
+        gunzip = getattr(self._stream, "raw", None)
+        if isinstance(gunzip, _Gunzip) and gunzip.trailing:
+            gunzip.trailing = False  # said; the file reads as ended all the same
+            gunzip.ended = True
+            log.warning(TRAILING.format(self._name))
 
     def _shrunk(self) -> bool:
         """At the end of a file, whether it is now shorter than what was read of it: it was

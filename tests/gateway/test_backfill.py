@@ -893,6 +893,34 @@ def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
         assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / f"{name}.db", ids) != []
 
 
+@pytest.mark.timeout(180)  # three import commands: past the 60 s default on a loaded machine
+def test_trailing_garbage_after_the_last_gzip_member_is_ignored_as_gzip_does(tmp_path: Path) -> None:
+    """A gzip file with bytes after its last member that are not gzip (a copy padded, a line
+    appended to it by mistake): ``gzip -d`` and ``zcat`` give every line and ignore them
+    ("decompression OK, trailing garbage ignored"), as the import already did for bzip2. The
+    import read every line, then failed the file (exit 1) saying "its lines up to 2,000 are in
+    the store: once it can be read, run the same command again to import the rest": there was no
+    rest, and the same command failed the same way for ever. It ends there, as gzip does, says
+    so, and exits 0; a gzip member cut short or corrupt still fails (the tests above)."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    whole = write_log(tmp_path / "whole.log.gz", 2_000, compress=True).read_bytes()
+    (tmp_path / "padded.log.gz").write_bytes(whole + b"garbage\n")
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example")
+    done = _cli(tmp_path, "padded.log.gz", *args)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "cannot read" not in done.stderr, done.stderr
+    assert "1 file, 2,000 lines read" in done.stdout, done.stdout
+    assert (
+        "padded.log.gz: bytes after its last gzip member are not gzip (trailing garbage): "
+        "ignored, as gzip -d ignores them" in done.stderr
+    ), done.stderr
+    # The same rows as the file without them gives.
+    (tmp_path / "fresh.toml").write_text('[storage]\npath = "fresh.db"\n')
+    assert _cli(tmp_path, "whole.log.gz", *args[:3], "fresh.toml", *args[4:]).returncode == 0
+    ids = "SELECT id FROM touchpoints ORDER BY id"
+    assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / "fresh.db", ids) != []
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_lines_read_counts_every_line_of_the_file(tmp_path: Path, workers: int) -> None:
     """``lines read`` is the file's line count (``wc -l``): blank lines (before, between and after
