@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 from addons.campaign import DROPPED_WHY, Campaign, hostname, shown_key
 from addons.identity import opts_out, verify_cookie
 from addons.stitching import RecentPairs, Stitching
+from addons.velocity import Lru
 from gateway.config import Settings
-from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint
+from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint, VerdictChange
 from gateway.forwarding import client_ip, is_trusted
 from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
@@ -341,6 +342,10 @@ class Replayer:
             if on
         )
         self._visitors: dict[tuple[str, str, int], Visitor] = {}
+        self._landings: Lru[str] = Lru(opts.bots.max_tracked)
+        """The chain's id of each recent landing → the id it is stored under (``stamp``): bots
+        scoring keeps the chain's, and a later line's re-score of the landing (robots.txt
+        fetched next) names it. As many as bots scoring holds landings to re-score."""
         self.segment = segment_source(settings)
         self.limits = Limits(
             keys=self.keys,
@@ -434,8 +439,18 @@ class Replayer:
         ex.response = ResponseView(line.status, {})
         await self.pipeline.response(ex)
         if ex.events:
+            chain = [(e, e.id) for e in ex.events if type(e) is Touchpoint]
             seed = identity + line.number.to_bytes(8, "big") + line.raw
             self.stamp(ex.events, seed, int(line.ts.timestamp() * 1000))
+            landings = self._landings
+            for touchpoint, was in chain:
+                landings.put(was, touchpoint.id)
+            for e in ex.events:
+                # A re-score names the landing by the id the chain gave it, which bots scoring
+                # kept: the stored one instead (until 2026-12-07 none the store had, and the
+                # change was left out as an erased visitor's row).
+                if type(e) is VerdictChange and (stored := landings.get(e.touchpoint_id)) is not None:
+                    e.touchpoint_id = stored
         return ex
 
     def segment_event(self, record: Record, identity: bytes) -> list[Event]:

@@ -893,6 +893,33 @@ def test_a_truncated_or_corrupt_gzip_ends_the_import_keeping_what_was_read(
         assert rows(tmp_path / "gw.db", ids) == rows(tmp_path / f"{name}.db", ids) != []
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_late_rescore_names_the_imported_landing(tmp_path: Path, workers: int) -> None:
+    """A visitor lands from a campaign, then fetches robots.txt: live, the landing is re-scored
+    (``robots_txt``), a verdict change naming it. Imported, the change named the id the chain
+    had given the landing, not the deterministic one the import stores it under: the store
+    found no such touchpoint and left the change out as an erased visitor's row (``erased: 1``
+    in the summary of a store with no erasure), so the landing kept the verdict of a human."""
+    settings = make_settings(tmp_path)
+    text = "\n".join(
+        [
+            f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',  # noqa: E501
+            f'203.0.113.9 - - [01/Mar/2025:10:00:05 +0000] "GET /robots.txt HTTP/1.1" 200 10 "-" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert summary.erased == 0, summary.render()
+    [(touchpoint,)] = await query(settings, "SELECT id FROM touchpoints")
+    changes = await query(settings, "SELECT touchpoint_id, note FROM verdict_changes")
+    assert changes == [(touchpoint, "robots_txt")]
+    [(reasons,)] = await query(settings, "SELECT effective_reasons FROM effective_touchpoints")
+    assert "robots_txt" in json.loads(reasons)
+    # Imported again: nothing added, the change included.
+    again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
+    assert again.erased == 0 and await query(settings, "SELECT count(*) FROM verdict_changes") == [(1,)]
+
+
 @pytest.mark.timeout(180)  # three import commands: past the 60 s default on a loaded machine
 def test_trailing_garbage_after_the_last_gzip_member_is_ignored_as_gzip_does(tmp_path: Path) -> None:
     """A gzip file with bytes after its last member that are not gzip (a copy padded, a line
