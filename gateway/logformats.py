@@ -74,6 +74,12 @@ _VHOST = re.compile(rf"((?:[\w-]+\.)*[\w-]+(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?
 """A combined line after the virtual host (Apache's ``vhost_combined``: ``%v:%p``, or ``%{Host}i``,
 nginx ``$host``), tried when the line is not a plain one. Both: host (empty without), client, time,
 request, status, referer, agent, extra."""
+_SPACED = re.compile(rf"()(\S+) \S+ [^\[\]\"]+ \[([^\]]+)\] {_Q} (\d{{3}}) \S+(?: {_Q} {_Q})?(.*)", re.DOTALL)
+"""A plain combined line whose user (``$remote_user``, ``%u``: an HTTP basic-auth name as sent)
+holds spaces (``john doe``), which neither server escapes. Tried when the line reads as no
+combined line, or as a vhost one whose client would be ``-`` (no server logs that for ``%h``):
+``203.0.113.24 - john doe [`` has a vhost line's four fields before its time. Taken only when
+its client is an address, so that a vhost line (a host name first) is not read as one."""
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
 _FIRST_QUOTED = re.compile(rf"\s*{_Q}")
 _SIGNED = re.compile(r"v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}")
@@ -265,6 +271,8 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         except UnicodeDecodeError:  # the request's bytes kept, to be told from UTF-8 (below)
             text, exact = raw.decode("utf-8", "surrogateescape"), False
         m = _COMBINED.fullmatch(text) or _VHOST.fullmatch(text)
+        if (m is None or m[2] == "-") and (spaced := _SPACED.fullmatch(text)) and parse_ip(spaced[2]):
+            m = spaced  # a user name with a space (until 2026-12-07 read as a vhost line, or skipped)
         if m is None:
             return [Skip(number, "not a combined-log line")]
         fields: tuple[Any, ...] = (

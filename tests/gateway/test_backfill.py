@@ -141,6 +141,34 @@ async def test_a_vhost_combined_log_knows_each_lines_site(tmp_path: Path) -> Non
     assert got == [("/c", "shop.example"), ("/e", "www.bing.com")]
 
 
+async def test_a_user_name_with_a_space_is_not_read_as_a_virtual_host(tmp_path: Path) -> None:
+    """nginx's ``$remote_user`` and Apache's ``%u`` write an HTTP basic-auth user as sent, spaces
+    and all (``john doe``). Such a line has four fields before its time, as a vhost_combined one
+    has, and was read as one: the client address taken for the site's host and ``-`` (the
+    ident) for the client, so the site's own page (a same-site Referer) was recorded as a
+    referral from the site itself, and every such user was one visitor, with no address. A
+    line whose "client" would be ``-`` and whose first field is an address is read as the
+    plain line it is; one with a longer name too, where it was skipped."""
+    settings = make_settings(tmp_path)
+    at = "[01/Mar/2025:10:00:0"
+    text = "\n".join(
+        [
+            f'203.0.113.24 - john doe {at}0 +0000] "GET /a HTTP/1.1" 200 9 "https://shop.example/login" "{UA}"',
+            f'203.0.113.24 - john doe {at}1 +0000] "GET /b?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
+            f'203.0.113.25 - John Q Doe {at}2 +0000] "GET /c?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
+            f'203.0.113.24 - john {at}3 +0000] "GET /d?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
+            f'shop.example:443 203.0.113.9 - - {at}4 +0000] "GET /e HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    assert summary.skipped == {}, summary.render()
+    got = await query(settings, "SELECT landing_path, referrer_host, ip_hash FROM touchpoints ORDER BY ts")
+    assert [(path, referrer) for path, referrer, _ in got] == [("/b", None), ("/c", None), ("/d", None)]
+    # The client is the address logged first: the same IP hash as a line without the space.
+    assert got[0][2] == got[2][2] != got[1][2]
+
+
 @pytest.mark.timeout(180)  # imports in worker processes: 35 s on a loaded machine
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_bzip2_and_xz_logs_are_read_and_a_zstd_one_is_refused(tmp_path: Path, workers: int) -> None:
