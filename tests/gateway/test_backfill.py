@@ -153,11 +153,11 @@ async def test_a_user_name_with_a_space_is_not_read_as_a_virtual_host(tmp_path: 
     at = "[01/Mar/2025:10:00:0"
     text = "\n".join(
         [
-            f'203.0.113.24 - john doe {at}0 +0000] "GET /a HTTP/1.1" 200 9 "https://shop.example/login" "{UA}"',
+            f'203.0.113.24 - john doe {at}0 +0000] "GET /a HTTP/1.1" 200 9 "https://shop.example/login" "{UA}"',  # noqa: E501
             f'203.0.113.24 - john doe {at}1 +0000] "GET /b?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
             f'203.0.113.25 - John Q Doe {at}2 +0000] "GET /c?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
             f'203.0.113.24 - john {at}3 +0000] "GET /d?utm_source=news HTTP/1.1" 200 9 "-" "{UA}"',
-            f'shop.example:443 203.0.113.9 - - {at}4 +0000] "GET /e HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',
+            f'shop.example:443 203.0.113.9 - - {at}4 +0000] "GET /e HTTP/1.1" 200 9 "https://shop.example/" "{UA}"',  # noqa: E501
         ]
     )
     log = await asyncio.to_thread(write, tmp_path / "access.log", text)
