@@ -8,6 +8,8 @@ else, and rows dated after the erasure (new activity), are stored as ever."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -461,3 +463,36 @@ async def test_the_watch_of_signed_events_and_imports_reads_only_the_erasures_st
     erased = await watch.current()
     assert erased.rows_read == 8 + 9  # whole: 8 erasures here, 9 keys from other nodes
     assert KEYS.user_key(EARLIER_USERS[2]) not in erased.since and erased.since[TABLET] == iso(NOW)
+
+
+async def test_the_watch_reads_a_store_file_put_in_the_stores_place(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """``ErasedWatch`` keeps one connection for its looks (until 2026-12-07 each look opened its
+    own, and so read whatever file was at the path then). A file put in the store's place (a
+    restored copy) is looked at, not the file the kept connection opened: here the copy holds an
+    erasure the first file does not."""
+    store = await open_store()
+    await store.write([binding(BEFORE, PHONE)])
+    await store.close()
+    watch = ErasedWatch(store.path)
+    assert not (await watch.current()).since
+
+    copy = tmp_path / "restored.db"
+
+    def restore() -> None:
+        with (
+            contextlib.closing(sqlite3.connect(store.path)) as src,
+            contextlib.closing(sqlite3.connect(copy)) as dst,
+        ):
+            src.backup(dst)
+
+    await asyncio.to_thread(restore)
+    await erase_alice(copy)
+    assert not (await watch.current()).since  # still the first file: no erasure there
+    await asyncio.to_thread(os.replace, copy, store.path)
+    erased = await watch.current()
+    assert erased.since[ALICE] == iso(NOW) and erased.late(binding(BEFORE, PHONE))
+    watch.close()
+    assert (await watch.current()).since[ALICE] == iso(NOW)  # closed: opened again at the next look
+    watch.close()
