@@ -44,6 +44,7 @@ from gateway.events import (
     Conversion,
     Event,
     PastReceipt,
+    Receipt,
     Touchpoint,
     VerdictChange,
 )
@@ -1551,28 +1552,71 @@ class LocalStore:
             item.results = []
             for group in item.groups:
                 new = True
-                if len(group) > 1:
+                steps = _group_steps(group, late)
+                if len(steps) > 1:  # one statement is all or nothing by itself
                     await db.execute("SAVEPOINT event_group")
-                for e in group:
-                    if id(e) in late:
+                # Each step one thread hop (``execute_fetchall``): until 2026-12-07 three, the
+                # cursor's execute, fetch and close.
+                for row, past in steps:
+                    if row is None:  # a PastReceipt alone: looked up, never written
+                        found = await db.execute_fetchall(_PAST_SQL, _past_params(past))
+                        if found:
+                            new = False
+                            break
                         continue
-                    if isinstance(e, PastReceipt):  # looked up, never written
-                        async with db.execute(
-                            "SELECT 1 FROM receipts WHERE sender = ? AND kind = ? AND key = ?",
-                            (e.sender, e.kind, e.key),
-                        ) as cur:
-                            if await cur.fetchone() is not None:
-                                new = False
-                                break
-                        continue
-                    async with db.execute(insert_sql(type(e)) + " RETURNING id", event_row(e)) as cur:
-                        stored = await cur.fetchone() is not None
-                    if not stored and not TABLES[type(e)].once:
+                    if past:  # a receipt, inserted unless the store has a key it was stored under before
+                        sql, params = _receipt_unless_sql(len(past)), event_row(row) + _past_params(past)
+                    else:
+                        sql, params = insert_sql(type(row)) + " RETURNING id", event_row(row)
+                    stored = bool(await db.execute_fetchall(sql, params))
+                    if not stored and not TABLES[type(row)].once:
                         new = False
                         break
-                if len(group) > 1:
+                if len(steps) > 1:
                     if not new:
                         await db.execute("ROLLBACK TO event_group")
                     await db.execute("RELEASE event_group")
                 item.results.append(new)
         return counted, bound, orphans
+
+
+_PAST_SQL = "SELECT 1 FROM receipts WHERE sender = ? AND kind = ? AND key = ?"
+
+
+def _past_params(past: Sequence[PastReceipt]) -> list[object]:
+    return [value for p in past for value in (p.sender, p.kind, p.key)]
+
+
+@functools.lru_cache(maxsize=8)
+def _receipt_unless_sql(pasts: int) -> str:
+    """A receipt's INSERT (its row, then each ``PastReceipt``'s sender, kind and key) that inserts
+    nothing, as a duplicate's does, when the store has a receipt under any of those older keys:
+    the lookups ``PastReceipt`` asks for, in the receipt's own statement. One statement where
+    there were an INSERT and a SELECT a key; the group is as new, or not, as it was."""
+    table = TABLES[Receipt]
+    one = "(" + ", ".join("?" for _ in table.columns) + ")"
+    absent = " AND ".join([f"NOT EXISTS ({_PAST_SQL})"] * pasts)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.columns)}) SELECT * FROM (VALUES {one})"
+        f" WHERE {absent} ON CONFLICT {table.conflict} RETURNING id"
+    )
+
+
+def _group_steps(
+    group: Sequence[Event], late: Collection[int]
+) -> list[tuple[Event | None, list[PastReceipt]]]:
+    """A group's statements in order, its late rows left out: each row written with the
+    ``PastReceipt`` lookups that follow it when it is a receipt (``_receipt_unless_sql``), and
+    a ``PastReceipt`` that follows no receipt alone (``None`` with it)."""
+    steps: list[tuple[Event | None, list[PastReceipt]]] = []
+    for e in group:
+        if id(e) in late:
+            continue
+        if isinstance(e, PastReceipt):
+            if steps and type(steps[-1][0]) is Receipt:
+                steps[-1][1].append(e)
+            else:
+                steps.append((None, [e]))
+            continue
+        steps.append((e, []))
+    return steps
