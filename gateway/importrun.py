@@ -124,6 +124,7 @@ async def run_import(
     total: int | None = None
     pool = None
     dry: DryRun | None = None
+    watch: ErasedWatch | None = None
     writer = Writer(None)
     added_rows: dict[str, int] = {}
     started = time.perf_counter()
@@ -205,6 +206,8 @@ async def run_import(
             await through_stop(asyncio.to_thread(pool.close), summary)
         if bar is not None:
             bar.close()
+        if watch is not None:  # its kept connection (``ErasedWatch``), before the store's last
+            await through_stop(asyncio.to_thread(watch.close), summary)
         if store is not None:
             await through_stop(store.close(), summary)
         if dry is not None:

@@ -147,7 +147,14 @@ class _Delivery:
 class Inbound:
     """The ``/_gw/`` endpoints for signed events; ``routes()`` maps paths below the prefix to handlers."""
 
-    def __init__(self, settings: Settings, store: LocalStore, metrics: Metrics, keys: Keys) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: LocalStore,
+        metrics: Metrics,
+        keys: Keys,
+        erased: ErasedWatch | None = None,
+    ) -> None:
         opts = settings.options.webhooks
         self.store = store
         self.metrics = metrics
@@ -191,8 +198,9 @@ class Inbound:
         self.ids = Uuid7()
         self._unmatched_logged: set[tuple[str, str]] = set()
         self._defaulted_logged: set[tuple[str, str]] = set()
-        self.erased = ErasedWatch(settings.store_path)
-        """Erased users: an event about one of them dated before the erasure is not recorded."""
+        self.erased = erased if erased is not None else ErasedWatch(settings.store_path)
+        """Erased users: an event about one of them dated before the erasure is not recorded (the
+        gateway's watch, kept across reloads, when given)."""
         self.body_key = body_key(settings.secret)
         # A bad event in flight at an erasure of someone it names is left out at its commit.
         store.names_erased = functools.partial(names_erased, self.body_key, keys)

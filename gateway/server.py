@@ -56,6 +56,7 @@ from gateway.reportstate import REPORTING_KEY
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, UpgradeRequest, keep_addresses_out_of_logs, no_redirects
+from storage.erased import ErasedWatch
 from storage.local import LocalStore, disk_fault
 from storage.queries import Reader, StoreUnavailable
 from storage.sinks import SinkSet
@@ -258,6 +259,9 @@ class Gateway:
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
     notices: Notices = field(default_factory=Notices)
     """The configuration's warnings, said once by the gateway (``gateway/notices.py``)."""
+    erased_watch: ErasedWatch | None = None
+    """The signed events' look at the erasures (``Inbound``), kept across reloads: its connection
+    is kept open (``storage.erased.ErasedWatch``), closed before the store's last one."""
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by a SIGHUP's reload from its read of the file to its swap: one after another, in
     the order they were asked (two at once applied the slower read last, an older file)."""
@@ -320,7 +324,9 @@ class Gateway:
     def _host(
         self, settings: Settings, pipeline: Pipeline, session: aiohttp.ClientSession, pool: Upstream
     ) -> ProxyHost:
-        inbound = Inbound(settings, self.store, self.metrics, self.keys)
+        if self.erased_watch is None:
+            self.erased_watch = ErasedWatch(settings.store_path)
+        inbound = Inbound(settings, self.store, self.metrics, self.keys, self.erased_watch)
         return ProxyHost(
             settings,
             pipeline,
@@ -458,6 +464,8 @@ def create_gateway(
             await sinks.close()
             await pool.close()
             await session.close()
+            if gw.erased_watch is not None:  # the store's close is then the last: it folds the -wal in
+                await asyncio.to_thread(gw.erased_watch.close)
             await store.close()
 
     async def going_away(app: web.Application) -> None:
