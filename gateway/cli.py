@@ -1069,7 +1069,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         # An import listens on nothing: where the admin API would listen is not its concern (the
         # production config, whose public admin.listen `run --admin-public` allows, imports too).
-        settings = load_settings(args.config, admin_public=True, offline=True)
+        # Nor does it connect to the central store: its rows go there with the gateway's sync.
+        settings = load_settings(args.config, admin_public=True, offline=True, central=False)
     except ConfigError as err:
         return _fail_config(args.config, err)
     warn_of_secret(settings)

@@ -1207,9 +1207,10 @@ def load_settings(
     ``admin_api=False``: a host with no admin API (the mitmproxy host) needs no admin token, as
     ``offline`` (until 2026-12-05 mitmdump would not start without one it never read).
     ``reload``: a running gateway's reload, which refuses an empty file (``refuse_blank``).
-    ``central=False``: a command that never connects to the central store (``sink send``): an
-    ``"env:NAME"`` ``central.url`` whose variable is not set is no problem, as ``files_only``
-    (until 2026-12-07 it asked for the database's password to re-send one user to a sink)."""
+    ``central=False``: a command that never connects to the central store (``sink send``,
+    ``import``, ``replay-bad``, ``erase``; ``Settings.options.central.url`` says whether one is
+    configured): an ``"env:NAME"`` ``central.url`` whose variable is not set is no problem, as
+    ``files_only`` (until 2026-12-07 each asked for the database's password)."""
     environ = os.environ if environ is None else environ
     if text is None:
         if path is None:

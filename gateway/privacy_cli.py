@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     from gateway.usernames import NamedUser
 
 
-def _settings(args: argparse.Namespace) -> Settings | int:
+def _settings(args: argparse.Namespace, central: bool = True) -> Settings | int:
+    """The config of ``purge`` (which purges the central store too: ``central``) or ``erase``
+    (``central=False``: it erases in this node's store, which the sync carries to the central
+    one, so ``central.url``'s variable need not be set: until 2026-12-07 it had to be)."""
     from gateway.cli import _fail_config
     from gateway.notices import warn_of_secret
 
     try:
-        settings = load_settings(args.config, offline=True)
+        settings = load_settings(args.config, offline=True, central=central)
     except ConfigError as err:
         return _fail_config(args.config, err)
     warn_of_secret(settings)
@@ -103,7 +106,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"gateway: USER_ID: {problem}", file=sys.stderr)
         return 2
-    settings = _settings(args)
+    settings = _settings(args, central=False)
     if isinstance(settings, int):
         return settings
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
@@ -190,7 +193,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    settings = _settings(args)
+    settings = _settings(args, central=False)
     if isinstance(settings, int):
         return settings
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
@@ -268,13 +271,14 @@ _UNKNOWN_VISITOR = (
 def _erasure_reach(settings: Settings, who: str = "user") -> list[str]:
     """Where else the ``who``'s rows may be, by what this config has: said after an erasure."""
     said = []
-    if settings.central_url and who == "visitor":
+    # Configured, its variable set or not (erase does not read it): the sync carries it there.
+    if settings.options.central.url and who == "visitor":
         said.append(
             "the erasure reaches the central store with the next sync, and every other node's"
             " store at that node's next sync round after it, their kept bad events (bad_events)"
             " that name the visitor's ID included"
         )
-    elif settings.central_url:
+    elif settings.options.central.url:
         said.append(
             "the erasure reaches the central store with the next sync, and every other node's"
             " store at that node's next sync round after it, their kept bad events (bad_events)"

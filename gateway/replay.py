@@ -254,7 +254,7 @@ def cmd_replay_bad(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config
 
     try:
-        settings = load_settings(args.config, offline=True)
+        settings = load_settings(args.config, offline=True, central=False)  # this node's store only
     except ConfigError as err:
         return _fail_config(args.config, err)
     warn_of_secret(settings)

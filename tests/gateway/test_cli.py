@@ -2241,3 +2241,40 @@ def test_an_option_before_its_command_is_said_so_not_taken_for_the_command(
     option's value taken for the command, the option itself unsaid (until 2026-12-07)."""
     done = gateway(*args, env=ENV)
     assert (done.returncode, done.stderr) == (2, said + "\n"), done.stderr
+
+
+def test_commands_that_never_connect_to_the_central_store_need_no_central_url(tmp_path: Path) -> None:
+    """`import`, `replay-bad` and `erase` read and write this node's store: none connects to the
+    central store (an erasure reaches it with the next sync). Until 2026-12-07 each refused to
+    start without `central.url`'s variable (`central.url: environment variable … is not set`,
+    exit 2), so an import on an analyst's box, or an erasure, took the database's password in
+    the shell. `erase` still says its erasure reaches the central store, which is configured. A
+    variable that is set is still checked; `purge`, which purges the central store, still needs it."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        '203.0.113.9 - - [01/Dec/2026:10:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 5 "-" "curl/8"\n'
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[storage]\npath = "{tmp_path / "gw.db"}"\n[privacy]\nretention_days = 30\n'
+        "[central]\nurl = 'env:GW_TEST_CENTRAL'\n"
+    )
+    commands = [
+        ("import", str(log), "--format", "combined", "--host", "www.example.com", "--no-progress"),
+        ("replay-bad",),
+        ("erase", "alice"),
+        ("erase", "--visitor", "v" * 8),
+    ]
+    for command in commands:
+        done = gateway(*command, "-c", str(cfg), env=ENV)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "central.url" not in done.stderr, (command, done.stderr)
+        if command[0] == "erase":
+            assert "the erasure reaches the central store with the next sync" in done.stdout, done.stdout
+    wrong = {**ENV, "GW_TEST_CENTRAL": "mysql://db/tracking"}  # set, and wrong: said
+    for command in commands:
+        done = gateway(*command, "-c", str(cfg), env=wrong)
+        assert done.returncode == 2, (command, done.stderr)
+        assert "central.url: the value of GW_TEST_CENTRAL: expected a PostgreSQL URL" in done.stderr
+    done = gateway("purge", "--dry-run", "-c", str(cfg), env=ENV)
+    assert done.returncode == 2 and "central.url: environment variable GW_TEST_CENTRAL" in done.stderr
