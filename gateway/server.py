@@ -479,10 +479,12 @@ def create_gateway(
 def create_reader(settings: Settings) -> Reader:
     """The admin API's reader: this node's store, or the central one (``admin.source``)."""
     if settings.options.admin.source == "central":
-        from storage.central_queries import CentralReader  # asyncpg: the postgres extra
+        from storage.central import url_key  # asyncpg: the postgres extra
+        from storage.central_queries import CentralReader
 
+        central = settings.options.central
         return CentralReader(
-            settings.store_path, settings.central_url, settings.options.central.connect_timeout
+            settings.store_path, settings.central_url, central.connect_timeout, url_key(central.url)
         )
     return Reader(settings.store_path)
 

@@ -484,8 +484,25 @@ async def no_socket(err: OSError, dsn: str) -> NoSocket | None:
 
 
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
+    return await said_so(
+        asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS)), dsn, timeout
+    )
+
+
+async def pool_connect(dsn: str, *, timeout: float, **kwargs: Any) -> asyncpg.Connection:
+    """A connection of an asyncpg pool (``create_pool(connect=pool_connect)``, which passes its own
+    ``kwargs``) as ``connect`` makes one: its failures in the same words (the admin API's reader,
+    ``admin.source = "central"``, blamed a socket nothing listens at on a certificate file until
+    2026-12-07)."""
+    return await said_so(asyncpg.connect(dsn, timeout=timeout, **kwargs), dsn, timeout)
+
+
+async def said_so(attempt: Awaitable[asyncpg.Connection], dsn: str, timeout: float) -> asyncpg.Connection:
+    """``attempt`` (asyncpg's connection to ``dsn`` within ``timeout``), its failures as what
+    ``explain`` says in the operator's words: no answer in time (``timed_out``), a Unix socket
+    nothing listens at (``NoSocket``), a peer that is not PostgreSQL (``NotPostgres``)."""
     try:
-        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS))
+        return await attempt
     except TimeoutError as err:
         raise await timed_out(dsn, timeout, "central.connect_timeout") from err
     except (FileNotFoundError, ConnectionRefusedError) as err:

@@ -75,10 +75,12 @@ class CentralReader(Reader):
     """A ``Reader`` whose journeys and listings come from the central store; its local
     connection serves what stays per node (bad events)."""
 
-    def __init__(self, path: Path, dsn: str, timeout: float) -> None:
+    def __init__(self, path: Path, dsn: str, timeout: float, key: str = "central.url") -> None:
         super().__init__(path)
         self.dsn = dsn
         self.timeout = timeout
+        self.key = key
+        """The setting a failure names, as the sync's log does (``central.url_key``)."""
         self._pool: asyncpg.Pool | None = None
 
     async def close(self) -> None:
@@ -89,15 +91,21 @@ class CentralReader(Reader):
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
             if self._pool is None:
+                # Its connections made as the sync's are, their failures in the same words.
                 self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=0, max_size=4, timeout=self.timeout, command_timeout=self.timeout
+                    self.dsn,
+                    min_size=0,
+                    max_size=4,
+                    timeout=self.timeout,
+                    command_timeout=self.timeout,
+                    connect=central.pool_connect,
                 )
             rows = await self._pool.fetch(sql, *args, timeout=self.timeout)
         except central.PG_ERRORS as err:
             # A pool connects as it fetches: what answers at central.url's port may be no
             # PostgreSQL at all (``not_postgres``), whose refusal asyncpg's words blame on TLS.
             not_postgres = await self._not_postgres(err)
-            said = central.explain(not_postgres or err, via_connect=False)
+            said = central.explain(not_postgres or err, self.key, via_connect=False)
             raise StoreUnavailable(f"the central store is unavailable ({said})") from err
         return [_plain(row) for row in rows]
 

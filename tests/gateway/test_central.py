@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -343,7 +343,9 @@ async def test_admin_answers_503_while_the_central_store_is_away(
     gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": dsn})
     status, body = await admin_get(gw, "/api/touchpoints")
     assert status == 503 and body["ok"] is False and "central store" in body["error"]
-    assert "the server in central.url cannot be reached" in body["error"], body  # what to check
+    assert "the server in central.url (GATEWAY_CENTRAL_URL) cannot be reached" in body["error"], (
+        body
+    )  # what to check
     async with gw.session.get(gw.url + "/?utm_source=x") as resp:
         assert resp.status == 200  # the proxy does not care
     # An override of this node's own touchpoint is recorded here, as it always was; of one
@@ -719,3 +721,40 @@ def test_a_unix_socket_nothing_listens_on_is_said_so_not_a_certificate_file(
         ), err
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.fixture
+def socket_folder() -> Iterator[Path]:
+    """A folder for a Unix socket, made outside the event loop: a socket's path is short."""
+    folder = Path(tempfile.mkdtemp(prefix="gw-sock-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder)
+
+
+async def test_a_central_source_at_a_unix_socket_nothing_listens_at_says_so(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, socket_folder: Path
+) -> None:
+    """``admin.source = "central"`` with ``central.url`` naming PostgreSQL's socket folder and the
+    server stopped (no socket file there): the listing's 503 names the socket and what to check,
+    in the words of ``gateway sync`` (above). Until 2026-12-07 its pool connected without
+    ``central.connect``, and asyncpg's bare ``FileNotFoundError`` was blamed on a certificate file
+    (``a file central.url names (sslrootcert, sslcert, sslkey) cannot be read``) of a URL that
+    names none; a socket left by a crashed server was a ``ConnectionRefusedError`` naming nothing."""
+    at = socket_folder / ".s.PGSQL.6543"
+    dsn = f"postgresql://gw@/tracking?host={socket_folder}&port=6543"
+    gw = await start_gateway(origin, node_toml(tmp_path, "a"), {"GATEWAY_CENTRAL_URL": dsn})
+    status, body = await admin_get(gw, "/api/touchpoints")
+    assert status == 503, body
+    assert body["error"] == (
+        f"the central store is unavailable (no PostgreSQL socket at {at} (the server is not"
+        " running, or listens in another folder or on another port); the server in central.url"
+        " (GATEWAY_CENTRAL_URL) cannot be reached)"
+    ), body
+    with socket.socket(socket.AF_UNIX) as stale:  # bound, never listened on: as one left behind
+        stale.bind(str(at))
+        status, body = await admin_get(gw, "/api/touchpoints")
+    assert status == 503, body
+    assert body["error"] == (
+        f"the central store is unavailable (connection refused: nothing listens on {at}; the"
+        " server in central.url (GATEWAY_CENTRAL_URL) cannot be reached)"
+    ), body
