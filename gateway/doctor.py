@@ -492,7 +492,7 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as err:
-        from storage.central import SilentPeer, explain  # asyncpg is there: imported above
+        from storage.central import SilentPeer, UnknownHost, explain  # asyncpg is there: imported above
 
         key = f"central.url ({url[4:]})" if url.startswith("env:") else "central.url"
         # A password, database or right refused is the server's answer, not a server away.
@@ -505,6 +505,8 @@ async def check_central(settings: Settings, timeout: float) -> Check | None:
                 "check that PostgreSQL runs there and answers (its log; psql), or correct the host"
                 " and port in central.url; a slow network: give it longer with --timeout"
             )
+        elif isinstance(err, UnknownHost):  # no server to start: a name this machine cannot look up
+            fix = "correct the host in central.url, or have this machine's DNS (/etc/resolv.conf) resolve it"
         return Check("FAIL", f"central PostgreSQL unreachable: {explain(err, key)}", fix)
     except (ValueError, OverflowError, asyncpg.InterfaceError) as err:  # a DSN asyncpg cannot read
         return Check(
@@ -861,21 +863,10 @@ async def _connect(dsn: str, timeout: float) -> Any:
     (``storage.central.not_postgres``), not as a TLS refusal or a server's refusal."""
     import asyncpg
 
-    from storage.central import no_socket, not_postgres, timed_out
+    from storage.central import said_so
 
-    try:
-        return await asyncpg.connect(dsn, timeout=timeout)
-    except TimeoutError as err:  # said as no connection, or as a start-up not answered
-        raise await timed_out(dsn, timeout, "--timeout") from err
-    except (FileNotFoundError, ConnectionRefusedError) as err:  # a Unix socket nothing listens at
-        if (gone := await no_socket(err, dsn)) is None:
-            raise
-        raise gone from err
-    except (ConnectionError, asyncpg.ConnectionDoesNotExistError) as err:
-        found = not_postgres(err, dsn)
-        if found is None:
-            raise
-        raise found from err
+    # In the sync's words: a start-up not answered, a host not resolved, a socket not there.
+    return await said_so(asyncpg.connect(dsn, timeout=timeout), dsn, timeout, "--timeout")
 
 
 async def _central_view(settings: Settings, timeout: float, horizons: dict[str, int]) -> _Central | None:

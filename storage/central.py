@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -215,7 +216,7 @@ def explain(
         refused is not None
     ):  # as an upstream's: not "ConnectionRefusedError: [Errno 111] …" (until 2026-12-07)
         said = not_connected(refused.group(1), int(refused.group(2)), shown)
-    elif isinstance(shown, NoSocket):  # its own words name the socket, and what is wrong
+    elif isinstance(shown, NoSocket | UnknownHost):  # its own words name the socket, the host
         said = str(shown)
     else:
         name = "ConnectTimeout" if isinstance(shown, SilentPeer) else type(shown).__name__
@@ -314,6 +315,12 @@ def explain(
             " central.connect_timeout, when longer): a lock another session holds, or a server"
             " overloaded; what it was sending goes again in the next round"
         )
+    elif isinstance(err, UnknownHost) and err.temporary:
+        hint = (
+            f"check the host in {key}, and this machine's DNS server (/etc/resolv.conf), which did not answer"
+        )
+    elif isinstance(err, UnknownHost):
+        hint = f"check the host in {key}: a typo, or a name only another network's DNS knows"
     elif connecting and isinstance(err, OSError | asyncio.TimeoutError):
         hint = f"the server in {key} cannot be reached"
     else:
@@ -483,6 +490,37 @@ async def no_socket(err: OSError, dsn: str) -> NoSocket | None:
     return NoSocket(path, missing=not exists)
 
 
+class UnknownHost(OSError):
+    """The resolver knows no host ``central.url`` names (``socket.gaierror``), which asyncpg's
+    words named neither (``gaierror: [Errno -2] Name or service not known``, until 2026-12-07):
+    ``hosts``, those the URL names; ``temporary``, the DNS server did not answer (``EAI_AGAIN``)."""
+
+    def __init__(self, hosts: list[str], err: socket.gaierror) -> None:
+        named = (
+            "a host of " + ", ".join(hosts) if len(hosts) > 1 else f"host {hosts[0]}" if hosts else "its host"
+        )
+        super().__init__(f"{named} cannot be resolved ({err.strerror or err})")
+        self.hosts = hosts
+        self.temporary = err.errno == socket.EAI_AGAIN
+
+
+def dsn_hosts(dsn: str) -> list[str]:
+    """The host names (or addresses) a TCP ``dsn`` connects to, as written, without their ports:
+    its ``?host=`` when given, else those before the ``/database``; a Unix socket folder is none."""
+    parts = urllib.parse.urlsplit(dsn)
+    given = urllib.parse.parse_qs(parts.query).get("host")
+    spec = given[-1] if given else urllib.parse.unquote(parts.netloc.rpartition("@")[2])
+    hosts = []
+    for item in spec.split(","):
+        if item.startswith("["):  # an IPv6 address, its port after the bracket
+            host = item[1:].partition("]")[0]
+        else:
+            host = item.rpartition(":")[0] if ":" in item else item
+        if host and not host.startswith("/"):
+            hosts.append(host)
+    return hosts
+
+
 async def connect(dsn: str, timeout: float) -> asyncpg.Connection:
     return await said_so(
         asyncpg.connect(dsn, timeout=timeout, command_timeout=max(timeout, STATEMENT_SECONDS)), dsn, timeout
@@ -497,14 +535,19 @@ async def pool_connect(dsn: str, *, timeout: float, **kwargs: Any) -> asyncpg.Co
     return await said_so(asyncpg.connect(dsn, timeout=timeout, **kwargs), dsn, timeout)
 
 
-async def said_so(attempt: Awaitable[asyncpg.Connection], dsn: str, timeout: float) -> asyncpg.Connection:
-    """``attempt`` (asyncpg's connection to ``dsn`` within ``timeout``), its failures as what
-    ``explain`` says in the operator's words: no answer in time (``timed_out``), a Unix socket
-    nothing listens at (``NoSocket``), a peer that is not PostgreSQL (``NotPostgres``)."""
+async def said_so(
+    attempt: Awaitable[asyncpg.Connection], dsn: str, timeout: float, setting: str = "central.connect_timeout"
+) -> asyncpg.Connection:
+    """``attempt`` (asyncpg's connection to ``dsn`` within ``timeout``, the option ``setting``
+    gives it), its failures as what ``explain`` says in the operator's words: no answer in time
+    (``timed_out``), a host the resolver does not know (``UnknownHost``), a Unix socket nothing
+    listens at (``NoSocket``), a peer that is not PostgreSQL (``NotPostgres``)."""
     try:
         return await attempt
     except TimeoutError as err:
-        raise await timed_out(dsn, timeout, "central.connect_timeout") from err
+        raise await timed_out(dsn, timeout, setting) from err
+    except socket.gaierror as err:
+        raise UnknownHost(dsn_hosts(dsn), err) from err
     except (FileNotFoundError, ConnectionRefusedError) as err:
         if (gone := await no_socket(err, dsn)) is None:
             raise

@@ -758,3 +758,37 @@ async def test_a_central_source_at_a_unix_socket_nothing_listens_at_says_so(
         f"the central store is unavailable (connection refused: nothing listens on {at}; the"
         " server in central.url (GATEWAY_CENTRAL_URL) cannot be reached)"
     ), body
+
+
+@pytest.mark.parametrize(
+    ("dsn", "named"),
+    [
+        ("postgresql://gw:pw@db.internal:5432/tracking", "host db.internal"),
+        ("postgresql://gw:pw@db.internal/tracking", "host db.internal"),
+        ("postgresql://gw:pw@/tracking?host=db.internal", "host db.internal"),
+        (
+            "postgresql://gw:pw@db1.internal:5432,db2.internal:5433/tracking",
+            "a host of db1.internal, db2.internal",
+        ),
+    ],
+)
+async def test_a_central_url_host_that_does_not_resolve_is_named(dsn: str, named: str) -> None:
+    """A ``central.url`` whose host the resolver does not know (a typo, a name only another
+    network's DNS has): until 2026-12-07 ``gaierror: [Errno -2] Name or service not known; the
+    server in central.url (…) cannot be reached``, naming neither the host nor that it is a name
+    that failed. The resolver's failure is a real ``getaddrinfo``'s, which asyncpg's connection
+    calls: asked for a numeric host (``AI_NUMERICHOST``), it fails with the same error as a DNS
+    lookup that finds nothing, and sends no query off the machine."""
+    lookup = asyncio.get_running_loop().getaddrinfo("db.internal", 5432, flags=socket.AI_NUMERICHOST)
+    with pytest.raises(OSError) as caught:
+        await central.said_so(lookup, dsn, 2.0)  # type: ignore[arg-type]  # fails before a connection
+    key = "central.url (GATEWAY_CENTRAL_URL)"
+    said = f"{central.failed_what(caught.value)}: {central.explain(caught.value, key)}"
+    assert said == (
+        f"cannot reach the central store: {named} cannot be resolved (Name or service not known);"
+        " check the host in central.url (GATEWAY_CENTRAL_URL): a typo, or a name only another"
+        " network's DNS knows"
+    ), said
+    assert "gaierror" not in said and "pw" not in said
+    # The admin API's reader (its pool: not via_connect) says it alike.
+    assert central.explain(caught.value, key, via_connect=False) == said.partition(": ")[2]
