@@ -859,8 +859,9 @@ class _Central:
 
 
 async def _connect(dsn: str, timeout: float) -> Any:
-    """asyncpg's connection to ``dsn``; a peer that is not PostgreSQL raised as such
-    (``storage.central.not_postgres``), not as a TLS refusal or a server's refusal."""
+    """asyncpg's connection to ``dsn``, its failures in the sync's words (``storage.central.said_so``):
+    a peer that is not PostgreSQL as such, not as a TLS refusal or a server's refusal; a host
+    not resolved, a Unix socket nothing listens at, named."""
     import asyncpg
 
     from storage.central import said_so
