@@ -40,7 +40,7 @@ from gateway.events import (
     printable_name,
 )
 from gateway.keys import MAX_COOKIE_HEADER, MAX_USER_ID, Keys, visitor_cookies
-from gateway.sources import KINDS, MISSING, SourceMap, resolve
+from gateway.sources import KINDS, MISSING, SourceMap, resolve, stopped_at
 
 _encode_json = msgspec.json.Encoder().encode
 MAX_KEY = 256
@@ -130,10 +130,15 @@ class _Reader:
         self.errors: list[str] = []
         self.unmatched: list[str] = []
         self.defaulted: list[str] = []
+        self.stopped: dict[str, str] = {}
 
     def raw(self, name: str) -> Any:
         tokens = self.src.pointers.get(name)
         value = MISSING if tokens is None else resolve(self.event, tokens)
+        if value is MISSING and tokens and (stop := stopped_at(self.event, tokens)):
+            # Said where the pointer ran into a list or a text, not left to read as a typo's
+            # "found nothing" (or a user ID "needed" that the sender did send, in a list).
+            self.stopped[name] = f"where {stop[0]} is {json_kind(stop[1])}, not an object"
         if value is MISSING and name in self.src.configured and name not in self.unmatched:
             self.unmatched.append(name)
         if value is MISSING or value is None or value == "":
@@ -146,7 +151,8 @@ class _Reader:
 
     def where(self, name: str) -> str:
         tokens = self.src.pointers.get(name)
-        return f"{name} (/{'/'.join(tokens)})" if tokens else name
+        stopped = f", {self.stopped[name]}" if name in self.stopped else ""
+        return f"{name} (/{'/'.join(tokens)}{stopped})" if tokens else name
 
     def fail(self, name: str, message: str) -> None:
         self.errors.append(f"{self.where(name)}: {message}")

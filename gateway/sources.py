@@ -123,6 +123,25 @@ def resolve(doc: Any, tokens: Sequence[str]) -> Any:
     return doc
 
 
+def stopped_at(doc: Any, tokens: Sequence[str]) -> tuple[str, Any] | None:
+    """Where ``resolve`` gave ``MISSING`` because the pointer ran into a value it cannot go into
+    (a string, a number, an array read by a name rather than an index): the pointer to that
+    value, and the value. None when it found a value, or nothing there (a name absent, an index
+    past the end, a ``null`` on the way, which a sender writes for "none")."""
+    for depth, token in enumerate(tokens):
+        if isinstance(doc, dict):
+            doc = doc.get(token, MISSING)
+        elif isinstance(doc, list) and token.isdigit():
+            doc = doc[int(token)] if int(token) < len(doc) else MISSING
+        elif doc is None or depth == 0:
+            return None
+        else:
+            return "/" + "/".join(tokens[:depth]), doc
+        if doc is MISSING:
+            return None
+    return None
+
+
 def put(doc: dict[str, Any], tokens: Sequence[str], value: Any) -> None:
     """Set ``value`` at the parsed pointer ``tokens`` in ``doc``, creating objects on the way."""
     *path, last = tokens

@@ -656,6 +656,47 @@ async def test_a_configured_pointer_that_finds_nothing_is_said_not_silent(
     ]
 
 
+async def test_a_pointer_through_a_value_of_another_kind_says_where_it_stopped(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tiktok maps ``user_id = "/user/external_id"``: a sender that writes ``user`` as a list of
+    users, or as the ID itself, was answered ``user_id (/user/external_id): one of them is
+    needed``, as if it had sent no user at all, and a ``creator`` sent as a list was
+    ``unmatched`` as a typo is: neither said that the pointer ran into an array or a string
+    where it needed an object. A ``null`` on the way stays an absent value (Calendly's
+    ``tracking``), said as before."""
+    caplog.set_level(logging.WARNING, logger="gateway.inbound")
+    for user, kind in (([{"external_id": "7"}], "an array"), ("7", "a string"), (7, "7")):
+        body = encode(
+            {"event": "creator.click", "event_id": f"w{kind}", "user": user, "creator": {"id": "cr"}}
+        )
+        status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+        assert (status, answer["errors"]) == (
+            400,
+            [
+                f"visitor_id (/visitor_id) / user_id (/user/external_id, where /user is {kind},"
+                " not an object): one of them is needed"
+            ],
+        ), answer
+    body = encode(
+        {"event": "creator.click", "event_id": "w1", "user": {"external_id": "7"}, "creator": ["cr"]}
+    )
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer["unmatched"]) == (
+        202,
+        ["creator_id (/creator/id, where /creator is an array, not an object)"],
+    ), answer
+    body = encode({"event": "creator.click", "event_id": "w2", "user": {"external_id": "7"}, "creator": None})
+    status, answer = await post(gw, body, signed(body, TIKTOK_RAW))
+    assert (status, answer["unmatched"]) == (202, ["creator_id (/creator/id)"]), answer
+    said = [r.getMessage() for r in caplog.records if "found nothing" in r.getMessage()]
+    assert said == [
+        "source tiktok: fields.creator_id (/creator/id, where /creator is an array, not an object) found"
+        " nothing in an accepted event, recorded without it (logged once;"
+        " gateway_inbound_unmatched_fields_total counts each): if every event misses it, check the pointer"
+    ]
+
+
 async def test_a_duplicate_carries_no_unmatched(gw: RunningGateway) -> None:
     """An event answered ``duplicate`` recorded nothing: it was answered with the ``unmatched``
     of its first time all the same (alone and in a batch), though the metric does not count it
