@@ -506,7 +506,9 @@ class Inbound:
                 return error(400, f"{header}: not UTF-8 text")
         try:
             src = self.sources[auth.sender]
-            return await self._ingest(src, auth, body, implied, request.content_type, empty_header, past)
+            return await self._ingest(
+                src, auth, body, implied, request.content_type, empty_header, past, request.charset or ""
+            )
         except Exception:
             log.exception("ingesting a delivery from %s failed", auth.sender)
             self._count(auth.sender, "rejected")
@@ -521,6 +523,7 @@ class Inbound:
         labelled: str = "",
         empty_header: bool = False,
         past: str = "",
+        charset: str = "",
     ) -> web.StreamResponse:
         now = datetime.now(UTC)
         ms = int(now.timestamp() * 1000)
@@ -532,10 +535,16 @@ class Inbound:
             doc = decode_delivery(body)
         except ValueError as err:
             reason = str(err)
-            if reason.startswith("body: not valid JSON") and not _may_be_json(labelled):
+            if reason.startswith(("body: not valid JSON", "body: not UTF-8 (byte")) and not _may_be_json(
+                labelled
+            ):
                 # A platform posting a form (PayPal's IPN, Twilio) or XML: the parser's byte
                 # offset alone did not say the gateway reads JSON only.
                 reason += f"; it was sent as {labelled[:80]}: the gateway reads JSON bodies only"
+            elif reason.startswith("body: not UTF-8 (byte") and charset.lower() not in ("", "utf-8", "utf8"):
+                # A sender that encodes its JSON as Latin-1 and labels it so.
+                said = charset.lower()[:40]
+                reason += f": its Content-Type says charset={said}; have the sender encode it as UTF-8"
             # Bytes that are not UTF-8 kept as \xfc, not as U+FFFD: no JSON escape reads so, so
             # replay-bad finds the body still bad (a Latin-1 "M\xfcller" was replayed, and
             # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.

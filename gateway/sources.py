@@ -565,6 +565,14 @@ def decode_delivery(body: bytes) -> Any:
     try:
         doc = decode_json(body)
     except (msgspec.DecodeError, ValueError) as err:
+        try:
+            body.decode()
+        except UnicodeDecodeError as bad:
+            # The parser's "Invalid UTF-8 encoded string" named neither the byte nor where it is.
+            raise ValueError(
+                f"body: not UTF-8 (byte 0x{body[bad.start]:02X} at offset {bad.start:,});"
+                " JSON is sent as UTF-8 (RFC 8259)"
+            ) from None
         raise ValueError(f"body: not valid JSON ({err})") from None
     except RecursionError:
         raise deep from None

@@ -1472,7 +1472,11 @@ async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGate
     ``replay-bad`` recorded the conversion for a user ID the sender never sent ("M\ufffdller")."""
     body = b'{"type": "conversion", "event_id": "l1", "user_id": "M\xfcller", "value": 5}'
     status, answer = await post(gw, body, signed(body))
-    assert (status, answer["error"]) == (400, "body: not valid JSON (Invalid UTF-8 encoded string)")
+    # Said where the byte is (until 2026-12-07 the parser's "Invalid UTF-8 encoded string" alone).
+    assert (status, answer["error"]) == (
+        400,
+        "body: not UTF-8 (byte 0xFC at offset 54); JSON is sent as UTF-8 (RFC 8259)",
+    )
     [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
     assert item["body"] == body.decode(errors="backslashreplace")  # the byte as sent: \xfc
     lines: list[str] = []
@@ -1486,6 +1490,26 @@ async def test_a_body_not_utf8_is_kept_so_that_it_replays_as_bad(gw: RunningGate
     report = await replay_bad(gw.gateway.settings, say=lines.append)
     assert report.skipped == [(item["id"], "the body was not UTF-8, and was kept without its bytes")]
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+async def test_a_body_not_utf8_names_the_charset_its_content_type_gave(gw: RunningGateway) -> None:
+    """A sender that encodes its JSON as Latin-1 and says so (``charset=ISO-8859-1``) was
+    answered only that the body was not valid JSON: the answer names the charset it declared.
+    A UTF-8 body is read as UTF-8 whatever charset its label gives."""
+    body = b'{"type": "conversion", "event_id": "l3", "user_id": "M\xfcller", "value": 5}'
+    latin = {**signed(body), "content-type": "application/json; charset=ISO-8859-1"}
+    status, answer = await post(gw, body, latin)
+    assert (status, answer["error"]) == (
+        400,
+        "body: not UTF-8 (byte 0xFC at offset 54); JSON is sent as UTF-8 (RFC 8259):"
+        " its Content-Type says charset=iso-8859-1; have the sender encode it as UTF-8",
+    )
+    [item] = (await gw.api("/api/bad-events", sender="billing"))["items"]
+    assert item["body"] == body.decode(errors="backslashreplace")
+    utf8 = '{"type": "conversion", "event_id": "l4", "user_id": "M\u00fcller", "value": 5}'.encode()
+    labelled = {**signed(utf8), "content-type": "application/json; charset=latin-1"}
+    status, answer = await post(gw, utf8, labelled)
+    assert (status, answer["result"]) == (202, "accepted"), answer
 
 
 async def test_an_empty_body_kept_as_bad_is_listed_as_empty(gw: RunningGateway) -> None:
