@@ -291,7 +291,9 @@ def unmet_requirement(src: SourceMap, raw_type: str, event: dict[str, Any]) -> s
                 continue
             return f"type {raw_type!r} with {need.pointer} (sources.when: absent): not recorded"
         if value is MISSING or value is None:
-            return f"type {raw_type!r} without {need.pointer} (sources.when): not recorded"
+            stop = stopped_at(event, need.tokens) if value is MISSING else None
+            why = f" (where {stop[0]} is {json_kind(stop[1])}, not an object)" if stop else ""
+            return f"type {raw_type!r} without {need.pointer}{why} (sources.when): not recorded"
         if not meets(value, need.equals, need.matches):
             text = compared_text(value)
             got = repr(text[:40]) if text is not None else json_kind(value)

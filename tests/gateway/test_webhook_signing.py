@@ -400,6 +400,12 @@ WHEN_EVENT = {"type": "paid", "event_id": "e1", "user_id": "u1", "value": 10, "c
         ({"matches": "web|api"}, {"invoice": {"first": "webhook"}}, "does not match 'web|api'"),
         ({}, {"invoice": {"first": 0}}, None),  # present: any value but null
         ({}, {}, "without /invoice/first"),
+        # A list where the pointer needs an object: said, not read as a value not sent.
+        (
+            {},
+            {"invoice": [{"first": 1}]},
+            "without /invoice/first (where /invoice is an array, not an object)",
+        ),
         ({"absent": True}, {}, None),
         ({"absent": True}, {"invoice": {"first": None}}, None),
         ({"absent": True}, {"invoice": {"first": ""}}, "with /invoice/first (sources.when: absent)"),
