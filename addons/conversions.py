@@ -27,7 +27,7 @@ from addons.conditions import Condition, holding_operations
 from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import RuleIndex, compile_match
-from addons.values import MAX_TEXT, ExtractError, as_text
+from addons.values import MAX_TEXT, ExtractError, as_text, placeholder
 from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
@@ -170,6 +170,9 @@ class Conversions(FollowsKeyFiles):
                 if not order_id or len(order_id) > MAX_TEXT or not order_id.isprintable():
                     order_id = None
                     self._failed(rule, "order_id_invalid")
+                elif placeholder(order_id):  # every order after the first would be its duplicate
+                    order_id = None
+                    self._failed(rule, "order_id_placeholder")
         ts = ex.request.ts
         visitor_key = ex.visitor.key
         if order_id is not None:

@@ -25,6 +25,18 @@ class ExtractError(Exception):
         self.reason = reason
 
 
+PLACEHOLDERS = frozenset({"undefined", "null", "none", "nil", "nan", "[object object]"})
+"""What a page's code writes where it has no value (``String(undefined)``, ``null`` or ``None``
+put in a template, an object made text), in any case: read as a user ID it would bind every
+visitor it came for to one user, read as an order ID make every later order a duplicate of the
+first. No value, counted (``placeholder_user_id``, ``order_id_placeholder``)."""
+
+
+def placeholder(text: str) -> bool:
+    """Whether ``text`` (trimmed) is one of the ``PLACEHOLDERS``, in any case."""
+    return text.casefold() in PLACEHOLDERS
+
+
 NO_VALUE = frozenset({"missing", "capture_no_match"})
 """Reasons a source has no value (a ``when`` with ``absent = true`` then holds), rather than
 one that could not be read."""
@@ -67,4 +79,6 @@ def user_id(value: Any) -> str:
     text = text.strip()
     if not text or len(text) > MAX_USER_ID or not text.isprintable():
         raise ExtractError("invalid_user_id")
+    if placeholder(text):
+        raise ExtractError("placeholder_user_id")
     return text
