@@ -109,9 +109,9 @@ def validate_rules(
             f"must be 1..16777216, got {rule.max_body}",
         )
         for k, condition in enumerate(rule.when):
-            _validate_condition(p, f"{at}.when[{k}]", condition)
+            _validate_condition(p, f"{at}.when[{k}]", condition, rule.method)
         if isinstance(rule, IdentityRule):
-            _validate_source(p, f"{at}.user_id", rule.user_id)
+            _validate_source(p, f"{at}.user_id", rule.user_id, rule.method)
             continue
         _check(
             p,
@@ -138,7 +138,7 @@ def validate_rules(
             "applies only to a value read from a source (value = { response_text = …, capture = … })",
         )
         if isinstance(rule.value, Source):
-            _validate_source(p, f"{at}.value", rule.value)
+            _validate_source(p, f"{at}.value", rule.value, rule.method)
         elif rule.value is not None:
             _check(
                 p,
@@ -147,7 +147,7 @@ def validate_rules(
                 f"must be a number from 0 to {MAX_VALUE:.0e}, got {rule.value}",
             )
         if isinstance(rule.currency, Source):
-            _validate_source(p, f"{at}.currency", rule.currency)
+            _validate_source(p, f"{at}.currency", rule.currency, rule.method)
         elif rule.currency is not None and _CURRENCY.fullmatch(rule.currency.upper()):
             # A fixed currency is recorded as written, one read from the request upper-cased.
             if not rule.currency.isupper():
@@ -156,7 +156,7 @@ def validate_rules(
         elif rule.currency is not None:
             p.append(f'{at}.currency: must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}')
         if rule.order_id is not None:
-            _validate_source(p, f"{at}.order_id", rule.order_id)
+            _validate_source(p, f"{at}.order_id", rule.order_id, rule.method)
         if (problem := order_scope_problem(rule.order_scope)) is not None:
             p.append(f"{at}.order_scope: {problem}")
         _check(
@@ -204,13 +204,19 @@ def id_cookie_problems(
     return found
 
 
-def _validate_condition(p: list[str], key: str, condition: Condition) -> None:
-    _validate_source(p, key, condition, kept=False)
+def _validate_condition(p: list[str], key: str, condition: Condition, method: str) -> None:
+    _validate_source(p, key, condition, method, kept=False)
     p += comparison_problems(key, condition.equals, condition.matches, condition.absent)
 
 
-def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) -> None:
-    """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``)."""
+BODILESS = ("GET", "HEAD")
+"""Methods a browser sends no body with (``fetch`` refuses one): a rule on one has no form or
+request JSON to read."""
+
+
+def _validate_source(p: list[str], key: str, source: Source, method: str, kept: bool = True) -> None:
+    """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``);
+    ``method``: the rule's."""
     kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
     if len(kinds) != 1:
         # An empty name (`header = ""`, `response_json = ""`) or `false` sets none: said so, as
@@ -231,6 +237,13 @@ def _validate_source(p: list[str], key: str, source: Source, kept: bool = True) 
         f"{key}.{'claim' if is_jwt else kind}",
         f"{read!r} may hold a credential (its name contains {FORBIDDEN_WORDS}) and is never extracted",
     )
+    if kind in ("form", "request_json") and method in BODILESS:
+        # Until 2026-12-07 accepted: the rule counted not_a_form (or missing) and never fired.
+        field = name if kind == "form" else "name"
+        p.append(
+            f'{key}.{kind}: a {method} request sends no body (method = "{method}"): read the query'
+            f' (query = "{field}") or the answer (response_json = "/pointer")'
+        )
     if kind in ("header", "request_header") and (bad_header := header_name_problem(name)):
         p.append(f"{key}.{kind}: {bad_header}")
     _check(

@@ -464,3 +464,30 @@ def test_a_binding_keeps_its_visitor_s_population() -> None:
     agreed = exchange("/login", method="POST", headers={"content-type": FORM}, cookies={"banner": "all"})
     _, bindings = run(ctx, agreed, 302, request_body=b"username=ada")
     assert [b.consent for b in bindings] == ["cookie"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_config_refuses_a_body_source_on_a_method_that_sends_no_body(method: str) -> None:
+    """A browser sends no body with a GET or a HEAD (``fetch`` refuses one): a ``form`` or
+    ``request_json`` source on such a rule never had a value, and was accepted; the rule then
+    counted ``not_a_form`` (or ``missing``) at each request and never bound anyone."""
+    toml = rule('{ form = "email" }', method=method, status="[200]") + (
+        '        when = [{ request_json = "/op", equals = "me" }]\n'
+        "        [[conversions]]\n"
+        '        name = "c"\n'
+        f'        method = "{method}"\n'
+        '        path = "/thanks"\n'
+        "        status = [200]\n"
+        '        order_id = { request_json = "/order/id" }\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        context(toml)
+    assert info.value.problems == [
+        f"identity.rules[0].when[0].request_json: a {method} request sends no body (method ="
+        f' "{method}"): read the query (query = "name") or the answer (response_json = "/pointer")',
+        f"identity.rules[0].user_id.form: a {method} request sends no body (method ="
+        f' "{method}"): read the query (query = "email") or the answer (response_json = "/pointer")',
+        f"conversions[0].order_id.request_json: a {method} request sends no body (method ="
+        f' "{method}"): read the query (query = "name") or the answer (response_json = "/pointer")',
+    ]
+    context(rule('{ query = "email" }', method=method, status="[200]"))  # what to write instead
