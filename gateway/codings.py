@@ -17,6 +17,18 @@ MAX_CODINGS = 4
 bounds the work one body costs."""
 
 
+STREAMED_TYPES = frozenset({"text/event-stream", "multipart/mixed"})
+"""Media types of answers sent piece by piece for the visitor to see at once, and which may
+never end: server-sent events (a GraphQL subscription over graphql-sse), incremental delivery
+(GraphQL's ``@defer``, Apollo's multipart subscriptions). A rule never reads one: reading it
+first held every piece back until ``max_body`` had come or the site was done."""
+
+
+def streamed_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` is one of the ``STREAMED_TYPES`` (parameters and case aside)."""
+    return (content_type or "").partition(";")[0].strip().lower() in STREAMED_TYPES
+
+
 def content_codings(values: list[str]) -> list[str]:
     """The codings of a ``Content-Encoding`` given on one or more lines, lower-cased, in the order
     they were applied. RFC 9110: lines of a list header are one comma-joined list, so ``gzip``

@@ -29,7 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import pages, reserved
-from gateway.codings import content_codings, decoded_layers
+from gateway.codings import content_codings, decoded_layers, streamed_type
 from gateway.commits import Confirmations, submitted
 from gateway.config import Settings
 from gateway.events import Event
@@ -733,6 +733,8 @@ class ProxyHost:
         buffer = bytearray()
         if upstream.content_length is not None and upstream.content_length > cap:
             return b""  # too large to read (decoding would hardly shrink it): stream it untouched
+        if streamed_type(upstream.headers.get(hdrs.CONTENT_TYPE)):
+            return b""  # events the visitor sees as they come, perhaps never ending: not read
         try:
             while len(buffer) <= cap:
                 chunk = await upstream.content.readany()

@@ -29,6 +29,7 @@ from addons.identity import Identity, opts_out
 from addons.rules import RuleIndex
 from addons.stitching import RecentPairs, Stitching
 from addons.values import ExtractError, compared_text
+from gateway.codings import streamed_type
 from gateway.config import Settings
 from gateway.events import Binding, Conversion
 from gateway.har import Entry, printable
@@ -46,6 +47,10 @@ _NOT_IN_HAR = "{} body not in the HAR: the rule reads the body; export with cont
 _REDIRECT_BODY = (
     "response body not in the HAR: browsers save no redirect's body (a {}), whatever the export;"
     " only a running gateway shows whether the rule fires"
+)
+_STREAMED = (
+    "the answer is {}, sent piece by piece for the visitor to see at once: the gateway reads no"
+    " such answer for a rule, and passes it on as it comes"
 )
 _CUT = (
     "the HAR holds {:,} bytes of the {:,}-byte response body: Firefox saves 1 MB of each"
@@ -200,7 +205,13 @@ class Trier:
         # As the host reads them: within the largest max_body the matching rules asked for.
         if ex.want_request_body and entry.request_body is not None:
             ex.request_body = entry.request_body if len(entry.request_body) <= ex.want_request_body else None
-        if ex.want_response_body and entry.response_body is not None and not entry.response_cut:
+        streamed = streamed_type(entry.response_headers.get("content-type"))  # never read live
+        if (
+            ex.want_response_body
+            and entry.response_body is not None
+            and not entry.response_cut
+            and not streamed
+        ):
             fits = len(entry.response_body) <= ex.want_response_body
             ex.response_body = entry.response_body if fits else None
         ex.response = ResponseView(entry.status, entry.response_headers)
@@ -286,6 +297,9 @@ def _explained(reason: str, entry: Entry, probe: Exchange) -> str:
     ):
         if not cap:
             continue
+        content_type = entry.response_headers.get("content-type", "")
+        if which == "response" and streamed_type(content_type):
+            return f"{reason}: {_STREAMED.format(content_type.partition(';')[0].strip())}"
         size = entry.response_size if which == "response" else None
         if (recorded is None or entry.response_cut) and size is not None and size > cap:
             return f"{reason}: the {which} body is {size:,} bytes, over max_body ({cap:,})"
