@@ -193,6 +193,8 @@ def _msgspec_problem(
             header = "[[" + re.sub(r"\[\d+\]", "", key) + "]]"
             return f"{key}: must be an array of tables ({header}), got a table; write {header} for each entry"
         hint = _number_hint(key, wanted, found) if isinstance(found, str) else ""
+        if wanted == "an array" and isinstance(found, str | int | float):  # status = 201
+            hint = f"; write it in brackets: [{_item_shown(struct, where, found)}]"
         if key.endswith(".equals") and wanted == "a string" and isinstance(found, bool | int):
             # A when's equals = true, or 42: the README says a JSON true or 42 is compared as written.
             hint = (
@@ -375,6 +377,17 @@ def _struct_at(struct: type, path: str) -> type[msgspec.Struct] | None:
         args = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, msgspec.Struct)]
         current = args[0] if args else hint
     return current if isinstance(current, type) and issubclass(current, msgspec.Struct) else None
+
+
+def _item_shown(struct: type, where: str, found: str | int | float) -> str:
+    """``found`` as an item of the array at ``where`` is written: a whole number given as text
+    (``status = "302"``) without its quotes where the items are whole numbers."""
+    path, _, name = where.rpartition(".")
+    owner = _struct_at(struct, path)
+    hint = typing.get_type_hints(owner).get(name) if owner is not None else None
+    if isinstance(found, str) and typing.get_args(hint)[:1] == (int,) and found.strip().isdigit():
+        return found.strip()
+    return _shown(found)
 
 
 def _literal_values(struct: type, name: str) -> str:

@@ -309,3 +309,18 @@ def test_config_needs_stitching_before_conversions_when_both_have_rules() -> Non
     ]
     context(rule("value = 1", path="/signup") + reversed_order)  # no identity rules: nothing to carry
     context(rule("value = 1", path="/signup") + identity)  # the default order
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("201", "conversions[0].status: expected an array, got 201; write it in brackets: [201]"),
+        ('"302"', 'conversions[0].status: expected an array, got "302"; write it in brackets: [302]'),
+    ],
+)
+def test_a_single_status_written_alone_is_refused_saying_how_to_write_it(status: str, expected: str) -> None:
+    """``status = 201`` (one success status, as a site has) said "expected an array, got 201",
+    and left the operator to guess the brackets."""
+    with pytest.raises(ConfigError) as info:
+        context(rule("value = 1", status=status))
+    assert info.value.problems == [expected]

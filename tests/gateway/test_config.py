@@ -1413,7 +1413,7 @@ def test_a_prefixed_cookie_name_needs_what_browsers_require_of_it() -> None:
         ("[attribution]\nlookback_days = { awareness = 30.0, consideration = [1] }\n",
          "attribution.lookback_days.consideration: expected a number, got an array"),
         ("[attribution]\ntier_patterns = { 'a b' = 'x' }\n",
-         'attribution.tier_patterns."a b": expected an array, got "x"'),
+         'attribution.tier_patterns."a b": expected an array, got "x"; write it in brackets: ["x"]'),
         ("[attribution]\ntier_patterns = { awareness = ['ok', 3] }\n",
          "attribution.tier_patterns.awareness[1]: expected a string, got 3"),
         ("[payouts]\ncreators = { cr_ana = { tier = 5 } }\n",
