@@ -45,9 +45,10 @@ first byte instead (``_Handler._process_keepalive``), then answered 408 (``HeadT
 ``_Handler._head_overdue``) and the connection closed. aiohttp has no bound for a head of its own:
 its ``keepalive_timeout``, left at its default, held such connections for 3630 s.
 
-One request aiohttp's C parser refuses is read again instead, on both listeners: an
-origin-form target with raw UTF-8 (``GET /café``), which llhttp takes only percent-encoded
-(``_Handler._read_again``, ``gateway.raw_targets``): the proxy forwards it as sent.
+Two requests aiohttp's C parser refuses are read again instead, on both listeners: an
+origin-form target with raw UTF-8 (``GET /café``), which llhttp takes only percent-encoded,
+and a method in capitals llhttp does not know (``BAN /p``) (``_Handler._read_again``,
+``gateway.raw_targets``): the proxy forwards either as sent.
 
 One request aiohttp would refuse is routed instead on the admin listener: an absolute-form
 target without a path (``GET http://shop.test HTTP/1.1``, ``…?q=1``), whose path RFC 9110
@@ -441,10 +442,12 @@ class _Handler(web.RequestHandler):
                     continue
                 if (
                     began is not None
-                    and isinstance(message.exc, http_exceptions.InvalidURLError)
-                    and (stand_in := self._read_again(began, queued)) is not None
+                    and isinstance(
+                        message.exc, http_exceptions.InvalidURLError | http_exceptions.BadHttpMethod
+                    )
+                    and (stand_in := self._read_again(began, queued, message.exc)) is not None
                 ):
-                    began = stand_in  # its target is ASCII: not read again a second time
+                    began = stand_in  # its target is ASCII, its method known: not read again
                     break
                 self._refused(message, began, tail + data)
             else:
@@ -570,18 +573,19 @@ class _Handler(web.RequestHandler):
                 self._messages[i] = (_ErrInfo(message.status, exc, message.message), payload)
         return exc
 
-    def _read_again(self, began: bytes, queued: int) -> bytes | None:
-        """The request whose target the parser refused (the only message after ``queued``),
-        read again by a fresh parser from ``began``, its bytes so far, when that target is
-        refused for its raw bytes above ASCII alone (``gateway.raw_targets``): a stand-in
-        letter in their place, the target as sent put back in what is handed over. Returns the
+    def _read_again(self, began: bytes, queued: int, refusal: BaseException) -> bytes | None:
+        """The request whose target or method the parser refused (``refusal``; the only message
+        after ``queued``), read again by a fresh parser from ``began``, its bytes so far, when
+        that target is refused for its raw bytes above ASCII alone, or that method for not being
+        on llhttp's list (``gateway.raw_targets``): a stand-in letter in their place, a known
+        method in its, the target and method as sent put back in what is handed over. Returns the
         stand-in bytes, or None (the refusal stands): nothing to read again, another request
         before it in the same read, or a head whose end has not come yet (a head in pieces, its
         raw bytes in an earlier piece than its end).
 
         ``began`` holds the request's reads up to the one that ends its request line: the
         refused byte is in one of them."""
-        stand_in = ascii_stand_in(began)
+        stand_in = ascii_stand_in(began, isinstance(refusal, http_exceptions.BadHttpMethod))
         if stand_in is None or len(self._messages) != queued + 1:
             return None
         parser = HttpRequestParser(  # as aiohttp's ``RequestHandler.__init__`` makes it
@@ -606,7 +610,7 @@ class _Handler(web.RequestHandler):
         self._parser = parser  # the refusing one takes nothing more
         first, payload = messages[0]
         if not isinstance(first, _ErrInfo):
-            messages = [(restored(first, stand_in.target), payload), *messages[1:]]
+            messages = [(restored(first, stand_in), payload), *messages[1:]]
         self._messages.extend(messages)
         self._request_count += len(messages) - 1
         self._upgraded = upgraded
