@@ -122,6 +122,9 @@ class Summary:
     """Events left out: about a user erased after their date (or a visitor erased with one)."""
     expired: int = 0
     """Events left out: older than ``privacy.retention_days``."""
+    no_touchpoint: int = 0
+    """Re-scores (verdict changes) the store left out: it does not have their landing (left out
+    as erased or expired, refused, never stored). Until 2026-12-07 counted in ``erased``."""
     retention_days: int = 0
     failed: list[Failed] = field(default_factory=list)
     """The files not imported, or not whole, in the order met: missing, a directory, not to be
@@ -242,6 +245,11 @@ class Summary:
             out.append(
                 f"  {'expired:':13}{self.expired:>10,}   (older than privacy.retention_days ="
                 f" {self.retention_days}: not stored, a purge would delete them)"
+            )
+        if self.no_touchpoint:
+            out.append(
+                f"  {'re-scores:':13}{self.no_touchpoint:>10,}   (of landings the store does not have:"
+                " erased, past privacy.retention_days, refused or never stored; not stored)"
             )
         skipped_line = f"  {'skipped:':13}{sum(self.skipped.values()):>10,}"
         if self.skipped[UNENDED]:  # "0 lines read" and "skipped: 1" of a file without a line end

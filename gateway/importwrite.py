@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.backfill import UNSTORABLE, Summary, unstorable_why
-from gateway.events import Binding, Event, iso
+from gateway.events import Binding, Event, VerdictChange, iso
 from gateway.importbindings import Bindings
 from storage.erased import Erased, ErasedWatch
 from storage.erasure import delete_late
@@ -161,9 +161,13 @@ class Writer:
 
     def _left_out(self, events: Sequence[Event]) -> None:
         """The store left these out as late rows of a user or visitor erased since this batch
-        was sorted (``LocalStore.submit_each``): counted as the erased rows the import sorts out."""
+        was sorted (``LocalStore.submit_each``): counted as the erased rows the import sorts out;
+        and re-scores of landings it does not have (erased, expired, refused, never stored),
+        counted apart (until 2026-12-07 as erased rows, where no one had been erased)."""
         if self.summary is not None:
-            self.summary.erased += len(events)
+            orphans = sum(1 for e in events if type(e) is VerdictChange)
+            self.summary.no_touchpoint += orphans
+            self.summary.erased += len(events) - orphans
         self.late_bindings.update(e.id for e in events if type(e) is Binding)
 
     async def drop_erased_since(self) -> int:

@@ -118,7 +118,9 @@ class Metrics:
         self.erased_late = Counter(
             "gateway_erased_late_rows",
             "Rows the store left out as late: a user's or visitor's, dated at or before their"
-            " erasure, that came after it (a request in flight when it was made), by table",
+            " erasure, that came after it (a request in flight when it was made), by table;"
+            " verdict_changes: those whose touchpoint the store does not have (erased, purged"
+            " or never stored)",
             ["table"],
             registry=r,
         )

@@ -1479,9 +1479,11 @@ class LocalStore:
 
     def _left_out(self, batch: list[_Item], late: list[Event]) -> None:
         """A commit went through without ``late``, late rows of erased people (dated at or before
-        their erasure: a request in flight at it): counted, said, and each submit's ``erased``
-        told of its own, once: a row an earlier try of its submit left out already (``_Item.told``)
-        is neither counted nor told again."""
+        their erasure: a request in flight at it) and verdict changes of touchpoints the store
+        does not have (erased, purged, never stored: ``_insert_verdict_changes``): counted, said
+        (each kind in its own words), and each submit's ``erased`` told of its own, once: a row
+        an earlier try of its submit left out already (``_Item.told``) is neither counted nor
+        told again."""
         gone = {id(e) for e in late}
         fresh: list[Event] = []
         for item in batch:
@@ -1500,11 +1502,23 @@ class LocalStore:
             tables[name] = tables.get(name, 0) + 1
         for name, n in tables.items():
             self.metrics.erased_late.labels(name).inc(n)
-        log.info(
-            "left out %s: rows of an erased user or visitor from before their erasure (a request"
-            " or delivery in flight when it was made; a late re-score of an erased landing)",
-            ", ".join(f"{name} {n}" for name, n in sorted(tables.items())),
-        )
+        # A verdict change is left out for want of its touchpoint, whatever took it away or kept
+        # it out: not always an erasure (until 2026-12-07 said to be an erased user's row).
+        orphans = tables.pop(TABLES[VerdictChange].name, 0)
+        if orphans:
+            log.info(
+                "left out %s the store does not have (erased, purged past privacy.retention_days,"
+                " or never stored: a landing the store refused, or one an import left out)",
+                "1 verdict change of a touchpoint"
+                if orphans == 1
+                else f"{orphans} verdict changes of touchpoints",
+            )
+        if tables:
+            log.info(
+                "left out %s: rows of an erased user or visitor from before their erasure (a request"
+                " or delivery in flight when it was made)",
+                ", ".join(f"{name} {n}" for name, n in sorted(tables.items())),
+            )
 
     async def _write_mixed(
         self, db: aiosqlite.Connection, batch: list[_Item], late: Collection[int] = ()

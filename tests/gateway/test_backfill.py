@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -946,6 +946,39 @@ async def test_a_late_rescore_names_the_imported_landing(tmp_path: Path, workers
     # Imported again: nothing added, the change included.
     again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
     assert again.erased == 0 and await query(settings, "SELECT count(*) FROM verdict_changes") == [(1,)]
+
+
+async def test_a_rescore_of_a_landing_past_retention_is_not_counted_as_erased(tmp_path: Path) -> None:
+    """A visitor lands just before ``privacy.retention_days`` ago and fetches robots.txt just
+    after: the landing is left out as expired (a purge would delete it), and its re-score, dated
+    inside retention, is left out by the store, which has no touchpoint for it. The summary
+    counted that re-score as ``erased: 1`` in a store where no one was ever erased; it is
+    counted apart, as a re-score of a landing the store does not have."""
+    settings = make_settings(tmp_path, "[privacy]\nretention_days = 1\n")
+    edge = datetime.now(UTC) - timedelta(days=1)
+
+    def at(when: datetime) -> str:
+        return when.strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+    landed, fetched = at(edge - timedelta(minutes=10)), at(edge + timedelta(minutes=10))
+    text = "\n".join(
+        [
+            f'203.0.113.9 - - [{landed}] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',
+            f'203.0.113.9 - - [{fetched}] "GET /robots.txt HTTP/1.1" 200 10 "-" "{UA}"',
+        ]
+    )
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    rendered = summary.render()
+    assert summary.expired == 1 and summary.erased == 0, rendered
+    assert summary.no_touchpoint == 1, rendered
+    assert "erased:" not in rendered, rendered
+    assert (
+        "  re-scores:            1   (of landings the store does not have: erased, past"
+        " privacy.retention_days, refused or never stored; not stored)"
+    ) in rendered, rendered
+    assert await query(settings, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await query(settings, "SELECT count(*) FROM verdict_changes") == [(0,)]
 
 
 @pytest.mark.timeout(180)  # three import commands: past the 60 s default on a loaded machine

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from gateway.events import Binding, Conversion, Event, Receipt, Touchpoint, VerdictChange, iso
 from gateway.ids import uuid7
@@ -290,6 +293,39 @@ async def test_a_verdict_change_of_an_erased_landing_is_a_late_row(open_store: O
     stored = await read(store.path, "SELECT touchpoint_id FROM verdict_changes ORDER BY touchpoint_id")
     assert sorted(stored) == sorted([(kept.id,), (fresh.id,)])
     assert late_rows(store) == {"verdict_changes": 2.0}
+
+
+async def test_a_verdict_change_of_a_touchpoint_never_stored_is_not_said_to_be_an_erased_users(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A verdict change whose touchpoint the store does not have, with no erasure at all (the
+    landing purged past ``privacy.retention_days``, refused by the store, or an import's that it
+    never wrote): left out, counted under ``table="verdict_changes"``, and told to the submitter,
+    as an erased landing's is. The log said "rows of an erased user or visitor from before their
+    erasure" of it, an erasure that never happened; it now says what it is, and the rows of an
+    erased person beside it are said apart."""
+    store = await open_store()
+    await store.write([landing(BEFORE, PHONE), binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    never = landing(BEFORE, STRANGER)  # never written
+    told: list[Event] = []
+    caplog.set_level(logging.INFO, logger="gateway.storage")
+    await store.submit([rescore(AFTER, never)], erased=told.extend)
+    assert [type(e) for e in told] == [VerdictChange]
+    assert late_rows(store) == {"verdict_changes": 1.0}
+    [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("left out")]
+    assert "erased user" not in said, said
+    assert said.startswith("left out 1 verdict change of a touchpoint the store does not have"), said
+    assert "erased, purged past privacy.retention_days, or never stored" in said, said
+    # Beside a late row of Alice's phone: two lines, each saying what it is.
+    caplog.clear()
+    await store.write([rescore(AFTER, never), landing(BEFORE, PHONE, source="late"), binding(AFTER, LAPTOP)])
+    said_now = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("left out"))
+    assert len(said_now) == 2, said_now
+    assert said_now[0].startswith("left out 1 verdict change of a touchpoint"), said_now
+    assert said_now[1].startswith("left out touchpoints 1: rows of an erased user or visitor"), said_now
+    assert "re-score" not in said_now[1], said_now
+    assert late_rows(store) == {"verdict_changes": 2.0, "touchpoints": 1.0}
 
 
 def batches(store: LocalStore) -> tuple[float, float]:
