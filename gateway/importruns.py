@@ -42,7 +42,7 @@ def list_command(settings: Settings) -> int:
         state = (
             f"undone {run.undone}"
             if run.undone
-            else _stopped(run)
+            else _stopped(run, _rest_by(run, runs))
             if run.finished and run.stopped
             else "finished"
             if run.finished
@@ -53,9 +53,43 @@ def list_command(settings: Settings) -> int:
     return 0
 
 
-def _stopped(run: Run) -> str:
+def _rest_by(run: Run, runs: list[Run]) -> Run | None:
+    """The first later run that read ``run``'s files (all of them, in its format) to their end
+    and stands (finished, not stopped, not undone): the one that imported what the stopped
+    ``run`` had not. None: none did, and the same command again imports the rest. A later
+    import that added no row records no run (``storage.imports``), so it is not found here."""
+    for later in runs:
+        if (
+            later.id > run.id
+            and later.finished
+            and not later.stopped
+            and not later.undone
+            and later.format == run.format
+            and set(run.files) <= set(later.files)
+        ):
+            return later
+    return None
+
+
+def _stopped(run: Run, rest_by: Run | None = None) -> str:
     """A run SIGINT or SIGTERM stopped before it had read every line (until 2026-12-07 listed
-    as "finished"): what it is, and the two ways on."""
+    as "finished"): what it is, and the two ways on; or, once a later run (``rest_by``) read the
+    same files to their end, that one (until 2026-12-07 it still said the same command again
+    imports the rest)."""
+    if rest_by is not None:
+        undo = (
+            f"gateway import --undo {run.id} removes what this run added, --undo {rest_by.id} what"
+            f" run {rest_by.id} added"
+        )
+        if STDIN in run.files:  # standard input is known by nothing: the same input or not?
+            return (
+                f"stopped by {run.stopped} part way; run {rest_by.id} read standard input to its end"
+                f" since, which imported the rest if it was the same input ({undo})"
+            )
+        return (
+            f"stopped by {run.stopped} part way; its rest was imported by run {rest_by.id} (the same"
+            f" files read to their end; {undo})"
+        )
     # A stream is known by its lines alone (as the stop's own message says): read again whole.
     again = "with the whole input again " if STDIN in run.files else "again "
     return (

@@ -602,6 +602,53 @@ def test_an_import_stopped_by_ctrl_c_is_listed_as_stopped_with_how_to_resume_or_
     ), listed
 
 
+def test_a_stopped_run_whose_rest_a_later_run_imported_is_listed_so(tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C, then the same command again, read to the end: ``--list`` kept
+    saying of the stopped run that "the same command again imports the rest", which was done
+    already. It now names the run that imported the rest; a run of other files does not count,
+    nor one undone since (the rest is then to import again, and the listing says so again)."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "other.log").write_text(WRONG)
+    fifo = tmp_path / "access.log"
+    os.mkfifo(fifo)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), *args],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write(_landings(8192))  # one whole batch: committed while it waits for more
+            pipe.flush()
+            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, (out, err)
+    resume = "stopped by SIGINT part way (the same command again imports the rest, gateway import --undo 1"
+    other = _cli(tmp_path, "other.log", *args)  # run 2: other files, no rest of run 1
+    assert other.returncode == 0 and "run: 2 " in other.stdout, other
+    assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+    # The same file again, whole this time (a file now, read to its end): run 3 imports the rest.
+    fifo.unlink()
+    fifo.write_text(_landings(8200))
+    rest = _cli(tmp_path, str(fifo), *args)
+    assert rest.returncode == 0 and "run: 3 " in rest.stdout, rest
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+    [first] = [entry for entry in listed.splitlines() if entry.startswith("run 1 ")]
+    assert "touchpoints 8,192, bindings 0, conversions 0  stopped by SIGINT part way" in first, listed
+    assert "the same command again imports the rest" not in first, listed
+    assert (
+        "stopped by SIGINT part way; its rest was imported by run 3 (the same files read to their end;"
+        " gateway import --undo 1 removes what this run added, --undo 3 what run 3 added)"
+    ) in first, listed
+    # Run 3 undone: its rest is gone again, and the same command imports it again.
+    assert _cli(tmp_path, "--undo", "3", "-c", "gw.toml").returncode == 0
+    assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+
+
 async def test_an_undone_runs_rows_are_gone_from_the_write_ahead_log_too(tmp_path: Path) -> None:
     """Another site's log imported by mistake holds that site's visitors: undone, its rows were
     deleted from the tables (and their cells zeroed, ``secure_delete``), but the write-ahead log's
