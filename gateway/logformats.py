@@ -114,6 +114,15 @@ def _readable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def _quoted(text: str) -> str:
+    """``text`` between quotes as ``repr`` shows it, a control byte or other character that is not
+    printable escaped (``\\x16``), but a backslash as it is. A skipped request line is shown from
+    the client's bytes, one that is not UTF-8 escaped (``\\xe9``: nginx logs ``\\xE9``, a server
+    that escapes nothing the byte); until 2026-12-07 ``repr`` escaped that escape's backslash
+    again (``'GET /caf\\\\xe9'``), a text in no log."""
+    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "'"
+
+
 def _unescape(text: str) -> str:
     """nginx writes ``\\x22``, Apache ``\\"``: both back to the character."""
     if "\\" not in text:
@@ -284,11 +293,11 @@ def combined_parser(cookie_name: str) -> Callable[[int, bytes], list[Item]]:
         logged = _logged_bytes(m[4])
         request_line = logged.decode("utf-8", "surrogateescape")
         request = split_request(request_line)
-        shown = logged.decode("utf-8", "backslashreplace")
-        if request in (NOT_A_METHOD, METHOD_CASE):
-            return [Skip(number, request, f": {shown.partition(' ')[0][:40]!r}")]
         if isinstance(request, str):  # shown: nginx's "-" (no request came) tells itself apart
-            return [Skip(number, request, f": {shown[:40]!r}")]
+            shown = logged.decode("utf-8", "backslashreplace")  # the client's bytes, é as é
+            if request in (NOT_A_METHOD, METHOD_CASE):
+                shown = shown.partition(" ")[0]
+            return [Skip(number, request, f": {_quoted(shown[:40])}")]
         if not fields[4].isascii():  # ``\d`` is any script's digit: ``٢٠٠`` read as 200
             return [Skip(number, NOT_A_STATUS, f": {fields[4]!r}")]
         client = client_of(fields[1])

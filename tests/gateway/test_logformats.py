@@ -551,6 +551,24 @@ def test_an_unreadable_request_line_is_shown_in_the_first_skips() -> None:
     assert json_lines(3, b'{"time": 1}') == [Skip(3, "method/uri: missing (and no readable request line)")]
 
 
+def test_a_request_line_not_utf8_is_shown_as_the_log_has_it() -> None:
+    """A Latin-1 target skipped (a 400 live) was shown with its backslash doubled,
+    ``'GET /caf\\\\xe9…'``: the request's bytes escaped (``\\xe9``), then that text shown
+    by ``repr``, which escapes the backslash again. The log has neither: nginx writes the byte
+    as ``\\xE9`` (one backslash), a server that escapes nothing writes the byte itself. It is
+    now shown with one backslash, ``\\xe9`` (as Python writes a byte), a control byte escaped
+    as before."""
+    line = b'1.2.3.4 - - [01/Mar/2025:10:00:00 +0000] "GET %s HTTP/1.1" 200 5 "-" "UA"'
+    for target, shown in (
+        (rb"/caf\xE9?utm_source=latin1", r"'GET /caf\xe9?utm_source=latin1 HTTP/1.1'"),  # nginx
+        (b"/caf\xe9?utm_source=latin1", r"'GET /caf\xe9?utm_source=latin1 HTTP/1.1'"),  # the byte itself
+        (b"/caf\xe9\x01", r"'GET /caf\xe9\x01 HTTP/1.1'"),
+    ):
+        [skip] = parse(3, line % target)
+        assert isinstance(skip, Skip) and skip.detail == f": {shown}", (target, skip.detail)
+        assert "\\\\" not in skip.detail, skip.detail
+
+
 def test_a_combined_line_cut_inside_a_quoted_field_is_skipped() -> None:
     """A line cut short inside its Referer or User-Agent (syslog's size limit, a crash before
     the log was compressed, whose last line is then read) was read as a request that logged
