@@ -62,6 +62,27 @@ EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
 two letters or more (``jane@example.com``; not a handle ``@jane`` nor ``promo@2x``). A mailing
 tool's merge tag (``utm_term=*|EMAIL|*``) puts the subscriber's address into a link; such a value
 is dropped (``reason="email"``), never stored. Looked for only in a value holding an ``@``."""
+MAX_DECODINGS = 4
+"""How many more times a value still percent-encoded once the query is decoded is decoded again
+to look for an address in it (``holds_email``)."""
+
+
+def holds_email(value: str) -> bool:
+    """Whether ``value`` holds an email address (``EMAIL``), as it is or still percent-encoded:
+    a link a redirector or a mailing tool encoded twice (``utm_term=jane%2540example.com``)
+    arrives as ``jane%40example.com``, an address to anyone who reads it."""
+    for _ in range(MAX_DECODINGS + 1):
+        if "@" in value and EMAIL.search(value):
+            return True
+        if "%" not in value:
+            return False
+        decoded = unquote(value, errors="surrogateescape")
+        if decoded == value:
+            return False
+        value = decoded
+    return False
+
+
 EMAIL_EXEMPT = frozenset(("click", "creator_id"))
 """Slots whose values are not looked at for an address: a click ID is an ad platform's token, and
 a creator ID the operator's own name for a partner (``[[creators]]``), not a visitor's."""
@@ -317,7 +338,7 @@ class Campaign:
                 continue
             if not value:
                 continue
-            if "@" in value and slot not in EMAIL_EXEMPT and EMAIL.search(value):
+            if ("@" in value or "%" in value) and slot not in EMAIL_EXEMPT and holds_email(value):
                 self._drop(ex, key, "email")
                 continue
             if slot == "source" or slot == "medium":

@@ -1158,6 +1158,29 @@ def test_an_email_address_in_a_tracking_value_is_dropped_never_stored(query: str
 
 
 @pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("utm_source=news&utm_term=Jane.Doe%2540Example.com", "utm_term"),  # encoded twice
+        ("utm_source=news&utm_content=jane%25252540example.com", "utm_content"),  # four times
+        ("utm_source=news&utm_email=jane%2540example.com", "utm_email"),  # raw_params only
+    ],
+)
+def test_an_email_address_encoded_twice_is_dropped_too(query: str, key: str) -> None:
+    """A merge tag inside a link a redirector or a mailing tool encoded again
+    (``utm_term=jane%2540example.com``) arrives as ``jane%40example.com`` once the query is
+    decoded: until 2026-12-07 no ``@`` was in it, so the address was stored as it was in
+    ``term`` and ``raw_params``, a raw personal identifier anyone can read back."""
+    ex, ctx = run(f"/p?{query}&keep=1")
+    [tp] = ex.events
+    assert tp.source == "news"
+    assert key not in tp.raw_params and "example.com" not in repr(tp).lower()
+    assert (tp.term, tp.content) == (None, None)
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "email"}) == 1
+    assert ex.refused == [(key, "email")]
+
+
+@pytest.mark.parametrize(
     "value",
     ["@jane", "promo@2x", "brand@home", "a@b.c", "ops@localhost", "fans%20%40%20home"],
 )
