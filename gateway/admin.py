@@ -71,7 +71,7 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from gateway.usernames import NamedUser, erasure_note, named_user
+from gateway.usernames import NamedUser, erasure_note, erasure_reach, named_user
 from storage.erasure import bad_events_naming, erase_user, erase_visitor, kept_bad_events, user_known
 from storage.local import LOCKED, LocalStore
 from storage.lockprobe import LockProbe
@@ -1028,6 +1028,9 @@ async def erase(request: web.Request) -> web.Response:
         "visitors": len(erasure.visitors),
         "raw_id_searched": named.user_id is not None,
         "bad_events_kept": kept,
+        # Where else the user's rows are (the central store, the sinks' destinations), as
+        # ``gateway erase`` says it: until 2026-12-07 the answer held the counts alone.
+        "elsewhere": erasure_reach(settings),
     }
     note = erasure_note(named, erasure, kept, api=True)
     return ok(answer if note is None else {**answer, "note": note})
@@ -1052,7 +1055,14 @@ async def visitor_erase(request: web.Request) -> web.Response:
         node=settings.node,
     )
     log.info("erased a visitor (erasure %s): %s", erasure.id, erasure.counts)
-    return ok({"visitor_keys": erasure.visitors, "erased": erasure.counts, "bound_users": bound})
+    return ok(
+        {
+            "visitor_keys": erasure.visitors,
+            "erased": erasure.counts,
+            "bound_users": bound,
+            "elsewhere": erasure_reach(settings, "visitor"),
+        }
+    )
 
 
 async def bad_events(request: web.Request) -> web.StreamResponse:

@@ -432,6 +432,14 @@ USER_LOOKUP_ID = {
 
 ERASED_ROWS = {"type": "object", "additionalProperties": {"type": "integer"}}
 """An erasure's answer: rows erased per table (a user's, a visitor's)."""
+ELSEWHERE = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "where else the erased rows are, by what the config has, as gateway erase says"
+    " it: the central store and the other nodes (reached by the sync), the sinks' destinations"
+    " (what they were sent stays there: delete it there); empty with neither",
+}
+"""An erasure's answer: where else its rows are (``gateway.usernames.erasure_reach``)."""
 
 ERROR = {
     "type": "object",
@@ -779,7 +787,13 @@ def openapi_document() -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "required": ["ok", "visitor_keys", "erased", "bound_users"],
+                                        "required": [
+                                            "ok",
+                                            "visitor_keys",
+                                            "erased",
+                                            "bound_users",
+                                            "elsewhere",
+                                        ],
                                         "properties": {
                                             "ok": {"const": True},
                                             "visitor_keys": {"type": "array", "items": {"type": "string"}},
@@ -789,6 +803,7 @@ def openapi_document() -> dict[str, Any]:
                                                 "description": "users the visitor is bound to: their"
                                                 " bindings stay",
                                             },
+                                            "elsewhere": ELSEWHERE,
                                         },
                                     }
                                 }
@@ -905,6 +920,7 @@ def openapi_document() -> dict[str, Any]:
                                             "visitors",
                                             "raw_id_searched",
                                             "bad_events_kept",
+                                            "elsewhere",
                                         ],
                                         "properties": {
                                             "ok": {"const": True},
@@ -926,6 +942,7 @@ def openapi_document() -> dict[str, Any]:
                                                 "type": "integer",
                                                 "description": "bad events the store keeps after the erasure",
                                             },
+                                            "elsewhere": ELSEWHERE,
                                             "note": {
                                                 "type": "string",
                                                 "description": "what the erasure could not do by this"

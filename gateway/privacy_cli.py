@@ -92,7 +92,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.events import iso
     from gateway.ids import Uuid7
     from gateway.keys import Keys
-    from gateway.usernames import erasure_note, named_user
+    from gateway.usernames import erasure_note, erasure_reach, named_user
     from storage.erasure import erase_user, kept_bad_events, user_known
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
@@ -170,7 +170,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
-        for line in _erasure_reach(settings):
+        for line in erasure_reach(settings):
             print(line)
     return 0
 
@@ -181,6 +181,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     from gateway.events import iso
     from gateway.ids import Uuid7
     from gateway.keys import MAX_VISITOR_ID, Keys, named_visitor_id
+    from gateway.usernames import erasure_reach
     from storage.erasure import erase_visitor
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
@@ -235,7 +236,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
-        for line in _erasure_reach(settings, "visitor"):
+        for line in erasure_reach(settings, "visitor"):
             print(line)
     return 0
 
@@ -266,32 +267,6 @@ _UNKNOWN_VISITOR = (
     "check the ID is the visitor's (the gw_vid cookie's whole value, or the visitor_key), or that"
     " it was erased already"
 )
-
-
-def _erasure_reach(settings: Settings, who: str = "user") -> list[str]:
-    """Where else the ``who``'s rows may be, by what this config has: said after an erasure."""
-    said = []
-    # Configured, its variable set or not (erase does not read it): the sync carries it there.
-    if settings.options.central.url and who == "visitor":
-        said.append(
-            "the erasure reaches the central store with the next sync, and every other node's"
-            " store at that node's next sync round after it, their kept bad events (bad_events)"
-            " that name the visitor's ID included"
-        )
-    elif settings.options.central.url:
-        said.append(
-            "the erasure reaches the central store with the next sync, and every other node's"
-            " store at that node's next sync round after it, their kept bad events (bad_events)"
-            " that name the user's ID or devices included; one that names the ID only inside a"
-            " longer text or in another case is not found there: erase on a node too where a"
-            " sender's bodies may name the user so"
-        )
-    if settings.options.sinks:
-        said.append(
-            "no sink sends these rows from now on; what the sinks sent before stays at their"
-            " destinations: delete it there (Segment and RudderStack have their own deletion API)"
-        )
-    return said
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:

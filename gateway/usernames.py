@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from gateway.events import Erasure
 from gateway.keys import Keys, named_user_key
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 T = TypeVar("T")
 
@@ -97,3 +100,30 @@ def erasure_note(named: NamedUser, erasure: Erasure, kept: int, *, api: bool) ->
             " download it came from"
         )
     return None
+
+
+def erasure_reach(settings: Settings, who: str = "user") -> list[str]:
+    """Where else the ``who``'s rows may be (``user`` or ``visitor``), by what this config has:
+    said after an erasure, by ``gateway erase`` and in the admin API's answer (``elsewhere``)."""
+    said = []
+    # Configured, its variable set or not (erase does not read it): the sync carries it there.
+    if settings.options.central.url and who == "visitor":
+        said.append(
+            "the erasure reaches the central store with the next sync, and every other node's"
+            " store at that node's next sync round after it, their kept bad events (bad_events)"
+            " that name the visitor's ID included"
+        )
+    elif settings.options.central.url:
+        said.append(
+            "the erasure reaches the central store with the next sync, and every other node's"
+            " store at that node's next sync round after it, their kept bad events (bad_events)"
+            " that name the user's ID or devices included; one that names the ID only inside a"
+            " longer text or in another case is not found there: erase on a node too where a"
+            " sender's bodies may name the user so"
+        )
+    if settings.options.sinks:
+        said.append(
+            "no sink sends these rows from now on; what the sinks sent before stays at their"
+            " destinations: delete it there (Segment and RudderStack have their own deletion API)"
+        )
+    return said

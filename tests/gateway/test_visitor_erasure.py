@@ -21,7 +21,7 @@ from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
 from gateway.ids import uuid7
 from gateway.openapi import openapi_document
-from tests.conftest import TOKEN, RunningGateway
+from tests.conftest import TOKEN, WRITE_KEY, BatchApi, GatewayFactory, RunningGateway, sink_toml
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -162,3 +162,36 @@ async def test_a_visitor_id_no_lookup_reads_is_a_400(gw: RunningGateway, given: 
     assert await asyncio.to_thread(rows, gw.gateway.settings.store_path, "SELECT count(*) FROM erasures") == [
         (0,)
     ]
+
+
+async def test_an_erasure_s_answer_says_what_the_sinks_keep(
+    start_gateway: GatewayFactory, upstream_server, batch_api: BatchApi
+) -> None:
+    """``gateway erase`` says that what the sinks sent before stays at their destinations (Segment
+    keeps its profiles: delete them there); until 2026-12-07 the admin API's erasures, which a
+    data-subject request tool calls, answered the counts alone, as if the store were the only
+    copy. Without a sink nor ``[central]`` there is nowhere else to name."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    origin = await upstream_server(app)
+    alone = await start_gateway(origin)
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=0.05), {"SINK_SECRET": WRITE_KEY})
+    for running in (alone, gw):
+        cookie = await land(running, "utm_source=newsletter")
+        async with running.session.delete(f"{running.admin_url}/api/visitors/{cookie}", headers=AUTH) as resp:
+            visitor = await resp.json()
+        async with running.session.delete(f"{running.admin_url}/api/users/alice", headers=AUTH) as resp:
+            user = await resp.json()
+        for answer, path in ((visitor, "/api/visitors/{visitor_id}"), (user, "/api/users/{user_id}")):
+            schema = openapi_document()["paths"][path]["delete"]["responses"]["200"]
+            Draft202012Validator(schema["content"]["application/json"]["schema"]).validate(answer)
+        if running is alone:
+            assert (visitor["elsewhere"], user["elsewhere"]) == ([], [])
+        else:
+            for answer in (visitor, user):
+                [said] = answer["elsewhere"]
+                assert "what the sinks sent before stays at their destinations: delete it there" in said
