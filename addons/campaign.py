@@ -83,6 +83,33 @@ def holds_email(value: str) -> bool:
     return False
 
 
+EMAIL_SEGMENT = "(email)"
+"""What a landing path stores for a segment that holds an email address (``without_email``)."""
+
+
+def without_email(path: str) -> str:
+    """``path`` (as sent, percent-encoded) with each segment holding an email address stored as
+    ``(email)``: a newsletter's personal link (``/unsubscribe/jane@example.com?utm_source=news``)
+    is a landing, and its path is kept; the address is not."""
+    if "@" not in path and "%" not in path:
+        return path
+    segments = path.split("/")
+    if not any(_email_segment(segment) for segment in segments):
+        return path
+    return "/".join(EMAIL_SEGMENT if _email_segment(segment) else segment for segment in segments)
+
+
+FILE_TYPES = frozenset(
+    ("png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "css", "js", "html", "htm", "pdf")
+)
+"""A path segment's suffixes that name a file, not a top-level domain: a retina image,
+``logo@2x.png``, is no address."""
+
+
+def _email_segment(segment: str) -> bool:
+    return holds_email(segment) and segment.rpartition(".")[2].lower() not in FILE_TYPES
+
+
 EMAIL_EXEMPT = frozenset(("click", "creator_id"))
 """Slots whose values are not looked at for an address: a click ID is an ad platform's token, and
 a creator ID the operator's own name for a partner (``[[creators]]``), not a visitor's."""
@@ -561,7 +588,7 @@ class Campaign:
         if visitor is None and not ex.aggregate_only:
             return  # no identity addon ran: nothing to attribute the touchpoint to
         req = ex.request
-        path = req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH]
+        path = without_email(req.path if len(req.path) <= MAX_PATH else req.path[:MAX_PATH])
         click_kind = click[1] if click else None
         g = values.get
         source, medium, campaign, creator_id = g("source"), g("medium"), g("campaign"), g("creator_id")

@@ -1193,6 +1193,30 @@ def test_a_value_with_an_at_sign_that_is_no_email_address_is_kept(value: str) ->
     assert metric(ctx, "gateway_params_dropped_total", {"reason": "email"}) == 0
 
 
+@pytest.mark.parametrize(
+    ("target", "stored"),
+    [
+        ("/unsubscribe/jane@example.com?utm_source=news", "/unsubscribe/(email)"),
+        ("/u/Jane.Doe%40Example.com/prefs?utm_source=news", "/u/(email)/prefs"),  # percent-encoded
+        ("/u/jane%2540example.com?utm_source=news", "/u/(email)"),  # encoded twice
+        ("/a/jane@example.com/b/joe@example.org?utm_source=news", "/a/(email)/b/(email)"),
+        ("/@jane/posts?utm_source=news", "/@jane/posts"),  # a handle is no address
+        ("/img/promo@2x.png?utm_source=news", "/img/promo@2x.png"),
+    ],
+)
+def test_an_email_address_in_the_landing_path_is_not_stored(target: str, stored: str) -> None:
+    """A newsletter tags every link, the personal ones too (``/unsubscribe/jane@example.com
+    ?utm_source=news``): until 2026-12-07 the landing's path was stored as it came, the
+    subscriber's address in ``touchpoints.landing_path``, while the same address in a tracking
+    value was dropped. The path segment holding it is stored as ``(email)``; the site gets the
+    request as sent."""
+    ex, _ = run(target)
+    [tp] = ex.events
+    assert tp.landing_path == stored
+    assert "example" not in repr(tp)
+    assert ex.upstream_query == ""
+
+
 def test_a_creator_id_that_is_an_email_address_is_kept() -> None:
     """A creator ID is the operator's own name for a partner (listed in ``[[creators]]``), not a
     visitor's: an affiliate programme that names its partners by address keeps its attribution."""
