@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
+from addons.campaign import without_email
 from gateway import pages
 from gateway.admin import LIVE_KEY, STOPPING_KEY, create_admin_app
 from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
@@ -115,7 +116,8 @@ def upstream_pool(settings: Settings, upstream: str) -> Upstream:
 
 class PrivateAccessLogger(AbstractAccessLogger):
     """One line per request with no client address and no query string (they can identify
-    a person, and logs are data at rest too). The path is the one the visitor sent, still
+    a person, and logs are data at rest too), nor email address (a path segment holding one is
+    written ``(email)``, as ``landing_path`` stores it). The path is the one the visitor sent, still
     percent-encoded: decoded, a path trick (``/%5Fgw/``) read as the path it imitates, and a
     ``%0A`` broke the line in two (the parser refuses raw control bytes in a target)."""
 
@@ -126,7 +128,8 @@ class PrivateAccessLogger(AbstractAccessLogger):
         self.logger.info(
             "%s %s %d %d %.1fms",
             request.method,
-            request.raw_path.partition("?")[0],
+            # An email address in it (a newsletter's personal link) as landing_path stores it.
+            without_email(request.raw_path.partition("?")[0]),
             status,
             size,
             time * 1000,

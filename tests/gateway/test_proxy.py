@@ -2566,6 +2566,33 @@ async def test_access_log_has_no_client_address_or_query(
     assert "127.0.0.1" not in line and "example" not in line
 
 
+async def test_access_log_writes_no_email_address_a_path_holds(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newsletter's personal link (``/unsubscribe/jane@example.com``) put the address into
+    the access log, a copy at rest that no erasure reaches, while the landing's stored path
+    keeps it out; the segment is written ``(email)``, as ``landing_path`` stores it, and the
+    site still gets the path as sent."""
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        for target in ("/unsubscribe/jane@example.com", "/u/Jane%40Example.com/prefs", "/img/logo@2x.png"):
+            async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
+                assert resp.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [line.split(" ")[1] for line in lines] == [
+        "/unsubscribe/(email)",
+        "/u/(email)/prefs",
+        "/img/logo@2x.png",
+    ]
+    assert seen == ["/unsubscribe/jane@example.com", "/u/Jane%40Example.com/prefs", "/img/logo@2x.png"]
+
+
 async def test_access_log_shows_the_path_as_sent(
     start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
 ) -> None:
