@@ -67,6 +67,7 @@ from gateway.commits import Confirmations, submitted
 from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
 from gateway.daysalt import DaySalt
 from gateway.doctor import store_failure
+from gateway.emails import without_email
 from gateway.events import Event
 from gateway.forwarding import (
     CLAIM_PREFIX,
@@ -1074,7 +1075,7 @@ class GatewayAddon:
             ]
         )
         resp.stream = lambda data: [] if data else [body]
-        path = split_target(flow.request.path)[0]  # no query: as the aiohttp host logs a failure
+        path = without_email(split_target(flow.request.path)[0])  # no query: as the aiohttp host logs it
         self._unreadable_log("upstream protocol for %s %s: %s", flow.request.method, path, why)
 
     def _broken_body(self, flow: mhttp.HTTPFlow, why: str) -> None:
@@ -1099,7 +1100,7 @@ class GatewayAddon:
             " (the page after it is lost): answered 502; stop the site sending interim answers to"
             " mitmdump's address, or run gateway run, which passes them on"
         )
-        path = split_target(flow.request.path)[0]  # no query: as the aiohttp host logs a failure
+        path = without_email(split_target(flow.request.path)[0])  # no query: as the aiohttp host logs it
         now = time.monotonic()
         if now - self._interim_at >= LOUD_EVERY:
             self._interim_at = now

@@ -32,6 +32,7 @@ from gateway import pages, reserved
 from gateway.codings import content_codings, decoded_layers, streamed_type
 from gateway.commits import Confirmations, submitted
 from gateway.config import Settings
+from gateway.emails import without_email
 from gateway.events import Event
 from gateway.forwarding import (
     CLAIM_PREFIX,
@@ -800,7 +801,8 @@ class ProxyHost:
                 f" (proxy.connect_timeout = {self.pool.connect_timeout:g} s to connect, "
                 f"proxy.read_timeout = {self.pool.read_timeout:g} s of the site's silence)"
             )
-        self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, request.path, why)
+        path = without_email(request.path)  # a newsletter's personal link: not its address
+        self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
         return pages.error_page(status)
 
     def _public_location(

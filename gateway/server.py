@@ -33,7 +33,6 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
-from addons.campaign import without_email
 from gateway import pages
 from gateway.admin import LIVE_KEY, STOPPING_KEY, create_admin_app
 from gateway.childsignals import RELOAD_ORDER, RELOAD_SIGNALS, heard
@@ -41,6 +40,7 @@ from gateway.config import Settings
 from gateway.creators import CreatorRegistry
 from gateway.dashboard import SECURITY_HEADERS, add_dashboard
 from gateway.daysalt import DaySalt
+from gateway.emails import without_email
 from gateway.inbound import Inbound
 from gateway.keys import Keys, key_check
 from gateway.lockout import LOGINS_KEY

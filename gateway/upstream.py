@@ -50,6 +50,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.emails import without_email
 from gateway.framing import keep_alive, readable_head, reuse_bound, transfer_codings, unframed_head
 from gateway.logs import Throttled
 from gateway.networds import not_connected
@@ -683,10 +684,11 @@ class Connection(ResponseHandler):
 
 
 def named(head: bytes) -> tuple[str, str]:
-    """The method and path (no query) of the request whose head is ``head``, for a log line."""
+    """The method and path (no query; an email address in it written ``(email)``) of the
+    request whose head is ``head``, for a log line."""
     line = head.split(b"\r\n", 1)[0].decode("ascii", "backslashreplace")
     method, _, target = line.partition(" ")
-    return method, target.rpartition(" ")[0].partition("?")[0]
+    return method, without_email(target.rpartition(" ")[0].partition("?")[0])
 
 
 def _keep_for(value: str) -> float:

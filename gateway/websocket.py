@@ -36,6 +36,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import pages
+from gateway.emails import without_email
 from gateway.forwarding import HOP_BY_HOP, connection_tokens
 from gateway.upstream import described
 
@@ -469,7 +470,7 @@ async def proxy_websocket(
         log.warning(
             "upstream protocol for %s %s (WebSocket): a broken handshake: %s",
             request.method,
-            request.path,
+            without_email(request.path),
             err.message,
         )
         return pages.error_page(502)
@@ -481,7 +482,11 @@ async def proxy_websocket(
         elif isinstance(err, aiohttp.ClientConnectorError) or not isinstance(err, aiohttp.ClientError):
             kind = "connect"
         log.warning(
-            "upstream %s for %s %s (WebSocket): %s", kind, request.method, request.path, described(err)
+            "upstream %s for %s %s (WebSocket): %s",
+            kind,
+            request.method,
+            without_email(request.path),
+            described(err),
         )
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     finally:

@@ -249,3 +249,22 @@ def test_a_throttled_line_says_how_many_it_held_back(caplog: pytest.LogCaptureFi
         "failed 0",
         "failed 5 (and 4 more like it since the last such line)",
     ]
+
+
+async def test_an_upstream_failure_s_line_writes_no_email_address_of_the_path(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site down while a newsletter's personal link was followed logged ``upstream connect
+    for GET /unsubscribe/jane@example.com: …``: the address at rest in the log, where no
+    erasure reaches it. The segment is written ``(email)``, as the access log and
+    ``landing_path`` write it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    gw = await start_gateway(f"http://127.0.0.1:{closed}")
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        async with gw.session.get(gw.url + "/unsubscribe/jane@example.com?utm_source=news") as resp:
+            assert resp.status == 502
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream connect for")]
+    assert line.startswith("upstream connect for GET /unsubscribe/(email): "), line
+    assert "example" not in line

@@ -1,0 +1,60 @@
+"""Email addresses in what the gateway keeps or logs: a tracking value (``addons.campaign``), a
+landing's path, the path a log line names. Imports nothing of the gateway: the upstream client,
+the hosts and the addons all use it."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
+"""An email address within a value: something, ``@``, a domain with a dot and a top-level name of
+two letters or more (``jane@example.com``; not a handle ``@jane`` nor ``promo@2x``). A mailing
+tool's merge tag (``utm_term=*|EMAIL|*``) puts the subscriber's address into a link; such a value
+is dropped (``reason="email"``), never stored. Looked for only in a value holding an ``@``."""
+MAX_DECODINGS = 4
+"""How many more times a value still percent-encoded once the query is decoded is decoded again
+to look for an address in it (``holds_email``)."""
+
+
+def holds_email(value: str) -> bool:
+    """Whether ``value`` holds an email address (``EMAIL``), as it is or still percent-encoded:
+    a link a redirector or a mailing tool encoded twice (``utm_term=jane%2540example.com``)
+    arrives as ``jane%40example.com``, an address to anyone who reads it."""
+    for _ in range(MAX_DECODINGS + 1):
+        if "@" in value and EMAIL.search(value):
+            return True
+        if "%" not in value:
+            return False
+        decoded = unquote(value, errors="surrogateescape")
+        if decoded == value:
+            return False
+        value = decoded
+    return False
+
+
+EMAIL_SEGMENT = "(email)"
+"""What a landing path stores for a segment that holds an email address (``without_email``)."""
+
+
+def without_email(path: str) -> str:
+    """``path`` (as sent, percent-encoded) with each segment holding an email address stored as
+    ``(email)``: a newsletter's personal link (``/unsubscribe/jane@example.com?utm_source=news``)
+    is a landing, and its path is kept; the address is not."""
+    if "@" not in path and "%" not in path:
+        return path
+    segments = path.split("/")
+    if not any(_email_segment(segment) for segment in segments):
+        return path
+    return "/".join(EMAIL_SEGMENT if _email_segment(segment) else segment for segment in segments)
+
+
+FILE_TYPES = frozenset(
+    ("png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "css", "js", "html", "htm", "pdf")
+)
+"""A path segment's suffixes that name a file, not a top-level domain: a retina image,
+``logo@2x.png``, is no address."""
+
+
+def _email_segment(segment: str) -> bool:
+    return holds_email(segment) and segment.rpartition(".")[2].lower() not in FILE_TYPES
