@@ -27,11 +27,12 @@ from addons.conditions import Condition, holding_operations
 from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
 from addons.rules import RuleIndex, compile_match
-from addons.values import MAX_TEXT, ExtractError, as_text, placeholder
+from addons.values import MAX_TEXT, ExtractError, as_text
 from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Exchange
+from gateway.placeholders import placeholder
 from gateway.ruleconfig import Source
 
 _CURRENCY = re.compile(r"[A-Z]{3}")

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from gateway.keys import MAX_USER_ID
+from gateway.placeholders import placeholder
 
 MAX_TEXT = 200
 """Longest order ID or currency kept."""
@@ -23,18 +24,6 @@ class ExtractError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-PLACEHOLDERS = frozenset({"undefined", "null", "none", "nil", "nan", "[object object]"})
-"""What a page's code writes where it has no value (``String(undefined)``, ``null`` or ``None``
-put in a template, an object made text), in any case: read as a user ID it would bind every
-visitor it came for to one user, read as an order ID make every later order a duplicate of the
-first. No value, counted (``placeholder_user_id``, ``order_id_placeholder``)."""
-
-
-def placeholder(text: str) -> bool:
-    """Whether ``text`` (trimmed) is one of the ``PLACEHOLDERS``, in any case."""
-    return text.casefold() in PLACEHOLDERS
 
 
 NO_VALUE = frozenset({"missing", "capture_no_match"})

@@ -1,0 +1,17 @@
+"""What a page's code writes where it has no value (``String(undefined)``, ``null`` or ``None`` put
+in a template, an object made text): no ID at all. Read as a user ID it would bind every visitor it
+came for to one user; as an order or event ID, make every later order or event a duplicate of the
+first. The identity and conversion rules (``addons.values``, ``addons.conversions``) and the signed
+events (``gateway.mapping``) read it alike. Imports nothing of the gateway."""
+
+from __future__ import annotations
+
+PLACEHOLDERS = frozenset({"undefined", "null", "none", "nil", "nan", "[object object]"})
+"""The words, case-folded: counted where left out (``placeholder_user_id``,
+``order_id_placeholder`` for the rules; ``gateway_inbound_left_out_total{reason="placeholder"}``
+for the signed events)."""
+
+
+def placeholder(text: str) -> bool:
+    """Whether ``text`` (trimmed) is one of the ``PLACEHOLDERS``, in any case."""
+    return text.casefold() in PLACEHOLDERS
