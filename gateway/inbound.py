@@ -142,6 +142,8 @@ class _Delivery:
     groups: list[list[Event]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     """Per event: index, result, key or errors; ``group`` points into ``groups`` (or None)."""
+    left_out: dict[int, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
+    """Per event index: its values not taken (``Mapped.left_out``), counted once it is written."""
 
 
 class Inbound:
@@ -198,6 +200,7 @@ class Inbound:
         self.ids = Uuid7()
         self._unmatched_logged: set[tuple[str, str]] = set()
         self._defaulted_logged: set[tuple[str, str]] = set()
+        self._left_out_logged: set[tuple[str, str]] = set()
         self.erased = erased if erased is not None else ErasedWatch(settings.store_path)
         """Erased users: an event about one of them dated before the erasure is not recorded (the
         gateway's watch, kept across reloads, when given)."""
@@ -352,6 +355,19 @@ class Inbound:
     def _count(self, sender: str, outcome: str, n: int = 1) -> None:
         self.metrics.inbound_received.labels(sender).inc(n)
         self.metrics.inbound_events.labels(sender, outcome).inc(n)
+
+    def _left_out(self, sender: str, name: str, reason: str, said: str) -> None:
+        """Counts a value of a written event not taken (``Mapped.left_out``), and says so in the
+        log the first time for that sender, field and reason."""
+        self.metrics.inbound_left_out.labels(sender, name, reason).inc()
+        if _first_time(self._left_out_logged, sender, f"{name}:{reason}"):
+            log.warning(
+                "source %s: %s: left out, the event taken without it (logged once;"
+                " gateway_inbound_left_out_total counts each)%s",
+                sender,
+                said,
+                ": the sender's code sends this where it has no value" if reason == "placeholder" else "",
+            )
 
     def _unmatched(self, sender: str, where: str) -> None:
         """Counts an accepted event recorded without a field whose configured pointer found
@@ -579,6 +595,8 @@ class Inbound:
             delivery.results.append({"index": index, "result": "bad", "errors": err.errors})
             delivery.groups.append([key, *self._past(delivery, "bad", key.key), bad])
             return
+        if mapped.left_out:
+            delivery.left_out[index] = mapped.left_out
         if not mapped.rows:  # acknowledged, nothing to record (e.g. a plain Segment page view)
             ignored = {"index": index, "result": "ignored", "key": mapped.key, "reason": mapped.ignored}
             delivery.results.append(ignored)
@@ -589,6 +607,8 @@ class Inbound:
         accepted: dict[str, Any] = {"index": index, "result": "accepted", "key": mapped.key}
         if mapped.unmatched:  # recorded without them: a pointer's typo shows at the first event
             accepted["unmatched"] = list(mapped.unmatched)
+        if mapped.left_out:  # recorded without them: an ID that is no value, an email address
+            accepted["left_out"] = [said for _, _, said in mapped.left_out]
         delivery.results.append(accepted)
         group = mapped.group(functools.partial(self.ids, ms), iso(now), self.node, src.name, self.keyed)
         group[1:1] = self._past(delivery, "event", mapped.key)  # after its receipt
@@ -656,6 +676,7 @@ class Inbound:
                 result.pop("reason", None)
                 # Nothing was recorded now, so nothing was recorded without a field (nor counted).
                 result.pop("unmatched", None)
+                result.pop("left_out", None)
         if not delivery.results:  # the whole body was bad
             self._count(sender, "bad")
         for result in delivery.results:
@@ -665,6 +686,11 @@ class Inbound:
                 self.metrics.touchpoints.inc(sum(1 for r in rows if r.table == "touchpoints"))
                 for where in result.get("unmatched", ()):
                     self._unmatched(sender, where)
+            if result["result"] == "accepted" or (
+                result["result"] == "ignored" and result.get("reason") != ERASED_SINCE
+            ):
+                for name, reason, said in delivery.left_out.get(result["index"], ()):
+                    self._left_out(sender, name, reason, said)
         return respond(delivery)
 
     async def _leave_out_late(self, delivery: _Delivery) -> None:
@@ -681,6 +707,7 @@ class Inbound:
             if any(erased.late(row) for row in group):  # a receipt is no one's
                 group[:] = [row for row in group if isinstance(row, Receipt)]
                 result["result"], result["reason"] = "ignored", ERASED_SINCE
+                result.pop("left_out", None)
 
     def _answer(self, batch: bool, delivery: _Delivery) -> web.Response:
         results = delivery.results

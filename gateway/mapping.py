@@ -25,6 +25,7 @@ from addons.identity import verify_cookie
 from addons.values import compared_text, meets
 from gateway.attribution import exponent
 from gateway.channels import Channels, Signals
+from gateway.emails import holds_email, without_email
 from gateway.events import (
     MAX_CLICK_ID,
     MAX_VALUE,
@@ -40,6 +41,7 @@ from gateway.events import (
     printable_name,
 )
 from gateway.keys import MAX_COOKIE_HEADER, MAX_USER_ID, Keys, visitor_cookies
+from gateway.placeholders import placeholder
 from gateway.sources import KINDS, MISSING, SourceMap, resolve, stopped_at
 
 _encode_json = msgspec.json.Encoder().encode
@@ -51,6 +53,13 @@ ATTRIBUTION = ("source", "medium", "campaign", "creator_id", "click_id")
 """Fields of which a touchpoint needs at least one."""
 NAMED = frozenset(("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "name"))
 """Fields that hold a name a person gave, printable as ``events.printable_name`` says."""
+EMAIL_CHECKED = ("source", "medium", "campaign", "term", "content", "sub_id")
+"""Fields left out when they hold an email address, as the proxy drops such a tracking value
+(``addons.campaign``): a click ID (an ad platform's token) and a creator ID (the operator's own
+name for a partner) are not looked at, as there."""
+NO_VALUE = "is no value (what code writes where it has none: undefined, null…)"
+"""Why an ID that is one of ``placeholders.PLACEHOLDERS`` is not taken."""
+EMAIL_WHY = "holds an email address (personal data is not stored)"
 
 _CONVERSION_ONLY = frozenset(("value", "currency", "order_id", "name"))
 NOT_RECORDED = {
@@ -86,6 +95,11 @@ class Mapped:
     defaulted: tuple[str, ...] = ()
     """A platform sender's fields (``SourceMap.platform``) read from their default pointer,
     not one the operator wrote (``name (/name)``): the log says so once."""
+    left_out: tuple[tuple[str, str, str], ...] = ()
+    """Values read and not taken, as ``(field, reason, what to say)``: an ID that is no value
+    (``placeholder``: ``undefined``, ``null``…) or a campaign field holding an email address
+    (``email``); the event is recorded (or, Segment's, ignored) without them, and the answer and
+    ``gateway_inbound_left_out_total`` say so."""
     aliases: tuple[str, ...] = ()
     """Other keys of the same event whose receipt is written with ``key``'s: the key of an event
     keyed by its timestamp as versions before 2026-12-05 wrote it (the time as the sender wrote
@@ -131,6 +145,15 @@ class _Reader:
         self.unmatched: list[str] = []
         self.defaulted: list[str] = []
         self.stopped: dict[str, str] = {}
+        self.left_out: list[tuple[str, str, str]] = []
+
+    def leave_out(self, name: str, reason: str, why: str, where: str | None = None) -> None:
+        """Records that ``name``'s value is not taken, and why (``Mapped.left_out``)."""
+        self.left_out.append((name, reason, f"{where or self.where(name)}: {why}"))
+
+    def said(self, *names: str) -> str:
+        """What is said of the values of ``names`` left out, each after "; " (or "")."""
+        return "".join(f"; {said}" for name, _, said in self.left_out if name in names)
 
     def raw(self, name: str) -> Any:
         tokens = self.src.pointers.get(name)
@@ -340,7 +363,11 @@ def map_event(
     given = r.raw("visitor_id")
     as_cookie = isinstance(given, str) and visitor_cookies(given) is not None
     visitor_id = r.text("visitor_id", MAX_COOKIE_HEADER if as_cookie else None)
-    user_id = r.text("user_id", MAX_USER_ID)
+    user_id = read_user_id = r.text("user_id", MAX_USER_ID)
+    if user_id is not None and placeholder(user_id):
+        # analytics.js sends userId "undefined": bound, everyone sent with it was one user.
+        r.leave_out("user_id", "placeholder", f"{user_id[:40]!r} {NO_VALUE}")
+        user_id = None
     ours = visitor_cookies(visitor_id) if visitor_id is not None else None
     if ours is not None:
         mac = limits.keys.cookie_mac
@@ -350,6 +377,15 @@ def map_event(
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
+    read_sub_id = attrs["sub_id"]
+    recorded = [name for name in EMAIL_CHECKED if name not in NOT_RECORDED.get(kind or "", ())]
+    for name in recorded:
+        text = attrs[name]
+        if text and ("@" in text or "%" in text) and holds_email(text):  # as the proxy's
+            attrs[name] = None
+            r.leave_out(name, "email", EMAIL_WHY)
+    if attrs["landing_path"]:  # a personal link's address, as a landing's path stores it
+        attrs["landing_path"] = without_email(attrs["landing_path"])
     # Only a conversion's value is recorded: another kind's (a refund listed in ignore_types,
     # a click) need not be one a conversion may have.
     value = r.number("value", bounded=kind == "conversion")
@@ -361,24 +397,42 @@ def map_event(
             r.fail("value", 'value_scale = "minor" needs the currency whose minor units the value is in')
         else:  # JPY has none, EUR cents, KWD thousandths
             value = scaled(value, 10.0 ** -exponent(currency, src.minor_units))
-    order_id = r.text("order_id")
+    order_id = read_order_id = r.text("order_id")
+    if order_id is not None and placeholder(order_id):
+        # Its order's key: every later order answering it was taken for a duplicate, and lost.
+        if kind == "conversion":
+            r.leave_out("order_id", "placeholder", f"{order_id[:40]!r} {NO_VALUE}")
+        order_id = None
     conv_name = r.text("name")
     given_key = r.raw("event_id")
     if given_key is not MISSING and (isinstance(given_key, bool) or not isinstance(given_key, str | int)):
         # Left out, the event would be keyed by its delivery: a re-send would count twice.
         r.fail("event_id", f"expected a string or an integer, got {json_kind(given_key)}")
     candidates = (
-        (given_key, "its event_id"),
-        *((resolve(event, p[1:].split("/")), f"its {p}") for p in EVENT_KEY_FALLBACKS),
-    )
-    key, key_from = next(
-        (
-            (str(v), where)
-            for v, where in candidates
-            if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()
+        (given_key, "its event_id", r.where("event_id")),
+        *(
+            (resolve(event, tokens), f"its {p}", f"event_id ({p})")
+            for p in EVENT_KEY_FALLBACKS
+            if (tokens := tuple(p[1:].split("/"))) != src.pointers.get("event_id")  # Segment's is /messageId
         ),
-        (None, ""),
     )
+    key: str | None = None
+    key_from = ""
+    for v, where, pointer in candidates:
+        if not isinstance(v, str | int) or isinstance(v, bool) or not str(v).strip():
+            continue
+        if placeholder(str(v).strip()):
+            # One key for every event sent with it: all after the first were duplicates.
+            r.leave_out("event_id", "placeholder", f"{str(v).strip()[:40]!r} {NO_VALUE}", pointer)
+            continue
+        key, key_from = str(v), where
+        break
+    if key is not None and not key.isprintable():
+        # Refused, not trimmed: a key accepted before (spaces around it) stays the key it was.
+        if key_from == "its event_id":
+            r.fail("event_id", "contains unprintable characters")
+        else:
+            r.fail("event_id", f"the event key, from {key_from}, contains unprintable characters")
     aliases: tuple[str, ...] = ()
     if key is None:
         raw_ts = r.raw("timestamp")
@@ -393,12 +447,14 @@ def map_event(
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
+            # The values as read (a user ID "undefined" too): the key an event had before
+            # 2026-12-07 stays its key, so that its retry is still a duplicate.
             who = [
                 limits.keys.visitor_key(visitor_id) if visitor_id else None,
-                limits.keys.user_key(user_id) if user_id else None,
-                order_id,
+                limits.keys.user_key(read_user_id) if read_user_id else None,
+                read_order_id,
                 attrs["click_id"],
-                attrs["sub_id"],
+                read_sub_id,
                 conv_name,
                 value,
             ]
@@ -419,17 +475,23 @@ def map_event(
     if kind == "identify" and not src.lenient:
         for name, given in (("visitor_id", visitor_id), ("user_id", user_id)):
             if given is None and not any(e.startswith(name) for e in r.errors):
-                r.fail(name, "missing (identify binds a visitor to a user)")
+                left = next((said for n, _, said in r.left_out if n == name), None)
+                if left is not None:  # "missing" of a user ID sent: say what it was
+                    r.errors.append(f"{left}; identify binds a visitor to a user")
+                else:
+                    r.fail(name, "missing (identify binds a visitor to a user)")
     needs_someone = kind in ("conversion", "touchpoint") and visitor_id is None and user_id is None
     if needs_someone and not any(e.startswith(("visitor_id", "user_id")) for e in r.errors):
-        r.errors.append(f"{r.where('visitor_id')} / {r.where('user_id')}: one of them is needed")
+        r.errors.append(
+            f"{r.where('visitor_id')} / {r.where('user_id')}: one of them is needed{r.said('user_id')}"
+        )
     has_attribution = any(attrs[name] for name in ATTRIBUTION)
     attribution_failed = any(e.startswith(ATTRIBUTION) for e in r.errors)
     if kind == "touchpoint" and not has_attribution and not src.lenient and not attribution_failed:
         # Named where they are read (the sender's engineer writes the event), those unmapped
         # left out: no event fills them.
         wanted = [r.where(name) for name in ATTRIBUTION if src.pointers.get(name)] or list(ATTRIBUTION)
-        r.errors.append(f"touchpoint: needs at least one of {', '.join(wanted)}")
+        r.errors.append(f"touchpoint: needs at least one of {', '.join(wanted)}{r.said(*ATTRIBUTION)}")
     if r.errors:
         raise Invalid(r.errors)
     rows: list[Event] = []
@@ -437,10 +499,12 @@ def map_event(
         return Mapped(key, rows, kind, why_ignored, aliases=aliases)
     if src.lenient and kind == "identify" and not (visitor_id and user_id):
         why = f"identify without both {r.where('visitor_id')} and {r.where('user_id')}: nothing to bind"
-        return Mapped(key, rows, kind, why, aliases=aliases)
+        why += r.said("visitor_id", "user_id")
+        return Mapped(key, rows, kind, why, left_out=tuple(r.left_out), aliases=aliases)
     if src.lenient and kind == "touchpoint" and not has_attribution:
         why = f"{raw_type} without campaign data (none of {', '.join(ATTRIBUTION)}): not recorded"
-        return Mapped(key, rows, kind, why, aliases=aliases)
+        why += r.said(*ATTRIBUTION)
+        return Mapped(key, rows, kind, why, left_out=tuple(r.left_out), aliases=aliases)
     ts, ms = iso(moment), int(moment.timestamp() * 1000)
     keys, node, origin = limits.keys, limits.node, src.origin
     user_key = keys.user_key(user_id) if user_id is not None else None
@@ -511,5 +575,6 @@ def map_event(
             r.where(name) for name in r.unmatched if name not in NOT_RECORDED.get(kind or "", ())
         ),
         defaulted=tuple(r.where(name) for name in r.defaulted),
+        left_out=tuple(r.left_out),
         aliases=aliases,
     )

@@ -174,6 +174,14 @@ class Metrics:
             ["sender", "field"],
             registry=r,
         )
+        self.inbound_left_out = Counter(
+            "gateway_inbound_left_out",
+            "Values of signed events not taken, by sender, field and reason: placeholder (an ID of"
+            " undefined, null, None, nil, NaN or [object Object]) or email (an email address in a"
+            " campaign field); the event is recorded without them",
+            ["sender", "field", "reason"],
+            registry=r,
+        )
         self.bot_verdicts = Counter(
             "gateway_bot_verdicts", "Landings scored by the bots addon, by verdict", ["verdict"], registry=r
         )

@@ -1,0 +1,247 @@
+"""Signed events and Segment calls keep what the proxy path refuses: a user, order or event ID of
+``undefined`` (what a page's code writes where it has no value) bound everyone sent with it into
+one user, or made every later order or event a duplicate of the first; an email address in a
+campaign field or a landing path was stored as sent; an event ID holding a line break or a NUL was
+accepted and echoed. A real gateway on loopback, each delivery signed as a sender signs it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.keys import Keys
+from tests.conftest import ENV, SECRET, RunningGateway
+from tests.gateway.test_inbound import (
+    RECEIPT,
+    SEGMENT,
+    SOURCES,
+    SOURCES_ENV,
+    basic,
+    encode,
+    parse_metrics,
+    post,
+    rows,
+    signed,
+)
+
+KEYS = Keys.from_master(SECRET.encode())
+NO_VALUE = "is no value (what code writes where it has none: undefined, null…)"
+
+
+@pytest.fixture
+async def gw(start_gateway, upstream_server) -> RunningGateway:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="site")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return await start_gateway(await upstream_server(app), SOURCES, SOURCES_ENV)
+
+
+async def left_out(gw: RunningGateway) -> dict[tuple[str, ...], float]:
+    async with gw.session.get(
+        gw.admin_url + "/metrics", headers={"Authorization": f"Bearer {ENV['GATEWAY_ADMIN_TOKEN']}"}
+    ) as resp:
+        metrics = parse_metrics(await resp.text())
+    return {k[1:]: v for k, v in metrics.items() if k[0] == "gateway_inbound_left_out_total"}
+
+
+async def test_a_placeholder_user_id_binds_no_one(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.inbound")
+    # Segment: analytics.js sends userId "undefined" where the site's code had none.
+    calls = [
+        {"type": "identify", "messageId": f"i{n}", "anonymousId": f"anon-{n}", "userId": who}
+        for n, who in enumerate(["undefined", " null ", "[object Object]", "user-5"])
+    ]
+    status, answer = await post(gw, encode({"batch": calls}), basic(SEGMENT), "/_gw/segment")
+    assert status == 202 and (answer["accepted"], answer["ignored"]) == (1, 3), answer
+    assert answer["results"][0]["reason"] == (
+        "identify without both visitor_id (/anonymousId) and user_id (/userId): nothing to bind;"
+        f" user_id (/userId): 'undefined' {NO_VALUE}"
+    )
+    # Our own layout: an identify needs its user ID, so one that is no value is refused.
+    body = encode({"type": "identify", "event_id": "id-1", "visitor_id": "v-1", "user_id": "Undefined"})
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        f"user_id (/user_id): 'Undefined' {NO_VALUE}; identify binds a visitor to a user"
+    ], answer
+    assert await rows(gw, "SELECT visitor_key, user_key FROM identities") == [
+        (KEYS.visitor_key("anon-3"), KEYS.user_key("user-5"))
+    ]
+    # A conversion with a visitor is recorded without the user; one with no one else is refused.
+    body = encode(
+        {"type": "conversion", "event_id": "c-1", "visitor_id": "v-2", "user_id": "NaN", "value": 5}
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer) == (
+        202,
+        {
+            "ok": True,
+            "result": "accepted",
+            "key": "c-1",
+            "left_out": [f"user_id (/user_id): 'NaN' {NO_VALUE}"],
+        },
+    )
+    body = encode({"type": "conversion", "event_id": "c-2", "user_id": "nil", "value": 5})
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        "visitor_id (/visitor_id) / user_id (/user_id): one of them is needed;"
+        f" user_id (/user_id): 'nil' {NO_VALUE}"
+    ], answer
+    assert await rows(gw, "SELECT visitor_key, user_key FROM conversions") == [
+        (KEYS.visitor_key("v-2"), None)
+    ]
+    assert await left_out(gw) == {
+        ('field="user_id"', 'reason="placeholder"', 'sender="segment"'): 3,
+        ('field="user_id"', 'reason="placeholder"', 'sender="billing"'): 1,
+    }
+    said = [r.getMessage() for r in caplog.records if "left out, the event" in r.getMessage()]
+    assert said == [
+        f"source segment: user_id (/userId): 'undefined' {NO_VALUE}: left out, the event taken"
+        " without it (logged once; gateway_inbound_left_out_total counts each): the sender's"
+        " code sends this where it has no value",
+        f"source billing: user_id (/user_id): 'NaN' {NO_VALUE}: left out, the event taken"
+        " without it (logged once; gateway_inbound_left_out_total counts each): the sender's"
+        " code sends this where it has no value",
+    ]
+
+
+async def test_a_placeholder_order_or_event_id_makes_no_later_event_a_duplicate(gw: RunningGateway) -> None:
+    stamp = int(time.time()) - 5
+    events = [
+        {"type": "conversion", "event_id": f"o-{n}", "user_id": f"u{n}", "value": 10 + n, "order_id": order}
+        for n, order in enumerate(["undefined", "undefined", "null"])
+    ] + [
+        {"type": "conversion", "event_id": key, "user_id": f"k{n}", "value": 20 + n, "timestamp": stamp}
+        for n, key in enumerate(["undefined", "undefined", "None"])
+    ]
+    for event in events:
+        body = encode(event)
+        status, answer = await post(gw, body, signed(body))
+        assert (status, answer["result"]) == (202, "accepted"), answer
+    found = await rows(
+        gw, "SELECT value, order_id, dedup_key LIKE 'event:billing:%' FROM conversions ORDER BY value"
+    )
+    assert found == [(v, None, 1) for v in (10.0, 11.0, 12.0, 20.0, 21.0, 22.0)]
+    # Keyed by what else tells them apart (type, time, who and what), as one without an ID is,
+    # and one of them sent again is still its duplicate.
+    assert await rows(gw, f"SELECT count(*) FROM receipts WHERE key = '{RECEIPT('undefined')}'") == [(0,)]
+    again = encode(events[4])
+    status, answer = await post(gw, again, signed(again))  # a new delivery of that event
+    assert (status, answer["result"]) == (200, "duplicate"), answer
+    # Segment: a messageId that is no value keys a page by its delivery, not one key for all.
+    pages = [
+        {
+            "type": "page",
+            "messageId": "undefined",
+            "anonymousId": f"a-{n}",
+            "properties": {"path": "/p"},
+            "context": {"campaign": {"source": "news"}},
+        }
+        for n in range(2)
+    ]
+    for page in pages:
+        status, answer = await post(gw, encode(page), basic(SEGMENT), "/_gw/segment/v1/page")
+        assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT count(*) FROM touchpoints WHERE source = 'news'") == [(2,)]
+    assert await rows(gw, f"SELECT count(*) FROM receipts WHERE key = '{RECEIPT('undefined')}'") == [(0,)]
+    assert await left_out(gw) == {
+        ('field="order_id"', 'reason="placeholder"', 'sender="billing"'): 3,
+        ('field="event_id"', 'reason="placeholder"', 'sender="billing"'): 3,
+        ('field="event_id"', 'reason="placeholder"', 'sender="segment"'): 2,
+    }
+
+
+async def test_an_email_in_a_signed_events_campaign_fields_is_not_stored(gw: RunningGateway) -> None:
+    body = encode(
+        {
+            "type": "touchpoint",
+            "event_id": "t-1",
+            "visitor_id": "v-1",
+            "source": "News",
+            "campaign": "jane@example.com",
+            "term": "jane%2540example.com",  # encoded twice: an address to anyone who reads it
+            "content": "promo@2x",  # no address
+            "click_id": "ab@c.de",  # an ad platform's token: not looked at
+            "landing_path": "/unsubscribe/jane@example.com/logo@2x.png",
+        }
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer) == (
+        202,
+        {
+            "ok": True,
+            "result": "accepted",
+            "key": "t-1",
+            "left_out": [
+                "campaign (/campaign): holds an email address (personal data is not stored)",
+                "term (/term): holds an email address (personal data is not stored)",
+            ],
+        },
+    ), answer
+    page = {
+        "type": "page",
+        "messageId": "m-1",
+        "anonymousId": "a-1",
+        "properties": {"path": "/welcome/jane%40example.com"},
+        "context": {"campaign": {"source": "news", "name": "*|jane@example.com|*"}},
+    }
+    status, answer = await post(gw, encode(page), basic(SEGMENT), "/_gw/segment/v1/page")
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(
+        gw, "SELECT source, campaign, term, content, click_id, landing_path FROM touchpoints ORDER BY id"
+    ) == [
+        ("news", None, None, "promo@2x", "ab@c.de", "/unsubscribe/(email)/logo@2x.png"),
+        ("news", None, None, None, None, "/welcome/(email)"),
+    ]
+    # A touchpoint whose only campaign field was an address has nothing else: refused, saying why.
+    body = encode({"type": "touchpoint", "event_id": "t-2", "visitor_id": "v-1", "campaign": "a@b.co"})
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        "touchpoint: needs at least one of source (/source), medium (/medium), campaign (/campaign),"
+        " creator_id (/creator_id), click_id (/click_id); campaign (/campaign): holds an email address"
+        " (personal data is not stored)"
+    ], answer
+    assert await left_out(gw) == {
+        ('field="campaign"', 'reason="email"', 'sender="billing"'): 1,
+        ('field="term"', 'reason="email"', 'sender="billing"'): 1,
+        ('field="campaign"', 'reason="email"', 'sender="segment"'): 1,
+    }
+
+
+async def test_an_unprintable_event_id_is_refused_and_one_accepted_before_is_kept_as_is(
+    gw: RunningGateway,
+) -> None:
+    for key in ("evt\n1", "evt\x002", "evt_3\t"):
+        body = encode({"type": "conversion", "event_id": key, "user_id": "u1", "value": 1})
+        status, answer = await post(gw, body, signed(body))
+        assert status == 400 and answer["errors"] == [
+            "event_id (/event_id): contains unprintable characters"
+        ], answer
+    page: dict[str, Any] = {
+        "type": "page",
+        "messageId": "m\r\n1",
+        "anonymousId": "a-1",
+        "context": {"campaign": {"source": "news"}},
+    }
+    status, answer = await post(gw, encode(page), basic(SEGMENT), "/_gw/segment/v1/page")
+    assert status == 400 and answer["errors"] == ["event_id (/messageId): contains unprintable characters"]
+    # Through a fallback pointer, named where it came from.
+    body = encode({"type": "conversion", "messageId": "x\x00", "user_id": "u1", "value": 1})
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        "event_id (/event_id): the event key, from its /messageId, contains unprintable characters"
+    ], answer
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(5,)]
+    # Spaces around a key were accepted, and the key stays as sent: its receipt is found again.
+    body = encode({"type": "conversion", "event_id": " evt 4 ", "user_id": "u1", "value": 1})
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["key"]) == (202, " evt 4 "), answer
+    assert await rows(gw, f"SELECT count(*) FROM receipts WHERE key = '{RECEIPT(' evt 4 ')}'") == [(1,)]
