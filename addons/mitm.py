@@ -17,8 +17,10 @@ at the site's own origin is pointed at the public one, the response hooks run (t
 the Location so pointed, as the visitor gets it), our Set-Cookie headers are added beside the
 site's, and the flow waits — bounded by ``storage.max_wait_ms`` — for its events' commit; when a rule
 reads the response body (and mitmproxy buffers it), this waits for the response
-hook instead; a site's interim answer (103) that mitmproxy took for its final one becomes the
-neutral 502 there (``mistaken_interim``). The rules get the bodies they ask for (decoded as the aiohttp host
+hook instead, but for an answer sent piece by piece (``text/event-stream``, ``multipart/mixed``:
+``gateway.codings.streamed_type``), which streams unread as in the aiohttp host; a site's
+interim answer (103) that mitmproxy took for its final one becomes the neutral 502 there
+(``mistaken_interim``). The rules get the bodies they ask for (decoded as the aiohttp host
 decodes them) and the response's headers as a multidict, one Set-Cookie each. Owns a
 ``LocalStore`` (opened in ``running``, closed in ``done``). A config problem is
 logged by key (mitmdump then exits); keys only ``gateway run`` reads, set, are named in one
@@ -62,7 +64,7 @@ from addons.campaign import host_of
 from addons.mitm_answer import Answerer, answer_bytes
 from gateway import reserved
 from gateway.childsignals import heard
-from gateway.codings import content_codings, decoded_layers
+from gateway.codings import content_codings, decoded_layers, streamed_type
 from gateway.commits import Confirmations, submitted
 from gateway.config import RELOAD_HINT, ConfigError, Settings, load_settings
 from gateway.daysalt import DaySalt
@@ -992,7 +994,8 @@ class GatewayAddon:
     async def responseheaders(self, flow: mhttp.HTTPFlow) -> None:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie,
-        and the one a site's transfer coding is undone at (``undo_transfer_coding``)."""
+        and the one a site's transfer coding is undone at (``undo_transfer_coding``) and an
+        event stream on a rule's path is switched to streaming (never read for the rule)."""
         self.shown(flow)
         if flow.response is not None and not mistaken_interim(flow.response):
             why = undo_transfer_coding(flow.response, functools.partial(self._broken_body, flow))
@@ -1004,7 +1007,13 @@ class GatewayAddon:
         if state is None or flow.response is None or mistaken_interim(flow.response):
             return  # a hint taken for the answer is replaced in ``response``, once mitmproxy read it
         if state.ex.want_response_body and state.ex.reply is None and not flow.response.stream:
-            return  # a rule reads the body: the response hook runs the chain once it is in
+            if not streamed_type(flow.response.headers.get("content-type")):
+                return  # a rule reads the body: the response hook runs the chain once it is in
+            # Events the visitor sees as they come, perhaps never ending (a subscription on the
+            # /graphql a rule watches): streamed, not read, as the aiohttp host does; the rules
+            # run now and count ``body_not_read``. Buffered, the visitor saw nothing until the
+            # site ended it (until 2026-12-07).
+            flow.response.stream = True
         await self._respond(flow, state)
 
     async def response(self, flow: mhttp.HTTPFlow) -> None:
