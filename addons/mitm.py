@@ -995,7 +995,7 @@ class GatewayAddon:
         """The response's headers are in and not yet sent (mitmproxy emulates this hook for a
         reply set in ``request`` too): the only moment a streamed body can still get our cookie,
         and the one a site's transfer coding is undone at (``undo_transfer_coding``) and an
-        event stream on a rule's path is switched to streaming (never read for the rule)."""
+        event stream is switched to streaming (never held back, nor read for a rule)."""
         self.shown(flow)
         if flow.response is not None and not mistaken_interim(flow.response):
             why = undo_transfer_coding(flow.response, functools.partial(self._broken_body, flow))
@@ -1003,17 +1003,19 @@ class GatewayAddon:
             # the aiohttp host passes it.
             if why is not None and flow.request.method != "HEAD" and flow.response.status_code != 304:
                 self._unreadable(flow, why)
+            if not flow.response.stream and streamed_type(flow.response.headers.get("content-type")):
+                # Events the visitor sees as they come: mitmproxy buffers an answer of no
+                # announced length until ``stream_large_bodies`` of it came, so an event stream
+                # showed nothing until then (until 2026-12-07), whatever path it was on.
+                flow.response.stream = True
         state = shared.FLOWS.get(flow.id)
         if state is None or flow.response is None or mistaken_interim(flow.response):
             return  # a hint taken for the answer is replaced in ``response``, once mitmproxy read it
         if state.ex.want_response_body and state.ex.reply is None and not flow.response.stream:
-            if not streamed_type(flow.response.headers.get("content-type")):
-                return  # a rule reads the body: the response hook runs the chain once it is in
-            # Events the visitor sees as they come, perhaps never ending (a subscription on the
-            # /graphql a rule watches): streamed, not read, as the aiohttp host does; the rules
-            # run now and count ``body_not_read``. Buffered, the visitor saw nothing until the
-            # site ended it (until 2026-12-07).
-            flow.response.stream = True
+            return  # a rule reads the body: the response hook runs the chain once it is in
+        # Streamed (an event stream above, perhaps never ending: a subscription on the /graphql a
+        # rule watches, not read, as the aiohttp host does; the rules count ``body_not_read``),
+        # or no rule reads the body: the chain runs now.
         await self._respond(flow, state)
 
     async def response(self, flow: mhttp.HTTPFlow) -> None:
