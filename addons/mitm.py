@@ -76,9 +76,7 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
-    at_hop,
     cache_lines_to_add,
-    client_hop,
     connection_tokens,
     is_trusted,
     origin_key,
@@ -86,6 +84,7 @@ from gateway.forwarding import (
     rewrite_location,
     rewrite_refresh,
     set_cookie_line,
+    trusted_visitor,
     underscored_claim,
 )
 from gateway.framing import transfer_codings
@@ -757,26 +756,27 @@ class GatewayAddon:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     def view(self, flow: mhttp.HTTPFlow, path: str, query: str) -> RequestView:
-        """The request as the chain sees it; from a trusted proxy, its X-Forwarded-Proto and
-        -Host (the right-most value) are believed for the scheme and host, as in the aiohttp
-        host, and the request goes upstream with X-Forwarded-* as that host sends them."""
+        """The request as the chain sees it; from a trusted proxy, the visitor's address, scheme
+        and host as its ``Forwarded`` or X-Forwarded-* say (``trusted_visitor``, the aiohttp
+        host's one reading), and the request goes upstream with X-Forwarded-* as that host sends
+        them."""
         assert self.settings is not None
         req = flow.request
         headers = joined_headers(req.headers)
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         networks = self.settings.trusted_networks
         trusted = is_trusted(peer, networks)
-        client = client_hop(headers.get("x-forwarded-for"), networks) if trusted else None
-        ip, hop = client if client is not None else (peer, 0)
+        ip = peer
         scheme = "https" if flow.client_conn.tls_established else "http"
         host = headers.get("host") or req.pretty_host
         # With proxy.public_origin, its scheme, as the aiohttp host tells the site too.
-        forward_headers(req.headers, peer, self.public_scheme or scheme, trusted)
-        if trusted:  # the values at the client's place, as the aiohttp host reads them (at_hop)
-            if "x-forwarded-proto" in headers:
-                scheme = at_hop(headers["x-forwarded-proto"], hop).lower()
-            if "x-forwarded-host" in headers:
-                host = at_hop(headers["x-forwarded-host"], hop)
+        hop_scheme = self.public_scheme or scheme
+        if trusted:  # the aiohttp host's one reading: Forwarded, or X-Forwarded-*, never both
+            said = trusted_visitor(req.headers.get_all, networks)
+            ip = said.ip or ip
+            scheme = said.scheme or scheme
+            host = said.host or host
+        forward_headers(req.headers, peer, hop_scheme, trusted)
         without_admin_session(req.headers)
         without_hop_by_hop(req.headers, is_websocket_upgrade(req))
         ts = datetime.fromtimestamp(req.timestamp_start, UTC)

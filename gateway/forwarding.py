@@ -1,8 +1,9 @@
 """HTTP forwarding rules, as pure functions: hop-by-hop headers, client IP, Location rewriting.
 
 Owns what RFC 9110 says a proxy must drop, whom to believe about the client's
-address (X-Forwarded-For only from trusted peers) and its scheme and host (the X-Forwarded-Proto
-and -Host entries at the client's place), how an upstream's
+address and its scheme and host (a trusted peer's RFC 7239 ``Forwarded``, else its X-Forwarded-For
+and the X-Forwarded-Proto and -Host entries at the client's place: ``trusted_visitor``, both
+hosts' one reading), how an upstream's
 self-referencing redirect (``Location``, and ``Refresh``'s URL) is turned into the public origin,
 whether an answer we set a cookie on must be kept from shared caches (``shared_cacheable``,
 a CDN's own fields for it, ``cdn_cache_fields``, ``Surrogate-Control`` among them:
@@ -15,14 +16,17 @@ from __future__ import annotations
 import functools
 import http.cookies
 import ipaddress
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from gateway.pipeline import Cookie
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+log = logging.getLogger("gateway.proxy")
 
 # RFC 9110 §7.6.1 and the classic proxy headers; those named in Connection are dropped too.
 HOP_BY_HOP = frozenset(
@@ -146,6 +150,175 @@ def at_hop(value: str, hop: int) -> str:
     passed it on) gives its first entry."""
     items = value.split(",")
     return (items[-1 - hop] if hop < len(items) else items[0]).strip()
+
+
+class Malformed(ValueError):
+    """A ``Forwarded`` field that is not a list of ``name=value`` pairs (RFC 7239 §4); its
+    message is the cause, as the operator's log says it."""
+
+
+# A parameter's value unquoted: anything but the separators, a quote and white space (RFC 7239
+# asks for a token, but an nginx told ``proxy_set_header Forwarded "for=$remote_addr"`` writes an
+# IPv6 address bare, ``for=2001:db8::1``: taken, as a reader that fails open should).
+_BARE_VALUE = re.compile(r'[^\s;,"]+')
+_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# The parameters RFC 7239 defines: the only names a cause in the log repeats (a cause never
+# quotes the field otherwise: no address in the log, and a bounded number of causes).
+_PARAMETERS = frozenset({"by", "for", "host", "proto"})
+
+
+def forwarded_elements(value: str) -> list[dict[str, str]]:
+    """The elements of a ``Forwarded`` line, left to right, each its
+    parameters by lower-case name, quoted strings unquoted (``\\`` escapes too). Empty elements
+    (``a, , b``) are skipped, as RFC 9110 §5.6.1 asks of a list. Raises ``Malformed`` naming the
+    cause: a pair that is not ``name=value``, a quoted string not closed, something after one, a
+    parameter twice in one element (RFC 7239 §4 forbids it: which would be meant?)."""
+    elements: list[dict[str, str]] = []
+    element: dict[str, str] = {}
+    i, end = 0, len(value)
+    while True:
+        while i < end and value[i] in " \t":
+            i += 1
+        if i < end and value[i] not in ";,":
+            name_match = _NAME.match(value, i)
+            if name_match is None:
+                raise Malformed("a parameter name with characters a name cannot have")
+            name = name_match.group().lower()
+            said = repr(name) if name in _PARAMETERS else "a parameter"
+            i = name_match.end()
+            if i >= end or value[i] != "=":
+                raise Malformed(f"a parameter without a value ({said} not followed by '=')")
+            i += 1
+            if i < end and value[i] == '"':
+                chars: list[str] = []
+                i += 1
+                while i < end and value[i] != '"':
+                    if value[i] == "\\" and i + 1 < end:
+                        i += 1
+                    chars.append(value[i])
+                    i += 1
+                if i >= end:
+                    raise Malformed(f"a quoted string not closed (the value of {said})")
+                i += 1
+                text = "".join(chars)
+            else:
+                bare = _BARE_VALUE.match(value, i)
+                if bare is None:
+                    raise Malformed(f"an empty value ({said})")
+                text = bare.group()
+                i = bare.end()
+            if name in element:
+                raise Malformed(f"a parameter twice in one element ({said})")
+            element[name] = text
+            while i < end and value[i] in " \t":
+                i += 1
+            if i < end and value[i] not in ";,":
+                raise Malformed(f"something after the value of {said} other than ';' or ','")
+        if i >= end or value[i] == ",":
+            if element:
+                elements.append(element)
+                element = {}
+            if i >= end:
+                return elements
+        i += 1
+
+
+class Visitor(NamedTuple):
+    """How a trusted proxy says the visitor reached it: ``ip`` (None: the peer is the client),
+    ``scheme`` and ``host`` (None: the hop's own: the connection's scheme, the ``Host`` line)."""
+
+    ip: str | None
+    scheme: str | None
+    host: str | None
+
+
+_NOBODY = Visitor(None, None, None)
+_said_malformed: set[str] = set()
+
+
+def _malformed(cause: str) -> Visitor:
+    """A trusted proxy's ``Forwarded`` that cannot be read: its hop is the client (neither its
+    address nor its scheme and host are guessed from a field that says something else than
+    meant), logged once per cause in a process."""
+    if cause not in _said_malformed:
+        _said_malformed.add(cause)
+        log.warning(
+            "a trusted proxy (proxy.trusted_proxies) sent a Forwarded header that cannot be read: %s;"
+            " such requests are taken as the proxy's own (its address, the connection's scheme"
+            " and Host) until it writes RFC 7239 pairs (for=...;proto=...;host=..., quoting"
+            ' IPv6 addresses and ports: for="[2001:db8::1]:4711"). Said once per cause.',
+            cause,
+        )
+    return _NOBODY
+
+
+def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Visitor:
+    """The visitor a trusted peer's ``Forwarded`` ``lines`` name (RFC 7239), read as
+    X-Forwarded-For is: its elements as one list in order, walked from the right over those whose
+    ``for=`` is a trusted proxy's address; the element the walk stops at — the first whose
+    ``for=`` is not one, or the left-most — was written by the first trusted proxy, and says how
+    the visitor reached it: its ``proto=`` and ``host=``, and its ``for=`` when that is an
+    address (``"[2001:db8::1]:4711"`` too). One that is no address (``unknown``, an obfuscated
+    ``_hidden``, none at all) leaves the peer as the client, as an X-Forwarded-For entry that is
+    no address does. The lines are parsed from the last, as far as the walk goes: one that
+    cannot be parsed on the way gives ``_malformed``; one left of where the walk stops (a
+    visitor's own line, before the proxy's) is not read. No element at all: nobody."""
+    element: dict[str, str] | None = None
+    for line in reversed(lines):
+        try:
+            elements = forwarded_elements(line)
+        except Malformed as err:
+            return _malformed(str(err))
+        for element in reversed(elements):
+            addr = parse_ip(element.get("for", ""))
+            if addr is None or not any(addr in net for net in trusted):
+                proto = element.get("proto")
+                return Visitor(
+                    str(addr) if addr is not None else None,
+                    proto.lower() if proto else None,
+                    element.get("host") or None,
+                )
+    if element is None:
+        return _NOBODY
+    # Only trusted hops: the peer, and how the left-most (the first proxy's) says it was reached.
+    proto = element.get("proto")
+    return Visitor(None, proto.lower() if proto else None, element.get("host") or None)
+
+
+def visitor_ip(
+    peer: str | None, get_all: Callable[[str], Sequence[str]], trusted: Sequence[IPNetwork]
+) -> str:
+    """The visitor's address: the peer's, or, from a trusted proxy, the one its headers name
+    (``trusted_visitor``), when they name one."""
+    if not is_trusted(peer, trusted):
+        return peer or ""
+    return trusted_visitor(get_all, trusted).ip or peer or ""
+
+
+def trusted_visitor(get_all: Callable[[str], Sequence[str]], trusted: Sequence[IPNetwork]) -> Visitor:
+    """What a trusted peer's headers say of the visitor, both hosts' one reading (``get_all``:
+    a header's lines in order, none when absent). ``Forwarded`` when it sent one
+    (``forwarded_visitor``), and then only it, never mixed with its X-Forwarded-* (which may be a
+    visitor's own, passed on by a proxy that writes ``Forwarded`` only); else X-Forwarded-For and
+    the X-Forwarded-Proto and -Host values at the client's place (``client_hop``, ``at_hop``),
+    the lines in their order, as a proxy that adds a line of its own (HAProxy's ``add-header``)
+    puts it after the client's (until 2026-12-05 the first line was read, the client's). Through
+    one trusted proxy that is the right-most value; through two, the first one's, how the visitor
+    reached it (until 2026-12-07 the right-most was read: the hop between them). Until 2026-12-07
+    ``Forwarded`` was not read: behind a proxy writing only it, every visitor was the proxy, over
+    plain http."""
+    forwarded = get_all("forwarded")
+    if forwarded and any(line.strip() for line in forwarded):
+        return forwarded_visitor(forwarded, trusted)
+    client = client_hop(",".join(get_all("x-forwarded-for")), trusted)
+    ip, hop = client if client is not None else (None, 0)
+    protos = get_all("x-forwarded-proto")
+    hosts = get_all("x-forwarded-host")
+    return Visitor(
+        ip,
+        at_hop(",".join(protos), hop).lower() if protos else None,
+        at_hop(",".join(hosts), hop) if hosts else None,
+    )
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

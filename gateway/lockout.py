@@ -3,8 +3,8 @@ API's ``Authorization: Bearer`` share one count. After ``admin.max_failed_logins
 within ``admin.failed_login_seconds`` of the first, that address is refused (before its token is
 even read, the right one included) for ``admin.failed_login_seconds``.
 
-Reads the client's address as the proxy does (``forwarding.client_ip``: the peer, or behind a
-proxy in ``proxy.trusted_proxies`` the right-most X-Forwarded-For entry that is not one), an
+Reads the client's address as the proxy does (``forwarding.visitor_ip``: the peer, or behind a
+proxy in ``proxy.trusted_proxies`` the one its ``Forwarded`` or X-Forwarded-For names), an
 IPv6 address as its /64 (``addons.signals.network_of``: one host picks addresses in it freely).
 Owns the table of counts, in memory and per process: keyed by a keyed BLAKE2b digest of that
 address under a key drawn at start-up (no raw address is kept), at most ``MAX_TRACKED``
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from addons.signals import network_of
-from gateway.forwarding import IPNetwork, client_ip
+from gateway.forwarding import IPNetwork, visitor_ip
 
 log = logging.getLogger("gateway.admin")
 
@@ -65,8 +65,8 @@ class FailedLogins:
 
     def client(self, request: web.Request) -> bytes:
         """The request's client, as this table keys it."""
-        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
-        address = network_of(client_ip(request.remote, forwarded, self.trusted))
+        headers = request.headers
+        address = network_of(visitor_ip(request.remote, lambda name: headers.getall(name, ()), self.trusted))
         return hashlib.blake2b(address.encode(), key=self._key, digest_size=16).digest()
 
     def locked(self, client: bytes) -> int:

@@ -39,9 +39,7 @@ from gateway.forwarding import (
     CLIENT_CLAIMS,
     FORWARDED,
     HOP_BY_HOP,
-    at_hop,
     cache_lines_to_add,
-    client_hop,
     connection_tokens,
     is_trusted,
     public_origin,
@@ -49,6 +47,7 @@ from gateway.forwarding import (
     rewrite_refresh,
     set_cookie_line,
     split_absolute,
+    trusted_visitor,
     underscored_claim,
 )
 from gateway.logs import Throttled
@@ -509,7 +508,7 @@ class ProxyHost:
             self.pool.unreserve()
 
     def _peer_trusted(self, request: web.Request) -> bool:
-        """Whether the peer is a trusted proxy, whose X-Forwarded-* headers are believed."""
+        """Whether the peer is a trusted proxy, whose Forwarded or X-Forwarded-* are believed."""
         return bool(self.trusted) and is_trusted(request.remote, self.trusted)
 
     def _view(self, request: web.Request, raw_path: str, raw_query: str, trusted: bool) -> RequestView:
@@ -521,23 +520,11 @@ class ProxyHost:
         scheme, host = request.scheme, headers.get("host", "")
         peer = request.remote
         ip = peer or ""
-        if trusted:
-            client = client_hop(headers.get("x-forwarded-for"), self.trusted)
-            hop = 0
-            if client is not None:
-                ip, hop = client
-            # The value at the client's place in X-Forwarded-For (``at_hop``): the right-most,
-            # through one trusted proxy (an appending proxy keeps whatever the client sent to its
-            # left); through two, the first one's, how the visitor reached it (until 2026-12-07
-            # the right-most was read: the hop between them). The lines in their order, as a
-            # proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the
-            # client's (until 2026-12-05 the first line was read, the client's).
-            protos = incoming.getall("x-forwarded-proto", ())
-            if protos:
-                scheme = at_hop(",".join(protos), hop).lower()
-            hosts = incoming.getall("x-forwarded-host", ())
-            if hosts:
-                host = at_hop(",".join(hosts), hop)
+        if trusted:  # Forwarded, or X-Forwarded-*, never both (``trusted_visitor``)
+            said = trusted_visitor(lambda name: incoming.getall(name, ()), self.trusted)
+            ip = said.ip or ip
+            scheme = said.scheme or scheme
+            host = said.host or host
         if self._public_scheme:
             scheme = self._public_scheme
         # Positional, in field order (method, scheme, host, path, query, headers, client_ip): a

@@ -649,6 +649,45 @@ async def test_a_trusted_proxys_forwarded_headers_are_believed(tmp_path: Path, s
             await gateway.done()
 
 
+async def test_a_trusted_proxys_forwarded_is_read_as_by_the_aiohttp_host(
+    tmp_path: Path, secrets: None
+) -> None:
+    """RFC 7239 ``Forwarded`` from a trusted proxy, read by the one reading both hosts share
+    (``forwarding.trusted_visitor``): the visitor's address, scheme (the cookie is Secure, a
+    redirect points at the https origin) and host; a malformed one leaves the proxy the client,
+    its X-Forwarded-* not read instead. The site gets the headers as before: the proxy's
+    ``Forwarded`` as it came, the gateway's hop in X-Forwarded-*. Until 2026-12-07 neither host
+    read ``Forwarded``."""
+    gateway = GatewayAddon()
+    with taddons.context(gateway) as tctx:
+        toml = await asyncio.to_thread(
+            config, tmp_path, "gw", '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\n'
+        )
+        tctx.configure(gateway, gateway_config=str(toml))
+        await gateway.running()
+        try:
+            forwarded = b'for=6.6.6.6;proto=http, for="[2001:db8::1]:4711";proto=https;host=shop.example'
+            claims = [(b"host", b"10.0.0.5:8080"), (b"forwarded", forwarded)]
+            view = gateway.view(visitor(b"/p", claims, tls=False), "/p", "")
+            assert (view.client_ip, view.scheme, view.host) == ("2001:db8::1", "https", "shop.example")
+            bad = [(b"host", b"10.0.0.5:8080"), (b"forwarded", b'for="203.0.113.9'),
+                   (b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https")]  # fmt: skip
+            view = gateway.view(visitor(b"/p", bad, tls=False), "/p", "")
+            assert (view.client_ip, view.scheme, view.host) == ("127.0.0.1", "http", "10.0.0.5:8080")
+            flow = visitor(b"/p?utm_source=x", claims, tls=False)
+            await gateway.request(flow)
+            sent = flow.request.headers
+            assert sent.get_all("forwarded") == [forwarded.decode()]
+            assert (sent["x-forwarded-for"], sent["x-forwarded-proto"]) == ("127.0.0.1", "http")
+            assert sent["x-forwarded-host"] == "10.0.0.5:8080"
+            flow.response = tutils.tresp(status_code=302, headers=[(b"location", b"http://address:22/q")])
+            await gateway.responseheaders(flow)
+            assert flow.response.headers["location"] == "https://shop.example/q"
+            assert "Secure" in flow.response.headers["set-cookie"]
+        finally:
+            await gateway.done()
+
+
 async def test_through_two_trusted_proxies_the_visitors_scheme_and_host_are_read(
     tmp_path: Path, secrets: None
 ) -> None:

@@ -376,6 +376,8 @@ HEADER_CASES = [
     {"X-Forwarded-For": "[::1]:80, fe80::1%eth0, , 1.2.3.4:99999"},
     {"X-Forwarded-For": ",".join(["10.0.0.1"] * 2000)},
     {"Forwarded": 'for="[::1'},
+    {"Forwarded": 'for=1.2.3.4;for=5.6.7.8, ;;, =x, for="\\'},
+    {"Forwarded": ", ".join(["for=127.0.0.1;proto=https"] * 2000)},
 ]
 
 
