@@ -771,8 +771,9 @@ class GatewayAddon:
         host = headers.get("host") or req.pretty_host
         # With proxy.public_origin, its scheme, as the aiohttp host tells the site too.
         hop_scheme = self.public_scheme or scheme
-        if trusted:  # the aiohttp host's one reading: Forwarded, or X-Forwarded-*, never both
-            said = trusted_visitor(req.headers.get_all, networks)
+        if trusted:  # the aiohttp host's one reading: X-Forwarded-*, or Forwarded, never both
+            forwarded = self.settings.options.proxy.trusted_header == "forwarded"
+            said = trusted_visitor(req.headers.get_all, networks, forwarded)
             ip = said.ip or ip
             scheme = said.scheme or scheme
             host = said.host or host

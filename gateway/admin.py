@@ -1635,6 +1635,7 @@ def create_admin_app(
         admin.failed_login_seconds,
         settings.trusted_networks,
         metrics_.admin_lockouts.inc,
+        forwarded=settings.options.proxy.trusted_header == "forwarded",
     )
 
     async def standings() -> None:  # those set before this start

@@ -286,30 +286,36 @@ def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Vis
 
 
 def visitor_ip(
-    peer: str | None, get_all: Callable[[str], Sequence[str]], trusted: Sequence[IPNetwork]
+    peer: str | None,
+    get_all: Callable[[str], Sequence[str]],
+    trusted: Sequence[IPNetwork],
+    forwarded: bool = False,
 ) -> str:
     """The visitor's address: the peer's, or, from a trusted proxy, the one its headers name
     (``trusted_visitor``), when they name one."""
     if not is_trusted(peer, trusted):
         return peer or ""
-    return trusted_visitor(get_all, trusted).ip or peer or ""
+    return trusted_visitor(get_all, trusted, forwarded).ip or peer or ""
 
 
-def trusted_visitor(get_all: Callable[[str], Sequence[str]], trusted: Sequence[IPNetwork]) -> Visitor:
+def trusted_visitor(
+    get_all: Callable[[str], Sequence[str]], trusted: Sequence[IPNetwork], forwarded: bool = False
+) -> Visitor:
     """What a trusted peer's headers say of the visitor, both hosts' one reading (``get_all``:
-    a header's lines in order, none when absent). ``Forwarded`` when it sent one
-    (``forwarded_visitor``), and then only it, never mixed with its X-Forwarded-* (which may be a
-    visitor's own, passed on by a proxy that writes ``Forwarded`` only); else X-Forwarded-For and
+    a header's lines in order, none when absent). With ``forwarded`` (``proxy.trusted_header =
+    "forwarded"``) its ``Forwarded`` alone (``forwarded_visitor``), else its X-Forwarded-For and
     the X-Forwarded-Proto and -Host values at the client's place (``client_hop``, ``at_hop``),
-    the lines in their order, as a proxy that adds a line of its own (HAProxy's ``add-header``)
-    puts it after the client's (until 2026-12-05 the first line was read, the client's). Through
-    one trusted proxy that is the right-most value; through two, the first one's, how the visitor
-    reached it (until 2026-12-07 the right-most was read: the hop between them). Until 2026-12-07
-    ``Forwarded`` was not read: behind a proxy writing only it, every visitor was the proxy, over
-    plain http."""
-    forwarded = get_all("forwarded")
-    if forwarded and any(line.strip() for line in forwarded):
-        return forwarded_visitor(forwarded, trusted)
+    never both: a proxy passes the other on from the visitor as it came (nginx leaves a
+    visitor's ``Forwarded`` alone; HAProxy's ``option forwarded`` a visitor's X-Forwarded-For),
+    so reading whichever is present would believe the visitor. The lines in their order, as a
+    proxy that adds a line of its own (HAProxy's ``add-header``) puts it after the client's
+    (until 2026-12-05 the first line was read, the client's). Through one trusted proxy that is
+    the right-most value; through two, the first one's, how the visitor reached it (until
+    2026-12-07 the right-most was read: the hop between them). Until 2026-12-07 ``Forwarded``
+    could not be read: behind a proxy writing only it, every visitor was the proxy, over plain
+    http."""
+    if forwarded:
+        return forwarded_visitor(get_all("forwarded"), trusted)
     client = client_hop(",".join(get_all("x-forwarded-for")), trusted)
     ip, hop = client if client is not None else (None, 0)
     protos = get_all("x-forwarded-proto")

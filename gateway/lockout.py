@@ -4,7 +4,7 @@ within ``admin.failed_login_seconds`` of the first, that address is refused (bef
 even read, the right one included) for ``admin.failed_login_seconds``.
 
 Reads the client's address as the proxy does (``forwarding.visitor_ip``: the peer, or behind a
-proxy in ``proxy.trusted_proxies`` the one its ``Forwarded`` or X-Forwarded-For names), an
+proxy in ``proxy.trusted_proxies`` the one its X-Forwarded-For, or ``Forwarded``, names), an
 IPv6 address as its /64 (``addons.signals.network_of``: one host picks addresses in it freely).
 Owns the table of counts, in memory and per process: keyed by a keyed BLAKE2b digest of that
 address under a key drawn at start-up (no raw address is kept), at most ``MAX_TRACKED``
@@ -54,10 +54,12 @@ class FailedLogins:
         trusted: Sequence[IPNetwork] = (),
         on_lockout: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        forwarded: bool = False,
     ) -> None:
         self.limit = limit
         self.window = window
         self.trusted = trusted
+        self.forwarded = forwarded  # proxy.trusted_header = "forwarded": their Forwarded, not X-Forwarded-For
         self.on_lockout = on_lockout
         self.clock = clock
         self._key = secrets.token_bytes(32)  # per process: a digest means nothing elsewhere
@@ -66,7 +68,8 @@ class FailedLogins:
     def client(self, request: web.Request) -> bytes:
         """The request's client, as this table keys it."""
         headers = request.headers
-        address = network_of(visitor_ip(request.remote, lambda name: headers.getall(name, ()), self.trusted))
+        said = visitor_ip(request.remote, lambda name: headers.getall(name, ()), self.trusted, self.forwarded)
+        address = network_of(said)
         return hashlib.blake2b(address.encode(), key=self._key, digest_size=16).digest()
 
     def locked(self, client: bytes) -> int:

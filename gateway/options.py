@@ -33,7 +33,11 @@ class ProxyOptions(_Options, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     preserve_host: bool = True
     """Send the visitor's ``Host`` upstream (false: the upstream's own host)."""
     trusted_proxies: tuple[str, ...] = ()
-    """Peers (IPs or CIDRs) whose Forwarded (RFC 7239), else X-Forwarded-For/-Proto/-Host, are believed."""
+    """Peers (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host (or Forwarded) are believed."""
+    trusted_header: Literal["x-forwarded", "forwarded"] = "x-forwarded"
+    """Which headers of a trusted proxy name the visitor: X-Forwarded-For/-Proto/-Host, or RFC 7239
+    ``Forwarded``. One only: a proxy passes the other on from the visitor as it came (nginx
+    leaves a visitor's ``Forwarded`` alone), and reading it would believe the visitor."""
     strip: Literal["forward", "redirect", "off"] = "forward"
     """How tracking parameters leave the URL: forward clean, redirect to clean, or off."""
     connect_timeout: float = 5.0

@@ -373,6 +373,7 @@ class ProxyHost:
         self.body_idle = opts.proxy.body_timeout
         self.max_ws_message = opts.proxy.max_websocket_message
         self.trusted = settings.trusted_networks
+        self.forwarded = settings.options.proxy.trusted_header == "forwarded"
         # The request waits for its events' commit (``storage.durability``), failing open.
         self.confirmations = Confirmations(metrics, log, opts.storage.durability == "commit")
         self._forwarded = metrics.requests.labels("forwarded")  # the hot path's counter, resolved once
@@ -520,8 +521,8 @@ class ProxyHost:
         scheme, host = request.scheme, headers.get("host", "")
         peer = request.remote
         ip = peer or ""
-        if trusted:  # Forwarded, or X-Forwarded-*, never both (``trusted_visitor``)
-            said = trusted_visitor(lambda name: incoming.getall(name, ()), self.trusted)
+        if trusted:  # X-Forwarded-*, or Forwarded, never both (``trusted_visitor``)
+            said = trusted_visitor(lambda name: incoming.getall(name, ()), self.trusted, self.forwarded)
             ip = said.ip or ip
             scheme = said.scheme or scheme
             host = said.host or host

@@ -390,6 +390,7 @@ class Gateway:
         )
         # Whose X-Forwarded-For the admin listener's count of wrong tokens believes, as the proxy.
         self.admin_app[LOGINS_KEY].trusted = settings.trusted_networks
+        self.admin_app[LOGINS_KEY].forwarded = settings.options.proxy.trusted_header == "forwarded"
         if reporting is not None and reports is not None:  # [attribution], [channels], [payouts]
             reporting.apply(reports)
         # The old chain's own resources (GeoIP readers) go once its requests have had time to end.

@@ -661,7 +661,10 @@ async def test_a_trusted_proxys_forwarded_is_read_as_by_the_aiohttp_host(
     gateway = GatewayAddon()
     with taddons.context(gateway) as tctx:
         toml = await asyncio.to_thread(
-            config, tmp_path, "gw", '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\n'
+            config,
+            tmp_path,
+            "gw",
+            '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\ntrusted_header = "forwarded"\n',
         )
         tctx.configure(gateway, gateway_config=str(toml))
         await gateway.running()

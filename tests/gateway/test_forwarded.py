@@ -19,7 +19,10 @@ from gateway import forwarding
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.gateway.test_proxy import add_probe, app_of
 
-TRUSTED = '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\n'
+TRUSTED = '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\ntrusted_header = "forwarded"\n'
+"""A front proxy that writes ``Forwarded`` (HAProxy's ``option forwarded``), so said."""
+X_TRUSTED = '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\n'
+"""A front proxy that writes X-Forwarded-* (nginx, the default ``proxy.trusted_header``)."""
 
 
 def store_toml(tmp_path: Path, extra: str = "") -> str:
@@ -73,15 +76,17 @@ async def test_a_trusted_proxys_forwarded_is_the_visitors_address_and_scheme(
     tmp_path: Path, start_gateway: GatewayFactory, upstream_server, forwarded: str, same_as: str
 ) -> None:
     """Behind a front proxy that writes only ``Forwarded`` (HAProxy's ``option forwarded``),
-    the visitor is its ``for=`` and reached it over its ``proto=``: the stored ``ip_hash`` is the
-    one X-Forwarded-For with the same address gives, not the proxy's, and the cookie is
+    so said (``proxy.trusted_header = "forwarded"``), the visitor is its ``for=`` and reached it
+    over its ``proto=``: the stored ``ip_hash`` is the address's however written, not the
+    proxy's, and the cookie is
     ``Secure``. Until 2026-12-07 every visitor was the proxy, over plain http (no ``Secure``)."""
     gw, seen = await start(start_gateway, upstream_server, store_toml(tmp_path))
     cookie = await landing(gw, "fwd", [("Forwarded", forwarded)])
-    await landing(gw, "xff", [("X-Forwarded-For", same_as), ("X-Forwarded-Proto", "https")])
+    bare = f'for="[{same_as}]"' if ":" in same_as else f"for={same_as}"
+    await landing(gw, "bare", [("Forwarded", bare)])  # the same address, written plainly
     await landing(gw, "proxy", [])
     store = gw.gateway.settings.store_path
-    assert await ip_hash_of(store, "fwd") == await ip_hash_of(store, "xff")
+    assert await ip_hash_of(store, "fwd") == await ip_hash_of(store, "bare")
     assert await ip_hash_of(store, "fwd") != await ip_hash_of(store, "proxy")
     assert secure(cookie)
     # What the site gets for these headers is as before: the proxy's Forwarded as it came, and
@@ -104,7 +109,7 @@ async def view_of(
     return ex.request.client_ip, ex.request.scheme, ex.request.host, seen[0]
 
 
-TWO = '[proxy]\ntrusted_proxies = ["127.0.0.1/32", "127.0.0.2/32"]\n'
+TWO = '[proxy]\ntrusted_proxies = ["127.0.0.1/32", "127.0.0.2/32"]\ntrusted_header = "forwarded"\n'
 
 
 @pytest.mark.parametrize(
@@ -153,8 +158,8 @@ TWO = '[proxy]\ntrusted_proxies = ["127.0.0.1/32", "127.0.0.2/32"]\n'
             TRUSTED,
             ("127.0.0.1", "https", "a.test"),
         ),
-        # Both: Forwarded wins, and its hop is never mixed with X-Forwarded-* (a proto it does not
-        # say stays the connection's, not X-Forwarded-Proto's).
+        # Both, from a proxy that writes Forwarded: only it is read, never mixed with X-Forwarded-*
+        # (a proto it does not say stays the connection's, not X-Forwarded-Proto's).
         (
             [
                 ("X-Forwarded-For", "198.51.100.9"),
@@ -165,11 +170,36 @@ TWO = '[proxy]\ntrusted_proxies = ["127.0.0.1/32", "127.0.0.2/32"]\n'
             TRUSTED,
             ("203.0.113.7", "http", "shop.test"),
         ),
-        # An empty Forwarded line is none: X-Forwarded-* as before.
+        # Both, from a proxy that writes X-Forwarded-* (nginx, the default): the Forwarded it passed
+        # on is the visitor's own, never believed (reading whichever came would have been).
+        (
+            [
+                ("Forwarded", "for=6.6.6.6;proto=https;host=evil.test"),
+                ("X-Forwarded-For", "198.51.100.9"),
+                ("X-Forwarded-Proto", "http"),
+            ],
+            X_TRUSTED,
+            ("198.51.100.9", "http", "shop.test"),
+        ),
+        (
+            [("Forwarded", "for=6.6.6.6;proto=https;host=evil.test")],
+            X_TRUSTED,
+            ("127.0.0.1", "http", "shop.test"),
+        ),
+        # And the other way: a proxy said to write Forwarded passes a visitor's X-Forwarded-* on.
+        (
+            [
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.test"),
+            ],
+            TRUSTED,
+            ("127.0.0.1", "http", "shop.test"),
+        ),
         (
             [("Forwarded", ""), ("X-Forwarded-For", "198.51.100.9"), ("X-Forwarded-Proto", "https")],
             TRUSTED,
-            ("198.51.100.9", "https", "shop.test"),
+            ("127.0.0.1", "http", "shop.test"),
         ),
     ],
 )

@@ -112,10 +112,13 @@ async def test_each_address_is_counted_alone_and_a_success_resets_no_one(gw: Run
     assert (await api(gw, client("2001:db8:0:1::1", **AUTH)))[0] == 200  # another /64
 
 
-async def test_behind_a_proxy_writing_forwarded_each_client_is_counted_alone(gw: RunningGateway) -> None:
-    """A trusted proxy that writes only RFC 7239 ``Forwarded``: the client is its ``for=``, as the
-    proxy listener reads it (until 2026-12-07 every client was the proxy, and one of them trying
-    tokens locked all the others out)."""
+async def test_behind_a_proxy_writing_forwarded_each_client_is_counted_alone(
+    start_gateway, upstream_server
+) -> None:
+    """A trusted proxy that writes only RFC 7239 ``Forwarded``, so said (``proxy.trusted_header``):
+    the client is its ``for=``, as the proxy listener reads it (until 2026-12-07 every client was
+    the proxy, and one of them trying tokens locked all the others out)."""
+    gw = await start_gateway(await upstream_server(origin()), CONFIG + 'trusted_header = "forwarded"\n')
     for _ in range(3):
         assert (await api(gw, {"Forwarded": 'for="[2001:db8::1]:4711"', **WRONG}))[0] in (401, 429)
     assert (await api(gw, {"Forwarded": 'for="[2001:db8::1]:4711"', **AUTH}))[0] == 429
