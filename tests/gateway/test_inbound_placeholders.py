@@ -11,15 +11,13 @@ import time
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.keys import Keys
 from tests.conftest import ENV, SECRET, RunningGateway
+from tests.gateway import test_inbound
 from tests.gateway.test_inbound import (
     RECEIPT,
     SEGMENT,
-    SOURCES,
-    SOURCES_ENV,
     basic,
     encode,
     parse_metrics,
@@ -30,16 +28,8 @@ from tests.gateway.test_inbound import (
 
 KEYS = Keys.from_master(SECRET.encode())
 NO_VALUE = "is no value (what code writes where it has none: undefined, null…)"
-
-
-@pytest.fixture
-async def gw(start_gateway, upstream_server) -> RunningGateway:
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text="site")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", page)
-    return await start_gateway(await upstream_server(app), SOURCES, SOURCES_ENV)
+gw = test_inbound.gw
+"""The fixture: a gateway with the senders, in front of a plain site."""
 
 
 async def left_out(gw: RunningGateway) -> dict[tuple[str, ...], float]:
