@@ -392,57 +392,11 @@ def free_write_lock(db: sqlite3.Connection) -> None:
     db.close()
 
 
-async def test_a_submit_committed_in_parts_and_tried_again_tells_its_late_rows_once(
-    open_store: OpenStore,
-) -> None:
-    """An import's batch (``submit_each``) with a line the store refuses (a text SQLite cannot
-    encode) is committed in parts while another process holds the write lock: its first part, a
-    late row of Alice's phone, goes in (no row to write: left out, told, counted), the refused
-    line is left out, and the rest waits on the lock past the busy timeout. The batch is tried
-    again whole once the lock is free, and its first part goes in again. Its late row is told and
-    counted once: until 2026-12-07 it was told again at each try, and the import's summary said
-    ``erased: 2`` for one row (the metric counted it twice too)."""
-    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
-    await store.write([landing(BEFORE, PHONE), binding(BEFORE, PHONE)])
-    await erase_alice(store.path)
-    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
-    late = landing(BEFORE, PHONE, source="late")
-    events = [
-        late,
-        landing(BEFORE, STRANGER, campaign="caf\udce9"),
-        landing(BEFORE, STRANGER, source="a"),
-        landing(BEFORE, STRANGER, source="b"),
-    ]
-    told: list[Event] = []
-    holder = await asyncio.to_thread(take_write_lock, store.path)
-    try:
-        future = store.submit_each(events, [0, 1, 2, 3], erased=told.extend)
-        while store.failing is None or store.failing[1] != LOCKED:
-            await asyncio.wait([future], timeout=0.05)
-            assert not future.done()
-    finally:
-        await asyncio.to_thread(free_write_lock, holder)
-    refused = await future
-    assert [(start, end) for start, end, _ in refused] == [(1, 2)]
-    assert told == [late]
-    assert late_rows(store) == {"touchpoints": 1.0}
-    stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
-    assert stored == [("a",), ("b",), ("first",)]
-
-
-async def test_a_verdict_change_of_an_erased_landing_in_a_submit_committed_in_parts_is_told_once(
-    open_store: OpenStore,
-) -> None:
-    """A ``submit_each`` whose first part is a re-score of an erased landing, then a line the
-    store refuses, then two landings, while another process holds the write lock: committed in
-    parts, and tried again whole once the lock is free. The re-score is left out, told and
-    counted once, the refused line left out, the landings stored."""
-    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
-    erased = landing(BEFORE, PHONE)
-    await store.write([erased, binding(BEFORE, PHONE)])
-    await erase_alice(store.path)
-    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
-    late = rescore(AFTER, erased)
+async def told_in_parts(store: LocalStore, late: Event) -> list[Event]:
+    """``late`` (a row of the erased user's), a line the store refuses and two landings, given to
+    ``submit_each`` while another process holds the write lock: committed in parts, then tried
+    again whole once the lock is free. The refused line is left out and the landings stored;
+    returns the rows the store told as late (``erased``)."""
     events: list[Event] = [
         late,
         landing(BEFORE, STRANGER, campaign="caf\udce9"),
@@ -460,11 +414,46 @@ async def test_a_verdict_change_of_an_erased_landing_in_a_submit_committed_in_pa
         await asyncio.to_thread(free_write_lock, holder)
     refused = await future
     assert [(start, end) for start, end, _ in refused] == [(1, 2)]
-    assert told == [late]
-    assert late_rows(store) == {"verdict_changes": 1.0}
-    assert await read(store.path, "SELECT count(*) FROM verdict_changes") == [(0,)]
     stored = await read(store.path, "SELECT source FROM touchpoints ORDER BY source")
     assert stored == [("a",), ("b",), ("first",)]
+    return told
+
+
+async def test_a_submit_committed_in_parts_and_tried_again_tells_its_late_rows_once(
+    open_store: OpenStore,
+) -> None:
+    """An import's batch (``submit_each``) with a line the store refuses (a text SQLite cannot
+    encode) is committed in parts while another process holds the write lock: its first part, a
+    late row of Alice's phone, goes in (no row to write: left out, told, counted), the refused
+    line is left out, and the rest waits on the lock past the busy timeout. The batch is tried
+    again whole once the lock is free, and its first part goes in again. Its late row is told and
+    counted once: until 2026-12-07 it was told again at each try, and the import's summary said
+    ``erased: 2`` for one row (the metric counted it twice too)."""
+    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
+    await store.write([landing(BEFORE, PHONE), binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
+    late = landing(BEFORE, PHONE, source="late")
+    assert await told_in_parts(store, late) == [late]
+    assert late_rows(store) == {"touchpoints": 1.0}
+
+
+async def test_a_verdict_change_of_an_erased_landing_in_a_submit_committed_in_parts_is_told_once(
+    open_store: OpenStore,
+) -> None:
+    """A ``submit_each`` whose first part is a re-score of an erased landing, then a line the
+    store refuses, then two landings, while another process holds the write lock: committed in
+    parts, and tried again whole once the lock is free. The re-score is left out, told and
+    counted once, the refused line left out, the landings stored."""
+    store = await open_store(max_wait_ms=600_000)  # as the import's: it waits on the lock
+    erased = landing(BEFORE, PHONE)
+    await store.write([erased, binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    await store.write([landing(AFTER, STRANGER, source="first")])  # the writer has read it
+    late = rescore(AFTER, erased)
+    assert await told_in_parts(store, late) == [late]
+    assert late_rows(store) == {"verdict_changes": 1.0}
+    assert await read(store.path, "SELECT count(*) FROM verdict_changes") == [(0,)]
 
 
 async def test_the_watch_of_signed_events_and_imports_reads_only_the_erasures_stored_since(
