@@ -30,6 +30,7 @@ from gateway import reporting
 from gateway.admin import (
     EARLIEST,
     LATEST,
+    LIVE_KEY,
     MAX_BODY,
     READER_KEY,
     SETTINGS_KEY,
@@ -267,7 +268,9 @@ async def login(request: web.Request) -> web.Response:
     # site on another port of this host) ends here: one browser, one live session, the new one.
     session_id = await sessions.start(replacing=request.cookies.get(session_cookie(request)))
     response = web.HTTPSeeOther(next_page or "/dashboard")
-    set_cookie(response, request, session_id, sessions.lifetime)
+    live = request.app[LIVE_KEY].current  # proxy.trusted_proxies reloads
+    forwarded = live.options.proxy.trusted_header == "forwarded"
+    set_cookie(response, request, session_id, sessions.lifetime, live.trusted_networks, forwarded)
     raise response
 
 

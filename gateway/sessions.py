@@ -22,12 +22,13 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.forwarding import IPNetwork, is_trusted, trusted_visitor
 from gateway.keys import derive
 from storage import dashboard_sessions
 
@@ -240,7 +241,14 @@ def same_origin(request: web.Request) -> bool:
     return site == "same-origin"
 
 
-def set_cookie(response: web.StreamResponse, request: web.Request, session_id: str, lifetime: int) -> None:
+def set_cookie(
+    response: web.StreamResponse,
+    request: web.Request,
+    session_id: str,
+    lifetime: int,
+    trusted: Sequence[IPNetwork] = (),
+    forwarded: bool = False,
+) -> None:
     response.set_cookie(
         session_cookie(request),
         session_id,
@@ -248,19 +256,31 @@ def set_cookie(response: web.StreamResponse, request: web.Request, session_id: s
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=reached_over_https(request),
+        secure=reached_over_https(request, trusted, forwarded),
     )
 
 
-def reached_over_https(request: web.Request) -> bool:
+def reached_over_https(
+    request: web.Request, trusted: Sequence[IPNetwork] = (), forwarded: bool = False
+) -> bool:
     """Whether the browser reached the admin listener over HTTPS: directly (TLS on it), or
-    through a TLS proxy in front that says so (``X-Forwarded-Proto: https``, its first hop).
-    The header is believed from anyone: all it can do is mark the cookie ``Secure``, which a
-    browser on plain HTTP then does not keep; plain HTTP on loopback must not get one."""
+    through a TLS proxy in front that says so. From a peer in ``proxy.trusted_proxies``
+    (``trusted``) the scheme is read as the proxy reads a visitor's (``trusted_visitor``:
+    its ``Forwarded`` under ``proxy.trusted_header = "forwarded"``, else the
+    ``X-Forwarded-Proto`` value at the client's place): until 2026-12-07 the first
+    ``X-Forwarded-Proto`` value was read whoever wrote it, so behind a proxy writing
+    ``Forwarded`` alone, or one adding its line after a visitor's own ``http``, the cookie went
+    without ``Secure`` over HTTPS. From any other peer an ``X-Forwarded-Proto: https`` (its
+    first value) is still believed: a TLS proxy not listed keeps its cookies ``Secure``, and
+    all a visitor's own can do is mark its cookie ``Secure``, which a browser on plain HTTP
+    then does not keep; plain HTTP on loopback must not get one."""
     if request.secure:
         return True
-    forwarded = request.headers.get("X-Forwarded-Proto", "")
-    return forwarded.partition(",")[0].strip().lower() == "https"
+    if is_trusted(request.remote, trusted):
+        headers = request.headers
+        return trusted_visitor(lambda name: headers.getall(name, ()), trusted, forwarded).scheme == "https"
+    claimed = request.headers.get("X-Forwarded-Proto", "")
+    return claimed.partition(",")[0].strip().lower() == "https"
 
 
 def clear_cookie(response: web.StreamResponse, request: web.Request) -> None:

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
+from multidict import CIMultiDict
 
 from gateway.admin import MAX_BODY
 from gateway.dashboard import CSP
@@ -193,6 +194,85 @@ async def test_behind_a_tls_proxy_the_session_cookie_is_secure(gw: RunningGatewa
         assert resp.status == 303
         (cookie,) = resp.headers.getall("Set-Cookie")
     assert "secure" in {part.strip().lower() for part in cookie.split(";")[1:]}
+
+
+async def _login_cookie_flags(gw: RunningGateway, *headers: tuple[str, str]) -> set[str]:
+    """The session cookie's attribute names, for a login sent with ``headers`` (in order, a
+    name twice as two lines)."""
+    sent = CIMultiDict(host_origin(gw))
+    for name, value in headers:
+        sent.add(name, value)
+    async with gw.session.post(
+        gw.admin_url + "/login", data={"token": TOKEN}, headers=sent, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        (cookie,) = resp.headers.getall("Set-Cookie")
+    return {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+
+
+TRUSTED_FORWARDED = '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\ntrusted_header = "forwarded"\n'
+TRUSTED_X_FORWARDED = '[proxy]\ntrusted_proxies = ["127.0.0.1/32"]\n'
+
+
+@pytest.mark.parametrize(
+    ("config", "headers", "secure"),
+    [
+        # A trusted proxy writing RFC 7239 Forwarded alone (HAProxy's option forwarded): the
+        # browser came over HTTPS, and until 2026-12-07 the cookie went without Secure.
+        (TRUSTED_FORWARDED, [("Forwarded", "for=203.0.113.7;proto=https")], True),
+        (TRUSTED_FORWARDED, [("Forwarded", "for=203.0.113.7;proto=http")], False),
+        # Under "forwarded" the X-Forwarded-* a front proxy passes on from the visitor are not
+        # read: the trusted proxy's Forwarded says plain http.
+        (
+            TRUSTED_FORWARDED,
+            [("X-Forwarded-Proto", "https"), ("Forwarded", "for=203.0.113.7;proto=http")],
+            False,
+        ),
+        # A trusted proxy that adds its line after the visitor's (HAProxy's add-header): its
+        # https is the scheme, not the visitor's own http on the first line.
+        (
+            TRUSTED_X_FORWARDED,
+            [
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Forwarded-Proto", "http"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+            True,
+        ),
+        (
+            TRUSTED_X_FORWARDED,
+            [
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Proto", "http"),
+            ],
+            False,
+        ),
+        # Two trusted proxies: the first one's, how the browser reached it.
+        (
+            '[proxy]\ntrusted_proxies = ["127.0.0.1/32", "10.0.0.2/32"]\n',
+            [("X-Forwarded-For", "203.0.113.7, 10.0.0.2"), ("X-Forwarded-Proto", "https, http")],
+            True,
+        ),
+    ],
+    ids=[
+        "forwarded_https",
+        "forwarded_http",
+        "forwarded_not_x_forwarded",
+        "appended_line_https",
+        "appended_line_http",
+        "two_proxies",
+    ],
+)
+async def test_behind_a_trusted_proxy_the_cookie_is_secure_as_the_proxy_reads_the_scheme(
+    start_gateway, upstream_server, config: str, headers: list[tuple[str, str]], secure: bool
+) -> None:
+    """From a peer in ``proxy.trusted_proxies`` the session cookie's ``Secure`` follows the
+    scheme the proxy takes for the visitor's (``proxy.trusted_header``: its ``Forwarded``, or
+    the ``X-Forwarded-Proto`` value at the client's place), not the first ``X-Forwarded-Proto``
+    value whoever wrote it."""
+    gw = await start_gateway(await upstream_server(origin()), config)
+    assert ("secure" in await _login_cookie_flags(gw, *headers)) is secure
 
 
 @pytest.mark.parametrize(
