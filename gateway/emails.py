@@ -63,10 +63,19 @@ def without_email(path: str) -> str:
 
 
 FILE_TYPES = frozenset(
-    ("png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "css", "js", "html", "htm", "pdf")
+    (
+        *("png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "bmp", "tif", "tiff", "heic"),
+        *("css", "js", "mjs", "wasm", "html", "htm", "json", "xml", "txt", "csv", "php", "aspx", "jsp"),
+        *("mp4", "m4v", "webm", "ogv", "mp3", "m4a", "ogg", "wav"),
+        *("woff", "woff2", "ttf", "otf", "eot"),
+        *("pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "gz", "tgz", "bz2", "tar"),
+    )
 )
 """A path segment's suffixes that name a file, not a top-level domain: a retina image,
-``logo@2x.png``, is no address."""
+``logo@2x.png``, a video ``hero@2x.webm``, an API's ``schema@v2.json``, is no address (until
+2026-12-07 only images, styles, scripts, pages and PDFs were: the others were stored and logged
+as ``(email)``). Not ``zip`` nor ``mov``, which are top-level domains (an address may end so),
+nor a two-letter suffix (``md``, ``ai``: a country's)."""
 
 
 def _email_segment(segment: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,3 +39,9 @@ def test_a_hostile_value_or_path_is_checked_in_one_pass() -> None:
 def test_the_check_answers_as_the_address_pattern_does(value: str) -> None:
     if "%" not in value:  # decoding aside, the pattern's own answer
         assert holds_email(value) == bool(ADDRESS.search(value))
+
+
+@pytest.mark.parametrize("address", ["jane@shop.zip", "jane@example.md", "jane@json.example.com"])
+def test_an_address_at_a_domain_named_like_a_file_is_still_one(address: str) -> None:
+    """``zip`` and ``mov`` are top-level domains, two letters a country's: not file types."""
+    assert without_email(f"/u/{address}/x") == "/u/(email)/x"

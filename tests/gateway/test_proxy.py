@@ -2593,6 +2593,39 @@ async def test_access_log_writes_no_email_address_a_path_holds(
     assert seen == ["/unsubscribe/jane@example.com", "/u/Jane%40Example.com/prefs", "/img/logo@2x.png"]
 
 
+# A site's own files whose names hold an ``@`` and a suffix that is no top-level domain: a
+# retina video or font, a versioned API document or archive. ``.zip`` and ``.mov`` are
+# top-level domains (an address may end so), and so are two-letter suffixes (``.md``, ``.ai``).
+FILE_NAMES_WITH_AT = [
+    "/media/hero@2x.webm",
+    "/media/hero@2x.mp4",
+    "/fonts/icons@2x.woff2",
+    "/api/schema@v2.json",
+    "/feeds/news@v1.xml",
+    "/dl/app@1.2.tar.gz",
+    "/robots@v2.txt",
+]
+
+
+@pytest.mark.parametrize("target", FILE_NAMES_WITH_AT)
+async def test_a_file_name_with_an_at_sign_is_no_email_address(
+    start_gateway, upstream_server, caplog: pytest.LogCaptureFixture, target: str
+) -> None:
+    """A file's name with an ``@`` in it (``hero@2x.webm``, ``schema@v2.json``) is no address:
+    until 2026-12-07 only images, styles, scripts, pages and PDFs were told apart, and such a
+    path was logged (and a landing's stored) as ``/media/(email)``."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    gw = await start_gateway(await upstream_server(app_of(page)), "[proxy]\naccess_log = true\n")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
+            assert resp.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [line.split(" ")[1] for line in lines] == [target]
+
+
 async def test_access_log_shows_the_path_as_sent(
     start_gateway, upstream_server, caplog: pytest.LogCaptureFixture
 ) -> None:
