@@ -165,14 +165,19 @@ _NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # The parameters RFC 7239 defines: the only names a cause in the log repeats (a cause never
 # quotes the field otherwise: no address in the log, and a bounded number of causes).
 _PARAMETERS = frozenset({"by", "for", "host", "proto"})
+TWICE = "\x00twice"
+"""The key an element with a parameter twice holds its cause under (no name has a NUL)."""
 
 
 def forwarded_elements(value: str) -> list[dict[str, str]]:
     """The elements of a ``Forwarded`` line, left to right, each its
     parameters by lower-case name, quoted strings unquoted (``\\`` escapes too). Empty elements
     (``a, , b``) are skipped, as RFC 9110 §5.6.1 asks of a list. Raises ``Malformed`` naming the
-    cause: a pair that is not ``name=value``, a quoted string not closed, something after one, a
-    parameter twice in one element (RFC 7239 §4 forbids it: which would be meant?)."""
+    cause: a pair that is not ``name=value``, a quoted string not closed, something after one. A
+    parameter twice in one element (RFC 7239 §4 forbids it: which would be meant?) spoils that
+    element alone, which holds the cause under ``TWICE``: the line's syntax is sound, and a proxy
+    that appends its element to a visitor's line (nginx's ``$proxy_add_forwarded``, which checks
+    the syntax alone) wrote the elements right of it, which the walk reads first."""
     elements: list[dict[str, str]] = []
     element: dict[str, str] = {}
     i, end = 0, len(value)
@@ -208,8 +213,9 @@ def forwarded_elements(value: str) -> list[dict[str, str]]:
                 text = bare.group()
                 i = bare.end()
             if name in element:
-                raise Malformed(f"a parameter twice in one element ({said})")
-            element[name] = text
+                element.setdefault(TWICE, f"a parameter twice in one element ({said})")
+            else:
+                element[name] = text
             while i < end and value[i] in " \t":
                 i += 1
             if i < end and value[i] not in ";,":
@@ -261,8 +267,11 @@ def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Vis
     address (``"[2001:db8::1]:4711"`` too). One that is no address (``unknown``, an obfuscated
     ``_hidden``, none at all) leaves the peer as the client, as an X-Forwarded-For entry that is
     no address does. The lines are parsed from the last, as far as the walk goes: one that
-    cannot be parsed on the way gives ``_malformed``; one left of where the walk stops (a
-    visitor's own line, before the proxy's) is not read. No element at all: nobody."""
+    cannot be parsed on the way gives ``_malformed``, and so does an element the walk reaches
+    with a parameter twice; one left of where the walk stops (a visitor's own line, before the
+    proxy's, or a visitor's element on the proxy's line) is not read. No element at all:
+    nobody (until 2026-12-07 a parameter twice in a visitor's element on the proxy's line failed
+    the whole line, every such visitor taken for the proxy)."""
     element: dict[str, str] | None = None
     for line in reversed(lines):
         try:
@@ -270,6 +279,8 @@ def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Vis
         except Malformed as err:
             return _malformed(str(err))
         for element in reversed(elements):
+            if TWICE in element:  # reached: which of its values is meant cannot be told
+                return _malformed(element[TWICE])
             addr = parse_ip(element.get("for", ""))
             if addr is None or not any(addr in net for net in trusted):
                 proto = element.get("proto")

@@ -225,6 +225,30 @@ async def test_a_visitors_own_forwarded_is_not_believed(
     assert "Forwarded" not in site
 
 
+async def test_a_visitors_element_with_a_parameter_twice_on_the_proxys_line_is_not_read(
+    start_gateway: GatewayFactory, upstream_server
+) -> None:
+    """An nginx that appends its element to the visitor's ``Forwarded`` on the same line (the
+    ``$proxy_add_forwarded`` recipe, whose check of the visitor's part is of its syntax alone)
+    passes ``for=a;for=b`` on. Until 2026-12-07 that parameter twice, left of where the walk stops,
+    failed the whole line: every such visitor was taken for the proxy (its address: one visitor's
+    wrong admin tokens locked everyone behind the proxy out, its bot counts were the proxy's)."""
+    lines = [("Forwarded", "for=198.51.100.9;for=192.0.2.1, for=203.0.113.7;proto=https;host=shop.test")]
+    ip, scheme, host, _ = await view_of(start_gateway, upstream_server, lines)
+    assert (ip, scheme, host) == ("203.0.113.7", "https", "shop.test")
+
+
+async def test_a_parameter_twice_where_the_walk_goes_is_still_malformed(
+    start_gateway: GatewayFactory, upstream_server
+) -> None:
+    """Past a trusted proxy's element, the walk reaches one with a parameter twice: which is
+    meant cannot be told, and the hop is the client, as when it is the right-most."""
+    forwarding._said_malformed.clear()
+    lines = [("Forwarded", "for=198.51.100.9;for=192.0.2.1;proto=https, for=127.0.0.1")]
+    ip, scheme, host, _ = await view_of(start_gateway, upstream_server, lines)
+    assert (ip, scheme, host) == ("127.0.0.1", "http", "shop.test")
+
+
 @pytest.mark.parametrize(
     "forwarded",
     [
