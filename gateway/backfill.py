@@ -49,6 +49,7 @@ from gateway.pipeline import (
     parse_cookies,
     split_target,
 )
+from gateway.placeholders import placeholder
 from gateway.sources import MISSING, SourceMap, compile_source, resolve
 
 PAGE_EXTENSIONS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "cfm", "shtml"})
@@ -475,7 +476,9 @@ class Replayer:
         message = event.get("messageId")
         seed = b"segment\0" + (
             message.encode()
-            if isinstance(message, str) and message
+            # "undefined", "null"… is no ID, as the live endpoint reads it: one seed for every
+            # call sent with it gave two calls of the same millisecond one id, and lost the second.
+            if isinstance(message, str) and message and not placeholder(message.strip())
             else identity + f"{number}:{record.index}".encode() + record.raw
         )
         first = mapped.rows[0]

@@ -637,6 +637,36 @@ async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
     assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}
 
 
+async def test_segment_calls_whose_message_id_is_a_placeholder_are_each_their_own(tmp_path: Path) -> None:
+    """analytics.js code that writes ``messageId: String(undefined)`` sends "undefined" for
+    every call. The import seeded each call's id by its messageId, so two visitors' pages of the
+    same second (a server-side source's whole-second timestamps) got one id and the second was
+    taken for the first, "already in the store": lost. A placeholder is no ID (as the live
+    endpoint reads it): such a call is keyed by where it was read, as one without a messageId."""
+    settings = make_settings(tmp_path)
+    campaign = {"source": "Newsletter", "medium": "email", "name": "spring"}
+    page = {"type": "page", "timestamp": "2025-03-01T10:00:00Z", "context": {"campaign": campaign}}
+    calls = [
+        dict(page, messageId=m, anonymousId=f"anon-{i}")
+        for i, m in enumerate(["undefined", "undefined", " null "])
+    ]
+    text = "\n".join(json.dumps(c) for c in calls)
+    text += "\n" + json.dumps(
+        {
+            "batch": [
+                dict(page, messageId="NULL", anonymousId="anon-8"),
+                dict(page, messageId="NULL", anonymousId="anon-9"),
+            ]
+        }
+    )
+    log = await asyncio.to_thread(write, tmp_path / "segment.json", text)
+    summary = await run_import(settings, [log], "segment")
+    assert summary.new_rows == {"touchpoints": 5, "identities": 0, "conversions": 0}, summary.render()
+    assert await query(settings, "SELECT count(DISTINCT visitor_key) FROM touchpoints") == [(5,)]
+    again = await run_import(settings, [log], "segment")  # still idempotent
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, again.render()
+
+
 def flow_dump(
     path: Path, flows: Iterable[tuple[bytes, bytes, float, Iterable[tuple[bytes, bytes]]]], tcp: bool = False
 ) -> Path:
