@@ -374,6 +374,12 @@ def map_event(
         visitor_id = next((found for value in ours if (found := verify_cookie(mac, value))), None)
         if visitor_id is None:
             r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
+    read_visitor_id = visitor_id
+    if visitor_id is not None and ours is None and placeholder(visitor_id):
+        # The visitor cookie read where there is none: bound, every user identified with it
+        # was joined to one visitor, and credited with every touchpoint sent with it.
+        r.leave_out("visitor_id", "placeholder", f"{visitor_id[:40]!r} {NO_VALUE}")
+        visitor_id = None
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
@@ -447,10 +453,10 @@ def map_event(
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
-            # The values as read (a user ID "undefined" too): the key an event had before
+            # The values as read (a user or visitor ID "undefined" too): the key an event had before
             # 2026-12-07 stays its key, so that its retry is still a duplicate.
             who = [
-                limits.keys.visitor_key(visitor_id) if visitor_id else None,
+                limits.keys.visitor_key(read_visitor_id) if read_visitor_id else None,
                 limits.keys.user_key(read_user_id) if read_user_id else None,
                 read_order_id,
                 attrs["click_id"],
@@ -482,9 +488,8 @@ def map_event(
                     r.fail(name, "missing (identify binds a visitor to a user)")
     needs_someone = kind in ("conversion", "touchpoint") and visitor_id is None and user_id is None
     if needs_someone and not any(e.startswith(("visitor_id", "user_id")) for e in r.errors):
-        r.errors.append(
-            f"{r.where('visitor_id')} / {r.where('user_id')}: one of them is needed{r.said('user_id')}"
-        )
+        said = r.said("visitor_id", "user_id")
+        r.errors.append(f"{r.where('visitor_id')} / {r.where('user_id')}: one of them is needed{said}")
     has_attribution = any(attrs[name] for name in ATTRIBUTION)
     attribution_failed = any(e.startswith(ATTRIBUTION) for e in r.errors)
     if kind == "touchpoint" and not has_attribution and not src.lenient and not attribution_failed:

@@ -235,3 +235,42 @@ async def test_an_unprintable_event_id_is_refused_and_one_accepted_before_is_kep
     status, answer = await post(gw, body, signed(body))
     assert (status, answer["key"]) == (202, " evt 4 "), answer
     assert await rows(gw, f"SELECT count(*) FROM receipts WHERE key = '{RECEIPT(' evt 4 ')}'") == [(1,)]
+
+
+async def test_a_placeholder_visitor_id_joins_no_one(gw: RunningGateway) -> None:
+    """A sender's code that reads the visitor cookie where there is none sends visitor_id
+    "undefined": taken as a visitor, every user identified with it was bound to that one
+    visitor, and every touchpoint sent with it was credited to each of them. It is no value, as
+    a user ID of "undefined" is: the event is taken without it, or refused when it needs it."""
+    for n, who in enumerate(["undefined", "Null"]):
+        body = encode({"type": "identify", "event_id": f"i-{n}", "visitor_id": who, "user_id": f"user-{n}"})
+        status, answer = await post(gw, body, signed(body))
+        assert status == 400 and answer["errors"] == [
+            f"visitor_id (/visitor_id): {who!r} {NO_VALUE}; identify binds a visitor to a user"
+        ], answer
+    body = encode({"type": "touchpoint", "event_id": "t-1", "visitor_id": "undefined", "source": "news"})
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        "visitor_id (/visitor_id) / user_id (/user_id): one of them is needed;"
+        f" visitor_id (/visitor_id): 'undefined' {NO_VALUE}"
+    ], answer
+    body = encode(
+        {"type": "conversion", "event_id": "c-1", "visitor_id": "NaN", "user_id": "u-9", "value": 5}
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"], answer["left_out"]) == (
+        202,
+        "accepted",
+        [f"visitor_id (/visitor_id): 'NaN' {NO_VALUE}"],
+    ), answer
+    assert await rows(gw, "SELECT visitor_key, user_key FROM conversions") == [(None, KEYS.user_key("u-9"))]
+    # Segment: an anonymousId of "undefined" with a real user binds no one either.
+    call = {"type": "identify", "messageId": "s-1", "anonymousId": "undefined", "userId": "user-7"}
+    status, answer = await post(gw, encode(call), basic(SEGMENT), "/_gw/segment")
+    assert (status, answer["result"]) == (202, "ignored"), answer
+    assert await rows(gw, "SELECT count(*) FROM identities") == [(0,)]
+    assert await rows(gw, "SELECT count(*) FROM touchpoints") == [(0,)]
+    assert await left_out(gw) == {
+        ('field="visitor_id"', 'reason="placeholder"', 'sender="billing"'): 1,
+        ('field="visitor_id"', 'reason="placeholder"', 'sender="segment"'): 1,
+    }
