@@ -1385,7 +1385,10 @@ class LocalStore:
                 self.failing = (since, LOCKED)
                 return err
             if not str(err).startswith(HALT):  # said by whoever halted it, in its own words
-                self._commit_failed("store commit of %d events failed: %s", rows, err)
+                # Which store: its disk, its permissions (a line that named none until 2026-12-07).
+                self._commit_failed(
+                    "store commit of %d events failed: %s (%s, storage.path)", rows, err, self.path
+                )
             if not isinstance(err, _DATA_ERRORS):
                 full = await asyncio.to_thread(full_disk, self.path) is not None
                 self.failing = (since, failure_kind(err, full))

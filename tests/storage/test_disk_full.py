@@ -123,6 +123,10 @@ async def test_a_full_disk_under_a_running_gateway_is_called_a_full_disk(
             assert (
                 health["store"] == "commits are failing (disk full), events are being lost; the log says why"
             )
+            # The log says which store (which disk): until 2026-12-07 a failed commit's line named
+            # none ("store commit of 1 events failed: database or disk is full").
+            said = [r["msg"] for r in gw.logs() if r["level"] == "error"]
+            assert any("disk is full" in m and f"({store}, storage.path)" in m for m in said), said
             await asyncio.to_thread(os.unlink, small_disk / "filler")
             await _landing(session, gw, "after")
             assert (await _health(session, gw))["status"] == "ok"
