@@ -57,9 +57,8 @@ def without_email(path: str) -> str:
     if "@" not in path and "%" not in path:
         return path
     segments = path.split("/")
-    if not any(_email_segment(segment) for segment in segments):
-        return path
-    return "/".join(EMAIL_SEGMENT if _email_segment(segment) else segment for segment in segments)
+    kept = [EMAIL_SEGMENT if _email_segment(segment) else segment for segment in segments]
+    return path if kept == segments else "/".join(kept)
 
 
 FILE_TYPES = frozenset(
