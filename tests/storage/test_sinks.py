@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -686,6 +687,26 @@ async def test_lag_seconds_keeps_up_while_the_sink_backs_off(world, batch_api: B
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def _raw_answer_warning(
+    world, raw_upstream, caplog: pytest.LogCaptureFixture, answer: bytes, path: str
+) -> tuple[str, str, Any]:
+    """A webhook sink at ``path`` (its URL from the environment) of a raw server that answers
+    every request with the bytes ``answer``: its first retry warning, the server's host and port,
+    and the world it ran in."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    base = await raw_upstream(handler)
+    toml = '[[sinks]]\nname = "out"\nkind = "webhook"\nurl = "env:HOOK_URL"\nsecret = "env:SINK_SECRET"\n'
+    w = await world(toml + "backoff_max_seconds = 600.0\n", HOOK_URL=f"{base}{path}")
+    await w.store.write([touch(0, "1" * 32, "news")])
+    caplog.set_level(logging.WARNING, "gateway.sinks")
+    return await _first_retry_warning(w, caplog), base.removeprefix("http://"), w
+
+
 async def _first_retry_warning(w: World, caplog: pytest.LogCaptureFixture) -> str:
     """Run the sink until it logs its first failure; that line."""
     lines = await run_sink_until(w, caplog, "retrying in", 10)
@@ -985,18 +1006,7 @@ async def test_an_answer_that_is_not_http_names_the_address_not_the_url(
     `ServerDisconnectedError: Server disconnected`, with no word of what to check. Now one line,
     naming the host and port and what to check."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
-
-    base = await raw_upstream(handler)
-    at = base.removeprefix("http://")
-    toml = '[[sinks]]\nname = "out"\nkind = "webhook"\nurl = "env:HOOK_URL"\nsecret = "env:SINK_SECRET"\n'
-    w = await world(toml + "backoff_max_seconds = 600.0\n", HOOK_URL=f"{base}/hooks/tok_s3cr3t?key=k3y")
-    await w.store.write([touch(0, "1" * 32, "news")])
-    caplog.set_level(logging.WARNING, "gateway.sinks")
-    line = await _first_retry_warning(w, caplog)
+    line, at, _ = await _raw_answer_warning(world, raw_upstream, caplog, answer, "/hooks/tok_s3cr3t?key=k3y")
     assert "s3cr3t" not in line and "k3y" not in line and "\n" not in line, line
     assert line.startswith(f"sink out failed ({said.format(at=at)}); retrying in "), line
 
@@ -1021,18 +1031,7 @@ async def test_an_answer_cut_short_names_the_address_and_its_status_not_aiohttps
     a 400 that no one answered, a 500 left unsaid, and a new problem whenever the byte count
     changed."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
-
-    base = await raw_upstream(handler)
-    at = base.removeprefix("http://")
-    toml = '[[sinks]]\nname = "out"\nkind = "webhook"\nurl = "env:HOOK_URL"\nsecret = "env:SINK_SECRET"\n'
-    w = await world(toml + "backoff_max_seconds = 600.0\n", HOOK_URL=f"{base}/hooks/tok_s3cr3t")
-    await w.store.write([touch(0, "1" * 32, "news")])
-    caplog.set_level(logging.WARNING, "gateway.sinks")
-    line = await _first_retry_warning(w, caplog)
+    line, at, w = await _raw_answer_warning(world, raw_upstream, caplog, answer, "/hooks/tok_s3cr3t")
     said = (
         f"sink out failed (the answer from {at} (HTTP {status}) was cut short: the connection closed"
         " before its end (the destination, or a proxy in front of it, restarting or cutting it);"
