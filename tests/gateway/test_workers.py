@@ -1063,7 +1063,7 @@ async def test_a_creator_standing_set_in_worker_0_reaches_the_other_workers(
 
     def reasons(count: int) -> list[str]:
         with sqlite3.connect(tmp_path / "gw.db") as db:
-            rows = db.execute("SELECT reasons FROM touchpoints ORDER BY id DESC LIMIT ?", (count,))
+            rows = db.execute("SELECT reasons FROM touchpoints ORDER BY rowid DESC LIMIT ?", (count,))
             return [r for (r,) in rows]
 
     async def landings() -> tuple[set[int], set[bool]]:
@@ -1109,7 +1109,10 @@ async def test_two_workers_count_one_ips_page_loads_together(tmp_path: Path, ups
 
     def reasons() -> list[str]:
         with sqlite3.connect(tmp_path / "gw.db") as db:
-            return [r for (r,) in db.execute("SELECT reasons FROM touchpoints ORDER BY id")]
+            # In the order sent (utm_source s0..s39): two workers minting in one millisecond give
+            # IDs that do not sort in that order (each starts its counter at random).
+            rows = db.execute("SELECT source, reasons FROM touchpoints").fetchall()
+            return [r for _, r in sorted(rows, key=lambda row: int(row[0][1:]))]
 
     try:
         await gw.wait_for(lambda: _listening(gw, 2), gw.stderr)
