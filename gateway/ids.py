@@ -1,8 +1,11 @@
 """Event identifiers: UUIDv7 (RFC 9562), time-ordered and globally unique, minted at the edge.
 
-``Uuid7`` keeps IDs minted by one process strictly increasing within a
+``Uuid7`` keeps IDs minted by one source strictly increasing within a
 millisecond (RFC 9562 §6.2, method 1: a counter in ``rand_a``), so events
-written in sequence also sort in sequence.
+one source writes in sequence also sort in sequence. Each source's counter starts at random in
+each millisecond: ids of one millisecond from two sources (two worker processes, two nodes, the
+campaign and conversion addons of one process) sort in random order. Id order is time order to
+the millisecond only; within one, the events' ``ts`` (microseconds) is the time order.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ def uuid7_keyed(unix_ms: int, digest: bytes) -> str:
     ``gateway import`` makes a re-imported line a duplicate the store skips."""
     rand = int.from_bytes(digest[:10], "big")
     return _format(unix_ms, rand >> 62, rand)
+
+
+def id_ms(event_id: str) -> int:
+    """The Unix millisecond a UUIDv7 was minted for (its first 48 bits). Ids sort by it; within
+    one millisecond, ids of different ``Uuid7`` sources (worker processes, nodes, the addons of
+    one process) sort in no particular order, so time order there is the events' ``ts``."""
+    return int(event_id[:8] + event_id[9:13], 16)
 
 
 def id_floor(unix_ms: int) -> str:

@@ -34,6 +34,7 @@ from storage.queries import (
     TouchpointQuery,
     _unix_ms,
     filters,
+    in_time,
 )
 
 _decode = msgspec.json.Decoder(dict[str, str])
@@ -194,14 +195,18 @@ class CentralReader(Reader):
     # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 
     async def _touches_of(
-        self, keys: list[str], limit: int, newest_first: bool = False
+        self, keys: list[str], limit: int, newest_first: bool = False, of_ms: int | None = None
     ) -> list[dict[str, Any]]:
         order = "DESC" if newest_first else ""
+        within, bounds = "", []
+        if of_ms is not None:
+            within, bounds = " AND id >= $3::uuid AND id < $4::uuid", [id_floor(of_ms), id_floor(of_ms + 1)]
         return await self._fetch(
-            "SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]) "
+            f"SELECT * FROM effective_touchpoints WHERE visitor_key = ANY($1::text[]){within} "
             f"ORDER BY id {order} LIMIT $2",
             keys,
             limit,
+            *bounds,
         )
 
     async def _count_touches(self, visitor_key: str) -> int:
@@ -220,13 +225,14 @@ class CentralReader(Reader):
         )
 
     async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:
-        return await self._fetch(
+        rows = await self._fetch(
             "SELECT * FROM conversions WHERE user_key = ANY($1::text[]) OR visitor_key = ANY($2::text[]) "
             "ORDER BY id LIMIT $3",
             user_keys,
             keys,
             JOURNEY_LIMIT,
         )
+        return sorted(rows, key=in_time)
 
 
 def _ts(text: str) -> datetime:

@@ -26,7 +26,7 @@ import aiosqlite
 import msgspec
 
 from gateway.events import VERDICTS, iso
-from gateway.ids import id_floor
+from gateway.ids import id_floor, id_ms
 from storage.access import full_disk
 from storage.erased import erased_at, erasure_mark
 from storage.local import OPEN_RETRY, connect
@@ -81,6 +81,12 @@ def _unix_ms(ts: str) -> int:
     """Milliseconds since 1970 as a UUIDv7 can hold them (clamped to 0..2**48-1)."""
     ms = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
     return min(max(ms, 0), 2**48 - 1)
+
+
+def in_time(row: Mapping[str, Any]) -> tuple[str, str]:
+    """A journey's order: by time (``ts``, to the microsecond), a tie by id. Id order alone is
+    time order to the millisecond only (``gateway/ids.py``)."""
+    return row["ts"], row["id"]
 
 
 def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
@@ -371,21 +377,40 @@ class Reader:
 
     async def _journey(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
         """The first ``JOURNEY_LIMIT`` touchpoints of these visitors in time order, the last one,
-        and whether there were more (a visitor can add rows at will: never load them all)."""
+        and whether there were more (a visitor can add rows at will: never load them all).
+        Read in id order, which is time order to the millisecond only (two worker processes
+        count the ids of one millisecond up from random starts), then sorted by time: a cut
+        list has every row of the millisecond it is cut in read, and the last touch is the
+        latest of the newest millisecond's rows (until 2026-12-07 the row of the largest id)."""
         touches = await self._touches_of(keys, JOURNEY_LIMIT + 1)
-        if len(touches) <= JOURNEY_LIMIT:
+        truncated = len(touches) > JOURNEY_LIMIT
+        if truncated:
+            cut = id_ms(touches[-1]["id"])
+            touches = [t for t in touches if id_ms(t["id"]) < cut]
+            touches += await self._touches_of(keys, JOURNEY_LIMIT, of_ms=cut)
+        touches.sort(key=in_time)
+        if not truncated:
             return touches, touches[-1] if touches else None, False
         newest = await self._touches_of(keys, 1, newest_first=True)
-        return touches[:JOURNEY_LIMIT], newest[0] if newest else touches[-1], True
+        of_newest = (
+            await self._touches_of(keys, JOURNEY_LIMIT, of_ms=id_ms(newest[0]["id"])) if newest else []
+        )
+        return touches[:JOURNEY_LIMIT], max(of_newest, key=in_time, default=touches[-1]), True
 
     async def _touches_of(
-        self, keys: list[str], limit: int, newest_first: bool = False
+        self, keys: list[str], limit: int, newest_first: bool = False, of_ms: int | None = None
     ) -> list[dict[str, Any]]:
+        """The first (``newest_first``: last) ``limit`` touchpoints of these visitors in id order;
+        with ``of_ms``, of that Unix millisecond only."""
         marks = ",".join("?" for _ in keys)
         order = "DESC" if newest_first else ""
+        within, args = (
+            ("", ()) if of_ms is None else (" AND id >= ? AND id < ?", (id_floor(of_ms), id_floor(of_ms + 1)))
+        )
         async with self.db.execute(
-            f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}) ORDER BY id {order} LIMIT ?",
-            (*keys, limit),
+            f"SELECT * FROM effective_touchpoints WHERE visitor_key IN ({marks}){within}"
+            f" ORDER BY id {order} LIMIT ?",
+            (*keys, *args, limit),
         ) as cursor:
             return [_touchpoint(r) for r in await cursor.fetchall()]
 
@@ -414,7 +439,7 @@ class Reader:
             " ORDER BY id LIMIT ?",
             (*user_keys, *keys, JOURNEY_LIMIT),
         ) as cursor:
-            return [dict(r) for r in await cursor.fetchall()]
+            return sorted((dict(r) for r in await cursor.fetchall()), key=in_time)
 
     async def bad_events(
         self,

@@ -22,7 +22,7 @@ from gateway.attribution import MODELS, Attribution
 from gateway.badbody import body_key
 from gateway.channels import Channels
 from gateway.events import Conversion, Touchpoint, VerdictChange, iso
-from gateway.ids import uuid7
+from gateway.ids import _format, uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import AttributionOptions, CentralOptions, ChannelsOptions
@@ -664,3 +664,35 @@ async def test_the_mirror_task_tells_new_rows_apart_from_verdict_changes(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_central_journey_of_one_millisecond_on_two_nodes_is_in_time_order(
+    nodes: tuple[Node, Node], central_dsn: str
+) -> None:
+    """A visitor lands on node B, then 800 µs later, in the same millisecond, on node A, whose
+    id for it came out smaller (each node counts its ids of a millisecond up from a random
+    start). The central journey listed the later landing first: first touch, first seen."""
+    a, b = nodes
+    visitor = "d" * 32
+    ms = int(T0.timestamp() * 1000)
+    early = dataclasses.replace(
+        touch(1, visitor, "b", T0 + timedelta(microseconds=100)), id=_format(ms, 0x800, 1)
+    )
+    late = dataclasses.replace(
+        touch(2, visitor, "a", T0 + timedelta(microseconds=900)), id=_format(ms, 0x100, 2)
+    )
+    assert late.id < early.id
+    await a.store.write([late])
+    await b.store.write([early])
+    await a.sync.once()
+    await b.sync.once()
+    reader = CentralReader(a.path, central_dsn, 10)
+    await reader.open()
+    try:
+        journey = await reader.visitor(visitor)
+    finally:
+        await reader.close()
+    assert journey is not None
+    assert [t["id"] for t in journey["touchpoints"]] == [early.id, late.id]
+    assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
+    assert (journey["first_seen"], journey["last_seen"]) == (early.ts, late.ts)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.events import Binding, Touchpoint, iso
+from gateway.events import Binding, Conversion, Touchpoint, iso
+from gateway.ids import _format
 from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
@@ -317,3 +318,72 @@ async def test_fraud_report_counts_a_group_of_unscored_touchpoints(data: Data) -
         **dict.fromkeys(anna["shares"], 0.0),
         "unscored": 1.0,
     }
+
+
+def same_ms(n: int, visitor: str, micros: int, counter: int, minute: int = 0) -> Touchpoint:
+    """Touchpoint ``n`` at ``micros`` µs into a millisecond, its id that millisecond's with
+    ``counter``: two worker processes each count up from a random start, so of two landings of
+    one millisecond the later in time may have the smaller id."""
+    at = T0 + timedelta(minutes=minute, microseconds=micros)
+    return dataclasses.replace(
+        event(n), id=_format(int(at.timestamp() * 1000), counter, n), ts=iso(at), visitor_key=visitor
+    )
+
+
+async def test_a_journey_of_one_millisecond_is_in_time_order_not_id_order(tmp_path: Path) -> None:
+    """Two landings in one millisecond through different worker processes: the later one
+    (900 µs) minted the smaller id. The journey listed them by id: the later was the first
+    touch, ``first_seen`` came after ``last_seen``."""
+    visitor = "d" * 32
+    early, late = same_ms(1, visitor, 100, counter=0x800), same_ms(2, visitor, 900, counter=0x100)
+    assert late.id < early.id and early.ts < late.ts
+    # And a signup (one worker) and a purchase 300 µs later (another), ids the wrong way round.
+    signup, purchase = (
+        Conversion(
+            _format(T0_MS, counter, 0), iso(T0 + timedelta(microseconds=us)), "test", name, name, visitor
+        )
+        for counter, us, name in ((0xA00, 200, "signup"), (0x200, 500, "purchase"))
+    )
+    store = LocalStore(tmp_path / "ms.db", StorageOptions(), Metrics())
+    await store.open()
+    reader = Reader(tmp_path / "ms.db")
+    await reader.open()
+    try:
+        await store.write([early, late, signup, purchase])
+        journey = await reader.visitor(visitor)
+    finally:
+        await reader.close()
+        await store.close()
+    assert journey is not None
+    assert [t["id"] for t in journey["touchpoints"]] == [early.id, late.id]
+    assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
+    assert (journey["first_seen"], journey["last_seen"]) == (early.ts, late.ts)
+    assert [c["name"] for c in journey["conversions"]] == ["signup", "purchase"]
+
+
+async def test_a_users_devices_of_one_millisecond_and_a_cut_journey_keep_time_order(tmp_path: Path) -> None:
+    """A user's two devices land in one millisecond, the later with the smaller id; and a
+    journey cut at ``JOURNEY_LIMIT`` whose newest millisecond holds two landings in the same
+    wrong order: first and last touch are the earliest and the latest in time."""
+    user, phone, laptop, long = "u" * 32, "e" * 32, "f" * 32, "9" * 32
+    early, late = same_ms(1, phone, 100, counter=0x800), same_ms(2, laptop, 900, counter=0x100)
+    many = [dataclasses.replace(event(n), visitor_key=long) for n in range(3, JOURNEY_LIMIT + 3)]
+    last_early = same_ms(JOURNEY_LIMIT + 3, long, 100, counter=0x800, minute=JOURNEY_LIMIT + 10)
+    last_late = same_ms(JOURNEY_LIMIT + 4, long, 900, counter=0x100, minute=JOURNEY_LIMIT + 10)
+    bindings = [Binding(str(uuid.uuid4()), early.ts, "test", v, user, "login") for v in (phone, laptop)]
+    store = LocalStore(tmp_path / "ms.db", StorageOptions(), Metrics())
+    await store.open()
+    reader = Reader(tmp_path / "ms.db")
+    await reader.open()
+    try:
+        await store.write([early, late, *bindings, *many, last_early, last_late])
+        journey = await reader.user([user])
+        cut = await reader.visitor(long)
+    finally:
+        await reader.close()
+        await store.close()
+    assert journey is not None
+    assert [t["id"] for t in journey["touchpoints"]] == [early.id, late.id]
+    assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
+    assert cut is not None and cut["truncated"] is True
+    assert (cut["last_touch"]["id"], cut["last_seen"]) == (last_late.id, last_late.ts)
