@@ -64,6 +64,7 @@ import yarl
 
 from gateway.config import Settings
 from gateway.har import printable
+from gateway.ids import id_floor, id_ms
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.networds import no_connection, tls_failure
@@ -424,16 +425,24 @@ class Sink:
         self, db: aiosqlite.Connection, user_key: str
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The first and the last touchpoint over every visitor bound to the user; a touchpoint
-        of the ``no_consent`` population is never sent to a sink, so not as a trait either."""
-        ends = []
+        of the ``no_consent`` population is never sent to a sink, so not as a trait either.
+        Each the earliest (latest) in time of the rows of the first (last) id's millisecond: id
+        order is time order to the millisecond only (two worker processes count the ids of one
+        millisecond up from random starts; until 2026-12-07 the row of the smallest (largest)
+        id was taken)."""
+        mine = (
+            "SELECT * FROM touchpoints WHERE visitor_key IN "
+            "(SELECT visitor_key FROM identities WHERE user_key = ?) AND consent != 'no_consent'"
+        )
+        ends: list[dict[str, Any] | None] = []
         for order in ("ASC", "DESC"):
-            async with db.execute(
-                "SELECT * FROM touchpoints WHERE visitor_key IN "
-                "(SELECT visitor_key FROM identities WHERE user_key = ?) AND consent != 'no_consent' "
-                f"ORDER BY id {order} LIMIT 1",
-                (user_key,),
-            ) as cursor:
+            async with db.execute(f"{mine} ORDER BY id {order} LIMIT 1", (user_key,)) as cursor:
                 row = await cursor.fetchone()
+            if row is not None:  # the rows of its millisecond, the end of them in time
+                ms = id_ms(row["id"])
+                sql = f"{mine} AND id >= ? AND id < ? ORDER BY ts {order}, id {order} LIMIT 1"
+                async with db.execute(sql, (user_key, id_floor(ms), id_floor(ms + 1))) as cursor:
+                    row = await cursor.fetchone()
             ends.append(dict(row) if row is not None else None)
         return ends[0], ends[1]
 

@@ -10,7 +10,7 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.events import Binding, Touchpoint, iso
-from gateway.ids import uuid7
+from gateway.ids import _format, uuid7
 from gateway.keys import Keys
 from gateway.metrics import Metrics
 from gateway.options import SinkOptions
@@ -1466,3 +1466,29 @@ async def test_a_resend_read_again_after_an_erasure_sends_nothing_twice(world, u
         sent = await made[0].sinks.resend_user([alice])
     assert len(api.calls) == len(api.unique) == 4, api.calls  # the first batch not sent again
     assert sent == {"out": Resent(alice, 4)}, sent
+
+
+async def test_identify_traits_of_two_devices_landing_in_one_millisecond_follow_time(
+    world, batch_api: BatchApi
+) -> None:
+    """A user's laptop lands, and 800 µs later, in the same millisecond, their phone, through
+    another worker process whose id for it came out smaller. The identify's first-touch traits
+    were the phone's (the smaller id), its last-touch traits the laptop's."""
+    w = await world(sink_toml(batch_api))
+    laptop, phone = "1" * 32, "2" * 32
+    ms = int(T0.timestamp() * 1000)
+    first = replace(
+        touch(0, laptop, "tiktok"), ts=iso(T0 + timedelta(microseconds=100)), id=_format(ms, 0x800, 1)
+    )
+    last = replace(
+        touch(0, phone, "google"), ts=iso(T0 + timedelta(microseconds=900)), id=_format(ms, 0x100, 2)
+    )
+    assert last.id < first.id
+    user_key = w.keys.user_key("alice")
+    at = iso(T0 + timedelta(hours=1))
+    bindings = [Binding(uuid7(), at, "a", v, user_key, "login") for v in (laptop, phone)]
+    await w.store.write([first, last, *bindings])
+    await one_round(w)
+    traits = [c for c in batch_api.calls if c["type"] == "identify"][-1]["traits"]
+    assert (traits["source_first_source"], traits["source_last_source"]) == ("tiktok", "google")
+    assert (traits["source_first_timestamp"], traits["source_last_timestamp"]) == (first.ts, last.ts)
