@@ -258,6 +258,38 @@ def _malformed(cause: str) -> Visitor:
     return _NOBODY
 
 
+def _appended_to(line: str) -> bool:
+    """Whether a ``Forwarded`` ``line`` that cannot be parsed ends in an element that reads on
+    its own, after a comma: a proxy's, appended to a visitor's own field on the same line (RFC 7239
+    §4 lets a proxy append to the last line), the visitor's part left of it the unreadable one.
+    Only for what the log says: nothing on such a line is believed (where a quote the visitor left
+    open ends cannot be told, and a visitor who can move the line's element boundaries can name
+    their own address)."""
+    head, comma, last = line.rpartition(",")
+    if not comma or not head.strip():
+        return False
+    try:
+        return bool(forwarded_elements(last))
+    except Malformed:
+        return False
+
+
+def _visitors_part(cause: str) -> Visitor:
+    """A trusted proxy's ``Forwarded`` line whose element, appended to a visitor's own, reads
+    alone, where the visitor's part cannot be read (``_appended_to``): its hop is the client, as
+    for ``_malformed``, but the visitor is to blame, not the proxy: logged at debug, each time,
+    and never at warning (until 2026-12-07 a visitor's ``for="x`` made the log tell the operator
+    once that the proxy writes unreadable fields, which it need not fix)."""
+    log.debug(
+        "a trusted proxy (proxy.trusted_proxies) appended its Forwarded element to a visitor's own"
+        " Forwarded on one line, and the visitor's part cannot be read: %s; where it ends cannot be"
+        " told, so the request is taken as the proxy's own (its address, the connection's scheme"
+        " and Host). Have the proxy add its Forwarded as a line of its own, or replace a visitor's",
+        cause,
+    )
+    return _NOBODY
+
+
 def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Visitor:
     """The visitor a trusted peer's ``Forwarded`` ``lines`` name (RFC 7239), read as
     X-Forwarded-For is: its elements as one list in order, walked from the right over those whose
@@ -269,7 +301,9 @@ def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Vis
     no address does. The lines are parsed from the last, as far as the walk goes: one that
     cannot be parsed on the way gives ``_malformed``, and so does an element the walk reaches
     with a parameter twice; one left of where the walk stops (a visitor's own line, before the
-    proxy's, or a visitor's element on the proxy's line) is not read. No element at all:
+    proxy's, or a visitor's element on the proxy's line) is not read. A line that cannot be parsed
+    though its last element reads alone (a proxy's appended to a visitor's unreadable one:
+    ``_appended_to``) gives the peer too, logged at debug (``_visitors_part``). No element at all:
     nobody (until 2026-12-07 a parameter twice in a visitor's element on the proxy's line failed
     the whole line, every such visitor taken for the proxy)."""
     element: dict[str, str] | None = None
@@ -277,7 +311,7 @@ def forwarded_visitor(lines: Sequence[str], trusted: Sequence[IPNetwork]) -> Vis
         try:
             elements = forwarded_elements(line)
         except Malformed as err:
-            return _malformed(str(err))
+            return _visitors_part(str(err)) if _appended_to(line) else _malformed(str(err))
         for element in reversed(elements):
             if TWICE in element:  # reached: which of its values is meant cannot be told
                 return _malformed(element[TWICE])

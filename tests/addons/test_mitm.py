@@ -677,6 +677,11 @@ async def test_a_trusted_proxys_forwarded_is_read_as_by_the_aiohttp_host(
                    (b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https")]  # fmt: skip
             view = gateway.view(visitor(b"/p", bad, tls=False), "/p", "")
             assert (view.client_ip, view.scheme, view.host) == ("127.0.0.1", "http", "10.0.0.5:8080")
+            # A visitor's unreadable line left of the proxy's own line is not read.
+            two = [(b"host", b"10.0.0.5:8080"), (b"forwarded", b'for="198.51.100.9'),
+                   (b"forwarded", b"for=203.0.113.7;proto=https")]  # fmt: skip
+            view = gateway.view(visitor(b"/p", two, tls=False), "/p", "")
+            assert (view.client_ip, view.scheme, view.host) == ("203.0.113.7", "https", "10.0.0.5:8080")
             flow = visitor(b"/p?utm_source=x", claims, tls=False)
             await gateway.request(flow)
             sent = flow.request.headers

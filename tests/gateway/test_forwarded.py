@@ -256,6 +256,8 @@ async def test_a_parameter_twice_where_the_walk_goes_is_still_malformed(
         "for=203.0.113.7;for=198.51.100.9;proto=https",  # a parameter twice in one element
         "for 203.0.113.7;proto=https",  # not name=value
         'for="203.0.113.7"x;proto=https',  # something after a quoted string
+        # The proxy's own element unreadable, after a visitor's that reads: the proxy's to fix.
+        'for=198.51.100.9, for="203.0.113.7;proto=https',
     ],
 )
 async def test_a_malformed_forwarded_makes_the_proxy_the_client(
@@ -287,3 +289,58 @@ async def test_a_malformed_forwarded_makes_the_proxy_the_client(
     assert len(said) == 1, said
     assert "proxy.trusted_proxies" in said[0]
     assert seen[0].getall("Forwarded") == [forwarded]
+
+
+VISITORS_GARBAGE = 'for="198.51.100.9'
+"""A visitor's own ``Forwarded`` with a quoted string not closed, which a front proxy passes on."""
+
+
+async def test_a_visitors_unclosed_quote_on_a_line_of_its_own_does_not_hide_the_proxys_line(
+    start_gateway: GatewayFactory, upstream_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A front proxy that adds its ``Forwarded`` as a line of its own (HAProxy's ``option
+    forwarded``) after a visitor's that cannot be parsed: the walk reads the proxy's line first and
+    stops at its element, so the visitor is the proxy's ``for=``, over its ``proto=``; the
+    visitor's line is never read, nothing is logged, and the site gets both lines as they came."""
+    forwarding._said_malformed.clear()
+    lines = [("Forwarded", VISITORS_GARBAGE), ("Forwarded", "for=203.0.113.7;proto=https")]
+    with caplog.at_level(logging.DEBUG, logger="gateway.proxy"):
+        ip, scheme, host, site = await view_of(start_gateway, upstream_server, lines)
+    assert (ip, scheme, host) == ("203.0.113.7", "https", "shop.test")
+    assert not [r for r in caplog.records if "Forwarded" in r.getMessage()]
+    assert site.getall("Forwarded") == [VISITORS_GARBAGE, "for=203.0.113.7;proto=https"]
+
+
+@pytest.mark.parametrize(
+    ("line", "toml"),
+    [
+        (f"{VISITORS_GARBAGE}, for=203.0.113.7;proto=https", TRUSTED),
+        (f"{VISITORS_GARBAGE},for=203.0.113.7;proto=https;host=shop.example", TRUSTED),
+        # Through two trusted proxies, both appending to the line.
+        (f"{VISITORS_GARBAGE}, for=203.0.113.7;proto=https, for=127.0.0.2", TWO),
+    ],
+)
+async def test_a_visitors_unclosed_quote_on_the_proxys_line_is_the_proxy_logged_at_debug(
+    start_gateway: GatewayFactory,
+    upstream_server,
+    caplog: pytest.LogCaptureFixture,
+    line: str,
+    toml: str,
+) -> None:
+    """A front proxy that appends its element to the visitor's ``Forwarded`` on the same line,
+    after a quoted string the visitor left open: where the visitor's part ends cannot be told (the
+    quote may close anywhere to its right), so nothing on the line is believed, as before: the
+    request is answered (no 500), its hop is the client (the proxy's address, the connection's
+    scheme, ``Host``). The proxy's own element reads alone, so it is the visitor's doing, not the
+    proxy's: logged at debug each time, not at warning. Until 2026-12-07 a warning said that the
+    trusted proxy writes an unreadable ``Forwarded`` and should be fixed, which it need not be."""
+    forwarding._said_malformed.clear()
+    with caplog.at_level(logging.DEBUG, logger="gateway.proxy"):
+        ip, scheme, host, site = await view_of(start_gateway, upstream_server, [("Forwarded", line)], toml)
+        await view_of(start_gateway, upstream_server, [("Forwarded", line)], toml)
+    assert (ip, scheme, host) == ("127.0.0.1", "http", "shop.test")
+    said = [r for r in caplog.records if "Forwarded" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.DEBUG, logging.DEBUG], [r.getMessage() for r in said]
+    assert "a quoted string not closed" in said[0].getMessage()
+    assert "198.51.100.9" not in said[0].getMessage()  # no address in the log
+    assert site.getall("Forwarded") == [line]
