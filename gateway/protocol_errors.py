@@ -430,6 +430,7 @@ class _Handler(web.RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
         began, self._began = self._began, None
+        self._declined_upgrade(data, began, queued)
         tail = self._head_tail
         if tail:
             self._head_tail = b""
@@ -466,6 +467,41 @@ class _Handler(web.RequestHandler):
                 ):
                     self._pipelined(data)
                 return
+
+    def _declined_upgrade(self, data: bytes, began: bytes | None, queued: int) -> None:
+        """A request asking for an upgrade other than a WebSocket's (``Connection: Upgrade`` with
+        ``Upgrade: h2c``, ``tcp``…), the last one this read handed over, is answered with
+        ``Connection: close`` unless nothing can have followed it in the read (it began there,
+        and its head, and its body of a ``Content-Length`` if any, end the read). llhttp stops
+        at such a request and aiohttp's C parser, switching to no protocol but a WebSocket's,
+        drops the rest of that read: a
+        request pipelined behind it got no answer, the visitor waiting on a connection that said
+        nothing until the idle timeout (until 2026-12-07). Closed after the answer, the client
+        sends it again on a new connection, as for any pipelined request a server closes
+        before answering. Guessing where the dropped bytes began is not done: a guess that is
+        off by a byte reads a request the visitor never sent."""
+        if self._upgraded or len(self._messages) <= queued:
+            return
+        message, payload = self._messages[-1]
+        if isinstance(message, _ErrInfo) or not message.upgrade or message.should_close:
+            return
+        asked = message.headers.get(hdrs.UPGRADE, "")
+        if message.method == hdrs.METH_CONNECT or (asked.isascii() and asked.lower() == "websocket"):
+            return  # aiohttp's own switch: the rest of the read is the new protocol's, kept
+        head = data.lstrip(b"\r\n")
+        ends = [at + len(end) for end in (b"\n\r\n", b"\n\n") if (at := head.find(end)) >= 0]
+        length = message.headers.get(hdrs.CONTENT_LENGTH, "0") if payload is not EMPTY_PAYLOAD else "0"
+        if (
+            len(self._messages) == queued + 1
+            and began == head
+            and not message.chunked
+            and length.isascii()
+            and length.isdigit()
+            and ends
+            and min(ends) + int(length) == len(head)
+        ):
+            return  # it alone, its head and body whole in this read, which ends with it
+        self._messages[-1] = (message._replace(should_close=True), payload)
 
     def _pipelined(self, data: bytes) -> None:
         """Time the head that ``data``, a read that ended a request without a body, began after

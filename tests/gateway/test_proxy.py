@@ -482,6 +482,91 @@ async def test_request_hop_by_hop_headers_are_dropped(start_gateway, upstream_se
     assert "x-named-hop" not in headers.get("Connection", "").lower()
 
 
+H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+"""What ``curl --http2`` sends to an ``http://`` URL (RFC 7540's h2c upgrade, withdrawn by 9113)."""
+OTHER_UPGRADES = {
+    "h2c": b"GET /p?utm_source=news HTTP/1.1\r\nHost: shop.test\r\n" + H2C + b"\r\n",
+    "h2c_with_a_body": b"POST /p HTTP/1.1\r\nHost: shop.test\r\n" + H2C + b"Content-Length: 5\r\n\r\nhello",
+    "tcp": b"GET /p HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+    "websocket_not_a_get": (
+        b"POST /p HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    ),
+    "connection_alone": b"GET /p HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n\r\n",
+    "upgrade_alone": b"GET /p HTTP/1.1\r\nHost: shop.test\r\nUpgrade: h2c\r\n\r\n",
+}
+
+
+async def other_upgrade_site(
+    start_gateway, upstream_server
+) -> tuple[RunningGateway, list[tuple[str, str, CIMultiDictProxy[str], bytes]]]:
+    seen: list[tuple[str, str, CIMultiDictProxy[str], bytes]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, request.headers, await request.read()))
+        return web.Response(text=f"page {request.path}")
+
+    return await start_gateway(await upstream_server(app_of(page))), seen
+
+
+@pytest.mark.parametrize("name", list(OTHER_UPGRADES))
+async def test_an_upgrade_other_than_websockets_is_answered_as_a_plain_request(
+    start_gateway, upstream_server, name: str
+) -> None:
+    """``Upgrade: h2c``, ``tcp``, a WebSocket's on a ``POST``: the gateway switches to no
+    protocol but a WebSocket's (on a ``GET``), and ``Upgrade`` and ``Connection`` are hop-by-hop,
+    so the site gets the request as a plain one, without them nor what ``Connection`` names
+    (``HTTP2-Settings``), its body too, and its answer reaches the visitor as it came, never a
+    ``101``, the connection kept for the visitor's next request: as a site that declines the
+    upgrade answers it (RFC 9110 §7.8), which is what the visitor's client expects."""
+    gw, seen = await other_upgrade_site(start_gateway, upstream_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(OTHER_UPGRADES[name])
+        await writer.drain()
+        reply = await asyncio.wait_for(read_response(reader), 30)  # a guard against a hang only
+        assert (reply.status, reply.body) == (200, b"page /p")
+        assert "Upgrade" not in reply.headers
+        writer.write(b"GET /next HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        await writer.drain()
+        after = await asyncio.wait_for(read_response(reader), 30)
+        assert (after.status, after.body) == (200, b"page /next")
+    finally:
+        writer.close()
+    (method, path, headers, body), _ = seen
+    assert path == "/p"
+    assert body == (b"hello" if method == "POST" else b"")
+    for hop in ("Upgrade", "Connection", "HTTP2-Settings"):
+        assert hop not in headers, hop
+
+
+@pytest.mark.parametrize("name", ["h2c", "h2c_with_a_body", "tcp"])
+async def test_a_request_pipelined_behind_a_declined_upgrade_is_not_left_unanswered(
+    start_gateway, upstream_server, name: str
+) -> None:
+    """A request sent right behind an ``Upgrade`` request, in the same packet: aiohttp's parser
+    stops at the upgrade request and drops the bytes after it in that read when it is no
+    WebSocket's. Until 2026-12-07 that request got no answer: the visitor waited on a connection
+    that said nothing until the idle timeout closed it. Now the upgrade's answer says
+    ``Connection: close`` and the connection closes after it, so the client sends the request
+    again on a new one, as it does for any pipelined request a server closed before answering."""
+    gw, seen = await other_upgrade_site(start_gateway, upstream_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.port)
+    try:
+        writer.write(OTHER_UPGRADES[name] + b"GET /piped HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(read_response(reader), 30)
+        assert (reply.status, reply.body) == (200, b"page /p")
+        if reply.headers.get("Connection", "").lower() == "close":
+            assert await asyncio.wait_for(reader.read(), 30) == b""  # closed, not left hanging
+        else:
+            piped = await asyncio.wait_for(read_response(reader), 30)  # a guard against a hang only
+            assert (piped.status, piped.body) == (200, b"page /piped")
+    finally:
+        writer.close()
+    assert [path for _, path, _, _ in seen] in (["/p"], ["/p", "/piped"])  # nothing else read
+
+
 @pytest.mark.parametrize("connection", [b"Content-Length", b"keep-alive, content-length"])
 async def test_a_content_length_named_in_connection_still_frames_the_body(
     start_gateway, upstream_server, connection: bytes
