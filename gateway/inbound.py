@@ -127,6 +127,12 @@ def error(
     return answer(status, {"ok": False, "status": status, "error": message, **(extra or {})}, headers)
 
 
+def refused(reason: str) -> web.Response:
+    """The 400 of a delivery whose one event (or whole body) is bad, in the shape the README's
+    answers table gives every such refusal: ``result`` and ``errors`` beside ``error``."""
+    return error(400, reason, extra={"result": "bad", "errors": [reason]})
+
+
 @dataclass
 class _Delivery:
     """One authenticated delivery on its way to the store: the groups to write and what they mean."""
@@ -566,7 +572,9 @@ class Inbound:
             # recorded, as the user "M\ufffdller"), and the operator sees the byte sent.
             text = body.decode(errors="backslashreplace")
             delivery.groups[0].append(self._bad(src, now, reason, text))
-            return await self._commit(delivery, 1, lambda _: error(400, reason))
+            # Answered as any refused event is (README, Answers): a sender's code that reads
+            # result and errors found neither (until 2026-12-07).
+            return await self._commit(delivery, 1, lambda _: refused(reason))
         events = split_batch(src, doc)
         batch = len(events) != 1 or events[0] is not doc
         if len(events) > self.opts.max_batch:

@@ -557,7 +557,8 @@ def decode_delivery(body: bytes) -> Any:
     deep = ValueError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
     # RFC 8259 §8.1: a parser may ignore a byte order mark (.NET and PowerShell senders write
     # one); JSON between systems is UTF-8, so UTF-16 and UTF-32 are refused, saying so.
-    body = body.removeprefix(b"\xef\xbb\xbf")
+    sent, body = body, body.removeprefix(b"\xef\xbb\xbf")
+    skipped = len(sent) - len(body)  # offsets are said in the body as sent
     if not body.strip(b" \t\r\n"):
         raise ValueError("body: empty (expected a JSON object or array)")
     if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
@@ -570,10 +571,10 @@ def decode_delivery(body: bytes) -> Any:
         except UnicodeDecodeError as bad:
             # The parser's "Invalid UTF-8 encoded string" named neither the byte nor where it is.
             raise ValueError(
-                f"body: not UTF-8 (byte 0x{body[bad.start]:02X} at offset {bad.start:,});"
+                f"body: not UTF-8 (byte 0x{body[bad.start]:02X} at offset {bad.start + skipped:,});"
                 " JSON is sent as UTF-8 (RFC 8259)"
             ) from None
-        raise ValueError(f"body: not valid JSON ({err})") from None
+        raise ValueError(f"body: not valid JSON ({_placed(sent, str(err), skipped)})") from None
     except RecursionError:
         raise deep from None
     level = [doc]
@@ -588,6 +589,32 @@ def decode_delivery(body: bytes) -> Any:
         if not level:
             return doc
     raise deep
+
+
+_AT_BYTE = re.compile(r" \(byte ([0-9]+)\)$")
+
+
+def _placed(body: bytes, reason: str, skipped: int = 0) -> str:
+    """The parser's ``reason`` with where it stopped as a person finds it in the body, its line
+    and column (in characters) before the byte offset msgspec gives (``trailing comma in object,
+    at line 3, column 1 (byte 37)``); a body cut short is said so, where it ends (msgspec's
+    words, "Input data was truncated", named no place). ``skipped``: the bytes before what the
+    parser read (a byte order mark), which its offset does not count."""
+    if reason == "Input data was truncated":
+        return f"it ends before the JSON does, at {_line_column(body, len(body))}: cut short?"
+    found = _AT_BYTE.search(reason)
+    if found is None:
+        return reason
+    return f"{reason[: found.start()]}, at {_line_column(body, int(found.group(1)) + skipped)}"
+
+
+def _line_column(body: bytes, offset: int) -> str:
+    """Where ``offset`` is in ``body``: line and column (1-based; a byte order mark is no
+    column), and the offset itself."""
+    line_start = body.rfind(b"\n", 0, offset) + 1
+    column = len(body[line_start:offset].decode(errors="replace").removeprefix("\ufeff")) + 1
+    line = body.count(b"\n", 0, offset) + 1
+    return f"line {line}, column {column} (byte {offset})"
 
 
 def split_batch(src: SourceMap, doc: Any) -> list[Any]:

@@ -443,11 +443,14 @@ async def test_a_form_body_that_is_not_json_names_its_content_type(gw: RunningGa
         kind = content_type.partition(";")[0]
         assert (status, answer["error"]) == (
             400,
-            "body: not valid JSON (JSON is malformed: invalid character (byte 4)); it was sent as"
-            f" {kind}: the gateway reads JSON bodies only",
+            "body: not valid JSON (JSON is malformed: invalid character, at line 1, column 5 (byte 4));"
+            f" it was sent as {kind}: the gateway reads JSON bodies only",
         ), answer
     status, answer = await post(gw, form, signed(form))  # labelled JSON: nothing to add
-    assert answer["error"] == "body: not valid JSON (JSON is malformed: invalid character (byte 4))"
+    assert (
+        answer["error"]
+        == "body: not valid JSON (JSON is malformed: invalid character, at line 1, column 5 (byte 4))"
+    )
     body = encode(conversion())
     status, answer = await post(
         gw, body, {**signed(body), "content-type": "application/x-www-form-urlencoded"}
@@ -470,6 +473,40 @@ async def test_malformed_json_and_wrong_types_are_400_and_kept_as_bad_events(gw:
     assert '"fifty"' in str(unseal(key, bad[1][2]))
     assert '"fifty"' not in bad[1][2] and "fifty" not in bad[1][1]  # both sealed at rest
     assert await rows(gw, "SELECT count(*) FROM conversions") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        (b'{"type": "conversion",\n  "value": 5,\n}', "application/json",
+         "body: not valid JSON (JSON is malformed: trailing comma in object, at line 3, column 1 (byte 37))"),
+        (b'{"type": "conversion", ', "application/json",
+         "body: not valid JSON (it ends before the JSON does, at line 1, column 24 (byte 23): cut short?)"),
+        (b'{"user_id": "M\xfcller"}', "application/json",
+         "body: not UTF-8 (byte 0xFC at offset 14); JSON is sent as UTF-8 (RFC 8259)"),
+        (b'\xef\xbb\xbf{"a": 1,}', "application/json",  # the byte order mark is no column
+         "body: not valid JSON (JSON is malformed: trailing comma in object, at line 1, column 9 (byte 11))"),
+        (b"", "application/json", "body: empty (expected a JSON object or array)"),
+        (b"type=conversion&value=5", "application/x-www-form-urlencoded",
+         "body: not valid JSON (JSON is malformed: invalid character, at line 1, column 5 (byte 4)); it was"
+         " sent as application/x-www-form-urlencoded: the gateway reads JSON bodies only"),
+        (b"[" * 200 + b"]" * 200, "application/json", f"body: JSON nested deeper than {MAX_DEPTH} levels"),
+    ],
+    ids=["invalid-json", "cut-short", "not-utf8", "bom", "empty", "form", "too-deep"],
+)  # fmt: skip
+async def test_a_body_that_does_not_parse_is_answered_as_every_refused_event_is(
+    gw: RunningGateway, body: bytes, content_type: str, reason: str
+) -> None:
+    """The README's answer to a 400 is ``{"ok": false, "status": 400, "error": …, "result": "bad",
+    "errors": […]}``; a body that does not parse (not JSON, not UTF-8, empty, a form) was answered
+    without ``result`` and ``errors``, so a sender's code reading them found nothing, and the
+    parser's byte offset alone sent the operator counting bytes: it says the line and column."""
+    status, answer = await post(gw, body, {**signed(body), "content-type": content_type})
+    assert (status, answer) == (
+        400,
+        {"ok": False, "status": 400, "error": reason, "result": "bad", "errors": [reason]},
+    )
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(1,)]  # kept, as before
 
 
 async def test_batches_per_event_results_and_limits(gw: RunningGateway) -> None:
