@@ -46,6 +46,20 @@ def scaled(value: Any, scale: float = 1.0) -> float | None:
 _EXACT = decimal.Context(prec=34, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 
+def has_decimals(value: Any) -> bool:
+    """Whether a number ``scaled`` reads is written with digits after its decimal point, which
+    minor units (cents) never have: a string as written (``"10.00"``, ``"1.25e1"``; not
+    ``"1e3"`` nor ``"1.5e3"``), a JSON number by its value (``10.5``), since the parser keeps
+    no more of it: ``10.00``, ``10.0`` and ``1e1`` are the one float 10.0, whole."""
+    if isinstance(value, str):
+        text = value.strip(" \t\r\n")
+        if not NUMBER.fullmatch(text):
+            return False
+        exponent = decimal.Decimal(text).as_tuple().exponent
+        return isinstance(exponent, int) and exponent < 0
+    return isinstance(value, float) and math.isfinite(value) and not value.is_integer()
+
+
 GROUP_SEPARATORS = ",.' \u2019\u00a0\u202f\u2009"
 """What a site writes between groups of thousands: a comma, a point, an apostrophe (Swiss,
 also typographic), a space (plain, no-break, narrow no-break, thin)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from addons.amounts import scaled
+from addons.amounts import has_decimals, scaled
 from addons.identity import verify_cookie
 from addons.values import compared_text, meets
 from gateway.attribution import exponent
@@ -401,6 +401,18 @@ def map_event(
     if src.value_scale == "minor" and value is not None:
         if currency is None:
             r.fail("value", 'value_scale = "minor" needs the currency whose minor units the value is in')
+        elif kind == "conversion" and has_decimals(given := r.raw("value")):
+            # A sender that sends major units ("10.00") under "minor": read as 10 cents, each
+            # order was recorded at a hundredth of its value, and nothing said (until 2026-12-07).
+            code = currency.upper() if re.fullmatch(r"[A-Za-z]{3}", currency) else "EUR"  # else refused
+            places = exponent(code, src.minor_units)
+            shown = repr(given[:40]) if isinstance(given, str) else repr(given)
+            r.fail(
+                "value",
+                f'{shown} has decimals: value_scale = "minor" expects whole minor units ({10 * 10**places}'
+                f" for {10:.{places}f} {code}); for a sender that sends major units, remove value_scale",
+            )
+            value = None
         else:  # JPY has none, EUR cents, KWD thousandths
             value = scaled(value, 10.0 ** -exponent(currency, src.minor_units))
     order_id = read_order_id = r.text("order_id")

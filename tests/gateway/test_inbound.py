@@ -509,6 +509,63 @@ async def test_a_body_that_does_not_parse_is_answered_as_every_refused_event_is(
     assert await rows(gw, "SELECT count(*) FROM bad_events") == [(1,)]  # kept, as before
 
 
+MINOR = """
+[[sources]]
+name = "billing"
+secrets = ["env:BILLING_SECRET"]
+value_scale = "minor"
+ignore_types = ["refund"]
+"""
+
+
+async def test_a_fraction_under_minor_units_is_refused_not_read_as_cents(
+    start_gateway, upstream_server
+) -> None:
+    """Under ``value_scale = "minor"`` a decimal text (``"10.00"``, a sender that sends major units)
+    was read as 10 cents, 0.10: the order recorded at a hundredth of its value, and nothing said.
+    A value written with a fraction (``"10.00"``, ``"10.5"``) or a number with one (``10.5``) cannot
+    be minor units: a 400 naming the field, kept with the bad events as any invalid value is. A
+    whole number is taken however JSON writes it (``1000``, ``"1000"``, ``"1e3"``, and ``1000.0``,
+    as Python and Java write a float: the parser does not keep how a number was written)."""
+    gw = await start_gateway(await upstream_server(web.Application()), MINOR, SOURCES_ENV)
+    for n, value in enumerate((1000, "1000", "1e3", 1000.0, " 1000 ")):
+        body = encode(conversion(value=value, currency="EUR", order_id=f"ok-{n}"))
+        status, answer = await post(gw, body, signed(body))
+        assert (status, answer["result"]) == (202, "accepted"), (value, answer)
+    assert await rows(gw, "SELECT DISTINCT value FROM conversions") == [(10.0,)]
+    expected = (
+        'value (/value): {} has decimals: value_scale = "minor" expects whole minor units'
+        " (1000 for 10.00 EUR); for a sender that sends major units, remove value_scale"
+    )
+    for value, shown in (("10.00", "'10.00'"), ("49.9", "'49.9'"), (10.5, "10.5"), ("1.25e1", "'1.25e1'")):
+        body = encode(conversion(value=value, currency="EUR", order_id=f"bad-{value}"))
+        status, answer = await post(gw, body, signed(body))
+        reason = expected.format(shown)
+        assert (status, answer.get("errors")) == (400, [reason]), (value, answer)
+    body = encode(conversion(value="500.00", currency="JPY"))  # the example in its currency's units
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer.get("errors")) == (
+        400,
+        [
+            "value (/value): '500.00' has decimals: value_scale = \"minor\" expects whole minor units"
+            " (10 for 10 JPY); for a sender that sends major units, remove value_scale"
+        ],
+    )
+    assert await rows(gw, "SELECT count(*) FROM conversions") == [(5,)]
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(5,)]
+    # A negative one is refused as before, for what it is (a refund), not for its fraction.
+    body = encode(conversion(value="-10.00", currency="EUR"))
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and answer["errors"] == [
+        "value (/value): expected a number from 0 to 1e+15 (after value_scale); refunds are not"
+        " recorded (list their type in ignore_types)"
+    ]
+    # A type the sender ignores records no value: its fraction is not refused.
+    body = encode({**conversion(value="10.00", currency="EUR"), "type": "refund"})
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (202, "ignored"), answer
+
+
 async def test_batches_per_event_results_and_limits(gw: RunningGateway) -> None:
     events = [conversion(), conversion(value="x"), {"type": "identify", "visitor_id": "v1", "user_id": "u1"}]
     body = encode(events)
