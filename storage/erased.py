@@ -277,20 +277,24 @@ class ErasedWatch:
         self.erased = Erased()
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
-        self._lock = threading.Lock()  # looks run on the default executor's threads
+        self._lock = threading.Lock()  # looks run on the default executor's threads; close takes it too
         self._finalizer: Callable[[], object] | None = None
+        self._closed = False
 
     def _look(self) -> int:
-        """``MARK`` through the kept connection (opened, or opened again, as the file needs)."""
+        """``MARK`` through the kept connection (opened, or opened again, as the file needs); once
+        closed, through a connection of its own closed at once (as each look did before)."""
         with self._lock:
+            if self._closed:
+                return _mark(self.path)
             try:
                 info = os.stat(self.path)
             except OSError:
-                self.close()
+                self._forget()
                 return _mark(self.path)  # as each look did: what connecting to it does
             file = (info.st_dev, info.st_ino)
             if self._db is None or file != self._file:
-                self.close()
+                self._forget()
                 db = sqlite3.connect(self.path, check_same_thread=False)
                 self._db, self._file = db, file
                 self._finalizer = weakref.finalize(self, db.close)
@@ -302,15 +306,24 @@ class ErasedWatch:
                         raise
                     rows = self._db.execute(OWN_MARK).fetchall()
             except BaseException:
-                self.close()  # opened anew at the next look
+                self._forget()  # opened anew at the next look
                 raise
             return int(rows[0][0]) if rows else 0
 
-    def close(self) -> None:
-        """Closes the kept connection (the next look opens one again)."""
+    def _forget(self) -> None:
+        """Closes the kept connection, the lock held (the next look opens one again)."""
         if self._finalizer is not None:
             self._finalizer()
         self._db = self._file = self._finalizer = None
+
+    def close(self) -> None:
+        """Closes the kept connection for good, once no look is using it (until 2026-12-07 without
+        the lock: a look in flight could have its connection closed under it, and a look after
+        this opened it again, left for garbage collection to close; at shutdown the store's close
+        is to be the last). A look after this still answers, through a connection of its own."""
+        with self._lock:
+            self._closed = True
+            self._forget()
 
     async def current(self) -> Erased:
         mark = await asyncio.to_thread(self._look)

@@ -519,5 +519,42 @@ async def test_the_watch_reads_a_store_file_put_in_the_stores_place(
     erased = await watch.current()
     assert erased.since[ALICE] == iso(NOW) and erased.late(binding(BEFORE, PHONE))
     watch.close()
-    assert (await watch.current()).since[ALICE] == iso(NOW)  # closed: opened again at the next look
+    assert (await watch.current()).since[ALICE] == iso(NOW)  # closed: still answered (see below)
     watch.close()
+
+
+def open_on(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path`` (``/proc/self/fd``)."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone once listed
+            found += os.readlink(f"/proc/self/fd/{fd}") == str(path.resolve())
+    return found
+
+
+async def test_a_look_after_the_watch_is_closed_leaves_no_connection_open(open_store: OpenStore) -> None:
+    """``ErasedWatch.close`` is called at shutdown, before the store's last connection closes
+    (which folds the ``-wal`` in). A look after it (a signed event still in flight) opened the
+    kept connection again (until 2026-12-07), which only garbage collection closed: the store's
+    close was not the last, and the descriptor stayed open. Now such a look still answers, through
+    a connection of its own closed at once, and close takes the lock every look holds, so that a
+    look in flight is never left with a connection closed under it."""
+    store = await open_store()
+    await store.write([binding(BEFORE, PHONE)])
+    await erase_alice(store.path)
+    # Closed, so that no descriptor on the file is the store's. (SQLite keeps the descriptor of a
+    # connection closed while another of the process holds a lock on the file, to reuse: a count
+    # says whether any connection is open, not how many.)
+    await store.close()
+    assert await asyncio.to_thread(open_on, store.path) == 0
+    watch = ErasedWatch(store.path)
+    assert (await watch.current()).since[ALICE] == iso(NOW)
+    assert await asyncio.to_thread(open_on, store.path) > 0  # the kept connection
+    await asyncio.to_thread(watch.close)
+    assert await asyncio.to_thread(open_on, store.path) == 0
+    await erase(store.path, "bob", NOW)  # the mark moved: the look and the read both run
+    erased = await watch.current()
+    assert erased.since[KEYS.user_key("bob")] == iso(NOW)
+    assert await asyncio.to_thread(open_on, store.path) == 0  # not opened again
+    watch.close()  # twice: nothing more to do
+    assert await asyncio.to_thread(open_on, store.path) == 0
