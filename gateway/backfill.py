@@ -478,7 +478,7 @@ class Replayer:
             message.encode()
             # "undefined", "null"… is no ID, as the live endpoint reads it: one seed for every
             # call sent with it gave two calls of the same millisecond one id, and lost the second.
-            if isinstance(message, str) and message and not placeholder(message.strip())
+            if isinstance(message, str) and message and not placeholder(message)
             else identity + f"{number}:{record.index}".encode() + record.raw
         )
         first = mapped.rows[0]

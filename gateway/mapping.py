@@ -439,7 +439,7 @@ def map_event(
     for v, where, pointer in candidates:
         if not isinstance(v, str | int) or isinstance(v, bool) or not str(v).strip():
             continue
-        if placeholder(str(v).strip()):
+        if placeholder(str(v)):
             # One key for every event sent with it: all after the first were duplicates.
             r.leave_out("event_id", "placeholder", f"{str(v).strip()[:40]!r} {NO_VALUE}", pointer)
             continue

@@ -13,5 +13,7 @@ for the signed events)."""
 
 
 def placeholder(text: str) -> bool:
-    """Whether ``text`` (trimmed) is one of the ``PLACEHOLDERS``, in any case."""
-    return text.casefold() in PLACEHOLDERS
+    """Whether ``text``, trimmed here (until 2026-12-07 by each caller, or not), is one of the
+    ``PLACEHOLDERS``, in any case. Trimmed for the test alone: a caller that takes a value that is
+    no placeholder keeps it as it was (a signed event's key with spaces around it stays its key)."""
+    return text.strip().casefold() in PLACEHOLDERS

@@ -47,7 +47,7 @@ async def test_a_placeholder_user_id_binds_no_one(
     # Segment: analytics.js sends userId "undefined" where the site's code had none.
     calls = [
         {"type": "identify", "messageId": f"i{n}", "anonymousId": f"anon-{n}", "userId": who}
-        for n, who in enumerate(["undefined", " null ", "[object Object]", "user-5"])
+        for n, who in enumerate(["undefined", "\tnull ", "[object Object]", "user-5"])
     ]
     status, answer = await post(gw, encode({"batch": calls}), basic(SEGMENT), "/_gw/segment")
     assert status == 202 and (answer["accepted"], answer["ignored"]) == (1, 3), answer
@@ -78,18 +78,25 @@ async def test_a_placeholder_user_id_binds_no_one(
             "left_out": [f"user_id (/user_id): 'NaN' {NO_VALUE}"],
         },
     )
+    # Spaces and tabs around it, as a template leaves them: still no value.
+    body = encode(
+        {"type": "conversion", "event_id": "c-3", "visitor_id": "v-3", "user_id": " undefined\t", "value": 6}
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["left_out"]) == (202, [f"user_id (/user_id): 'undefined' {NO_VALUE}"]), answer
     body = encode({"type": "conversion", "event_id": "c-2", "user_id": "nil", "value": 5})
     status, answer = await post(gw, body, signed(body))
     assert status == 400 and answer["errors"] == [
         "visitor_id (/visitor_id) / user_id (/user_id): one of them is needed;"
         f" user_id (/user_id): 'nil' {NO_VALUE}"
     ], answer
-    assert await rows(gw, "SELECT visitor_key, user_key FROM conversions") == [
-        (KEYS.visitor_key("v-2"), None)
+    assert await rows(gw, "SELECT visitor_key, user_key FROM conversions ORDER BY value") == [
+        (KEYS.visitor_key("v-2"), None),
+        (KEYS.visitor_key("v-3"), None),
     ]
     assert await left_out(gw) == {
         ('field="user_id"', 'reason="placeholder"', 'sender="segment"'): 3,
-        ('field="user_id"', 'reason="placeholder"', 'sender="billing"'): 1,
+        ('field="user_id"', 'reason="placeholder"', 'sender="billing"'): 2,
     }
     said = [r.getMessage() for r in caplog.records if "left out, the event" in r.getMessage()]
     assert said == [
@@ -109,7 +116,7 @@ async def test_a_placeholder_order_or_event_id_makes_no_later_event_a_duplicate(
         for n, order in enumerate(["undefined", "undefined", "null"])
     ] + [
         {"type": "conversion", "event_id": key, "user_id": f"k{n}", "value": 20 + n, "timestamp": stamp}
-        for n, key in enumerate(["undefined", "undefined", "None"])
+        for n, key in enumerate(["undefined", "undefined", " None\t"])
     ]
     for event in events:
         body = encode(event)

@@ -37,7 +37,7 @@ currency = "EUR"
 order_id = { response_json = "/order/id" }
 """
 
-PLACEHOLDERS = ["undefined", "null", "NULL", " None ", "nil", "NaN", "[object Object]"]
+PLACEHOLDERS = ["undefined", "null", "NULL", " None ", "\tundefined\n", "nil", "NaN", "[object Object]"]
 JSON = {"Content-Type": "application/json"}
 
 
