@@ -34,6 +34,7 @@ from gateway.keys import Keys
 from gateway.mapping import EVENT_KEY_FALLBACKS, Invalid, Limits, Mapped, map_event
 from gateway.metrics import Metrics
 from gateway.notices import warn_of_secret
+from gateway.placeholders import placeholder
 from gateway.signing import ReceiptKeys
 from gateway.sources import MISSING, SourceMap, compile_source, decode_delivery, resolve, split_batch
 from storage.erased import Erased
@@ -208,13 +209,17 @@ async def replay_bad(
 
 def own_key(src: SourceMap, doc: Any) -> str | None:
     """The key a kept event gives itself (its ``event_id``, else ``messageId``…, as
-    ``map_event`` looks for it), to name a bad event that is still bad; None when it has none."""
+    ``map_event`` looks for it), to name a bad event that is still bad; None when it has none.
+    A placeholder (``undefined``, ``null``…) is no key, as ``map_event`` reads it: the event is
+    named as one without (until 2026-12-07 ``event undefined``, every such event alike)."""
     if not isinstance(doc, dict):
         return None
     pointers = [src.pointers.get("event_id"), *(tuple(p[1:].split("/")) for p in EVENT_KEY_FALLBACKS)]
     for tokens in pointers:
         value = resolve(doc, tokens) if tokens else MISSING
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            if placeholder(str(value)):
+                continue
             return str(value)
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +19,16 @@ from tests.gateway import test_inbound
 from tests.gateway.test_inbound import (
     RECEIPT,
     SEGMENT,
+    SOURCES_ENV,
+    TIKTOK_RAW,
     basic,
     encode,
+    gateway_cli,
     parse_metrics,
     post,
     rows,
     signed,
+    write_config,
 )
 
 KEYS = Keys.from_master(SECRET.encode())
@@ -281,3 +286,38 @@ async def test_a_placeholder_visitor_id_joins_no_one(gw: RunningGateway) -> None
         ('field="visitor_id"', 'reason="placeholder"', 'sender="billing"'): 1,
         ('field="visitor_id"', 'reason="placeholder"', 'sender="segment"'): 1,
     }
+
+
+async def test_replay_bad_names_an_event_whose_id_is_a_placeholder_as_one_with_none(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    """``gateway replay-bad`` names each bad event by its own key, else by its delivery's ID and
+    place. An ``event_id`` of ``undefined`` is no key (the endpoint keyed the event by its
+    delivery), but a still-bad one was named ``event undefined`` (until 2026-12-07): every such
+    event by one name, none of them the key it is recorded under once the fix runs."""
+    base = {"event": "creator.signup", "user": {"external_id": "u9"}}
+    for msg_id, event in (("msg-ph", {**base, "event_id": "undefined"}), ("msg-none", base)):
+        body = encode(event)
+        status, _ = await post(gw, body, signed(body, TIKTOK_RAW, msg_id=msg_id))
+        assert status == 400
+    ids = [i for (i,) in await rows(gw, "SELECT id FROM bad_events ORDER BY id")]  # as posted
+    env = {**ENV, **SOURCES_ENV}
+    code, out, err = await gateway_cli(
+        "replay-bad", "-c", str(await write_config(gw, tmp_path / "a.toml")), env=env
+    )
+    assert code == 0, err
+    refused = (
+        "still bad: type (/event): 'creator.signup' is not mapped"
+        " (known: conversion, creator.click, identify, touchpoint; see types)"
+    )
+    assert out.splitlines()[1:3] == [
+        f"{ids[0]} (sender tiktok, event msg-ph#0): {refused}",
+        f"{ids[1]} (sender tiktok, event msg-none#0): {refused}",
+    ], out
+    fixed = await write_config(gw, tmp_path / "b.toml", 'types = {"creator.signup" = "conversion"}\n#')
+    code, out, err = await gateway_cli("replay-bad", "-c", str(fixed), env=env)
+    assert code == 0, err
+    assert out.splitlines()[1:3] == [
+        f"{ids[0]} (sender tiktok, event msg-ph#0): replayed: recorded",
+        f"{ids[1]} (sender tiktok, event msg-none#0): replayed: recorded",
+    ], out
