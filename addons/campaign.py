@@ -42,6 +42,7 @@ from gateway.events import (
 from gateway.forwarding import parse_ip
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query, split_target, with_query
+from gateway.placeholders import placeholder
 
 log = logging.getLogger("gateway.campaign")
 
@@ -54,6 +55,7 @@ DROPPED_WHY = {
     "source_not_allowed": "not in campaign.allowed_sources",
     "bad_referrer": "not a URL with a valid host: read as no referrer",
     "email": "holds an email address (personal data is not stored)",
+    "placeholder": "is no value (what code writes where it has none: undefined, null…)",
 }
 """The rule a dropped value failed, in words: the debug line says it, and so does an import's
 summary of a line skipped for it (``gateway.backfill.refused_reason``)."""
@@ -315,6 +317,11 @@ class Campaign:
                 continue
             if ("@" in value or "%" in value) and slot not in EMAIL_EXEMPT and holds_email(value):
                 self._drop(ex, key, "email")
+                continue
+            if (slot == "creator_id" or slot == "sub_id") and placeholder(value):
+                # A link builder's String(undefined): a creator "undefined", credited and paid for
+                # every landing so tagged (until 2026-12-07).
+                self._drop(ex, key, "placeholder")
                 continue
             if slot == "source" or slot == "medium":
                 value = value.casefold()

@@ -258,6 +258,9 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("utm_campaign=a%E2%80%AEb", "unprintable"),  # RIGHT-TO-LEFT OVERRIDE
         ("gclid=a%E2%80%8Db", "unprintable"),  # a click ID is no name
         ("gclid=" + "g" * 1001, "too_long"),  # a click ID's own bound
+        ("creator_id=undefined", "placeholder"),  # a link builder's String(undefined)
+        ("creator_id=%20NULL%09", "placeholder"),
+        ("sub_id=%5Bobject+Object%5D", "placeholder"),
     ],
 )
 def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
@@ -265,6 +268,24 @@ def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: s
     assert ex.events == []
     assert ex.upstream_query == "keep=1"
     assert metric(ctx, "gateway_params_dropped_total", {"reason": reason}) == 1
+
+
+def test_a_placeholder_creator_or_sub_id_is_no_creator() -> None:
+    """A link builder's bug (``?creator_id=undefined``, ``sub_id=null``) made a creator named
+    "undefined" (until 2026-12-07), credited with every landing so tagged and paid for them. It is
+    no value, as a rule's user ID of ``undefined`` is: dropped and counted as an invalid creator ID
+    is, and the landing recorded by its other tags, its channel theirs."""
+    ex, ctx = run("/?utm_source=insta&utm_medium=social&creator_id=Undefined&sub_id=%20null%09&keep=1")
+    [tp] = ex.events
+    assert (tp.source, tp.creator_id, tp.sub_id, tp.channel) == ("insta", None, None, "Organic Social")
+    assert tp.raw_params == {"utm_source": "insta", "utm_medium": "social"}
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "placeholder"}) == 2
+    # The next valid value of the creator's parameters is taken, as after any value dropped.
+    ex, _ = run("/?ref=undefined&creator_id=anna", '[campaign]\ncreator_ids = ["ref", "creator_id"]')
+    assert [(tp.creator_id, tp.channel) for tp in ex.events] == [("anna", "Affiliates")]
+    ex, _ = run("/?creator_id=undefinedness&sub_id=nullable")  # no placeholder: kept as sent
+    assert [(tp.creator_id, tp.sub_id) for tp in ex.events] == [("undefinedness", "nullable")]
 
 
 def test_a_dropped_value_is_said_at_debug_with_its_key_never_its_value(
