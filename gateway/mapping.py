@@ -383,7 +383,14 @@ def map_event(
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
-    read_sub_id = attrs["sub_id"]
+    read_creator_id, read_sub_id = attrs["creator_id"], attrs["sub_id"]
+    for name in ("creator_id", "sub_id"):
+        text = attrs[name]
+        if text is not None and name not in NOT_RECORDED.get(kind or "", ()) and placeholder(text):
+            # A link builder's String(undefined): a creator "undefined", credited and paid for
+            # every event sent with it (until 2026-12-07), as the proxy's ?creator_id=undefined.
+            r.leave_out(name, "placeholder", f"{text[:40]!r} {NO_VALUE}")
+            attrs[name] = None
     recorded = [name for name in EMAIL_CHECKED if name not in NOT_RECORDED.get(kind or "", ())]
     for name in recorded:
         text = attrs[name]
@@ -465,8 +472,8 @@ def map_event(
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
-            # The values as read (a user or visitor ID "undefined" too): the key an event had before
-            # 2026-12-07 stays its key, so that its retry is still a duplicate.
+            # The values as read (a user, visitor, creator or sub ID "undefined" too): the key an
+            # event had before 2026-12-07 stays its key, so that its retry is still a duplicate.
             who = [
                 limits.keys.visitor_key(read_visitor_id) if read_visitor_id else None,
                 limits.keys.user_key(read_user_id) if read_user_id else None,
@@ -481,8 +488,8 @@ def map_event(
             # event (until 2026-12-05 two keys: a re-send written the other way counted twice).
             # The form of the common case, so that its keys stored before stay the same; a key
             # written otherwise before is kept beside it (aliases), so it still matches too.
-            key = f"{raw_type}:{attrs['creator_id'] or ''}:{key_instant(moment)}:{digest}"
-            written = f"{raw_type}:{attrs['creator_id'] or ''}:{raw_ts}:{digest}"
+            key = f"{raw_type}:{read_creator_id or ''}:{key_instant(moment)}:{digest}"
+            written = f"{raw_type}:{read_creator_id or ''}:{raw_ts}:{digest}"
             if written != key and len(written) <= MAX_KEY:  # a longer one was refused, never kept
                 aliases = (written,)
     if len(key) > MAX_KEY:

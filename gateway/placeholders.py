@@ -1,15 +1,16 @@
 """What a page's code writes where it has no value (``String(undefined)``, ``null`` or ``None`` put
 in a template, an object made text): no ID at all. Read as a user ID it would bind every visitor it
 came for to one user; as an order or event ID, make every later order or event a duplicate of the
-first. The identity and conversion rules (``addons.values``, ``addons.conversions``) and the signed
-events (``gateway.mapping``) read it alike. Imports nothing of the gateway."""
+first; as a creator ID, make a creator "undefined", credited and paid. The identity and conversion
+rules (``addons.values``, ``addons.conversions``), the signed events (``gateway.mapping``) and the
+landings' creator and sub IDs (``addons.campaign``) read it alike. Imports nothing of the gateway."""
 
 from __future__ import annotations
 
 PLACEHOLDERS = frozenset({"undefined", "null", "none", "nil", "nan", "[object object]"})
 """The words, case-folded: counted where left out (``placeholder_user_id``,
 ``order_id_placeholder`` for the rules; ``gateway_inbound_left_out_total{reason="placeholder"}``
-for the signed events)."""
+for the signed events; ``gateway_params_dropped_total{reason="placeholder"}`` for the landings)."""
 
 
 def placeholder(text: str) -> bool:

@@ -321,3 +321,54 @@ async def test_replay_bad_names_an_event_whose_id_is_a_placeholder_as_one_with_n
         f"{ids[0]} (sender tiktok, event msg-ph#0): replayed: recorded",
         f"{ids[1]} (sender tiktok, event msg-none#0): replayed: recorded",
     ], out
+
+
+async def test_a_placeholder_creator_or_sub_id_credits_no_creator(gw: RunningGateway) -> None:
+    """A signed touchpoint or conversion read ``creator_id`` "undefined" as a creator (until
+    2026-12-07), as the proxy read ``?creator_id=undefined``: credited, and paid. It is no value,
+    as a placeholder user ID is: the event is taken without it, or refused when it was all the
+    touchpoint's campaign data. Its key (an event without an ``event_id``) is the key it had."""
+    stamp = int(time.time()) - 5
+    body = encode(
+        {
+            "type": "touchpoint",
+            "visitor_id": "v-1",
+            "source": "insta",
+            "creator_id": "undefined",
+            "sub_id": " null\t",
+            "timestamp": stamp,
+        }
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"], answer["left_out"]) == (
+        202,
+        "accepted",
+        [f"creator_id (/creator_id): 'undefined' {NO_VALUE}", f"sub_id (/sub_id): 'null' {NO_VALUE}"],
+    ), answer
+    assert answer["key"].startswith("touchpoint:undefined:"), answer  # the key it had
+    again = encode({"type": "touchpoint", "event_id": "t-2", "visitor_id": "v-1", "creator_id": "NULL"})
+    status, answer = await post(gw, again, signed(again))
+    assert status == 400 and answer["errors"] == [
+        "touchpoint: needs at least one of source (/source), medium (/medium), campaign (/campaign),"
+        f" creator_id (/creator_id), click_id (/click_id); creator_id (/creator_id): 'NULL' {NO_VALUE}"
+    ], answer
+    body = encode(
+        {
+            "type": "conversion",
+            "event_id": "c-1",
+            "user_id": "u1",
+            "value": 5,
+            "creator_id": "anna",
+            "sub_id": "s",
+        }
+    )
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    assert await rows(gw, "SELECT source, creator_id, sub_id FROM touchpoints ORDER BY id") == [
+        ("insta", None, None),
+        (None, "anna", "s"),
+    ]
+    assert await left_out(gw) == {
+        ('field="creator_id"', 'reason="placeholder"', 'sender="billing"'): 1,  # the written event's
+        ('field="sub_id"', 'reason="placeholder"', 'sender="billing"'): 1,
+    }
