@@ -57,13 +57,21 @@ const MINOR_UNITS = new Map(
 const FORMATS = new Map();
 
 // Money to the currency's minor unit (the cent for most); float sums of refunds that cancel
-// out are 0.00, not -0.00.
+// out are 0.00, not -0.00. A value that came without a currency (a webhook that sent none),
+// which the reports credit in a row of no currency, is "50.00 (no currency)".
 function money(v, currency) {
   const places = MINOR_UNITS.get((currency || "").toUpperCase()) ?? 2;
   if (!FORMATS.has(places)) {
     FORMATS.set(places, new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places }));
   }
-  return `${FORMATS.get(places).format(halfEven(v * 10 ** places) / 10 ** places + 0)} ${currency}`;
+  return `${FORMATS.get(places).format(halfEven(v * 10 ** places) / 10 ** places + 0)} ${currency || "(no currency)"}`;
+}
+
+// The amounts of a part's rows that are told: every currency's, and those of no currency that
+// hold a value (left out, the Conversion value card and the model table dropped what the
+// downloads credit; a sign-up, of no value, still adds no "0.00 (no currency)").
+function hasAmount(r) {
+  return Boolean(r.currency || r.value);
 }
 
 // The page's one order of currencies, from a part's rows (each with currency and conversions):
@@ -74,7 +82,7 @@ function currencyOrder(rows) {
   const n = new Map();
   for (const r of rows) if (r.currency) n.set(r.currency, (n.get(r.currency) || 0) + r.conversions);
   const order = [...n.keys()].sort((a, b) => n.get(b) - n.get(a) || (a < b ? -1 : a > b ? 1 : 0));
-  return new Map(order.map((c, i) => [c, i]));
+  return new Map([...order.map((c, i) => [c, i]), [null, order.length]]); // no currency last
 }
 
 // Rounded to a whole number as the reports round (half to even: 2.5 is 2, 3.5 is 4).
@@ -163,7 +171,7 @@ function renderTotals(counts, daily, dailyState, population) {
   box.replaceChildren();
   const value = new Map();
   for (const row of daily ? daily.by_day : []) {
-    if (row.currency) value.set(row.currency, (value.get(row.currency) || 0) + row.value);
+    if (hasAmount(row)) value.set(row.currency || null, (value.get(row.currency || null) || 0) + row.value);
   }
   // Each amount whole on its line (a card too narrow for it broke 1,234,567.89 EUR after
   // "1,234,567.8"): the line breaks between amounts, and the card is as wide as the widest.
@@ -310,7 +318,7 @@ function renderModels(data) {
     for (const model of data.models) {
       const rows = data.comparison.filter((r) => r.model === model && r.channel === ch);
       const n = rows.reduce((s, r) => s + r.conversions, 0);
-      const amounts = rows.filter((r) => r.currency).sort((a, b) => order.get(a.currency) - order.get(b.currency)).map((r) => money(r.value, r.currency)).join(", ");
+      const amounts = rows.filter(hasAmount).sort((a, b) => order.get(a.currency || null) - order.get(b.currency || null)).map((r) => money(r.value, r.currency)).join(", ");
       const td = element("td", rows.length ? fixed(n) : "–");
       if (amounts) td.appendChild(element("small", amounts));
       tr.appendChild(td);
@@ -592,7 +600,7 @@ async function lookup(event) {
       out.appendChild(element("h3", "Conversions"));
       const list = element("ul");
       for (const c of found.conversions) {
-        const value = c.value === null || c.value === undefined ? "–" : c.currency ? money(c.value, c.currency) : fixed(c.value);
+        const value = c.value === null || c.value === undefined ? "–" : money(c.value, c.currency);
         list.appendChild(element("li", `${localTime(c.ts)} · ${c.name} · ${value}`));
       }
       out.appendChild(list);

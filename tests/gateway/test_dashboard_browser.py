@@ -2687,6 +2687,46 @@ async def test_currencies_come_in_one_order_in_the_totals_and_every_cell(
 
 
 @pytest.mark.timeout(180)
+async def test_a_value_sent_without_a_currency_is_in_the_totals_and_its_cell(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """A conversion whose value came without a currency (a webhook that sent none) is credited
+    by the reports in a row of no currency (the downloads: ``Email,,1,50.00,…``), but the page
+    left it out: the *Conversion value* card read 20.00 EUR, not 70, and the model table's
+    Email cells no amount at all (and a journey "purchase · 50"). Now it is told as of no
+    currency, after the currencies."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    v, w = f"{90:032x}", f"{91:032x}"
+    await gw.gateway.store.write(
+        [
+            _tp(v, 1.0, "Email", campaign="c1"),
+            replace(_conv(v, 1.5, 50.0), currency=None),
+            _tp(w, 2.0, "Paid Search", campaign="c2"),
+            _conv(w, 2.5, 20.0),
+        ]
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw)
+        totals = await page.eval("document.querySelector('#totals .amount').parentNode.textContent")
+        cells = json.loads(
+            await page.eval(
+                "JSON.stringify([...document.querySelectorAll('#table-models tr')].map(tr =>"
+                " [...tr.cells].slice(1, 2).map(c => c.textContent)).flat())"
+            )
+        )
+        await look_up(page, "visitor", v)
+        journey = await page.wait_for(
+            "(t => t.includes('purchase') && t)(document.querySelector('#journey-result').textContent)",
+            "the journey",
+        )
+    assert totals == "20.00 EUR · 50.00 (no currency)", totals
+    assert cells == ["first_touch", "150.00 (no currency)", "120.00 EUR"], cells
+    assert "purchase · 50.00 (no currency)" in journey, journey  # it read "purchase · 50"
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
 async def test_on_a_phone_three_dozen_channel_names_stay_apart(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
