@@ -8,7 +8,10 @@ import { PART_SECONDS, Stalled, download, exportUrl, journey, summary } from "./
 import { colors, donut, groupedBars, horizontalBars, legend, stackedBars } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
-const VERDICT_COLORS = { allow: "#16a34a", review: "#ca8a04", block: "#dc2626" };
+// Each bot verdict (gateway/events.py VERDICTS) its own colour in every period: "bot" (a known
+// crawler) took one by its place among the period's verdicts, cyan beside allow alone, purple
+// (the creators' bars') once a block was among them.
+const VERDICT_COLORS = { allow: "#16a34a", review: "#ca8a04", block: "#dc2626", bot: "#64748b" };
 
 function day(date) {
   return date.toISOString().slice(0, 10);
@@ -420,10 +423,10 @@ function renderTop(selector, rows, color, what, landed, uncredited, since) {
 
 function renderBots(data) {
   const names = Object.keys(data.bots.verdicts).sort();
-  const parts = names.map((label, i) => ({
+  const parts = names.map((label) => ({
     label,
     value: data.bots.verdicts[label],
-    color: VERDICT_COLORS[label] || ["#64748b", "#0891b2", "#9333ea"][i % 3],
+    color: VERDICT_COLORS[label] || "#0891b2", // a verdict of a later version
   }));
   donut($("#chart-bots"), { parts, label: "Bot share", emptyText: notYet(data.since) ?? "No touchpoints in this period." });
   legend($("#legend-bots"), parts.map((p) => ({ label: `${p.label}: ${count(p.value)}`, color: p.color })));

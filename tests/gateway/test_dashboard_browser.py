@@ -2687,6 +2687,43 @@ async def test_currencies_come_in_one_order_in_the_totals_and_every_cell(
 
 
 @pytest.mark.timeout(180)
+async def test_each_bot_verdict_keeps_its_colour_from_one_period_to_another(
+    chromium: str, start_gateway, upstream_server, tmp_path: Path
+) -> None:
+    """The bot share's ``bot`` verdict (a known crawler) took a colour by its place among the
+    period's verdicts: cyan in a period of allow and bot, purple (the creators' bars' colour)
+    in one with a block too. Each verdict has its own colour in every period."""
+    gw: RunningGateway = await start_gateway(await upstream_server(origin()))
+    await gw.gateway.store.write(
+        [
+            _tp(f"{1:032x}", 1.1, "Email", verdict="allow"),
+            _tp(f"{2:032x}", 1.2, "Email", verdict="bot"),
+            _tp(f"{3:032x}", 5.1, "Email", verdict="allow"),
+            _tp(f"{4:032x}", 5.2, "Email", verdict="bot"),
+            _tp(f"{5:032x}", 5.3, "Email", verdict="block"),
+            _tp(f"{6:032x}", 5.4, "Email", verdict="review"),
+        ]
+    )
+    swatches = (
+        "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#legend-bots .legend-item')]"
+        ".map(e => [e.textContent.split(':')[0], e.querySelector('rect').getAttribute('fill')])))"
+    )
+    async with browser(chromium, tmp_path / "profile") as page:
+        await sign_in(page, gw)
+        await show(page, gw, "/dashboard?from=2026-11-02&to=2026-11-02")
+        first = json.loads(await page.eval(swatches))
+        await show(page, gw, "/dashboard?from=2026-11-06&to=2026-11-06")
+        second = json.loads(await page.eval(swatches))
+    assert set(first) == {"allow", "bot"} and set(second) == {"allow", "block", "bot", "review"}, (
+        first,
+        second,
+    )
+    assert first["bot"] == second["bot"], (first, second)
+    assert len(set(second.values())) == 4, second  # each its own
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(180)
 async def test_a_value_sent_without_a_currency_is_in_the_totals_and_its_cell(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
