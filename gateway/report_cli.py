@@ -104,6 +104,22 @@ def _population(text: str) -> str:
     return text
 
 
+def _why_no_rows(whole: reporting.Report, download: reporting.Report) -> str:
+    """Why ``download``, the report ``whole`` or a table of it (``--table``), has no rows. A
+    table of an empty report is empty for the report's reason: until 2026-12-07 its totals (or
+    what data_driven learnt) said a bare "no rows", without naming the period's conversions
+    when the conversion asked for was none of them (a typo). Payouts' totals beside rows are
+    empty when none of those creators is credited from accepted traffic: nothing to approve."""
+    if download is whole or not whole.rows:
+        return whole.no_rows().removeprefix("(").removesuffix(")")
+    if whole.name == "payouts" and download.name == "payouts-totals":
+        return (
+            "no rows: no payout to approve: no conversion in this period is credited to a creator's"
+            " accepted traffic (the rows list the creators clicked, and their quarantined traffic)"
+        )
+    return download.no_rows().removeprefix("(").removesuffix(")")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from gateway.cli import _fail_config  # cli imports this module
 
@@ -159,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.format != "table" and not report.rows:
         # An empty file (an NDJSON has no header) read as a failed export: say why it is empty,
         # as the table does, where a script's output is not (until 2026-12-07 nothing).
-        print(f"gateway report: {report.no_rows().removeprefix('(').removesuffix(')')}", file=sys.stderr)
+        print(f"gateway report: {_why_no_rows(whole, report)}", file=sys.stderr)
     if sys.stdout is None:  # started with its output closed (``>&-``): the report goes nowhere
         return 0
     sys.stdout.flush()

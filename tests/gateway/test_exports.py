@@ -174,6 +174,40 @@ def test_report_says_on_stderr_that_its_download_is_empty(tmp_path: Path) -> Non
             assert done.returncode == 0, done.stderr
             assert (done.stdout == "") if fmt == "ndjson" else (done.stdout.count("\n") == 1), done.stdout
             assert done.stderr == f"gateway report: no rows{why}\n", (extra, fmt, done.stderr)
+    # Its totals, none, alike: until 2026-12-07 they said a bare "no rows", and for a conversion
+    # name none of the period's has (a typo) did not name the recorded ones, as the rows do.
+    for extra, why in (
+        (
+            ("--payouts", *empty),
+            ": no click with a creator ID in this period, and no conversion credited to one",
+        ),
+        (empty, ": no conversions in this period; [[conversions]] rules and signed events record them"),
+        (
+            ("--timeseries", *empty),
+            ": no conversions in this period; [[conversions]] rules and signed events record them",
+        ),
+        (
+            (*PERIOD_ARGS, "--conversion", "purchse"),
+            ": no conversion named 'purchse' in this period; recorded in it: 'purchase'",
+        ),
+    ):
+        for fmt in ("ndjson", "csv"):
+            done = gateway("report", "-c", str(cfg), *extra, "--format", fmt, "--table", "totals")
+            assert done.returncode == 0, done.stderr
+            assert (done.stdout == "") if fmt == "ndjson" else (done.stdout.count("\n") == 1), done.stdout
+            assert done.stderr == f"gateway report: no rows{why}\n", (extra, fmt, done.stderr)
+    # Payouts whose creators were clicked but credited nothing (from the 11th, cr_ben's click is
+    # followed by the newsletter's, which takes the USD order): a row to read, no amount to
+    # approve, and why.
+    done = gateway(
+        "report", "-c", str(cfg), "--payouts", "--since", "2026-11-11", "--until", "2026-12-01",
+        "--format", "csv", "--table", "totals",
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "currency,payout\n"), done
+    assert done.stderr == (
+        "gateway report: no rows: no payout to approve: no conversion in this period is credited to a"
+        " creator's accepted traffic (the rows list the creators clicked, and their quarantined traffic)\n"
+    ), done.stderr
     # A report with rows says nothing there.
     done = gateway("report", "-c", str(cfg), *PERIOD_ARGS, "--payouts", "--format", "ndjson")
     assert done.returncode == 0 and done.stderr == "" and done.stdout.count("\n") == 2, done
