@@ -113,10 +113,7 @@ def _why_no_rows(whole: reporting.Report, download: reporting.Report) -> str:
     if download is whole or not whole.rows:
         return whole.no_rows().removeprefix("(").removesuffix(")")
     if whole.name == "payouts" and download.name == "payouts-totals":
-        return (
-            "no rows: no payout to approve: no conversion in this period is credited to a creator's"
-            " accepted traffic (the rows list the creators clicked, and their quarantined traffic)"
-        )
+        return f"no rows: {reporting.NOTHING_TO_APPROVE}"
     return download.no_rows().removeprefix("(").removesuffix(")")
 
 

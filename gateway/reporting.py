@@ -250,6 +250,8 @@ class Report:
             out += wrapped(f"total {total['currency'] or '(no currency)'}: " + ", ".join(parts))
         if (uncredited := self.uncredited(columns, ellipsis)) is not None:
             out += wrapped(f"({uncredited})")
+        elif self.name == "payouts" and self.rows and not self.meta.get("totals"):
+            out += wrapped(f"({NOTHING_TO_APPROVE})")  # until 2026-12-07 no line: nor a total, nor why
         if LEARNT in self.meta:  # a second table: what data_driven learnt
             part = self.meta[LEARNT]
             learnt = Report(LEARNT, LEARNT_COLUMNS[:3], part["channels"], {"since": None, "until": None})
@@ -366,6 +368,12 @@ without an eligible touch is credited to Direct), whose empty terminal table say
 2026-12-05 a bare "(no rows)", under which a newcomer with landings recorded was left to guess
 whether the store, the period or the model was at fault."""
 NO_CONVERSIONS = "no conversions in this period; [[conversions]] rules and signed events record them"
+NOTHING_TO_APPROVE = (
+    "no payout to approve: no conversion in this period is credited to a creator's accepted traffic;"
+    " the rows list the creators clicked, and their quarantined traffic"
+)
+"""Why a payout report that lists creators has no totals: its rows are creators clicked and
+credited nothing, or credited from quarantined traffic alone."""
 
 
 TABLES = {

@@ -198,16 +198,20 @@ def test_report_says_on_stderr_that_its_download_is_empty(tmp_path: Path) -> Non
             assert done.stderr == f"gateway report: no rows{why}\n", (extra, fmt, done.stderr)
     # Payouts whose creators were clicked but credited nothing (from the 11th, cr_ben's click is
     # followed by the newsletter's, which takes the USD order): a row to read, no amount to
-    # approve, and why.
-    done = gateway(
-        "report", "-c", str(cfg), "--payouts", "--since", "2026-11-11", "--until", "2026-12-01",
-        "--format", "csv", "--table", "totals",
-    )  # fmt: skip
+    # approve, and why, where until 2026-12-07 the table ended at its rows, with no line of
+    # totals and nothing said.
+    why = (
+        "no payout to approve: no conversion in this period is credited to a creator's accepted"
+        " traffic; the rows list the creators clicked, and their quarantined traffic"
+    )
+    since = ("--since", "2026-11-11", "--until", "2026-12-01")
+    done = gateway("report", "-c", str(cfg), "--payouts", *since, "--format", "csv", "--table", "totals")
     assert (done.returncode, done.stdout) == (0, "currency,payout\n"), done
-    assert done.stderr == (
-        "gateway report: no rows: no payout to approve: no conversion in this period is credited to a"
-        " creator's accepted traffic (the rows list the creators clicked, and their quarantined traffic)\n"
-    ), done.stderr
+    assert done.stderr == f"gateway report: no rows: {why}\n", done.stderr
+    done = gateway("report", "-c", str(cfg), "--payouts", *since, "--width", "0")
+    assert done.returncode == 0 and done.stderr == "", done
+    lines = done.stdout.splitlines()
+    assert lines[4].split()[:2] == ["cr_ben", "approve"] and lines[5:] == [f"({why})"], done.stdout
     # A report with rows says nothing there.
     done = gateway("report", "-c", str(cfg), *PERIOD_ARGS, "--payouts", "--format", "ndjson")
     assert done.returncode == 0 and done.stderr == "" and done.stdout.count("\n") == 2, done
