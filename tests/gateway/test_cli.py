@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway import reporting
 from tests.conftest import ENV
 from tests.terminal import on_a_terminal
 
@@ -917,15 +918,17 @@ def test_a_payout_report_that_credits_nothing_says_why_under_its_table(tmp_path:
             f"gateway report: {said[1:-1]}\n",
         )
     )
-    # A name of the period credited to no creator is no typo: nothing is said then (from the
-    # 11th, cr_ben's click is followed by the newsletter's, which takes the USD order).
+    # A name of the period credited to no creator is no typo: that is not said then (from the
+    # 11th, cr_ben's click is followed by the newsletter's, which takes the USD order), only
+    # that there is nothing to approve.
     done = gateway(
         "report", "-c", str(cfg), "--payouts", "--since", "2026-11-11", "--until", "2026-12-01",
         "--conversion", "purchase",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[4].split()[:2] == ["cr_ben", "approve"] and lines[5:] == [], done.stdout
+    assert lines[4].split()[:2] == ["cr_ben", "approve"], done.stdout
+    assert lines[5:] == [f"({reporting.NOTHING_TO_APPROVE})"], done.stdout
     # A report that credits something adds nothing under its totals.
     done = gateway("report", "-c", str(cfg), "--payouts", *period, "--conversion", "purchase")
     assert done.stdout.splitlines()[-1].startswith("total EUR: payout "), done.stdout
