@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.ports import free_port
+from gateway.forwarding import CLIENT_CLAIMS
 from tests.conftest import self_signed
 from tests.deploy.deployfiles import DEPLOY, ROOT, missing_tool, readme_deployment
 
@@ -138,32 +140,18 @@ def on_loopback(text: str, plain: int, tls: int, gateway: int, crt: Path, pem: P
     return text
 
 
-async def _headers(request: web.Request) -> web.Response:
-    wanted = ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
-    return web.json_response({name: request.headers.get(name) for name in wanted})
-
-
-async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
-    tmp_path: Path, start_gateway: Any, upstream_server: Any
-) -> None:
-    """The file run (its ports moved to loopback ones) in front of a gateway with README's
-    ``proxy.trusted_proxies``: a visitor on https from 127.0.0.2 gets the visitor cookie
-    ``Secure`` (the gateway believed nginx's X-Forwarded-Proto), the site the visitor's host and
-    scheme and an X-Forwarded-For ending in the visitor then nginx — the visitor's own
-    X-Forwarded-For claim kept to its left, where the gateway does not read the client. On
-    plain http nginx redirects to https."""
+@contextlib.asynccontextmanager
+async def nginx_front(tmp_path: Path, gateway: int) -> AsyncIterator[tuple[int, int]]:
+    """The file run by nginx (its ports moved to loopback ones, ``on_loopback``) in front of the
+    gateway's public port ``gateway``: its plain and TLS ports, once the TLS one takes
+    connections. Skipped where nginx is not installed."""
     nginx = await asyncio.to_thread(nginx_binary)
     if nginx is None:
         missing_tool("nginx is not installed: not run in front of the gateway (apt-get install nginx-light)")
-    trusted = re.search(r"`proxy\.trusted_proxies = (\[.*?\])`", await asyncio.to_thread(readme_deployment))
-    assert trusted
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", _headers)
-    gw = await start_gateway(await upstream_server(app), f"[proxy]\ntrusted_proxies = {trusted.group(1)}\n")
     plain, tls = free_port(), free_port()
     crt, pem = await asyncio.to_thread(self_signed, tmp_path)
     text = await asyncio.to_thread(CONF.read_text, encoding="utf-8")
-    site = on_loopback(text, plain, tls, gw.proxy.port, crt, pem)
+    site = on_loopback(text, plain, tls, gateway, crt, pem)
     await asyncio.to_thread((tmp_path / "conf.d").mkdir)
     await asyncio.to_thread((tmp_path / "conf.d" / "gateway.conf").write_text, site)
     main = tmp_path / "nginx.conf"
@@ -183,6 +171,35 @@ async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
                     break
                 except OSError:
                     await asyncio.sleep(0.05)
+        yield plain, tls
+    finally:
+        # nginx that ended by itself (a port taken, a directive refused) is gone: terminating it
+        # raised ProcessLookupError, which took the place of the assertion carrying its stderr.
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        await proc.wait()
+
+
+async def _headers(request: web.Request) -> web.Response:
+    wanted = ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+    return web.json_response({name: request.headers.get(name) for name in wanted})
+
+
+async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
+    tmp_path: Path, start_gateway: Any, upstream_server: Any
+) -> None:
+    """The file run (its ports moved to loopback ones) in front of a gateway with README's
+    ``proxy.trusted_proxies``: a visitor on https from 127.0.0.2 gets the visitor cookie
+    ``Secure`` (the gateway believed nginx's X-Forwarded-Proto), the site the visitor's host and
+    scheme and an X-Forwarded-For ending in the visitor then nginx — the visitor's own
+    X-Forwarded-For claim kept to its left, where the gateway does not read the client. On
+    plain http nginx redirects to https."""
+    trusted = re.search(r"`proxy\.trusted_proxies = (\[.*?\])`", await asyncio.to_thread(readme_deployment))
+    assert trusted
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", _headers)
+    gw = await start_gateway(await upstream_server(app), f"[proxy]\ntrusted_proxies = {trusted.group(1)}\n")
+    async with nginx_front(tmp_path, gw.proxy.port) as (plain, tls):
         connector = aiohttp.TCPConnector(ssl=False, local_addr=("127.0.0.2", 0))
         async with aiohttp.ClientSession(connector=connector) as session:
             claim = {"Host": "www.example.com", "X-Forwarded-For": "198.51.100.7"}
@@ -195,12 +212,6 @@ async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
                 f"http://127.0.0.1:{plain}/x?y=1", headers={"Host": "www.example.com"}, allow_redirects=False
             ) as resp:
                 assert (resp.status, resp.headers["Location"]) == (301, "https://www.example.com/x?y=1")
-    finally:
-        # nginx that ended by itself (a port taken, a directive refused) is gone: terminating it
-        # raised ProcessLookupError, which took the place of the assertion carrying its stderr.
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        await proc.wait()
     assert seen == {
         "Host": "www.example.com",
         "X-Forwarded-For": "198.51.100.7, 127.0.0.2, 127.0.0.1",
@@ -209,3 +220,40 @@ async def test_through_nginx_the_gateway_believes_the_visitors_scheme_and_host(
     }
     (visitor,) = [c for c in cookies if c.startswith("gw_vid=")]
     assert "Secure" in [part.strip() for part in visitor.split(";")], visitor
+
+
+async def _all_headers(request: web.Request) -> web.Response:
+    return web.json_response({name.lower(): value for name, value in request.headers.items()})
+
+
+# The X-Forwarded-* family beyond the three nginx writes, as frameworks read them behind a proxy
+# they trust (Rack's -Ssl and -Scheme, Spring's and Symfony's -Prefix and -Port, Traefik's -Uri).
+FAMILY = ("x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl", "x-forwarded-scheme",
+          "x-forwarded-server", "x-forwarded-protocol", "x-forwarded-uri")  # fmt: skip
+
+
+async def test_through_nginx_a_visitor_s_claims_about_themselves_never_reach_the_site(
+    tmp_path: Path, start_gateway: Any, upstream_server: Any
+) -> None:
+    """nginx is a trusted proxy, whose other client claims (``Forwarded``, ``X-Real-IP``,
+    ``CF-Connecting-IP``, ``X-Original-URL``, ``X-Forwarded-Prefix``…) the gateway passes on to
+    the site; nginx writes none of them, so the file clears the visitor's own, which the site
+    would read as nginx's: every claim the gateway drops from a peer it does not trust (the list
+    in ``gateway.forwarding``) and the rest of the ``X-Forwarded-*`` family. Until 2026-12-07
+    they went through nginx and the gateway to the site as the visitor wrote them."""
+    trusted = re.search(r"`proxy\.trusted_proxies = (\[.*?\])`", await asyncio.to_thread(readme_deployment))
+    assert trusted
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", _all_headers)
+    gw = await start_gateway(await upstream_server(app), f"[proxy]\ntrusted_proxies = {trusted.group(1)}\n")
+    said = {"forwarded": "for=198.51.100.7", "x-original-url": "/admin", "x-rewrite-url": "/admin"}
+    claims = {name: said.get(name, "198.51.100.7") for name in sorted(CLIENT_CLAIMS | set(FAMILY))}
+    async with (
+        nginx_front(tmp_path, gw.proxy.port) as (_, tls),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session,
+        session.get(f"https://127.0.0.1:{tls}/page", headers={"Host": "www.example.com", **claims}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        seen = await resp.json()
+    assert {name: seen[name] for name in claims if name in seen} == {}
+    assert seen["x-forwarded-for"] == "127.0.0.1, 127.0.0.1"  # the visitor, then nginx
