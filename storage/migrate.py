@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from importlib import resources
@@ -18,6 +19,8 @@ from pathlib import Path
 import aiosqlite
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+log = logging.getLogger("gateway.storage")
 
 
 class SchemaTooNew(RuntimeError):
@@ -112,6 +115,7 @@ async def migrate(db: aiosqlite.Connection) -> int:
     twice (an index dropped and made again) was applied again after a later one, and set the
     version back: the later one then failed on its own table."""
     current, available = await _not_newer(db)
+    began, applied = current, False
     for version, name, sql in available:
         if version <= current and not await _skipped(db, version):
             continue
@@ -125,14 +129,27 @@ async def migrate(db: aiosqlite.Connection) -> int:
                 for statement in statements(sql):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
-                current = version
+                current, applied = version, True
             await db.execute("COMMIT")
         except Exception as err:
             if db.in_transaction:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
             raise MigrationFailed(f"migration {name} failed: {err}") from err
+    if began > 0 and applied:  # an existing store upgraded (a new one, at 0, has nothing to undo)
+        log.info(
+            "store %s migrated from schema %d to %d: a gateway older than this one can no longer open"
+            " it (migrations are not undone; the backup taken before the upgrade is the way back)",
+            await _file(db), began, current, extra={"from_version": began, "to_version": current},
+        )  # fmt: skip
     return current
+
+
+async def _file(db: aiosqlite.Connection) -> str:
+    """The file of ``db``'s main database, as SQLite opened it."""
+    async with db.execute("PRAGMA database_list") as cursor:
+        rows = await cursor.fetchall()
+    return next((str(row[2]) for row in rows if row[1] == "main"), "")
 
 
 async def _skipped(db: aiosqlite.Connection, version: int) -> bool:

@@ -22,6 +22,7 @@ from storage.imports import list_runs
 from storage.local import LocalStore, connect
 from storage.migrate import SchemaTooNew, migrate, migrations, statements
 from tests.conftest import ENV, make_settings
+from tests.gatewayproc import GatewayProcess
 from tests.storage.stores import execute, read
 
 NEWEST = migrations()[-1][0]
@@ -366,3 +367,45 @@ async def test_bindings_from_before_0018_are_found_from_the_identity_indexes_alo
         "SEARCH i USING COVERING INDEX identities_user (user_key=?)",
         "SEARCH i USING COVERING INDEX identities_visitor (visitor_key=?)",
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_gateway_that_migrates_an_older_store_says_so_once(tmp_path: Path, workers: int) -> None:
+    """A store of the previous release (version 15, made by the shipped migrations, one row in
+    it) opened by ``gateway run``: one info line says the store's path and both versions, the
+    change no downgrade undoes (by the supervisor with several workers; none from the workers,
+    which find it current); the next start, on a current store, says nothing of it. Until
+    2026-12-07 an upgrade migrated the operator's store without a word in the log."""
+    path = tmp_path / "gw.db"
+    shipped = [sql for version, _, sql in await asyncio.to_thread(migrations) if version <= 15]
+    old = (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params, channel) VALUES"
+        " ('01a20000-0000-7000-8000-000000000001', '2026-12-02T03:50:00Z', 'n', 'v', '/', '{}', 'Direct');"
+        "PRAGMA user_version = 15;"
+    )
+    await asyncio.to_thread(execute, path, ";".join(shipped) + ";" + old)
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:{free_port()}"\nworkers = {workers}\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "{path}"\nnode = "test"\n',
+    )
+    said = []
+    for _ in range(2):
+        gw = await GatewayProcess.start(cfg)
+        try:
+            await gw.wait_for(
+                lambda g=gw: sum(r["msg"] == "listening" for r in g.logs()) >= workers, gw.stderr
+            )
+        finally:
+            assert await gw.stop() == 0
+        said.append([r for r in gw.logs() if "schema" in r["msg"]])
+    (line,) = said[0]
+    assert line["level"] == "info" and line["logger"] == "gateway.storage", line
+    assert line["msg"] == (
+        f"store {path} migrated from schema 15 to {NEWEST}: a gateway older than this one can no"
+        " longer open it (migrations are not undone; the backup taken before the upgrade is the way back)"
+    )
+    assert (line["from_version"], line["to_version"]) == (15, NEWEST)
+    assert said[1] == []
+    assert await read(path, "SELECT count(*) FROM touchpoints") == [(1,)]
