@@ -620,7 +620,7 @@ async def _prepare_store(settings: Settings) -> None:
     await asyncio.to_thread(settings.store_path.parent.mkdir, parents=True, exist_ok=True)
     db = await connect(settings.store_path)
     try:
-        await migrate(db)
+        await migrate(db, announce=True)
     finally:
         await db.close()
 

@@ -103,17 +103,20 @@ def _not_past(current: int, available: list[tuple[int, str, str]]) -> None:
     if current > newest:
         raise SchemaTooNew(
             f"the database is at schema version {current}, newer than this gateway knows ({newest}); "
-            "upgrade the gateway"
+            "upgrade the gateway (a newer one migrated it, and migrations are not undone), or restore"
+            " the backup taken before that upgrade"
         )
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
+async def migrate(db: aiosqlite.Connection, *, announce: bool = False) -> int:
     """Apply every migration newer than the file's version, each in its own write transaction,
     which reads the version again once it holds the write lock: another process on the same
     file (two gateways starting, a ``gateway import`` beside a ``gateway run``) may have
     applied it while this one waited. Without that second look, a migration that can be run
     twice (an index dropped and made again) was applied again after a later one, and set the
-    version back: the later one then failed on its own table."""
+    version back: the later one then failed on its own table. ``announce``: an existing store
+    this call migrated is said in the log, at info (``gateway run``'s start; the other commands
+    print their own lines)."""
     current, available = await _not_newer(db)
     began, applied = current, False
     for version, name, sql in available:
@@ -136,7 +139,9 @@ async def migrate(db: aiosqlite.Connection) -> int:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
             raise MigrationFailed(f"migration {name} failed: {err}") from err
-    if began > 0 and applied:  # an existing store upgraded (a new one, at 0, has nothing to undo)
+    if (
+        announce and began > 0 and applied
+    ):  # an existing store upgraded (a new one, at 0, has nothing to undo)
         log.info(
             "store %s migrated from schema %d to %d: a gateway older than this one can no longer open"
             " it (migrations are not undone; the backup taken before the upgrade is the way back)",
