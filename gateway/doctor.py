@@ -222,7 +222,11 @@ def _check_file(path: Path, what: str, key: str) -> Check:
         return Check("FAIL", f"{what} {path} is not a SQLite database: {err}", f"point {key} elsewhere")
     if version > newest:
         return Check(
-            "FAIL", f"{what} {path} has schema {version}, newer than this gateway ({newest})", "upgrade"
+            "FAIL",
+            f"{what} {path} has schema {version}, newer than this gateway ({newest}): a newer gateway"
+            " migrated it, and migrations are not undone",
+            f"run that version (or a newer one), or restore the {what}'s backup from before that upgrade"
+            " to run this one",
         )
     if version < newest:
         return Check("ok", f"{what} {path} writable, schema {version} (migrated to {newest} at start)")

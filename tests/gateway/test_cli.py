@@ -305,11 +305,22 @@ def test_run_says_why_the_store_cannot_open_and_names_storage_path(tmp_path: Pat
 
 
 def test_run_refuses_a_store_from_a_newer_gateway(tmp_path: Path) -> None:
+    """A downgrade (the previous release put back over a store the new one migrated): refused,
+    naming both schema versions and the two ways on, not "upgrade" alone (until 2026-12-07),
+    which an operator who went back on purpose could not act on."""
+    from storage.migrate import migrations
+
     with sqlite3.connect(tmp_path / "gw.db") as db:
         db.execute("PRAGMA user_version = 999")
     done = gateway("run", "-c", str(_config(tmp_path)), env=ENV)
     assert done.returncode == 1
     assert "newer than this gateway" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"gateway: cannot open the store (storage.path): {tmp_path / 'gw.db'} has schema 999, newer than this"
+        f" gateway ({migrations()[-1][0]}): a newer gateway migrated it, and migrations are not undone; run"
+        " that version (or a newer one), or restore the store's backup from before that upgrade to run"
+        " this one\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -207,6 +207,12 @@ async def test_store_schema_from_a_newer_gateway(tmp_path: Path, upstream_server
     await asyncio.to_thread(newer)
     code, out = await doctor(cfg)
     assert code == 1 and "has schema 999, newer than this gateway" in out
+    # A downgrade: what to do, not "upgrade" alone (until 2026-12-07).
+    assert "a newer gateway migrated it, and migrations are not undone" in out, out
+    assert (
+        "fix: run that version (or a newer one), or restore the store's backup from before that upgrade"
+        " to run this one" in out
+    ), out
 
 
 async def test_a_broken_config_names_its_key(tmp_path: Path) -> None:
