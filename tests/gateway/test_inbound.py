@@ -509,6 +509,59 @@ async def test_a_body_that_does_not_parse_is_answered_as_every_refused_event_is(
     assert await rows(gw, "SELECT count(*) FROM bad_events") == [(1,)]  # kept, as before
 
 
+def refusal(reason: str) -> dict[str, Any]:
+    """The README's (Answers) 400 of a delivery refused whole: ``result`` and ``errors`` beside
+    ``error``, its reason the one error."""
+    return {"ok": False, "status": 400, "error": reason, "result": "bad", "errors": [reason]}
+
+
+async def test_a_compressed_body_that_does_not_decode_is_answered_as_every_refused_event_is(
+    gw: RunningGateway,
+) -> None:
+    """A gzip body that does not decode, or is not gzip at all, was answered with ``error``
+    alone, where the README's Answers give every 400 of the endpoint's bodies ``result`` and
+    ``errors``: a sender's code reading them found neither. It is answered as a body that does
+    not parse is, and still not kept (there is nothing to replay)."""
+    body = encode(conversion(order_id="gz-shape"))
+    not_gzip = (
+        "body: Content-Encoding says gzip, but the body is not gzip data (it starts '{\"type'): sent"
+        " uncompressed, or decompressed on the way with the header left on?"
+    )
+    cut = gzip.compress(body)[:-12]
+    for sent, reason in ((body, not_gzip), (cut, "body: does not decode as gzip")):
+        status, answer = await post(gw, sent, {**signed(body), "Content-Encoding": "gzip"})
+        assert (status, answer) == (400, refusal(reason)), answer
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
+
+
+async def test_an_empty_batch_is_answered_as_a_batch_is(gw: RunningGateway) -> None:
+    """An empty batch (``[]``, Segment's ``{"batch": []}``) was answered ``batch: no events`` with
+    ``error`` alone; a batch's answer, 2xx or 400, has its counts and ``results`` (README,
+    Answers), so a sender's code reading them found neither. It has them, all none."""
+    none = {"accepted": 0, "ignored": 0, "duplicate": 0, "bad": 0, "results": []}
+    expected = {"ok": False, "status": 400, "error": "batch: no events", **none}
+    status, answer = await post(gw, b"[]", signed(b"[]"))
+    assert (status, answer) == (400, expected), answer
+    empty = encode({"batch": [], "context": {"library": {"name": "analytics-node"}}})
+    status, answer = await post(gw, empty, basic(SEGMENT), "/_gw/segment")
+    assert (status, answer) == (400, expected), answer
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
+    # A batch whose every event is refused: its counts and results, as the README now shows.
+    body = encode([{"type": "conversion", "value": "abc"}, {"type": "nope"}])
+    status, answer = await post(gw, body, signed(body))
+    assert status == 400 and set(answer) == {"ok", "status", "error", *none}, answer
+    assert (answer["error"], answer["bad"], len(answer["results"])) == (
+        "all 2 events failed validation",
+        2,
+        2,
+    )
+    assert [r["result"] for r in answer["results"]] == ["bad", "bad"] and answer["results"][0]["errors"]
+
+
 MINOR = """
 [[sources]]
 name = "billing"
@@ -2785,6 +2838,29 @@ async def test_a_type_header_that_is_not_utf8_is_a_400(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_type_header_refused_is_answered_as_every_refused_event_is(
+    start_gateway, upstream_server
+) -> None:
+    """A type header given twice with different values, or not UTF-8, refuses the delivery's
+    event: it was answered with ``error`` alone, where the README's Answers give such a 400
+    ``result`` and ``errors``, so a sender's code reading them found neither."""
+    env = {"SHOPIFY_SECRET": SHOPIFY_SECRET, **BODY_HMAC_ENV}
+    gw = await start_gateway(await upstream_server(web.Application()), SHOPIFY + BODY_HMAC, env)
+    body = encode({"id": 41, "customer": {"id": 12}, "total_price": "29.35", "currency": "EUR"})
+    headers = shopify_signed(body, event="ev-41")
+    two_topics = CIMultiDict(headers)
+    two_topics.add("X-Shopify-Topic", "orders/create")
+    async with gw.session.post(gw.url + "/_gw/events", data=body, headers=two_topics) as resp:
+        twice = "X-Shopify-Topic: given more than once, with different values"
+        assert (resp.status, await resp.json()) == (400, refusal(twice))
+    sent = [(k.encode(), v.encode()) for k, v in headers.items() if k != "X-Shopify-Topic"]
+    status, answer = await raw_post(gw, [*sent, (b"X-Shopify-Topic", b"orders/\xffpaid")], body)
+    assert (status, answer) == (400, refusal("X-Shopify-Topic: not UTF-8 text")), answer
+    assert await rows(gw, "SELECT (SELECT count(*) FROM receipts) + (SELECT count(*) FROM bad_events)") == [
+        (0,)
+    ]
+
+
 HMAC_REQUIRED = 'sources[4].hmac: required under signature = "hmac", e.g. hmac = {header = "X-Signature"}'
 OTHER_SCHEME = (
     "sources[4].hmac.header: 'Stripe-Signature' is another scheme's (Standard Webhooks, Stripe, Paddle,"
@@ -3178,6 +3254,8 @@ async def test_a_chunked_body_whose_framing_breaks_midway_is_a_400_at_once(
             answer = msgspec.json.decode(await reader.read())  # the whole answer, then the close
             assert answer["ok"] is False and answer["status"] == 400, answer
             assert answer["error"].startswith("body: its chunked framing is broken"), answer
+            # A transport error (README, Answers): no event exists to give a result or errors.
+            assert set(answer) == {"ok", "status", "error"}, answer
         finally:
             writer.close()
             await writer.wait_closed()
