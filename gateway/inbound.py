@@ -129,8 +129,18 @@ def error(
 
 def refused(reason: str) -> web.Response:
     """The 400 of a delivery whose one event (or whole body) is bad, in the shape the README's
-    answers table gives every such refusal: ``result`` and ``errors`` beside ``error``."""
+    answers table gives every such refusal: ``result`` and ``errors`` beside ``error``. A body
+    that does not decode from its ``Content-Encoding`` and a type header that cannot be believed
+    are answered so too (until 2026-12-07 with ``error`` alone); a chunked body whose framing
+    breaks is not: it is a transport error, as the same break in the request's head is, answered
+    before any endpoint reads it (``gateway.protocol_errors``)."""
     return error(400, reason, extra={"result": "bad", "errors": [reason]})
+
+
+def no_events() -> web.Response:
+    """The 400 of an empty batch, in a batch's shape (README, Answers): its counts and
+    ``results``, all none (until 2026-12-07 ``error`` alone)."""
+    return error(400, "batch: no events", extra={**dict.fromkeys(OUTCOMES, 0), "results": []})
 
 
 @dataclass
@@ -448,6 +458,7 @@ class Inbound:
         except BrokenFraming as err:  # gateway.protocol_errors fails such a body at once
             # The parser refuses the rest of the connection: closed after this answer.
             self._count(UNKNOWN, "rejected")
+            # A transport error, not a refused event: ``error`` alone (README, Answers).
             response = error(400, f"{broken_framing(err)}; nothing was stored")
             response.force_close()
             return response
@@ -474,11 +485,10 @@ class Inbound:
             decoded = decoded_layers(body, codings, self.opts.max_body)
             if decoded is None and (start := not_gzip(body, codings, self.opts.max_body)) is not None:
                 self._count(UNKNOWN, "rejected")
-                return error(
-                    400,
+                return refused(
                     f"body: Content-Encoding says gzip, but the body is not gzip data (it starts"
                     f" {start.decode(errors='backslashreplace')!r}): sent uncompressed, or decompressed on"
-                    " the way with the header left on?",
+                    " the way with the header left on?"
                 )
             if decoded is None and larger_than(body, codings, self.opts.max_body):
                 # Too large, as an uncompressed one is (413), not "does not decode, or …".
@@ -490,7 +500,7 @@ class Inbound:
                 )
             if decoded is None:
                 self._count(UNKNOWN, "rejected")
-                return error(400, f"body: does not decode as {named[:80]}")
+                return refused(f"body: does not decode as {named[:80]}")
             body = decoded
         try:
             signed = body
@@ -517,7 +527,7 @@ class Inbound:
             header = self.type_headers[auth.sender]
             if len(set(request.headers.getall(header, []))) > 1:  # which one? neither is believed
                 self._count(auth.sender, "rejected")
-                return error(400, f"{header}: given more than once, with different values")
+                return refused(f"{header}: given more than once, with different values")
             given = request.headers.get(header)
             implied = given.strip() or None if given is not None else None
             empty_header = given is not None and implied is None
@@ -525,7 +535,7 @@ class Inbound:
                 # Bytes the HTTP parser kept as surrogates: a bad event holding them cannot be
                 # kept (encoded), and the header is not signed, so it is refused here.
                 self._count(auth.sender, "rejected")
-                return error(400, f"{header}: not UTF-8 text")
+                return refused(f"{header}: not UTF-8 text")
         try:
             src = self.sources[auth.sender]
             return await self._ingest(
@@ -584,7 +594,7 @@ class Inbound:
             )
         if not events:
             self._count(src.name, "rejected")
-            return error(400, "batch: no events")
+            return no_events()
         for i, event in enumerate(events):
             if implied and isinstance(event, dict) and "type" not in event:
                 event = {**event, "type": implied}
