@@ -3,8 +3,9 @@
 Configured by ``[campaign]`` (what to capture), ``[proxy] strip`` (how the parameters leave the URL)
 and ``[proxy] public_origin`` (the site's own host, when set). Values are normalised (Unicode spaces
 made spaces and invisible characters removed, ``events.as_typed``; trimmed, source and medium
-case-folded, length-capped, printable only, no email address but in a click or creator ID); a value
-that fails is dropped and counted, never stored. The upstream query is rebuilt from the raw
+case-folded, length-capped, printable only, no email address but in a click or creator ID, no
+``undefined``/``null``… a link builder wrote where it had no value); a value that fails is dropped
+and counted, never stored. The upstream query is rebuilt from the raw
 ``&``-separated pieces so everything else stays byte for byte as received. Remembers the channel of
 recent value combinations (at most ``CHANNEL_CACHE``), and recent landings (``addons/landings.py``):
 a reload within ``campaign.repeat_seconds`` records no touchpoint (it is left on ``Exchange.folded``
@@ -42,7 +43,8 @@ from gateway.events import (
 from gateway.forwarding import parse_ip
 from gateway.ids import Uuid7
 from gateway.pipeline import Context, Exchange, Reply, RequestView, split_query, split_target, with_query
-from gateway.placeholders import placeholder
+from gateway.placeholders import LONGEST as LONGEST_PLACEHOLDER
+from gateway.placeholders import PLACEHOLDERS
 
 log = logging.getLogger("gateway.campaign")
 
@@ -303,6 +305,16 @@ class Campaign:
             if len(value) > max_length and (slot != "click" or len(value) > self.max_click_length):
                 self._drop(ex, key, "too_long", "click_too_long" if slot == "click" else "")
                 continue
+            # A link builder's String(undefined), in any tracked value: a creator "undefined",
+            # credited and paid for every landing so tagged (until 2026-12-07); a click ID every
+            # visitor so tagged shared (Google's ad click for a click that never was, and
+            # click_id_reuse for real people), a campaign "undefined" in the reports (until
+            # 2026-12-07 both). ``placeholder()`` inline, on a value trimmed already; the length
+            # first: a click ID is longer than any such word, and needs no folded copy made. Before
+            # the printable test: ``msclkid=[object Object]`` is said to be no value, not a space.
+            if len(value) <= LONGEST_PLACEHOLDER and value.casefold() in PLACEHOLDERS:
+                self._drop(ex, key, "placeholder")
+                continue
             # A click ID is a token: no space, nor the joiners a name may be written with. Once
             # ``isprintable`` holds, the only space left is U+0020 (it refuses every other
             # separator): a substring test, not a generator over a 100-character gclid.
@@ -317,11 +329,6 @@ class Campaign:
                 continue
             if ("@" in value or "%" in value) and slot not in EMAIL_EXEMPT and holds_email(value):
                 self._drop(ex, key, "email")
-                continue
-            if (slot == "creator_id" or slot == "sub_id") and placeholder(value):
-                # A link builder's String(undefined): a creator "undefined", credited and paid for
-                # every landing so tagged (until 2026-12-07).
-                self._drop(ex, key, "placeholder")
                 continue
             if slot == "source" or slot == "medium":
                 value = value.casefold()

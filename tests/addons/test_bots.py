@@ -480,6 +480,18 @@ async def test_click_id_reused_from_many_ips_is_flagged() -> None:
     assert reasons[3] == ["click_id_reuse"] and reasons[4] == ["click_id_reuse"]
 
 
+async def test_a_placeholder_click_id_is_no_click_reused() -> None:
+    """A site's link builder that writes ``gclid=undefined`` gives every visitor so tagged one
+    click ID: until 2026-12-07 the fourth person from another address was ``click_id_reuse``,
+    quarantined for a click that never was. The placeholder is no click ID (dropped at capture):
+    each landing is recorded by its other tags, none flagged."""
+    pipe = pipeline()
+    for n in range(6):
+        ex = await run(pipe, request("/?utm_source=news&gclid=undefined", ip=f"192.0.2.{n}"))
+        tp = touchpoint(ex)
+        assert (tp.source, tp.click_id, tp.reasons, tp.verdict) == ("news", None, [], "allow")
+
+
 async def test_a_click_id_counts_the_sources_of_the_last_window() -> None:
     """README: ``click_id_reuse`` fires for more than ``bots.max_click_id_sources`` sources "in the
     window". A click ID's set of sources started at the window its first source came in and

@@ -261,6 +261,12 @@ def test_a_repeated_parameter_the_first_valid_value_wins_everywhere(query: str, 
         ("creator_id=undefined", "placeholder"),  # a link builder's String(undefined)
         ("creator_id=%20NULL%09", "placeholder"),
         ("sub_id=%5Bobject+Object%5D", "placeholder"),
+        ("gclid=undefined", "placeholder"),  # every such visitor one click: click_id_reuse
+        ("fbclid=null", "placeholder"),
+        ("msclkid=%5Bobject%20Object%5D", "placeholder"),
+        ("utm_campaign=undefined", "placeholder"),  # a campaign named "undefined" in reports
+        ("c_source=%20None%20", "placeholder"),
+        ("utm_id=NaN", "placeholder"),  # another suffix: a landing of its own in raw_params
     ],
 )
 def test_invalid_values_dropped_counted_and_still_stripped(query: str, reason: str) -> None:
@@ -286,6 +292,41 @@ def test_a_placeholder_creator_or_sub_id_is_no_creator() -> None:
     assert [(tp.creator_id, tp.channel) for tp in ex.events] == [("anna", "Affiliates")]
     ex, _ = run("/?creator_id=undefinedness&sub_id=nullable")  # no placeholder: kept as sent
     assert [(tp.creator_id, tp.sub_id) for tp in ex.events] == [("undefinedness", "nullable")]
+
+
+def test_a_placeholder_click_id_or_campaign_field_is_no_value() -> None:
+    """A link builder's bug (``?gclid=undefined``, ``utm_campaign=undefined``) put the word in
+    every link: each visitor so tagged shared one click ID (Paid Search on Google for a click that
+    never was, and ``click_id_reuse`` for real people past the third), and reports had a campaign
+    named "undefined" (until 2026-12-07). Dropped and counted, as a placeholder creator ID is; the
+    landing recorded by its other tags, its channel theirs."""
+    ex, ctx = run(
+        "/?utm_source=news&utm_medium=email&utm_campaign=Undefined&utm_term=%5Bobject+Object%5D"
+        "&gclid=undefined&fbclid=null&keep=1"
+    )
+    [tp] = ex.events
+    assert (tp.source, tp.medium, tp.campaign, tp.term, tp.click_id_kind, tp.click_id, tp.channel) == (
+        "news",
+        "email",
+        None,
+        None,
+        None,
+        None,
+        "Email",
+    )
+    assert tp.raw_params == {"utm_source": "news", "utm_medium": "email"}
+    assert ex.upstream_query == "keep=1"
+    assert metric(ctx, "gateway_params_dropped_total", {"reason": "placeholder"}) == 4
+    # The next click ID listed is taken, as after any click ID dropped.
+    ex, _ = run("/?gclid=NULL&msclkid=5f1e-real")
+    assert [(tp.click_id_kind, tp.click_id, tp.channel) for tp in ex.events] == [
+        ("msclkid", "5f1e-real", "Paid Search")
+    ]
+    # Only the whole value is a placeholder: words that hold one are kept as sent.
+    ex, _ = run("/?utm_campaign=nullable&utm_source=nan_shop&gclid=undefinedX")
+    assert [(tp.campaign, tp.source, tp.click_id) for tp in ex.events] == [
+        ("nullable", "nan_shop", "undefinedX")
+    ]
 
 
 def test_a_dropped_value_is_said_at_debug_with_its_key_never_its_value(

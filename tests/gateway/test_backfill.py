@@ -2441,6 +2441,32 @@ async def test_an_email_address_in_a_logged_tracking_value_is_not_stored(tmp_pat
     assert "@" not in rows[0][3] and "jane" not in summary.render()
 
 
+async def test_a_placeholder_in_a_logged_tracking_value_is_dropped_and_said(tmp_path: Path) -> None:
+    """A link builder's ``gclid=undefined`` or ``utm_campaign=null`` in a log's landings was
+    imported as a click and a campaign of that name (until 2026-12-07), as live: one click ID for
+    every visitor so tagged. Dropped as live, the line's other values kept; a line with nothing
+    else is skipped, its summary saying the key and why (``DROPPED_WHY``), never the value."""
+    settings = make_settings(tmp_path)
+    pre = "203.0.113.9 - - [01/Mar/2025:10:00:0"
+    targets = [
+        "/p?utm_source=news&utm_campaign=null&gclid=undefined",
+        "/p?gclid=undefined",
+        "/p?fbclid=%5Bobject%20Object%5D&utm_id=NaN",
+    ]
+    text = "\n".join(f'{pre}{i} +0000] "GET {t} HTTP/1.1" 200 1 "-" "{UA}"' for i, t in enumerate(targets))
+    log = await asyncio.to_thread(write, tmp_path / "access.log", text)
+    summary = await run_import(settings, [log], "combined", host="shop.example")
+    no_value = "is no value (what code writes where it has none: undefined, null…)"
+    assert dict(summary.skipped) == {
+        f"tracking value refused, no touchpoint: gclid {no_value}": 1,
+        f"tracking value refused, no touchpoint: fbclid {no_value} (and 1 more)": 1,
+    }
+    assert summary.events["touchpoints"] == 1
+    rows = await query(settings, "SELECT source, campaign, click_id_kind, click_id FROM touchpoints")
+    assert rows == [("news", None, None, None)]
+    assert "object Object" not in summary.render()  # the value itself is never said
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_an_absolute_form_request_for_another_host_is_skipped(tmp_path: Path, workers: int) -> None:
     """``GET http://other.example/?utm_source=x`` (a proxy's request, in the log of a server
