@@ -57,6 +57,10 @@ EMAIL_CHECKED = ("source", "medium", "campaign", "term", "content", "sub_id")
 """Fields left out when they hold an email address, as the proxy drops such a tracking value
 (``addons.campaign``): a click ID (an ad platform's token) and a creator ID (the operator's own
 name for a partner) are not looked at, as there."""
+PLACEHOLDER_CHECKED = ("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "click_id")
+"""Fields left out when they are a placeholder (``undefined``, ``null``…), as the proxy drops
+such a tracking value (``addons.campaign``): until 2026-12-07 a campaign, source… or click ID of
+``undefined`` was recorded as sent (a click ID every event shared; a campaign "undefined")."""
 NO_VALUE = "is no value (what code writes where it has none: undefined, null…)"
 """Why an ID that is one of ``placeholders.PLACEHOLDERS`` is not taken."""
 EMAIL_WHY = "holds an email address (personal data is not stored)"
@@ -383,12 +387,14 @@ def map_event(
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
-    read_creator_id, read_sub_id = attrs["creator_id"], attrs["sub_id"]
-    for name in ("creator_id", "sub_id"):
+    read_creator_id, read_sub_id, read_click_id = attrs["creator_id"], attrs["sub_id"], attrs["click_id"]
+    for name in PLACEHOLDER_CHECKED:
         text = attrs[name]
         if text is not None and name not in NOT_RECORDED.get(kind or "", ()) and placeholder(text):
             # A link builder's String(undefined): a creator "undefined", credited and paid for
-            # every event sent with it (until 2026-12-07), as the proxy's ?creator_id=undefined.
+            # every event sent with it (until 2026-12-07), as the proxy's ?creator_id=undefined;
+            # a click ID every event sent with it shared (Google's ad click for a click that never
+            # was), a campaign "undefined" in the reports (until 2026-12-07 both).
             r.leave_out(name, "placeholder", f"{text[:40]!r} {NO_VALUE}")
             attrs[name] = None
     recorded = [name for name in EMAIL_CHECKED if name not in NOT_RECORDED.get(kind or "", ())]
@@ -472,13 +478,13 @@ def map_event(
             # Type, creator and time alone are one key for every order, user or click of that
             # second: the second of two would be answered "duplicate" and lost. Who and what
             # tell them apart; keyed forms only (a receipt holds no raw user ID).
-            # The values as read (a user, visitor, creator or sub ID "undefined" too): the key an
-            # event had before 2026-12-07 stays its key, so that its retry is still a duplicate.
+            # The values as read (a user, visitor, creator, sub or click ID "undefined" too): the
+            # key an event had before 2026-12-07 stays its key, so that its retry is still a duplicate.
             who = [
                 limits.keys.visitor_key(read_visitor_id) if read_visitor_id else None,
                 limits.keys.user_key(read_user_id) if read_user_id else None,
                 read_order_id,
-                attrs["click_id"],
+                read_click_id,
                 read_sub_id,
                 conv_name,
                 value,

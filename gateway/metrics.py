@@ -177,8 +177,9 @@ class Metrics:
         self.inbound_left_out = Counter(
             "gateway_inbound_left_out",
             "Values of signed events not taken, by sender, field and reason: placeholder (an ID, a"
-            " creator or sub ID of undefined, null, None, nil, NaN or [object Object]) or email (an"
-            " email address in a campaign field); the event is recorded without them",
+            " creator, sub or click ID or a campaign field of undefined, null, None, nil, NaN or"
+            " [object Object]) or email (an email address in a campaign field); the event is"
+            " recorded without them",
             ["sender", "field", "reason"],
             registry=r,
         )

@@ -6,8 +6,10 @@ accepted and echoed. A real gateway on loopback, each delivery signed as a sende
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -371,4 +373,61 @@ async def test_a_placeholder_creator_or_sub_id_credits_no_creator(gw: RunningGat
     assert await left_out(gw) == {
         ('field="creator_id"', 'reason="placeholder"', 'sender="billing"'): 1,  # the written event's
         ('field="sub_id"', 'reason="placeholder"', 'sender="billing"'): 1,
+    }
+
+
+async def test_a_placeholder_click_id_or_campaign_field_is_left_out_and_keeps_the_key(
+    gw: RunningGateway,
+) -> None:
+    """A signed touchpoint's ``click_id`` "undefined" was recorded as a click (until 2026-12-07):
+    every event sent with it shared one Google ad click, Paid Search for a click that never was;
+    a ``campaign`` "undefined" was a campaign of that name in the reports. Each is left out and
+    counted, as the proxy drops ``?gclid=undefined``; the event is recorded by its other fields,
+    or refused when it was all the touchpoint's campaign data. An event without an ``event_id``
+    keeps the key it had (its click ID as read is in the key's digest), so its retry is still a
+    duplicate."""
+    stamp = int(time.time()) - 5
+    event = {
+        "type": "touchpoint",
+        "visitor_id": "v-9",
+        "source": "Google",
+        "medium": "cpc",
+        "campaign": "Undefined",
+        "content": "[object Object]",
+        "click_id": " undefined",
+        "click_id_kind": "gclid",
+        "timestamp": stamp,
+    }
+    body = encode(event)
+    status, answer = await post(gw, body, signed(body))
+    assert (status, answer["result"], answer["left_out"]) == (
+        202,
+        "accepted",
+        [
+            f"campaign (/campaign): 'Undefined' {NO_VALUE}",
+            f"content (/content): '[object Object]' {NO_VALUE}",
+            f"click_id (/click_id): 'undefined' {NO_VALUE}",
+        ],
+    ), answer
+    # The key as versions before 2026-12-07 made it: type, no creator, the instant, the digest of
+    # who and what (visitor, user, order, click ID, sub ID, name, value), the click ID as read.
+    who = [KEYS.visitor_key("v-9"), None, None, "undefined", None, None, None]
+    instant = datetime.fromtimestamp(stamp, UTC).replace(tzinfo=None).isoformat() + "Z"
+    assert answer["key"] == f"touchpoint::{instant}:{hashlib.sha256(encode(who)).hexdigest()[:16]}"
+    status, answer = await post(gw, body, signed(body))  # a new delivery of that event
+    assert (status, answer["result"]) == (200, "duplicate"), answer
+    only = encode({"type": "touchpoint", "event_id": "t-9", "visitor_id": "v-9", "click_id": "NaN"})
+    status, answer = await post(gw, only, signed(only))
+    assert status == 400 and answer["errors"] == [
+        "touchpoint: needs at least one of source (/source), medium (/medium), campaign (/campaign),"
+        f" creator_id (/creator_id), click_id (/click_id); click_id (/click_id): 'NaN' {NO_VALUE}"
+    ], answer
+    found = await rows(
+        gw, "SELECT source, medium, campaign, content, click_id_kind, click_id, channel FROM touchpoints"
+    )
+    assert found == [("google", "cpc", None, None, None, None, "Paid Search")]
+    assert await left_out(gw) == {
+        ('field="campaign"', 'reason="placeholder"', 'sender="billing"'): 1,
+        ('field="content"', 'reason="placeholder"', 'sender="billing"'): 1,
+        ('field="click_id"', 'reason="placeholder"', 'sender="billing"'): 1,  # the written event's
     }
