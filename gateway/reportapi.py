@@ -116,6 +116,8 @@ def query(
         models = tuple(MODELS)
     elif model in MODELS:
         models = (model,)
+    elif model == "all":  # as gateway report --payouts --model all says it (all_models: payouts')
+        raise ApiError(400, "model: the payout report uses one model, not all")
     else:
         known = ", ".join([*MODELS, *(["all"] if all_models else [])])
         # As every parameter says it (it said "unknown model …").

@@ -1425,7 +1425,10 @@ async def test_a_creator_id_of_digits_reads_in_the_payout_csv_as_the_link_carrie
         ("/api/attribution", {"limit": "3"}, "'limit'"),
         ("/api/attribution/timeseries", {"model": "nope"}, "model:"),
         ("/api/attribution/paths", {"model": "linear"}, "'model'"),
-        ("/api/payouts", {"model": "all"}, "model:"),
+        # As gateway report --payouts --model all says it: "expected one of …, got 'all'" read as
+        # if all were no model at all (until 2026-12-07).
+        ("/api/payouts", {"model": "all"}, "model: the payout report uses one model, not all"),
+        ("/api/payouts", {"model": "best"}, "model: expected one of first_touch,"),
         ("/api/payouts", {"group_by": "channel"}, "'group_by'"),
         (
             "/api/attribution",
