@@ -57,7 +57,7 @@ from gateway.events import (
     printable_name,
 )
 from gateway.ids import Uuid7
-from gateway.keys import MAX_VISITOR_ID, Keys, named_user_key, operator_user_id
+from gateway.keys import Keys, named_user_key, operator_user_id, visitor_id_refused
 from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
@@ -873,16 +873,15 @@ def _visitor_keys(request: web.Request, given: str) -> list[str] | None:
     return request.app[KEYS_KEY].named_visitor_keys(given) or None
 
 
-def _visitor_keys_of(request: web.Request, given: str) -> list[str]:
-    """``_visitor_keys`` of the path's visitor ID, or a 400 saying what it takes."""
-    keys = _visitor_keys(request, given)
+def _visitor_keys_of(request: web.Request) -> tuple[str, list[str]]:
+    """The path's visitor ID, trimmed (as every intake trims one: none is stored with spaces
+    around it), and its ``_visitor_keys``; or a 400 saying what it takes and what it got (its
+    length: a 2,001-character one was told what is expected alone)."""
+    given = request.match_info["visitor_id"]
+    keys = _visitor_keys(request, given.strip())
     if keys is None:
-        raise ApiError(
-            400,
-            "visitor_id: expected a visitor_key (32 hex digits), a visitor ID"
-            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
-        )
-    return keys
+        raise ApiError(400, f"visitor_id: {visitor_id_refused(given)}")
+    return given.strip(), keys
 
 
 async def _visitor_journey(request: web.Request, keys: list[str]) -> dict[str, Any] | None:
@@ -903,8 +902,7 @@ async def visitor(request: web.Request) -> web.Response:
     only_params(request, set())
     # Trimmed, as every intake trims a visitor ID (none is stored with spaces around it): a cookie
     # value pasted with a space before it was a 404, "no touchpoints recorded for this visitor".
-    given = request.match_info["visitor_id"].strip()
-    keys = _visitor_keys_of(request, given)
+    given, keys = _visitor_keys_of(request)
     journey = await _visitor_journey(request, keys)
     if journey is not None:
         return ok(journey)
@@ -1042,7 +1040,7 @@ async def visitor_erase(request: web.Request) -> web.Response:
     naming it, under every key ``GET /api/visitors/{id}`` reads it by. Its bindings to users
     stay (theirs: their erasure takes them); the answer counts those users."""
     only_params(request, set())
-    keys = _visitor_keys_of(request, request.match_info["visitor_id"].strip())
+    _, keys = _visitor_keys_of(request)
     settings = request.app[SETTINGS_KEY]
     now = datetime.now(UTC)
     erasure, bound = await erase_visitor(

@@ -113,6 +113,28 @@ def named_visitor_id(given: str) -> str | None:
     return raw if 0 < len(raw) <= MAX_VISITOR_ID and raw.isprintable() else None
 
 
+def visitor_id_refused(given: str) -> str:
+    """Why ``given`` (as the operator gave it, untrimmed) names no visitor, when
+    ``named_visitor_id`` of it trimmed is None: what a lookup takes, and what it got, said as
+    ``operator_user_id`` says it (how long, which character where; never the text itself)."""
+    trimmed = given.strip()
+    raw = trimmed.split(".")[1] if trimmed.startswith("v1.") and trimmed.count(".") == 2 else trimmed
+    expected = (
+        f"expected a visitor_key (32 hex digits), a visitor ID (1..{MAX_VISITOR_ID} printable"
+        " characters) or a cookie value"
+    )
+    if not trimmed:
+        return f"{expected}, got {'white space only' if given else 'none'}"
+    if not raw:
+        return f"{expected}, got a cookie value with no visitor ID in it"
+    if len(raw) > MAX_VISITOR_ID:
+        return f"{expected}, got {len(raw):,} characters"
+    at = next((i for i, c in enumerate(trimmed) if not c.isprintable()), None)
+    if at is not None:
+        return f"{expected}, got {ascii(trimmed[at])[1:-1]} at character {at + 1}"
+    return expected
+
+
 def is_plain_key(user_key: str) -> bool:
     """Whether ``user_key`` is the raw user ID itself (``user_id_storage = "plain"``)."""
     return user_key.startswith(_PLAIN)

@@ -180,7 +180,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     from gateway.badbody import body_key
     from gateway.events import iso
     from gateway.ids import Uuid7
-    from gateway.keys import MAX_VISITOR_ID, Keys, named_visitor_id
+    from gateway.keys import Keys, named_visitor_id, visitor_id_refused
     from gateway.usernames import erasure_reach
     from storage.erasure import erase_visitor
     from storage.local import store_hint
@@ -188,11 +188,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
 
     given = args.visitor.strip()  # as every intake trims a visitor ID
     if named_visitor_id(given) is None:  # what a visitor_key (32 hex digits) is too
-        print(
-            "gateway: --visitor: expected a visitor_key (32 hex digits), a visitor ID"
-            f" (1..{MAX_VISITOR_ID} printable characters) or a cookie value",
-            file=sys.stderr,
-        )
+        print(f"gateway: --visitor: {visitor_id_refused(args.visitor)}", file=sys.stderr)
         return 2
     settings = _settings(args, central=False)
     if isinstance(settings, int):

@@ -411,6 +411,26 @@ async def test_a_user_id_refused_says_what_was_wrong_and_never_the_id(gw) -> Non
                 assert (await resp.json())["error"] == error, user_id
 
 
+async def test_a_visitor_id_refused_says_what_was_given(gw) -> None:
+    """As a refused user ID says it: a visitor ID over 2,000 characters (a page's text pasted)
+    was told what the lookup expects, not that it was 2,001 characters long."""
+    expected = (
+        "visitor_id: expected a visitor_key (32 hex digits), a visitor ID (1..2000 printable"
+        " characters) or a cookie value, got "
+    )
+    cases = [
+        ("%20%20", "white space only"),
+        ("x" * 2001, "2,001 characters"),
+        ("abc%09def", "\\t at character 4"),
+    ]
+    for method in ("GET", "DELETE"):
+        for visitor_id, got in cases:
+            url = URL(f"{gw.admin_url}/api/visitors/{visitor_id}", encoded=True)
+            async with gw.session.request(method, url, headers=AUTH) as resp:
+                assert resp.status == 400, visitor_id
+                assert (await resp.json())["error"] == expected + got, visitor_id
+
+
 async def test_a_user_only_a_bad_event_names_is_not_nothing_recorded(gw) -> None:
     """A rights request for someone a sender named only in a refused event: the lookup said
     "nothing recorded for this user" while the store kept their address in a bad event, which

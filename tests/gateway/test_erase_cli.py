@@ -365,7 +365,13 @@ def test_erase_takes_a_user_or_a_visitor(tmp_path: Path) -> None:
         ), args
     cfg.write_text(f'[storage]\npath = "{tmp_path / "gw.db"}"\n')
     done = gateway("erase", "--visitor", "a\tb", "-c", str(cfg))
-    assert done.returncode == 2 and done.stderr.startswith("gateway: --visitor: expected a visitor_key")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "gateway: --visitor: expected a visitor_key (32 hex digits), a visitor ID (1..2000 printable"
+        " characters) or a cookie value, got \\t at character 2\n",
+    )
+    done = gateway("erase", "--visitor", "x" * 2001, "-c", str(cfg))  # as the API says it
+    assert done.returncode == 2 and done.stderr.endswith(" or a cookie value, got 2,001 characters\n")
     assert not (tmp_path / "gw.db").exists() or rows(tmp_path / "gw.db", "SELECT count(*) FROM erasures") == [
         (0,)
     ]
