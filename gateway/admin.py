@@ -57,7 +57,7 @@ from gateway.events import (
     printable_name,
 )
 from gateway.ids import Uuid7
-from gateway.keys import Keys, named_user_key, operator_user_id, visitor_id_refused
+from gateway.keys import Keys, named_user_key, operator_user_id, unlike_a_visitor, visitor_id_refused
 from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
 from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
@@ -927,6 +927,11 @@ async def visitor(request: web.Request) -> web.Response:
             "no touchpoints recorded for this visitor; this is the user_key of a user with a journey:"
             " look it up as a user",
         )
+    # A page's address or cookies not of ours, pasted: told as never seen, they read as a
+    # visitor ID whose visitor never came (until 2026-12-07).
+    unlike = unlike_a_visitor(given, request.app[SETTINGS_KEY].options.identity.cookie_name)
+    if unlike is not None:
+        raise ApiError(400, f"visitor_id: {unlike}; no visitor has it as their ID")
     raise ApiError(404, "no touchpoints recorded for this visitor")
 
 

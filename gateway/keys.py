@@ -135,6 +135,52 @@ def visitor_id_refused(given: str) -> str:
     return expected
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_NAMES_SHOWN = 5
+
+
+def _shortened(text: str, most: int) -> str:
+    return repr(text if len(text) <= most else text[:most] + "…")
+
+
+def unlike_a_visitor(given: str, cookie_name: str) -> str | None:
+    """Why ``given`` (trimmed), under which nothing is recorded, is not what a visitor lookup
+    takes, when it has the shape of something else pasted: a URL (a page's address), the
+    ``cookie_name`` cookie with a value not of ours (``gw_vid=`` and an empty or other value),
+    or cookies none of which is ours (``session=…; _ga=…``, or a ``Cookie:`` line). None for any
+    other text: a sender may name any printable text as a visitor ID, so these are told only
+    once nothing was found under them. Never a cookie's value other than ours: it may be a
+    session's."""
+    forms = (
+        f"expected a visitor_key (32 hex digits), a visitor ID (1..{MAX_VISITOR_ID} printable"
+        f" characters) or the {cookie_name} cookie's value (v1.<id>.<tag>: alone, as"
+        f" {cookie_name}=v1.… or in a Cookie header)"
+    )
+    if _URL.match(given):
+        return f"{forms}, got a URL, {_shortened(given, 40)} ({len(given):,} characters)"
+    header = given[line.end() :] if (line := _HEADER_LINE.match(given)) else given
+    if visitor_cookies(header) is not None:  # ours, whose visitor left nothing: the plain 404
+        return None
+    pairs = [(name.strip(), sep, value) for name, sep, value in (p.partition("=") for p in header.split(";"))]
+    pairs = [pair for pair in pairs if pair != ("", "", "")]
+    if not pairs or not all(sep and _COOKIE_NAME.fullmatch(name) for name, sep, _ in pairs):
+        return None
+    ours = [_unquoted(value) for name, _, value in pairs if name == cookie_name]
+    if ours and not ours[0]:
+        empty = "as the gateway leaves it when consent is refused or withdrawn"
+        got = f"a {cookie_name} cookie with no value ({empty})"
+    elif ours:
+        got = f"a {cookie_name} cookie whose value is not the gateway's, {_shortened(ours[0], 20)}"
+    elif line is None and len(pairs) < 2:
+        return None  # one name=value alone: a raw ID may hold a "=" (base64's padding)
+    else:
+        names = [name for name, _, _ in pairs]
+        more = f" and {len(names) - _NAMES_SHOWN:,} more" if len(names) > _NAMES_SHOWN else ""
+        shown = ", ".join(_shortened(n, 40)[1:-1] for n in names[:_NAMES_SHOWN])
+        got = f"cookies {shown}{more} (values not shown), none of them {cookie_name}"
+    return f"{forms}, got {got}"
+
+
 def is_plain_key(user_key: str) -> bool:
     """Whether ``user_key`` is the raw user ID itself (``user_id_storage = "plain"``)."""
     return user_key.startswith(_PLAIN)

@@ -431,6 +431,71 @@ async def test_a_visitor_id_refused_says_what_was_given(gw) -> None:
                 assert (await resp.json())["error"] == expected + got, visitor_id
 
 
+@pytest.mark.parametrize(
+    ("given", "got"),
+    [
+        (
+            "https://shop.example/?gw_vid=AbCdEfGhIjKlMnOpQrStUv",
+            "got a URL, 'https://shop.example/?gw_vid=AbCdEfGhIjK…' (51 characters)",
+        ),
+        (
+            "gw_vid=AbCdEfGhIjKlMnOpQrStUv",
+            "got a gw_vid cookie whose value is not the gateway's, 'AbCdEfGhIjKlMnOpQrSt…'",
+        ),
+        (
+            "gw_vid=",
+            "got a gw_vid cookie with no value (as the gateway leaves it when consent is refused or"
+            " withdrawn)",
+        ),
+        ("session=s3cr3t; _ga=GA1.2.3", "got cookies session, _ga (values not shown), none of them gw_vid"),
+        ("Cookie: session=s3cr3t", "got cookies session (values not shown), none of them gw_vid"),
+    ],
+)
+async def test_a_url_or_cookies_not_ours_are_a_400_saying_what_the_lookup_takes(
+    gw, given: str, got: str
+) -> None:
+    """A page's address pasted (``https://shop.example/?gw_vid=…``), ``gw_vid=`` and a value
+    not of ours, or a Cookie header without ours: each was read as a raw visitor ID and
+    answered "no touchpoints recorded for this visitor", as if it were one whose visitor never
+    came. Nothing recorded under it, it is a 400 saying what the lookup takes and what it got
+    (a cookie's value never: it may be a session's)."""
+    url = URL(f"{gw.admin_url}/api/visitors/{quote(given, safe='')}", encoded=True)
+    async with gw.session.get(url, headers=AUTH) as resp:
+        body = await resp.json()
+    assert (resp.status, body["error"]) == (
+        400,
+        "visitor_id: expected a visitor_key (32 hex digits), a visitor ID (1..2000 printable"
+        " characters) or the gw_vid cookie's value (v1.<id>.<tag>: alone, as gw_vid=v1.… or in a"
+        f" Cookie header), {got}; no visitor has it as their ID",
+    )
+    assert "s3cr3t" not in body["error"]
+    Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 400)).validate(body)
+
+
+async def test_a_visitor_whose_id_has_a_urls_shape_is_still_found(gw) -> None:
+    """A sender may name any printable text as a visitor's ID: one of a URL's or a cookie's
+    shape, recorded, is looked up as ever."""
+    settings = gw.gateway.settings
+    keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
+    for raw in ("https://shop.example/?gw_vid=x", "gw_vid=abc"):
+        cid = uuid7()
+        bought = Conversion(
+            cid,
+            iso(datetime.now(UTC)),
+            "n",
+            "purchase",
+            f"order:{cid}",
+            keys.visitor_key(raw),
+            None,
+            20.0,
+            "EUR",
+            cid,
+        )
+        await gw.gateway.store.write([bought])
+        status, _, journey = await get(gw, f"/api/visitors/{quote(raw, safe='')}", AUTH)
+        assert status == 200 and journey["visitor_key"] == keys.visitor_key(raw), journey
+
+
 async def test_a_user_only_a_bad_event_names_is_not_nothing_recorded(gw) -> None:
     """A rights request for someone a sender named only in a refused event: the lookup said
     "nothing recorded for this user" while the store kept their address in a bad event, which
