@@ -30,8 +30,10 @@ KEY_SPACE = 16**8
 
 
 class Moved(Exception):
-    """Bindings or conversions were erased while a report ran: a worker's snapshot is not the
-    gateway's, so its share may not match the others' (the report runs in one process)."""
+    """Bindings or conversions were erased while a report ran, or committed with an ID at or
+    before the last of the snapshot (of its last millisecond, from another process): a worker's
+    snapshot is not the gateway's, so its share may not match the others' (the report runs in
+    one process)."""
 
 
 class Snapshot(NamedTuple):

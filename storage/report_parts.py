@@ -4,10 +4,10 @@ reads.
 ``slices`` cuts the period's conversions by id; ``shares`` shares out its people
 (``storage/people.py``) for ``data_driven``, as of one snapshot of the bindings and the
 conversions. ``_people_of`` gives a part its people, and a share the conversions it owns
-(``Moved`` if rows were erased since the snapshot), from the bindings this process keeps from
-one report to the next (``_everyone``: while they only grew, by the counters of migration
-0009, only the new rows are read). Reads conversions, identities and table_versions; never
-writes.
+(``Moved`` if rows were erased since the snapshot, or committed since with an ID within it),
+from the bindings this process keeps from one report to the next (``_everyone``: while they
+only grew, by the counters of migration 0009, only the new rows are read). Reads conversions,
+identities and table_versions; never writes.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class ReportParts(ReportRunner):
     ) -> tuple[People, list[tuple[Any, ...]] | None]:
         """Who each visitor's devices and person are; for a share, also the period's
         conversions it owns (rows of ``CONVERSIONS``), read as of the share's snapshot (``Moved``
-        if rows were erased since). Kept for the rest of the report's call: ``_learn_part``
-        asks twice."""
+        if rows were erased since, or committed since with an ID at or before its last). Kept for
+        the rest of the report's call: ``_learn_part`` asks twice."""
         key = (self.report, part, since, until, conversion)
         if self._people is not None and self._people[0] == key:
             return self._people[1], self._people[2]
@@ -105,11 +105,7 @@ class ReportParts(ReportRunner):
             rows = self.db.execute(f"{CONVERSIONS} WHERE {where} ORDER BY id", args).fetchall()
             people, bound = self._share_people(part, [(r[4], r[5]) for r in rows])
             if (bound, len(rows)) != (part.bindings.rows, part.conversions.rows):
-                raise Moved(
-                    f"bindings or conversions were erased while a report ran ({bound} bindings"
-                    f" and {len(rows)} conversions of the {part.bindings.rows} and"
-                    f" {part.conversions.rows} it began with)"
-                )
+                raise Moved(_moved(part, bound, len(rows)))
             rows = [r for r in rows if people.mine(r[4], r[5])]
         self._people = (key, people, rows)
         return people, rows
@@ -198,6 +194,35 @@ class ReportParts(ReportRunner):
         finally:
             if began and db.in_transaction:
                 db.execute("COMMIT")
+
+
+def _moved(share: Share, bindings: int, conversions: int) -> str:
+    """Why a share's snapshot no longer holds, in what its counts say: rows it began with were
+    erased, or rows were committed since with an ID at or before the last it read (README
+    "First touch, last touch": IDs of one millisecond from two processes need not come in
+    order; an import or a late signed event has its event's time). Until 2026-12-07 both were
+    told as an erasure."""
+    said, late = [], False
+    for noun, now, began in (
+        ("binding", bindings, share.bindings.rows),
+        ("conversion", conversions, share.conversions.rows),
+    ):
+        of = " of the period" if noun == "conversion" else ""
+        n = abs(now - began)
+        if now < began:
+            said.append(
+                f"{n:,} of the {began:,} {noun}s{of} it began with {'was' if n == 1 else 'were'} erased"
+                " while a report ran"
+            )
+        elif now > began:
+            late = True
+            said.append(
+                f"{n:,} {noun}{'' if n == 1 else 's'}{of} {'was' if n == 1 else 'were'} committed while a"
+                " report ran with an ID at or before the last it began with"
+            )
+    why = " (IDs of one millisecond from two processes need not come in order; an import or a late"
+    why += " signed event has its event's time)"
+    return "; ".join(said) + (why if late else "")
 
 
 @dataclass(slots=True)

@@ -92,7 +92,8 @@ class ReportWorkers(ReportState):
         call over the whole period, or — a large period — one per part, each in a worker
         process (with that process's ``Reports``); the answers in part order, for the caller
         to add up. If a worker dies, or a share's snapshot no longer holds (``Moved``: rows
-        erased since), the whole report runs here instead: one answer, for the whole period.
+        erased since, or committed since within its snapshot), the whole report runs here
+        instead: one answer, for the whole period.
 
         Blocking: call it inside ``run``."""
         if len(parts) > 1:

@@ -611,7 +611,10 @@ async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
         with caplog.at_level(logging.INFO, logger="gateway.reports"):
             moves, parts = await pooled.run(pooled.count_moves, shares, task)
         assert parts == [WHOLE] and moves != before[0]
-        assert "erased while a report ran" in caplog.text
+        assert (
+            "1 of the " in caplog.text
+            and " bindings it began with was erased while a report ran" in caplog.text
+        )
         assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
         # Any part a worker computes falls back so, a crediting one too.
         q = reporting.Query(SINCE, UNTIL, ("linear",))
@@ -626,6 +629,54 @@ async def test_a_share_whose_snapshot_moved_is_counted_again_in_one_process(
         )
     finally:
         await pooled.close()
+
+
+async def test_a_conversion_of_the_snapshots_last_millisecond_committed_since_is_said_so(
+    store: Path, channels: Channels, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Of two conversions of one millisecond from two worker processes, the later committed may
+    have the smaller ID (README "First touch, last touch"): one committed after the gateway cut
+    the report, with an ID before the last it counted, moves the share's count up. The report
+    runs in one process, as for an erasure, and the log said rows "were erased while a report
+    ran" (until 2026-12-07): nothing was."""
+    copy = tmp_path / "late.db"
+    await asyncio.to_thread(shutil.copy, store, copy)
+    pooled = await opened(copy, channels, processes=2)
+    try:
+        task = (SINCE, UNTIL, None, frozenset({"allow"}), None, "channel")
+        shares = await pooled.run(pooled.shares, SINCE, UNTIL, None)
+        assert len(shares) == 2 and all(isinstance(s, Share) for s in shares)
+        last = shares[0].conversions.last
+        assert last is not None
+        await asyncio.to_thread(_commit_a_conversion_before, copy, last)
+        pooled.report += 1
+        with caplog.at_level(logging.INFO, logger="gateway.reports"):
+            moves, parts = await pooled.run(pooled.count_moves, shares, task)
+        assert parts == [WHOLE]
+        assert "erased" not in caplog.text
+        assert (
+            "1 conversion of the period was committed while a report ran with an ID at or before the last"
+            " it began with" in caplog.text
+        ), caplog.text
+        assert moves == (await pooled.run(pooled.count_moves, [WHOLE], task))[0]
+    finally:
+        await pooled.close()
+
+
+def _commit_a_conversion_before(path: Path, last: str) -> None:
+    """A conversion of ``last``'s millisecond, with the smallest ID of that millisecond (as
+    another process's counter, from its own random start, may mint)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    ts, visitor = db.execute("SELECT ts, visitor_key FROM conversions WHERE id = ?", (last,)).fetchone()
+    cid = last[:14] + "7000-8000-000000000000"
+    assert cid < last
+    db.execute(
+        "INSERT INTO conversions (id, ts, node, name, dedup_key, visitor_key, user_key, value,"
+        " currency, order_id, origin, rule)"
+        " VALUES (?, ?, 'other', 'purchase', ?, ?, NULL, 40, 'EUR', ?, 'rule', 'purchase')",
+        (cid, ts, "order:" + cid, visitor, cid),
+    )
+    db.close()
 
 
 async def test_a_worker_dying_while_data_driven_learns_credits_in_one_process(pooled: Reports) -> None:
