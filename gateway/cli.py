@@ -50,7 +50,7 @@ from gateway.config_values import host_problem, is_ip_address
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
-from gateway.logs import TEXT_FORMAT, set_level, setup_logging
+from gateway.logs import TEXT_FORMAT, say_error, set_level, setup_logging
 from gateway.notices import config_warnings, secret_warnings, warn_of_secret
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -87,16 +87,15 @@ EMPTY_CONFIG = '-c ""'
 
 def _fail_config(path: str, err: ConfigError) -> int:
     # ``-c ""`` (a script's ``-c "$CONFIG"`` with it unset) as given: the header named nothing.
-    print(f"gateway: {path or EMPTY_CONFIG}: {len(err.problems)} problem(s):", file=sys.stderr)
+    say_error(f"gateway: {path or EMPTY_CONFIG}: {len(err.problems)} problem(s):")
     for problem in err.problems:
-        print(f"  {problem}", file=sys.stderr)
+        say_error(f"  {problem}")
     # No file at all (a newcomer's `gateway run` in a folder without one): say how to get one,
     # as `gateway doctor` does (until 2026-12-05 "No such file or directory" alone).
     if path and any(": cannot read: " in p for p in err.problems) and not os.path.lexists(path):
-        print(
+        say_error(
             f"gateway: no config file at {path}: write a starter one with `gateway init -c {path}`,"
-            " or name yours with -c FILE",
-            file=sys.stderr,
+            " or name yours with -c FILE"
         )
     return EXIT_CONFIG
 
@@ -531,7 +530,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
     except OSError as err:
         for sock in public:
             sock.close()
-        print(f"gateway: cannot start: {err.strerror or err}", file=sys.stderr)
+        say_error(f"gateway: cannot start: {err.strerror or err}")
         return 1
 
     def argv(index: int) -> list[str]:
@@ -714,7 +713,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (SchemaTooNew, sqlite3.DatabaseError, OSError) as err:
             # But a store there on a full disk: its worker serves the site, and says so (fail open).
             if not (isinstance(err, sqlite3.Error) and _full_and_there(settings.store_path)):
-                print(store_failure(settings, err), file=sys.stderr)
+                say_error(store_failure(settings, err))
                 return 1
         if count > 1:
             assert text is not None
@@ -759,7 +758,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _start_failed(args: argparse.Namespace, reason: str) -> None:
     """Why ``gateway run`` could not start: on stderr, or in a worker as its log's line."""
     if args.worker is None:
-        print(reason, file=sys.stderr)
+        say_error(reason)
     else:
         _worker_failed(reason)
 

@@ -6,12 +6,15 @@ worker index when the process is one of several, any ``extra={...}`` fields,
 and ``exc`` for a traceback. What goes into a message is the caller's care:
 nothing in the gateway logs a secret, a client address or a user ID (a test
 scans a full run's log output for them). ``Throttled`` keeps a failure that repeats
-on every request (a full disk) from flooding the log it may be filling.
+on every request (a full disk) from flooding the log it may be filling. Where stderr is the
+journal (systemd's ``$JOURNAL_STREAM`` names it), each line starts with its syslog priority
+(``<3>`` for an error: ``journalctl -p err`` finds it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,6 +28,58 @@ ACCESS_LOGGER = "gateway.access"
 """The logger of ``proxy.access_log``'s lines, written whatever ``log.level`` (``set_level``)."""
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _encode = msgspec.json.Encoder()
+JOURNAL_ENV = "JOURNAL_STREAM"
+"""Set by systemd for a service whose stderr (or stdout) is the journal: ``DEVICE:INODE`` of that
+stream (systemd.exec(5)); inherited by whatever the service starts, whose stderr may be another."""
+
+
+def priority(levelno: int) -> int:
+    """A log level's syslog priority (sd-daemon(3)'s ``SD_CRIT`` … ``SD_DEBUG``)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def to_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal's: its device and inode those ``$JOURNAL_STREAM`` names
+    (not a terminal, a file or a pipe the gateway's stderr was sent to instead)."""
+    device, colon, inode = os.environ.get(JOURNAL_ENV, "").partition(":")
+    if not colon:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a test's StringIO)
+        return False
+    return (str(st.st_dev), str(st.st_ino)) == (device, inode)
+
+
+def say_error(text: str) -> None:
+    """``text`` on stderr, each line an error's (``<3>``) where stderr is the journal: why a
+    command could not start or run, written before (or without) its log: a config refused, a
+    store that cannot open, a port taken (``journalctl -p err`` shows them among the log's)."""
+    if to_journal(sys.stderr):
+        text = "\n".join(f"<3>{line}" for line in text.split("\n"))
+    print(text, file=sys.stderr)
+
+
+class JournalFormatter(logging.Formatter):
+    """Another formatter's lines, each prefixed with the record's syslog priority (``<4>``), which
+    journald takes for the line's priority and drops (a traceback's lines too: each its own
+    journal entry)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,13 +141,17 @@ def _plain(value: Any) -> Any:
 def setup_logging(
     level: str | int = "info", fmt: str = "text", *, worker: int | None = None, stream: TextIO | None = None
 ) -> None:
-    """Replace the root logger's handlers with one that writes ``fmt`` lines to stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Replace the root logger's handlers with one that writes ``fmt`` lines to stderr, each
+    prefixed with its syslog priority where stderr is the journal (``to_journal``)."""
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    formatter: logging.Formatter
     if fmt == "json":
-        handler.setFormatter(JsonFormatter(worker))
+        formatter = JsonFormatter(worker)
     else:
         prefix = f"[worker {worker}] " if worker is not None else ""
-        handler.setFormatter(TextFormatter(TEXT_FORMAT.replace("%(message)s", prefix + "%(message)s")))
+        formatter = TextFormatter(TEXT_FORMAT.replace("%(message)s", prefix + "%(message)s"))
+    handler.setFormatter(JournalFormatter(formatter) if to_journal(out) else formatter)
     handler.addFilter(_OwnDebug())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -7,8 +7,11 @@ import asyncio
 import io
 import json
 import logging
+import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +73,111 @@ def test_a_text_line_keeps_the_event_s_own_fields() -> None:
     ), listening
     assert stopped.endswith("INFO gateway: [worker 1] stopped unconfirmed=3"), stopped
     assert plain.endswith("INFO gateway: [worker 1] plain"), plain
+
+
+def _logged_to(path: Path, fmt: str) -> list[str]:
+    """The lines ``setup_logging`` writes to the file ``path`` (a stream with a file behind it,
+    as stderr is) at each level, a traceback included."""
+    with path.open("w", encoding="utf-8") as out:
+        try:
+            setup_logging("debug", fmt, stream=out)
+            own = logging.getLogger("gateway.t")
+            own.debug("a debug line")
+            own.info("an info line")
+            own.warning("a warning line")
+            own.error("an error line")
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                own.critical("a critical line", exc_info=True)
+        finally:
+            setup_logging("warning", "text")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _stream_of(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_lines_to_the_journal_start_with_their_syslog_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """Under systemd, stderr is the journal (``JOURNAL_STREAM`` names its device and inode):
+    each line starts with its priority, ``<3>`` for an error, so ``journalctl -p err`` finds
+    the errors (every line was info until 2026-12-07); a traceback's lines each have it too."""
+    log = tmp_path / "stderr.log"
+    log.touch()
+    monkeypatch.setenv("JOURNAL_STREAM", _stream_of(log))
+    lines = _logged_to(log, fmt)
+    heads = [line for line in lines if "gateway.t" in line]
+    assert [line[:3] for line in heads] == ["<7>", "<6>", "<4>", "<3>", "<2>"], lines
+    assert all(re.match(r"<[2-7]>", line) for line in lines), lines
+    assert any("ValueError" in line for line in lines)
+    if fmt == "json":
+        assert [json.loads(line[3:])["level"] for line in lines] == [
+            "debug",
+            "info",
+            "warning",
+            "error",
+            "critical",
+        ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_lines_elsewhere_have_no_priority_even_under_systemd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """``JOURNAL_STREAM`` inherited, stderr elsewhere (a file, a pipe: ``gateway run 2>file``
+    from a unit's shell, a test's capture): plain lines. Not set at all: plain lines."""
+    other = tmp_path / "journal"
+    other.touch()
+    log = tmp_path / "stderr.log"
+    monkeypatch.setenv("JOURNAL_STREAM", _stream_of(other))
+    assert not [line for line in _logged_to(log, fmt) if line.startswith("<")]
+    monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+    assert not [line for line in _logged_to(log, fmt) if line.startswith("<")]
+    monkeypatch.delenv("JOURNAL_STREAM")
+    assert not [line for line in _logged_to(log, fmt) if line.startswith("<")]
+
+
+@pytest.mark.parametrize("broken", ["config", "store"])
+def test_why_the_gateway_cannot_start_is_an_error_in_the_journal(tmp_path: Path, broken: str) -> None:
+    """What ``gateway run`` prints before its log is set up — a config it refuses, a store it
+    cannot open — is at the error priority in the journal (``journalctl -p err`` shows why a
+    ``systemctl start`` failed), and plain elsewhere; ``gateway check`` (the unit's
+    ``ExecStartPre``) alike."""
+    cfg = tmp_path / "gateway.toml"
+    threshold = 120 if broken == "config" else 50
+    cfg.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:9"\nworkers = 1\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n'
+        f"[bots]\nreview_threshold = {threshold}\n"
+    )
+    if broken == "store":
+        (tmp_path / "gw.db").write_bytes(b"not a database, not at all" * 100)
+    commands = [["run"], ["check", "--quiet"]] if broken == "config" else [["run"]]
+    for command in commands:
+        for journal in (True, False):
+            log = tmp_path / "stderr.log"
+            log.touch()
+            env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV}
+            if journal:
+                env["JOURNAL_STREAM"] = _stream_of(log)
+            with log.open("w") as err:
+                done = subprocess.run(
+                    [sys.executable, "-m", "gateway", *command, "-c", str(cfg)],
+                    stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
+                )  # fmt: skip
+            lines = log.read_text(encoding="utf-8").splitlines()
+            assert done.returncode != 0 and lines, (command, lines)
+            said = "review_threshold" if broken == "config" else "storage.path"
+            assert any(said in line for line in lines), lines
+            if journal:
+                assert all(line.startswith("<3>gateway") or line.startswith("<3>  ") for line in lines), lines
+            else:
+                assert not [line for line in lines if line.startswith("<")], lines
 
 
 async def test_the_access_log_is_written_under_a_quieter_log_level(
