@@ -57,6 +57,7 @@ from gateway.privacy_cli import add_commands as add_privacy_commands
 from gateway.reload import live_settings, restart_needed
 from gateway.replay import cmd_replay_bad
 from gateway.rules_cli import add_parser as add_rules_parser
+from gateway.sdnotify import Notifier
 from gateway.send_test import cmd_send_test_event, creator_arg, currency_arg, url_arg, value_arg
 from gateway.sharedcounts import SharedCounts
 from gateway.sink_cli import cmd_sink_send
@@ -363,6 +364,7 @@ async def _run(
     started: tuple[str, str] | None = None,
     beat: Heartbeat | None = None,
     admin_socks: Sequence[socket.socket] = (),
+    notifier: Notifier | None = None,
 ) -> None:
     """Serve ``settings``; ``started``: a worker's listen addresses as configured (``_overridden``);
     ``beat``: a worker's heartbeat, which its supervisor kills it without (``gateway/heartbeat.py``);
@@ -434,6 +436,7 @@ async def _run(
             shared_counts=shared_counts,
             supervisor=supervisor,
             admin_socks=admin_socks,
+            notifier=notifier,
         )
     finally:
         if handed is not None:
@@ -517,7 +520,9 @@ def _export_generated(settings: Settings) -> None:
             os.environ[match.group(2)] = values[match.group(1)]
 
 
-def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: str) -> int:
+def _supervise(
+    args: argparse.Namespace, settings: Settings, count: int, text: str, notifier: Notifier | None = None
+) -> int:
     from gateway.metrics import MULTIPROCESS_ENV
     from gateway.supervisor import listen_every, python_argv, reserve, run_supervisor
 
@@ -603,7 +608,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, count: int, text: s
         grace, tracked = proxy.drain_seconds + proxy.shutdown_grace, settings.options.bots.max_tracked
         hang = settings.options.proxy.worker_hang_seconds
         handed = tuple(sock.detach() for sock in admins)
-        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, handed)
+        return run_supervisor(count, argv, env, grace, probe, reloaded, tracked, hang, handed, notifier)
     finally:
         for sock in public:
             sock.close()
@@ -699,6 +704,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             "reload: %s needs a restart; this worker runs the value its siblings run", key, extra={"key": key}
         )
     _export_generated(settings)
+    # systemd's socket (or a worker's channel to its supervisor), out of the environment before
+    # any process is started: none of them (workers, report workers) tells systemd anything.
+    notifier = Notifier.from_environ()
     if args.worker is None:
         from gateway.supervisor import worker_count
 
@@ -717,7 +725,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 1
         if count > 1:
             assert text is not None
-            return _supervise(args, settings, count, text)
+            return _supervise(args, settings, count, text, notifier)
     else:
         started = (opts.proxy.listen, opts.admin.listen)
         generated = os.environ.get(GENERATED_ENV, "")
@@ -738,7 +746,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # gives up at once instead of restarting it.
     failed = 1 if args.worker is None else EXIT_START
     try:
-        runner(_run(settings, args, handed, shared_counts, started, beat, admin_socks))
+        runner(_run(settings, args, handed, shared_counts, started, beat, admin_socks, notifier))
     except ConfigError as err:  # found at start-up, e.g. a GeoIP database that cannot be read
         if args.worker is None:
             return _fail_config(args.config, err)

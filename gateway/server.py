@@ -54,6 +54,7 @@ from gateway.proxy import ProxyHost
 from gateway.reload import live_settings, restart_needed
 from gateway.reportapi import add_report_routes
 from gateway.reportstate import REPORTING_KEY
+from gateway.sdnotify import Notifier
 from gateway.sharedcounts import SharedCounts
 from gateway.upstream import Upstream
 from gateway.websocket import UpgradeConnector, UpgradeRequest, keep_addresses_out_of_logs, no_redirects
@@ -678,6 +679,20 @@ Reloader = Callable[[], Awaitable[Settings]]
 """Reads and validates the config again (raising ``ConfigError``) for SIGHUP."""
 
 
+async def _told_reload(
+    gw: Gateway, reread: Reloader, notifier: Notifier | None, stop: asyncio.Event, status: str
+) -> None:
+    """``_reload``, told to systemd (or the supervisor): ``RELOADING=1`` before, ``READY=1``
+    after, applied or refused alike (not once the gateway is stopping: ``STOPPING=1`` was said)."""
+    if notifier is not None:
+        notifier.reloading()
+    try:
+        await _reload(gw, reread)
+    finally:
+        if notifier is not None and not stop.is_set():
+            notifier.ready(status)
+
+
 async def _reload(gw: Gateway, reread: Reloader) -> None:
     from gateway.config import ConfigError
 
@@ -719,13 +734,16 @@ async def serve(
     shared_counts: SharedCounts | None = None,
     supervisor: int | None = None,
     admin_socks: Sequence[socket.socket] = (),
+    notifier: Notifier | None = None,
 ) -> None:
     """Run the public listener (and, with ``admin``, the admin listener and the background tasks)
     until SIGINT/SIGTERM (or ``stop``), then shut down gracefully; SIGHUP calls ``reread``. A
     worker's ``supervisor`` (its process ID) orders reloads with ``RELOAD_ORDER`` instead, and
     a SIGHUP goes on to it: every worker reloads, not only the one it was sent to; worker 0's
     ``admin_socks`` are the admin sockets the supervisor listens on (served instead of binding
-    ``admin.listen``)."""
+    ``admin.listen``); ``notifier``: systemd, or a worker's supervisor, told ``READY=1`` once the
+    listeners listen and after each reload, ``RELOADING=1`` as one begins, ``STOPPING=1`` at the
+    stop (``gateway/sdnotify.py``)."""
     gw = create_gateway(settings, upstream, salt, shared_counts, speaks=admin)
     if attach is not None:
         attach(gw)
@@ -736,6 +754,7 @@ async def serve(
     # held until they listen: applied then, its "config reloaded" follows "listening".
     started = False
     held = False
+    status = ""  # what systemd's STATUS= says once the listeners listen
 
     def hangup() -> None:
         nonlocal held
@@ -744,7 +763,7 @@ async def serve(
         if not started:
             held = True
             return
-        task = loop.create_task(_reload(gw, reread), name="reload")
+        task = loop.create_task(_told_reload(gw, reread, notifier, stop, status), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -802,11 +821,16 @@ async def serve(
     )
     if on_ready:
         on_ready(proxy_addr, admin_addr)
+    status = f"serving: proxy {proxy_addr}" + (f", admin {admin_addr}" if admin_addr else "")
+    if notifier is not None:
+        notifier.ready(status)
     started = True
     if held:
         hangup()
     try:
         await stop.wait()
+        if notifier is not None:
+            notifier.stopping()
         await _drain(gw, settings.options.proxy.drain_seconds)
     finally:
         log.info("shutting down: finishing in-flight requests and flushing the store")

@@ -56,6 +56,7 @@ from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.heartbeat import HEARTBEAT_ENV, Listener, interval
 from gateway.metrics import MULTIPROCESS_ENV
 from gateway.options import parse_listen, unresolvable
+from gateway.sdnotify import WORKER_NOTIFY_ENV, Notifier, received, worker_channel
 from gateway.sharedcounts import SHARED_COUNTS_FD_ENV
 
 log = logging.getLogger("gateway.supervisor")
@@ -215,6 +216,7 @@ class Supervisor:
         max_tracked: int = 0,
         hang: float = 0.0,
         admin: tuple[int, ...] = (),
+        notifier: Notifier | None = None,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -248,6 +250,20 @@ class Supervisor:
         self.admin = admin
         """The listening admin sockets (their file descriptors, this object's to close) handed to
         each worker 0; none: worker 0 binds ``admin.listen`` itself."""
+        self.notifier = notifier
+        """systemd (``NOTIFY_SOCKET``), told ``READY=1`` once every worker listens, ``RELOADING=1``
+        and ``READY=1`` around a reload once every worker has reloaded, ``STOPPING=1``; None: not
+        run by systemd as ``Type=notify``, and the workers report nothing."""
+        self.channels: dict[int, socket.socket] = {}
+        """Worker index → the supervisor's end of the socket pair it reports on (with a notifier)."""
+        self.ready: set[int] = set()
+        """Workers that said ``READY=1`` since their start."""
+        self.mid_reload: set[int] = set()
+        """Workers that said ``RELOADING=1`` and not yet ``READY=1``."""
+        self.announced = False
+        """Whether systemd was told ``READY=1`` (every worker listening, once)."""
+        self.reloading: set[int] | None = None
+        """The workers a reload told to systemd waits for (None: no such reload)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -262,6 +278,8 @@ class Supervisor:
         if not self.stopping.is_set():
             keepers += [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(1, self.count)]
         await self.stopping.wait()
+        if self.notifier is not None:
+            self.notifier.stopping()
         self._close_admin()  # new admin connections refused once worker 0 stops taking them
         # Those still running: one that failed (the reason for this stop) or is between restarts
         # is not stopped (until 2026-12-05 every worker ever started was counted).
@@ -283,6 +301,8 @@ class Supervisor:
             self._close_salt_pipe(index)
         for listener in self.listeners.values():
             listener.close()
+        for index in list(self.channels):
+            self._close_channel(index)
         self._close_admin()
         if self.counts is not None:
             os.close(self.counts)
@@ -356,6 +376,53 @@ class Supervisor:
                 os.close(fd)
         self.admin = ()
 
+    def _close_channel(self, index: int) -> None:
+        sock = self.channels.pop(index, None)
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    def _reported(self, index: int) -> None:
+        """What worker ``index`` said on its channel (``READY=1`` listening or reloaded,
+        ``RELOADING=1``), and what systemd is told of it."""
+        sock = self.channels.get(index)
+        if sock is None:
+            return
+        for field in received(sock):
+            if field == "RELOADING=1":
+                self.mid_reload.add(index)
+            elif field == "READY=1":
+                self.ready.add(index)
+                if index in self.mid_reload and self.reloading is not None:
+                    self.reloading.discard(index)
+                self.mid_reload.discard(index)
+        self._tell()
+
+    def _gone(self, index: int) -> None:
+        """Worker ``index`` exited: what it said is void, and a reload waits for it no more (its
+        successor starts on the reloaded config)."""
+        if self.notifier is None:
+            return
+        self._close_channel(index)
+        self.ready.discard(index)
+        self.mid_reload.discard(index)
+        if self.reloading is not None:
+            self.reloading.discard(index)
+        self._tell()
+
+    def _tell(self) -> None:
+        """systemd's ``READY=1``: once every worker listens, and once every worker a reload
+        ordered has reloaded (applied or refused). Never once stopping."""
+        if self.notifier is None or self.stopping.is_set():
+            return
+        if not self.announced:
+            if self.ready >= set(range(self.count)):
+                self.announced = True
+                self.notifier.ready(f"serving: {self.count} workers")
+        elif self.reloading is not None and not self.reloading:
+            self.reloading = None
+            self.notifier.ready(f"serving: {self.count} workers, reloaded")
+
     def _close_listener(self, index: int) -> None:
         listener = self.listeners.pop(index, None)
         if listener is not None:
@@ -365,9 +432,13 @@ class Supervisor:
         """Start worker ``index``, the day's salt already in the pipe it reads each day's from."""
         read_end, write_end = os.pipe()
         heard, beats = os.pipe() if self.hang else (-1, -1)
+        channel = worker_channel() if self.notifier is not None else None
         written = self.salt.record()
         try:
             os.write(write_end, written)  # 40 bytes: within any pipe's buffer
+            if channel is not None:
+                self._close_channel(index)  # a predecessor's: what it said is void
+                self.ready.discard(index)
             os.set_blocking(write_end, False)
             env, fds = {**self.env, SALT_FD_ENV: str(read_end)}, [read_end]
             if self.counts is not None:
@@ -379,22 +450,32 @@ class Supervisor:
             if index == 0 and self.admin:
                 env[ADMIN_FD_ENV] = ",".join(map(str, self.admin))
                 fds += self.admin
+            if channel is not None:
+                env[WORKER_NOTIFY_ENV] = str(channel[1].fileno())
+                fds.append(channel[1].fileno())
             with blocked(RELOAD_SIGNALS):  # held by the worker from its start, until it reloads on it
                 proc = await asyncio.create_subprocess_exec(*self.argv(index), env=env, pass_fds=fds)
         except BaseException:
             os.close(write_end)
             if heard >= 0:
                 os.close(heard)
+            if channel is not None:
+                channel[0].close()
             raise
         finally:
             os.close(read_end)
             if beats >= 0:
                 os.close(beats)
+            if channel is not None:
+                channel[1].close()
         self._close_salt_pipe(index)  # a predecessor's
         self.salt_pipes[index] = write_end
         if heard >= 0:
             self._close_listener(index)
             self.listeners[index] = Listener(heard, asyncio.get_running_loop().time())
+        if channel is not None:
+            self.channels[index] = channel[0]
+            asyncio.get_running_loop().add_reader(channel[0].fileno(), self._reported, index)
         if (now := self.salt.record()) != written:  # midnight passed while it started
             with contextlib.suppress(OSError):
                 os.write(write_end, now)
@@ -444,7 +525,11 @@ class Supervisor:
                 self.env = {**self.env, **self.reloaded()}
             except Exception:  # the supervisor outlives anything a config file does
                 log.exception("reading the config for later worker starts failed")
+        if self.notifier is not None and self.announced:  # not while starting: READY=1 is to come
+            self.notifier.reloading()
+            self.reloading = {index for index, proc in self.procs.items() if proc.returncode is None}
         self._forward(RELOAD_ORDER)
+        self._tell()  # no worker running to wait for
 
     def _forward(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():
@@ -466,6 +551,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
+            self._gone(index)
             self._close_salt_pipe(index)
             self._close_listener(index)
             how = "was killed for hanging" if index in self.hung else ended(code)
@@ -530,8 +616,11 @@ def run_supervisor(
     max_tracked: int = 0,
     hang: float = 0.0,
     admin: tuple[int, ...] = (),
+    notifier: Notifier | None = None,
 ) -> int:
-    supervisor = Supervisor(count, argv, env, grace, first_ready, reloaded, max_tracked, hang, admin)
+    supervisor = Supervisor(
+        count, argv, env, grace, first_ready, reloaded, max_tracked, hang, admin, notifier
+    )
     return asyncio.run(supervisor.run())
 
 

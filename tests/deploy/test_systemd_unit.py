@@ -207,3 +207,14 @@ async def test_the_gateway_serves_and_records_under_memory_deny_write_execute(
             return [row[0] for row in db.execute("SELECT source FROM touchpoints")]
 
     assert await asyncio.to_thread(sources) == ["news"]
+
+
+def test_the_unit_waits_for_the_gateway_to_say_it_listens() -> None:
+    """``Type=notify``: ``systemctl start`` returns once the gateway says ``READY=1`` (every worker
+    listening), and fails when it cannot start, where ``Type=simple`` reported success at once
+    (until 2026-12-07); its main process (the supervisor) alone may say so
+    (``tests/gateway/test_sdnotify.py`` runs the gateway against a socket standing for systemd's)."""
+    assert setting("Type") == "notify"
+    assert setting("NotifyAccess") == "main"
+    (run,) = [line for line in gateway_lines() if "run" in line]
+    assert run[0].endswith("/gateway"), run  # the main process is the gateway, no shell before it

@@ -1,0 +1,261 @@
+"""systemd's readiness protocol on a real ``gateway run``: a datagram socket bound here stands for
+systemd's (``NOTIFY_SOCKET``), the gateway's stderr a file standing for the journal's stream
+(``JOURNAL_STREAM``), read as the messages arrive: what the log says at each message is what
+the gateway had done by then."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import IO
+
+from tests.conftest import ENV
+from tests.gatewayproc import children
+
+
+def _write(path: Path, workers: int, fmt: str = "json") -> None:
+    path.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:9"\nworkers = {workers}\n'
+        f'[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\nnode = "test"\n'
+        f'[log]\nformat = "{fmt}"\n'
+    )
+
+
+def _receiver(address: str) -> socket.socket:
+    """systemd's side: a datagram socket at ``address`` (``@name``: abstract) that learns each
+    sender's process ID (``SO_PASSCRED``), as systemd checks ``NotifyAccess`` by it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
+    sock.setblocking(False)
+    return sock
+
+
+async def _message(sock: socket.socket, timeout: float = 60) -> tuple[int, list[str]]:
+    """The next message: its sender's process ID and its fields."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                arrived = loop.create_future()
+                loop.add_reader(sock.fileno(), arrived.set_result, None)
+                try:
+                    await arrived
+                finally:
+                    loop.remove_reader(sock.fileno())
+                continue
+            pid = next(
+                struct.unpack("3i", cdata[:12])[0]
+                for level, kind, cdata in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+            )
+            return pid, data.decode().split("\n")
+
+
+def _nothing_waiting(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError):
+        raise AssertionError(f"a message more: {sock.recv(4096)!r}")
+
+
+async def _start(
+    tmp_path: Path, workers: int, env: dict[str, str], fmt: str = "json"
+) -> tuple[asyncio.subprocess.Process, Path, IO[bytes]]:
+    """A gateway with its stderr in a file (returned with it, to read from)."""
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(_write, cfg, workers, fmt)
+    log = tmp_path / "stderr.log"
+    out = await asyncio.to_thread(log.open, "wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+        stdout=asyncio.subprocess.DEVNULL, stderr=out,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, **env},
+    )  # fmt: skip
+    return proc, log, out
+
+
+def _journal(log: Path) -> str:
+    """``JOURNAL_STREAM`` naming ``log`` (made empty), the file a gateway's stderr will go to."""
+    log.touch()
+    st = log.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+async def _lines(log: Path) -> list[str]:
+    return (await asyncio.to_thread(log.read_text, encoding="utf-8")).splitlines()
+
+
+async def _records(log: Path) -> list[dict[str, object]]:
+    """The JSON records of a log written with priority prefixes, each prefix checked."""
+    records = []
+    for line in await _lines(log):
+        prefix = re.match(r"<(\d)>", line)
+        assert prefix, line
+        record = json.loads(line[prefix.end() :])
+        want = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}[str(record["level"])]
+        assert int(prefix.group(1)) == want, line
+        records.append(record)
+    return records
+
+
+async def _serves(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _stopped(proc: asyncio.subprocess.Process) -> int:
+    async with asyncio.timeout(60):
+        return await proc.wait()
+
+
+async def test_one_process_says_ready_once_it_listens_reloading_and_stopping(tmp_path: Path) -> None:
+    """``Type=notify``: ``READY=1`` once the listeners listen (a connection then is taken), not at
+    the start; a SIGHUP's reload ``RELOADING=1`` with ``MONOTONIC_USEC`` then ``READY=1`` once
+    done; ``STOPPING=1`` at SIGTERM. Its stderr is the journal: each line has its priority."""
+    notify = tmp_path / "notify"
+    sock = _receiver(str(notify))
+    journal = await asyncio.to_thread(_journal, tmp_path / "stderr.log")
+    proc, log, out = await _start(tmp_path, 1, {"NOTIFY_SOCKET": str(notify), "JOURNAL_STREAM": journal})
+    try:
+        pid, fields = await _message(sock)
+        assert pid == proc.pid
+        assert fields[0] == "READY=1" and any(f.startswith("STATUS=serving") for f in fields), fields
+        (listening,) = [r for r in await _records(log) if r["msg"] == "listening"]
+        await _serves(str(listening["proxy"]))
+        await _serves(str(listening["admin"]))
+
+        proc.send_signal(signal.SIGHUP)
+        pid, fields = await _message(sock)
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert pid == proc.pid and fields[0] == "RELOADING=1", fields
+        (usec,) = [int(f.partition("=")[2]) for f in fields if f.startswith("MONOTONIC_USEC=")]
+        assert 0 < usec <= now
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "READY=1", fields
+        assert [r for r in await _records(log) if str(r["msg"]).startswith("config reloaded")]
+
+        proc.send_signal(signal.SIGTERM)
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "STOPPING=1", fields
+        assert await _stopped(proc) == 0
+        _nothing_waiting(sock)
+        assert [r for r in await _records(log) if r["msg"] == "stopped"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        out.close()
+        sock.close()
+
+
+async def test_two_workers_the_supervisor_alone_says_ready_once_every_worker_listens(tmp_path: Path) -> None:
+    """With a supervisor, ``READY=1`` comes from it alone (``NotifyAccess=main``), once both
+    workers listen (both ``listening`` lines are written by then), and after a reload once both
+    reloaded; no worker has ``NOTIFY_SOCKET`` in its environment. An abstract socket (``@…``).
+    The journal's priorities on every process's text lines."""
+    notify = f"@gateway-test-{uuid.uuid4().hex}"
+    sock = _receiver(notify)
+    journal = await asyncio.to_thread(_journal, tmp_path / "stderr.log")
+    proc, log, out = await _start(
+        tmp_path, 2, {"NOTIFY_SOCKET": notify, "JOURNAL_STREAM": journal}, fmt="text"
+    )
+    try:
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "READY=1", fields
+        listening = [line for line in await _lines(log) if "listening proxy=" in line]
+        assert len(listening) == 2, await _lines(log)
+        assert all(line.startswith("<6>") for line in listening), listening
+        workers = await asyncio.to_thread(children, proc.pid)
+        assert len(workers) == 2
+        for worker in workers:
+            environ = (await asyncio.to_thread(Path(f"/proc/{worker}/environ").read_bytes)).split(b"\0")
+            assert not [v for v in environ if v.startswith(b"NOTIFY_SOCKET=")]
+
+        proc.send_signal(signal.SIGHUP)
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "RELOADING=1", fields
+        assert any(f.startswith("MONOTONIC_USEC=") for f in fields)
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "READY=1", fields
+        reloaded = [line for line in await _lines(log) if "config reloaded" in line]
+        assert len(reloaded) == 2, await _lines(log)
+
+        proc.send_signal(signal.SIGTERM)
+        pid, fields = await _message(sock)
+        assert pid == proc.pid and fields[0] == "STOPPING=1", fields
+        assert await _stopped(proc) == 0
+        _nothing_waiting(sock)
+        for line in await _lines(log):
+            assert re.match(r"<[2-7]>\d{4}-", line), line
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        out.close()
+        sock.close()
+
+
+async def test_without_notify_socket_nothing_is_sent_and_the_log_has_no_prefix(tmp_path: Path) -> None:
+    """Not run by systemd: no message anywhere (a socket bound but not named stays empty), and
+    stderr, a file here that ``JOURNAL_STREAM`` does not name, gets plain lines."""
+    notify = tmp_path / "notify"
+    sock = _receiver(str(notify))
+    other = await asyncio.to_thread(_journal, tmp_path / "other")
+    proc, log, out = await _start(tmp_path, 1, {"JOURNAL_STREAM": other})
+    try:
+        async with asyncio.timeout(60):
+            while not [line for line in await _lines(log) if '"listening"' in line]:
+                await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(60):
+            while not [line for line in await _lines(log) if "config reloaded" in line]:
+                await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert await _stopped(proc) == 0
+        _nothing_waiting(sock)
+        for line in await _lines(log):
+            assert line.startswith("{"), line
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        out.close()
+        sock.close()
+
+
+async def test_a_notify_socket_gone_is_said_once_and_the_gateway_runs_on(tmp_path: Path) -> None:
+    """Nothing listens where ``NOTIFY_SOCKET`` points (systemd's socket gone): the gateway serves,
+    reloads and stops as ever, and says once, at info, that it could not tell systemd."""
+    proc, log, out = await _start(tmp_path, 1, {"NOTIFY_SOCKET": str(tmp_path / "gone")})
+    try:
+        async with asyncio.timeout(60):
+            while not (listening := [json.loads(x) for x in await _lines(log) if '"listening"' in x]):
+                await asyncio.sleep(0.05)
+        await _serves(listening[0]["proxy"])
+        proc.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(60):
+            while not [line for line in await _lines(log) if "config reloaded" in line]:
+                await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert await _stopped(proc) == 0
+        said = [json.loads(x) for x in await _lines(log) if "could not tell" in x]
+        assert len(said) == 1, said
+        assert said[0]["level"] == "info" and "NOTIFY_SOCKET=" in said[0]["msg"], said
+        assert [r for r in map(json.loads, await _lines(log)) if r["msg"] == "stopped"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        out.close()
