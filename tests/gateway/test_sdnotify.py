@@ -120,6 +120,25 @@ async def _stopped(proc: asyncio.subprocess.Process) -> int:
         return await proc.wait()
 
 
+async def _reloads(proc: asyncio.subprocess.Process, sock: socket.socket) -> list[str]:
+    """A SIGHUP: ``RELOADING=1`` then ``READY=1``, both from ``proc`` itself; the first's fields."""
+    proc.send_signal(signal.SIGHUP)
+    pid, reloading = await _message(sock)
+    assert pid == proc.pid and reloading[0] == "RELOADING=1", reloading
+    pid, fields = await _message(sock)
+    assert pid == proc.pid and fields[0] == "READY=1", fields
+    return reloading
+
+
+async def _stops(proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+    """A SIGTERM: ``STOPPING=1`` from ``proc``, a clean exit, and nothing more sent."""
+    proc.send_signal(signal.SIGTERM)
+    pid, fields = await _message(sock)
+    assert pid == proc.pid and fields[0] == "STOPPING=1", fields
+    assert await _stopped(proc) == 0
+    _nothing_waiting(sock)
+
+
 async def test_one_process_says_ready_once_it_listens_reloading_and_stopping(tmp_path: Path) -> None:
     """``Type=notify``: ``READY=1`` once the listeners listen (a connection then is taken), not at
     the start; a SIGHUP's reload ``RELOADING=1`` with ``MONOTONIC_USEC`` then ``READY=1`` once
@@ -136,21 +155,12 @@ async def test_one_process_says_ready_once_it_listens_reloading_and_stopping(tmp
         await _serves(str(listening["proxy"]))
         await _serves(str(listening["admin"]))
 
-        proc.send_signal(signal.SIGHUP)
-        pid, fields = await _message(sock)
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        assert pid == proc.pid and fields[0] == "RELOADING=1", fields
+        fields = await _reloads(proc, sock)
         (usec,) = [int(f.partition("=")[2]) for f in fields if f.startswith("MONOTONIC_USEC=")]
-        assert 0 < usec <= now
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "READY=1", fields
+        assert 0 < usec <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         assert [r for r in await _records(log) if str(r["msg"]).startswith("config reloaded")]
 
-        proc.send_signal(signal.SIGTERM)
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "STOPPING=1", fields
-        assert await _stopped(proc) == 0
-        _nothing_waiting(sock)
+        await _stops(proc, sock)
         assert [r for r in await _records(log) if r["msg"] == "stopped"]
     finally:
         if proc.returncode is None:
@@ -183,20 +193,11 @@ async def test_two_workers_the_supervisor_alone_says_ready_once_every_worker_lis
             environ = (await asyncio.to_thread(Path(f"/proc/{worker}/environ").read_bytes)).split(b"\0")
             assert not [v for v in environ if v.startswith(b"NOTIFY_SOCKET=")]
 
-        proc.send_signal(signal.SIGHUP)
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "RELOADING=1", fields
-        assert any(f.startswith("MONOTONIC_USEC=") for f in fields)
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "READY=1", fields
+        assert any(f.startswith("MONOTONIC_USEC=") for f in await _reloads(proc, sock))
         reloaded = [line for line in await _lines(log) if "config reloaded" in line]
         assert len(reloaded) == 2, await _lines(log)
 
-        proc.send_signal(signal.SIGTERM)
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "STOPPING=1", fields
-        assert await _stopped(proc) == 0
-        _nothing_waiting(sock)
+        await _stops(proc, sock)
         for line in await _lines(log):
             assert re.match(r"<[2-7]>\d{4}-", line), line
     finally:
