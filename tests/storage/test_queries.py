@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -66,6 +67,20 @@ async def data(tmp_path: Path) -> AsyncIterator[Data]:
     yield Data(reader, store)
     await reader.close()
     await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _opened(path: Path) -> AsyncIterator[Data]:
+    """A new store at ``path`` and a reader of it, both closed after."""
+    store = LocalStore(path, StorageOptions(), Metrics())
+    await store.open()
+    reader = Reader(path)
+    await reader.open()
+    try:
+        yield Data(reader, store)
+    finally:
+        await reader.close()
+        await store.close()
 
 
 async def listing(reader: Reader, q: TouchpointQuery) -> list[str]:
@@ -174,17 +189,10 @@ async def test_reader_sees_new_commits(data: Data) -> None:
 
 
 async def test_a_long_journey_is_listed_up_to_the_limit_with_exact_slots(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "long.db", StorageOptions(), Metrics())
-    await store.open()
-    reader = Reader(tmp_path / "long.db")
-    await reader.open()
-    try:
+    async with _opened(tmp_path / "long.db") as data:
         events = [dataclasses.replace(event(n), visitor_key="v" * 32) for n in range(JOURNEY_LIMIT + 5)]
-        await store.write(events)
-        journey = await reader.visitor("v" * 32)
-    finally:
-        await reader.close()
-        await store.close()
+        await data.store.write(events)
+        journey = await data.reader.visitor("v" * 32)
     assert journey is not None and journey["truncated"] is True
     assert len(journey["touchpoints"]) == JOURNEY_LIMIT
     assert journey["touch_count"] == JOURNEY_LIMIT + 5
@@ -197,23 +205,16 @@ async def test_a_user_with_more_visitors_than_a_journey_joins_says_it_is_cut(tmp
     signs in from a private window every day): the journey joins the first bound, and said
     ``truncated: false`` while the touchpoints of the later devices, the last touch among them,
     were left out without a word."""
-    store = LocalStore(tmp_path / "many.db", StorageOptions(), Metrics())
-    await store.open()
-    reader = Reader(tmp_path / "many.db")
-    await reader.open()
     user = "u" * 32
-    try:
+    async with _opened(tmp_path / "many.db") as data:
         rows: list[Any] = []
         for n in range(MAX_USER_VISITORS + 1):
             visitor = f"{n:032x}"
             touch = dataclasses.replace(event(n), visitor_key=visitor)
             rows.append(touch)
             rows.append(Binding(str(uuid.uuid4()), touch.ts, "test", visitor, user, "login"))
-        await store.write(rows)
-        journey = await reader.user([user])
-    finally:
-        await reader.close()
-        await store.close()
+        await data.store.write(rows)
+        journey = await data.reader.user([user])
     assert journey is not None
     assert len(journey["visitors"]) == MAX_USER_VISITORS
     assert journey["truncated"] is True
@@ -344,16 +345,9 @@ async def test_a_journey_of_one_millisecond_is_in_time_order_not_id_order(tmp_pa
         )
         for counter, us, name in ((0xA00, 200, "signup"), (0x200, 500, "purchase"))
     )
-    store = LocalStore(tmp_path / "ms.db", StorageOptions(), Metrics())
-    await store.open()
-    reader = Reader(tmp_path / "ms.db")
-    await reader.open()
-    try:
-        await store.write([early, late, signup, purchase])
-        journey = await reader.visitor(visitor)
-    finally:
-        await reader.close()
-        await store.close()
+    async with _opened(tmp_path / "ms.db") as data:
+        await data.store.write([early, late, signup, purchase])
+        journey = await data.reader.visitor(visitor)
     assert journey is not None
     assert [t["id"] for t in journey["touchpoints"]] == [early.id, late.id]
     assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
@@ -371,17 +365,10 @@ async def test_a_users_devices_of_one_millisecond_and_a_cut_journey_keep_time_or
     last_early = same_ms(JOURNEY_LIMIT + 3, long, 100, counter=0x800, minute=JOURNEY_LIMIT + 10)
     last_late = same_ms(JOURNEY_LIMIT + 4, long, 900, counter=0x100, minute=JOURNEY_LIMIT + 10)
     bindings = [Binding(str(uuid.uuid4()), early.ts, "test", v, user, "login") for v in (phone, laptop)]
-    store = LocalStore(tmp_path / "ms.db", StorageOptions(), Metrics())
-    await store.open()
-    reader = Reader(tmp_path / "ms.db")
-    await reader.open()
-    try:
-        await store.write([early, late, *bindings, *many, last_early, last_late])
-        journey = await reader.user([user])
-        cut = await reader.visitor(long)
-    finally:
-        await reader.close()
-        await store.close()
+    async with _opened(tmp_path / "ms.db") as data:
+        await data.store.write([early, late, *bindings, *many, last_early, last_late])
+        journey = await data.reader.user([user])
+        cut = await data.reader.visitor(long)
     assert journey is not None
     assert [t["id"] for t in journey["touchpoints"]] == [early.id, late.id]
     assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
