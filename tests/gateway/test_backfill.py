@@ -667,6 +667,35 @@ async def test_segment_calls_whose_message_id_is_a_placeholder_are_each_their_ow
     assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, again.render()
 
 
+async def test_a_segment_identify_without_a_user_is_counted_as_skipped(tmp_path: Path) -> None:
+    """An ``identify`` call with no ``userId`` (an anonymous one, setting traits), or a placeholder
+    one (``"undefined"``), binds no one. The import left it out without a word: the summary said
+    ``skipped: 0``, and the operator could not tell that calls of the archive were not imported.
+    It is counted where the other skips are, with the reason (the placeholder shown in the first
+    skipped), and an identify that binds is imported as before."""
+    settings = make_settings(tmp_path)
+    identify = {"type": "identify", "anonymousId": "anon-1", "timestamp": "2025-03-01T10:05:00Z"}
+    calls = [
+        dict(identify, messageId="m1", traits={"plan": "pro"}),  # no userId
+        dict(identify, messageId="m2", userId="undefined"),  # a placeholder
+        dict(identify, messageId="m3", userId="u-42"),  # binds
+    ]
+    text = "\n".join(json.dumps(c) for c in calls)
+    text += "\n" + json.dumps({"batch": [dict(identify, messageId="m4", userId=" null ")]})
+    log = await asyncio.to_thread(write, tmp_path / "segment.json", text)
+    summary = await run_import(settings, [log], "segment")
+    rendered = summary.render()
+    assert summary.new_rows == {"touchpoints": 0, "identities": 1, "conversions": 0}, rendered
+    reason = "identify without both visitor_id (/anonymousId) and user_id (/userId): nothing to bind"
+    assert summary.skipped == {reason: 3}, rendered
+    assert f"  skipped:              3\n           3  {reason}\n" in rendered, rendered
+    placeholder = "; user_id (/userId): 'undefined' is no value"
+    assert summary.examples[0] == f"segment.json:1: {reason}", rendered
+    assert summary.examples[1].startswith(f"segment.json:2: {reason}{placeholder}"), rendered
+    assert summary.examples[2].startswith(f"segment.json:4: {reason}; user_id (/userId): 'null'"), rendered
+    assert not summary.failed, rendered  # calls in the format, not a file in another one
+
+
 def flow_dump(
     path: Path, flows: Iterable[tuple[bytes, bytes, float, Iterable[tuple[bytes, bytes]]]], tcp: bool = False
 ) -> Path:
