@@ -16,6 +16,7 @@ live ``/_gw/segment`` mapping instead (``gateway.mapping``). Reading is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import sqlite3
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from addons.bots import NEVER, RECENT_TOUCHES, Bots, VisitorState
 from addons.campaign import DROPPED_WHY, Campaign, hostname, shown_key
 from addons.identity import opts_out, verify_cookie
 from addons.stitching import RecentPairs, Stitching
@@ -34,6 +36,7 @@ from gateway.events import Binding, Conversion, DailyCount, Event, Touchpoint, V
 from gateway.forwarding import client_ip, is_trusted
 from gateway.history import UNENDED, Item, Line, Record, Skip
 from gateway.ids import Uuid7, uuid7_keyed
+from gateway.importlandings import StoredLandings
 from gateway.keys import Keys, derive
 from gateway.logformats import NOT_IN_FORMAT, OLDEST_YEARS, TOO_OLD
 from gateway.mapping import Invalid, Limits, map_event
@@ -355,6 +358,11 @@ class Replayer:
         """The chain's id of each recent landing → the id it is stored under (``stamp``): bots
         scoring keeps the chain's, and a later line's re-score of the landing (robots.txt
         fetched next) names it. As many as bots scoring holds landings to re-score."""
+        self.bots = next((addon for _name, addon in self.pipeline.addons if isinstance(addon, Bots)), None)
+        self.stored: StoredLandings | None = None
+        """The landings earlier runs stored, which a robots.txt line re-scores (``stored_landings``)."""
+        if self.bots is not None and self.bots.weight("robots_txt"):
+            self.stored = StoredLandings(settings.store_path)
         self.segment = segment_source(settings)
         self.limits = Limits(
             keys=self.keys,
@@ -444,6 +452,8 @@ class Replayer:
         """One log line through the chain, from client address ``ip`` (``client``); the
         exchange, its events with their deterministic ids."""
         ex = self.exchange(line, ip)
+        if self.stored is not None and ex.request.path == "/robots.txt":
+            await self.stored_landings(ex)
         await self.pipeline.request(ex)
         ex.response = ResponseView(line.status, {})
         await self.pipeline.response(ex)
@@ -461,6 +471,28 @@ class Replayer:
                 if type(e) is VerdictChange and (stored := landings.get(e.touchpoint_id)) is not None:
                     e.touchpoint_id = stored
         return ex
+
+    async def stored_landings(self, ex: Exchange) -> None:
+        """A robots.txt line: the visitor's landings stored within ``bots.window_seconds`` of it
+        that bots scoring does not hold (an earlier run's: a log rotated between the landing
+        and the fetch, its files imported in two runs), held as its own, so that the fetch
+        re-scores them as it does the landings of this run (until 2026-12-07 it did not). One
+        already re-scored for robots.txt (this file imported again) is not changed again."""
+        assert self.bots is not None and self.stored is not None and ex.visitor is not None
+        bots, visitor = self.bots, ex.visitor
+        now = ex.request.unix
+        found = await asyncio.to_thread(self.stored.around, visitor.key, now, bots.window)
+        state = bots.visitors.get(visitor.id)
+        held = state.touches if state is not None else ()
+        known = {self._landings.get(touch.id) or touch.id for touch in held}
+        found = [touch for touch in found if touch.id not in known]
+        if not found:
+            return
+        if state is None:  # as bots scoring makes it for a page load (an imported visitor is never new)
+            state = VisitorState(NEVER, int(now // bots.window))
+            bots.visitors.put(visitor.id, state)
+        touches = sorted((*found, *held), key=lambda touch: touch.at)
+        state.touches = tuple(touches[-RECENT_TOUCHES:])
 
     def segment_event(self, record: Record, identity: bytes) -> list[Event]:
         """One Segment call → its rows, via the live mapping; ``Invalid`` or ``ValueError`` (with

@@ -917,7 +917,7 @@ def test_the_server_never_loads_the_importer() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'mitmproxy') "
         "or m in ('gateway.importcmd', 'gateway.importrun', 'gateway.importreplay', 'gateway.importread', "
         "'gateway.importwrite', 'gateway.importstop', 'gateway.importreport', 'gateway.importworkers', "
-        "'gateway.importruns', 'storage.imports', "
+        "'gateway.importruns', 'gateway.importlandings', 'storage.imports', "
         "'gateway.backfill', 'gateway.logformats', 'gateway.progress')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -1005,6 +1005,51 @@ async def test_a_late_rescore_names_the_imported_landing(tmp_path: Path, workers
     # Imported again: nothing added, the change included.
     again = await run_import(settings, [log], "combined", host="shop.example", workers=workers)
     assert again.erased == 0 and await query(settings, "SELECT count(*) FROM verdict_changes") == [(1,)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_robots_fetch_imported_in_a_later_run_rescores_the_landing(
+    tmp_path: Path, workers: int
+) -> None:
+    """A visitor lands from a campaign, then fetches robots.txt; the log rotated between the two,
+    and the rotated files were imported in two runs. Within one run the landing is re-scored; in
+    the second run, the first run's landing was known only to the store, not to bots scoring,
+    and it kept a human's verdict. The robots.txt line now finds the visitor's landings in the
+    store within ``bots.window_seconds``: re-scored as in one run, the change undone with the
+    landing's run, and importing the file again adds no second change."""
+    settings = make_settings(tmp_path)
+    first = "\n".join(
+        [
+            f'203.0.113.9 - - [01/Mar/2025:08:00:00 +0000] "GET /?utm_source=old HTTP/1.1" 200 10 "-" "{UA}"',
+            f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',  # noqa: E501
+            f'198.51.100.4 - - [01/Mar/2025:10:00:01 +0000] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"',  # noqa: E501
+        ]
+    )
+    robots = f'203.0.113.9 - - [01/Mar/2025:10:00:05 +0000] "GET /robots.txt HTTP/1.1" 200 10 "-" "{UA}"'
+    log1 = await asyncio.to_thread(write, tmp_path / "access.log.1", first)
+    log2 = await asyncio.to_thread(write, tmp_path / "access.log", robots)
+    one = await run_import(settings, [log1], "combined", host="shop.example", workers=workers)
+    assert one.new_rows == {"touchpoints": 3, "identities": 0, "conversions": 0}, one.render()
+    two = await run_import(settings, [log2], "combined", host="shop.example", workers=workers)
+    assert two.no_touchpoint == 0 and two.erased == 0, two.render()
+    [(landing,)] = await query(
+        settings, "SELECT id FROM touchpoints WHERE source = 'news' AND ts < '2025-03-01T10:00:01'"
+    )
+    # The same visitor's landing within the window: re-scored. The one two hours before (out of
+    # the window), and another visitor's: not.
+    changes = await query(settings, "SELECT touchpoint_id, note, origin FROM verdict_changes")
+    assert changes == [(landing, "robots_txt", "rescore")], changes
+    [(reasons,)] = await query(
+        settings, f"SELECT effective_reasons FROM effective_touchpoints WHERE id = '{landing}'"
+    )
+    assert "robots_txt" in json.loads(reasons)
+    # Imported again (either file): no second change.
+    again = await run_import(settings, [log2, log1], "combined", host="shop.example", workers=workers)
+    assert again.new_rows == {"touchpoints": 0, "identities": 0, "conversions": 0}, again.render()
+    assert await query(settings, "SELECT count(*) FROM verdict_changes") == [(1,)]
+    # The dry run of the second file finds what the real run found: the change is already there.
+    dry = await run_import(settings, [log2], "combined", host="shop.example", dry_run=True)
+    assert dry.no_touchpoint == 0, dry.render()
 
 
 async def test_a_rescore_of_a_landing_past_retention_is_not_counted_as_erased(tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""The landings an earlier ``gateway import`` run stored, for a robots.txt line of a later one.
+
+Bots scoring re-scores a visitor's recent landings when the visitor fetches robots.txt within
+``bots.window_seconds`` (``addons.bots``), from what it holds in memory: the landings of the lines
+this run replayed. A log rotated between the landing and the fetch, its files imported in two
+runs, had the landing in the store only, and the fetch re-scored nothing (until 2026-12-07). So a
+robots.txt line looks up the visitor's landings in the store within the window, as bots scoring
+last scored them (the latest re-score, else as stored: an analyst's verdict is no score), and
+bots scoring holds them as its own (``Replayer.stored_landings``). Read only, and never creating
+the store; a store that cannot be read gives none (the line is imported all the same, as before).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from addons.bots import RECENT_TOUCHES, Touch
+from gateway.events import iso
+from storage.local import BUSY_TIMEOUT_MS
+from storage.readonly import read_only
+
+log = logging.getLogger("gateway.import")
+
+_AROUND = f"""
+SELECT t.id, t.ts, coalesce(c.bot_score, t.bot_score), coalesce(c.reasons, t.reasons),
+       coalesce(c.verdict, t.verdict)
+FROM touchpoints t
+LEFT JOIN verdict_changes c ON c.id = (
+    SELECT v.id FROM verdict_changes v
+    WHERE v.touchpoint_id = t.id AND v.origin = 'rescore' ORDER BY v.id DESC LIMIT 1
+)
+WHERE t.visitor_key = ? AND t.ts > ? AND t.ts < ? AND t.verdict IS NOT NULL
+ORDER BY t.ts DESC LIMIT {RECENT_TOUCHES}
+"""
+"""A visitor's stored landings within a window around a time, newest first, as last scored."""
+
+
+class StoredLandings:
+    """A read-only look at the store ``path`` (opened at the first look, when it exists)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+        self.failed = False
+        """The store could not be read once: not tried again (said once, in the log)."""
+
+    def around(self, visitor_key: str, unix: float, window: float) -> list[Touch]:
+        """The visitor's stored landings less than ``window`` seconds from ``unix`` (at most
+        bots scoring's ``RECENT_TOUCHES``), oldest first. Blocking."""
+        if self.failed:
+            return []
+        try:
+            if self.db is None:
+                if not self.path.exists():  # a first import (created later by its writer), a dry run's
+                    return []
+                self.db = read_only(self.path, BUSY_TIMEOUT_MS / 1000)
+            lo = iso(datetime.fromtimestamp(unix - window, UTC))
+            hi = iso(datetime.fromtimestamp(unix + window, UTC))
+            rows = self.db.execute(_AROUND, (visitor_key, lo, hi)).fetchall()
+        except sqlite3.Error as err:  # not a store, not migrated, locked past the busy timeout
+            self.failed = True
+            log.warning(
+                "the store %s could not be read for the landings a robots.txt line re-scores (%s):"
+                " landings of earlier import runs are not re-scored by this run's robots.txt lines",
+                self.path,
+                err,
+            )
+            return []
+        touches = []
+        for touchpoint, ts, score, reasons, verdict in reversed(rows):
+            at = datetime.fromisoformat(ts).timestamp()
+            touches.append(Touch(touchpoint, int(score or 0), tuple(json.loads(reasons)), verdict, at))
+        return touches
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
