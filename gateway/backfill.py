@@ -160,6 +160,9 @@ class Summary:
     already: dict[str, int] = field(default_factory=dict)
     """A dry run's rows, by table, that the store has already (or an earlier line made): a real run
     would skip them as it skips a re-imported line."""
+    unrecorded: str = ""
+    """Why an import that added no row recorded no run (another process held the store's write
+    lock): empty when it was recorded, or for a dry run."""
     unchecked: str = ""
     """Why a dry run did not check its rows against the store (it could not be read): empty when
     it did, or for a real run."""
@@ -277,8 +280,15 @@ class Summary:
             out.append(f"  already in the store: not known, {self.unchecked}")
         if self.new_rows is None:
             out.append("  dry run: nothing was written")
+        elif self.run and not any(self.new_rows.values()):  # recorded all the same (until 2026-12-07 not)
+            out.append(
+                f"  run: {self.run} (it added no touchpoint, binding or conversion;"
+                " gateway import --list shows it)"
+            )
         elif self.run:
             out.append(f"  run: {self.run} (gateway import --undo {self.run} removes the rows it added)")
+        elif self.unrecorded:
+            out.append(f"  run: none recorded (it added no row, and {self.unrecorded})")
         return "\n".join(out)
 
 

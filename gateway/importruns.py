@@ -57,7 +57,8 @@ def _rest_by(run: Run, runs: list[Run]) -> Run | None:
     """The first later run that read ``run``'s files (all of them, in its format) to their end
     and stands (finished, not stopped, not undone): the one that imported what the stopped
     ``run`` had not. None: none did, and the same command again imports the rest. A later
-    import that added no row records no run (``storage.imports``), so it is not found here."""
+    import that added no row is a run too (``storage.imports.EMPTY_SQL``; until 2026-12-07 it
+    recorded none, and the stopped run was listed as to be finished for ever)."""
     for later in runs:
         if (
             later.id > run.id
@@ -76,6 +77,17 @@ def _stopped(run: Run, rest_by: Run | None = None) -> str:
     as "finished"): what it is, and the two ways on; or, once a later run (``rest_by``) read the
     same files to their end, that one (until 2026-12-07 it still said the same command again
     imports the rest)."""
+    if rest_by is not None and not any(rest_by.added.values()):  # the rest was in, or skipped
+        mine = f"gateway import --undo {run.id} removes what this run added"
+        if STDIN in run.files:
+            return (
+                f"stopped by {run.stopped} part way; run {rest_by.id} read standard input to its end"
+                f" since and added no row: nothing was left to import if it was the same input ({mine})"
+            )
+        return (
+            f"stopped by {run.stopped} part way; run {rest_by.id} read the same files to their end"
+            f" since and added no row: nothing was left to import ({mine})"
+        )
     if rest_by is not None:
         undo = (
             f"gateway import --undo {run.id} removes what this run added, --undo {rest_by.id} what"

@@ -33,7 +33,7 @@ from gateway.importbindings import Bindings
 from storage.erased import Erased, ErasedWatch
 from storage.erasure import delete_late
 from storage.importdry import DryRun
-from storage.imports import FINISH_SQL, UNDONE
+from storage.imports import EMPTY_SQL, FINISH_SQL, UNDONE
 from storage.local import (
     LOCK_HOLDERS,
     LOCKED,
@@ -275,17 +275,18 @@ class Writer:
         """Once the last commit is in: the run's end and counts recorded (``FINISH_SQL``, with the
         signal that stopped it before every line was read, if one did), waiting
         for another process's write lock up to ``lock_wait`` as a commit does; the run's number
-        (0: the import added no row, so recorded no run, and nothing is written) and, when its
-        end could not be recorded, why (the run then stays listed as not finished)."""
+        (0: none recorded, a dry run) and, when its end could not be recorded, why (the run then
+        stays listed as not finished). An import that added no row is recorded now, finished
+        (``_empty_run``)."""
         if self.store is None:
             return 0, ""
-        found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock needed
-        if not found:
-            return 0, ""
-        run = int(found[0][0])
         # Stopped before every line was read: listed so (until 2026-12-07 as "finished").
         summary = self.summary
         stopped = (summary.interrupted or None) if summary is not None and not summary.read_all else None
+        found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock needed
+        if not found:
+            return await self._empty_run(stopped), ""
+        run = int(found[0][0])
         deadline = time.monotonic() + self.lock_wait
         waiting = False
         while True:
@@ -312,6 +313,24 @@ class Writer:
             if waiting:
                 log.warning("the store's write lock is free again: import run %d's end is recorded", run)
             return run, ""
+
+    async def _empty_run(self, stopped: str | None) -> int:
+        """The import added no row (every line in the store already, or skipped): its run recorded
+        all the same, finished with no row (``EMPTY_SQL``), so that ``--list`` shows the files
+        read to their end (until 2026-12-07 none was: a run stopped part way whose rest added
+        nothing was listed as to be finished for ever). One try, within the store's busy timeout
+        (5 s), not the import's wait for a commit: there is nothing to undo, and another process
+        holding the write lock is no reason to wait minutes or fail; the summary then says that
+        no run was recorded (``Summary.unrecorded``). Its number, 0 then."""
+        assert self.store is not None
+        try:
+            found = await self.store.on_writer(EMPTY_SQL, iso(datetime.now(UTC)), stopped)
+        except sqlite3.Error as err:
+            if self.summary is not None:
+                why = f"another process held its write lock ({LOCK_HOLDERS})" if locked(err) else str(err)
+                self.summary.unrecorded = f"the store {self.store.path} could not record it: {why}"
+            return 0
+        return int(found[0][0]) if found else 0
 
     def _watch_lock(self) -> None:
         """Say once when commits begin to wait on another process's write lock, how long the

@@ -5,9 +5,9 @@ own write connection inserts is recorded by temporary triggers on that connectio
 (``record_sql``: the first one records and numbers the run; a row already stored, skipped by
 ``ON CONFLICT DO NOTHING``, is not the run's, and live rows the gateway writes meanwhile are
 never recorded); ``FINISH_SQL`` stamps its end and counts, and the signal that stopped it
-part way, if one did. An import that adds no row records
-no run. Runs of gateways before migration 0016 were not recorded: their rows cannot be told
-from live ones.
+part way, if one did. An import that adds no row is recorded at its end, with no row
+(``EMPTY_SQL``; until 2026-12-07 it recorded no run). Runs of gateways before migration 0016
+were not recorded: their rows cannot be told from live ones.
 
 The records of rows an erasure or a retention purge deletes go with them
 (``storage.importrows``, which the server loads without this module). ``undo_run`` removes
@@ -62,9 +62,12 @@ def record_sql(fmt: str, files: list[str], started: datetime) -> str:
     first row inserted, the run is recorded and numbered, inside that row's transaction (so an
     import waiting on another process's write lock waits only as its commits do, and two
     imports at once get two numbers); each row it inserts then is that run's. Once the run is
-    undone (``--undo`` while it runs), every row is refused (``UNDONE``): the import stops."""
+    undone (``--undo`` while it runs), every row is refused (``UNDONE``): the import stops. The
+    run as it would be recorded is kept too (``import_run_new``), for ``EMPTY_SQL``."""
     run = f"({_quoted(iso(started))}, {_quoted(fmt)}, {_quoted(json.dumps(files))})"
     script = "CREATE TEMP TABLE import_run_id (id INTEGER NOT NULL);"
+    script += "CREATE TEMP TABLE import_run_new (started TEXT, format TEXT, files TEXT);"
+    script += f"INSERT INTO import_run_new VALUES {run};"
     for table in RECORDED:
         script += (
             f"CREATE TEMP TRIGGER import_run_{table} AFTER INSERT ON main.{table} BEGIN"
@@ -96,7 +99,20 @@ FINISH_SQL = (
 """On the import's write connection once its last commit is in: the run's end, the rows it
 added and, for a run SIGINT or SIGTERM stopped before it had read every line, that signal's
 name (``STOPPED``: NULL otherwise); returns its number (none: the import added no row, and
-recorded no run)."""
+recorded no run: ``EMPTY_SQL`` records it)."""
+
+
+EMPTY_SQL = (
+    "INSERT INTO import_runs (started, format, files, finished, added)"
+    " SELECT started, format, files, ?, json_object("
+    + ", ".join(f"'{table}', 0" for table in RECORDED)
+    + f", '{STOPPED}', ?) FROM import_run_new WHERE NOT EXISTS (SELECT 1 FROM import_run_id) RETURNING id"
+)
+"""On the import's write connection once its last commit is in, when it added no row (so recorded
+no run, ``record_sql``): the run recorded all the same, finished (``FINISH_SQL``'s parameters),
+with no row, so that ``--list`` shows that the files were read (until 2026-12-07 no run was
+recorded, and a stopped run whose rest added nothing was still listed as to be finished);
+returns its number."""
 
 
 def _quoted(text: str) -> str:

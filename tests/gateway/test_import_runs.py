@@ -26,7 +26,7 @@ from gateway.history import CHUNK
 from gateway.importrun import run_import
 from gateway.metrics import Metrics
 from gateway.options import CentralOptions
-from storage.imports import UndoRefused, undo_run
+from storage.imports import UndoRefused, list_runs, undo_run
 from storage.sync import Sync
 from tests.conftest import ENV, make_settings
 
@@ -421,9 +421,11 @@ def test_the_command_exits_1_naming_the_run_it_could_not_finish_and_what_to_do(t
 
 
 def test_an_import_that_adds_nothing_waits_for_no_write_lock(tmp_path: Path) -> None:
-    """An import that added no row (every line an asset) records no run, yet waited the busy
-    timeout behind another process's lock to stamp a run that did not exist, and warned that
-    "the import run's end could not be recorded": there was nothing to record."""
+    """An import that added no row (every line an asset) waited the busy timeout behind another
+    process's lock to stamp a run that did not exist, and warned that "the import run's end could
+    not be recorded". Such an import is recorded as a run of no row now (one try: there is
+    nothing to undo), and behind a lock it is not: the summary says so, it exits 0, and it waits
+    no longer than one busy timeout, warning nothing."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     (tmp_path / "good.log").write_text(GOOD)
     asset = f'1.2.3.4 - - [01/Mar/2025:09:00:00 +0000] "GET /a.css HTTP/1.1" 200 5 "-" "{UA}"\n'
@@ -438,6 +440,15 @@ def test_an_import_that_adds_nothing_waits_for_no_write_lock(tmp_path: Path) -> 
         shell.close()
     assert done.returncode == 0 and "new in the store: 0" in done.stdout, done
     assert "could not be recorded" not in done.stderr and "locked" not in done.stderr, done.stderr
+    assert (
+        f"  run: none recorded (it added no row, and the store {tmp_path / 'gw.db'} could not record"
+        " it: another process held its write lock (the live gateway in a long write, or a sqlite3"
+        " shell left in a transaction))"
+    ) in done.stdout, done.stdout
+    assert [r.id for r in list_runs(tmp_path / "gw.db") or []] == [1]
+    # Without the lock, the same import is a run of no row.
+    again = _cli(tmp_path, "assets.log", *args)
+    assert again.returncode == 0 and "  run: 2 (it added no touchpoint" in again.stdout, again
 
 
 @pytest.mark.timeout(180)  # import commands: 39 s on a loaded machine
@@ -646,6 +657,59 @@ def test_a_stopped_run_whose_rest_a_later_run_imported_is_listed_so(tmp_path: Pa
     ) in first, listed
     # Run 3 undone: its rest is gone again, and the same command imports it again.
     assert _cli(tmp_path, "--undo", "3", "-c", "gw.toml").returncode == 0
+    assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+
+
+def test_an_import_that_adds_nothing_is_a_run_too_and_finishes_a_stopped_one(tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C after its last line was in the store (a log of one batch, read
+    from a pipe still open), then the same file imported whole: that run added no row, so it
+    recorded no run, and ``--list`` kept saying of the stopped run that "the same command again
+    imports the rest" — the same command again and again, adding nothing each time. A run that
+    adds nothing is recorded too (finished, 0 rows): it is listed, the stopped run is listed as
+    finished by it, and undoing it (which removes nothing) lists the stopped run as to be
+    finished again."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo = tmp_path / "access.log"
+    os.mkfifo(fifo)
+    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), *args],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write(_landings(8192))  # the whole log, one batch: committed while it waits for more
+            pipe.flush()
+            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, (out, err)
+    resume = "stopped by SIGINT part way (the same command again imports the rest, gateway import --undo 1"
+    assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+    fifo.unlink()
+    fifo.write_text(_landings(8192))  # the same log, a file now: read to its end, nothing new in it
+    rest = _cli(tmp_path, str(fifo), *args)
+    assert rest.returncode == 0 and "new in the store: 0" in rest.stdout, rest
+    assert "  run: 2 (it added no touchpoint, binding or conversion; gateway import --list shows it)" in (
+        rest.stdout
+    ), rest.stdout
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+    [first, second] = listed.splitlines()
+    assert "the same command again imports the rest" not in first, listed
+    assert first.endswith(
+        "stopped by SIGINT part way; run 2 read the same files to their end since and added no row:"
+        f" nothing was left to import (gateway import --undo 1 removes what this run added)  files: {fifo}"
+    ), listed
+    assert second.startswith("run 2  "), listed
+    assert second.endswith(
+        f"--format combined  touchpoints 0, bindings 0, conversions 0  finished  files: {fifo}"
+    ), listed
+    undo = _cli(tmp_path, "--undo", "2", "-c", "gw.toml")
+    assert undo.returncode == 0 and "touchpoints:              0" in undo.stdout, undo
+    assert rows(tmp_path / "gw.db", "SELECT count(*) FROM touchpoints") == [(8192,)]
     assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
 
 

@@ -132,7 +132,12 @@ def test_a_line_the_store_refuses_costs_that_line_only(tmp_path: Path, workers: 
 
     again = asyncio.run(run_import(settings, [log], "combined", host="shop.example", workers=workers))
     assert again.skipped == {reason: 1} and again.new_rows == dict.fromkeys(again.new_rows or {}, 0)
-    assert again.run == 0  # it added nothing: no run recorded
+    assert again.run == 2  # it added nothing: a run of no row (until 2026-12-07 none was recorded)
+    assert [(r.id, r.added, r.finished is not None) for r in list_runs(db) or []][1] == (
+        2,
+        {"touchpoints": 0, "identities": 0, "conversions": 0},
+        True,
+    )
     undone = asyncio.run(undo_run(db, 1))
     assert undone.rows == {"touchpoints": 39, "identities": 0, "conversions": 1, "verdict_changes": 0}
     assert rows(db, "SELECT count(*) FROM touchpoints") == [(0,)]
