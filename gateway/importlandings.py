@@ -12,6 +12,7 @@ the store; a store that cannot be read gives none (the line is imported all the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -40,11 +41,11 @@ ORDER BY t.ts DESC LIMIT {RECENT_TOUCHES}
 
 
 class StoredLandings:
-    """A read-only look at the store ``path`` (opened at the first look, when it exists)."""
+    """A read-only look at the store ``path``: a connection for each look (a robots.txt line is
+    rare; the looks run in whichever worker thread, and a connection belongs to its thread)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db: sqlite3.Connection | None = None
         self.failed = False
         """The store could not be read once: not tried again (said once, in the log)."""
 
@@ -53,14 +54,13 @@ class StoredLandings:
         bots scoring's ``RECENT_TOUCHES``), oldest first. Blocking."""
         if self.failed:
             return []
+        if not self.path.exists():  # a dry run's of a store not made yet
+            return []
+        lo = iso(datetime.fromtimestamp(unix - window, UTC))
+        hi = iso(datetime.fromtimestamp(unix + window, UTC))
         try:
-            if self.db is None:
-                if not self.path.exists():  # a first import (created later by its writer), a dry run's
-                    return []
-                self.db = read_only(self.path, BUSY_TIMEOUT_MS / 1000)
-            lo = iso(datetime.fromtimestamp(unix - window, UTC))
-            hi = iso(datetime.fromtimestamp(unix + window, UTC))
-            rows = self.db.execute(_AROUND, (visitor_key, lo, hi)).fetchall()
+            with contextlib.closing(read_only(self.path, BUSY_TIMEOUT_MS / 1000)) as db:
+                rows = db.execute(_AROUND, (visitor_key, lo, hi)).fetchall()
         except sqlite3.Error as err:  # not a store, not migrated, locked past the busy timeout
             self.failed = True
             log.warning(
@@ -75,8 +75,3 @@ class StoredLandings:
             at = datetime.fromisoformat(ts).timestamp()
             touches.append(Touch(touchpoint, int(score or 0), tuple(json.loads(reasons)), verdict, at))
         return touches
-
-    def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None

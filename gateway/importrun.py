@@ -206,8 +206,6 @@ async def run_import(
             await through_stop(asyncio.to_thread(pool.close), summary)
         if bar is not None:
             bar.close()
-        if replayer.stored is not None:  # its connection, as the watch's, before the store's last
-            await through_stop(asyncio.to_thread(replayer.stored.close), summary)
         if watch is not None:  # its kept connection (``ErasedWatch``), before the store's last
             await through_stop(asyncio.to_thread(watch.close), summary)
         if store is not None:
