@@ -72,7 +72,14 @@ from gateway.sessions import (
     session_cookie,
 )
 from gateway.usernames import NamedUser, erasure_note, erasure_reach, named_user
-from storage.erasure import bad_events_naming, erase_user, erase_visitor, kept_bad_events, user_known
+from storage.erasure import (
+    bad_events_naming,
+    erase_user,
+    erase_visitor,
+    kept_bad_events,
+    user_known,
+    visitor_known,
+)
 from storage.local import LOCKED, LocalStore
 from storage.lockprobe import LockProbe
 from storage.migrate import SchemaTooNew
@@ -1039,14 +1046,33 @@ async def erase(request: web.Request) -> web.Response:
     return ok(answer if note is None else {**answer, "note": note})
 
 
+async def _visitor_known(request: web.Request, keys: list[str]) -> bool:
+    """Whether anything is recorded of the visitor ``keys`` name: in this store (what its
+    erasure would take, a binding, an erasure of it), or where the lookup reads (the central
+    store, ``admin.source = "central"``: its erasure reaches there through the sync)."""
+    settings = request.app[SETTINGS_KEY]
+    if await visitor_known(
+        settings.store_path, keys, body_key=body_key(settings.secret), keys=request.app[KEYS_KEY]
+    ):
+        return True
+    reader = request.app[READER_KEY]
+    return await _visitor_journey(request, keys) is not None or await reader.erased_at(keys) is not None
+
+
 async def visitor_erase(request: web.Request) -> web.Response:
     """Erase a visitor no user is erased with (GDPR Art. 17: an anonymous visitor's request, by
     the cookie value): its touchpoints, the conversions recorded on it, the kept bad events
     naming it, under every key ``GET /api/visitors/{id}`` reads it by. Its bindings to users
     stay (theirs: their erasure takes them); the answer counts those users."""
     only_params(request, set())
-    _, keys = _visitor_keys_of(request)
+    given, keys = _visitor_keys_of(request)
     settings = request.app[SETTINGS_KEY]
+    # A page's address or cookies not of ours, pasted: erased as a visitor ID no one has, every
+    # count 0, an erasure recorded (until 2026-12-07), the person read as erased. Refused as the
+    # lookup refuses it, unless something is recorded under it (a sender's ID may be any text).
+    unlike = unlike_a_visitor(given, settings.options.identity.cookie_name)
+    if unlike is not None and not await _visitor_known(request, keys):
+        raise ApiError(400, f"visitor_id: {unlike}; no visitor has it as their ID")
     now = datetime.now(UTC)
     erasure, bound = await erase_visitor(
         settings.store_path,

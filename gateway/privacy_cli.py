@@ -180,9 +180,9 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     from gateway.badbody import body_key
     from gateway.events import iso
     from gateway.ids import Uuid7
-    from gateway.keys import Keys, named_visitor_id, visitor_id_refused
+    from gateway.keys import Keys, named_visitor_id, unlike_a_visitor, visitor_id_refused
     from gateway.usernames import erasure_reach
-    from storage.erasure import erase_visitor
+    from storage.erasure import erase_visitor, visitor_known
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
 
@@ -197,7 +197,16 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     visitor_keys = keys.named_visitor_keys(given)
     now = datetime.now(UTC)
 
-    async def erase() -> tuple[Erasure, int, str | None]:
+    # A page's address or cookies not of ours, pasted: every count 0 and "nothing of this
+    # visitor was in this store", exit 0, an erasure recorded (until 2026-12-07). Refused in the
+    # lookup's words, unless something is recorded under it (a sender's ID may be any text).
+    unlike = unlike_a_visitor(given, settings.options.identity.cookie_name)
+
+    async def erase() -> tuple[Erasure, int, str | None] | None:
+        if unlike is not None and not await visitor_known(
+            settings.store_path, visitor_keys, body_key=body_key(settings.secret), keys=keys
+        ):
+            return None
         before = await _erased_at(settings.store_path, visitor_keys)
         erasure, bound = await erase_visitor(
             settings.store_path,
@@ -212,11 +221,15 @@ def _erase_visitor(args: argparse.Namespace) -> int:
         return erasure, bound, before
 
     try:
-        erasure, bound, erased = asyncio.run(erase())
+        done = asyncio.run(erase())
     except (SchemaTooNew, sqlite3.DatabaseError) as err:  # as a user's erasure says it
         hint = store_hint(err, settings.store_path)
         print(f"gateway: erase failed on the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
+    if done is None:
+        print(f"gateway: --visitor: {unlike}; no visitor has it as their ID", file=sys.stderr)
+        return 2
+    erasure, bound, erased = done
     print(f"erase: {'would erase' if args.dry_run else 'erased'} the visitor")
     for table, rows in erasure.counts.items():
         print(f"  {table}: {rows:,}")

@@ -417,6 +417,36 @@ async def user_known(path: Path, keys: Sequence[str]) -> bool:
         await db.close()
 
 
+async def visitor_known(path: Path, visitor_keys: Sequence[str], *, body_key: bytes, keys: Keys) -> bool:
+    """Whether the store holds anything of a visitor under one of ``visitor_keys``: a touchpoint,
+    a conversion, a binding, a kept bad event naming it (as its erasure searches them), or an
+    erasure recorded of it. A text of another kind pasted where a visitor is named (a page's
+    address, cookies not of ours: ``gateway.keys.unlike_a_visitor``) is refused only when it is
+    none: a sender may have named a visitor by any printable text. Reads only."""
+    if not visitor_keys:
+        return False
+    marks = ",".join("?" for _ in visitor_keys)
+    sql = " UNION ALL ".join(
+        f"SELECT 1 FROM (SELECT 1 FROM {table} WHERE visitor_key IN ({marks}) LIMIT 1)"
+        for table in ("touchpoints", "conversions", "identities")
+    )
+    db = await open_read_only(path)
+    try:
+        async with db.execute(sql, [*visitor_keys] * 3) as cursor:
+            if await cursor.fetchone() is not None:
+                return True
+        try:
+            if await erased_at(db, visitor_keys) is not None:
+                return True
+        except sqlite3.OperationalError:  # a store too old to have erasures: it holds none
+            pass
+        search = BadEventSearch(body_key, keys)
+        await search.update(db, visitor_keys)
+        return bool(search.naming(visitor_keys))
+    finally:
+        await db.close()
+
+
 async def kept_bad_events(path: Path) -> int:
     """How many bad events the store keeps: what an erasure by a user key alone could not search
     for the raw user ID, said with its answer. Reads only."""

@@ -500,3 +500,44 @@ def test_a_store_an_older_gateway_left_is_migrated_then_erased_and_purged(tmp_pa
     assert done.returncode == 0, done.stderr
     assert rows(path, "PRAGMA user_version") == [(newest,)]
     assert rows(path, "SELECT count(*) FROM touchpoints") == [(0,)]
+
+
+def test_erase_visitor_refuses_a_pasted_url_or_cookies_not_ours(tmp_path: Path) -> None:
+    """``gateway erase --visitor`` of a page's address or cookies none of which is ours printed
+    every count 0 and "nothing of this visitor was in this store", exit 0, with an erasure
+    recorded: read in a hurry, the person was erased. Refused as the lookup refuses it, exit 2,
+    nothing recorded (with --dry-run too); a visitor a sender named by such a text is erased."""
+    path = tmp_path / "gw.db"
+    settings = make_settings(tmp_path)
+    keys = Keys.from_master(settings.secret)
+    named = "gw_vid=AbCdEfGhIjKlMnOpQrStUv"
+
+    async def fill_named() -> None:
+        store = LocalStore(path, StorageOptions(), Metrics())
+        await store.open()
+        await store.write(
+            [Touchpoint("01", TS, "n", keys.visitor_key("https://shop.example/?a=1"), source="a")]
+        )
+        await store.close()
+
+    asyncio.run(fill_named())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n')
+    for extra in ((), ("--dry-run",)):
+        done = gateway("erase", "--visitor", f" {named}", *extra, "-c", str(cfg))
+        assert (done.returncode, done.stdout, done.stderr) == (
+            2,
+            "",
+            "gateway: --visitor: expected a visitor_key (32 hex digits), a visitor ID (1..2000"
+            " printable characters) or the gw_vid cookie's value (v1.<id>.<tag>: alone, as"
+            " gw_vid=v1.… or in a Cookie header), got a gw_vid cookie whose value is not the"
+            " gateway's, 'AbCdEfGhIjKlMnOpQrSt…'; no visitor has it as their ID\n",
+        ), extra
+    done = gateway("erase", "--visitor", "session=s3cr3t; _ga=GA1.2.3", "-c", str(cfg))
+    assert done.returncode == 2 and "got cookies session, _ga (values not shown)" in done.stderr
+    assert "s3cr3t" not in done.stderr
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
+    done = gateway("erase", "--visitor", "https://shop.example/?a=1", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "touchpoints: 1" in done.stdout
+    assert rows(path, "SELECT count(*) FROM touchpoints") == [(0,)]

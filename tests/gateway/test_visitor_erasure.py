@@ -12,10 +12,12 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
+from yarl import URL
 
 from gateway.badbody import body_key, seal, unseal
 from gateway.events import BadEvent, Binding, Conversion, iso
@@ -195,3 +197,73 @@ async def test_an_erasure_s_answer_says_what_the_sinks_keep(
             for answer in (visitor, user):
                 [said] = answer["elsewhere"]
                 assert "what the sinks sent before stays at their destinations: delete it there" in said
+
+
+REFUSED = (
+    "visitor_id: expected a visitor_key (32 hex digits), a visitor ID (1..2000 printable characters)"
+    " or the gw_vid cookie's value (v1.<id>.<tag>: alone, as gw_vid=v1.… or in a Cookie header), {got};"
+    " no visitor has it as their ID"
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "got"),
+    [
+        (
+            "https://shop.example/?gw_vid=AbCdEfGhIjKlMnOpQrStUv",
+            "got a URL, 'https://shop.example/?gw_vid=AbCdEfGhIjK…' (51 characters)",
+        ),
+        (
+            "gw_vid=AbCdEfGhIjKlMnOpQrStUv",
+            "got a gw_vid cookie whose value is not the gateway's, 'AbCdEfGhIjKlMnOpQrSt…'",
+        ),
+        ("session=s3cr3t; _ga=GA1.2.3", "got cookies session, _ga (values not shown), none of them gw_vid"),
+    ],
+)
+async def test_a_pasted_url_or_cookies_not_ours_are_refused_and_no_erasure_recorded(
+    gw: RunningGateway, given: str, got: str
+) -> None:
+    """A DPO pasted a page's address or the wrong cookies: the erasure answered 200 with every
+    count 0 and recorded an erasure of a visitor no one is, so the person read as erased while
+    their rows stayed. A 400 in the lookup's words now, and nothing recorded."""
+    url = URL(f"{gw.admin_url}/api/visitors/{quote(given, safe='')}", encoded=True)
+    async with gw.session.delete(url, headers=AUTH) as resp:
+        body = await resp.json()
+    assert (resp.status, body.get("error")) == (400, REFUSED.format(got=got)), body
+    assert "s3cr3t" not in body["error"]
+    path = gw.gateway.settings.store_path
+    assert await asyncio.to_thread(rows, path, "SELECT count(*) FROM erasures") == [(0,)]
+
+
+async def test_a_visitor_a_sender_named_by_such_a_text_is_still_erased(gw: RunningGateway) -> None:
+    """A sender may name any printable text as a visitor ID: a visitor recorded under one of a
+    URL's or a cookie's shape (a conversion, or only a kept bad event naming it) is erased by it."""
+    keys = gw.gateway.keys
+    ts = iso(datetime.now(UTC))
+    seal_key = body_key(gw.gateway.settings.secret)
+    url_id, cookie_id = "https://shop.example/?gw_vid=x", "session=a; _ga=b"
+    await gw.gateway.store.write(
+        [
+            Conversion(uuid7(), ts, "test", "signup", "signup:1", keys.visitor_key(url_id), None, None, None),
+            BadEvent(
+                uuid7(),
+                ts,
+                "test",
+                "crm",
+                seal(seal_key, "x"),
+                seal(seal_key, f'{{"anonymousId": "{cookie_id}"}}'),
+            ),
+        ]
+    )
+    for given, erased in ((url_id, "conversions"), (cookie_id, "bad_events")):
+        url = URL(f"{gw.admin_url}/api/visitors/{quote(given, safe='')}", encoded=True)
+        async with gw.session.delete(url, headers=AUTH) as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["erased"][erased] == 1, body
+        assert body["visitor_keys"] == [keys.visitor_key(given)]
+    path = gw.gateway.settings.store_path
+    assert await asyncio.to_thread(rows, path, "SELECT count(*) FROM erasures") == [(2,)]
+    # Erased, such a text is no longer refused: an erasure is recorded under it (erasing twice is harmless).
+    url = URL(f"{gw.admin_url}/api/visitors/{quote(url_id, safe='')}", encoded=True)
+    async with gw.session.delete(url, headers=AUTH) as resp:
+        assert resp.status == 200, await resp.json()
