@@ -57,10 +57,22 @@ EMAIL_CHECKED = ("source", "medium", "campaign", "term", "content", "sub_id")
 """Fields left out when they hold an email address, as the proxy drops such a tracking value
 (``addons.campaign``): a click ID (an ad platform's token) and a creator ID (the operator's own
 name for a partner) are not looked at, as there."""
-PLACEHOLDER_CHECKED = ("source", "medium", "campaign", "term", "content", "creator_id", "sub_id", "click_id")
+PLACEHOLDER_CHECKED = (
+    "source",
+    "medium",
+    "campaign",
+    "term",
+    "content",
+    "creator_id",
+    "sub_id",
+    "click_id",
+    "click_id_kind",
+)
 """Fields left out when they are a placeholder (``undefined``, ``null``…), as the proxy drops
 such a tracking value (``addons.campaign``): until 2026-12-07 a campaign, source… or click ID of
-``undefined`` was recorded as sent (a click ID every event shared; a campaign "undefined")."""
+``undefined`` was recorded as sent (a click ID every event shared; a campaign "undefined"), and a
+click ID's kind so (a click of a kind "undefined"): left out, its click ID is kept without a
+kind, as one sent without any."""
 NO_VALUE = "is no value (what code writes where it has none: undefined, null…)"
 """Why an ID that is one of ``placeholders.PLACEHOLDERS`` is not taken."""
 EMAIL_WHY = "holds an email address (personal data is not stored)"

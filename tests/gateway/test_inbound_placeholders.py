@@ -431,3 +431,27 @@ async def test_a_placeholder_click_id_or_campaign_field_is_left_out_and_keeps_th
         ('field="content"', 'reason="placeholder"', 'sender="billing"'): 1,
         ('field="click_id"', 'reason="placeholder"', 'sender="billing"'): 1,  # the written event's
     }
+
+
+async def test_a_placeholder_click_id_kind_is_left_out_and_the_click_id_kept_as_without_one(
+    gw: RunningGateway,
+) -> None:
+    """A signed touchpoint's ``click_id_kind`` "undefined" with a real click ID was recorded as
+    sent (until 2026-12-07): a click of a kind named "undefined", told apart from one sent without
+    a kind. Left out and counted now, as a click_id or campaign of a placeholder is; the click ID
+    is kept, as an event without a kind keeps it: the two events' touchpoints are the same."""
+    sent = {"type": "touchpoint", "visitor_id": "v-7", "click_id": "Cj0KCQiA-real"}
+    bodies = [
+        encode({**sent, "event_id": "k-1", "click_id_kind": " Undefined"}),
+        encode({**sent, "event_id": "k-2"}),
+    ]
+    answers = [await post(gw, body, signed(body)) for body in bodies]
+    assert [(status, answer["result"], answer.get("left_out", [])) for status, answer in answers] == [
+        (202, "accepted", [f"click_id_kind (/click_id_kind): 'Undefined' {NO_VALUE}"]),
+        (202, "accepted", []),
+    ], answers
+    found = await rows(gw, "SELECT click_id_kind, click_id, channel FROM touchpoints ORDER BY id")
+    assert len(found) == 2 and found[0] == found[1] and found[0][:2] == (None, "Cj0KCQiA-real"), found
+    assert await left_out(gw) == {
+        ('field="click_id_kind"', 'reason="placeholder"', 'sender="billing"'): 1,
+    }
