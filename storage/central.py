@@ -38,6 +38,8 @@ from storage.backoff import REFRESH_MAX, Backoff, Failures, wait_refreshing
 from storage.migrate import SchemaTooNew, migrations
 from storage.roundlock import Holder, RoundLock
 
+_storage_log = logging.getLogger("gateway.storage")
+"""Where a local store's migration is said (``storage.migrate``): the central one's too."""
 MIGRATION_LOCK = 0x6761_7465_7761_7901
 """Advisory lock key held while migrating ("gatewa" y): one node migrates, the others wait."""
 ERASURE_LOCK = 0x6761_7465_7761_7902
@@ -577,7 +579,9 @@ async def still_known(conn: asyncpg.Connection, known: int) -> None:
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply every PostgreSQL migration newer than the store's version; the version reached."""
+    """Apply every PostgreSQL migration newer than the store's version; the version reached. An
+    existing store this call migrated is said in the log, once, at info, as a local store's is
+    (``storage.migrate``): by the node that took the lock first; the others find it current."""
     available = await asyncio.to_thread(migrations, "pg_migrations")
     newest = available[-1][0] if available else 0
     # A transaction's lock, not the session's: a node gone silent while it holds it has its
@@ -605,6 +609,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
         if current > newest:
             raise too_new(current, newest)
+        began = current
         for version, name, sql in available:
             if version <= current:
                 continue
@@ -614,6 +619,15 @@ async def migrate(conn: asyncpg.Connection) -> int:
                     "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
                 )
             current = version
+    if 0 < began < current:  # an existing store upgraded (a new one, at 0, has nothing to undo)
+        where = await conn.fetchrow("SELECT current_database() AS db, current_schema() AS schema")
+        versions = {"from_version": began, "to_version": current}
+        _storage_log.info(
+            "central store (database %s, schema %s) migrated from schema %d to %d: the nodes of an"
+            " older gateway stop syncing to it until they are upgraded, keeping their rows"
+            " (migrations are not undone; the pg_dump taken before the upgrade is the way back)",
+            where["db"], where["schema"], began, current, extra=versions,
+        )  # fmt: skip
     return current
 
 
