@@ -156,8 +156,14 @@ def unlike_a_visitor(given: str, cookie_name: str) -> str | None:
         f" characters) or the {cookie_name} cookie's value (v1.<id>.<tag>: alone, as"
         f" {cookie_name}=v1.… or in a Cookie header)"
     )
-    if _URL.match(given):
-        return f"{forms}, got a URL, {_shortened(given, 40)} ({len(given):,} characters)"
+    if scheme := _URL.match(given):
+        # Its scheme and host alone: a password before the host, a token in the path or query
+        # (a reset link's, a session's) is echoed nowhere (until 2026-12-07 its first 40 characters).
+        host = re.split(r"[/?#\\]", given[scheme.end() :], maxsplit=1)[0].rpartition("@")[2]
+        return (
+            f"{forms}, got a URL of {scheme.group()}{_shortened(host, 40)[1:-1]} ({len(given):,} characters;"
+            " what follows its host not shown: a session's token may be in it)"
+        )
     header = given[line.end() :] if (line := _HEADER_LINE.match(given)) else given
     if visitor_cookies(header) is not None:  # ours, whose visitor left nothing: the plain 404
         return None

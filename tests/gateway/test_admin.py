@@ -436,7 +436,13 @@ async def test_a_visitor_id_refused_says_what_was_given(gw) -> None:
     [
         (
             "https://shop.example/?gw_vid=AbCdEfGhIjKlMnOpQrStUv",
-            "got a URL, 'https://shop.example/?gw_vid=AbCdEfGhIjK…' (51 characters)",
+            "got a URL of https://shop.example (51 characters; what follows its host not shown: a"
+            " session's token may be in it)",
+        ),
+        (
+            "https://ada:pa55w0rd@shop.example/reset?token=s3cr3t",
+            "got a URL of https://shop.example (52 characters; what follows its host not shown: a"
+            " session's token may be in it)",
         ),
         (
             "gw_vid=AbCdEfGhIjKlMnOpQrStUv",
@@ -458,7 +464,9 @@ async def test_a_url_or_cookies_not_ours_are_a_400_saying_what_the_lookup_takes(
     not of ours, or a Cookie header without ours: each was read as a raw visitor ID and
     answered "no touchpoints recorded for this visitor", as if it were one whose visitor never
     came. Nothing recorded under it, it is a 400 saying what the lookup takes and what it got
-    (a cookie's value never: it may be a session's)."""
+    (a cookie's value never: it may be a session's; of a URL its scheme and host alone: until
+    2026-12-07 its first 40 characters, a password before its host or a token in its query
+    too)."""
     url = URL(f"{gw.admin_url}/api/visitors/{quote(given, safe='')}", encoded=True)
     async with gw.session.get(url, headers=AUTH) as resp:
         body = await resp.json()
@@ -468,7 +476,7 @@ async def test_a_url_or_cookies_not_ours_are_a_400_saying_what_the_lookup_takes(
         " characters) or the gw_vid cookie's value (v1.<id>.<tag>: alone, as gw_vid=v1.… or in a"
         f" Cookie header), {got}; no visitor has it as their ID",
     )
-    assert "s3cr3t" not in body["error"]
+    assert "s3cr3t" not in body["error"] and "pa55w0rd" not in body["error"]
     Draft202012Validator(response_schema("/api/visitors/{visitor_id}", 400)).validate(body)
 
 
