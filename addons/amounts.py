@@ -55,7 +55,10 @@ def has_decimals(value: Any) -> bool:
         text = value.strip(" \t\r\n")
         if not NUMBER.fullmatch(text):
             return False
-        exponent = decimal.Decimal(text).as_tuple().exponent
+        try:
+            exponent = decimal.Decimal(text).as_tuple().exponent
+        except decimal.InvalidOperation:  # an exponent past a decimal's reach ("1e-" + 29 nines)
+            return "e-" in text.lower()  # a fraction, as "1e-5" is (a large one read as infinity)
         return isinstance(exponent, int) and exponent < 0
     return isinstance(value, float) and math.isfinite(value) and not value.is_integer()
 

@@ -619,6 +619,25 @@ async def test_a_fraction_under_minor_units_is_refused_not_read_as_cents(
     assert (status, answer["result"]) == (202, "ignored"), answer
 
 
+async def test_a_value_with_an_exponent_past_decimals_reach_is_refused_not_a_500(
+    start_gateway, upstream_server
+) -> None:
+    """Under ``value_scale = "minor"``, a value text whose exponent is too long for a decimal to
+    hold (``"1e-"`` and 29 nines) reads as 0.0, a valid value, and the test for its decimals
+    raised: a 500 "internal error", the delivery not stored (2026-12-07). It is a fraction, as
+    ``"1e-5"`` is: refused as any value with decimals is, a 400 naming the field."""
+    gw = await start_gateway(await upstream_server(web.Application()), MINOR, SOURCES_ENV)
+    for n, value in enumerate(("1e-" + "9" * 29, "1E-" + "9" * 40, "1.5e-" + "9" * 29, "1e-5")):
+        body = encode(conversion(value=value, currency="EUR", order_id=f"tiny-{n}"))
+        status, answer = await post(gw, body, signed(body))
+        assert (status, answer.get("result")) == (400, "bad"), (value, status, answer)
+        assert answer["errors"] == [
+            f'value (/value): {value[:40]!r} has decimals: value_scale = "minor" expects whole minor'
+            " units (1000 for 10.00 EUR); for a sender that sends major units, remove value_scale"
+        ], answer
+    assert await rows(gw, "SELECT count(*) FROM bad_events") == [(4,)]
+
+
 async def test_batches_per_event_results_and_limits(gw: RunningGateway) -> None:
     events = [conversion(), conversion(value="x"), {"type": "identify", "visitor_id": "v1", "user_id": "u1"}]
     body = encode(events)
