@@ -216,5 +216,8 @@ def test_the_unit_waits_for_the_gateway_to_say_it_listens() -> None:
     (``tests/gateway/test_sdnotify.py`` runs the gateway against a socket standing for systemd's)."""
     assert setting("Type") == "notify"
     assert setting("NotifyAccess") == "main"
+    # Set in the unit, not left to the host's DefaultTimeoutStartSec, which may be infinity: a
+    # worker failing again and again before it listens would hold the start for ever.
+    assert setting("TimeoutStartSec") == "90"
     (run,) = [line for line in gateway_lines() if "run" in line]
     assert run[0].endswith("/gateway"), run  # the main process is the gateway, no shell before it
