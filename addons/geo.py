@@ -92,8 +92,13 @@ class GeoIP:
         self.enabled = bool(self.paths)
         self.notices = ctx.notices  # said once by the gateway, not per worker and reload
         if not self.enabled:
+            # Info, not a warning: no database named is the starter config's choice, not a fault
+            # to act on, and every start of it paged someone (a warning until 2026-12-07). A file
+            # named but missing is one (``running``).
             self.notices.warn(
-                log, "geo: no database configured ([geo] country_db, asn_db): geo lookups are off"
+                log,
+                "geo: no database configured ([geo] country_db, asn_db): geo lookups are off",
+                logging.INFO,
             )
 
     async def running(self) -> None:

@@ -33,9 +33,11 @@ class Notices:
         """A pipeline is being built (at start, or a reload's)."""
         self.pending = set()
 
-    def warn(self, logger: logging.Logger, text: str) -> None:
+    def warn(self, logger: logging.Logger, text: str, level: int = logging.WARNING) -> None:
+        """``text`` said at ``level``: an ``INFO`` one for a choice the config made that an
+        operator need not act on (no GeoIP database named, the starter's default)."""
         if self.speaks and text not in self.said:
-            logger.warning(text)
+            logger.log(level, text)
         self.pending.add(text)
 
     def commit(self) -> None:

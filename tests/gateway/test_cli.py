@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -20,6 +21,7 @@ import pytest
 
 from gateway import reporting
 from tests.conftest import ENV
+from tests.gatewayproc import GatewayProcess
 from tests.terminal import on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -2292,3 +2294,22 @@ def test_commands_that_never_connect_to_the_central_store_need_no_central_url(tm
         assert "central.url: the value of GW_TEST_CENTRAL: expected a PostgreSQL URL" in done.stderr
     done = gateway("purge", "--dry-run", "-c", str(cfg), env=ENV)
     assert done.returncode == 2 and "central.url: environment variable GW_TEST_CENTRAL" in done.stderr
+
+
+async def test_a_start_on_the_starter_config_logs_no_warning(tmp_path: Path) -> None:
+    """The config `gateway init` writes (the shipped gateway.toml, `make run`'s) starts with no
+    warning-level line: every start and deploy of it would page someone for nothing. Until
+    2026-12-07 each start warned that no GeoIP database was configured, the starter's default."""
+    cfg = tmp_path / "gateway.toml"
+    assert (await asyncio.to_thread(gateway, "init", "-c", str(cfg))).returncode == 0
+    text = await asyncio.to_thread(cfg.read_text)
+    for port in ("8080", "9090"):  # any free port: the starter's may be taken on this machine
+        assert f'listen = "127.0.0.1:{port}"' in text
+        text = text.replace(f'listen = "127.0.0.1:{port}"', 'listen = "127.0.0.1:0"', 1)
+    await asyncio.to_thread(cfg.write_text, text)
+    gw = await GatewayProcess.start(cfg)
+    assert await gw.stop() == 0
+    lines = [json.loads(line) for line in gw.stderr if line.startswith("{")]
+    assert any(line["msg"] == "stopped" for line in lines), gw.stderr
+    loud = [line["msg"] for line in lines if line["level"] not in ("debug", "info")]
+    assert loud == [], loud
