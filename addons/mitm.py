@@ -734,6 +734,7 @@ class GatewayAddon:
         for retired in list(self._retiring):
             await retired.done()
         self._retiring.clear()
+        self.confirmations.at_stop()  # an outage still on: what its throttled lines held back
         if self.pipeline is not None:
             await self.pipeline.done()
         if self.store is not None:

@@ -90,6 +90,9 @@ class Confirmations:
                 self.timed_out(err)
             except Exception as err:
                 self.failed(err)
+            else:
+                if self._not_stored.holding or self._not_stored_late.holding:
+                    self._stored_again()
 
     def settled(self, future: asyncio.Future[None]) -> None:
         """A commit no one waits for, counted when it settles (its exception retrieved)."""
@@ -100,6 +103,35 @@ class Confirmations:
             self.timed_out(err)
         elif err is not None:
             self.failed(err)
+        elif self._not_stored.holding or self._not_stored_late.holding:
+            self._stored_again()
+
+    def _stored_again(self) -> None:
+        """A commit went through while "events not stored" lines were held back: said now, the
+        outage over (until 2026-12-07 an outage shorter than the lines' 10 s never said them)."""
+        log = self._not_stored.logger
+        log.info("events are stored again; not logged since the last such line: %s", self.held_back())
+
+    def held_back(self) -> str:
+        """The "events not stored" lines held back since their last, in words ("" when none);
+        none held from now on."""
+        held = self._not_stored.take_held()[0] + self._not_stored_late.take_held()[0]
+        if not held:
+            return ""
+        lines = "line" if held == 1 else "lines"
+        return f"{held} more \"events not stored\" {lines} (a request's or response's events each, lost)"
+
+    def lines_from(self, old: Confirmations) -> None:
+        """A reload's new host's: the old one's lines, and what they held back, taken over."""
+        self._not_stored, self._not_stored_late = old._not_stored, old._not_stored_late
+
+    def at_stop(self) -> None:
+        """The stop's word on "events not stored" lines still held back (the outage on)."""
+        if self._not_stored.holding or self._not_stored_late.holding:
+            self._not_stored.logger.warning(
+                "stopping while the store refuses events; not logged since the last such line: %s",
+                self.held_back(),
+            )
 
     def timed_out(self, err: CommitTimeout) -> None:
         """Its response went out before its commit: counted so now, and looked at again when the

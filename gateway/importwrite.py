@@ -311,7 +311,7 @@ class Writer:
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             if waiting:
-                log.warning("the store's write lock is free again: import run %d's end is recorded", run)
+                log.info("the store's write lock is free again: import run %d's end is recorded", run)
             return run, ""
 
     async def _empty_run(self, stopped: str | None) -> int:
@@ -349,7 +349,7 @@ class Writer:
                 _duration(self.lock_wait),
             )
         elif not locked and self.locked_since is not None and self.store.failing is None:
-            log.warning(
+            log.info(
                 "the store's write lock is free again, after %.0f s of waiting: the import goes on",
                 time.monotonic() - self.locked_since,
             )

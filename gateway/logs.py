@@ -206,21 +206,45 @@ class _OwnDebug(logging.Filter):
 class Throttled:
     """A log line that an outage repeats for every request or commit: the first goes out at
     once, then at most one every ``interval`` seconds, saying how many like it were held back
-    since the last. The metrics still count every one."""
+    since the last (and, for a line that names what it lost, ``events``: how many in all). The
+    metrics still count every one. Those held back when the outage ends, or when the process
+    stops in it, are for its owner to say (``take_held``): until 2026-12-07 they were said only
+    by the next such line, and an outage shorter than ``interval`` after its first line never
+    said them."""
 
     def __init__(self, logger: logging.Logger, level: int, interval: float = 10.0) -> None:
         self.logger, self.level, self.interval = logger, level, interval
         self._next = float("-inf")
         self._held = 0
+        self._held_events = 0
 
-    def __call__(self, msg: str, *args: object) -> None:
+    def __call__(self, msg: str, *args: object, events: int = 0) -> None:
         now = time.monotonic()
         if now < self._next:
             self._held += 1
+            self._held_events += events
             return
         if self._held:
-            msg += " (and %d more like it since the last such line)"
+            msg += " (and %d more like it since the last such line"
             args = (*args, self._held)
+            if self._held_events:
+                msg += ", of %d events in all"
+                args = (*args, self._held_events)
+            msg += ")"
         self.logger.log(self.level, msg, *args)
-        self._held = 0
+        self._held = self._held_events = 0
         self._next = now + self.interval
+
+    @property
+    def holding(self) -> bool:
+        """Lines are held back, said by no line yet."""
+        return self._held > 0
+
+    def take_held(self) -> tuple[int, int]:
+        """The lines held back since the last (and their ``events``), for the line that ends
+        the outage to say; none held from now on, and the next such line goes out at once (a
+        new outage)."""
+        held = self._held, self._held_events
+        self._held = self._held_events = 0
+        self._next = float("-inf")
+        return held

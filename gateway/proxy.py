@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -160,6 +161,9 @@ def _replaced(
 
 
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
+UPSTREAM_BACK_INTERVAL = 10.0
+"""Seconds between two "upstream answers again" lines at least, as between two failure lines."""
+
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
 
@@ -352,6 +356,12 @@ class ProxyHost:
         self._upstream_failed_log = {
             kind: Throttled(log, logging.WARNING) for kind in ("timeout", "connect", "protocol", "internal")
         }
+        self._upstream_since: float | None = None
+        """When the site first failed since it last answered (``time.monotonic``), None: it
+        answers. Its next answer says the outage is over, with the lines held back."""
+        self._upstream_back_said = float("-inf")
+        """When "upstream answers again" was last said: once per 10 s at most (a site whose one
+        slow page times out while the rest answers would otherwise say it after each)."""
         self.session = session
         self.pool = pool
         self.going_away = going_away
@@ -631,6 +641,8 @@ class ProxyHost:
             )
         except Exception as err:
             return await self._failed(request, ex, body, err, commits, seen)
+        if self._upstream_since is not None:
+            self._upstream_answers()
 
         try:
             head = await self._capture_response(upstream, ex) if ex.want_response_body else b""
@@ -791,7 +803,52 @@ class ProxyHost:
             )
         path = without_email(request.path)  # a newsletter's personal link: not its address
         self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
+        if self._upstream_since is None:
+            self._upstream_since = time.monotonic()
         return pages.error_page(status)
+
+    def _upstream_answers(self) -> None:
+        """The site answered after failing: said at info, with how long and the failure lines
+        held back since their last (until 2026-12-07 nothing said an outage was over, and one
+        shorter than the lines' 10 s never said how many requests it failed)."""
+        now = time.monotonic()
+        if self._upstream_since is None or now - self._upstream_back_said < UPSTREAM_BACK_INTERVAL:
+            return  # the held lines wait for the next line of either kind
+        since, self._upstream_since = self._upstream_since, None
+        self._upstream_back_said = now
+        log.info(
+            "upstream answers again, %.1f s after it began to fail%s",
+            now - since,
+            self._upstream_held_back(),
+        )
+
+    def _upstream_held_back(self) -> str:
+        """The upstream failure lines held back since their last, in words ("" when none)."""
+        held = [(kind, said.take_held()[0]) for kind, said in self._upstream_failed_log.items()]
+        parts = [f'{n} more "upstream {kind}" line{"s" if n != 1 else ""}' for kind, n in held if n]
+        return "; not logged since the last such line: " + ", ".join(parts) if parts else ""
+
+    def outage_from(self, old: ProxyHost) -> None:
+        """A reload's new host takes the old one's failure lines over: what they held back is
+        said by this one, when the outage ends or at the stop."""
+        self._upstream_failed_log = old._upstream_failed_log
+        self._upstream_since = old._upstream_since
+        self._upstream_back_said = old._upstream_back_said
+        self.confirmations.lines_from(old.confirmations)
+
+    def at_stop(self) -> None:
+        """The stop's last word on an outage still on: the site failing since its last answer,
+        and the lines held back (the next such line will not come; none held back, the outage's
+        lines said it all)."""
+        self.confirmations.at_stop()
+        if self._upstream_since is not None and any(
+            said.holding for said in self._upstream_failed_log.values()
+        ):
+            log.warning(
+                "stopping while the upstream fails, for %.1f s now%s",
+                time.monotonic() - self._upstream_since,
+                self._upstream_held_back(),
+            )
 
     def _public_location(
         self, location: str, view: RequestView, rewrite: Callable[[str, str, str], str] = rewrite_location

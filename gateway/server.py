@@ -366,6 +366,7 @@ class Gateway:
         try:
             await pipeline.running()
             host = self._host(settings, pipeline, old_host.session, old_host.pool)
+            host.outage_from(old_host)
             reports = None if reporting is None else await reporting.prepare(settings)
         except BaseException:
             await pipeline.done()
@@ -465,6 +466,7 @@ def create_gateway(
                 task.cancel()
             await asyncio.gather(*gw._retired, return_exceptions=True)
             assert gw.slot.host is not None
+            gw.slot.host.at_stop()  # an outage still on: what its throttled lines held back
             await gw.slot.host.pipeline.done()
             await sinks.close()
             await pool.close()

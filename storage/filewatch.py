@@ -129,7 +129,7 @@ class FileWatch:
             return
         self._blocked = blocked
         if blocked is None:
-            log.warning("the store %s (storage.path) is writable again to uid %d", self.path, os.geteuid())
+            log.info("the store %s (storage.path) is writable again to uid %d", self.path, os.geteuid())
             return
         why, fix = blocked
         log.error(

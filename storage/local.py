@@ -845,7 +845,7 @@ class LocalStore:
                 return
             self._db = db
             await self.watch.watch_wal()
-            log.warning("the store %s (storage.path) is open: its disk has room again", self.path)
+            log.info("the store %s (storage.path) is open: its disk has room again", self.path)
 
     async def on_writer(self, sql: str, *params: object, script: bool = False) -> list[tuple[Any, ...]]:
         """Run ``sql`` (``script``: several statements) on the write connection, its rows, while no
@@ -914,6 +914,31 @@ class LocalStore:
         await self.checkpointer.close()
         if self._db is not None:
             await self._db.close()
+        # What the throttled lines held back, their next line never to come (nothing said when
+        # none was: the outage's lines said it all).
+        if self._commit_failed.holding or self._commit_waits.holding:
+            if self.failing is not None:
+                log.warning(
+                    "the store stops while its commits fail or wait, for %.1f s now%s",
+                    time.time() - self.failing[0],
+                    self._held_back(),
+                )
+            else:
+                log.warning("the store stops%s", self._held_back())
+
+    def _held_back(self) -> str:
+        """What the throttled failure lines held back since their last line, for the line that
+        ends the outage (or the stop's) to say: "" when nothing was."""
+        failed, lost = self._commit_failed.take_held()
+        waits, _ = self._commit_waits.take_held()
+        parts = []
+        if failed:
+            parts.append(f"{failed} more failed commit{'s' if failed != 1 else ''} ({lost} events lost)")
+        if waits:
+            parts.append(f"{waits} more wait{'s' if waits != 1 else ''} on the write lock")
+        if not parts:
+            return ""
+        return "; not logged since the last such line: " + " and ".join(parts)
 
     @property
     def accepting(self) -> bool:
@@ -1387,16 +1412,23 @@ class LocalStore:
             if not str(err).startswith(HALT):  # said by whoever halted it, in its own words
                 # Which store: its disk, its permissions (a line that named none until 2026-12-07).
                 self._commit_failed(
-                    "store commit of %d events failed: %s (%s, storage.path)", rows, err, self.path
+                    "store commit of %d events failed: %s (%s, storage.path)",
+                    rows,
+                    err,
+                    self.path,
+                    events=rows,
                 )
             if not isinstance(err, _DATA_ERRORS):
                 full = await asyncio.to_thread(full_disk, self.path) is not None
                 self.failing = (since, failure_kind(err, full))
             return err
         if self.failing is not None:
-            log.warning(
-                "store commits go through again, %.1f s after they began to fail or wait",
+            # A resolution, at info (a warning until 2026-12-07), with what the throttled lines
+            # held back: a short outage said none of it (its next line never came).
+            log.info(
+                "store commits go through again, %.1f s after they began to fail or wait%s",
                 time.time() - self.failing[0],
+                self._held_back(),
             )
             self.failing = None
         self.metrics.store_commit_seconds.observe(time.perf_counter() - started)

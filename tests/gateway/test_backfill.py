@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -1469,6 +1470,7 @@ async def test_an_import_says_it_waits_for_a_write_lock_and_how_long_then_goes_o
             " the import waits up to 7 s for it, then stops, keeping what it committed"
         ]
         caplog.clear()
+        caplog.set_level(logging.INFO, logger="gateway.import")  # its end is said at info
 
         # Released part way through the wait: the import goes on, and says so.
         async def release() -> None:
@@ -1485,6 +1487,9 @@ async def test_an_import_says_it_waits_for_a_write_lock_and_how_long_then_goes_o
     assert said[0].startswith("waiting for the write lock") and "up to 30 s" in said[0]
     free = r"the store's write lock is free again, after \d+ s of waiting: the import goes on"
     assert re.fullmatch(free, said[1]), said
+    # The wait a warning, its end a resolution: info (a warning until 2026-12-07).
+    levels = [r.levelname for r in caplog.records if r.name == "gateway.import"]
+    assert levels[:2] == ["WARNING", "INFO"], levels
 
 
 async def test_worker_processes_store_what_one_process_stores(tmp_path: Path) -> None:

@@ -376,3 +376,114 @@ async def test_an_upstream_failure_s_line_writes_no_email_address_of_the_path(
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream connect for")]
     assert line.startswith("upstream connect for GET /unsubscribe/(email): "), line
     assert "example" not in line
+
+
+def _said(lines: list[dict[str, object]], start: str) -> int:
+    """How many failures the throttled lines beginning ``start`` said: each one, plus the
+    "(and N more like it since the last such line" it carries."""
+    said = 0
+    for line in lines:
+        msg = str(line["msg"])
+        if msg.startswith(start):
+            more = re.search(r"\(and (\d+) more like it since the last such line", msg)
+            said += 1 + (int(more.group(1)) if more else 0)
+    return said
+
+
+async def _down_site_config(tmp_path: Path) -> tuple[Path, int]:
+    """A config whose upstream is a loopback port nothing listens on (yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = tmp_path / "gateway.toml"
+    await asyncio.to_thread(
+        cfg.write_text,
+        f'[proxy]\nlisten = "127.0.0.1:0"\nupstream = "http://127.0.0.1:{port}"\nworkers = 1\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[storage]\npath = "gw.db"\n',
+    )
+    return cfg, port
+
+
+async def test_a_site_back_up_says_how_many_failures_the_lines_held_back(tmp_path: Path) -> None:
+    """A site down for 20 requests gave one "upstream connect for …" line, the other 19 held
+    back for the next such line 10 s later; the site back before then, nothing said they were
+    lost, nor that the outage was over. The site's next answer says both, at info."""
+    cfg, port = await _down_site_config(tmp_path)
+    gw = await GatewayProcess.start(cfg)
+    runner: web.AppRunner | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(20):
+                async with session.get(f"{gw.proxy}/page/{n}") as resp:
+                    assert resp.status == 502
+
+            async def up(request: web.Request) -> web.Response:
+                return web.Response(text="up")
+
+            app = web.Application()
+            app.router.add_get("/{tail:.*}", up)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            async with session.get(f"{gw.proxy}/page/up") as resp:
+                assert resp.status == 200 and await resp.text() == "up"
+            back = await gw.wait_log(lambda r: r["msg"].startswith("upstream answers again"))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+        if runner is not None:
+            await runner.cleanup()
+    held = 20 - _said(gw.logs(), "upstream connect for GET /page/")
+    assert held > 0, gw.stderr  # the test's own premise: lines were held back
+    assert back["level"] == "info", back
+    assert re.fullmatch(
+        rf"upstream answers again, [\d.]+ s after it began to fail; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines',
+        back["msg"],
+    ), back
+    assert not any(r["msg"].startswith("stopping while the upstream fails") for r in gw.logs())
+
+
+async def test_a_stop_while_the_site_is_down_says_how_many_failures_the_lines_held_back(
+    tmp_path: Path,
+) -> None:
+    """A gateway stopped while its site is down: the throttled lines' next line never comes.
+    The stop says the outage is still on, and what they held back, as a warning."""
+    cfg, _ = await _down_site_config(tmp_path)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(5):
+                async with session.get(f"{gw.proxy}/page/{n}") as resp:
+                    assert resp.status == 502
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    held = 5 - _said(lines, "upstream connect for GET /page/")
+    assert held > 0, gw.stderr
+    [stopping] = [r for r in lines if r["msg"].startswith("stopping while the upstream fails")]
+    assert stopping["level"] == "warning", stopping
+    assert re.fullmatch(
+        rf"stopping while the upstream fails, for [\d.]+ s now; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines',
+        stopping["msg"],
+    ), stopping
+    assert lines[-1]["msg"] == "stopped"
+
+
+def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``take_held``: the lines held back and the events they named, for the outage's end to
+    say; the next line (a new outage) goes out at once, carrying none of them."""
+    log = logging.getLogger("gateway.test.throttled")
+    throttled = Throttled(log, logging.WARNING, interval=60)
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        for n in range(1, 5):
+            throttled("lost %d", n, events=n)
+        assert throttled.holding
+        assert throttled.take_held() == (3, 2 + 3 + 4)
+        assert not throttled.holding and throttled.take_held() == (0, 0)
+        throttled("lost %d", 7, events=7)
+    assert [r.getMessage() for r in caplog.records] == ["lost 1", "lost 7"]

@@ -322,6 +322,7 @@ async def test_a_store_made_read_only_while_it_runs(place: Path, upstream_server
         " the store read-only and record nothing; let the user the gateway runs as write to it again"
     ), told
     assert again["msg"] == f"the store {store} (storage.path) is writable again to uid {UID}", again
+    assert again["level"] == "info", again  # a resolution (a warning until 2026-12-07)
     assert [r for r in gw.logs() if "writable" in r["msg"] and "checkpoint" not in r["msg"]] == [told, again]
     assert f"({store} is not writable to uid {UID}: commits go on" in warned["msg"], warned
     assert [r for r in gw.logs() if "checkpoint" in r["msg"]] == [warned]

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -378,3 +379,117 @@ async def test_a_retention_purge_on_a_full_disk_says_it_in_one_line(
         assert await gw.stop() == 0
     finally:
         await gw.kill()
+
+
+async def _metric(gw: GatewayProcess, name: str) -> int:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session,
+        session.get(f"{gw.admin}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
+    (value,) = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return int(value)
+
+
+def _said(lines: list[dict[str, object]], start: str) -> int:
+    """How many failures the throttled lines beginning ``start`` said: each one, plus the
+    "(and N more like it since the last such line" it carries."""
+    said = 0
+    for line in lines:
+        msg = str(line["msg"])
+        if msg.startswith(start):
+            more = re.search(r"\(and (\d+) more like it since the last such line", msg)
+            said += 1 + (int(more.group(1)) if more else 0)
+    return said
+
+
+async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: Path) -> None:
+    """The disk filled, then landings until the store's commits fail, then 20 more: each its
+    own commit, refused, its page served. Well within the throttled lines' 10 s."""
+    await _landing(session, gw, "before")
+    await asyncio.to_thread(_fill, disk)
+    for n in range(200):  # until the store's last free pages are used up
+        await _landing(session, gw, f"full{n}")
+        if (await _health(session, gw))["status"] == "degraded":
+            break
+    for n in range(20):
+        await _landing(session, gw, f"lost{n}")
+
+
+async def test_the_end_of_a_full_disk_says_how_many_failures_its_lines_held_back(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """20 commits lost to a full disk gave one "store commit of 1 events failed" line, the rest
+    held back to be counted by the next such line, 10 s later; the disk freed before then, the
+    "store commits go through again" line (a warning) said nothing of them, and the log told of
+    one lost commit where there were 20. The line that ends the outage, at info, says how many
+    the lines held back and how many events they lost; so does "events are stored again"."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, await _site(upstream_server))
+    gw = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _full_store(session, gw, small_disk)
+            failed = await _metric(gw, "gateway_store_errors_total")
+            not_stored = await _metric(gw, "gateway_events_not_stored_total")
+            assert failed >= 20 and not_stored >= 20
+            await asyncio.to_thread(os.unlink, small_disk / "filler")
+            await _landing(session, gw, "after")
+            back = await gw.wait_log(lambda r: r["msg"].startswith("store commits go through again"))
+            again = await gw.wait_log(lambda r: r["msg"].startswith("events are stored again"))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    held = failed - _said(lines, "store commit of ")
+    assert held > 0, lines  # the test's own premise: lines were held back
+    assert back["level"] == "info", back
+    assert re.fullmatch(
+        rf"store commits go through again, [\d.]+ s after they began to fail or wait; not logged since"
+        rf" the last such line: {held} more failed commits \((\d+) events lost\)",
+        back["msg"],
+    ), back
+    held_requests = not_stored - _said(lines, "events not stored (")
+    assert held_requests > 0, lines
+    assert again["level"] == "info", again
+    assert again["msg"] == (
+        f'events are stored again; not logged since the last such line: {held_requests} more "events'
+        f" not stored\" lines (a request's or response's events each, lost)"
+    ), again
+
+
+async def test_a_stop_while_the_disk_is_full_says_how_many_failures_its_lines_held_back(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """A gateway stopped while its store's disk is still full: the throttled lines' next line
+    never comes, and what they held back was never said. The stop says it, as a warning (the
+    outage is still on)."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, await _site(upstream_server))
+    gw = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _full_store(session, gw, small_disk)
+            failed = await _metric(gw, "gateway_store_errors_total")
+            not_stored = await _metric(gw, "gateway_events_not_stored_total")
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    [stops] = [r for r in lines if r["msg"].startswith("the store stops")]
+    [stopping] = [r for r in lines if r["msg"].startswith("stopping while the store refuses events")]
+    held = failed - _said(lines, "store commit of ")
+    assert held > 0
+    assert stops["level"] == "warning", stops
+    assert re.fullmatch(
+        rf"the store stops while its commits fail or wait, for [\d.]+ s now; not logged since the"
+        rf" last such line: {held} more failed commits \((\d+) events lost\)",
+        stops["msg"],
+    ), stops
+    held_requests = not_stored - _said(lines, "events not stored (")
+    assert stopping["level"] == "warning", stopping
+    assert stopping["msg"].endswith(
+        f"{held_requests} more \"events not stored\" lines (a request's or response's events each, lost)"
+    ), stopping
+    assert [r["msg"] for r in lines][-1] == "stopped"
