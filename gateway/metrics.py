@@ -4,6 +4,7 @@ and their exposition, summed over every worker process when the supervisor runs 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +18,34 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set by the supervisor for its workers (before they import prometheus_client, which reads it
 then): each worker writes its values to its own files there, and worker 0's ``/metrics`` adds
 them up, a worker that exited or was restarted included."""
+
+WORKER_RESTARTS = "gateway_worker_restarts"
+WORKER_RESTARTS_HELP = (
+    "Workers the supervisor started again, by why the one before ended: killed (by a signal:"
+    " kill -9, the OOM killer, a segfault), exited (with a status, on its own), hung (killed for"
+    " proxy.worker_hang_seconds). Alert on increase(gateway_worker_restarts_total[15m]) > 2: a"
+    " worker in a crash loop, its siblings serving, is no outage yet but loses each time what it"
+    " held (its connections, its lately bound pairs). Absent until the first restart, and with"
+    " one process (proxy.workers = 1: no supervisor) always"
+)
+
+
+def count_worker_restart(folder: str, reason: str) -> None:
+    """``gateway_worker_restarts_total{reason}`` one up, counted by the supervisor (which
+    serves no ``/metrics``) in a counter file of its own in ``folder``, the workers' metrics
+    folder, where worker 0's ``/metrics`` reads it with theirs. prometheus-client's own
+    ``Counter`` cannot write there from this process: it picks its file store once, when
+    imported, from ``MULTIPROCESS_ENV``, which is the workers' environment, not the
+    supervisor's."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    key = mmap_key(WORKER_RESTARTS, WORKER_RESTARTS + "_total", ["reason"], [reason], WORKER_RESTARTS_HELP)
+    counts = MmapedDict(os.path.join(folder, f"counter_{os.getpid()}.db"))
+    try:
+        value, _ = counts.read_value(key)
+        counts.write_value(key, value + 1, time.time())
+    finally:
+        counts.close()
 
 
 Kept = Callable[["LiveRules", dict[str, str]], bool]

@@ -54,7 +54,7 @@ from gateway.childsignals import (
 )
 from gateway.daysalt import SALT_FD_ENV, DaySalt
 from gateway.heartbeat import HEARTBEAT_ENV, Listener, interval
-from gateway.metrics import MULTIPROCESS_ENV
+from gateway.metrics import MULTIPROCESS_ENV, count_worker_restart
 from gateway.options import parse_listen, unresolvable
 from gateway.sdnotify import WORKER_NOTIFY_ENV, Notifier, received, worker_channel
 from gateway.sharedcounts import SHARED_COUNTS_FD_ENV
@@ -74,6 +74,7 @@ ADMIN_FD_ENV = "GATEWAY_WORKER_ADMIN_FD"
 comma-separated: one for each address of ``admin.listen``), which the supervisor holds open
 between worker 0's restarts, so a request then waits instead of being refused."""
 EXIT_CONFIG = 2
+HUNG = "was killed for hanging"
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 EXIT_START = 3
 PORT_DRAWS = 10
@@ -554,7 +555,7 @@ class Supervisor:
             self._gone(index)
             self._close_salt_pipe(index)
             self._close_listener(index)
-            how = "was killed for hanging" if index in self.hung else ended(code)
+            how = HUNG if index in self.hung else ended(code)
             self.hung.discard(index)
             if metrics := self.env.get(MULTIPROCESS_ENV):
                 mark_process_dead(proc.pid, metrics)  # its queue and lag are no longer live
@@ -567,6 +568,9 @@ class Supervisor:
                 self.stopping.set()
                 return code
             log.error("worker %d %s; starting it again", index, how)
+            if metrics:  # on worker 0's /metrics: a crash loop alerts, not only the log
+                reason = "hung" if how == HUNG else "killed" if code < 0 else "exited"
+                count_worker_restart(metrics, reason)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(0.1 * 2**quick, 5.0))
             if self.stopping.is_set():  # told to stop while it was down: nothing to restart

@@ -158,6 +158,17 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path, upstream_server: ob
                     assert resp.status == 200
         # The killed worker's counts stay in /metrics, beside its successor's.
         assert await _metric(gw, "gateway_touchpoints_total") == 30
+        # The restart is counted, by why (until 2026-12-07 only the log said it: a crash loop
+        # of one worker, its siblings serving, raised no alert).
+        assert await _metric(gw, 'gateway_worker_restarts_total{reason="killed"}') == 1
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.get(f"{gw.admin}/metrics") as resp,
+        ):
+            text = await resp.text()
+        [help_] = [line for line in text.splitlines() if line.startswith("# HELP gateway_worker_restarts")]
+        assert "Alert on increase(gateway_worker_restarts_total[15m])" in help_, help_
         assert await gw.stop() == 0
     finally:
         await gw.kill()
@@ -199,6 +210,7 @@ async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, upstream_se
             "worker 0 and the new one are left alone"
         )
         assert not [r for r in gw.logs() if r["level"] == "critical"]
+        assert await _metric(gw, 'gateway_worker_restarts_total{reason="hung"}') == 1
         assert await gw.stop() == 0
     finally:
         if victim and await asyncio.to_thread(_alive, victim):
