@@ -160,10 +160,10 @@ def _replaced(
     return out
 
 
-# RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 UPSTREAM_BACK_INTERVAL = 10.0
 """Seconds between two "upstream answers again" lines at least, as between two failure lines."""
 
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
 
