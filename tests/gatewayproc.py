@@ -123,3 +123,15 @@ def children(pid: int) -> list[int]:
     """Child process ids of ``pid`` (Linux ``/proc``)."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(p) for p in text.split()]
+
+
+def failures_said(lines: list[dict[str, object]], start: str) -> int:
+    """How many failures the throttled lines beginning ``start`` said: each one, plus the
+    "(and N more like it since the last such line" it carries."""
+    said = 0
+    for line in lines:
+        msg = str(line["msg"])
+        if msg.startswith(start):
+            more = re.search(r"\(and (\d+) more like it since the last such line", msg)
+            said += 1 + (int(more.group(1)) if more else 0)
+    return said

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.logs import JsonFormatter, Throttled, setup_logging
 from tests.conftest import ENV, SECRET, TOKEN, GatewayFactory
-from tests.gatewayproc import GatewayProcess
+from tests.gatewayproc import GatewayProcess, failures_said
 
 CLIENT_IP = "203.0.113.77"
 USER_EMAIL = "jane.raw.user@example.com"
@@ -378,18 +378,6 @@ async def test_an_upstream_failure_s_line_writes_no_email_address_of_the_path(
     assert "example" not in line
 
 
-def _said(lines: list[dict[str, object]], start: str) -> int:
-    """How many failures the throttled lines beginning ``start`` said: each one, plus the
-    "(and N more like it since the last such line" it carries."""
-    said = 0
-    for line in lines:
-        msg = str(line["msg"])
-        if msg.startswith(start):
-            more = re.search(r"\(and (\d+) more like it since the last such line", msg)
-            said += 1 + (int(more.group(1)) if more else 0)
-    return said
-
-
 async def _down_site_config(tmp_path: Path) -> tuple[Path, int]:
     """A config whose upstream is a loopback port nothing listens on (yet)."""
     with socket.socket() as probe:
@@ -433,7 +421,7 @@ async def test_a_site_back_up_says_how_many_failures_the_lines_held_back(tmp_pat
         await gw.kill()
         if runner is not None:
             await runner.cleanup()
-    held = 20 - _said(gw.logs(), "upstream connect for GET /page/")
+    held = 20 - failures_said(gw.logs(), "upstream connect for GET /page/")
     assert held > 0, gw.stderr  # the test's own premise: lines were held back
     assert back["level"] == "info", back
     assert re.fullmatch(
@@ -460,7 +448,7 @@ async def test_a_stop_while_the_site_is_down_says_how_many_failures_the_lines_he
     finally:
         await gw.kill()
     lines = gw.logs()
-    held = 5 - _said(lines, "upstream connect for GET /page/")
+    held = 5 - failures_said(lines, "upstream connect for GET /page/")
     assert held > 0, gw.stderr
     [stopping] = [r for r in lines if r["msg"].startswith("stopping while the upstream fails")]
     assert stopping["level"] == "warning", stopping

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ENV, TOKEN
-from tests.gatewayproc import GatewayProcess
+from tests.gatewayproc import GatewayProcess, failures_said
 from tests.storage.stores import query
 from tests.storage.test_retention import fill as old_rows
 
@@ -392,18 +392,6 @@ async def _metric(gw: GatewayProcess, name: str) -> int:
     return int(value)
 
 
-def _said(lines: list[dict[str, object]], start: str) -> int:
-    """How many failures the throttled lines beginning ``start`` said: each one, plus the
-    "(and N more like it since the last such line" it carries."""
-    said = 0
-    for line in lines:
-        msg = str(line["msg"])
-        if msg.startswith(start):
-            more = re.search(r"\(and (\d+) more like it since the last such line", msg)
-            said += 1 + (int(more.group(1)) if more else 0)
-    return said
-
-
 async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: Path) -> None:
     """The disk filled, then landings until the store's commits fail, then 20 more: each its
     own commit, refused, its page served. Well within the throttled lines' 10 s."""
@@ -442,7 +430,7 @@ async def test_the_end_of_a_full_disk_says_how_many_failures_its_lines_held_back
     finally:
         await gw.kill()
     lines = gw.logs()
-    held = failed - _said(lines, "store commit of ")
+    held = failed - failures_said(lines, "store commit of ")
     assert held > 0, lines  # the test's own premise: lines were held back
     assert back["level"] == "info", back
     assert re.fullmatch(
@@ -450,7 +438,7 @@ async def test_the_end_of_a_full_disk_says_how_many_failures_its_lines_held_back
         rf" the last such line: {held} more failed commits \((\d+) events lost\)",
         back["msg"],
     ), back
-    held_requests = not_stored - _said(lines, "events not stored (")
+    held_requests = not_stored - failures_said(lines, "events not stored (")
     assert held_requests > 0, lines
     assert again["level"] == "info", again
     assert again["msg"] == (
@@ -479,7 +467,7 @@ async def test_a_stop_while_the_disk_is_full_says_how_many_failures_its_lines_he
     lines = gw.logs()
     [stops] = [r for r in lines if r["msg"].startswith("the store stops")]
     [stopping] = [r for r in lines if r["msg"].startswith("stopping while the store refuses events")]
-    held = failed - _said(lines, "store commit of ")
+    held = failed - failures_said(lines, "store commit of ")
     assert held > 0
     assert stops["level"] == "warning", stops
     assert re.fullmatch(
@@ -487,7 +475,7 @@ async def test_a_stop_while_the_disk_is_full_says_how_many_failures_its_lines_he
         rf" last such line: {held} more failed commits \((\d+) events lost\)",
         stops["msg"],
     ), stops
-    held_requests = not_stored - _said(lines, "events not stored (")
+    held_requests = not_stored - failures_said(lines, "events not stored (")
     assert stopping["level"] == "warning", stopping
     assert stopping["msg"].endswith(
         f"{held_requests} more \"events not stored\" lines (a request's or response's events each, lost)"
