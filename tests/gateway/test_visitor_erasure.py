@@ -211,7 +211,8 @@ REFUSED = (
     [
         (
             "https://shop.example/?gw_vid=AbCdEfGhIjKlMnOpQrStUv",
-            "got a URL, 'https://shop.example/?gw_vid=AbCdEfGhIjK…' (51 characters)",
+            "got a URL of https://shop.example (51 characters; what follows its host not shown: a"
+            " session's token may be in it)",
         ),
         (
             "gw_vid=AbCdEfGhIjKlMnOpQrStUv",
