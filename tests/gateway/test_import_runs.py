@@ -577,6 +577,32 @@ def test_the_summary_counts_as_new_only_the_rows_its_own_run_added(tmp_path: Pat
     assert rows(db, "SELECT count(*) FROM touchpoints") == [(16386,)]
 
 
+IMPORT_ARGS = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
+
+
+def _stopped_after_one_batch(tmp_path: Path, fifo: Path) -> str:
+    """``gateway import`` of the pipe ``fifo`` (made here), fed one whole batch of landings
+    (committed while it waits for more), then Ctrl-C while the pipe is still open: more was to
+    come. Its exit 130 checked; its stderr."""
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", str(fifo), *IMPORT_ARGS],
+        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("w") as pipe:
+            pipe.write(_landings(8192))
+            pipe.flush()
+            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, (out, err)
+    return err
+
+
 def test_an_import_stopped_by_ctrl_c_is_listed_as_stopped_with_how_to_resume_or_undo_it(
     tmp_path: Path,
 ) -> None:
@@ -584,24 +610,7 @@ def test_an_import_stopped_by_ctrl_c_is_listed_as_stopped_with_how_to_resume_or_
     "finished", and nothing told the operator the files were not all in. It is listed as stopped
     by SIGINT part way, with how to import the rest or undo what it added."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
-    fifo = tmp_path / "access.pipe"
-    os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", str(fifo), "--format", "combined", "-c", "gw.toml",
-         "--host", "shop.example", "--no-progress"],
-        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        with fifo.open("w") as pipe:
-            pipe.write(_landings(8192))  # one whole batch: committed while it waits for more
-            pipe.flush()
-            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)  # the pipe still open: more was to come
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130, (out, err)
+    err = _stopped_after_one_batch(tmp_path, tmp_path / "access.pipe")
     assert "stopped by SIGINT: everything up to access.pipe line 8,192 is in the store" in err, err
     listed = _cli(tmp_path, "--list", "-c", "gw.toml")
     assert listed.returncode == 0, listed
@@ -620,24 +629,8 @@ def test_a_stopped_run_whose_rest_a_later_run_imported_is_listed_so(tmp_path: Pa
     nor one undone since (the rest is then to import again, and the listing says so again)."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     (tmp_path / "other.log").write_text(WRONG)
-    fifo = tmp_path / "access.log"
-    os.mkfifo(fifo)
-    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", str(fifo), *args],
-        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        with fifo.open("w") as pipe:
-            pipe.write(_landings(8192))  # one whole batch: committed while it waits for more
-            pipe.flush()
-            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130, (out, err)
+    fifo, args = tmp_path / "access.log", IMPORT_ARGS
+    _stopped_after_one_batch(tmp_path, fifo)
     resume = "stopped by SIGINT part way (the same command again imports the rest, gateway import --undo 1"
     other = _cli(tmp_path, "other.log", *args)  # run 2: other files, no rest of run 1
     assert other.returncode == 0 and "run: 2 " in other.stdout, other
@@ -669,24 +662,8 @@ def test_an_import_that_adds_nothing_is_a_run_too_and_finishes_a_stopped_one(tmp
     finished by it, and undoing it (which removes nothing) lists the stopped run as to be
     finished again."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
-    fifo = tmp_path / "access.log"
-    os.mkfifo(fifo)
-    args = ("--format", "combined", "-c", "gw.toml", "--host", "shop.example", "--no-progress")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", str(fifo), *args],
-        cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        with fifo.open("w") as pipe:
-            pipe.write(_landings(8192))  # the whole log, one batch: committed while it waits for more
-            pipe.flush()
-            _wait_for_touchpoints(tmp_path / "gw.db", 8192)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130, (out, err)
+    fifo, args = tmp_path / "access.log", IMPORT_ARGS
+    _stopped_after_one_batch(tmp_path, fifo)  # the whole log, one batch
     resume = "stopped by SIGINT part way (the same command again imports the rest, gateway import --undo 1"
     assert resume in _cli(tmp_path, "--list", "-c", "gw.toml").stdout
     fifo.unlink()
