@@ -392,9 +392,10 @@ async def _metric(gw: GatewayProcess, name: str) -> int:
     return int(value)
 
 
-async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: Path) -> None:
+async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: Path) -> tuple[int, int]:
     """The disk filled, then landings until the store's commits fail, then 20 more: each its
-    own commit, refused, its page served. Well within the throttled lines' 10 s."""
+    own commit, refused, its page served. Well within the throttled lines' 10 s. The failed
+    commits and the events not stored, as ``/metrics`` counts them then (20 each at least)."""
     await _landing(session, gw, "before")
     await asyncio.to_thread(_fill, disk)
     for n in range(200):  # until the store's last free pages are used up
@@ -403,6 +404,10 @@ async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: 
             break
     for n in range(20):
         await _landing(session, gw, f"lost{n}")
+    failed = await _metric(gw, "gateway_store_errors_total")
+    not_stored = await _metric(gw, "gateway_events_not_stored_total")
+    assert failed >= 20 and not_stored >= 20
+    return failed, not_stored
 
 
 async def test_the_end_of_a_full_disk_says_how_many_failures_its_lines_held_back(
@@ -418,10 +423,7 @@ async def test_the_end_of_a_full_disk_says_how_many_failures_its_lines_held_back
     gw = await GatewayProcess.start(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _full_store(session, gw, small_disk)
-            failed = await _metric(gw, "gateway_store_errors_total")
-            not_stored = await _metric(gw, "gateway_events_not_stored_total")
-            assert failed >= 20 and not_stored >= 20
+            failed, not_stored = await _full_store(session, gw, small_disk)
             await asyncio.to_thread(os.unlink, small_disk / "filler")
             await _landing(session, gw, "after")
             back = await gw.wait_log(lambda r: r["msg"].startswith("store commits go through again"))
@@ -458,9 +460,7 @@ async def test_a_stop_while_the_disk_is_full_says_how_many_failures_its_lines_he
     gw = await GatewayProcess.start(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _full_store(session, gw, small_disk)
-            failed = await _metric(gw, "gateway_store_errors_total")
-            not_stored = await _metric(gw, "gateway_events_not_stored_total")
+            failed, not_stored = await _full_store(session, gw, small_disk)
         assert await gw.stop() == 0
     finally:
         await gw.kill()
