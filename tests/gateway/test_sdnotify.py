@@ -15,8 +15,8 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
 
 from tests.conftest import ENV
 from tests.gatewayproc import children
@@ -68,20 +68,35 @@ def _nothing_waiting(sock: socket.socket) -> None:
         raise AssertionError(f"a message more: {sock.recv(4096)!r}")
 
 
-async def _start(
+@contextlib.asynccontextmanager
+async def _running(
     tmp_path: Path, workers: int, env: dict[str, str], fmt: str = "json"
-) -> tuple[asyncio.subprocess.Process, Path, IO[bytes]]:
-    """A gateway with its stderr in a file (returned with it, to read from)."""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """A gateway with its stderr in a file (yielded with it, to read from); killed after, if it
+    has not stopped."""
     cfg = tmp_path / "gateway.toml"
     await asyncio.to_thread(_write, cfg, workers, fmt)
     log = tmp_path / "stderr.log"
-    out = await asyncio.to_thread(log.open, "wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "-c", str(cfg),
-        stdout=asyncio.subprocess.DEVNULL, stderr=out,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, **env},
-    )  # fmt: skip
-    return proc, log, out
+    with await asyncio.to_thread(log.open, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+            stdout=asyncio.subprocess.DEVNULL, stderr=out,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), **ENV, **env},
+        )  # fmt: skip
+        try:
+            yield proc, log
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def _line_with(log: Path, text: str) -> str:
+    """The first line of ``log`` holding ``text``, once written."""
+    async with asyncio.timeout(60):
+        while not (found := [line for line in await _lines(log) if text in line]):
+            await asyncio.sleep(0.05)
+    return found[0]
 
 
 def _journal(log: Path) -> str:
@@ -146,28 +161,23 @@ async def test_one_process_says_ready_once_it_listens_reloading_and_stopping(tmp
     notify = tmp_path / "notify"
     sock = _receiver(str(notify))
     journal = await asyncio.to_thread(_journal, tmp_path / "stderr.log")
-    proc, log, out = await _start(tmp_path, 1, {"NOTIFY_SOCKET": str(notify), "JOURNAL_STREAM": journal})
-    try:
-        pid, fields = await _message(sock)
-        assert pid == proc.pid
-        assert fields[0] == "READY=1" and any(f.startswith("STATUS=serving") for f in fields), fields
-        (listening,) = [r for r in await _records(log) if r["msg"] == "listening"]
-        await _serves(str(listening["proxy"]))
-        await _serves(str(listening["admin"]))
+    env = {"NOTIFY_SOCKET": str(notify), "JOURNAL_STREAM": journal}
+    with contextlib.closing(sock):
+        async with _running(tmp_path, 1, env) as (proc, log):
+            pid, fields = await _message(sock)
+            assert pid == proc.pid
+            assert fields[0] == "READY=1" and any(f.startswith("STATUS=serving") for f in fields), fields
+            (listening,) = [r for r in await _records(log) if r["msg"] == "listening"]
+            await _serves(str(listening["proxy"]))
+            await _serves(str(listening["admin"]))
 
-        fields = await _reloads(proc, sock)
-        (usec,) = [int(f.partition("=")[2]) for f in fields if f.startswith("MONOTONIC_USEC=")]
-        assert 0 < usec <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        assert [r for r in await _records(log) if str(r["msg"]).startswith("config reloaded")]
+            fields = await _reloads(proc, sock)
+            (usec,) = [int(f.partition("=")[2]) for f in fields if f.startswith("MONOTONIC_USEC=")]
+            assert 0 < usec <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            assert [r for r in await _records(log) if str(r["msg"]).startswith("config reloaded")]
 
-        await _stops(proc, sock)
-        assert [r for r in await _records(log) if r["msg"] == "stopped"]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        out.close()
-        sock.close()
+            await _stops(proc, sock)
+            assert [r for r in await _records(log) if r["msg"] == "stopped"]
 
 
 async def test_two_workers_the_supervisor_alone_says_ready_once_every_worker_listens(tmp_path: Path) -> None:
@@ -178,34 +188,28 @@ async def test_two_workers_the_supervisor_alone_says_ready_once_every_worker_lis
     notify = f"@gateway-test-{uuid.uuid4().hex}"
     sock = _receiver(notify)
     journal = await asyncio.to_thread(_journal, tmp_path / "stderr.log")
-    proc, log, out = await _start(
-        tmp_path, 2, {"NOTIFY_SOCKET": notify, "JOURNAL_STREAM": journal}, fmt="text"
-    )
-    try:
-        pid, fields = await _message(sock)
-        assert pid == proc.pid and fields[0] == "READY=1", fields
-        listening = [line for line in await _lines(log) if "listening proxy=" in line]
-        assert len(listening) == 2, await _lines(log)
-        assert all(line.startswith("<6>") for line in listening), listening
-        workers = await asyncio.to_thread(children, proc.pid)
-        assert len(workers) == 2
-        for worker in workers:
-            environ = (await asyncio.to_thread(Path(f"/proc/{worker}/environ").read_bytes)).split(b"\0")
-            assert not [v for v in environ if v.startswith(b"NOTIFY_SOCKET=")]
+    with contextlib.closing(sock):
+        async with _running(
+            tmp_path, 2, {"NOTIFY_SOCKET": notify, "JOURNAL_STREAM": journal}, fmt="text"
+        ) as (proc, log):
+            pid, fields = await _message(sock)
+            assert pid == proc.pid and fields[0] == "READY=1", fields
+            listening = [line for line in await _lines(log) if "listening proxy=" in line]
+            assert len(listening) == 2, await _lines(log)
+            assert all(line.startswith("<6>") for line in listening), listening
+            workers = await asyncio.to_thread(children, proc.pid)
+            assert len(workers) == 2
+            for worker in workers:
+                environ = (await asyncio.to_thread(Path(f"/proc/{worker}/environ").read_bytes)).split(b"\0")
+                assert not [v for v in environ if v.startswith(b"NOTIFY_SOCKET=")]
 
-        assert any(f.startswith("MONOTONIC_USEC=") for f in await _reloads(proc, sock))
-        reloaded = [line for line in await _lines(log) if "config reloaded" in line]
-        assert len(reloaded) == 2, await _lines(log)
+            assert any(f.startswith("MONOTONIC_USEC=") for f in await _reloads(proc, sock))
+            reloaded = [line for line in await _lines(log) if "config reloaded" in line]
+            assert len(reloaded) == 2, await _lines(log)
 
-        await _stops(proc, sock)
-        for line in await _lines(log):
-            assert re.match(r"<[2-7]>\d{4}-", line), line
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        out.close()
-        sock.close()
+            await _stops(proc, sock)
+            for line in await _lines(log):
+                assert re.match(r"<[2-7]>\d{4}-", line), line
 
 
 async def test_without_notify_socket_nothing_is_sent_and_the_log_has_no_prefix(tmp_path: Path) -> None:
@@ -214,49 +218,28 @@ async def test_without_notify_socket_nothing_is_sent_and_the_log_has_no_prefix(t
     notify = tmp_path / "notify"
     sock = _receiver(str(notify))
     other = await asyncio.to_thread(_journal, tmp_path / "other")
-    proc, log, out = await _start(tmp_path, 1, {"JOURNAL_STREAM": other})
-    try:
-        async with asyncio.timeout(60):
-            while not [line for line in await _lines(log) if '"listening"' in line]:
-                await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGHUP)
-        async with asyncio.timeout(60):
-            while not [line for line in await _lines(log) if "config reloaded" in line]:
-                await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        assert await _stopped(proc) == 0
-        _nothing_waiting(sock)
-        for line in await _lines(log):
-            assert line.startswith("{"), line
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        out.close()
-        sock.close()
+    with contextlib.closing(sock):
+        async with _running(tmp_path, 1, {"JOURNAL_STREAM": other}) as (proc, log):
+            await _line_with(log, '"listening"')
+            proc.send_signal(signal.SIGHUP)
+            await _line_with(log, "config reloaded")
+            proc.send_signal(signal.SIGTERM)
+            assert await _stopped(proc) == 0
+            _nothing_waiting(sock)
+            for line in await _lines(log):
+                assert line.startswith("{"), line
 
 
 async def test_a_notify_socket_gone_is_said_once_and_the_gateway_runs_on(tmp_path: Path) -> None:
     """Nothing listens where ``NOTIFY_SOCKET`` points (systemd's socket gone): the gateway serves,
     reloads and stops as ever, and says once, at info, that it could not tell systemd."""
-    proc, log, out = await _start(tmp_path, 1, {"NOTIFY_SOCKET": str(tmp_path / "gone")})
-    try:
-        async with asyncio.timeout(60):
-            while not (listening := [json.loads(x) for x in await _lines(log) if '"listening"' in x]):
-                await asyncio.sleep(0.05)
-        await _serves(listening[0]["proxy"])
+    async with _running(tmp_path, 1, {"NOTIFY_SOCKET": str(tmp_path / "gone")}) as (proc, log):
+        await _serves(json.loads(await _line_with(log, '"listening"'))["proxy"])
         proc.send_signal(signal.SIGHUP)
-        async with asyncio.timeout(60):
-            while not [line for line in await _lines(log) if "config reloaded" in line]:
-                await asyncio.sleep(0.05)
+        await _line_with(log, "config reloaded")
         proc.send_signal(signal.SIGTERM)
         assert await _stopped(proc) == 0
         said = [json.loads(x) for x in await _lines(log) if "could not tell" in x]
         assert len(said) == 1, said
         assert said[0]["level"] == "info" and "NOTIFY_SOCKET=" in said[0]["msg"], said
         assert [r for r in map(json.loads, await _lines(log)) if r["msg"] == "stopped"]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        out.close()
