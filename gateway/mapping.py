@@ -167,6 +167,14 @@ class _Reader:
         """Records that ``name``'s value is not taken, and why (``Mapped.left_out``)."""
         self.left_out.append((name, reason, f"{where or self.where(name)}: {why}"))
 
+    def no_placeholder(self, name: str, text: str | None) -> str | None:
+        """``text``, or None when it is a placeholder (``undefined``, ``null``…: what code
+        writes where it has no value), left out with the reason ``placeholder``."""
+        if text is not None and placeholder(text):
+            self.leave_out(name, "placeholder", f"{text.strip()[:40]!r} {NO_VALUE}")
+            return None
+        return text
+
     def said(self, *names: str) -> str:
         """What is said of the values of ``names`` left out, each after "; " (or "")."""
         return "".join(f"; {said}" for name, _, said in self.left_out if name in names)
@@ -379,11 +387,9 @@ def map_event(
     given = r.raw("visitor_id")
     as_cookie = isinstance(given, str) and visitor_cookies(given) is not None
     visitor_id = r.text("visitor_id", MAX_COOKIE_HEADER if as_cookie else None)
-    user_id = read_user_id = r.text("user_id", MAX_USER_ID)
-    if user_id is not None and placeholder(user_id):
-        # analytics.js sends userId "undefined": bound, everyone sent with it was one user.
-        r.leave_out("user_id", "placeholder", f"{user_id[:40]!r} {NO_VALUE}")
-        user_id = None
+    read_user_id = r.text("user_id", MAX_USER_ID)
+    # analytics.js sends userId "undefined": bound, everyone sent with it was one user.
+    user_id = r.no_placeholder("user_id", read_user_id)
     ours = visitor_cookies(visitor_id) if visitor_id is not None else None
     if ours is not None:
         mac = limits.keys.cookie_mac
@@ -391,24 +397,21 @@ def map_event(
         if visitor_id is None:
             r.fail("visitor_id", "a visitor cookie value whose signature does not verify")
     read_visitor_id = visitor_id
-    if visitor_id is not None and ours is None and placeholder(visitor_id):
+    if ours is None:
         # The visitor cookie read where there is none: bound, every user identified with it
         # was joined to one visitor, and credited with every touchpoint sent with it.
-        r.leave_out("visitor_id", "placeholder", f"{visitor_id[:40]!r} {NO_VALUE}")
-        visitor_id = None
+        visitor_id = r.no_placeholder("visitor_id", visitor_id)
     attrs = {name: r.text(name) for name in ("source", "medium", "campaign", "term", "content")}
     for name in ("creator_id", "sub_id", "click_id", "click_id_kind", "landing_path"):
         attrs[name] = r.text(name, max(r.max_len, MAX_CLICK_ID) if name == "click_id" else None)
     read_creator_id, read_sub_id, read_click_id = attrs["creator_id"], attrs["sub_id"], attrs["click_id"]
     for name in PLACEHOLDER_CHECKED:
-        text = attrs[name]
-        if text is not None and name not in NOT_RECORDED.get(kind or "", ()) and placeholder(text):
+        if name not in NOT_RECORDED.get(kind or "", ()):
             # A link builder's String(undefined): a creator "undefined", credited and paid for
             # every event sent with it (until 2026-12-07), as the proxy's ?creator_id=undefined;
             # a click ID every event sent with it shared (Google's ad click for a click that never
             # was), a campaign "undefined" in the reports (until 2026-12-07 both).
-            r.leave_out(name, "placeholder", f"{text[:40]!r} {NO_VALUE}")
-            attrs[name] = None
+            attrs[name] = r.no_placeholder(name, attrs[name])
     recorded = [name for name in EMAIL_CHECKED if name not in NOT_RECORDED.get(kind or "", ())]
     for name in recorded:
         text = attrs[name]
@@ -441,10 +444,9 @@ def map_event(
         else:  # JPY has none, EUR cents, KWD thousandths
             value = scaled(value, 10.0 ** -exponent(currency, src.minor_units))
     order_id = read_order_id = r.text("order_id")
-    if order_id is not None and placeholder(order_id):
-        # Its order's key: every later order answering it was taken for a duplicate, and lost.
-        if kind == "conversion":
-            r.leave_out("order_id", "placeholder", f"{order_id[:40]!r} {NO_VALUE}")
+    if kind == "conversion":  # its order's key: every later order was taken for a duplicate, and lost
+        order_id = r.no_placeholder("order_id", order_id)
+    elif order_id is not None and placeholder(order_id):
         order_id = None
     conv_name = r.text("name")
     given_key = r.raw("event_id")
