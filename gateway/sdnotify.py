@@ -114,8 +114,6 @@ def received(sock: socket.socket) -> list[str]:
     while True:
         try:
             data = sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return fields
-        except OSError:
+        except OSError:  # nothing more waiting (BlockingIOError), or the worker's end gone
             return fields
         fields += data.decode(errors="replace").split("\n")
