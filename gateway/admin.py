@@ -71,14 +71,13 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from gateway.usernames import NamedUser, erasure_note, erasure_reach, named_user
+from gateway.usernames import NamedUser, erasure_note, erasure_reach, named_user, visitor_recorded
 from storage.erasure import (
     bad_events_naming,
     erase_user,
     erase_visitor,
     kept_bad_events,
     user_known,
-    visitor_known,
 )
 from storage.local import LOCKED, LocalStore
 from storage.lockprobe import LockProbe
@@ -1047,16 +1046,19 @@ async def erase(request: web.Request) -> web.Response:
 
 
 async def _visitor_known(request: web.Request, keys: list[str]) -> bool:
-    """Whether anything is recorded of the visitor ``keys`` name: in this store (what its
-    erasure would take, a binding, an erasure of it), or where the lookup reads (the central
-    store, ``admin.source = "central"``: its erasure reaches there through the sync)."""
-    settings = request.app[SETTINGS_KEY]
-    if await visitor_known(
-        settings.store_path, keys, body_key=body_key(settings.secret), keys=request.app[KEYS_KEY]
-    ):
-        return True
-    reader = request.app[READER_KEY]
-    return await _visitor_journey(request, keys) is not None or await reader.erased_at(keys) is not None
+    """Whether anything is recorded of the visitor ``keys`` name where its erasure acts: this
+    store (what its erasure would take, a binding, an erasure of it), and with ``[central]``
+    configured the central store and the mirror, which the erasure reaches through the sync
+    (``visitor_recorded``: until 2026-12-08 the central store only under ``admin.source =
+    "central"``, where the lookup reads)."""
+    settings, reader = request.app[SETTINGS_KEY], request.app[READER_KEY]
+    central = None
+    if settings.options.admin.source == "central":  # its reader asks the central store already
+        from storage.central_queries import CentralReader  # asyncpg: the postgres extra
+
+        central = reader if isinstance(reader, CentralReader) else None
+    recorded = await visitor_recorded(settings, keys, request.app[KEYS_KEY], central)
+    return recorded.known or await reader.erased_at(keys) is not None
 
 
 async def visitor_erase(request: web.Request) -> web.Response:

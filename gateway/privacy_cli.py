@@ -181,10 +181,11 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     from gateway.events import iso
     from gateway.ids import Uuid7
     from gateway.keys import Keys, named_visitor_id, unlike_a_visitor, visitor_id_refused
-    from gateway.usernames import erasure_reach
-    from storage.erasure import erase_visitor, visitor_known
+    from gateway.usernames import VisitorRecorded, erasure_reach, visitor_recorded
+    from storage.erasure import erase_visitor
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
+    from storage.queries import StoreUnavailable
 
     given = args.visitor.strip()  # as every intake trims a visitor ID
     if named_visitor_id(given) is None:  # what a visitor_key (32 hex digits) is too
@@ -202,11 +203,15 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     # lookup's words, unless something is recorded under it (a sender's ID may be any text).
     unlike = unlike_a_visitor(given, settings.options.identity.cookie_name)
 
-    async def erase() -> tuple[Erasure, int, str | None] | None:
-        if unlike is not None and not await visitor_known(
-            settings.store_path, visitor_keys, body_key=body_key(settings.secret), keys=keys
+    async def erase() -> tuple[Erasure, int, str | None] | VisitorRecorded:
+        # Where the erasure acts: this store, and the central store (and the mirror) it reaches
+        # through the sync; until 2026-12-08 this store alone, so a visitor another node's sender
+        # named by such a text was refused here.
+        if (
+            unlike is not None
+            and not (recorded := await visitor_recorded(settings, visitor_keys, keys)).known
         ):
-            return None
+            return recorded
         before = await _erased_at(settings.store_path, visitor_keys)
         erasure, bound = await erase_visitor(
             settings.store_path,
@@ -226,8 +231,22 @@ def _erase_visitor(args: argparse.Namespace) -> int:
         hint = store_hint(err, settings.store_path)
         print(f"gateway: erase failed on the store {settings.store_path}: {err}{hint}", file=sys.stderr)
         return 1
-    if done is None:
-        print(f"gateway: --visitor: {unlike}; no visitor has it as their ID", file=sys.stderr)
+    except StoreUnavailable as err:  # the central store, looked in for a text pasted by mistake
+        print(
+            f"gateway: --visitor: {unlike}; nothing is recorded under it in this store, and {err}:"
+            " nothing erased; try again once it can be read",
+            file=sys.stderr,
+        )
+        return 1
+    if isinstance(done, VisitorRecorded):
+        if done.unlooked is None:
+            print(f"gateway: --visitor: {unlike}; no visitor has it as their ID", file=sys.stderr)
+        else:
+            print(
+                f"gateway: --visitor: {unlike}; no visitor has it as their ID in this store"
+                f" ({done.unlooked}: set it to erase a visitor another node recorded under this text)",
+                file=sys.stderr,
+            )
         return 2
     erasure, bound, erased = done
     print(f"erase: {'would erase' if args.dry_run else 'erased'} the visitor")

@@ -14,6 +14,7 @@ is None, and ``erasure_note`` says so with the erasure's answer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -23,6 +24,7 @@ from gateway.keys import Keys, named_user_key
 
 if TYPE_CHECKING:
     from gateway.config import Settings
+    from storage.central_queries import CentralReader
 
 T = TypeVar("T")
 
@@ -127,3 +129,56 @@ def erasure_reach(settings: Settings, who: str = "user") -> list[str]:
             " destinations: delete it there (Segment and RudderStack have their own deletion API)"
         )
     return said
+
+
+@dataclass(frozen=True)
+class VisitorRecorded:
+    """Whether anything is recorded of a visitor where its erasure acts (``visitor_recorded``)."""
+
+    known: bool
+    unlooked: str | None = None
+    """Where it was not looked for, and why, in the operator's words; None: looked everywhere."""
+
+
+async def visitor_recorded(
+    settings: Settings, visitor_keys: list[str], keys: Keys, central: CentralReader | None = None
+) -> VisitorRecorded:
+    """Whether anything is recorded of the visitor ``visitor_keys`` name in a store its erasure
+    acts on: this node's, and with ``[central]`` configured the central store (every node's
+    rows, which the erasure reaches through the sync) and the reporting mirror (a copy of it):
+    a text refused when pasted by mistake (a page's address, cookies not of ours) is refused
+    only when none holds anything under it (until 2026-12-08 this node's store alone was looked
+    in, so a visitor another node's sender named so could not be erased from here).
+    ``central``: a reader of the central store to ask (the admin API's own, under
+    ``admin.source = "central"``); else one is made when ``central.url`` is known here. Raises
+    ``StoreUnavailable`` when the central store cannot be read."""
+    from gateway.badbody import body_key
+    from storage.erasure import visitor_known
+
+    secret = body_key(settings.secret)
+    if await visitor_known(settings.store_path, visitor_keys, body_key=secret, keys=keys):
+        return VisitorRecorded(True)
+    url = settings.options.central.url
+    if not url:
+        return VisitorRecorded(False)
+    mirror = settings.mirror_path
+    if (
+        mirror is not None
+        and await asyncio.to_thread(mirror.is_file)
+        and await visitor_known(mirror, visitor_keys, body_key=secret, keys=keys)
+    ):
+        return VisitorRecorded(True)
+    if central is not None:
+        return VisitorRecorded(await central.visitor_known(visitor_keys))
+    if not settings.central_url:  # a command's: "env:NAME" whose variable is not set here
+        return VisitorRecorded(False, f"the central store was not looked in: {url[4:]} is not set")
+    from storage.central import url_key  # asyncpg: the postgres extra
+    from storage.central_queries import CentralReader
+
+    reader = CentralReader(
+        settings.store_path, settings.central_url, settings.options.central.connect_timeout, url_key(url)
+    )
+    try:
+        return VisitorRecorded(await reader.visitor_known(visitor_keys))
+    finally:
+        await reader.close()

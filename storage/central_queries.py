@@ -192,6 +192,30 @@ class CentralReader(Reader):
         times = [t for t in (rows[0]["at"] if rows else None, await super().erased_at(keys)) if t]
         return max(times) if times else None
 
+    async def visitor_known(self, keys: Sequence[str]) -> bool:
+        """Whether the central store holds anything of the visitor ``keys`` name, from any
+        node: a touchpoint, a conversion, a binding, or an erasure of it (``erased_keys``).
+        What an erasure made on this node reaches through the sync, so what decides whether a
+        text pasted by mistake is refused (``gateway.usernames.visitor_recorded``). A central
+        store no sync has made the tables of yet holds nothing."""
+        if not keys:
+            return False
+        sql = " UNION ALL ".join(
+            f"(SELECT 1 FROM {table} WHERE {column} = ANY($1::text[]) LIMIT 1)"
+            for table, column in (
+                ("touchpoints", "visitor_key"),
+                ("conversions", "visitor_key"),
+                ("identities", "visitor_key"),
+                ("erased_keys", "key"),
+            )
+        )
+        try:
+            return bool(await self._fetch(sql, list(keys)))
+        except StoreUnavailable as err:
+            if isinstance(err.__cause__, asyncpg.UndefinedTableError):
+                return False
+            raise
+
     # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 
     async def _touches_of(

@@ -792,3 +792,95 @@ async def test_a_central_url_host_that_does_not_resolve_is_named(dsn: str, named
     assert "gaierror" not in said and "pw" not in said
     # The admin API's reader (its pool: not via_connect) says it alike.
     assert central.explain(caught.value, key, via_connect=False) == said.partition(": ")[2]
+
+
+PASTED = "https://shop.example/?a=1"
+"""A page's address: refused as a visitor ID unless something is recorded under it (a sender
+may have named a visitor by it)."""
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV, **env},
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+
+
+async def _node_with_a_pasted_visitor(tmp_path: Path, name: str, touched: bool) -> Path:
+    """Node ``name``'s config; its store holds a touchpoint of the visitor named ``PASTED``
+    when ``touched``, else nothing."""
+    from gateway.keys import Keys
+    from tests.conftest import make_settings
+
+    config = tmp_path / f"{name}.toml"
+    await asyncio.to_thread(config.write_text, node_toml(tmp_path, name, "local"))
+    store = LocalStore(tmp_path / f"{name}.db", StorageOptions(), Metrics())
+    await store.open()
+    if touched:
+        settings = await asyncio.to_thread(make_settings, tmp_path)
+        key = Keys.from_master(settings.secret).visitor_key(PASTED)
+        now = datetime.now(UTC)
+        await store.write([Touchpoint(uuid7(int(now.timestamp() * 1000)), iso(now), name, key, source="a")])
+    await store.close()
+    return config
+
+
+async def test_erase_visitor_of_a_text_recorded_only_on_another_node_is_not_refused(
+    tmp_path: Path, central_dsn: str
+) -> None:
+    """``gateway erase --visitor`` of a text refused when pasted by mistake (a page's address)
+    looked only in this node's store: a visitor another node's sender named so, whose rows are
+    in the central store the erasure reaches through the sync, was refused (exit 2, "no visitor
+    has it as their ID"). Looked for where the erasure acts: erased, and gone centrally after
+    the sync; with ``central.url``'s variable unset here, still refused, saying the central
+    store was not looked in."""
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await _node_with_a_pasted_visitor(tmp_path, "a", touched=True)
+    b = await _node_with_a_pasted_visitor(tmp_path, "b", touched=False)
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(a), env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert (await central_count(central_dsn, "touchpoints"))[0] == 1
+
+    unset = await asyncio.to_thread(_cli, "erase", "--visitor", PASTED, "-c", str(b), env={})
+    assert unset.returncode == 2, unset.stdout
+    assert "no visitor has it as their ID in this store" in unset.stderr, unset.stderr
+    assert "the central store was not looked in: GATEWAY_CENTRAL_URL is not set" in unset.stderr
+    assert await asyncio.to_thread(_rows, tmp_path / "b.db", "SELECT count(*) FROM erasures") == [(0,)]
+
+    for extra in (("--dry-run",), ()):
+        done = await asyncio.to_thread(_cli, "erase", "--visitor", PASTED, *extra, "-c", str(b), env=env)
+        assert done.returncode == 0, done.stderr
+        assert "the erasure reaches the central store with the next sync" in done.stdout or extra
+    assert await asyncio.to_thread(_rows, tmp_path / "b.db", "SELECT count(*) FROM erasures") == [(1,)]
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(b), env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert (await central_count(central_dsn, "touchpoints"))[0] == 0
+
+
+async def test_delete_visitor_of_a_text_recorded_only_centrally_is_not_refused(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """``DELETE /api/visitors/{id}`` on a node whose lookups read its own store
+    (``admin.source = "local"``) with ``[central]`` configured: a text refused when pasted by
+    mistake, recorded by another node only, was a 400 (looked for in this store alone), though
+    the erasure reaches the central store through the sync. Erased now."""
+    from urllib.parse import quote
+
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    a = await _node_with_a_pasted_visitor(tmp_path, "a", touched=True)
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(a), env=env)
+    assert synced.returncode == 0, synced.stderr
+    b = await start_gateway(origin, node_toml(tmp_path, "b", "local"), env)
+    url = f"{b.admin_url}/api/visitors/{quote(PASTED, safe='')}"
+    async with b.session.delete(url, headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    await eventually(lambda: _no_rows(central_dsn, "touchpoints"))
+
+
+async def _no_rows(dsn: str, table: str) -> bool:
+    return (await central_count(dsn, table))[0] == 0

@@ -541,3 +541,65 @@ def test_erase_visitor_refuses_a_pasted_url_or_cookies_not_ours(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "touchpoints: 1" in done.stdout
     assert rows(path, "SELECT count(*) FROM touchpoints") == [(0,)]
+
+
+def test_erase_visitor_of_a_pasted_text_finds_it_in_the_reporting_mirror(tmp_path: Path) -> None:
+    """A text refused when pasted by mistake (a page's address), recorded by another node only:
+    its rows are in the reporting mirror (``central.mirror_path``, every node's rows), which the
+    erasure reaches with the central store's. Refused until 2026-12-08, this node's store alone
+    looked in; erased now, also where ``central.url``'s variable is not set (the central store
+    then not asked)."""
+    settings = make_settings(tmp_path)
+    pasted = "https://shop.example/?a=1"
+    key = Keys.from_master(settings.secret).visitor_key(pasted)
+
+    async def stores() -> None:
+        for name, rows_ in (("gw.db", []), ("mirror.db", [Touchpoint("01", TS, "other", key, source="a")])):
+            store = LocalStore(tmp_path / name, StorageOptions(), Metrics())
+            await store.open()
+            await store.write(rows_)
+            await store.close()
+
+    asyncio.run(stores())
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[storage]\npath = "{tmp_path / "gw.db"}"\n'
+        f'[central]\nurl = "env:GATEWAY_CENTRAL_URL"\nmirror_path = "{tmp_path / "mirror.db"}"\n'
+    )
+    done = gateway("erase", "--visitor", pasted, "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert rows(tmp_path / "gw.db", "SELECT count(*) FROM erasures") == [(1,)]
+
+    (tmp_path / "mirror.db").unlink()  # nothing anywhere looked in: refused, saying where it did not look
+    done = gateway("erase", "--visitor", "https://shop.example/other", "-c", str(cfg))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.endswith(
+        "no visitor has it as their ID in this store (the central store was not looked in:"
+        " GATEWAY_CENTRAL_URL is not set: set it to erase a visitor another node recorded under"
+        " this text)\n"
+    ), done.stderr
+
+
+def test_erase_visitor_of_a_pasted_text_with_the_central_store_unreachable_erases_nothing(
+    tmp_path: Path,
+) -> None:
+    """A text refused when pasted by mistake, nothing under it here, and the central store the
+    erasure would reach cannot be asked: neither refused as no one's (it may be another node's)
+    nor erased blind; exit 1, saying why in the sync's words, nothing recorded."""
+    import socket
+
+    with socket.socket() as free:  # a loopback port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    path = tmp_path / "gw.db"
+    asyncio.run(fill(path, "k" * 32))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[storage]\npath = "{path}"\n[central]\nurl = "env:GATEWAY_CENTRAL_URL"\n')
+    env = {"GATEWAY_CENTRAL_URL": f"postgresql://gw@127.0.0.1:{port}/tracking"}
+    done = gateway("erase", "--visitor", "https://shop.example/?a=1", "-c", str(cfg), env=env)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert "nothing is recorded under it in this store, and the central store is unavailable (" in done.stderr
+    assert "GATEWAY_CENTRAL_URL" in done.stderr and done.stderr.endswith(
+        "): nothing erased; try again once it can be read\n"
+    ), done.stderr
+    assert rows(path, "SELECT count(*) FROM erasures") == [(0,)]
