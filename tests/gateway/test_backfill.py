@@ -630,7 +630,9 @@ async def test_segment_archive_pages_and_identifies(tmp_path: Path) -> None:
     assert tps == [("newsletter", "spring", "/pricing", "2025-03-01T10:00:00.000000Z", "Email")]
     [(visitor_key, origin, ts)] = await query(settings, "SELECT visitor_key, origin, ts FROM identities")
     assert (visitor_key, origin, ts) == (anon, "import", "2025-03-01T10:05:00.000000Z")
-    assert summary.examples == [
+    assert summary.examples == [  # the page without campaign data counted too (not until 2026-12-08)
+        "segment.json:3: page view without campaign data (none of source, medium, campaign,"
+        " creator_id, click_id): no touchpoint",
         "segment.json:4: segment type 'track': not imported",
         "segment.json:5: timestamp: missing",
     ]
@@ -695,6 +697,41 @@ async def test_a_segment_identify_without_a_user_is_counted_as_skipped(tmp_path:
     assert summary.examples[1].startswith(f"segment.json:2: {reason}{placeholder}"), rendered
     assert summary.examples[2].startswith(f"segment.json:4: {reason}; user_id (/userId): 'null'"), rendered
     assert not summary.failed, rendered  # calls in the format, not a file in another one
+
+
+async def test_a_segment_page_without_campaign_data_is_counted_as_skipped(tmp_path: Path) -> None:
+    """A ``page`` call without campaign data (most pages of an archive: a visitor browsing) makes
+    no touchpoint. The import left it out without a word: neither imported nor skipped, the
+    summary's calls not adding up to those read. It is counted where the other skips are, with
+    its reason, and a page with campaign data is imported as before."""
+    settings = make_settings(tmp_path)
+    page = {"type": "page", "anonymousId": "anon-1", "timestamp": "2025-03-01T10:00:00Z"}
+    campaign = {"source": "Newsletter", "medium": "email", "name": "spring"}
+    calls = [
+        dict(page, messageId="m1"),  # no context at all
+        dict(page, messageId="m2", context={"page": {"path": "/pricing"}}),  # browsing
+        dict(page, messageId="m3", context={"campaign": campaign}),  # a landing
+    ]
+    text = "\n".join(json.dumps(c) for c in calls)
+    placeholder = {"campaign": {"name": "undefined"}}  # a link builder's String(undefined)
+    text += "\n" + json.dumps({"batch": [dict(page, messageId="m4", context=placeholder)]})
+    log = await asyncio.to_thread(write, tmp_path / "segment.json", text)
+    summary = await run_import(settings, [log], "segment")
+    rendered = summary.render()
+    assert summary.new_rows == {"touchpoints": 1, "identities": 0, "conversions": 0}, rendered
+    reason = (
+        "page view without campaign data (none of source, medium, campaign, creator_id, click_id):"
+        " no touchpoint"
+    )
+    assert summary.skipped == {reason: 3}, rendered
+    assert f"  skipped:              3\n           3  {reason}\n" in rendered, rendered
+    assert summary.examples == [
+        f"segment.json:1: {reason}",
+        f"segment.json:2: {reason}",
+        f"segment.json:4: {reason}; campaign (/context/campaign/name): 'undefined' is no value"
+        " (what code writes where it has none: undefined, null…)",
+    ], rendered
+    assert not summary.failed, rendered
 
 
 def flow_dump(
