@@ -646,3 +646,26 @@ def test_the_restart_check_notices_an_unsaid_restart() -> None:
     assert restart_unsaid(f"{head}### `[[creators]]`\n\nThe registry.{tail}") == [
         "creators: needs a restart, unsaid"
     ]
+
+
+def test_the_rules_given_twice_example_is_what_check_says_of_the_starter_config() -> None:
+    """The Rule keys section quotes what `gateway check` says when the starter config's first
+    `[[identity.rules]]` example is uncommented where it stands, its `rules = []` left in: the
+    line numbers are those of the file `gateway init` writes (until 2026-12-08 the README said
+    `line 457 … delete line 81`, lines of no such file)."""
+    from gateway.config import ConfigError, load_settings
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    quoted = re.search(
+        r"``(line \d+: identity\.rules is given twice; delete line \d+ \(`rules = \[\]`\) [^`]*)``", readme
+    )
+    assert quoted, "the Rule keys section no longer quotes the message"
+    lines = (ROOT / "gateway.toml").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# [[identity.rules]]"))
+    end = next(i for i in range(start, len(lines)) if lines[i] == "#")
+    edited = lines[:start] + [re.sub(r"^# ?", "", line, count=1) for line in lines[start:end]] + lines[end:]
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, text="\n".join(edited), environ={}, dev=True)
+    assert len(raised.value.problems) == 1
+    said = raised.value.problems[0]
+    assert said.endswith(": " + quoted.group(1)), (said, quoted.group(1))
