@@ -1071,8 +1071,15 @@ def _progress_seconds(text: str) -> float:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gateway.importcmd import import_command  # the readers and the progress bar: this command only
+    # The readers and the progress bar: this command only.
+    from gateway.importcmd import import_command, parse_fields
+    from gateway.importrun import UsageError
 
+    try:  # a command-line mistake is said before the config is read, as an option given twice is
+        parse_fields(args.field)
+    except UsageError as err:
+        print(f"gateway import: {err}", file=sys.stderr)
+        return 2
     try:
         # An import listens on nothing: where the admin API would listen is not its concern (the
         # production config, whose public admin.listen `run --admin-public` allows, imports too).

@@ -1386,6 +1386,33 @@ def test_an_option_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        (["time=/t", "time=/u"], "gateway import: --field time: given twice (time=/t, then time=/u)"),
+        (["nope=/x"], "gateway import: --field nope=/x: expected NAME=POINTER with NAME one of"),
+        (["uri=req.uri"], 'gateway import: --field uri=req.uri: a JSON pointer starts with "/"'),
+    ],
+)
+def test_import_refuses_a_wrong_field_before_it_reads_the_config(
+    tmp_path: Path, fields: list[str], error: str
+) -> None:
+    """A `--field` the command line got wrong is said as the README's command reference says an
+    option given twice is, before any config or store is read: until 2026-12-08 an import run
+    without `GATEWAY_SECRET` set said the secret was missing, and only once it was set that
+    `--field time` was given twice."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'gw.db'\n")
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"t": "2026-12-01T10:00:00Z"}\n')
+    options = [option for field in fields for option in ("--field", field)]
+    done = gateway("import", str(log), "--format", "json-lines", *options, "-c", str(cfg))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(error), done.stderr
+    assert "GATEWAY_SECRET" not in done.stderr
+    assert not (tmp_path / "gw.db").exists()
+
+
+@pytest.mark.parametrize(
     ("flag", "key"),
     [("--listen", "proxy.listen"), ("--admin-listen", "admin.listen"), ("--admin-l", "admin.listen")],
 )
