@@ -362,6 +362,9 @@ class ProxyHost:
         self._upstream_back_said = float("-inf")
         """When "upstream answers again" was last said: once per 10 s at most (a site whose one
         slow page times out while the rest answers would otherwise say it after each)."""
+        self._upstream_answered: float | None = None
+        """When the site answered since it last failed, its "answers again" line waiting for
+        those 10 s (None: it did not, or the line was said): the stop says it, not a failure."""
         self.session = session
         self.pool = pool
         self.going_away = going_away
@@ -805,6 +808,7 @@ class ProxyHost:
         self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
         if self._upstream_since is None:
             self._upstream_since = time.monotonic()
+        self._upstream_answered = None  # failing again: an answer before this one ended nothing
         return pages.error_page(status)
 
     def _upstream_answers(self) -> None:
@@ -812,13 +816,24 @@ class ProxyHost:
         held back since their last (until 2026-12-07 nothing said an outage was over, and one
         shorter than the lines' 10 s never said how many requests it failed)."""
         now = time.monotonic()
-        if self._upstream_since is None or now - self._upstream_back_said < UPSTREAM_BACK_INTERVAL:
-            return  # the held lines wait for the next line of either kind
-        since, self._upstream_since = self._upstream_since, None
+        if self._upstream_since is None:
+            return
+        if now - self._upstream_back_said < UPSTREAM_BACK_INTERVAL:
+            # The held lines wait for the next line of either kind, or the stop's (until
+            # 2026-12-08 the stop took such an outage, ended, for one still on).
+            if self._upstream_answered is None:
+                self._upstream_answered = now
+            return
+        self._said_back(self._upstream_answered or now, now)
+
+    def _said_back(self, answered: float, now: float) -> None:
+        """ "upstream answers again", the site having answered at ``answered`` (monotonic)."""
+        assert self._upstream_since is not None
+        since, self._upstream_since, self._upstream_answered = self._upstream_since, None, None
         self._upstream_back_said = now
         log.info(
             "upstream answers again, %.1f s after it began to fail%s",
-            now - since,
+            answered - since,
             self._upstream_held_back(),
         )
 
@@ -834,16 +849,21 @@ class ProxyHost:
         self._upstream_failed_log = old._upstream_failed_log
         self._upstream_since = old._upstream_since
         self._upstream_back_said = old._upstream_back_said
+        self._upstream_answered = old._upstream_answered
         self.confirmations.lines_from(old.confirmations)
 
     def at_stop(self) -> None:
-        """The stop's last word on an outage still on: the site failing since its last answer,
-        and the lines held back (the next such line will not come; none held back, the outage's
-        lines said it all)."""
+        """The stop's last word on an outage: the site failing since its last answer, and the
+        lines held back (the next such line will not come; none held back, the outage's lines
+        said it all); or, the site having answered since (its "answers again" line waiting for
+        ``UPSTREAM_BACK_INTERVAL``), that line, at info."""
         self.confirmations.at_stop()
         if self._upstream_since is not None and any(
             said.holding for said in self._upstream_failed_log.values()
         ):
+            if self._upstream_answered is not None:  # it answered last: the outage is over
+                self._said_back(self._upstream_answered, time.monotonic())
+                return
             log.warning(
                 "stopping while the upstream fails, for %.1f s now%s",
                 time.monotonic() - self._upstream_since,

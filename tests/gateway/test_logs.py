@@ -460,6 +460,61 @@ async def test_a_stop_while_the_site_is_down_says_how_many_failures_the_lines_he
     assert lines[-1]["msg"] == "stopped"
 
 
+async def test_a_site_back_again_within_10_s_of_its_last_back_line_is_not_said_failing_at_the_stop(
+    tmp_path: Path,
+) -> None:
+    """A second short outage: its "upstream answers again" line waits 10 s after the first's, so
+    the site's answer before then said nothing. The stop then told the operator the site was
+    failing (a warning), though it answered, and took the second outage's held-back lines for
+    failures still going on. The stop says the site answers again, at info, with those lines."""
+    cfg, port = await _down_site_config(tmp_path)
+    gw = await GatewayProcess.start(cfg)
+
+    async def up(request: web.Request) -> web.Response:
+        return web.Response(text="up")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", up)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for outage in range(2):
+                for n in range(4):
+                    async with session.get(f"{gw.proxy}/down{outage}/{n}") as resp:
+                        assert resp.status == 502
+                runner = web.AppRunner(app, shutdown_timeout=0)
+                await runner.setup()
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                try:
+                    async with session.get(f"{gw.proxy}/up/{outage}") as resp:
+                        assert resp.status == 200 and await resp.text() == "up"
+                    if outage == 0:
+                        await gw.wait_log(lambda r: r["msg"].startswith("upstream answers again"))
+                finally:
+                    await runner.cleanup()
+            # The site answered last: up again for the stop.
+            runner = web.AppRunner(app, shutdown_timeout=0)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            assert await gw.stop() == 0
+        finally:
+            await runner.cleanup()
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    said = failures_said(lines, "upstream connect for GET /down1/")
+    held = 4 - said
+    assert held > 0, gw.stderr  # the test's own premise: the second outage's lines were held back
+    assert not any(r["msg"].startswith("stopping while the upstream fails") for r in lines), gw.stderr
+    backs = [r for r in lines if r["msg"].startswith("upstream answers again")]
+    assert len(backs) == 2 and all(r["level"] == "info" for r in backs), backs
+    assert re.fullmatch(
+        rf"upstream answers again, [\d.]+ s after it began to fail; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines?',
+        backs[-1]["msg"],
+    ), backs[-1]
+
+
 def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
