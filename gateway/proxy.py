@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 import aiohttp
@@ -162,6 +162,31 @@ def _replaced(
 
 UPSTREAM_BACK_INTERVAL = 10.0
 """Seconds between two "upstream answers again" lines at least, as between two failure lines."""
+
+
+@dataclass(slots=True, eq=False)
+class UpstreamOutage:
+    """What the log says of the site failing, one for the proxy and each reload's that takes it
+    over (``ProxyHost.outage_from``): the one a reload retires still ends its requests, and they
+    are the same outage (until 2026-12-08 each had its own, and both said it was over)."""
+
+    # An upstream that is down fails every request: one line at once, then one per 10 s per
+    # kind, with the count held back (until 2026-12-05 a line per request).
+    lines: dict[str, Throttled] = field(
+        default_factory=lambda: {
+            kind: Throttled(log, logging.WARNING) for kind in ("timeout", "connect", "protocol", "internal")
+        }
+    )
+    since: float | None = None
+    """When the site first failed since it last answered (``time.monotonic``), None: it
+    answers. Its next answer says the outage is over, with the lines held back."""
+    back_said: float = float("-inf")
+    """When "upstream answers again" was last said: once per 10 s at most (a site whose one
+    slow page times out while the rest answers would otherwise say it after each)."""
+    answered: float | None = None
+    """When the site answered since it last failed, its "answers again" line waiting for
+    those 10 s (None: it did not, or the line was said): the stop says it, not a failure."""
+
 
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
 _VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
@@ -351,20 +376,7 @@ class ProxyHost:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
-        # An upstream that is down fails every request: one line at once, then one per 10 s per
-        # kind, with the count held back (until 2026-12-05 a line per request).
-        self._upstream_failed_log = {
-            kind: Throttled(log, logging.WARNING) for kind in ("timeout", "connect", "protocol", "internal")
-        }
-        self._upstream_since: float | None = None
-        """When the site first failed since it last answered (``time.monotonic``), None: it
-        answers. Its next answer says the outage is over, with the lines held back."""
-        self._upstream_back_said = float("-inf")
-        """When "upstream answers again" was last said: once per 10 s at most (a site whose one
-        slow page times out while the rest answers would otherwise say it after each)."""
-        self._upstream_answered: float | None = None
-        """When the site answered since it last failed, its "answers again" line waiting for
-        those 10 s (None: it did not, or the line was said): the stop says it, not a failure."""
+        self._outage = UpstreamOutage()
         self.session = session
         self.pool = pool
         self.going_away = going_away
@@ -644,7 +656,7 @@ class ProxyHost:
             )
         except Exception as err:
             return await self._failed(request, ex, body, err, commits, seen)
-        if self._upstream_since is not None:
+        if self._outage.since is not None:
             self._upstream_answers()
 
         try:
@@ -805,10 +817,10 @@ class ProxyHost:
                 f"proxy.read_timeout = {self.pool.read_timeout:g} s of the site's silence)"
             )
         path = without_email(request.path)  # a newsletter's personal link: not its address
-        self._upstream_failed_log[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
-        if self._upstream_since is None:
-            self._upstream_since = time.monotonic()
-        self._upstream_answered = None  # failing again: an answer before this one ended nothing
+        self._outage.lines[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
+        if self._outage.since is None:
+            self._outage.since = time.monotonic()
+        self._outage.answered = None  # failing again: an answer before this one ended nothing
         return pages.error_page(status)
 
     def _upstream_answers(self) -> None:
@@ -816,21 +828,21 @@ class ProxyHost:
         held back since their last (until 2026-12-07 nothing said an outage was over, and one
         shorter than the lines' 10 s never said how many requests it failed)."""
         now = time.monotonic()
-        if self._upstream_since is None:
+        if self._outage.since is None:
             return
-        if now - self._upstream_back_said < UPSTREAM_BACK_INTERVAL:
+        if now - self._outage.back_said < UPSTREAM_BACK_INTERVAL:
             # The held lines wait for the next line of either kind, or the stop's (until
             # 2026-12-08 the stop took such an outage, ended, for one still on).
-            if self._upstream_answered is None:
-                self._upstream_answered = now
+            if self._outage.answered is None:
+                self._outage.answered = now
             return
-        self._said_back(self._upstream_answered or now, now)
+        self._said_back(self._outage.answered or now, now)
 
     def _said_back(self, answered: float, now: float) -> None:
         """ "upstream answers again", the site having answered at ``answered`` (monotonic)."""
-        assert self._upstream_since is not None
-        since, self._upstream_since, self._upstream_answered = self._upstream_since, None, None
-        self._upstream_back_said = now
+        assert self._outage.since is not None
+        since, self._outage.since, self._outage.answered = self._outage.since, None, None
+        self._outage.back_said = now
         log.info(
             "upstream answers again, %.1f s after it began to fail%s",
             answered - since,
@@ -839,17 +851,15 @@ class ProxyHost:
 
     def _upstream_held_back(self) -> str:
         """The upstream failure lines held back since their last, in words ("" when none)."""
-        held = [(kind, said.take_held()[0]) for kind, said in self._upstream_failed_log.items()]
+        held = [(kind, said.take_held()[0]) for kind, said in self._outage.lines.items()]
         parts = [f'{n} more "upstream {kind}" line{"s" if n != 1 else ""}' for kind, n in held if n]
         return "; not logged since the last such line: " + ", ".join(parts) if parts else ""
 
     def outage_from(self, old: ProxyHost) -> None:
-        """A reload's new host takes the old one's failure lines over: what they held back is
-        said by this one, when the outage ends or at the stop."""
-        self._upstream_failed_log = old._upstream_failed_log
-        self._upstream_since = old._upstream_since
-        self._upstream_back_said = old._upstream_back_said
-        self._upstream_answered = old._upstream_answered
+        """A reload's new host takes the old one's outage over (``UpstreamOutage``): shared, the
+        old one still ending its requests; what the lines held back is said once, when the
+        outage ends or at the stop."""
+        self._outage = old._outage
         self.confirmations.lines_from(old.confirmations)
 
     def at_stop(self) -> None:
@@ -858,15 +868,13 @@ class ProxyHost:
         said it all); or, the site having answered since (its "answers again" line waiting for
         ``UPSTREAM_BACK_INTERVAL``), that line, at info."""
         self.confirmations.at_stop()
-        if self._upstream_since is not None and any(
-            said.holding for said in self._upstream_failed_log.values()
-        ):
-            if self._upstream_answered is not None:  # it answered last: the outage is over
-                self._said_back(self._upstream_answered, time.monotonic())
+        if self._outage.since is not None and any(said.holding for said in self._outage.lines.values()):
+            if self._outage.answered is not None:  # it answered last: the outage is over
+                self._said_back(self._outage.answered, time.monotonic())
                 return
             log.warning(
                 "stopping while the upstream fails, for %.1f s now%s",
-                time.monotonic() - self._upstream_since,
+                time.monotonic() - self._outage.since,
                 self._upstream_held_back(),
             )
 

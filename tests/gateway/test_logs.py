@@ -515,6 +515,59 @@ async def test_a_site_back_again_within_10_s_of_its_last_back_line_is_not_said_f
     ), backs[-1]
 
 
+async def test_a_reload_in_an_outage_says_the_site_answers_again_once(tmp_path: Path) -> None:
+    """A reload's new proxy took the outage over from the old one, which still finishes its
+    requests: each said "upstream answers again" as one of its requests was answered, the old
+    one's line a second, empty one. One outage, one line."""
+    cfg, port = await _down_site_config(tmp_path)
+    gw = await GatewayProcess.start(cfg)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            entered.set()
+            await release.wait()
+        return web.Response(text="up")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(4):
+                async with session.get(f"{gw.proxy}/down/{n}") as resp:
+                    assert resp.status == 502
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+
+            async def slow() -> int:
+                async with session.get(f"{gw.proxy}/slow") as resp:
+                    await resp.read()
+                    return resp.status
+
+            in_flight = asyncio.create_task(slow())  # on the proxy the reload retires
+            await entered.wait()
+            gw.signal(signal.SIGHUP)
+            await gw.wait_log(lambda r: r["msg"].startswith("config reloaded"))
+            release.set()
+            assert await in_flight == 200
+            async with session.get(f"{gw.proxy}/fast") as resp:  # on the reload's proxy
+                assert resp.status == 200
+            await gw.wait_log(lambda r: r["msg"].startswith("upstream answers again"))
+            async with session.get(f"{gw.proxy}/ping") as resp:  # the last line's request done
+                assert resp.status == 200
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+        await runner.cleanup()
+    lines = gw.logs()
+    held = 4 - failures_said(lines, "upstream connect for GET /down/")
+    assert held > 0, gw.stderr  # the test's own premise: lines were held back
+    backs = [r["msg"] for r in lines if r["msg"].startswith("upstream answers again")]
+    assert len(backs) == 1, backs
+    assert backs[0].endswith(f'{held} more "upstream connect" line{"s" if held != 1 else ""}'), backs
+
+
 def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
