@@ -359,6 +359,12 @@ HALT = "halt: "
 import whose run was undone while it ran, ``storage.imports``): it fails whole, never split."""
 
 
+def _several_parts(item: _Item) -> bool:
+    """Whether a failure of ``item`` on its data is committed again in parts (``_each``)."""
+    parts = item.parts
+    return parts is not None and any(parts[i] != parts[i - 1] for i in range(1, len(parts)))
+
+
 def _data_error(error: BaseException | None) -> bool:
     """Caused by what was written (worth isolating per submit, per part), not a halt (``HALT``)."""
     return isinstance(error, _DATA_ERRORS) and not str(error).startswith(HALT)
@@ -1250,7 +1256,7 @@ class LocalStore:
         of ``submit_each`` that fails so is committed in parts (``_each``). Failures
         of the database itself (locked, disk full, I/O) fail the whole batch at once.
         """
-        error = await self._transaction(batch, rows)
+        error = await self._transaction(batch, rows, split=len(batch) > 1 or _several_parts(batch[0]))
         if error is None or not _data_error(error):
             return [error] * len(batch)
         if len(batch) > 1:
@@ -1259,7 +1265,11 @@ class LocalStore:
             return [error]
         outcomes: list[Exception | None] = []
         for item in batch:
-            failed = error if len(batch) == 1 else await self._transaction([item], len(item.events))
+            failed = (
+                error
+                if len(batch) == 1
+                else await self._transaction([item], len(item.events), split=_several_parts(item))
+            )
             if failed is not None and item.parts is not None and _data_error(failed):
                 failed = await self._each(item, failed)
             outcomes.append(failed)
@@ -1301,11 +1311,14 @@ class LocalStore:
         if item.told is None:
             item.told = set()
 
-        async def commit(first: int, last: int) -> Exception | None:
+        async def commit(first: int, last: int, split: bool | None = None) -> Exception | None:
+            """Parts ``first`` to ``last`` in one transaction; ``split``: whether a failure on
+            its data is split further (by default, when it holds more than one part)."""
             nonlocal stored
             start, end = bounds[first], bounds[last]
             part = _Item(events[start:end], item.future, item.deadline, erased=item.erased, told=item.told)
-            failed = await self._transaction([part], end - start)
+            split = last - first > 1 if split is None else split
+            failed = await self._transaction([part], end - start, split=split)
             stored = stored or failed is None
             return failed
 
@@ -1330,7 +1343,8 @@ class LocalStore:
         try:
             stopped = await halves(0, len(bounds) - 1, error)
         except _RefusedAlike:
-            stopped = await commit(REFUSED_RUN, len(bounds) - 1)
+            # Refused for the same reason, the usual end, the rest is lost whole (AllRefused).
+            stopped = await commit(REFUSED_RUN, len(bounds) - 1, split=False)
             first = refused[0][2]
             if stopped is not None and _data_error(stopped):
                 if type(stopped) is type(first) and str(stopped) == str(first):
@@ -1341,8 +1355,10 @@ class LocalStore:
             item.refused = None
         return stopped
 
-    async def _transaction(self, batch: list[_Item], rows: int) -> Exception | None:
-        """One transaction for the events of ``batch``; the error if it did not commit."""
+    async def _transaction(self, batch: list[_Item], rows: int, *, split: bool = False) -> Exception | None:
+        """One transaction for the events of ``batch``; the error if it did not commit.
+        ``split``: a failure on its data is not the last word on its events (they are committed
+        again in smaller parts): its line counts none of them lost."""
         started, began = time.perf_counter(), time.time()
         try:
             if self.watch.moved is not None:
@@ -1416,7 +1432,9 @@ class LocalStore:
                     rows,
                     err,
                     self.path,
-                    events=rows,
+                    # Until 2026-12-08 every attempt's events, a batch split down to its one bad
+                    # event counting its events again at each halving (52 "lost" for 4).
+                    events=0 if split and _data_error(err) else rows,
                 )
             if not isinstance(err, _DATA_ERRORS):
                 full = await asyncio.to_thread(full_disk, self.path) is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import re
 import sqlite3
 import sys
 import time
@@ -265,6 +267,31 @@ async def test_submit_each_gives_up_on_a_batch_the_store_refuses_whole(open_stor
     # The whole, the halves down the first part, two a part after it, the rest whole: not ~2 * parts.
     assert tried <= 2 * REFUSED_RUN + parts.bit_length() + 2, tried
     assert store.failing is None  # the data's fault: the store is not failing
+
+
+async def test_the_events_lost_said_for_failed_commits_are_those_refused_not_each_attempt(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch that fails on its data is committed again in parts, and the halves that fail
+    are split again: each such commit's line counted all its events as lost, so the 4 events
+    refused of 20 were told as 52 lost ("… more failed commits (N events lost)"). Only a
+    commit whose failure is the last word on its events counts them lost."""
+    store = await open_store()
+    events = [tp(n) for n in range(20)]
+    events[5] = tp(5, landing_path=None)  # NOT NULL
+    events[12] = tp(12, landing_path=None)
+    events[17] = tp(17, landing_path=None)
+    parts = list(range(20))
+    parts[13] = 12  # events 12 and 13: one line's rows, refused together
+    with caplog.at_level(logging.WARNING, logger="gateway.storage"):
+        async with asyncio.timeout(10):
+            refused = await store.submit_each(events, parts)
+        assert [(start, end) for start, end, _ in refused] == [(5, 6), (12, 14), (17, 18)]
+        await store.close()
+    [stops] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("the store stops")]
+    lost = re.search(r"more failed commits \((\d+) events lost\)", stops)
+    assert lost is not None, stops
+    assert int(lost.group(1)) == 4, stops  # events 5, 12, 13 and 17
 
 
 async def test_submit_each_does_not_give_up_on_a_batch_with_a_few_bad_parts(open_store: OpenStore) -> None:
