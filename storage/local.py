@@ -809,13 +809,14 @@ class LocalStore:
         await self.watch.start(opened=self._db is not None)
         self._sweep()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        """The write connection, its pragmas set and the store migrated."""
+    async def _connect(self, *, announce: bool = False) -> aiosqlite.Connection:
+        """The write connection, its pragmas set and the store migrated (``announce``: a
+        migration said in the log, as ``gateway run``'s start says it)."""
         db = await connect(self.path, self.options.synchronous)
         try:
             await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
             await db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
-            await migrate(db)
+            await migrate(db, announce=announce)
             self._erased_mark, self._erased = await Erased.load(db)
         except BaseException:
             await db.close()  # its thread would otherwise keep the process alive
@@ -829,7 +830,9 @@ class LocalStore:
         while self._db is None and not self._closing:
             await asyncio.sleep(OPEN_RETRY)
             try:
-                db = await self._connect()
+                # The start's migration could not write on the full disk: this one is the
+                # upgrade, said as the start says it (until 2026-12-08 without a word).
+                db = await self._connect(announce=True)
             except sqlite3.Error:
                 continue
             except Exception as err:  # a newer gateway's schema meanwhile, …

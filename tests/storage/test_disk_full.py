@@ -295,6 +295,46 @@ async def test_a_store_that_opens_to_another_fault_once_space_is_freed_says_it(
         await store.close()
 
 
+async def test_a_store_migrated_once_space_is_freed_says_so(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new version started on a full disk, its store of the previous release: the start's
+    migration could not write, the site was served, and the store was opened (and migrated)
+    once space was freed, without the line a start's migration says: the one line that tells
+    the operator an older gateway can no longer open it. Said there too, once."""
+    import logging
+
+    from gateway.metrics import Metrics
+    from gateway.options import StorageOptions
+    from storage.local import DISK_FULL, LocalStore
+    from storage.migrate import migrations
+    from tests.storage.stores import execute
+
+    path = small_disk / "gw.db"
+    available = await asyncio.to_thread(migrations)
+    shipped = [sql for version, _, sql in available if version <= 15]
+    await asyncio.to_thread(execute, path, ";".join(shipped) + ";PRAGMA user_version = 15;")
+    await asyncio.to_thread(_fill, small_disk)
+    store = LocalStore(path, StorageOptions(), Metrics())
+    with caplog.at_level(logging.INFO, logger="gateway.storage"):
+        await store.open(serving=True)
+        try:
+            assert store.failing is not None and store.failing[1] == DISK_FULL, store.failing
+            await asyncio.to_thread((small_disk / "filler").unlink)
+            for _ in range(100):
+                if any("is open: its disk has room again" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError([r.getMessage() for r in caplog.records])
+        finally:
+            await store.close()
+    said = [r for r in caplog.records if "migrated from schema" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert said[0].levelno == logging.INFO
+    assert said[0].getMessage().startswith(f"store {path} migrated from schema 15 to {available[-1][0]}: ")
+
+
 async def test_mitmdump_started_on_a_full_disk_serves_the_site(
     tmp_path: Path, small_disk: Path, upstream_server: object
 ) -> None:
