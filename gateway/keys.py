@@ -169,6 +169,8 @@ def unlike_a_visitor(given: str, cookie_name: str) -> str | None:
         return None
     pairs = [(name.strip(), sep, value) for name, sep, value in (p.partition("=") for p in header.split(";"))]
     pairs = [pair for pair in pairs if pair != ("", "", "")]
+    if not pairs and line is not None:  # "Cookie:" of a request that sent none (until 2026-12-08 an ID)
+        return f"{forms}, got a Cookie header with no cookie in it"
     if not pairs or not all(sep and _COOKIE_NAME.fullmatch(name) for name, sep, _ in pairs):
         return None
     ours = [_unquoted(value) for name, _, value in pairs if name == cookie_name]

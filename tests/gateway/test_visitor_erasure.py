@@ -219,6 +219,10 @@ REFUSED = (
             "got a gw_vid cookie whose value is not the gateway's, 'AbCdEfGhIjKlMnOpQrSt…'",
         ),
         ("session=s3cr3t; _ga=GA1.2.3", "got cookies session, _ga (values not shown), none of them gw_vid"),
+        # A Cookie header's line copied from a request that sent none: erased as the visitor
+        # ID "Cookie:" until 2026-12-08.
+        ("Cookie: ", "got a Cookie header with no cookie in it"),
+        ("cookie: ;", "got a Cookie header with no cookie in it"),
     ],
 )
 async def test_a_pasted_url_or_cookies_not_ours_are_refused_and_no_erasure_recorded(
