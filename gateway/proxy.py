@@ -529,6 +529,10 @@ class ProxyHost:
                 self.going_away,
                 functools.partial(self._public_location, view=ex.request),
                 upgrade_body,
+                # A WebSocket the site takes ends an outage as a page's answer does: a site
+                # whose traffic after one was WebSocket alone (a live dashboard) never said it
+                # answered again, and its stop said it was failing still (until 2026-12-08).
+                self._upstream_answers,
             )
         finally:
             self.pool.unreserve()

@@ -418,6 +418,7 @@ async def proxy_websocket(
     going_away: asyncio.Event,
     public_location: Callable[[str], str] = str,
     body: bytes = b"",
+    answers: Callable[[], None] = lambda: None,
 ) -> web.StreamResponse:
     """Relay one WebSocket, ``body`` (the upgrade request's, read whole) sent with its upgrade
     (the session's request class must be ``UpgradeRequest``); a message larger than
@@ -426,7 +427,8 @@ async def proxy_websocket(
     through ``public_location``. Once ``going_away`` is set (the gateway is stopping) both sides
     are closed with 1001; an upgrade the site accepts after that is closed on its side (1001)
     and refused on the visitor's (503), and one that comes after that is refused (503) without
-    reaching the site."""
+    reaching the site. ``answers`` is called once the site has answered the upgrade (its 101,
+    or another answer passed on): an outage of the site is over, as a page's answer says."""
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:  # the visitor's handshake
         return pages.error_page(400)
@@ -464,6 +466,7 @@ async def proxy_websocket(
             compress=15 if offered else 0,
         )
     except Answered as answered:  # passed on as the site sent it (``no_redirects``)
+        answers()
         return answered.response
     except aiohttp.WSServerHandshakeError as err:
         # A 101 that is no valid handshake (its accept key, a subprotocol not offered).
@@ -492,6 +495,7 @@ async def proxy_websocket(
     finally:
         _BODY.reset(sent)
         _PASS_ON.reset(token)
+    answers()
     if going_away.is_set():
         # The gateway began to stop while the site answered: a 101 now would be closed at once
         # (1001). A refusal tells the visitor to come back, to a gateway that will still be up.

@@ -568,6 +568,64 @@ async def test_a_reload_in_an_outage_says_the_site_answers_again_once(tmp_path: 
     assert backs[0].endswith(f'{held} more "upstream connect" line{"s" if held != 1 else ""}'), backs
 
 
+async def test_a_websocket_the_site_accepts_again_ends_the_outage(tmp_path: Path) -> None:
+    """A site back after an outage whose only traffic is WebSocket (a live dashboard): until
+    2026-12-08 only a page's answer ended the outage, so the relays it accepted said nothing,
+    the held-back failure lines were never told, and the stop said the site was failing still.
+    The site's 101 ends it as a page's answer does."""
+    cfg, port = await _down_site_config(tmp_path)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(text="up")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo " + msg.data)
+        return ws
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", page)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner: web.AppRunner | None = await serve()
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gw.proxy}/page/first") as resp:
+                assert resp.status == 200 and await resp.text() == "up"
+            assert runner is not None
+            await runner.cleanup()  # the site goes down
+            runner = None
+            for n in range(20):
+                async with session.get(f"{gw.proxy}/page/{n}") as resp:
+                    assert resp.status == 502
+            runner = await serve()  # and comes back on the same port; only its WebSocket is used
+            async with session.ws_connect(f"{gw.proxy}/live") as ws:
+                await ws.send_str("hello")
+                assert (await ws.receive()).data == "echo hello"
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+        if runner is not None:
+            await runner.cleanup()
+    lines = gw.logs()
+    held = 20 - failures_said(lines, "upstream connect for GET /page/")
+    assert held > 0, gw.stderr  # the test's own premise: lines were held back
+    assert not any(r["msg"].startswith("stopping while the upstream fails") for r in lines), gw.stderr
+    [back] = [r for r in lines if r["msg"].startswith("upstream answers again")]
+    assert back["level"] == "info", back
+    assert re.fullmatch(
+        rf"upstream answers again, [\d.]+ s after it began to fail; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines',
+        back["msg"],
+    ), back
+
+
 def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
