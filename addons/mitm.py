@@ -734,12 +734,15 @@ class GatewayAddon:
         for retired in list(self._retiring):
             await retired.done()
         self._retiring.clear()
-        self.confirmations.at_stop()  # an outage still on: what its throttled lines held back
         if self.pipeline is not None:
             await self.pipeline.done()
         if self.store is not None:
             await self.store.close()
             self.store = None
+        # An outage still on: what its throttled lines held back, the last flush's refusals
+        # (settled by now, their callbacks run) included, as in ``gateway run``.
+        await asyncio.sleep(0)
+        self.confirmations.at_stop()
         # The answerer is not closed: mitmdump serves on until every addon has ended, and a
         # request this host answers (the reserved prefix, one refused before) is answered there
         # till then (``Answerer.start``); on a hot reload the new instance has it.

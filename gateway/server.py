@@ -466,14 +466,20 @@ def create_gateway(
                 task.cancel()
             await asyncio.gather(*gw._retired, return_exceptions=True)
             assert gw.slot.host is not None
-            gw.slot.host.at_stop()  # an outage still on: what its throttled lines held back
             await gw.slot.host.pipeline.done()
             await sinks.close()
             await pool.close()
             await session.close()
             if gw.erased_watch is not None:  # the store's close is then the last: it folds the -wal in
                 await asyncio.to_thread(gw.erased_watch.close)
-            await store.close()
+            try:
+                await store.close()
+            finally:
+                # An outage still on: what its throttled lines held back, said after the store's
+                # last flush, whose refusals (the events queued at the stop) settle then: said
+                # before it until 2026-12-08, those were held back by lines that never came.
+                await asyncio.sleep(0)  # the flush's settled commits' callbacks (``Confirmations``)
+                gw.slot.host.at_stop()
 
     async def going_away(app: web.Application) -> None:
         gw.going_away.set()  # after the listener stops accepting, before in-flight requests are awaited

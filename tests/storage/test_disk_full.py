@@ -521,3 +521,46 @@ async def test_a_stop_while_the_disk_is_full_says_how_many_failures_its_lines_he
         f"{held_requests} more \"events not stored\" lines (a request's or response's events each, lost)"
     ), stopping
     assert [r["msg"] for r in lines][-1] == "stopped"
+
+
+async def test_a_stop_counts_the_events_its_final_flush_could_not_store(
+    tmp_path: Path, small_disk: Path, upstream_server: object
+) -> None:
+    """Events queued when the stop begins are committed by the store's last flush; under
+    ``durability = "async"`` on a full disk that flush fails, and until 2026-12-08 its refusals
+    came after the stop had said what the "events not stored" lines held back: held back in
+    turn, they were never said. The stop's line comes after the last flush and counts them."""
+    store = small_disk / "gw.db"
+    config = await asyncio.to_thread(_config, tmp_path, store, await _site(upstream_server))
+    # A batch waits 1 s to fill: the last one is still queued when the stop begins.
+    text = await asyncio.to_thread(config.read_text)
+    await asyncio.to_thread(config.write_text, text + 'durability = "async"\nbatch_wait_ms = 1000\n')
+    gw = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _landing(session, gw, "before")
+            await asyncio.to_thread(_fill, small_disk)
+            for n in range(200):  # until the store's last free pages are used up
+                await _landing(session, gw, f"full{n}")
+                if (await _health(session, gw))["status"] == "degraded":
+                    break
+            for n in range(5):
+                await _landing(session, gw, f"lost{n}")
+            async with asyncio.timeout(30):  # their commit refused (1 s of batch wait) and counted
+                while (before := await _metric(gw, "gateway_events_not_stored_total")) < 5 or (
+                    before != await _metric(gw, "gateway_events_not_stored_total")
+                ):
+                    await asyncio.sleep(1.2)
+            for n in range(5):  # queued, not yet tried, when the stop begins
+                await _landing(session, gw, f"last{n}")
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    [stopping] = [r for r in lines if r["msg"].startswith("stopping while the store refuses events")]
+    assert stopping["level"] == "warning", stopping
+    said = failures_said(lines, "events not stored (")
+    held = re.search(r"(\d+) more \"events not stored\" lines? \(", stopping["msg"])
+    assert held is not None, stopping
+    assert said + int(held.group(1)) == before + 5, (said, stopping, before)
+    assert [r["msg"] for r in lines][-1] == "stopped"
