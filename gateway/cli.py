@@ -50,7 +50,7 @@ from gateway.config_values import host_problem, is_ip_address
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
-from gateway.logs import TEXT_FORMAT, say_error, set_level, setup_logging
+from gateway.logs import command_logging, say_error, set_level, setup_logging
 from gateway.notices import config_warnings, secret_warnings, warn_of_secret
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -1743,7 +1743,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if args.func is not cmd_run:  # `run` hears SIGHUP once it reloads on it (server, supervisor)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)
-    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
+    command_logging()
     try:
         code = int(args.func(args))
         # A pipe's reader gone shows here, not as Python's complaint at exit. No stdout at all

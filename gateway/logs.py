@@ -160,6 +160,23 @@ def setup_logging(
     set_level(level)
 
 
+def command_logging() -> None:
+    """Every command's log but ``gateway run``'s (which ``setup_logging`` sets up from its
+    config): ``TEXT_FORMAT`` lines at info on stderr, as ``logging.basicConfig`` writes them,
+    each prefixed with its syslog priority where stderr is the journal (``to_journal``: a
+    ``gateway import`` or ``gateway purge`` in a timer's unit); until 2026-12-08 they reached
+    the journal without it, every line info to ``journalctl -p``. As ``basicConfig``, nothing
+    is changed when the root logger has a handler already (a host's, a test's capture)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(JournalFormatter(formatter) if to_journal(sys.stderr) else formatter)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def set_level(level: str | int) -> None:
     """The least severe level written (``log.level``): at start-up, and again at a reload."""
     root = logging.getLogger()

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.logs import JsonFormatter, Throttled, setup_logging
 from tests.conftest import ENV, SECRET, TOKEN, GatewayFactory
-from tests.gatewayproc import GatewayProcess, failures_said
+from tests.gatewayproc import CHECKOUT, GatewayProcess, failures_said
 
 CLIENT_IP = "203.0.113.77"
 USER_EMAIL = "jane.raw.user@example.com"
@@ -641,3 +641,40 @@ def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_o
         assert not throttled.holding and throttled.take_held() == (0, 0)
         throttled("lost %d", 7, events=7)
     assert [r.getMessage() for r in caplog.records] == ["lost 1", "lost 7"]
+
+
+def test_another_command_s_lines_to_the_journal_start_with_their_syslog_priority(tmp_path: Path) -> None:
+    """``gateway import`` (or ``purge``, ``report``… from a timer's unit) logged through
+    ``logging.basicConfig``: under systemd its lines reached the journal with no priority, every
+    one info to ``journalctl -p``. Each starts with it as ``gateway run``'s do, where stderr is
+    the journal; elsewhere the lines are as they were."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    access = tmp_path / "access.log"
+    access.write_text(
+        '203.0.113.5 - - [07/Dec/2026:10:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 12 "-"'
+        ' "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"\n'
+    )
+    for journal in (True, False):
+        log = tmp_path / f"stderr-{journal}.log"
+        log.touch()
+        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
+        if journal:
+            env["JOURNAL_STREAM"] = _stream_of(log)
+        with log.open("w") as err:
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "import", str(access), "--format", "combined",
+                 "-c", "gw.toml", "--host", "x", "--no-progress"],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
+            )  # fmt: skip
+        lines = log.read_text(encoding="utf-8").splitlines()
+        assert done.returncode == 0, lines
+        [geo] = [line for line in lines if "geo lookups are off" in line]  # an info line of its log
+        if journal:
+            assert re.fullmatch(r"<6>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.geo: geo: .*", geo), (
+                lines
+            )
+            assert all(re.match(r"<[2-7]>", line) for line in lines), lines
+        else:
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.geo: geo: .*", geo), (
+                lines
+            )
