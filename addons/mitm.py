@@ -103,6 +103,7 @@ from gateway.pipeline import (
     with_query,
 )
 from gateway.reload import live_settings, restart_needed
+from gateway.sdnotify import Notifier
 from gateway.sessions import COOKIE as ADMIN_SESSION_COOKIE
 from gateway.sessions import is_session_cookie
 from storage.local import LocalStore
@@ -632,6 +633,12 @@ class GatewayAddon:
         # ended mitmdump at once, without ``done``: the events still queued under
         # ``storage.durability = "async"`` were lost, and a unit's ExecReload stopped the host.
         self._listen()  # heard since ``load`` in mitmdump; a host that loaded us off its loop
+        if not self._reloaded:
+            # systemd's ``Type=notify``: mitmproxy listens before ``running`` (its servers set up
+            # first), and the store is open now; until 2026-12-08 its unit was ``Type=simple``.
+            shared.notifier = Notifier.from_environ()
+            if shared.notifier is not None:
+                shared.notifier.ready("serving")
         if self._reloaded:
             log.info(
                 "gateway: %s: script reloaded: %s read again, new requests go through the new"
@@ -652,9 +659,21 @@ class GatewayAddon:
                 log.info("gateway: SIGHUP while starting: the config is reloaded once the store is open")
             self._hup_waiting = True
             return
-        task = asyncio.get_running_loop().create_task(self.reload(), name="gateway-reload")
+        task = asyncio.get_running_loop().create_task(self._told_reload(), name="gateway-reload")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _told_reload(self) -> None:
+        """``reload``, systemd told ``RELOADING=1`` before it and ``READY=1`` once it is done,
+        applied or refused (``systemctl reload`` returns then), as ``gateway run`` tells it."""
+        notifier = shared.notifier
+        if notifier is not None:
+            notifier.reloading()
+        try:
+            await self.reload()
+        finally:
+            if notifier is not None and not self._stopping:  # a stop's STOPPING=1 is the last word
+                notifier.ready("serving, reloaded")
 
     async def reload(self) -> None:
         """Read the config file again and serve new requests with it: what ``gateway run``
@@ -719,6 +738,8 @@ class GatewayAddon:
 
     async def _done(self, reloaded: bool) -> None:
         self._stopping = True
+        if not reloaded and shared.notifier is not None:
+            shared.notifier.stopping()
         if self._started is not None:
             await asyncio.wait([self._started])  # a store still opening is closed below
         if reloaded:

@@ -15,6 +15,8 @@ imported once per process, as every ``gateway.*`` module is. It holds:
   already said (the config's warnings, said once), the loggers' levels from before
   ``log.level`` was first applied (restored at shutdown) and the loopback answerer
   (``addons.mitm_answer``), still listening for the requests the old instance refused.
+- ``notifier``: systemd's readiness channel (``gateway.sdnotify``), taken from the environment
+  by the first instance once it serves; a hot reload's instance tells systemd through it too.
 
 Imports nothing of mitmproxy.
 """
@@ -27,3 +29,4 @@ from typing import Any
 FLOWS: dict[str, Any] = {}
 ENDING: set[asyncio.Future[None]] = set()
 handed: tuple[Any, Any, Any, Any] | None = None
+notifier: Any = None

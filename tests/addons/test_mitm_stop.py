@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import re
@@ -22,6 +23,7 @@ pytest.importorskip("mitmproxy")
 
 from addons.mitm import StopReports, quiet_at_the_end
 from tests.addons.test_mitm import config, mitmdump_process
+from tests.gateway.test_sdnotify import _message, _nothing_waiting, _receiver
 
 HEAD = "Host: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
 KEY = base64.b64encode(b"sixteen byte key").decode()
@@ -189,3 +191,59 @@ async def test_events_the_stores_close_could_not_write_are_still_told(
     assert told, printed
     assert "Traceback" not in printed and "CancelledError" not in printed, printed
     assert code == 0, printed
+
+
+async def test_gateway_mitmdump_tells_systemd_ready_reloading_and_stopping(
+    tmp_path: Path, secrets: None, raw_upstream: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a ``Type=notify`` unit (``NOTIFY_SOCKET``, a socket here standing for systemd's):
+    ``READY=1`` once mitmproxy listens and the store is open, ``RELOADING=1`` then ``READY=1``
+    around a SIGHUP's reload, ``STOPPING=1`` at SIGTERM, each from mitmdump's own process (the
+    command's, which it replaced: ``NotifyAccess=main``). Until 2026-12-08 it sent nothing: its
+    unit had to be ``Type=simple``, started before it served and reloaded before it had."""
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    notify = tmp_path / "notify"
+    sock = _receiver(str(notify))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
+    toml = await asyncio.to_thread(config, tmp_path, "mitm")
+    argv = (sys.executable, "-m", "gateway", "mitmdump")
+    try:
+        async with mitmdump_process(await raw_upstream(site), toml, tmp_path / "conf", command=argv) as (
+            url,
+            process,
+        ):
+            pid, ready = await _message(sock, 30)
+            assert pid == process.pid and ready[0] == "READY=1", ready
+            _nothing_waiting(sock)
+            port = int(url.rsplit(":", 1)[1])
+            page, sends = await asyncio.open_connection("127.0.0.1", port)
+            sends.write(f"GET /?utm_source=ready HTTP/1.1\r\n{HEAD}\r\n".encode())
+            assert (await head_of(page)).startswith("HTTP/1.1 200 OK\r\n")
+            sends.close()
+            process.send_signal(signal.SIGHUP)
+            pid, reloading = await _message(sock)
+            assert pid == process.pid and reloading[0] == "RELOADING=1", reloading
+            assert reloading[1].startswith("MONOTONIC_USEC="), reloading
+            pid, again = await _message(sock)
+            assert pid == process.pid and again[0] == "READY=1", again
+            process.send_signal(signal.SIGTERM)
+            pid, stopping = await _message(sock)
+            assert pid == process.pid and stopping[0] == "STOPPING=1", stopping
+            assert process.stdout is not None
+            printed = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
+            assert await asyncio.wait_for(process.wait(), 60) == 0, printed
+        _nothing_waiting(sock)
+    finally:
+        sock.close()
+
+    def landings() -> int:
+        with contextlib.closing(sqlite3.connect(tmp_path / "mitm.db")) as db:
+            return int(db.execute("SELECT count(*) FROM touchpoints").fetchone()[0])
+
+    assert await asyncio.to_thread(landings) == 1
