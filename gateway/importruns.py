@@ -44,7 +44,7 @@ def list_command(settings: Settings) -> int:
             if run.undone
             else _stopped(run, _rest_by(run, runs))
             if run.finished and run.stopped
-            else "finished"
+            else _finished(run)
             if run.finished
             else "not finished (stopped by force, running, or its end not recorded)"
         )
@@ -58,7 +58,9 @@ def _rest_by(run: Run, runs: list[Run]) -> Run | None:
     and stands (finished, not stopped, not undone): the one that imported what the stopped
     ``run`` had not. None: none did, and the same command again imports the rest. A later
     import that added no row is a run too (``storage.imports.EMPTY_SQL``; until 2026-12-07 it
-    recorded none, and the stopped run was listed as to be finished for ever)."""
+    recorded none, and the stopped run was listed as to be finished for ever). One that could
+    not read one of them to its end (a copy cut short) did not (until 2026-12-07 it was taken to:
+    "nothing was left to import")."""
     for later in runs:
         if (
             later.id > run.id
@@ -67,9 +69,18 @@ def _rest_by(run: Run, runs: list[Run]) -> Run | None:
             and not later.undone
             and later.format == run.format
             and set(run.files) <= set(later.files)
+            and not set(run.files) & set(later.unread)  # one broke part way: its rest not read
         ):
             return later
     return None
+
+
+def _finished(run: Run) -> str:
+    """A run that read every line it could: "finished", and the files it could not read to their
+    end (broken part way), if any: their rest is not in the store."""
+    if not run.unread:
+        return "finished"
+    return f"finished, but did not read {', '.join(run.unread)} to its end"
 
 
 def _stopped(run: Run, rest_by: Run | None = None) -> str:

@@ -19,6 +19,7 @@ the run added are counted from its record (``storage.imports.run_added``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -283,15 +284,21 @@ class Writer:
         # Stopped before every line was read: listed so (until 2026-12-07 as "finished").
         summary = self.summary
         stopped = (summary.interrupted or None) if summary is not None and not summary.read_all else None
+        # Files that broke part way: the run did not import their rest, so it finishes no stopped
+        # run of them (until 2026-12-07 ``--list`` said "nothing was left to import" of one).
+        # (Not one found missing before any was read: the run names no such file.)
+        failed = summary.failed if summary is not None else []
+        broke = sorted({f.name for f in failed if f.error is not None and not f.before_any})
+        unread = json.dumps(broke) if broke else None
         found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock needed
         if not found:
-            return await self._empty_run(stopped), ""
+            return await self._empty_run(stopped, unread), ""
         run = int(found[0][0])
         deadline = time.monotonic() + self.lock_wait
         waiting = False
         while True:
             try:
-                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)), stopped)
+                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)), stopped, unread)
             except sqlite3.Error as err:
                 if not locked(err):
                     return run, str(err)
@@ -314,7 +321,7 @@ class Writer:
                 log.info("the store's write lock is free again: import run %d's end is recorded", run)
             return run, ""
 
-    async def _empty_run(self, stopped: str | None) -> int:
+    async def _empty_run(self, stopped: str | None, unread: str | None) -> int:
         """The import added no row (every line in the store already, or skipped): its run recorded
         all the same, finished with no row (``EMPTY_SQL``), so that ``--list`` shows the files
         read to their end (until 2026-12-07 none was: a run stopped part way whose rest added
@@ -324,7 +331,7 @@ class Writer:
         no run was recorded (``Summary.unrecorded``). Its number, 0 then."""
         assert self.store is not None
         try:
-            found = await self.store.on_writer(EMPTY_SQL, iso(datetime.now(UTC)), stopped)
+            found = await self.store.on_writer(EMPTY_SQL, iso(datetime.now(UTC)), stopped, unread)
         except sqlite3.Error as err:
             if self.summary is not None:
                 why = f"another process held its write lock ({LOCK_HOLDERS})" if locked(err) else str(err)

@@ -87,6 +87,10 @@ STOPPED = "stopped"
 """The key of ``import_runs.added`` naming the signal that stopped the run part way (kept
 there, beside the counts, rather than in a column of its own: a gateway of before it lists
 the run as it did, and no migration stands between versions for it)."""
+UNREAD = "unread"
+"""The key of ``import_runs.added`` naming the run's files it could not read to their end (one
+that broke part way: a gzip copy cut short or corrupt, a read error), a JSON list; NULL when it
+read them all. Such a run imported no rest of a stopped run's files (``gateway.importruns``)."""
 
 FINISH_SQL = (
     "UPDATE import_runs SET finished = ?, added = json_object("
@@ -94,11 +98,12 @@ FINISH_SQL = (
         f"'{table}', (SELECT count(*) FROM import_rows WHERE run = import_runs.id AND tbl = '{table}')"
         for table in RECORDED
     )
-    + f", '{STOPPED}', ?) WHERE id = (SELECT id FROM import_run_id) RETURNING id"
+    + f", '{STOPPED}', ?, '{UNREAD}', json(?)) WHERE id = (SELECT id FROM import_run_id) RETURNING id"
 )
 """On the import's write connection once its last commit is in: the run's end, the rows it
 added and, for a run SIGINT or SIGTERM stopped before it had read every line, that signal's
-name (``STOPPED``: NULL otherwise); returns its number (none: the import added no row, and
+name (``STOPPED``: NULL otherwise), and the files it could not read to their end (``UNREAD``: a
+JSON list, or NULL); returns its number (none: the import added no row, and
 recorded no run: ``EMPTY_SQL`` records it)."""
 
 
@@ -106,7 +111,8 @@ EMPTY_SQL = (
     "INSERT INTO import_runs (started, format, files, finished, added)"
     " SELECT started, format, files, ?, json_object("
     + ", ".join(f"'{table}', 0" for table in RECORDED)
-    + f", '{STOPPED}', ?) FROM import_run_new WHERE NOT EXISTS (SELECT 1 FROM import_run_id) RETURNING id"
+    + f", '{STOPPED}', ?, '{UNREAD}', json(?)) FROM import_run_new"
+    " WHERE NOT EXISTS (SELECT 1 FROM import_run_id) RETURNING id"
 )
 """On the import's write connection once its last commit is in, when it added no row (so recorded
 no run, ``record_sql``): the run recorded all the same, finished (``FINISH_SQL``'s parameters),
@@ -148,6 +154,8 @@ class Run:
     undone: str | None
     stopped: str | None = None
     """The signal that stopped it before it had read every line (SIGINT, SIGTERM), if one did."""
+    unread: list[str] = field(default_factory=list)
+    """Its files it could not read to their end (broken part way), as ``files`` names them."""
 
 
 def list_runs(path: Path) -> list[Run] | None:
@@ -170,8 +178,9 @@ def list_runs(path: Path) -> list[Run] | None:
             # A run that never finished (killed) is counted from what it recorded.
             recorded = json.loads(added)
             stopped = recorded.pop(STOPPED, None)
+            unread = recorded.pop(UNREAD, None) or []
             counts = recorded if finished else _added(db, run)
-            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone, stopped))
+            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone, stopped, unread))
         return runs
 
 

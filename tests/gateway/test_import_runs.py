@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import signal
@@ -717,3 +718,33 @@ async def test_an_undone_runs_rows_are_gone_from_the_write_ahead_log_too(tmp_pat
         assert marker.encode() not in await asyncio.to_thread(on_disk)
     finally:
         await asyncio.to_thread(held.close)
+
+
+def test_a_later_run_that_could_not_read_a_file_to_its_end_does_not_finish_a_stopped_one(
+    tmp_path: Path,
+) -> None:
+    """A run stopped by Ctrl-C, then the same file again, which breaks part way (a gzip copy cut
+    short) after the lines the stopped run had in: the later run adds no row and is recorded
+    (2026-12-07), and ``--list`` said of the stopped run that it "read the same files to their
+    end since and added no row: nothing was left to import", while the lines after the break
+    were never imported. A run that could not read a file to its end does not finish a stopped
+    one: the stopped run still says the same command imports the rest, and the later run is
+    listed with the file it could not read whole."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    fifo, args = tmp_path / "access.log", IMPORT_ARGS
+    _stopped_after_one_batch(tmp_path, fifo)  # lines 1 to 8,192 in
+    resume = "stopped by SIGINT part way (the same command again imports the rest, gateway import --undo 1"
+    fifo.unlink()
+    # The same log with 8 lines more, gzip in two members: the second cut short after its header.
+    lines = _landings(8200).splitlines(keepends=True)
+    rest = gzip.compress("".join(lines[8192:]).encode())
+    fifo.write_bytes(gzip.compress("".join(lines[:8192]).encode()) + rest[:12])
+    broken = _cli(tmp_path, str(fifo), *args)
+    assert broken.returncode == 1 and "new in the store: 0" in broken.stdout, broken
+    assert "Compressed file ended before the end-of-stream marker was reached" in broken.stderr, broken
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml").stdout
+    [first, second] = listed.splitlines()
+    assert "nothing was left to import" not in first, listed
+    assert resume in first, listed
+    assert second.startswith("run 2  "), listed
+    assert f"finished, but did not read {fifo} to its end  files: {fifo}" in second, listed
