@@ -35,9 +35,13 @@ LEFT JOIN verdict_changes c ON c.id = (
     WHERE v.touchpoint_id = t.id AND v.origin = 'rescore' ORDER BY v.id DESC LIMIT 1
 )
 WHERE t.visitor_key = ? AND t.ts > ? AND t.ts < ? AND t.verdict IS NOT NULL
-ORDER BY t.ts DESC LIMIT {RECENT_TOUCHES}
+ORDER BY t.ts DESC, t.rowid DESC LIMIT {RECENT_TOUCHES}
 """
-"""A visitor's stored landings within a window around a time, newest first, as last scored."""
+"""A visitor's stored landings within a window around a time, newest first, as last scored. Those
+of one time (a log's are whole seconds) in the order stored, the latest first, as bots scoring
+holds a run's (until 2026-12-07 in whichever order the store gave them: other landings were
+re-scored than one run of the same lines re-scores). The store is never vacuumed: its rowids
+are the order of insertion."""
 
 
 class StoredLandings:

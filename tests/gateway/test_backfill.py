@@ -1090,6 +1090,34 @@ async def test_a_robots_fetch_imported_in_a_later_run_rescores_the_landing(
     assert dry.no_touchpoint == 0, dry.render()
 
 
+async def test_a_later_runs_robots_fetch_rescores_the_landings_one_run_would(tmp_path: Path) -> None:
+    """A visitor's landings logged in one second (a log's times are whole seconds), more than
+    bots scoring holds to re-score (``RECENT_TOUCHES``), then its robots.txt fetch. In one run
+    the fetch re-scores the latest landings, as logged. Imported in two runs, the store's
+    landings were taken newest first by time alone: of those tied on it, whichever the store
+    gave first, so other landings were re-scored than in one run (and than the log's order
+    says). Ties are taken in the order they were stored: the same landings as in one run."""
+    landings = "\n".join(
+        f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=news&utm_campaign=c{n}'
+        f' HTTP/1.1" 200 10 "-" "{UA}"'
+        for n in range(6)
+    )
+    robots = f'203.0.113.9 - - [01/Mar/2025:10:00:30 +0000] "GET /robots.txt HTTP/1.1" 200 10 "-" "{UA}"'
+    rescored = "SELECT t.campaign FROM verdict_changes v JOIN touchpoints t ON t.id = v.touchpoint_id"
+    rescored += " WHERE v.note = 'robots_txt' ORDER BY t.campaign"
+    found = []
+    for files in (["all.log"], ["landings.log", "robots.log"]):
+        await asyncio.to_thread((tmp_path / files[0]).mkdir)
+        settings = make_settings(tmp_path / files[0])
+        texts = {"all.log": f"{landings}\n{robots}", "landings.log": landings, "robots.log": robots}
+        for name in files:  # one run each
+            log = await asyncio.to_thread(write, tmp_path / files[0] / name, texts[name])
+            await run_import(settings, [log], "combined", host="shop.example")
+        found.append(await query(settings, rescored))
+    assert found[0] == [("c2",), ("c3",), ("c4",), ("c5",)], found  # the latest four, as logged
+    assert found[1] == found[0], found
+
+
 @pytest.mark.timeout(240)  # may wait two minutes past midnight (below)
 async def test_a_rescore_of_a_landing_past_retention_is_not_counted_as_erased(tmp_path: Path) -> None:
     """A visitor lands just before ``privacy.retention_days`` ago and fetches robots.txt just
