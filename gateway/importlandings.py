@@ -39,7 +39,7 @@ ORDER BY t.ts DESC, t.rowid DESC LIMIT {RECENT_TOUCHES}
 """
 """A visitor's stored landings within a window around a time, newest first, as last scored. Those
 of one time (a log's are whole seconds) in the order stored, the latest first, as bots scoring
-holds a run's (until 2026-12-07 in whichever order the store gave them: other landings were
+holds a run's (until 2026-12-08 in whichever order the store gave them: other landings were
 re-scored than one run of the same lines re-scores). The store is never vacuumed: its rowids
 are the order of insertion."""
 

@@ -59,7 +59,7 @@ def _rest_by(run: Run, runs: list[Run]) -> Run | None:
     ``run`` had not. None: none did, and the same command again imports the rest. A later
     import that added no row is a run too (``storage.imports.EMPTY_SQL``; until 2026-12-07 it
     recorded none, and the stopped run was listed as to be finished for ever). One that could
-    not read one of them to its end (a copy cut short) did not (until 2026-12-07 it was taken to:
+    not read one of them to its end (a copy cut short) did not (until 2026-12-08 it was taken to:
     "nothing was left to import")."""
     for later in runs:
         if (

@@ -285,7 +285,7 @@ class Writer:
         summary = self.summary
         stopped = (summary.interrupted or None) if summary is not None and not summary.read_all else None
         # Files that broke part way: the run did not import their rest, so it finishes no stopped
-        # run of them (until 2026-12-07 ``--list`` said "nothing was left to import" of one).
+        # run of them (until 2026-12-08 ``--list`` said "nothing was left to import" of one).
         # (Not one found missing before any was read: the run names no such file.)
         failed = summary.failed if summary is not None else []
         broke = sorted({f.name for f in failed if f.error is not None and not f.before_any})
