@@ -48,6 +48,17 @@ that part makes; a store at a later version without it gets that part, its versi
   at 0008. The whole migration is run."""
 
 
+REPLACED_TABLES: dict[int, str] = {21: "visitors"}
+"""Migrations that make a view again under a name some stores hold as a table, each with that
+name; in such a store the table is dropped first (SQLite refuses ``DROP VIEW`` on a table, even
+with ``IF EXISTS``, and the migration failed: a gateway that would not start):
+
+- 0001 made ``visitors`` a table from 14:34 to 15:16 on 2026-11-25 (its landings kept it
+  current), a view over the touchpoints since. Nothing has read or written that table since:
+  its rows are those minutes' visitor keys, which no erasure reached. 0021 makes the view again
+  (first and last touch in time order); such a store gets the view, as every other has."""
+
+
 def migrations(folder: str = "migrations") -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every shipped migration in ``storage/<folder>``, in order
     (``pg_migrations`` holds the central store's)."""
@@ -129,6 +140,8 @@ async def migrate(db: aiosqlite.Connection, *, announce: bool = False) -> int:
                 for statement in _missing_part(version, sql):
                     await db.execute(statement)
             elif current < version:
+                if version in REPLACED_TABLES and await _is_table(db, REPLACED_TABLES[version]):
+                    await db.execute(f"DROP TABLE {REPLACED_TABLES[version]}")
                 for statement in statements(sql):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
@@ -169,6 +182,14 @@ async def _skipped(db: aiosqlite.Connection, version: int) -> bool:
     async with db.execute(probe, args) as cursor:
         row = await cursor.fetchone()
     return row is not None and row[0] == 0
+
+
+async def _is_table(db: aiosqlite.Connection, name: str) -> bool:
+    async with db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return row is not None and row[0] > 0
 
 
 def _missing_part(version: int, sql: str) -> list[str]:

@@ -269,6 +269,36 @@ async def test_a_store_of_version_15_gains_import_runs_and_keeps_its_rows(tmp_pa
     assert await read(settings.store_path, "SELECT count(*) FROM touchpoints") == [(2,)]
 
 
+async def test_a_store_made_while_visitors_was_a_table_gets_the_view(tmp_path: Path) -> None:
+    """0001 made ``visitors`` a table from 14:34 to 15:16 on 2026-11-25, a view since. 0021
+    makes the view again (first and last touch in time order), and SQLite refuses ``DROP
+    VIEW`` on a table: such a store's upgrade failed, a gateway that would not start. The
+    table, which nothing read or wrote since (its rows those minutes' visitor keys), is dropped
+    and the store gets the view; a second start changes nothing."""
+    path = tmp_path / "gw.db"
+    shipped = {version: sql for version, _, sql in await asyncio.to_thread(migrations)}
+    then = shipped[1][: shipped[1].index("CREATE VIEW visitors")] + (
+        "CREATE TABLE visitors (visitor_key TEXT PRIMARY KEY, first_touch_id TEXT NOT NULL,"
+        " last_touch_id TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,"
+        " touch_count INTEGER NOT NULL DEFAULT 1);"
+        "INSERT INTO visitors VALUES ('old', 'a', 'a', '2026-11-25T14:40:00Z', '2026-11-25T14:40:00Z', 1);"
+    )
+    # Two landings of one millisecond, the later (900 µs) with the smaller id.
+    landing = (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, landing_path, raw_params) VALUES"
+        " ('01a20000-0000-7900-8000-000000000001', '2026-12-02T03:50:00.000100Z', 'n', 'v', '/', '{}'),"
+        " ('01a20000-0000-7100-8000-000000000002', '2026-12-02T03:50:00.000900Z', 'n', 'v', '/', '{}');"
+        "PRAGMA user_version = 20;"
+    )
+    before = ";".join(shipped[version] for version in range(2, 21))
+    await asyncio.to_thread(execute, path, then + ";" + before + ";" + landing)
+    await upgraded_twice(path)
+    assert await read(path, "SELECT type FROM sqlite_master WHERE name = 'visitors'") == [("view",)]
+    assert await read(
+        path, "SELECT visitor_key, first_touch_id, last_touch_id, touch_count FROM visitors"
+    ) == [("v", "01a20000-0000-7900-8000-000000000001", "01a20000-0000-7100-8000-000000000002", 2)]
+
+
 async def test_verdict_changes_made_again_keep_their_rows_and_rowids(tmp_path: Path) -> None:
     """0017 makes ``verdict_changes`` again to take withdrawn overrides (``analyst_cleared``):
     every row stays under its rowid (the sync's and the sinks' cursors count in rowids), and

@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.options import StorageOptions
 from storage.local import LocalStore
 from storage.queries import JOURNEY_LIMIT, MAX_USER_VISITORS, Reader, TouchpointQuery
+from tests.storage.stores import read
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -374,3 +375,26 @@ async def test_a_users_devices_of_one_millisecond_and_a_cut_journey_keep_time_or
     assert (journey["first_touch"]["id"], journey["last_touch"]["id"]) == (early.id, late.id)
     assert cut is not None and cut["truncated"] is True
     assert (cut["last_touch"]["id"], cut["last_seen"]) == (last_late.id, last_late.ts)
+
+
+async def test_the_visitors_view_names_the_first_and_last_touch_in_time_order(tmp_path: Path) -> None:
+    """The ``visitors`` view an operator's SQL reads: two landings of one visitor in one
+    millisecond through different worker processes, the later (900 µs) with the smaller id,
+    and two more a minute on in the same wrong order. It named the smallest id the first touch
+    and the largest the last (the later, and the earlier, of their millisecond), which the
+    journeys no longer do; ``first_seen`` and ``last_seen`` were exact."""
+    visitor = "c" * 32
+    early, late = same_ms(1, visitor, 100, counter=0x800), same_ms(2, visitor, 900, counter=0x100)
+    last_early = same_ms(3, visitor, 100, counter=0x800, minute=1)
+    last_late = same_ms(4, visitor, 900, counter=0x100, minute=1)
+    assert late.id < early.id and last_late.id < last_early.id
+    store = LocalStore(tmp_path / "ms.db", StorageOptions(), Metrics())
+    await store.open()
+    try:
+        await store.write([early, late, last_early, last_late])
+    finally:
+        await store.close()
+    columns = "visitor_key, first_touch_id, last_touch_id, first_seen, last_seen, touch_count"
+    assert await read(tmp_path / "ms.db", f"SELECT {columns} FROM visitors") == [
+        (visitor, early.id, last_late.id, early.ts, last_late.ts, 4)
+    ]
