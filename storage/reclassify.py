@@ -1,8 +1,8 @@
 """Recomputing the channel of stored touchpoints after a rule change (``gateway reclassify``).
 
-Reads the touchpoints' campaign fields in id order and rewrites only their ``channel``
-column, one batch per short transaction, so a gateway running on the same file keeps
-writing meanwhile. Nothing else is changed; a dry run writes nothing at all. The same for a
+Reads the touchpoints' campaign fields in the order they were written (rowid) and rewrites
+only their ``channel`` column, one batch per short transaction, so a gateway running on the
+same file keeps writing meanwhile. Nothing else is changed; a dry run writes nothing at all. The same for a
 node's store and for the reporting mirror (``storage.mirror``: the local store's schema, its
 writer the mirror rounds). Nothing the reports keep between reports depends on a channel
 (only the bindings, by migration 0009's counters), so no kept state needs telling.
@@ -65,9 +65,19 @@ async def reclassify(
     as the gateway does with it: an Internal one whose referrer is another site's (a rule giving
     ``Internal``, since removed) is classified again."""
     old = "channel" if await has_channel_column(db) else "NULL"  # a dry run on an old store
-    sql = f"SELECT id, {', '.join(_FIELDS)}, {old} FROM touchpoints WHERE id > ? ORDER BY id LIMIT ?"
+    # Pages by rowid, not id: a row written during the scan (another worker process's landing of
+    # the same millisecond, a mirror round's or an import's row dated back) takes a larger
+    # rowid than every row there, so a page after it reads it, where one by id passed over
+    # those whose id sorts before the cursor (until 2026-12-08). Walking the table itself, each
+    # row is one read instead of an index entry then its row. Rows keep their rowid (an update
+    # leaves it; no insert replaces a row), so none is read twice. Updated by id: a deleted
+    # largest rowid is taken again by the next insert, which must not get this row's channel.
+    sql = (
+        f"SELECT rowid, id, {', '.join(_FIELDS)}, {old} FROM touchpoints"
+        " WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    )
     done = Reclassified() if done is None else done
-    after = ""
+    after = 0
     while True:
         async with db.execute(sql, (after, batch_size)) as cursor:
             rows = list(await cursor.fetchall())
@@ -76,11 +86,11 @@ async def reclassify(
         updates = []
         moves: Counter[tuple[str | None, str]] = Counter()
         for row in rows:
-            signals = Signals(*row[1:7])
-            new = channels.classify(signals, site or (signals.referrer_host if row[7] == INTERNAL else None))
-            if new != row[7]:
-                updates.append((new, row[0]))
-                moves[(row[7], new)] += 1
+            signals = Signals(*row[2:8])
+            new = channels.classify(signals, site or (signals.referrer_host if row[8] == INTERNAL else None))
+            if new != row[8]:
+                updates.append((new, row[1]))
+                moves[(row[8], new)] += 1
         if updates and not dry_run:
             await db.execute("BEGIN IMMEDIATE")
             try:

@@ -1,0 +1,71 @@
+"""``gateway reclassify``'s scan (``storage.reclassify``) on a real store beside other writers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.channels import Channels
+from gateway.events import Touchpoint, iso
+from gateway.ids import _format
+from gateway.options import ChannelRule, ChannelsOptions
+from storage.local import connect
+from storage.reclassify import reclassify
+from tests.storage.stores import OpenStore, read
+
+T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+NEWSLETTER = Channels(ChannelsOptions(rules=(ChannelRule(channel="Newsletter", source="newsletter"),)))
+
+
+def old_landing(n: int, at: datetime, counter: int) -> Touchpoint:
+    """A landing from the newsletter classified under the old rules (``Referral``), its id
+    ``at``'s millisecond with ``counter`` (a worker process's count in that millisecond)."""
+    return Touchpoint(
+        id=_format(int(at.timestamp() * 1000), counter, n),
+        ts=iso(at),
+        node="a",
+        visitor_key=f"{n:032x}",
+        source="newsletter",
+        channel="Referral",
+    )
+
+
+async def test_a_row_written_during_the_scan_behind_its_cursor_is_reclassified(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """The scan paged by id (``id > ?``): a row another writer committed between two pages
+    with an id below the page's last — another worker process's landing of the same
+    millisecond, a mirror round's row from a node's backlog, an import's — was never read, and
+    kept the old channel until the next run. It pages by rowid, the order rows were written
+    in: every row committed before the scan reaches the end is read, each once (the progress
+    count is the rows read)."""
+    first = old_landing(1, T0 + timedelta(microseconds=900), counter=0x800)
+    later = [old_landing(n, T0 + timedelta(minutes=n), counter=0x100) for n in (2, 3)]
+    # Another worker's landing of first's millisecond, 100 µs before it, its id the smaller.
+    behind = old_landing(4, T0 + timedelta(microseconds=100), counter=0x100)
+    assert behind.id < first.id < later[0].id
+    store = await open_store()
+    await store.write([first, *later])
+    db = await connect(tmp_path / "gw.db")
+    try:
+        # The other writer commits as the first page's update does (the scan's pages are one
+        # touchpoint each here): after the first page was read, before the second.
+        await db.execute(
+            "CREATE TEMP TRIGGER other_writer AFTER UPDATE OF channel ON main.touchpoints"
+            f" WHEN new.id = '{first.id}' BEGIN"
+            " INSERT INTO touchpoints (id, ts, node, visitor_key, source, channel, landing_path)"
+            f" VALUES ('{behind.id}', '{behind.ts}', 'b', '{behind.visitor_key}', 'newsletter',"
+            " 'Referral', '/'); END"
+        )
+        batches: list[int] = []
+        done = await reclassify(db, NEWSLETTER, batch_size=1, progress=batches.append)
+    finally:
+        await db.close()
+    assert await read(tmp_path / "gw.db", "SELECT id, channel FROM touchpoints ORDER BY id") == [
+        (behind.id, "Newsletter"),
+        (first.id, "Newsletter"),
+        (later[0].id, "Newsletter"),
+        (later[1].id, "Newsletter"),
+    ]
+    assert (done.seen, done.changed, dict(done.moves)) == (4, 4, {("Referral", "Newsletter"): 4})
+    assert batches == [1, 1, 1, 1]
