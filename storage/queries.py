@@ -29,6 +29,7 @@ from gateway.events import VERDICTS, iso
 from gateway.ids import id_floor, id_ms
 from storage.access import full_disk
 from storage.erased import erased_at, erasure_mark
+from storage.feed import StoredCursor, feed_head, feed_page
 from storage.local import OPEN_RETRY, connect
 
 JOURNEY_LIMIT = 1000
@@ -63,6 +64,11 @@ class TouchpointQuery:
     """Only touchpoints whose effective verdict is this (the review queue: ``review``)."""
     newest_first: bool = False
     """Newest first (``order=newest``), the cursor then moving back in time."""
+    stored: bool = False
+    """In the order stored (``order=stored``, ``storage.feed``), the cursor a ``StoredCursor``'s
+    text."""
+    upto: StoredCursor | None = None
+    """With ``stored``: a download's end (``feed_head`` as it began)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class ConversionQuery:
     limit: int = 100
     newest_first: bool = False
     """Newest first (``order=newest``), the cursor then moving back in time."""
+    stored: bool = False
+    """In the order stored (``order=stored``), as ``TouchpointQuery.stored``."""
+    upto: StoredCursor | None = None
 
 
 def _unix_ms(ts: str) -> int:
@@ -89,7 +98,7 @@ def in_time(row: Mapping[str, Any]) -> tuple[str, str]:
     return row["ts"], row["id"]
 
 
-def _touchpoint(row: aiosqlite.Row) -> dict[str, Any]:
+def _touchpoint(row: aiosqlite.Row | Mapping[str, Any]) -> dict[str, Any]:
     """A row of ``effective_touchpoints`` as the API shows it: the effective verdict, score and
     reasons in place of the stored ones; the daily IP hash stays inside."""
     item = dict(row)
@@ -251,6 +260,12 @@ class Reader:
         """One page in id (= time) order, newest first with ``q.newest_first``, and the cursor of
         the next page (None on the last)."""
         where, args = _listed("touchpoint", q.since, q.until, q.equals, TOUCHPOINT_FILTERS, q.limit)
+        if q.stored:
+            assert not q.verdict, "the review queue has no stored order"
+            items, after = await self._stored(
+                "touchpoints", "effective_touchpoints", where, args, q.cursor, q.limit, q.upto
+            )
+            return [_touchpoint(r) for r in items], after
         if q.verdict:
             where.append("effective_verdict = ?")
             args.append(q.verdict)
@@ -258,6 +273,27 @@ class Reader:
             "SELECT * FROM effective_touchpoints", where, args, q.cursor, q.limit, q.newest_first
         )
         return [_touchpoint(r) for r in rows], next_cursor
+
+    async def _stored(
+        self,
+        table: str,
+        select_from: str,
+        where: list[str],
+        args: list[Any],
+        cursor: str | None,
+        limit: int,
+        upto: StoredCursor | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page in the order stored (``storage.feed.feed_page``), its next cursor as text."""
+        after = StoredCursor.parse(cursor) if cursor else None
+        if cursor and after is None:
+            raise ValueError(f"not a cursor of order=stored: {cursor[:100]!r}")
+        rows, following = await feed_page(self.db, table, select_from, where, args, after, limit, upto)
+        return rows, following.text() if following is not None else None
+
+    async def feed_head(self, table: str) -> StoredCursor:
+        """Where ``table``'s rows stored so far end (``storage.feed.feed_head``)."""
+        return await feed_head(self.db, table)
 
     async def _page(
         self,
@@ -295,6 +331,8 @@ class Reader:
         """One page of conversions in id (= time) order, newest first with ``q.newest_first``,
         each as a journey lists it, and the cursor of the next page (None on the last)."""
         where, args = _listed("conversion", q.since, q.until, q.equals, CONVERSION_FILTERS, q.limit)
+        if q.stored:
+            return await self._stored("conversions", "conversions", where, args, q.cursor, q.limit, q.upto)
         rows, next_cursor = await self._page(
             "SELECT * FROM conversions", where, args, q.cursor, q.limit, q.newest_first
         )

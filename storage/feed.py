@@ -1,0 +1,163 @@
+"""The listings' commit-order feed (``order=stored`` on ``/api/touchpoints`` and
+``/api/conversions``): rows in the order they were stored, for a program that follows new rows
+(an incremental export) and must get every one exactly once.
+
+Pages by the SQLite ``rowid``, not the id: SQLite takes one write transaction at a time, and
+gives a new row the table's largest rowid + 1, so a row committed later has a larger rowid
+however early its id sorts (another worker process's row of the same millisecond, a signed
+event dated back, an import). An ``id > cursor`` follower skips those; a rowid one does not.
+
+The tables have no ``AUTOINCREMENT``: once the newest rows are deleted (an erasure, a purge, an
+import undone), the next inserts take their rowids again, behind a follower's cursor. Local
+migration 0021 notes each such delete in ``feed_drops`` (a trigger: the table, and the largest
+rowid left; every row above it then is new). A cursor (``StoredCursor``) carries the rowid it
+stopped at, the largest ``feed_drops.seq`` its page saw, and the id of the row at that rowid;
+the next page starts from the lowest ``below`` noted since, if lower. All of it is read in one
+statement, so one snapshot: rowids, drops and rows agree. A store that went back behind the
+cursor (restored from a backup, its rows renumbered by a ``VACUUM``) is refused
+(``CursorLost``), not paged from where the cursor's rowid now points.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+STORED_CURSOR = "stored."
+"""What starts the cursor of an ``order=stored`` listing page."""
+FEED_TABLES = ("touchpoints", "conversions")
+_MAX = 2**63 - 1
+_FORM = re.compile(
+    r"stored\.([0-9]{1,19})\.([0-9]{1,19})"
+    r"(?:\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))?"
+)
+
+
+class CursorLost(Exception):
+    """The store no longer holds the rows an ``order=stored`` cursor was given after: it went
+    back (a backup restored) or its rowids were renumbered (a ``VACUUM``)."""
+
+
+@dataclass(frozen=True)
+class StoredCursor:
+    position: int
+    """The rowid of the last row delivered (or passed: a filtered page ends at the table's end)."""
+    drops: int
+    """The largest ``feed_drops.seq`` the page saw."""
+    at: str | None = None
+    """The id of the row at ``position`` then (None: none, an empty table)."""
+
+    @classmethod
+    def parse(cls, text: str) -> StoredCursor | None:
+        """The cursor ``text`` spells, or None when it is not one this API gave."""
+        match = _FORM.fullmatch(text)
+        if match is None:
+            return None
+        position, drops = int(match.group(1)), int(match.group(2))
+        if position > _MAX or drops > _MAX:
+            return None
+        return cls(position, drops, match.group(3))
+
+    def text(self) -> str:
+        return f"{STORED_CURSOR}{self.position}.{self.drops}" + (f".{self.at}" if self.at else "")
+
+
+START = StoredCursor(0, 0)
+"""The cursor before the first row ever stored."""
+
+
+def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool) -> str:
+    """One statement: the feed's state (``_feed_*``) and the page's rows (``_stored``, then the
+    rows of ``select_from``, a view or table of ``table``'s rows by ``id``), at least one row
+    (the state alone, its row columns NULL, when the page is empty). Arguments, in order:
+    position, drops, position, position, [upto, drops of upto (``bounded``)], ``where``'s,
+    limit."""
+    assert table in FEED_TABLES and select_from in ("effective_touchpoints", "conversions")
+    late = (
+        f", (SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?) AS _feed_late"
+        if bounded
+        else ""
+    )
+    conditions = ["rowid > (SELECT _feed_start FROM feed)", *(["rowid <= ?"] if bounded else []), *where]
+    return (
+        "WITH feed AS (SELECT"
+        " (SELECT coalesce(max(seq), 0) FROM feed_drops) AS _feed_drops,"
+        f" min(?, coalesce((SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?), ?))"
+        " AS _feed_start,"
+        f" (SELECT id FROM {table} WHERE rowid = ?) AS _feed_at,"
+        f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top,"
+        f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top_id{late}),"
+        f" page AS (SELECT rowid AS _stored, id AS _id FROM {table} WHERE {' AND '.join(conditions)}"
+        " ORDER BY rowid LIMIT ?)"
+        f" SELECT feed.*, r.* FROM feed LEFT JOIN (SELECT page._stored, e.* FROM page"
+        f" JOIN {select_from} e ON e.id = page._id) AS r ORDER BY r._stored"
+    )
+
+
+async def feed_page(
+    db: aiosqlite.Connection,
+    table: str,
+    select_from: str,
+    where: Sequence[str],
+    args: Sequence[Any],
+    cursor: StoredCursor | None,
+    limit: int,
+    upto: StoredCursor | None = None,
+) -> tuple[list[dict[str, Any]], StoredCursor | None]:
+    """Up to ``limit`` rows of ``table`` (as ``select_from`` shows them) under ``where``, stored
+    after ``cursor``, in the order stored, and the cursor after them. Without ``upto`` (a page):
+    the next cursor is always there (after the last row, or at the table's end once fewer than
+    ``limit`` followed: ask with it later for the rows stored since). With ``upto`` (a
+    download, ``feed_head`` taken as it began): rows stored up to it only, the next cursor None
+    once they are all read, or once the newest rows were deleted since it began below it (the
+    rows after that are new; the download's resume cursor, ``upto``, reads them). Raises
+    ``CursorLost`` for a store that went back behind ``cursor``."""
+    given = cursor or START
+    sql = _feed_sql(table, select_from, where, upto is not None)
+    bound = [] if upto is None else [upto.drops, upto.position]
+    params = [given.position, given.drops, given.position, given.position, *bound, *args, limit + 1]
+    async with db.execute(sql, params) as rows_cursor:
+        rows = [dict(row) for row in await rows_cursor.fetchall()]
+    state = rows[0]
+    drops, start, top = int(state["_feed_drops"]), int(state["_feed_start"]), state["_feed_top"] or 0
+    moved = start == given.position and (
+        top < given.position or (given.at is not None and state["_feed_at"] not in (None, given.at))
+    )
+    if drops < given.drops or moved:
+        raise CursorLost(
+            "cursor: this store no longer holds the rows this cursor was given after (restored from"
+            " a backup, or its rows renumbered by a VACUUM); start again without cursor, from since"
+            " a little before the newest ts you have, dropping the ids you already have"
+        )
+    if upto is not None and state["_feed_late"] is not None and int(state["_feed_late"]) < upto.position:
+        return [], None
+    items = [
+        {k: v for k, v in row.items() if not k.startswith("_feed_") and k != "_stored"}
+        for row in rows
+        if row["_stored"] is not None
+    ]
+    if len(items) > limit:
+        last = rows[limit - 1]
+        return items[:limit], StoredCursor(int(last["_stored"]), drops, str(last["id"]))
+    if upto is not None:
+        return items, None
+    return items, StoredCursor(max(int(top), start), drops, state["_feed_top_id"] if top >= start else None)
+
+
+async def feed_head(db: aiosqlite.Connection, table: str) -> StoredCursor:
+    """The cursor at ``table``'s newest row now: where a download in stored order ends, and
+    whence the next one goes on."""
+    assert table in FEED_TABLES
+    sql = (
+        "SELECT (SELECT coalesce(max(seq), 0) FROM feed_drops),"
+        f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1),"
+        f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1)"
+    )
+    async with db.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return StoredCursor(int(row[1] or 0), int(row[0]), row[2])
