@@ -60,7 +60,7 @@ from gateway.ids import Uuid7
 from gateway.keys import Keys, named_user_key, operator_user_id, unlike_a_visitor, visitor_id_refused
 from gateway.lockout import LOGINS_KEY, FailedLogins
 from gateway.metrics import Metrics
-from gateway.openapi import DELIMITERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
+from gateway.openapi import DELIMITERS, FEED_ORDERS, FORMATS, NEWEST_CURSOR, ORDERS, openapi_document
 from gateway.pages import error_body
 from gateway.protocol_errors import BrokenFraming, broken_framing
 from gateway.sessions import (
@@ -79,6 +79,7 @@ from storage.erasure import (
     kept_bad_events,
     user_known,
 )
+from storage.feed import STORED_CURSOR, CursorLost, StoredCursor
 from storage.local import LOCKED, LocalStore
 from storage.lockprobe import LockProbe
 from storage.migrate import SchemaTooNew
@@ -622,30 +623,75 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-def _ordered_page(q: Mapping[str, str]) -> tuple[int, str | None, bool]:
-    """A listing's ``limit``, ``cursor`` (the store's, without its order's mark) and ``order``
-    (``oldest``, the default, or ``newest``: whether newest first). A cursor of an
-    ``order=newest`` page is marked ``newest.``; one given with the other order is a 400
+def _ordered_page(q: Mapping[str, str], feed: str | None = None) -> tuple[int, str | None, bool, bool]:
+    """A listing's ``limit``, ``cursor`` (the store's, without ``newest.``), and ``order``:
+    whether newest first, whether in the order stored. ``oldest`` (the default) and ``newest``
+    everywhere; ``stored`` (``storage.feed``) where ``feed`` names the listing
+    (``/api/touchpoints``, ``/api/conversions``). A cursor of an ``order=newest`` page is marked
+    ``newest.``, one of ``order=stored`` is ``stored.…``; one given with another order is a 400
     naming the order it came from, rather than a page from the wrong side of it."""
     order = q.get("order", "oldest")
-    if order not in ORDERS:
-        raise ApiError(400, f"order: expected one of {', '.join(ORDERS)}, got {order[:100]!r}")
-    newest = order == "newest"
+    orders = FEED_ORDERS if feed is not None else ORDERS
+    if order not in orders:
+        also = "; order=stored is on /api/touchpoints and /api/conversions" if order == "stored" else ""
+        raise ApiError(400, f"order: expected one of {', '.join(orders)}, got {order[:100]!r}{also}")
+    newest, stored = order == "newest", order == "stored"
     given = q.get("cursor")
     if given is None:
-        return _limit(q), None, newest
-    marked = given.startswith(NEWEST_CURSOR)
+        return _limit(q), None, newest, stored
+    came = (
+        "stored"
+        if given.startswith(STORED_CURSOR)
+        else "newest"
+        if given.startswith(NEWEST_CURSOR)
+        else "oldest"
+    )
     cursor = given.removeprefix(NEWEST_CURSOR)
-    if not _UUID.fullmatch(cursor):
+    well_formed = StoredCursor.parse(given) is not None if came == "stored" else _UUID.fullmatch(cursor)
+    if not well_formed:
         raise ApiError(400, "cursor: not a cursor this API returned")
-    if marked != newest:
-        came = "order=newest" if marked else "order=oldest (the default)"
+    if came != order:
         raise ApiError(
             400,
-            f"cursor: comes from a page in {came}, not order={order}; page on with the order it"
-            " came from, or leave cursor out to start from the first page",
+            f"cursor: comes from a page in order={came}{' (the default)' if came == 'oldest' else ''},"
+            f" not order={order}; page on with the order it came from, or leave cursor out to start"
+            " from the first page",
         )
-    return _limit(q), cursor, newest
+    return _limit(q), cursor, newest, stored
+
+
+def _feed_source(request: web.Request, stored: bool) -> None:
+    """``order=stored`` pages this node's store by its rowids: with ``admin.source = "central"``
+    the listings read the central store, which has none (a 400 saying so)."""
+    if stored and request.app[SETTINGS_KEY].options.admin.source == "central":
+        raise ApiError(
+            400,
+            "order: stored pages this node's store in the order its rows were stored; with"
+            ' admin.source = "central" the listings read the central store, which has no such'
+            ' order (see Known limits): follow each node\'s own rows (admin.source = "local" on it)'
+            " with order=stored, or page order=oldest by since",
+        )
+
+
+async def _listed(
+    reading: Awaitable[tuple[list[dict[str, Any]], str | None]],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A listing's page, a ``CursorLost`` (``order=stored``: ``storage.feed``) said as the 400
+    it is."""
+    try:
+        return await reading
+    except CursorLost as err:
+        raise ApiError(400, str(err)) from err
+
+
+def _stored_page(page: listing_export.Page) -> listing_export.Page:
+    """A download's ``page``, each through ``_listed``: the first one's ``CursorLost`` a 400
+    (a later one's cuts the download, as any failure once the headers are sent)."""
+
+    async def paged(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        return await _listed(page(cursor))
+
+    return paged
 
 
 def _limit(q: Mapping[str, str]) -> int:
@@ -718,7 +764,7 @@ def _filter(name: str, value: str, recorded: str = "touchpoints", most: int | No
 
 def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = None) -> TouchpointQuery:
     """The touchpoint filters of a listing (``/api/touchpoints``, ``/api/review``)."""
-    limit, cursor, newest = _ordered_page(q)
+    limit, cursor, newest, stored = _ordered_page(q, None if verdict else "touchpoints")
     since, until = span(q, zone)
     return TouchpointQuery(
         since=since,
@@ -728,6 +774,7 @@ def _touchpoint_query(q: Mapping[str, str], zone: tzinfo, verdict: str | None = 
         limit=limit,
         verdict=verdict,
         newest_first=newest,
+        stored=stored,
     )
 
 
@@ -817,20 +864,40 @@ async def _touchpoint_listing(
     q = request.query
     fmt, bom, delimiter = _download(request)
     query = _touchpoint_query(q, report_zone_of(request), verdict)
+    _feed_source(request, query.stored)
     reader = request.app[READER_KEY]
     if fmt != "json":
+        head = await reader.feed_head("touchpoints") if query.stored else None
+        if head is not None:
+            query = replace(query, upto=head)
 
         async def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
             return await reader.touchpoints(replace(query, cursor=cursor, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
         name = listing_export.file_name(
-            kind, query.since, query.until, fmt, zone, query.equals, delimiter, query.newest_first
+            kind,
+            query.since,
+            query.until,
+            fmt,
+            zone,
+            query.equals,
+            delimiter,
+            query.newest_first,
+            query.stored,
         )
         return await listing_export.download(
-            request, "touchpoints", fmt, bom, name, page, query.cursor, delimiter=delimiter
+            request,
+            "touchpoints",
+            fmt,
+            bom,
+            name,
+            _stored_page(page),
+            query.cursor,
+            delimiter=delimiter,
+            next_cursor=head.text() if head is not None else None,
         )
-    items, next_cursor = await reader.touchpoints(query)
+    items, next_cursor = await _listed(reader.touchpoints(query))
     return _page_of(request, items, next_cursor, query.newest_first)
 
 
@@ -843,7 +910,8 @@ async def conversions(request: web.Request) -> web.StreamResponse:
         {"since", "until", "cursor", "limit", "order", "format", "bom", "delimiter", *CONVERSION_FILTERS},
     )
     fmt, bom, delimiter = _download(request)
-    limit, cursor, newest = _ordered_page(q)
+    limit, cursor, newest, stored = _ordered_page(q, "conversions")
+    _feed_source(request, stored)
     live = request.app.get(LIVE_KEY)
     webhooks = (live.current if live is not None else request.app[SETTINGS_KEY]).options.webhooks
     since, until = span(q, report_zone_of(request), ahead=timedelta(seconds=webhooks.tolerance_seconds))
@@ -857,19 +925,32 @@ async def conversions(request: web.Request) -> web.StreamResponse:
             f"origin: expected one of {', '.join(CONVERSION_ORIGINS)}, got {origin!r};"
             " leave origin out for every one",
         )
-    query = ConversionQuery(since, until, equals, cursor, limit, newest)
+    query = ConversionQuery(since, until, equals, cursor, limit, newest, stored)
     reader = request.app[READER_KEY]
     if fmt != "json":
+        head = await reader.feed_head("conversions") if stored else None
+        if head is not None:
+            query = replace(query, upto=head)
 
         async def page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
             return await reader.conversions(replace(query, cursor=after, limit=listing_export.EXPORT_PAGE))
 
         zone = report_zone_of(request)
-        name = listing_export.file_name("conversions", since, until, fmt, zone, equals, delimiter, newest)
-        return await listing_export.download(
-            request, "conversions", fmt, bom, name, page, cursor, delimiter=delimiter
+        name = listing_export.file_name(
+            "conversions", since, until, fmt, zone, equals, delimiter, newest, stored
         )
-    items, next_cursor = await reader.conversions(query)
+        return await listing_export.download(
+            request,
+            "conversions",
+            fmt,
+            bom,
+            name,
+            _stored_page(page),
+            cursor,
+            delimiter=delimiter,
+            next_cursor=head.text() if head is not None else None,
+        )
+    items, next_cursor = await _listed(reader.conversions(query))
     return _page_of(request, items, next_cursor, newest)
 
 
@@ -1103,7 +1184,7 @@ async def bad_events(request: web.Request) -> web.StreamResponse:
     q = request.query
     only_params(request, {"sender", "pending", "cursor", "limit", "order", "format", "bom", "delimiter"})
     fmt, bom, delimiter = _download(request)
-    limit, cursor, newest = _ordered_page(q)
+    limit, cursor, newest, _ = _ordered_page(q)
     pending = q.get("pending", "false")
     if pending not in ("true", "false"):
         raise ApiError(400, f"pending: expected true or false, got {pending[:100]!r}")

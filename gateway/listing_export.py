@@ -52,6 +52,8 @@ Page = Callable[[str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]
 """The listing's page from after a cursor (None: the first), with the next page's cursor."""
 
 _encode = msgspec.json.Encoder(order="deterministic")
+NEXT_CURSOR = "Next-Cursor"
+"""The header of an ``order=stored`` download naming the cursor the next one starts from."""
 
 
 def _cell(value: Any) -> Any:
@@ -76,6 +78,7 @@ def file_name(
     filters: Mapping[str, str] | None = None,
     delimiter: str = ",",
     newest_first: bool = False,
+    stored: bool = False,
 ) -> str:
     """``touchpoints-from-2026-11-01-to-2026-11-30.csv``: the period's first and last days in
     ``zone`` (``attribution.timezone``), as the reports' downloads name theirs
@@ -86,7 +89,8 @@ def file_name(
     no quoting in ``Content-Disposition``): ``conversions-purchase-from-….csv``; a CSV's
     ``delimiter`` other than the comma at its end, as the reports' (``file_ending``). Newest
     first, ``-newest`` after the period (``touchpoints-from-…-newest.csv``): the same rows in
-    the other order are another file, not one saved over the other or as ``… (1).csv``."""
+    the other order are another file, not one saved over the other or as ``… (1).csv``; in the
+    order stored (``order=stored``), ``-stored``."""
     parts = [kind]
     words = "-".join(filter(None, map(file_word, (filters or {}).values())))
     if words:
@@ -94,6 +98,8 @@ def file_name(
     parts += period_words(since, until, zone)
     if newest_first:
         parts.append("newest")
+    if stored:
+        parts.append("stored")
     return "-".join(parts) + file_ending(fmt, delimiter)
 
 
@@ -107,16 +113,20 @@ async def download(
     cursor: str | None,
     *,
     delimiter: str = ",",
+    next_cursor: str | None = None,
 ) -> web.StreamResponse:
     """Every row of the listing from after ``cursor``, streamed as ``fmt`` (a CSV's cells
     separated by ``delimiter``, after a byte order mark with ``bom``). A failure once the
     headers are sent (the store gone mid-way) cuts the connection: a download that ends early
     is never mistaken for a whole one. A ``HEAD`` gets the headers alone, and a client that
-    leaves part way (a cancelled download, ``curl … | head``) ends the download quietly."""
+    leaves part way (a cancelled download, ``curl … | head``) ends the download quietly.
+    ``next_cursor`` (``order=stored``: where the rows it holds end) goes in the ``Next-Cursor``
+    header: the next download's ``cursor``, for the rows stored since."""
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
             "Content-Disposition": f'attachment; filename="{name}"',
+            **({NEXT_CURSOR: next_cursor} if next_cursor is not None else {}),
         }
     )
     resp.headers.update(vary(request.query))

@@ -387,6 +387,11 @@ NEWEST_CURSOR = "newest."
 """What marks the cursor of an ``order=newest`` listing page (before the row's id)."""
 ORDERS = ("oldest", "newest")
 """A listing's orders (``order=``), the default first."""
+FEED_ORDERS = (*ORDERS, "stored")
+"""The orders of ``/api/touchpoints`` and ``/api/conversions``: also ``stored``, the order the
+rows were stored in (``storage.feed``), to follow new rows."""
+STORED_CURSOR_PATTERN = "stored\\.[0-9]{1,19}\\.[0-9]{1,19}(\\." + UUID[1:-1] + ")?"
+"""An ``order=stored`` page's cursor (``storage.feed.StoredCursor``)."""
 # IDs in a path may be written in capitals too (the API lowers them: RFC 9562 §4).
 TOUCHPOINT_ID = {
     "type": "string",
@@ -515,6 +520,29 @@ _ORDERED_PAGING = [
 ]
 """A row listing's page (touchpoints, conversions, the review queue, bad events): ``_PAGING`` in
 either order."""
+_FEED_PAGING = [
+    query_param(
+        "cursor",
+        "next_cursor of the previous page, in the order it came from (an order=newest page's"
+        " starts newest., an order=stored page's stored.; a 400 with another order); with"
+        " order=stored, a download's Next-Cursor header too",
+        {
+            "type": "string",
+            "pattern": f"^((newest\\.)?{UUID[1:-1]}|{STORED_CURSOR_PATTERN})$",
+        },
+    ),
+    _PAGING[1],
+    query_param(
+        "order",
+        "oldest (default): oldest first; newest: newest first, the cursor moving back in time;"
+        " stored: in the order the rows were stored (committed), to follow new rows: a row"
+        " committed after a page was read comes on a later page whatever its id, and next_cursor"
+        " is never null (a page shorter than limit: none more yet; ask again with it later). A"
+        " listing's download too",
+        {"type": "string", "enum": list(FEED_ORDERS)},
+    ),
+]
+"""The ordered page of the listings that can follow new rows (touchpoints, conversions)."""
 
 
 FORMATS = ("json", "csv", "ndjson")
@@ -547,9 +575,12 @@ _DOWNLOAD = [
 """A listing's download: the whole period as CSV or NDJSON instead of a page."""
 
 
-def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool = False) -> dict[str, Any]:
+def _page_of(
+    item: dict[str, Any], description: str = "a page", downloads: bool = False, feed: bool = False
+) -> dict[str, Any]:
     """The 200 answer of a listing: a page of ``item``s and the next page's cursor; with
-    ``downloads``, also every row as CSV or NDJSON (``_DOWNLOAD``)."""
+    ``downloads``, also every row as CSV or NDJSON (``_DOWNLOAD``); with ``feed``
+    (``order=stored``), a download's ``Next-Cursor`` header."""
     page = {
         "type": "object",
         "required": ["ok", "items", "next_cursor"],
@@ -565,7 +596,16 @@ def _page_of(item: dict[str, Any], description: str = "a page", downloads: bool 
             "text/csv": {"schema": {"type": "string"}},
             "application/x-ndjson": {"schema": {"type": "string"}},
         }
-    return {"description": description, "content": content}
+    answer = {"description": description, "content": content}
+    if feed:
+        answer["headers"] = {
+            "Next-Cursor": {
+                "description": "order=stored, a download: the cursor of the next download (the"
+                " rows stored since this one began)",
+                "schema": {"type": "string", "pattern": f"^{STORED_CURSOR_PATTERN}$"},
+            }
+        }
+    return answer
 
 
 def analyst_body(**fields: dict[str, Any]) -> dict[str, Any]:
@@ -672,22 +712,24 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/touchpoints": {
                 "get": {
-                    "summary": "Touchpoints in time order (oldest or newest first), filtered, paged",
+                    "summary": "Touchpoints in time order (oldest or newest first) or as stored, filtered,"
+                    " paged",
                     "parameters": [
                         *_PERIOD,
                         *_touchpoint_filters("exact creator ID"),
-                        *_ORDERED_PAGING,
+                        *_FEED_PAGING,
                         *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of(touchpoint_ref, downloads=True),
+                        "200": _page_of(touchpoint_ref, downloads=True, feed=True),
                         **_errors(400, 401, 503),
                     },
                 }
             },
             "/api/conversions": {
                 "get": {
-                    "summary": "Conversions in time order (oldest or newest first), filtered, paged",
+                    "summary": "Conversions in time order (oldest or newest first) or as stored, filtered,"
+                    " paged",
                     "parameters": [
                         *_PERIOD,
                         *(
@@ -702,11 +744,13 @@ def openapi_document() -> dict[str, Any]:
                             "what recorded it: rule, webhook, segment or import",
                             {"type": "string", "enum": list(CONVERSION_ORIGINS)},
                         ),
-                        *_ORDERED_PAGING,
+                        *_FEED_PAGING,
                         *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of({"$ref": "#/components/schemas/Conversion"}, downloads=True),
+                        "200": _page_of(
+                            {"$ref": "#/components/schemas/Conversion"}, downloads=True, feed=True
+                        ),
                         **_errors(400, 401, 503),
                     },
                 }
