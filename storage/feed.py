@@ -74,15 +74,22 @@ def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool)
     """One statement: the feed's state (``_feed_*``) and the page's rows (``_stored``, then the
     rows of ``select_from``, a view or table of ``table``'s rows by ``id``), at least one row
     (the state alone, its row columns NULL, when the page is empty). Arguments, in order:
-    position, drops, position, position, [upto, drops of upto (``bounded``)], ``where``'s,
-    limit."""
+    position, drops, position, position, [upto's position, drops, position (``bounded``)],
+    ``where``'s, limit."""
     assert table in FEED_TABLES and select_from in ("effective_touchpoints", "conversions")
-    late = (
-        f", (SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?) AS _feed_late"
+    # A download's end: the newest row as it began, or lower where the newest rows were deleted
+    # since (the rows above that are new: the next download, from ``upto``, reads them).
+    end = (
+        f", min(?, coalesce((SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?), ?))"
+        " AS _feed_end"
         if bounded
         else ""
     )
-    conditions = ["rowid > (SELECT _feed_start FROM feed)", *(["rowid <= ?"] if bounded else []), *where]
+    conditions = [
+        "rowid > (SELECT _feed_start FROM feed)",
+        *(["rowid <= (SELECT _feed_end FROM feed)"] if bounded else []),
+        *where,
+    ]
     return (
         "WITH feed AS (SELECT"
         " (SELECT coalesce(max(seq), 0) FROM feed_drops) AS _feed_drops,"
@@ -90,7 +97,7 @@ def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool)
         " AS _feed_start,"
         f" (SELECT id FROM {table} WHERE rowid = ?) AS _feed_at,"
         f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top,"
-        f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top_id{late}),"
+        f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top_id{end}),"
         f" page AS (SELECT rowid AS _stored, id AS _id FROM {table} WHERE {' AND '.join(conditions)}"
         " ORDER BY rowid LIMIT ?)"
         f" SELECT feed.*, r.* FROM feed LEFT JOIN (SELECT page._stored, e.* FROM page"
@@ -112,13 +119,14 @@ async def feed_page(
     after ``cursor``, in the order stored, and the cursor after them. Without ``upto`` (a page):
     the next cursor is always there (after the last row, or at the table's end once fewer than
     ``limit`` followed: ask with it later for the rows stored since). With ``upto`` (a
-    download, ``feed_head`` taken as it began): rows stored up to it only, the next cursor None
-    once they are all read, or once the newest rows were deleted since it began below it (the
-    rows after that are new; the download's resume cursor, ``upto``, reads them). Raises
+    download, ``feed_head`` taken as it began): rows stored up to it only (up to the lowest
+    rowid left by a delete of the newest rows since it began, if lower: the rows above it are
+    new, which the next download, from ``upto``, reads), the next cursor None once they are all
+    read. Raises
     ``CursorLost`` for a store that went back behind ``cursor``."""
     given = cursor or START
     sql = _feed_sql(table, select_from, where, upto is not None)
-    bound = [] if upto is None else [upto.drops, upto.position]
+    bound = [] if upto is None else [upto.position, upto.drops, upto.position]
     params = [given.position, given.drops, given.position, given.position, *bound, *args, limit + 1]
     async with db.execute(sql, params) as rows_cursor:
         rows = [dict(row) for row in await rows_cursor.fetchall()]
@@ -133,8 +141,6 @@ async def feed_page(
             " a backup, or its rows renumbered by a VACUUM); start again without cursor, from since"
             " a little before the newest ts you have, dropping the ids you already have"
         )
-    if upto is not None and state["_feed_late"] is not None and int(state["_feed_late"]) < upto.position:
-        return [], None
     items = [
         {k: v for k, v in row.items() if not k.startswith("_feed_") and k != "_stored"}
         for row in rows

@@ -112,6 +112,28 @@ async def test_rowids_freed_by_deleting_the_newest_rows_are_not_skipped(opened: 
     assert later == ["45"]
 
 
+async def test_a_download_across_a_delete_of_the_newest_rows_gets_each_row_once(opened: Opened) -> None:
+    """A download ends at the newest row as it began (``feed_head``), the next one going on from
+    there. The newest rows deleted while it runs and new ones written in their rowids: those
+    are the next download's, and the older rows it had not reached yet are still its own."""
+    await opened.store.write([event(n) for n in range(6)])
+    head = await opened.reader.feed_head("touchpoints")
+    got, cursor = await opened.reader.touchpoints(TouchpointQuery(limit=2, stored=True, upto=head))
+    downloaded = [t["content"] for t in got]
+    db = await connect(opened.path)
+    await db.execute("DELETE FROM touchpoints WHERE content = '5'")
+    await db.close()
+    await opened.store.write([event(40)])  # takes the rowid row 5 had
+    while cursor is not None:
+        got, cursor = await opened.reader.touchpoints(
+            TouchpointQuery(limit=2, stored=True, upto=head, cursor=cursor)
+        )
+        downloaded += [t["content"] for t in got]
+    assert downloaded == ["0", "1", "2", "3", "4"]
+    following, _ = await follow(opened.reader, head.text())
+    assert following == ["40"]
+
+
 async def test_conversions_follow_the_same_way(opened: Opened) -> None:
     def conversion(n: int) -> Conversion:
         ts = event(n).ts
