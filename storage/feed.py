@@ -9,7 +9,7 @@ event dated back, an import). An ``id > cursor`` follower skips those; a rowid o
 
 The tables have no ``AUTOINCREMENT``: once the newest rows are deleted (an erasure, a purge, an
 import undone), the next inserts take their rowids again, behind a follower's cursor. Local
-migration 0021 notes each such delete in ``feed_drops`` (a trigger: the table, and the largest
+migration 0022 notes each such delete in ``feed_drops`` (a trigger: the table, and the largest
 rowid left; every row above it then is new). A cursor (``StoredCursor``) carries the rowid it
 stopped at, the largest ``feed_drops.seq`` its page saw, and the id of the row at that rowid;
 the next page starts from the lowest ``below`` noted since, if lower. All of it is read in one
