@@ -279,7 +279,8 @@ async def test_a_full_run_logs_no_secret_ip_or_user_id(tmp_path: Path, upstream_
 
 async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path: Path) -> None:
     """The upstream's failures were logged as reprs: `UpstreamConnectError(111, '…')`, and for a
-    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`;
+    WebSocket `ClientConnectorError(ConnectionKey(host='127.0.0.1', port=…, is_ssl=False, …), …)`
+    (its line: ``test_websocket_upgrades_to_a_down_site_are_one_line_and_a_count_the_site_s_return_says``);
     and once per request, as a store failing on every request no longer was."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -298,22 +299,14 @@ async def test_an_upstream_failure_is_logged_in_words_not_a_python_repr(tmp_path
             for n in range(20):  # a site that is down fails every request: not a line for each
                 async with session.get(f"{gw.proxy}/page/{n}") as resp:
                     assert resp.status == 502
-            with pytest.raises(aiohttp.WSServerHandshakeError):
-                await session.ws_connect(gw.proxy + "/socket")
         page = await gw.wait_log(lambda r: r["msg"].startswith("upstream connect for GET /some/page: "))
-        socket_ = await gw.wait_log(lambda r: r["msg"].startswith("upstream connect for GET /socket "))
         assert await gw.stop() == 0
     finally:
         await gw.kill()
-    # The WebSocket upgrade's line as a page's (it said aiohttp's "Cannot connect to host
-    # 127.0.0.1:… ssl:default [Connect call failed …]", the page's no address).
     refused = f"connection refused: nothing listens on 127.0.0.1:{closed}"
     assert page["msg"] == f"upstream connect for GET /some/page: {refused}", page
-    assert socket_["msg"] == f"upstream connect for GET /socket (WebSocket): {refused}", socket_
-    for line in (page["msg"], socket_["msg"]):
-        assert "Error(" not in line and "ConnectionKey" not in line, line
-    pages = [r["msg"] for r in gw.logs() if r["msg"].startswith("upstream connect for GET /")]
-    connects = [msg for msg in pages if not msg.endswith(f"(WebSocket): {refused}")]
+    assert "Error(" not in page["msg"] and "ConnectionKey" not in page["msg"], page
+    connects = [r["msg"] for r in gw.logs() if r["msg"].startswith("upstream connect for GET /")]
     assert connects == [page["msg"]], connects  # then at most one per 10 s, with the count held back
 
 
@@ -624,6 +617,165 @@ async def test_a_websocket_the_site_accepts_again_ends_the_outage(tmp_path: Path
         rf' line: {held} more "upstream connect" lines',
         back["msg"],
     ), back
+
+
+async def test_websocket_upgrades_to_a_down_site_are_one_line_and_a_count_the_site_s_return_says(
+    tmp_path: Path,
+) -> None:
+    """A live dashboard retrying its WebSocket against a site that is down: each failed upgrade
+    wrote its own "upstream connect for GET /live (WebSocket)" line, and none started the outage,
+    so the site's return said nothing of them. They are the outage's, as a page's failures are:
+    one line at once, the rest held back and counted by the "answers again" line. The visitor
+    still gets the 502 page."""
+    cfg, port = await _down_site_config(tmp_path)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo " + msg.data)
+        return ws
+
+    gw = await GatewayProcess.start(cfg)
+    runner: web.AppRunner | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(20):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+                    await session.ws_connect(f"{gw.proxy}/live/{n}")
+                assert failed.value.status == 502
+            upgrade = {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            }
+            async with session.get(f"{gw.proxy}/live/20", headers=upgrade) as resp:  # the page it gets
+                assert resp.status == 502 and "text/html" in resp.headers["Content-Type"], resp.headers
+            app = web.Application()
+            app.router.add_get("/{tail:.*}", page)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            async with session.ws_connect(f"{gw.proxy}/live/back") as ws:
+                await ws.send_str("hello")
+                assert (await ws.receive()).data == "echo hello"
+            back = await gw.wait_log(lambda r: r["msg"].startswith("upstream answers again"))
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+        if runner is not None:
+            await runner.cleanup()
+    lines = gw.logs()
+    said = [r for r in lines if r["msg"].startswith("upstream connect for GET /live/")]
+    # The first line at once, in words (it said aiohttp's "Cannot connect to host 127.0.0.1:…
+    # ssl:default [Connect call failed …]" until 2026-12-05), the upgrade named as one.
+    refused = f"connection refused: nothing listens on 127.0.0.1:{port}"
+    assert said[0]["msg"] == f"upstream connect for GET /live/0 (WebSocket): {refused}", said[0]
+    assert said[0]["level"] == "warning", said[0]
+    assert "Error(" not in said[0]["msg"] and "ConnectionKey" not in said[0]["msg"]
+    held = 21 - failures_said(lines, "upstream connect for GET /live/")
+    assert held > 0, gw.stderr  # one line for 21 upgrades, not 21
+    assert back["level"] == "info", back
+    assert re.fullmatch(
+        rf"upstream answers again, [\d.]+ s after it began to fail; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines',
+        back["msg"],
+    ), back
+    assert not any(r["msg"].startswith("stopping while the upstream fails") for r in lines), gw.stderr
+
+
+async def test_a_stop_while_websocket_upgrades_fail_says_how_many_the_lines_held_back(tmp_path: Path) -> None:
+    """A gateway stopped while a down site fails only WebSocket upgrades: the outage had not
+    begun (an upgrade's failure set nothing), so the stop said nothing of the lines held back.
+    It says them, as a page's, with how long the site has failed."""
+    cfg, _ = await _down_site_config(tmp_path)
+    gw = await GatewayProcess.start(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(5):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+                    await session.ws_connect(f"{gw.proxy}/live/{n}")
+                assert failed.value.status == 502
+        assert await gw.stop() == 0
+    finally:
+        await gw.kill()
+    lines = gw.logs()
+    held = 5 - failures_said(lines, "upstream connect for GET /live/")
+    assert held > 0, gw.stderr
+    [stopping] = [r for r in lines if r["msg"].startswith("stopping while the upstream fails")]
+    assert stopping["level"] == "warning", stopping
+    assert re.fullmatch(
+        rf"stopping while the upstream fails, for [\d.]+ s now; not logged since the last such"
+        rf' line: {held} more "upstream connect" lines',
+        stopping["msg"],
+    ), stopping
+
+
+async def _silent_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Takes the upgrade and never answers it."""
+    await reader.read()
+
+
+async def _broken_handshake_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers the upgrade with a 101 whose accept key is not the one the key asks for."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: bm90IHRoZSBhY2NlcHQga2V5IGFza2Vk\r\n\r\n"
+    )
+    await writer.drain()
+    await reader.read()
+
+
+@pytest.mark.parametrize(
+    ("site", "status", "kind", "first"),
+    [
+        pytest.param(
+            _silent_site,
+            504,
+            "timeout",
+            "upstream timeout for GET /live/0 (WebSocket): no answer in time (proxy.connect_timeout"
+            " = 4 s to connect, proxy.read_timeout = 0.5 s of the site's silence)",
+            id="timeout",
+        ),
+        pytest.param(
+            _broken_handshake_site,
+            502,
+            "protocol",
+            "upstream protocol for GET /live/0 (WebSocket): a broken handshake: ",
+            id="broken-handshake",
+        ),
+    ],
+)
+async def test_a_websocket_upgrade_s_timeout_or_broken_handshake_is_the_outage_s_too(
+    start_gateway: GatewayFactory,
+    raw_upstream: object,
+    caplog: pytest.LogCaptureFixture,
+    site: object,
+    status: int,
+    kind: str,
+    first: str,
+) -> None:
+    """An upgrade the site never answers, or answers with a 101 that is no valid handshake: a
+    line for each (the timeout's without the two timeouts it may have been), uncounted in
+    ``gateway_upstream_errors_total``, no outage begun. Now as a page's failure: one line of its
+    kind, the rest held back and said at the stop, counted, the visitor's answer unchanged."""
+    url = await raw_upstream(site)  # type: ignore[operator]
+    gw = await start_gateway(url, "[proxy]\nread_timeout = 0.5\nconnect_timeout = 4\n")
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        for n in range(3):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+                await gw.session.ws_connect(f"{gw.url}/live/{n}")
+            assert failed.value.status == status
+        gw.gateway.slot.host.at_stop()  # the stop's last word, as a stopping gateway says it
+    lines = [r.getMessage() for r in caplog.records]
+    said = [line for line in lines if line.startswith(f"upstream {kind} for GET /live/")]
+    assert len(said) == 1 and said[0].startswith(first), lines
+    [stopping] = [line for line in lines if line.startswith("stopping while the upstream fails")]
+    assert stopping.endswith(f'not logged since the last such line: 2 more "upstream {kind}" lines'), stopping
+    counted = gw.gateway.metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": kind})
+    assert counted == 3.0
 
 
 def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
