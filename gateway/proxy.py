@@ -533,6 +533,7 @@ class ProxyHost:
                 # whose traffic after one was WebSocket alone (a live dashboard) never said it
                 # answered again, and its stop said it was failing still (until 2026-12-08).
                 self._upstream_answers,
+                functools.partial(self._upstream_fails, request, what=" (WebSocket)"),
             )
         finally:
             self.pool.unreserve()
@@ -812,20 +813,27 @@ class ProxyHost:
         else:
             log.exception("unexpected failure forwarding %s", request.method)
             kind, status = "internal", 502
-        self.metrics.upstream_errors.labels(kind).inc()
         self.metrics.requests.labels(f"upstream_{kind}").inc()
-        why = described(err)
+        self._upstream_fails(request, kind, described(err))
+        return pages.error_page(status)
+
+    def _upstream_fails(self, request: web.Request, kind: str, why: str, what: str = "") -> None:
+        """One failure of the site of ``kind`` (``UpstreamOutage.lines``), to a page or to a
+        WebSocket upgrade (``what`` = " (WebSocket)", ``proxy_websocket``'s ``fails``): counted,
+        said by its kind's throttled line, and part of the outage its next answer ends. Until
+        2026-12-08 an upgrade's failure was a line of its own each time, uncounted, and began no
+        outage: a dashboard retrying its WebSocket against a down site wrote a line per retry."""
+        self.metrics.upstream_errors.labels(kind).inc()
         if kind == "timeout":  # which of the two to raise, if the site is only slow
             why += (
                 f" (proxy.connect_timeout = {self.pool.connect_timeout:g} s to connect, "
                 f"proxy.read_timeout = {self.pool.read_timeout:g} s of the site's silence)"
             )
         path = without_email(request.path)  # a newsletter's personal link: not its address
-        self._outage.lines[kind]("upstream %s for %s %s: %s", kind, request.method, path, why)
+        self._outage.lines[kind]("upstream %s for %s %s%s: %s", kind, request.method, path, what, why)
         if self._outage.since is None:
             self._outage.since = time.monotonic()
         self._outage.answered = None  # failing again: an answer before this one ended nothing
-        return pages.error_page(status)
 
     def _upstream_answers(self) -> None:
         """The site answered after failing: said at info, with how long and the failure lines

@@ -419,6 +419,7 @@ async def proxy_websocket(
     public_location: Callable[[str], str] = str,
     body: bytes = b"",
     answers: Callable[[], None] = lambda: None,
+    fails: Callable[[str, str], None] | None = None,
 ) -> web.StreamResponse:
     """Relay one WebSocket, ``body`` (the upgrade request's, read whole) sent with its upgrade
     (the session's request class must be ``UpgradeRequest``); a message larger than
@@ -428,7 +429,13 @@ async def proxy_websocket(
     are closed with 1001; an upgrade the site accepts after that is closed on its side (1001)
     and refused on the visitor's (503), and one that comes after that is refused (503) without
     reaching the site. ``answers`` is called once the site has answered the upgrade (its 101,
-    or another answer passed on): an outage of the site is over, as a page's answer says."""
+    or another answer passed on): an outage of the site is over, as a page's answer says.
+    ``fails(kind, why)`` is called when the site could not be asked or did not answer the
+    upgrade (``connect``, ``timeout``, ``protocol``; ``why`` in words), the visitor getting the
+    502 or 504 page: the proxy counts it and says it as a page's failure, throttled, part of the
+    outage (``ProxyHost._upstream_fails``); without it, a warning line each time."""
+    if fails is None:
+        fails = functools.partial(_said_failed, request)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:  # the visitor's handshake
         return pages.error_page(400)
@@ -470,12 +477,7 @@ async def proxy_websocket(
         return answered.response
     except aiohttp.WSServerHandshakeError as err:
         # A 101 that is no valid handshake (its accept key, a subprotocol not offered).
-        log.warning(
-            "upstream protocol for %s %s (WebSocket): a broken handshake: %s",
-            request.method,
-            without_email(request.path),
-            err.message,
-        )
+        fails("protocol", f"a broken handshake: {err.message}")
         return pages.error_page(502)
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         # As the proxy words a page's (``Proxy._upstream_failed``), the upgrade named as one.
@@ -484,13 +486,7 @@ async def proxy_websocket(
             kind = "timeout"
         elif isinstance(err, aiohttp.ClientConnectorError) or not isinstance(err, aiohttp.ClientError):
             kind = "connect"
-        log.warning(
-            "upstream %s for %s %s (WebSocket): %s",
-            kind,
-            request.method,
-            without_email(request.path),
-            described(err),
-        )
+        fails(kind, described(err))
         return pages.error_page(504 if isinstance(err, TimeoutError) else 502)
     finally:
         _BODY.reset(sent)
@@ -529,6 +525,13 @@ async def proxy_websocket(
         finally:
             await _stop(left)
     return client
+
+
+def _said_failed(request: web.Request, kind: str, why: str) -> None:
+    """An upgrade's failure said on its own (``proxy_websocket`` given no ``fails``)."""
+    log.warning(
+        "upstream %s for %s %s (WebSocket): %s", kind, request.method, without_email(request.path), why
+    )
 
 
 def stopping_page() -> web.Response:
