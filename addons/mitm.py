@@ -502,6 +502,8 @@ class GatewayAddon:
         """Reloads under way, and old chains waiting for their last flow before ``done``."""
         self._retiring: set[Pipeline] = set()
         self._stopping = False
+        self._pending = 0
+        """Reloads begun and not done: systemd's READY=1 once none is left."""
         self._hup_waiting = False
         """A SIGHUP came before the store was open: one reload follows once it is."""
         self._levels: dict[str, int] | None = None
@@ -659,20 +661,26 @@ class GatewayAddon:
                 log.info("gateway: SIGHUP while starting: the config is reloaded once the store is open")
             self._hup_waiting = True
             return
+        # systemd told first, here in the signal's callback, as ``gateway run`` tells it: it holds
+        # ``systemctl reload`` open only if RELOADING=1 comes before ExecReload's ``kill`` exits.
+        if shared.notifier is not None:
+            shared.notifier.reloading()
+        self._pending += 1
         task = asyncio.get_running_loop().create_task(self._told_reload(), name="gateway-reload")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _told_reload(self) -> None:
-        """``reload``, systemd told ``RELOADING=1`` before it and ``READY=1`` once it is done,
-        applied or refused (``systemctl reload`` returns then), as ``gateway run`` tells it."""
-        notifier = shared.notifier
-        if notifier is not None:
-            notifier.reloading()
+        """``reload``, systemd told ``RELOADING=1`` before it (``_hangup``) and ``READY=1`` once
+        it is done, and every other reload under way, applied or refused (``systemctl reload``
+        returns then), as ``gateway run`` tells it."""
         try:
             await self.reload()
         finally:
-            if notifier is not None and not self._stopping:  # a stop's STOPPING=1 is the last word
+            self._pending -= 1
+            notifier = shared.notifier
+            # A stop's STOPPING=1 is the last word.
+            if notifier is not None and not self._pending and not self._stopping:
                 notifier.ready("serving, reloaded")
 
     async def reload(self) -> None:

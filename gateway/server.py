@@ -687,20 +687,6 @@ Reloader = Callable[[], Awaitable[Settings]]
 """Reads and validates the config again (raising ``ConfigError``) for SIGHUP."""
 
 
-async def _told_reload(
-    gw: Gateway, reread: Reloader, notifier: Notifier | None, stop: asyncio.Event, status: str
-) -> None:
-    """``_reload``, told to systemd (or the supervisor): ``RELOADING=1`` before, ``READY=1``
-    after, applied or refused alike (not once the gateway is stopping: ``STOPPING=1`` was said)."""
-    if notifier is not None:
-        notifier.reloading()
-    try:
-        await _reload(gw, reread)
-    finally:
-        if notifier is not None and not stop.is_set():
-            notifier.ready(status)
-
-
 async def _reload(gw: Gateway, reread: Reloader) -> None:
     from gateway.config import ConfigError
 
@@ -763,17 +749,37 @@ async def serve(
     started = False
     held = False
     status = ""  # what systemd's STATUS= says once the listeners listen
+    pending = 0  # reloads begun and not done: READY=1 once none is left
 
     def hangup() -> None:
-        nonlocal held
+        """A reload, told to systemd (or the supervisor): ``RELOADING=1`` first, here in the
+        signal's own callback (systemd holds ``systemctl reload`` open only if it comes before
+        ``ExecReload``'s ``kill`` exits; until 2026-12-08 it was the reload task's first step),
+        one for each SIGHUP (``Type=notify-reload``'s is answered with a later
+        ``MONOTONIC_USEC``); ``READY=1`` once the last reload under way is done, applied or
+        refused (not once the gateway is stopping: ``STOPPING=1`` was said)."""
+        nonlocal held, pending
         if reread is None:
             return
         if not started:
-            held = True
+            held = True  # no RELOADING=1: the start's READY=1 is to come, after this reload
             return
-        task = loop.create_task(_told_reload(gw, reread, notifier, stop, status), name="reload")
+        if notifier is not None and not stop.is_set():
+            notifier.reloading()
+        pending += 1
+        task = loop.create_task(reload(), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+
+    async def reload() -> None:
+        nonlocal pending
+        assert reread is not None
+        try:
+            await _reload(gw, reread)
+        finally:
+            pending -= 1
+            if notifier is not None and not pending and not stop.is_set():
+                notifier.ready(status)
 
     reloads_on: dict[signal.Signals, Callable[[], None]] = {signal.SIGHUP: hangup}
     if supervisor is not None:

@@ -265,6 +265,8 @@ class Supervisor:
         """Whether systemd was told ``READY=1`` (every worker listening, once)."""
         self.reloading: set[int] | None = None
         """The workers a reload told to systemd waits for (None: no such reload)."""
+        self.told_reload = False
+        """systemd was told ``RELOADING=1`` for the reload about to start (``reload_due``)."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -420,7 +422,7 @@ class Supervisor:
             if self.ready >= set(range(self.count)):
                 self.announced = True
                 self.notifier.ready(f"serving: {self.count} workers")
-        elif self.reloading is not None and not self.reloading:
+        elif self.reloading is not None and not self.reloading and not self.told_reload:
             self.reloading = None
             self.notifier.ready(f"serving: {self.count} workers, reloaded")
 
@@ -514,6 +516,15 @@ class Supervisor:
                 await writer.wait_closed()
 
     def _hangup(self) -> None:
+        """A SIGHUP: systemd is told ``RELOADING=1`` first, before the gathering (it holds
+        ``systemctl reload`` open only if that comes before ``ExecReload``'s ``kill`` exits; until
+        2026-12-08 it came once ``RELOAD_GATHER`` was over, and the reload was done as far as
+        systemd knew before the workers had begun it). Each SIGHUP is told, one within a reload
+        under way too (``Type=notify-reload``'s SIGHUP is answered by a ``RELOADING=1`` of a
+        later ``MONOTONIC_USEC``): ``READY=1`` comes once the last reload is done (``_tell``)."""
+        if self.notifier is not None and self.announced and not self.stopping.is_set():
+            self.notifier.reloading()  # not while starting: READY=1 is to come
+            self.told_reload = True
         if self.reload_due is None:
             self.reload_due = asyncio.get_running_loop().call_later(RELOAD_GATHER, self._reload)
 
@@ -526,9 +537,12 @@ class Supervisor:
                 self.env = {**self.env, **self.reloaded()}
             except Exception:  # the supervisor outlives anything a config file does
                 log.exception("reading the config for later worker starts failed")
-        if self.notifier is not None and self.announced:  # not while starting: READY=1 is to come
-            self.notifier.reloading()
+        if self.told_reload:
+            self.told_reload = False
             self.reloading = {index for index, proc in self.procs.items() if proc.returncode is None}
+        # A worker under an earlier reload reloads again: a READY=1 of it still on its way is the
+        # earlier one's, not taken for this one, which it begins with a RELOADING=1 of its own.
+        self.mid_reload.clear()
         self._forward(RELOAD_ORDER)
         self._tell()  # no worker running to wait for
 

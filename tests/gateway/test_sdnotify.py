@@ -18,6 +18,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ENV
 from tests.gatewayproc import children
 
@@ -145,6 +147,20 @@ async def _reloads(proc: asyncio.subprocess.Process, sock: socket.socket) -> lis
     return reloading
 
 
+async def _taken(pid: int, sig: signal.Signals) -> None:
+    """Once process ``pid`` has taken ``sig`` (sent to it): no longer pending (``ShdPnd`` in
+    ``/proc/PID/status``), its handler run. A signal sent while another is pending would be
+    handled before it (the kernel stacks the later handler's frame on the earlier's)."""
+    status = Path(f"/proc/{pid}/status")
+    async with asyncio.timeout(60):
+        while True:
+            lines = (await asyncio.to_thread(status.read_text)).splitlines()
+            (pending,) = [int(line.split()[1], 16) for line in lines if line.startswith("ShdPnd:")]
+            if not pending & (1 << (sig - 1)):
+                return
+            await asyncio.sleep(0.001)
+
+
 async def _stops(proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
     """A SIGTERM: ``STOPPING=1`` from ``proc``, a clean exit, and nothing more sent."""
     proc.send_signal(signal.SIGTERM)
@@ -228,6 +244,34 @@ async def test_without_notify_socket_nothing_is_sent_and_the_log_has_no_prefix(t
             _nothing_waiting(sock)
             for line in await _lines(log):
                 assert line.startswith("{"), line
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_reloading_is_said_as_the_sighup_comes_before_any_gathering(
+    tmp_path: Path, workers: int
+) -> None:
+    """``RELOADING=1`` (with ``MONOTONIC_USEC``) is the first thing a SIGHUP does: systemd holds
+    ``systemctl reload`` open only if it arrives before ``ExecReload``'s ``kill -HUP`` exits. A
+    SIGTERM right behind the SIGHUP (delivered after it: the lower signal first) finds it said,
+    and ``STOPPING=1`` follows. Until 2026-12-08 the supervisor said it only once its 0.2 s
+    wait for the SIGHUPs that come with one (``RELOAD_GATHER``) was over: a stop within it, and
+    systemd was never told of the reload."""
+    notify = tmp_path / "notify"
+    sock = _receiver(str(notify))
+    with contextlib.closing(sock):
+        async with _running(tmp_path, workers, {"NOTIFY_SOCKET": str(notify)}) as (proc, _):
+            pid, fields = await _message(sock)
+            assert pid == proc.pid and fields[0] == "READY=1", fields
+            proc.send_signal(signal.SIGHUP)
+            await _taken(proc.pid, signal.SIGHUP)
+            proc.send_signal(signal.SIGTERM)
+            pid, fields = await _message(sock)
+            assert pid == proc.pid and fields[0] == "RELOADING=1", fields
+            assert [f for f in fields if f.startswith("MONOTONIC_USEC=")], fields
+            pid, fields = await _message(sock)
+            assert pid == proc.pid and fields[0] == "STOPPING=1", fields
+            assert await _stopped(proc) == 0
+            _nothing_waiting(sock)
 
 
 async def test_a_notify_socket_gone_is_said_once_and_the_gateway_runs_on(tmp_path: Path) -> None:
