@@ -7,7 +7,9 @@ gateway starts (a worker, a report worker) tells systemd anything: with several 
 supervisor alone speaks to it (the unit's ``NotifyAccess=main``), once each of its workers has
 told it, over a socket pair of its own (``WORKER_NOTIFY_ENV``), that it listens or has
 reloaded. Without the variable nothing is sent. A message that cannot be sent (the socket gone)
-never stops the gateway: the first such failure is logged at info, the rest not.
+never stops the gateway: the first such failure is logged as a warning saying what systemd
+does next (under ``Type=notify``, a ``READY=1`` it never gets ends the gateway at the unit's
+``TimeoutStartSec``), the rest not.
 
 Imports nothing heavy: the supervisor uses it.
 """
@@ -58,10 +60,11 @@ class Notifier:
         elif named.startswith("/"):
             address = named
         else:  # sd_notify(3) too takes nothing else (a vsock address is for virtual machines)
-            log.info(
+            log.warning(
                 "NOTIFY_SOCKET=%s is no unix socket path (nor @name): systemd is not told the gateway's"
-                " readiness",
+                " readiness; %s",
                 named,
+                _what_follows("READY=1"),
             )
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -78,11 +81,13 @@ class Notifier:
         except OSError as err:
             if not self._failed:
                 self._failed = True
-                log.info(
-                    "could not tell %s %s (%s); the gateway runs on, and says no more of it",
+                # A warning (until 2026-12-08 info): a READY=1 systemd never gets ends the gateway.
+                log.warning(
+                    "could not tell %s %s (%s): %s; the gateway runs on, and says no more of it",
                     self.named,
                     fields[0],
                     err.strerror or err,
+                    _what_follows(fields[0], systemd=self.address is not None),
                 )
 
     def ready(self, status: str) -> None:
@@ -98,6 +103,22 @@ class Notifier:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _what_follows(field: str, systemd: bool = True) -> str:
+    """What systemd does when it is not told ``field`` (by this process, ``systemd``, or by the
+    supervisor, which waits for it from this worker), in the operator's words."""
+    if field == "READY=1":
+        said = (
+            "under a unit of Type=notify systemd takes the gateway's start (or reload) as not done,"
+            " and stops the gateway once TimeoutStartSec runs out"
+        )
+        if systemd:
+            return f"{said}; check that NOTIFY_SOCKET names systemd's socket, or run the unit as Type=simple"
+        return f"the supervisor does not tell systemd either: {said}"
+    if field == "RELOADING=1":
+        return "systemd is not told of this reload: `systemctl reload` may return before it is done"
+    return "systemd is not told that the gateway stops"
 
 
 def worker_channel() -> tuple[socket.socket, socket.socket]:

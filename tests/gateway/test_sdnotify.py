@@ -274,10 +274,18 @@ async def test_reloading_is_said_as_the_sighup_comes_before_any_gathering(
             _nothing_waiting(sock)
 
 
-async def test_a_notify_socket_gone_is_said_once_and_the_gateway_runs_on(tmp_path: Path) -> None:
-    """Nothing listens where ``NOTIFY_SOCKET`` points (systemd's socket gone): the gateway serves,
-    reloads and stops as ever, and says once, at info, that it could not tell systemd."""
-    async with _running(tmp_path, 1, {"NOTIFY_SOCKET": str(tmp_path / "gone")}) as (proc, log):
+@pytest.mark.parametrize("where", ["gone", "long"])
+async def test_a_notify_socket_that_cannot_be_told_is_a_warning_and_the_gateway_runs_on(
+    tmp_path: Path, where: str
+) -> None:
+    """Nothing listens where ``NOTIFY_SOCKET`` points (systemd's socket gone), or its path is
+    too long for a unix socket: the gateway serves, reloads and stops as ever, and says once, as
+    a warning naming the variable and what systemd does next (``TimeoutStartSec``), that it
+    could not tell systemd ``READY=1``. Until 2026-12-08 it was said at info: under
+    ``Type=notify`` systemd then stops the gateway at the start's timeout, and ``journalctl -p
+    warning`` showed nothing to say why."""
+    named = str(tmp_path / "gone") if where == "gone" else "/" + "x" * 200
+    async with _running(tmp_path, 1, {"NOTIFY_SOCKET": named}) as (proc, log):
         await _serves(json.loads(await _line_with(log, '"listening"'))["proxy"])
         proc.send_signal(signal.SIGHUP)
         await _line_with(log, "config reloaded")
@@ -285,5 +293,7 @@ async def test_a_notify_socket_gone_is_said_once_and_the_gateway_runs_on(tmp_pat
         assert await _stopped(proc) == 0
         said = [json.loads(x) for x in await _lines(log) if "could not tell" in x]
         assert len(said) == 1, said
-        assert said[0]["level"] == "info" and "NOTIFY_SOCKET=" in said[0]["msg"], said
+        msg = str(said[0]["msg"])
+        assert said[0]["level"] == "warning", said
+        assert f"NOTIFY_SOCKET={named} READY=1" in msg and "TimeoutStartSec" in msg, said
         assert [r for r in map(json.loads, await _lines(log)) if r["msg"] == "stopped"]
