@@ -50,7 +50,7 @@ from gateway.config_values import host_problem, is_ip_address
 from gateway.daysalt import HandedSalt
 from gateway.doctor import cmd_doctor, geo_files, store_failure, timeout_arg
 from gateway.heartbeat import Heartbeat
-from gateway.logs import command_logging, say_error, set_level, setup_logging
+from gateway.logs import command_logging, journal_excepthooks, say_error, set_level, setup_logging
 from gateway.notices import config_warnings, secret_warnings, warn_of_secret
 from gateway.options import Options, parse_listen
 from gateway.privacy_cli import add_commands as add_privacy_commands
@@ -1703,6 +1703,7 @@ def _meant_list(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
+    journal_excepthooks()  # a crash's traceback, in the journal, is an error's (<3>), not info
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == [mitmlaunch.COMMAND]:  # every argument after it is mitmdump's, not ours
         return mitmlaunch.exec_mitmdump(given[1:])

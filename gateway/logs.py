@@ -8,7 +8,8 @@ nothing in the gateway logs a secret, a client address or a user ID (a test
 scans a full run's log output for them). ``Throttled`` keeps a failure that repeats
 on every request (a full disk) from flooding the log it may be filling. Where stderr is the
 journal (systemd's ``$JOURNAL_STREAM`` names it), each line starts with its syslog priority
-(``<3>`` for an error: ``journalctl -p err`` finds it).
+(``<3>`` for an error: ``journalctl -p err`` finds it), and so does a traceback of an uncaught
+exception (``journal_excepthooks``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
+import traceback
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TextIO
 
 import msgspec
@@ -66,6 +70,38 @@ def say_error(text: str) -> None:
     if to_journal(sys.stderr):
         text = "\n".join(f"<3>{line}" for line in text.split("\n"))
     print(text, file=sys.stderr)
+
+
+def journal_excepthooks() -> None:
+    """Where stderr is the journal (``to_journal``): a traceback Python prints itself — an
+    exception no code of ours caught, of the main thread (``sys.excepthook``) or another
+    (``threading.excepthook``) — has each line an error's (``<3>``), as a logged traceback's
+    lines have their record's. Until 2026-12-08 such a crash of ``gateway run`` reached the
+    journal at info, and ``journalctl -p err`` missed it. Elsewhere nothing changes."""
+    if not to_journal(sys.stderr):
+        return
+    sys.excepthook = _journal_excepthook
+    threading.excepthook = _journal_thread_excepthook
+
+
+def _journal_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    _to_journal("".join(traceback.format_exception(kind, value, tb)))
+
+
+def _journal_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as Python's own: a thread's exit is no error
+        return
+    name = args.thread.name if args.thread is not None else threading.get_ident()
+    trace = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    _to_journal(f"Exception in thread {name}:\n{trace}")
+
+
+def _to_journal(text: str) -> None:
+    """``text`` on stderr, each line an error's (``<3>``)."""
+    if sys.stderr is None:  # started without one: Python's own hook would print nothing either
+        return
+    sys.stderr.write("".join(f"<3>{line}\n" for line in text.rstrip("\n").split("\n")))
+    sys.stderr.flush()
 
 
 class JournalFormatter(logging.Formatter):

@@ -830,3 +830,51 @@ def test_another_command_s_lines_to_the_journal_start_with_their_syslog_priority
             assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.geo: geo: .*", geo), (
                 lines
             )
+
+
+_CRASH = """
+import sys, threading
+if sys.argv[1] == "cli":  # the gateway's own entry runs a command, then the script crashes
+    sys.argv = ["gateway", "check", "--quiet", "-c", sys.argv[2]]
+    from gateway.__main__ import main
+    assert main() == 0
+else:
+    from gateway.logs import journal_excepthooks
+    journal_excepthooks()
+thread = threading.Thread(target=lambda: 1 / 0, name="crasher")
+thread.start()
+thread.join()
+raise RuntimeError("the crash\\nits second line")
+"""
+
+
+@pytest.mark.parametrize("entry", ["installer", "cli"])
+def test_a_crash_s_traceback_in_the_journal_is_an_error(tmp_path: Path, entry: str) -> None:
+    """An exception nothing caught (the main thread's, another thread's) is printed by Python
+    itself, not logged: under systemd it reached the journal at info until 2026-12-08, and
+    ``journalctl -p err`` missed the crash. Where stderr is the journal each of its lines is an
+    error's (``<3>``), installed by the gateway's entry for any command; elsewhere the traceback
+    is Python's own, unprefixed."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    for journal in (True, False):
+        log = tmp_path / f"stderr-{journal}.log"
+        log.touch()
+        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
+        if journal:
+            env["JOURNAL_STREAM"] = _stream_of(log)
+        with log.open("w") as err:
+            done = subprocess.run(
+                [sys.executable, "-c", _CRASH, entry, "gw.toml"],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
+            )  # fmt: skip
+        lines = log.read_text(encoding="utf-8").splitlines()
+        assert done.returncode == 1, lines
+        plain = [line[3:] if journal else line for line in lines]
+        assert "Exception in thread crasher:" in plain, lines
+        assert "ZeroDivisionError: division by zero" in plain, lines
+        assert plain.count("Traceback (most recent call last):") == 2, lines
+        assert plain[-2:] == ["RuntimeError: the crash", "its second line"], lines
+        if journal:
+            assert all(line.startswith("<3>") for line in lines), lines
+        else:
+            assert not [line for line in lines if line.startswith("<")], lines
