@@ -36,6 +36,13 @@ async def has_channel_column(db: aiosqlite.Connection) -> bool:
         return any(row[1] == "channel" for row in await cursor.fetchall())
 
 
+async def _has_feed_drops(db: aiosqlite.Connection) -> bool:
+    async with db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feed_drops'"
+    ) as cursor:
+        return await cursor.fetchone() is not None
+
+
 async def stored_touchpoints(db: aiosqlite.Connection) -> int:
     """How many touchpoints the store holds (what ``reclassify`` reads)."""
     async with db.execute("SELECT count(*) FROM touchpoints") as cursor:
@@ -72,15 +79,35 @@ async def reclassify(
     # row is one read instead of an index entry then its row. Rows keep their rowid (an update
     # leaves it; no insert replaces a row), so none is read twice. Updated by id: a deleted
     # largest rowid is taken again by the next insert, which must not get this row's channel.
+    #
+    # Deleting the newest rows (an erasure, a purge, an import undone) lets the next inserts take
+    # rowids the scan passed: local migration 0022 notes each such delete (``feed_drops``, as
+    # ``order=stored`` reads it), and the next page starts below the lowest noted since the
+    # last page, if lower (every row above it is new), read in the same statement, so one
+    # snapshot (until 2026-12-08 such a row kept its old channel). A store without the table
+    # (a dry run on a store not migrated yet) pages by rowid alone.
+    noted = await _has_feed_drops(db)
+    fields = ", ".join(f"t.{field}" for field in (*_FIELDS, old) if field != "NULL")
+    columns = f"t.rowid AS rowid, t.id, {fields}" + (", NULL" if old == "NULL" else "")
+    start = (
+        "(SELECT coalesce(max(seq), 0) FROM feed_drops) AS seq, min(?, coalesce((SELECT min(below)"
+        " FROM feed_drops WHERE tbl = 'touchpoints' AND seq > ?), ?)) AS start"
+        if noted
+        else "0 AS seq, ? AS start"
+    )
     sql = (
-        f"SELECT rowid, id, {', '.join(_FIELDS)}, {old} FROM touchpoints"
-        " WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        f"WITH d AS (SELECT {start}) SELECT d.seq, d.start, p.* FROM d LEFT JOIN (SELECT {columns}"
+        " FROM touchpoints t WHERE t.rowid > (SELECT start FROM d) ORDER BY t.rowid LIMIT ?) AS p"
+        " ORDER BY p.rowid"
     )
     done = Reclassified() if done is None else done
-    after = 0
+    after, seq = 0, 0
     while True:
-        async with db.execute(sql, (after, batch_size)) as cursor:
-            rows = list(await cursor.fetchall())
+        args = (after, seq, after, batch_size) if noted else (after, batch_size)
+        async with db.execute(sql, args) as cursor:
+            read = list(await cursor.fetchall())
+        seq = int(read[0][0])  # the notes seen as the page was read (always one row: d's)
+        rows = [row[2:] for row in read if row[2] is not None]
         if not rows:
             return done
         updates = []

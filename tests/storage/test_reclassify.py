@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,3 +70,39 @@ async def test_a_row_written_during_the_scan_behind_its_cursor_is_reclassified(
     ]
     assert (done.seen, done.changed, dict(done.moves)) == (4, 4, {("Referral", "Newsletter"): 4})
     assert batches == [1, 1, 1, 1]
+
+
+async def test_a_row_taking_the_rowid_of_a_deleted_newest_row_during_the_scan_is_reclassified(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """SQLite gives a new row the largest rowid + 1: once the newest rows are deleted while the
+    scan runs (an erasure of their visitor, an import undone), the next landing takes a rowid
+    the scan has passed already, and kept the old channel until the next run. The scan goes
+    back to below such a delete (migration 0022's ``feed_drops``): the rows there are new."""
+    first = old_landing(1, T0, counter=0x100)
+    erased = [old_landing(n, T0 + timedelta(minutes=n), counter=0x100) for n in (2, 3, 4)]
+    erased = [dataclasses.replace(t, visitor_key="e" * 32) for t in erased]
+    new = old_landing(5, T0 + timedelta(minutes=5), counter=0x100)
+    store = await open_store()
+    await store.write([first, *erased])
+    db = await connect(tmp_path / "gw.db")
+    try:
+        # Another writer as the first page (two rows) is updated: the erasure of the visitor of
+        # the newest rows (the second of the page among them), then a new landing, which takes
+        # the second row's rowid, one the scan read already.
+        await db.execute(
+            "CREATE TEMP TRIGGER other_writer AFTER UPDATE OF channel ON main.touchpoints"
+            f" WHEN new.id = '{first.id}' BEGIN"
+            f" DELETE FROM touchpoints WHERE visitor_key = '{'e' * 32}';"
+            " INSERT INTO touchpoints (id, ts, node, visitor_key, source, channel, landing_path)"
+            f" VALUES ('{new.id}', '{new.ts}', 'b', '{new.visitor_key}', 'newsletter', 'Referral', '/');"
+            " END"
+        )
+        done = await reclassify(db, NEWSLETTER, batch_size=2)
+    finally:
+        await db.close()
+    assert await read(tmp_path / "gw.db", "SELECT id, channel FROM touchpoints ORDER BY id") == [
+        (first.id, "Newsletter"),
+        (new.id, "Newsletter"),
+    ]
+    assert done.seen == 3  # the first page's two, then the new row once
