@@ -1120,7 +1120,7 @@ async def erase(request: web.Request) -> web.Response:
         "bad_events_kept": kept,
         # Where else the user's rows are (the central store, the sinks' destinations), as
         # ``gateway erase`` says it: until 2026-12-07 the answer held the counts alone.
-        "elsewhere": erasure_reach(settings),
+        "elsewhere": erasure_reach(settings, user_key=named.keys[0], keys=request.app[KEYS_KEY]),
     }
     note = erasure_note(named, erasure, kept, api=True)
     return ok(answer if note is None else {**answer, "note": note})

@@ -442,7 +442,8 @@ ELSEWHERE = {
     "items": {"type": "string"},
     "description": "where else the erased rows are, by what the config has, as gateway erase says"
     " it: the central store and the other nodes (reached by the sync), the sinks' destinations"
-    " (what they were sent stays there: delete it there); empty with neither",
+    " (what they were sent stays there: delete it there, by the userId named: under"
+    ' identity.user_id_storage = "hash" the user_key); empty with neither',
 }
 """An erasure's answer: where else its rows are (``gateway.usernames.erasure_reach``)."""
 

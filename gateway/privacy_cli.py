@@ -170,7 +170,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
-        for line in erasure_reach(settings):
+        for line in erasure_reach(settings, user_key=named.keys[0], keys=keys):
             print(line)
     return 0
 

@@ -104,9 +104,13 @@ def erasure_note(named: NamedUser, erasure: Erasure, kept: int, *, api: bool) ->
     return None
 
 
-def erasure_reach(settings: Settings, who: str = "user") -> list[str]:
+def erasure_reach(
+    settings: Settings, who: str = "user", user_key: str | None = None, keys: Keys | None = None
+) -> list[str]:
     """Where else the ``who``'s rows may be (``user`` or ``visitor``), by what this config has:
-    said after an erasure, by ``gateway erase`` and in the admin API's answer (``elsewhere``)."""
+    said after an erasure, by ``gateway erase`` and in the admin API's answer (``elsewhere``).
+    ``user_key`` (with ``keys``): the erased user's key, whose sinks' ``userId`` (the key itself
+    when ``keys`` cannot give the raw ID back) is named, since a destination deletes by it."""
     said = []
     # Configured, its variable set or not (erase does not read it): the sync carries it there.
     if settings.options.central.url and who == "visitor":
@@ -126,9 +130,25 @@ def erasure_reach(settings: Settings, who: str = "user") -> list[str]:
     if settings.options.sinks:
         said.append(
             "no sink sends these rows from now on; what the sinks sent before stays at their"
-            " destinations: delete it there (Segment and RudderStack have their own deletion API)"
+            f" destinations: delete it there{_sent_as(user_key, keys)} (Segment and RudderStack"
+            " have their own deletion API)"
         )
     return said
+
+
+def _sent_as(user_key: str | None, keys: Keys | None) -> str:
+    """The ``userId`` a sink sent the user under, as the operator deletes them at a destination
+    (Segment's deletion is by ``userId``): the raw ID is never said (the answer and the
+    command's output may be kept), only that it is the one, or else the key sent in its place."""
+    if user_key is None or keys is None:
+        return ""
+    if keys.recover_user_id(user_key) is not None:
+        return ", by the userId they were sent under, the user ID itself"
+    return (
+        f", by the userId they were sent under, {user_key} (its user_key: under"
+        f' identity.user_id_storage = "{keys.user_mode}" a sink sends the key in place of'
+        " the user ID, so a deletion by the user ID finds nothing there)"
+    )
 
 
 @dataclass(frozen=True)

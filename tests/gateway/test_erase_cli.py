@@ -139,6 +139,9 @@ def test_erase_says_where_else_the_rows_are_by_what_is_configured(tmp_path: Path
     # Nor, since their rounds take their kept bad events too, that those are not erased that way.
     assert "kept bad events (bad_events) that name the user's ID or devices included" in both.stdout
     assert "what the sinks sent before stays at their destinations: delete it there" in both.stdout
+    # By the userId a sink sent, which under "hash" is the user's key, not the ID given here.
+    assert "by the userId they were sent under, " in both.stdout
+    assert 'under identity.user_id_storage = "hash" a sink sends the key' in both.stdout
 
 
 def test_erase_names_the_store_it_could_not_change(tmp_path: Path) -> None:

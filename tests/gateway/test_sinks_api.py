@@ -643,3 +643,40 @@ def test_sink_send_to_every_sink_goes_on_past_one_that_fails_and_names_it(
         assert out == f"b-up: 2 messages sent (user_key {keys.user_key('dave')})\n", out
         assert err == "gateway: sink send failed: sink a-down: HTTP 500\n", err
         assert sorted(c["type"] for c in _Recorder.calls) == ["identify", "track"]
+
+
+@pytest.mark.parametrize("storage", ["hash", "encrypt"])
+async def test_an_erasure_names_the_user_id_the_sinks_sent_to_delete_at_the_destination(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi, storage: str
+) -> None:
+    """Sinks are not sent erasures: the operator deletes the user at the destination (Segment's
+    deletion is by userId). Under the default "hash" what a sink sent as userId is the user's
+    key, not the ID the data subject gave, so the erasure's answer names the userId to delete
+    there (until 2026-12-08 it said "delete it there" alone, and a deletion by the raw ID at
+    Segment found nothing)."""
+    toml = f'[identity]\nuser_id_storage = "{storage}"\n' + sink_toml(batch_api, interval_seconds=0.05)
+    gw = await start_gateway(origin, toml, {"SINK_SECRET": WRITE_KEY})
+    async with gw.session.get(gw.url + "/?utm_source=newsletter") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    key = gw.gateway.keys.visitor_key(cookie.split(".")[1])
+    user_key = gw.gateway.keys.user_key("carol@example.com")
+    binding = Binding(
+        id=uuid7(), ts=iso(datetime.now(UTC)), node="test", visitor_key=key, user_key=user_key, rule="r"
+    )
+    await gw.gateway.store.write([binding])
+    async with asyncio.timeout(20):
+        while not [c for c in batch_api.calls if c["type"] == "identify"]:
+            await asyncio.sleep(0.02)
+    (sent_as,) = {c["userId"] for c in batch_api.calls if c["type"] == "identify"}
+    async with gw.session.delete(gw.admin_url + "/api/users/carol@example.com", headers=AUTH) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    (said,) = [line for line in answer["elsewhere"] if "sink" in line]
+    if storage == "hash":
+        assert sent_as == answer["user_key"] != "carol@example.com"
+        assert f"by the userId they were sent under, {sent_as}" in said
+        assert 'identity.user_id_storage = "hash"' in said
+    else:
+        assert sent_as == "carol@example.com"
+        assert "by the userId they were sent under, the user ID itself" in said
+        assert "carol@example.com" not in said  # the answer may be kept: never the raw ID
