@@ -592,6 +592,18 @@ async def healthz(request: web.Request) -> web.Response:
     if not store.accepting:
         raise ApiError(503, "the store writer stopped: events are not being recorded; see the log")
     node = request.app[SETTINGS_KEY].node
+    # A reader of the log failing (the central store or a sink's destination away) loses
+    # nothing, and the site is served: said, in fixed words, without changing the status (until
+    # 2026-12-08 only the log and the metrics said it).
+    readers = {
+        reader: {
+            "failing_since": iso(datetime.fromtimestamp(failures.since_wall, UTC)),
+            "attempts": failures.count,
+        }
+        for reader, failures in sorted(request.app[METRICS_KEY].readers_failing.items())
+        if failures.count
+    }
+    behind = {"readers_failing": readers} if readers else {}
     if store.failing is not None:
         since, kind = store.failing
     elif (held := await request.app[LOCK_PROBE_KEY].held_since()) is not None:
@@ -599,7 +611,7 @@ async def healthz(request: web.Request) -> web.Response:
         # good with nothing to commit: the lock is asked itself (``storage.lockprobe``).
         since, kind = held, LOCKED
     else:
-        return ok({"status": "ok", "node": node})
+        return ok({"status": "ok", "node": node, **behind})
     if kind == LOCKED:
         state = "commits are waiting: the database is locked by another connection; events stay queued"
     else:
@@ -610,6 +622,7 @@ async def healthz(request: web.Request) -> web.Response:
             "node": node,
             "store": state,
             "failing_since": iso(datetime.fromtimestamp(since, UTC)),
+            **behind,
         }
     )
 

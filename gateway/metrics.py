@@ -8,11 +8,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from storage.backoff import Failures
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set by the supervisor for its workers (before they import prometheus_client, which reads it
@@ -54,6 +58,9 @@ Kept = Callable[["LiveRules", dict[str, str]], bool]
 
 class Metrics:
     def __init__(self) -> None:
+        self.readers_failing: dict[str, Failures] = {}
+        """The readers of the log (``central``, ``mirror``, ``sink:<name>``) failing now, each
+        from its first failure in a row to its next success: ``/healthz`` says them."""
         self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(

@@ -693,6 +693,25 @@ def openapi_document() -> dict[str, Any]:
                                             "node": {"type": "string"},
                                             "store": {"type": "string"},
                                             "failing_since": {"type": "string", "format": "date-time"},
+                                            "readers_failing": {
+                                                "type": "object",
+                                                "description": "the readers of the log failing now"
+                                                " (central, mirror, sink:<name>), each since its"
+                                                " first failure in a row, with its attempts; the"
+                                                " status is not changed (nothing is lost), the log"
+                                                " says the problem",
+                                                "additionalProperties": {
+                                                    "type": "object",
+                                                    "required": ["failing_since", "attempts"],
+                                                    "properties": {
+                                                        "failing_since": {
+                                                            "type": "string",
+                                                            "format": "date-time",
+                                                        },
+                                                        "attempts": {"type": "integer", "minimum": 1},
+                                                    },
+                                                },
+                                            },
                                         },
                                     }
                                 }

@@ -61,12 +61,19 @@ class Failures:
     after failures at info level with how long they lasted. A PostgreSQL down for a night is a
     few lines, not one per backoff."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(
+        self, logger: logging.Logger, what: str, board: dict[str, Failures] | None = None, reader: str = ""
+    ) -> None:
         self.log, self.what = logger, what
         self.count = 0
         self._since = 0.0
+        self.since_wall = 0.0
+        """When the failures in a row began (Unix time), as ``/healthz`` says it."""
         self._problem: str | None = None
         self._logged = 0.0
+        self._board, self._reader = board, reader
+        """``board``: the readers failing now, by ``reader`` (``Metrics.readers_failing``, which
+        ``/healthz`` reads): this one is there from its first failure to its next success."""
 
     def failed(
         self,
@@ -86,6 +93,9 @@ class Failures:
         key = problem if same is None else same
         if self.count == 1:
             self._since = self._logged = now
+            self.since_wall = time.time()
+            if self._board is not None:
+                self._board[self._reader] = self
             self.log.log(
                 level, "%s failed (%s); retrying in %.1f s", self.what, problem, delay, exc_info=error
             )
@@ -117,6 +127,8 @@ class Failures:
                 time.monotonic() - self._since,
             )
         self.count, self._problem = 0, None
+        if self._board is not None:
+            self._board.pop(self._reader, None)
 
 
 class Standing:

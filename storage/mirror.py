@@ -453,7 +453,7 @@ class Mirror:
                 self.options,
                 self.metrics,
                 READER,
-                Failures(log, "reporting mirror"),
+                Failures(log, "reporting mirror", self.metrics.readers_failing, READER),
                 round_on,
                 publish,
                 lock=self.lock,

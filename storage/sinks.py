@@ -637,7 +637,7 @@ class Sink:
         problem logged once (``Failures``), the end of an outage too."""
         db = await open_log(self.settings)
         backoff = Backoff(0.5, self.options.backoff_max_seconds)
-        failures = Failures(log, f"sink {self.options.name}")
+        failures = Failures(log, f"sink {self.options.name}", self.metrics.readers_failing, self.reader)
         try:
             while True:
                 try:

@@ -539,7 +539,7 @@ class Sync:
                 self.options,
                 self.metrics,
                 READER,
-                Failures(log, "central sync"),
+                Failures(log, "central sync", self.metrics.readers_failing, READER),
                 round_on,
                 publish,
                 lock=self.lock,

@@ -4,6 +4,7 @@ the admin API reads the central store; ``gateway sync --once``; lag and error me
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
@@ -884,3 +885,59 @@ async def test_delete_visitor_of_a_text_recorded_only_centrally_is_not_refused(
 
 async def _no_rows(dsn: str, table: str) -> bool:
     return (await central_count(dsn, table))[0] == 0
+
+
+async def test_healthz_says_which_reader_of_the_log_is_failing_and_since_when(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str
+) -> None:
+    """A central store or a sink's destination away loses nothing and the site is served, so
+    ``/healthz`` stays 200 ``ok`` (a load balancer keeps the gateway), but says which reader is
+    failing, since when and how many attempts, in fixed words (it answers anyone): until
+    2026-12-08 it said nothing of them, and only the log and the metrics told an outage."""
+    away = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            away.append(s.getsockname()[1])
+    toml = (
+        node_toml(tmp_path, "a", source="local")
+        + f'[[sinks]]\nname = "out"\nkind = "segment"\nurl = "http://127.0.0.1:{away[1]}"\n'
+        + 'secret = "env:SINK_SECRET"\ninterval_seconds = 0.05\nbackoff_max_seconds = 0.2\n'
+    )
+    central_url = f"postgresql://gateway:pw@127.0.0.1:{away[0]}/tracking"
+    gw = await start_gateway(
+        origin, toml, {"GATEWAY_CENTRAL_URL": central_url, "SINK_SECRET": "wk_" + "w" * 30}
+    )
+    async with gw.session.get(gw.url + "/l/1?utm_source=s") as resp:
+        await resp.read()
+
+    async def health() -> dict[str, Any]:
+        async with gw.session.get(gw.admin_url + "/healthz") as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    async def failing(*readers: str) -> bool:
+        return set((await health()).get("readers_failing", {})) == set(readers)
+
+    await eventually(lambda: failing("central", "sink:out"))
+    answer = await health()
+    assert answer["status"] == "ok"
+    for reader in ("central", "sink:out"):
+        said = answer["readers_failing"][reader]
+        assert said["attempts"] >= 1
+        assert datetime.fromisoformat(said["failing_since"]) <= datetime.now(UTC)
+    assert "127.0.0.1" not in json.dumps(answer)  # fixed words: the problem is in the log
+    Draft202012Validator(response_schema("/healthz", 200)).validate(answer)
+
+    async def accept(request: web.Request) -> web.Response:
+        return web.json_response({"success": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", accept)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", away[1]).start()
+    try:
+        await eventually(lambda: failing("central"))  # the sink recovered: no longer said
+    finally:
+        await runner.cleanup()
