@@ -31,7 +31,7 @@ from storage import central
 from storage.central_queries import CentralReader
 from storage.local import LocalStore
 from storage.queries import ConversionQuery, Reader, StoreUnavailable, TouchpointQuery
-from tests.conftest import ENV, TOKEN, GatewayFactory, PostgresServer, RunningGateway
+from tests.conftest import ENV, TOKEN, WRITE_KEY, BatchApi, GatewayFactory, PostgresServer, RunningGateway
 from tests.gateway.test_openapi import response_schema
 from tests.terminal import on_a_terminal
 
@@ -939,5 +939,66 @@ async def test_healthz_says_which_reader_of_the_log_is_failing_and_since_when(
     await web.TCPSite(runner, "127.0.0.1", away[1]).start()
     try:
         await eventually(lambda: failing("central"))  # the sink recovered: no longer said
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_erasure_on_one_node_keeps_another_nodes_sink_from_sending_the_user(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """A user erased through node a, whose rows node b recorded and whose sink's destination is
+    away meanwhile: b's sync round applies the central erasure, and once the destination is
+    back b's sink sends the other visitor's landing and nothing of the erased user's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"GATEWAY_CENTRAL_URL": central_dsn, "SINK_SECRET": WRITE_KEY}
+    a = await start_gateway(origin, node_toml(tmp_path, "a", source="local"), env)
+    sink = (
+        f'[[sinks]]\nname = "out"\nkind = "segment"\nurl = "http://127.0.0.1:{port}"\n'
+        'secret = "env:SINK_SECRET"\ninterval_seconds = 0.05\nbackoff_max_seconds = 0.2\n'
+    )
+    b = await start_gateway(origin, node_toml(tmp_path, "b", source="local") + sink, env)
+    async with b.session.get(b.url + "/?utm_source=newsletter") as resp:
+        visitor = b.gateway.keys.visitor_key(resp.cookies["gw_vid"].value.split(".")[1])
+    user = b.gateway.keys.user_key("carol")
+    now = iso(datetime.now(UTC))
+    await b.gateway.store.write(
+        [Binding(id=uuid7(), ts=now, node="b", visitor_key=visitor, user_key=user, rule="r")]
+    )
+    async with b.session.get(b.url + "/?utm_source=other") as resp:  # another visitor, kept
+        await resp.read()
+    await eventually(lambda: _synced(central_dsn, 2))
+    async with a.session.delete(a.admin_url + "/api/users/carol", headers=AUTH) as resp:
+        assert resp.status == 200
+
+    def left() -> int:
+        with sqlite3.connect(tmp_path / "b.db") as db:
+            return db.execute(
+                "SELECT count(*) FROM touchpoints WHERE visitor_key = ?", (visitor,)
+            ).fetchone()[0]
+
+    async def applied_on_b() -> bool:
+        return await asyncio.to_thread(left) == 0
+
+    await eventually(applied_on_b)
+    api = BatchApi()
+    app = web.Application()
+    app.router.add_post("/v1/batch", api.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+
+        async def sent() -> bool:
+            return bool(api.calls)
+
+        await eventually(sent)
+        assert [c["properties"]["source"] for c in api.calls] == ["other"]
+        assert not [
+            c
+            for c in api.calls
+            if visitor in (c.get("anonymousId"), c.get("userId")) or c.get("userId") == user
+        ]
     finally:
         await runner.cleanup()
