@@ -109,9 +109,9 @@ def validate_rules(
             f"must be 1..16777216, got {rule.max_body}",
         )
         for k, condition in enumerate(rule.when):
-            _validate_condition(p, f"{at}.when[{k}]", condition, rule.method)
+            _validate_condition(p, f"{at}.when[{k}]", condition, rule)
         if isinstance(rule, IdentityRule):
-            _validate_source(p, f"{at}.user_id", rule.user_id, rule.method)
+            _validate_source(p, f"{at}.user_id", rule.user_id, rule)
             continue
         _check(
             p,
@@ -138,7 +138,7 @@ def validate_rules(
             "applies only to a value read from a source (value = { response_text = …, capture = … })",
         )
         if isinstance(rule.value, Source):
-            _validate_source(p, f"{at}.value", rule.value, rule.method)
+            _validate_source(p, f"{at}.value", rule.value, rule)
         elif rule.value is not None:
             _check(
                 p,
@@ -147,7 +147,7 @@ def validate_rules(
                 f"must be a number from 0 to {MAX_VALUE:.0e}, got {rule.value}",
             )
         if isinstance(rule.currency, Source):
-            _validate_source(p, f"{at}.currency", rule.currency, rule.method)
+            _validate_source(p, f"{at}.currency", rule.currency, rule)
         elif rule.currency is not None and _CURRENCY.fullmatch(rule.currency.upper()):
             # A fixed currency is recorded as written, one read from the request upper-cased.
             if not rule.currency.isupper():
@@ -156,7 +156,7 @@ def validate_rules(
         elif rule.currency is not None:
             p.append(f'{at}.currency: must be a 3-letter ISO 4217 code like "EUR", got {rule.currency!r}')
         if rule.order_id is not None:
-            _validate_source(p, f"{at}.order_id", rule.order_id, rule.method)
+            _validate_source(p, f"{at}.order_id", rule.order_id, rule)
         if (problem := order_scope_problem(rule.order_scope)) is not None:
             p.append(f"{at}.order_scope: {problem}")
         _check(
@@ -204,8 +204,10 @@ def id_cookie_problems(
     return found
 
 
-def _validate_condition(p: list[str], key: str, condition: Condition, method: str) -> None:
-    _validate_source(p, key, condition, method, kept=False)
+def _validate_condition(
+    p: list[str], key: str, condition: Condition, rule: IdentityRule | ConversionRule
+) -> None:
+    _validate_source(p, key, condition, rule, kept=False)
     p += comparison_problems(key, condition.equals, condition.matches, condition.absent)
 
 
@@ -213,10 +215,27 @@ BODILESS = ("GET", "HEAD")
 """Methods a browser sends no body with (``fetch`` refuses one): a rule on one has no form or
 request JSON to read."""
 
+BODILESS_STATUSES = frozenset({204, 304, *range(100, 200)})
+"""Statuses whose answer has no body (RFC 9110 §15.2, §15.3.5, §15.4.5)."""
 
-def _validate_source(p: list[str], key: str, source: Source, method: str, kept: bool = True) -> None:
+
+def no_answer_body(rule: IdentityRule | ConversionRule) -> str | None:
+    """Why the rule's answers have no body for ``response_json`` or ``response_text`` to read
+    (a HEAD's, or every status of ``status`` one without), or None when they may have one."""
+    if rule.method == "HEAD":
+        return 'the answer to a HEAD request has no body (method = "HEAD")'
+    if rule.status and all(status in BODILESS_STATUSES for status in rule.status):
+        said = " or ".join(dict.fromkeys(str(status) for status in rule.status))
+        return f"an answer of status {said} has no body (status = {list(rule.status)})"
+    return None
+
+
+def _validate_source(
+    p: list[str], key: str, source: Source, rule: IdentityRule | ConversionRule, kept: bool = True
+) -> None:
     """``kept``: the value read is stored (a user ID, an order ID…), not only tested (``when``);
-    ``method``: the rule's."""
+    ``rule``: the rule it is read for (its method and statuses)."""
+    method = rule.method
     kinds = [kind for kind in SOURCE_KINDS if getattr(source, kind)]
     if len(kinds) != 1:
         # An empty name (`header = ""`, `response_json = ""`) or `false` sets none: said so, as
@@ -244,6 +263,12 @@ def _validate_source(p: list[str], key: str, source: Source, method: str, kept: 
             f'{key}.{kind}: a {method} request sends no body (method = "{method}"): read the query'
             f' (query = "{field}") or the answer (response_json = "/pointer")'
         )
+    if kind in ("response_json", "response_text") and (bodiless := no_answer_body(rule)):
+        # Until 2026-12-08 accepted: the rule counted not_json at each request and never fired.
+        instead = 'read a header of the answer instead (header = "Name")'
+        if method == "HEAD":
+            instead += ', or match the GET (method = "GET")'
+        p.append(f"{key}.{kind}: {bodiless}, so this never has a value: {instead}")
     if kind in ("header", "request_header") and (bad_header := header_name_problem(name)):
         p.append(f"{key}.{kind}: {bad_header}")
     _check(

@@ -491,3 +491,42 @@ def test_config_refuses_a_body_source_on_a_method_that_sends_no_body(method: str
         f' "{method}"): read the query (query = "name") or the answer (response_json = "/pointer")',
     ]
     context(rule('{ query = "email" }', method=method, status="[200]"))  # what to write instead
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "said"),
+    [
+        ("HEAD", "[200]", 'the answer to a HEAD request has no body (method = "HEAD")'),
+        ("POST", "[204]", "an answer of status 204 has no body (status = [204])"),
+        ("GET", "[304, 204]", "an answer of status 304 or 204 has no body (status = [304, 204])"),
+    ],
+)
+def test_config_refuses_an_answer_body_source_on_an_answer_that_has_none(
+    method: str, status: str, said: str
+) -> None:
+    """The answer to a HEAD, and a 204 or 304 (RFC 9110 §9.3.2, §15.3.5, §15.4.5), has no
+    body: a ``response_json`` or ``response_text`` source on a rule that fires only on one
+    never had a value, and was accepted; the rule counted ``not_json`` at each request (a
+    reason that sent the operator looking at the site's JSON) and never bound anyone."""
+    toml = rule('{ response_json = "/user/id" }', method=method, status=status) + (
+        "        when = [{ response_text = true, absent = true }]\n"
+        "        [[conversions]]\n"
+        '        name = "c"\n'
+        f'        method = "{method}"\n'
+        '        path = "/thanks"\n'
+        f"        status = {status}\n"
+        '        order_id = { response_json = "/order/id" }\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        context(toml)
+    instead = 'read a header of the answer instead (header = "Name")'
+    if method == "HEAD":
+        instead += ', or match the GET (method = "GET")'
+    assert info.value.problems == [
+        f"identity.rules[0].when[0].response_text: {said}, so this never has a value: {instead}",
+        f"identity.rules[0].user_id.response_json: {said}, so this never has a value: {instead}",
+        f"conversions[0].order_id.response_json: {said}, so this never has a value: {instead}",
+    ]
+    # One status of the list with a body is enough: a JSON API answering 200 or 204.
+    context(rule('{ response_json = "/user/id" }', method="POST", status="[200, 204]"))
+    context(rule('{ header = "X-User-Id" }', method=method, status=status))  # what to write instead
