@@ -104,11 +104,18 @@ def json_pointer_problem(pointer: str, or_empty: str = "") -> str | None:
     return f'a JSON pointer starts with "/"{or_empty}, got {pointer!r}{fix}'
 
 
+_SLASHED = re.compile(r"[^\s/.$\[\]]+(?:/[^\s/]*)+")
+"""A pointer written without its leading ``/`` (``user/id``), as no dotted path is."""
+
+
 def pointer_meant(pointer: str) -> str | None:
     """The JSON pointer a mistyped one means: ``user.id`` (or JSONPath's ``$.items[0].id``) is
-    ``/user/id`` (``/items/0/id``), `` /user/id`` is ``/user/id``; None when it says none."""
+    ``/user/id`` (``/items/0/id``), `` /user/id`` and ``user/id`` are ``/user/id``; None when it
+    says none."""
     if pointer.lstrip().startswith("/"):
         return pointer.lstrip()
+    if _SLASHED.fullmatch(pointer):  # the leading "/" forgotten: user/id
+        return "/" + pointer
     dotted = _DOTTED.fullmatch(pointer)
     if dotted is None:
         return None

@@ -1636,6 +1636,13 @@ def test_rule_conditions_and_value_scale_problems_name_their_key(toml: str, expe
         ('{ request_json = "operationName" }',
          "identity.rules[0].user_id.request_json: a JSON pointer starts with \"/\", got"
          " 'operationName': write \"/operationName\""),
+        # The leading "/" forgotten (until 2026-12-08 said without the pointer to write).
+        ('{ response_json = "user/id" }',
+         "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got"
+         " 'user/id': write \"/user/id\""),
+        ('{ response_json = "data/items/0/id" }',
+         "identity.rules[0].user_id.response_json: a JSON pointer starts with \"/\", got"
+         " 'data/items/0/id': write \"/data/items/0/id\""),
     ],
 )  # fmt: skip
 def test_a_rule_json_pointer_written_with_dots_is_answered_with_the_pointer(
