@@ -26,7 +26,7 @@ from addons.amounts import money
 from addons.conditions import Condition, holding_operations
 from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
-from addons.rules import RuleIndex, compile_match
+from addons.rules import FailureLines, RuleIndex, compile_match
 from addons.values import MAX_TEXT, ExtractError, as_text
 from gateway.events import Conversion, iso, order_key
 from gateway.ids import Uuid7
@@ -36,6 +36,14 @@ from gateway.placeholders import placeholder
 from gateway.ruleconfig import Source
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_SAID = {
+    "value": ("its value", "the conversion is recorded without it"),
+    "currency": ("its currency", "the conversion is recorded without it"),
+    "order_id": ("its order ID", "the conversion is recorded without it, deduplicated by window"),
+    "when": ("its when", "nothing recorded"),
+}
+"""What a failure's log line says was not read, and what the rule did then, by the field its
+reason starts with (``when_…``: a condition that could not be read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,7 @@ class Conversions(FollowsKeyFiles):
                 )
             )
         self.index = RuleIndex(compiled)
+        self.said = FailureLines("conversion", ctx.live)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
 
     def request(self, ex: Exchange) -> None:
@@ -115,7 +124,7 @@ class Conversions(FollowsKeyFiles):
                 # Not this rule's request (another GraphQL operation): [], not counted.
                 picked = holding_operations(rule.when, ex)
             except ExtractError as err:
-                self._failed(rule, err.reason)
+                self._failed(ex, rule, err.reason)
                 continue
             for operation in picked:  # a batch's operations the rule's when holds for
                 self._record(ex, rule, operation)
@@ -126,7 +135,7 @@ class Conversions(FollowsKeyFiles):
         try:
             return source(ex, operation)
         except ExtractError as err:
-            self._failed(rule, f"{field}_{err.reason}")
+            self._failed(ex, rule, f"{field}_{err.reason}")
             return None
 
     def _text(
@@ -138,11 +147,14 @@ class Conversions(FollowsKeyFiles):
         raw = self._read(ex, rule, field, source, operation)
         text = as_text(raw)
         if raw is not None and text is None:
-            self._failed(rule, f"{field}_invalid")
+            self._failed(ex, rule, f"{field}_invalid")
         return text
 
-    def _failed(self, rule: _Rule, reason: str) -> None:
+    def _failed(self, ex: Exchange, rule: _Rule, reason: str) -> None:
         self.metrics.extraction_failures.labels(rule.name, reason).inc()
+        field = next((f for f in _SAID if reason.startswith(f + "_")), "when")
+        what, outcome = _SAID[field]
+        self.said(ex, rule.name, reason, what, outcome)
 
     def _record(self, ex: Exchange, rule: _Rule, operation: int | None) -> None:
         assert ex.visitor is not None  # fired() only returns rules for an exchange with a visitor
@@ -150,7 +162,7 @@ class Conversions(FollowsKeyFiles):
         if isinstance(rule.value, Extractor):
             raw = self._read(ex, rule, "value", rule.value, operation)
             if raw is not None and (value := money(raw, rule.value_scale, rule.decimal_separator)) is None:
-                self._failed(rule, "value_invalid")
+                self._failed(ex, rule, "value_invalid")
         else:
             value = rule.value
         currency: str | None = None
@@ -160,7 +172,7 @@ class Conversions(FollowsKeyFiles):
                 currency = text.strip().upper()
                 if not _CURRENCY.fullmatch(currency):
                     currency = None
-                    self._failed(rule, "currency_invalid")
+                    self._failed(ex, rule, "currency_invalid")
         else:
             currency = rule.currency
         order_id: str | None = None
@@ -170,10 +182,10 @@ class Conversions(FollowsKeyFiles):
                 order_id = order_id.strip()
                 if not order_id or len(order_id) > MAX_TEXT or not order_id.isprintable():
                     order_id = None
-                    self._failed(rule, "order_id_invalid")
+                    self._failed(ex, rule, "order_id_invalid")
                 elif placeholder(order_id):  # every order after the first would be its duplicate
                     order_id = None
-                    self._failed(rule, "order_id_placeholder")
+                    self._failed(ex, rule, "order_id_placeholder")
         ts = ex.request.ts
         visitor_key = ex.visitor.key
         if order_id is not None:

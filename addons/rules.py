@@ -9,6 +9,7 @@ matching rules read and tells which rules fired. What a rule reads lives in
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,56 @@ from typing import Any
 from addons.campaign import hostname
 from addons.extract import Extractor
 from gateway.codings import readable_accept_encoding
+from gateway.emails import without_email
+from gateway.logs import Throttled
 from gateway.pipeline import Exchange
 from gateway.ruleconfig import ConversionRule, IdentityRule
+
+log = logging.getLogger("gateway.rules")
+
+VISITORS_OWN = ("jwt_", "invalid_user_id", "placeholder_user_id")
+"""Reasons the visitor's own input decides (a token expired or forged, an ID typed that is
+none): said at info. The others say the rule does not fit the site's answer (the value moved,
+the body not JSON or too large for ``max_body``, a capture that finds nothing): a warning."""
+
+
+class FailureLines:
+    """A fired rule that could not read a value says so in the log, once per rule and reason at
+    most every minute (with how many like it were held back), never the value: until 2026-12-08
+    only ``gateway_extraction_failures_total`` said it. ``kind``: ``identity`` or
+    ``conversion``; ``live``: ``Context.live`` (off, nothing is said)."""
+
+    def __init__(self, kind: str, live: bool) -> None:
+        self.kind, self.live = kind, live
+        self.lines: dict[tuple[str, str], Throttled] = {}  # bounded: the rules and their reasons
+
+    def __call__(self, ex: Exchange, rule: str, reason: str, what: str, outcome: str) -> None:
+        """``what``: the value not read (``its user ID``); ``outcome``: what the rule did then."""
+        if not self.live:
+            return
+        line = self.lines.get((rule, reason))
+        if line is None:
+            bare = reason
+            for field in ("when_", "value_", "currency_", "order_id_"):
+                bare = bare.removeprefix(field)
+            level = logging.INFO if bare.startswith(VISITORS_OWN) else logging.WARNING
+            line = self.lines[(rule, reason)] = Throttled(log, level, 60.0)
+        status = ex.response.status if ex.response is not None else 0
+        line(
+            "%s rule %r fired on %s %s (%d) and could not read %s: %s; %s"
+            " (gateway_extraction_failures_total{rule=%s,reason=%s};"
+            " gateway rules try on a recording of it says what the rule read)",
+            self.kind,
+            rule,
+            ex.request.method,
+            without_email(ex.request.path[:200]),
+            status,
+            what,
+            reason,
+            outcome,
+            f'"{rule}"',
+            f'"{reason}"',
+        )
 
 
 @dataclass(frozen=True, slots=True)

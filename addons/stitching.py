@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from addons.conditions import Condition, holding_operations
 from addons.extract import Extractor, site_host, source_keys
 from addons.jwks import FollowsKeyFiles, RuleKeys
-from addons.rules import RuleIndex, compile_match
+from addons.rules import FailureLines, RuleIndex, compile_match
 from addons.values import ExtractError, user_id
 from gateway.events import Binding, Event, iso
 from gateway.ids import Uuid7
@@ -101,6 +101,7 @@ class Stitching(FollowsKeyFiles):
             match = compile_match(rule, reads)
             compiled.append((rule.method, match, _Rule(rule.name, extractor, rule.lowercase, when)))
         self.index = RuleIndex(compiled)
+        self.said = FailureLines("identity", ctx.live)
         self.enabled = bool(compiled)  # no rules: left out of the chain, costs requests nothing
 
     def request(self, ex: Exchange) -> None:
@@ -115,7 +116,7 @@ class Stitching(FollowsKeyFiles):
                 # Not this rule's request (another GraphQL operation): [], not counted.
                 picked = holding_operations(rule.when, ex)
             except ExtractError as err:
-                self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
+                self._failed(ex, rule, err.reason, "its when")
                 continue
             for operation in picked:  # a batch's operations the rule's when holds for
                 try:
@@ -123,9 +124,13 @@ class Stitching(FollowsKeyFiles):
                     if rule.lowercase:
                         uid = user_id(uid.lower())
                 except ExtractError as err:
-                    self.metrics.extraction_failures.labels(rule.name, err.reason).inc()
+                    self._failed(ex, rule, err.reason, "its user ID")
                     continue
                 self._bind(ex, rule.name, self.keys.user_key(uid))
+
+    def _failed(self, ex: Exchange, rule: _Rule, reason: str, what: str) -> None:
+        self.metrics.extraction_failures.labels(rule.name, reason).inc()
+        self.said(ex, rule.name, reason, what, "nothing bound")
 
     def erased(self, user_keys: Collection[str]) -> None:
         """An erasure deleted these users' bindings: their next sign-in binds again."""

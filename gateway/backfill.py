@@ -336,7 +336,7 @@ class Replayer:
         an import worker's knows what the parent already said."""
         opts = settings.options
         self.keys = Keys.from_master(settings.secret, opts.identity.user_id_storage)
-        self.pipeline = build_pipeline(settings, metrics, self.keys, notices=notices)
+        self.pipeline = build_pipeline(settings, metrics, self.keys, notices=notices, live=False)
         for _name, addon in self.pipeline.addons:
             if isinstance(addon, Campaign):
                 # No reload folding (``campaign.repeat_seconds``) here: whether a line is a reload

@@ -293,6 +293,10 @@ class Context:
     notices: Notices = field(default_factory=Notices)
     """Where a warning about the configuration goes (``notices.warn``), to be said once by the
     gateway (None given to ``build_pipeline``: said by this process, each time)."""
+    live: bool = False
+    """Serving visitors: a fired rule that cannot read its value says so in the log
+    (``addons.rules.FailureLines``). Not ``gateway rules try`` (which prints what each rule read),
+    nor ``gateway import`` (whose history holds no bodies)."""
 
 
 Hook = Callable[[Exchange], Any]
@@ -490,12 +494,13 @@ def build_pipeline(
     salt: DaySalt | None = None,
     shared_counts: SharedCounts | None = None,
     notices: Notices | None = None,
+    live: bool = True,
 ) -> Pipeline:
     """Instantiate and configure the addons named in ``proxy.addons``, in that order; one that
     sets ``enabled = False`` in ``configure`` (nothing to do) is left out of the chain. A reload
     passes the running process's ``salt``: a new one would make every cookieless visitor new;
     and a worker the ``shared_counts`` its supervisor handed it; ``notices``: the process's, kept
-    across reloads (``gateway/notices.py``)."""
+    across reloads (``gateway/notices.py``); ``live``: serving visitors (``Context.live``)."""
     keys = keys or Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     context = Context(
         settings=settings,
@@ -505,6 +510,7 @@ def build_pipeline(
         salt=salt,
         shared_counts=shared_counts,
         notices=notices if notices is not None else Notices(),
+        live=live,
     )
     context.notices.begin()
     registry = addon_registry()
