@@ -25,7 +25,6 @@ from gateway.ids import id_floor
 from storage import central
 from storage.queries import (
     CONVERSION_FILTERS,
-    JOURNEY_LIMIT,
     MAX_USER_VISITORS,
     TOUCHPOINT_FILTERS,
     ConversionQuery,
@@ -34,7 +33,6 @@ from storage.queries import (
     TouchpointQuery,
     _unix_ms,
     filters,
-    in_time,
 )
 
 _decode = msgspec.json.Decoder(dict[str, str])
@@ -248,15 +246,26 @@ class CentralReader(Reader):
             MAX_USER_VISITORS + 1,
         )
 
-    async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:
-        rows = await self._fetch(
-            "SELECT * FROM conversions WHERE user_key = ANY($1::text[]) OR visitor_key = ANY($2::text[]) "
-            "ORDER BY id LIMIT $3",
+    async def _conversions_of(
+        self,
+        user_keys: list[str],
+        keys: list[str],
+        limit: int,
+        newest_first: bool = False,
+        of_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        order = "DESC" if newest_first else ""
+        within, bounds = "", []
+        if of_ms is not None:
+            within, bounds = " AND id >= $4::uuid AND id < $5::uuid", [id_floor(of_ms), id_floor(of_ms + 1)]
+        return await self._fetch(
+            "SELECT * FROM conversions WHERE (user_key = ANY($1::text[]) OR visitor_key = ANY($2::text[]))"
+            f"{within} ORDER BY id {order} LIMIT $3",
             user_keys,
             keys,
-            JOURNEY_LIMIT,
+            limit,
+            *bounds,
         )
-        return sorted(rows, key=in_time)
 
 
 def _ts(text: str) -> datetime:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,7 +34,8 @@ from storage.feed import StoredCursor, feed_head, feed_page
 from storage.local import OPEN_RETRY, connect
 
 JOURNEY_LIMIT = 1000
-"""Most touchpoints a journey answer lists (the first ones); first/last touch and count are exact."""
+"""Most touchpoints, and most conversions, a journey answer lists (the earliest in time: each list
+says when it was cut); first/last touch and count are exact."""
 MAX_USER_VISITORS = 1000
 """Most visitors (devices) a user journey joins: the first bound (``_bound_visitors`` fetches one
 more, so that a journey cut there says ``truncated``)."""
@@ -96,6 +98,42 @@ def in_time(row: Mapping[str, Any]) -> tuple[str, str]:
     """A journey's order: by time (``ts``, to the microsecond), a tie by id. Id order alone is
     time order to the millisecond only (``gateway/ids.py``)."""
     return row["ts"], row["id"]
+
+
+RowFetch = Callable[..., Awaitable[list[dict[str, Any]]]]
+"""A journey's rows of one kind (``Reader._touches_of``, ``._conversions_of`` with their keys
+bound): ``fetch(limit, newest_first=False, of_ms=None)``, in id order."""
+
+
+async def _earliest(fetch: RowFetch) -> tuple[list[dict[str, Any]], bool]:
+    """The first ``JOURNEY_LIMIT`` rows in time order, and whether there were more. Read in id
+    order, which is time order to the millisecond only (two worker processes count the ids of
+    one millisecond up from random starts), then sorted by time: a cut list has every row of
+    the millisecond it is cut in read, so that its earliest are kept."""
+    rows = await fetch(JOURNEY_LIMIT + 1)
+    truncated = len(rows) > JOURNEY_LIMIT
+    if truncated:
+        cut = id_ms(rows[-1]["id"])
+        rows = [r for r in rows if id_ms(r["id"]) < cut]
+        rows += await fetch(JOURNEY_LIMIT, of_ms=cut)
+    rows.sort(key=in_time)
+    return rows[:JOURNEY_LIMIT], truncated
+
+
+async def _latest(fetch: RowFetch) -> dict[str, Any] | None:
+    """The latest row in time: the latest of the newest millisecond's (None: no row)."""
+    newest = await fetch(1, newest_first=True)
+    of_newest = await fetch(JOURNEY_LIMIT, of_ms=id_ms(newest[0]["id"])) if newest else []
+    return max(of_newest, key=in_time, default=None)
+
+
+async def _cut(fetch: RowFetch) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
+    """A journey's list of one kind: its first ``JOURNEY_LIMIT`` rows in time order
+    (``_earliest``), the latest row (beyond the list when it was cut), and whether it was cut."""
+    rows, truncated = await _earliest(fetch)
+    if not truncated:
+        return rows, rows[-1] if rows else None, False
+    return rows, await _latest(fetch) or rows[-1], True
 
 
 def _touchpoint(row: aiosqlite.Row | Mapping[str, Any]) -> dict[str, Any]:
@@ -348,13 +386,14 @@ class Reader:
         later landing; the last touch is its last row.
         """
         touches, last, truncated = await self._journey([visitor_key])
-        conversions = await self._conversions_of([], [visitor_key])
+        conversions, last_conversion, conversions_cut = await self._conversions([], [visitor_key])
         if last is None:
-            if not conversions:
+            if last_conversion is None:
                 return None
             # Conversions without a landing (a visitor who came direct, a signed event's): they
-            # were hidden behind "no touchpoints recorded for this visitor".
-            seen = {"first_seen": conversions[0]["ts"], "last_seen": conversions[-1]["ts"]}
+            # were hidden behind "no touchpoints recorded for this visitor". The last seen is the
+            # latest, also beyond a cut list (until 2026-12-08 the last listed).
+            seen = {"first_seen": conversions[0]["ts"], "last_seen": last_conversion["ts"]}
             return {
                 "visitor_key": visitor_key,
                 **seen,
@@ -364,6 +403,7 @@ class Reader:
                 "touchpoints": [],
                 "conversions": conversions,
                 "truncated": False,
+                "conversions_truncated": conversions_cut,
             }
         count = await self._count_touches(visitor_key) if truncated else len(touches)
         return {
@@ -376,6 +416,7 @@ class Reader:
             "touchpoints": touches,
             "conversions": conversions,
             "truncated": truncated,
+            "conversions_truncated": conversions_cut,
         }
 
     async def user(self, user_keys: Sequence[str]) -> dict[str, Any] | None:
@@ -394,7 +435,7 @@ class Reader:
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
         truncated = truncated or cut
-        conversions = await self._conversions_of(forms, keys)
+        conversions, _, conversions_cut = await self._conversions(forms, keys)
         if not visitors and not conversions:
             return None
         held |= {c["user_key"] for c in conversions}
@@ -406,6 +447,7 @@ class Reader:
             "touchpoints": touches,
             "conversions": conversions,
             "truncated": truncated,
+            "conversions_truncated": conversions_cut,
         }
 
     async def erased_at(self, keys: Sequence[str]) -> str | None:
@@ -415,25 +457,18 @@ class Reader:
 
     async def _journey(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
         """The first ``JOURNEY_LIMIT`` touchpoints of these visitors in time order, the last one,
-        and whether there were more (a visitor can add rows at will: never load them all).
-        Read in id order, which is time order to the millisecond only (two worker processes
-        count the ids of one millisecond up from random starts), then sorted by time: a cut
-        list has every row of the millisecond it is cut in read, and the last touch is the
-        latest of the newest millisecond's rows (until 2026-12-07 the row of the largest id)."""
-        touches = await self._touches_of(keys, JOURNEY_LIMIT + 1)
-        truncated = len(touches) > JOURNEY_LIMIT
-        if truncated:
-            cut = id_ms(touches[-1]["id"])
-            touches = [t for t in touches if id_ms(t["id"]) < cut]
-            touches += await self._touches_of(keys, JOURNEY_LIMIT, of_ms=cut)
-        touches.sort(key=in_time)
-        if not truncated:
-            return touches, touches[-1] if touches else None, False
-        newest = await self._touches_of(keys, 1, newest_first=True)
-        of_newest = (
-            await self._touches_of(keys, JOURNEY_LIMIT, of_ms=id_ms(newest[0]["id"])) if newest else []
-        )
-        return touches[:JOURNEY_LIMIT], max(of_newest, key=in_time, default=touches[-1]), True
+        and whether there were more (a visitor can add rows at will: never load them all), as
+        ``_cut`` reads them (until 2026-12-07 the last touch was the row of the largest id)."""
+        return await _cut(functools.partial(self._touches_of, keys))
+
+    async def _conversions(
+        self, user_keys: list[str], keys: list[str]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
+        """The first ``JOURNEY_LIMIT`` conversions of the user (under any of ``user_keys``) or
+        recorded on these visitors in time order, the last one, and whether there were more:
+        cut as the touchpoints are (until 2026-12-08 the first ``JOURNEY_LIMIT`` by id, of the
+        millisecond cut in perhaps not the earliest in time, and the cut not said)."""
+        return await _cut(functools.partial(self._conversions_of, user_keys, keys))
 
     async def _touches_of(
         self, keys: list[str], limit: int, newest_first: bool = False, of_ms: int | None = None
@@ -468,16 +503,28 @@ class Reader:
         ) as cursor:
             return [dict(r) for r in await cursor.fetchall()]
 
-    async def _conversions_of(self, user_keys: list[str], keys: list[str]) -> list[dict[str, Any]]:
-        """The conversions of the user (under any of ``user_keys``; none: of no user) or
-        recorded on these visitors."""
+    async def _conversions_of(
+        self,
+        user_keys: list[str],
+        keys: list[str],
+        limit: int,
+        newest_first: bool = False,
+        of_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The first (``newest_first``: last) ``limit`` conversions of the user (under any of
+        ``user_keys``; none: of no user) or recorded on these visitors, in id order; with
+        ``of_ms``, of that Unix millisecond only."""
         users, marks = ",".join("?" for _ in user_keys), ",".join("?" for _ in keys)
+        order = "DESC" if newest_first else ""
+        within, args = (
+            ("", ()) if of_ms is None else (" AND id >= ? AND id < ?", (id_floor(of_ms), id_floor(of_ms + 1)))
+        )
         async with self.db.execute(
-            f"SELECT * FROM conversions WHERE user_key IN ({users}) OR visitor_key IN ({marks})"
-            " ORDER BY id LIMIT ?",
-            (*user_keys, *keys, JOURNEY_LIMIT),
+            f"SELECT * FROM conversions WHERE (user_key IN ({users}) OR visitor_key IN ({marks})){within}"
+            f" ORDER BY id {order} LIMIT ?",
+            (*user_keys, *keys, *args, limit),
         ) as cursor:
-            return sorted((dict(r) for r in await cursor.fetchall()), key=in_time)
+            return [dict(r) for r in await cursor.fetchall()]
 
     async def bad_events(
         self,

@@ -1159,6 +1159,7 @@ async def test_a_visitor_who_converted_without_a_landing_shows_the_conversion(gw
     assert (journey["touchpoints"], journey["first_touch"], journey["last_touch"]) == ([], None, None)
     assert journey["touch_count"] == 0
     assert [c["dedup_key"] for c in journey["conversions"]] == ["order:1"]
+    assert journey["conversions_truncated"] is False  # all of them listed, and said so
     assert journey["first_seen"] == journey["last_seen"] == bought.ts
     status, _, body = await get(gw, "/api/visitors/" + "d" * 32, AUTH)  # neither: still a 404
     assert (status, body["error"]) == (404, "no touchpoints recorded for this visitor")

@@ -1002,3 +1002,40 @@ async def test_an_erasure_on_one_node_keeps_another_nodes_sink_from_sending_the_
         ]
     finally:
         await runner.cleanup()
+
+
+async def test_central_journeys_cut_their_conversions_as_the_local_ones(
+    tmp_path: Path, central_dsn: str
+) -> None:
+    """More than ``JOURNEY_LIMIT`` conversions on a visitor and on a user, the cut falling in a
+    millisecond whose later conversion has the smaller id: the central reader took the first
+    ``JOURNEY_LIMIT`` by id and said nothing of the rest, as the local one did. Both now list
+    the earliest in time and say ``conversions_truncated``, with the same answer."""
+    from tests.storage.test_queries import JOURNEY_LIMIT, many_conversions
+
+    visitor, user = "d" * 32, "u" * 32
+    config = tmp_path / "a.toml"
+    await asyncio.to_thread(config.write_text, node_toml(tmp_path, "a", "local"))
+    on_visitor, early, latest = many_conversions(visitor, None)
+    on_user, user_early, _ = many_conversions(None, user, start=10 * JOURNEY_LIMIT)
+    store = LocalStore(tmp_path / "a.db", StorageOptions(), Metrics())
+    await store.open()
+    await store.write([*on_visitor, *on_user])
+    await store.close()
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(config), env=env)
+    assert synced.returncode == 0, synced.stderr
+    local, remote = Reader(tmp_path / "a.db"), CentralReader(tmp_path / "a.db", central_dsn, 5.0)
+    await local.open()
+    await remote.open()
+    try:
+        journey = await remote.visitor(visitor)
+        assert journey is not None and journey == await local.visitor(visitor)
+        assert journey["conversions_truncated"] is True and journey["last_seen"] == latest.ts
+        assert len(journey["conversions"]) == JOURNEY_LIMIT and journey["conversions"][-1]["id"] == early.id
+        theirs = await remote.user([user])
+        assert theirs is not None and theirs == await local.user([user])
+        assert theirs["conversions_truncated"] is True and theirs["conversions"][-1]["id"] == user_early.id
+    finally:
+        await local.close()
+        await remote.close()

@@ -377,6 +377,60 @@ async def test_a_users_devices_of_one_millisecond_and_a_cut_journey_keep_time_or
     assert (cut["last_touch"]["id"], cut["last_seen"]) == (last_late.id, last_late.ts)
 
 
+def converted(n: int, micros: int, counter: int, visitor: str | None, user: str | None) -> Conversion:
+    """Conversion ``n``, ``n`` minutes after ``T0`` and ``micros`` µs into its millisecond, its id
+    that millisecond's with ``counter`` (as ``same_ms``: two worker processes)."""
+    at = T0 + timedelta(minutes=n, microseconds=micros)
+    at_ms = int(at.timestamp() * 1000)
+    return Conversion(
+        _format(at_ms, counter, n), iso(at), "test", "order", f"order:{n}.{micros}", visitor, user
+    )
+
+
+def many_conversions(
+    visitor: str | None, user: str | None, start: int = 0
+) -> tuple[list[Conversion], Conversion, Conversion]:
+    """``JOURNEY_LIMIT + 2`` conversions, the ``JOURNEY_LIMIT``-th and the next in one
+    millisecond, the later in time (900 µs) with the smaller id; then one more a minute on.
+    The earliest ``JOURNEY_LIMIT`` in time, and the earlier of that millisecond's, and the latest."""
+    rows = [converted(start + n, 0, 0, visitor, user) for n in range(JOURNEY_LIMIT - 1)]
+    early = converted(start + JOURNEY_LIMIT, 100, 0x800, visitor, user)
+    late = converted(start + JOURNEY_LIMIT, 900, 0x100, visitor, user)
+    latest = converted(start + JOURNEY_LIMIT + 1, 0, 0, visitor, user)
+    assert late.id < early.id and early.ts < late.ts
+    return [*rows, early, late, latest], early, latest
+
+
+async def test_a_journeys_conversions_are_cut_like_its_touchpoints(tmp_path: Path) -> None:
+    """More than ``JOURNEY_LIMIT`` conversions on a visitor (no landing: a signed event's) and a
+    user, the cut falling in a millisecond whose later conversion has the smaller id. The
+    journeys took the first ``JOURNEY_LIMIT`` by id (the later of that millisecond, not the
+    earlier) and said nothing of the rest; the visitor's ``last_seen`` was the last listed.
+    Now the earliest in time, the whole millisecond read, ``conversions_truncated`` saying so,
+    and ``last_seen`` the latest conversion's."""
+    visitor, user = "d" * 32, "u" * 32
+    async with _opened(tmp_path / "conv.db") as data:
+        rows, early, latest = many_conversions(visitor, None)
+        await data.store.write(rows)
+        journey = await data.reader.visitor(visitor)
+        assert journey is not None
+        listed = [c["id"] for c in journey["conversions"]]
+        assert listed == [r.id for r in rows[: JOURNEY_LIMIT - 1]] + [early.id]
+        assert journey["conversions_truncated"] is True and journey["truncated"] is False
+        assert (journey["first_seen"], journey["last_seen"]) == (rows[0].ts, latest.ts)
+
+        rows, early, _ = many_conversions(None, user, start=10 * JOURNEY_LIMIT)
+        await data.store.write(rows)
+        journey = await data.reader.user([user])
+        assert journey is not None
+        assert [c["id"] for c in journey["conversions"]][-1] == early.id
+        assert len(journey["conversions"]) == JOURNEY_LIMIT and journey["conversions_truncated"] is True
+
+        await data.store.write([converted(20 * JOURNEY_LIMIT + n, 0, 0, "e" * 32, None) for n in range(3)])
+        journey = await data.reader.visitor("e" * 32)
+        assert journey is not None and journey["conversions_truncated"] is False
+
+
 async def test_the_visitors_view_names_the_first_and_last_touch_in_time_order(tmp_path: Path) -> None:
     """The ``visitors`` view an operator's SQL reads: two landings of one visitor in one
     millisecond through different worker processes, the later (900 µs) with the smaller id,
