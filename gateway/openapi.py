@@ -447,6 +447,12 @@ ELSEWHERE = {
 }
 """An erasure's answer: where else its rows are (``gateway.usernames.erasure_reach``)."""
 
+CONVERSIONS_TRUNCATED = {
+    "type": "boolean",
+    "description": "there are more conversions than listed (the earliest 1000 in time are)",
+}
+"""A journey's answer: whether its conversions were cut (``storage.queries.Reader._conversions``)."""
+
 ERROR = {
     "type": "object",
     "required": ["ok", "status", "error"],
@@ -822,7 +828,11 @@ def openapi_document() -> dict[str, Any]:
                                                 "description": "recorded on this visitor, in time order; "
                                                 "at most the first 1000",
                                             },
-                                            "truncated": {"type": "boolean"},
+                                            "truncated": {
+                                                "type": "boolean",
+                                                "description": "there are more touchpoints than listed",
+                                            },
+                                            "conversions_truncated": CONVERSIONS_TRUNCATED,
                                         },
                                     }
                                 }
@@ -952,12 +962,23 @@ def openapi_document() -> dict[str, Any]:
                                             },
                                             "first_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
                                             "last_touch": {"oneOf": [touchpoint_ref, {"type": "null"}]},
-                                            "touchpoints": {"type": "array", "items": touchpoint_ref},
+                                            "touchpoints": {
+                                                "type": "array",
+                                                "items": touchpoint_ref,
+                                                "description": "in time order; at most the first 1000",
+                                            },
                                             "conversions": {
                                                 "type": "array",
                                                 "items": {"$ref": "#/components/schemas/Conversion"},
+                                                "description": "the user's and their visitors', in time"
+                                                " order; at most the first 1000",
                                             },
-                                            "truncated": {"type": "boolean"},
+                                            "truncated": {
+                                                "type": "boolean",
+                                                "description": "there are more touchpoints than listed, or"
+                                                " more visitors than joined (1000)",
+                                            },
+                                            "conversions_truncated": CONVERSIONS_TRUNCATED,
                                         },
                                     }
                                 }

@@ -600,7 +600,9 @@ async function lookup(event) {
       scroll.appendChild(journeyTable(found.touchpoints));
     }
     if (found.conversions && found.conversions.length) {
-      out.appendChild(element("h3", "Conversions"));
+      // Its earliest conversions only, as its touchpoints (JOURNEY_LIMIT): said in the heading.
+      const cut = found.conversions_truncated;
+      out.appendChild(element("h3", cut ? `Conversions (the first ${found.conversions.length}; there are more)` : "Conversions"));
       const list = element("ul");
       for (const c of found.conversions) {
         const value = c.value === null || c.value === undefined ? "–" : money(c.value, c.currency);

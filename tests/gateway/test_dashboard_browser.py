@@ -724,13 +724,14 @@ async def test_period_mistakes_are_told_in_the_forms_words(
 
 
 @pytest.mark.timeout(180)
-async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
+async def test_a_long_journey_says_it_shows_only_its_first_touchpoints_and_conversions(
     chromium: str, start_gateway, upstream_server, tmp_path: Path
 ) -> None:
     gw: RunningGateway = await start_gateway(await upstream_server(origin()))
     visitor = f"{77:032x}"
     await gw.gateway.store.write(
         [_tp(visitor, n / 1000, "Paid Search", campaign="c") for n in range(JOURNEY_LIMIT + 5)]
+        + [_conv(visitor, n / 1000, 1.0) for n in range(JOURNEY_LIMIT + 2)]
     )
     async with browser(chromium, tmp_path / "profile") as page:
         await sign_in(page, gw)
@@ -744,6 +745,9 @@ async def test_a_long_journey_says_it_shows_only_its_first_touchpoints(
         shown = f"the first {JOURNEY_LIMIT} of {JOURNEY_LIMIT + 5} touchpoints"
         shown += " (there are more; the last touch is the latest)"
         assert said == f"{visitor} · {shown}"
+        # Its conversions cut alike: the heading said "Conversions" over the first 1000 alone.
+        heading = await page.eval("document.querySelector('#journey-result h3').textContent")
+        assert heading == f"Conversions (the first {JOURNEY_LIMIT}; there are more)", heading
 
 
 MANY_CHANNELS = [
