@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 from aiohttp import compression_utils, hdrs, web
@@ -71,7 +71,14 @@ from gateway.sessions import (
     has_cookie_session,
     session_cookie,
 )
-from gateway.usernames import NamedUser, erasure_note, erasure_reach, named_user, visitor_recorded
+from gateway.usernames import (
+    NamedUser,
+    erasure_note,
+    erasure_reach,
+    named_user,
+    user_recorded,
+    visitor_recorded,
+)
 from storage.erasure import (
     bad_events_naming,
     erase_user,
@@ -92,6 +99,9 @@ from storage.queries import (
     TouchpointQuery,
 )
 from storage.sinks import NothingRecorded, SinkError, SinkSet
+
+if TYPE_CHECKING:
+    from storage.central_queries import CentralReader  # asyncpg: the postgres extra
 
 log = logging.getLogger("gateway.admin")
 T = TypeVar("T")
@@ -1100,13 +1110,13 @@ async def erase(request: web.Request) -> web.Response:
     what of the kept bad events that leaves (``erasure_note``)."""
     only_params(request, set())
     settings = request.app[SETTINGS_KEY]
-    reader = request.app[READER_KEY]
 
     async def known(keys: list[str]) -> bool | None:
-        # This store's rows or erasures, or the central store's (admin.source = "central").
-        if await user_known(settings.store_path, keys) or await reader.user(keys) is not None:
-            return True
-        return await reader.erased_at(keys) is not None or None
+        # Rows or erasures wherever the erasure acts: this store, and with [central] the central
+        # store and the mirror (``user_recorded``; until 2026-12-08 the central store only under
+        # admin.source = "central", so under "local" the key of a user another node recorded
+        # was erased as a raw ID no one has).
+        return (await user_recorded(settings, keys, _central_reader(request))).known or None
 
     named, _ = await _named_user(request, known)
     now = datetime.now(UTC)
@@ -1146,13 +1156,19 @@ async def _visitor_known(request: web.Request, keys: list[str]) -> bool:
     (``visitor_recorded``: until 2026-12-08 the central store only under ``admin.source =
     "central"``, where the lookup reads)."""
     settings, reader = request.app[SETTINGS_KEY], request.app[READER_KEY]
-    central = None
-    if settings.options.admin.source == "central":  # its reader asks the central store already
-        from storage.central_queries import CentralReader  # asyncpg: the postgres extra
-
-        central = reader if isinstance(reader, CentralReader) else None
-    recorded = await visitor_recorded(settings, keys, request.app[KEYS_KEY], central)
+    recorded = await visitor_recorded(settings, keys, request.app[KEYS_KEY], _central_reader(request))
     return recorded.known or await reader.erased_at(keys) is not None
+
+
+def _central_reader(request: web.Request) -> CentralReader | None:
+    """The lookup's reader when it reads the central store (``admin.source = "central"``), to ask
+    there rather than open another connection; None otherwise."""
+    reader = request.app[READER_KEY]
+    if request.app[SETTINGS_KEY].options.admin.source != "central":
+        return None
+    from storage.central_queries import CentralReader  # asyncpg: the postgres extra
+
+    return reader if isinstance(reader, CentralReader) else None
 
 
 async def visitor_erase(request: web.Request) -> web.Response:

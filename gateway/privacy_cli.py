@@ -92,10 +92,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gateway.events import iso
     from gateway.ids import Uuid7
     from gateway.keys import Keys
-    from gateway.usernames import erasure_note, erasure_reach, named_user
-    from storage.erasure import erase_user, kept_bad_events, user_known
+    from gateway.usernames import erasure_note, erasure_reach, named_user, user_recorded
+    from storage.erasure import erase_user, kept_bad_events
     from storage.local import store_hint
     from storage.migrate import SchemaTooNew
+    from storage.queries import StoreUnavailable
 
     if (args.user_id is None) == (args.visitor is None):
         print("gateway: erase takes a USER_ID or --visitor ID, one of them", file=sys.stderr)
@@ -112,8 +113,16 @@ def cmd_erase(args: argparse.Namespace) -> int:
     keys = Keys.from_master(settings.secret, settings.options.identity.user_id_storage)
     now = datetime.now(UTC)
 
+    unlooked: list[str] = []  # where a text of a key's shape was not looked for, and why
+
     async def known(user_keys: list[str]) -> bool | None:
-        return await user_known(settings.store_path, user_keys) or None
+        # Where the erasure acts: this store, and the central store (and the mirror) it reaches
+        # through the sync; until 2026-12-08 this store alone, so the key of a user another node
+        # recorded was read as a raw ID no one has, and that user was not erased.
+        recorded = await user_recorded(settings, user_keys)
+        if recorded.unlooked is not None:
+            unlooked.append(recorded.unlooked)
+        return recorded.known or None
 
     async def erase() -> tuple[NamedUser, Erasure, str | None, int]:
         # Read as the lookup reads it (GET /api/users/{id}): a key some user has, else the raw ID.
@@ -143,6 +152,14 @@ def cmd_erase(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except StoreUnavailable as err:  # the central store, asked how to read a text of a key's shape
+        print(
+            "gateway: USER_ID has a user_key's shape and no user has it as a user_key in this store;"
+            f" whether a user another node recorded has it cannot be told: {err}: nothing erased"
+            " (read as a raw user ID, it might not be the user meant); try again once it can be read",
+            file=sys.stderr,
+        )
+        return 1
     if named.key_shaped:  # a user_key or a raw ID: which it was taken for
         print(f"erase: read as {'a user_key' if named.read_as == 'user_key' else 'a raw user ID'}")
     verb = "would erase" if args.dry_run else "erased"
@@ -155,7 +172,13 @@ def cmd_erase(args: argparse.Namespace) -> int:
     note = erasure_note(named, erasure, kept, api=False)
     if note is not None:
         print(f"  {note}")
-    if not erasure.visitors and not any(erasure.counts.values()):
+    nothing = not erasure.visitors and not any(erasure.counts.values())
+    if nothing and named.read_as == "user_id" and unlooked:
+        print(
+            f"  only this store was looked in for a user of this user_key ({unlooked[0]}): set it to"
+            " erase a user another node recorded by their user_key"
+        )
+    if nothing:
         # Not an error (erasing twice is harmless, and the user may have rows elsewhere: the
         # central store, another node), but a mistyped ID must not pass for a done erasure.
         # The ID is not echoed: the output may be kept (a cron mail, a log).

@@ -153,7 +153,8 @@ def _sent_as(user_key: str | None, keys: Keys | None) -> str:
 
 @dataclass(frozen=True)
 class VisitorRecorded:
-    """Whether anything is recorded of a visitor where its erasure acts (``visitor_recorded``)."""
+    """Whether anything is recorded of a visitor (``visitor_recorded``) or a user
+    (``user_recorded``) where its erasure acts."""
 
     known: bool
     unlooked: str | None = None
@@ -200,5 +201,43 @@ async def visitor_recorded(
     )
     try:
         return VisitorRecorded(await reader.visitor_known(visitor_keys))
+    finally:
+        await reader.close()
+
+
+async def user_recorded(
+    settings: Settings, user_keys: list[str], central: CentralReader | None = None
+) -> VisitorRecorded:
+    """Whether anything is recorded of the user ``user_keys`` name (a binding, a conversion, an
+    erasure of it) in a store its erasure acts on, as ``visitor_recorded`` looks: this node's,
+    and with ``[central]`` configured the reporting mirror and the central store (every node's
+    rows, which the erasure reaches through the sync). What decides whether a text of a key's
+    shape is read as that key or as a raw ID (``named_user``): until 2026-12-08 ``gateway
+    erase`` looked in this node's store alone, and erased the key of a user another node
+    recorded as a raw ID no one has. ``central``: a reader of the central store to ask; else
+    one is made when ``central.url`` is known here. Raises ``StoreUnavailable`` when the central
+    store cannot be read."""
+    from storage.erasure import user_known
+
+    if await user_known(settings.store_path, user_keys):
+        return VisitorRecorded(True)
+    url = settings.options.central.url
+    if not url:
+        return VisitorRecorded(False)
+    mirror = settings.mirror_path
+    if mirror is not None and await asyncio.to_thread(mirror.is_file) and await user_known(mirror, user_keys):
+        return VisitorRecorded(True)
+    if central is not None:
+        return VisitorRecorded(await central.user_known(user_keys))
+    if not settings.central_url:  # a command's: "env:NAME" whose variable is not set here
+        return VisitorRecorded(False, f"the central store was not looked in: {url[4:]} is not set")
+    from storage.central import url_key  # asyncpg: the postgres extra
+    from storage.central_queries import CentralReader
+
+    reader = CentralReader(
+        settings.store_path, settings.central_url, settings.options.central.connect_timeout, url_key(url)
+    )
+    try:
+        return VisitorRecorded(await reader.user_known(user_keys))
     finally:
         await reader.close()

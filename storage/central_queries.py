@@ -214,6 +214,28 @@ class CentralReader(Reader):
                 return False
             raise
 
+    async def user_known(self, keys: Sequence[str]) -> bool:
+        """Whether the central store holds anything of the user ``keys`` name, from any node: a
+        binding, a conversion, or an erasure of it (``erased_keys``): what decides whether an
+        operator's text of a key's shape is read as that key (``gateway.usernames.user_recorded``).
+        A central store no sync has made the tables of yet holds nothing."""
+        if not keys:
+            return False
+        sql = " UNION ALL ".join(
+            f"(SELECT 1 FROM {table} WHERE {column} = ANY($1::text[]) LIMIT 1)"
+            for table, column in (
+                ("identities", "user_key"),
+                ("conversions", "user_key"),
+                ("erased_keys", "key"),
+            )
+        )
+        try:
+            return bool(await self._fetch(sql, list(keys)))
+        except StoreUnavailable as err:
+            if isinstance(err.__cause__, asyncpg.UndefinedTableError):
+                return False
+            raise
+
     # -- the row fetches the journeys are assembled from (see ``Reader.visitor``, ``.user``) -
 
     async def _touches_of(

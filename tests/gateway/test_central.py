@@ -1039,3 +1039,95 @@ async def test_central_journeys_cut_their_conversions_as_the_local_ones(
     finally:
         await local.close()
         await remote.close()
+
+
+async def test_erase_of_a_user_key_recorded_only_on_another_node_erases_that_user(
+    tmp_path: Path, central_dsn: str
+) -> None:
+    """``gateway erase USER_KEY`` on a node whose store holds nothing of the user, whose rows
+    another node recorded (the key as the central dashboard shows it): it looked for the key in
+    this node's store alone, read the text as a raw user ID ("read as a raw user ID", "no user
+    has it as a user_key"), recorded an erasure of that ID's key, exit 0, and the user stayed
+    in the central store. Looked for where the erasure acts (the central store, through the
+    sync): read as the user_key, and the user gone centrally after the sync. With central.url's
+    variable unset here, read as a raw ID as before, saying the central store was not looked in."""
+    from gateway.keys import Keys
+    from tests.conftest import make_settings
+
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    settings = await asyncio.to_thread(make_settings, tmp_path)
+    key = Keys.from_master(settings.secret).user_key("alice")
+    configs = {}
+    for name in ("a", "b"):
+        configs[name] = tmp_path / f"{name}.toml"
+        await asyncio.to_thread(configs[name].write_text, node_toml(tmp_path, name, "local"))
+        store = LocalStore(tmp_path / f"{name}.db", StorageOptions(), Metrics())
+        await store.open()
+        if name == "a":
+            now = datetime.now(UTC)
+            await store.write(
+                [Binding(uuid7(int(now.timestamp() * 1000)), iso(now), "a", "v" * 32, key, "login")]
+            )
+        await store.close()
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(configs["a"]), env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert (await central_count(central_dsn, "identities"))[0] == 1
+
+    unset = await asyncio.to_thread(_cli, "erase", key, "--dry-run", "-c", str(configs["b"]), env={})
+    assert unset.returncode == 0, unset.stderr
+    assert "erase: read as a raw user ID" in unset.stdout, unset.stdout
+    assert (
+        "only this store was looked in for a user of this user_key (the central store was not looked in:"
+        " GATEWAY_CENTRAL_URL is not set)" in unset.stdout
+    ), unset.stdout
+    # The central store unreachable: which user the text names cannot be told; nothing erased.
+    away = {"GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
+    refused = await asyncio.to_thread(_cli, "erase", key, "-c", str(configs["b"]), env=away)
+    assert refused.returncode == 1, refused.stdout
+    assert "cannot be told: the central store is unavailable" in refused.stderr, refused.stderr
+    assert "nothing erased" in refused.stderr
+    assert await asyncio.to_thread(_rows, tmp_path / "b.db", "SELECT count(*) FROM erasures") == [(0,)]
+
+    done = await asyncio.to_thread(_cli, "erase", key, "-c", str(configs["b"]), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "erase: read as a user_key" in done.stdout, done.stdout
+    assert await asyncio.to_thread(_rows, tmp_path / "b.db", "SELECT user_key FROM erasures") == [(key,)]
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(configs["b"]), env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert (await central_count(central_dsn, "identities"))[0] == 0
+
+
+async def test_delete_of_a_user_key_recorded_only_centrally_erases_that_user_under_a_local_source(
+    tmp_path: Path, start_gateway: GatewayFactory, origin: str, central_dsn: str
+) -> None:
+    """``DELETE /api/users/{user_key}`` on a node whose lookups read its own store (``admin.source
+    = "local"``) with ``[central]`` configured, the user's rows another node's: the key was looked
+    for in this store alone (the central store only under ``admin.source = "central"``), read as
+    a raw user ID, and the user was not erased. Read as the user_key now, and erased centrally."""
+    from gateway.keys import Keys
+    from tests.conftest import make_settings
+
+    env = {"GATEWAY_CENTRAL_URL": central_dsn}
+    settings = await asyncio.to_thread(make_settings, tmp_path)
+    key = Keys.from_master(settings.secret).user_key("alice")
+    config = tmp_path / "a.toml"
+    await asyncio.to_thread(config.write_text, node_toml(tmp_path, "a", "local"))
+    store = LocalStore(tmp_path / "a.db", StorageOptions(), Metrics())
+    await store.open()
+    now = datetime.now(UTC)
+    await store.write([Binding(uuid7(int(now.timestamp() * 1000)), iso(now), "a", "v" * 32, key, "login")])
+    await store.close()
+    synced = await asyncio.to_thread(_cli, "sync", "--once", "-c", str(config), env=env)
+    assert synced.returncode == 0, synced.stderr
+    b = await start_gateway(origin, node_toml(tmp_path, "b", "local"), env)
+    async with b.session.delete(f"{b.admin_url}/api/users/{key}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and (body["erased_as"], body["user_key"]) == ("user_key", key), body
+    await eventually(lambda: _no_rows(central_dsn, "identities"))
+    # The central store unreachable: which user the key names cannot be told; 503, nothing erased.
+    away = {"GATEWAY_CENTRAL_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
+    c = await start_gateway(origin, node_toml(tmp_path, "c", "local"), away)
+    async with c.session.delete(f"{c.admin_url}/api/users/{key}", headers=AUTH) as resp:
+        body = await resp.json()
+    assert resp.status == 503 and "the central store is unavailable" in body["error"], body
+    assert await asyncio.to_thread(_rows, tmp_path / "c.db", "SELECT count(*) FROM erasures") == [(0,)]
