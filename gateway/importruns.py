@@ -13,7 +13,7 @@ import sys
 
 from gateway.config import Settings
 from gateway.history import STDIN
-from storage.imports import DERIVED, RECORDED, Run, UndoRefused, list_runs, undo_run
+from storage.imports import DERIVED, RECORDED, Run, Skipped, UndoRefused, list_runs, undo_run
 from storage.local import StoreClosed, store_hint
 from storage.migrate import SchemaTooNew
 
@@ -24,7 +24,8 @@ _UNRECORDED = (
 
 
 def list_command(settings: Settings) -> int:
-    """Every recorded run, one line each: number, start, format, rows added, files, state."""
+    """Every recorded run, one line each: number, start, format, rows added (and lines skipped),
+    state, files; under a run that skipped lines, its most frequent reasons (``Skipped``)."""
     try:
         runs = list_runs(settings.store_path)
     except (SchemaTooNew, sqlite3.Error) as err:
@@ -39,6 +40,8 @@ def list_command(settings: Settings) -> int:
         return 0
     for run in runs:
         added = ", ".join(f"{_LABELS[table]} {run.added.get(table, 0):,}" for table in RECORDED)
+        if run.skipped is not None and run.skipped.total:
+            added += f", {_skipped(run.skipped, run.format)}"
         state = (
             f"undone {run.undone}"
             if run.undone
@@ -50,7 +53,26 @@ def list_command(settings: Settings) -> int:
         )
         files = ", ".join(run.files)
         print(f"run {run.id}  {run.started}  --format {run.format}  {added}  {state}  files: {files}")
+        if run.skipped is not None and run.skipped.total:  # by reason, as the run's summary said
+            for reason, count in run.skipped.top:
+                print(f"    {count:>8,}  {reason}")
+            count, reasons = run.skipped.others
+            if count:
+                print(f"    {count:>8,}  other ({reasons:,} reason{'s' if reasons != 1 else ''})")
     return 0
+
+
+def _skipped(skipped: Skipped, fmt: str) -> str:
+    """What a run skipped, of what it read: ``skipped 10 of 13 lines (77%)``. A Segment import
+    counts calls, which a line may hold several of: those alone."""
+    if fmt == "segment":
+        return f"skipped {skipped.total:,} call{'s' if skipped.total != 1 else ''}"
+    if not skipped.read:  # only a last line without its line end, not among the lines read
+        return f"skipped {skipped.total:,}"
+    share = 100 * skipped.total / skipped.read
+    # Never "0%" of a run that skipped some, nor "100%" of one that replayed some.
+    shown = "<1" if share < 1 else ">99" if 99 < share < 100 else f"{min(share, 100):.0f}"
+    return f"skipped {skipped.total:,} of {skipped.read:,} line{'s' if skipped.read != 1 else ''} ({shown}%)"
 
 
 def _rest_by(run: Run, runs: list[Run]) -> Run | None:

@@ -34,7 +34,7 @@ from gateway.importbindings import Bindings
 from storage.erased import Erased, ErasedWatch
 from storage.erasure import delete_late
 from storage.importdry import DryRun
-from storage.imports import EMPTY_SQL, FINISH_SQL, UNDONE
+from storage.imports import EMPTY_SQL, FINISH_SQL, UNDONE, skipped_record
 from storage.local import (
     LOCK_HOLDERS,
     LOCKED,
@@ -274,7 +274,7 @@ class Writer:
 
     async def end_run(self) -> tuple[int, str]:
         """Once the last commit is in: the run's end and counts recorded (``FINISH_SQL``, with the
-        signal that stopped it before every line was read, if one did), waiting
+        signal that stopped it before every line was read, if one did, and what it skipped), waiting
         for another process's write lock up to ``lock_wait`` as a commit does; the run's number
         (0: none recorded, a dry run) and, when its end could not be recorded, why (the run then
         stays listed as not finished). An import that added no row is recorded now, finished
@@ -290,15 +290,17 @@ class Writer:
         failed = summary.failed if summary is not None else []
         broke = sorted({f.name for f in failed if f.error is not None and not f.before_any})
         unread = json.dumps(broke) if broke else None
+        # What it skipped, by reason: ``--list`` says it (until 2026-12-08 only the summary did).
+        skipped = skipped_record(summary.lines, summary.skipped) if summary is not None else None
         found = await self.store.on_writer("SELECT id FROM import_run_id")  # temp: no lock needed
         if not found:
-            return await self._empty_run(stopped, unread), ""
+            return await self._empty_run(stopped, unread, skipped), ""
         run = int(found[0][0])
         deadline = time.monotonic() + self.lock_wait
         waiting = False
         while True:
             try:
-                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)), stopped, unread)
+                await self.store.on_writer(FINISH_SQL, iso(datetime.now(UTC)), stopped, unread, skipped)
             except sqlite3.Error as err:
                 if not locked(err):
                     return run, str(err)
@@ -321,7 +323,7 @@ class Writer:
                 log.info("the store's write lock is free again: import run %d's end is recorded", run)
             return run, ""
 
-    async def _empty_run(self, stopped: str | None, unread: str | None) -> int:
+    async def _empty_run(self, stopped: str | None, unread: str | None, skipped: str | None) -> int:
         """The import added no row (every line in the store already, or skipped): its run recorded
         all the same, finished with no row (``EMPTY_SQL``), so that ``--list`` shows the files
         read to their end (until 2026-12-07 none was: a run stopped part way whose rest added
@@ -331,7 +333,7 @@ class Writer:
         no run was recorded (``Summary.unrecorded``). Its number, 0 then."""
         assert self.store is not None
         try:
-            found = await self.store.on_writer(EMPTY_SQL, iso(datetime.now(UTC)), stopped, unread)
+            found = await self.store.on_writer(EMPTY_SQL, iso(datetime.now(UTC)), stopped, unread, skipped)
         except sqlite3.Error as err:
             if self.summary is not None:
                 why = f"another process held its write lock ({LOCK_HOLDERS})" if locked(err) else str(err)

@@ -92,26 +92,88 @@ UNREAD = "unread"
 that broke part way: a gzip copy cut short or corrupt, a read error), a JSON list; NULL when it
 read them all. Such a run imported no rest of a stopped run's files (``gateway.importruns``)."""
 
+SKIPPED = "skipped"
+"""The key of ``import_runs.added`` holding what the run skipped (``skipped_record``): the lines
+it read, the lines (or Segment calls) it skipped and the most frequent reasons. Absent from a
+run recorded before 2026-12-08, or one that never finished (killed): not known."""
+TOP_REASONS = 3
+"""The skip reasons a run records by name, the most frequent first; the others are counted
+together (the summary printed at the run's end has them all)."""
+REASON_CHARS = 200
+"""A recorded reason's length at most (a store's refusal quotes SQLite's message)."""
+
+
+@dataclass
+class Skipped:
+    """What a run skipped, as ``import_runs.added`` records it (``SKIPPED``)."""
+
+    read: int
+    """Lines read (as the summary counts them: blank ones too)."""
+    total: int
+    """Lines skipped (Segment: calls), as the summary's ``skipped:``."""
+    reasons: int
+    """How many reasons they were counted under."""
+    top: list[tuple[str, int]]
+    """The most frequent reasons (at most ``TOP_REASONS``), with their counts, most first."""
+
+    @property
+    def others(self) -> tuple[int, int]:
+        """The skips of the reasons not in ``top``, and how many reasons they are."""
+        return self.total - sum(count for _, count in self.top), self.reasons - len(self.top)
+
+
+def skipped_record(read: int, skipped: dict[str, int]) -> str:
+    """``SKIPPED``'s value, as JSON: of ``read`` lines, the ``skipped`` ones by reason (bounded to
+    the ``TOP_REASONS`` most frequent, each at most ``REASON_CHARS`` long)."""
+    counted = [(reason, count) for reason, count in skipped.items() if count > 0]
+    top = sorted(counted, key=lambda item: -item[1])[:TOP_REASONS]  # ties: as counted, as the summary
+    return json.dumps(
+        {
+            "read": read,
+            "total": sum(count for _, count in counted),
+            "reasons": len(counted),
+            "top": [[_bounded(reason), count] for reason, count in top],
+        }
+    )
+
+
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
+
+
+def _skipped(recorded: object) -> Skipped | None:
+    """``SKIPPED`` as recorded; None when not (an older run), or not as this version writes it."""
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        top = [(str(reason), int(count)) for reason, count in recorded.get("top", [])]
+        read, total = int(recorded["read"]), int(recorded["total"])
+        return Skipped(read, total, int(recorded.get("reasons", len(top))), top)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 FINISH_SQL = (
     "UPDATE import_runs SET finished = ?, added = json_object("
     + ", ".join(
         f"'{table}', (SELECT count(*) FROM import_rows WHERE run = import_runs.id AND tbl = '{table}')"
         for table in RECORDED
     )
-    + f", '{STOPPED}', ?, '{UNREAD}', json(?)) WHERE id = (SELECT id FROM import_run_id) RETURNING id"
+    + f", '{STOPPED}', ?, '{UNREAD}', json(?), '{SKIPPED}', json(?))"
+    " WHERE id = (SELECT id FROM import_run_id) RETURNING id"
 )
 """On the import's write connection once its last commit is in: the run's end, the rows it
 added and, for a run SIGINT or SIGTERM stopped before it had read every line, that signal's
-name (``STOPPED``: NULL otherwise), and the files it could not read to their end (``UNREAD``: a
-JSON list, or NULL); returns its number (none: the import added no row, and
-recorded no run: ``EMPTY_SQL`` records it)."""
+name (``STOPPED``: NULL otherwise), the files it could not read to their end (``UNREAD``: a
+JSON list, or NULL) and what it skipped (``SKIPPED``: ``skipped_record``); returns its number
+(none: the import added no row, and recorded no run: ``EMPTY_SQL`` records it)."""
 
 
 EMPTY_SQL = (
     "INSERT INTO import_runs (started, format, files, finished, added)"
     " SELECT started, format, files, ?, json_object("
     + ", ".join(f"'{table}', 0" for table in RECORDED)
-    + f", '{STOPPED}', ?, '{UNREAD}', json(?)) FROM import_run_new"
+    + f", '{STOPPED}', ?, '{UNREAD}', json(?), '{SKIPPED}', json(?)) FROM import_run_new"
     " WHERE NOT EXISTS (SELECT 1 FROM import_run_id) RETURNING id"
 )
 """On the import's write connection once its last commit is in, when it added no row (so recorded
@@ -156,6 +218,8 @@ class Run:
     """The signal that stopped it before it had read every line (SIGINT, SIGTERM), if one did."""
     unread: list[str] = field(default_factory=list)
     """Its files it could not read to their end (broken part way), as ``files`` names them."""
+    skipped: Skipped | None = None
+    """What it skipped; None when not recorded (a run of before 2026-12-08, or one killed)."""
 
 
 def list_runs(path: Path) -> list[Run] | None:
@@ -179,8 +243,11 @@ def list_runs(path: Path) -> list[Run] | None:
             recorded = json.loads(added)
             stopped = recorded.pop(STOPPED, None)
             unread = recorded.pop(UNREAD, None) or []
+            skipped = _skipped(recorded.pop(SKIPPED, None))
             counts = recorded if finished else _added(db, run)
-            runs.append(Run(run, started, finished, fmt, json.loads(files), counts, undone, stopped, unread))
+            runs.append(
+                Run(run, started, finished, fmt, json.loads(files), counts, undone, stopped, unread, skipped)
+            )
         return runs
 
 

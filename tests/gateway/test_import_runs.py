@@ -748,3 +748,45 @@ def test_a_later_run_that_could_not_read_a_file_to_its_end_does_not_finish_a_sto
     assert resume in first, listed
     assert second.startswith("run 2  "), listed
     assert f"finished, but did not read {fifo} to its end  files: {fifo}" in second, listed
+
+
+def test_list_shows_what_each_run_skipped_by_reason(tmp_path: Path) -> None:
+    """The summary at the end of a run counted the lines it skipped, by reason; ``--list`` showed
+    only the rows each run added, so a week later a run that skipped 40 % of its lines (a wrong
+    --format, a log half junk) looked as clean as any. The run records its skipped lines (the
+    total, of the lines read, and the most frequent reasons, at most three, the rest counted
+    together), and ``--list`` shows them under the run. A run that skipped nothing, and a run
+    recorded before the count was (no ``skipped`` in ``import_runs.added``), show as before."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    (tmp_path / "good.log").write_text(GOOD)
+    bad_time = f'203.0.113.7 - - [2025-03-01T10:00:00Z] "GET /p HTTP/1.1" 200 10 "-" "{UA}"'
+    no_client = f'300.1.1.1 - - [01/Mar/2025:10:00:00 +0000] "GET /p HTTP/1.1" 200 10 "-" "{UA}"'
+    no_status = f'203.0.113.8 - - [01/Mar/2025:10:00:00 +0000] "GET /p HTTP/1.1" ٢٠٠ 10 "-" "{UA}"'
+    junk = [f"junk {n}" for n in range(4)] + [bad_time] * 3 + [no_client] * 2 + [no_status]
+    (tmp_path / "half.log").write_text(GOOD + "\n".join(junk) + "\n")  # 3 good, 10 skipped
+    assert _cli(tmp_path, "good.log", *IMPORT_ARGS).returncode == 0
+    half = _cli(tmp_path, "half.log", *IMPORT_ARGS)
+    assert half.returncode == 0 and "skipped:             10" in half.stdout, half
+    listed = _cli(tmp_path, "--list", "-c", "gw.toml")
+    assert listed.returncode == 0, listed
+    lines = listed.stdout.splitlines()
+    assert lines[0].endswith(
+        "--format combined  touchpoints 3, bindings 0, conversions 0  finished  files: good.log"
+    ), listed.stdout
+    assert lines[1].startswith("run 2  "), listed.stdout
+    assert lines[1].endswith(
+        "--format combined  touchpoints 0, bindings 0, conversions 0, skipped 10 of 13 lines (77%)"
+        "  finished  files: half.log"
+    ), listed.stdout
+    assert lines[2:] == [
+        "           4  not a combined-log line",
+        "           3  unreadable time",
+        "           2  client address: not an IP address (nor a host name)",
+        "           1  other (1 reason)",
+    ], listed.stdout
+    # A run recorded before the skips were: listed as it was.
+    db = tmp_path / "gw.db"
+    rows(db, "UPDATE import_runs SET added = json_remove(added, '$.skipped') WHERE id = 2")
+    assert _cli(tmp_path, "--list", "-c", "gw.toml").stdout.splitlines()[1:] == [
+        lines[1].replace(", skipped 10 of 13 lines (77%)", "")
+    ]
