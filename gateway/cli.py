@@ -1072,11 +1072,11 @@ def _progress_seconds(text: str) -> float:
 
 def cmd_import(args: argparse.Namespace) -> int:
     # The readers and the progress bar: this command only.
-    from gateway.importcmd import import_command, parse_fields
+    from gateway.importcmd import check_command_line, import_command
     from gateway.importrun import UsageError
 
     try:  # a command-line mistake is said before the config is read, as an option given twice is
-        parse_fields(args.field)
+        check_command_line(args)
     except UsageError as err:
         print(f"gateway import: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
@@ -24,7 +25,7 @@ from gateway.config import Settings
 from gateway.config_values import pointer_meant
 from gateway.history import STDIN, Input
 from gateway.importreport import failed_message, failed_tally, stopped_message, unfinished_message
-from gateway.importrun import UsageError, run_import
+from gateway.importrun import UsageError, check_format, run_import
 from gateway.importruns import list_command, undo_command
 from gateway.importstop import STOPPING, until_stopped
 from gateway.importwrite import BatchRefused, CommitFailed, RunUndone
@@ -76,10 +77,42 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
 
 
-def _inputs(files: Sequence[str]) -> list[Input]:
-    """The command line's files; ``-`` is standard input (once, and not a terminal)."""
+NEEDED = "FILE… and --format are needed to import (or --list the import runs, or --undo RUN one of them)"
+ALONE = "--list and --undo RUN take no FILE, and not each other"
+TERMINAL = "-: standard input is a terminal; pipe a log in, as in zcat access.log.gz | gateway import - …"
+
+
+def check_command_line(args: argparse.Namespace) -> None:
+    """UsageError (exit 2) for a command-line mistake that no config changes, so that it is said
+    before the config is read (until 2026-12-08 only a wrong ``--field`` was: a shell without
+    ``GATEWAY_SECRET`` was told of the secret first): a wrong ``--field``, ``--list`` or
+    ``--undo`` with a FILE or each other, no FILE or no ``--format`` to import, a ``--field`` of
+    a format without fields (or a format whose reader is not installed), standard input named
+    twice or a terminal."""
+    fields = parse_fields(args.field)
+    listing: bool = getattr(args, "list", False)
+    undo: int | None = getattr(args, "undo", None)
+    if listing or undo is not None:
+        if args.files or (listing and undo is not None):
+            raise UsageError(ALONE)
+        return
+    if not args.files or args.format is None:
+        raise UsageError(NEEDED)
+    check_format(args.format, fields)
+    _check_inputs(args.files)
+
+
+def _check_inputs(files: Sequence[str]) -> None:
+    """``-`` (standard input) named once at most, and not a terminal."""
     if files.count("-") > 1:
         raise UsageError("-: standard input can be read once; give - once")
+    if "-" in files and os.isatty(0):  # closed (<&-): not a terminal, said when it is read
+        raise UsageError(TERMINAL)
+
+
+def _inputs(files: Sequence[str]) -> list[Input]:
+    """The command line's files; ``-`` is standard input (once, and not a terminal)."""
+    _check_inputs(files)
     return [_stdin() if name == "-" else Path(name) for name in files]
 
 
@@ -91,19 +124,19 @@ def _stdin() -> BinaryIO:
     except OSError as err:  # closed (<&-)
         raise OSError(err.errno, err.strerror, STDIN) from err
     if stream.isatty():
-        raise UsageError(
-            "-: standard input is a terminal; pipe a log in, as in zcat access.log.gz | gateway import - …"
-        )
+        raise UsageError(TERMINAL)
     return stream
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:  # ``gateway import`` said it before the config was read (``cmd_import``)
+        check_command_line(args)
+    except UsageError as err:
+        print(f"gateway import: {err}", file=sys.stderr)
+        return EXIT_USAGE
     listing: bool = getattr(args, "list", False)
     undo: int | None = getattr(args, "undo", None)
     if listing or undo is not None:
-        if args.files or (listing and undo is not None):
-            print("gateway import: --list and --undo RUN take no FILE, and not each other", file=sys.stderr)
-            return EXIT_USAGE
         # A typo'd storage.path listed "no import run recorded" (exit 0), a folder "disk I/O
         # error": said as every other command that reads the store says it (until 2026-12-06).
         if (problem := settings.store_problem()) is not None:
@@ -112,13 +145,6 @@ def _import_command(settings: Settings, args: argparse.Namespace) -> int:
         if undo is not None:
             return undo_command(settings, undo, args.dry_run)
         return list_command(settings)
-    if not args.files or args.format is None:
-        print(
-            "gateway import: FILE… and --format are needed to import (or --list the import runs, or"
-            " --undo RUN one of them)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     if settings.store_path.is_dir():  # SQLite said "unable to open database file" (until 2026-12-05)
         print(settings.store_problem(), file=sys.stderr)
         return 1

@@ -48,6 +48,20 @@ class UsageError(Exception):
     """A problem with the command line (printed, exit 2)."""
 
 
+def check_format(fmt: str, fields: dict[str, str] | None) -> None:
+    """UsageError when ``fmt`` is no format, ``fields`` map a format's that has none, or the
+    reader of ``fmt`` is not installed: what no config changes (``gateway import`` says it
+    before reading the config)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fields and fmt != "json-lines":  # ignored, it would import other fields than asked
+        raise UsageError(f"--field: maps the fields of json-lines; --format {fmt} has none to map")
+    if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
+        raise UsageError(
+            "--format mitm reads flow dumps with mitmproxy: pip install 'tracking-gateway[mitm]'"
+        )
+
+
 async def run_import(
     settings: Settings,
     paths: Sequence[Input],
@@ -77,14 +91,7 @@ async def run_import(
     ``summary`` is filled in as the import goes; cancelled once its ``interrupted`` is set (by
     ``until_stopped``), the import stops reading, writes everything read so far, stops its
     workers and returns it, counted, instead of raising."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fields and fmt != "json-lines":  # ignored, it would import other fields than asked
-        raise UsageError(f"--field: maps the fields of json-lines; --format {fmt} has none to map")
-    if fmt == "mitm" and importlib.util.find_spec("mitmproxy") is None:
-        raise UsageError(
-            "--format mitm reads flow dumps with mitmproxy: pip install 'tracking-gateway[mitm]'"
-        )
+    check_format(fmt, fields)
     metrics = Metrics()
     replayer = Replayer(settings, metrics, host)
     if (recent := replayer.recent_bindings()) is not None:

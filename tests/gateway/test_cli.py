@@ -1413,6 +1413,54 @@ def test_import_refuses_a_wrong_field_before_it_reads_the_config(
 
 
 @pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["-", "-", "--format", "combined"],
+            "gateway import: -: standard input can be read once; give - once",
+        ),
+        (["--list", "LOG"], "gateway import: --list and --undo RUN take no FILE, and not each other"),
+        (["--undo", "1", "LOG"], "gateway import: --list and --undo RUN take no FILE, and not each other"),
+        (["--list", "--undo", "1"], "gateway import: --list and --undo RUN take no FILE, and not each other"),
+        ([], "gateway import: FILE… and --format are needed to import"),
+        (["LOG"], "gateway import: FILE… and --format are needed to import"),
+        (
+            ["LOG", "--format", "combined", "--field", "time=/t"],
+            "gateway import: --field: maps the fields of json-lines; --format combined has none to map",
+        ),
+    ],
+)
+def test_import_refuses_a_command_line_mistake_before_it_reads_the_config(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    """A command-line mistake that no config changes (standard input twice, a file with `--list`,
+    no `--format`, a `--field` of a format without fields) is said, exit 2, before the config is
+    read, as a wrong `--field` is: until 2026-12-08 a shell without `GATEWAY_SECRET` was told the
+    secret was missing, and only once it was set what was wrong with the command line."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'gw.db'\n")
+    log = tmp_path / "access.log"
+    log.write_text('203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 10 "-" "UA"\n')
+    named = [str(log) if arg == "LOG" else arg for arg in args]
+    done = gateway("import", *named, "-c", str(cfg))  # no GATEWAY_SECRET in its environment
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(error), done.stderr
+    assert "GATEWAY_SECRET" not in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["access.log", "gw.toml"]
+
+
+def test_import_refuses_standard_input_from_a_terminal_before_it_reads_the_config(tmp_path: Path) -> None:
+    """`gateway import -` typed at a terminal, with no log piped in: said before the config is
+    read (until 2026-12-08 a shell without `GATEWAY_SECRET` was told of the secret first)."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[storage]\npath = 'gw.db'\n")
+    drawn = on_a_terminal("import", "-", "--format", "combined", "--host", "shop.example", "-c", str(cfg))
+    assert "gateway import: -: standard input is a terminal; pipe a log in" in drawn, drawn
+    assert "GATEWAY_SECRET" not in drawn, drawn
+    assert not (tmp_path / "gw.db").exists()
+
+
+@pytest.mark.parametrize(
     ("flag", "key"),
     [("--listen", "proxy.listen"), ("--admin-listen", "admin.listen"), ("--admin-l", "admin.listen")],
 )
