@@ -215,6 +215,8 @@ async def run_import(
             bar.close()
         if watch is not None:  # its kept connection (``ErasedWatch``), before the store's last
             await through_stop(asyncio.to_thread(watch.close), summary)
+        if replayer.stored is not None:  # the robots.txt lines' kept connection, as well
+            await through_stop(asyncio.to_thread(replayer.stored.close), summary)
         if store is not None:
             await through_stop(store.close(), summary)
         if dry is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -77,6 +78,10 @@ def _start(
         # A worker sees only some chunks: whether a pair was bound before is for the parent to
         # say, which sees every binding in file order (``gateway.importbindings``).
         recent.size = 0
+    if replayer.stored is not None:
+        # The robots.txt lines' kept connection, closed as this worker ends (the pool's close
+        # waits for it), before the parent's store closes last.
+        multiprocessing.util.Finalize(replayer.stored, replayer.stored.close, exitpriority=10)
     _worker["replayer"] = replayer
     _worker["parse"] = parser_for(fmt, settings.options.identity.cookie_name, fields)
     _worker["loop"] = loop

@@ -86,13 +86,16 @@ def factory(path: Path) -> Any:
     return functools.partial(_ReadOnly, tidy=path if stopped(path) else None)
 
 
-def read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+def read_only(path: Path, timeout: float = 5.0, *, threads: bool = False) -> sqlite3.Connection:
     """A blocking connection that only reads the file ``path`` names and never creates it,
     whatever its name holds (``gw#1.db`` unquoted was the file ``gw``, opened for writing and
     created when missing: until 2026-12-05, ``gateway doctor`` made an empty ``gw`` beside the
-    store and gave its schema as 0). For the commands, or a thread; ``timeout``: how long a read
-    waits for a lock (SQLite's busy timeout, in seconds)."""
-    return sqlite3.connect(_uri(path), uri=True, timeout=timeout, factory=factory(path))
+    store and gave its schema as 0). For the commands, or a thread (``threads``: any thread, one
+    at a time, as a pool's are: the caller serialises them); ``timeout``: how long a read waits
+    for a lock (SQLite's busy timeout, in seconds)."""
+    return sqlite3.connect(
+        _uri(path), uri=True, timeout=timeout, factory=factory(path), check_same_thread=not threads
+    )
 
 
 async def open_read_only(path: Path, timeout: float = 5.0) -> aiosqlite.Connection:

@@ -1090,6 +1090,38 @@ async def test_a_robots_fetch_imported_in_a_later_run_rescores_the_landing(
     assert dry.no_touchpoint == 0, dry.render()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_robots_lookups_connection_is_closed_before_the_store_s_last_close(
+    tmp_path: Path, workers: int
+) -> None:
+    """A robots.txt line looks up the visitor's landings of earlier runs in the store, through
+    one read-only connection kept for the run (until 2026-12-08 one opened per line). It is
+    closed before the store's last close: the store is left as a stopped store is, without its
+    ``-wal`` and ``-shm`` (a read-only connection left open would keep them, and would not take
+    them away as it closed); the same of a dry run, whose store is never written."""
+    settings = make_settings(tmp_path)
+    landing = (
+        f'203.0.113.9 - - [01/Mar/2025:10:00:00 +0000] "GET /?utm_source=news HTTP/1.1" 200 10 "-" "{UA}"'
+    )
+    fetches = "\n".join(
+        f'203.0.113.9 - - [01/Mar/2025:10:00:{n:02d} +0000] "GET /robots.txt HTTP/1.1" 200 10 "-" "{UA}"'
+        for n in range(5, 9)
+    )
+    log1 = await asyncio.to_thread(write, tmp_path / "access.log.1", landing)
+    log2 = await asyncio.to_thread(write, tmp_path / "access.log", fetches)
+    beside = [Path(f"{settings.store_path}-wal"), Path(f"{settings.store_path}-shm")]
+
+    def left() -> list[str]:
+        return [path.name for path in beside if path.exists()]
+
+    await run_import(settings, [log1], "combined", host="shop.example")
+    dry = await run_import(settings, [log2], "combined", host="shop.example", dry_run=True, workers=workers)
+    assert dry.unchecked == "" and await asyncio.to_thread(left) == []
+    await run_import(settings, [log2], "combined", host="shop.example", workers=workers)
+    assert await query(settings, "SELECT note FROM verdict_changes") == [("robots_txt",)]
+    assert await asyncio.to_thread(left) == []
+
+
 async def test_a_later_runs_robots_fetch_rescores_the_landings_one_run_would(tmp_path: Path) -> None:
     """A visitor's landings logged in one second (a log's times are whole seconds), more than
     bots scoring holds to re-score (``RECENT_TOUCHES``), then its robots.txt fetch. In one run
