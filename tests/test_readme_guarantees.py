@@ -417,7 +417,7 @@ def test_dashboard_summary_parts_are_the_documented_ones() -> None:
 MINIMAL_ARGS = {
     "run": [],
     "check": [],
-    "import": ["access.log"],
+    "import": ["access.log", "--format", "combined"],
     "replay-bad": [],
     "send-test-event": [],
     "reclassify": [],
