@@ -23,6 +23,8 @@ from gateway.events import Erasure
 from gateway.keys import Keys, named_user_key
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from gateway.config import Settings
     from storage.central_queries import CentralReader
 
@@ -177,32 +179,11 @@ async def visitor_recorded(
     from storage.erasure import visitor_known
 
     secret = body_key(settings.secret)
-    if await visitor_known(settings.store_path, visitor_keys, body_key=secret, keys=keys):
-        return VisitorRecorded(True)
-    url = settings.options.central.url
-    if not url:
-        return VisitorRecorded(False)
-    mirror = settings.mirror_path
-    if (
-        mirror is not None
-        and await asyncio.to_thread(mirror.is_file)
-        and await visitor_known(mirror, visitor_keys, body_key=secret, keys=keys)
-    ):
-        return VisitorRecorded(True)
-    if central is not None:
-        return VisitorRecorded(await central.visitor_known(visitor_keys))
-    if not settings.central_url:  # a command's: "env:NAME" whose variable is not set here
-        return VisitorRecorded(False, f"the central store was not looked in: {url[4:]} is not set")
-    from storage.central import url_key  # asyncpg: the postgres extra
-    from storage.central_queries import CentralReader
 
-    reader = CentralReader(
-        settings.store_path, settings.central_url, settings.options.central.connect_timeout, url_key(url)
-    )
-    try:
-        return VisitorRecorded(await reader.visitor_known(visitor_keys))
-    finally:
-        await reader.close()
+    def known_in(path: Path) -> Awaitable[bool]:
+        return visitor_known(path, visitor_keys, body_key=secret, keys=keys)
+
+    return await _recorded(settings, known_in, lambda reader: reader.visitor_known(visitor_keys), central)
 
 
 async def user_recorded(
@@ -219,16 +200,34 @@ async def user_recorded(
     store cannot be read."""
     from storage.erasure import user_known
 
-    if await user_known(settings.store_path, user_keys):
+    return await _recorded(
+        settings,
+        lambda path: user_known(path, user_keys),
+        lambda reader: reader.user_known(user_keys),
+        central,
+    )
+
+
+async def _recorded(
+    settings: Settings,
+    known_in: Callable[[Path], Awaitable[bool]],
+    central_known: Callable[[CentralReader], Awaitable[bool]],
+    central: CentralReader | None,
+) -> VisitorRecorded:
+    """``visitor_recorded``'s and ``user_recorded``'s look: this node's store (``known_in``),
+    then, with ``[central]`` configured, the reporting mirror (``known_in`` too, when its file
+    is there) and the central store (``central_known``, asked of ``central`` or of a reader made
+    for the look when ``central.url``'s variable is set here)."""
+    if await known_in(settings.store_path):
         return VisitorRecorded(True)
     url = settings.options.central.url
     if not url:
         return VisitorRecorded(False)
     mirror = settings.mirror_path
-    if mirror is not None and await asyncio.to_thread(mirror.is_file) and await user_known(mirror, user_keys):
+    if mirror is not None and await asyncio.to_thread(mirror.is_file) and await known_in(mirror):
         return VisitorRecorded(True)
     if central is not None:
-        return VisitorRecorded(await central.user_known(user_keys))
+        return VisitorRecorded(await central_known(central))
     if not settings.central_url:  # a command's: "env:NAME" whose variable is not set here
         return VisitorRecorded(False, f"the central store was not looked in: {url[4:]} is not set")
     from storage.central import url_key  # asyncpg: the postgres extra
@@ -238,6 +237,6 @@ async def user_recorded(
         settings.store_path, settings.central_url, settings.options.central.connect_timeout, url_key(url)
     )
     try:
-        return VisitorRecorded(await reader.user_known(user_keys))
+        return VisitorRecorded(await central_known(reader))
     finally:
         await reader.close()

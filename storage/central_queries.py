@@ -196,38 +196,30 @@ class CentralReader(Reader):
         What an erasure made on this node reaches through the sync, so what decides whether a
         text pasted by mistake is refused (``gateway.usernames.visitor_recorded``). A central
         store no sync has made the tables of yet holds nothing."""
-        if not keys:
-            return False
-        sql = " UNION ALL ".join(
-            f"(SELECT 1 FROM {table} WHERE {column} = ANY($1::text[]) LIMIT 1)"
-            for table, column in (
-                ("touchpoints", "visitor_key"),
-                ("conversions", "visitor_key"),
-                ("identities", "visitor_key"),
-                ("erased_keys", "key"),
-            )
+        return await self._holds(
+            keys,
+            ("touchpoints", "visitor_key"),
+            ("conversions", "visitor_key"),
+            ("identities", "visitor_key"),
+            ("erased_keys", "key"),
         )
-        try:
-            return bool(await self._fetch(sql, list(keys)))
-        except StoreUnavailable as err:
-            if isinstance(err.__cause__, asyncpg.UndefinedTableError):
-                return False
-            raise
 
     async def user_known(self, keys: Sequence[str]) -> bool:
         """Whether the central store holds anything of the user ``keys`` name, from any node: a
         binding, a conversion, or an erasure of it (``erased_keys``): what decides whether an
         operator's text of a key's shape is read as that key (``gateway.usernames.user_recorded``).
         A central store no sync has made the tables of yet holds nothing."""
+        return await self._holds(
+            keys, ("identities", "user_key"), ("conversions", "user_key"), ("erased_keys", "key")
+        )
+
+    async def _holds(self, keys: Sequence[str], *places: tuple[str, str]) -> bool:
+        """Whether any of ``places`` (table, column) holds one of ``keys``; a central store no
+        sync has made the tables of yet holds nothing."""
         if not keys:
             return False
         sql = " UNION ALL ".join(
-            f"(SELECT 1 FROM {table} WHERE {column} = ANY($1::text[]) LIMIT 1)"
-            for table, column in (
-                ("identities", "user_key"),
-                ("conversions", "user_key"),
-                ("erased_keys", "key"),
-            )
+            f"(SELECT 1 FROM {table} WHERE {column} = ANY($1::text[]) LIMIT 1)" for table, column in places
         )
         try:
             return bool(await self._fetch(sql, list(keys)))
