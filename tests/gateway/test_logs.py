@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -425,23 +426,38 @@ async def test_a_site_back_up_says_how_many_failures_the_lines_held_back(tmp_pat
     assert not any(r["msg"].startswith("stopping while the upstream fails") for r in gw.logs())
 
 
+async def _page_fails(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.get(url) as resp:
+        assert resp.status == 502
+
+
+async def _upgrade_fails(session: aiohttp.ClientSession, url: str) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+        await session.ws_connect(url)
+    assert failed.value.status == 502
+
+
+@pytest.mark.parametrize(
+    ("path", "fails"), [("/page/", _page_fails), ("/live/", _upgrade_fails)], ids=["pages", "websockets"]
+)
 async def test_a_stop_while_the_site_is_down_says_how_many_failures_the_lines_held_back(
-    tmp_path: Path,
+    tmp_path: Path, path: str, fails: Callable[[aiohttp.ClientSession, str], Awaitable[None]]
 ) -> None:
     """A gateway stopped while its site is down: the throttled lines' next line never comes.
-    The stop says the outage is still on, and what they held back, as a warning."""
+    The stop says the outage is still on, and what they held back, as a warning. The same when
+    the site fails only WebSocket upgrades: until 2026-12-08 an upgrade's failure began no
+    outage, and the stop said nothing of the lines held back."""
     cfg, _ = await _down_site_config(tmp_path)
     gw = await GatewayProcess.start(cfg)
     try:
         async with aiohttp.ClientSession() as session:
             for n in range(5):
-                async with session.get(f"{gw.proxy}/page/{n}") as resp:
-                    assert resp.status == 502
+                await fails(session, f"{gw.proxy}{path}{n}")
         assert await gw.stop() == 0
     finally:
         await gw.kill()
     lines = gw.logs()
-    held = 5 - failures_said(lines, "upstream connect for GET /page/")
+    held = 5 - failures_said(lines, f"upstream connect for GET {path}")
     assert held > 0, gw.stderr
     [stopping] = [r for r in lines if r["msg"].startswith("stopping while the upstream fails")]
     assert stopping["level"] == "warning", stopping
@@ -683,33 +699,6 @@ async def test_websocket_upgrades_to_a_down_site_are_one_line_and_a_count_the_si
         back["msg"],
     ), back
     assert not any(r["msg"].startswith("stopping while the upstream fails") for r in lines), gw.stderr
-
-
-async def test_a_stop_while_websocket_upgrades_fail_says_how_many_the_lines_held_back(tmp_path: Path) -> None:
-    """A gateway stopped while a down site fails only WebSocket upgrades: the outage had not
-    begun (an upgrade's failure set nothing), so the stop said nothing of the lines held back.
-    It says them, as a page's, with how long the site has failed."""
-    cfg, _ = await _down_site_config(tmp_path)
-    gw = await GatewayProcess.start(cfg)
-    try:
-        async with aiohttp.ClientSession() as session:
-            for n in range(5):
-                with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
-                    await session.ws_connect(f"{gw.proxy}/live/{n}")
-                assert failed.value.status == 502
-        assert await gw.stop() == 0
-    finally:
-        await gw.kill()
-    lines = gw.logs()
-    held = 5 - failures_said(lines, "upstream connect for GET /live/")
-    assert held > 0, gw.stderr
-    [stopping] = [r for r in lines if r["msg"].startswith("stopping while the upstream fails")]
-    assert stopping["level"] == "warning", stopping
-    assert re.fullmatch(
-        rf"stopping while the upstream fails, for [\d.]+ s now; not logged since the last such"
-        rf' line: {held} more "upstream connect" lines',
-        stopping["msg"],
-    ), stopping
 
 
 async def _silent_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
