@@ -93,6 +93,17 @@ def _read_and_write(store: Path) -> set[str]:
     return sources
 
 
+async def _fill_until_failing(session: aiohttp.ClientSession, gw: GatewayProcess, disk: Path) -> None:
+    """A landing stored, the disk filled, then landings until the store's commits fail
+    (``/healthz`` degraded: the store's last free pages used up), 200 at most."""
+    await _landing(session, gw, "before")
+    await asyncio.to_thread(_fill, disk)
+    for n in range(200):
+        await _landing(session, gw, f"full{n}")
+        if (await _health(session, gw))["status"] == "degraded":
+            break
+
+
 async def _health(session: aiohttp.ClientSession, gw: GatewayProcess) -> dict[str, object]:
     async with session.get(gw.admin + "/healthz") as resp:
         assert resp.status == 200  # the writer is alive: it is the disk that refuses
@@ -114,12 +125,7 @@ async def test_a_full_disk_under_a_running_gateway_is_called_a_full_disk(
     gw = await GatewayProcess.start(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _landing(session, gw, "before")
-            await asyncio.to_thread(_fill, small_disk)
-            for n in range(200):  # until the store's last free pages are used up
-                await _landing(session, gw, f"full{n}")
-                if (await _health(session, gw))["status"] == "degraded":
-                    break
+            await _fill_until_failing(session, gw, small_disk)
             health = await _health(session, gw)
             assert (
                 health["store"] == "commits are failing (disk full), events are being lost; the log says why"
@@ -436,12 +442,7 @@ async def _full_store(session: aiohttp.ClientSession, gw: GatewayProcess, disk: 
     """The disk filled, then landings until the store's commits fail, then 20 more: each its
     own commit, refused, its page served. Well within the throttled lines' 10 s. The failed
     commits and the events not stored, as ``/metrics`` counts them then (20 each at least)."""
-    await _landing(session, gw, "before")
-    await asyncio.to_thread(_fill, disk)
-    for n in range(200):  # until the store's last free pages are used up
-        await _landing(session, gw, f"full{n}")
-        if (await _health(session, gw))["status"] == "degraded":
-            break
+    await _fill_until_failing(session, gw, disk)
     for n in range(20):
         await _landing(session, gw, f"lost{n}")
     failed = await _metric(gw, "gateway_store_errors_total")
@@ -538,12 +539,7 @@ async def test_a_stop_counts_the_events_its_final_flush_could_not_store(
     gw = await GatewayProcess.start(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _landing(session, gw, "before")
-            await asyncio.to_thread(_fill, small_disk)
-            for n in range(200):  # until the store's last free pages are used up
-                await _landing(session, gw, f"full{n}")
-                if (await _health(session, gw))["status"] == "degraded":
-                    break
+            await _fill_until_failing(session, gw, small_disk)
             for n in range(5):
                 await _landing(session, gw, f"lost{n}")
             async with asyncio.timeout(30):  # their commit refused (1 s of batch wait) and counted
