@@ -111,7 +111,15 @@ async def test_cookieless_logins_behind_one_address_are_not_merged_at_the_destin
     under the same one-day visitor key. Until 2026-12-06 the sink sent that key as the
     ``anonymousId`` of ada's track and of both identifies: Segment merged ada and bob into one
     profile. Now no message carries it, the landing names neither user (whose it was is not
-    known), and a re-send on demand follows the same rules."""
+    known), and a re-send on demand follows the same rules.
+
+    The landing names neither user only when the sink reads it once both are bound: read between
+    the two logins, its track names ada, as the README says ("a key bound to one user when its
+    landing went out, and to a second one later, keeps the first user's userId there";
+    ``tests/storage/test_sinks.py`` has that order). The test left it to the sink's 50 ms
+    rounds, and in some runs (one in four on CI's loaded runners) a round fell between the
+    logins. So the destination is away (503) until both bindings are in the store: the sink's
+    reads fail, and its next read after the destination is back sees both."""
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -130,6 +138,8 @@ async def test_cookieless_logins_behind_one_address_are_not_merged_at_the_destin
         "user_id = { form = 'username' }\n" + sink_toml(batch_api, interval_seconds=0.05)
     )
     gw = await start_gateway(origin, toml, {"SINK_SECRET": WRITE_KEY})
+    store = gw.gateway.settings.store_path
+    batch_api.fail = [503] * 10_000  # away until both logins are recorded
     browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"}
     async with gw.session.get(gw.url + "/?utm_source=tiktok&utm_campaign=spring", headers=browser) as resp:
         assert resp.status == 200 and "Set-Cookie" not in resp.headers
@@ -138,10 +148,13 @@ async def test_cookieless_logins_behind_one_address_are_not_merged_at_the_destin
             gw.url + "/login", data={"username": user}, headers=browser, allow_redirects=False
         ) as resp:
             assert resp.status == 302
+    async with asyncio.timeout(20):  # both bindings committed (the logins' answers wait for it)
+        while await read(store, "SELECT count(*) FROM identities") != [(2,)]:
+            await asyncio.sleep(0.02)
+    batch_api.fail.clear()
     async with asyncio.timeout(20):  # the background task delivers by itself
         while len([c for c in batch_api.calls if c["type"] == "identify"]) < 2:
             await asyncio.sleep(0.02)
-    store = gw.gateway.settings.store_path
     day_keys = {k for (k,) in await read(store, "SELECT visitor_key FROM identities")}
     populations = {
         c

@@ -288,6 +288,36 @@ async def test_a_one_day_key_two_users_logged_in_under_names_neither(world, batc
     assert shared not in str(batch_api.calls)
 
 
+async def test_a_one_day_key_s_landing_sent_before_a_second_login_keeps_the_first_user(
+    world, batch_api: BatchApi
+) -> None:
+    """The other order of the test above, as the README promises it: the sink reads ada's
+    landing while only ada is bound to the day key, so its track names her; bob logs in under
+    that key later. The track is not sent again (it went once, under its messageId), bob's
+    identify goes by ``userId`` alone with the landing in its traits, and the key never goes as
+    an ``anonymousId``. (The end-to-end test of two cookieless logins hit this order, some runs, when
+    it left the sink's rounds to chance.)"""
+    w = await world("[identity]\nmode = 'cookieless'\nuser_id_storage = 'encrypt'\n" + sink_toml(batch_api))
+    shared = "c" * 32
+    morning = landing(T0, shared, source="tiktok", consent="cookieless")
+    ada, bob = w.keys.user_key("ada"), w.keys.user_key("bob")
+    first, second = (
+        Binding(uuid7(), iso(T0 + timedelta(hours=h)), "a", shared, u, "login", consent="cookieless")
+        for h, u in ((1, ada), (2, bob))
+    )
+    await w.store.write([morning, first])
+    assert await one_round(w) == {"touchpoints": 1, "identities": 1}
+    track = batch_api.unique[f"gw-touch-{morning.id}"]
+    assert track["userId"] == "ada" and "anonymousId" not in track
+    await w.store.write([second])
+    batch_api.calls.clear()
+    assert await one_round(w) == {"touchpoints": 0, "identities": 1}
+    (identify,) = batch_api.calls
+    assert identify["type"] == "identify" and identify["userId"] == "bob" and "anonymousId" not in identify
+    assert identify["traits"]["source_first_source"] == "tiktok"
+    assert shared not in str(batch_api.calls)
+
+
 async def test_an_identify_with_nothing_to_say_is_not_sent(world, batch_api: BatchApi) -> None:
     """A user with no landing a sink may send (none recorded, or each made without consent) has
     no source traits: their identify told the destination nothing (until 2026-12-06 it went,
