@@ -79,7 +79,19 @@ async def test_admin_resend_and_background_delivery(
         async with gw.session.get(gw.admin_url + "/metrics", headers=AUTH) as resp:
             return await resp.text()
 
-    async with asyncio.timeout(20):  # lag is published after each round
+    # The destination holds the identify before the sink has its answer (counted as sent, the
+    # cursor moved, the lag published): a lag of 0 published by a round before the binding was
+    # written said "caught up" meanwhile, with 1 message counted. So: the sink's cursor past the
+    # binding first, then its lag as published after it.
+    store = gw.gateway.settings.store_path
+    done = (
+        "SELECT (SELECT position FROM sync_cursors WHERE name = 'sink:out:identities')"
+        " >= max(rowid) FROM identities"
+    )
+    async with asyncio.timeout(20):
+        while await read(store, done) != [(1,)]:
+            await asyncio.sleep(0.02)
+    async with asyncio.timeout(20):  # lag is published after each batch
         while 'gateway_sync_lag_rows{reader="sink:out",table="identities"} 0.0' not in await metrics():
             await asyncio.sleep(0.02)
     text = await metrics()
