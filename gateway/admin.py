@@ -651,8 +651,10 @@ def _ordered_page(q: Mapping[str, str], feed: str | None = None) -> tuple[int, s
     whether newest first, whether in the order stored. ``oldest`` (the default) and ``newest``
     everywhere; ``stored`` (``storage.feed``) where ``feed`` names the listing
     (``/api/touchpoints``, ``/api/conversions``). A cursor of an ``order=newest`` page is marked
-    ``newest.``, one of ``order=stored`` is ``stored.…``; one given with another order is a 400
-    naming the order it came from, rather than a page from the wrong side of it."""
+    ``newest.``, one of ``order=stored`` is ``stored.<table>.…``; one given with another order
+    is a 400 naming the order it came from, rather than a page from the wrong side of it, and
+    one of the other listing's stored order a 400 naming that listing (its rowids are another
+    table's: no place in this one)."""
     order = q.get("order", "oldest")
     orders = FEED_ORDERS if feed is not None else ORDERS
     if order not in orders:
@@ -670,9 +672,16 @@ def _ordered_page(q: Mapping[str, str], feed: str | None = None) -> tuple[int, s
         else "oldest"
     )
     cursor = given.removeprefix(NEWEST_CURSOR)
-    well_formed = StoredCursor.parse(given) is not None if came == "stored" else _UUID.fullmatch(cursor)
+    from_feed = StoredCursor.parse(given) if came == "stored" else None
+    well_formed = from_feed is not None if came == "stored" else _UUID.fullmatch(cursor)
     if not well_formed:
         raise ApiError(400, "cursor: not a cursor this API returned")
+    if from_feed is not None and feed is not None and from_feed.table != feed:
+        raise ApiError(
+            400,
+            f"cursor: comes from /api/{from_feed.table} (order=stored), not /api/{feed}; page"
+            f" /api/{feed} with a cursor it returned, or leave cursor out to start from its first row",
+        )
     if came != order:
         raise ApiError(
             400,

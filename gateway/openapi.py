@@ -390,8 +390,14 @@ ORDERS = ("oldest", "newest")
 FEED_ORDERS = (*ORDERS, "stored")
 """The orders of ``/api/touchpoints`` and ``/api/conversions``: also ``stored``, the order the
 rows were stored in (``storage.feed``), to follow new rows."""
-STORED_CURSOR_PATTERN = "stored\\.[0-9]{1,19}\\.[0-9]{1,19}(\\." + UUID[1:-1] + ")?"
-"""An ``order=stored`` page's cursor (``storage.feed.StoredCursor``)."""
+
+
+def stored_cursor_pattern(table: str) -> str:
+    """An ``order=stored`` page's cursor of ``/api/<table>`` (``storage.feed.StoredCursor``):
+    the listing named in it, as one of the other listing is refused."""
+    return f"stored\\.{table}\\.[0-9]{{1,19}}\\.[0-9]{{1,19}}(\\." + UUID[1:-1] + ")?"
+
+
 # IDs in a path may be written in capitals too (the API lowers them: RFC 9562 §4).
 TOUCHPOINT_ID = {
     "type": "string",
@@ -527,29 +533,33 @@ _ORDERED_PAGING = [
 ]
 """A row listing's page (touchpoints, conversions, the review queue, bad events): ``_PAGING`` in
 either order."""
-_FEED_PAGING = [
-    query_param(
-        "cursor",
-        "next_cursor of the previous page, in the order it came from (an order=newest page's"
-        " starts newest., an order=stored page's stored.; a 400 with another order); with"
-        " order=stored, a download's Next-Cursor header too",
-        {
-            "type": "string",
-            "pattern": f"^((newest\\.)?{UUID[1:-1]}|{STORED_CURSOR_PATTERN})$",
-        },
-    ),
-    _PAGING[1],
-    query_param(
-        "order",
-        "oldest (default): oldest first; newest: newest first, the cursor moving back in time;"
-        " stored: in the order the rows were stored (committed), to follow new rows: a row"
-        " committed after a page was read comes on a later page whatever its id, and next_cursor"
-        " is never null (a page shorter than limit: none more yet; ask again with it later). A"
-        " listing's download too",
-        {"type": "string", "enum": list(FEED_ORDERS)},
-    ),
-]
-"""The ordered page of the listings that can follow new rows (touchpoints, conversions)."""
+
+
+def _feed_paging(table: str) -> list[dict[str, Any]]:
+    """The ordered page of a listing that can follow new rows (``/api/<table>``: touchpoints,
+    conversions)."""
+    return [
+        query_param(
+            "cursor",
+            "next_cursor of the previous page, in the order it came from (an order=newest page's"
+            f" starts newest., an order=stored page's stored.{table}.; a 400 with another order,"
+            " or another listing's); with order=stored, a download's Next-Cursor header too",
+            {
+                "type": "string",
+                "pattern": f"^((newest\\.)?{UUID[1:-1]}|{stored_cursor_pattern(table)})$",
+            },
+        ),
+        _PAGING[1],
+        query_param(
+            "order",
+            "oldest (default): oldest first; newest: newest first, the cursor moving back in time;"
+            " stored: in the order the rows were stored (committed), to follow new rows: a row"
+            " committed after a page was read comes on a later page whatever its id, and"
+            " next_cursor is never null (a page shorter than limit: none more yet; ask again with"
+            " it later). A listing's download too",
+            {"type": "string", "enum": list(FEED_ORDERS)},
+        ),
+    ]
 
 
 FORMATS = ("json", "csv", "ndjson")
@@ -583,11 +593,11 @@ _DOWNLOAD = [
 
 
 def _page_of(
-    item: dict[str, Any], description: str = "a page", downloads: bool = False, feed: bool = False
+    item: dict[str, Any], description: str = "a page", downloads: bool = False, feed: str | None = None
 ) -> dict[str, Any]:
     """The 200 answer of a listing: a page of ``item``s and the next page's cursor; with
-    ``downloads``, also every row as CSV or NDJSON (``_DOWNLOAD``); with ``feed``
-    (``order=stored``), a download's ``Next-Cursor`` header."""
+    ``downloads``, also every row as CSV or NDJSON (``_DOWNLOAD``); with ``feed`` (the table
+    of a listing with ``order=stored``), a download's ``Next-Cursor`` header."""
     page = {
         "type": "object",
         "required": ["ok", "items", "next_cursor"],
@@ -609,7 +619,7 @@ def _page_of(
             "Next-Cursor": {
                 "description": "order=stored, a download: the cursor of the next download (the"
                 " rows stored since this one began)",
-                "schema": {"type": "string", "pattern": f"^{STORED_CURSOR_PATTERN}$"},
+                "schema": {"type": "string", "pattern": f"^{stored_cursor_pattern(feed)}$"},
             }
         }
     return answer
@@ -743,11 +753,11 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         *_PERIOD,
                         *_touchpoint_filters("exact creator ID"),
-                        *_FEED_PAGING,
+                        *_feed_paging("touchpoints"),
                         *_DOWNLOAD,
                     ],
                     "responses": {
-                        "200": _page_of(touchpoint_ref, downloads=True, feed=True),
+                        "200": _page_of(touchpoint_ref, downloads=True, feed="touchpoints"),
                         **_errors(400, 401, 503),
                     },
                 }
@@ -770,12 +780,12 @@ def openapi_document() -> dict[str, Any]:
                             "what recorded it: rule, webhook, segment or import",
                             {"type": "string", "enum": list(CONVERSION_ORIGINS)},
                         ),
-                        *_FEED_PAGING,
+                        *_feed_paging("conversions"),
                         *_DOWNLOAD,
                     ],
                     "responses": {
                         "200": _page_of(
-                            {"$ref": "#/components/schemas/Conversion"}, downloads=True, feed=True
+                            {"$ref": "#/components/schemas/Conversion"}, downloads=True, feed="conversions"
                         ),
                         **_errors(400, 401, 503),
                     },

@@ -10,7 +10,8 @@ event dated back, an import). An ``id > cursor`` follower skips those; a rowid o
 The tables have no ``AUTOINCREMENT``: once the newest rows are deleted (an erasure, a purge, an
 import undone), the next inserts take their rowids again, behind a follower's cursor. Local
 migration 0022 notes each such delete in ``feed_drops`` (a trigger: the table, and the largest
-rowid left; every row above it then is new). A cursor (``StoredCursor``) carries the rowid it
+rowid left; every row above it then is new). A cursor (``StoredCursor``) carries the table it
+pages (each table has its own rowids: one's cursor means nothing in the other), the rowid it
 stopped at, the largest ``feed_drops.seq`` its page saw, and the id of the row at that rowid;
 the next page starts from the lowest ``below`` noted since, if lower. All of it is read in one
 statement, so one snapshot: rowids, drops and rows agree. A store that went back behind the
@@ -28,11 +29,13 @@ from typing import Any
 import aiosqlite
 
 STORED_CURSOR = "stored."
-"""What starts the cursor of an ``order=stored`` listing page."""
+"""What starts the cursor of an ``order=stored`` listing page (then the table it pages:
+``stored.touchpoints.…``, ``stored.conversions.…``)."""
 FEED_TABLES = ("touchpoints", "conversions")
+"""The tables followed in the order stored; each is its listing's (``/api/<table>``)."""
 _MAX = 2**63 - 1
 _FORM = re.compile(
-    r"stored\.([0-9]{1,19})\.([0-9]{1,19})"
+    rf"stored\.({'|'.join(FEED_TABLES)})\.([0-9]{{1,19}})\.([0-9]{{1,19}})"
     r"(?:\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))?"
 )
 
@@ -44,6 +47,8 @@ class CursorLost(Exception):
 
 @dataclass(frozen=True)
 class StoredCursor:
+    table: str
+    """The table paged (one of ``FEED_TABLES``): its listing's alone."""
     position: int
     """The rowid of the last row delivered (or passed: a filtered page ends at the table's end)."""
     drops: int
@@ -57,17 +62,14 @@ class StoredCursor:
         match = _FORM.fullmatch(text)
         if match is None:
             return None
-        position, drops = int(match.group(1)), int(match.group(2))
+        position, drops = int(match.group(2)), int(match.group(3))
         if position > _MAX or drops > _MAX:
             return None
-        return cls(position, drops, match.group(3))
+        return cls(match.group(1), position, drops, match.group(4))
 
     def text(self) -> str:
-        return f"{STORED_CURSOR}{self.position}.{self.drops}" + (f".{self.at}" if self.at else "")
-
-
-START = StoredCursor(0, 0)
-"""The cursor before the first row ever stored."""
+        at = f".{self.at}" if self.at else ""
+        return f"{STORED_CURSOR}{self.table}.{self.position}.{self.drops}{at}"
 
 
 def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool) -> str:
@@ -124,7 +126,8 @@ async def feed_page(
     new, which the next download, from ``upto``, reads), the next cursor None once they are all
     read. Raises
     ``CursorLost`` for a store that went back behind ``cursor``."""
-    given = cursor or START
+    assert cursor is None or cursor.table == table, "a cursor of another table"
+    given = cursor or StoredCursor(table, 0, 0)  # before the first row ever stored
     sql = _feed_sql(table, select_from, where, upto is not None)
     bound = [] if upto is None else [upto.position, upto.drops, upto.position]
     params = [given.position, given.drops, given.position, given.position, *bound, *args, limit + 1]
@@ -148,10 +151,11 @@ async def feed_page(
     ]
     if len(items) > limit:
         last = rows[limit - 1]
-        return items[:limit], StoredCursor(int(last["_stored"]), drops, str(last["id"]))
+        return items[:limit], StoredCursor(table, int(last["_stored"]), drops, str(last["id"]))
     if upto is not None:
         return items, None
-    return items, StoredCursor(max(int(top), start), drops, state["_feed_top_id"] if top >= start else None)
+    at = state["_feed_top_id"] if top >= start else None
+    return items, StoredCursor(table, max(int(top), start), drops, at)
 
 
 async def feed_head(db: aiosqlite.Connection, table: str) -> StoredCursor:
@@ -166,4 +170,4 @@ async def feed_head(db: aiosqlite.Connection, table: str) -> StoredCursor:
     async with db.execute(sql) as cursor:
         row = await cursor.fetchone()
     assert row is not None
-    return StoredCursor(int(row[1] or 0), int(row[0]), row[2])
+    return StoredCursor(table, int(row[1] or 0), int(row[0]), row[2])

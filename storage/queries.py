@@ -324,8 +324,8 @@ class Reader:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page in the order stored (``storage.feed.feed_page``), its next cursor as text."""
         after = StoredCursor.parse(cursor) if cursor else None
-        if cursor and after is None:
-            raise ValueError(f"not a cursor of order=stored: {cursor[:100]!r}")
+        if cursor and (after is None or after.table != table):
+            raise ValueError(f"not a cursor of {table} in order=stored: {cursor[:100]!r}")
         rows, following = await feed_page(self.db, table, select_from, where, args, after, limit, upto)
         return rows, following.text() if following is not None else None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import socket
 import uuid
 from typing import Any
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from gateway.events import Conversion, Touchpoint
 from gateway.ids import id_ms
+from gateway.openapi import openapi_document
 from tests.gateway.test_admin import AUTH, download, get, land, origin
 from tests.gateway.test_openapi import response_schema
 
@@ -37,8 +39,15 @@ async def stored_page(gw, path: str, **params: str) -> dict[str, Any]:
     status, _, body = await get(gw, path, AUTH, order="stored", **params)
     assert status == 200, body
     Draft202012Validator(response_schema(path, 200)).validate(body)
-    assert body["next_cursor"].startswith("stored.")  # never null: where to ask from later
+    assert body["next_cursor"].startswith(f"stored.{path.removeprefix('/api/')}.")  # never null
+    assert re.search(cursor_pattern(path), body["next_cursor"])  # as the OpenAPI document says
     return body
+
+
+def cursor_pattern(path: str) -> str:
+    """What the OpenAPI document says ``path``'s ``cursor`` may be."""
+    parameters = openapi_document()["paths"][path]["get"]["parameters"]
+    return next(p["schema"]["pattern"] for p in parameters if p["name"] == "cursor")
 
 
 async def late_rows(gw, last: dict[str, Any], kind: str) -> None:
@@ -114,7 +123,14 @@ async def test_a_cursor_of_another_order_is_refused_naming_it(gw, path: str) -> 
             assert status == 400, raw
             error = json.loads(raw)["error"]
             assert error.startswith(f"cursor: comes from a page in {came}, not order={order};"), error
-    for bad in ("stored.1", "stored.1.2.xyz", "stored.99999999999999999999.0"):
+    table = path.removeprefix("/api/")
+    for bad in (
+        "stored.1",
+        f"stored.{table}.1.2.xyz",
+        f"stored.{table}.99999999999999999999.0",
+        "stored.1.0",  # the form before the listing was named in it (2026-12-08, the day it came)
+        "stored.visitors.1.0",
+    ):
         status, _, body = await get(gw, path, AUTH, order="stored", cursor=bad)
         assert status == 400 and body["error"] == "cursor: not a cursor this API returned", body
     status, _, body = await get(gw, path, AUTH, order="latest")
@@ -149,6 +165,7 @@ async def test_downloads_in_the_order_stored_end_at_the_next_ones_cursor(gw, fmt
     assert headers["Content-Disposition"] == f'attachment; filename="touchpoints-stored.{fmt}"'
     assert campaigns(raw) == ["c0", "c1", "c2"]
     following = headers["Next-Cursor"]
+    assert re.search(cursor_pattern("/api/touchpoints"), following)
     _, _, listed = await get(gw, "/api/touchpoints", AUTH)
     await late_rows(gw, listed["items"][-1], "touchpoints")
     await land(gw, "utm_source=s&utm_campaign=c3")
@@ -173,7 +190,7 @@ async def test_conversions_download_in_the_order_stored(gw) -> None:
     status, headers, raw = await download(gw, "/api/conversions", format="ndjson", order="stored")
     assert status == 200
     assert [json.loads(line)["order_id"] for line in raw.splitlines()] == ["o1", "o2"]  # stored, not id order
-    assert headers["Next-Cursor"].startswith("stored.")
+    assert headers["Next-Cursor"].startswith("stored.conversions.")
 
 
 async def test_a_central_source_has_no_stored_order(start_gateway, upstream_server) -> None:
@@ -206,13 +223,15 @@ async def test_a_cursor_the_store_cannot_hold_is_a_400_page_and_download_alike(g
                         "order:o1", "a" * 32, None, None, None, order_id="o1")]
         )  # fmt: skip
     given = (await stored_page(gw, path))["next_cursor"]
-    position, drops = (int(n) for n in given.split(".")[1:3])
+    table = path.removeprefix("/api/")
+    assert given.startswith(f"stored.{table}.")
+    position, drops = (int(n) for n in given.split(".")[2:4])
     other = "0190a2b4-1111-7222-8333-444455556666"
     for cursor in (
-        f"stored.{position + 50}.{drops}",  # ahead of every row stored
-        f"stored.{position}.{drops + 7}",  # deletes this store never noted
-        f"stored.{position}.{drops}.{other}",  # another row at that place
-        f"stored.{2**63 - 1}.{2**63 - 1}",
+        f"stored.{table}.{position + 50}.{drops}",  # ahead of every row stored
+        f"stored.{table}.{position}.{drops + 7}",  # deletes this store never noted
+        f"stored.{table}.{position}.{drops}.{other}",  # another row at that place
+        f"stored.{table}.{2**63 - 1}.{2**63 - 1}",
     ):
         for fmt in ("json", "csv", "ndjson"):
             status, _, raw = await download(gw, path, format=fmt, order="stored", cursor=cursor)
@@ -241,3 +260,31 @@ async def test_filters_move_the_cursor_past_the_rows_they_leave_out(gw) -> None:
     assert status == 200 and [json.loads(line)["content"] for line in raw.splitlines()] == ["5", "7"]
     later = await stored_page(gw, "/api/touchpoints", campaign="a", cursor=headers["Next-Cursor"])
     assert later["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("came", "given_to"),
+    [("/api/touchpoints", "/api/conversions"), ("/api/conversions", "/api/touchpoints")],
+)
+async def test_a_cursor_of_the_other_listing_is_refused_naming_it(gw, came: str, given_to: str) -> None:
+    """Both listings page by rowid, each in its own table: one's cursor given to the other was
+    either refused as a store "restored from a backup" (a rowid beyond that table's rows, or
+    another row there) or, where that table has no row at the cursor's rowid (none yet: an
+    empty listing's first cursor), silently paged from there. A 400 naming the listing it came
+    from, on pages and downloads alike."""
+    first = (await stored_page(gw, came))["next_cursor"]  # its listing empty yet
+    await land(gw, "utm_source=s&utm_campaign=c")
+    await gw.gateway.store.write(
+        [Conversion(just_before("01900000-0000-7000-8000-000000f00000", n), iso_at(n), "n", "signup",
+                    f"order:o{n}", "a" * 32, None, None, None, order_id=f"o{n}") for n in (1, 2)]
+    )  # fmt: skip
+    last = (await stored_page(gw, came))["next_cursor"]  # at a row of its own listing
+    for cursor in (first, last):
+        assert not re.search(cursor_pattern(given_to), cursor)
+        for fmt in ("json", "csv", "ndjson"):
+            status, _, raw = await download(gw, given_to, format=fmt, order="stored", cursor=cursor)
+            assert status == 400, (cursor, fmt, raw)
+            assert json.loads(raw)["error"] == (
+                f"cursor: comes from {came} (order=stored), not {given_to}; page {given_to} with"
+                " a cursor it returned, or leave cursor out to start from its first row"
+            ), raw

@@ -48,7 +48,7 @@ async def follow(reader: Reader, cursor: str | None, limit: int = 3, **filters: 
     while True:
         query = TouchpointQuery(cursor=cursor, limit=limit, stored=True, equals=filters or None)
         items, after = await reader.touchpoints(query)
-        assert after is not None and after.startswith("stored.")  # a feed's cursor is never None
+        assert after is not None and after.startswith("stored.touchpoints.")  # never None
         seen += [t["content"] for t in items]
         cursor = after
         if len(items) < limit:
@@ -144,6 +144,7 @@ async def test_conversions_follow_the_same_way(opened: Opened) -> None:
     await opened.store.write([conversion(10), conversion(11)])
     items, cursor = await opened.reader.conversions(ConversionQuery(limit=5, stored=True))
     assert [c["order_id"] for c in items] == ["o10", "o11"]
+    assert cursor is not None and cursor.startswith("stored.conversions.")
     await opened.store.write([conversion(3)])
     items, _ = await opened.reader.conversions(ConversionQuery(limit=5, stored=True, cursor=cursor))
     assert [c["order_id"] for c in items] == ["o3"]
@@ -156,25 +157,38 @@ async def test_a_store_gone_back_behind_the_cursor_is_refused(opened: Opened) ->
     _, cursor = await follow(opened.reader, None, limit=10)
     here = StoredCursor.parse(cursor)
     assert here is not None and here.at == event(3).id
-    ahead = StoredCursor(here.position + 5, here.drops).text()  # as from a store since restored
+    assert here.table == "touchpoints"
+    ahead = StoredCursor("touchpoints", here.position + 5, here.drops).text()  # a store since restored
     with pytest.raises(CursorLost, match="restored from a backup"):
         await opened.reader.touchpoints(TouchpointQuery(cursor=ahead, stored=True))
-    renumbered = StoredCursor(here.position, here.drops, str(uuid.UUID(int=1))).text()
+    renumbered = StoredCursor("touchpoints", here.position, here.drops, str(uuid.UUID(int=1))).text()
     with pytest.raises(CursorLost):
         await opened.reader.touchpoints(TouchpointQuery(cursor=renumbered, stored=True))
-    dropped_since = StoredCursor(here.position, here.drops + 3, here.at).text()
+    dropped_since = StoredCursor("touchpoints", here.position, here.drops + 3, here.at).text()
     with pytest.raises(CursorLost):
         await opened.reader.touchpoints(TouchpointQuery(cursor=dropped_since, stored=True))
 
 
 @pytest.mark.parametrize(
     "text",
-    ["stored.1", "stored.-1.0", "stored.1.0.NOT-AN-ID", "stored.99999999999999999999.0", "1.0", ""],
+    [
+        "stored.1",
+        "stored.touchpoints.-1.0",
+        "stored.conversions.1.0.NOT-AN-ID",
+        "stored.touchpoints.99999999999999999999.0",
+        "stored.1.0",  # no listing named
+        "stored.visitors.1.0",
+        "touchpoints.1.0",
+        "",
+    ],
 )
 def test_cursor_text_not_given_by_the_api_is_not_one(text: str) -> None:
     assert StoredCursor.parse(text) is None
 
 
 def test_cursor_text_round_trips() -> None:
-    for cursor in (StoredCursor(0, 0), StoredCursor(2**63 - 1, 7, str(uuid.UUID(int=5)))):
+    for cursor in (
+        StoredCursor("touchpoints", 0, 0),
+        StoredCursor("conversions", 2**63 - 1, 7, str(uuid.UUID(int=5))),
+    ):
         assert StoredCursor.parse(cursor.text()) == cursor
