@@ -518,7 +518,11 @@ class ProxyHost:
         try:  # the relay's connection counts against proxy.upstream_connections too
             await self.pool.reserve()
         except TimeoutError as err:
-            return self._upstream_failed(request, None, err)
+            # None free in proxy.connect_timeout: the upgrade's failure as the relay's own are
+            # (``proxy_websocket``'s ``fails``), its one outcome ``websocket``; until 2026-12-08
+            # a page's, its line not naming the upgrade and counted ``upstream_timeout`` too.
+            self._upstream_fails(request, "timeout", described(err), what=" (WebSocket)")
+            return pages.error_page(504)
         try:
             return await proxy_websocket(
                 request,

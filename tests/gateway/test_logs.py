@@ -767,6 +767,62 @@ async def test_a_websocket_upgrade_s_timeout_or_broken_handshake_is_the_outage_s
     assert counted == 3.0
 
 
+async def test_a_websocket_upgrade_that_waits_out_a_full_pool_is_said_and_counted_as_an_upgrade(
+    start_gateway: GatewayFactory, upstream_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``proxy.upstream_connections`` all busy (one, held by a slow page): an upgrade that waits
+    ``proxy.connect_timeout`` for one went the page's way, its line without " (WebSocket)" and
+    counted in ``gateway_requests_total`` twice, as ``websocket`` and ``upstream_timeout``. Now
+    as the upgrade's other failures: its line names it, one outcome (``websocket``), the
+    timeout counted in ``gateway_upstream_errors_total``; the visitor still gets the 504."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        asked.set()
+        await release.wait()
+        return web.Response(text="late")
+
+    async def live(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/live", live)
+    site = await upstream_server(app)  # type: ignore[operator]
+    gw = await start_gateway(
+        site, "[proxy]\nupstream_connections = 1\nconnect_timeout = 0.3\nread_timeout = 30\n"
+    )
+    registry = gw.gateway.metrics.registry
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        page = asyncio.ensure_future(gw.session.get(gw.url + "/slow"))  # holds the one connection
+        try:
+            await asyncio.wait_for(asked.wait(), 10)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+                await gw.session.ws_connect(f"{gw.url}/live")
+            assert failed.value.status == 504
+        finally:
+            release.set()
+            async with await page as resp:
+                assert resp.status == 200 and await resp.text() == "late"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream ")]
+    assert len(lines) == 2, lines
+    assert lines[0] == (
+        "upstream timeout for GET /live (WebSocket): no answer in time (proxy.connect_timeout = 0.3 s"
+        " to connect, proxy.read_timeout = 30 s of the site's silence)"
+    ), lines
+    # Part of the outage, as the upgrade's other failures: the slow page's answer ends it.
+    assert re.fullmatch(r"upstream answers again, [\d.]+ s after it began to fail", lines[1]), lines
+    outcomes = {
+        outcome: registry.get_sample_value("gateway_requests_total", {"outcome": outcome})
+        for outcome in ("websocket", "upstream_timeout")
+    }
+    assert outcomes["websocket"] == 1.0 and not outcomes["upstream_timeout"], outcomes  # one each
+    assert registry.get_sample_value("gateway_upstream_errors_total", {"kind": "timeout"}) == 1.0
+
+
 def test_a_throttled_line_s_held_back_count_is_taken_by_the_line_that_ends_the_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
