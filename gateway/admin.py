@@ -1210,7 +1210,7 @@ async def visitor_erase(request: web.Request) -> web.Response:
             "visitor_keys": erasure.visitors,
             "erased": erasure.counts,
             "bound_users": bound,
-            "elsewhere": erasure_reach(settings, "visitor"),
+            "elsewhere": erasure_reach(settings, "visitor", visitor_keys=erasure.visitors),
         }
     )
 

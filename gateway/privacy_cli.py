@@ -287,7 +287,7 @@ def _erase_visitor(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
     else:
-        for line in erasure_reach(settings, "visitor"):
+        for line in erasure_reach(settings, "visitor", visitor_keys=erasure.visitors):
             print(line)
     return 0
 

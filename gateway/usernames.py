@@ -15,7 +15,7 @@ is None, and ``erasure_note`` says so with the erasure's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -107,12 +107,19 @@ def erasure_note(named: NamedUser, erasure: Erasure, kept: int, *, api: bool) ->
 
 
 def erasure_reach(
-    settings: Settings, who: str = "user", user_key: str | None = None, keys: Keys | None = None
+    settings: Settings,
+    who: str = "user",
+    user_key: str | None = None,
+    keys: Keys | None = None,
+    visitor_keys: Sequence[str] = (),
 ) -> list[str]:
     """Where else the ``who``'s rows may be (``user`` or ``visitor``), by what this config has:
     said after an erasure, by ``gateway erase`` and in the admin API's answer (``elsewhere``).
     ``user_key`` (with ``keys``): the erased user's key, whose sinks' ``userId`` (the key itself
-    when ``keys`` cannot give the raw ID back) is named, since a destination deletes by it."""
+    when ``keys`` cannot give the raw ID back) is named, since a destination deletes by it.
+    ``visitor_keys``: the erased visitor's keys, the ``anonymousId`` a sink sent its landings
+    under (``storage.sink_messages.track_message``), named so (until 2026-12-08 "delete it
+    there" alone, and the operator had only the cookie's visitor ID, which no destination has)."""
     said = []
     # Configured, its variable set or not (erase does not read it): the sync carries it there.
     if settings.options.central.url and who == "visitor":
@@ -132,10 +139,26 @@ def erasure_reach(
     if settings.options.sinks:
         said.append(
             "no sink sends these rows from now on; what the sinks sent before stays at their"
-            f" destinations: delete it there{_sent_as(user_key, keys)} (Segment and RudderStack"
-            " have their own deletion API)"
+            f" destinations: delete it there{_sent_as(user_key, keys)}{_sent_anonymously(visitor_keys)}"
+            " (Segment and RudderStack have their own deletion API)"
         )
     return said
+
+
+def _sent_anonymously(visitor_keys: Sequence[str]) -> str:
+    """The ``anonymousId`` a sink sent a visitor's landings under: its visitor_key (a keyed hash,
+    never the cookie's visitor ID, which is never said), each key an erasure of the text took
+    (a text that is both a visitor_key and a raw ID: both). A one-day key's landing
+    (``identity.mode = "cookieless"``, ``no_consent``) went under ``gw-landing-<event id>``,
+    which links it to no one, or by a bound user's ``userId`` alone."""
+    if not visitor_keys:
+        return ""
+    return (
+        f", by the anonymousId they were sent under, {' or '.join(visitor_keys)} (the visitor_key,"
+        " not the cookie's visitor ID; a landing of a one-day key, under identity.mode ="
+        ' "cookieless" or without consent, went under gw-landing-<its event id>, which links it to'
+        " no one, or by the bound user's userId alone)"
+    )
 
 
 def _sent_as(user_key: str | None, keys: Keys | None) -> str:

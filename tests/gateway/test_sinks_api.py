@@ -705,3 +705,50 @@ async def test_an_erasure_names_the_user_id_the_sinks_sent_to_delete_at_the_dest
         assert sent_as == "carol@example.com"
         assert "by the userId they were sent under, the user ID itself" in said
         assert "carol@example.com" not in said  # the answer may be kept: never the raw ID
+
+
+async def test_a_visitor_s_erasure_names_the_anonymous_id_the_sinks_sent_to_delete_at_the_destination(
+    start_gateway: GatewayFactory, origin: str, batch_api: BatchApi
+) -> None:
+    """A visitor's landings went to the sinks under an anonymousId: its visitor_key, never the
+    cookie's visitor ID the data subject gives. The erasure's answer names that anonymousId
+    (until 2026-12-08 it said "delete it there" alone, and the operator had only the cookie's
+    ID, which no destination has)."""
+    gw = await start_gateway(origin, sink_toml(batch_api, interval_seconds=0.05), {"SINK_SECRET": WRITE_KEY})
+    async with gw.session.get(gw.url + "/?utm_source=newsletter") as resp:
+        cookie = resp.cookies["gw_vid"].value
+    async with asyncio.timeout(20):
+        while not [c for c in batch_api.calls if c["type"] == "track"]:
+            await asyncio.sleep(0.02)
+    (sent_as,) = {c["anonymousId"] for c in batch_api.calls if c["type"] == "track"}
+    async with gw.session.delete(gw.admin_url + f"/api/visitors/{cookie}", headers=AUTH) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    (said,) = [line for line in answer["elsewhere"] if "sink" in line]
+    assert sent_as == gw.gateway.keys.visitor_key(cookie.split(".")[1])
+    assert f"by the anonymousId they were sent under, {sent_as}" in said, said
+    assert cookie.split(".")[1] not in said  # the answer may be kept: never the raw ID
+
+
+def test_gateway_erase_visitor_names_the_anonymous_id_the_sinks_sent(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``gateway erase --visitor`` says it as the admin API's answer does: the anonymousId a
+    sink sent the visitor's landing under (here by ``gateway sink send``, to a loopback
+    destination), the visitor_key the erasure was given."""
+    _Recorder.calls.clear()
+    set_env(monkeypatch, SINK_SECRET=WRITE_KEY)
+    with serving(_Recorder) as url:
+        config = tmp_path / "gw.toml"
+        config.write_text('[storage]\npath = "node.db"\n' + sink_toml(BatchApi(url=url)))
+        settings = load_settings(config)
+        keys = Keys.from_master(settings.secret)
+        seed_user(settings, keys.user_key("dave"), landing_path="/")
+        assert main(["sink", "send", "--user", "dave", "-c", str(config)]) == 0
+        (sent_as,) = {c["anonymousId"] for c in _Recorder.calls if c["type"] == "track"}
+        capsys.readouterr()
+        assert main(["erase", "--visitor", sent_as, "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+    _Recorder.calls.clear()
+    (said,) = [line for line in out.splitlines() if "sink" in line]
+    assert f"by the anonymousId they were sent under, {sent_as}" in said, out
