@@ -9,7 +9,7 @@ scans a full run's log output for them). ``Throttled`` keeps a failure that repe
 on every request (a full disk) from flooding the log it may be filling. Where stderr is the
 journal (systemd's ``$JOURNAL_STREAM`` names it), each line starts with its syslog priority
 (``<3>`` for an error: ``journalctl -p err`` finds it), and so does a traceback of an uncaught
-exception (``journal_excepthooks``).
+exception, or of one Python ignored (``<4>``; ``journal_excepthooks``).
 """
 
 from __future__ import annotations
@@ -77,11 +77,15 @@ def journal_excepthooks() -> None:
     exception no code of ours caught, of the main thread (``sys.excepthook``) or another
     (``threading.excepthook``) — has each line an error's (``<3>``), as a logged traceback's
     lines have their record's. Until 2026-12-08 such a crash of ``gateway run`` reached the
-    journal at info, and ``journalctl -p err`` missed it. Elsewhere nothing changes."""
+    journal at info, and ``journalctl -p err`` missed it. An exception Python can only ignore
+    (``sys.unraisablehook``: a ``__del__``'s, a finalizer's, ``Exception ignored in: …``) has
+    each line a warning's (``<4>``): the process goes on (until 2026-12-08 at info too).
+    Elsewhere nothing changes."""
     if not to_journal(sys.stderr):
         return
     sys.excepthook = _journal_excepthook
     threading.excepthook = _journal_thread_excepthook
+    sys.unraisablehook = _journal_unraisablehook
 
 
 def _journal_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -96,11 +100,30 @@ def _journal_thread_excepthook(args: threading.ExceptHookArgs) -> None:
     _to_journal(f"Exception in thread {name}:\n{trace}")
 
 
-def _to_journal(text: str) -> None:
-    """``text`` on stderr, each line an error's (``<3>``)."""
+def _journal_unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
+    """Python's own text (``Exception ignored in: <obj>``, the traceback), each line a warning's."""
+    if unraisable.object is not None:
+        try:
+            shown = repr(unraisable.object)
+        except Exception:  # as Python's own: a repr that fails says so
+            shown = "<object repr() failed>"
+        head = f"{unraisable.err_msg or 'Exception ignored in'}: {shown}\n"
+    else:
+        head = f"{unraisable.err_msg}:\n" if unraisable.err_msg else ""
+    if unraisable.exc_traceback is not None or unraisable.exc_value is not None:
+        trace = "".join(
+            traceback.format_exception(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+        )
+    else:
+        trace = "".join(traceback.format_exception_only(unraisable.exc_type, unraisable.exc_value))
+    _to_journal(head + trace, priority=4)
+
+
+def _to_journal(text: str, priority: int = 3) -> None:
+    """``text`` on stderr, each line of the syslog ``priority`` (``<3>``: an error's)."""
     if sys.stderr is None:  # started without one: Python's own hook would print nothing either
         return
-    sys.stderr.write("".join(f"<3>{line}\n" for line in text.rstrip("\n").split("\n")))
+    sys.stderr.write("".join(f"<{priority}>{line}\n" for line in text.rstrip("\n").split("\n")))
     sys.stderr.flush()
 
 

@@ -923,3 +923,53 @@ def test_a_crash_s_traceback_in_the_journal_is_an_error(tmp_path: Path, entry: s
             assert all(line.startswith("<3>") for line in lines), lines
         else:
             assert not [line for line in lines if line.startswith("<")], lines
+
+
+_UNRAISABLE = """
+import sys
+if sys.argv[1] == "cli":  # the gateway's own entry runs a command, then the script goes on
+    sys.argv = ["gateway", "check", "--quiet", "-c", sys.argv[2]]
+    from gateway.__main__ import main
+    assert main() == 0
+else:
+    from gateway.logs import journal_excepthooks
+    journal_excepthooks()
+class Leaky:
+    def __del__(self):
+        raise RuntimeError("closing failed\\nits second line")
+leaky = Leaky()
+del leaky
+print("went on", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("entry", ["installer", "cli"])
+def test_an_exception_ignored_in_the_journal_is_a_warning(tmp_path: Path, entry: str) -> None:
+    """An exception Python can only ignore (``__del__``'s, a finalizer's, a generator closed
+    late: ``sys.unraisablehook``) is printed by Python itself as ``Exception ignored in: …`` and
+    its traceback: under systemd it reached the journal at info until 2026-12-08. Where stderr
+    is the journal each of its lines is a warning's (``<4>``: the process went on, as a logged
+    warning's); elsewhere the text is Python's own, unprefixed."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    for journal in (True, False):
+        log = tmp_path / f"stderr-{journal}.log"
+        log.touch()
+        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
+        if journal:
+            env["JOURNAL_STREAM"] = _stream_of(log)
+        with log.open("w") as err:
+            done = subprocess.run(
+                [sys.executable, "-c", _UNRAISABLE, entry, "gw.toml"],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
+            )  # fmt: skip
+        lines = log.read_text(encoding="utf-8").splitlines()
+        assert done.returncode == 0, lines
+        assert lines[-1] == "went on", lines  # not Python's: said as it was written
+        said = [line[3:] if journal else line for line in lines[:-1]]
+        assert said[0].startswith("Exception ignored in: <function Leaky.__del__ at "), lines
+        assert said[1] == "Traceback (most recent call last):", lines
+        assert said[-2:] == ["RuntimeError: closing failed", "its second line"], lines
+        if journal:
+            assert all(line.startswith("<4>") for line in lines[:-1]), lines
+        else:
+            assert not [line for line in lines if line.startswith("<")], lines
