@@ -40,6 +40,7 @@ from gateway.config_checks import (
     segment_base,
     segment_credentials,
     validate,
+    with_scheme,
 )
 from gateway.config_values import (
     PADDED,
@@ -171,13 +172,6 @@ def _msgspec_problem(
         name = toml_key(unknown.group(1))  # quoted as written: "" or "a b"
         elsewhere = _key_elsewhere(section, struct, where, unknown.group(1))
         return f"{key}.{name}: {unknown_name('key', unknown.group(1), names, elsewhere)}"
-    if re.match(r"Object missing required field `(.+)`", message):
-        owner = _struct_at(struct, where)
-        given = _value_at(data, _path_parts(where))
-        fields = msgspec.structs.fields(owner) if owner is not None else ()
-        absent = [f.name for f in fields if f.required and not (isinstance(given, dict) and f.name in given)]
-        if absent:  # every one at once: msgspec names only the first
-            return f"{key}: missing {', '.join(absent)} (required)"
     enum = re.match(r"Invalid enum value (.+)", message)
     if enum:
         path, _, name = where.rpartition(".")
@@ -204,6 +198,38 @@ def _msgspec_problem(
         return f"{key}: expected {wanted}, got {got}{hint}"
     message = message.replace("`", "")
     return f"{key}: {message[:1].lower()}{message[1:]}"
+
+
+def _missing_problems(
+    section: str, err: msgspec.ValidationError, struct: type, data: Any
+) -> list[str] | None:
+    """A msgspec "Object missing required field" → one problem per required key the table lacks,
+    each named as every other problem names its key (``sinks[0].name: required, not set in this
+    [[sinks]] entry``; until 2026-12-08 ``sinks[0]: missing name (required)``, the key not in the
+    place every other problem has it); None for another error."""
+    message, sep, where = str(err).rpartition(" - at `")
+    if not sep:
+        message, where = str(err), "$`"
+    if not re.match(r"Object missing required field `(.+)`", message):
+        return None
+    where = where.rstrip("`").removeprefix("$")
+    if "[...]" in where:
+        return None
+    owner = _struct_at(struct, where)
+    given = _value_at(data, _path_parts(where))
+    fields = msgspec.structs.fields(owner) if owner is not None else ()
+    absent = [f.name for f in fields if f.required and not (isinstance(given, dict) and f.name in given)]
+    if not absent:
+        return None
+    key = section + where
+    if key.endswith("]"):  # an entry of an array of tables: [[sinks]], [[identity.rules]]
+        place = "this [[" + re.sub(r"\[\d+\]", "", key) + "]] entry"
+    elif "[" not in key:
+        place = f"[{key}]"
+    else:  # a table inside an array's entry
+        place = key
+    # Every one at once: msgspec names only the first.
+    return [f"{key}.{toml_key(name)}: required, not set in {place}" for name in absent]
 
 
 def _tables_array(struct: type, where: str) -> bool:
@@ -456,16 +482,19 @@ def _convert(key: str, value: dict[str, Any], struct: type[Any], problems: list[
             decoded = msgspec.convert(trial, struct)
         except msgspec.ValidationError as err:
             culprit, missing = _culprit(str(err))
-            problem = _msgspec_problem(key, err, struct, trial)
+            found = _missing_problems(key, err, struct, trial) or [_msgspec_problem(key, err, struct, trial)]
             if removed:  # named as in the file, past the array items taken out before
                 at = culprit if culprit is not None else missing[:-1] if missing is not None else ()
                 shown = _as_in_file(at, removed)
-                problem = problem.replace(key + _shown_path(list(at)), key + _shown_path(list(shown)), 1)
+                found = [
+                    problem.replace(key + _shown_path(list(at)), key + _shown_path(list(shown)), 1)
+                    for problem in found
+                ]
                 culprit = shown if culprit is not None else None
                 missing = _as_in_file(missing, removed) if missing is not None else None
             if missing in dropped:
                 return None
-            problems.append(problem)
+            problems += found
             failed = True
             if culprit is None or not _drop(trial, _as_in_trial(culprit, removed), removed, culprit):
                 return None
@@ -1402,8 +1431,10 @@ def resolve_sink_urls(
         elif padded(value):
             problems.append(f"{key}: the value of {name} {PADDED}; a URL has none")
         elif not http_url(value):
+            # Never the value, nor the URL made of it: the suggestion is said, not written out.
+            fix = "; set it with https:// before its value" if with_scheme(sink.kind, value) else ""
             problems.append(
-                f"{key}: the value of {name} must be an http(s) URL (not shown: it may hold a secret)"
+                f"{key}: the value of {name} must be an http(s) URL (not shown: it may hold a secret){fix}"
             )
         elif sink.kind == "segment" and has_credentials(value):
             problems.append(f"{key}: the value of {name}: {segment_credentials(f'sinks[{i}]')}")

@@ -560,7 +560,9 @@ def _validate_central(options: Options) -> list[str]:
         _check(p, named, f"{key}.name", f"must be 1-64 of a-z 0-9 _ . -, got {sink.name!r}")
         _check(p, names.count(sink.name) == 1, f"{key}.name", f"{sink.name!r} is used by two sinks")
         if not sink.url.startswith("env:"):  # the variable's value is checked where it is read
-            _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}")
+            fixed = with_scheme(sink.kind, sink.url)
+            write = f'; write "{fixed}"' if fixed else ""
+            _check(p, http_url(sink.url), f"{key}.url", f"must be an http(s) URL, got {sink.url!r}{write}")
             if sink.kind == "segment" and has_credentials(sink.url):
                 p.append(f"{key}.url: {segment_credentials(key)}")
             elif sink.kind == "segment" and (wrong := segment_base(sink.url)):
@@ -624,6 +626,18 @@ def segment_base(value: str) -> str | None:
     if url.raw_query_string or url.raw_fragment or "?" in value or "#" in value:
         return f"{base}; it can hold no ?query or #fragment"
     return None
+
+
+def with_scheme(kind: str, value: str) -> str | None:
+    """A sink's URL given without its scheme (``api.segment.io``) as one this sink takes, when
+    ``https://`` before it makes one; None otherwise (until 2026-12-08 the problem said only that
+    it was no http(s) URL, and the operator had to find what was missing)."""
+    fixed = "https://" + value
+    if "://" in value or not value.isprintable() or any(c.isspace() for c in value) or not http_url(fixed):
+        return None
+    if kind == "segment" and (has_credentials(fixed) or segment_base(fixed)):
+        return None
+    return fixed
 
 
 def http_url(value: str) -> bool:

@@ -446,7 +446,10 @@ def test_a_classifier_can_be_built_from_options_alone() -> None:
             "[[channels.rules]]\nchannel = 'X'\nreferrer = '.*example\\.com/blog.*'\n",
             "channels.rules[0].referrer: matches the referrer's host alone",
         ),
-        ("[[channels.rules]]\nmedium = 'x'\n", "channels.rules[0]: missing channel (required)"),
+        (
+            "[[channels.rules]]\nmedium = 'x'\n",
+            "channels.rules[0].channel: required, not set in this [[channels.rules]] entry",
+        ),
         (
             "[[channels.rules]]\nchannel = 'X'\nsource = 'a'\nwhat = 1\n",
             "channels.rules[0].what: unknown key",

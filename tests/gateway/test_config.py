@@ -132,7 +132,7 @@ def test_defaults_load() -> None:
         ("[bots]\ndatacenter_asns = [16509, -1]\n", "bots.datacenter_asns[1]: must be 0..4294967295, got -1"),
         ("[bots]\nextra_good_crawlers = ['acme', ' ']\n", "bots.extra_good_crawlers[1]: must not be empty"),
         ("[[creators]]\nid = 'a'\n[[creators]]\nid = 'a'\n", "creators[1].id: 'a' is listed twice"),
-        ("[[creators]]\nverified = true\n", "creators[0]: missing id (required)"),
+        ("[[creators]]\nverified = true\n", "creators[0].id: required, not set in this [[creators]] entry"),
         (
             "[proxy]\naddons = ['identity', 'bots', 'campaign']\n",
             'proxy.addons: "bots" must come after "campaign"',
@@ -1870,7 +1870,8 @@ def test_an_array_item_of_the_wrong_type_keeps_the_next_ones_named_by_their_plac
     found = problems("[identity]\nrules = [1, { name = 'b', path = '/y' }]\n")
     assert found == [
         "identity.rules[0]: expected a table, got 1",
-        "identity.rules[1]: missing status, user_id (required)",
+        "identity.rules[1].status: required, not set in this [[identity.rules]] entry",
+        "identity.rules[1].user_id: required, not set in this [[identity.rules]] entry",
     ]
 
 
@@ -1958,3 +1959,66 @@ def test_an_empty_config_starts_on_the_defaults_but_no_reload_takes_it(tmp_path:
     assert problem.startswith(f"{path}: the file is empty") and "nothing changed" in problem, problem
     path.write_text("# comments, and one key\n[bots]\nreview_threshold = 40\n", encoding="utf-8")
     assert load_settings(path, environ=ENV, reload=True).options.bots.review_threshold == 40
+
+
+_SINK_URL = "[[sinks]]\nname = 'out'\nkind = '{kind}'\nurl = '{url}'\nsecret = 'env:S'\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[[sinks]]\nkind = 'segment'\nurl = 'https://api.segment.io'\nsecret = 'env:S'\n",
+         ["sinks[0].name: required, not set in this [[sinks]] entry"]),
+        ("[[sinks]]\nname = 'out'\n",
+         ["sinks[0].kind: required, not set in this [[sinks]] entry",
+          "sinks[0].url: required, not set in this [[sinks]] entry",
+          "sinks[0].secret: required, not set in this [[sinks]] entry"]),
+        ("[[sources]]\nsecrets = ['env:S1']\n",
+         ["sources[0].name: required, not set in this [[sources]] entry"]),
+        ("[[creators]]\nverified = true\n", ["creators[0].id: required, not set in this [[creators]] entry"]),
+        ("[[conversions]]\nname = 'p'\npath = '/c'\n",
+         ["conversions[0].status: required, not set in this [[conversions]] entry"]),
+        ("[[identity.rules]]\nname = 'x'\n",
+         ["identity.rules[0].path: required, not set in this [[identity.rules]] entry",
+          "identity.rules[0].status: required, not set in this [[identity.rules]] entry",
+          "identity.rules[0].user_id: required, not set in this [[identity.rules]] entry"]),
+    ],
+)  # fmt: skip
+def test_a_required_key_left_out_is_named_where_every_problem_names_its_key(
+    toml: str, expected: list[str]
+) -> None:
+    """``sinks[0]: missing name (required)`` put the key where no other problem has it (after
+    the colon, with the others of the entry): each required key left out is now a problem of
+    its own, named as ``sinks[0].name: must be …`` is, in every array of tables."""
+    assert problems(toml, {**ENV, "S": "s" * 32, "S1": "s" * 32}) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "expected"),
+    [
+        ("segment", "api.segment.io", "sinks[0].url: must be an http(s) URL, got 'api.segment.io';"
+         ' write "https://api.segment.io"'),
+        ("webhook", "hooks.example.com/in", "sinks[0].url: must be an http(s) URL, got"
+         """ 'hooks.example.com/in'; write "https://hooks.example.com/in\""""),
+        # https:// makes no URL the sink takes: nothing suggested.
+        ("segment", "ftp://api.segment.io", "sinks[0].url: must be an http(s) URL, got 'ftp://api.segment.io'"),
+        ("segment", "api.segment.io/v1/batch",
+         "sinks[0].url: must be an http(s) URL, got 'api.segment.io/v1/batch'"),
+        ("webhook", "not a url", "sinks[0].url: must be an http(s) URL, got 'not a url'"),
+    ],
+)  # fmt: skip
+def test_a_sink_url_without_its_scheme_says_what_to_write(kind: str, url: str, expected: str) -> None:
+    """``api.segment.io`` (as Segment's dashboard shows the host) was refused as no http(s) URL,
+    with no word of the ``https://`` it lacked."""
+    found = problems(_SINK_URL.format(kind=kind, url=url), {**ENV, "S": "s" * 32})
+    assert [p for p in found if p.startswith("sinks[0].url: must")] == [expected], found
+
+
+def test_a_sink_url_variable_without_its_scheme_says_so_without_showing_it() -> None:
+    """The variable's value may hold a secret: what to do is said, the value is not."""
+    environ = {**ENV, "S": "s" * 32, "SINK_URL": "hooks.example.com/in?token=t0ps3cret"}
+    found = problems(_SINK_URL.format(kind="webhook", url="env:SINK_URL"), environ)
+    assert found == [
+        "sinks[0].url: the value of SINK_URL must be an http(s) URL (not shown: it may hold a"
+        " secret); set it with https:// before its value"
+    ], found

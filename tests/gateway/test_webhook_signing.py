@@ -789,7 +789,10 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
         ),
         ("[[sources]]\nname = 'a'\nsecrets = ['inline']\n", "sources[0].secrets[0]: secrets are never"),
         ("[[sources]]\nname = 'a'\nsecrets = []\n", "sources[0].secrets: needs at least one"),
-        ("[[sources]]\nsecrets = ['env:S1']\n", "sources[0]: missing name (required)"),
+        (
+            "[[sources]]\nsecrets = ['env:S1']\n",
+            "sources[0].name: required, not set in this [[sources]] entry",
+        ),
         ("[[sources]]\nname = 'A B'\nsecrets = ['env:S1']\n", "sources[0].name: must be"),
         (
             "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n[[sources]]\nname = 'a'\nsecrets = ['env:S1']\n",
@@ -872,7 +875,7 @@ def test_sender_secrets_resolve_from_the_environment() -> None:
         ),
         (
             "[[sources]]\nname = 'a'\nsecrets = ['env:S1']\nwhen = [{type = 'conversion'}]\n",
-            "sources[0].when[0]: missing pointer",
+            "sources[0].when[0].pointer: required, not set in this [[sources.when]] entry",
         ),
         ("[webhooks]\nmax_batch = 0\n", "webhooks.max_batch: must be 1..10000, got 0"),
         (
