@@ -98,9 +98,9 @@ def test_check_names_every_missing_required_key_and_warns_of_a_missing_geoip_fil
     cfg.write_text('[[identity.rules]]\nname = "a"\n')
     done = gateway("check", "-c", str(cfg), env=ENV)
     assert done.returncode == 2
-    assert "identity.rules[0].path: required, not set in this [[identity.rules]] entry" in done.stderr, (
-        done.stderr
-    )
+    for name in ("path", "status", "user_id"):  # every one, each named as its own problem
+        said = f"identity.rules[0].{name}: required, not set in this [[identity.rules]] entry"
+        assert said in done.stderr, done.stderr
     cfg.write_text('[geo]\ncountry_db = "nope.mmdb"\n')
     done = gateway("check", "-c", str(cfg), env=ENV)
     assert done.returncode == 0, done.stderr
