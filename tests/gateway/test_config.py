@@ -2008,7 +2008,7 @@ def test_a_required_key_left_out_is_named_where_every_problem_names_its_key(
     ],
 )  # fmt: skip
 def test_a_sink_url_without_its_scheme_says_what_to_write(kind: str, url: str, expected: str) -> None:
-    """``api.segment.io`` (as Segment's dashboard shows the host) was refused as no http(s) URL,
+    """``api.segment.io`` (the host alone, its scheme left out) was refused as no http(s) URL,
     with no word of the ``https://`` it lacked."""
     found = problems(_SINK_URL.format(kind=kind, url=url), {**ENV, "S": "s" * 32})
     assert [p for p in found if p.startswith("sinks[0].url: must")] == [expected], found
