@@ -893,6 +893,23 @@ raise RuntimeError("the crash\\nits second line")
 """
 
 
+def _script_stderr(tmp_path: Path, script: str, entry: str, journal: bool) -> tuple[int, list[str]]:
+    """``script`` run with ``entry`` and a config beside it, its stderr a file that is the
+    journal's stream (``JOURNAL_STREAM`` names it) or not: its exit code and stderr's lines."""
+    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
+    log = tmp_path / f"stderr-{journal}.log"
+    log.touch()
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
+    if journal:
+        env["JOURNAL_STREAM"] = _stream_of(log)
+    with log.open("w") as err:
+        done = subprocess.run(
+            [sys.executable, "-c", script, entry, "gw.toml"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
+        )  # fmt: skip
+    return done.returncode, log.read_text(encoding="utf-8").splitlines()
+
+
 @pytest.mark.parametrize("entry", ["installer", "cli"])
 def test_a_crash_s_traceback_in_the_journal_is_an_error(tmp_path: Path, entry: str) -> None:
     """An exception nothing caught (the main thread's, another thread's) is printed by Python
@@ -900,20 +917,9 @@ def test_a_crash_s_traceback_in_the_journal_is_an_error(tmp_path: Path, entry: s
     ``journalctl -p err`` missed the crash. Where stderr is the journal each of its lines is an
     error's (``<3>``), installed by the gateway's entry for any command; elsewhere the traceback
     is Python's own, unprefixed."""
-    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     for journal in (True, False):
-        log = tmp_path / f"stderr-{journal}.log"
-        log.touch()
-        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
-        if journal:
-            env["JOURNAL_STREAM"] = _stream_of(log)
-        with log.open("w") as err:
-            done = subprocess.run(
-                [sys.executable, "-c", _CRASH, entry, "gw.toml"],
-                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
-            )  # fmt: skip
-        lines = log.read_text(encoding="utf-8").splitlines()
-        assert done.returncode == 1, lines
+        returncode, lines = _script_stderr(tmp_path, _CRASH, entry, journal)
+        assert returncode == 1, lines
         plain = [line[3:] if journal else line for line in lines]
         assert "Exception in thread crasher:" in plain, lines
         assert "ZeroDivisionError: division by zero" in plain, lines
@@ -950,20 +956,9 @@ def test_an_exception_ignored_in_the_journal_is_a_warning(tmp_path: Path, entry:
     its traceback: under systemd it reached the journal at info until 2026-12-08. Where stderr
     is the journal each of its lines is a warning's (``<4>``: the process went on, as a logged
     warning's); elsewhere the text is Python's own, unprefixed."""
-    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     for journal in (True, False):
-        log = tmp_path / f"stderr-{journal}.log"
-        log.touch()
-        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
-        if journal:
-            env["JOURNAL_STREAM"] = _stream_of(log)
-        with log.open("w") as err:
-            done = subprocess.run(
-                [sys.executable, "-c", _UNRAISABLE, entry, "gw.toml"],
-                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
-            )  # fmt: skip
-        lines = log.read_text(encoding="utf-8").splitlines()
-        assert done.returncode == 0, lines
+        returncode, lines = _script_stderr(tmp_path, _UNRAISABLE, entry, journal)
+        assert returncode == 0, lines
         assert lines[-1] == "went on", lines  # not Python's: said as it was written
         said = [line[3:] if journal else line for line in lines[:-1]]
         assert said[0].startswith("Exception ignored in: <function Leaky.__del__ at "), lines
