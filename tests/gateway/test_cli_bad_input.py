@@ -41,8 +41,9 @@ def _leaves(
 COMMANDS = _leaves(build_parser())
 
 
-ONE_OF = {("erase",): ["u1"]}
-"""What a command needs beyond what its parser requires: ``erase`` one of USER_ID and --visitor."""
+ONE_OF = {("erase",): ["u1"], ("import",): ["u1", "--format", "combined"]}
+"""What a command needs beyond what its parser requires: ``erase`` one of USER_ID and --visitor;
+``import`` a FILE and its --format (both said before the config is read since 2026-12-08)."""
 
 
 def _required(words: tuple[str, ...]) -> list[str]:
