@@ -286,7 +286,7 @@ def test_config_requires_the_addon_and_names_missing_keys() -> None:
     assert 'conversions: rules are configured but "conversions" is not in proxy.addons' in info.value.problems
     with pytest.raises(ConfigError) as info:
         context('[[conversions]]\nname = "x"\npath = "/"\n')
-    assert any(p.startswith("conversions[0]: missing status") for p in info.value.problems)
+    assert any(p.startswith("conversions[0].status: required") for p in info.value.problems)
 
 
 def test_config_needs_stitching_before_conversions_when_both_have_rules() -> None:
