@@ -845,26 +845,15 @@ def test_another_command_s_lines_to_the_journal_start_with_their_syslog_priority
     ``logging.basicConfig``: under systemd its lines reached the journal with no priority, every
     one info to ``journalctl -p``. Each starts with it as ``gateway run``'s do, where stderr is
     the journal; elsewhere the lines are as they were."""
-    (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     access = tmp_path / "access.log"
     access.write_text(
         '203.0.113.5 - - [07/Dec/2026:10:00:00 +0000] "GET /?utm_source=x HTTP/1.1" 200 12 "-"'
         ' "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"\n'
     )
+    args = ["-m", "gateway", "import", str(access), "--format", "combined", "-c", "gw.toml", "--host", "x"]
     for journal in (True, False):
-        log = tmp_path / f"stderr-{journal}.log"
-        log.touch()
-        env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "PYTHONPATH": CHECKOUT, **ENV}
-        if journal:
-            env["JOURNAL_STREAM"] = _stream_of(log)
-        with log.open("w") as err:
-            done = subprocess.run(
-                [sys.executable, "-m", "gateway", "import", str(access), "--format", "combined",
-                 "-c", "gw.toml", "--host", "x", "--no-progress"],
-                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
-            )  # fmt: skip
-        lines = log.read_text(encoding="utf-8").splitlines()
-        assert done.returncode == 0, lines
+        returncode, lines = _stderr_of(tmp_path, [*args, "--no-progress"], journal)
+        assert returncode == 0, lines
         [geo] = [line for line in lines if "geo lookups are off" in line]  # an info line of its log
         if journal:
             assert re.fullmatch(r"<6>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.geo: geo: .*", geo), (
@@ -893,9 +882,9 @@ raise RuntimeError("the crash\\nits second line")
 """
 
 
-def _script_stderr(tmp_path: Path, script: str, entry: str, journal: bool) -> tuple[int, list[str]]:
-    """``script`` run with ``entry`` and a config beside it, its stderr a file that is the
-    journal's stream (``JOURNAL_STREAM`` names it) or not: its exit code and stderr's lines."""
+def _stderr_of(tmp_path: Path, args: list[str], journal: bool) -> tuple[int, list[str]]:
+    """``python args…`` run beside a config ``gw.toml``, its stderr a file that is the journal's
+    stream (``JOURNAL_STREAM`` names it) or not: its exit code and stderr's lines."""
     (tmp_path / "gw.toml").write_text('[storage]\npath = "gw.db"\n')
     log = tmp_path / f"stderr-{journal}.log"
     log.touch()
@@ -904,9 +893,8 @@ def _script_stderr(tmp_path: Path, script: str, entry: str, journal: bool) -> tu
         env["JOURNAL_STREAM"] = _stream_of(log)
     with log.open("w") as err:
         done = subprocess.run(
-            [sys.executable, "-c", script, entry, "gw.toml"],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120,
-        )  # fmt: skip
+            [sys.executable, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=120
+        )
     return done.returncode, log.read_text(encoding="utf-8").splitlines()
 
 
@@ -918,7 +906,7 @@ def test_a_crash_s_traceback_in_the_journal_is_an_error(tmp_path: Path, entry: s
     error's (``<3>``), installed by the gateway's entry for any command; elsewhere the traceback
     is Python's own, unprefixed."""
     for journal in (True, False):
-        returncode, lines = _script_stderr(tmp_path, _CRASH, entry, journal)
+        returncode, lines = _stderr_of(tmp_path, ["-c", _CRASH, entry, "gw.toml"], journal)
         assert returncode == 1, lines
         plain = [line[3:] if journal else line for line in lines]
         assert "Exception in thread crasher:" in plain, lines
@@ -957,7 +945,7 @@ def test_an_exception_ignored_in_the_journal_is_a_warning(tmp_path: Path, entry:
     is the journal each of its lines is a warning's (``<4>``: the process went on, as a logged
     warning's); elsewhere the text is Python's own, unprefixed."""
     for journal in (True, False):
-        returncode, lines = _script_stderr(tmp_path, _UNRAISABLE, entry, journal)
+        returncode, lines = _stderr_of(tmp_path, ["-c", _UNRAISABLE, entry, "gw.toml"], journal)
         assert returncode == 0, lines
         assert lines[-1] == "went on", lines  # not Python's: said as it was written
         said = [line[3:] if journal else line for line in lines[:-1]]
