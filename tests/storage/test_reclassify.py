@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from gateway.events import Touchpoint, iso
 from gateway.ids import _format
 from gateway.options import ChannelRule, ChannelsOptions
 from storage.local import connect
-from storage.reclassify import reclassify
+from storage.reclassify import Reclassified, reclassify
 from tests.storage.stores import OpenStore, read
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -31,6 +32,35 @@ def old_landing(n: int, at: datetime, counter: int) -> Touchpoint:
     )
 
 
+def _insert(t: Touchpoint) -> str:
+    """The SQL another writer inserts landing ``t`` with, classified under the old rules."""
+    return (
+        "INSERT INTO touchpoints (id, ts, node, visitor_key, source, channel, landing_path)"
+        f" VALUES ('{t.id}', '{t.ts}', 'b', '{t.visitor_key}', 'newsletter', 'Referral', '/');"
+    )
+
+
+async def _reclassify_beside(
+    store: Path,
+    at: Touchpoint,
+    other_writer: str,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> Reclassified:
+    """``reclassify`` of ``store`` to ``NEWSLETTER``, ``batch_size`` rows a page, another writer
+    committing ``other_writer`` (SQL) together with the update of ``at``'s channel: after that
+    page was read, before the next."""
+    db = await connect(store)
+    try:
+        await db.execute(
+            "CREATE TEMP TRIGGER other_writer AFTER UPDATE OF channel ON main.touchpoints"
+            f" WHEN new.id = '{at.id}' BEGIN {other_writer} END"
+        )
+        return await reclassify(db, NEWSLETTER, batch_size=batch_size, progress=progress)
+    finally:
+        await db.close()
+
+
 async def test_a_row_written_during_the_scan_behind_its_cursor_is_reclassified(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
@@ -47,21 +77,10 @@ async def test_a_row_written_during_the_scan_behind_its_cursor_is_reclassified(
     assert behind.id < first.id < later[0].id
     store = await open_store()
     await store.write([first, *later])
-    db = await connect(tmp_path / "gw.db")
-    try:
-        # The other writer commits as the first page's update does (the scan's pages are one
-        # touchpoint each here): after the first page was read, before the second.
-        await db.execute(
-            "CREATE TEMP TRIGGER other_writer AFTER UPDATE OF channel ON main.touchpoints"
-            f" WHEN new.id = '{first.id}' BEGIN"
-            " INSERT INTO touchpoints (id, ts, node, visitor_key, source, channel, landing_path)"
-            f" VALUES ('{behind.id}', '{behind.ts}', 'b', '{behind.visitor_key}', 'newsletter',"
-            " 'Referral', '/'); END"
-        )
-        batches: list[int] = []
-        done = await reclassify(db, NEWSLETTER, batch_size=1, progress=batches.append)
-    finally:
-        await db.close()
+    batches: list[int] = []
+    # The other writer commits as the first page's update does (the scan's pages are one
+    # touchpoint each here): after the first page was read, before the second.
+    done = await _reclassify_beside(tmp_path / "gw.db", first, _insert(behind), 1, batches.append)
     assert await read(tmp_path / "gw.db", "SELECT id, channel FROM touchpoints ORDER BY id") == [
         (behind.id, "Newsletter"),
         (first.id, "Newsletter"),
@@ -85,22 +104,11 @@ async def test_a_row_taking_the_rowid_of_a_deleted_newest_row_during_the_scan_is
     new = old_landing(5, T0 + timedelta(minutes=5), counter=0x100)
     store = await open_store()
     await store.write([first, *erased])
-    db = await connect(tmp_path / "gw.db")
-    try:
-        # Another writer as the first page (two rows) is updated: the erasure of the visitor of
-        # the newest rows (the second of the page among them), then a new landing, which takes
-        # the second row's rowid, one the scan read already.
-        await db.execute(
-            "CREATE TEMP TRIGGER other_writer AFTER UPDATE OF channel ON main.touchpoints"
-            f" WHEN new.id = '{first.id}' BEGIN"
-            f" DELETE FROM touchpoints WHERE visitor_key = '{'e' * 32}';"
-            " INSERT INTO touchpoints (id, ts, node, visitor_key, source, channel, landing_path)"
-            f" VALUES ('{new.id}', '{new.ts}', 'b', '{new.visitor_key}', 'newsletter', 'Referral', '/');"
-            " END"
-        )
-        done = await reclassify(db, NEWSLETTER, batch_size=2)
-    finally:
-        await db.close()
+    # Another writer as the first page (two rows) is updated: the erasure of the visitor of the
+    # newest rows (the second of the page among them), then a new landing, which takes the
+    # second row's rowid, one the scan read already.
+    erasure = f"DELETE FROM touchpoints WHERE visitor_key = '{'e' * 32}';"
+    done = await _reclassify_beside(tmp_path / "gw.db", first, erasure + " " + _insert(new), 2)
     assert await read(tmp_path / "gw.db", "SELECT id, channel FROM touchpoints ORDER BY id") == [
         (first.id, "Newsletter"),
         (new.id, "Newsletter"),
