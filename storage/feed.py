@@ -40,6 +40,19 @@ _FORM = re.compile(
 )
 
 
+DROPS_NOTED = "(SELECT coalesce(max(seq), 0) FROM feed_drops)"
+"""SQL: the number of the last delete of the newest rows noted (``feed_drops.seq``; 0: none)."""
+
+
+def resumed_at(table: str) -> str:
+    """SQL: where a walk of ``table`` in rowid order goes on from, having read up to a rowid
+    (the first ``?``, again the third) when ``DROPS_NOTED`` was the second ``?``: there, or
+    below it where a delete of the newest rows since left the table's end (every row above that
+    is new, however low its rowid). ``order=stored`` pages and ``gateway reclassify`` walk so."""
+    assert table in FEED_TABLES
+    return f"min(?, coalesce((SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?), ?))"
+
+
 class CursorLost(Exception):
     """The store no longer holds the rows an ``order=stored`` cursor was given after: it went
     back (a backup restored) or its rowids were renumbered (a ``VACUUM``)."""
@@ -81,12 +94,7 @@ def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool)
     assert table in FEED_TABLES and select_from in ("effective_touchpoints", "conversions")
     # A download's end: the newest row as it began, or lower where the newest rows were deleted
     # since (the rows above that are new: the next download, from ``upto``, reads them).
-    end = (
-        f", min(?, coalesce((SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?), ?))"
-        " AS _feed_end"
-        if bounded
-        else ""
-    )
+    end = f", {resumed_at(table)} AS _feed_end" if bounded else ""
     conditions = [
         "rowid > (SELECT _feed_start FROM feed)",
         *(["rowid <= (SELECT _feed_end FROM feed)"] if bounded else []),
@@ -94,9 +102,7 @@ def _feed_sql(table: str, select_from: str, where: Sequence[str], bounded: bool)
     ]
     return (
         "WITH feed AS (SELECT"
-        " (SELECT coalesce(max(seq), 0) FROM feed_drops) AS _feed_drops,"
-        f" min(?, coalesce((SELECT min(below) FROM feed_drops WHERE tbl = '{table}' AND seq > ?), ?))"
-        " AS _feed_start,"
+        f" {DROPS_NOTED} AS _feed_drops, {resumed_at(table)} AS _feed_start,"
         f" (SELECT id FROM {table} WHERE rowid = ?) AS _feed_at,"
         f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top,"
         f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1) AS _feed_top_id{end}),"
@@ -163,7 +169,7 @@ async def feed_head(db: aiosqlite.Connection, table: str) -> StoredCursor:
     whence the next one goes on."""
     assert table in FEED_TABLES
     sql = (
-        "SELECT (SELECT coalesce(max(seq), 0) FROM feed_drops),"
+        f"SELECT {DROPS_NOTED},"
         f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1),"
         f" (SELECT id FROM {table} ORDER BY rowid DESC LIMIT 1)"
     )

@@ -140,7 +140,7 @@ async def migrate(db: aiosqlite.Connection, *, announce: bool = False) -> int:
                 for statement in _missing_part(version, sql):
                     await db.execute(statement)
             elif current < version:
-                if version in REPLACED_TABLES and await _is_table(db, REPLACED_TABLES[version]):
+                if version in REPLACED_TABLES and await has_table(db, REPLACED_TABLES[version]):
                     await db.execute(f"DROP TABLE {REPLACED_TABLES[version]}")
                 for statement in statements(sql):
                     await db.execute(statement)
@@ -184,7 +184,8 @@ async def _skipped(db: aiosqlite.Connection, version: int) -> bool:
     return row is not None and row[0] == 0
 
 
-async def _is_table(db: aiosqlite.Connection, name: str) -> bool:
+async def has_table(db: aiosqlite.Connection, name: str) -> bool:
+    """Whether the store has a table ``name`` (not a view of that name)."""
     async with db.execute(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ) as cursor:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from gateway.channels import INTERNAL, Channels, Signals
+from storage.feed import DROPS_NOTED, resumed_at
+from storage.migrate import has_table
 
 _FIELDS = ("source", "medium", "campaign", "click_id_kind", "creator_id", "referrer_host")
 
@@ -34,13 +36,6 @@ class Reclassified:
 async def has_channel_column(db: aiosqlite.Connection) -> bool:
     async with db.execute("PRAGMA table_info(touchpoints)") as cursor:
         return any(row[1] == "channel" for row in await cursor.fetchall())
-
-
-async def _has_feed_drops(db: aiosqlite.Connection) -> bool:
-    async with db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feed_drops'"
-    ) as cursor:
-        return await cursor.fetchone() is not None
 
 
 async def stored_touchpoints(db: aiosqlite.Connection) -> int:
@@ -86,15 +81,10 @@ async def reclassify(
     # last page, if lower (every row above it is new), read in the same statement, so one
     # snapshot (until 2026-12-08 such a row kept its old channel). A store without the table
     # (a dry run on a store not migrated yet) pages by rowid alone.
-    noted = await _has_feed_drops(db)
+    noted = await has_table(db, "feed_drops")
     fields = ", ".join(f"t.{field}" for field in (*_FIELDS, old) if field != "NULL")
     columns = f"t.rowid AS rowid, t.id, {fields}" + (", NULL" if old == "NULL" else "")
-    start = (
-        "(SELECT coalesce(max(seq), 0) FROM feed_drops) AS seq, min(?, coalesce((SELECT min(below)"
-        " FROM feed_drops WHERE tbl = 'touchpoints' AND seq > ?), ?)) AS start"
-        if noted
-        else "0 AS seq, ? AS start"
-    )
+    start = f"{DROPS_NOTED} AS seq, {resumed_at('touchpoints')} AS start" if noted else "0 AS seq, ? AS start"
     sql = (
         f"WITH d AS (SELECT {start}) SELECT d.seq, d.start, p.* FROM d LEFT JOIN (SELECT {columns}"
         " FROM touchpoints t WHERE t.rowid > (SELECT start FROM d) ORDER BY t.rowid LIMIT ?) AS p"
