@@ -1164,9 +1164,11 @@ async def _visitor_known(request: web.Request, keys: list[str]) -> bool:
     configured the central store and the mirror, which the erasure reaches through the sync
     (``visitor_recorded``: until 2026-12-08 the central store only under ``admin.source =
     "central"``, where the lookup reads)."""
-    settings, reader = request.app[SETTINGS_KEY], request.app[READER_KEY]
+    # An erasure of it is among what each store is asked (this one's, the central's
+    # ``erased_keys``): the lookup reader's ``erased_at`` would ask the same again.
+    settings = request.app[SETTINGS_KEY]
     recorded = await visitor_recorded(settings, keys, request.app[KEYS_KEY], _central_reader(request))
-    return recorded.known or await reader.erased_at(keys) is not None
+    return recorded.known
 
 
 def _central_reader(request: web.Request) -> CentralReader | None:
