@@ -435,7 +435,8 @@ class Reader:
         keys = [v["visitor_key"] for v in visitors]
         touches, last, truncated = await self._journey(keys)
         truncated = truncated or cut
-        conversions, _, conversions_cut = await self._conversions(forms, keys)
+        # No last_seen here (the visitors say theirs): the list alone, not the latest beyond it.
+        conversions, conversions_cut = await _earliest(functools.partial(self._conversions_of, forms, keys))
         if not visitors and not conversions:
             return None
         held |= {c["user_key"] for c in conversions}
