@@ -159,10 +159,7 @@ def _msgspec_problem(
     "section.lookback_days.awareness: expected a number, got "x"": the map key msgspec hides
     is found again in ``data`` (the table as read), and so is the value shown."""
     struct = struct or SECTIONS[section]
-    message, sep, where = str(err).rpartition(" - at `")
-    if not sep:
-        message, where = str(err), "$`"
-    where = where.rstrip("`").removeprefix("$")
+    message, where = _message_at(err)
     parts = _map_keys(where, str(err), struct, data) if "[...]" in where and data is not None else None
     key = section + (_shown_path(parts) if parts is not None else where)
     unknown = re.match(r"Object contains unknown field `(.*)`", message)
@@ -200,6 +197,15 @@ def _msgspec_problem(
     return f"{key}: {message[:1].lower()}{message[1:]}"
 
 
+def _message_at(err: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's "Expected `float`, got `str` - at `$.lookback_days[...]`" → its message and
+    where (``.lookback_days[...]``; "" for the table itself)."""
+    message, sep, where = str(err).rpartition(" - at `")
+    if not sep:
+        return str(err), ""
+    return message, where.rstrip("`").removeprefix("$")
+
+
 def _missing_problems(
     section: str, err: msgspec.ValidationError, struct: type, data: Any
 ) -> list[str] | None:
@@ -207,13 +213,8 @@ def _missing_problems(
     each named as every other problem names its key (``sinks[0].name: required, not set in this
     [[sinks]] entry``; until 2026-12-08 ``sinks[0]: missing name (required)``, the key not in the
     place every other problem has it); None for another error."""
-    message, sep, where = str(err).rpartition(" - at `")
-    if not sep:
-        message, where = str(err), "$`"
-    if not re.match(r"Object missing required field `(.+)`", message):
-        return None
-    where = where.rstrip("`").removeprefix("$")
-    if "[...]" in where:
+    message, where = _message_at(err)
+    if not re.match(r"Object missing required field `(.+)`", message) or "[...]" in where:
         return None
     owner = _struct_at(struct, where)
     given = _value_at(data, _path_parts(where))
