@@ -64,10 +64,12 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
 
 
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``gateway import``: run, print the summary; 2 for a usage problem, 1 when a file could not be
-    imported, or not whole (unreadable, or not in the format: each named, the others imported),
-    or when the store did not record the run's end (its rows are in: said, with what to run),
-    130 or 143 when SIGINT or SIGTERM stopped it part way."""
+    """``gateway import`` of a command line ``check_command_line`` passed (``cmd_import`` checks it
+    before the config is read): run, print the summary; 2 for a usage problem left (a format
+    ``run_import`` refuses), 1 when a file could not be imported, or
+    not whole (unreadable, or not in the format: each named, the others imported), or when the
+    store did not record the run's end (its rows are in: said, with what to run), 130 or 143
+    when SIGINT or SIGTERM stopped it part way."""
     handlers = {sig: signal.getsignal(sig) for sig in STOPPING}
     try:
         return _import_command(settings, args)
@@ -99,20 +101,14 @@ def check_command_line(args: argparse.Namespace) -> None:
     if not args.files or args.format is None:
         raise UsageError(NEEDED)
     check_format(args.format, fields)
-    _check_inputs(args.files)
-
-
-def _check_inputs(files: Sequence[str]) -> None:
-    """``-`` (standard input) named once at most, and not a terminal."""
-    if files.count("-") > 1:
+    if args.files.count("-") > 1:
         raise UsageError("-: standard input can be read once; give - once")
-    if "-" in files and os.isatty(0):  # closed (<&-): not a terminal, said when it is read
+    if "-" in args.files and os.isatty(0):  # closed (<&-): not a terminal, said when it is read
         raise UsageError(TERMINAL)
 
 
 def _inputs(files: Sequence[str]) -> list[Input]:
-    """The command line's files; ``-`` is standard input (once, and not a terminal)."""
-    _check_inputs(files)
+    """The command line's files (``check_command_line``'s); ``-`` is standard input."""
     return [_stdin() if name == "-" else Path(name) for name in files]
 
 
@@ -123,17 +119,10 @@ def _stdin() -> BinaryIO:
         stream = open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115 - never closed
     except OSError as err:  # closed (<&-)
         raise OSError(err.errno, err.strerror, STDIN) from err
-    if stream.isatty():
-        raise UsageError(TERMINAL)
     return stream
 
 
 def _import_command(settings: Settings, args: argparse.Namespace) -> int:
-    try:  # ``gateway import`` said it before the config was read (``cmd_import``)
-        check_command_line(args)
-    except UsageError as err:
-        print(f"gateway import: {err}", file=sys.stderr)
-        return EXIT_USAGE
     listing: bool = getattr(args, "list", False)
     undo: int | None = getattr(args, "undo", None)
     if listing or undo is not None:
